@@ -1,0 +1,58 @@
+/**
+ * The state store behind rate limits, lockouts, bans and alert counters.
+ * Two backends implement it: memory (bounded LRU, one process) and redis (Lua scripts,
+ * shared by every gateway instance). Keys are namespaced by the caller
+ * (`policy:rule:…`) so that state survives a reload where the rule is unchanged.
+ * Every method may reject (store down); callers never wait longer than the store's
+ * configured timeout.
+ */
+export interface BucketSpec {
+  /** full key, namespaced by the caller */
+  readonly key: string;
+  /** tokens when full (the limit's count) */
+  readonly capacity: number;
+  /** time to refill from empty to full, in ms (the limit's window) */
+  readonly windowMs: number;
+}
+
+export interface BucketResult {
+  /** tokens left after this request (0 when refused) */
+  readonly remaining: number;
+  /** ms until the bucket is full again */
+  readonly resetMs: number;
+}
+
+export interface ConsumeResult {
+  /** true when every bucket had a token; then one token was taken from each */
+  readonly allowed: boolean;
+  /** per bucket, in the order given */
+  readonly buckets: readonly BucketResult[];
+  /** when refused: ms until every bucket would have one token again; 0 when allowed */
+  readonly retryAfterMs: number;
+}
+
+export interface Store {
+  readonly kind: 'memory' | 'redis';
+  /**
+   * Token buckets, all or nothing: takes `cost` tokens from each bucket only when all of
+   * them have enough; atomic across instances on redis.
+   */
+  consume(buckets: readonly BucketSpec[], cost?: number): Promise<ConsumeResult>;
+  /** Count an event in a sliding window of windowMs; returns the count including this one. */
+  increment(key: string, windowMs: number): Promise<number>;
+  /** The current count of a sliding window without adding to it. */
+  count(key: string, windowMs: number): Promise<number>;
+  /** Set a block (ban, lockout) for ttlMs. */
+  block(key: string, ttlMs: number): Promise<void>;
+  /** ms left on a block, 0 when not blocked. */
+  blockedFor(key: string): Promise<number>;
+  /** Forget a key of any kind (counter, bucket or block). */
+  reset(key: string): Promise<void>;
+  /** List active blocks whose key starts with prefix, with ms left (admin dashboard). */
+  listBlocks(prefix: string, limit: number): Promise<{ key: string; ttlMs: number }[]>;
+  /** Resolves when the store answers; rejects otherwise (readiness). */
+  ping(): Promise<void>;
+  /** Whether the last operation succeeded (cheap, for /readyz). */
+  healthy(): boolean;
+  close(): Promise<void>;
+}

@@ -1,0 +1,23 @@
+import type { PolicyFactory } from '../gateway/policy.js';
+import { securityHeaders } from './security-headers/index.js';
+import { cors } from './cors/index.js';
+import { sizeLimit } from './size-limit/index.js';
+import { userAgent } from './user-agent/index.js';
+
+/**
+ * Every policy, by hand (no dynamic import). The order is the execution order within
+ * each stage: cheap checks first, authentication before per-identity limits, uploads last.
+ */
+export const FACTORIES: readonly PolicyFactory[] = [
+  sizeLimit,
+  userAgent,
+  // ip-ban
+  cors,
+  // pattern-block
+  // auth
+  // rate-limit
+  // login-lockout
+  // password-policy, csrf
+  // upload-gate
+  securityHeaders,
+] as PolicyFactory[];
