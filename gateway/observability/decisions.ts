@@ -1,0 +1,252 @@
+/**
+ * "Why was request X refused?": a bounded in-memory record of recent decisions,
+ * served by the admin listener at `GET /api/decisions/{request_id}` and printed by
+ * `receipt-gateway explain`.
+ *
+ * Two rings: refused (and monitor-flagged) requests are kept in the larger one, plain
+ * allows in a smaller one, so a flood of ordinary traffic never pushes the interesting
+ * decisions out. Memory is bounded by the ring sizes and by the per-entry caps below
+ * (steps, detail size, path length); recording is O(1) and never allocates beyond the
+ * entry itself.
+ */
+import type { RequestContext, TraceStep } from '../context.js';
+import { redactTarget } from './audit.js';
+
+/** One policy's verdict inside a decision. */
+export interface DecisionStep {
+  policy: string;
+  verdict: 'pass' | 'deny' | 'monitor' | 'error';
+  code?: string;
+  reason?: string;
+  rule_ids?: string[];
+  /** matched targets (names and redacted excerpts) and other facts the policy reported */
+  detail?: Record<string, unknown>;
+  /** microseconds spent in the policy */
+  micros: number;
+}
+
+export interface DecisionEntry {
+  request_id: string;
+  /** ISO 8601 time of arrival */
+  time: string;
+  method: string;
+  /** the request target with secret query values redacted */
+  path: string;
+  route: string;
+  client_ip: string;
+  status: number;
+  decision: 'allow' | 'deny' | 'monitor';
+  /** the error code of a refusal made by the gateway */
+  code?: string;
+  steps: DecisionStep[];
+  /** anomaly score, when a scoring policy computed one */
+  score?: number;
+  total_ms: number;
+}
+
+/** Sizes of the decision rings (gateway.yaml `observability.decisions`). */
+export interface DecisionLogOptions {
+  /**
+   * Refused and monitor-flagged requests kept. Default 1000.
+   * @example decisions: { size: 2000 }
+   */
+  size?: number;
+  /** Allowed requests kept. Default a quarter of `size` (at least 1). */
+  allowSize?: number;
+}
+
+/** Longest request id accepted (SPEC §4: printable, ≤ 128 characters). */
+export const MAX_REQUEST_ID_LENGTH = 128;
+const REQUEST_ID_RE = /^[\x21-\x7e]{1,128}$/;
+
+/** Whether a string is a well-formed request id (printable ASCII without spaces, 1–128 characters). */
+export function isWellFormedRequestId(id: string): boolean {
+  return REQUEST_ID_RE.test(id);
+}
+
+/** Per-entry caps that keep the rings' memory bounded whatever the policies report. */
+export const ENTRY_LIMITS = {
+  maxSteps: 64,
+  maxPathLength: 2048,
+  maxRuleIds: 32,
+  /** JSON size of one step's detail; larger details are replaced by a truncated excerpt */
+  maxDetailBytes: 2048,
+} as const;
+
+class Ring {
+  private readonly slots: (DecisionEntry | undefined)[];
+  private next = 0;
+  private filled = 0;
+  constructor(readonly capacity: number) {
+    this.slots = new Array<DecisionEntry | undefined>(capacity);
+  }
+  /** Adds an entry, returns the one it overwrote. */
+  push(e: DecisionEntry): DecisionEntry | undefined {
+    const old = this.slots[this.next];
+    this.slots[this.next] = e;
+    this.next = (this.next + 1) % this.capacity;
+    if (this.filled < this.capacity) this.filled++;
+    return old;
+  }
+  /** Newest first. */
+  *newest(): Generator<DecisionEntry> {
+    for (let i = 1; i <= this.filled; i++) {
+      const e = this.slots[(this.next - i + this.capacity) % this.capacity];
+      if (e) yield e;
+    }
+  }
+  get length(): number {
+    return this.filled;
+  }
+}
+
+export interface RecentQuery {
+  /** only refused and monitor-flagged requests */
+  deniedOnly?: boolean;
+  /** at most this many, newest first (default 50) */
+  limit?: number;
+}
+
+/** The bounded record of recent decisions. */
+export class DecisionLog {
+  private readonly denied: Ring;
+  private readonly allowed: Ring;
+  private readonly byId = new Map<string, DecisionEntry>();
+
+  constructor(opts: DecisionLogOptions = {}) {
+    const size = Math.max(1, Math.floor(opts.size ?? 1000));
+    const allowSize = Math.max(1, Math.floor(opts.allowSize ?? Math.ceil(size / 4)));
+    this.denied = new Ring(size);
+    this.allowed = new Ring(allowSize);
+  }
+
+  /** Keep a decision. The entry is capped (steps, path, details) and must not be mutated afterwards. */
+  record(entry: DecisionEntry): void {
+    const e = capEntry(entry);
+    const ring = e.decision === 'allow' ? this.allowed : this.denied;
+    const evicted = ring.push(e);
+    if (evicted && this.byId.get(evicted.request_id) === evicted) this.byId.delete(evicted.request_id);
+    this.byId.set(e.request_id, e);
+  }
+
+  /** The latest decision for a request id, if still kept. */
+  get(requestId: string): DecisionEntry | undefined {
+    return this.byId.get(requestId);
+  }
+
+  /** Recent decisions, newest first. */
+  recent(q: RecentQuery = {}): DecisionEntry[] {
+    const limit = Math.max(0, Math.floor(q.limit ?? 50));
+    if (limit === 0) return [];
+    if (q.deniedOnly) return take(this.denied.newest(), limit);
+    // merge both rings by time, newest first
+    const a = take(this.denied.newest(), limit);
+    const b = take(this.allowed.newest(), limit);
+    const out: DecisionEntry[] = [];
+    let i = 0;
+    let j = 0;
+    while (out.length < limit && (i < a.length || j < b.length)) {
+      if (j >= b.length || (i < a.length && a[i]!.time >= b[j]!.time)) out.push(a[i++]!);
+      else out.push(b[j++]!);
+    }
+    return out;
+  }
+
+  /** How many entries each ring holds and can hold. */
+  stats(): { denied: number; deniedCapacity: number; allowed: number; allowedCapacity: number } {
+    return {
+      denied: this.denied.length,
+      deniedCapacity: this.denied.capacity,
+      allowed: this.allowed.length,
+      allowedCapacity: this.allowed.capacity,
+    };
+  }
+}
+
+/** Create the decision log (see {@link DecisionLogOptions}). */
+export function createDecisionLog(opts: DecisionLogOptions = {}): DecisionLog {
+  return new DecisionLog(opts);
+}
+
+function take<T>(it: Iterable<T>, n: number): T[] {
+  const out: T[] = [];
+  for (const x of it) {
+    if (out.length >= n) break;
+    out.push(x);
+  }
+  return out;
+}
+
+function capDetail(detail: Record<string, unknown>): Record<string, unknown> {
+  let json: string;
+  try {
+    json = JSON.stringify(detail);
+  } catch {
+    return { truncated: true, excerpt: '[unserialisable detail]' };
+  }
+  if (json === undefined) return {};
+  if (Buffer.byteLength(json) <= ENTRY_LIMITS.maxDetailBytes) return JSON.parse(json) as Record<string, unknown>;
+  return { truncated: true, excerpt: json.slice(0, ENTRY_LIMITS.maxDetailBytes / 2) + '…' };
+}
+
+function capStep(s: DecisionStep): DecisionStep {
+  const out: DecisionStep = { policy: s.policy, verdict: s.verdict, micros: s.micros };
+  if (s.code !== undefined) out.code = s.code;
+  if (s.reason !== undefined) out.reason = s.reason;
+  if (s.rule_ids?.length) out.rule_ids = s.rule_ids.slice(0, ENTRY_LIMITS.maxRuleIds).map(String);
+  if (s.detail !== undefined) out.detail = capDetail(s.detail);
+  return out;
+}
+
+function capEntry(e: DecisionEntry): DecisionEntry {
+  const out: DecisionEntry = {
+    ...e,
+    path: e.path.length > ENTRY_LIMITS.maxPathLength ? e.path.slice(0, ENTRY_LIMITS.maxPathLength) + '…' : e.path,
+    steps: e.steps.slice(0, ENTRY_LIMITS.maxSteps).map(capStep),
+  };
+  if (e.steps.length > ENTRY_LIMITS.maxSteps) {
+    out.steps.push({
+      policy: '…',
+      verdict: 'pass',
+      detail: { omitted_steps: e.steps.length - ENTRY_LIMITS.maxSteps },
+      micros: 0,
+    });
+  }
+  return out;
+}
+
+/** Convert the pipeline's trace step (camelCase) to the decision step (snake_case). */
+export function stepFromTrace(t: TraceStep): DecisionStep {
+  const s: DecisionStep = { policy: t.policy, verdict: t.verdict, micros: Math.round(t.micros) };
+  if (t.code !== undefined) s.code = t.code;
+  if (t.reason !== undefined) s.reason = t.reason;
+  if (t.ruleIds?.length) s.rule_ids = [...t.ruleIds];
+  if (t.detail !== undefined) s.detail = { ...t.detail };
+  return s;
+}
+
+/**
+ * Build a decision entry from a finished request: what the pipeline calls at the end of
+ * every request (`decisions.record(decisionFromContext(ctx, {...}))`).
+ */
+export function decisionFromContext(
+  ctx: RequestContext,
+  outcome: { status: number; decision: 'allow' | 'deny' | 'monitor'; code?: string; score?: number; totalMs?: number },
+): DecisionEntry {
+  const totalMs = outcome.totalMs ?? Number(process.hrtime.bigint() - ctx.start) / 1e6;
+  const e: DecisionEntry = {
+    request_id: ctx.id,
+    time: new Date(ctx.receivedAt).toISOString(),
+    method: ctx.method,
+    path: redactTarget(ctx.target),
+    route: ctx.routeName,
+    client_ip: ctx.clientIp,
+    status: outcome.status,
+    decision: outcome.decision,
+    steps: ctx.trace.map(stepFromTrace),
+    total_ms: Math.round(totalMs * 1000) / 1000,
+  };
+  if (outcome.code !== undefined) e.code = outcome.code;
+  if (outcome.score !== undefined) e.score = outcome.score;
+  return e;
+}
