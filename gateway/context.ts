@@ -11,6 +11,11 @@ export interface Identity {
   readonly keyId?: string;
   /** verified JWT claims, when method is jwt */
   readonly claims?: Readonly<Record<string, unknown>>;
+  /**
+   * where the credentials came from: a request header (Authorization, X-API-Key) or a
+   * session cookie (browser). The CSRF policy only judges cookie-authenticated requests.
+   */
+  readonly via?: 'header' | 'cookie';
 }
 
 /** A request body held in memory because a policy on the route asked for it. */
