@@ -16,10 +16,12 @@ export interface BucketSpec {
 }
 
 export interface BucketResult {
-  /** tokens left after this request (0 when refused) */
+  /** whole tokens left after this request (0 when refused) */
   readonly remaining: number;
   /** ms until the bucket is full again */
   readonly resetMs: number;
+  /** true when this bucket lacked the tokens (it is one of the reasons for a refusal) */
+  readonly limited: boolean;
 }
 
 export interface ConsumeResult {
@@ -31,6 +33,9 @@ export interface ConsumeResult {
   readonly retryAfterMs: number;
 }
 
+/** The most events a sliding-window counter remembers per key; thresholds must stay below. */
+export const MAX_WINDOW_EVENTS = 1000;
+
 export interface Store {
   readonly kind: 'memory' | 'redis';
   /**
@@ -38,7 +43,10 @@ export interface Store {
    * them have enough; atomic across instances on redis.
    */
   consume(buckets: readonly BucketSpec[], cost?: number): Promise<ConsumeResult>;
-  /** Count an event in a sliding window of windowMs; returns the count including this one. */
+  /**
+   * Count an event in a sliding window of windowMs; returns the count including this one.
+   * The window keeps at most MAX_WINDOW_EVENTS events per key (counts saturate there).
+   */
   increment(key: string, windowMs: number): Promise<number>;
   /** The current count of a sliding window without adding to it. */
   count(key: string, windowMs: number): Promise<number>;

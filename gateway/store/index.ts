@@ -1,0 +1,153 @@
+import type { Metrics } from '../observability/metrics.js';
+import type { AuditLog } from '../observability/audit.js';
+import type { OpsLogger } from '../policy.js';
+import type { Store } from './types.js';
+import { MemoryStore, DEFAULT_MAX_KEYS } from './memory.js';
+import { RedisStore, DEFAULT_TIMEOUT_MS } from './redis.js';
+
+export type { Store } from './types.js';
+export { MemoryStore } from './memory.js';
+export { RedisStore } from './redis.js';
+
+/** How to build the state store (from `REDIS_URL` and the `store:` settings). */
+export interface StoreOptions {
+  /** `memory://` (default) or `redis://host:port/db` / `rediss://…` */
+  readonly url?: string;
+  /** memory store: most keys held (LRU). Default 100 000 */
+  readonly maxKeys?: number;
+  /** redis: per-operation timeout in ms. Default 200 */
+  readonly timeoutMs?: number;
+  /** redis: key prefix, so several gateways (or other apps) can share a server. Default `rg:` */
+  readonly prefix?: string;
+  readonly metrics: Metrics;
+  readonly log: OpsLogger;
+  /** when given, outages are also written as `store_unavailable` audit events */
+  readonly audit?: AuditLog;
+  /** errors are logged at most once per this many ms (counted every time). Default 10 000 */
+  readonly errorLogIntervalMs?: number;
+  /** ms since epoch; tests pass a fake clock. Default Date.now */
+  readonly now?: () => number;
+}
+
+/**
+ * Create the store named by `url`, wrapped so that every failed operation is counted in
+ * `gateway_store_errors_total{store}` and reported (ops log + `store_unavailable` audit
+ * event) at most once per interval, with the number of errors since the last report.
+ * Recovery is logged once. The returned store rejects exactly as the backend does, so each
+ * policy applies its own fail-open / fail-closed choice.
+ *
+ * ```ts
+ * const store = createStore({ url: process.env.REDIS_URL ?? 'memory://', metrics, log, audit });
+ * ```
+ */
+export function createStore(opts: StoreOptions): Store {
+  const url = (opts.url ?? 'memory://').trim();
+  const reporter = new ErrorReporter(opts);
+  if (url === '' || url.startsWith('memory:')) {
+    return new InstrumentedStore(new MemoryStore({ maxKeys: opts.maxKeys ?? DEFAULT_MAX_KEYS, ...(opts.now ? { now: opts.now } : {}) }), reporter);
+  }
+  if (url.startsWith('redis://') || url.startsWith('rediss://')) {
+    const backend = new RedisStore({
+      url,
+      prefix: opts.prefix ?? 'rg:',
+      timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      ...(opts.now ? { now: opts.now } : {}),
+      onConnectionError: (err) => reporter.error(err, false),
+      onReady: () => reporter.recovered(),
+    });
+    return new InstrumentedStore(backend, reporter);
+  }
+  throw new Error(`unsupported store URL "${redactUrl(url)}" (use memory:// or redis://host:port/db)`);
+}
+
+/** Hide the password of a redis URL in messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/([^@/]*)@/, '//***@');
+}
+
+/** Counts every error, reports once per interval, and says when the store is back. */
+class ErrorReporter {
+  readonly #opts: StoreOptions;
+  readonly #interval: number;
+  #lastReport = -Infinity;
+  #suppressed = 0;
+  #down = false;
+  store = 'memory';
+
+  constructor(opts: StoreOptions) {
+    this.#opts = opts;
+    this.#interval = opts.errorLogIntervalMs ?? 10_000;
+  }
+
+  /** counted: an operation failed (counts in the metric); otherwise a connection event */
+  error(err: unknown, counted: boolean): void {
+    if (counted) this.#opts.metrics.storeErrors.inc({ store: this.store });
+    this.#down = true;
+    const now = Date.now();
+    if (now - this.#lastReport < this.#interval) {
+      this.#suppressed++;
+      return;
+    }
+    this.#lastReport = now;
+    const fields = {
+      store: this.store,
+      error: err instanceof Error ? err.message : String(err),
+      suppressed: this.#suppressed,
+    };
+    this.#suppressed = 0;
+    this.#opts.log.warn(fields, 'state store unavailable');
+    this.#opts.audit?.system('store_unavailable', { decision: 'allow', reason: 'store_error', ...fields });
+  }
+
+  recovered(): void {
+    if (!this.#down) return;
+    this.#down = false;
+    this.#lastReport = -Infinity;
+    this.#opts.log.info({ store: this.store }, 'state store available again');
+  }
+}
+
+/** Wraps a backend: same answers, plus error accounting. */
+class InstrumentedStore implements Store {
+  readonly kind: 'memory' | 'redis';
+  readonly #s: Store;
+  readonly #r: ErrorReporter;
+
+  constructor(backend: Store, reporter: ErrorReporter) {
+    this.#s = backend;
+    this.#r = reporter;
+    this.kind = backend.kind;
+    reporter.store = backend.kind;
+  }
+
+  /** the backend (tests, benchmarks) */
+  get backend(): Store {
+    return this.#s;
+  }
+
+  async #w<T>(p: Promise<T>): Promise<T> {
+    try {
+      const v = await p;
+      this.#r.recovered();
+      return v;
+    } catch (err) {
+      this.#r.error(err, true);
+      throw err;
+    }
+  }
+
+  consume: Store['consume'] = (b, c) => this.#w(this.#s.consume(b, c));
+  increment: Store['increment'] = (k, w) => this.#w(this.#s.increment(k, w));
+  count: Store['count'] = (k, w) => this.#w(this.#s.count(k, w));
+  block: Store['block'] = (k, t) => this.#w(this.#s.block(k, t));
+  blockedFor: Store['blockedFor'] = (k) => this.#w(this.#s.blockedFor(k));
+  reset: Store['reset'] = (k) => this.#w(this.#s.reset(k));
+  listBlocks: Store['listBlocks'] = (p, l) => this.#w(this.#s.listBlocks(p, l));
+  ping: Store['ping'] = () => this.#w(this.#s.ping());
+  healthy(): boolean {
+    return this.#s.healthy();
+  }
+  close(): Promise<void> {
+    return this.#s.close();
+  }
+}
