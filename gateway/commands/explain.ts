@@ -1,0 +1,189 @@
+/**
+ * `receipt-gateway explain REQUEST_ID [--admin URL] [--json]`: asks the admin listener
+ * why a recent request was allowed or refused (`GET {admin}/api/decisions/{id}`) and
+ * prints the answer readably: the request, the route, each policy's verdict in order
+ * with its code, reason, rule ids, matched targets and time spent.
+ *
+ * The admin URL defaults to `GATEWAY_ADMIN_URL`, else `http://127.0.0.1:${GATEWAY_ADMIN_PORT:-9901}`.
+ * Exit status: 0 when the decision was printed, 1 otherwise (malformed or unknown id,
+ * admin listener unreachable), 2 on a usage error.
+ */
+import { request } from 'undici';
+import { isWellFormedRequestId, type DecisionEntry, type DecisionStep } from '../observability/decisions.js';
+
+export interface ExplainIO {
+  stdout: { write(s: string): unknown };
+  stderr: { write(s: string): unknown };
+  env?: Record<string, string | undefined>;
+}
+
+const USAGE = 'usage: receipt-gateway explain REQUEST_ID [--admin URL] [--json]\n';
+const TIMEOUT_MS = 5000;
+
+/** Parse, fetch and print. Returns the process exit status. */
+export async function runExplain(
+  args: readonly string[],
+  out: ExplainIO = { stdout: process.stdout, stderr: process.stderr, env: process.env },
+): Promise<number> {
+  const env = out.env ?? process.env;
+  let admin = env.GATEWAY_ADMIN_URL || `http://127.0.0.1:${env.GATEWAY_ADMIN_PORT || '9901'}`;
+  let json = false;
+  const ids: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--admin') {
+      const v = args[++i];
+      if (!v) {
+        out.stderr.write('explain: --admin needs a URL\n' + USAGE);
+        return 2;
+      }
+      admin = v;
+    } else if (a.startsWith('--admin=')) admin = a.slice('--admin='.length);
+    else if (a === '--json') json = true;
+    else if (a === '-h' || a === '--help') {
+      out.stdout.write(USAGE);
+      return 0;
+    } else if (a.startsWith('--')) {
+      out.stderr.write(`explain: unknown option ${a}\n` + USAGE);
+      return 2;
+    } else ids.push(a);
+  }
+  if (ids.length !== 1) {
+    out.stderr.write(USAGE);
+    return 2;
+  }
+  const id = ids[0]!;
+  if (!isWellFormedRequestId(id)) {
+    out.stderr.write(
+      `explain: "${printable(id)}" is not a request id (printable characters without spaces, at most 128); copy it from the X-Request-Id header or the error body's request_id\n`,
+    );
+    return 1;
+  }
+  let base: URL;
+  try {
+    base = new URL(admin);
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new Error('not http');
+  } catch {
+    out.stderr.write(`explain: --admin must be an http(s) URL, got "${printable(admin)}"\n`);
+    return 2;
+  }
+  const url = new URL(`${base.pathname.replace(/\/$/, '')}/api/decisions/${encodeURIComponent(id)}`, base);
+  let status: number;
+  let text: string;
+  try {
+    const res = await request(url, {
+      method: 'GET',
+      headers: { accept: 'application/json' },
+      signal: AbortSignal.timeout(TIMEOUT_MS),
+    });
+    status = res.statusCode;
+    text = await res.body.text();
+  } catch (err) {
+    const e = err as Error & { code?: string; cause?: { code?: string } };
+    const why = e.code ?? e.cause?.code ?? e.message;
+    out.stderr.write(`explain: cannot reach the admin listener at ${base.origin} (${why}); is the gateway running? (--admin URL)\n`);
+    return 1;
+  }
+  if (status === 404) {
+    out.stderr.write(
+      `explain: no decision recorded for request ${id}: it is older than the gateway keeps (observability.decisions.size), went to another instance, or never reached the gateway\n`,
+    );
+    return 1;
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    out.stderr.write(`explain: the admin listener answered ${status} with something that is not JSON\n`);
+    return 1;
+  }
+  if (status !== 200) {
+    const msg = (body as { message?: string; error?: string }).message ?? (body as { error?: string }).error ?? '';
+    out.stderr.write(`explain: the admin listener answered ${status}${msg ? `: ${msg}` : ''}\n`);
+    return 1;
+  }
+  if (json) out.stdout.write(JSON.stringify(body, null, 2) + '\n');
+  else out.stdout.write(formatDecision(body as DecisionEntry));
+  return 0;
+}
+
+function printable(s: string): string {
+  return s.replace(/[^\x20-\x7e]/g, '?').slice(0, 140);
+}
+
+function verdictLabel(step: DecisionStep): string {
+  switch (step.verdict) {
+    case 'deny':
+      return 'DENY';
+    case 'monitor':
+      return 'MONITOR (would deny)';
+    case 'error':
+      return 'ERROR';
+    default:
+      return 'pass';
+  }
+}
+
+function fmtMicros(us: number): string {
+  return us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${Math.round(us)} µs`;
+}
+
+function fmtDetail(detail: Record<string, unknown>, indent: string): string[] {
+  const lines: string[] = [];
+  for (const [k, v] of Object.entries(detail)) {
+    if (Array.isArray(v)) {
+      lines.push(`${indent}${k}:`);
+      for (const item of v) {
+        if (item && typeof item === 'object') {
+          lines.push(
+            `${indent}  - ${Object.entries(item as Record<string, unknown>)
+              .map(([a, b]) => `${a}=${JSON.stringify(b)}`)
+              .join(' ')}`,
+          );
+        } else lines.push(`${indent}  - ${JSON.stringify(item)}`);
+      }
+    } else lines.push(`${indent}${k}: ${JSON.stringify(v)}`);
+  }
+  return lines;
+}
+
+/** A decision as readable text (what `explain` prints). */
+export function formatDecision(e: DecisionEntry): string {
+  const head =
+    e.decision === 'allow'
+      ? `ALLOWED (${e.status})`
+      : e.decision === 'monitor'
+        ? `ALLOWED, monitor-mode policies would have refused it (${e.status})`
+        : `REFUSED ${e.status}${e.code ? ` ${e.code}` : ''}`;
+  const lines = [
+    `Request ${e.request_id}: ${head}`,
+    `  time     ${e.time}`,
+    `  request  ${e.method} ${e.path}`,
+    `  route    ${e.route}`,
+    `  client   ${e.client_ip}`,
+    `  total    ${e.total_ms} ms${e.score !== undefined ? `    score ${e.score}` : ''}`,
+    '',
+  ];
+  if (!e.steps.length) lines.push('No policy ran (refused before the policies, or no route matched).');
+  else {
+    lines.push('Policies, in the order they ran:');
+    const width = Math.max(...e.steps.map((s) => s.policy.length));
+    e.steps.forEach((s, i) => {
+      const parts = [`${String(i + 1).padStart(3)}. ${s.policy.padEnd(width)}  ${verdictLabel(s)}`];
+      if (s.code) parts.push(s.code);
+      if (s.reason) parts.push(`reason=${s.reason}`);
+      parts.push(`(${fmtMicros(s.micros)})`);
+      lines.push(parts.join('  '));
+      if (s.rule_ids?.length) lines.push(`       rules: ${s.rule_ids.join(', ')}`);
+      if (s.detail && Object.keys(s.detail).length) lines.push(...fmtDetail(s.detail, '       '));
+    });
+    const decisive = e.steps.find((s) => s.verdict === 'deny') ?? e.steps.find((s) => s.verdict === 'error');
+    if (decisive) {
+      lines.push('');
+      lines.push(
+        `Decided by ${decisive.policy}${decisive.reason ? ` (${decisive.reason})` : ''}${decisive.rule_ids?.length ? `, rule ${decisive.rule_ids.join(', ')}` : ''}.`,
+      );
+    }
+  }
+  return lines.join('\n') + '\n';
+}
