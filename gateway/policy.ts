@@ -23,8 +23,17 @@ export interface Deny {
   readonly status?: number;
 }
 
+/** The gateway answers the request itself without it being a refusal (a CORS preflight). */
+export interface Answer {
+  readonly answer: { readonly status: number; readonly headers: Readonly<Record<string, string>> };
+}
+
 /** undefined = go on. */
-export type Verdict = Deny | undefined;
+export type Verdict = Deny | Answer | undefined;
+
+export function isAnswer(v: Deny | Answer): v is Answer {
+  return (v as Answer).answer !== undefined;
+}
 
 export type Mode = 'enforce' | 'monitor';
 
@@ -64,6 +73,8 @@ export interface Policy {
   readonly failure: 'open' | 'closed';
   /** ask the pipeline to buffer and parse the body (up to the route's body limit) */
   readonly needsBody?: boolean;
+  /** the route's body size limit in bytes (the size-limit policy sets it; the pipeline enforces it while streaming) */
+  readonly bodyLimit?: number;
   onRequest?(ctx: RequestContext): Verdict | Promise<Verdict>;
   onIdentified?(ctx: RequestContext): Verdict | Promise<Verdict>;
   /**

@@ -1,0 +1,148 @@
+import http from 'node:http';
+import net from 'node:net';
+import type { RequestContext } from './context.js';
+import type { Generation } from './config/compile.js';
+import type { Outcome } from './policy.js';
+import type { Gateway } from './server.js';
+
+/** Hooks the observability layer attaches to the running gateway. */
+export interface Observers {
+  /** every audit line written (after redaction) */
+  onAudit?(line: Record<string, unknown>): void;
+  /** a generation became active (start, reload) */
+  onGeneration?(gen: Generation): void;
+  /** a request finished */
+  onDecision?(ctx: RequestContext, outcome: Outcome, seconds: number): void;
+  /** the security health report (score, checks, recommendations) */
+  securityHealth?(): unknown;
+  /** extra readiness checks: reasons when not ready */
+  readiness?(): Promise<string[]>;
+  /** admin routes served by the observability layer; return false when not handled */
+  adminRoute?(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<boolean>;
+  close?(): Promise<void>;
+}
+
+/** Probe a TCP connection to the upstream (readiness); resolves to an error text or undefined. */
+function probe(origin: string, timeoutMs: number): Promise<string | undefined> {
+  const u = new URL(origin);
+  const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: u.hostname.replace(/^\[|\]$/g, ''), port });
+    const done = (err?: string) => {
+      socket.destroy();
+      resolve(err);
+    };
+    socket.setTimeout(timeoutMs, () => done('upstream connect timed out'));
+    socket.once('connect', () => done());
+    socket.once('error', (e: NodeJS.ErrnoException) => done(`upstream unreachable (${e.code ?? 'error'})`));
+  });
+}
+
+function json(res: http.ServerResponse, status: number, value: unknown): void {
+  const body = JSON.stringify(value);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+    'content-length': Buffer.byteLength(body),
+    'x-content-type-options': 'nosniff',
+  });
+  res.end(body);
+}
+
+/**
+ * The admin listener (127.0.0.1 by default): /healthz, /readyz, /metrics,
+ * /api/health/security, and what the observability layer adds (dashboard, decisions).
+ */
+export class AdminServer {
+  private readonly server: http.Server;
+
+  constructor(private readonly gw: Gateway) {
+    this.server = http.createServer({ requestTimeout: 10_000, headersTimeout: 5_000 }, (req, res) => {
+      this.handle(req, res).catch(() => {
+        if (!res.headersSent) json(res, 500, { error: 'internal_error', message: 'Internal error.' });
+        else res.destroy();
+      });
+    });
+    this.server.on('clientError', (_err, socket: net.Socket) => socket.destroy());
+  }
+
+  async listen(host: string, port: number): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  get url(): string {
+    const a = this.server.address() as net.AddressInfo;
+    return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+  }
+
+  async readiness(): Promise<{ ready: boolean; reasons: string[] }> {
+    const reasons: string[] = [];
+    const gen = this.gw.generation;
+    const upstream = await probe(gen.upstream.origin, 1000);
+    if (upstream !== undefined) reasons.push(upstream);
+    if (this.gw.store.kind !== 'memory') {
+      try {
+        await this.gw.store.ping();
+      } catch (err) {
+        reasons.push(`store unavailable (${(err as Error).message})`);
+      }
+    }
+    const extra = (await this.gw.observers.readiness?.()) ?? [];
+    reasons.push(...extra);
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      if (url.pathname === '/api/reload' && req.method === 'POST') {
+        const r = await this.gw.reload('admin');
+        json(res, r.result === 'success' ? 200 : 422, r);
+        return;
+      }
+      res.setHeader('allow', 'GET, HEAD');
+      json(res, 405, { error: 'method_not_allowed', message: 'Only GET is served here.' });
+      return;
+    }
+    switch (url.pathname) {
+      case '/healthz':
+        json(res, 200, { status: 'ok' });
+        return;
+      case '/readyz': {
+        const r = await this.readiness();
+        json(res, r.ready ? 200 : 503, {
+          status: r.ready ? 'ready' : 'not_ready',
+          generation: this.gw.generation.id,
+          reasons: r.reasons,
+        });
+        return;
+      }
+      case '/metrics': {
+        const body = await this.gw.metrics.registry.metrics();
+        res.writeHead(200, { 'content-type': this.gw.metrics.registry.contentType, 'cache-control': 'no-store' });
+        res.end(body);
+        return;
+      }
+      case '/api/health/security': {
+        const report = this.gw.observers.securityHealth?.();
+        if (report === undefined) json(res, 503, { error: 'unavailable', message: 'Security monitoring is disabled.' });
+        else json(res, 200, report);
+        return;
+      }
+      default:
+        if (this.gw.observers.adminRoute && (await this.gw.observers.adminRoute(req, res, url))) return;
+        json(res, 404, { error: 'not_found', message: 'No such admin endpoint.' });
+    }
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeAllConnections();
+  }
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/env node
+import cluster from 'node:cluster';
+import process from 'node:process';
+import { Gateway } from './server.js';
+import { ConfigLoadError, formatProblem } from './config/load.js';
+import { validateConfigFile } from './commands/validate.js';
+import { runReplay } from './commands/replay.js';
+import { runHashKey } from './commands/hash-key.js';
+import { runExplain } from './commands/explain.js';
+import { attachObservability } from './observability/wire.js';
+
+const USAGE = `receipt-gateway: a security gateway in front of the receipt service
+
+usage:
+  receipt-gateway start    [--config FILE]          run the gateway (default ./gateway.yaml or $GATEWAY_CONFIG)
+  receipt-gateway validate [--config FILE]          check a config; exit 0 with a summary or 1 with every error
+  receipt-gateway hash-key                          read an API key on stdin, print its hash for gateway.yaml
+  receipt-gateway replay   --config FILE --requests FILE.jsonl [--only P1,P2|waf] [--format text|jsonl]
+  receipt-gateway explain  REQUEST_ID [--admin URL] why a recent request was allowed or refused
+`;
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i === -1) {
+    const eq = args.find((a) => a.startsWith(`${name}=`));
+    return eq?.slice(name.length + 1);
+  }
+  return args[i + 1];
+}
+
+function configPath(args: string[]): string {
+  return flag(args, '--config') ?? process.env.GATEWAY_CONFIG ?? 'gateway.yaml';
+}
+
+async function start(args: string[]): Promise<number> {
+  const file = configPath(args);
+  // Validate in the primary first, so a bad config exits 1 with every error.
+  const summary = await validateConfigFile(file, process.env);
+  if (!summary.ok) {
+    for (const line of summary.errors) process.stderr.write(`${line}\n`);
+    return 1;
+  }
+  const workers = summary.workers;
+  if (workers > 1 && cluster.isPrimary) {
+    process.stdout.write(`receipt-gateway: starting ${workers} workers\n`);
+    for (let i = 0; i < workers; i++) cluster.fork();
+    let stopping = false;
+    const stop = (sig: NodeJS.Signals) => {
+      stopping = true;
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(sig);
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGTERM'));
+    process.on('SIGHUP', () => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+    });
+    process.on('SIGUSR2', () => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGUSR2');
+    });
+    cluster.on('exit', (w, code) => {
+      if (!stopping) {
+        process.stderr.write(`worker ${w.process.pid} exited (${code}); starting another\n`);
+        cluster.fork();
+      } else if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+    });
+    return new Promise<number>(() => {});
+  }
+  let gw: Gateway;
+  try {
+    gw = await Gateway.start({ configFile: file });
+  } catch (err) {
+    if (err instanceof ConfigLoadError) for (const p of err.problems) process.stderr.write(`${formatProblem(p)}\n`);
+    else process.stderr.write(`receipt-gateway: cannot start: ${(err as Error).message}\n`);
+    return 1;
+  }
+  await attachObservability(gw);
+  process.stdout.write(
+    `receipt-gateway listening on ${gw.url}${gw.adminUrl ? ` (admin ${gw.adminUrl})` : ''}, upstream ${gw.generation.upstream.origin}\n`,
+  );
+  let stopping = false;
+  const shutdown = () => {
+    if (stopping) return;
+    stopping = true;
+    gw.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+  process.on('SIGHUP', () => void gw.reload('SIGHUP'));
+  process.on('SIGUSR2', () => gw.audit.reopen());
+  return new Promise<number>(() => {});
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...args] = argv;
+  switch (cmd) {
+    case 'start':
+      return start(args);
+    case 'validate': {
+      const file = configPath(args);
+      const summary = await validateConfigFile(file, process.env);
+      if (summary.ok) {
+        process.stdout.write(`${summary.summary}\n`);
+        return 0;
+      }
+      for (const line of summary.errors) process.stderr.write(`${line}\n`);
+      process.stderr.write(`${file}: ${summary.errors.length} error${summary.errors.length === 1 ? '' : 's'}\n`);
+      return 1;
+    }
+    case 'hash-key':
+      return runHashKey(process.stdin, process.stdout);
+    case 'replay':
+      return runReplay(args, process.stdout, process.stderr);
+    case 'explain':
+      return runExplain(args);
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE);
+      return cmd === undefined ? 1 : 0;
+    default:
+      process.stderr.write(`unknown command "${cmd}"\n${USAGE}`);
+      return 1;
+  }
+}
+
+process.on('unhandledRejection', (err) => {
+  process.stderr.write(`receipt-gateway: unhandled rejection: ${(err as Error)?.message ?? String(err)}\n`);
+});
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: Error) => {
+    process.stderr.write(`receipt-gateway: ${err.message}\n`);
+    process.exitCode = 1;
+  },
+);

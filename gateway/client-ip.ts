@@ -1,0 +1,38 @@
+import { isIP, type BlockList } from 'node:net';
+import type { IncomingHttpHeaders } from 'node:http';
+
+/** The socket's address in one canonical form (IPv4-mapped IPv6 → IPv4, IPv6 lowercased). */
+export function clientAddress(addr: string | undefined): string {
+  if (addr === undefined) return '0.0.0.0';
+  if (addr.startsWith('::ffff:') && isIP(addr.slice(7)) === 4) return addr.slice(7);
+  return addr.includes(':') ? addr.toLowerCase() : addr;
+}
+
+/**
+ * The client IP behind trusted proxies: the right-most X-Forwarded-For entry that is not
+ * itself a trusted proxy (entries left of it can be forged by the client). Malformed
+ * entries stop the walk: the peer's own address is used then.
+ */
+export function forwardedFor(header: string | string[] | undefined, trusted: BlockList, peer: string): string {
+  if (header === undefined) return peer;
+  const list = (Array.isArray(header) ? header.join(',') : header).split(',');
+  let candidate = peer;
+  for (let i = list.length - 1; i >= 0; i--) {
+    let entry = list[i]!.trim();
+    // allow "[v6]:port" and "v4:port" forms some proxies write
+    if (entry.startsWith('[')) entry = entry.slice(1, entry.indexOf(']'));
+    else if (entry.includes('.') && entry.includes(':')) entry = entry.slice(0, entry.indexOf(':'));
+    const family = isIP(entry);
+    if (family === 0) return candidate;
+    const ip = clientAddress(entry);
+    candidate = ip;
+    if (!trusted.check(ip, family === 6 && ip.includes(':') ? 'ipv6' : 'ipv4')) return ip;
+  }
+  return candidate;
+}
+
+/** A trusted proxy said the client connection was https. */
+export function isTrustedHttps(headers: IncomingHttpHeaders): boolean {
+  const p = headers['x-forwarded-proto'];
+  return typeof p === 'string' && p.split(',')[0]!.trim().toLowerCase() === 'https';
+}

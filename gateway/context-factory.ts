@@ -1,0 +1,57 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { RequestContext } from './context.js';
+
+export interface ContextInit {
+  readonly id?: string | undefined;
+  readonly method: string;
+  readonly target: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly rawHeaders: readonly string[];
+  readonly clientIp: string;
+  readonly secure: boolean;
+  readonly httpVersion: string;
+  readonly bodySource: Readable;
+  readonly signal: AbortSignal;
+}
+
+/** The one constructor of RequestContext (server, replay, tests). */
+export function createContext(init: ContextInit): RequestContext {
+  let target = init.target;
+  // absolute-form (RFC 9112 §3.2.2): route on its path
+  if (target.charCodeAt(0) !== 47 && /^https?:\/\//i.test(target)) {
+    const i = target.indexOf('/', target.indexOf('//') + 2);
+    target = i === -1 ? '/' : target.slice(i);
+  }
+  const q = target.indexOf('?');
+  const rawPath = q === -1 ? target : target.slice(0, q);
+  return {
+    id: init.id ?? randomUUID(),
+    start: process.hrtime.bigint(),
+    receivedAt: Date.now(),
+    method: init.method,
+    target,
+    rawPath,
+    path: rawPath,
+    query: q === -1 ? '' : target.slice(q + 1),
+    headers: init.headers,
+    rawHeaders: init.rawHeaders,
+    clientIp: init.clientIp,
+    secure: init.secure,
+    httpVersion: init.httpVersion,
+    bodySource: init.bodySource,
+    routeName: 'unmatched',
+    identity: undefined,
+    body: undefined,
+    forwardBody: undefined,
+    upstreamHeaders: {},
+    dropUpstreamHeaders: new Set(),
+    responseHeaders: {},
+    trace: [],
+    monitored: [],
+    audit: {},
+    locals: new Map(),
+    signal: init.signal,
+  };
+}

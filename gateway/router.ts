@@ -1,0 +1,135 @@
+import { ConfigError } from './errors.js';
+
+/**
+ * Route patterns compiled once: literal segments, `:name` or `*` for one segment, and a
+ * final `**` for any rest (including nothing: `/api/**` matches `/api`, `/api/` and
+ * `/api/a/b`). Matching is on the normalised path; first match wins.
+ */
+export interface RoutePattern<T> {
+  readonly name: string;
+  readonly methods: ReadonlySet<string> | undefined;
+  readonly path: string;
+  readonly value: T;
+}
+
+interface CompiledPattern<T> extends RoutePattern<T> {
+  readonly exact: string | undefined;
+  readonly prefix: string;
+  readonly re: RegExp | undefined;
+}
+
+export type RouteMatch<T> =
+  | { readonly kind: 'match'; readonly route: RoutePattern<T>; readonly params: Readonly<Record<string, string>> }
+  | { readonly kind: 'method'; readonly allow: readonly string[] }
+  | { readonly kind: 'none' };
+
+const SEGMENT = /^[^/]*$/;
+
+function compilePattern(path: string, at: readonly (string | number)[]): { exact?: string; prefix: string; re?: RegExp } {
+  const segs = path.split('/').slice(1);
+  let literal = true;
+  let prefix = '';
+  let src = '^';
+  for (let i = 0; i < segs.length; i++) {
+    const seg = segs[i]!;
+    if (seg === '**') {
+      if (i !== segs.length - 1) throw new ConfigError('`**` may only be the last segment', at);
+      literal = false;
+      src += '(?:/.*)?';
+      continue;
+    }
+    if (seg === '*' || seg.startsWith(':')) {
+      if (seg.startsWith(':') && !/^:[A-Za-z_][A-Za-z0-9_]*$/.test(seg)) {
+        throw new ConfigError(`invalid parameter segment "${seg}"`, at);
+      }
+      literal = false;
+      src += seg === '*' ? '/[^/]+' : `/(?<${seg.slice(1)}>[^/]+)`;
+      continue;
+    }
+    if (!SEGMENT.test(seg) || seg.includes('*')) throw new ConfigError(`invalid path segment "${seg}"`, at);
+    src += '/' + seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    if (literal) prefix += '/' + seg;
+  }
+  if (literal) return { exact: path, prefix: path };
+  return { prefix, re: new RegExp(src + '$') };
+}
+
+export class Router<T> {
+  private readonly routes: CompiledPattern<T>[];
+
+  constructor(routes: readonly RoutePattern<T>[], at: (index: number) => readonly (string | number)[]) {
+    this.routes = routes.map((r, i) => ({ ...r, ...compilePattern(r.path, [...at(i), 'path']) }) as CompiledPattern<T>);
+  }
+
+  get size(): number {
+    return this.routes.length;
+  }
+
+  match(method: string, path: string): RouteMatch<T> {
+    let allow: Set<string> | undefined;
+    const routes = this.routes;
+    for (let i = 0; i < routes.length; i++) {
+      const r = routes[i]!;
+      let params: Record<string, string> | undefined;
+      if (r.exact !== undefined) {
+        if (path !== r.exact) continue;
+      } else {
+        if (r.prefix !== '' && !path.startsWith(r.prefix)) continue;
+        const m = r.re!.exec(path);
+        if (m === null) continue;
+        params = m.groups;
+      }
+      if (r.methods === undefined || r.methods.has(method) || (method === 'HEAD' && r.methods.has('GET'))) {
+        return { kind: 'match', route: r, params: params ?? {} };
+      }
+      allow ??= new Set();
+      for (const m of r.methods) allow.add(m);
+    }
+    if (allow !== undefined) return { kind: 'method', allow: [...allow] };
+    return { kind: 'none' };
+  }
+}
+
+/**
+ * Normalise a request path for routing and forwarding (RFC 3986 §5.2.4): decode
+ * percent-encoded unreserved characters, remove dot segments (clamped at the root),
+ * collapse repeated slashes. Encoded `/`, `?`, `%` and other reserved characters stay
+ * encoded. Returns undefined for paths that are not origin-form.
+ */
+export function normalizePath(raw: string): string | undefined {
+  if (raw.length === 0 || raw.charCodeAt(0) !== 47 /* / */) return undefined;
+  let p = raw;
+  if (p.includes('%')) {
+    p = p.replace(/%([0-9A-Fa-f]{2})/g, (m, hex: string) => {
+      const c = Number.parseInt(hex, 16);
+      // unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~"
+      if (
+        (c >= 0x41 && c <= 0x5a) ||
+        (c >= 0x61 && c <= 0x7a) ||
+        (c >= 0x30 && c <= 0x39) ||
+        c === 0x2d ||
+        c === 0x2e ||
+        c === 0x5f ||
+        c === 0x7e
+      ) {
+        return String.fromCharCode(c);
+      }
+      return m.toUpperCase();
+    });
+  }
+  if (!p.includes('//') && !p.includes('/.')) return p;
+  const out: string[] = [];
+  const segs = p.split('/');
+  for (let i = 1; i < segs.length; i++) {
+    const s = segs[i]!;
+    if (s === '.' || (s === '' && i < segs.length - 1)) continue;
+    if (s === '..') {
+      out.pop();
+      continue;
+    }
+    out.push(s);
+  }
+  const last = segs[segs.length - 1];
+  if ((last === '.' || last === '..') && out[out.length - 1] !== '') out.push('');
+  return '/' + out.join('/');
+}

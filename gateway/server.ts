@@ -1,0 +1,515 @@
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { pipeline as pipe } from 'node:stream';
+import type { Readable } from 'node:stream';
+import type { RequestContext } from './context.js';
+import { compileGeneration, closeGeneration, type CompiledRoute, type Generation } from './config/compile.js';
+import { loadConfigFile, ConfigLoadError } from './config/load.js';
+import { CODES } from './errors.js';
+import type { Deny, OpsLogger, Outcome, ResponseHead, Services } from './policy.js';
+import { runRequestPhase, runResponsePhase, runDone, recordDeny, hasBody, framingDeny } from './pipeline.js';
+import { renderDeny, renderAnswer, renderJson, rawErrorResponse, type Rendered } from './reply.js';
+import { UpstreamPools, upstreamHeaders, cleanResponseHeaders, forward, isFailure, BodyLimit } from './proxy.js';
+import { Metrics } from './observability/metrics.js';
+import { createAuditLog, type AuditLog } from './observability/audit.js';
+import { createStore } from './store/index.js';
+import type { Store } from './store/types.js';
+import { createOpsLogger } from './observability/ops-log.js';
+import { AdminServer, type Observers } from './admin.js';
+import { clientAddress, forwardedFor, isTrustedHttps } from './client-ip.js';
+import { normalizePath } from './router.js';
+import { createContext } from './context-factory.js';
+import { parseDuration } from './config/units.js';
+
+export interface GatewayOptions {
+  readonly configFile: string;
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** override the configured listeners (tests use port 0) */
+  readonly port?: number;
+  readonly host?: string;
+  readonly adminPort?: number;
+  /** watch the config file for changes (default true) */
+  readonly watch?: boolean;
+  readonly log?: OpsLogger;
+  readonly now?: () => number;
+  /** collect Node's default process metrics (default true) */
+  readonly defaultMetrics?: boolean;
+}
+
+export interface ReloadRecord {
+  readonly time: string;
+  readonly result: 'success' | 'error';
+  readonly generation?: number;
+  readonly errors?: readonly string[];
+  readonly trigger: string;
+}
+
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+const REQUEST_ID_RE = /^[\x21-\x7e]{1,128}$/;
+
+/**
+ * The running gateway: main listener, admin listener, the current generation, and the
+ * services that outlive reloads (store, metrics, audit log, upstream pools).
+ */
+export class Gateway {
+  generation: Generation;
+  readonly services: Services;
+  readonly metrics: Metrics;
+  readonly audit: AuditLog;
+  readonly store: Store;
+  readonly reloads: ReloadRecord[] = [];
+  readonly observers: Observers;
+  private readonly pools = new UpstreamPools();
+  private readonly server: http.Server;
+  private admin: AdminServer | undefined;
+  private watcher: fs.FSWatcher | undefined;
+  private reloadTimer: NodeJS.Timeout | undefined;
+  private readonly inflight = new Set<AbortController>();
+  private readonly sockets = new Set<Socket>();
+  private closing = false;
+  private readonly metricChildren = new Map<string, { inc(): void }>();
+  private readonly durationChildren = new Map<string, { observe(v: number): void }>();
+  private readonly upstreamDurationChildren = new Map<string, { observe(v: number): void }>();
+  private readonly env: Readonly<Record<string, string | undefined>>;
+
+  private constructor(
+    private readonly opts: GatewayOptions,
+    generation: Generation,
+    services: Services,
+    metrics: Metrics,
+    audit: AuditLog,
+    store: Store,
+    observers: Observers,
+  ) {
+    this.generation = generation;
+    this.services = services;
+    this.metrics = metrics;
+    this.audit = audit;
+    this.store = store;
+    this.observers = observers;
+    this.env = opts.env ?? process.env;
+    const l = generation.listen;
+    this.server = http.createServer({
+      maxHeaderSize: l.maxHeaderSize,
+      requestTimeout: l.requestTimeoutMs,
+      headersTimeout: l.headerTimeoutMs,
+      keepAliveTimeout: l.keepAliveTimeoutMs,
+      requireHostHeader: false,
+      joinDuplicateHeaders: false,
+      insecureHTTPParser: false,
+    });
+    this.server.maxHeadersCount = l.maxHeaders + 1;
+    this.server.maxConnections = l.maxConnections;
+    this.server.maxRequestsPerSocket = l.maxRequestsPerSocket;
+    this.server.on('request', (req, res) => this.onRequest(req, res));
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
+    this.server.on('connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      metrics.openConnections.inc();
+      socket.once('close', () => {
+        this.sockets.delete(socket);
+        metrics.openConnections.dec();
+      });
+    });
+  }
+
+  /** Load, validate and compile the config, open the audit log and store, and listen. */
+  static async start(opts: GatewayOptions): Promise<Gateway> {
+    const env = opts.env ?? process.env;
+    const loaded = await loadConfigFile(opts.configFile, env);
+    const cfg = loaded.config;
+    const log = opts.log ?? createOpsLogger();
+    const now = opts.now ?? Date.now;
+    const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics ?? true });
+    const observers: Observers = {};
+    const audit = createAuditLog({
+      enabled: cfg.audit.enabled,
+      file: cfg.audit.file,
+      accessSampleRate: cfg.audit.access_sample_rate,
+      metrics,
+      tap: (line) => observers.onAudit?.(line),
+    });
+    const store = await createStore({
+      url: cfg.store.url,
+      maxKeys: cfg.store.max_keys,
+      timeoutMs: parseDuration(cfg.store.timeout),
+      prefix: cfg.store.prefix,
+      metrics,
+      audit,
+      log,
+      now,
+    });
+    const services: Services = { store, metrics, audit, log, now, persistent: new Map(), env };
+    let generation: Generation;
+    try {
+      generation = await compileGeneration(loaded, services);
+    } catch (err) {
+      await store.close().catch(() => {});
+      await audit.close();
+      throw err;
+    }
+    const gw = new Gateway(opts, generation, services, metrics, audit, store, observers);
+    await gw.listen();
+    return gw;
+  }
+
+  private async listen(): Promise<void> {
+    const l = this.generation.listen;
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.opts.port ?? l.port, this.opts.host ?? l.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const a = this.generation.config.admin;
+    if (a.enabled) {
+      this.admin = new AdminServer(this);
+      await this.admin.listen(a.host, this.opts.adminPort ?? a.port);
+    }
+    if (this.opts.watch !== false) this.watch();
+    this.observers.onGeneration?.(this.generation);
+  }
+
+  get port(): number {
+    return (this.server.address() as { port: number }).port;
+  }
+  get url(): string {
+    const addr = this.server.address() as { address: string; port: number };
+    const host = addr.address === '0.0.0.0' || addr.address === '::' ? '127.0.0.1' : addr.address;
+    return `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+  }
+  get adminUrl(): string | undefined {
+    return this.admin?.url;
+  }
+
+  private watch(): void {
+    const file = path.resolve(this.opts.configFile);
+    try {
+      // Watch the directory: editors and ConfigMaps replace the file rather than write it.
+      this.watcher = fs.watch(path.dirname(file), (_event, name) => {
+        if (name !== null && name !== path.basename(file)) return;
+        clearTimeout(this.reloadTimer);
+        this.reloadTimer = setTimeout(() => void this.reload('watch'), 150);
+      });
+      this.watcher.on('error', () => {});
+    } catch (err) {
+      this.services.log.warn({ err: (err as Error).message }, 'cannot watch the config file; reload with SIGHUP');
+    }
+  }
+
+  /**
+   * Load, validate and compile the file again, then swap atomically. On any error the
+   * running generation stays. Requests in flight finish on the generation they started with.
+   */
+  async reload(trigger = 'api'): Promise<ReloadRecord> {
+    const started = this.services.now();
+    let record: ReloadRecord;
+    try {
+      const loaded = await loadConfigFile(this.opts.configFile, this.env);
+      const next = await compileGeneration(loaded, this.services);
+      const old = this.generation;
+      this.generation = next;
+      await this.pools.retainOnly(next.upstream);
+      // Retire the old generation once requests that started on it had time to finish.
+      setTimeout(() => void closeGeneration(old), old.listen.shutdownTimeoutMs).unref();
+      record = { time: new Date(started).toISOString(), result: 'success', generation: next.id, trigger };
+      this.metrics.configReloads.inc({ result: 'success' });
+      this.audit.system('config_reload', { result: 'success', generation: next.id, trigger, file: this.opts.configFile });
+      this.observers.onGeneration?.(next);
+    } catch (err) {
+      const errors = err instanceof ConfigLoadError ? err.problems.map((p) => `${p.file}:${p.line}:${p.column}: ${p.keyPath ? `${p.keyPath}: ` : ''}${p.message}`) : [(err as Error).message];
+      record = { time: new Date(started).toISOString(), result: 'error', errors, trigger };
+      this.metrics.configReloads.inc({ result: 'error' });
+      this.audit.system('config_reload', { result: 'error', errors, trigger, file: this.opts.configFile });
+      this.services.log.error({ errors }, 'config reload rejected; the previous configuration stays active');
+    }
+    this.reloads.push(record);
+    if (this.reloads.length > 50) this.reloads.shift();
+    return record;
+  }
+
+  private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    if (!socket.writable || (socket as Socket & { _httpMessage?: unknown })._httpMessage) {
+      socket.destroy();
+      return;
+    }
+    const id = randomUUID();
+    let status = 400;
+    let code = 'bad_request';
+    let message: string = CODES.bad_request.message;
+    if (err.code === 'HPE_HEADER_OVERFLOW') {
+      status = 431;
+      code = 'headers_too_large';
+      message = CODES.headers_too_large.message;
+    } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ECONNRESET') {
+      socket.destroy();
+      return;
+    }
+    this.metrics.blocked.inc({ reason: status === 431 ? 'size' : 'protocol' });
+    this.metrics.requests.inc({ route: 'unmatched', method: 'OTHER', code: String(status), decision: 'deny' });
+    socket.end(rawErrorResponse(status, code, message, id));
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const gen = this.generation;
+    const ac = new AbortController();
+    this.inflight.add(ac);
+    const ctx = this.makeContext(gen, req, ac.signal);
+    // Any client disconnect before the response finished cancels the upstream request.
+    res.once('close', () => {
+      if (!res.writableFinished) ac.abort();
+      this.inflight.delete(ac);
+    });
+    this.handle(gen, ctx, req, res).catch((err: Error) => {
+      this.services.log.error({ request_id: ctx.id, err: err.message }, 'unexpected error while handling a request');
+      if (!res.headersSent) {
+        const r = renderDeny(ctx, { code: 'internal_error' }, gen.requestIdHeader);
+        res.writeHead(r.head.status, r.head.headers as http.OutgoingHttpHeaders);
+        res.end(r.body);
+      } else res.destroy();
+    });
+  }
+
+  private makeContext(gen: Generation, req: http.IncomingMessage, signal: AbortSignal): RequestContext {
+    const peer = clientAddress(req.socket.remoteAddress);
+    const trusted = gen.trustedProxies !== undefined && gen.trustedProxies.check(peer, peer.includes(':') ? 'ipv6' : 'ipv4');
+    const clientIp = trusted ? forwardedFor(req.headers['x-forwarded-for'], gen.trustedProxies!, peer) : peer;
+    const incomingId = gen.trustRequestId ? req.headers[gen.requestIdHeader] : undefined;
+    return createContext({
+      id: typeof incomingId === 'string' && REQUEST_ID_RE.test(incomingId) ? incomingId : undefined,
+      method: req.method ?? 'GET',
+      target: req.url ?? '/',
+      headers: req.headers,
+      rawHeaders: req.rawHeaders,
+      clientIp,
+      secure: (req.socket as Socket & { encrypted?: boolean }).encrypted === true || (trusted && isTrustedHttps(req.headers)),
+      httpVersion: req.httpVersion,
+      bodySource: req,
+      signal,
+    });
+  }
+
+  private async handle(gen: Generation, ctx: RequestContext, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const services = this.services;
+    const framing = framingDeny(ctx, gen.listen.maxHeaders);
+    if (framing !== undefined) {
+      res.shouldKeepAlive = false;
+      await this.refuse(gen, gen.unmatched, ctx, res, framing, 'gateway');
+      return;
+    }
+    const normalized = normalizePath(ctx.rawPath);
+    (ctx as { path: string }).path = normalized ?? ctx.rawPath;
+
+    // A CORS preflight is routed by the method it asks for.
+    const acrm = ctx.method === 'OPTIONS' ? ctx.headers['access-control-request-method'] : undefined;
+    const routeMethod = acrm !== undefined && ctx.headers.origin !== undefined ? acrm.toUpperCase() : ctx.method;
+    const m = gen.router.match(routeMethod, ctx.path);
+    const route = m.kind === 'match' ? m.route.value : gen.unmatched;
+    ctx.routeName = route.name;
+
+    const phase = await runRequestPhase(route, ctx, services);
+    if (phase.deny !== undefined) {
+      await this.refuse(gen, route, ctx, res, phase.deny, phase.by);
+      return;
+    }
+    if (m.kind !== 'match') {
+      const deny: Deny =
+        m.kind === 'method'
+          ? { code: 'method_not_allowed', headers: { Allow: m.allow.join(', ') } }
+          : { code: 'not_found' };
+      await this.refuse(gen, route, ctx, res, deny, 'router');
+      return;
+    }
+    if (phase.answer !== undefined) {
+      const r = renderAnswer(ctx, phase.answer.status, phase.answer.headers, gen.requestIdHeader);
+      await this.send(route, ctx, res, r, { status: r.head.status, decision: 'allow', deny: undefined, deniedBy: undefined });
+      return;
+    }
+    if (route.adminApi) {
+      const report = this.observers.securityHealth?.() ?? { error: 'unavailable' };
+      drain(req);
+      const r = renderJson(ctx, 200, report, gen.requestIdHeader);
+      await this.send(route, ctx, res, r, this.allowOutcome(ctx, 200));
+      return;
+    }
+    await this.proxy(gen, route, ctx, req, res);
+  }
+
+  private allowOutcome(ctx: RequestContext, status: number): Outcome {
+    return { status, decision: ctx.monitored.length > 0 ? 'monitor' : 'allow', deny: undefined, deniedBy: undefined };
+  }
+
+  private async refuse(
+    gen: Generation,
+    route: CompiledRoute,
+    ctx: RequestContext,
+    res: http.ServerResponse,
+    deny: Deny,
+    by: string | undefined,
+  ): Promise<void> {
+    const r = renderDeny(ctx, deny, gen.requestIdHeader);
+    recordDeny(ctx, deny, 'deny', r.head.status, this.services);
+    // The body may still be arriving; do not read it, close the connection after the answer.
+    if (!(ctx.bodySource as Readable).readableEnded && hasBody(ctx)) res.shouldKeepAlive = false;
+    await this.send(route, ctx, res, r, { status: r.head.status, decision: 'deny', deny, deniedBy: by });
+  }
+
+  /** Write a gateway-made response through the response phase, then account for it. */
+  private async send(route: CompiledRoute, ctx: RequestContext, res: http.ServerResponse, r: Rendered, outcome: Outcome): Promise<void> {
+    await runResponsePhase(route, ctx, r.head, this.services);
+    if (!res.headersSent && !res.destroyed) {
+      res.writeHead(r.head.status, r.head.headers as http.OutgoingHttpHeaders);
+      res.end(r.body);
+    }
+    if (!res.shouldKeepAlive) res.once('finish', () => ctx.bodySource.destroy());
+    this.finish(route, ctx, outcome, undefined);
+  }
+
+  private async proxy(gen: Generation, route: CompiledRoute, ctx: RequestContext, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const services = this.services;
+    const u = gen.upstream;
+    let path = ctx.path;
+    if (route.stripPrefix !== undefined && path.startsWith(route.stripPrefix)) path = path.slice(route.stripPrefix.length) || '/';
+    path = u.basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
+    const headers = upstreamHeaders(ctx, forwardedFor4Upstream(ctx, req, gen), gen.requestIdHeader);
+    let body: Readable | Buffer | null = null;
+    let limiter: BodyLimit | undefined;
+    const fb = ctx.forwardBody;
+    if (fb !== undefined) {
+      body = fb.stream;
+      headers['content-length'] = String(fb.length);
+      headers['content-type'] = fb.contentType;
+    } else if (ctx.body !== undefined) {
+      body = ctx.body.raw;
+      headers['content-length'] = String(ctx.body.raw.length);
+    } else if (hasBody(ctx)) {
+      const cl = ctx.headers['content-length'];
+      if (cl !== undefined) headers['content-length'] = cl;
+      if (Number.isFinite(route.bodyLimit)) {
+        limiter = new BodyLimit(route.bodyLimit);
+        body = req.pipe(limiter);
+      } else body = req;
+    }
+    const t0 = process.hrtime.bigint();
+    const result = await forward({
+      pool: this.pools.get(u),
+      method: ctx.method,
+      path,
+      headers,
+      body,
+      signal: ctx.signal,
+      responseTimeoutMs: u.responseTimeoutMs,
+      bodyTimeoutMs: u.bodyTimeoutMs,
+    });
+    if (isFailure(result)) {
+      fb?.dispose?.();
+      if (result.kind === 'aborted' || res.destroyed) {
+        this.finish(route, ctx, { status: 499, decision: 'allow', deny: undefined, deniedBy: undefined }, undefined);
+        return;
+      }
+      if (result.kind === 'too_large' || limiter?.exceeded) {
+        await this.refuse(gen, route, ctx, res, { code: 'payload_too_large', detail: { limit: route.bodyLimit } }, 'size-limit');
+        return;
+      }
+      this.metrics.upstreamErrors.inc({ route: route.name, kind: result.kind });
+      const code = result.kind === 'timeout' ? 'gateway_timeout' : 'bad_gateway';
+      const r = renderDeny(ctx, { code }, gen.requestIdHeader);
+      await this.send(route, ctx, res, r, { status: r.head.status, decision: 'allow', deny: undefined, deniedBy: undefined });
+      return;
+    }
+    const upstreamSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const h = result.headers;
+    cleanResponseHeaders(h);
+    h[gen.requestIdHeader] = ctx.id;
+    for (const k in ctx.responseHeaders) h[k] = ctx.responseHeaders[k];
+    const head: ResponseHead = { status: result.status, headers: h, fromGateway: false };
+    await runResponsePhase(route, ctx, head, services);
+    if (res.destroyed) {
+      result.body.destroy();
+      fb?.dispose?.();
+      this.finish(route, ctx, { status: 499, decision: 'allow', deny: undefined, deniedBy: undefined }, upstreamSeconds);
+      return;
+    }
+    res.writeHead(head.status, head.headers as http.OutgoingHttpHeaders);
+    pipe(result.body, res, (err) => {
+      fb?.dispose?.();
+      if (err && !res.destroyed) res.destroy();
+      this.finish(route, ctx, this.allowOutcome(ctx, head.status), upstreamSeconds);
+    });
+  }
+
+  /** Account for a finished request: monitor records, metrics, access audit, onDone, decision log. */
+  private finish(route: CompiledRoute, ctx: RequestContext, outcome: Outcome, upstreamSeconds: number | undefined): void {
+    const services = this.services;
+    for (const d of ctx.monitored) recordDeny(ctx, d, 'monitor', outcome.status, services);
+    const method = KNOWN_METHODS.has(ctx.method) ? ctx.method : 'OTHER';
+    const key = `${route.name}|${method}|${outcome.status}|${outcome.decision}`;
+    let c = this.metricChildren.get(key);
+    if (c === undefined) {
+      c = this.metrics.requests.labels(route.name, method, String(outcome.status), outcome.decision);
+      if (this.metricChildren.size < 10_000) this.metricChildren.set(key, c);
+    }
+    c.inc();
+    const seconds = Number(process.hrtime.bigint() - ctx.start) / 1e9;
+    let d = this.durationChildren.get(route.name);
+    if (d === undefined) {
+      d = this.metrics.requestDuration.labels(route.name);
+      this.durationChildren.set(route.name, d);
+    }
+    d.observe(seconds);
+    if (upstreamSeconds !== undefined) {
+      let ud = this.upstreamDurationChildren.get(route.name);
+      if (ud === undefined) {
+        ud = this.metrics.upstreamDuration.labels(route.name);
+        this.upstreamDurationChildren.set(route.name, ud);
+      }
+      ud.observe(upstreamSeconds);
+    }
+    if (outcome.decision !== 'deny' && route !== this.generation.unmatched) {
+      services.audit.request('api_access', ctx, { decision: outcome.decision, status: outcome.status, ...ctx.audit });
+    }
+    runDone(route, ctx, outcome, services);
+    this.observers.onDecision?.(ctx, outcome, seconds);
+  }
+
+  /** Graceful shutdown: stop accepting, let in-flight requests finish up to the deadline. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    clearTimeout(this.reloadTimer);
+    this.watcher?.close();
+    const deadline = this.generation.listen.shutdownTimeoutMs;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    const timer = setTimeout(() => {
+      for (const ac of this.inflight) ac.abort();
+      this.server.closeAllConnections();
+    }, deadline);
+    timer.unref();
+    await closed;
+    clearTimeout(timer);
+    await this.admin?.close();
+    await closeGeneration(this.generation);
+    await this.observers.close?.();
+    await this.pools.close();
+    await this.store.close().catch(() => {});
+    await this.audit.close();
+  }
+}
+
+function forwardedFor4Upstream(ctx: RequestContext, req: http.IncomingMessage, gen: Generation): string {
+  const peer = clientAddress(req.socket.remoteAddress);
+  const trusted = gen.trustedProxies !== undefined && gen.trustedProxies.check(peer, peer.includes(':') ? 'ipv6' : 'ipv4');
+  const xff = req.headers['x-forwarded-for'];
+  // From trusted proxies keep the chain and append the peer; otherwise the client's claims are dropped.
+  if (trusted && xff !== undefined && xff !== '') return `${xff}, ${peer}`;
+  return ctx.clientIp;
+}
+
+function drain(req: http.IncomingMessage): void {
+  if (!req.readableEnded) req.resume();
+}

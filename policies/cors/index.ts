@@ -1,0 +1,141 @@
+import { Type } from '@sinclair/typebox';
+import type { PolicyFactory, Policy, Verdict } from '../../gateway/policy.js';
+import type { RequestContext } from '../../gateway/context.js';
+import { policyBlock, Duration } from '../../gateway/config/policy-schema.js';
+import { parseDuration } from '../../gateway/config/units.js';
+import { ConfigError } from '../../gateway/errors.js';
+
+const schema = policyBlock(
+  {
+    origins: Type.Union([Type.String(), Type.Array(Type.String())], {
+      default: 'http://localhost:10000,http://127.0.0.1:10000',
+      description:
+        'allowed origins, a list or one comma-separated string (CORS_ORIGINS); `*` allows any origin but never together with credentials',
+    }),
+    allow_credentials: Type.Boolean({ default: true, description: 'send Access-Control-Allow-Credentials: true' }),
+    allow_methods: Type.Array(Type.String(), {
+      default: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      description: 'methods a preflight may ask for',
+    }),
+    allow_headers: Type.Array(Type.String(), {
+      default: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id', 'X-CSRF-Token', 'X-Requested-With'],
+      description: 'request headers a preflight may ask for (case-insensitive)',
+    }),
+    expose_headers: Type.Array(Type.String(), {
+      default: ['X-Request-Id', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
+      description: 'response headers readable by the browser',
+    }),
+    max_age: Duration('10m', 'how long browsers may cache a preflight answer'),
+    allow_same_origin: Type.Boolean({
+      default: true,
+      description: 'accept an Origin equal to the request’s own origin (scheme://Host) even when not listed',
+    }),
+  },
+  { description: 'strict CORS: origin allowlist, preflights answered by the gateway, foreign origins refused' },
+);
+
+/**
+ * `cors`: answers preflights itself (204 or 403 `cors_origin_denied`) and refuses actual
+ * requests whose `Origin` is not allowed. Example:
+ * ```yaml
+ * policies:
+ *   cors:
+ *     origins: ${CORS_ORIGINS:-http://localhost:10000}
+ *     allow_credentials: true
+ * ```
+ */
+export const cors: PolicyFactory<typeof schema> = {
+  name: 'cors',
+  key: 'cors',
+  schema,
+  compile(config, ctx): Policy {
+    const list = (Array.isArray(config.origins) ? config.origins : config.origins.split(','))
+      .map((o) => o.trim())
+      .filter((o) => o !== '');
+    const wildcard = list.includes('*');
+    if (wildcard && config.allow_credentials) {
+      throw new ConfigError(
+        'origins "*" together with allow_credentials would let any site make credentialed requests; list the origins',
+        [...ctx.path, 'origins'],
+      );
+    }
+    const allowed = new Set<string>();
+    for (const o of list) {
+      if (o === '*') continue;
+      let url: URL;
+      try {
+        url = new URL(o);
+      } catch {
+        throw new ConfigError(`invalid origin "${o}" (use scheme://host[:port])`, [...ctx.path, 'origins']);
+      }
+      if (url.origin === 'null' || url.pathname !== '/' || url.search || url.hash) {
+        throw new ConfigError(`origin "${o}" must be scheme://host[:port] only`, [...ctx.path, 'origins']);
+      }
+      allowed.add(url.origin);
+    }
+    const methods = new Set(config.allow_methods.map((m) => m.toUpperCase()));
+    const headersAllowed = new Set(config.allow_headers.map((h) => h.toLowerCase()));
+    const allowMethods = [...methods].join(', ');
+    const allowHeaders = config.allow_headers.join(', ');
+    const expose = config.expose_headers.join(', ');
+    const maxAge = String(Math.floor(parseDuration(config.max_age) / 1000));
+    const credentials = config.allow_credentials;
+    const sameOrigin = config.allow_same_origin;
+
+    const originAllowed = (origin: string, rc: RequestContext): boolean => {
+      if (wildcard || allowed.has(origin)) return true;
+      if (sameOrigin && rc.headers.host !== undefined) {
+        return origin === `${rc.secure ? 'https' : 'http'}://${rc.headers.host.toLowerCase()}`;
+      }
+      return false;
+    };
+    const deny = (why: string): Verdict => ({
+      code: 'cors_origin_denied',
+      detail: { cors: why },
+    });
+
+    return {
+      name: 'cors',
+      mode: config.mode,
+      failure: 'closed',
+      onRequest(rc) {
+        const origin = rc.headers.origin;
+        if (origin === undefined) return undefined;
+        const isPreflight = rc.method === 'OPTIONS' && rc.headers['access-control-request-method'] !== undefined;
+        // Origin is lowercase per RFC 6454 serialisation; compare case-insensitively on scheme/host.
+        const o = origin.toLowerCase();
+        if (!originAllowed(o, rc)) return deny(isPreflight ? 'preflight origin not allowed' : 'origin not allowed');
+        if (!isPreflight) return undefined;
+        const reqMethod = String(rc.headers['access-control-request-method']).toUpperCase();
+        if (!methods.has(reqMethod)) return deny('preflight method not allowed');
+        const reqHeaders = rc.headers['access-control-request-headers'];
+        if (reqHeaders) {
+          for (const h of reqHeaders.split(',')) {
+            const name = h.trim().toLowerCase();
+            if (name !== '' && !headersAllowed.has(name)) return deny('preflight header not allowed');
+          }
+        }
+        const headers: Record<string, string> = {
+          'access-control-allow-origin': wildcard ? '*' : origin,
+          'access-control-allow-methods': allowMethods,
+          'access-control-allow-headers': allowHeaders,
+          'access-control-max-age': maxAge,
+        };
+        if (credentials) headers['access-control-allow-credentials'] = 'true';
+        return { answer: { status: 204, headers } };
+      },
+      onResponse(rc, head) {
+        const h = head.headers;
+        const vary = h.vary;
+        if (vary === undefined) h.vary = 'Origin';
+        else if (!/\borigin\b/i.test(String(vary))) h.vary = `${String(vary)}, Origin`;
+        const origin = rc.headers.origin;
+        if (origin === undefined || h['access-control-allow-origin'] !== undefined) return;
+        if (!originAllowed(origin.toLowerCase(), rc)) return;
+        h['access-control-allow-origin'] = wildcard ? '*' : origin;
+        if (credentials) h['access-control-allow-credentials'] = 'true';
+        if (expose) h['access-control-expose-headers'] = expose;
+      },
+    };
+  },
+};

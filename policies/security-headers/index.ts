@@ -1,0 +1,85 @@
+import { Type } from '@sinclair/typebox';
+import type { PolicyFactory, Policy, ResponseHead } from '../../gateway/policy.js';
+import { policyBlock } from '../../gateway/config/policy-schema.js';
+
+/** The seed's header set (ORIGIN security summary), used as the defaults. */
+export const SEED_HEADERS: Readonly<Record<string, string>> = {
+  'X-Content-Type-Options': 'nosniff',
+  'X-Frame-Options': 'SAMEORIGIN',
+  'X-XSS-Protection': '1; mode=block',
+  'Strict-Transport-Security': 'max-age=31536000; includeSubDomains',
+  'Content-Security-Policy':
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data: https:; font-src 'self' data:; connect-src 'self'",
+  'Referrer-Policy': 'strict-origin-when-cross-origin',
+  'Permissions-Policy': 'geolocation=(), microphone=(), camera=()',
+};
+
+const schema = policyBlock(
+  {
+    headers: Type.Record(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), Type.Union([Type.String(), Type.Null()]), {
+      default: SEED_HEADERS,
+      description:
+        'headers added to every response (gateway errors included); a value of null removes a header of that name. A route block replaces the whole map; use `extra` to add to it.',
+    }),
+    extra: Type.Record(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), Type.Union([Type.String(), Type.Null()]), {
+      default: {},
+      description: 'headers merged over `headers` (null removes one); handy in route overrides',
+    }),
+    remove: Type.Array(Type.String(), {
+      default: ['Server', 'X-Powered-By', 'X-AspNet-Version', 'X-AspNetMvc-Version'],
+      description: 'upstream response headers removed (they reveal the stack)',
+    }),
+    override_upstream: Type.Boolean({
+      default: true,
+      description: 'replace a header of the same name set by the upstream (false: keep the upstream value)',
+    }),
+    hsts_only_over_tls: Type.Boolean({
+      default: false,
+      description:
+        'send Strict-Transport-Security only when the client connection is https (RFC 6797); off by default for the sidecar deployment behind a TLS-terminating proxy',
+    }),
+  },
+  { description: 'security response headers (X-Content-Type-Options, HSTS, CSP, …) and removal of revealing headers' },
+);
+
+/**
+ * `security_headers`: adds the seed's security headers to every response and strips
+ * `Server`/`X-Powered-By`. Example:
+ * ```yaml
+ * policies:
+ *   security_headers:
+ *     extra: { Cross-Origin-Opener-Policy: same-origin }
+ * ```
+ */
+export const securityHeaders: PolicyFactory<typeof schema> = {
+  name: 'security-headers',
+  key: 'security_headers',
+  schema,
+  compile(config): Policy {
+    const merged = { ...config.headers, ...config.extra };
+    const set: [string, string][] = [];
+    const del = new Set(config.remove.map((h) => h.toLowerCase()));
+    for (const [name, value] of Object.entries(merged)) {
+      if (value === null) del.add(name.toLowerCase());
+      else set.push([name.toLowerCase(), value]);
+    }
+    const removeList = [...del];
+    const hstsOnlyTls = config.hsts_only_over_tls;
+    const override = config.override_upstream;
+    return {
+      name: 'security-headers',
+      mode: config.mode,
+      failure: 'open',
+      onResponse(ctx, head: ResponseHead) {
+        const h = head.headers;
+        for (let i = 0; i < removeList.length; i++) delete h[removeList[i]!];
+        for (let i = 0; i < set.length; i++) {
+          const [name, value] = set[i]!;
+          if (hstsOnlyTls && name === 'strict-transport-security' && !ctx.secure) continue;
+          if (!override && h[name] !== undefined) continue;
+          h[name] = value;
+        }
+      },
+    };
+  },
+};
