@@ -3,6 +3,7 @@ import { securityHeaders } from './security-headers/index.js';
 import { cors } from './cors/index.js';
 import { sizeLimit } from './size-limit/index.js';
 import { userAgent } from './user-agent/index.js';
+import { auth } from './auth/index.js';
 
 /**
  * Every policy, by hand (no dynamic import). The order is the execution order within
@@ -15,6 +16,7 @@ export const FACTORIES: readonly PolicyFactory[] = [
   cors,
   // pattern-block
   // auth
+  auth,
   // rate-limit
   // login-lockout
   // password-policy, csrf

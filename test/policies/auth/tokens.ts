@@ -1,0 +1,56 @@
+/** Token-making helpers shared by the auth tests (not a test file itself). */
+import { SignJWT, generateKeyPair, exportJWK, exportSPKI, type JWTPayload, type CryptoKey } from 'jose';
+import { createHmac } from 'node:crypto';
+import { CLOCK_START } from '../../helpers/context.js';
+
+export const SECRET = 'test-secret-0123456789-abcdefghijklmnop';
+export const NOW_S = Math.floor(CLOCK_START / 1000);
+
+export const b64 = (v: unknown): string => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+
+/** A token signed with HS256 by the shared secret (or the given one), claims relative to the fake clock. */
+export async function hs(claims: JWTPayload & Record<string, unknown> = {}, secret = SECRET, header: Record<string, unknown> = {}): Promise<string> {
+  return new SignJWT({ sub: 'alice', role: 'user', iat: NOW_S, exp: NOW_S + 3600, ...claims })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT', ...header } as never)
+    .sign(new TextEncoder().encode(secret));
+}
+
+export interface KeyPair {
+  readonly alg: string;
+  readonly kid: string;
+  readonly privateKey: CryptoKey;
+  readonly publicKey: CryptoKey;
+  readonly jwk: Record<string, unknown>;
+  readonly pem: string;
+}
+
+export async function keyPair(alg: 'RS256' | 'ES256' | 'EdDSA', kid: string): Promise<KeyPair> {
+  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
+  const jwk = { ...(await exportJWK(publicKey)), kid, alg, use: 'sig' };
+  return { alg, kid, privateKey, publicKey, jwk, pem: await exportSPKI(publicKey) };
+}
+
+/** A token signed by a key pair (kid in the header unless `kid: null`). */
+export async function signed(
+  pair: KeyPair,
+  claims: JWTPayload & Record<string, unknown> = {},
+  header: Record<string, unknown> = {},
+): Promise<string> {
+  const h: Record<string, unknown> = { alg: pair.alg, typ: 'JWT', kid: pair.kid, ...header };
+  if (h.kid === null) delete h.kid;
+  return new SignJWT({ sub: 'alice', role: 'user', iat: NOW_S, exp: NOW_S + 3600, ...claims })
+    .setProtectedHeader(h as never)
+    .sign(pair.privateKey);
+}
+
+/** Replace the payload segment, keeping header and signature (a tampered token). */
+export function tamper(token: string, claims: Record<string, unknown>): string {
+  const [h, , s] = token.split('.');
+  return `${h}.${b64(claims)}.${s}`;
+}
+
+/** An HS256 token built by hand (header and payload taken as given, even if not objects). */
+export function hmacToken(header: unknown, payload: unknown, secret = SECRET): string {
+  const input = `${b64(header)}.${b64(payload)}`;
+  return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
+}
