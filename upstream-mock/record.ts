@@ -204,7 +204,8 @@ export function readBody(req: IncomingMessage, opts: ReadBodyOptions): Promise<B
       };
       let bb: busboy.Busboy;
       try {
-        bb = busboy({ headers: req.headers, defParamCharset: 'utf8' });
+        // preservePath: report the filename exactly as the client sent it (directories included).
+        bb = busboy({ headers: req.headers, defParamCharset: 'utf8', preservePath: true });
       } catch (err) {
         failMultipart(err instanceof Error ? err.message : String(err));
         return;

@@ -215,7 +215,11 @@ class MockService {
     private readonly recording: boolean,
     private readonly baseDelay: number,
   ) {
-    this.server = createServer({ keepAliveTimeout: 65_000, headersTimeout: 66_000 }, (req, res) => this.onRequest(req, res));
+    // Permissive on header size (64 KB) so that the gateway's own limits are what tests see;
+    // long keep-alive so the gateway's pooled connections are not closed under it.
+    this.server = createServer({ keepAliveTimeout: 65_000, headersTimeout: 66_000, maxHeaderSize: 64 * 1024 }, (req, res) =>
+      this.onRequest(req, res),
+    );
     this.server.on('connection', (s: Socket) => {
       this.sockets.add(s);
       s.once('close', () => this.sockets.delete(s));
@@ -635,7 +639,8 @@ class MockService {
 
   private send(res: ServerResponse, status: number, body: Buffer, type: string = JSON_TYPE): void {
     const headers: OutgoingHttpHeaders = {
-      ...BASE_HEADERS,
+      server: 'receipt-mock',
+      'x-powered-by': 'mock',
       'content-type': type,
       'content-length': body.length,
     };
