@@ -98,6 +98,7 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
   const problem = (keyPath: readonly (string | number)[], message: string) => problems.push(source.problem(keyPath, message));
   const configDir = path.dirname(path.resolve(loaded.file));
   const cache = new Map<string, Policy>();
+  const compileMessages = new Set<string>();
   const all: Policy[] = [];
 
   const compileBlock = async (
@@ -120,8 +121,12 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
       all.push(policy);
       return policy;
     } catch (err) {
-      if (err instanceof ConfigError) problem(err.path.length > 0 ? err.path : at, err.message);
-      else problem(at, `cannot compile: ${(err as Error).message}`);
+      const message = err instanceof ConfigError ? err.message : `cannot compile: ${(err as Error).message}`;
+      // The same global setting fails on every route that inherits it: report it once.
+      if (!compileMessages.has(message)) {
+        compileMessages.add(message);
+        problem(err instanceof ConfigError && err.path.length > 0 ? err.path : at, message);
+      }
       return undefined;
     }
   };

@@ -114,13 +114,24 @@ export const RequestIdSchema = Type.Object(
   { ...Strict, default: {} },
 );
 
+/**
+ * A route's override of a policy block: every key optional and without its default, so
+ * that only what the route writes is merged over the global block.
+ */
+function overrideSchema(schema: TObject): TObject {
+  const props: Record<string, TSchema> = {};
+  for (const [k, v] of Object.entries(schema.properties)) {
+    const { default: _unused, ...rest } = v as TSchema & { default?: unknown };
+    props[k] = Type.Optional(rest as TSchema);
+  }
+  return Type.Object(props, { additionalProperties: false, description: schema.description });
+}
+
 /** `policies:`: one block per registered policy. */
 export function policiesSchema(partial: boolean): TObject {
   const props: Record<string, TSchema> = {};
   for (const f of FACTORIES) {
-    props[f.key] = partial
-      ? Type.Optional(Type.Partial(f.schema, { additionalProperties: false, description: f.schema.description }))
-      : Type.Optional(f.schema);
+    props[f.key] = partial ? Type.Optional(overrideSchema(f.schema)) : Type.Optional(f.schema);
   }
   return Type.Object(props, { ...Strict, default: {}, description: 'policy defaults; routes override them key by key' });
 }

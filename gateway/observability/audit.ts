@@ -70,10 +70,16 @@ export interface AuditOptions {
 export function createAuditLog(opts: AuditOptions): AuditLog {
   const { metrics } = opts;
   if (!opts.enabled) {
+    // No file, but alerts and the decision log still see the events.
+    const tap = opts.tap;
     return {
       enabled: false,
-      request() {},
-      system() {},
+      request(event, ctx, fields) {
+        tap?.({ event, request_id: ctx.id, client_ip: ctx.clientIp, method: ctx.method, path: redactTarget(ctx.target), ...fields });
+      },
+      system(event, fields) {
+        tap?.({ event, ...fields });
+      },
       reopen() {},
       flush: async () => {},
       close: async () => {},
@@ -97,7 +103,7 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
     {
       base: undefined,
       messageKey: 'message',
-      timestamp: () => `,"time":"${new Date().toISOString()}"`,
+      timestamp: false,
       formatters: { level: () => ({}) },
       redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
     },
@@ -105,7 +111,8 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
   );
   const sample = opts.accessSampleRate;
 
-  const write = (line: Record<string, unknown>) => {
+  const write = (fields: Record<string, unknown>) => {
+    const line = { time: new Date().toISOString(), ...fields };
     try {
       logger.info(line);
     } catch {
