@@ -127,19 +127,21 @@ export interface DashboardSnapshot {
 }
 
 const SECRET_KEY =
-  /secret|passw(or)?d|token|api[_-]?key|apikey|credential|authorization|cookie|private|hash|salt|signing|^key$|_key$/i;
+  /secret|passw(or)?d|token|api[_-]?key|apikey|credential|authorization|cookie|private|hash|salt|signing/i;
 
-/** Replace secrets in a config summary: values under secret-looking keys, passwords in URLs. */
-export function scrubConfig(value: unknown, depth = 0): unknown {
+/**
+ * Replace secrets in a config summary: strings under secret-looking keys (at any depth
+ * below them, so `api_keys: [k1, k2]` is hidden too) and passwords in URLs. Numbers and
+ * booleans are kept (`token_ttl: 60`, `password_require_special: true`).
+ */
+export function scrubConfig(value: unknown, depth = 0, underSecret = false): unknown {
   if (depth > 12) return '[…]';
-  if (typeof value === 'string') return scrubUrl(value);
-  if (Array.isArray(value)) return value.slice(0, 200).map((v) => scrubConfig(v, depth + 1));
+  if (typeof value === 'string') return underSecret ? '[REDACTED]' : scrubUrl(value);
+  if (Array.isArray(value)) return value.slice(0, 200).map((v) => scrubConfig(v, depth + 1, underSecret));
   if (value && typeof value === 'object') {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-      if (SECRET_KEY.test(k) && v !== null && v !== undefined && typeof v !== 'boolean' && typeof v !== 'number') {
-        out[k] = '[REDACTED]';
-      } else out[k] = scrubConfig(v, depth + 1);
+      out[k] = scrubConfig(v, depth + 1, underSecret || SECRET_KEY.test(k));
     }
     return out;
   }
