@@ -16,6 +16,11 @@ export interface Identity {
    * session cookie (browser). The CSRF policy only judges cookie-authenticated requests.
    */
   readonly via?: 'header' | 'cookie';
+  /**
+   * per-credential rate limits (`1000/hour;50/minute`), e.g. an API key configured with
+   * its own `rate_limit`; replaces the limits of rate-limit rules keyed by api_key
+   */
+  readonly limits?: string;
 }
 
 /** A request body held in memory because a policy on the route asked for it. */
