@@ -1,0 +1,152 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import { Gateway } from '../../gateway/server.js';
+import { attachObservability, type ObservabilityHandle } from '../../gateway/observability/wire.js';
+import { silentLogger } from '../../gateway/observability/ops-log.js';
+import { startMock } from '../../upstream-mock/server.js';
+import { FACTORIES } from '../../policies/registry.js';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const TEST_SECRET = 'test-secret-0123456789-abcdefghijklmnop-XYZ';
+
+export interface HarnessOptions {
+  /** YAML merged over the repository's gateway.yaml (deep merge; arrays replace) */
+  readonly config?: string;
+  /** environment for ${VAR} interpolation */
+  readonly env?: Record<string, string>;
+  /** environment of the mock (MOCK_RECORD=1 is always set) */
+  readonly mockEnv?: Record<string, string>;
+  /** keep the shipped rate limits and auto-ban (off by default so tests can send many requests) */
+  readonly abuseControls?: boolean;
+  /** do not start a mock; use this upstream URL */
+  readonly upstreamUrl?: string;
+}
+
+export interface Harness {
+  readonly url: string;
+  readonly adminUrl: string;
+  readonly mockUrl: string;
+  readonly gateway: Gateway;
+  readonly observability: ObservabilityHandle;
+  readonly auditFile: string;
+  readonly configFile: string;
+  readonly dir: string;
+  readonly env: Record<string, string>;
+  mockRequests(): Promise<MockRecordLike[]>;
+  clearMock(): Promise<void>;
+  audit(): Promise<Record<string, unknown>[]>;
+  reload(extraYaml: string): Promise<void>;
+  /** a fresh mock token for a fixture user (alice, admin) */
+  login(username?: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+export interface MockRecordLike {
+  method: string;
+  path: string;
+  headers: Record<string, string>;
+  body_size: number;
+  body_sha256?: string;
+  parts?: { field: string; filename?: string; size: number; content_type?: string }[];
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+export function deepMerge(base: unknown, over: unknown): unknown {
+  if (!isObj(base) || !isObj(over)) return over === undefined ? base : over;
+  const out: Obj = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = k in base ? deepMerge(base[k], v) : v;
+  return out;
+}
+
+function buildConfig(extra: string | undefined, opts: HarnessOptions, auditFile: string, upstream: string): string {
+  const base = YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')) as Obj;
+  const harness: Obj = {
+    upstream: { url: upstream },
+    audit: { enabled: true, file: auditFile },
+    listen: { host: '127.0.0.1', shutdown_timeout: '2s' },
+  };
+  if (!opts.abuseControls) {
+    const pol: Obj = {};
+    for (const key of ['rate_limit', 'ip_ban']) if (FACTORIES.some((f) => f.key === key)) pol[key] = { enabled: false };
+    harness.policies = pol;
+  }
+  let merged = deepMerge(base, harness);
+  if (extra !== undefined && extra.trim() !== '') merged = deepMerge(merged, YAML.parse(extra));
+  return YAML.stringify(merged);
+}
+
+/** Start the real mock and the real gateway on ephemeral ports, with the shipped config. */
+export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-test-'));
+  const auditFile = path.join(dir, 'audit.log');
+  const configFile = path.join(dir, 'gateway.yaml');
+  const env: Record<string, string> = { JWT_SECRET_KEY: TEST_SECRET, ...opts.env };
+  const mock = opts.upstreamUrl
+    ? undefined
+    : await startMock({ port: 0, env: { MOCK_RECORD: '1', JWT_SECRET_KEY: env.JWT_SECRET_KEY!, ...opts.mockEnv } });
+  const upstream = opts.upstreamUrl ?? mock!.url;
+  let extra = opts.config;
+  fs.writeFileSync(configFile, buildConfig(extra, opts, auditFile, upstream));
+  let gateway: Gateway;
+  try {
+    gateway = await Gateway.start({ configFile, env, port: 0, adminPort: 0, watch: false, log: silentLogger, defaultMetrics: false });
+  } catch (err) {
+    await mock?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  const observability = await attachObservability(gateway);
+  const mockUrl = upstream;
+  return {
+    url: gateway.url,
+    adminUrl: gateway.adminUrl!,
+    mockUrl,
+    gateway,
+    observability,
+    auditFile,
+    configFile,
+    dir,
+    env,
+    async mockRequests() {
+      const r = await fetch(`${mockUrl}/__mock/requests`);
+      return (await r.json()) as MockRecordLike[];
+    },
+    async clearMock() {
+      await fetch(`${mockUrl}/__mock/requests`, { method: 'DELETE' });
+    },
+    async audit() {
+      await gateway.audit.flush();
+      if (!fs.existsSync(auditFile)) return [];
+      return fs
+        .readFileSync(auditFile, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    },
+    async reload(extraYaml: string) {
+      extra = extraYaml;
+      fs.writeFileSync(configFile, buildConfig(extra, opts, auditFile, upstream));
+      const r = await gateway.reload('test');
+      if (r.result !== 'success') throw new Error(`reload failed: ${(r.errors ?? []).join('; ')}`);
+    },
+    async login(username = 'alice') {
+      const r = await fetch(`${mockUrl}/api/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username, password: `${username}-secret-pw` }),
+      });
+      const body = (await r.json()) as { token: string };
+      return body.token;
+    },
+    async close() {
+      await gateway.close();
+      await mock?.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
