@@ -464,21 +464,20 @@ export const auth: PolicyFactory<typeof authSchema> = {
     const held: string[] = [];
     const allowJwt = req.includes('jwt');
     const allowKey = req.includes('api_key');
+    const keys = allowKey ? compileApiKeys(config.api_keys, ctx) : [];
+    if (allowKey && !allowJwt && keys.length === 0) {
+      throw new ConfigError('require is [api_key] but no API keys are configured (api_keys.keys or API_KEY)', [
+        ...ctx.path,
+        'api_keys',
+        'keys',
+      ]);
+    }
     let jwt: JwtSetup | undefined;
     try {
       if (allowJwt) jwt = await compileJwt(config.jwt, ctx, held);
     } catch (err) {
       for (const k of held) release(services, k);
       throw err;
-    }
-    const keys = allowKey ? compileApiKeys(config.api_keys, ctx) : [];
-    if (allowKey && !allowJwt && keys.length === 0) {
-      for (const k of held) release(services, k);
-      throw new ConfigError('require is [api_key] but no API keys are configured (api_keys.keys or API_KEY)', [
-        ...ctx.path,
-        'api_keys',
-        'keys',
-      ]);
     }
     const keyHeader = config.api_keys.header.toLowerCase();
     const roles = new Set(config.roles);
