@@ -4,6 +4,7 @@ import { cors } from './cors/index.js';
 import { sizeLimit } from './size-limit/index.js';
 import { userAgent } from './user-agent/index.js';
 import { auth } from './auth/index.js';
+import { uploadGate } from './upload-gate/index.js';
 
 /**
  * Every policy, by hand (no dynamic import). The order is the execution order within
@@ -21,5 +22,6 @@ export const FACTORIES: readonly PolicyFactory[] = [
   // login-lockout
   // password-policy, csrf
   // upload-gate
+  uploadGate,
   securityHeaders,
 ] as PolicyFactory[];

@@ -1,0 +1,69 @@
+/**
+ * Looks for markup and server-side script openers inside a file (polyglots: a GIF that
+ * is also an HTML page, a JPEG with `<?php` in a comment, a PNG with `<script>` in a text
+ * chunk). Case-insensitive, across chunk boundaries. Each marker must be followed by a
+ * delimiter (whitespace, `>`, `/`), so that random compressed bytes practically never
+ * match: the shortest marker with its delimiter is five fixed bytes.
+ */
+
+const MARKERS: readonly { readonly text: Buffer; readonly label: string; readonly delims: string }[] = [
+  ['<script', 'script', ' \t\r\n>/'],
+  ['<html', 'html', ' \t\r\n>'],
+  ['<!doctype html', 'html', ' \t\r\n>'],
+  ['<svg', 'svg', ' \t\r\n>'],
+  ['<iframe', 'html', ' \t\r\n>/'],
+  ['<object', 'html', ' \t\r\n>'],
+  ['<embed', 'html', ' \t\r\n>/'],
+  ['<body', 'html', ' \t\r\n>'],
+  ['<?php', 'php', ' \t\r\n'],
+  ['<jsp:', 'server script', ''],
+].map(([text, label, delims]) => ({ text: Buffer.from(text!, 'latin1'), label: label!, delims: delims! }));
+
+const LONGEST = Math.max(...MARKERS.map((m) => m.text.length)) + 1;
+const DELIM_SETS = MARKERS.map((m) => new Set([...m.delims].map((c) => c.charCodeAt(0))));
+
+export class MarkupScanner {
+  private carry: Buffer = Buffer.alloc(0);
+  /** the first marker found */
+  found: string | undefined;
+
+  feed(chunk: Buffer): void {
+    if (this.found !== undefined) return;
+    const buf = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
+    this.scan(buf, false);
+    this.carry = Buffer.from(buf.subarray(Math.max(0, buf.length - LONGEST)));
+  }
+
+  end(): void {
+    if (this.found === undefined) this.scan(this.carry, true);
+  }
+
+  private scan(buf: Buffer, final: boolean): void {
+    let i = buf.indexOf(60 /* < */);
+    while (i >= 0) {
+      if (!final && buf.length - i < LONGEST) return; // decided when more bytes arrive
+      for (let m = 0; m < MARKERS.length; m++) {
+        const mk = MARKERS[m]!;
+        if (matchAt(buf, i, mk.text)) {
+          const next = buf[i + mk.text.length];
+          const delims = DELIM_SETS[m]!;
+          if (delims.size === 0 || (next !== undefined && delims.has(next))) {
+            this.found = mk.label;
+            return;
+          }
+        }
+      }
+      i = buf.indexOf(60, i + 1);
+    }
+  }
+}
+
+function matchAt(buf: Buffer, at: number, text: Buffer): boolean {
+  if (at + text.length > buf.length) return false;
+  for (let k = 0; k < text.length; k++) {
+    let c = buf[at + k]!;
+    if (c >= 65 && c <= 90) c += 32;
+    if (c !== text[k]) return false;
+  }
+  return true;
+}
