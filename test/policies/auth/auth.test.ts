@@ -30,7 +30,8 @@ t.test('a valid HS256 token sets the identity and the X-Auth-* upstream headers'
 t.test('missing credentials: 401 without an error parameter, counted as method none', async (t) => {
   const s = makeServices();
   const p = await compilePolicy(auth, { jwt: { secret: SECRET } }, s);
-  for (const headers of [{}, { authorization: 'Basic YWxpY2U6cHc=' }, { cookie: 'session=abc' }]) {
+  const variants: Record<string, string>[] = [{}, { authorization: 'Basic YWxpY2U6cHc=' }, { cookie: 'session=abc' }];
+  for (const headers of variants) {
     const v = (await p.onRequest!(makeContext({ headers }))) as Deny;
     t.equal(v.code, 'unauthorized');
     t.equal(v.headers?.['www-authenticate'], 'Bearer realm="receipt-gateway"');

@@ -25,7 +25,7 @@ interface JwksServer {
 
 async function startJwks(keys: KeyPair[]): Promise<JwksServer> {
   const state = { mode: 'ok' as Mode, keys, hits: 0 };
-  const server = http.createServer((req, res) => {
+  const server = http.createServer((_req, res) => {
     state.hits += 1;
     switch (state.mode) {
       case 'ok':
