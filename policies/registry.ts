@@ -4,6 +4,9 @@ import { cors } from './cors/index.js';
 import { sizeLimit } from './size-limit/index.js';
 import { userAgent } from './user-agent/index.js';
 import { auth } from './auth/index.js';
+import { ipBan } from './ip-ban/index.js';
+import { rateLimit } from './rate-limit/index.js';
+import { loginLockout } from './login-lockout/index.js';
 import { uploadGate } from './upload-gate/index.js';
 
 /**
@@ -14,12 +17,16 @@ export const FACTORIES: readonly PolicyFactory[] = [
   sizeLimit,
   userAgent,
   // ip-ban
+  ipBan,
   cors,
   // pattern-block
+  // rate-limit: before auth, so per-IP rules also count requests that fail authentication
+  // (rules keyed by api_key/subject run in onIdentified, after auth, wherever this line is)
+  rateLimit,
   // auth
   auth,
-  // rate-limit
   // login-lockout
+  loginLockout,
   // password-policy, csrf
   // upload-gate
   uploadGate,

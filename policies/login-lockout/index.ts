@@ -1,0 +1,219 @@
+import { createHash } from 'node:crypto';
+import { Type } from '@sinclair/typebox';
+import type { Deny, Policy, PolicyFactory } from '../../gateway/policy.js';
+import type { RequestBody, RequestContext } from '../../gateway/context.js';
+import { policyBlock, FailureSchema } from '../../gateway/config/policy-schema.js';
+import { DURATION_PATTERN, parseDuration } from '../../gateway/config/units.js';
+import { ConfigError } from '../../gateway/errors.js';
+import { MAX_WINDOW_EVENTS } from '../../gateway/store/types.js';
+import { clientKey } from '../ip-ban/ip.js';
+import { isSkipped } from '../ip-ban/allowlist.js';
+
+/** Store key prefix of lockouts: `lockout:lock:u:<hash>` (username) and `lockout:lock:ip:<ip>`. */
+export const LOCK_PREFIX = 'lockout:lock:';
+
+/** A duration, or a bare number of minutes (LOGIN_LOCKOUT_DURATION=15). */
+const Minutes = (dflt: number | string, description: string) =>
+  Type.Union([Type.Number({ minimum: 0 }), Type.String({ pattern: `(${DURATION_PATTERN})|(^\\s*\\d+(\\.\\d+)?\\s*$)` })], {
+    default: dflt,
+    description: `${description} (a bare number is minutes; or a duration like 15m, 1h)`,
+  });
+
+const schema = policyBlock(
+  {
+    username_field: Type.String({
+      pattern: '^[A-Za-z0-9_.-]{1,64}$',
+      default: 'username',
+      description: 'field of the JSON or form body that holds the username (dots reach into JSON objects: user.email)',
+    }),
+    max_attempts: Type.Integer({
+      minimum: 1,
+      maximum: MAX_WINDOW_EVENTS,
+      default: 5,
+      description: 'failed logins for one username within `window` that lock it (MAX_LOGIN_ATTEMPTS)',
+    }),
+    ip_max_attempts: Type.Integer({
+      minimum: 0,
+      maximum: MAX_WINDOW_EVENTS,
+      default: 20,
+      description: 'failed logins from one client IP within `window` that lock that IP out of the login route, whatever the username; 0 = off',
+    }),
+    window: Minutes('15m', 'sliding window in which failures are counted'),
+    lockout: Minutes(15, 'how long a lock lasts (LOGIN_LOCKOUT_DURATION)'),
+    failure_statuses: Type.Array(Type.Integer({ minimum: 400, maximum: 599 }), {
+      default: [401, 403],
+      minItems: 1,
+      description: 'upstream statuses that count as a failed login',
+    }),
+    case_sensitive: Type.Boolean({
+      default: false,
+      description: 'count `Alice` and `alice` apart (false: usernames are compared after Unicode NFKC and lowercasing)',
+    }),
+    max_username_length: Type.Integer({
+      minimum: 1,
+      maximum: 4096,
+      default: 256,
+      description: 'longer usernames are not counted per username (the client IP still is)',
+    }),
+    ipv6_prefix: Type.Integer({ minimum: 32, maximum: 128, default: 64, description: 'IPv6 clients are counted per network of this many bits' }),
+    fail: FailureSchema('open'),
+  },
+  { description: 'Failed-login lockout per username and per client IP (enable it on the login route)', enabled: false },
+);
+
+function hash(v: string): string {
+  return createHash('sha256').update(v).digest('hex').slice(0, 32);
+}
+
+const LOCAL = 'login-lockout';
+interface LoginState {
+  /** hash of the normalised username, when the body carried a usable one */
+  user: string | undefined;
+}
+
+/**
+ * `login_lockout`: on the login route, counts failed logins (upstream answered one of
+ * `failure_statuses`) per username (JSON or form field `username_field`) and per client
+ * IP. At `max_attempts` failures within `window` the username is locked for `lockout`;
+ * at `ip_max_attempts` the client IP is. A locked request gets 429 `account_locked` with
+ * `Retry-After` and never reaches the upstream. A successful login resets the username's
+ * count. Any username string can be locked, whether the account exists or not, so a
+ * lock reveals nothing. Usernames are stored only as hashes. Audit events
+ * `login_failure` and `account_locked`; metrics `gateway_login_failures_total` and
+ * `gateway_account_lockouts_total`.
+ * ```yaml
+ * routes:
+ *   - name: login
+ *     match: { path: /api/auth/login, methods: [POST] }
+ *     policies:
+ *       login_lockout:
+ *         enabled: true
+ *         max_attempts: ${MAX_LOGIN_ATTEMPTS:-5}
+ *         lockout: ${LOGIN_LOCKOUT_DURATION:-15}
+ * ```
+ */
+export const loginLockout: PolicyFactory<typeof schema> = {
+  name: 'login-lockout',
+  key: 'login_lockout',
+  schema,
+  compile(config, cctx): Policy {
+    const { store, metrics, audit, log } = cctx.services;
+    const at = (...p: (string | number)[]) => [...cctx.path, ...p];
+    const minutes = (v: number | string, key: string): number => {
+      try {
+        const ms = parseDuration(v, 'm');
+        if (!(ms > 0)) throw new Error(`${key} must be positive`);
+        return Math.round(ms);
+      } catch (err) {
+        throw new ConfigError((err as Error).message, at(key));
+      }
+    };
+    const windowMs = minutes(config.window, 'window');
+    const lockMs = minutes(config.lockout, 'lockout');
+    const maxAttempts = config.max_attempts;
+    const ipMax = config.ip_max_attempts;
+    const failures = new Set(config.failure_statuses);
+    const fieldPath = config.username_field.split('.');
+    const field = config.username_field;
+    const caseSensitive = config.case_sensitive;
+    const maxLen = config.max_username_length;
+    const v6Prefix = config.ipv6_prefix;
+    const counterPrefix = `lockout:${hash(JSON.stringify({ window: windowMs })).slice(0, 10)}:n:`;
+
+    const usernameOf = (body: RequestBody | undefined): string | undefined => {
+      if (body === undefined) return undefined;
+      let v: unknown;
+      if (body.json !== undefined) {
+        v = body.json;
+        for (const seg of fieldPath) {
+          if (v === null || typeof v !== 'object' || Array.isArray(v) || !Object.hasOwn(v, seg)) return undefined;
+          v = (v as Record<string, unknown>)[seg];
+        }
+      } else {
+        const pairs = body.form ?? body.fields;
+        v = pairs?.find((p) => p[0] === field)?.[1];
+      }
+      if (typeof v !== 'string') return undefined;
+      let u = v.normalize('NFKC').trim();
+      if (!caseSensitive) u = u.toLowerCase();
+      if (u === '' || u.length > maxLen) return undefined;
+      return hash(u);
+    };
+
+    const locked = (ms: number, scope: 'username' | 'ip'): Deny => ({
+      code: 'account_locked',
+      ruleIds: [`login-lockout-${scope}`],
+      headers: { 'retry-after': String(Math.max(1, Math.ceil(ms / 1000))) },
+      detail: { scope, retry_after_s: Math.max(1, Math.ceil(ms / 1000)) },
+    });
+
+    const lock = async (ctx: RequestContext, scope: 'username' | 'ip', key: string, count: number, status: number) => {
+      await store.block(LOCK_PREFIX + key, lockMs);
+      metrics.accountLockouts.inc();
+      audit.request('account_locked', ctx, {
+        decision: 'deny',
+        reason: 'lockout',
+        status,
+        detail: { scope, failures: count, window_ms: windowMs, lockout_ms: lockMs, ...(scope === 'username' ? { username_hash: key.slice(2) } : {}) },
+      });
+    };
+
+    const recordFailure = async (ctx: RequestContext, user: string | undefined, status: number): Promise<void> => {
+      const ip = clientKey(ctx.clientIp, v6Prefix);
+      const [userCount, ipCount] = await Promise.all([
+        user === undefined ? Promise.resolve(0) : store.increment(`${counterPrefix}u:${user}`, windowMs),
+        ipMax > 0 ? store.increment(`${counterPrefix}ip:${ip}`, windowMs) : Promise.resolve(0),
+      ]);
+      metrics.loginFailures.inc();
+      audit.request('login_failure', ctx, {
+        decision: 'allow',
+        reason: 'invalid_credentials',
+        status,
+        detail: { username_present: user !== undefined, ...(user ? { username_hash: user, failures: userCount } : {}), ip_failures: ipCount },
+      });
+      const jobs: Promise<void>[] = [];
+      if (user !== undefined && userCount >= maxAttempts) {
+        jobs.push(lock(ctx, 'username', `u:${user}`, userCount, status).then(() => store.reset(`${counterPrefix}u:${user}`)));
+      }
+      if (ipMax > 0 && ipCount >= ipMax) {
+        jobs.push(lock(ctx, 'ip', `ip:${ip}`, ipCount, status).then(() => store.reset(`${counterPrefix}ip:${ip}`)));
+      }
+      await Promise.all(jobs);
+    };
+
+    return {
+      name: 'login-lockout',
+      mode: config.mode,
+      failure: config.fail,
+      needsBody: true,
+      async onRequest(ctx) {
+        if (isSkipped(ctx, 'login_lockout')) return undefined;
+        const state: LoginState = { user: undefined };
+        ctx.locals.set(LOCAL, state);
+        if (ipMax === 0) return undefined;
+        const left = await store.blockedFor(`${LOCK_PREFIX}ip:${clientKey(ctx.clientIp, v6Prefix)}`);
+        return left > 0 ? locked(left, 'ip') : undefined;
+      },
+      async onBody(ctx) {
+        const state = ctx.locals.get(LOCAL) as LoginState | undefined;
+        if (state === undefined) return undefined;
+        state.user = usernameOf(ctx.body);
+        if (state.user === undefined) return undefined;
+        const left = await store.blockedFor(`${LOCK_PREFIX}u:${state.user}`);
+        return left > 0 ? locked(left, 'username') : undefined;
+      },
+      async onResponse(ctx, head) {
+        const state = ctx.locals.get(LOCAL) as LoginState | undefined;
+        // the gateway's own refusals (429 locked, 403 blocked…) are not login attempts
+        if (state === undefined || head.fromGateway) return;
+        try {
+          if (failures.has(head.status)) await recordFailure(ctx, state.user, head.status);
+          else if (head.status >= 200 && head.status < 300 && state.user !== undefined) await store.reset(`${counterPrefix}u:${state.user}`);
+        } catch (err) {
+          // store down: the attempt is not counted (fail open for accounting), the response goes on
+          log.warn({ policy: 'login-lockout', request_id: ctx.id, err: (err as Error).message }, 'login failure accounting failed');
+        }
+      },
+    };
+  },
+};
