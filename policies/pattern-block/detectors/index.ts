@@ -1,0 +1,28 @@
+import { detectSqli } from './sqli.js';
+import { detectXss } from './xss.js';
+import { REQUEST_DETECTORS } from './protocol.js';
+
+/** A value detector's evidence: where it starts, and a short note (fingerprint, tag …). */
+export interface Evidence {
+  readonly at: number;
+  readonly note: string;
+}
+
+export type ValueDetector = (v: string) => Evidence | undefined;
+
+/** Detectors that judge one (transformed) value. */
+export const VALUE_DETECTORS: Readonly<Record<string, ValueDetector>> = {
+  sqli: (v) => {
+    const r = detectSqli(v);
+    return r ? { at: 0, note: `${r.reason} ${r.context === 'none' ? '' : r.context}${r.fingerprint.slice(0, 12)}` } : undefined;
+  },
+  xss: (v) => {
+    const r = detectXss(v);
+    return r ? { at: r.at, note: r.reason } : undefined;
+  },
+};
+
+/** Every detector name a rule may use. */
+export const DETECTOR_NAMES: readonly string[] = [...Object.keys(VALUE_DETECTORS), ...Object.keys(REQUEST_DETECTORS)];
+
+export { REQUEST_DETECTORS };

@@ -1,0 +1,192 @@
+/**
+ * Protocol checks: request-level detectors used by the `protocol` rule pack on the
+ * `request` target. Each reads the request facts (method, raw target, raw header list,
+ * body framing) and the policy's protocol settings, and returns a short note when the
+ * request is abnormal.
+ */
+
+/** What a protocol detector may look at. */
+export interface RequestFacts {
+  readonly method: string;
+  /** the request target exactly as received */
+  readonly target: string;
+  /** lowercased names */
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** [name, value, name, value, …] as received */
+  readonly rawHeaders: readonly string[];
+  readonly httpVersion: string;
+  /** body length in bytes (Content-Length or the buffered body) */
+  readonly bodyLength: number;
+  /** media type, lowercased, without parameters ('' when absent) */
+  readonly mediaType: string;
+  /** the raw urlencoded body, when the body is a form (for percent-encoding checks) */
+  readonly rawForm: string | undefined;
+  /** number of inspected values (query, cookies, body fields) */
+  readonly argCount: number;
+  /** the normalised request path */
+  readonly path: string;
+}
+
+/** Compiled protocol settings (from the policy config). */
+export interface ProtocolSettings {
+  readonly allowedMethods: ReadonlySet<string>;
+  readonly allowedContentTypes: (mediaType: string) => boolean;
+  readonly allowedCharsets: ReadonlySet<string>;
+  readonly maxHeaders: number;
+  readonly maxArgs: number;
+  readonly maxRanges: number;
+}
+
+export type RequestDetector = (r: RequestFacts, s: ProtocolSettings) => string | undefined;
+
+function header(r: RequestFacts, name: string): string | undefined {
+  const v = r.headers[name];
+  if (v === undefined) return undefined;
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+function rawValues(r: RequestFacts, name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < r.rawHeaders.length; i += 2) if (r.rawHeaders[i]!.toLowerCase() === name) out.push(r.rawHeaders[i + 1]!);
+  return out;
+}
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** `%` not followed by two hex digits (`%u` IIS escapes are judged by their own check). */
+export function invalidPercent(s: string): boolean {
+  for (let i = s.indexOf('%'); i >= 0; i = s.indexOf('%', i + 1)) {
+    const a = s.charCodeAt(i + 1);
+    const b = s.charCodeAt(i + 2);
+    const hex = (c: number) => (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
+    if (hex(a) && hex(b)) continue;
+    if ((a === 117 || a === 85) && /^[0-9a-fA-F]{4}/.test(s.slice(i + 2, i + 6))) continue;
+    return true;
+  }
+  return false;
+}
+
+/** Parameters of a header value like `type/sub; a=b; c="d"`. */
+function params(v: string): [string, string][] {
+  const out: [string, string][] = [];
+  const re = /;\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|'[^']*'|[^;]*)/g;
+  for (let m = re.exec(v); m; m = re.exec(v)) out.push([m[1]!.toLowerCase(), m[2]!.replace(/^["']|["']$/g, '').trim()]);
+  return out;
+}
+
+const CACHE_DIRECTIVE = /^(?:max-age=\d+|max-stale(?:=\d+)?|min-fresh=\d+|no-cache|no-store|no-transform|only-if-cached|must-revalidate|stale-if-error=\d+)$/i;
+
+export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
+  /** The method is not a token or not in the allowlist. */
+  method_allowlist: (r, s) => (!TOKEN.test(r.method) ? 'method is not a token' : s.allowedMethods.has(r.method.toUpperCase()) ? undefined : `method ${r.method.slice(0, 16)} not allowed`),
+
+  /** Request-target form: origin-form `/…`, `*` only for OPTIONS, absolute-form only http(s); no whitespace or controls. */
+  request_line: (r) => {
+    const t = r.target;
+    if (/[\x00-\x20\x7f]/.test(t)) return 'control character or space in the request target';
+    if (t === '*') return r.method === 'OPTIONS' ? undefined : 'asterisk-form outside OPTIONS';
+    if (t.startsWith('/')) return undefined;
+    if (/^https?:\/\/[^/?#]+/i.test(t)) return undefined;
+    return 'request target is not origin-form';
+  },
+
+  /** `%` not followed by two hex digits in the target or a urlencoded body. */
+  invalid_percent_encoding: (r) => (invalidPercent(r.target) ? 'invalid percent-encoding in the target' : r.rawForm !== undefined && invalidPercent(r.rawForm) ? 'invalid percent-encoding in the form body' : undefined),
+
+  /** IIS `%uXXXX` escapes (not standard; used to smuggle characters past filters). */
+  iis_unicode_escape: (r) => (/%u[0-9a-f]{4}/i.test(r.target) || (r.rawForm !== undefined && /%u[0-9a-f]{4}/i.test(r.rawForm)) ? '%u escape' : undefined),
+
+  /** Conflicting or duplicated framing headers (request smuggling). */
+  framing_headers: (r) => {
+    const cl = rawValues(r, 'content-length');
+    const te = rawValues(r, 'transfer-encoding');
+    if (cl.length > 0 && te.length > 0) return 'Content-Length with Transfer-Encoding';
+    if (cl.length > 1 || (cl[0] !== undefined && !/^\d+$/.test(cl[0].trim()))) return 'several or malformed Content-Length';
+    if (te.length > 0 && te.join(',').trim().toLowerCase() !== 'chunked') return 'Transfer-Encoding other than chunked';
+    if (rawValues(r, 'host').length > 1) return 'several Host headers';
+    const conn = rawValues(r, 'connection').join(',').toLowerCase();
+    if (conn) {
+      const tokens = conn.split(',').map((x) => x.trim()).filter(Boolean);
+      if (new Set(tokens).size !== tokens.length) return 'duplicate Connection options';
+      if (tokens.includes('close') && tokens.includes('keep-alive')) return 'Connection close and keep-alive';
+    }
+    return undefined;
+  },
+
+  /** Missing or empty Host on HTTP/1.1, or a Host that is not host[:port]. */
+  host_header: (r) => {
+    const h = header(r, 'host');
+    if (h === undefined) return r.httpVersion === '1.0' ? undefined : 'missing Host';
+    if (h.trim() === '') return 'empty Host';
+    if (!/^(?:[A-Za-z0-9._~!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(h)) return 'malformed Host';
+    return undefined;
+  },
+
+  /** Absurd header counts. */
+  header_count: (r, s) => (r.rawHeaders.length / 2 > s.maxHeaders ? `more than ${s.maxHeaders} headers` : undefined),
+
+  /** Absurd argument counts (also stops padding attacks past the inspection cap). */
+  arg_count: (r, s) => (r.argCount > s.maxArgs ? `more than ${s.maxArgs} arguments` : undefined),
+
+  /** A body on GET or HEAD. */
+  body_on_get: (r) => ((r.method === 'GET' || r.method === 'HEAD') && (r.bodyLength > 0 || header(r, 'transfer-encoding') !== undefined) ? `${r.method} with a body` : undefined),
+
+  /** A non-empty body whose media type the route does not accept. */
+  content_type: (r, s) => {
+    if (r.bodyLength === 0) return undefined;
+    if (r.mediaType === '') return 'body without Content-Type';
+    return s.allowedContentTypes(r.mediaType) ? undefined : `media type ${r.mediaType.slice(0, 40)} not allowed`;
+  },
+
+  /** Content-Type parameters: one charset at most, from the allowlist; no boundary outside multipart. */
+  content_type_params: (r, s) => {
+    const ct = header(r, 'content-type');
+    if (ct === undefined) return undefined;
+    const ps = params(ct);
+    const charsets = ps.filter(([k]) => k === 'charset');
+    if (charsets.length > 1) return 'several charsets';
+    if (charsets[0] && !s.allowedCharsets.has(charsets[0][1].toLowerCase())) return 'charset not allowed';
+    if (!r.mediaType.startsWith('multipart/') && ps.some(([k]) => k === 'boundary')) return 'boundary outside multipart';
+    if (ps.some(([, v]) => /^[a-z]+\/[a-z0-9.+-]+$/i.test(v) && !r.mediaType.startsWith('multipart/'))) return 'media type hidden in a parameter';
+    return undefined;
+  },
+
+  /** Accept header charsets outside the allowlist (UTF-7 / UTF-16 response tricks). */
+  accept_charset: (r, s) => {
+    const a = header(r, 'accept');
+    if (a === undefined) return undefined;
+    for (const part of a.split(',')) for (const [k, v] of params(part)) if (k === 'charset' && !s.allowedCharsets.has(v.toLowerCase())) return 'Accept charset not allowed';
+    return undefined;
+  },
+
+  /** Range: `bytes=` syntax, first <= last, at most maxRanges ranges (PDF readers excepted). */
+  range_header: (r, s) => {
+    const v = header(r, 'range') ?? header(r, 'request-range');
+    if (v === undefined) return undefined;
+    const m = /^\s*bytes\s*=\s*(.*)$/i.exec(v);
+    if (!m) return 'Range without bytes unit';
+    const parts = m[1]!.split(',').map((x) => x.trim());
+    for (const p of parts) {
+      const pm = /^(\d*)-(\d*)$/.exec(p);
+      if (!pm || (pm[1] === '' && pm[2] === '')) {
+        if (p === '' && parts.length > 1) continue;
+        return 'malformed range';
+      }
+      if (pm[1] !== '' && pm[2] !== '' && Number(pm[2]) < Number(pm[1])) return 'range end before start';
+    }
+    if (parts.length > s.maxRanges && !/\.pdf$/i.test(r.path)) return `more than ${s.maxRanges} ranges`;
+    return undefined;
+  },
+
+  /** Cache-Control on a request: only request directives, well formed. */
+  cache_control: (r) => {
+    const v = header(r, 'cache-control');
+    if (v === undefined) return undefined;
+    const parts = v.split(',').map((x) => x.trim());
+    for (const p of parts) if (!CACHE_DIRECTIVE.test(p)) return 'invalid Cache-Control directive';
+    return undefined;
+  },
+
+  /** A present but empty Accept header (not sent by real clients except on OPTIONS). */
+  empty_accept: (r) => (r.method !== 'OPTIONS' && header(r, 'accept') !== undefined && header(r, 'accept')!.trim() === '' ? 'empty Accept' : undefined),
+};

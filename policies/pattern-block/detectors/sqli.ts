@@ -1,0 +1,390 @@
+/**
+ * SQL-injection detector: a small SQL tokenizer and a judge over token-class fingerprints,
+ * in the spirit of libinjection (written from scratch for this project).
+ *
+ * A value is tokenized three times: as it is, as if it were injected inside a single-quoted
+ * string, and inside a double-quoted string (only when that quote occurs in the value). Each
+ * tokenization gives a fingerprint, one character per token class, and the judge looks for
+ * shapes that only SQL has: a string break followed by a boolean test, UNION SELECT, stacked
+ * statements, comment-terminated breaks, dangerous calls. Plain English ("order by phone",
+ * "Union Square", "coffee or tea", "O'Brien's") does not form these shapes.
+ *
+ * Token classes:
+ *   s string · 1 number · n bareword · v @variable · f SQL function followed by `(`
+ *   U union · E statement keyword (select, insert, …) · F from · k other keyword
+ *   & and/or/xor/&&/|| · o operator (= <> like in is …) · ( ) , ;  · c comment · ? other
+ */
+
+const STATEMENT = new Set([
+  'select', 'insert', 'update', 'delete', 'drop', 'exec', 'execute', 'declare', 'create', 'alter',
+  'truncate', 'shutdown', 'grant', 'revoke', 'waitfor', 'merge', 'call', 'handler',
+]);
+
+const KEYWORDS = new Set([
+  'where', 'by', 'order', 'group', 'having', 'limit', 'offset', 'as', 'into', 'values', 'set', 'table',
+  'database', 'schema', 'join', 'inner', 'outer', 'left', 'right', 'cross', 'on', 'all', 'distinct',
+  'case', 'when', 'then', 'else', 'end', 'null', 'not', 'top', 'procedure', 'function', 'delay', 'outfile',
+  'dumpfile', 'true', 'false', 'asc', 'desc', 'with', 'if', 'exists', 'index', 'view', 'trigger', 'user',
+  'column', 'rownum', 'returning', 'using', 'for', 'begin', 'immediate', 'load_file', 'analyse',
+]);
+
+const OPERATOR_WORDS = new Set(['like', 'rlike', 'regexp', 'sounds', 'between', 'is', 'in', 'div', 'mod', 'collate', 'escape', 'glob', 'match', 'against']);
+
+const LOGIC_WORDS = new Set(['and', 'or', 'xor']);
+
+/** Functions whose call is itself evidence (timing, file, out-of-band, error-based extraction). */
+export const DANGEROUS_FUNCTIONS = new Set([
+  'sleep', 'benchmark', 'pg_sleep', 'load_file', 'extractvalue', 'updatexml', 'utl_inaddr', 'utl_http',
+  'dbms_pipe', 'dbms_lock', 'sys_eval', 'sys_exec', 'xp_cmdshell', 'xp_dirtree', 'openrowset', 'opendatasource',
+  'make_set', 'group_concat', 'concat_ws', 'xmltype', 'exp', 'geometrycollection', 'polygon', 'multipoint',
+  'linestring', 'multilinestring', 'multipolygon', 'name_const', 'row_count', 'get_host_address',
+  'randomblob', 'char', 'chr', 'ascii', 'substring', 'substr', 'concat', 'hex', 'unhex', 'cast', 'convert',
+  'version', 'database', 'current_user', 'user', 'system_user', 'session_user', 'schema', 'db_name', 'if',
+  'ifnull', 'nullif', 'coalesce', 'elt', 'md5', 'sha1', 'rand', 'floor', 'count', 'length', 'mid', 'ord',
+  'iif', 'waitfor', 'sysdate', 'now',
+]);
+
+export type SqliContext = 'none' | "'" | '"';
+
+export interface SqliResult {
+  readonly context: SqliContext;
+  readonly fingerprint: string;
+  /** which judge rule fired */
+  readonly reason: string;
+}
+
+interface Tok {
+  t: string;
+  v: string;
+}
+
+function isWordChar(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 95 || c === 36 || c >= 0x80;
+}
+
+const MAX_TOKENS = 48;
+
+/** Tokenize `s` (already lower-cased). `openQuote`: the value starts inside a string closed by that quote. */
+export function tokenize(s: string, openQuote: SqliContext): Tok[] {
+  const toks: Tok[] = [];
+  const n = s.length;
+  let i = 0;
+  if (openQuote !== 'none') {
+    const end = s.indexOf(openQuote);
+    if (end < 0) return toks;
+    toks.push({ t: 's', v: s.slice(0, end) });
+    i = end + 1;
+  }
+  while (i < n && toks.length < MAX_TOKENS) {
+    const c = s.charCodeAt(i);
+    const ch = s[i]!;
+    if (c <= 32 || c === 0xa0) {
+      i++;
+      continue;
+    }
+    // strings
+    if (ch === "'" || ch === '"') {
+      let j = i + 1;
+      let v = '';
+      for (;;) {
+        if (j >= n) break;
+        const d = s[j]!;
+        if (d === '\\' && j + 1 < n) {
+          v += s[j + 1];
+          j += 2;
+          continue;
+        }
+        if (d === ch) {
+          if (s[j + 1] === ch) {
+            v += ch;
+            j += 2;
+            continue;
+          }
+          break;
+        }
+        v += d;
+        j++;
+      }
+      toks.push({ t: 's', v });
+      i = j + 1;
+      continue;
+    }
+    // backtick identifier
+    if (ch === '`') {
+      const end = s.indexOf('`', i + 1);
+      toks.push({ t: 'n', v: end < 0 ? s.slice(i + 1) : s.slice(i + 1, end) });
+      i = end < 0 ? n : end + 1;
+      continue;
+    }
+    // comments
+    if (ch === '#' || (ch === '-' && s[i + 1] === '-')) {
+      toks.push({ t: 'c', v: s.slice(i) });
+      break;
+    }
+    if (ch === '/' && s[i + 1] === '*') {
+      if (s[i + 2] === '!') {
+        // MySQL executable comment: its content is code
+        i += 3;
+        while (i < n && s.charCodeAt(i) >= 48 && s.charCodeAt(i) <= 57) i++;
+        continue;
+      }
+      const end = s.indexOf('*/', i + 2);
+      toks.push({ t: 'c', v: end < 0 ? s.slice(i) : s.slice(i, end + 2) });
+      i = end < 0 ? n : end + 2;
+      continue;
+    }
+    if (ch === '*' && s[i + 1] === '/') {
+      i += 2;
+      continue;
+    }
+    // variables
+    if (ch === '@') {
+      let j = i + 1;
+      if (s[j] === '@') j++;
+      const st = j;
+      while (j < n && isWordChar(s.charCodeAt(j))) j++;
+      toks.push({ t: j > st ? 'v' : 'o', v: s.slice(i, j) });
+      i = j;
+      continue;
+    }
+    // numbers
+    if ((c >= 48 && c <= 57) || (ch === '.' && s.charCodeAt(i + 1) >= 48 && s.charCodeAt(i + 1) <= 57)) {
+      let j = i;
+      if (ch === '0' && (s[i + 1] === 'x' || s[i + 1] === 'b')) {
+        j += 2;
+        while (j < n && /[0-9a-f]/.test(s[j]!)) j++;
+      } else {
+        while (j < n && ((s.charCodeAt(j) >= 48 && s.charCodeAt(j) <= 57) || s[j] === '.')) j++;
+        if (s[j] === 'e' && /[-+0-9]/.test(s[j + 1] ?? '')) {
+          j += 2;
+          while (j < n && s.charCodeAt(j) >= 48 && s.charCodeAt(j) <= 57) j++;
+        }
+      }
+      // a number glued to letters ("2x4", "4or") is a bareword
+      if (j < n && isWordChar(s.charCodeAt(j))) {
+        while (j < n && (isWordChar(s.charCodeAt(j)) || s[j] === '.')) j++;
+        toks.push({ t: 'n', v: s.slice(i, j) });
+      } else {
+        toks.push({ t: '1', v: s.slice(i, j) });
+      }
+      i = j;
+      continue;
+    }
+    // words
+    if (isWordChar(c)) {
+      let j = i;
+      while (j < n && (isWordChar(s.charCodeAt(j)) || (s[j] === '.' && isWordChar(s.charCodeAt(j + 1) || 0)) || (s[j] === '.' && s[j + 1] === '.'))) j++;
+      const w = s.slice(i, j);
+      let k = j;
+      while (k < n && (s.charCodeAt(k) <= 32 || (s[k] === '/' && s[k + 1] === '*'))) {
+        if (s[k] === '/') {
+          const e = s.indexOf('*/', k + 2);
+          k = e < 0 ? n : e + 2;
+        } else k++;
+      }
+      const call = s[k] === '(';
+      let t: string;
+      if (w === 'union') t = 'U';
+      else if (w === 'from') t = 'F';
+      else if (STATEMENT.has(w)) t = 'E';
+      else if (LOGIC_WORDS.has(w)) t = '&';
+      else if (OPERATOR_WORDS.has(w)) t = 'o';
+      else if (call && DANGEROUS_FUNCTIONS.has(w)) t = 'f';
+      else if (KEYWORDS.has(w)) t = 'k';
+      else t = 'n';
+      toks.push({ t, v: w });
+      i = j;
+      continue;
+    }
+    // operators and punctuation
+    const two = s.slice(i, i + 2);
+    const three = s.slice(i, i + 3);
+    if (three === '<=>' || three === '!==' || three === '===') {
+      toks.push({ t: 'o', v: three });
+      i += 3;
+      continue;
+    }
+    if (two === '&&' || two === '||') {
+      toks.push({ t: '&', v: two });
+      i += 2;
+      continue;
+    }
+    if (two === '<>' || two === '!=' || two === '<=' || two === '>=' || two === '==' || two === ':=' || two === '<<' || two === '>>') {
+      toks.push({ t: 'o', v: two });
+      i += 2;
+      continue;
+    }
+    if ('=<>+-*/%|&^~!'.includes(ch)) {
+      toks.push({ t: 'o', v: ch });
+      i++;
+      continue;
+    }
+    if (ch === '(' || ch === ')' || ch === ',' || ch === ';') {
+      toks.push({ t: ch, v: ch });
+      i++;
+      continue;
+    }
+    toks.push({ t: '?', v: ch });
+    i++;
+  }
+  return toks;
+}
+
+function fingerprint(toks: readonly Tok[]): string {
+  let fp = '';
+  for (const t of toks) fp += t.t;
+  return fp;
+}
+
+const OBJECT_WORDS = new Set(['table', 'database', 'schema', 'view', 'index', 'procedure', 'function', 'user', 'trigger', 'column', 'login']);
+
+/** Judge one tokenization; returns the reason when it is SQL injection, else undefined. */
+function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | undefined {
+  // UNION [ALL|DISTINCT] [(] SELECT
+  if (/U[k(]{0,2}E/.test(fp)) {
+    const u = fp.search(/U[k(]{0,2}E/);
+    const e = fp.indexOf('E', u);
+    if (toks[e]!.v === 'select') return 'union-select';
+  }
+  // SELECT <something SQL-ish> FROM
+  for (let i = 0; i < toks.length; i++) {
+    if (toks[i]!.t !== 'E' || toks[i]!.v !== 'select') continue;
+    let sqlish = false;
+    for (let j = i + 1; j < toks.length && j < i + 12; j++) {
+      const t = toks[j]!.t;
+      if (t === 'F') {
+        if (sqlish && j + 1 < toks.length) return 'select-from';
+        break;
+      }
+      if (t === 'f' || t === 'v' || t === '1' || t === 'o' || t === ',' || t === '(' || t === 's') sqlish = true;
+      if (t === ';' || t === 'c') break;
+    }
+    // select <function|@@var|number|string> then end/comment/;  ("select @@version", "select sleep(5)")
+    const rest = fp.slice(i + 1);
+    if (/^(?:f\(|v|\(+E)/.test(rest)) return 'select-expression';
+  }
+  // stacked statements
+  for (let i = 0; i + 1 < toks.length; i++) {
+    if (toks[i]!.t !== ';') continue;
+    const nx = toks[i + 1]!;
+    const nn = toks[i + 2];
+    if (nx.t === 'E') {
+      if (nn === undefined || nn.t === 'c' || nn.t === ';') return 'stacked-statement';
+      switch (nx.v) {
+        case 'drop':
+        case 'create':
+        case 'alter':
+        case 'truncate':
+          if (nn.t === 'k' && OBJECT_WORDS.has(nn.v)) return 'stacked-ddl';
+          break;
+        case 'insert':
+          if (nn.v === 'into') return 'stacked-insert';
+          break;
+        case 'delete':
+          if (nn.t === 'F') return 'stacked-delete';
+          break;
+        case 'update':
+          if (nn.t === 'n' && toks[i + 3]?.v === 'set') return 'stacked-update';
+          break;
+        case 'select':
+          if (nn.t !== 'n') return 'stacked-select';
+          break;
+        case 'exec':
+        case 'execute':
+        case 'declare':
+        case 'waitfor':
+        case 'shutdown':
+          if (nn.t !== 'n' || /^(?:xp_|sp_|master\.)/.test(nn.v)) return 'stacked-exec';
+          break;
+        default:
+          break;
+      }
+    } else if (nx.t === 'k' && nx.v === 'set' && nn?.t === 'v') return 'stacked-set';
+  }
+  // string break followed by a boolean test, or a value that starts with one
+  const lead = ctx === 'none' ? /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/ : /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&)|^s\)*o\(*[s1nvf]/;
+  if (lead.test(fp)) return 'boolean-break';
+  if (ctx === 'none' && /^so[s1]/.test(fp)) return 'boolean-break';
+  // string break then comment (`admin'--`, `x')#`); a `#` comment that itself holds the quote is prose
+  if (ctx !== 'none' && /^s\)*;?c$/.test(fp)) {
+    const c = toks[toks.length - 1]!.v;
+    if (!(c.startsWith('#') && c.includes(ctx))) return 'break-comment';
+  }
+  // string break then a timing / dangerous call or statement
+  if (ctx !== 'none' && /^s\)*[;,&o]?\(*(?:f\(|E)/.test(fp)) {
+    const idx = fp.search(/[fE]/);
+    const t = toks[idx]!;
+    if (t.t === 'f' || (t.t === 'E' && (t.v === 'waitfor' || t.v === 'select' || t.v === 'exec' || t.v === 'execute'))) {
+      const after = toks[idx + 1];
+      if (t.t === 'f' || !after || after.t !== 'n' || t.v === 'waitfor') return 'break-call';
+    }
+  }
+  // order by / group by with a column number, at the start or after a break
+  for (let i = 0; i + 2 < toks.length; i++) {
+    if ((toks[i]!.v === 'order' || toks[i]!.v === 'group') && toks[i + 1]!.v === 'by' && toks[i + 2]!.t === '1') {
+      const prev = i === 0 ? '^' : toks[i - 1]!.t;
+      const next = toks[i + 3]?.t ?? '$';
+      if ('^s)1'.includes(prev) && ',c;)$'.includes(next)) return 'order-by-number';
+    }
+  }
+  return undefined;
+}
+
+/** Strong one-token evidence anywhere: @@system variables, dangerous functions called. */
+function strongTokens(toks: readonly Tok[]): string | undefined {
+  for (let i = 0; i < toks.length; i++) {
+    const t = toks[i]!;
+    if (t.t === 'v' && t.v.startsWith('@@') && t.v.length > 3) return 'system-variable';
+    if (t.t === 'f' && toks[i + 1]?.t === '(') {
+      const inner = toks[i + 2];
+      switch (t.v) {
+        case 'sleep':
+        case 'pg_sleep':
+        case 'benchmark':
+          if (inner && (inner.t === '1' || inner.t === 'o' || inner.t === 'f')) return 'timing-call';
+          break;
+        case 'load_file':
+        case 'extractvalue':
+        case 'updatexml':
+        case 'utl_inaddr':
+        case 'utl_http':
+        case 'dbms_pipe':
+        case 'sys_eval':
+        case 'sys_exec':
+        case 'openrowset':
+        case 'opendatasource':
+        case 'name_const':
+        case 'make_set':
+        case 'group_concat':
+        case 'concat_ws':
+        case 'xmltype':
+        case 'get_host_address':
+          return 'dangerous-call';
+        default:
+          break;
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Judge a value (transforms already applied: decoded, lower-cased). Returns the evidence or
+ * undefined. Linear in the value length (bounded token count).
+ */
+export function detectSqli(value: string): SqliResult | undefined {
+  if (value.length < 2) return undefined;
+  const contexts: SqliContext[] = ['none'];
+  if (value.includes("'")) contexts.push("'");
+  if (value.includes('"')) contexts.push('"');
+  for (const ctx of contexts) {
+    const toks = tokenize(value, ctx);
+    if (toks.length === 0) continue;
+    const fp = fingerprint(toks);
+    const strong = strongTokens(toks);
+    if (strong) return { context: ctx, fingerprint: fp, reason: strong };
+    const r = judge(toks, fp, ctx);
+    if (r) return { context: ctx, fingerprint: fp, reason: r };
+  }
+  return undefined;
+}

@@ -1,0 +1,118 @@
+/**
+ * XSS detector: an HTML/JS context check. Instead of matching words, it reads the value the
+ * way a browser's tokenizer would: a `<` followed by a tag name opens a tag, and the tag is
+ * judged by its name (script, iframe, svg …) and its attributes (event handlers, script
+ * URLs, CSS expressions). Outside tags it looks for script URLs and JS sinks reached by a
+ * quote/bracket break. "<3", "a < b", "<S3cret>" and "Price > list" are not tags that do
+ * anything and pass.
+ *
+ * Input: a value already decoded (URL, HTML entities, JS escapes), NFKC-normalised and
+ * lower-cased by the rule's transforms.
+ */
+
+/** Tags that are dangerous by themselves (script execution, navigation, embedding, styling). */
+const DANGEROUS_TAGS = new Set([
+  'script', 'iframe', 'frame', 'frameset', 'object', 'embed', 'applet', 'style', 'link', 'meta', 'base',
+  'svg', 'math', 'xml', 'import', 'vmlframe', 'template', 'portal', 'xss', 'isindex', 'layer', 'ilayer',
+  'bgsound', 'noscript', 'handler', 'listener', 'animate', 'set', 'image', 'xmp', 'plaintext', 'form',
+]);
+
+/** Attributes that take a URL: a script scheme there runs code. */
+const URL_ATTRS = new Set([
+  'href', 'src', 'action', 'formaction', 'data', 'code', 'codebase', 'background', 'dynsrc', 'lowsrc',
+  'xlink:href', 'from', 'to', 'values', 'poster', 'srcdoc', 'content', 'style', 'ping', 'cite', 'icon',
+  'manifest', 'archive', 'classid', 'by', 'folder', 'datasrc', 'xmlns',
+]);
+
+/** Script URL schemes (matched on a value with whitespace and NULs removed). */
+const SCRIPT_URL = /(?:java|vb|live|ecma|j|moz)script:|data:(?:text\/html|image\/svg|application\/(?:x-)?(?:javascript|ecmascript|xhtml))/;
+/** CSS that runs script (inside style attributes or style rules). */
+const CSS_SCRIPT = /-moz-binding|expression\(|behaviou?r:|@import/;
+/** CSS property context outside tags: `x:expression(`, `{-moz-binding:`. */
+const CSS_PROPERTY = /(?:^|[;:{])(?:expression\(|-moz-binding:|behaviou?r:url\()/;
+
+const EVENT_ATTR = /^on[a-z]{3,}$/;
+
+export interface XssResult {
+  readonly reason: string;
+  /** index where the evidence starts */
+  readonly at: number;
+}
+
+function isTagStart(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90);
+}
+
+const MAX_TAGS = 64;
+
+/** Judge one value; returns the evidence or undefined. Linear: each character is visited a bounded number of times. */
+export function detectXss(v: string): XssResult | undefined {
+  const n = v.length;
+  let tags = 0;
+  let from = 0;
+  while (tags < MAX_TAGS) {
+    const lt = v.indexOf('<', from);
+    if (lt < 0) break;
+    from = lt + 1;
+    let i = lt + 1;
+    // `</script`, `<!--`, `<?xml`, `<!doctype`, `<!entity`
+    if (v[i] === '!' || v[i] === '?') {
+      const rest = v.slice(i + 1, i + 12);
+      if (/^(?:\[cdata\[|doctype|entity|element|attlist|xml|import)/.test(rest)) return { reason: 'markup-declaration', at: lt };
+      if (rest.startsWith('--') && /<[a-z]|-->\s*</.test(v.slice(i, i + 200))) return { reason: 'comment-break', at: lt };
+      continue;
+    }
+    if (v[i] === '/') i++;
+    if (i >= n || !isTagStart(v.charCodeAt(i))) continue;
+    tags++;
+    let j = i;
+    while (j < n && /[a-z0-9:_-]/.test(v[j]!)) j++;
+    const name = v.slice(i, j);
+    const local = name.includes(':') ? name.slice(name.indexOf(':') + 1) : name;
+    if (DANGEROUS_TAGS.has(name) || DANGEROUS_TAGS.has(local)) return { reason: `tag:${local}`, at: lt };
+    // attributes, until '>' or the end (an unclosed tag still runs in many sinks)
+    let k = j;
+    let attrs = 0;
+    while (k < n && v[k] !== '>' && attrs < 32) {
+      // separators between attributes: whitespace, '/', quotes left over
+      while (k < n && /[\s/"'`]/.test(v[k]!)) k++;
+      if (k >= n || v[k] === '>') break;
+      const an = k;
+      while (k < n && !/[\s=/>"']/.test(v[k]!)) k++;
+      const attr = v.slice(an, k);
+      if (attr.length === 0) {
+        k++;
+        continue;
+      }
+      attrs++;
+      while (k < n && /\s/.test(v[k]!)) k++;
+      let value = '';
+      if (v[k] === '=') {
+        k++;
+        while (k < n && /\s/.test(v[k]!)) k++;
+        const q = v[k];
+        if (q === '"' || q === "'" || q === '`') {
+          const end = v.indexOf(q, k + 1);
+          value = end < 0 ? v.slice(k + 1) : v.slice(k + 1, end);
+          k = end < 0 ? n : end + 1;
+        } else {
+          const vs = k;
+          while (k < n && !/[\s>]/.test(v[k]!)) k++;
+          value = v.slice(vs, k);
+        }
+      }
+      if (EVENT_ATTR.test(attr)) return { reason: `event-handler:${attr}`, at: lt };
+      const cv = value.replace(/[\s\0]/g, '');
+      if (URL_ATTRS.has(attr) && SCRIPT_URL.test(cv)) return { reason: `script-url:${attr}`, at: lt };
+      if (attr === 'style' && (CSS_SCRIPT.test(cv) || SCRIPT_URL.test(cv))) return { reason: 'style-script', at: lt };
+      if (attr === 'http-equiv' || attr === 'srcdoc' || attr === 'xmlns' || attr.startsWith('xmlns:')) return { reason: `attribute:${attr}`, at: lt };
+    }
+  }
+  // outside tags: script URLs at the start of a value or after a quote/bracket break
+  const compact = v.replace(/[\s\0]/g, '');
+  const m = SCRIPT_URL.exec(compact);
+  if (m) return { reason: 'script-url', at: m.index };
+  const c = CSS_PROPERTY.exec(compact);
+  if (c) return { reason: 'css-script', at: c.index };
+  return undefined;
+}

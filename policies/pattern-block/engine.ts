@@ -1,0 +1,772 @@
+import type { RequestBody } from '../../gateway/context.js';
+import type { Deny } from '../../gateway/policy.js';
+import type { BlockReason } from '../../gateway/errors.js';
+import { parseBody, mediaTypeOf } from '../../gateway/body.js';
+import { TRANSFORMS, urlDecodeOnce, type Transform } from './transforms.js';
+import { VALUE_DETECTORS, REQUEST_DETECTORS, type ValueDetector } from './detectors/index.js';
+import type { RequestFacts, ProtocolSettings, RequestDetector } from './detectors/protocol.js';
+import { FAMILIES, type Family, type RuleDef } from './rules.js';
+
+/**
+ * The pattern engine: compiled rules plus the request walk. Everything expensive (regexes,
+ * combined prefilters, per-target plans, exclusion matchers) is built once by
+ * {@link compileEngine}; {@link inspectHead}, {@link inspectBody} and {@link inspectRequest}
+ * only execute.
+ */
+
+export type PackMode = 'enforce' | 'monitor' | 'off';
+
+/** One exclusion: matches on the selected requests/targets are ignored. */
+export interface ExclusionSpec {
+  /** route names (ctx.routeName); empty = every route */
+  readonly routes?: readonly string[];
+  /** path patterns: exact, or a prefix ending in `*` / `**` */
+  readonly paths?: readonly string[];
+  readonly methods?: readonly string[];
+  /** rule ids (a trailing `*` makes a prefix) */
+  readonly rules?: readonly string[];
+  readonly families?: readonly string[];
+  /**
+   * target names: `json:password` (kind and field), `password` (any kind, by field name),
+   * `header:referer`, `query:*` (every query value); empty = every target
+   */
+  readonly targets?: readonly string[];
+}
+
+export interface EngineOptions {
+  readonly rules: readonly RuleDef[];
+  readonly paranoiaLevel: number;
+  readonly threshold: number;
+  readonly familyThresholds: Readonly<Partial<Record<Family, number>>>;
+  readonly packs: Readonly<Record<string, PackMode>>;
+  readonly disabledRules: readonly string[];
+  readonly exclusions: readonly ExclusionSpec[];
+  readonly freeTextFields: readonly string[];
+  readonly freeTextThreshold: number;
+  readonly allowedMethods: readonly string[];
+  readonly allowedContentTypes: readonly string[];
+  readonly allowedCharsets: readonly string[];
+  readonly maxHeaders: number;
+  readonly maxArgs: number;
+  readonly maxRanges: number;
+  readonly maxValueLength: number;
+  readonly skipHeaders: readonly string[];
+}
+
+export const DEFAULT_ENGINE_OPTIONS: Omit<EngineOptions, 'rules'> = {
+  paranoiaLevel: 1,
+  threshold: 5,
+  familyThresholds: {},
+  packs: {},
+  disabledRules: [],
+  exclusions: [],
+  freeTextFields: [],
+  freeTextThreshold: 5,
+  allowedMethods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+  allowedContentTypes: ['application/json', 'application/*+json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
+  allowedCharsets: ['utf-8', 'utf8', 'iso-8859-1', 'iso-8859-15', 'us-ascii', 'windows-1252'],
+  maxHeaders: 100,
+  maxArgs: 512,
+  maxRanges: 5,
+  maxValueLength: 8192,
+  skipHeaders: ['authorization', 'cookie', 'host', 'content-length', 'connection', 'x-request-id', 'x-csrf-token', 'x-api-key', 'sec-ch-ua', 'sec-ch-ua-full-version-list'],
+};
+
+type Kind =
+  | 'path'
+  | 'query'
+  | 'query_name'
+  | 'header'
+  | 'header_name'
+  | 'cookie'
+  | 'cookie_name'
+  | 'json'
+  | 'json_key'
+  | 'form'
+  | 'form_name'
+  | 'multipart'
+  | 'multipart_name'
+  | 'filename';
+
+const SELECTOR_KINDS: Record<string, readonly Kind[]> = {
+  path: ['path'],
+  query: ['query'],
+  query_names: ['query_name'],
+  headers: ['header'],
+  header_names: ['header_name'],
+  cookies: ['cookie'],
+  cookie_names: ['cookie_name'],
+  json: ['json'],
+  json_keys: ['json_key'],
+  form: ['form'],
+  form_names: ['form_name'],
+  multipart: ['multipart'],
+  multipart_names: ['multipart_name'],
+  filenames: ['filename'],
+  args: ['query', 'json', 'form', 'multipart'],
+  args_names: ['query_name', 'json_key', 'form_name', 'multipart_name'],
+  body: ['json', 'form', 'multipart'],
+};
+
+const FAMILY_REASON: Record<Family, BlockReason> = {
+  sqli: 'sqli',
+  xss: 'xss',
+  path_traversal: 'path_traversal',
+  cmd_injection: 'cmd_injection',
+  rfi: 'rfi',
+  php: 'php',
+  nodejs: 'nodejs',
+  protocol: 'protocol',
+  scanner: 'scanner',
+};
+
+interface CompiledRule {
+  readonly id: string;
+  readonly pack: string;
+  readonly family: Family;
+  readonly score: number;
+  readonly monitor: boolean;
+  /** only fields whose name matches */
+  readonly names?: RegExp;
+  readonly regex?: RegExp;
+  readonly detector?: ValueDetector;
+  readonly request?: RequestDetector;
+}
+
+/** Rules sharing one transform chain, with a combined prefilter over their regexes. */
+interface Plan {
+  readonly chainKey: string;
+  readonly chain: readonly Transform[];
+  readonly regexRules: readonly CompiledRule[];
+  /** alternation of every regex in the plan (same flags), or undefined when a single rule */
+  readonly combined: RegExp | undefined;
+  readonly detectorRules: readonly CompiledRule[];
+}
+
+interface CompiledExclusion {
+  readonly routes: ReadonlySet<string> | undefined;
+  readonly paths: readonly ((p: string) => boolean)[] | undefined;
+  readonly methods: ReadonlySet<string> | undefined;
+  readonly rule: ((id: string, family: Family) => boolean) | undefined;
+  readonly target: ((name: string, leaf: string) => boolean) | undefined;
+}
+
+/** A compiled engine (immutable). */
+export interface Engine {
+  readonly options: Omit<EngineOptions, 'rules'>;
+  readonly ruleCount: number;
+  readonly plansByKind: ReadonlyMap<Kind, readonly Plan[]>;
+  /** header plans by lowercased header name; `*` holds the plans of rules on every header */
+  readonly headerPlans: ReadonlyMap<string, readonly Plan[]>;
+  readonly requestRules: readonly CompiledRule[];
+  readonly exclusions: readonly CompiledExclusion[];
+  readonly protocol: ProtocolSettings;
+  readonly skipHeaders: ReadonlySet<string>;
+  readonly freeText: ReadonlySet<string>;
+  readonly familyThresholds: ReadonlyMap<Family, number>;
+}
+
+/** One rule match. `excerpt` is at most 40 characters (redacted for secret-looking targets). */
+export interface Match {
+  readonly ruleId: string;
+  readonly family: Family;
+  readonly score: number;
+  readonly pack: string;
+  readonly monitor: boolean;
+  readonly target: string;
+  readonly freeText: boolean;
+  readonly excerpt: string;
+}
+
+export type Decision = 'allow' | 'deny' | 'monitor';
+
+export interface Verdict {
+  readonly decision: Decision;
+  readonly score: number;
+  readonly families: Readonly<Partial<Record<Family, number>>>;
+  readonly matches: readonly Match[];
+  /** the denial to return (decision deny) or to record (decision monitor) */
+  readonly deny: Deny | undefined;
+}
+
+function globToTest(p: string): (s: string) => boolean {
+  if (p.endsWith('**')) {
+    const pre = p.slice(0, -2);
+    return (s) => s.startsWith(pre);
+  }
+  if (p.endsWith('*')) {
+    const pre = p.slice(0, -1);
+    return (s) => s.startsWith(pre) && !s.slice(pre.length).includes('/');
+  }
+  return (s) => s === p;
+}
+
+function compileExclusion(e: ExclusionSpec): CompiledExclusion {
+  const ruleTests: ((id: string, f: Family) => boolean)[] = [];
+  for (const r of e.rules ?? []) {
+    if (r.endsWith('*')) {
+      const pre = r.slice(0, -1);
+      ruleTests.push((id) => id.startsWith(pre));
+    } else ruleTests.push((id) => id === r);
+  }
+  for (const f of e.families ?? []) ruleTests.push((_id, fam) => fam === f || (f === 'lfi' && fam === 'path_traversal') || (f === 'rce' && fam === 'cmd_injection'));
+  const targetTests: ((name: string, leaf: string) => boolean)[] = [];
+  for (const t of e.targets ?? []) {
+    const lower = t.toLowerCase();
+    const colon = lower.indexOf(':');
+    if (colon < 0) {
+      targetTests.push((_n, leaf) => leaf.toLowerCase() === lower);
+      continue;
+    }
+    const kind = lower.slice(0, colon);
+    const field = lower.slice(colon + 1);
+    targetTests.push((name, leaf) => {
+      const nc = name.indexOf(':');
+      const nk = nc < 0 ? name : name.slice(0, nc);
+      if (nk !== kind && !(kind === 'args' && /^(?:query|json|form|multipart)$/.test(nk))) return false;
+      if (field === '*') return true;
+      const nf = (nc < 0 ? '' : name.slice(nc + 1)).toLowerCase();
+      return nf === field || leaf.toLowerCase() === field;
+    });
+  }
+  return {
+    routes: e.routes && e.routes.length ? new Set(e.routes) : undefined,
+    paths: e.paths && e.paths.length ? e.paths.map(globToTest) : undefined,
+    methods: e.methods && e.methods.length ? new Set(e.methods.map((m) => m.toUpperCase())) : undefined,
+    rule: ruleTests.length ? (id, f) => ruleTests.some((t) => t(id, f)) : undefined,
+    target: targetTests.length ? (n, l) => targetTests.some((t) => t(n, l)) : undefined,
+  };
+}
+
+function buildPlans(rules: readonly (CompiledRule & { transforms: readonly string[]; flags: string })[]): Plan[] {
+  const byChain = new Map<string, (CompiledRule & { transforms: readonly string[]; flags: string })[]>();
+  for (const r of rules) {
+    const key = r.transforms.join(',');
+    const list = byChain.get(key) ?? [];
+    list.push(r);
+    byChain.set(key, list);
+  }
+  const plans: Plan[] = [];
+  for (const [chainKey, list] of byChain) {
+    const chain = list[0]!.transforms.map((t) => TRANSFORMS[t]!);
+    const regexRules = list.filter((r) => r.regex);
+    const flagSets = new Set(regexRules.map((r) => r.flags));
+    let combined: RegExp | undefined;
+    if (regexRules.length > 1 && flagSets.size === 1) {
+      combined = new RegExp(regexRules.map((r) => `(?:${r.regex!.source})`).join('|'), [...flagSets][0]);
+    }
+    plans.push({ chainKey, chain, regexRules, combined, detectorRules: list.filter((r) => r.detector) });
+  }
+  return plans;
+}
+
+function contentTypeMatcher(list: readonly string[]): (mt: string) => boolean {
+  const exact = new Set<string>();
+  const tests: ((mt: string) => boolean)[] = [];
+  for (const raw of list) {
+    const t = raw.toLowerCase().trim();
+    if (t === '*/*') tests.push(() => true);
+    else if (t.endsWith('/*')) tests.push((mt) => mt.startsWith(t.slice(0, -1)));
+    else if (t.includes('/*+')) {
+      const [pre, suf] = t.split('/*');
+      tests.push((mt) => mt.startsWith(`${pre}/`) && mt.endsWith(suf!));
+    } else exact.add(t);
+  }
+  return (mt) => exact.has(mt) || tests.some((f) => f(mt));
+}
+
+/** Compile the engine: select rules by paranoia level, pack mode and disabled ids; precompile everything. */
+export function compileEngine(opts: EngineOptions): Engine {
+  const disabled = opts.disabledRules.map((r) => (r.endsWith('*') ? (id: string) => id.startsWith(r.slice(0, -1)) : (id: string) => id === r));
+  type Full = CompiledRule & { transforms: readonly string[]; flags: string; targets: readonly string[] };
+  const selected: Full[] = [];
+  for (const r of opts.rules) {
+    if (r.paranoia > opts.paranoiaLevel) continue;
+    const mode = opts.packs[r.pack] ?? 'enforce';
+    if (mode === 'off') continue;
+    if (disabled.some((d) => d(r.id))) continue;
+    const base = {
+      id: r.id,
+      pack: r.pack,
+      family: r.family,
+      score: r.score,
+      monitor: mode === 'monitor',
+      transforms: r.transforms,
+      flags: r.flags ?? '',
+      targets: r.targets,
+      ...(r.names !== undefined ? { names: new RegExp(r.names, 'i') } : {}),
+    };
+    if (r.regex !== undefined) selected.push({ ...base, regex: new RegExp(r.regex, r.flags ?? '') });
+    else if (r.detector !== undefined && VALUE_DETECTORS[r.detector]) selected.push({ ...base, detector: VALUE_DETECTORS[r.detector] });
+    else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector]) selected.push({ ...base, request: REQUEST_DETECTORS[r.detector] });
+  }
+  const byKind = new Map<Kind, Full[]>();
+  const headerAll: Full[] = [];
+  const headerNamed = new Map<string, Full[]>();
+  const requestRules: CompiledRule[] = [];
+  for (const r of selected) {
+    if (r.request) {
+      requestRules.push(r);
+      continue;
+    }
+    const kinds = new Set<Kind>();
+    for (const t of r.targets) {
+      if (t === 'request') continue;
+      if (t.startsWith('headers:')) {
+        const h = t.slice(8);
+        const list = headerNamed.get(h) ?? [];
+        list.push(r);
+        headerNamed.set(h, list);
+        continue;
+      }
+      for (const k of SELECTOR_KINDS[t] ?? []) kinds.add(k);
+    }
+    for (const k of kinds) {
+      if (k === 'header') headerAll.push(r);
+      else {
+        const list = byKind.get(k) ?? [];
+        list.push(r);
+        byKind.set(k, list);
+      }
+    }
+  }
+  const plansByKind = new Map<Kind, Plan[]>();
+  for (const [k, list] of byKind) plansByKind.set(k, buildPlans(list));
+  const headerPlans = new Map<string, Plan[]>();
+  headerPlans.set('*', buildPlans(headerAll));
+  for (const [h, list] of headerNamed) headerPlans.set(h, buildPlans([...headerAll, ...list.filter((r) => !headerAll.includes(r))]));
+  const { rules: _rules, ...rest } = opts;
+  void _rules;
+  return {
+    options: rest,
+    ruleCount: selected.length,
+    plansByKind,
+    headerPlans,
+    requestRules,
+    exclusions: opts.exclusions.map(compileExclusion),
+    protocol: {
+      allowedMethods: new Set(opts.allowedMethods.map((m) => m.toUpperCase())),
+      allowedContentTypes: contentTypeMatcher(opts.allowedContentTypes),
+      allowedCharsets: new Set(opts.allowedCharsets.map((c) => c.toLowerCase())),
+      maxHeaders: opts.maxHeaders,
+      maxArgs: opts.maxArgs,
+      maxRanges: opts.maxRanges,
+    },
+    skipHeaders: new Set(opts.skipHeaders.map((h) => h.toLowerCase())),
+    freeText: new Set(opts.freeTextFields.map((f) => f.toLowerCase())),
+    familyThresholds: new Map(Object.entries(opts.familyThresholds) as [Family, number][]),
+  };
+}
+
+/** What the request walk needs to know about the request (besides the values). */
+export interface RequestScope {
+  readonly method: string;
+  /** normalised path, for path-scoped exclusions */
+  readonly path: string;
+  readonly route: string;
+}
+
+const SECRETISH = /pass|secret|token|api[-_]?key|auth|session|cookie|sid|jwt|otp|cred/i;
+
+function excerptOf(value: string, at: number, name: string, leaf: string): string {
+  if (SECRETISH.test(leaf) || SECRETISH.test(name.slice(0, name.indexOf(':') + 1) === 'cookie:' ? 'cookie' : '')) return '[redacted]';
+  const start = Math.max(0, Math.min(at, value.length - 40));
+  // eslint-disable-next-line no-control-regex
+  return value.slice(start, start + 40).replace(/[\x00-\x1f\x7f]/g, ' ');
+}
+
+/** Accumulates matches for one request. */
+class Walk {
+  readonly matches: Match[] = [];
+  readonly seen = new Set<string>();
+  constructor(
+    readonly engine: Engine,
+    readonly scope: RequestScope,
+  ) {}
+
+  excluded(ruleId: string, family: Family, name: string, leaf: string): boolean {
+    for (const e of this.engine.exclusions) {
+      if (e.routes && !e.routes.has(this.scope.route)) continue;
+      if (e.methods && !e.methods.has(this.scope.method)) continue;
+      if (e.paths && !e.paths.some((p) => p(this.scope.path))) continue;
+      if (e.rule && !e.rule(ruleId, family)) continue;
+      if (e.target && !e.target(name, leaf)) continue;
+      return true;
+    }
+    return false;
+  }
+
+  add(rule: CompiledRule, name: string, leaf: string, excerpt: string): void {
+    // one match per rule and target
+    const key = `${rule.id}\u0000${name}`;
+    if (this.seen.has(key)) return;
+    if (this.excluded(rule.id, rule.family, name, leaf)) return;
+    this.seen.add(key);
+    if (this.matches.length >= 64) return;
+    this.matches.push({
+      ruleId: rule.id,
+      family: rule.family,
+      score: rule.score,
+      pack: rule.pack,
+      monitor: rule.monitor,
+      target: name.length > 80 ? `${name.slice(0, 77)}...` : name,
+      freeText: this.engine.freeText.has(leaf.toLowerCase()),
+      excerpt,
+    });
+  }
+
+  value(plans: readonly Plan[] | undefined, name: string, leaf: string, raw: string): void {
+    if (!plans || plans.length === 0 || raw.length === 0) return;
+    const v = raw.length > this.engine.options.maxValueLength ? raw.slice(0, this.engine.options.maxValueLength) : raw;
+    let cache: Map<string, string> | undefined;
+    for (const plan of plans) {
+      let t = v;
+      if (plan.chain.length) {
+        const hit = cache?.get(plan.chainKey);
+        if (hit !== undefined) t = hit;
+        else {
+          for (const f of plan.chain) t = f(t);
+          (cache ??= new Map()).set(plan.chainKey, t);
+        }
+      }
+      if (plan.regexRules.length && (plan.combined === undefined || plan.combined.test(t))) {
+        for (const r of plan.regexRules) {
+          if (r.names !== undefined && !r.names.test(leaf)) continue;
+          const m = r.regex!.exec(t);
+          if (m) this.add(r, name, leaf, excerptOf(t, m.index, name, leaf));
+        }
+      }
+      for (const r of plan.detectorRules) {
+        if (r.names !== undefined && !r.names.test(leaf)) continue;
+        const ev = r.detector!(t);
+        if (ev) this.add(r, name, leaf, excerptOf(t, ev.at, name, leaf));
+      }
+    }
+  }
+}
+
+/** Split `a=b&c` into decoded pairs (`+` is a space). */
+export function parseQuery(q: string): [string, string][] {
+  const out: [string, string][] = [];
+  if (q === '') return out;
+  for (const part of q.split('&')) {
+    if (part === '') continue;
+    const eq = part.indexOf('=');
+    const k = eq < 0 ? part : part.slice(0, eq);
+    const v = eq < 0 ? '' : part.slice(eq + 1);
+    out.push([urlDecodeOnce(k, true), urlDecodeOnce(v, true)]);
+  }
+  return out;
+}
+
+function parseCookies(h: string): [string, string][] {
+  const out: [string, string][] = [];
+  for (const part of h.split(';')) {
+    const s = part.trim();
+    if (s === '') continue;
+    const eq = s.indexOf('=');
+    out.push(eq < 0 ? [s, ''] : [s.slice(0, eq).trim(), s.slice(eq + 1).trim()]);
+  }
+  return out;
+}
+
+/** The head of a request, as the policy sees it (a subset of RequestContext). */
+export interface HeadInput {
+  readonly method: string;
+  readonly target: string;
+  readonly rawPath: string;
+  readonly query: string;
+  readonly path: string;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly rawHeaders: readonly string[];
+  readonly httpVersion: string;
+  readonly routeName: string;
+}
+
+function headerString(v: string | string[] | undefined): string | undefined {
+  return v === undefined ? undefined : Array.isArray(v) ? v.join(', ') : v;
+}
+
+/**
+ * Request phase: inspect path, query, headers and cookies, and run the request-level
+ * (protocol) rules with what the head tells (Content-Length, Content-Type).
+ */
+export function inspectHead(engine: Engine, head: HeadInput): Match[] {
+  const walk = new Walk(engine, { method: head.method.toUpperCase(), path: head.path, route: head.routeName });
+  walkHead(walk, head);
+  runRequestRules(walk, head, undefined);
+  return walk.matches;
+}
+
+/**
+ * Body phase: inspect the parsed body (JSON keys and leaves, form pairs, multipart fields and
+ * filenames), re-run the request-level rules with the body known, and report a body that
+ * did not parse as its declared type.
+ */
+export function inspectBody(engine: Engine, head: HeadInput, body: RequestBody): Match[] {
+  const walk = new Walk(engine, { method: head.method.toUpperCase(), path: head.path, route: head.routeName });
+  walkBody(walk, body);
+  runRequestRules(walk, head, body);
+  if (body.parseError !== undefined && body.raw.length > 0) {
+    walk.add(BODY_PARSE_RULE, 'body', 'body', body.parseError.slice(0, 40));
+  }
+  return walk.matches;
+}
+
+/** Pseudo-rule for a body that does not parse as its declared media type. */
+const BODY_PARSE_RULE: CompiledRule = { id: 'body-parse-error', pack: 'protocol', family: 'protocol', score: 5, monitor: false };
+
+/** Head matches plus body matches, without repeating a rule on the same target. */
+export function mergeMatches(a: readonly Match[], b: readonly Match[]): Match[] {
+  if (b.length === 0) return [...a];
+  const seen = new Set(a.map((m) => `${m.ruleId}\u0000${m.target}`));
+  return [...a, ...b.filter((m) => !seen.has(`${m.ruleId}\u0000${m.target}`))];
+}
+
+function walkHead(walk: Walk, head: HeadInput): number {
+  const e = walk.engine;
+  let args = 0;
+  walk.value(e.plansByKind.get('path'), 'path', 'path', urlDecodeOnce(head.rawPath, false));
+  const qPlans = e.plansByKind.get('query');
+  const qnPlans = e.plansByKind.get('query_name');
+  for (const [k, v] of parseQuery(head.query)) {
+    if (++args > e.options.maxArgs) break;
+    walk.value(qnPlans, `query_name:${k}`, k, k);
+    walk.value(qPlans, `query:${k}`, k, v);
+  }
+  const hnPlans = e.plansByKind.get('header_name');
+  const all = e.headerPlans.get('*')!;
+  for (const [name, raw] of Object.entries(head.headers)) {
+    const v = headerString(raw);
+    if (v === undefined) continue;
+    walk.value(hnPlans, `header_name:${name}`, name, name);
+    if (name === 'cookie') {
+      const cPlans = e.plansByKind.get('cookie');
+      const cnPlans = e.plansByKind.get('cookie_name');
+      for (const [ck, cv] of parseCookies(v)) {
+        if (++args > e.options.maxArgs) break;
+        walk.value(cnPlans, `cookie_name:${ck}`, ck, ck);
+        walk.value(cPlans, `cookie:${ck}`, ck, cv);
+      }
+    }
+    const specific = e.headerPlans.get(name);
+    if (specific) walk.value(specific, `header:${name}`, name, v);
+    else if (!e.skipHeaders.has(name)) walk.value(all, `header:${name}`, name, v);
+  }
+  return args;
+}
+
+const MAX_JSON_DEPTH = 32;
+
+function walkJson(walk: Walk, v: unknown, path: string, leaf: string, depth: number, budget: { n: number }): void {
+  if (budget.n <= 0) return;
+  const e = walk.engine;
+  if (typeof v === 'string') {
+    budget.n--;
+    walk.value(e.plansByKind.get('json'), `json:${path}`, leaf, v);
+    return;
+  }
+  if (v === null || typeof v !== 'object' || depth > MAX_JSON_DEPTH) return;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length && budget.n > 0; i++) walkJson(walk, v[i], `${path}[${i}]`, leaf, depth + 1, budget);
+    return;
+  }
+  const kPlans = e.plansByKind.get('json_key');
+  for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+    if (budget.n-- <= 0) return;
+    const p = path === '' ? k : `${path}.${k}`;
+    walk.value(kPlans, `json_key:${p}`, k, k);
+    walkJson(walk, x, p, k, depth + 1, budget);
+  }
+}
+
+function walkBody(walk: Walk, body: RequestBody): number {
+  const e = walk.engine;
+  const budget = { n: e.options.maxArgs };
+  if (body.json !== undefined) walkJson(walk, body.json, '', '', 0, budget);
+  const pairs: [readonly [string, string][] | undefined, Kind, Kind][] = [
+    [body.form, 'form', 'form_name'],
+    [body.fields, 'multipart', 'multipart_name'],
+  ];
+  for (const [list, kv, kn] of pairs) {
+    if (!list) continue;
+    for (const [k, v] of list) {
+      if (budget.n-- <= 0) break;
+      walk.value(e.plansByKind.get(kn), `${kn}:${k}`, k, k);
+      walk.value(e.plansByKind.get(kv), `${kv}:${k}`, k, v);
+    }
+  }
+  for (const f of body.files ?? []) {
+    if (budget.n-- <= 0) break;
+    walk.value(e.plansByKind.get('filename'), `filename:${f.field}`, f.field, f.filename);
+  }
+  return e.options.maxArgs - budget.n;
+}
+
+function countArgs(head: HeadInput, body: RequestBody | undefined): number {
+  let n = head.query === '' ? 0 : head.query.split('&').length;
+  if (body?.form) n += body.form.length;
+  if (body?.fields) n += body.fields.length;
+  if (body?.json !== undefined && body.json !== null && typeof body.json === 'object') n += Array.isArray(body.json) ? body.json.length : Object.keys(body.json).length;
+  return n;
+}
+
+function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefined): void {
+  const e = walk.engine;
+  if (e.requestRules.length === 0) return;
+  const cl = headerString(head.headers['content-length']);
+  const facts: RequestFacts = {
+    method: head.method,
+    target: head.target,
+    headers: head.headers,
+    rawHeaders: head.rawHeaders,
+    httpVersion: head.httpVersion,
+    bodyLength: body ? body.raw.length : cl !== undefined && /^\d+$/.test(cl) ? Number(cl) : 0,
+    mediaType: body?.mediaType ?? mediaTypeOf(headerString(head.headers['content-type'])),
+    rawForm: body && body.form ? body.raw.toString('latin1') : undefined,
+    argCount: countArgs(head, body),
+    path: head.path,
+  };
+  for (const r of e.requestRules) {
+    const note = r.request!(facts, e.protocol);
+    if (note) walk.add(r, 'request', 'request', note.slice(0, 40));
+  }
+}
+
+/** Score matches and decide. Monitor-pack matches only ever make a `monitor` decision. */
+export function decide(engine: Engine, matches: readonly Match[]): Verdict {
+  const judge = (ms: readonly Match[]) => {
+    const fam = new Map<Family, number>();
+    let total = 0;
+    let free = 0;
+    for (const m of ms) {
+      if (m.freeText) {
+        free += m.score;
+        continue;
+      }
+      fam.set(m.family, (fam.get(m.family) ?? 0) + m.score);
+    }
+    let over = free >= engine.options.freeTextThreshold;
+    for (const [f, s] of fam) {
+      const t = engine.familyThresholds.get(f);
+      if (t !== undefined) {
+        if (s >= t) over = true;
+      } else total += s;
+    }
+    if (total >= engine.options.threshold) over = true;
+    return over;
+  };
+  const families: Partial<Record<Family, number>> = {};
+  let score = 0;
+  for (const m of matches) {
+    families[m.family] = (families[m.family] ?? 0) + m.score;
+    score += m.score;
+  }
+  if (matches.length === 0) return { decision: 'allow', score: 0, families, matches, deny: undefined };
+  const enforced = matches.filter((m) => !m.monitor);
+  const decision: Decision = judge(enforced) ? 'deny' : judge(matches) ? 'monitor' : 'allow';
+  if (decision === 'allow') return { decision, score, families, matches, deny: undefined };
+  let top: Family = matches[0]!.family;
+  for (const f of FAMILIES) if ((families[f] ?? 0) > (families[top] ?? 0)) top = f;
+  const ruleIds = [...new Set(matches.map((m) => m.ruleId))];
+  const deny: Deny = {
+    code: 'request_blocked',
+    reason: FAMILY_REASON[top],
+    ruleIds,
+    detail: {
+      score,
+      families,
+      ...(decision === 'monitor' ? { monitor: true } : {}),
+      matches: matches.slice(0, 16).map((m) => ({ target: m.target, rule: m.ruleId, excerpt: m.excerpt })),
+    },
+  };
+  return { decision, score, families, matches, deny };
+}
+
+/** A request for {@link inspectRequest}: what a client sends. */
+export interface RawRequest {
+  readonly method: string;
+  /** the request target (path and query) as on the request line */
+  readonly target: string;
+  /** header name → value (any case); a missing Content-Length is added for a body, like Node's client */
+  readonly headers: Readonly<Record<string, string | string[]>>;
+  readonly body?: string | Buffer | null;
+  readonly httpVersion?: string;
+  /** route name for route-scoped exclusions */
+  readonly route?: string;
+}
+
+/** Remove dot segments and collapse slashes (RFC 3986 5.2.4), for scoping. */
+export function normaliseRequestPath(rawPath: string): string {
+  const decoded = urlDecodeOnce(rawPath, false).replace(/\\/g, '/');
+  const out: string[] = [];
+  for (const seg of decoded.split('/')) {
+    if (seg === '' || seg === '.') continue;
+    if (seg === '..') out.pop();
+    else out.push(seg);
+  }
+  return `/${out.join('/')}${decoded.endsWith('/') && out.length ? '/' : ''}`;
+}
+
+/** Build the head the gateway would see for a raw request (Node lowercases names, joins duplicates). */
+export function headOf(req: RawRequest): { head: HeadInput; body: RequestBody | undefined } {
+  const rawHeaders: string[] = [];
+  const headers: Record<string, string | string[]> = {};
+  let hasCl = false;
+  for (const [k, v] of Object.entries(req.headers)) {
+    const lk = k.toLowerCase();
+    if (lk === 'content-length') {
+      if (req.body !== undefined && req.body !== null) continue;
+      hasCl = true;
+    }
+    for (const one of Array.isArray(v) ? v : [v]) {
+      rawHeaders.push(k, one);
+      const prev = headers[lk];
+      if (prev === undefined) headers[lk] = one;
+      else headers[lk] = lk === 'cookie' ? `${String(prev)}; ${one}` : `${String(prev)}, ${one}`;
+    }
+  }
+  let body: RequestBody | undefined;
+  if (req.body !== undefined && req.body !== null) {
+    const buf = typeof req.body === 'string' ? Buffer.from(req.body, 'utf8') : req.body;
+    if (!hasCl) {
+      rawHeaders.push('Content-Length', String(buf.length));
+      headers['content-length'] = String(buf.length);
+    }
+    if (buf.length > 0) {
+      const ct = headerString(headers['content-type']);
+      body = parseBody(mediaTypeOf(ct), buf, ct);
+    }
+  }
+  const target = req.target;
+  const qi = target.indexOf('?');
+  const hashless = target;
+  const rawPath = qi < 0 ? hashless : hashless.slice(0, qi);
+  let query = qi < 0 ? '' : hashless.slice(qi + 1);
+  const hi = query.indexOf('#');
+  if (hi >= 0) query = query.slice(0, hi);
+  return {
+    head: {
+      method: req.method,
+      target,
+      rawPath,
+      query,
+      path: normaliseRequestPath(rawPath),
+      headers,
+      rawHeaders,
+      httpVersion: req.httpVersion ?? '1.1',
+      routeName: req.route ?? 'unmatched',
+    },
+    body,
+  };
+}
+
+/**
+ * Score a request without a server: the same walk the policy does in onRequest + onBody.
+ * The body is parsed by {@link parseBody} from its Content-Type, as the pipeline does.
+ */
+export function inspectRequest(engine: Engine, req: RawRequest): Verdict {
+  const { head, body } = headOf(req);
+  const headMatches = inspectHead(engine, head);
+  return decide(engine, body ? mergeMatches(headMatches, inspectBody(engine, head, body)) : headMatches);
+}

@@ -1,0 +1,344 @@
+/**
+ * Value transforms of the pattern engine. Each is a pure `string → string` function that
+ * runs in linear time; a rule lists the transforms it wants (in order) and the engine
+ * caches every distinct chain per inspected value.
+ */
+
+export type Transform = (s: string) => string;
+
+const HEX = /^[0-9a-fA-F]$/;
+
+function hexVal(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 65 && c <= 70) return c - 55;
+  if (c >= 97 && c <= 102) return c - 87;
+  return -1;
+}
+
+/**
+ * Lenient UTF-8 decoding of a byte array: accepts overlong forms (`C0 AE` → '.'), 5- and
+ * 6-byte forms, and keeps an invalid byte as the Latin-1 character of the same value, so
+ * nothing an attacker sends disappears from view.
+ */
+export function utf8Lenient(bytes: ArrayLike<number>, len = bytes.length): string {
+  let out = '';
+  let i = 0;
+  while (i < len) {
+    const b = bytes[i]!;
+    if (b < 0x80) {
+      out += String.fromCharCode(b);
+      i++;
+      continue;
+    }
+    let need = 0;
+    let cp = 0;
+    if (b >= 0xc0 && b < 0xe0) {
+      need = 1;
+      cp = b & 0x1f;
+    } else if (b >= 0xe0 && b < 0xf0) {
+      need = 2;
+      cp = b & 0x0f;
+    } else if (b >= 0xf0 && b < 0xf8) {
+      need = 3;
+      cp = b & 0x07;
+    } else if (b >= 0xf8 && b < 0xfc) {
+      need = 4;
+      cp = b & 0x03;
+    } else if (b >= 0xfc && b < 0xfe) {
+      need = 5;
+      cp = b & 0x01;
+    }
+    let ok = need > 0 && i + need < len;
+    if (ok) {
+      for (let k = 1; k <= need; k++) {
+        const c = bytes[i + k];
+        if (c === undefined || (c & 0xc0) !== 0x80) {
+          ok = false;
+          break;
+        }
+        cp = cp * 64 + (c & 0x3f);
+      }
+    }
+    if (ok && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff)) {
+      out += String.fromCodePoint(cp);
+      i += need + 1;
+    } else {
+      out += String.fromCharCode(b);
+      i++;
+    }
+  }
+  return out;
+}
+
+function pushUtf8(bytes: number[], cp: number): void {
+  if (cp < 0x80) bytes.push(cp);
+  else if (cp < 0x800) bytes.push(0xc0 | (cp >> 6), 0x80 | (cp & 0x3f));
+  else if (cp < 0x10000) bytes.push(0xe0 | (cp >> 12), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
+  else bytes.push(0xf0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3f), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
+}
+
+/**
+ * One round of lenient URL decoding: `%XX`, IIS-style `%uXXXX`, and (when `plus`) `+` as a
+ * space. Invalid escapes stay as they are. The decoded bytes are read as lenient UTF-8.
+ */
+export function urlDecodeOnce(s: string, plus = true): string {
+  if (s.indexOf('%') < 0 && (!plus || s.indexOf('+') < 0)) return s;
+  const bytes: number[] = [];
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 37 /* % */) {
+      if (i + 2 < n) {
+        const h = hexVal(s.charCodeAt(i + 1));
+        const l = hexVal(s.charCodeAt(i + 2));
+        if (h >= 0 && l >= 0) {
+          bytes.push(h * 16 + l);
+          i += 2;
+          continue;
+        }
+      }
+      if (i + 5 < n && (s.charCodeAt(i + 1) | 32) === 117 /* u */) {
+        const a = hexVal(s.charCodeAt(i + 2));
+        const b = hexVal(s.charCodeAt(i + 3));
+        const d = hexVal(s.charCodeAt(i + 4));
+        const e = hexVal(s.charCodeAt(i + 5));
+        if (a >= 0 && b >= 0 && d >= 0 && e >= 0) {
+          pushUtf8(bytes, ((a * 16 + b) * 16 + d) * 16 + e);
+          i += 5;
+          continue;
+        }
+      }
+      bytes.push(37);
+    } else if (c === 43 /* + */ && plus) {
+      bytes.push(32);
+    } else if (c < 0x80) {
+      bytes.push(c);
+    } else {
+      const cp = s.codePointAt(i)!;
+      if (cp > 0xffff) i++;
+      pushUtf8(bytes, cp);
+    }
+  }
+  return utf8Lenient(bytes);
+}
+
+/** Maximum rounds of repeated URL decoding. */
+export const MAX_URL_DECODE_ROUNDS = 4;
+
+/** URL-decode until the value is stable, at most {@link MAX_URL_DECODE_ROUNDS} rounds. */
+export function urlDecodeRepeat(s: string): string {
+  let cur = s;
+  for (let k = 0; k < MAX_URL_DECODE_ROUNDS; k++) {
+    const next = urlDecodeOnce(cur, true);
+    if (next === cur) break;
+    cur = next;
+  }
+  return cur;
+}
+
+const NAMED_ENTITIES: Record<string, string> = {
+  lt: '<',
+  gt: '>',
+  amp: '&',
+  quot: '"',
+  apos: "'",
+  nbsp: ' ',
+  tab: '\t',
+  newline: '\n',
+  colon: ':',
+  semi: ';',
+  comma: ',',
+  period: '.',
+  sol: '/',
+  bsol: '\\',
+  lpar: '(',
+  rpar: ')',
+  lsqb: '[',
+  rsqb: ']',
+  lbrack: '[',
+  rbrack: ']',
+  lcub: '{',
+  rcub: '}',
+  lbrace: '{',
+  rbrace: '}',
+  excl: '!',
+  quest: '?',
+  num: '#',
+  equals: '=',
+  plus: '+',
+  grave: '`',
+  dollar: '$',
+  percnt: '%',
+  ast: '*',
+  midast: '*',
+  hyphen: '-',
+  dash: '-',
+  lowbar: '_',
+  verbar: '|',
+  vert: '|',
+  hat: '^',
+  commat: '@',
+  apostrophe: "'",
+};
+
+const ENTITY = /&(?:#[xX]([0-9a-fA-F]{1,8});?|#([0-9]{1,10});?|([a-zA-Z][a-zA-Z0-9]{1,15});?)/g;
+
+/** Decode HTML character references: decimal, hex (with or without `;`, leading zeros) and common named ones. */
+export function htmlEntityDecode(s: string): string {
+  if (s.indexOf('&') < 0) return s;
+  return s.replace(ENTITY, (m, hex: string | undefined, dec: string | undefined, name: string | undefined) => {
+    if (hex !== undefined || dec !== undefined) {
+      const cp = hex !== undefined ? parseInt(hex, 16) : parseInt(dec!, 10);
+      if (cp > 0 && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff)) return String.fromCodePoint(cp);
+      return m;
+    }
+    const v = NAMED_ENTITIES[name!.toLowerCase()];
+    return v ?? m;
+  });
+}
+
+/** Decode JavaScript / CSS escapes: `\xHH`, `\uHHHH`, `\u{H..}`, CSS `\HHHHHH `. */
+export function jsDecode(s: string): string {
+  if (s.indexOf('\\') < 0) return s;
+  let out = '';
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s[i]!;
+    if (c !== '\\' || i + 1 >= n) {
+      out += c;
+      continue;
+    }
+    const d = s[i + 1]!;
+    if ((d === 'x' || d === 'X') && i + 3 < n && HEX.test(s[i + 2]!) && HEX.test(s[i + 3]!)) {
+      out += String.fromCharCode(parseInt(s.slice(i + 2, i + 4), 16));
+      i += 3;
+      continue;
+    }
+    if ((d === 'u' || d === 'U') && i + 5 < n && /^[0-9a-fA-F]{4}$/.test(s.slice(i + 2, i + 6))) {
+      out += String.fromCharCode(parseInt(s.slice(i + 2, i + 6), 16));
+      i += 5;
+      continue;
+    }
+    if (HEX.test(d)) {
+      // CSS escape: 1 to 6 hex digits, optional single whitespace
+      let j = i + 1;
+      while (j < n && j < i + 7 && HEX.test(s[j]!)) j++;
+      const cp = parseInt(s.slice(i + 1, j), 16);
+      if (j < n && (s[j] === ' ' || s[j] === '\t')) j++;
+      out += cp > 0 && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff) ? String.fromCodePoint(cp) : '';
+      i = j - 1;
+      continue;
+    }
+    // an escaped ordinary character stands for itself (`\j` → `j`)
+    out += d;
+    i++;
+  }
+  return out;
+}
+
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/** Unicode NFKC (full-width `＜` → `<`), only when the value has non-ASCII characters. */
+export function nfkc(s: string): string {
+  return NON_ASCII.test(s) ? s.normalize('NFKC') : s;
+}
+
+/** Lower-case. */
+export function lowercase(s: string): string {
+  return s.toLowerCase();
+}
+
+const WS = /[\s\u00a0\u000b]+/g;
+
+/** Every run of whitespace becomes one space. */
+export function compressWhitespace(s: string): string {
+  return s.replace(WS, ' ');
+}
+
+/** Remove every whitespace character. */
+export function removeWhitespace(s: string): string {
+  return s.replace(WS, '');
+}
+
+/** Remove NUL characters. */
+export function removeNulls(s: string): string {
+  return s.indexOf('\0') < 0 ? s : s.replace(/\0/g, '');
+}
+
+/**
+ * Replace C-style comments (`/* … *\/`, also unterminated, and MySQL `/*! … *\/`) by one space,
+ * so `UNION/**\/SELECT` reads as `UNION SELECT`. Linear: one left-to-right scan.
+ */
+export function replaceComments(s: string): string {
+  if (s.indexOf('/*') < 0) return s;
+  let out = '';
+  let i = 0;
+  const n = s.length;
+  while (i < n) {
+    if (s.charCodeAt(i) === 47 && s.charCodeAt(i + 1) === 42) {
+      let j = i + 2;
+      // MySQL version comment `/*!50000select*/`: keep the content
+      if (s.charCodeAt(j) === 33) {
+        j++;
+        while (j < n && s.charCodeAt(j) >= 48 && s.charCodeAt(j) <= 57) j++;
+        const end = s.indexOf('*/', j);
+        out += ' ' + (end < 0 ? s.slice(j) : s.slice(j, end)) + ' ';
+        i = end < 0 ? n : end + 2;
+        continue;
+      }
+      const end = s.indexOf('*/', j);
+      out += ' ';
+      i = end < 0 ? n : end + 2;
+      continue;
+    }
+    out += s[i];
+    i++;
+  }
+  return out;
+}
+
+/**
+ * Path normalisation for traversal checks: backslashes become slashes, runs of slashes
+ * collapse, `/./` segments go. `..` segments are KEPT (they are what we look for).
+ */
+export function normalizePath(s: string): string {
+  if (s.indexOf('\\') < 0 && s.indexOf('//') < 0 && s.indexOf('/./') < 0) return s;
+  let t = s.replace(/\\/g, '/').replace(/\/{2,}/g, '/');
+  let prev = '';
+  while (prev !== t) {
+    prev = t;
+    t = t.replace(/\/\.\//g, '/');
+  }
+  return t;
+}
+
+/**
+ * Command-line normalisation (as CRS `cmdLine`): drop `\`, `"`, `'`, `^`; `,` and `;` become
+ * spaces; spaces before `/` and `(` go; whitespace is compressed; lower-cased.
+ */
+export function cmdLine(s: string): string {
+  return s
+    .replace(/["'\\^]/g, '')
+    .replace(/[,;]/g, ' ')
+    .replace(/\s+/g, ' ')
+    .replace(/ (?=[/(])/g, '')
+    .toLowerCase();
+}
+
+/** Every transform, by the name rule packs use. */
+export const TRANSFORMS: Readonly<Record<string, Transform>> = {
+  url_decode: urlDecodeRepeat,
+  url_decode_once: (s) => urlDecodeOnce(s, true),
+  html_entity_decode: htmlEntityDecode,
+  js_decode: jsDecode,
+  nfkc,
+  lowercase,
+  compress_whitespace: compressWhitespace,
+  remove_whitespace: removeWhitespace,
+  remove_nulls: removeNulls,
+  replace_comments: replaceComments,
+  normalize_path: normalizePath,
+  cmd_line: cmdLine,
+};
+
+export const TRANSFORM_NAMES = Object.keys(TRANSFORMS);
