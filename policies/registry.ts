@@ -4,6 +4,7 @@ import { cors } from './cors/index.js';
 import { sizeLimit } from './size-limit/index.js';
 import { userAgent } from './user-agent/index.js';
 import { auth } from './auth/index.js';
+import { cookieHardening } from './cookie-hardening/index.js';
 import { ipBan } from './ip-ban/index.js';
 import { rateLimit } from './rate-limit/index.js';
 import { loginLockout } from './login-lockout/index.js';
@@ -30,5 +31,6 @@ export const FACTORIES: readonly PolicyFactory[] = [
   // password-policy, csrf
   // upload-gate
   uploadGate,
+  cookieHardening,
   securityHeaders,
 ] as PolicyFactory[];
