@@ -7,7 +7,7 @@ import type { RequestContext } from '../../../gateway/context.js';
 import { parseLimits } from '../../../gateway/config/units.js';
 import { compilePolicy, makeClock, makeContext, makeServices, noStore, type ContextInit, type TestServices } from '../../helpers/context.js';
 
-function setup(block: Record<string, unknown> = {}) {
+function setup() {
   const clock = makeClock();
   const store = new MemoryStore({ now: clock.now });
   const services = makeServices({ store, clock });
