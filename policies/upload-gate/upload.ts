@@ -209,6 +209,11 @@ class UploadJob {
       this.fail(reject('malformed', 'part_without_name', 'a part has no name', {}));
       return;
     }
+    if (info.mimeType !== 'text/plain') {
+      // a typed part without a filename (busboy reads `filename=""` as none): a file in disguise
+      this.fail(reject('filename', 'missing_filename', 'a file part has no filename', { field: name }, { declared: info.mimeType }));
+      return;
+    }
     if (info.valueTruncated) {
       this.fail(reject('size', 'field_too_large', `a text field is longer than ${this.s.maxFieldSize} bytes`, { field: name }, { limit: this.s.maxFieldSize }));
       return;
@@ -217,6 +222,9 @@ class UploadJob {
   }
 
   private async onFile(name: string | undefined, stream: Readable & { truncated?: boolean }, info: busboy.FileInfo): Promise<void> {
+    // busboy destroys the part's stream with an error when the request is cut short; the
+    // failure is handled through busboy's own 'error' event
+    stream.on('error', noop);
     if (this.done) {
       stream.resume();
       return;
@@ -490,6 +498,7 @@ class UploadJob {
   }
 }
 
+const noop = () => {};
 const MONITORABLE: ReadonlySet<string> = new Set(['extension', 'type', 'content', 'filename', 'active_content']);
 const CRLF = Buffer.from('\r\n', 'latin1');
 

@@ -1,4 +1,6 @@
 import t from 'tap';
+import fs from 'node:fs';
+import type { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { uploadGate, liveSpoolCount } from '../../../policies/upload-gate/index.js';
 import { compilePolicy, makeServices } from '../../helpers/context.js';
@@ -11,7 +13,7 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 for (const memory of ['512KB', '0'] as const) {
   t.test(`every genuine kind is accepted and forwarded intact (memory_buffer ${memory})`, async (t) => {
     const dir = tempSpoolDir();
-    t.teardown(() => void import('node:fs').then((fs) => fs.rmSync(dir, { recursive: true, force: true })));
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
     const services = makeServices();
     const policy = await compilePolicy(uploadGate, { enabled: true, spool_dir: dir, memory_buffer: memory }, services);
     const files = genuine();
@@ -68,7 +70,7 @@ t.test('upstream error: a forwarded stream destroyed half-way still frees the sp
   const policy = await compilePolicy(uploadGate, { enabled: true, spool_dir: dir, memory_buffer: '0' });
   const big = png(600, 600);
   const { ctx } = await runGate(policy, multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: big }]));
-  const s = ctx.forwardBody!.stream as import('node:stream').Readable;
+  const s = ctx.forwardBody!.stream as Readable;
   await new Promise<void>((resolve) => s.once('readable', () => resolve()));
   s.read(10);
   s.on('error', () => {});
