@@ -49,6 +49,8 @@ export interface ReloadRecord {
 
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 const REQUEST_ID_RE = /^[\x21-\x7e]{1,128}$/;
+/** Bodies of refused requests up to this size are read and discarded to keep the connection. */
+const DISCARD_BODY_MAX = 64 * 1024;
 
 /**
  * The running gateway: main listener, admin listener, the current generation, and the
@@ -69,6 +71,8 @@ export class Gateway {
   private reloadTimer: NodeJS.Timeout | undefined;
   private readonly inflight = new Set<AbortController>();
   private readonly sockets = new Set<Socket>();
+  /** request id of each response not yet written (for answers made by onClientError) */
+  private readonly pendingIds = new WeakMap<http.ServerResponse, string>();
   private closing = false;
   private readonly metricChildren = new Map<string, { inc(): void }>();
   private readonly durationChildren = new Map<string, { observe(v: number): void }>();
@@ -97,6 +101,9 @@ export class Gateway {
       requestTimeout: l.requestTimeoutMs,
       headersTimeout: l.headerTimeoutMs,
       keepAliveTimeout: l.keepAliveTimeoutMs,
+      // Node checks header/request timeouts only every connectionsCheckingInterval (30 s by
+      // default); check often enough that header_timeout is enforced near its value.
+      connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(Math.min(l.headerTimeoutMs || 30_000, l.requestTimeoutMs || 30_000) / 4))),
       requireHostHeader: false,
       joinDuplicateHeaders: false,
       insecureHTTPParser: false,
@@ -233,7 +240,21 @@ export class Gateway {
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
-    if (!socket.writable || (socket as Socket & { _httpMessage?: unknown })._httpMessage) {
+    const pending = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (pending) {
+      // The parser failed after a request was emitted (e.g. a Transfer-Encoding other than
+      // chunked is only refused by llhttp once the head is complete). When nothing was
+      // written yet, answer 400 here: the handler's own answer would find the socket gone.
+      const id = this.pendingIds.get(pending);
+      if (id !== undefined && socket.writable && !pending.headersSent && socket.bytesWritten === 0 && err.code?.startsWith('HPE_')) {
+        // The handler accounts for the request (metrics, audit); only the bytes are written here.
+        void this.rawRefuse(socket, 400, 'bad_request', CODES.bad_request.message, id);
+        return;
+      }
+      socket.destroy();
+      return;
+    }
+    if (!socket.writable) {
       socket.destroy();
       return;
     }
@@ -251,7 +272,40 @@ export class Gateway {
     }
     this.metrics.blocked.inc({ reason: status === 431 ? 'size' : 'protocol' });
     this.metrics.requests.inc({ route: 'unmatched', method: 'OTHER', code: String(status), decision: 'deny' });
-    socket.end(rawErrorResponse(status, code, message, id));
+    void this.rawRefuse(socket, status, code, message, id);
+  }
+
+  /**
+   * Answer on a socket whose request the parser refused: the SPEC JSON error with the
+   * security headers of the response phase (a gateway-made error like any other), then close.
+   */
+  private async rawRefuse(socket: Socket, status: number, code: string, message: string, id: string): Promise<void> {
+    const extra: Record<string, string | string[] | undefined> = {};
+    try {
+      const gen = this.generation;
+      const ctx = createContext({
+        id,
+        method: 'GET',
+        target: '/',
+        headers: {},
+        rawHeaders: [],
+        clientIp: clientAddress(socket.remoteAddress),
+        secure: false,
+        httpVersion: '1.1',
+        bodySource: socket,
+        signal: new AbortController().signal,
+      });
+      const head: ResponseHead = { status, headers: extra, fromGateway: true };
+      await runResponsePhase(gen.unmatched, ctx, head, this.services);
+    } catch {
+      // the bare response below is still correct
+    }
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    socket.end(rawErrorResponse(status, code, message, id, extra));
+    socket.destroySoon();
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -259,6 +313,7 @@ export class Gateway {
     const ac = new AbortController();
     this.inflight.add(ac);
     const ctx = this.makeContext(gen, req, ac.signal);
+    this.pendingIds.set(res, ctx.id);
     // Any client disconnect before the response finished cancels the upstream request.
     res.once('close', () => {
       if (!res.writableFinished) ac.abort();
@@ -353,8 +408,13 @@ export class Gateway {
   ): Promise<void> {
     const r = renderDeny(ctx, deny, gen.requestIdHeader);
     recordDeny(ctx, deny, 'deny', r.head.status, this.services);
-    // The body may still be arriving; do not read it, close the connection after the answer.
-    if (!(ctx.bodySource as Readable).readableEnded && hasBody(ctx)) res.shouldKeepAlive = false;
+    // The body may still be arriving. A small one is read and discarded so the connection
+    // stays usable (as NGINX does); a large or unknown-length one closes the connection.
+    if (!(ctx.bodySource as Readable).readableEnded && hasBody(ctx)) {
+      const cl = Number(ctx.headers['content-length'] ?? NaN);
+      if (Number.isFinite(cl) && cl <= DISCARD_BODY_MAX && !ctx.bodySource.destroyed) ctx.bodySource.resume();
+      else res.shouldKeepAlive = false;
+    }
     await this.send(route, ctx, res, r, { status: r.head.status, decision: 'deny', deny, deniedBy: by });
   }
 

@@ -1,0 +1,184 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+
+/** Benchmark helpers: child processes, free ports, autocannon runs, RSS sampling. */
+
+export const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const REPO = path.resolve(DIST, path.basename(DIST) === 'dist' ? '..' : '.');
+
+export interface LoadResult {
+  readonly name: string;
+  readonly rps: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly non2xx: number;
+  readonly errors: number;
+  readonly statuses: Record<string, number>;
+}
+
+interface AutocannonResult {
+  requests: { average: number; total: number };
+  latency: { p50: number; p99: number; average: number };
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  statusCodeStats?: Record<string, { count: number }>;
+  duration: number;
+}
+
+interface AutocannonRequest {
+  method?: string;
+  path?: string;
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+}
+
+type Autocannon = (
+  opts: {
+    url: string;
+    connections: number;
+    duration: number;
+    pipelining?: number;
+    method?: string;
+    headers?: Record<string, string>;
+    body?: string | Buffer;
+    requests?: AutocannonRequest[];
+    timeout?: number;
+  },
+  cb: (err: Error | null, res: AutocannonResult) => void,
+) => unknown;
+
+const require = createRequire(import.meta.url);
+const autocannon = require('autocannon') as Autocannon;
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Child {
+  readonly proc: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/** Start a node script as a child and wait until `readyUrl` answers. */
+export async function startChild(script: string, args: string[], env: Record<string, string>, readyUrl: string): Promise<Child> {
+  const proc = spawn(process.execPath, [script, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  proc.stderr!.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-4000);
+  });
+  for (let i = 0; i < 150; i++) {
+    if (proc.exitCode !== null) throw new Error(`${path.basename(script)} exited: ${stderr}`);
+    try {
+      const r = await fetch(readyUrl);
+      await r.arrayBuffer();
+      if (r.status < 500) break;
+    } catch {
+      // not up yet
+    }
+    await sleep(100);
+    if (i === 149) throw new Error(`${path.basename(script)} did not start: ${stderr}`);
+  }
+  return {
+    proc,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (proc.exitCode !== null) return resolve();
+        proc.once('exit', () => resolve());
+        proc.kill('SIGTERM');
+        setTimeout(() => proc.kill('SIGKILL'), 5000).unref();
+      }),
+  };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function load(
+  name: string,
+  url: string,
+  opts: { connections?: number; duration?: number; headers?: Record<string, string>; method?: string; body?: string | Buffer; requests?: AutocannonRequest[] } = {},
+): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    autocannon(
+      {
+        url,
+        connections: opts.connections ?? 50,
+        duration: opts.duration ?? 8,
+        timeout: 10,
+        ...(opts.method ? { method: opts.method } : {}),
+        ...(opts.headers ? { headers: opts.headers } : {}),
+        ...(opts.body !== undefined ? { body: opts.body } : {}),
+        ...(opts.requests ? { requests: opts.requests } : {}),
+      },
+      (err, res) => {
+        if (err) return reject(err);
+        const statuses: Record<string, number> = {};
+        for (const [k, v] of Object.entries(res.statusCodeStats ?? {})) statuses[k] = v.count;
+        resolve({
+          name,
+          rps: res.requests.average,
+          p50: res.latency.p50,
+          p99: res.latency.p99,
+          non2xx: res.non2xx,
+          errors: res.errors + res.timeouts,
+          statuses,
+        });
+      },
+    );
+  });
+}
+
+/** Resident set size of a process in MB (Linux /proc). */
+export function rssMb(pid: number): number {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = /VmRSS:\s+(\d+) kB/.exec(status);
+    return m ? Number(m[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Sample a process's RSS every 50 ms while `work` runs; returns the peak in MB. */
+export async function peakRss<T>(pid: number, work: () => Promise<T>): Promise<{ peakMb: number; result: T }> {
+  let peak = rssMb(pid);
+  const timer = setInterval(() => {
+    const v = rssMb(pid);
+    if (v > peak) peak = v;
+  }, 50);
+  try {
+    const result = await work();
+    return { peakMb: peak, result };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+export function fmt(n: number, digits = 0): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : '-';
+}
+
+export function table(rows: LoadResult[]): string {
+  const lines = [`${'scenario'.padEnd(44)} ${'req/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)}  statuses`];
+  for (const r of rows) {
+    const st = Object.entries(r.statuses)
+      .map(([k, v]) => `${k}:${v}`)
+      .join(' ');
+    lines.push(`${r.name.padEnd(44)} ${fmt(r.rps).padStart(9)} ${fmt(r.p50, 1).padStart(7)} ${fmt(r.p99, 1).padStart(7)}  ${st}${r.errors ? ` errors:${r.errors}` : ''}`);
+  }
+  return lines.join('\n');
+}

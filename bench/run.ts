@@ -1,0 +1,173 @@
+// `npm run bench`: starts its own upstream (the mock), a bare undici proxy and the
+// gateway in separate processes, drives them with autocannon on loopback, and prints
+// every figure with its ratios from the same run. Options (env):
+//   BENCH_DURATION=8   seconds per load scenario
+//   BENCH_ONLY=core,body,uploads,growth,micro   sections to run (default all)
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import YAML from 'yaml';
+import { SignJWT } from 'jose';
+import { DIST, REPO, freePort, startChild, load, table, fmt, peakRss, type Child, type LoadResult } from './lib.js';
+import { FACTORIES } from '../policies/registry.js';
+
+const DURATION = Number(process.env.BENCH_DURATION ?? 8);
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'core,body,uploads,growth,micro').split(','));
+const SECRET = 'bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-bench-'));
+const children: Child[] = [];
+
+type Obj = Record<string, unknown>;
+
+function writeConfig(name: string, mutate: (cfg: Obj) => void): string {
+  const cfg = YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')) as Obj;
+  mutate(cfg);
+  const file = path.join(tmp, `${name}.yaml`);
+  fs.writeFileSync(file, YAML.stringify(cfg));
+  return file;
+}
+
+function policiesOff(cfg: Obj): void {
+  const pol: Obj = (cfg.policies as Obj) ?? {};
+  for (const f of FACTORIES) pol[f.key] = { ...((pol[f.key] as Obj) ?? {}), enabled: false };
+  cfg.policies = pol;
+  cfg.audit = { ...(cfg.audit as Obj), enabled: false };
+}
+
+async function startGateway(name: string, configFile: string, upstream: string, extraEnv: Record<string, string> = {}): Promise<{ url: string; child: Child; admin: string }> {
+  const port = await freePort();
+  const adminPort = await freePort();
+  const child = await startChild(
+    path.join(DIST, 'gateway', 'cli.js'),
+    ['start', '--config', configFile],
+    {
+      JWT_SECRET_KEY: SECRET,
+      UPSTREAM_URL: upstream,
+      GATEWAY_PORT: String(port),
+      GATEWAY_ADMIN_PORT: String(adminPort),
+      AUDIT_LOG_FILE: path.join(tmp, `${name}-audit.log`),
+      RATELIMIT_DEFAULT: '100000000 per minute',
+      LOG_LEVEL: 'warn',
+      ...extraEnv,
+    },
+    `http://127.0.0.1:${adminPort}/healthz`,
+  );
+  children.push(child);
+  return { url: `http://127.0.0.1:${port}`, child, admin: `http://127.0.0.1:${adminPort}` };
+}
+
+function ratio(a: LoadResult | undefined, b: LoadResult | undefined): string {
+  if (!a || !b || b.rps === 0) return '-';
+  return fmt(a.rps / b.rps, 2);
+}
+
+function runScript(rel: string, args: string[] = [], env: Record<string, string> = {}): string {
+  const file = path.join(DIST, rel);
+  if (!fs.existsSync(file)) return `(${rel} not built)\n`;
+  const r = spawnSync(process.execPath, [file, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 300_000 });
+  return (r.stdout ?? '') + (r.status !== 0 ? `(exit ${r.status}) ${r.stderr ?? ''}` : '');
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  process.stdout.write(`receipt-gateway bench — ${new Date().toISOString()}, ${os.cpus().length} cores, node ${process.version}, ${DURATION}s per scenario, 50 connections\n\n`);
+  const mockPort = await freePort();
+  const upstream = `http://127.0.0.1:${mockPort}`;
+  const mock = await startChild(path.join(DIST, 'upstream-mock', 'main.js'), [], { MOCK_PORT: String(mockPort), JWT_SECRET_KEY: SECRET }, `${upstream}/api/health`);
+  children.push(mock);
+  const token = await new SignJWT({ role: 'user' })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject('alice')
+    .setIssuedAt()
+    .setExpirationTime('2h')
+    .sign(new TextEncoder().encode(SECRET));
+  const auth = { authorization: `Bearer ${token}`, 'user-agent': 'bench/1.0', accept: 'application/json' };
+  const target = '/api/receipts/1?merchant=Whole%20Foods';
+
+  const results: Record<string, LoadResult> = {};
+  if (ONLY.has('core')) {
+    const bareHealthPort = await freePort();
+    const bare = await startChild(path.join(DIST, 'bench', 'bare-proxy.js'), [], { UPSTREAM_URL: upstream, PORT: String(bareHealthPort) }, `http://127.0.0.1:${bareHealthPort}/api/health`);
+    children.push(bare);
+    const off = await startGateway('off', writeConfig('off', policiesOff), upstream);
+    const dflt = await startGateway('default', writeConfig('default', () => {}), upstream);
+
+    results.a = await load('(a) upstream directly', upstream + target, { headers: auth, duration: DURATION });
+    results.bare = await load('(r) bare undici proxy', `http://127.0.0.1:${bareHealthPort}${target}`, { headers: auth, duration: DURATION });
+    results.b = await load('(b) gateway, every policy off', off.url + target, { headers: auth, duration: DURATION });
+    results.c = await load('(c) gateway, default policies + valid JWT', dflt.url + target, { headers: auth, duration: DURATION });
+    const receipt = JSON.stringify({ merchant: "Trader Joe's", total: 23.5, date: '2024-03-01', notes: 'weekly groceries & snacks' });
+    results.d = await load('(d) mixed: reads, writes, attacks, logins', dflt.url, {
+      duration: DURATION,
+      requests: [
+        { method: 'GET', path: target, headers: auth },
+        { method: 'POST', path: '/api/receipts', headers: { ...auth, 'content-type': 'application/json' }, body: receipt },
+        { method: 'GET', path: "/api/receipts?merchant=1'%20OR%20'1'='1", headers: auth },
+        {
+          method: 'POST',
+          path: '/api/auth/login',
+          headers: { 'content-type': 'application/json', 'user-agent': 'bench/1.0' },
+          body: JSON.stringify({ username: 'alice', password: 'alice-secret-pw' }),
+        },
+        { method: 'GET', path: '/api/receipts?q=%3Cscript%3Ealert(1)%3C/script%3E', headers: auth },
+        { method: 'GET', path: '/api/receipts', headers: auth },
+      ],
+    });
+    process.stdout.write(`${table(Object.values(results))}\n\n`);
+    process.stdout.write(`ratios: c/b = ${ratio(results.c, results.b)} (goal >= 0.80), c/a = ${ratio(results.c, results.a)}, b/r = ${ratio(results.b, results.bare)} (goal >= 0.90)\n`);
+    process.stdout.write(`p99: c - b = ${fmt(results.c!.p99 - results.b!.p99, 2)} ms (goal <= 1 ms)\n\n`);
+
+    if (ONLY.has('body')) {
+      const big = JSON.stringify({
+        merchant: 'Costco Wholesale',
+        items: Array.from({ length: 6500 }, (_, i) => ({ shortDescription: `Item ${i} organic apples`, price: '3.49', qty: i % 7 })),
+      }).slice(0, 999_000);
+      const bigBody = big.endsWith('}') ? big : JSON.stringify({ notes: 'x'.repeat(990_000) });
+      const bodyHeaders = { ...auth, 'content-type': 'application/json' };
+      const rows = [
+        await load('1 MB JSON POST, bare undici proxy', `http://127.0.0.1:${bareHealthPort}/api/receipts`, { connections: 10, duration: DURATION, method: 'POST', headers: bodyHeaders, body: bigBody }),
+        await load('1 MB JSON POST, gateway (JSON inspected)', `${dflt.url}/api/receipts`, { connections: 10, duration: DURATION, method: 'POST', headers: bodyHeaders, body: bigBody }),
+        await load('1 MB JSON POST, gateway policies off', `${off.url}/api/receipts`, { connections: 10, duration: DURATION, method: 'POST', headers: bodyHeaders, body: bigBody }),
+      ];
+      process.stdout.write(`${table(rows)}\n  goal: inspected >= 50/s (ModSecurity+CRS PL1: 1.7/s); uninspected >= bare proxy\n\n`);
+    }
+    const rss = (await import('./lib.js')).rssMb(dflt.child.proc.pid!);
+    process.stdout.write(`gateway (default policies) RSS after load: ${fmt(rss, 1)} MB\n\n`);
+    await off.child.stop();
+    await dflt.child.stop();
+    await bare.stop();
+  }
+
+  if (ONLY.has('uploads')) {
+    const uploadsModule = path.join(DIST, 'bench', 'uploads.js');
+    if (fs.existsSync(uploadsModule)) {
+      const gw = await startGateway('uploads', writeConfig('uploads', () => {}), upstream);
+      const { runUploads } = (await import(uploadsModule)) as {
+        runUploads: (url: string, o: { concurrency: number; sizeBytes: number; token: string }) => Promise<{ seconds: number; mbPerSec: number; statuses: Record<string, number> }>;
+      };
+      const { peakMb, result } = await peakRss(gw.child.proc.pid!, () => runUploads(gw.url, { concurrency: 50, sizeBytes: 16 * 1024 * 1024 - 4096, token }));
+      process.stdout.write(
+        `uploads: 50 concurrent ~16 MB PDFs: ${fmt(result.seconds, 1)} s, ${fmt(result.mbPerSec, 1)} MB/s, statuses ${JSON.stringify(result.statuses)}, gateway peak RSS ${fmt(peakMb, 1)} MB (goal <= 200 MB)\n\n`,
+      );
+      await gw.child.stop();
+    }
+  }
+
+  if (ONLY.has('micro')) {
+    process.stdout.write('pattern engine:\n' + runScript('bench/pattern-engine.js') + '\n');
+    process.stdout.write('JWT verification:\n' + runScript('bench/jwt.js') + '\n');
+    process.stdout.write('rate limiter:\n' + runScript('bench/limiter.js') + '\n');
+  }
+  process.stdout.write(`bench finished in ${fmt((Date.now() - started) / 1000, 0)} s\n`);
+}
+
+main()
+  .catch((err: Error) => {
+    process.stderr.write(`bench failed: ${err.stack ?? err.message}\n`);
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    await Promise.allSettled(children.map((c) => c.stop()));
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
