@@ -415,6 +415,20 @@ class Walk {
     });
   }
 
+  /**
+   * A name/value pair. A name that itself holds `=` (an encoded `%3D` that some parsers
+   * decode before splitting) is also inspected as `name=value`, split at its first `=`.
+   */
+  pair(namePlans: readonly Plan[] | undefined, valuePlans: readonly Plan[] | undefined, kind: string, k: string, v: string): void {
+    this.value(namePlans, `${kind}_name:${k}`, k, k);
+    this.value(valuePlans, `${kind}:${k}`, k, v);
+    const eq = k.indexOf('=');
+    if (eq > 0 && v === '') {
+      const sk = k.slice(0, eq);
+      this.value(valuePlans, `${kind}:${sk}`, sk, k.slice(eq + 1));
+    }
+  }
+
   value(plans: readonly Plan[] | undefined, name: string, leaf: string, raw: string): void {
     if (!plans || plans.length === 0 || raw.length === 0) return;
     const v = raw.length > this.engine.options.maxValueLength ? raw.slice(0, this.engine.options.maxValueLength) : raw;
@@ -531,8 +545,7 @@ function walkHead(walk: Walk, head: HeadInput): number {
   const qnPlans = e.plansByKind.get('query_name');
   for (const [k, v] of parseQuery(head.query)) {
     if (++args > e.options.maxArgs) break;
-    walk.value(qnPlans, `query_name:${k}`, k, k);
-    walk.value(qPlans, `query:${k}`, k, v);
+    walk.pair(qnPlans, qPlans, 'query', k, v);
   }
   const hnPlans = e.plansByKind.get('header_name');
   const all = e.headerPlans.get('*')!;
@@ -592,8 +605,7 @@ function walkBody(walk: Walk, body: RequestBody): number {
     if (!list) continue;
     for (const [k, v] of list) {
       if (budget.n-- <= 0) break;
-      walk.value(e.plansByKind.get(kn), `${kn}:${k}`, k, k);
-      walk.value(e.plansByKind.get(kv), `${kv}:${k}`, k, v);
+      walk.pair(e.plansByKind.get(kn), e.plansByKind.get(kv), kv, k, v);
     }
   }
   for (const f of body.files ?? []) {

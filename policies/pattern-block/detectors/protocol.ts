@@ -96,6 +96,9 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   /** IIS `%uXXXX` escapes (not standard; used to smuggle characters past filters). */
   iis_unicode_escape: (r) => (/%u[0-9a-f]{4}/i.test(r.target) || (r.rawForm !== undefined && /%u[0-9a-f]{4}/i.test(r.rawForm)) ? '%u escape' : undefined),
 
+  /** Overlong UTF-8 sequences or %u-escaped separators in the raw target (traversal evasion). */
+  overlong_target: (r) => (/%(?:c0|c1)%[89ab][0-9a-z]|%e0%80%|%f0%80%80%|%f8%80%|%fc%80%|%u(?:2215|2216|ff0f|ff3c|ff0e)/i.test(r.target) ? 'overlong or %u-escaped separator' : undefined),
+
   /** Conflicting or duplicated framing headers (request smuggling). */
   framing_headers: (r) => {
     const cl = rawValues(r, 'content-length');
@@ -145,7 +148,8 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
     const ps = params(ct);
     const charsets = ps.filter(([k]) => k === 'charset');
     if (charsets.length > 1) return 'several charsets';
-    if (charsets[0] && !s.allowedCharsets.has(charsets[0][1].toLowerCase())) return 'charset not allowed';
+    // a charset only matters for a body
+    if (r.bodyLength > 0 && charsets[0] && !s.allowedCharsets.has(charsets[0][1].toLowerCase())) return 'charset not allowed';
     if (!r.mediaType.startsWith('multipart/') && ps.some(([k]) => k === 'boundary')) return 'boundary outside multipart';
     if (ps.some(([, v]) => /^[a-z]+\/[a-z0-9.+-]+$/i.test(v) && !r.mediaType.startsWith('multipart/'))) return 'media type hidden in a parameter';
     return undefined;

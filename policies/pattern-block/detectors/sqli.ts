@@ -301,6 +301,35 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
       }
     } else if (nx.t === 'k' && nx.v === 'set' && nn?.t === 'v') return 'stacked-set';
   }
+  // a value that starts with WHERE/HAVING (optionally after `AS alias`) and a comparison
+  if (ctx === 'none' && /^(?:kn)?k\(*[s1nv]\)*o\(*[s1nvf]/.test(fp)) {
+    const w = toks[fp.startsWith('kn') ? 2 : 0]!.v;
+    if (w === 'where' || w === 'having') return 'where-clause';
+  }
+  // tautology: `x = x`, `1 != 2` at the start or after a separator
+  for (let i = 0; i + 2 < toks.length; i++) {
+    const a = toks[i]!;
+    const op = toks[i + 1]!;
+    const b = toks[i + 2]!;
+    if (op.t !== 'o' || !'1sn'.includes(a.t) || !'1sn'.includes(b.t)) continue;
+    const prev = i === 0 ? '^' : toks[i - 1]!.t;
+    const next = toks[i + 3]?.t ?? '$';
+    if (!'^,(&s;'.includes(prev) || !'$)c;&'.includes(next)) continue;
+    if ((op.v === '=' || op.v === '==') && a.v === b.v && a.t === b.t && (a.t !== 'n' || ctx !== 'none' || prev !== '^')) return 'tautology';
+    if ((op.v === '!=' || op.v === '<>') && a.t === '1' && b.t === '1' && a.v !== b.v) return 'tautology';
+  }
+  // a value that starts by closing a parenthesis and continues with an operator
+  if (ctx === 'none' && /^\)+[&o]\(*[s1nv(]?/.test(fp) && fp.length >= 3) return 'paren-break';
+  // DDL verb, object, terminator and comment: `DROP users;--`
+  if (ctx === 'none' && /^En;?c$/.test(fp) && /^(?:drop|truncate|delete|alter|shutdown)$/.test(toks[0]!.v)) return 'statement-comment';
+  // SELECT fn('…') ;  (a function call with a literal argument, then the end)
+  for (let i = 0; i + 2 < toks.length; i++) {
+    if (toks[i]!.v === 'select' && (toks[i + 1]!.t === 'n' || toks[i + 1]!.t === 'f') && toks[i + 2]!.t === '(') {
+      const arg = toks[i + 3]?.t;
+      const close = toks[i + 4]?.t;
+      if (arg !== undefined && '1sv)'.includes(arg) && (arg === ')' || close === ')')) return 'select-call';
+    }
+  }
   // string break followed by a boolean test, or a value that starts with one
   const lead = ctx === 'none' ? /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/ : /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&)|^s\)*o\(*[s1nvf]/;
   if (lead.test(fp)) return 'boolean-break';

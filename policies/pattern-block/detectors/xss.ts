@@ -14,7 +14,7 @@
 const DANGEROUS_TAGS = new Set([
   'script', 'iframe', 'frame', 'frameset', 'object', 'embed', 'applet', 'style', 'link', 'meta', 'base',
   'svg', 'math', 'xml', 'import', 'vmlframe', 'template', 'portal', 'xss', 'isindex', 'layer', 'ilayer',
-  'bgsound', 'noscript', 'handler', 'listener', 'animate', 'set', 'image', 'xmp', 'plaintext', 'form',
+  'bgsound', 'noscript', 'handler', 'listener', 'animate', 'set', 'image', 'xmp', 'plaintext', 'form', 'html', 'body', 'head', 'title', 'textarea',
 ]);
 
 /** Attributes that take a URL: a script scheme there runs code. */
@@ -25,7 +25,7 @@ const URL_ATTRS = new Set([
 ]);
 
 /** Script URL schemes (matched on a value with whitespace and NULs removed). */
-const SCRIPT_URL = /(?:java|vb|live|ecma|j|moz)script:|data:(?:text\/html|image\/svg|application\/(?:x-)?(?:javascript|ecmascript|xhtml))/;
+const SCRIPT_URL = /(?:java|vb|live|ecma|j|moz)script:|\bmocha:|data:(?:text\/html|image\/svg|application\/(?:x-)?(?:javascript|ecmascript|xhtml))/;
 /** CSS that runs script (inside style attributes or style rules). */
 const CSS_SCRIPT = /-moz-binding|expression\(|behaviou?r:|@import/;
 /** CSS property context outside tags: `x:expression(`, `{-moz-binding:`. */
