@@ -21,3 +21,9 @@ t.test('the published schema forbids unknown keys and documents defaults', async
   t.equal(schema.properties.listen!.properties!.port!.default, 8080);
   t.equal(schema.properties.admin!.properties!.host!.default, '127.0.0.1');
 });
+
+t.test('the README configuration reference is generated from the current schema', async (t) => {
+  const { spliceReference } = await import('../../gateway/config/reference.js');
+  const readme = fs.readFileSync(path.join(REPO, 'README.md'), 'utf8');
+  t.equal(readme, spliceReference(readme), 'stale: run `npm run schema` and commit README.md');
+});
