@@ -54,16 +54,37 @@ export function renderJson(ctx: RequestContext, status: number, value: unknown, 
   return { head: { status, headers, fromGateway: true }, body };
 }
 
-/** For connections the HTTP parser refused before a request existed (no context). */
-export function rawErrorResponse(status: number, code: string, message: string, requestId: string): string {
+/**
+ * For connections the HTTP parser refused before a request existed (no context).
+ * `extra`: headers added by the response phase (the security headers), lowercase names.
+ */
+export function rawErrorResponse(
+  status: number,
+  code: string,
+  message: string,
+  requestId: string,
+  extra: Readonly<Record<string, string | string[] | undefined>> = {},
+): string {
   const body = JSON.stringify({ error: code, message, request_id: requestId });
+  let lines = '';
+  for (const name in extra) {
+    if (name === 'content-type' || name === 'content-length' || name === 'connection' || name === 'x-request-id' || name === 'x-content-type-options') {
+      continue;
+    }
+    const v = extra[name];
+    if (v === undefined) continue;
+    for (const one of Array.isArray(v) ? v : [v]) if (!/[\r\n]/.test(one)) lines += `${name}: ${one}\r\n`;
+  }
   return (
     `HTTP/1.1 ${status} ${statusText(status)}\r\n` +
     'Content-Type: application/json; charset=utf-8\r\n' +
+    'Cache-Control: no-store\r\n' +
     `Content-Length: ${Buffer.byteLength(body)}\r\n` +
     'Connection: close\r\n' +
     'X-Content-Type-Options: nosniff\r\n' +
-    `X-Request-Id: ${requestId}\r\n\r\n` +
+    `X-Request-Id: ${requestId}\r\n` +
+    lines +
+    '\r\n' +
     body
   );
 }

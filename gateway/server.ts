@@ -71,8 +71,6 @@ export class Gateway {
   private reloadTimer: NodeJS.Timeout | undefined;
   private readonly inflight = new Set<AbortController>();
   private readonly sockets = new Set<Socket>();
-  /** request id of each response not yet written (for answers made by onClientError) */
-  private readonly pendingIds = new WeakMap<http.ServerResponse, string>();
   private closing = false;
   private readonly metricChildren = new Map<string, { inc(): void }>();
   private readonly durationChildren = new Map<string, { observe(v: number): void }>();
@@ -242,13 +240,11 @@ export class Gateway {
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
     const pending = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
     if (pending) {
-      // The parser failed after a request was emitted (e.g. a Transfer-Encoding other than
-      // chunked is only refused by llhttp once the head is complete). When nothing was
-      // written yet, answer 400 here: the handler's own answer would find the socket gone.
-      const id = this.pendingIds.get(pending);
-      if (id !== undefined && socket.writable && !pending.headersSent && socket.bytesWritten === 0 && err.code?.startsWith('HPE_')) {
-        // The handler accounts for the request (metrics, audit); only the bytes are written here.
-        void this.rawRefuse(socket, 400, 'bad_request', CODES.bad_request.message, id);
+      // llhttp refuses a Transfer-Encoding other than chunked only after it emitted the
+      // request; the handler refuses that request too (framingDeny) and closes the
+      // connection after its 400, so let it answer instead of dropping the connection.
+      if (err.code === 'HPE_INVALID_TRANSFER_ENCODING' && !pending.headersSent) {
+        pending.shouldKeepAlive = false;
         return;
       }
       socket.destroy();
@@ -313,7 +309,6 @@ export class Gateway {
     const ac = new AbortController();
     this.inflight.add(ac);
     const ctx = this.makeContext(gen, req, ac.signal);
-    this.pendingIds.set(res, ctx.id);
     // Any client disconnect before the response finished cancels the upstream request.
     res.once('close', () => {
       if (!res.writableFinished) ac.abort();

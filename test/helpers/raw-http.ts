@@ -1,0 +1,156 @@
+import net from 'node:net';
+
+/**
+ * Raw-socket HTTP/1.1 for the bad-input tests: send exact bytes (smuggling attempts,
+ * malformed heads) and parse whatever responses come back, until the server closes the
+ * connection, the expected number of responses arrived, or the wait ends.
+ */
+
+export interface RawResponse {
+  readonly status: number;
+  readonly reason: string;
+  /** lowercase names; repeated headers joined with ", " */
+  readonly headers: Record<string, string>;
+  readonly body: Buffer;
+  /** the body parsed as JSON, when it is JSON */
+  readonly json: Record<string, unknown> | undefined;
+}
+
+export interface RawExchange {
+  readonly responses: RawResponse[];
+  /** the server closed (or reset) the connection */
+  readonly closed: boolean;
+  /** every byte received, latin1 */
+  readonly raw: string;
+}
+
+export interface RawOptions {
+  /** resolve once this many complete responses arrived (default: wait for close) */
+  readonly responses?: number;
+  /** give up waiting after this long (default 10 s); the exchange then has closed=false */
+  readonly waitMs?: number;
+  /** write these pieces one after the other, pausing `pauseMs` between them */
+  readonly pauseMs?: number;
+  /** keep the socket open after the last piece (default true: no half-close) */
+  readonly keepOpen?: boolean;
+}
+
+function parseHead(text: string): { status: number; reason: string; headers: Record<string, string> } | undefined {
+  const lines = text.split('\r\n');
+  const m = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(lines[0] ?? '');
+  if (!m) return undefined;
+  const headers: Record<string, string> = {};
+  for (const line of lines.slice(1)) {
+    const i = line.indexOf(':');
+    if (i <= 0) continue;
+    const name = line.slice(0, i).trim().toLowerCase();
+    const value = line.slice(i + 1).trim();
+    headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
+  }
+  return { status: Number(m[1]), reason: m[2] ?? '', headers };
+}
+
+/** Parse as many complete responses as `buf` holds; returns them and the bytes consumed. */
+export function parseResponses(buf: Buffer, final: boolean): { responses: RawResponse[]; used: number } {
+  const responses: RawResponse[] = [];
+  let at = 0;
+  for (;;) {
+    const end = buf.indexOf('\r\n\r\n', at, 'latin1');
+    if (end === -1) break;
+    const head = parseHead(buf.subarray(at, end).toString('latin1'));
+    if (!head) break;
+    let pos = end + 4;
+    let body: Buffer;
+    const te = head.headers['transfer-encoding'];
+    const cl = head.headers['content-length'];
+    if (te !== undefined && /chunked/i.test(te)) {
+      const parts: Buffer[] = [];
+      let complete = false;
+      for (;;) {
+        const lineEnd = buf.indexOf('\r\n', pos, 'latin1');
+        if (lineEnd === -1) break;
+        const size = Number.parseInt(buf.subarray(pos, lineEnd).toString('latin1'), 16);
+        if (!Number.isFinite(size)) break;
+        if (size === 0) {
+          const trailerEnd = buf.indexOf('\r\n\r\n', lineEnd, 'latin1');
+          if (trailerEnd === -1) break;
+          pos = trailerEnd + 4;
+          complete = true;
+          break;
+        }
+        if (buf.length < lineEnd + 2 + size + 2) break;
+        parts.push(buf.subarray(lineEnd + 2, lineEnd + 2 + size));
+        pos = lineEnd + 2 + size + 2;
+      }
+      if (!complete) break;
+      body = Buffer.concat(parts);
+    } else if (cl !== undefined) {
+      const n = Number(cl);
+      if (buf.length < pos + n) break;
+      body = buf.subarray(pos, pos + n);
+      pos += n;
+    } else if (head.status === 204 || head.status === 304 || (head.status >= 100 && head.status < 200)) {
+      body = Buffer.alloc(0);
+    } else {
+      // delimited by close
+      if (!final) break;
+      body = buf.subarray(pos);
+      pos = buf.length;
+    }
+    let json: Record<string, unknown> | undefined;
+    if (/json/i.test(head.headers['content-type'] ?? '')) {
+      try {
+        json = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
+      } catch {
+        json = undefined;
+      }
+    }
+    responses.push({ ...head, body, json });
+    at = pos;
+  }
+  return { responses, used: at };
+}
+
+/** Connect to `url`'s host:port, write `payload` (pieces with pauses), collect the responses. */
+export function rawExchange(url: string, payload: string | Buffer | readonly (string | Buffer)[], opts: RawOptions = {}): Promise<RawExchange> {
+  const u = new URL(url);
+  const pieces = Array.isArray(payload) ? (payload as (string | Buffer)[]) : [payload as string | Buffer];
+  return new Promise((resolve) => {
+    const socket = net.connect(Number(u.port), u.hostname);
+    const chunks: Buffer[] = [];
+    let settled = false;
+    const finish = (closed: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      const all = Buffer.concat(chunks);
+      const { responses } = parseResponses(all, closed);
+      socket.destroy();
+      resolve({ responses, closed, raw: all.toString('latin1') });
+    };
+    socket.on('data', (d: Buffer) => {
+      chunks.push(d);
+      if (opts.responses !== undefined) {
+        const { responses } = parseResponses(Buffer.concat(chunks), false);
+        if (responses.length >= opts.responses) finish(false);
+      }
+    });
+    socket.on('close', () => finish(true));
+    socket.on('error', () => finish(true));
+    const timer = setTimeout(() => finish(false), opts.waitMs ?? 10_000);
+    socket.once('connect', async () => {
+      for (let i = 0; i < pieces.length; i++) {
+        if (settled || socket.destroyed) return;
+        socket.write(typeof pieces[i] === 'string' ? Buffer.from(pieces[i] as string, 'latin1') : (pieces[i] as Buffer));
+        if (i < pieces.length - 1 && opts.pauseMs) await new Promise((r) => setTimeout(r, opts.pauseMs));
+      }
+      if (opts.keepOpen === false) socket.end();
+    });
+  });
+}
+
+/** A request head from its parts (CRLF line ends, blank line included). */
+export function head(requestLine: string, headers: readonly (readonly [string, string])[] | readonly string[]): string {
+  const lines = headers.map((h) => (typeof h === 'string' ? h : `${h[0]}: ${h[1]}`));
+  return `${requestLine}\r\n${lines.join('\r\n')}${lines.length > 0 ? '\r\n' : ''}\r\n`;
+}
