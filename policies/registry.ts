@@ -5,7 +5,10 @@ import { sizeLimit } from './size-limit/index.js';
 import { userAgent } from './user-agent/index.js';
 import { auth } from './auth/index.js';
 import { cookieHardening } from './cookie-hardening/index.js';
+import { passwordPolicy } from './password-policy/index.js';
+import { csrf } from './csrf/index.js';
 import { ipBan } from './ip-ban/index.js';
+import { patternBlock } from './pattern-block/index.js';
 import { rateLimit } from './rate-limit/index.js';
 import { loginLockout } from './login-lockout/index.js';
 import { uploadGate } from './upload-gate/index.js';
@@ -21,6 +24,7 @@ export const FACTORIES: readonly PolicyFactory[] = [
   ipBan,
   cors,
   // pattern-block
+  patternBlock,
   // rate-limit: before auth, so per-IP rules also count requests that fail authentication
   // (rules keyed by api_key/subject run in onIdentified, after auth, wherever this line is)
   rateLimit,
@@ -29,6 +33,8 @@ export const FACTORIES: readonly PolicyFactory[] = [
   // login-lockout
   loginLockout,
   // password-policy, csrf
+  passwordPolicy,
+  csrf,
   // upload-gate
   uploadGate,
   cookieHardening,

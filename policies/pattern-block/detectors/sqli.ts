@@ -214,7 +214,13 @@ export function tokenize(s: string, openQuote: SqliContext): Tok[] {
       i += 2;
       continue;
     }
-    if ('=<>+-*/%|&^~!'.includes(ch)) {
+    // a lone `&` or `|` is far more often prose ("Dave & Buster's", "a&b") or a URL separator than SQL
+    if (ch === '&' || ch === '|') {
+      toks.push({ t: '?', v: ch });
+      i++;
+      continue;
+    }
+    if ('=<>+-*/%^~!'.includes(ch)) {
       toks.push({ t: 'o', v: ch });
       i++;
       continue;
