@@ -1,0 +1,124 @@
+import { Type, type Static } from '@sinclair/typebox';
+import type { PolicyFactory, Policy, Deny } from '../../gateway/policy.js';
+import type { RequestContext } from '../../gateway/context.js';
+import { ConfigError } from '../../gateway/errors.js';
+import { policyBlock } from '../../gateway/config/policy-schema.js';
+
+/** SPEC §2's default of CORS_ORIGINS, used when neither the block nor the environment says. */
+export const DEFAULT_ORIGINS = 'http://localhost:10000,http://127.0.0.1:10000';
+
+const METHOD = Type.String({ pattern: '^[A-Z]+$' });
+
+/**
+ * `policies.csrf`: refuses cross-site state-changing requests that were authenticated by
+ * a session cookie (the browser attaches cookies to cross-site requests; it does not
+ * attach an Authorization header or an API key). Judged from `Origin` (same origin or an
+ * allowed origin) and, when Origin is absent, `Sec-Fetch-Site`. Requests authenticated by
+ * a header are not affected.
+ *
+ * @example
+ * ```yaml
+ * policies:
+ *   csrf:
+ *     allowed_origins: ${CORS_ORIGINS}
+ * ```
+ */
+export const csrfSchema = policyBlock(
+  {
+    allowed_origins: Type.Union([Type.String(), Type.Array(Type.String())], {
+      default: [],
+      description:
+        'origins allowed besides the gateway\'s own (list or comma-separated string); empty = CORS_ORIGINS from the environment',
+    }),
+    methods: Type.Array(METHOD, {
+      default: ['POST', 'PUT', 'PATCH', 'DELETE'],
+      description: 'state-changing methods that are checked',
+    }),
+    cookie_only: Type.Boolean({
+      default: true,
+      description: 'check only cookie-authenticated requests (false: every request with one of the methods)',
+    }),
+    require_origin: Type.Boolean({
+      default: false,
+      description: 'refuse when both Origin and Sec-Fetch-Site are absent (non-browser clients send neither)',
+    }),
+  },
+  { description: 'CSRF protection for cookie-authenticated requests (Origin / Sec-Fetch-Site)' },
+);
+
+export type CsrfConfig = Static<typeof csrfSchema>;
+
+/** Canonical `scheme://host[:port]` of a configured origin, or undefined when it is not one. */
+export function canonicalOrigin(value: string): string | undefined {
+  try {
+    const u = new URL(value);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') return undefined;
+    if (u.username !== '' || u.password !== '' || (u.pathname !== '/' && u.pathname !== '') || u.search !== '' || u.hash !== '') {
+      return undefined;
+    }
+    return u.origin;
+  } catch {
+    return undefined;
+  }
+}
+
+function refuse(check: 'origin' | 'sec_fetch_site' | 'missing_origin'): Deny {
+  return { code: 'csrf_rejected', detail: { check } };
+}
+
+/** The CSRF policy (onIdentified). */
+export const csrf: PolicyFactory<typeof csrfSchema> = {
+  name: 'csrf',
+  key: 'csrf',
+  schema: csrfSchema,
+  compile(config, ctx): Policy {
+    const given = config.allowed_origins;
+    const list =
+      typeof given === 'string'
+        ? given.split(',')
+        : given.length > 0
+          ? given
+          : (ctx.services.env.CORS_ORIGINS ?? DEFAULT_ORIGINS).split(',');
+    const allowed = new Set<string>();
+    list.forEach((raw, i) => {
+      const o = raw.trim();
+      if (o === '') return;
+      if (o === '*') throw new ConfigError('a wildcard origin cannot be trusted for CSRF', [...ctx.path, 'allowed_origins', i]);
+      const c = canonicalOrigin(o);
+      if (c === undefined) throw new ConfigError(`"${o}" is not an origin (scheme://host[:port])`, [...ctx.path, 'allowed_origins', i]);
+      allowed.add(c);
+    });
+    const methods = new Set(config.methods);
+    const cookieOnly = config.cookie_only;
+    const requireOrigin = config.require_origin;
+
+    const ownOrigin = (c: RequestContext): string | undefined => {
+      const host = c.headers.host;
+      if (host === undefined || host === '') return undefined;
+      return canonicalOrigin(`${c.secure ? 'https' : 'http'}://${host}`);
+    };
+
+    return {
+      name: 'csrf',
+      mode: config.mode,
+      failure: 'closed',
+      onIdentified(c) {
+        if (!methods.has(c.method)) return undefined;
+        if (cookieOnly && c.identity?.via !== 'cookie') return undefined;
+        const origin = c.headers.origin;
+        if (origin !== undefined) {
+          // An Origin of "null" (sandboxed frames, some redirects) is never trusted.
+          const o = origin.toLowerCase();
+          if (allowed.has(o) || (o !== 'null' && o === ownOrigin(c))) return undefined;
+          return refuse('origin');
+        }
+        const site = c.headers['sec-fetch-site'];
+        if (site !== undefined) {
+          if (site === 'same-origin' || site === 'none') return undefined;
+          return refuse('sec_fetch_site');
+        }
+        return requireOrigin ? refuse('missing_origin') : undefined;
+      },
+    };
+  },
+};

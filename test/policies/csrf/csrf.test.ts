@@ -1,0 +1,69 @@
+import t from 'tap';
+import type { Deny } from '../../../gateway/policy.js';
+import type { Identity } from '../../../gateway/context.js';
+import { ConfigError } from '../../../gateway/errors.js';
+import { csrf } from '../../../policies/csrf/index.js';
+import { compilePolicy, makeContext, makeServices } from '../../helpers/context.js';
+
+const cookieUser: Identity = { subject: 'alice', roles: ['user'], method: 'jwt', via: 'cookie' };
+const headerUser: Identity = { subject: 'alice', roles: ['user'], method: 'jwt', via: 'header' };
+
+const policy = await compilePolicy(csrf, { allowed_origins: ['https://app.example.com', 'http://localhost:10000'] });
+
+function req(method: string, headers: Record<string, string>, identity: Identity | null = cookieUser, secure = false) {
+  return makeContext({ method, target: '/api/receipts', headers: { host: 'gw.example.com', ...headers }, identity: identity ?? undefined, secure });
+}
+
+t.test('cookie-authenticated state-changing requests: Origin decides', async (t) => {
+  const cases: [string, Record<string, string>, boolean, string | undefined][] = [
+    ['same origin (http)', { origin: 'http://gw.example.com' }, false, undefined],
+    ['same origin (https listener)', { origin: 'https://gw.example.com' }, true, undefined],
+    ['scheme differs from the listener', { origin: 'http://gw.example.com' }, true, 'origin'],
+    ['allowed origin', { origin: 'https://app.example.com', 'sec-fetch-site': 'cross-site' }, false, undefined],
+    ['allowed origin, other case', { origin: 'HTTP://LOCALHOST:10000' }, false, undefined],
+    ['foreign origin', { origin: 'https://evil.example' }, false, 'origin'],
+    ['foreign origin claiming same-origin fetch', { origin: 'https://evil.example', 'sec-fetch-site': 'same-origin' }, false, 'origin'],
+    ['origin null', { origin: 'null' }, false, 'origin'],
+    ['lookalike host', { origin: 'http://gw.example.com.evil.example' }, false, 'origin'],
+    ['no Origin, Sec-Fetch-Site same-origin', { 'sec-fetch-site': 'same-origin' }, false, undefined],
+    ['no Origin, Sec-Fetch-Site none (user navigation)', { 'sec-fetch-site': 'none' }, false, undefined],
+    ['no Origin, Sec-Fetch-Site same-site', { 'sec-fetch-site': 'same-site' }, false, 'sec_fetch_site'],
+    ['no Origin, Sec-Fetch-Site cross-site', { 'sec-fetch-site': 'cross-site' }, false, 'sec_fetch_site'],
+    ['neither header (not a browser)', {}, false, undefined],
+  ];
+  for (const [name, headers, secure, check] of cases) {
+    for (const method of ['POST', 'PUT', 'PATCH', 'DELETE']) {
+      const v = (await policy.onIdentified!(req(method, headers, cookieUser, secure))) as Deny | undefined;
+      if (check === undefined) t.equal(v, undefined, `${name} ${method}`);
+      else t.same(v, { code: 'csrf_rejected', detail: { check } }, `${name} ${method}`);
+    }
+  }
+});
+
+t.test('safe methods, header-authenticated and anonymous requests are not judged', async (t) => {
+  const evil = { origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' };
+  for (const method of ['GET', 'HEAD', 'OPTIONS']) t.equal(await policy.onIdentified!(req(method, evil)), undefined, method);
+  t.equal(await policy.onIdentified!(req('POST', evil, headerUser)), undefined);
+  t.equal(await policy.onIdentified!(req('POST', evil, null)), undefined);
+});
+
+t.test('cookie_only: false judges every state-changing request; require_origin refuses blind ones', async (t) => {
+  const all = await compilePolicy(csrf, { cookie_only: false, require_origin: true, allowed_origins: 'https://a.example, https://b.example' });
+  t.match(await all.onIdentified!(req('POST', { origin: 'https://evil.example' }, headerUser)), { code: 'csrf_rejected' });
+  t.equal(await all.onIdentified!(req('POST', { origin: 'https://b.example' }, null)), undefined);
+  t.same(await all.onIdentified!(req('POST', {}, headerUser)), { code: 'csrf_rejected', detail: { check: 'missing_origin' } });
+});
+
+t.test('allowed origins default to CORS_ORIGINS, then to SPEC default', async (t) => {
+  const fromEnv = await compilePolicy(csrf, {}, makeServices({ env: { CORS_ORIGINS: 'https://shop.example,https://admin.example:8443' } }));
+  t.equal(await fromEnv.onIdentified!(req('POST', { origin: 'https://admin.example:8443' })), undefined);
+  t.match(await fromEnv.onIdentified!(req('POST', { origin: 'http://localhost:10000' })), { code: 'csrf_rejected' });
+  const dflt = await compilePolicy(csrf, {});
+  t.equal(await dflt.onIdentified!(req('POST', { origin: 'http://127.0.0.1:10000' })), undefined);
+});
+
+t.test('config: wildcard and non-origins are refused', async (t) => {
+  await t.rejects(compilePolicy(csrf, { allowed_origins: ['*'] }), ConfigError);
+  await t.rejects(compilePolicy(csrf, { allowed_origins: ['https://a.example/path'] }), ConfigError);
+  await t.rejects(compilePolicy(csrf, { allowed_origins: 'ftp://a.example' }), ConfigError);
+});
