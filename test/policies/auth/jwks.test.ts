@@ -100,7 +100,7 @@ t.test('keys are fetched once at compile and cached; RS256 and ES256 verify', as
   const s = makeServices();
   const p = await compilePolicy(auth, jwksConfig(srv.url), s);
   await settled(s, 1);
-  t.same(authReadiness(s), { ok: true, reasons: [] });
+  t.same(authReadiness(s), { ok: true, reasons: [], warnings: [] });
   for (let i = 0; i < 5; i++) t.equal(await call(p, await signed(k1)), undefined);
   t.equal(await call(p, await signed(es)), undefined);
   t.equal(srv.hits, 1, 'one fetch for everything');
@@ -156,7 +156,7 @@ t.test('JWKS down from the start: fail closed, back off, readiness says why, rec
   srv.mode = 'ok';
   s.clock.advance(2_000);
   t.equal(await call(p, token), undefined, 'recovered');
-  t.same(authReadiness(s), { ok: true, reasons: [] });
+  t.same(authReadiness(s), { ok: true, reasons: [], warnings: [] });
   const m = await s.metrics.authFailures.get();
   t.equal(m.values.find((x) => x.labels.reason === 'key_unavailable')?.value, 2);
 });
@@ -209,7 +209,8 @@ t.test('refresh failures keep serving cached keys until stale_if_error runs out'
   await settled(s, 2);
   const r = authReadiness(s);
   t.equal(r.ok, true);
-  t.match(r.reasons[0], /serving cached keys, last refresh failed \(HTTP status 503/);
+  t.same(r.reasons, []);
+  t.match(r.warnings[0], /serving cached keys, last refresh failed \(HTTP status 503/);
   s.clock.advance(5 * 60_000);
   t.match(await call(p, token), { detail: { reason: 'key_unavailable' } }, 'past stale_if_error: fail closed');
   t.equal(authReadiness(s).ok, false);
@@ -233,7 +234,7 @@ t.test('routes with the same JWKS settings share one client; it survives a reloa
   t.equal(srv.hits, 1, 'keys carried over the reload');
   await a2.close!();
   t.equal(jwksStates(s).length, 0);
-  t.same(authReadiness(s), { ok: true, reasons: [] });
+  t.same(authReadiness(s), { ok: true, reasons: [], warnings: [] });
 });
 
 t.test('an HS256 token is refused on a JWKS route (algorithm pinned), without a fetch', async (t) => {
