@@ -29,7 +29,7 @@ const schema = policyBlock(
   {
     paranoia_level: Type.Integer({ minimum: 1, maximum: 4, default: 1, description: 'run rules of this paranoia level and below (1 = fewest false positives, 4 = most detection)' }),
     threshold: Type.Number({ minimum: 1, default: 5, description: 'anomaly score at which a request is denied (a critical match scores 5)' }),
-    family_thresholds: Type.Record(FamilyKey, Type.Number({ minimum: 1 }), {
+    family_thresholds: Type.Partial(Type.Record(FamilyKey, Type.Number({ minimum: 1 })), {
       default: {},
       description: 'per-family thresholds, e.g. {protocol: 10}; a family listed here is judged alone and does not add to the request score',
     }),
