@@ -105,6 +105,7 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
     f: PolicyFactory,
     block: Record<string, unknown>,
     at: readonly (string | number)[],
+    override?: Record<string, unknown>,
   ): Promise<Policy | undefined> => {
     if (block.enabled === false) return undefined;
     const cacheKey = `${f.key}\u0000${JSON.stringify(block)}`;
@@ -123,9 +124,15 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
     } catch (err) {
       const message = err instanceof ConfigError ? err.message : `cannot compile: ${(err as Error).message}`;
       // The same global setting fails on every route that inherits it: report it once.
+      let where = err instanceof ConfigError && err.path.length > 0 ? err.path : at;
+      // A key the route did not write was inherited: point at the global block.
+      if (override !== undefined && where.length > at.length && at.every((seg, i) => where[i] === seg)) {
+        const key = where[at.length];
+        if (typeof key === 'string' && !(key in override)) where = ['policies', f.key, ...where.slice(at.length)];
+      }
       if (!compileMessages.has(message)) {
         compileMessages.add(message);
-        problem(err instanceof ConfigError && err.path.length > 0 ? err.path : at, message);
+        problem(where, message);
       }
       return undefined;
     }
@@ -160,7 +167,7 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
         }
         if (bad) continue;
       }
-      const p = await compileBlock(f, block, blockPath);
+      const p = await compileBlock(f, block, blockPath, override);
       if (p) policies.push(p);
     }
     const bodyLimit = policies.reduce((n, p) => (p.bodyLimit !== undefined ? Math.min(n, p.bodyLimit) : n), Infinity);
