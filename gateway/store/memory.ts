@@ -88,13 +88,16 @@ export class MemoryStore implements Store {
     const now = this.#now();
     const levels: number[] = new Array<number>(buckets.length);
     const limited: boolean[] = new Array<boolean>(buckets.length);
+    const entries: (BucketEntry | undefined)[] = new Array<BucketEntry | undefined>(buckets.length);
     let allowed = true;
     let retryAfterMs = 0;
     for (let i = 0; i < buckets.length; i++) {
       const b = buckets[i]!;
       checkBucket(b.capacity, b.windowMs);
-      const e = this.#live<BucketEntry>(B + b.key, now);
-      const level = levelAt(b.capacity, b.windowMs, e, now);
+      const e = this.#live<Entry>(B + b.key, now);
+      const be = e instanceof BucketEntry ? e : undefined;
+      entries[i] = be;
+      const level = levelAt(b.capacity, b.windowMs, be, now);
       levels[i] = level;
       const need = cost * b.windowMs;
       limited[i] = level < need;
@@ -110,14 +113,13 @@ export class MemoryStore implements Store {
       if (allowed) {
         level -= cost * b.windowMs;
         const resetMs = ceilDiv(b.capacity * b.windowMs - level, b.capacity);
-        const key = B + b.key;
-        const e = this.#lru.get(key);
-        if (e instanceof BucketEntry) {
+        const e = entries[i];
+        if (e !== undefined) {
           e.level = level;
           e.ts = now;
           e.expiresAt = now + resetMs;
         } else {
-          this.#lru.set(key, new BucketEntry(level, now, now + resetMs));
+          this.#lru.set(B + b.key, new BucketEntry(level, now, now + resetMs));
         }
       }
       results[i] = {
