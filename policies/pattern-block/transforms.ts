@@ -181,7 +181,7 @@ const NAMED_ENTITIES: Record<string, string> = {
   apostrophe: "'",
 };
 
-const ENTITY = /&(?:#[xX]([0-9a-fA-F]{1,8});?|#([0-9]{1,10});?|([a-zA-Z][a-zA-Z0-9]{1,15});?)/g;
+export const ENTITY = /&(?:#[xX]([0-9a-fA-F]{1,8});?|#([0-9]{1,10});?|([a-zA-Z][a-zA-Z0-9]{1,15});?)/g;
 
 /** Decode HTML character references: decimal, hex (with or without `;`, leading zeros) and common named ones. */
 export function htmlEntityDecode(s: string): string {
@@ -236,7 +236,7 @@ export function jsDecode(s: string): string {
   return out;
 }
 
-const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII = /[^ -~\t\n\r]/;
 
 /** Unicode NFKC (full-width `＜` → `<`), only when the value has non-ASCII characters. */
 export function nfkc(s: string): string {
@@ -248,7 +248,7 @@ export function lowercase(s: string): string {
   return s.toLowerCase();
 }
 
-const WS = /[\s\u00a0\u000b]+/g;
+export const WS = /[\s\u00a0]+/g;
 
 /** Every run of whitespace becomes one space. */
 export function compressWhitespace(s: string): string {

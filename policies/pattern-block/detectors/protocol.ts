@@ -51,7 +51,7 @@ function rawValues(r: RequestFacts, name: string): string[] {
   return out;
 }
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /** `%` not followed by two hex digits (`%u` IIS escapes are judged by their own check). */
 export function invalidPercent(s: string): boolean {
@@ -74,7 +74,7 @@ function params(v: string): [string, string][] {
   return out;
 }
 
-const CACHE_DIRECTIVE = /^(?:max-age=\d+|max-stale(?:=\d+)?|min-fresh=\d+|no-cache|no-store|no-transform|only-if-cached|must-revalidate|stale-if-error=\d+)$/i;
+export const CACHE_DIRECTIVE = /^(?:max-age=\d+|max-stale(?:=\d+)?|min-fresh=\d+|no-cache|no-store|no-transform|only-if-cached|must-revalidate|stale-if-error=\d+)$/i;
 
 export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   /** The method is not a token or not in the allowlist. */
@@ -83,6 +83,7 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   /** Request-target form: origin-form `/…`, `*` only for OPTIONS, absolute-form only http(s); no whitespace or controls. */
   request_line: (r) => {
     const t = r.target;
+    // eslint-disable-next-line no-control-regex
     if (/[\x00-\x20\x7f]/.test(t)) return 'control character or space in the request target';
     if (t === '*') return r.method === 'OPTIONS' ? undefined : 'asterisk-form outside OPTIONS';
     if (t.startsWith('/')) return undefined;

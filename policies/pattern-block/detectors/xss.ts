@@ -25,13 +25,13 @@ const URL_ATTRS = new Set([
 ]);
 
 /** Script URL schemes (matched on a value with whitespace and NULs removed). */
-const SCRIPT_URL = /(?:java|vb|live|ecma|j|moz)script:|\bmocha:|data:(?:text\/html|image\/svg|application\/(?:x-)?(?:javascript|ecmascript|xhtml))/;
+export const SCRIPT_URL = /(?:java|vb|live|ecma|j|moz)script:|\bmocha:|data:(?:text\/html|image\/svg|application\/(?:x-)?(?:javascript|ecmascript|xhtml))/;
 /** CSS that runs script (inside style attributes or style rules). */
-const CSS_SCRIPT = /-moz-binding|expression\(|behaviou?r:|@import/;
+export const CSS_SCRIPT = /-moz-binding|expression\(|behaviou?r:|@import/;
 /** CSS property context outside tags: `x:expression(`, `{-moz-binding:`. */
-const CSS_PROPERTY = /(?:^|[;:{])(?:expression\(|-moz-binding:|behaviou?r:url\()/;
+export const CSS_PROPERTY = /(?:^|[;:{])(?:expression\(|-moz-binding:|behaviou?r:url\()/;
 
-const EVENT_ATTR = /^on[a-z]{3,}$/;
+export const EVENT_ATTR = /^on[a-z]{3,}$/;
 
 export interface XssResult {
   readonly reason: string;
