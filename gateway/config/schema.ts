@@ -54,7 +54,7 @@ export const UpstreamSchema = Type.Object(
 export const StoreSchema = Type.Object(
   {
     url: Type.String({ default: 'memory://', description: 'memory:// or redis://host:port/db (REDIS_URL)' }),
-    max_keys: Type.Integer({ minimum: 1000, default: 500000, description: 'memory store: most keys kept (least recent evicted)' }),
+    max_keys: Type.Integer({ minimum: 1000, default: 100000, description: 'memory store: most keys kept (least recent evicted)' }),
     timeout: Duration('250ms', 'redis: longest wait for one operation before the policy fails open or closed'),
     prefix: Type.String({ default: 'rgw:', description: 'redis: key prefix (namespace per deployment)' }),
   },

@@ -72,10 +72,10 @@ export class MemoryStore implements Store {
   #live<T extends Entry>(key: string, now: number): T | undefined {
     const e = this.#lru.get(key);
     if (e === undefined) return undefined;
-    if (e.expiresAt <= now) {
-      this.#lru.delete(key);
-      return undefined;
-    }
+    // An expired entry reads as absent and is overwritten by the next write (or evicted).
+    // Not deleted here: lru-cache clears (fills) its whole preallocated arrays when the
+    // last key is deleted, an O(maxKeys) cost that a single hot client would pay per request.
+    if (e.expiresAt <= now) return undefined;
     return e as T;
   }
 
