@@ -33,15 +33,30 @@ export interface BlockInfo {
   subject?: string;
 }
 
-/** One configuration (re)load. */
+/** One configuration (re)load, as the gateway records it (`Gateway.reloads`). */
 export interface ReloadRecord {
   /** ISO 8601 */
+  readonly time: string;
+  readonly result: 'success' | 'ok' | 'error';
+  /** the generation that became active */
+  readonly generation?: number;
+  /** config file hash or another version label */
+  readonly version?: string | number;
+  /** what started it: start, watch, sighup, api… */
+  readonly trigger?: string;
+  /** validation errors of a rejected reload (file:line:column: key: message) */
+  readonly errors?: readonly string[];
+  /** a short summary */
+  readonly message?: string;
+}
+
+/** A reload as the dashboard shows it. */
+export interface ReloadRow {
   time: string;
   result: 'ok' | 'error';
-  /** error text, or a short summary of what changed */
-  message?: string;
-  /** config file hash or generation number */
-  version?: string | number;
+  version: string | null;
+  trigger: string | null;
+  message: string;
 }
 
 export interface DashboardSources {
@@ -56,8 +71,8 @@ export interface DashboardSources {
   lockouts: BlockInfo[];
   /** a plain summary of the loaded config (routes, policies, listeners…); scrubbed again here */
   config: Record<string, unknown>;
-  /** newest last or first; shown newest first */
-  reloads: ReloadRecord[];
+  /** in any order; shown newest first, at most 50 */
+  reloads: readonly ReloadRecord[];
   /** `sampler.series()`; empty charts when absent */
   series?: KpiSeries;
   /** Date.now() */
@@ -123,7 +138,7 @@ export interface DashboardSnapshot {
   bans: { subject: string; ttl_s: number }[];
   lockouts: { subject: string; ttl_s: number }[];
   config: Record<string, unknown>;
-  reloads: ReloadRecord[];
+  reloads: ReloadRow[];
 }
 
 const SECRET_KEY =
@@ -242,7 +257,19 @@ export function dashboardSnapshot(src: DashboardSources): DashboardSnapshot {
       if (c.detail !== undefined) f.detail = c.detail;
       return f;
     });
-  const reloads = [...src.reloads].sort((a, b) => (a.time < b.time ? 1 : a.time > b.time ? -1 : 0)).slice(0, 50);
+  const reloads: ReloadRow[] = [...src.reloads]
+    .sort((a, b) => (a.time < b.time ? 1 : a.time > b.time ? -1 : 0))
+    .slice(0, 50)
+    .map((r) => {
+      const version = r.version ?? r.generation;
+      return {
+        time: r.time,
+        result: r.result === 'error' ? 'error' : 'ok',
+        version: version === undefined ? null : String(version),
+        trigger: r.trigger ?? null,
+        message: [r.message, ...(r.errors ?? []).slice(0, 5)].filter(Boolean).join('; '),
+      };
+    });
   return {
     generated_at: new Date(src.now).toISOString(),
     score: {

@@ -8,7 +8,7 @@
  * Exit status: 0 when the decision was printed, 1 otherwise (malformed or unknown id,
  * admin listener unreachable), 2 on a usage error.
  */
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { isWellFormedRequestId, type DecisionEntry, type DecisionStep } from '../observability/decisions.js';
 
 export interface ExplainIO {
@@ -70,9 +70,12 @@ export async function runExplain(
   const url = new URL(`${base.pathname.replace(/\/$/, '')}/api/decisions/${encodeURIComponent(id)}`, base);
   let status: number;
   let text: string;
+  // a private agent, closed at once: the command exits without waiting for keep-alive
+  const agent = new Agent({ connect: { timeout: TIMEOUT_MS } });
   try {
     const res = await request(url, {
       method: 'GET',
+      dispatcher: agent,
       headers: { accept: 'application/json' },
       signal: AbortSignal.timeout(TIMEOUT_MS),
     });
@@ -83,6 +86,8 @@ export async function runExplain(
     const why = e.code ?? e.cause?.code ?? e.message;
     out.stderr.write(`explain: cannot reach the admin listener at ${base.origin} (${why}); is the gateway running? (--admin URL)\n`);
     return 1;
+  } finally {
+    await agent.close().catch(() => {});
   }
   if (status === 404) {
     out.stderr.write(

@@ -82,8 +82,14 @@ async function sources(over: Partial<DashboardSources> = {}): Promise<DashboardS
       workers: 2,
     },
     reloads: [
-      { time: '2026-01-01T00:00:00.000Z', result: 'ok', version: 1 },
-      { time: '2026-01-01T00:10:00.000Z', result: 'error', message: 'routes[2].match.path: invalid' },
+      { time: '2026-01-01T00:00:00.000Z', result: 'success', generation: 1, trigger: 'start' },
+      {
+        time: '2026-01-01T00:10:00.000Z',
+        result: 'error',
+        trigger: 'watch',
+        errors: ['gateway.yaml:12:5: routes.2.path: invalid value', 'gateway.yaml:20:3: unknown key "polices"'],
+      },
+      { time: '2026-01-01T00:12:00.000Z', result: 'ok', version: 'abc123', message: 'manual' },
     ],
     now: Date.parse('2026-01-01T00:15:00Z'),
     ...over,
@@ -151,9 +157,19 @@ t.test('snapshot: score, KPIs, denials, blocks, config, reloads', async (t) => {
     workers: 2,
   });
   t.same(
-    snap.reloads.map((r) => r.result),
-    ['error', 'ok'],
-    'newest first',
+    snap.reloads,
+    [
+      { time: '2026-01-01T00:12:00.000Z', result: 'ok', version: 'abc123', trigger: null, message: 'manual' },
+      {
+        time: '2026-01-01T00:10:00.000Z',
+        result: 'error',
+        version: null,
+        trigger: 'watch',
+        message: 'gateway.yaml:12:5: routes.2.path: invalid value; gateway.yaml:20:3: unknown key "polices"',
+      },
+      { time: '2026-01-01T00:00:00.000Z', result: 'ok', version: '1', trigger: 'start', message: '' },
+    ],
+    'newest first, the gateway\'s records normalised',
   );
   t.same(snap.series, { interval_s: 10, points: [] });
   const json = JSON.stringify(snap);

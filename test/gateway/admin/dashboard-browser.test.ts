@@ -130,9 +130,14 @@ async function fixture() {
     debugLogging: false,
   });
   const reloads: ReloadRecord[] = [
-    { time: '2026-03-02T08:00:00.000Z', result: 'ok', version: 'a1b2c3d', message: 'initial load: 8 routes' },
-    { time: '2026-03-02T09:40:12.000Z', result: 'error', message: 'routes[3].policies.rate_limit.limits: invalid limit "10 per fortnight"' },
-    { time: '2026-03-02T09:41:30.000Z', result: 'ok', version: 'e4f5a6b', message: '8 routes; pattern_block paranoia 2' },
+    { time: '2026-03-02T08:00:00.000Z', result: 'success', generation: 1, trigger: 'start' },
+    {
+      time: '2026-03-02T09:40:12.000Z',
+      result: 'error',
+      trigger: 'watch',
+      errors: ['gateway.yaml:41:18: routes.3.policies.rate_limit.limits: invalid limit "10 per fortnight"'],
+    },
+    { time: '2026-03-02T09:41:30.000Z', result: 'success', generation: 2, trigger: 'watch' },
   ];
   const state = { extraDenial: undefined as DecisionEntry | undefined };
   const snapshot = async () => {
@@ -182,7 +187,10 @@ async function serve(t: Test, fx: Awaited<ReturnType<typeof fixture>>) {
     return undefined;
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  t.teardown(() => {
+    server.closeAllConnections();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
@@ -254,6 +262,8 @@ t.test('the dashboard shows score, KPIs, denials with explanations, blocks, conf
 
   const reloadResults = await page.$$eval('#reloads tbody tr td:nth-child(2)', (els) => els.map((e) => e.textContent));
   t.same(reloadResults, ['ok', 'error', 'ok']);
+  const generations = await page.$$eval('#reloads tbody tr td:nth-child(3)', (els) => els.map((e) => e.textContent));
+  t.same(generations, ['2', '', '1']);
   t.match(await page.textContent('#reloads'), 'invalid limit "10 per fortnight"');
 
   fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
@@ -282,7 +292,10 @@ t.test('the page says so when the admin API is unreachable', async (t) => {
     }
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  t.teardown(() => {
+    server.closeAllConnections();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
   const p = await browser.newPage();
   await p.goto(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
   await p.waitForSelector('#conn.bad');

@@ -62,7 +62,10 @@ async function admin(t: Test) {
     res.end(JSON.stringify(e ?? { error: 'not_found', message: 'No decision recorded for this request id.' }));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  t.teardown(() => {
+    server.closeAllConnections();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
 }
 
