@@ -230,6 +230,8 @@ function describe(err: unknown, timeoutMs: number): string {
   const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
   if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return `timed out after ${timeoutMs}ms`;
   if (e?.cause?.code) return `network error ${e.cause.code}`;
-  if (e?.name === 'TypeError' && e.message === 'fetch failed') return 'network error';
+  if (e?.name === 'TypeError' && e.message === 'fetch failed') {
+    return e.cause?.message ? `network error (${e.cause.message})` : 'network error';
+  }
   return e?.message ?? String(err);
 }
