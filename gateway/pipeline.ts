@@ -3,6 +3,7 @@ import type { CompiledRoute } from './config/compile.js';
 import { CODES } from './errors.js';
 import { isAnswer, type Answer, type Deny, type Outcome, type Policy, type ResponseHead, type Services, type Verdict } from './policy.js';
 import { parseBody } from './body.js';
+import { METHOD_NAMES } from './config/schema.js';
 
 /**
  * Runs a route's compiled policy arrays by index. Owns monitor mode, fail-open/closed,
@@ -276,6 +277,11 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
   if (ctx.target === '*' || ctx.target.charCodeAt(0) !== 47) {
     return { code: 'bad_request', message: 'The request target must be a path.', ruleIds: ['request-target'] };
   }
+  if (!ROUTABLE_METHODS.has(ctx.method)) {
+    // TRACE (cross-site tracing), WebDAV and other methods no route can name: a route
+    // without `methods` means any of the methods a route could list, not these.
+    return { code: 'method_not_allowed', headers: { Allow: ROUTABLE_ALLOW }, ruleIds: ['method'] };
+  }
   if (ctx.httpVersion !== '1.1' && ctx.httpVersion !== '1.0') {
     return { code: 'bad_request', message: 'Unsupported HTTP version.', ruleIds: ['http-version'] };
   }
@@ -283,6 +289,9 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
   if (enc !== undefined) return { code: 'bad_request', message: enc, ruleIds: ['request-target-encoding'] };
   return undefined;
 }
+
+const ROUTABLE_METHODS: ReadonlySet<string> = new Set(METHOD_NAMES);
+const ROUTABLE_ALLOW = METHOD_NAMES.join(', ');
 
 function isHex(c: number): boolean {
   return (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);

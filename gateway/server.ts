@@ -72,6 +72,12 @@ export class Gateway {
   private readonly inflight = new Set<AbortController>();
   private readonly sockets = new Set<Socket>();
   private closing = false;
+  /**
+   * Connections that close after the response being written (a refusal that left the body
+   * unread, a framing error): requests pipelined behind it are never processed
+   * (RFC 9112 §9.6), so a smuggled or queued request cannot reach the upstream.
+   */
+  private readonly closingSockets = new WeakSet<Socket>();
   private readonly metricChildren = new Map<string, { inc(): void }>();
   private readonly durationChildren = new Map<string, { observe(v: number): void }>();
   private readonly upstreamDurationChildren = new Map<string, { observe(v: number): void }>();
@@ -305,6 +311,11 @@ export class Gateway {
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (this.closingSockets.has(req.socket)) {
+      res.shouldKeepAlive = false;
+      req.resume();
+      return;
+    }
     const gen = this.generation;
     const ac = new AbortController();
     this.inflight.add(ac);
@@ -348,6 +359,7 @@ export class Gateway {
     const framing = framingDeny(ctx, gen.listen.maxHeaders);
     if (framing !== undefined) {
       res.shouldKeepAlive = false;
+      this.closingSockets.add(req.socket);
       await this.refuse(gen, gen.unmatched, ctx, res, framing, 'gateway');
       return;
     }
@@ -408,7 +420,10 @@ export class Gateway {
     if (!(ctx.bodySource as Readable).readableEnded && hasBody(ctx)) {
       const cl = Number(ctx.headers['content-length'] ?? NaN);
       if (Number.isFinite(cl) && cl <= DISCARD_BODY_MAX && !ctx.bodySource.destroyed) ctx.bodySource.resume();
-      else res.shouldKeepAlive = false;
+      else {
+        res.shouldKeepAlive = false;
+        if (res.socket) this.closingSockets.add(res.socket);
+      }
     }
     await this.send(route, ctx, res, r, { status: r.head.status, decision: 'deny', deny, deniedBy: by });
   }
@@ -448,6 +463,12 @@ export class Gateway {
         limiter = new BodyLimit(route.bodyLimit);
         body = req.pipe(limiter);
       } else body = req;
+    }
+    if (this.closingSockets.has(req.socket)) {
+      // pipelined behind a request whose answer closes the connection: never forwarded
+      res.shouldKeepAlive = false;
+      fb?.dispose?.();
+      return;
     }
     const t0 = process.hrtime.bigint();
     const result = await forward({

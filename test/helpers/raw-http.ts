@@ -33,6 +33,8 @@ export interface RawOptions {
   readonly pauseMs?: number;
   /** keep the socket open after the last piece (default true: no half-close) */
   readonly keepOpen?: boolean;
+  /** the requests are HEAD: responses carry no body whatever their Content-Length */
+  readonly head?: boolean;
 }
 
 function parseHead(text: string): { status: number; reason: string; headers: Record<string, string> } | undefined {
@@ -51,7 +53,7 @@ function parseHead(text: string): { status: number; reason: string; headers: Rec
 }
 
 /** Parse as many complete responses as `buf` holds; returns them and the bytes consumed. */
-export function parseResponses(buf: Buffer, final: boolean): { responses: RawResponse[]; used: number } {
+export function parseResponses(buf: Buffer, final: boolean, headRequest = false): { responses: RawResponse[]; used: number } {
   const responses: RawResponse[] = [];
   let at = 0;
   for (;;) {
@@ -63,7 +65,9 @@ export function parseResponses(buf: Buffer, final: boolean): { responses: RawRes
     let body: Buffer;
     const te = head.headers['transfer-encoding'];
     const cl = head.headers['content-length'];
-    if (te !== undefined && /chunked/i.test(te)) {
+    if (headRequest) {
+      body = Buffer.alloc(0);
+    } else if (te !== undefined && /chunked/i.test(te)) {
       const parts: Buffer[] = [];
       let complete = false;
       for (;;) {
@@ -124,14 +128,14 @@ export function rawExchange(url: string, payload: string | Buffer | readonly (st
       settled = true;
       clearTimeout(timer);
       const all = Buffer.concat(chunks);
-      const { responses } = parseResponses(all, closed);
+      const { responses } = parseResponses(all, closed, opts.head === true);
       socket.destroy();
       resolve({ responses, closed, raw: all.toString('latin1') });
     };
     socket.on('data', (d: Buffer) => {
       chunks.push(d);
       if (opts.responses !== undefined) {
-        const { responses } = parseResponses(Buffer.concat(chunks), false);
+        const { responses } = parseResponses(Buffer.concat(chunks), false, opts.head === true);
         if (responses.length >= opts.responses) finish(false);
       }
     });
