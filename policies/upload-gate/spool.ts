@@ -89,6 +89,7 @@ export class Spool {
   private memory = 0;
   private readonly handles = new Set<fsp.FileHandle>();
   private disposing: Promise<void> | undefined;
+  private readonly inflight = new Set<Promise<unknown>>();
 
   constructor(opts: SpoolOptions) {
     this.opts = opts;
@@ -111,6 +112,16 @@ export class Spool {
     const k = Math.min(n, this.memory);
     this.memory -= k;
     processMemory -= k;
+  }
+
+  /** Run a file operation that dispose() must wait for before removing the directory. */
+  track<T>(op: () => Promise<T>): Promise<T> {
+    if (this.disposed) return Promise.reject(new Error('spool disposed'));
+    const p = op();
+    this.inflight.add(p);
+    const forget = () => this.inflight.delete(p);
+    p.then(forget, forget);
+    return p;
   }
 
   /** Open a new temp file in this request's directory (made on first use). */
@@ -145,6 +156,8 @@ export class Spool {
   dispose(): Promise<void> {
     this.disposing ??= (async () => {
       this.releaseMemory(this.memory);
+      // let running opens and writes finish (they fail fast now), so none lands after the rm
+      while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
       const handles = [...this.handles];
       this.handles.clear();
       await Promise.all(handles.map((h) => h.close().catch(() => {})));
@@ -176,7 +189,11 @@ export class SpoolPart {
     return this.file !== undefined;
   }
 
-  async write(chunk: Buffer): Promise<void> {
+  write(chunk: Buffer): Promise<void> {
+    return this.spool.track(() => this.writeNow(chunk));
+  }
+
+  private async writeNow(chunk: Buffer): Promise<void> {
     this.size += chunk.length;
     if (this.handle === undefined && this.spool.reserveMemory(chunk.length)) {
       // copy: busboy hands out views of the socket's chunk, which would pin it
@@ -203,7 +220,7 @@ export class SpoolPart {
     if (this.handle !== undefined) {
       const h = this.handle;
       this.handle = undefined;
-      await this.spool.closeFile(h);
+      await this.spool.track(() => this.spool.closeFile(h));
     }
   }
 

@@ -134,6 +134,9 @@ class UploadJob {
     }
   };
   private readonly onSourceError = () => this.fail(reject('malformed', 'aborted', 'the upload was interrupted', {}));
+  private readonly onSourceClose = () => {
+    if (!this.ctx.bodySource.readableEnded) this.onSourceError();
+  };
   private readonly onAbort = () => this.fail(reject('malformed', 'aborted', 'the request was aborted', {}));
 
   start(): Promise<Verdict> {
@@ -184,12 +187,11 @@ class UploadJob {
 
     this.idleTimer = setTimeout(() => this.timeout('idle'), this.s.idleTimeoutMs);
     this.bodyTimer = setTimeout(() => this.timeout('body'), this.s.bodyTimeoutMs);
-    this.idleTimer.unref();
-    this.bodyTimer.unref();
     this.ctx.signal.addEventListener('abort', this.onAbort, { once: true });
     src.on('data', this.onData);
     src.on('error', this.onSourceError);
     src.on('aborted', this.onSourceError);
+    src.on('close', this.onSourceClose);
     src.pipe(bb);
     return this.result;
   }
@@ -412,11 +414,14 @@ class UploadJob {
     src.off('data', this.onData);
     src.off('error', this.onSourceError);
     src.off('aborted', this.onSourceError);
+    src.off('close', this.onSourceClose);
     this.ctx.signal.removeEventListener('abort', this.onAbort);
-    if (this.bb !== undefined) {
-      src.unpipe(this.bb);
-      this.bb.on('error', () => {});
-      this.bb.destroy();
+    const bb = this.bb;
+    if (bb !== undefined) {
+      src.unpipe(bb);
+      bb.on('error', noop);
+      // not synchronously: this may run inside one of busboy's own event handlers
+      process.nextTick(() => bb.destroy());
     }
   }
 

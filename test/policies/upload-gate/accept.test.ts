@@ -6,6 +6,7 @@ import { uploadGate, liveSpoolCount } from '../../../policies/upload-gate/index.
 import { compilePolicy, makeServices } from '../../helpers/context.js';
 import { genuine, png, pdf } from '../../fixtures/uploads/generate.js';
 import { multipart, runGate, readForward, parseMultipart, tempSpoolDir, leftovers } from './multipart.js';
+import { spoolsGone } from './multipart.js';
 import type { Deny } from '../../../gateway/policy.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -48,7 +49,7 @@ for (const memory of ['512KB', '0'] as const) {
     t.match(accepted[0]!.fields, { decision: 'allow', filename: 'receipt.png', size: files.png!.data.length, type: 'image/png', sha256: sha(files.png!.data) });
     fb.dispose!();
     fb.dispose!();
-    await new Promise((r) => setTimeout(r, 20));
+    await spoolsGone();
     t.same(leftovers(dir), [], 'no temp file remains after dispose');
   });
 }
@@ -61,7 +62,7 @@ t.test('the spool is removed once the forwarded stream closed, without dispose',
   t.equal(verdict, undefined);
   t.equal(leftovers(dir).length, 2);
   await readForward(ctx);
-  await new Promise((r) => setTimeout(r, 20));
+  await spoolsGone();
   t.same(leftovers(dir), []);
 });
 
@@ -76,7 +77,7 @@ t.test('upstream error: a forwarded stream destroyed half-way still frees the sp
   s.on('error', () => {});
   s.destroy(new Error('upstream reset'));
   ctx.forwardBody!.dispose!();
-  await new Promise((r) => setTimeout(r, 20));
+  await spoolsGone();
   t.same(leftovers(dir), []);
 });
 
@@ -88,7 +89,7 @@ t.test('client abort after acceptance (before forwarding) frees the spool', asyn
   t.equal(verdict, undefined);
   t.equal(leftovers(dir).length, 2);
   ac.abort();
-  await new Promise((r) => setTimeout(r, 20));
+  await spoolsGone();
   t.same(leftovers(dir), []);
   t.equal(liveSpoolCount(), 0);
 });
@@ -103,6 +104,7 @@ t.test('active content in monitor mode is forwarded and recorded as monitored', 
   t.match((ctx.monitored[0] as Deny).detail, { check: 'active_content', reason: 'image_dimensions', width: 100000, height: 100000 });
   t.equal(services.audited.filter((a) => a.event === 'upload_accepted').length, 0);
   ctx.forwardBody!.dispose!();
+  await spoolsGone();
 });
 
 t.test('policy monitor mode: content failures are forwarded, limits are still enforced', async (t) => {

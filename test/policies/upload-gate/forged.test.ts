@@ -4,6 +4,7 @@ import { uploadGate } from '../../../policies/upload-gate/index.js';
 import { compilePolicy, makeServices } from '../../helpers/context.js';
 import { png, jpeg, gif, bmp, tiff, pdf, elf, exe, HTML, SVG, PHP } from '../../fixtures/uploads/generate.js';
 import { multipart, runGate, tempSpoolDir, leftovers, type PartSpec } from './multipart.js';
+import { spoolsGone } from './multipart.js';
 import type { Deny } from '../../../gateway/policy.js';
 
 const dir = tempSpoolDir();
@@ -164,6 +165,7 @@ t.test('allowed, when configured: double extensions and octet-stream', async (t)
   t.equal(verdict, undefined);
   t.same(ctx.body?.files, [{ field: 'file', filename: 'receipt.php.png' }]);
   ctx.forwardBody!.dispose!();
+  await spoolsGone();
 });
 
 t.test('genuine PDFs that merely mention the names are accepted', async (t) => {
@@ -174,6 +176,7 @@ t.test('genuine PDFs that merely mention the names are accepted', async (t) => {
   const { verdict, ctx } = await runGate(policy, multipart([{ name: 'file', filename: 'r.pdf', type: 'application/pdf', data }]), { chunkSize: 7 });
   t.equal(verdict, undefined);
   ctx.forwardBody?.dispose?.();
+  await spoolsGone();
 });
 
 t.test('PDF names split across every possible chunk boundary are found', async (t) => {
@@ -191,6 +194,7 @@ t.test('the configured PDF name list is used', async (t) => {
   const a = await runGate(policy, multipart([{ name: 'file', filename: 'r.pdf', type: 'application/pdf', data: withJs }]));
   t.equal(a.verdict, undefined);
   a.ctx.forwardBody?.dispose?.();
+  await spoolsGone();
   const withFile = pdf({ objects: ['<< /Type /EmbeddedFile /Length 0 >>'] });
   const b = await runGate(policy, multipart([{ name: 'file', filename: 'r.pdf', type: 'application/pdf', data: withFile }]));
   t.match(b.verdict, { detail: { check: 'active_content', names: ['EmbeddedFile'] } });

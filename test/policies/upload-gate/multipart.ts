@@ -12,6 +12,7 @@ import busboy from 'busboy';
 import type { RequestContext } from '../../../gateway/context.js';
 import type { Policy, Verdict } from '../../../gateway/policy.js';
 import { makeContext } from '../../helpers/context.js';
+import { liveSpoolCount } from '../../../policies/upload-gate/index.js';
 
 export const BOUNDARY = 'TestBoundary7MA4YWxkTrZu0gW';
 
@@ -139,6 +140,11 @@ export function parseMultipart(body: Buffer, ct: string): Promise<ParsedPart[]> 
 /** A fresh spool directory for one test. */
 export function tempSpoolDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'upload-gate-test-'));
+}
+
+/** Resolves once every spool of the process was removed (dispose runs in the background). */
+export async function spoolsGone(): Promise<void> {
+  for (let i = 0; i < 500 && liveSpoolCount() > 0; i++) await new Promise((r) => setTimeout(r, 2));
 }
 
 /** Every file and directory under `dir` (relative paths), to prove nothing was left. */
