@@ -23,29 +23,29 @@ export function hashKey(key: string): string {
  *   printf %s "$API_KEY" | receipt-gateway hash-key
  *   openssl rand -base64 32 | tee key.txt | receipt-gateway hash-key
  */
-export async function runHashKey(stdin: Readable, stdout: Writable, stderr?: Writable): Promise<number> {
+export async function runHashKey(stdin: Readable, stdout: Writable, stderr: Writable = process.stderr): Promise<number> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of stdin) {
     const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : (chunk as Buffer);
     size += buf.length;
     if (size > MAX_API_KEY_LENGTH + 2) {
-      stderr?.write(`hash-key: the key is longer than ${MAX_API_KEY_LENGTH} bytes\n`);
+      stderr.write(`hash-key: the key is longer than ${MAX_API_KEY_LENGTH} bytes\n`);
       return 1;
     }
     chunks.push(buf);
   }
   const key = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
   if (key === '' || /^\s+$/.test(key)) {
-    stderr?.write('hash-key: no key on stdin (usage: printf %s "$KEY" | receipt-gateway hash-key)\n');
+    stderr.write('hash-key: no key on stdin (usage: printf %s "$KEY" | receipt-gateway hash-key)\n');
     return 1;
   }
   if (key.length > MAX_API_KEY_LENGTH) {
-    stderr?.write(`hash-key: the key is longer than ${MAX_API_KEY_LENGTH} bytes\n`);
+    stderr.write(`hash-key: the key is longer than ${MAX_API_KEY_LENGTH} bytes\n`);
     return 1;
   }
   if (key.length < MIN_RECOMMENDED_KEY_LENGTH) {
-    stderr?.write(
+    stderr.write(
       `hash-key: warning: the key has ${key.length} characters; use a random key of at least ${MIN_RECOMMENDED_KEY_LENGTH} (e.g. openssl rand -base64 32)\n`,
     );
   }

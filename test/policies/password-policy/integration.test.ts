@@ -1,0 +1,73 @@
+/** Password requirements over real TCP: a weak password never reaches the mock. */
+import t from 'tap';
+import { startHarness } from '../../helpers/harness.js';
+
+const config = `
+policies:
+  # the pattern engine refuses unparseable JSON itself (403); off here to see this policy's answer
+  pattern_block: { enabled: false }
+  password_policy:
+    min_length: 10
+routes:
+  - name: login
+    methods: [POST]
+    path: /api/auth/login
+    policies: { auth: { require: [none] } }
+  - name: register
+    methods: [POST]
+    path: /api/auth/register
+    policies: { auth: { require: [none] }, password_policy: { enabled: true } }
+  - name: password
+    methods: [POST]
+    path: /api/auth/password
+    policies: { auth: { require: [jwt] }, password_policy: { enabled: true } }
+  - name: api
+    path: /api/**
+`;
+
+const h = await startHarness({ config });
+t.teardown(() => h.close());
+
+const post = (path: string, body: string, headers: Record<string, string> = {}) =>
+  fetch(`${h.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+
+t.test('register: each weak password is refused with its rule, strong ones pass', async (t) => {
+  await h.clearMock();
+  const weak: [string, RegExp][] = [
+    ['short!1', /at least 10 characters/],
+    ['longenoughbutplain', /special character/],
+    ['carol-is-my-name', /must not contain the username/],
+    [`${'x'.repeat(72)}!`, /at most 72 bytes/],
+  ];
+  for (const [password, message] of weak) {
+    const r = await post('/api/auth/register', JSON.stringify({ username: 'carol', password }));
+    t.equal(r.status, 400);
+    const text = await r.text();
+    t.notOk(text.includes(password), 'the password is not echoed');
+    const body = JSON.parse(text) as { error: string; message: string };
+    t.equal(body.error, 'weak_password');
+    t.match(body.message, message);
+  }
+  const bad = await post('/api/auth/register', '{"username":"carol","password":');
+  t.equal(bad.status, 400);
+  t.equal(((await bad.json()) as { error: string }).error, 'bad_request');
+  t.same(await h.mockRequests(), [], 'none reached the mock');
+  const ok = await post('/api/auth/register', JSON.stringify({ username: 'carol', password: 'a long pass-phrase' }));
+  t.equal(ok.status, 201);
+  t.same((await h.mockRequests()).map((m) => m.path), ['/api/auth/register']);
+  const audit = await h.audit();
+  t.notOk(JSON.stringify(audit).includes('short!1'), 'no password in the audit log');
+  t.ok(audit.some((l) => l.event === 'access_denied' && l.status === 400), 'weak passwords audited');
+});
+
+t.test('change password: new_password is checked against the authenticated subject', async (t) => {
+  const token = await h.login('alice');
+  await h.clearMock();
+  const auth = { authorization: `Bearer ${token}` };
+  const r = await post('/api/auth/password', JSON.stringify({ old_password: 'alice-secret-pw', new_password: 'Alice-2024-new!' }), auth);
+  t.equal(r.status, 400);
+  t.match(await r.json(), { error: 'weak_password', message: /username/ });
+  t.same(await h.mockRequests(), []);
+  const ok = await post('/api/auth/password', JSON.stringify({ old_password: 'alice-secret-pw', new_password: 'a much better one!' }), auth);
+  t.equal(ok.status, 204);
+});
