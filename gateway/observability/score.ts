@@ -325,7 +325,7 @@ const CHECKS: CheckDef[] = [
     title: 'Security checks fail closed when the store is down',
     weight: 2,
     recommendation:
-      'Consider `fail_closed` for lockouts and bans: while the store is down, fail-open policies let every request through.',
+      'Consider `fail: closed` for login_lockout and ip_ban: while the store is down, fail-open policies let every locked account and banned IP through (rate limits may stay open).',
     run: (i) =>
       i.failOpenPolicies === undefined
         ? undefined

@@ -71,15 +71,15 @@ async function fixture() {
     decision: 'deny',
     code: 'request_blocked',
     steps: [
-      { policy: 'ip_ban', verdict: 'pass', micros: 3 },
-      { policy: 'user_agent', verdict: 'pass', micros: 4 },
+      { policy: 'ip-ban', verdict: 'pass', micros: 3 },
+      { policy: 'user-agent', verdict: 'pass', micros: 4 },
       {
-        policy: 'pattern_block',
+        policy: 'pattern-block',
         verdict: 'deny',
         code: 'request_blocked',
         reason: 'sqli',
-        rule_ids: ['sqli-union-select'],
-        detail: { matches: [{ target: 'query.q', excerpt: "1' UNION SELECT pass" }] },
+        rule_ids: ['sqli-100', 'sqli-110'],
+        detail: { score: 10, matches: [{ target: 'query:q', rule: 'sqli-100', excerpt: "1' union select pass" }] },
         micros: 142,
       },
     ],
@@ -93,8 +93,8 @@ async function fixture() {
       path: '/api/search?q=<img src=x onerror=alert(1)>',
       client_ip: '198.51.100.23',
       steps: [
-        { policy: 'ip_ban', verdict: 'pass', micros: 2 },
-        { policy: 'pattern_block', verdict: 'deny', code: 'request_blocked', reason: 'xss', rule_ids: ['xss-event-handler'], micros: 98 },
+        { policy: 'ip-ban', verdict: 'pass', micros: 2 },
+        { policy: 'pattern-block', verdict: 'deny', code: 'request_blocked', reason: 'xss', rule_ids: ['xss-210'], micros: 98 },
       ],
     }),
   );
@@ -106,7 +106,7 @@ async function fixture() {
       status: 429,
       code: 'rate_limited',
       client_ip: '192.0.2.77',
-      steps: [{ policy: 'rate_limit', verdict: 'deny', code: 'rate_limited', reason: 'rate_limit', rule_ids: ['login'], micros: 21 }],
+      steps: [{ policy: 'rate-limit', verdict: 'deny', code: 'rate_limited', reason: 'rate_limit', rule_ids: ['login'], micros: 21 }],
     }),
   );
   decisions.record({ ...deny('ok-1', {}), decision: 'allow', status: 200, code: undefined, steps: [] });
@@ -118,7 +118,7 @@ async function fixture() {
     hsts: true,
     csp: true,
     corsWildcardWithCredentials: false,
-    monitorPolicies: ['user_agent'],
+    monitorPolicies: ['user-agent'],
     storeKind: 'memory',
     workers: 1,
     auditEnabled: true,
@@ -215,7 +215,7 @@ t.test('the dashboard shows score, KPIs, denials with explanations, blocks, conf
   t.equal(await page.textContent('#score-summary'), `${snap.score.passing} of ${snap.score.total} checks pass`);
   const failing = await page.$$eval('#failing li', (els) => els.map((e) => e.getAttribute('data-check')));
   t.same(failing, ['monitor_mode', 'jwt_audience']);
-  t.match(await page.textContent('#failing'), /monitor mode: user_agent/);
+  t.match(await page.textContent('#failing'), /monitor mode: user-agent/);
 
   const tile = (id: string) => page.textContent(`[data-kpi="${id}"] .value`);
   t.equal(await tile('bans'), '1');
@@ -243,12 +243,12 @@ t.test('the dashboard shows score, KPIs, denials with explanations, blocks, conf
   t.match(await page.textContent('#explain h3'), 'Request 7f3c9a10-sqli: refused 403 request_blocked');
   t.same(
     await page.$$eval('#explain-steps tbody tr', (els) => els.map((e) => e.getAttribute('data-policy'))),
-    ['ip_ban', 'user_agent', 'pattern_block'],
+    ['ip-ban', 'user-agent', 'pattern-block'],
   );
-  const denyRow = await page.textContent('#explain-steps tr[data-policy="pattern_block"]');
+  const denyRow = await page.textContent('#explain-steps tr[data-policy="pattern-block"]');
   t.match(denyRow, 'deny');
-  t.match(denyRow, 'sqli-union-select');
-  t.match(denyRow, "1' UNION SELECT pass");
+  t.match(denyRow, 'sqli-100, sqli-110');
+  t.match(denyRow, "1' union select pass");
 
   t.match(await page.textContent('#bans tbody'), '203.0.113.50');
   t.match(await page.textContent('#bans tbody'), '51m 40s');
