@@ -57,8 +57,46 @@ function compilePattern(path: string, at: readonly (string | number)[]): { exact
 export class Router<T> {
   private readonly routes: CompiledPattern<T>[];
 
+  /** candidates by the request's first two path segments, then its first, then none */
+  private readonly bySeg2 = new Map<string, CompiledPattern<T>[]>();
+  private readonly bySeg1 = new Map<string, CompiledPattern<T>[]>();
+  private readonly rootOnly: CompiledPattern<T>[];
+
   constructor(routes: readonly RoutePattern<T>[], at: (index: number) => readonly (string | number)[]) {
     this.routes = routes.map((r, i) => ({ ...r, ...compilePattern(r.path, [...at(i), 'path']) }) as CompiledPattern<T>);
+    // Index routes by the literal segments their pattern starts with, so matching cost stays
+    // nearly flat with the number of routes; each list keeps the configured order.
+    const lit = this.routes.map((r) => r.prefix.split('/').slice(1).filter((s) => s !== ''));
+    this.rootOnly = this.routes.filter((_r, i) => lit[i]!.length === 0);
+    for (let i = 0; i < this.routes.length; i++) {
+      const l = lit[i]!;
+      if (l.length >= 1 && !this.bySeg1.has(l[0]!)) {
+        this.bySeg1.set(l[0]!, this.routes.filter((_r, j) => lit[j]!.length === 0 || (lit[j]!.length === 1 && lit[j]![0] === l[0])));
+      }
+      if (l.length >= 2) {
+        const key = `${l[0]}/${l[1]}`;
+        if (!this.bySeg2.has(key)) {
+          this.bySeg2.set(
+            key,
+            this.routes.filter((_r, j) => {
+              const m = lit[j]!;
+              return m.length === 0 || (m[0] === l[0] && (m.length === 1 || m[1] === l[1]));
+            }),
+          );
+        }
+      }
+    }
+  }
+
+  private candidates(path: string): readonly CompiledPattern<T>[] {
+    const a = path.indexOf('/', 1);
+    const s1 = a === -1 ? path.slice(1) : path.slice(1, a);
+    if (a !== -1) {
+      const b = path.indexOf('/', a + 1);
+      const hit = this.bySeg2.get(`${s1}/${b === -1 ? path.slice(a + 1) : path.slice(a + 1, b)}`);
+      if (hit !== undefined) return hit;
+    }
+    return this.bySeg1.get(s1) ?? this.rootOnly;
   }
 
   get size(): number {
@@ -67,7 +105,7 @@ export class Router<T> {
 
   match(method: string, path: string): RouteMatch<T> {
     let allow: Set<string> | undefined;
-    const routes = this.routes;
+    const routes = this.candidates(path);
     for (let i = 0; i < routes.length; i++) {
       const r = routes[i]!;
       let params: Record<string, string> | undefined;
