@@ -8,7 +8,7 @@ import { Duration, policyBlock, Size } from '../../gateway/config/policy-schema.
 import { parseDuration, parseSize } from '../../gateway/config/units.js';
 import { DANGEROUS_EXTENSIONS, DEFAULT_EXTENSIONS, KINDS, type FileKind } from './kinds.js';
 import { sweepStaleSpools } from './spool.js';
-import { mediaTypeOf, reject, runUpload, type UploadSettings } from './upload.js';
+import { LOCALS_KEY, mediaTypeOf, reject, runUpload, type UploadSettings } from './upload.js';
 
 export { cleanupAll, liveSpoolCount, spooledMemoryBytes } from './spool.js';
 
@@ -216,6 +216,12 @@ export const uploadGate: PolicyFactory<typeof schema> = {
           }
         }
         return runUpload(rctx, settings);
+      },
+      onDone(rctx) {
+        // the request is over, whichever way it ended (forwarded, refused by a later policy,
+        // upstream error): the spool is no longer needed
+        const dispose = rctx.locals.get(LOCALS_KEY);
+        if (typeof dispose === 'function') (dispose as () => void)();
       },
     };
   },

@@ -488,6 +488,7 @@ class UploadJob {
     stream.once('close', dispose);
 
     ctx.forwardBody = { stream, length, contentType: `multipart/form-data; boundary=${boundary}`, dispose };
+    ctx.locals.set(LOCALS_KEY, dispose);
     ctx.body = {
       raw: Buffer.from(fields.map(([k, v]) => `${k}=${v}`).join('&'), 'utf8'),
       mediaType: 'multipart/form-data',
@@ -504,6 +505,8 @@ class UploadJob {
 }
 
 const noop = () => {};
+/** ctx.locals key under which the spool's dispose is kept for the onDone hook */
+export const LOCALS_KEY = 'upload-gate';
 const MONITORABLE: ReadonlySet<string> = new Set(['extension', 'type', 'content', 'filename', 'active_content']);
 const CRLF = Buffer.from('\r\n', 'latin1');
 

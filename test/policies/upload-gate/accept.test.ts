@@ -132,3 +132,15 @@ t.test('a non-multipart body is left to the pipeline unless require_multipart', 
   const r2 = await runGate(strict, Buffer.from('\x89PNG'), { contentType: 'image/png' });
   t.match(r2.verdict, { code: 'upload_rejected', detail: { check: 'type', reason: 'not_multipart' } });
 });
+
+t.test('onDone frees the spool of a request refused after the gate (e.g. by the pattern engine)', async (t) => {
+  const dir = tempSpoolDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const policy = await compilePolicy(uploadGate, { enabled: true, spool_dir: dir, memory_buffer: '0' });
+  const { verdict, ctx } = await runGate(policy, multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: png() }]));
+  t.equal(verdict, undefined);
+  t.equal(leftovers(dir).length, 2);
+  policy.onDone!(ctx, { status: 403, decision: 'deny', deny: { code: 'request_blocked' }, deniedBy: 'pattern-block' });
+  await spoolsGone();
+  t.same(leftovers(dir), []);
+});
