@@ -69,6 +69,8 @@ export class JwksClient {
   private fetches = 0;
   private lastLogAt = Number.NEGATIVE_INFINITY;
   private inflight: Promise<void> | undefined;
+  /** aborts fetches in flight when the client is disposed */
+  private readonly disposer = new AbortController();
 
   constructor(opts: JwksClientOptions) {
     this.opts = opts;
@@ -122,6 +124,7 @@ export class JwksClient {
         this.fetches += 1;
       },
       (err: unknown) => {
+        if (this.disposer.signal.aborted) throw err;
         const now = this.opts.now();
         this.failures += 1;
         this.consecutiveFailures += 1;
@@ -142,6 +145,11 @@ export class JwksClient {
     });
     this.inflight = tracked;
     return tracked;
+  }
+
+  /** Abort a fetch in flight and refuse new ones (the last route using this client is gone). */
+  dispose(): void {
+    this.disposer.abort();
   }
 
   /** Start a fetch in the background when nothing is cached yet (compile-time warm-up). */
@@ -177,7 +185,8 @@ export class JwksClient {
 
   private async fetchOnce(): Promise<{ set: LocalSet; count: number }> {
     const { url, timeoutMs, maxBytes } = this.opts;
-    const signal = AbortSignal.timeout(timeoutMs);
+    if (this.disposer.signal.aborted) throw new Error('client disposed');
+    const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), this.disposer.signal]);
     const res = await fetch(url, {
       method: 'GET',
       signal,
@@ -228,7 +237,8 @@ export class JwksClient {
 
 function describe(err: unknown, timeoutMs: number): string {
   const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
-  if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return `timed out after ${timeoutMs}ms`;
+  if (e?.name === 'TimeoutError') return `timed out after ${timeoutMs}ms`;
+  if (e?.name === 'AbortError') return 'aborted (client disposed)';
   if (e?.cause?.code) return `network error ${e.cause.code}`;
   if (e?.name === 'TypeError' && e.message === 'fetch failed') {
     return e.cause?.message ? `network error (${e.cause.message})` : 'network error';

@@ -25,12 +25,19 @@ export function acquire<T>(services: Services, key: string, create: () => T): T 
   return slot.value;
 }
 
-/** Drop one reference; the entry is removed when nobody holds it any more. */
+/**
+ * Drop one reference; the entry is removed when nobody holds it any more, and its
+ * `dispose()` (when it has one) is called, e.g. to abort a JWKS fetch in flight so that
+ * `receipt-gateway validate` does not wait for it.
+ */
 export function release(services: Services, key: string): void {
-  const slot = services.persistent.get(key) as Slot<unknown> | undefined;
+  const slot = services.persistent.get(key) as Slot<{ dispose?: () => void }> | undefined;
   if (slot === undefined) return;
   slot.refs -= 1;
-  if (slot.refs <= 0) services.persistent.delete(key);
+  if (slot.refs <= 0) {
+    services.persistent.delete(key);
+    slot.value.dispose?.();
+  }
 }
 
 /** Every shared object whose key starts with `prefix` (readiness). */

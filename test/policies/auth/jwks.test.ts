@@ -9,7 +9,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Deny, Policy } from '../../../gateway/policy.js';
 import { auth, authReadiness } from '../../../policies/auth/index.js';
-import { jwksStates } from '../../../policies/auth/readiness.js';
+import { jwksStates, JWKS_PREFIX } from '../../../policies/auth/readiness.js';
+import { sharedWithPrefix } from '../../../policies/auth/shared.js';
+import type { JwksClient } from '../../../policies/auth/jwks-client.js';
 import { compilePolicy, makeContext, makeServices, type TestServices } from '../../helpers/context.js';
 import { keyPair, signed, type KeyPair } from './tokens.js';
 
@@ -246,4 +248,18 @@ t.test('an HS256 token is refused on a JWKS route (algorithm pinned), without a 
   const { hs } = await import('./tokens.js');
   t.match(await call(p, await hs({}, JSON.stringify(k1.jwk), { kid: 'k1' })), { detail: { reason: 'algorithm' } });
   t.equal(srv.hits, 1);
+});
+
+t.test('closing the last policy aborts a fetch in flight (validate does not wait for the JWKS)', async (t) => {
+  const srv = await startJwks([k1]);
+  t.teardown(() => srv.close());
+  srv.mode = 'slow';
+  const s = makeServices();
+  const p = await compilePolicy(auth, jwksConfig(srv.url, { timeout: '60s' }), s);
+  const [client] = sharedWithPrefix<JwksClient>(s, JWKS_PREFIX);
+  const pending = client!.refresh();
+  await p.close!();
+  await t.rejects(pending, { name: 'AbortError' });
+  await t.rejects(client!.refresh(), { message: 'client disposed' });
+  t.same(s.logged, [], 'a disposed client does not log failures');
 });
