@@ -162,7 +162,8 @@ t.test('api_violations: 3 within the hour raise one alert with audit, metric and
     instance: 'gw-1',
   });
   t.equal(hook.state.headers[0]!['content-type'], 'application/json');
-  t.equal(alerts.stats().delivered, 1);
+  await waitFor(() => alerts.stats().delivered === 1, 'delivery counted once the answer is read');
+  t.same(alerts.stats(), { raised: 1, delivered: 1, failed: 0, dropped: 0, eventsDropped: 0, storeErrors: 0, queued: 0 });
 });
 
 t.test('default thresholds: failed_logins 10, suspicious_requests 5', async (t) => {
