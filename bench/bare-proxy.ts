@@ -7,7 +7,15 @@ import { Pool } from 'undici';
 const upstream = process.env.UPSTREAM_URL ?? 'http://127.0.0.1:9000';
 const port = Number(process.env.PORT ?? 0);
 const pool = new Pool(upstream, { connections: 128, pipelining: 1 });
-const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-connection']);
+const HOP = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+  'trailer',
+  'proxy-connection',
+]);
 
 const server = http.createServer((req, res) => {
   const headers: Record<string, string> = {};
@@ -16,7 +24,8 @@ const server = http.createServer((req, res) => {
     const v = req.headers[k];
     if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
   }
-  const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+  const hasBody =
+    req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
   pool
     .request({ method: req.method as 'GET', path: req.url ?? '/', headers, body: hasBody ? req : null })
     .then((r) => {
@@ -32,6 +41,8 @@ const server = http.createServer((req, res) => {
 });
 server.keepAliveTimeout = 5000;
 server.listen(port, '127.0.0.1', () => {
-  process.stdout.write(`bare-proxy listening on http://127.0.0.1:${(server.address() as { port: number }).port}\n`);
+  process.stdout.write(
+    `bare-proxy listening on http://127.0.0.1:${(server.address() as { port: number }).port}\n`,
+  );
 });
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

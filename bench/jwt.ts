@@ -32,7 +32,14 @@ function services(): Services {
       close: () => Promise.resolve(),
     },
     metrics: new Metrics({ defaultMetrics: false }),
-    audit: { enabled: false, request() {}, system() {}, reopen() {}, flush: async () => {}, close: async () => {} },
+    audit: {
+      enabled: false,
+      request() {},
+      system() {},
+      reopen() {},
+      flush: async () => {},
+      close: async () => {},
+    },
     log: { info() {}, warn() {}, error() {} },
     now: Date.now,
     persistent: new Map(),
@@ -73,7 +80,12 @@ function context(token: string): RequestContext {
 
 async function compile(jwt: Record<string, unknown>): Promise<Policy> {
   const config = Value.Default(auth.schema, { audit_success_sample_rate: 0, jwt }) as never;
-  return auth.compile(config, { services: services(), path: ['policies', 'auth'], config: {}, configDir: process.cwd() });
+  return auth.compile(config, {
+    services: services(),
+    path: ['policies', 'auth'],
+    config: {},
+    configDir: process.cwd(),
+  });
 }
 
 /** µs per onRequest call, measured for about MS milliseconds after a warm-up. */
@@ -102,7 +114,10 @@ async function main(): Promise<void> {
   const exp = Math.floor(Date.now() / 1000) + 3600;
   const rows: { name: string; off: number; on: number }[] = [];
 
-  const hsToken = await new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setExpirationTime(exp).sign(new TextEncoder().encode(SECRET));
+  const hsToken = await new SignJWT(claims)
+    .setProtectedHeader({ alg: 'HS256' })
+    .setExpirationTime(exp)
+    .sign(new TextEncoder().encode(SECRET));
   rows.push({
     name: 'HS256',
     off: await measure(await compile({ secret: SECRET, cache: { max_entries: 0 } }), hsToken),
@@ -112,17 +127,25 @@ async function main(): Promise<void> {
   for (const alg of ['RS256', 'ES256'] as const) {
     const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
     const pem = await exportSPKI(publicKey);
-    const token = await new SignJWT(claims).setProtectedHeader({ alg, kid: 'k1' }).setExpirationTime(exp).sign(privateKey);
+    const token = await new SignJWT(claims)
+      .setProtectedHeader({ alg, kid: 'k1' })
+      .setExpirationTime(exp)
+      .sign(privateKey);
     const keys = [{ kid: 'k1', pem }];
     rows.push({
       name: alg,
-      off: await measure(await compile({ public_keys: keys, algorithms: [alg], cache: { max_entries: 0 } }), token),
+      off: await measure(
+        await compile({ public_keys: keys, algorithms: [alg], cache: { max_entries: 0 } }),
+        token,
+      ),
       on: await measure(await compile({ public_keys: keys, algorithms: [alg] }), token),
     });
   }
 
   const pad = (s: string, n: number) => s.padStart(n);
-  process.stdout.write(`${'alg'.padEnd(8)}${pad('no cache µs/op', 16)}${pad('cached µs/op', 14)}${pad('speed-up', 10)}\n`);
+  process.stdout.write(
+    `${'alg'.padEnd(8)}${pad('no cache µs/op', 16)}${pad('cached µs/op', 14)}${pad('speed-up', 10)}\n`,
+  );
   for (const r of rows) {
     process.stdout.write(
       `${r.name.padEnd(8)}${pad(r.off.toFixed(2), 16)}${pad(r.on.toFixed(2), 14)}${pad(`${(r.off / r.on).toFixed(1)}x`, 10)}\n`,

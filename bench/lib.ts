@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -72,7 +72,12 @@ export interface Child {
 }
 
 /** Start a node script as a child and wait until `readyUrl` answers. */
-export async function startChild(script: string, args: string[], env: Record<string, string>, readyUrl: string): Promise<Child> {
+export async function startChild(
+  script: string,
+  args: string[],
+  env: Record<string, string>,
+  readyUrl: string,
+): Promise<Child> {
   const proc = spawn(process.execPath, [script, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -110,7 +115,14 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export function load(
   name: string,
   url: string,
-  opts: { connections?: number; duration?: number; headers?: Record<string, string>; method?: string; body?: string | Buffer; requests?: AutocannonRequest[] } = {},
+  opts: {
+    connections?: number;
+    duration?: number;
+    headers?: Record<string, string>;
+    method?: string;
+    body?: string | Buffer;
+    requests?: AutocannonRequest[];
+  } = {},
 ): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     autocannon(
@@ -154,7 +166,10 @@ export function rssMb(pid: number): number {
 }
 
 /** Sample a process's RSS every 50 ms while `work` runs; returns the peak in MB. */
-export async function peakRss<T>(pid: number, work: () => Promise<T>): Promise<{ peakMb: number; result: T }> {
+export async function peakRss<T>(
+  pid: number,
+  work: () => Promise<T>,
+): Promise<{ peakMb: number; result: T }> {
   let peak = rssMb(pid);
   const timer = setInterval(() => {
     const v = rssMb(pid);
@@ -173,12 +188,61 @@ export function fmt(n: number, digits = 0): string {
 }
 
 export function table(rows: LoadResult[]): string {
-  const lines = [`${'scenario'.padEnd(44)} ${'req/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)}  statuses`];
+  const lines = [
+    `${'scenario'.padEnd(44)} ${'req/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)}  statuses`,
+  ];
   for (const r of rows) {
     const st = Object.entries(r.statuses)
       .map(([k, v]) => `${k}:${v}`)
       .join(' ');
-    lines.push(`${r.name.padEnd(44)} ${fmt(r.rps).padStart(9)} ${fmt(r.p50, 1).padStart(7)} ${fmt(r.p99, 1).padStart(7)}  ${st}${r.errors ? ` errors:${r.errors}` : ''}`);
+    lines.push(
+      `${r.name.padEnd(44)} ${fmt(r.rps).padStart(9)} ${fmt(r.p50, 1).padStart(7)} ${fmt(r.p99, 1).padStart(7)}  ${st}${r.errors ? ` errors:${r.errors}` : ''}`,
+    );
   }
   return lines.join('\n');
+}
+
+/** A throwaway redis-server on a free port, when the binary exists. */
+export async function startRedis(): Promise<
+  { url: string; restart(): Promise<void>; stop(): Promise<void> } | undefined
+> {
+  const bin = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).stdout.trim();
+  if (bin === '') return undefined;
+  const port = await freePort();
+  let proc: ChildProcess | undefined;
+  const start = async () => {
+    proc = spawn(bin, ['--port', String(port), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1'], {
+      stdio: 'ignore',
+    });
+    for (let i = 0; i < 50; i++) {
+      const ok = await new Promise<boolean>((resolve) => {
+        const s = net.connect(port, '127.0.0.1', () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.on('error', () => resolve(false));
+      });
+      if (ok) return;
+      await sleep(100);
+    }
+    throw new Error('redis-server did not start');
+  };
+  const stop = async () => {
+    if (!proc || proc.exitCode !== null) return;
+    const p = proc;
+    await new Promise<void>((resolve) => {
+      p.once('exit', () => resolve());
+      p.kill('SIGKILL');
+    });
+  };
+  await start();
+  return {
+    url: `redis://127.0.0.1:${port}/0`,
+    restart: async () => {
+      await stop();
+      await sleep(3000);
+      await start();
+    },
+    stop,
+  };
 }

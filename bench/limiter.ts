@@ -67,10 +67,25 @@ function context(ip: string): RequestContext {
 }
 
 async function compile(store: Store): Promise<Policy> {
-  const services: Services = { store, metrics: new Metrics({ defaultMetrics: false }), audit: noAudit, log: silent, now: Date.now, persistent: new Map(), env: {} };
+  const services: Services = {
+    store,
+    metrics: new Metrics({ defaultMetrics: false }),
+    audit: noAudit,
+    log: silent,
+    now: Date.now,
+    persistent: new Map(),
+    env: {},
+  };
   // generous limits, so every request takes the full path (three buckets updated)
-  const block = Value.Default(rateLimit.schema, { default: '100000000 per day;10000000 per hour;1000000 per minute' });
-  return rateLimit.compile(block as never, { services, path: ['policies', 'rate_limit'], config: {}, configDir: '.' });
+  const block = Value.Default(rateLimit.schema, {
+    default: '100000000 per day;10000000 per hour;1000000 per minute',
+  });
+  return rateLimit.compile(block as never, {
+    services,
+    path: ['policies', 'rate_limit'],
+    config: {},
+    configDir: '.',
+  });
 }
 
 const ips = Array.from({ length: IPS }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
@@ -113,7 +128,11 @@ async function freePort(): Promise<number> {
 async function startRedisServer(): Promise<{ url: string; proc: ChildProcess } | undefined> {
   if (spawnSync('redis-server', ['--version']).status !== 0) return undefined;
   const port = await freePort();
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const proc = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
   const url = `redis://127.0.0.1:${port}/0`;
   for (let i = 0; i < 200; i++) {
     const ok = await new Promise<boolean>((resolve) => {
@@ -137,7 +156,9 @@ async function main(): Promise<void> {
   await memory.close();
 
   let started: { url: string; proc: ChildProcess } | undefined;
-  const url = process.env.REDIS_URL?.startsWith('redis') ? process.env.REDIS_URL : (started = await startRedisServer())?.url;
+  const url = process.env.REDIS_URL?.startsWith('redis')
+    ? process.env.REDIS_URL
+    : (started = await startRedisServer())?.url;
   if (url === undefined) {
     process.stdout.write('  redis    skipped: no REDIS_URL and no redis-server binary\n');
     return;

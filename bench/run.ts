@@ -9,11 +9,23 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import YAML from 'yaml';
 import { SignJWT } from 'jose';
-import { DIST, REPO, freePort, startChild, load, table, fmt, peakRss, type Child, type LoadResult } from './lib.js';
+import {
+  DIST,
+  REPO,
+  freePort,
+  startChild,
+  load,
+  table,
+  fmt,
+  peakRss,
+  startRedis,
+  type Child,
+  type LoadResult,
+} from './lib.js';
 import { FACTORIES } from '../policies/registry.js';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 8);
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'core,body,uploads,growth,micro').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'core,body,uploads,growth,workers,micro').split(','));
 const SECRET = 'bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-bench-'));
 const children: Child[] = [];
@@ -35,7 +47,12 @@ function policiesOff(cfg: Obj): void {
   cfg.audit = { ...(cfg.audit as Obj), enabled: false };
 }
 
-async function startGateway(name: string, configFile: string, upstream: string, extraEnv: Record<string, string> = {}): Promise<{ url: string; child: Child; admin: string }> {
+async function startGateway(
+  name: string,
+  configFile: string,
+  upstream: string,
+  extraEnv: Record<string, string> = {},
+): Promise<{ url: string; child: Child; admin: string }> {
   const port = await freePort();
   const adminPort = await freePort();
   const child = await startChild(
@@ -65,16 +82,27 @@ function ratio(a: LoadResult | undefined, b: LoadResult | undefined): string {
 function runScript(rel: string, args: string[] = [], env: Record<string, string> = {}): string {
   const file = path.join(DIST, rel);
   if (!fs.existsSync(file)) return `(${rel} not built)\n`;
-  const r = spawnSync(process.execPath, [file, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 300_000 });
+  const r = spawnSync(process.execPath, [file, ...args], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
   return (r.stdout ?? '') + (r.status !== 0 ? `(exit ${r.status}) ${r.stderr ?? ''}` : '');
 }
 
 async function main(): Promise<void> {
   const started = Date.now();
-  process.stdout.write(`receipt-gateway bench — ${new Date().toISOString()}, ${os.cpus().length} cores, node ${process.version}, ${DURATION}s per scenario, 50 connections\n\n`);
+  process.stdout.write(
+    `receipt-gateway bench — ${new Date().toISOString()}, ${os.cpus().length} cores, node ${process.version}, ${DURATION}s per scenario, 50 connections\n\n`,
+  );
   const mockPort = await freePort();
   const upstream = `http://127.0.0.1:${mockPort}`;
-  const mock = await startChild(path.join(DIST, 'upstream-mock', 'main.js'), [], { MOCK_PORT: String(mockPort), JWT_SECRET_KEY: SECRET }, `${upstream}/api/health`);
+  const mock = await startChild(
+    path.join(DIST, 'upstream-mock', 'main.js'),
+    [],
+    { MOCK_PORT: String(mockPort), JWT_SECRET_KEY: SECRET },
+    `${upstream}/api/health`,
+  );
   children.push(mock);
   const token = await new SignJWT({ role: 'user' })
     .setProtectedHeader({ alg: 'HS256' })
@@ -88,21 +116,49 @@ async function main(): Promise<void> {
   const results: Record<string, LoadResult> = {};
   if (ONLY.has('core')) {
     const bareHealthPort = await freePort();
-    const bare = await startChild(path.join(DIST, 'bench', 'bare-proxy.js'), [], { UPSTREAM_URL: upstream, PORT: String(bareHealthPort) }, `http://127.0.0.1:${bareHealthPort}/api/health`);
+    const bare = await startChild(
+      path.join(DIST, 'bench', 'bare-proxy.js'),
+      [],
+      { UPSTREAM_URL: upstream, PORT: String(bareHealthPort) },
+      `http://127.0.0.1:${bareHealthPort}/api/health`,
+    );
     children.push(bare);
     const off = await startGateway('off', writeConfig('off', policiesOff), upstream);
-    const dflt = await startGateway('default', writeConfig('default', () => {}), upstream);
+    const dflt = await startGateway(
+      'default',
+      writeConfig('default', () => {}),
+      upstream,
+    );
 
     results.a = await load('(a) upstream directly', upstream + target, { headers: auth, duration: DURATION });
-    results.bare = await load('(r) bare undici proxy', `http://127.0.0.1:${bareHealthPort}${target}`, { headers: auth, duration: DURATION });
-    results.b = await load('(b) gateway, every policy off', off.url + target, { headers: auth, duration: DURATION });
-    results.c = await load('(c) gateway, default policies + valid JWT', dflt.url + target, { headers: auth, duration: DURATION });
-    const receipt = JSON.stringify({ merchant: "Trader Joe's", total: 23.5, date: '2024-03-01', notes: 'weekly groceries & snacks' });
+    results.bare = await load('(r) bare undici proxy', `http://127.0.0.1:${bareHealthPort}${target}`, {
+      headers: auth,
+      duration: DURATION,
+    });
+    results.b = await load('(b) gateway, every policy off', off.url + target, {
+      headers: auth,
+      duration: DURATION,
+    });
+    results.c = await load('(c) gateway, default policies + valid JWT', dflt.url + target, {
+      headers: auth,
+      duration: DURATION,
+    });
+    const receipt = JSON.stringify({
+      merchant: "Trader Joe's",
+      total: 23.5,
+      date: '2024-03-01',
+      notes: 'weekly groceries & snacks',
+    });
     results.d = await load('(d) mixed: reads, writes, attacks, logins', dflt.url, {
       duration: DURATION,
       requests: [
         { method: 'GET', path: target, headers: auth },
-        { method: 'POST', path: '/api/receipts', headers: { ...auth, 'content-type': 'application/json' }, body: receipt },
+        {
+          method: 'POST',
+          path: '/api/receipts',
+          headers: { ...auth, 'content-type': 'application/json' },
+          body: receipt,
+        },
         { method: 'GET', path: "/api/receipts?merchant=1'%20OR%20'1'='1", headers: auth },
         {
           method: 'POST',
@@ -115,22 +171,49 @@ async function main(): Promise<void> {
       ],
     });
     process.stdout.write(`${table(Object.values(results))}\n\n`);
-    process.stdout.write(`ratios: c/b = ${ratio(results.c, results.b)} (goal >= 0.80), c/a = ${ratio(results.c, results.a)}, b/r = ${ratio(results.b, results.bare)} (goal >= 0.90)\n`);
+    process.stdout.write(
+      `ratios: c/b = ${ratio(results.c, results.b)} (goal >= 0.80), c/a = ${ratio(results.c, results.a)}, b/r = ${ratio(results.b, results.bare)} (goal >= 0.90)\n`,
+    );
     process.stdout.write(`p99: c - b = ${fmt(results.c!.p99 - results.b!.p99, 2)} ms (goal <= 1 ms)\n\n`);
 
     if (ONLY.has('body')) {
       const big = JSON.stringify({
         merchant: 'Costco Wholesale',
-        items: Array.from({ length: 6500 }, (_, i) => ({ shortDescription: `Item ${i} organic apples`, price: '3.49', qty: i % 7 })),
+        total: 1234.5,
+        items: Array.from({ length: 6500 }, (_, i) => ({
+          shortDescription: `Item ${i} organic apples`,
+          price: '3.49',
+          qty: i % 7,
+        })),
       }).slice(0, 999_000);
-      const bigBody = big.endsWith('}') ? big : JSON.stringify({ notes: 'x'.repeat(990_000) });
+      const bigBody = big.endsWith('}') ? big : JSON.stringify({ merchant: 'Costco', total: 1, notes: 'x'.repeat(990_000) });
       const bodyHeaders = { ...auth, 'content-type': 'application/json' };
       const rows = [
-        await load('1 MB JSON POST, bare undici proxy', `http://127.0.0.1:${bareHealthPort}/api/receipts`, { connections: 10, duration: DURATION, method: 'POST', headers: bodyHeaders, body: bigBody }),
-        await load('1 MB JSON POST, gateway (JSON inspected)', `${dflt.url}/api/receipts`, { connections: 10, duration: DURATION, method: 'POST', headers: bodyHeaders, body: bigBody }),
-        await load('1 MB JSON POST, gateway policies off', `${off.url}/api/receipts`, { connections: 10, duration: DURATION, method: 'POST', headers: bodyHeaders, body: bigBody }),
+        await load('1 MB JSON POST, bare undici proxy', `http://127.0.0.1:${bareHealthPort}/api/receipts`, {
+          connections: 10,
+          duration: DURATION,
+          method: 'POST',
+          headers: bodyHeaders,
+          body: bigBody,
+        }),
+        await load('1 MB JSON POST, gateway (JSON inspected)', `${dflt.url}/api/receipts`, {
+          connections: 10,
+          duration: DURATION,
+          method: 'POST',
+          headers: bodyHeaders,
+          body: bigBody,
+        }),
+        await load('1 MB JSON POST, gateway policies off', `${off.url}/api/receipts`, {
+          connections: 10,
+          duration: DURATION,
+          method: 'POST',
+          headers: bodyHeaders,
+          body: bigBody,
+        }),
       ];
-      process.stdout.write(`${table(rows)}\n  goal: inspected >= 50/s (ModSecurity+CRS PL1: 1.7/s); uninspected >= bare proxy\n\n`);
+      process.stdout.write(
+        `${table(rows)}\n  goal: inspected >= 50/s (ModSecurity+CRS PL1: 1.7/s); uninspected >= bare proxy\n\n`,
+      );
     }
     const rss = (await import('./lib.js')).rssMb(dflt.child.proc.pid!);
     process.stdout.write(`gateway (default policies) RSS after load: ${fmt(rss, 1)} MB\n\n`);
@@ -142,16 +225,101 @@ async function main(): Promise<void> {
   if (ONLY.has('uploads')) {
     const uploadsModule = path.join(DIST, 'bench', 'uploads.js');
     if (fs.existsSync(uploadsModule)) {
-      const gw = await startGateway('uploads', writeConfig('uploads', () => {}), upstream);
+      const gw = await startGateway(
+        'uploads',
+        writeConfig('uploads', () => {}),
+        upstream,
+      );
       const { runUploads } = (await import(uploadsModule)) as {
-        runUploads: (url: string, o: { concurrency: number; sizeBytes: number; token: string }) => Promise<{ seconds: number; mbPerSec: number; statuses: Record<string, number> }>;
+        runUploads: (
+          url: string,
+          o: { concurrency: number; sizeBytes: number; token: string },
+        ) => Promise<{ seconds: number; mbPerSec: number; statuses: Record<string, number> }>;
       };
-      const { peakMb, result } = await peakRss(gw.child.proc.pid!, () => runUploads(gw.url, { concurrency: 50, sizeBytes: 16 * 1024 * 1024 - 4096, token }));
+      const { peakMb, result } = await peakRss(gw.child.proc.pid!, () =>
+        runUploads(gw.url, { concurrency: 50, sizeBytes: 16 * 1024 * 1024 - 4096, token }),
+      );
       process.stdout.write(
         `uploads: 50 concurrent ~16 MB PDFs: ${fmt(result.seconds, 1)} s, ${fmt(result.mbPerSec, 1)} MB/s, statuses ${JSON.stringify(result.statuses)}, gateway peak RSS ${fmt(peakMb, 1)} MB (goal <= 200 MB)\n\n`,
       );
       await gw.child.stop();
     }
+  }
+
+  if (ONLY.has('growth')) {
+    // Cost growth: body size (JSON inspected) and number of routes.
+    const gw = await startGateway(
+      'growth',
+      writeConfig('growth', () => {}),
+      upstream,
+    );
+    const bodyHeaders = { ...auth, 'content-type': 'application/json' };
+    const rows: LoadResult[] = [];
+    for (const kb of [1, 10, 100, 1000]) {
+      const body = JSON.stringify({
+        merchant: 'Costco',
+        notes: 'organic apples and pears '.repeat(Math.ceil((kb * 1000) / 25)).slice(0, kb * 1000 - 40),
+      });
+      rows.push(
+        await load(`POST ${kb} KB JSON (inspected)`, `${gw.url}/api/receipts`, {
+          connections: 10,
+          duration: Math.max(3, DURATION / 2),
+          method: 'POST',
+          headers: bodyHeaders,
+          body,
+        }),
+      );
+    }
+    await gw.child.stop();
+    process.stdout.write(`${table(rows)}
+`);
+    process.stdout.write(
+      `  per-request cost (1/req/s, ms): ${rows.map((r) => fmt(1000 / r.rps, 2)).join(' → ')}; per KB at 1 MB: ${fmt(1000 / rows[3]!.rps / 1000, 4)} ms\n\n`,
+    );
+    const routeRows: LoadResult[] = [];
+    for (const count of [10, 100, 1000]) {
+      const file = writeConfig(`routes-${count}`, (cfg) => {
+        const routes = cfg.routes as Obj[];
+        const extra = Array.from({ length: count }, (_, i) => ({
+          name: `svc-${i}`,
+          path: `/api/svc${i}/items/:id`,
+          methods: ['GET'],
+        }));
+        const at = routes.findIndex((r) => r.name === 'api');
+        routes.splice(at, 0, ...extra);
+      });
+      const g = await startGateway(`routes-${count}`, file, upstream);
+      routeRows.push(
+        await load(`GET with ${count} extra routes`, g.url + target, {
+          headers: auth,
+          duration: Math.max(3, DURATION / 2),
+        }),
+      );
+      await g.child.stop();
+    }
+    process.stdout.write(
+      `${table(routeRows)}\n  1000 vs 10 routes: ${ratio(routeRows[2], routeRows[0])} (goal: close to 1)\n\n`,
+    );
+  }
+
+  const redis = ONLY.has('workers') ? await startRedis() : undefined;
+  if (redis) {
+    children.push({ proc: undefined as never, stop: redis.stop });
+    const rows: LoadResult[] = [];
+    for (const workers of [1, 2]) {
+      const file = writeConfig(`workers-${workers}`, (cfg) => {
+        cfg.workers = workers;
+      });
+      const g = await startGateway(`workers-${workers}`, file, upstream, { REDIS_URL: redis.url });
+      rows.push(
+        await load(`default policies, redis, workers: ${workers}`, g.url + target, {
+          headers: auth,
+          duration: DURATION,
+        }),
+      );
+      await g.child.stop();
+    }
+    process.stdout.write(`${table(rows)}\n  scaling 1 → 2 workers: ${ratio(rows[1], rows[0])}x\n\n`);
   }
 
   if (ONLY.has('micro')) {

@@ -10,13 +10,12 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import YAML from 'yaml';
 import { SignJWT } from 'jose';
 import { Agent, request } from 'undici';
-import { DIST, REPO, freePort, startChild, rssMb, fmt, type Child } from './lib.js';
+import { DIST, REPO, freePort, startChild, rssMb, fmt, startRedis, type Child } from './lib.js';
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 120);
 const CONCURRENCY = Number(process.env.SOAK_CONCURRENCY ?? 16);
@@ -37,46 +36,19 @@ function mark(name: string, from: number, to: number) {
   process.stdout.write(`  t=${fmt(from, 1)}s ${name}\n`);
 }
 
-async function startRedis(): Promise<{ url: string; restart(): Promise<void>; stop(): Promise<void> } | undefined> {
-  const bin = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).stdout.trim();
-  if (bin === '') return undefined;
-  const port = await freePort();
-  let proc: ChildProcess | undefined;
-  const start = async () => {
-    proc = spawn(bin, ['--port', String(port), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1'], { stdio: 'ignore' });
-    for (let i = 0; i < 50; i++) {
-      const ok = await new Promise<boolean>((resolve) => {
-        const s = net.connect(port, '127.0.0.1', () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.on('error', () => resolve(false));
-      });
-      if (ok) return;
-      await sleep(100);
-    }
-    throw new Error('redis-server did not start');
-  };
-  const stop = async () => {
-    if (!proc || proc.exitCode !== null) return;
-    const p = proc;
-    await new Promise<void>((resolve) => {
-      p.once('exit', () => resolve());
-      p.kill('SIGKILL');
-    });
-  };
-  await start();
-  return { url: `redis://127.0.0.1:${port}/0`, restart: async () => { await stop(); await sleep(3000); await start(); }, stop };
-}
-
 function pdf(n: number): Buffer {
-  return Buffer.from(`%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n% receipt ${n}\n${'0'.repeat(2000)}\ntrailer << /Root 1 0 R >>\n%%EOF\n`);
+  return Buffer.from(
+    `%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n% receipt ${n}\n${'0'.repeat(2000)}\ntrailer << /Root 1 0 R >>\n%%EOF\n`,
+  );
 }
 
 function multipart(file: Buffer, name: string): { body: Buffer; type: string } {
   const boundary = `----soak${randomUUID()}`;
   const head = `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\nContent-Type: application/pdf\r\n\r\n`;
-  return { body: Buffer.concat([Buffer.from(head), file, Buffer.from(`\r\n--${boundary}--\r\n`)]), type: `multipart/form-data; boundary=${boundary}` };
+  return {
+    body: Buffer.concat([Buffer.from(head), file, Buffer.from(`\r\n--${boundary}--\r\n`)]),
+    type: `multipart/form-data; boundary=${boundary}`,
+  };
 }
 
 async function metric(adminUrl: string, name: string): Promise<number> {
@@ -90,7 +62,9 @@ async function metric(adminUrl: string, name: string): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  process.stdout.write(`receipt-gateway soak: ${SECONDS}s, ${CONCURRENCY} concurrent clients, loopback only\n`);
+  process.stdout.write(
+    `receipt-gateway soak: ${SECONDS}s, ${CONCURRENCY} concurrent clients, loopback only\n`,
+  );
   const redis = await startRedis();
   if (redis) stops.push(redis.stop);
   process.stdout.write(`  store: ${redis ? redis.url : 'memory:// (redis-server not installed)'}\n`);
@@ -99,7 +73,12 @@ async function main(): Promise<void> {
   const upstream = `http://127.0.0.1:${mockPort}`;
   let mock: Child | undefined;
   const startMockProc = async () => {
-    mock = await startChild(path.join(DIST, 'upstream-mock', 'main.js'), [], { MOCK_PORT: String(mockPort), JWT_SECRET_KEY: SECRET }, `${upstream}/api/health`);
+    mock = await startChild(
+      path.join(DIST, 'upstream-mock', 'main.js'),
+      [],
+      { MOCK_PORT: String(mockPort), JWT_SECRET_KEY: SECRET },
+      `${upstream}/api/health`,
+    );
   };
   await startMockProc();
   stops.push(() => mock?.stop() ?? Promise.resolve());
@@ -108,11 +87,17 @@ async function main(): Promise<void> {
   const adminPort = await freePort();
   const auditFile = path.join(tmp, 'audit.log');
   const configFile = path.join(tmp, 'gateway.yaml');
-  const cfg = YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
+  const cfg = YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')) as Record<
+    string,
+    Record<string, unknown>
+  >;
   cfg.upstream = { ...cfg.upstream, response_timeout: '2s', connect_timeout: '1s' };
   cfg.listen = { ...cfg.listen, header_timeout: '5s', request_timeout: '20s' };
   // Every client here is 127.0.0.1: an auto-ban would turn the rest of the soak into 403s.
-  cfg.policies = { ...(cfg.policies as Record<string, unknown>), ip_ban: { ...((cfg.policies as Record<string, Record<string, unknown>>).ip_ban ?? {}), auto_ban: false } };
+  cfg.policies = {
+    ...(cfg.policies as Record<string, unknown>),
+    ip_ban: { ...((cfg.policies as Record<string, Record<string, unknown>>).ip_ban ?? {}), auto_ban: false },
+  };
   fs.writeFileSync(configFile, YAML.stringify(cfg));
   const gw = await startChild(
     path.join(DIST, 'gateway', 'cli.js'),
@@ -132,7 +117,12 @@ async function main(): Promise<void> {
   stops.push(() => gw.stop());
   const base = `http://127.0.0.1:${port}`;
   const admin = `http://127.0.0.1:${adminPort}`;
-  const token = await new SignJWT({ role: 'user' }).setProtectedHeader({ alg: 'HS256' }).setSubject('soak').setIssuedAt().setExpirationTime('2h').sign(new TextEncoder().encode(SECRET));
+  const token = await new SignJWT({ role: 'user' })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject('soak')
+    .setIssuedAt()
+    .setExpirationTime('2h')
+    .sign(new TextEncoder().encode(SECRET));
   const auth = { authorization: `Bearer ${token}`, 'user-agent': 'soak/1.0' };
   const agent = new Agent({ connections: CONCURRENCY * 2, headersTimeout: 30_000, bodyTimeout: 30_000 });
 
@@ -157,20 +147,36 @@ async function main(): Promise<void> {
     }),
     () => {
       const m = multipart(pdf(n), `receipt-${n}.pdf`);
-      return { method: 'POST', path: '/api/receipts/upload', headers: { ...auth, 'content-type': m.type }, body: m.body };
+      return {
+        method: 'POST',
+        path: '/api/receipts/upload',
+        headers: { ...auth, 'content-type': m.type },
+        body: m.body,
+      };
     },
     () => ({
       method: 'POST',
       path: '/api/auth/login',
       headers: { 'content-type': 'application/json', 'user-agent': 'soak/1.0' },
-      body: JSON.stringify({ username: n % 3 === 0 ? 'alice' : `user${n % 50}`, password: n % 3 === 0 ? 'alice-secret-pw' : 'wrong-password!' }),
+      body: JSON.stringify({
+        username: n % 3 === 0 ? 'alice' : `user${n % 50}`,
+        password: n % 3 === 0 ? 'alice-secret-pw' : 'wrong-password!',
+      }),
     }),
-    () => ({ method: 'GET', path: "/api/receipts?merchant=1'%20UNION%20SELECT%20password%20FROM%20users--", headers: auth }),
+    () => ({
+      method: 'GET',
+      path: "/api/receipts?merchant=1'%20UNION%20SELECT%20password%20FROM%20users--",
+      headers: auth,
+    }),
     () => ({ method: 'GET', path: '/api/receipts?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E', headers: auth }),
     () => ({
       method: 'OPTIONS',
       path: '/api/receipts',
-      headers: { origin: 'http://localhost:10000', 'access-control-request-method': 'POST', 'user-agent': 'soak/1.0' },
+      headers: {
+        origin: 'http://localhost:10000',
+        'access-control-request-method': 'POST',
+        'user-agent': 'soak/1.0',
+      },
     }),
   ];
 
@@ -257,16 +263,32 @@ async function main(): Promise<void> {
     }
   }
   const missing = [...answeredIds].filter((id) => !audited.has(id)).length;
-  const inFault = (t: number) => phases.some((p) => p.name.startsWith('upstream') && t >= p.from - 1 && t <= p.to + 3);
+  const inFault = (t: number) =>
+    phases.some((p) => p.name.startsWith('upstream') && t >= p.from - 1 && t <= p.to + 3);
   const unexpected5xx = fiveXX.filter((f) => !((f.status === 502 || f.status === 504) && inFault(f.t)));
   const answered = [...statuses.values()].reduce((a, b) => a + b, 0);
 
-  process.stdout.write(`\nrequests sent ${sent}, answered ${answered}, client errors ${[...errors].map(([k, v]) => `${k}:${v}`).join(' ') || 'none'}\n`);
-  process.stdout.write(`by status: ${[...statuses].sort((a, b) => a[0] - b[0]).map(([k, v]) => `${k}:${v}`).join(' ')}\n`);
-  process.stdout.write(`5xx: ${fiveXX.length} (502/504 during upstream faults), unexpected 5xx: ${unexpected5xx.length}\n`);
-  process.stdout.write(`audit: ${answeredIds.size} answered request ids, ${missing} missing from the audit log\n`);
-  process.stdout.write(`slowloris: ${slowlorisClosed}/${slowloris.length} closed by the gateway's header timeout\n`);
-  process.stdout.write(`gateway RSS: ${fmt(startRss, 1)} MB at start, ${fmt(endRss, 1)} MB at the end; active handles ${startHandles} → ${endHandles}\n`);
+  process.stdout.write(
+    `\nrequests sent ${sent}, answered ${answered}, client errors ${[...errors].map(([k, v]) => `${k}:${v}`).join(' ') || 'none'}\n`,
+  );
+  process.stdout.write(
+    `by status: ${[...statuses]
+      .sort((a, b) => a[0] - b[0])
+      .map(([k, v]) => `${k}:${v}`)
+      .join(' ')}\n`,
+  );
+  process.stdout.write(
+    `5xx: ${fiveXX.length} (502/504 during upstream faults), unexpected 5xx: ${unexpected5xx.length}\n`,
+  );
+  process.stdout.write(
+    `audit: ${answeredIds.size} answered request ids, ${missing} missing from the audit log\n`,
+  );
+  process.stdout.write(
+    `slowloris: ${slowlorisClosed}/${slowloris.length} closed by the gateway's header timeout\n`,
+  );
+  process.stdout.write(
+    `gateway RSS: ${fmt(startRss, 1)} MB at start, ${fmt(endRss, 1)} MB at the end; active handles ${startHandles} → ${endHandles}\n`,
+  );
   const ok = sent === answered && unexpected5xx.length === 0 && missing === 0;
   process.stdout.write(ok ? 'soak: PASS\n' : 'soak: FAIL\n');
   if (!ok) process.exitCode = 1;

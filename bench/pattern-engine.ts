@@ -1,0 +1,161 @@
+/**
+ * Micro-benchmark of the pattern engine (policies/pattern-block), one core:
+ *   - MB/s scanned on realistic receipt JSON bodies (inspectBody)
+ *   - MB/s scanned on realistic query strings (inspectHead)
+ *   - µs per typical benign browser GET (inspectHead: path, query, ~15 headers, cookies)
+ *
+ *   npx tsx bench/pattern-engine.ts [seconds-per-case]      (or node dist/bench/pattern-engine.js)
+ */
+import { Value } from '@sinclair/typebox/value';
+import { patternBlock, engineFromConfig, type PatternBlockConfig } from '../policies/pattern-block/index.js';
+import {
+  decide,
+  headOf,
+  inspectBody,
+  inspectHead,
+  mergeMatches,
+  type Engine,
+  type RawRequest,
+} from '../policies/pattern-block/engine.js';
+
+const seconds = Number(process.argv[2] ?? '1.5');
+
+const MERCHANTS = [
+  "Trader Joe's",
+  'Barnes & Noble',
+  'Union Square Cafe',
+  'Café Rouge',
+  'Home Depot #0612',
+  'Ping Pong Palace',
+  '東京ラーメン',
+  "O'Brien's Pub",
+];
+const NOTES = [
+  'Dinner with the client team to go over the Q3 roadmap; parking was validated for the first two hours.',
+  'Order by phone was not possible, so we walked over. Attendees: Jane O\'Neil, Tom Baker, Li Wei — see sheet "Q2 offsite".',
+  '## Summary\n\n- taxi to the airport (6:15am)\n- hotel 3 nights\n\n> approved by @mgr, 100% reimbursable',
+];
+
+function receipt(i: number): string {
+  const items = Array.from({ length: 3 + (i % 5) }, (_, k) => ({
+    name: `Item ${k} (${k % 2 ? 'large' : 'small'})`,
+    qty: 1 + (k % 3),
+    price: 3.5 + k,
+  }));
+  return JSON.stringify({
+    merchant: MERCHANTS[i % MERCHANTS.length],
+    total: 42.17 + i,
+    currency: 'USD',
+    date: '2025-03-14',
+    category: 'meals',
+    tags: ['travel', 'q1', 'client'],
+    items,
+    notes: NOTES[i % NOTES.length],
+  });
+}
+
+const BROWSER_HEADERS: Record<string, string> = {
+  Host: 'receipts.example.com',
+  'User-Agent':
+    'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36',
+  Accept: 'application/json, text/plain, */*',
+  'Accept-Language': 'en-US,en;q=0.9',
+  'Accept-Encoding': 'gzip, deflate, br',
+  'sec-ch-ua': '"Chromium";v="124", "Google Chrome";v="124", "Not-A.Brand";v="99"',
+  'sec-ch-ua-mobile': '?0',
+  'sec-ch-ua-platform': '"Windows"',
+  'Sec-Fetch-Site': 'same-site',
+  'Sec-Fetch-Mode': 'cors',
+  'Sec-Fetch-Dest': 'empty',
+  Referer: 'https://app.receipts.example.com/receipts?page=2',
+  Origin: 'https://app.receipts.example.com',
+  Cookie: 'sid=b159993f9449729626b4f7b323427ffe; _ga=GA1.1.1062913408.1700351284; theme=system',
+  Authorization:
+    'Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLTEiLCJyb2xlIjoidXNlciJ9.c2lnbmF0dXJl',
+};
+
+function run(name: string, fn: () => number): { opsPerSec: number; bytesPerSec: number } {
+  // warm-up
+  const warm = Date.now();
+  while (Date.now() - warm < 300) fn();
+  let ops = 0;
+  let bytes = 0;
+  const t0 = process.hrtime.bigint();
+  const end = Date.now() + seconds * 1000;
+  while (Date.now() < end) {
+    for (let k = 0; k < 50; k++) {
+      bytes += fn();
+      ops++;
+    }
+  }
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  const r = { opsPerSec: ops / secs, bytesPerSec: bytes / secs };
+  console.log(
+    `${name.padEnd(44)} ${(r.bytesPerSec / 1e6).toFixed(1).padStart(7)} MB/s  ${(1e6 / r.opsPerSec).toFixed(2).padStart(8)} µs/op`,
+  );
+  return r;
+}
+
+function main(): void {
+  const engine: Engine = engineFromConfig(
+    Value.Default(patternBlock.schema, {}) as PatternBlockConfig,
+    process.cwd(),
+  );
+  console.log(
+    `pattern engine: ${engine.ruleCount} rules at paranoia 1, ${seconds}s per case, node ${process.version}`,
+  );
+
+  const bodies = Array.from({ length: 64 }, (_, i) =>
+    headOf({
+      method: 'POST',
+      target: '/api/receipts',
+      headers: { ...BROWSER_HEADERS, 'Content-Type': 'application/json' },
+      body: receipt(i),
+    }),
+  );
+  let bi = 0;
+  run('JSON receipt bodies (inspectBody)', () => {
+    const { head, body } = bodies[bi++ % bodies.length]!;
+    inspectBody(engine, head, body!);
+    return body!.raw.length;
+  });
+
+  const queries = Array.from({ length: 64 }, (_, i) => {
+    const q = `merchant=${encodeURIComponent(MERCHANTS[i % MERCHANTS.length]!)}&from=2025-01-01&to=2025-12-31&sort=-date%2Cmerchant&q=${encodeURIComponent(NOTES[i % NOTES.length]!.slice(0, 60))}&page=${i}&limit=20`;
+    return headOf({
+      method: 'GET',
+      target: `/api/receipts?${q}`,
+      headers: { Host: 'receipts.example.com', 'User-Agent': 'curl/8.4.0', Accept: '*/*' },
+    });
+  });
+  let qi = 0;
+  run('query strings (inspectHead, minimal headers)', () => {
+    const { head } = queries[qi++ % queries.length]!;
+    inspectHead(engine, head);
+    return head.query.length;
+  });
+
+  const get: RawRequest = {
+    method: 'GET',
+    target: '/api/receipts?page=2&limit=20&sort=-date',
+    headers: BROWSER_HEADERS,
+  };
+  const getHead = headOf(get).head;
+  const headerBytes = Object.entries(BROWSER_HEADERS).reduce(
+    (n, [k, v]) => n + k.length + v.length + 4,
+    get.target.length,
+  );
+  run('typical benign browser GET (inspectHead)', () => {
+    const m = inspectHead(engine, getHead);
+    decide(engine, m);
+    return headerBytes;
+  });
+
+  const full = bodies[0]!;
+  run('POST receipt, head + body + decision', () => {
+    decide(engine, mergeMatches(inspectHead(engine, full.head), inspectBody(engine, full.head, full.body!)));
+    return full.body!.raw.length + headerBytes;
+  });
+}
+
+main();
