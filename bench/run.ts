@@ -258,6 +258,7 @@ async function main(): Promise<void> {
     for (const kb of [1, 10, 100, 1000]) {
       const body = JSON.stringify({
         merchant: 'Costco',
+        total: 9.99,
         notes: 'organic apples and pears '.repeat(Math.ceil((kb * 1000) / 25)).slice(0, kb * 1000 - 40),
       });
       rows.push(
