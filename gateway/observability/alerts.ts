@@ -13,6 +13,7 @@ import { Agent, request } from 'undici';
 import type { Store } from '../store/types.js';
 import type { AuditLog } from './audit.js';
 import type { Metrics } from './metrics.js';
+import type { OpsLogger } from '../policy.js';
 import { parseDuration } from '../config/units.js';
 
 export const ALERT_KINDS = ['failed_logins', 'suspicious_requests', 'api_violations'] as const;
@@ -26,11 +27,8 @@ export interface AlertThreshold {
   window: string | number;
 }
 
-/** The subset of a pino logger the alerts use. */
-export interface AlertLogger {
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+/** The part of the operational logger (`services.log`) the alerts use. */
+export type AlertLogger = Pick<OpsLogger, 'warn' | 'error'>;
 
 export interface WebhookOptions {
   /** per attempt, duration or ms; default 5s */
@@ -191,7 +189,7 @@ export function createAlerts(opts: AlertsOptions): Alerts {
   let pending = 0;
   const pendingWork = new Set<Promise<void>>();
   let lastWarn = -Infinity;
-  const warnOnce = (obj: object, msg: string) => {
+  const warnOnce = (obj: Record<string, unknown>, msg: string) => {
     const t = now();
     if (t - lastWarn < 60_000) return;
     lastWarn = t;
