@@ -170,11 +170,11 @@ t.test('store down: onRequest rejects (pipeline applies `fail`), onDone never th
 t.test('config errors name the key', async (t) => {
   const services = makeServices();
   await t.rejects(compilePolicy(ipBan, { deny: ['10.0.0.1', '10.0.0.0/40'] }, services), { name: 'ConfigError', path: ['policies', 'ip_ban', 'deny', 1] });
-  await t.rejects(compilePolicy(ipBan, { allow: [{ cidr: 'nope' }] }, services), { path: ['policies', 'ip_ban', 'allow', 0, 'cidr'] });
+  await t.rejects(compilePolicy(ipBan, { allow: [{ cidr: 'nope' }] }, services), { name: 'ConfigError', path: ['policies', 'ip_ban', 'allow', 0, 'cidr'] });
   await t.rejects(compilePolicy(ipBan, { ban_codes: ['request_blocked', 'no_such_code'] }, services), {
     path: ['policies', 'ip_ban', 'ban_codes', 1],
     message: 'unknown denial code "no_such_code"',
   });
-  await t.rejects(compilePolicy(ipBan, { ban_codes: ['ip_blocked'] }, services), { path: ['policies', 'ip_ban', 'ban_codes', 0] });
+  await t.rejects(compilePolicy(ipBan, { ban_codes: ['ip_blocked'] }, services), { name: 'ConfigError', path: ['policies', 'ip_ban', 'ban_codes', 0] });
   await t.rejects(compilePolicy(ipBan, { allow: [{ cidr: '10.0.0.0/8', skip: ['everything'] }] }, services), /invalid test config/);
 });

@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { startHarness, type Harness } from '../../helpers/harness.js';
 import { startRedis, type TestRedis } from '../../helpers/redis.js';
 
@@ -45,7 +45,7 @@ routes:
 `;
 }
 
-async function pair(t: Tap.Test): Promise<[Harness, Harness]> {
+async function pair(t: Test): Promise<[Harness, Harness]> {
   const yaml = config();
   const a = await startHarness({ config: yaml, abuseControls: true, env: { REDIS_URL: redis.url } });
   const b = await startHarness({ config: yaml, abuseControls: true, env: { REDIS_URL: redis.url } });
