@@ -10,7 +10,7 @@
  * sent one at a time with a timeout and a few retries with exponential backoff.
  */
 import { Agent, request } from 'undici';
-import type { Store } from '../store/types.js';
+import { MAX_WINDOW_EVENTS, type Store } from '../store/types.js';
 import type { AuditLog } from './audit.js';
 import type { Metrics } from './metrics.js';
 import type { OpsLogger } from '../policy.js';
@@ -171,6 +171,9 @@ export function createAlerts(opts: AlertsOptions): Alerts {
   for (const kind of ALERT_KINDS) {
     const t = opts.thresholds?.[kind] ?? DEFAULT_THRESHOLDS[kind];
     if (!Number.isInteger(t.count) || t.count < 1) throw new Error(`alert threshold ${kind}.count must be a positive integer`);
+    if (t.count > MAX_WINDOW_EVENTS) {
+      throw new Error(`alert threshold ${kind}.count must be at most ${MAX_WINDOW_EVENTS} (the store's sliding windows saturate there)`);
+    }
     const windowMs = parseDuration(t.window);
     if (windowMs <= 0) throw new Error(`alert threshold ${kind}.window must be positive`);
     kinds.set(kind, {

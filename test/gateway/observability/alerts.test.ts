@@ -358,4 +358,5 @@ t.test('invalid options are refused at creation', async (t) => {
   t.throws(() => createAlerts({ ...base, webhookUrl: 'ftp://x/' }), /http\(s\)/);
   t.throws(() => createAlerts({ ...base, thresholds: { failed_logins: { count: 0, window: '1h' } } }), /positive integer/);
   t.throws(() => createAlerts({ ...base, cooldown: 'soon' }), /invalid duration/);
+  t.throws(() => createAlerts({ ...base, thresholds: { api_violations: { count: 1001, window: '1h' } } }), /at most 1000/);
 });
