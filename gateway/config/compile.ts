@@ -206,7 +206,18 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
   const unmatched = await buildRoute('unmatched', -1, undefined, ['policies'], (f) => f.waf === true || UNMATCHED_EXTRA.has(f.key), {});
 
   let router: Router<CompiledRoute> | undefined;
-  try {
+  // Check each route's pattern on its own first, so that every bad pattern is reported.
+  let patternsOk = true;
+  config.routes.forEach((r, i) => {
+    try {
+      new Router([{ name: r.name, methods: undefined, path: r.path, value: null }], () => ['routes', i]);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      patternsOk = false;
+      problem(err.path, err.message);
+    }
+  });
+  if (patternsOk) try {
     router = new Router(
       config.routes.map((r, i) => ({
         name: r.name,

@@ -3,7 +3,9 @@ import path from 'node:path';
 import YAML, { isMap, isPair, isScalar, isSeq, LineCounter, type Document, type Node as YamlNode } from 'yaml';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
+import { isIP } from 'node:net';
 import { ConfigSchema, type GatewayConfig } from './schema.js';
+import { parseDuration } from './units.js';
 
 /** One problem in a configuration file, with where it is. */
 export interface ConfigProblem {
@@ -88,10 +90,10 @@ const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 function interpolate(
   doc: Document,
   env: Readonly<Record<string, string | undefined>>,
-  onMissing: (name: string, node: YamlNode) => void,
+  onMissing: (name: string, node: YamlNode, keyPath: (string | number)[]) => void,
 ): void {
   YAML.visit(doc, {
-    Scalar(_key, node) {
+    Scalar(_key, node, ancestors) {
       if (typeof node.value !== 'string' || !node.value.includes('${')) return;
       const raw = node.value;
       const replaced = raw.replace(VAR_RE, (_m, name: string, dflt: string | undefined) => {
@@ -99,7 +101,7 @@ function interpolate(
         if (v !== undefined && v !== '') return v;
         if (dflt !== undefined) return dflt;
         if (v === '') return '';
-        onMissing(name, node);
+        onMissing(name, node, keyPathOf(ancestors, node));
         return '';
       });
       if (node.type === 'PLAIN') {
@@ -108,6 +110,21 @@ function interpolate(
       } else node.value = replaced;
     },
   });
+}
+
+/** The key path of a node from the ancestors YAML.visit passes. */
+function keyPathOf(ancestors: readonly unknown[], node: unknown): (string | number)[] {
+  const out: (string | number)[] = [];
+  for (let i = 0; i < ancestors.length; i++) {
+    const a = ancestors[i];
+    const child = i + 1 < ancestors.length ? ancestors[i + 1] : node;
+    if (isPair(a) && isScalar(a.key) && a.value === child) out.push(String(a.key.value));
+    else if (isSeq(a)) {
+      const idx = a.items.indexOf(child as never);
+      if (idx >= 0) out.push(idx);
+    }
+  }
+  return out;
 }
 
 function coerce(s: string): unknown {
@@ -146,14 +163,17 @@ export function parseConfig(
   }
   if (problems.length > 0) throw new ConfigLoadError(problems);
 
-  interpolate(doc, env, (name, node) => {
+  const missingAt = new Set<string>();
+  interpolate(doc, env, (name, node, keyPath) => {
     const r = rangeOf(node);
     const pos = r ? lines.linePos(r[0]) : { line: 1, col: 1 };
+    const key = formatKeyPath(keyPath);
+    missingAt.add(key);
     problems.push({
       file,
       line: pos.line,
       column: pos.col,
-      keyPath: '',
+      keyPath: key,
       message: `environment variable ${name} is not set and has no default (write \${${name}:-default})`,
     });
   });
@@ -165,7 +185,8 @@ export function parseConfig(
     throw new ConfigLoadError(problems);
   }
   const withDefaults = Value.Default(ConfigSchema, structuredClone(value));
-  const seen = new Set<string>();
+  // A value emptied by a missing variable is reported once, as the missing variable.
+  const seen = new Set<string>(missingAt);
   for (const e of validator.Errors(withDefaults)) {
     const keyPath = pointerToPath(e.path);
     const key = formatKeyPath(keyPath);
@@ -174,9 +195,82 @@ export function parseConfig(
     const unknownKey = /additional properties/i.test(e.message) || e.message === 'Unexpected property';
     problems.push(source.problem(keyPath, describe(e.message, e.schema, keyPath, e.value), unknownKey));
   }
+  // The core's semantic checks run here too, so that they are reported together with the
+  // schema errors (compile repeats them on the values it uses).
+  problems.push(...semanticProblems(withDefaults, source, seen));
   problems.sort((a, b) => a.line - b.line || a.column - b.column);
   if (problems.length > 0) throw new ConfigLoadError(problems);
   return { config: withDefaults as GatewayConfig, source, file, text };
+}
+
+function validCidr(cidr: string): boolean {
+  const [addr, bits, extra] = cidr.split('/');
+  const family = isIP(addr ?? '');
+  if (family === 0 || extra !== undefined) return false;
+  if (bits === undefined) return true;
+  if (!/^\d{1,3}$/.test(bits)) return false;
+  return Number(bits) <= (family === 6 ? 128 : 32);
+}
+
+/**
+ * URLs, CIDRs, duplicate route names, workers with the memory store: checked wherever the
+ * value has the right type, whatever else is wrong in the file. `skip`: key paths that
+ * already have a schema error.
+ */
+function semanticProblems(value: unknown, source: SourceMap, skip: ReadonlySet<string>): ConfigProblem[] {
+  const out: ConfigProblem[] = [];
+  const add = (keyPath: (string | number)[], message: string) => {
+    if (!skip.has(formatKeyPath(keyPath))) out.push(source.problem(keyPath, message));
+  };
+  const obj = (v: unknown): Record<string, unknown> => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
+  const cfg = obj(value);
+  const proxies = obj(cfg.listen).trusted_proxies;
+  if (Array.isArray(proxies)) {
+    proxies.forEach((c, i) => {
+      if (typeof c === 'string' && !validCidr(c)) add(['listen', 'trusted_proxies', i], `invalid CIDR "${c}"`);
+    });
+  }
+  const url = obj(cfg.upstream).url;
+  if (typeof url === 'string') {
+    let ok = false;
+    try {
+      const u = new URL(url);
+      ok = (u.protocol === 'http:' || u.protocol === 'https:') && !u.search && !u.hash && !u.username;
+    } catch {
+      ok = false;
+    }
+    if (!ok) add(['upstream', 'url'], `invalid upstream URL "${url}" (use http://host:port[/base])`);
+  }
+  const store = obj(cfg.store).url;
+  if (typeof store === 'string' && !/^(memory:\/\/|rediss?:\/\/)/.test(store)) {
+    add(['store', 'url'], `invalid store URL "${store}" (memory:// or redis://host:port/db)`);
+  }
+  if (typeof cfg.workers === 'number' && cfg.workers > 1 && typeof store === 'string' && store.startsWith('memory:')) {
+    add(
+      ['workers'],
+      `workers: ${cfg.workers} with the memory:// store would enforce rate limits, lockouts and bans per worker, not together; use a redis:// store (REDIS_URL) or workers: 1`,
+    );
+  }
+  if (Array.isArray(cfg.routes)) {
+    const names = new Set<string>();
+    cfg.routes.forEach((r, i) => {
+      const name = obj(r).name;
+      if (typeof name !== 'string') return;
+      if (names.has(name)) add(['routes', i, 'name'], `duplicate route name "${name}"`);
+      names.add(name);
+    });
+  }
+  const listen = obj(cfg.listen);
+  if (typeof listen.header_timeout === 'string' && typeof listen.request_timeout === 'string') {
+    try {
+      const hdr = parseDuration(listen.header_timeout);
+      const req = parseDuration(listen.request_timeout);
+      if (req > 0 && hdr > req) add(['listen', 'header_timeout'], `must not be longer than listen.request_timeout (${listen.request_timeout})`);
+    } catch {
+      // the schema reports malformed durations
+    }
+  }
+  return out;
 }
 
 function describe(message: string, schema: unknown, keyPath: readonly (string | number)[], value: unknown): string {

@@ -37,7 +37,9 @@ export interface RawOptions {
   readonly head?: boolean;
 }
 
-function parseHead(text: string): { status: number; reason: string; headers: Record<string, string> } | undefined {
+function parseHead(
+  text: string,
+): { status: number; reason: string; headers: Record<string, string> } | undefined {
   const lines = text.split('\r\n');
   const m = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(lines[0] ?? '');
   if (!m) return undefined;
@@ -53,7 +55,11 @@ function parseHead(text: string): { status: number; reason: string; headers: Rec
 }
 
 /** Parse as many complete responses as `buf` holds; returns them and the bytes consumed. */
-export function parseResponses(buf: Buffer, final: boolean, headRequest = false): { responses: RawResponse[]; used: number } {
+export function parseResponses(
+  buf: Buffer,
+  final: boolean,
+  headRequest = false,
+): { responses: RawResponse[]; used: number } {
   const responses: RawResponse[] = [];
   let at = 0;
   for (;;) {
@@ -116,7 +122,11 @@ export function parseResponses(buf: Buffer, final: boolean, headRequest = false)
 }
 
 /** Connect to `url`'s host:port, write `payload` (pieces with pauses), collect the responses. */
-export function rawExchange(url: string, payload: string | Buffer | readonly (string | Buffer)[], opts: RawOptions = {}): Promise<RawExchange> {
+export function rawExchange(
+  url: string,
+  payload: string | Buffer | readonly (string | Buffer)[],
+  opts: RawOptions = {},
+): Promise<RawExchange> {
   const u = new URL(url);
   const pieces = Array.isArray(payload) ? (payload as (string | Buffer)[]) : [payload as string | Buffer];
   return new Promise((resolve) => {
@@ -145,7 +155,9 @@ export function rawExchange(url: string, payload: string | Buffer | readonly (st
     socket.once('connect', async () => {
       for (let i = 0; i < pieces.length; i++) {
         if (settled || socket.destroyed) return;
-        socket.write(typeof pieces[i] === 'string' ? Buffer.from(pieces[i] as string, 'latin1') : (pieces[i] as Buffer));
+        socket.write(
+          typeof pieces[i] === 'string' ? Buffer.from(pieces[i] as string, 'latin1') : (pieces[i] as Buffer),
+        );
         if (i < pieces.length - 1 && opts.pauseMs) await new Promise((r) => setTimeout(r, opts.pauseMs));
       }
       if (opts.keepOpen === false) socket.end();
@@ -154,7 +166,10 @@ export function rawExchange(url: string, payload: string | Buffer | readonly (st
 }
 
 /** A request head from its parts (CRLF line ends, blank line included). */
-export function head(requestLine: string, headers: readonly (readonly [string, string])[] | readonly string[]): string {
+export function head(
+  requestLine: string,
+  headers: readonly (readonly [string, string])[] | readonly string[],
+): string {
   const lines = headers.map((h) => (typeof h === 'string' ? h : `${h[0]}: ${h[1]}`));
   return `${requestLine}\r\n${lines.join('\r\n')}${lines.length > 0 ? '\r\n' : ''}\r\n`;
 }

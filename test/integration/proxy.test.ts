@@ -30,7 +30,12 @@ function hasSeedHeaders(t: Test, headers: Headers | Record<string, string | unde
   t.equal(get('x-powered-by'), headers instanceof Headers ? null : undefined, `${what}: no X-Powered-By`);
 }
 
-async function errorBody(t: Test, r: Response, status: number, code: string): Promise<Record<string, string>> {
+async function errorBody(
+  t: Test,
+  r: Response,
+  status: number,
+  code: string,
+): Promise<Record<string, string>> {
   t.equal(r.status, status, `status ${status}`);
   t.match(r.headers.get('content-type'), /^application\/json/);
   const body = (await r.json()) as Record<string, string>;
@@ -50,7 +55,8 @@ function metricValue(text: string, name: string, labels: Record<string, string>)
     const inner = line.slice(name.length + 1, line.indexOf('}'));
     const got: Record<string, string> = {};
     for (const m of inner.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) got[m[1]!] = m[2]!;
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (Object.entries(labels).every(([k, v]) => got[k] === v))
+      return Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return 0;
 }
@@ -106,8 +112,16 @@ t.test('routing: first match wins, route names label the metrics', async (t) => 
   await d.arrayBuffer();
   const after0 = await metricsText(h);
   t.equal(
-    metricValue(after0, 'gateway_requests_total', { route: 'receipts-any', method: 'DELETE', code: String(d.status) }) -
-      metricValue(before0, 'gateway_requests_total', { route: 'receipts-any', method: 'DELETE', code: String(d.status) }),
+    metricValue(after0, 'gateway_requests_total', {
+      route: 'receipts-any',
+      method: 'DELETE',
+      code: String(d.status),
+    }) -
+      metricValue(before0, 'gateway_requests_total', {
+        route: 'receipts-any',
+        method: 'DELETE',
+        code: String(d.status),
+      }),
     1,
     'DELETE /api/receipts/:id skips the GET-only route before it',
   );
@@ -129,7 +143,11 @@ t.test('routing: first match wins, route names label the metrics', async (t) => 
     metricValue(before, 'gateway_requests_total', { route, method: 'GET', code, decision: 'allow' });
   t.equal(delta('receipt-one', String(r1.status)), 1, '/api/receipts/:id matched the first route that fits');
   t.equal(delta('receipts-any', String(r2.status)), 1, '/api/receipts/a/b matched the ** route');
-  t.equal(delta('receipts', '200'), 1, '/api/receipts: the exact route listed before the ** route that also matches it');
+  t.equal(
+    delta('receipts', '200'),
+    1,
+    '/api/receipts: the exact route listed before the ** route that also matches it',
+  );
   t.equal(delta('api', '200'), 1, 'the catch-all');
   t.same(
     (await h.mockRequests()).map((r) => `${r.method} ${r.path}`),
@@ -153,7 +171,14 @@ t.test('deny by default: 404 not_found, never forwarded, counted', async (t) => 
   }
   t.same(await h.mockRequests(), [], 'nothing reached the mock');
   const m = await metricsText(h);
-  t.ok(metricValue(m, 'gateway_requests_total', { route: 'unmatched', method: 'GET', code: '404', decision: 'deny' }) >= 6);
+  t.ok(
+    metricValue(m, 'gateway_requests_total', {
+      route: 'unmatched',
+      method: 'GET',
+      code: '404',
+      decision: 'deny',
+    }) >= 6,
+  );
   t.ok(metricValue(m, 'gateway_blocked_requests_total', { reason: 'not_found' }) >= 6);
 });
 
@@ -183,15 +208,31 @@ routes:
   hasSeedHeaders(t, r.headers, '405');
   t.same(await hh.mockRequests(), []);
   const m = await metricsText(hh);
-  t.equal(metricValue(m, 'gateway_requests_total', { route: 'unmatched', method: 'PUT', code: '405', decision: 'deny' }), 1);
+  t.equal(
+    metricValue(m, 'gateway_requests_total', {
+      route: 'unmatched',
+      method: 'PUT',
+      code: '405',
+      decision: 'deny',
+    }),
+    1,
+  );
   // HEAD is accepted where GET is
-  const head = await fetch(`${hh.url}/api/receipts/r-1`, { method: 'HEAD', headers: { authorization: `Bearer ${tok}` } });
+  const head = await fetch(`${hh.url}/api/receipts/r-1`, {
+    method: 'HEAD',
+    headers: { authorization: `Bearer ${tok}` },
+  });
   t.not(head.status, 405);
 });
 
 t.test('forwarding: a JSON POST streams through, byte for byte', async (t) => {
   await h.clearMock();
-  const body = JSON.stringify({ merchant: 'Cafe Central', total: 12.5, date: '2024-03-01', items: [{ name: 'coffee', quantity: 2, price: 3.5 }] });
+  const body = JSON.stringify({
+    merchant: 'Cafe Central',
+    total: 12.5,
+    date: '2024-03-01',
+    items: [{ name: 'coffee', quantity: 2, price: 3.5 }],
+  });
   const r = await fetch(`${h.url}/api/receipts`, {
     method: 'POST',
     headers: { ...auth(), 'content-type': 'application/json' },
@@ -213,7 +254,13 @@ t.test('forwarding: a chunked request body of 900 KB arrives whole', async (t) =
   const u = new URL(h.url);
   const status = await new Promise<number>((resolve, reject) => {
     const req = http.request(
-      { host: u.hostname, port: u.port, method: 'POST', path: '/api/echo-headers', headers: { ...auth(), 'content-type': 'application/json' } },
+      {
+        host: u.hostname,
+        port: u.port,
+        method: 'POST',
+        path: '/api/echo-headers',
+        headers: { ...auth(), 'content-type': 'application/json' },
+      },
       (res) => {
         res.resume();
         res.on('end', () => resolve(res.statusCode ?? 0));
@@ -252,7 +299,17 @@ t.test('hop-by-hop request headers are not forwarded', async (t) => {
   );
   t.equal(x.responses[0]?.status, 200);
   const seen = x.responses[0]?.json as Record<string, string>;
-  for (const name of ['x-hop-one', 'x-hop-two', 'keep-alive', 'te', 'trailer', 'upgrade', 'proxy-connection', 'proxy-authorization', 'http2-settings']) {
+  for (const name of [
+    'x-hop-one',
+    'x-hop-two',
+    'keep-alive',
+    'te',
+    'trailer',
+    'upgrade',
+    'proxy-connection',
+    'proxy-authorization',
+    'http2-settings',
+  ]) {
     t.equal(seen[name], undefined, `${name} stripped`);
   }
   t.not(seen.connection, 'keep-alive, X-Hop-One, x-hop-two', 'the client Connection header is not forwarded');
@@ -278,13 +335,30 @@ t.test('hop-by-hop response headers are not returned; Server and X-Powered-By re
   });
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => upstream.close(() => r())));
-  const hh = await startHarness({ upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}` });
+  const hh = await startHarness({
+    upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`,
+  });
   t.teardown(() => hh.close());
-  const x = await rawExchange(hh.url, head('GET /api/health HTTP/1.1', [['Host', 'x'], ['Connection', 'close']]));
+  const x = await rawExchange(
+    hh.url,
+    head('GET /api/health HTTP/1.1', [
+      ['Host', 'x'],
+      ['Connection', 'close'],
+    ]),
+  );
   const r = x.responses[0];
   t.equal(r?.status, 200);
   t.equal(r?.body.toString(), '{"ok":true}');
-  for (const name of ['x-up-hop', 'keep-alive', 'proxy-authenticate', 'trailer', 'upgrade', 'server', 'x-powered-by', 'x-aspnet-version']) {
+  for (const name of [
+    'x-up-hop',
+    'keep-alive',
+    'proxy-authenticate',
+    'trailer',
+    'upgrade',
+    'server',
+    'x-powered-by',
+    'x-aspnet-version',
+  ]) {
     t.equal(r?.headers[name], undefined, `${name} not returned`);
   }
   t.equal(r?.headers['x-end-to-end'], 'kept');
@@ -319,7 +393,9 @@ t.test('X-Forwarded-For/Proto/Host are set; an untrusted peer cannot spoof them'
 });
 
 t.test('trusted proxies: the right-most untrusted X-Forwarded-For entry is the client', async (t) => {
-  const hh = await startHarness({ config: 'listen: { trusted_proxies: [127.0.0.1/32, 10.0.0.0/8, "fd00::/8"] }' });
+  const hh = await startHarness({
+    config: 'listen: { trusted_proxies: [127.0.0.1/32, 10.0.0.0/8, "fd00::/8"] }',
+  });
   t.teardown(() => hh.close());
   const tok = await hh.login();
   const cases: [string, string, string][] = [
@@ -331,7 +407,9 @@ t.test('trusted proxies: the right-most untrusted X-Forwarded-For entry is the c
   ];
   for (const [xff, client, upstreamXff] of cases) {
     await hh.clearMock();
-    const r = await fetch(`${hh.url}/api/echo-headers`, { headers: { authorization: `Bearer ${tok}`, 'x-forwarded-for': xff, 'x-forwarded-proto': 'https' } });
+    const r = await fetch(`${hh.url}/api/echo-headers`, {
+      headers: { authorization: `Bearer ${tok}`, 'x-forwarded-for': xff, 'x-forwarded-proto': 'https' },
+    });
     const seen = (await r.json()) as Record<string, string>;
     t.equal(seen['x-forwarded-for'], upstreamXff, `upstream X-Forwarded-For for "${xff}"`);
     t.equal(seen['x-forwarded-proto'], 'https', 'a trusted proxy says the client used https');
@@ -356,8 +434,14 @@ t.test('X-Request-Id: a well-formed one is kept everywhere', async (t) => {
   const body = await errorBody(t, denied, 404, 'not_found');
   t.equal(body.request_id, `${id}-2`, 'in the error body');
   const audit = await h.audit();
-  t.ok(audit.some((l) => l.request_id === id && l.event === 'api_access'), 'on the access audit line');
-  t.ok(audit.some((l) => l.request_id === `${id}-2` && l.event === 'access_denied'), 'on the denial audit line');
+  t.ok(
+    audit.some((l) => l.request_id === id && l.event === 'api_access'),
+    'on the access audit line',
+  );
+  t.ok(
+    audit.some((l) => l.request_id === `${id}-2` && l.event === 'access_denied'),
+    'on the denial audit line',
+  );
 });
 
 t.test('X-Request-Id: a malformed one is replaced by a fresh one', async (t) => {
@@ -369,14 +453,27 @@ t.test('X-Request-Id: a malformed one is replaced by a fresh one', async (t) => 
     const seen = (await r.json()) as Record<string, string>;
     t.equal(seen['x-request-id'], id, 'the new id goes upstream');
   }
-  const x = await rawExchange(h.url, head('GET /nope HTTP/1.1', [['Host', 'x'], ['X-Request-Id', 'caf\xe9-id'], ['Connection', 'close']]));
+  const x = await rawExchange(
+    h.url,
+    head('GET /nope HTTP/1.1', [
+      ['Host', 'x'],
+      ['X-Request-Id', 'caf\xe9-id'],
+      ['Connection', 'close'],
+    ]),
+  );
   t.match(x.responses[0]?.headers['x-request-id'], UUID_RE, 'non-ASCII id replaced');
   t.equal(x.responses[0]?.json?.request_id, x.responses[0]?.headers['x-request-id']);
 });
 
 t.test('client-sent X-Auth-* identity headers are always stripped', async (t) => {
   await h.clearMock();
-  const forged = { 'x-auth-subject': 'admin', 'x-auth-roles': 'admin', 'x-auth-method': 'api_key', 'x-auth-key-id': 'root', 'X-Auth-Anything': 'x' };
+  const forged = {
+    'x-auth-subject': 'admin',
+    'x-auth-roles': 'admin',
+    'x-auth-method': 'api_key',
+    'x-auth-key-id': 'root',
+    'X-Auth-Anything': 'x',
+  };
   const r = await fetch(`${h.url}/api/whoami`, { headers: { ...auth(), ...forged } });
   t.equal(r.status, 200);
   const who = (await r.json()) as Record<string, unknown>;
@@ -446,7 +543,9 @@ t.test('a client abort cancels the upstream request', async (t) => {
     upstream.closeAllConnections();
     return new Promise<void>((r) => upstream.close(() => r()));
   });
-  const hh = await startHarness({ upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}` });
+  const hh = await startHarness({
+    upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`,
+  });
   t.teardown(() => hh.close());
   const u = new URL(hh.url);
   const req = http.request({ host: u.hostname, port: u.port, path: '/api/health' });
@@ -473,7 +572,13 @@ t.test('security headers on upstream responses and on every gateway-made error',
   t.equal(upNotFound.status, 404);
   hasSeedHeaders(t, upNotFound.headers, '404 from the upstream');
   await upNotFound.arrayBuffer();
-  const x = await rawExchange(h.url, head('GET /api/health HTTP/1.1', [['Host', 'x'], ['X-Big', 'a'.repeat(20_000)]]));
+  const x = await rawExchange(
+    h.url,
+    head('GET /api/health HTTP/1.1', [
+      ['Host', 'x'],
+      ['X-Big', 'a'.repeat(20_000)],
+    ]),
+  );
   t.equal(x.responses[0]?.status, 431);
   hasSeedHeaders(t, x.responses[0]?.headers ?? {}, '431 from the parser');
 });
