@@ -54,3 +54,29 @@ export function hmacToken(header: unknown, payload: unknown, secret = SECRET): s
   const input = `${b64(header)}.${b64(payload)}`;
   return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
 }
+
+// Run directly (as tap does with every file under test/), this module checks its own helpers.
+if (process.argv[1] !== undefined && import.meta.url === (await import('node:url')).pathToFileURL(process.argv[1]).href) {
+  const { default: t } = await import('tap');
+  const { jwtVerify, decodeProtectedHeader } = await import('jose');
+  const at = new Date(CLOCK_START);
+  t.test('hs() and hmacToken() verify with the shared secret', async (t) => {
+    const key = new TextEncoder().encode(SECRET);
+    t.match((await jwtVerify(await hs({ role: 'admin' }), key, { currentDate: at })).payload, { sub: 'alice', role: 'admin', exp: NOW_S + 3600 });
+    t.match((await jwtVerify(hmacToken({ alg: 'HS256' }, { sub: 'x' }), key)).payload, { sub: 'x' });
+  });
+  t.test('signed() uses the pair and its kid; kid: null leaves it out', async (t) => {
+    const pair = await keyPair('ES256', 'e1');
+    const token = await signed(pair);
+    t.equal(decodeProtectedHeader(token).kid, 'e1');
+    t.match((await jwtVerify(token, pair.publicKey, { currentDate: at })).payload, { sub: 'alice' });
+    t.equal(decodeProtectedHeader(await signed(pair, {}, { kid: null })).kid, undefined);
+  });
+  t.test('tamper() swaps the payload only', async (t) => {
+    const token = await hs();
+    const forged = tamper(token, { sub: 'eve' });
+    t.equal(forged.split('.')[0], token.split('.')[0]);
+    t.equal(forged.split('.')[2], token.split('.')[2]);
+    t.equal(Buffer.from(forged.split('.')[1]!, 'base64url').toString(), '{"sub":"eve"}');
+  });
+}
