@@ -69,8 +69,8 @@ const schema = policyBlock(
       default: false,
       description: 'refuse a request body that is not multipart/form-data (check "type"); off, such bodies are left to the other policies',
     }),
-    memory_buffer: Size('512KB', 'upload bytes one request keeps in memory before spooling to disk (NGINX client_body_buffer_size)'),
-    memory_buffer_total: Size('64MB', 'upload bytes all requests of the process keep in memory together before spooling to disk'),
+    memory_buffer: Size('64KB', 'upload bytes one request keeps in memory before spooling to disk (NGINX client_body_buffer_size)'),
+    memory_buffer_total: Size('16MB', 'upload bytes all requests of the process keep in memory together before spooling to disk'),
     spool_dir: Type.String({
       default: '',
       description: 'directory for spool files (relative to gateway.yaml); empty: the OS temp directory',

@@ -23,24 +23,32 @@ const LONGEST = Math.max(...MARKERS.map((m) => m.text.length)) + 1;
 const DELIM_SETS = MARKERS.map((m) => new Set([...m.delims].map((c) => c.charCodeAt(0))));
 
 export class MarkupScanner {
+  /** the last bytes seen, whose markers may continue into the next chunk */
   private carry: Buffer = Buffer.alloc(0);
   /** the first marker found */
   found: string | undefined;
 
   feed(chunk: Buffer): void {
     if (this.found !== undefined) return;
-    const buf = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
-    this.scan(buf, false);
-    this.carry = Buffer.from(buf.subarray(Math.max(0, buf.length - LONGEST)));
+    // the seam: openers that began in the carry and need the chunk's first bytes
+    if (this.carry.length > 0) this.scan(Buffer.concat([this.carry, chunk.subarray(0, LONGEST)]), this.carry.length, false);
+    // the chunk itself, without copying it (64 KB chunks, 16 MB files)
+    this.scan(chunk, chunk.length, false);
+    this.carry =
+      chunk.length >= LONGEST
+        ? Buffer.from(chunk.subarray(chunk.length - LONGEST))
+        : Buffer.from(Buffer.concat([this.carry, chunk]).subarray(-LONGEST));
   }
 
   end(): void {
-    if (this.found === undefined) this.scan(this.carry, true);
+    if (this.found === undefined) this.scan(this.carry, this.carry.length, true);
   }
 
-  private scan(buf: Buffer, final: boolean): void {
+  /** Check every '<' before `limit`; one too close to the end waits for more bytes unless `final`. */
+  private scan(buf: Buffer, limit: number, final: boolean): void {
+    if (this.found !== undefined) return;
     let i = buf.indexOf(60 /* < */);
-    while (i >= 0) {
+    while (i >= 0 && i < limit) {
       if (!final && buf.length - i < LONGEST) return; // decided when more bytes arrive
       for (let m = 0; m < MARKERS.length; m++) {
         const mk = MARKERS[m]!;
