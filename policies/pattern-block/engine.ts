@@ -2,7 +2,8 @@ import type { RequestBody } from '../../gateway/context.js';
 import type { Deny } from '../../gateway/policy.js';
 import type { BlockReason } from '../../gateway/errors.js';
 import { parseBody, mediaTypeOf } from '../../gateway/body.js';
-import { TRANSFORMS, urlDecodeOnce, type Transform } from './transforms.js';
+import { TRANSFORMS, urlDecodeOnce, lowercase, type Transform } from './transforms.js';
+import { charMask, gateOf, passes, HI_CONTROL, HI_NON_ASCII, HI_DOUBLE_SPACE, type CharMask } from './charmask.js';
 import { VALUE_DETECTORS, REQUEST_DETECTORS, type ValueDetector } from './detectors/index.js';
 import type { RequestFacts, ProtocolSettings, RequestDetector } from './detectors/protocol.js';
 import { FAMILIES, type Family, type RuleDef } from './rules.js';
@@ -131,16 +132,42 @@ interface CompiledRule {
   readonly regex?: RegExp;
   readonly detector?: ValueDetector;
   readonly request?: RequestDetector;
+  /** the rule can only match a transformed value holding one of these characters */
+  readonly gate?: CharMask;
+  readonly gateKey?: string;
 }
 
-/** Rules sharing one transform chain, with a combined prefilter over their regexes. */
+/** Regex rules of a plan sharing one gate (and flags), with their alternation as a prefilter. */
+interface RuleGroup {
+  readonly gate: CharMask | undefined;
+  /** alternation of the group's regexes, or undefined for a single rule */
+  readonly combined: RegExp | undefined;
+  readonly rules: readonly CompiledRule[];
+}
+
+/** Rules sharing one transform chain. */
 interface Plan {
   readonly chainKey: string;
   readonly chain: readonly Transform[];
-  readonly regexRules: readonly CompiledRule[];
-  /** alternation of every regex in the plan (same flags), or undefined when a single rule */
-  readonly combined: RegExp | undefined;
+  /** cache key of every prefix of the chain (prefixKeys[i] = names of chain[0..i]) */
+  readonly prefixKeys: readonly string[];
+  readonly groups: readonly RuleGroup[];
   readonly detectorRules: readonly CompiledRule[];
+}
+
+/**
+ * Every plan that applies to one kind of target, plus the fast path: a value without any
+ * "special" character (none that a transform would change, none that a gated rule needs)
+ * can only be matched by the ungated rules, all of which then see `lowercase(value)`; one
+ * combined regex and the ungated detectors decide whether the full walk is needed.
+ */
+interface PlanSet {
+  readonly plans: readonly Plan[];
+  /** signature bits that send a value to the full walk */
+  readonly special: CharMask;
+  readonly fast: readonly RegExp[];
+  readonly fastDetectors: readonly ValueDetector[];
+  readonly fastOk: boolean;
 }
 
 interface CompiledExclusion {
@@ -155,9 +182,9 @@ interface CompiledExclusion {
 export interface Engine {
   readonly options: Omit<EngineOptions, 'rules'>;
   readonly ruleCount: number;
-  readonly plansByKind: ReadonlyMap<Kind, readonly Plan[]>;
+  readonly plansByKind: ReadonlyMap<Kind, PlanSet>;
   /** header plans by lowercased header name; `*` holds the plans of rules on every header */
-  readonly headerPlans: ReadonlyMap<string, readonly Plan[]>;
+  readonly headerPlans: ReadonlyMap<string, PlanSet>;
   readonly requestRules: readonly CompiledRule[];
   readonly exclusions: readonly CompiledExclusion[];
   readonly protocol: ProtocolSettings;
@@ -238,8 +265,15 @@ function compileExclusion(e: ExclusionSpec): CompiledExclusion {
   };
 }
 
-function buildPlans(rules: readonly (CompiledRule & { transforms: readonly string[]; flags: string })[]): Plan[] {
-  const byChain = new Map<string, (CompiledRule & { transforms: readonly string[]; flags: string })[]>();
+type Full = CompiledRule & { transforms: readonly string[]; flags: string; targets: readonly string[] };
+
+/** ASCII characters that make some transform change a value (so the fast path would be wrong). */
+const TRANSFORM_TRIGGERS = '%+&\\/*';
+/** Transforms that change even a value without special characters. */
+const NOT_IDENTITY_ON_PLAIN = new Set(['remove_whitespace', 'cmd_line']);
+
+function buildPlanSet(rules: readonly Full[]): PlanSet {
+  const byChain = new Map<string, Full[]>();
   for (const r of rules) {
     const key = r.transforms.join(',');
     const list = byChain.get(key) ?? [];
@@ -249,15 +283,41 @@ function buildPlans(rules: readonly (CompiledRule & { transforms: readonly strin
   const plans: Plan[] = [];
   for (const [chainKey, list] of byChain) {
     const chain = list[0]!.transforms.map((t) => TRANSFORMS[t]!);
-    const regexRules = list.filter((r) => r.regex);
-    const flagSets = new Set(regexRules.map((r) => r.flags));
-    let combined: RegExp | undefined;
-    if (regexRules.length > 1 && flagSets.size === 1) {
-      combined = new RegExp(regexRules.map((r) => `(?:${r.regex!.source})`).join('|'), [...flagSets][0]);
+    const groupsByKey = new Map<string, Full[]>();
+    for (const r of list.filter((x) => x.regex)) {
+      const key = `${r.gateKey ?? ''}\u0000${r.flags}`;
+      const g = groupsByKey.get(key) ?? [];
+      g.push(r);
+      groupsByKey.set(key, g);
     }
-    plans.push({ chainKey, chain, regexRules, combined, detectorRules: list.filter((r) => r.detector) });
+    const groups: RuleGroup[] = [...groupsByKey.values()].map((g) => ({
+      gate: g[0]!.gate,
+      combined: g.length > 1 ? new RegExp(g.map((r) => `(?:${r.regex!.source})`).join('|'), g[0]!.flags) : undefined,
+      rules: g,
+    }));
+    const names = list[0]!.transforms;
+    const prefixKeys = names.map((_, i) => names.slice(0, i + 1).join(','));
+    plans.push({ chainKey, chain, prefixKeys, groups, detectorRules: list.filter((r) => r.detector) });
   }
-  return plans;
+  const special = gateOf(TRANSFORM_TRIGGERS);
+  special.hi |= HI_CONTROL | HI_NON_ASCII | HI_DOUBLE_SPACE;
+  for (const r of rules) {
+    if (!r.gate) continue;
+    special.lo |= r.gate.lo;
+    special.hi |= r.gate.hi;
+  }
+  const ungated = rules.filter((r) => !r.gate);
+  const fastOk = !ungated.some((r) => r.transforms.some((t) => NOT_IDENTITY_ON_PLAIN.has(t)));
+  const byFlags = new Map<string, string[]>();
+  for (const r of ungated) {
+    if (!r.regex) continue;
+    const list = byFlags.get(r.flags) ?? [];
+    list.push(`(?:${r.regex.source})`);
+    byFlags.set(r.flags, list);
+  }
+  const fast = [...byFlags].map(([flags, list]) => new RegExp(list.join('|'), flags));
+  const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
+  return { plans, special, fast, fastDetectors, fastOk };
 }
 
 function contentTypeMatcher(list: readonly string[]): (mt: string) => boolean {
@@ -278,7 +338,6 @@ function contentTypeMatcher(list: readonly string[]): (mt: string) => boolean {
 /** Compile the engine: select rules by paranoia level, pack mode and disabled ids; precompile everything. */
 export function compileEngine(opts: EngineOptions): Engine {
   const disabled = opts.disabledRules.map((r) => (r.endsWith('*') ? (id: string) => id.startsWith(r.slice(0, -1)) : (id: string) => id === r));
-  type Full = CompiledRule & { transforms: readonly string[]; flags: string; targets: readonly string[] };
   const selected: Full[] = [];
   for (const r of opts.rules) {
     if (r.paranoia > opts.paranoiaLevel) continue;
@@ -295,6 +354,7 @@ export function compileEngine(opts: EngineOptions): Engine {
       flags: r.flags ?? '',
       targets: r.targets,
       ...(r.names !== undefined ? { names: new RegExp(r.names, 'i') } : {}),
+      ...(r.requires !== undefined ? { gate: gateOf(r.requires), gateKey: r.requires } : {}),
     };
     if (r.regex !== undefined) selected.push({ ...base, regex: new RegExp(r.regex, r.flags ?? '') });
     else if (r.detector !== undefined && VALUE_DETECTORS[r.detector]) selected.push({ ...base, detector: VALUE_DETECTORS[r.detector] });
@@ -330,11 +390,11 @@ export function compileEngine(opts: EngineOptions): Engine {
       }
     }
   }
-  const plansByKind = new Map<Kind, Plan[]>();
-  for (const [k, list] of byKind) plansByKind.set(k, buildPlans(list));
-  const headerPlans = new Map<string, Plan[]>();
-  headerPlans.set('*', buildPlans(headerAll));
-  for (const [h, list] of headerNamed) headerPlans.set(h, buildPlans([...headerAll, ...list.filter((r) => !headerAll.includes(r))]));
+  const plansByKind = new Map<Kind, PlanSet>();
+  for (const [k, list] of byKind) plansByKind.set(k, buildPlanSet(list));
+  const headerPlans = new Map<string, PlanSet>();
+  headerPlans.set('*', buildPlanSet(headerAll));
+  for (const [h, list] of headerNamed) headerPlans.set(h, buildPlanSet([...headerAll, ...list.filter((r) => !headerAll.includes(r))]));
   const { rules: _rules, ...rest } = opts;
   void _rules;
   return {
@@ -379,6 +439,8 @@ function excerptOf(value: string, at: number, name: string, leaf: string): strin
 class Walk {
   readonly matches: Match[] = [];
   readonly seen = new Set<string>();
+  readonly mask: CharMask = { lo: 0, hi: 0 };
+  readonly tmask: CharMask = { lo: 0, hi: 0 };
   constructor(
     readonly engine: Engine,
     readonly scope: RequestScope,
@@ -419,7 +481,7 @@ class Walk {
    * A name/value pair. A name that itself holds `=` (an encoded `%3D` that some parsers
    * decode before splitting) is also inspected as `name=value`, split at its first `=`.
    */
-  pair(namePlans: readonly Plan[] | undefined, valuePlans: readonly Plan[] | undefined, kind: string, k: string, v: string): void {
+  pair(namePlans: PlanSet | undefined, valuePlans: PlanSet | undefined, kind: string, k: string, v: string): void {
     this.value(namePlans, `${kind}_name:${k}`, k, k);
     this.value(valuePlans, `${kind}:${k}`, k, v);
     const eq = k.indexOf('=');
@@ -429,22 +491,44 @@ class Walk {
     }
   }
 
-  value(plans: readonly Plan[] | undefined, name: string, leaf: string, raw: string): void {
-    if (!plans || plans.length === 0 || raw.length === 0) return;
+  value(set: PlanSet | undefined, name: string, leaf: string, raw: string): void {
+    if (set === undefined || raw.length === 0) return;
     const v = raw.length > this.engine.options.maxValueLength ? raw.slice(0, this.engine.options.maxValueLength) : raw;
+    const vm = charMask(v, this.mask);
+    if (set.fastOk && !passes(vm, set.special)) {
+      const l = lowercase(v);
+      let hit = false;
+      for (const re of set.fast) if (re.test(l)) hit = true;
+      if (!hit) for (const d of set.fastDetectors) if (d(l)) hit = true;
+      if (!hit) return;
+    }
     let cache: Map<string, string> | undefined;
-    for (const plan of plans) {
+    let lastT = v;
+    const tm = this.tmask;
+    tm.lo = vm.lo;
+    tm.hi = vm.hi;
+    for (const plan of set.plans) {
       let t = v;
-      if (plan.chain.length) {
-        const hit = cache?.get(plan.chainKey);
+      const n = plan.chain.length;
+      if (n) {
+        // reuse the longest transformed prefix already computed for this value
+        let k = n - 1;
+        let hit: string | undefined;
+        while (k >= 0 && (hit = cache?.get(plan.prefixKeys[k]!)) === undefined) k--;
         if (hit !== undefined) t = hit;
-        else {
-          for (const f of plan.chain) t = f(t);
-          (cache ??= new Map()).set(plan.chainKey, t);
+        for (let i = k + 1; i < n; i++) {
+          t = plan.chain[i]!(t);
+          (cache ??= new Map()).set(plan.prefixKeys[i]!, t);
         }
       }
-      if (plan.regexRules.length && (plan.combined === undefined || plan.combined.test(t))) {
-        for (const r of plan.regexRules) {
+      if (t !== lastT) {
+        charMask(t, tm);
+        lastT = t;
+      }
+      for (const g of plan.groups) {
+        if (g.gate !== undefined && !passes(tm, g.gate)) continue;
+        if (g.combined !== undefined && !g.combined.test(t)) continue;
+        for (const r of g.rules) {
           if (r.names !== undefined && !r.names.test(leaf)) continue;
           const m = r.regex!.exec(t);
           if (m) this.add(r, name, leaf, excerptOf(t, m.index, name, leaf));
@@ -452,6 +536,7 @@ class Walk {
       }
       for (const r of plan.detectorRules) {
         if (r.names !== undefined && !r.names.test(leaf)) continue;
+        if (r.gate !== undefined && !passes(tm, r.gate)) continue;
         const ev = r.detector!(t);
         if (ev) this.add(r, name, leaf, excerptOf(t, ev.at, name, leaf));
       }

@@ -69,6 +69,11 @@ export interface RuleDef {
   readonly targets: readonly string[];
   /** optional regex (case-insensitive) on the target's field name: the rule only runs on matching fields */
   readonly names?: string;
+  /**
+   * optional characters of which the transformed value must hold at least one for the rule
+   * to match (a cheap gate; the rule's author guarantees it is necessary)
+   */
+  readonly requires?: string;
   readonly transforms: readonly string[];
   readonly regex?: string;
   /** regex flags, default none (values are usually lower-cased by a transform) */
@@ -99,7 +104,7 @@ function asExamples(v: unknown, where: string): Example[] {
   });
 }
 
-const ALLOWED_KEYS = new Set(['id', 'family', 'paranoia', 'score', 'description', 'targets', 'names', 'transforms', 'regex', 'flags', 'detector', 'examples']);
+const ALLOWED_KEYS = new Set(['id', 'family', 'paranoia', 'score', 'description', 'targets', 'names', 'requires', 'transforms', 'regex', 'flags', 'detector', 'examples']);
 
 function validSelector(t: string): boolean {
   if ((TARGET_SELECTORS as readonly string[]).includes(t)) return true;
@@ -143,6 +148,8 @@ export function parsePack(text: string, pack: string, file: string): RuleDef[] {
         fail(w, `invalid names regex: ${(e as Error).message}`);
       }
     }
+    const requires = r.requires;
+    if (requires !== undefined && (typeof requires !== 'string' || requires.length === 0)) fail(w, 'requires must be a non-empty string of characters');
     const transforms = asStringList(r.transforms, w, 'transforms');
     for (const t of transforms) if (!(t in TRANSFORMS)) fail(w, `unknown transform "${t}"`);
     const regex = r.regex;
@@ -169,6 +176,7 @@ export function parsePack(text: string, pack: string, file: string): RuleDef[] {
       description: typeof r.description === 'string' ? r.description : '',
       targets,
       ...(typeof names === 'string' ? { names } : {}),
+      ...(typeof requires === 'string' ? { requires } : {}),
       transforms,
       ...(typeof regex === 'string' ? { regex, flags: (r.flags as string | undefined) ?? '' } : {}),
       ...(typeof detector === 'string' ? { detector } : {}),

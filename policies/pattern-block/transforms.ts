@@ -245,15 +245,19 @@ export function nfkc(s: string): string {
 
 /** Lower-case. */
 export function lowercase(s: string): string {
-  return s.toLowerCase();
+  return HAS_UPPER.test(s) ? s.toLowerCase() : s;
 }
+
+const HAS_UPPER = /[A-Z\u00c0-\uffff]/;
 
 export const WS = /[\s\u00a0]+/g;
 
 /** Every run of whitespace becomes one space. */
 export function compressWhitespace(s: string): string {
-  return s.replace(WS, ' ');
+  return NEEDS_WS.test(s) ? s.replace(WS, ' ') : s;
 }
+
+const NEEDS_WS = /\s\s|[\t\n\r\f\v\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]/;
 
 /** Remove every whitespace character. */
 export function removeWhitespace(s: string): string {
@@ -317,6 +321,7 @@ export function normalizePath(s: string): string {
  * spaces; spaces before `/` and `(` go; whitespace is compressed; lower-cased.
  */
 export function cmdLine(s: string): string {
+  if (!CMD_SPECIAL.test(s)) return lowercase(s);
   return s
     .replace(/["'\\^]/g, '')
     .replace(/[,;]/g, ' ')
@@ -325,10 +330,21 @@ export function cmdLine(s: string): string {
     .toLowerCase();
 }
 
+const CMD_SPECIAL = /["'\\^,;\s]/;
+
 /** Every transform, by the name rule packs use. */
 export const TRANSFORMS: Readonly<Record<string, Transform>> = {
   url_decode: urlDecodeRepeat,
   url_decode_once: (s) => urlDecodeOnce(s, true),
+  url_decode_keep_plus: (s) => {
+    let cur = s;
+    for (let k = 0; k < MAX_URL_DECODE_ROUNDS; k++) {
+      const next = urlDecodeOnce(cur, false);
+      if (next === cur) break;
+      cur = next;
+    }
+    return cur;
+  },
   html_entity_decode: htmlEntityDecode,
   js_decode: jsDecode,
   nfkc,

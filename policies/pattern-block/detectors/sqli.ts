@@ -407,8 +407,11 @@ function strongTokens(toks: readonly Tok[]): string | undefined {
  * Judge a value (transforms already applied: decoded, lower-cased). Returns the evidence or
  * undefined. Linear in the value length (bounded token count).
  */
+/** A value without any of these cannot form a fingerprint the judge accepts. */
+const SQL_GATE = /['"`();=<>!|&#@*/+%^~-]|\b(?:union|select|and|or|xor|where|having|order|group|drop|delete|truncate|alter|shutdown|exec|execute|insert|update|declare|waitfor|from|like|rlike|regexp|is|in|between|sounds|div|mod)\b/;
+
 export function detectSqli(value: string): SqliResult | undefined {
-  if (value.length < 2) return undefined;
+  if (value.length < 2 || !SQL_GATE.test(value)) return undefined;
   const contexts: SqliContext[] = ['none'];
   if (value.includes("'")) contexts.push("'");
   if (value.includes('"')) contexts.push('"');

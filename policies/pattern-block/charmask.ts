@@ -1,0 +1,72 @@
+/**
+ * Character signatures: one pass over a value records which "interesting" characters it
+ * holds (ASCII punctuation one bit each, plus classes for controls, digits, upper case and
+ * non-ASCII). Rule gates (`requires:` in a pack) are checked against the signature with two
+ * AND operations instead of a regex scan each.
+ */
+
+const PUNCT = '!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~';
+
+/** High-word class bits. */
+export const HI_CONTROL = 1;
+export const HI_DIGIT = 2;
+export const HI_UPPER = 4;
+export const HI_NON_ASCII = 8;
+/** two spaces in a row */
+export const HI_DOUBLE_SPACE = 16;
+
+const LO = new Int32Array(128);
+const HI = new Int32Array(128);
+for (let i = 0; i < PUNCT.length; i++) LO[PUNCT.charCodeAt(i)] = 1 << i;
+for (let c = 0; c < 32; c++) HI[c] = HI_CONTROL;
+HI[127] = HI_CONTROL;
+for (let c = 48; c <= 57; c++) HI[c] = HI_DIGIT;
+for (let c = 65; c <= 90; c++) HI[c] = HI_UPPER;
+
+/** A signature: [punctuation bits, class bits]. */
+export interface CharMask {
+  lo: number;
+  hi: number;
+}
+
+/** Compute the signature of `s` into `out` (no allocation). */
+export function charMask(s: string, out: CharMask): CharMask {
+  let lo = 0;
+  let hi = 0;
+  let prevSpace = false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 128) {
+      lo |= LO[c]!;
+      hi |= HI[c]!;
+      if (c === 32) {
+        if (prevSpace) hi |= HI_DOUBLE_SPACE;
+        prevSpace = true;
+        continue;
+      }
+    } else hi |= HI_NON_ASCII;
+    prevSpace = false;
+  }
+  out.lo = lo;
+  out.hi = hi;
+  return out;
+}
+
+/** The gate of a `requires` string: a value passes when it holds at least one of the characters. */
+export function gateOf(chars: string): CharMask {
+  let lo = 0;
+  let hi = 0;
+  for (const ch of chars) {
+    const c = ch.codePointAt(0)!;
+    if (c >= 128) hi |= HI_NON_ASCII;
+    else if (LO[c]) lo |= LO[c]!;
+    else if (HI[c]) hi |= HI[c]!;
+    else if (c >= 97 && c <= 122) hi |= HI_UPPER; // letters are not tracked; a lower-case letter gate would be meaningless
+  }
+  return { lo, hi };
+}
+
+/** True when the signature has any bit of the gate. */
+export function passes(m: CharMask, g: CharMask): boolean {
+  return (m.lo & g.lo) !== 0 || (m.hi & g.hi) !== 0;
+}
