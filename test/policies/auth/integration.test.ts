@@ -159,8 +159,8 @@ t.test('HS256 with the shipped config', async (t) => {
   });
 });
 
-t.test('RS256 from the mock JWKS, with key rotation', async (t) => {
-  const mock = await startMock({ port: 0, env: { MOCK_RECORD: '1', MOCK_JWT_ALG: 'RS256', JWT_SECRET_KEY: '' } });
+for (const alg of ['RS256', 'ES256'] as const) t.test(`${alg} from the mock JWKS, with key rotation`, async (t) => {
+  const mock = await startMock({ port: 0, env: { MOCK_RECORD: '1', MOCK_JWT_ALG: alg, JWT_SECRET_KEY: '' } });
   const h = await startHarness({
     upstreamUrl: mock.url,
     env: { JWKS_URL: `${mock.url}/.well-known/jwks.json`, JWT_SECRET_KEY: '' },
@@ -175,7 +175,7 @@ t.test('RS256 from the mock JWKS, with key rotation', async (t) => {
   const api = async () => (await h.mockRequests()).filter((m) => m.path.startsWith('/api/receipts'));
 
   const oldToken = await h.login('alice');
-  t.equal(JSON.parse(Buffer.from(oldToken.split('.')[0]!, 'base64url').toString()).alg, 'RS256');
+  t.equal(JSON.parse(Buffer.from(oldToken.split('.')[0]!, 'base64url').toString()).alg, alg);
   t.equal((await send(h.url, '/api/receipts', { headers: { authorization: `Bearer ${oldToken}` } })).status, 200);
   t.same(authReadiness(h.gateway.services), { ok: true, reasons: [], warnings: [] });
 
