@@ -197,20 +197,23 @@ export function tokenize(s: string, openQuote: SqliContext): Tok[] {
       continue;
     }
     // operators and punctuation
-    const two = s.slice(i, i + 2);
-    const three = s.slice(i, i + 3);
-    if (three === '<=>' || three === '!==' || three === '===') {
-      toks.push({ t: 'o', v: three });
+    const c1 = s.charCodeAt(i + 1);
+    if ((c === 60 && c1 === 61 && s.charCodeAt(i + 2) === 62) || ((c === 33 || c === 61) && c1 === 61 && s.charCodeAt(i + 2) === 61)) {
+      toks.push({ t: 'o', v: s.slice(i, i + 3) });
       i += 3;
       continue;
     }
-    if (two === '&&' || two === '||') {
-      toks.push({ t: '&', v: two });
+    if ((c === 38 && c1 === 38) || (c === 124 && c1 === 124)) {
+      toks.push({ t: '&', v: c === 38 ? '&&' : '||' });
       i += 2;
       continue;
     }
-    if (two === '<>' || two === '!=' || two === '<=' || two === '>=' || two === '==' || two === ':=' || two === '<<' || two === '>>') {
-      toks.push({ t: 'o', v: two });
+    if (
+      (c === 60 && (c1 === 62 || c1 === 61 || c1 === 60)) ||
+      (c === 62 && (c1 === 61 || c1 === 62)) ||
+      ((c === 33 || c === 61 || c === 58) && c1 === 61)
+    ) {
+      toks.push({ t: 'o', v: s.slice(i, i + 2) });
       i += 2;
       continue;
     }
