@@ -6,6 +6,7 @@ import { createDecisionLog, decisionFromContext, isWellFormedRequestId, type Dec
 import { securityScore, type ScoreInput } from './score.js';
 import { parseDuration } from '../config/units.js';
 import { isLoopbackHost } from './score.js';
+import { authReadiness } from '../../policies/auth/index.js';
 
 type Obj = Record<string, unknown>;
 const obj = (v: unknown): Obj => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
@@ -143,6 +144,7 @@ export async function attachObservability(gw: Gateway): Promise<ObservabilityHan
     gw.metrics.securityScore.set(report.score);
   };
   o.onGeneration(gw.generation);
+  o.readiness = async () => authReadiness(gw.services).reasons;
   o.securityHealth = () => (gw.generation.config.monitoring.enabled ? report : undefined);
   o.onAudit = (line) => {
     if (alerts === undefined) return;
