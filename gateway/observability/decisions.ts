@@ -185,6 +185,7 @@ function capDetail(detail: Record<string, unknown>): Record<string, unknown> {
     return { truncated: true, excerpt: '[unserialisable detail]' };
   }
   if (json === undefined) return {};
+  // a plain-JSON copy: what is kept is exactly what is measured (no Map, Buffer or class instance survives)
   if (Buffer.byteLength(json) <= ENTRY_LIMITS.maxDetailBytes) return JSON.parse(json) as Record<string, unknown>;
   return { truncated: true, excerpt: json.slice(0, ENTRY_LIMITS.maxDetailBytes / 2) + '…' };
 }

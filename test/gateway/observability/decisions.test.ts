@@ -202,3 +202,11 @@ t.test('decisionFromContext maps the trace and redacts the target', async (t) =>
   t.ok(e2.total_ms >= 0, 'total measured from ctx.start when not given');
   t.notOk('code' in e2);
 });
+
+t.test('details are kept as plain JSON copies (no live Map, Buffer or object references)', async (t) => {
+  const log = new DecisionLog({ size: 2 });
+  const live = { n: 1, tags: new Map([['a', 1]]) };
+  log.record(entry('deny', 'copy', { steps: [{ policy: 'p', verdict: 'deny', detail: live, micros: 1 }] }));
+  live.n = 2;
+  t.same(log.get('copy')!.steps[0]!.detail, { n: 1, tags: {} });
+});
