@@ -30,6 +30,7 @@ function compilePattern(path: string, at: readonly (string | number)[]): { exact
   let literal = true;
   let prefix = '';
   let src = '^';
+  const params = new Set<string>();
   for (let i = 0; i < segs.length; i++) {
     const seg = segs[i]!;
     if (seg === '**') {
@@ -41,6 +42,11 @@ function compilePattern(path: string, at: readonly (string | number)[]): { exact
     if (seg === '*' || seg.startsWith(':')) {
       if (seg.startsWith(':') && !/^:[A-Za-z_][A-Za-z0-9_]*$/.test(seg)) {
         throw new ConfigError(`invalid parameter segment "${seg}"`, at);
+      }
+      if (seg.startsWith(':')) {
+        // a repeated name would be a duplicate regex group: a SyntaxError, not a config error
+        if (params.has(seg)) throw new ConfigError(`duplicate parameter "${seg}"`, at);
+        params.add(seg);
       }
       literal = false;
       src += seg === '*' ? '/[^/]+' : `/(?<${seg.slice(1)}>[^/]+)`;
