@@ -123,6 +123,8 @@ local exp = string.format('%.0f', now + ttl)
 redis.call('SET', KEYS[1], exp, 'PX', string.format('%.0f', ttl))
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now))
 redis.call('ZADD', KEYS[2], exp, ARGV[3])
+-- the index lives as long as its longest block
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], string.format('%.0f', ttl)) end
 return 1
 `;
 

@@ -256,7 +256,7 @@ t.test('redis: prefixes separate gateways sharing one server; keys expire', asyn
   await a.block('blk', 45_000);
   const keys = (await raw.keys('gwA:*')).sort();
   t.same(keys, ['gwA:b:shared', 'gwA:blocks', 'gwA:c:cnt', 'gwA:k:blk']);
-  for (const k of ['gwA:b:shared', 'gwA:c:cnt', 'gwA:k:blk']) {
+  for (const k of ['gwA:b:shared', 'gwA:c:cnt', 'gwA:k:blk', 'gwA:blocks']) {
     const ttl = await raw.pttl(k);
     t.ok(ttl > 0 && ttl <= 61_000, `${k} expires (pttl ${ttl})`);
   }
