@@ -16,6 +16,24 @@ import { Readable } from 'node:stream';
 export const SPOOL_PREFIX = 'rg-upload-';
 
 const live = new Set<Spool>();
+/** Directories made by live spools, for the synchronous last-chance removal at exit. */
+const liveDirs = new Set<string>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // process.exit() after a graceful shutdown that skipped cleanupAll, or an uncaught error
+  process.once('exit', () => {
+    for (const dir of liveDirs) {
+      try {
+        fs.rmSync(dir, { recursive: true, force: true });
+      } catch {
+        // nothing more can be done while exiting
+      }
+    }
+  });
+}
 /** Bytes of upload data held in memory by every spool of this process. */
 let processMemory = 0;
 
@@ -127,7 +145,11 @@ export class Spool {
   /** Open a new temp file in this request's directory (made on first use). */
   async openFile(): Promise<{ file: string; handle: fsp.FileHandle }> {
     if (this.disposed) throw new Error('spool disposed');
-    this.dirPromise ??= fsp.mkdtemp(path.join(this.opts.dir, `${SPOOL_PREFIX}${process.pid}-`));
+    this.dirPromise ??= fsp.mkdtemp(path.join(this.opts.dir, `${SPOOL_PREFIX}${process.pid}-`)).then((d) => {
+      installExitHook();
+      liveDirs.add(d);
+      return d;
+    });
     const dir = await this.dirPromise;
     if (this.disposed) throw new Error('spool disposed');
     const file = path.join(dir, `part-${this.handles.size}-${Math.random().toString(36).slice(2, 10)}`);
@@ -162,7 +184,10 @@ export class Spool {
       this.handles.clear();
       await Promise.all(handles.map((h) => h.close().catch(() => {})));
       const dir = await this.directory();
-      if (dir !== undefined) await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
+      if (dir !== undefined) {
+        await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
+        liveDirs.delete(dir);
+      }
       live.delete(this);
     })();
     return this.disposing;
@@ -251,6 +276,24 @@ export class SpoolPart {
     } finally {
       await fh.close();
     }
+  }
+
+  /**
+   * A reader for header checks that walk the file (JPEG segments, TIFF pages): reads go
+   * through a 64 KB window, so a walk costs a few file reads instead of one per segment.
+   */
+  windowedReader(): (offset: number, length: number) => Promise<Buffer> {
+    const WINDOW = 64 * 1024;
+    let winStart = -1;
+    let win: Buffer = Buffer.alloc(0);
+    return async (offset, length) => {
+      if (length > WINDOW || this.file === undefined) return this.read(offset, length);
+      if (winStart < 0 || offset < winStart || offset + length > winStart + win.length) {
+        winStart = offset;
+        win = await this.read(offset, WINDOW);
+      }
+      return win.subarray(offset - winStart, offset - winStart + length);
+    };
   }
 
   /** The part's bytes as a stream (forwarding). */

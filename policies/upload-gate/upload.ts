@@ -352,7 +352,7 @@ class UploadJob {
         return;
       }
     }
-    const dims = await imageDimensions(fileKind.sniffed, (o, l) => part.data.read(o, l), part.size);
+    const dims = await imageDimensions(fileKind.sniffed, part.data.windowedReader(), part.size);
     if (this.done) return;
     if (dims !== undefined && !dims.ok) {
       if (stop(reject('content', 'invalid_image_header', 'the image header is invalid', full, { why: dims.why }))) return;

@@ -131,3 +131,16 @@ t.test('SpoolPart reads at offsets from memory and from disk', async (t) => {
   }
   t.same(leftovers(dir), []);
 });
+
+t.test('the windowed reader serves header walks from few file reads, same bytes', async (t) => {
+  const spool = new Spool({ dir, memoryPerRequest: 0, memoryPerProcess: 0 });
+  const part = new SpoolPart(spool);
+  const data = Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 7) & 255));
+  await part.write(data);
+  await part.finish();
+  const read = part.windowedReader();
+  for (const [o, l] of [[0, 10], [5, 100], [65_530, 20], [70_000, 4], [199_990, 50], [100, 100_000]] as const) {
+    t.ok((await read(o, l)).equals(data.subarray(o, o + l)), `${o}+${l}`);
+  }
+  await spool.dispose();
+});
