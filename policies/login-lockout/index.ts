@@ -32,11 +32,10 @@ const schema = policyBlock(
       default: 5,
       description: 'failed logins for one username within `window` that lock it (MAX_LOGIN_ATTEMPTS)',
     }),
-    ip_max_attempts: Type.Integer({
-      minimum: 0,
-      maximum: MAX_WINDOW_EVENTS,
-      default: 20,
-      description: 'failed logins from one client IP within `window` that lock that IP out of the login route, whatever the username; 0 = off',
+    ip_max_attempts: Type.Union([Type.Integer({ minimum: 0, maximum: MAX_WINDOW_EVENTS }), Type.Literal('auto')], {
+      default: 'auto',
+      description:
+        'failed logins from one client IP within `window`, whatever the usernames, that lock that IP out of the login route; auto = 4 × max_attempts; 0 = off; otherwise at least max_attempts',
     }),
     window: Minutes('15m', 'sliding window in which failures are counted'),
     lockout: Minutes(15, 'how long a lock lasts (LOGIN_LOCKOUT_DURATION)'),
@@ -111,7 +110,10 @@ export const loginLockout: PolicyFactory<typeof schema> = {
     const windowMs = minutes(config.window, 'window');
     const lockMs = minutes(config.lockout, 'lockout');
     const maxAttempts = config.max_attempts;
-    const ipMax = config.ip_max_attempts;
+    const ipMax = config.ip_max_attempts === 'auto' ? Math.min(MAX_WINDOW_EVENTS, 4 * maxAttempts) : config.ip_max_attempts;
+    if (ipMax > 0 && ipMax < maxAttempts) {
+      throw new ConfigError(`ip_max_attempts (${ipMax}) must be at least max_attempts (${maxAttempts}), or 0 to turn the IP lock off`, at('ip_max_attempts'));
+    }
     const failures = new Set(config.failure_statuses);
     const fieldPath = config.username_field.split('.');
     const field = config.username_field;

@@ -138,7 +138,7 @@ t.test('any username string can be locked; case and Unicode forms are one userna
 
 t.test('the client IP is locked past the higher bar, whatever the usernames', async (t) => {
   const { services } = setup();
-  const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 5, ip_max_attempts: 4 }, services);
+  const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 3, ip_max_attempts: 4 }, services);
   for (let i = 0; i < 4; i++) t.equal((await attempt(p, login(`spray-${i}`), 401, '203.0.113.9')).forwarded, true);
   const d = await attempt(p, login('fresh-name'), 200, '203.0.113.9');
   t.equal(d.forwarded, false);
@@ -152,6 +152,15 @@ t.test('the client IP is locked past the higher bar, whatever the usernames', as
   const off = await compilePolicy(loginLockout, { enabled: true, max_attempts: 50, ip_max_attempts: 0 }, s2);
   for (let i = 0; i < 30; i++) await attempt(off, login(`n${i}`), 401);
   t.equal((await attempt(off, login('x'), 401)).forwarded, true, 'ip_max_attempts: 0 turns the IP lock off');
+
+  const { services: s3 } = setup();
+  const auto = await compilePolicy(loginLockout, { enabled: true, max_attempts: 2 }, s3);
+  for (let i = 0; i < 8; i++) t.equal((await attempt(auto, login(`a${i}`), 401)).forwarded, true);
+  t.same((await attempt(auto, login('b'), 401)).deny?.detail, { scope: 'ip', retry_after_s: 900 }, 'auto: 4 × max_attempts');
+  await t.rejects(compilePolicy(loginLockout, { enabled: true, max_attempts: 10, ip_max_attempts: 5 }, s3), {
+    name: 'ConfigError',
+    path: ['policies', 'login_lockout', 'ip_max_attempts'],
+  });
 });
 
 t.test('bad input: odd usernames count per IP only, never crash', async (t) => {
