@@ -332,6 +332,12 @@ export function cmdLine(s: string): string {
 
 const CMD_SPECIAL = /["'\\^,;\s]/;
 
+/** The last segment of a path (`/api/receipts/1 or 1=1` → `1 or 1=1`), for rules on values appended to an id. */
+export function pathLastSegment(s: string): string {
+  const i = s.lastIndexOf('/');
+  return i < 0 ? s : s.slice(i + 1);
+}
+
 /** Every transform, by the name rule packs use. */
 export const TRANSFORMS: Readonly<Record<string, Transform>> = {
   url_decode: urlDecodeRepeat,
@@ -354,6 +360,7 @@ export const TRANSFORMS: Readonly<Record<string, Transform>> = {
   remove_nulls: removeNulls,
   replace_comments: replaceComments,
   normalize_path: normalizePath,
+  path_last_segment: pathLastSegment,
   cmd_line: cmdLine,
 };
 

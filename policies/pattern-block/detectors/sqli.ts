@@ -340,7 +340,7 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
     }
   }
   // string break followed by a boolean test, or a value that starts with one
-  const lead = ctx === 'none' ? /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/ : /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&)|^s\)*o\(*[s1nvf]/;
+  const lead = ctx === 'none' ? /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/ : /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&|\?s)|^s\)*o\(*[s1nvf]/;
   if (lead.test(fp)) return 'boolean-break';
   if (ctx === 'none' && /^so[s1]/.test(fp)) return 'boolean-break';
   // string break then comment (`admin'--`, `x')#`); a `#` comment that itself holds the quote is prose
