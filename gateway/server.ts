@@ -23,6 +23,9 @@ import { clientAddress, forwardedFor, isTrustedHttps } from './client-ip.js';
 import { normalizePath } from './router.js';
 import { createContext } from './context-factory.js';
 import { parseDuration } from './config/units.js';
+import { TlsManager, createTlsServer, h2RequestView, isH2Request, type H2View } from './tls.js';
+import { RedirectServer } from './redirect.js';
+import { WebSocketTunnels, handleUpgrade, type UpgradeHost } from './websocket.js';
 
 export interface GatewayOptions {
   readonly configFile: string;
@@ -31,6 +34,8 @@ export interface GatewayOptions {
   readonly port?: number;
   readonly host?: string;
   readonly adminPort?: number;
+  /** override listen.redirect.port (tests use 0) */
+  readonly redirectPort?: number;
   /** watch the config file for changes (default true) */
   readonly watch?: boolean;
   readonly log?: OpsLogger;
@@ -82,6 +87,10 @@ export class Gateway {
   private readonly durationChildren = new Map<string, { observe(v: number): void }>();
   private readonly upstreamDurationChildren = new Map<string, { observe(v: number): void }>();
   private readonly env: Readonly<Record<string, string | undefined>>;
+  /** TLS termination (listen.tls): certificates, SNI, rotation */
+  readonly tls: TlsManager | undefined;
+  private redirect: RedirectServer | undefined;
+  readonly tunnels: WebSocketTunnels;
 
   private constructor(
     private readonly opts: GatewayOptions,
@@ -100,23 +109,54 @@ export class Gateway {
     this.observers = observers;
     this.env = opts.env ?? process.env;
     const l = generation.listen;
-    this.server = http.createServer({
-      maxHeaderSize: l.maxHeaderSize,
-      requestTimeout: l.requestTimeoutMs,
-      headersTimeout: l.headerTimeoutMs,
-      keepAliveTimeout: l.keepAliveTimeoutMs,
-      // Node checks header/request timeouts only every connectionsCheckingInterval (30 s by
-      // default); check often enough that header_timeout is enforced near its value.
-      connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(Math.min(l.headerTimeoutMs || 30_000, l.requestTimeoutMs || 30_000) / 4))),
-      requireHostHeader: false,
-      joinDuplicateHeaders: false,
-      insecureHTTPParser: false,
-    });
+    // Node checks header/request timeouts only every connectionsCheckingInterval (30 s by
+    // default); check often enough that header_timeout is enforced near its value.
+    const checkingInterval = Math.max(100, Math.min(30_000, Math.floor(Math.min(l.headerTimeoutMs || 30_000, l.requestTimeoutMs || 30_000) / 4)));
+    this.tunnels = new WebSocketTunnels(metrics);
+    if (l.tls !== undefined) {
+      // Edge mode: TLS with HTTP/2 and HTTP/1.1 by ALPN (or HTTPS/1.1 only).
+      this.tls = new TlsManager(l.tls, { metrics, audit, log: services.log, now: services.now });
+      this.server = createTlsServer(
+        l.tls,
+        {
+          maxHeaderSize: l.maxHeaderSize,
+          maxHeaders: l.maxHeaders,
+          headerTimeoutMs: l.headerTimeoutMs,
+          requestTimeoutMs: l.requestTimeoutMs,
+          keepAliveTimeoutMs: l.keepAliveTimeoutMs,
+          connectionsCheckingIntervalMs: checkingInterval,
+        },
+        this.tls.serverOptions(),
+      ) as unknown as http.Server;
+    } else {
+      this.tls = undefined;
+      this.server = http.createServer({
+        maxHeaderSize: l.maxHeaderSize,
+        requestTimeout: l.requestTimeoutMs,
+        headersTimeout: l.headerTimeoutMs,
+        keepAliveTimeout: l.keepAliveTimeoutMs,
+        connectionsCheckingInterval: checkingInterval,
+        requireHostHeader: false,
+        joinDuplicateHeaders: false,
+        insecureHTTPParser: false,
+      });
+    }
     this.server.maxHeadersCount = l.maxHeaders + 1;
     this.server.maxConnections = l.maxConnections;
     this.server.maxRequestsPerSocket = l.maxRequestsPerSocket;
     this.server.on('request', (req, res) => this.onRequest(req, res));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
+    const upgradeHost: UpgradeHost = {
+      services,
+      tunnels: this.tunnels,
+      generation: () => this.generation,
+      closing: () => this.closing,
+      makeContext: (gen, req, signal) => this.makeContext(gen, req, signal),
+      finish: (route, ctx, outcome, seconds) => this.finish(route, ctx, outcome, seconds),
+      forwardedFor: (ctx, req, gen) => forwardedFor4Upstream(ctx, req, gen),
+      serveAsRequest: (req, res) => this.onRequest(req, res),
+    };
+    this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => handleUpgrade(upgradeHost, req, socket, head));
     this.server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
       metrics.openConnections.inc();
@@ -176,6 +216,17 @@ export class Gateway {
         resolve();
       });
     });
+    this.tls?.attach(this.server as unknown as { setSecureContext(o: object): void });
+    const rd = l.redirect;
+    if (rd !== undefined) {
+      this.redirect = new RedirectServer(() => this.generation.listen.redirect, () => this.port, this.metrics, {
+        headersTimeout: l.headerTimeoutMs,
+        requestTimeout: l.requestTimeoutMs,
+        keepAliveTimeout: l.keepAliveTimeoutMs,
+        maxHeaderSize: l.maxHeaderSize,
+      });
+      await this.redirect.listen(rd.host, this.opts.redirectPort ?? rd.port);
+    }
     const a = this.generation.config.admin;
     if (a.enabled) {
       this.admin = new AdminServer(this);
@@ -191,7 +242,11 @@ export class Gateway {
   get url(): string {
     const addr = this.server.address() as { address: string; port: number };
     const host = addr.address === '0.0.0.0' || addr.address === '::' ? '127.0.0.1' : addr.address;
-    return `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+    return `${this.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+  }
+  /** the HTTP→HTTPS redirect listener, when configured */
+  get redirectUrl(): string | undefined {
+    return this.redirect?.url;
   }
   get adminUrl(): string | undefined {
     return this.admin?.url;
@@ -225,6 +280,8 @@ export class Gateway {
       const old = this.generation;
       this.generation = next;
       await this.pools.retainOnly(next.upstream);
+      // New certificate paths, versions or ciphers apply to new handshakes at once.
+      if (next.listen.tls !== undefined) this.tls?.update(next.listen.tls);
       // Retire the old generation once requests that started on it had time to finish.
       setTimeout(() => void closeGeneration(old), old.listen.shutdownTimeoutMs).unref();
       record = { time: new Date(started).toISOString(), result: 'success', generation: next.id, trigger };
@@ -244,6 +301,11 @@ export class Gateway {
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    // TLS failures (handshake timeout, protocol version, garbage): no HTTP to answer with.
+    if (typeof err.code === 'string' && (err.code.startsWith('ERR_SSL_') || err.code.startsWith('ERR_TLS_'))) {
+      socket.destroy();
+      return;
+    }
     const pending = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
     if (pending) {
       // llhttp refuses a Transfer-Encoding other than chunked only after it emitted the
@@ -292,7 +354,7 @@ export class Gateway {
         headers: {},
         rawHeaders: [],
         clientIp: clientAddress(socket.remoteAddress),
-        secure: false,
+        secure: this.tls !== undefined,
         httpVersion: '1.1',
         bodySource: socket,
         signal: new AbortController().signal,
@@ -319,7 +381,7 @@ export class Gateway {
     const gen = this.generation;
     const ac = new AbortController();
     this.inflight.add(ac);
-    const ctx = this.makeContext(gen, req, ac.signal);
+    const ctx = this.makeContext(gen, req, ac.signal, isH2Request(req) ? h2RequestView(req) : undefined);
     // Any client disconnect before the response finished cancels the upstream request.
     res.once('close', () => {
       if (!res.writableFinished) ac.abort();
@@ -335,7 +397,8 @@ export class Gateway {
     });
   }
 
-  private makeContext(gen: Generation, req: http.IncomingMessage, signal: AbortSignal): RequestContext {
+  /** `h2`: the HTTP/1.1 view of an HTTP/2 stream (Host from :authority, no pseudo-headers). */
+  private makeContext(gen: Generation, req: http.IncomingMessage, signal: AbortSignal, h2?: H2View): RequestContext {
     const peer = clientAddress(req.socket.remoteAddress);
     const trusted = gen.trustedProxies !== undefined && gen.trustedProxies.check(peer, peer.includes(':') ? 'ipv6' : 'ipv4');
     const clientIp = trusted ? forwardedFor(req.headers['x-forwarded-for'], gen.trustedProxies!, peer) : peer;
@@ -343,9 +406,9 @@ export class Gateway {
     return createContext({
       id: typeof incomingId === 'string' && REQUEST_ID_RE.test(incomingId) ? incomingId : undefined,
       method: req.method ?? 'GET',
-      target: req.url ?? '/',
-      headers: req.headers,
-      rawHeaders: req.rawHeaders,
+      target: h2 !== undefined ? h2.target : (req.url ?? '/'),
+      headers: h2 !== undefined ? h2.headers : req.headers,
+      rawHeaders: h2 !== undefined ? h2.rawHeaders : req.rawHeaders,
       clientIp,
       secure: (req.socket as Socket & { encrypted?: boolean }).encrypted === true || (trusted && isTrustedHttps(req.headers)),
       httpVersion: req.httpVersion,
@@ -356,7 +419,8 @@ export class Gateway {
 
   private async handle(gen: Generation, ctx: RequestContext, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const services = this.services;
-    const framing = framingDeny(ctx, gen.listen.maxHeaders);
+    // The version check is about an HTTP/1 request line; HTTP/2 was negotiated by ALPN.
+    const framing = framingDeny(isH2Request(req) ? { ...ctx, httpVersion: '1.1' } : ctx, gen.listen.maxHeaders);
     if (framing !== undefined) {
       res.shouldKeepAlive = false;
       this.closingSockets.add(req.socket);
@@ -559,14 +623,20 @@ export class Gateway {
     clearTimeout(this.reloadTimer);
     this.watcher?.close();
     const deadline = this.generation.listen.shutdownTimeoutMs;
+    this.tls?.close();
+    // WebSocket tunnels get a close frame (1001) at a frame boundary, then end.
+    const tunnelsClosed = this.tunnels.closeAll(Math.min(deadline, 2000));
+    const redirectClosed = this.redirect?.close();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
+    // (the HTTP/2 server has no closeIdleConnections: its close() sends GOAWAY to each session)
+    if (typeof this.server.closeIdleConnections === 'function') this.server.closeIdleConnections();
     const timer = setTimeout(() => {
       for (const ac of this.inflight) ac.abort();
-      this.server.closeAllConnections();
+      if (typeof this.server.closeAllConnections === 'function') this.server.closeAllConnections();
+      for (const s of this.sockets) s.destroy();
     }, deadline);
     timer.unref();
-    await closed;
+    await Promise.all([closed, tunnelsClosed, redirectClosed]);
     clearTimeout(timer);
     await this.admin?.close();
     await closeGeneration(this.generation);

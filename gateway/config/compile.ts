@@ -10,6 +10,7 @@ import { Router } from '../router.js';
 import type { GatewayConfig } from './schema.js';
 import { ConfigLoadError, type ConfigProblem, type LoadedConfig } from './load.js';
 import { parseDuration, parseSize } from './units.js';
+import { compileTls, TlsConfigError, type TlsSettings } from '../tls.js';
 
 /** A route with its policies compiled, split by stage in registry order. */
 export interface CompiledRoute {
@@ -28,6 +29,17 @@ export interface CompiledRoute {
   readonly needsBody: boolean;
   /** body size limit in bytes (Infinity when no size-limit policy) */
   readonly bodyLimit: number;
+  /** WebSocket upgrades are accepted (route key `websocket: true`) */
+  readonly websocket: boolean;
+}
+
+/** `listen.redirect` compiled: the plain-HTTP listener that answers 308 to https. */
+export interface RedirectSettings {
+  readonly host: string;
+  readonly port: number;
+  /** port written in the Location; undefined = the main listener's port */
+  readonly httpsPort: number | undefined;
+  readonly exemptPaths: ReadonlySet<string>;
 }
 
 export interface ListenerSettings {
@@ -41,6 +53,10 @@ export interface ListenerSettings {
   readonly keepAliveTimeoutMs: number;
   readonly maxRequestsPerSocket: number;
   readonly shutdownTimeoutMs: number;
+  /** TLS termination (edge mode); undefined = plain HTTP */
+  readonly tls?: TlsSettings | undefined;
+  /** the HTTP→HTTPS redirect listener, when configured */
+  readonly redirect?: RedirectSettings | undefined;
 }
 
 export interface UpstreamSettings {
@@ -144,7 +160,7 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
     overrides: Record<string, Record<string, unknown>> | undefined,
     at: readonly (string | number)[],
     include: (f: PolicyFactory) => boolean,
-    extra: { adminApi?: boolean; stripPrefix?: string | undefined },
+    extra: { adminApi?: boolean; stripPrefix?: string | undefined; websocket?: boolean },
   ): Promise<CompiledRoute> => {
     const policies: Policy[] = [];
     for (const f of FACTORIES) {
@@ -185,8 +201,17 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
       onDone: policies.filter((p) => p.onDone),
       needsBody: policies.some((p) => p.needsBody),
       bodyLimit,
+      websocket: extra.websocket ?? false,
     };
   };
+
+  // With TLS on the listener, HSTS is sent only over TLS (RFC 6797 §7.2) unless the file
+  // says otherwise; every main-listener connection is TLS then, and the redirect listener
+  // never sends it.
+  const sh = config.policies.security_headers as Record<string, unknown> | undefined;
+  if (config.listen.tls !== undefined && sh !== undefined && !isSet(source, ['policies', 'security_headers', 'hsts_only_over_tls'])) {
+    sh.hsts_only_over_tls = true;
+  }
 
   // Global blocks are validated by the config schema already; compile them once so that
   // semantic errors in a global block are reported at the global block.
@@ -200,6 +225,7 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
       await buildRoute(r.name, i, r.policies as Record<string, Record<string, unknown>> | undefined, ['routes', i], () => true, {
         adminApi: r.listener === 'admin-api',
         stripPrefix: r.strip_prefix,
+        websocket: r.websocket === true,
       }),
     );
   }
@@ -267,6 +293,23 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
   }
   if (!/^[A-Za-z0-9-]+$/.test(config.request_id.header)) problem(['request_id', 'header'], 'invalid header name');
 
+  let tlsSettings: TlsSettings | undefined;
+  if (config.listen.tls !== undefined) {
+    try {
+      tlsSettings = await compileTls(config.listen.tls, configDir, services.now(), parseDuration);
+    } catch (err) {
+      const list = err instanceof AggregateError ? (err.errors as Error[]) : [err as Error];
+      for (const e of list) problem(e instanceof TlsConfigError ? e.at : ['listen', 'tls'], e.message);
+    }
+  }
+  const rd = config.listen.redirect;
+  if (rd !== undefined && config.listen.tls === undefined) {
+    problem(['listen', 'redirect'], 'the redirect listener needs listen.tls (it sends clients to https)');
+  }
+  config.routes.forEach((r, i) => {
+    if (r.websocket === true && r.listener === 'admin-api') problem(['routes', i, 'websocket'], 'an admin-api route cannot accept WebSocket upgrades');
+  });
+
   if (problems.length > 0 || !router || !upstreamUrl) {
     await Promise.allSettled(all.map((p) => p.close?.()));
     problems.sort((a, b) => a.line - b.line || a.column - b.column);
@@ -294,6 +337,11 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
       keepAliveTimeoutMs: parseDuration(l.keep_alive_timeout),
       maxRequestsPerSocket: l.max_requests_per_socket,
       shutdownTimeoutMs: parseDuration(l.shutdown_timeout),
+      tls: tlsSettings,
+      redirect:
+        rd === undefined
+          ? undefined
+          : { host: rd.host, port: rd.port, httpsPort: rd.https_port, exemptPaths: new Set(rd.exempt_paths) },
     },
     upstream: {
       origin: upstreamUrl.origin,
@@ -314,4 +362,11 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
 /** Release what a retired generation's policies hold (timers, clients). */
 export async function closeGeneration(gen: Generation): Promise<void> {
   await Promise.allSettled(gen.allPolicies.map((p) => p.close?.()));
+}
+
+/** Whether the file itself writes a key (rather than it coming from a schema default). */
+function isSet(source: LoadedConfig['source'], keyPath: readonly (string | number)[]): boolean {
+  const at = source.locate(keyPath);
+  const parent = source.locate(keyPath.slice(0, -1));
+  return at.line !== parent.line || at.column !== parent.column;
 }

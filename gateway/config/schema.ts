@@ -9,6 +9,108 @@ import { Duration, Size } from './policy-schema.js';
 
 const Strict = { additionalProperties: false } as const;
 
+/** Mozilla "intermediate" suites: TLS 1.3 AEADs, then ECDHE with AES-GCM or ChaCha20-Poly1305 for TLS 1.2 (forward secrecy, no CBC, no RSA key exchange). */
+export const DEFAULT_TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+/** Host names a certificate is chosen for by SNI: `api.example.com` or `*.example.com`. */
+const SERVERNAME_PATTERN = '^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$';
+
+/**
+ * One extra certificate, chosen when the client's SNI names one of `servernames`.
+ * ```yaml
+ * certificates:
+ *   - { cert_file: /etc/tls/api/tls.crt, key_file: /etc/tls/api/tls.key, servernames: [api.example.com, "*.api.example.com"] }
+ * ```
+ */
+export const TlsCertificateSchema = Type.Object(
+  {
+    cert_file: Type.String({ minLength: 1, description: 'PEM certificate chain (leaf first, then intermediates); relative paths are relative to the config file' }),
+    key_file: Type.String({ minLength: 1, description: 'PEM private key of the leaf certificate' }),
+    servernames: Type.Array(Type.String({ pattern: SERVERNAME_PATTERN, description: 'a host name or *.wildcard' }), {
+      minItems: 1,
+      description: 'SNI names this certificate answers for (exact, or `*.example.com` for one label)',
+    }),
+  },
+  { ...Strict },
+);
+
+/**
+ * `listen.tls`: terminate TLS on the main listener (edge deployment). Files are watched and
+ * reloaded without a restart; a bad new certificate keeps the old one serving.
+ * ```yaml
+ * listen:
+ *   port: 443
+ *   tls:
+ *     cert_file: /etc/tls/tls.crt
+ *     key_file: /etc/tls/tls.key
+ * ```
+ */
+export const TlsSchema = Type.Object(
+  {
+    cert_file: Type.String({
+      minLength: 1,
+      description: 'PEM certificate chain of the default certificate (leaf first, then intermediates); relative paths are relative to the config file',
+    }),
+    key_file: Type.String({ minLength: 1, description: 'PEM private key of the default certificate' }),
+    certificates: Type.Array(TlsCertificateSchema, {
+      default: [],
+      description: 'more certificates chosen by SNI; clients naming none of their servernames get the default certificate',
+    }),
+    min_version: Type.Union([Type.Literal('TLSv1.3'), Type.Literal('TLSv1.2'), Type.Literal('TLSv1.1'), Type.Literal('TLSv1')], {
+      default: 'TLSv1.2',
+      description: 'lowest protocol version accepted (below TLSv1.2 the security score fails)',
+    }),
+    ciphers: Type.String({
+      minLength: 1,
+      default: DEFAULT_TLS_CIPHERS,
+      description: 'OpenSSL cipher list (TLS 1.3 suites and TLS 1.2 ciphers); the default is Mozilla intermediate: AEAD with forward secrecy only',
+    }),
+    session_timeout: Duration('5m', 'lifetime of TLS session tickets and cached sessions (resumption)'),
+    handshake_timeout: Duration('10s', 'time a client has to complete the TLS handshake'),
+    http2: Type.Boolean({ default: true, description: 'offer HTTP/2 by ALPN (h2, then http/1.1); false: HTTP/1.1 only' }),
+    max_concurrent_streams: Type.Integer({
+      minimum: 1,
+      maximum: 10000,
+      default: 100,
+      description: 'HTTP/2 streams a client may have open at once on one connection; streams beyond are refused (REFUSED_STREAM)',
+    }),
+    idle_timeout: Duration('2m', 'HTTP/2: an idle connection is closed (GOAWAY) after this'),
+  },
+  { ...Strict, description: 'terminate TLS on the main listener (edge mode); absent = plain HTTP (sidecar mode)' },
+);
+
+/**
+ * `listen.redirect`: a plain-HTTP listener answering every request with 308 to the https URL.
+ * ```yaml
+ * listen:
+ *   redirect: { port: 80 }
+ * ```
+ */
+export const RedirectSchema = Type.Object(
+  {
+    host: Type.String({ default: '0.0.0.0', description: 'address of the redirect listener' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 80, description: 'port of the redirect listener' }),
+    https_port: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 65535, description: 'port written in the Location (absent = the main listener\'s port; 443 is left out of the URL)' }),
+    ),
+    exempt_paths: Type.Array(Type.String({ pattern: '^/' }), {
+      default: ['/healthz', '/api/health'],
+      description: 'paths answered 200 {"status":"ok"} instead of redirected (load balancer health checks)',
+    }),
+  },
+  { ...Strict, description: 'plain-HTTP listener that redirects to https (308); needs listen.tls' },
+);
+
 export const ListenSchema = Type.Object(
   {
     host: Type.String({ default: '0.0.0.0', description: 'address of the main listener' }),
@@ -26,6 +128,8 @@ export const ListenSchema = Type.Object(
     keep_alive_timeout: Duration('5s', 'idle time before a keep-alive connection is closed'),
     max_requests_per_socket: Type.Integer({ minimum: 0, default: 1000, description: 'requests per keep-alive connection (0 = unlimited)' }),
     shutdown_timeout: Duration('10s', 'how long in-flight requests may finish after SIGTERM'),
+    tls: Type.Optional(TlsSchema),
+    redirect: Type.Optional(RedirectSchema),
   },
   { ...Strict, default: {}, description: 'the main listener' },
 );
@@ -160,6 +264,12 @@ export const RouteSchema = Type.Object(
       }),
     ),
     strip_prefix: Type.Optional(Type.String({ pattern: '^/', description: 'remove this path prefix before forwarding' })),
+    websocket: Type.Optional(
+      Type.Boolean({
+        description:
+          'accept WebSocket upgrades (GET with Upgrade: websocket) on this route: they pass the request phase (auth, CORS, rate limits, audit) and are then tunnelled to the upstream; absent/false: upgrades are refused (400)',
+      }),
+    ),
     policies: Type.Optional(policiesSchema(true)),
   },
   { ...Strict },

@@ -27,6 +27,11 @@ export class Metrics {
   readonly upstreamErrors: client.Counter<'route' | 'kind'>;
   readonly policyErrors: client.Counter<'policy'>;
   readonly openConnections: client.Gauge;
+  readonly tlsReloads: client.Counter<'result'>;
+  readonly tlsCertificateExpiry: client.Gauge<'certificate'>;
+  readonly websocketTunnels: client.Gauge;
+  /** set by the TLS manager: seconds until each certificate expires, read at every scrape */
+  tlsExpirySource: (() => Iterable<[string, number]>) | undefined;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [(this.registry = new client.Registry())];
@@ -81,6 +86,25 @@ export class Metrics {
     this.openConnections = new client.Gauge({
       name: 'gateway_open_connections',
       help: 'Client connections currently open on the main listener',
+      registers,
+    });
+    this.tlsReloads = counter('gateway_tls_reloads_total', 'TLS certificate reloads after a file change, by result (error: the old certificate keeps serving)', ['result']);
+    const source = () => this.tlsExpirySource;
+    this.tlsCertificateExpiry = new client.Gauge({
+      name: 'gateway_tls_certificate_expiry_seconds',
+      help: 'Seconds until each served TLS certificate expires (default, or the first SNI name)',
+      labelNames: ['certificate'],
+      registers,
+      collect() {
+        const read = source();
+        this.reset();
+        if (read === undefined) return;
+        for (const [certificate, seconds] of read()) this.set({ certificate }, seconds);
+      },
+    });
+    this.websocketTunnels = new client.Gauge({
+      name: 'gateway_websocket_tunnels',
+      help: 'WebSocket tunnels currently open between clients and the upstream',
       registers,
     });
   }

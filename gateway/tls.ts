@@ -1,0 +1,538 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import https from 'node:https';
+import http2 from 'node:http2';
+import type { IncomingHttpHeaders } from 'node:http';
+import path from 'node:path';
+import tls from 'node:tls';
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import type { Metrics } from './observability/metrics.js';
+import type { AuditLog } from './observability/audit.js';
+import type { OpsLogger } from './policy.js';
+
+/**
+ * TLS termination for the main listener (edge mode): loading and checking PEM
+ * certificates, SNI selection, and hot rotation. Certificate files are watched; a
+ * changed file is loaded, checked (parses, key matches, not expired, covers its SNI
+ * names) and swapped in with `server.setSecureContext()` (new handshakes use it, open
+ * connections keep theirs). A bad new file keeps the old certificate serving and is
+ * logged and counted in `gateway_tls_reloads_total{result="error"}`.
+ */
+
+/** One configured certificate (the first is the default one). */
+export interface TlsCertificateSettings {
+  /** absolute paths */
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** SNI names (lowercase); empty for the default certificate */
+  readonly servernames: readonly string[];
+  /** where it is in gateway.yaml, for error messages */
+  readonly at: readonly (string | number)[];
+}
+
+/** A certificate read from disk and checked. */
+export interface LoadedCertificate {
+  readonly settings: TlsCertificateSettings;
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  /** ms since the epoch */
+  readonly notAfter: number;
+  readonly notBefore: number;
+  readonly subject: string;
+  /** DNS and IP subject alternative names */
+  readonly altNames: readonly string[];
+  /** the metric label: `default` or the first SNI name */
+  readonly label: string;
+}
+
+/** `listen.tls` compiled: settings plus the certificates loaded when the config was compiled. */
+export interface TlsSettings {
+  readonly certificates: readonly LoadedCertificate[];
+  readonly minVersion: tls.SecureVersion;
+  readonly ciphers: string;
+  readonly sessionTimeoutSeconds: number;
+  readonly handshakeTimeoutMs: number;
+  readonly http2: boolean;
+  readonly maxConcurrentStreams: number;
+  readonly idleTimeoutMs: number;
+}
+
+/** A problem with one file or setting, with the key path it belongs to. */
+export class TlsConfigError extends Error {
+  constructor(
+    readonly at: readonly (string | number)[],
+    message: string,
+  ) {
+    super(message);
+    this.name = 'TlsConfigError';
+  }
+}
+
+function label(s: TlsCertificateSettings): string {
+  return s.servernames[0] ?? 'default';
+}
+
+/** Subject alternative names of a certificate: `DNS:a, IP Address:1.2.3.4` → [a, 1.2.3.4]. */
+export function altNamesOf(x: X509Certificate): string[] {
+  const san = x.subjectAltName;
+  if (san === undefined) return [];
+  return san
+    .split(/,\s*/)
+    .map((e) => /^(?:DNS|IP Address):(.+)$/.exec(e.trim())?.[1])
+    .filter((v): v is string => v !== undefined)
+    .map((v) => v.toLowerCase());
+}
+
+async function readPem(file: string, at: readonly (string | number)[], what: string): Promise<Buffer> {
+  try {
+    return await fsp.readFile(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new TlsConfigError(at, `cannot read the ${what} file "${file}" (${code === 'ENOENT' ? 'not found' : code})`);
+  }
+}
+
+/**
+ * Read and check one certificate and its key: the PEM parses, the key is a private key
+ * matching the leaf, the certificate is within its validity period, and it covers the
+ * SNI names it is configured for.
+ */
+export async function loadCertificate(s: TlsCertificateSettings, now: number): Promise<LoadedCertificate> {
+  const certAt = [...s.at, 'cert_file'];
+  const keyAt = [...s.at, 'key_file'];
+  const [cert, key] = await Promise.all([readPem(s.certFile, certAt, 'certificate'), readPem(s.keyFile, keyAt, 'key')]);
+  if (!cert.includes('-----BEGIN CERTIFICATE-----')) throw new TlsConfigError(certAt, `"${s.certFile}" holds no PEM certificate`);
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(cert);
+  } catch (err) {
+    throw new TlsConfigError(certAt, `"${s.certFile}" is not a valid certificate (${(err as Error).message})`);
+  }
+  let pk: KeyObject;
+  try {
+    pk = createPrivateKey(key);
+  } catch (err) {
+    const msg = (err as Error).message;
+    throw new TlsConfigError(
+      keyAt,
+      /passphrase|encrypted/i.test(msg) ? `"${s.keyFile}" is encrypted; give an unencrypted PEM key` : `"${s.keyFile}" is not a PEM private key (${msg})`,
+    );
+  }
+  if (!x509.checkPrivateKey(pk)) throw new TlsConfigError(keyAt, `the key in "${s.keyFile}" does not match the certificate in "${s.certFile}"`);
+  const notAfter = Date.parse(x509.validTo);
+  const notBefore = Date.parse(x509.validFrom);
+  if (notAfter <= now) throw new TlsConfigError(certAt, `the certificate in "${s.certFile}" expired on ${new Date(notAfter).toISOString()}`);
+  if (notBefore > now) throw new TlsConfigError(certAt, `the certificate in "${s.certFile}" is not valid before ${new Date(notBefore).toISOString()}`);
+  s.servernames.forEach((name, i) => {
+    const probe = name.startsWith('*.') ? `sni-probe${name.slice(1)}` : name;
+    if (x509.checkHost(probe, { wildcards: true, subject: 'default' }) === undefined) {
+      throw new TlsConfigError([...s.at, 'servernames', i], `the certificate in "${s.certFile}" does not cover "${name}"`);
+    }
+  });
+  // The same check OpenSSL makes when the context is built (e.g. an unusable key type).
+  try {
+    tls.createSecureContext({ cert, key });
+  } catch (err) {
+    throw new TlsConfigError(certAt, `OpenSSL refuses "${s.certFile}" with its key (${(err as Error).message})`);
+  }
+  return { settings: s, cert, key, notAfter, notBefore, subject: x509.subject.replace(/\n/g, ', '), altNames: altNamesOf(x509), label: label(s) };
+}
+
+/** The secure-context options shared by the default and the SNI contexts. */
+function contextOptions(t: TlsSettings, c: LoadedCertificate): tls.SecureContextOptions {
+  return {
+    cert: c.cert,
+    key: c.key,
+    minVersion: t.minVersion,
+    ciphers: t.ciphers,
+    sessionTimeout: t.sessionTimeoutSeconds,
+    // Below TLS 1.2 OpenSSL 3 needs security level 0 for the old SHA-1 based suites.
+    ...(t.minVersion === 'TLSv1' || t.minVersion === 'TLSv1.1' ? { ciphers: `${t.ciphers}:@SECLEVEL=0` } : {}),
+  };
+}
+
+/** Check that the cipher list and version settings build a context (config validation). */
+export function checkTlsOptions(t: Omit<TlsSettings, 'certificates'>, c: LoadedCertificate): void {
+  try {
+    tls.createSecureContext(contextOptions({ ...t, certificates: [c] }, c));
+  } catch (err) {
+    throw new TlsConfigError(['listen', 'tls', 'ciphers'], `OpenSSL refuses the cipher list (${(err as Error).message})`);
+  }
+}
+
+/** SNI lookup: exact names first, then `*.parent` for one label. */
+class SniTable {
+  private readonly exact = new Map<string, tls.SecureContext>();
+  private readonly wildcard = new Map<string, tls.SecureContext>();
+
+  constructor(t: TlsSettings) {
+    for (const c of t.certificates.slice(1)) {
+      const ctx = tls.createSecureContext(contextOptions(t, c));
+      for (const name of c.settings.servernames) {
+        if (name.startsWith('*.')) {
+          if (!this.wildcard.has(name.slice(2))) this.wildcard.set(name.slice(2), ctx);
+        } else if (!this.exact.has(name)) this.exact.set(name, ctx);
+      }
+    }
+  }
+
+  get empty(): boolean {
+    return this.exact.size === 0 && this.wildcard.size === 0;
+  }
+
+  lookup(servername: string): tls.SecureContext | undefined {
+    const name = servername.toLowerCase().replace(/\.$/, '');
+    const hit = this.exact.get(name);
+    if (hit !== undefined) return hit;
+    const dot = name.indexOf('.');
+    return dot === -1 ? undefined : this.wildcard.get(name.slice(dot + 1));
+  }
+}
+
+/** The server options of the TLS listener for the given settings (used once, at start). */
+export function serverTlsOptions(t: TlsSettings, sni: (name: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void): tls.TlsOptions {
+  const d = t.certificates[0]!;
+  return {
+    ...contextOptions(t, d),
+    handshakeTimeout: t.handshakeTimeoutMs,
+    SNICallback: sni,
+  };
+}
+
+export interface TlsManagerDeps {
+  readonly metrics: Metrics;
+  readonly audit: AuditLog;
+  readonly log: OpsLogger;
+  readonly now: () => number;
+}
+
+/** A server that can swap its default secure context (tls.Server, https.Server, Http2SecureServer). */
+export interface SecureServer {
+  setSecureContext(options: tls.SecureContextOptions): void;
+}
+
+/**
+ * Owns the live certificates of the TLS listener: SNI selection, file watching with a
+ * debounce, rotation through `setSecureContext`, the reload counter and the expiry gauge.
+ */
+export class TlsManager {
+  private settings: TlsSettings;
+  private sni: SniTable;
+  private server: SecureServer | undefined;
+  private watchers: fs.FSWatcher[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> = Promise.resolve();
+  private closed = false;
+  /** called after each reload attempt (tests wait on it) */
+  onReload: ((result: 'success' | 'error' | 'unchanged') => void) | undefined;
+
+  constructor(
+    settings: TlsSettings,
+    private readonly deps: TlsManagerDeps,
+    private readonly debounceMs = 200,
+  ) {
+    this.settings = settings;
+    this.sni = new SniTable(settings);
+    deps.metrics.tlsExpirySource = () => this.expiry();
+  }
+
+  /** The SNICallback given to the server: picks the certificate by the client's server name. */
+  readonly sniCallback = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => {
+    cb(null, this.sni.empty ? undefined : this.sni.lookup(servername));
+  };
+
+  /** Options for creating the listener. */
+  serverOptions(): tls.TlsOptions {
+    return serverTlsOptions(this.settings, this.sniCallback);
+  }
+
+  /** Seconds until each certificate expires (negative once expired), for the gauge. */
+  *expiry(): Iterable<[string, number]> {
+    const now = this.deps.now();
+    for (const c of this.settings.certificates) yield [c.label, Math.round((c.notAfter - now) / 1000)];
+  }
+
+  get certificates(): readonly LoadedCertificate[] {
+    return this.settings.certificates;
+  }
+
+  get current(): TlsSettings {
+    return this.settings;
+  }
+
+  /** Attach to the listening server and start watching the certificate directories. */
+  attach(server: SecureServer): void {
+    this.server = server;
+    this.watch();
+  }
+
+  private watch(): void {
+    for (const w of this.watchers) w.close();
+    this.watchers = [];
+    const dirs = new Set<string>();
+    for (const c of this.settings.certificates) {
+      dirs.add(path.dirname(c.settings.certFile));
+      dirs.add(path.dirname(c.settings.keyFile));
+    }
+    for (const dir of dirs) {
+      try {
+        // Every event in the directory: certbot swaps symlinks in live/, Kubernetes swaps
+        // the `..data` symlink of a Secret volume; the content comparison filters noise.
+        const w = fs.watch(dir, () => this.schedule());
+        w.on('error', () => {});
+        this.watchers.push(w);
+      } catch (err) {
+        this.deps.log.warn({ dir, err: (err as Error).message }, 'cannot watch the certificate directory; rotate with a config reload (SIGHUP)');
+      }
+    }
+  }
+
+  private schedule(): void {
+    if (this.closed) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.reloadFromDisk('watch'), this.debounceMs);
+    this.timer.unref();
+  }
+
+  /**
+   * Read every certificate again; each one that changed and passes the checks replaces the
+   * old one, each one that changed and fails keeps the old one serving (logged, counted).
+   */
+  reloadFromDisk(trigger: string): Promise<void> {
+    const run = this.running.then(() => this.doReload(trigger));
+    this.running = run.catch(() => {});
+    return run;
+  }
+
+  private async doReload(trigger: string): Promise<void> {
+    if (this.closed) return;
+    const now = this.deps.now();
+    const next: LoadedCertificate[] = [];
+    let changed = false;
+    let failed = false;
+    for (const old of this.settings.certificates) {
+      let fresh: LoadedCertificate;
+      try {
+        fresh = await loadCertificate(old.settings, now);
+      } catch (err) {
+        // Unchanged files that now fail (e.g. expired) keep serving: only a new file is judged.
+        const same = await sameFiles(old);
+        if (!same) {
+          failed = true;
+          this.deps.metrics.tlsReloads.inc({ result: 'error' });
+          this.deps.audit.system('config_reload', { result: 'error', trigger: `tls-${trigger}`, certificate: old.label, error: (err as Error).message });
+          this.deps.log.error({ certificate: old.label, err: (err as Error).message }, 'new TLS certificate rejected; the previous one keeps serving');
+        }
+        next.push(old);
+        continue;
+      }
+      if (fresh.cert.equals(old.cert) && fresh.key.equals(old.key)) {
+        next.push(old);
+        continue;
+      }
+      changed = true;
+      next.push(fresh);
+      this.deps.metrics.tlsReloads.inc({ result: 'success' });
+      this.deps.audit.system('config_reload', { result: 'success', trigger: `tls-${trigger}`, certificate: fresh.label, not_after: new Date(fresh.notAfter).toISOString() });
+      this.deps.log.info({ certificate: fresh.label, not_after: new Date(fresh.notAfter).toISOString() }, 'TLS certificate reloaded');
+    }
+    if (changed) this.apply({ ...this.settings, certificates: next });
+    this.onReload?.(changed ? 'success' : failed ? 'error' : 'unchanged');
+  }
+
+  /** Swap in new settings (a config reload compiled and checked them). */
+  update(settings: TlsSettings): void {
+    const before = this.settings;
+    const files = (t: TlsSettings) => t.certificates.map((c) => `${c.settings.certFile}|${c.settings.keyFile}|${c.settings.servernames.join(',')}`).join(';');
+    const same =
+      files(before) === files(settings) &&
+      before.minVersion === settings.minVersion &&
+      before.ciphers === settings.ciphers &&
+      before.sessionTimeoutSeconds === settings.sessionTimeoutSeconds &&
+      before.certificates.every((c, i) => c.cert.equals(settings.certificates[i]!.cert) && c.key.equals(settings.certificates[i]!.key));
+    if (same) return;
+    if (before.http2 !== settings.http2 || before.maxConcurrentStreams !== settings.maxConcurrentStreams) {
+      this.deps.log.warn({}, 'listen.tls.http2 and max_concurrent_streams apply at the next restart');
+    }
+    this.apply(settings);
+    if (files(before) !== files(settings)) this.watch();
+  }
+
+  private apply(settings: TlsSettings): void {
+    const sni = new SniTable(settings);
+    this.server?.setSecureContext(contextOptions(settings, settings.certificates[0]!));
+    this.settings = settings;
+    this.sni = sni;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    for (const w of this.watchers) w.close();
+    this.watchers = [];
+    if (this.deps.metrics.tlsExpirySource !== undefined) this.deps.metrics.tlsExpirySource = undefined;
+  }
+}
+
+async function sameFiles(c: LoadedCertificate): Promise<boolean> {
+  try {
+    const [cert, key] = await Promise.all([fsp.readFile(c.settings.certFile), fsp.readFile(c.settings.keyFile)]);
+    return cert.equals(c.cert) && key.equals(c.key);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Compile `listen.tls` of a validated config: resolve paths against the config file's
+ * directory, load and check every certificate. Throws TlsConfigError with the key path.
+ */
+export async function compileTls(
+  raw: {
+    cert_file: string;
+    key_file: string;
+    certificates: readonly { cert_file: string; key_file: string; servernames: readonly string[] }[];
+    min_version: string;
+    ciphers: string;
+    session_timeout: string;
+    handshake_timeout: string;
+    http2: boolean;
+    max_concurrent_streams: number;
+    idle_timeout: string;
+  },
+  configDir: string,
+  now: number,
+  parseDuration: (s: string) => number,
+): Promise<TlsSettings> {
+  const base: Omit<TlsSettings, 'certificates'> = {
+    minVersion: raw.min_version as tls.SecureVersion,
+    ciphers: raw.ciphers,
+    sessionTimeoutSeconds: Math.max(1, Math.round(parseDuration(raw.session_timeout) / 1000)),
+    handshakeTimeoutMs: parseDuration(raw.handshake_timeout),
+    http2: raw.http2,
+    maxConcurrentStreams: raw.max_concurrent_streams,
+    idleTimeoutMs: parseDuration(raw.idle_timeout),
+  };
+  const specs: TlsCertificateSettings[] = [
+    { certFile: path.resolve(configDir, raw.cert_file), keyFile: path.resolve(configDir, raw.key_file), servernames: [], at: ['listen', 'tls'] },
+    ...raw.certificates.map((c, i) => ({
+      certFile: path.resolve(configDir, c.cert_file),
+      keyFile: path.resolve(configDir, c.key_file),
+      servernames: c.servernames.map((n) => n.toLowerCase()),
+      at: ['listen', 'tls', 'certificates', i] as const,
+    })),
+  ];
+  const results = await Promise.allSettled(specs.map((s) => loadCertificate(s, now)));
+  const errors = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as Error);
+  if (errors.length > 0) throw new AggregateError(errors, errors.map((e) => e.message).join('; '));
+  const certificates = results.map((r) => (r as PromiseFulfilledResult<LoadedCertificate>).value);
+  checkTlsOptions(base, certificates[0]!);
+  return { ...base, certificates };
+}
+
+/**
+ * The compat response of HTTP/2 streams, with the two members the server reads on
+ * HTTP/1 responses: `shouldKeepAlive` (false: reset the stream after a refusal whose body
+ * was not read) and `destroyed`.
+ */
+export class GatewayH2Response extends http2.Http2ServerResponse {
+  shouldKeepAlive = true;
+}
+// @types/node declares `destroyed` on the compat response; Node 20 does not implement it.
+Object.defineProperty(GatewayH2Response.prototype, 'destroyed', {
+  get(this: GatewayH2Response): boolean {
+    return this.stream.destroyed;
+  },
+});
+
+/** The HTTP/1.1 listener settings the TLS listener shares. */
+export interface H1Settings {
+  readonly maxHeaderSize: number;
+  readonly maxHeaders: number;
+  readonly headerTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly connectionsCheckingIntervalMs: number;
+}
+
+/**
+ * The TLS main listener: HTTP/2 with HTTP/1.1 fallback by ALPN (`http2: true`), or
+ * HTTPS/1.1 only. Both get the HTTP/1 limits of the plain listener; HTTP/2 gets a
+ * per-connection stream cap, a header list cap and an idle timeout.
+ */
+export function createTlsServer(t: TlsSettings, h1: H1Settings, options: tls.TlsOptions): https.Server | http2.Http2SecureServer {
+  if (!t.http2) {
+    return https.createServer({
+      ...options,
+      maxHeaderSize: h1.maxHeaderSize,
+      requestTimeout: h1.requestTimeoutMs,
+      headersTimeout: h1.headerTimeoutMs,
+      keepAliveTimeout: h1.keepAliveTimeoutMs,
+      connectionsCheckingInterval: h1.connectionsCheckingIntervalMs,
+      requireHostHeader: false,
+      joinDuplicateHeaders: false,
+      insecureHTTPParser: false,
+    });
+  }
+  const server = http2.createSecureServer({
+    ...options,
+    allowHTTP1: true,
+    settings: {
+      maxConcurrentStreams: t.maxConcurrentStreams,
+      maxHeaderListSize: h1.maxHeaderSize,
+      enablePush: false,
+    },
+    // pseudo-headers count too
+    maxHeaderListPairs: h1.maxHeaders + 8,
+    unknownProtocolTimeout: t.handshakeTimeoutMs,
+    Http2ServerResponse: GatewayH2Response,
+  }) as unknown as http2.Http2SecureServer;
+  // HTTP/1.1 connections on this server are served by Node's HTTP/1 code, which reads
+  // these properties of the server it is given.
+  const s = server as unknown as Record<string, unknown>;
+  s.headersTimeout = h1.headerTimeoutMs;
+  s.requestTimeout = h1.requestTimeoutMs;
+  s.keepAliveTimeout = h1.keepAliveTimeoutMs;
+  s.maxHeaderSize = h1.maxHeaderSize;
+  s.connectionsCheckingInterval = h1.connectionsCheckingIntervalMs;
+  server.setTimeout(t.idleTimeoutMs);
+  return server;
+}
+
+/** A request that arrived as an HTTP/2 stream (not an HTTP/1 request line claiming 2.0). */
+export function isH2Request(req: object): req is http2.Http2ServerRequest {
+  return req instanceof http2.Http2ServerRequest;
+}
+
+/** What an HTTP/2 stream looks like as the equivalent HTTP/1.1 request, for the policies. */
+export interface H2View {
+  readonly target: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly rawHeaders: string[];
+}
+
+/**
+ * Normalise an HTTP/2 request for the pipeline: pseudo-headers removed, `:authority`
+ * becomes `Host` (RFC 9113 §8.3.1), and a body without Content-Length is announced as
+ * chunked (as the HTTP/1.1 request would be), so body checks and forwarding see it.
+ */
+export function h2RequestView(req: http2.Http2ServerRequest): H2View {
+  const src = req.headers;
+  const headers: IncomingHttpHeaders = {};
+  for (const k in src) if (k.charCodeAt(0) !== 58 /* : */) (headers as Record<string, unknown>)[k] = src[k];
+  const raw = req.rawHeaders;
+  const rawHeaders: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.charCodeAt(0) !== 58) rawHeaders.push(raw[i]!, raw[i + 1]!);
+  const authority = src[':authority'];
+  if (headers.host === undefined && typeof authority === 'string') {
+    headers.host = authority;
+    rawHeaders.push('host', authority);
+  }
+  if (headers['content-length'] === undefined && !req.stream.endAfterHeaders) {
+    headers['transfer-encoding'] = 'chunked';
+    rawHeaders.push('transfer-encoding', 'chunked');
+  }
+  const path = src[':path'];
+  return { target: typeof path === 'string' && path !== '' ? path : '*', headers, rawHeaders };
+}
+
