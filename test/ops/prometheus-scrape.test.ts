@@ -150,10 +150,7 @@ t.test('a real Prometheus scrapes the admin listener and evaluates the shipped r
     groups.map((g) => g.name).sort(),
     ['receipt-gateway-operations', 'receipt-gateway-security'],
   );
-  t.equal(
-    groups.flatMap((g) => g.rules).length,
-    11,
-  );
+  t.equal(groups.flatMap((g) => g.rules).length, 13);
 
   // API violations: a first 401 creates the series (Prometheus counts increases from a
   // series' first sample on), then 4 more once it has been scraped; the alert fires.

@@ -141,6 +141,22 @@ policies:
     });
   }
 
+  await t.test('text fields reach the pattern engine; its refusal frees the spool too', async (t) => {
+    await h.clearMock();
+    const body = multipart([
+      { name: 'merchant', data: "x' UNION SELECT password FROM users --" },
+      { name: 'file', filename: 'r.png', type: 'image/png', data: png(300, 300) },
+    ]);
+    const r = await upload(body);
+    t.equal(r.status, 403);
+    t.equal(r.json.error, 'request_blocked');
+    t.same(await h.mockRequests(), [], 'the upstream never saw it');
+    for (let i = 0; i < 100 && leftovers(spool).length > 0; i++) await new Promise((res) => setTimeout(res, 10));
+    t.same(leftovers(spool), [], 'no spool file remains');
+    const audit = (await h.audit()).filter((l) => l.request_id === r.json.request_id);
+    t.match(audit.find((l) => l.event === 'request_blocked'), { reason: 'sqli' });
+  });
+
   await t.test('Content-Length over the limit: 413 before reading', async (t) => {
     await h.clearMock();
     const head = `POST /api/receipts/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: ${contentType()}\r\nContent-Length: ${70 * 1024 * 1024}\r\n\r\n`;
