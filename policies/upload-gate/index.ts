@@ -49,6 +49,10 @@ const schema = policyBlock(
       default: true,
       description: 'refuse files that contain HTML, SVG or server-script openers anywhere (polyglots); check "content"',
     }),
+    scan_archives: Type.Boolean({
+      default: true,
+      description: 'refuse files with a ZIP/JAR archive appended (its end record in the last 64 KB; GIFAR-style polyglots); check "content"',
+    }),
     active_content: Type.Union([Type.Literal('reject'), Type.Literal('monitor')], {
       default: 'reject',
       description: 'PDF actions and image bombs: reject (check "active_content"), or monitor (record the would-be refusal and forward)',
@@ -175,6 +179,7 @@ export const uploadGate: PolicyFactory<typeof schema> = {
       maxFieldSize: sizeOf('max_field_size'),
       filename: { normalization: config.filename_normalization, maxLength: config.max_filename_length },
       scanMarkup: config.scan_markup,
+      scanArchives: config.scan_archives,
       activeContent: config.active_content,
       pdfNames: new Set(config.pdf_forbidden_names),
       pdfLimits: { maxObjectStream: sizeOf('pdf_max_object_stream'), maxInflated: sizeOf('pdf_max_inflated') },

@@ -29,6 +29,7 @@ export interface UploadSettings {
   readonly maxFieldSize: number;
   readonly filename: SanitizeOptions;
   readonly scanMarkup: boolean;
+  readonly scanArchives: boolean;
   readonly activeContent: 'reject' | 'monitor';
   readonly pdfNames: ReadonlySet<string>;
   readonly pdfLimits: PdfScanLimits;
@@ -352,6 +353,14 @@ class UploadJob {
         return;
       }
     }
+    if (this.s.scanArchives) {
+      // a ZIP (JAR, DOCX…) appended to an image or PDF: GIFAR-style polyglots. A ZIP reader
+      // finds its end-of-central-directory record in the last 64 KB + 22 bytes.
+      const tailLen = Math.min(part.size, 65_557);
+      const tail = await part.data.read(part.size - tailLen, tailLen);
+      if (this.done) return;
+      if (tail.includes(ZIP_EOCD) && stop(reject('content', 'embedded_archive', 'the file has an archive appended', full))) return;
+    }
     const dims = await imageDimensions(fileKind.sniffed, part.data.windowedReader(), part.size);
     if (this.done) return;
     if (dims !== undefined && !dims.ok) {
@@ -509,6 +518,7 @@ const noop = () => {};
 export const LOCALS_KEY = 'upload-gate';
 const MONITORABLE: ReadonlySet<string> = new Set(['extension', 'type', 'content', 'filename', 'active_content']);
 const CRLF = Buffer.from('\r\n', 'latin1');
+const ZIP_EOCD = Buffer.from([0x50, 0x4b, 0x05, 0x06]);
 
 async function* encode(segments: readonly (Buffer | SpoolPart)[]): AsyncGenerator<Buffer> {
   for (const seg of segments) {

@@ -8,6 +8,30 @@ import { spoolsGone } from './multipart.js';
 import type { Deny } from '../../../gateway/policy.js';
 
 const dir = tempSpoolDir();
+
+/** A one-file ZIP (stored), as a JAR or DOCX would end. */
+function zipArchive(): Buffer {
+  const name = Buffer.from('META-INF/MANIFEST.MF');
+  const data = Buffer.from('Manifest-Version: 1.0\r\nMain-Class: Evil\r\n');
+  const local = Buffer.alloc(30);
+  local.writeUInt32LE(0x04034b50, 0);
+  local.writeUInt16LE(10, 4);
+  local.writeUInt32LE(data.length, 18);
+  local.writeUInt32LE(data.length, 22);
+  local.writeUInt16LE(name.length, 26);
+  const central = Buffer.alloc(46);
+  central.writeUInt32LE(0x02014b50, 0);
+  central.writeUInt32LE(data.length, 20);
+  central.writeUInt32LE(data.length, 24);
+  central.writeUInt16LE(name.length, 28);
+  const eocd = Buffer.alloc(22);
+  eocd.writeUInt32LE(0x06054b50, 0);
+  eocd.writeUInt16LE(1, 8);
+  eocd.writeUInt16LE(1, 10);
+  eocd.writeUInt32LE(46 + name.length, 12);
+  eocd.writeUInt32LE(30 + name.length + data.length, 16);
+  return Buffer.concat([local, name, data, central, name, eocd]);
+}
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 interface Case {
@@ -75,6 +99,18 @@ const cases: Case[] = [
     part: file('receipt.pdf', 'application/pdf', pdf({ objects: ['<< /Payload (<svg onload=alert(1)>) >>'] })),
     check: 'content',
     reason: 'embedded_markup',
+  },
+  {
+    title: 'polyglot: GIF with a JAR appended (GIFAR)',
+    part: file('receipt.gif', 'image/gif', Buffer.concat([gif(), zipArchive()])),
+    check: 'content',
+    reason: 'embedded_archive',
+  },
+  {
+    title: 'polyglot: PDF with a ZIP appended',
+    part: file('receipt.pdf', 'application/pdf', Buffer.concat([pdf(), zipArchive()])),
+    check: 'content',
+    reason: 'embedded_archive',
   },
   { title: 'PNG declaring 100000×100000', part: file('bomb.png', 'image/png', png(2, 2, { declare: [100000, 100000] })), check: 'active_content', reason: 'image_dimensions' },
   { title: 'PNG declaring 20000×20000 (over the pixel budget)', part: file('bomb.png', 'image/png', png(2, 2, { declare: [20000, 20000] })), check: 'active_content', reason: 'image_dimensions' },
