@@ -52,6 +52,10 @@ export interface ScoreInput {
     /** lowest protocol version accepted, e.g. `TLSv1.2` */
     minVersion?: string;
   };
+  /** days until the earliest-expiring certificate served by the gateway's TLS listener expires (negative once expired); absent when the gateway does not terminate TLS */
+  tlsCertificateDaysLeft?: number;
+  /** Strict-Transport-Security is sent while clients reach a public listener over plain HTTP with no TLS proxy declared (browsers ignore HSTS there, RFC 6797 §8.1); absent when unknown */
+  hstsWithoutTls?: boolean;
   /** log level is debug or trace (request details and timing in the logs) */
   debugLogging: boolean;
   /** alerts and score are on (`SECURITY_MONITORING_ENABLED`) */
@@ -128,6 +132,8 @@ export function isLoopbackHost(host: string): boolean {
 }
 
 const TLS_VERSIONS = ['SSLv3', 'TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'];
+/** A served certificate closer than this to its expiry fails the score. */
+export const TLS_EXPIRY_WARNING_DAYS = 14;
 
 interface CheckDef {
   id: string;
@@ -347,6 +353,26 @@ const CHECKS: CheckDef[] = [
       const idx = TLS_VERSIONS.indexOf(v);
       return { pass: idx >= TLS_VERSIONS.indexOf('TLSv1.2'), detail: `minimum ${v}` };
     },
+  },
+  {
+    id: 'tls_certificate_expiry',
+    title: `TLS certificate is valid for at least ${TLS_EXPIRY_WARNING_DAYS} more days`,
+    weight: 5,
+    recommendation:
+      'Renew the certificate (certbot renew, cert-manager); the gateway reloads the files without a restart. Alert on gateway_tls_certificate_expiry_seconds.',
+    run: (i) => {
+      const d = i.tlsCertificateDaysLeft;
+      if (d === undefined) return undefined;
+      return { pass: d >= TLS_EXPIRY_WARNING_DAYS, detail: d < 0 ? 'expired' : `expires in ${Math.floor(d)} day(s)` };
+    },
+  },
+  {
+    id: 'hsts_without_tls',
+    title: 'HSTS is backed by TLS',
+    weight: 3,
+    recommendation:
+      'Browsers ignore Strict-Transport-Security over plain HTTP: terminate TLS here (listen.tls, with listen.redirect for port 80), or list the TLS-terminating proxy in trusted_proxies.',
+    run: (i) => (i.hstsWithoutTls === undefined ? undefined : { pass: !i.hstsWithoutTls }),
   },
   {
     id: 'monitoring',

@@ -76,7 +76,43 @@ export function scoreInput(gen: Generation, env: Readonly<Record<string, string 
     failOpenPolicies: failOpen,
     storeConnectionProtected: cfg.store.url.startsWith('rediss:') || cfg.store.url.startsWith('memory:') || isLoopbackHost(hostOf(cfg.store.url)),
     accessSampleRate: cfg.audit.access_sample_rate,
+    ...tlsFacts(gen, hasHeader('strict-transport-security')),
   };
+}
+
+/** Loopback, RFC 1918, CGNAT, unique-local and link-local addresses (not reachable from the internet). */
+function isPrivateAddress(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  if (isLoopbackHost(h)) return true;
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.\d{1,3}\.\d{1,3}$/.exec(h);
+  if (v4 !== null) {
+    const a = Number(v4[1]);
+    const b = Number(v4[2]);
+    return a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127) || (a === 169 && b === 254);
+  }
+  return /^f[cd][0-9a-f]{2}:/.test(h) || /^fe[89ab][0-9a-f]:/.test(h);
+}
+
+/**
+ * What the score knows about TLS: terminated here (minimum version, days left on the
+ * earliest-expiring certificate), or plain HTTP on a public address with no TLS proxy
+ * declared in front (fails the tls check; HSTS sent there is ignored by browsers). A
+ * plain listener on a private or loopback address (the sidecar) is not judged.
+ */
+function tlsFacts(gen: Generation, hsts: boolean): Pick<ScoreInput, 'tls' | 'tlsCertificateDaysLeft' | 'hstsWithoutTls'> {
+  const l = gen.config.listen;
+  const t = gen.listen.tls;
+  if (t !== undefined) {
+    const earliest = Math.min(...t.certificates.map((c) => c.notAfter));
+    return {
+      tls: { enabled: true, minVersion: t.minVersion },
+      tlsCertificateDaysLeft: (earliest - Date.now()) / 86_400_000,
+      hstsWithoutTls: false,
+    };
+  }
+  const publicPlain = !isPrivateAddress(l.host) && l.trusted_proxies.length === 0;
+  if (!publicPlain) return {};
+  return { tls: { enabled: false }, hstsWithoutTls: hsts };
 }
 
 function hostOf(url: string): string {

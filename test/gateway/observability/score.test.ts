@@ -29,6 +29,8 @@ const good = (): ScoreInput => ({
   rateLimitOn: true,
   debugLogging: false,
   tls: { enabled: true, minVersion: 'TLSv1.2' },
+  tlsCertificateDaysLeft: 60,
+  hstsWithoutTls: false,
   monitoringOn: true,
   alertWebhookConfigured: true,
   loginProtectionOn: true,
@@ -150,6 +152,9 @@ t.test('each boolean check fails on the insecure value', async (t) => {
     ['audit_access_sampling', { accessSampleRate: 0.01 }],
     ['tls', { tls: { enabled: false } }],
     ['tls', { tls: { enabled: true, minVersion: 'TLSv1.1' } }],
+    ['tls_certificate_expiry', { tlsCertificateDaysLeft: 13.5 }],
+    ['tls_certificate_expiry', { tlsCertificateDaysLeft: -1 }],
+    ['hsts_without_tls', { hstsWithoutTls: true }],
     ['monitoring', { monitoringOn: false }],
     ['alert_webhook', { alertWebhookConfigured: false }],
     ['debug_logging', { debugLogging: true }],
@@ -166,6 +171,8 @@ t.test('each boolean check fails on the insecure value', async (t) => {
     'monitor mode: cors, pattern_block',
   );
   t.equal(check({ ...good(), tls: { enabled: true, minVersion: 'TLSv1.3' } }, 'tls')!.pass, true);
+  t.equal(check({ ...good(), tlsCertificateDaysLeft: 20.7 }, 'tls_certificate_expiry')!.detail, 'expires in 20 day(s)');
+  t.equal(check({ ...good(), tlsCertificateDaysLeft: -0.5 }, 'tls_certificate_expiry')!.detail, 'expired');
   t.equal(check({ ...good(), monitoringOn: false }, 'alert_webhook'), undefined, 'no webhook check without monitoring');
 });
 
