@@ -159,11 +159,14 @@ interface CompiledRule {
   /** the rule can only match a transformed value holding one of these characters */
   readonly gate?: CharMask;
   readonly gateKey?: string;
+  /** and at least one of these substrings (checked after the character gate) */
+  readonly gateSubs?: readonly string[];
 }
 
 /** Regex rules of a plan sharing one gate (and flags), with their alternation as a prefilter. */
 interface RuleGroup {
   readonly gate: CharMask | undefined;
+  readonly gateSubs: readonly string[] | undefined;
   /** alternation of the group's regexes, or undefined for a single rule */
   readonly combined: RegExp | undefined;
   readonly rules: readonly CompiledRule[];
@@ -316,6 +319,7 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
     }
     const groups: RuleGroup[] = [...groupsByKey.values()].map((g) => ({
       gate: g[0]!.gate,
+      gateSubs: g[0]!.gateSubs,
       combined: g.length > 1 ? new RegExp(g.map((r) => `(?:${r.regex!.source})`).join('|'), g[0]!.flags) : undefined,
       rules: g,
     }));
@@ -379,6 +383,7 @@ export function compileEngine(opts: EngineOptions): Engine {
       targets: r.targets,
       ...(r.names !== undefined ? { names: new RegExp(r.names, 'i') } : {}),
       ...(r.requires !== undefined ? { gate: gateOf(r.requires), gateKey: r.requires } : {}),
+      ...(r.requiresAny !== undefined ? { gateSubs: r.requiresAny, gateKey: `${r.requires ?? ''}\u0001${r.requiresAny.join('\u0001')}` } : {}),
     };
     if (r.regex !== undefined) selected.push({ ...base, regex: new RegExp(r.regex, r.flags ?? '') });
     else if (r.detector !== undefined && VALUE_DETECTORS[r.detector]) selected.push({ ...base, detector: VALUE_DETECTORS[r.detector] });
@@ -506,16 +511,20 @@ class Walk {
    * decode before splitting) is also inspected as `name=value`, split at its first `=`.
    */
   pair(namePlans: PlanSet | undefined, valuePlans: PlanSet | undefined, kind: string, k: string, v: string): void {
-    this.value(namePlans, `${kind}_name:${k}`, k, k);
-    this.value(valuePlans, `${kind}:${k}`, k, v);
+    this.value(namePlans, `${kind}_name`, k, k, k);
+    this.value(valuePlans, kind, k, k, v);
     const eq = k.indexOf('=');
     if (eq > 0 && v === '') {
       const sk = k.slice(0, eq);
-      this.value(valuePlans, `${kind}:${sk}`, sk, k.slice(eq + 1));
+      this.value(valuePlans, kind, sk, sk, k.slice(eq + 1));
     }
   }
 
-  value(set: PlanSet | undefined, name: string, leaf: string, raw: string): void {
+  /**
+   * Inspect one value. The target name (`kind:path`, e.g. `json:items[0].name`) is only
+   * built when a rule matches.
+   */
+  value(set: PlanSet | undefined, kind: string, path: string | undefined, leaf: string, raw: string): void {
     if (set === undefined || raw.length === 0) return;
     const v = raw.length > this.engine.options.maxValueLength ? raw.slice(0, this.engine.options.maxValueLength) : raw;
     const vm = charMask(v, this.mask);
@@ -551,21 +560,34 @@ class Walk {
       }
       for (const g of plan.groups) {
         if (g.gate !== undefined && !passes(tm, g.gate)) continue;
+        if (g.gateSubs !== undefined && !hasAny(t, g.gateSubs)) continue;
         if (g.combined !== undefined && !g.combined.test(t)) continue;
         for (const r of g.rules) {
           if (r.names !== undefined && !r.names.test(leaf)) continue;
           const m = r.regex!.exec(t);
-          if (m) this.add(r, name, leaf, excerptOf(t, m.index, name, leaf));
+          if (m) {
+            const name = path === undefined ? kind : `${kind}:${path}`;
+            this.add(r, name, leaf, excerptOf(t, m.index, name, leaf));
+          }
         }
       }
       for (const r of plan.detectorRules) {
         if (r.names !== undefined && !r.names.test(leaf)) continue;
         if (r.gate !== undefined && !passes(tm, r.gate)) continue;
+        if (r.gateSubs !== undefined && !hasAny(t, r.gateSubs)) continue;
         const ev = r.detector!(t);
-        if (ev) this.add(r, name, leaf, excerptOf(t, ev.at, name, leaf));
+        if (ev) {
+          const name = path === undefined ? kind : `${kind}:${path}`;
+          this.add(r, name, leaf, excerptOf(t, ev.at, name, leaf));
+        }
       }
     }
   }
+}
+
+function hasAny(t: string, subs: readonly string[]): boolean {
+  for (const x of subs) if (t.includes(x)) return true;
+  return false;
 }
 
 /** Split `a=b&c` into decoded pairs (`+` is a space). */
@@ -649,7 +671,7 @@ export function mergeMatches(a: readonly Match[], b: readonly Match[]): Match[] 
 function walkHead(walk: Walk, head: HeadInput): number {
   const e = walk.engine;
   let args = 0;
-  walk.value(e.plansByKind.get('path'), 'path', 'path', urlDecodeOnce(head.rawPath, false));
+  walk.value(e.plansByKind.get('path'), 'path', undefined, 'path', urlDecodeOnce(head.rawPath, false));
   const qPlans = e.plansByKind.get('query');
   const qnPlans = e.plansByKind.get('query_name');
   for (const [k, v] of parseQuery(head.query)) {
@@ -661,19 +683,19 @@ function walkHead(walk: Walk, head: HeadInput): number {
   for (const [name, raw] of Object.entries(head.headers)) {
     const v = headerString(raw);
     if (v === undefined) continue;
-    walk.value(hnPlans, `header_name:${name}`, name, name);
+    walk.value(hnPlans, 'header_name', name, name, name);
     if (name === 'cookie') {
       const cPlans = e.plansByKind.get('cookie');
       const cnPlans = e.plansByKind.get('cookie_name');
       for (const [ck, cv] of parseCookies(v)) {
         if (++args > e.options.maxArgs) break;
-        walk.value(cnPlans, `cookie_name:${ck}`, ck, ck);
-        walk.value(cPlans, `cookie:${ck}`, ck, cv);
+        walk.value(cnPlans, 'cookie_name', ck, ck, ck);
+        walk.value(cPlans, 'cookie', ck, ck, cv);
       }
     }
     const specific = e.headerPlans.get(name);
-    if (specific) walk.value(specific, `header:${name}`, name, v);
-    else if (!e.skipHeaders.has(name)) walk.value(all, `header:${name}`, name, v);
+    if (specific) walk.value(specific, 'header', name, name, v);
+    else if (!e.skipHeaders.has(name)) walk.value(all, 'header', name, name, v);
   }
   return args;
 }
@@ -685,7 +707,7 @@ function walkJson(walk: Walk, v: unknown, path: string, leaf: string, depth: num
   const e = walk.engine;
   if (typeof v === 'string') {
     budget.n--;
-    walk.value(e.plansByKind.get('json'), `json:${path}`, leaf, v);
+    walk.value(e.plansByKind.get('json'), 'json', path, leaf, v);
     return;
   }
   if (v === null || typeof v !== 'object' || depth > MAX_JSON_DEPTH) return;
@@ -697,7 +719,7 @@ function walkJson(walk: Walk, v: unknown, path: string, leaf: string, depth: num
   for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
     if (budget.n-- <= 0) return;
     const p = path === '' ? k : `${path}.${k}`;
-    walk.value(kPlans, `json_key:${p}`, k, k);
+    walk.value(kPlans, 'json_key', p, k, k);
     walkJson(walk, x, p, k, depth + 1, budget);
   }
 }
@@ -719,7 +741,7 @@ function walkBody(walk: Walk, body: RequestBody): number {
   }
   for (const f of body.files ?? []) {
     if (budget.n-- <= 0) break;
-    walk.value(e.plansByKind.get('filename'), `filename:${f.field}`, f.field, f.filename);
+    walk.value(e.plansByKind.get('filename'), 'filename', f.field, f.field, f.filename);
   }
   return e.options.maxArgs - budget.n;
 }

@@ -74,6 +74,8 @@ export interface RuleDef {
    * to match (a cheap gate; the rule's author guarantees it is necessary)
    */
   readonly requires?: string;
+  /** optional substrings of which the transformed value must hold at least one (another necessary-condition gate) */
+  readonly requiresAny?: readonly string[];
   readonly transforms: readonly string[];
   readonly regex?: string;
   /** regex flags, default none (values are usually lower-cased by a transform) */
@@ -104,7 +106,7 @@ function asExamples(v: unknown, where: string): Example[] {
   });
 }
 
-const ALLOWED_KEYS = new Set(['id', 'family', 'paranoia', 'score', 'description', 'targets', 'names', 'requires', 'transforms', 'regex', 'flags', 'detector', 'examples']);
+const ALLOWED_KEYS = new Set(['id', 'family', 'paranoia', 'score', 'description', 'targets', 'names', 'requires', 'requires_any', 'transforms', 'regex', 'flags', 'detector', 'examples']);
 
 function validSelector(t: string): boolean {
   if ((TARGET_SELECTORS as readonly string[]).includes(t)) return true;
@@ -150,6 +152,8 @@ export function parsePack(text: string, pack: string, file: string): RuleDef[] {
     }
     const requires = r.requires;
     if (requires !== undefined && (typeof requires !== 'string' || requires.length === 0)) fail(w, 'requires must be a non-empty string of characters');
+    const requiresAny = r.requires_any === undefined ? undefined : asStringList(r.requires_any, w, 'requires_any');
+    if (requiresAny !== undefined && (requiresAny.length === 0 || requiresAny.some((x) => x === ''))) fail(w, 'requires_any must list non-empty strings');
     const transforms = asStringList(r.transforms, w, 'transforms');
     for (const t of transforms) if (!(t in TRANSFORMS)) fail(w, `unknown transform "${t}"`);
     const regex = r.regex;
@@ -177,6 +181,7 @@ export function parsePack(text: string, pack: string, file: string): RuleDef[] {
       targets,
       ...(typeof names === 'string' ? { names } : {}),
       ...(typeof requires === 'string' ? { requires } : {}),
+      ...(requiresAny !== undefined ? { requiresAny } : {}),
       transforms,
       ...(typeof regex === 'string' ? { regex, flags: (r.flags as string | undefined) ?? '' } : {}),
       ...(typeof detector === 'string' ? { detector } : {}),

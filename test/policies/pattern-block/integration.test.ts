@@ -1,0 +1,67 @@
+import t from 'tap';
+import { startHarness } from '../../helpers/harness.js';
+
+/** Over real TCP: 403 request_blocked, nothing reaches the mock, audit and metric carry the family. */
+t.test('a SQL injection in a JSON body is refused and audited; benign receipts pass', async (t) => {
+  const h = await startHarness();
+  t.teardown(() => h.close());
+  const token = await h.login('alice');
+  const auth = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
+  await h.clearMock();
+
+  const bad = await fetch(`${h.url}/api/receipts`, {
+    method: 'POST',
+    headers: auth,
+    body: JSON.stringify({ merchant: "x' UNION SELECT password FROM users--", total: 1 }),
+  });
+  t.equal(bad.status, 403);
+  const body = (await bad.json()) as Record<string, string>;
+  t.equal(body.error, 'request_blocked');
+  t.notOk(JSON.stringify(body).includes('UNION'), 'the client never sees the payload or rule ids');
+
+  const good = await fetch(`${h.url}/api/receipts`, {
+    method: 'POST',
+    headers: auth,
+    body: JSON.stringify({ merchant: "O'Brien's Pub & Grill", total: 42.17, notes: 'Order by phone; Union Square location' }),
+  });
+  t.equal(good.status, 201);
+
+  const seen = await h.mockRequests();
+  t.equal(seen.filter((r) => r.method === 'POST' && r.path === '/api/receipts').length, 1, 'only the benign POST reached the upstream');
+
+  const audit = await h.audit();
+  const ev = audit.find((e) => e.event === 'request_blocked' && Array.isArray(e.rule_ids) && (e.rule_ids as string[]).includes('sqli-100'));
+  t.ok(ev, 'request_blocked audit event with the rule ids');
+  const detail = (ev?.detail ?? {}) as { score?: number; families?: Record<string, number>; matches?: { target: string; excerpt: string }[] };
+  t.ok((detail.score ?? 0) >= 5);
+  t.ok((detail.families?.sqli ?? 0) >= 5);
+  t.ok(detail.matches?.some((m) => m.target === 'json:merchant' && m.excerpt.length <= 40));
+
+  const metrics = await (await fetch(`${h.adminUrl}/metrics`)).text();
+  t.match(metrics, /gateway_blocked_requests_total\{reason="sqli"\} [1-9]/);
+});
+
+t.test('path traversal in the query of a GET is refused before authentication', async (t) => {
+  const h = await startHarness();
+  t.teardown(() => h.close());
+  const r = await fetch(`${h.url}/api/receipts?file=..%2F..%2Fetc%2Fpasswd`);
+  t.equal(r.status, 403);
+  t.equal(((await r.json()) as Record<string, string>).error, 'request_blocked');
+  t.same(await h.mockRequests(), []);
+  const metrics = await (await fetch(`${h.adminUrl}/metrics`)).text();
+  t.match(metrics, /gateway_blocked_requests_total\{reason="path_traversal"\} [1-9]/);
+});
+
+t.test('monitor mode for a pack lets the request through', async (t) => {
+  const h = await startHarness({ config: 'policies:\n  pattern_block:\n    packs: { xss: monitor }\n' });
+  t.teardown(() => h.close());
+  const token = await h.login('alice');
+  const r = await fetch(`${h.url}/api/receipts`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ merchant: '<img src=x onerror=alert(1)>', total: 1 }),
+  });
+  t.equal(r.status, 201, 'a monitored pack does not block');
+  const seen = await h.mockRequests();
+  t.ok(seen.some((x) => x.method === 'POST' && x.path === '/api/receipts'));
+});
