@@ -1,0 +1,190 @@
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startHarness, type Harness } from '../helpers/harness.js';
+import { Gateway } from '../../gateway/server.js';
+import { silentLogger } from '../../gateway/observability/ops-log.js';
+
+/**
+ * Hot reload: by signal (Gateway.reload, what SIGHUP calls) and by file watch; an invalid
+ * file leaves the old config serving; requests in flight finish on their generation;
+ * counter state survives.
+ */
+
+function metricValue(text: string, name: string, labels: Record<string, string>): number {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    const got: Record<string, string> = {};
+    for (const m of line.slice(name.length + 1, line.indexOf('}')).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g))
+      got[m[1]!] = m[2]!;
+    if (Object.entries(labels).every(([k, v]) => got[k] === v))
+      return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return 0;
+}
+
+async function reloads(h: { adminUrl: string }, result: string): Promise<number> {
+  return metricValue(await (await fetch(`${h.adminUrl}/metrics`)).text(), 'gateway_config_reloads_total', {
+    result,
+  });
+}
+
+async function readyGeneration(adminUrl: string): Promise<number> {
+  const body = (await (await fetch(`${adminUrl}/readyz`)).json()) as { generation: number };
+  return body.generation;
+}
+
+/** Poll until `check` is true; fails the test after a generous deadline (no timing assertion). */
+async function eventually(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  deadlineMs = 20_000,
+): Promise<void> {
+  const end = Date.now() + deadlineMs;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`gave up waiting: ${what}`);
+}
+
+const GEN = (n: number) => `policies:\n  security_headers:\n    extra: { X-Gen: "${n}" }\n`;
+
+let h: Harness;
+t.before(async () => {
+  h = await startHarness({ config: GEN(1) });
+});
+t.teardown(() => h.close());
+
+t.test('reload by signal: the new config serves, generation, metric and audit event', async (t) => {
+  const before = h.gateway.generation.id;
+  const ok0 = await reloads(h, 'success');
+  t.equal((await fetch(`${h.url}/api/health`)).headers.get('x-gen'), '1');
+  await h.reload(GEN(2));
+  t.equal(h.gateway.generation.id, before + 1, 'a new generation');
+  t.equal(await readyGeneration(h.adminUrl), before + 1, '/readyz shows it');
+  t.equal((await fetch(`${h.url}/api/health`)).headers.get('x-gen'), '2', 'new requests use the new config');
+  t.equal(await reloads(h, 'success'), ok0 + 1, 'gateway_config_reloads_total{result="success"}');
+  const rec = await h.gateway.reload('SIGHUP');
+  t.equal(rec.result, 'success');
+  t.equal(rec.trigger, 'SIGHUP');
+  const audit = (await h.audit()).filter((l) => l.event === 'config_reload');
+  t.ok(
+    audit.some((l) => l.result === 'success' && l.trigger === 'SIGHUP' && l.generation === rec.generation),
+    'config_reload audit event',
+  );
+});
+
+t.test('an invalid file is rejected: the old config keeps serving', async (t) => {
+  const gen = h.gateway.generation.id;
+  const err0 = await reloads(h, 'error');
+  const good = fs.readFileSync(h.configFile, 'utf8');
+  t.teardown(() => fs.writeFileSync(h.configFile, good));
+  for (const bad of [
+    'listen: [unclosed\n',
+    `${good}\nbogus_key: 1\n`,
+    good.replace(/url: http:\/\/127\.0\.0\.1:\d+/, 'url: ftp://nowhere'),
+  ]) {
+    fs.writeFileSync(h.configFile, bad);
+    const rec = await h.gateway.reload('SIGHUP');
+    t.equal(rec.result, 'error');
+    t.ok((rec.errors ?? []).length > 0, 'the errors are kept');
+    t.match(rec.errors?.[0], /^.+:\d+:\d+: /, 'with file:line:column');
+    t.equal(h.gateway.generation.id, gen, 'the generation did not change');
+    const r = await fetch(`${h.url}/api/health`);
+    t.equal(r.status, 200, 'still serving');
+    t.equal(r.headers.get('x-gen'), '2', 'with the old config');
+  }
+  t.equal(await reloads(h, 'error'), err0 + 3, 'gateway_config_reloads_total{result="error"}');
+  const lines = (await h.audit()).filter((l) => l.event === 'config_reload' && l.result === 'error');
+  t.equal(lines.length, 3, 'a config_reload audit event with result error for each');
+  t.ok(
+    lines.every((l) => Array.isArray(l.errors) && (l.errors as string[]).length > 0),
+    'the audit event lists the errors',
+  );
+  const admin = await fetch(`${h.adminUrl}/api/reload`, { method: 'POST' });
+  t.equal(admin.status, 422, 'the admin reload endpoint reports the failure');
+  t.equal(((await admin.json()) as { result: string }).result, 'error');
+});
+
+t.test('requests in flight finish on the generation they started with', async (t) => {
+  await h.reload(GEN(3));
+  await h.clearMock();
+  const token = await h.login();
+  const slow = fetch(`${h.url}/api/slow?ms=3000`, { headers: { authorization: `Bearer ${token}` } });
+  await eventually('the slow request reached the mock', async () =>
+    (await h.mockRequests()).some((r) => r.path.startsWith('/api/slow')),
+  );
+  await h.reload(GEN(4));
+  const fresh = await fetch(`${h.url}/api/health`);
+  t.equal(fresh.headers.get('x-gen'), '4', 'a new request runs on the new generation');
+  const r = await slow;
+  t.equal(r.status, 200, 'the in-flight request completed');
+  t.same(await r.json(), { slept_ms: 3000 });
+  t.equal(r.headers.get('x-gen'), '3', 'its response phase ran on its own generation');
+});
+
+t.test('rate-limit counters survive a reload that keeps the rule', async (t) => {
+  const hh = await startHarness({
+    config: `policies:\n  rate_limit:\n    enabled: true\n    default: 3/minute\n${GEN(1).replace('policies:\n', '')}`,
+  });
+  t.teardown(() => hh.close());
+  for (let i = 0; i < 3; i++) t.equal((await fetch(`${hh.url}/api/health`)).status, 200, `request ${i + 1}`);
+  await hh.reload(
+    `policies:\n  rate_limit:\n    enabled: true\n    default: 3/minute\n${GEN(2).replace('policies:\n', '')}`,
+  );
+  const r = await fetch(`${hh.url}/api/health`);
+  t.equal(r.headers.get('x-gen'), '2', 'answered by the new generation');
+  t.equal(r.status, 429, 'the fourth request in the minute is refused: the bucket survived the reload');
+  t.equal(((await r.json()) as { error: string }).error, 'rate_limited');
+  t.ok(Number(r.headers.get('retry-after')) >= 1);
+});
+
+t.test('reload by file watch: rewriting the file swaps the config', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-watch-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'gateway.yaml');
+  const base = fs
+    .readFileSync(h.configFile, 'utf8')
+    .replace(/file: .*audit\.log/, `file: ${path.join(dir, 'audit.log')}`);
+  fs.writeFileSync(file, base);
+  const gw = await Gateway.start({
+    configFile: file,
+    env: h.env,
+    port: 0,
+    adminPort: 0,
+    watch: true,
+    log: silentLogger,
+    defaultMetrics: false,
+  });
+  t.teardown(() => gw.close());
+  const first = await readyGeneration(gw.adminUrl!);
+  fs.writeFileSync(file, base.replace(/X-Gen: "?\d+"?/, 'X-Gen: "99"'));
+  await eventually(
+    'the watcher swapped the config',
+    async () => (await readyGeneration(gw.adminUrl!)) !== first,
+  );
+  const r = await fetch(`${gw.url}/api/health`);
+  t.equal(r.headers.get('x-gen'), '99', 'the rewritten file serves');
+  t.equal(gw.reloads.at(-1)?.trigger, 'watch');
+  // an invalid rewrite is noticed, rejected, and changes nothing
+  const gen = gw.generation.id;
+  const n = gw.reloads.length;
+  fs.writeFileSync(file, `${base}\nnot_a_key: true\n`);
+  await eventually(
+    'the watcher tried the invalid file',
+    () => gw.reloads.length > n && gw.reloads.at(-1)?.result === 'error',
+  );
+  t.equal(gw.generation.id, gen, 'still the same generation');
+  t.equal((await fetch(`${gw.url}/api/health`)).headers.get('x-gen'), '99');
+  // an editor's atomic replace (write elsewhere, rename over) is seen too
+  const tmp = path.join(dir, '.gateway.yaml.swp');
+  fs.writeFileSync(tmp, base.replace(/X-Gen: "?\d+"?/, 'X-Gen: "100"'));
+  fs.renameSync(tmp, file);
+  await eventually(
+    'the renamed file was loaded',
+    async () => (await fetch(`${gw.url}/api/health`)).headers.get('x-gen') === '100',
+  );
+  t.pass('rename-over is picked up');
+});
