@@ -126,9 +126,12 @@ export function parseMultipart(body: Buffer, ct: string): Promise<ParsedPart[]> 
     const parts: ParsedPart[] = [];
     const bb = busboy({ headers: { 'content-type': ct }, defParamCharset: 'utf8', preservePath: true });
     bb.on('file', (name, stream, info) => {
+      // keep the parts in body order: the file's entry is made when its headers arrive
+      const part: ParsedPart = { name, filename: info.filename, type: info.mimeType, data: Buffer.alloc(0) };
+      parts.push(part);
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => parts.push({ name, filename: info.filename, type: info.mimeType, data: Buffer.concat(chunks) }));
+      stream.on('end', () => (part.data = Buffer.concat(chunks)));
     });
     bb.on('field', (name, value) => parts.push({ name, data: Buffer.from(value) }));
     bb.on('close', () => resolve(parts));
