@@ -182,7 +182,7 @@ export const AuditSchema = Type.Object(
 const AlertThreshold = (count: number, window: string, what: string) =>
   Type.Object(
     {
-      count: Type.Integer({ minimum: 1, default: count, description: `${what} within the window that raise an alert` }),
+      count: Type.Integer({ minimum: 1, maximum: 1000, default: count, description: `${what} within the window that raise an alert` }),
       window: Duration(window, 'the sliding window'),
     },
     { ...Strict, default: {} },

@@ -2,7 +2,8 @@ import os from 'node:os';
 import type { Gateway } from '../server.js';
 import type { Generation } from '../config/compile.js';
 import { createAlerts, type Alerts, type AlertKind } from './alerts.js';
-import { createDecisionLog, decisionFromContext, isWellFormedRequestId, type DecisionLog } from './decisions.js';
+import { createDecisionLog, decisionFromContext, type DecisionLog } from './decisions.js';
+import { createDashboardRoutes, configSummary } from '../admin/routes.js';
 import { securityScore, type ScoreInput } from './score.js';
 import { parseDuration } from '../config/units.js';
 import { isLoopbackHost } from './score.js';
@@ -199,25 +200,19 @@ export async function attachObservability(gw: Gateway): Promise<ObservabilityHan
       }),
     );
   };
-  o.adminRoute = async (_req, res, url) => {
-    const m = /^\/api\/decisions\/([^/]+)$/.exec(url.pathname);
-    if (m === null) return false;
-    let id: string;
-    try {
-      id = decodeURIComponent(m[1]!);
-    } catch {
-      id = '';
-    }
-    const entry = isWellFormedRequestId(id) ? decisions.get(id) : undefined;
-    const body = JSON.stringify(
-      entry ?? { error: 'not_found', message: isWellFormedRequestId(id) ? 'No recent decision has this request id.' : 'Malformed request id.' },
-    );
-    res.writeHead(entry ? 200 : 404, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
-    res.end(body);
-    return true;
-  };
+  const routes = createDashboardRoutes({
+    metrics: gw.metrics,
+    store: gw.store,
+    decisions,
+    score: () => (gw.generation.config.monitoring.enabled ? report : undefined),
+    config: () => configSummary(gw.generation),
+    reloads: () => gw.reloads,
+  });
+  // GET /, /api/dashboard and /api/decisions/{id} on the admin listener
+  o.adminRoute = routes.handle;
   const previousClose = o.close;
   o.close = async () => {
+    routes.close();
     await alerts?.close();
     await previousClose?.();
   };
