@@ -168,9 +168,12 @@ export class MemoryStore implements Store {
   }
 
   async reset(key: string): Promise<void> {
-    this.#lru.delete(B + key);
-    this.#lru.delete(C + key);
-    this.#lru.delete(K + key);
+    // Expire rather than delete (see #live): same effect, no O(maxKeys) clear when the
+    // last key of the cache goes. peek() leaves the recency order alone.
+    for (const k of [B + key, C + key, K + key]) {
+      const e = this.#lru.peek(k);
+      if (e !== undefined) e.expiresAt = -Infinity;
+    }
   }
 
   async listBlocks(prefix: string, limit: number): Promise<{ key: string; ttlMs: number }[]> {
