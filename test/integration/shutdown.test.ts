@@ -1,0 +1,159 @@
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import net from 'node:net';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import YAML from 'yaml';
+import { startHarness, deepMerge, REPO, TEST_SECRET } from '../helpers/harness.js';
+import { startMock } from '../../upstream-mock/server.js';
+
+/** Graceful shutdown: in-flight requests finish, new connections are refused; SIGTERM exits 0. */
+
+async function eventually(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  deadlineMs = 30_000,
+): Promise<void> {
+  const end = Date.now() + deadlineMs;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`gave up waiting: ${what}`);
+}
+
+function connectRefused(url: string): Promise<boolean> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const s = net.connect(Number(u.port), u.hostname);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
+  });
+}
+
+t.test('close(): an in-flight request finishes, new connections are refused', async (t) => {
+  const h = await startHarness();
+  t.teardown(() => h.close());
+  const token = await h.login();
+  await h.clearMock();
+  const slow = fetch(`${h.url}/api/slow?ms=1500`, { headers: { authorization: `Bearer ${token}` } });
+  await eventually('the slow request reached the mock', async () =>
+    (await h.mockRequests()).some((r) => r.path.startsWith('/api/slow')),
+  );
+  const closing = h.gateway.close();
+  t.ok(await connectRefused(h.url), 'the listener no longer accepts connections');
+  const r = await slow;
+  t.equal(r.status, 200, 'the in-flight request completed');
+  t.same(await r.json(), { slept_ms: 1500 });
+  await closing;
+  const audit = await h.audit();
+  t.ok(
+    audit.some(
+      (l) =>
+        l.event === 'api_access' &&
+        typeof l.path === 'string' &&
+        l.path.startsWith('/api/slow') &&
+        l.status === 200,
+    ),
+    'its audit line was written and flushed',
+  );
+});
+
+t.test(
+  'close(): a request slower than shutdown_timeout is cut off at the deadline, close() still resolves',
+  async (t) => {
+    const h = await startHarness({ config: 'listen: { shutdown_timeout: 500ms }' });
+    t.teardown(() => h.close());
+    const token = await h.login();
+    await h.clearMock();
+    const slow = fetch(`${h.url}/api/slow?ms=30000`, { headers: { authorization: `Bearer ${token}` } }).then(
+      async (r) => ({ status: r.status, body: await r.text() }),
+      (err: Error) => ({ error: err.message }),
+    );
+    await eventually('the slow request reached the mock', async () =>
+      (await h.mockRequests()).some((r) => r.path.startsWith('/api/slow')),
+    );
+    await h.gateway.close();
+    const outcome = await slow;
+    t.ok('error' in outcome, `the client connection was closed (${JSON.stringify(outcome)})`);
+  },
+);
+
+t.test('SIGTERM: the CLI drains in-flight requests and exits 0', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-sigterm-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const mock = await startMock({ port: 0, env: { MOCK_RECORD: '1', JWT_SECRET_KEY: TEST_SECRET } });
+  t.teardown(() => mock.close());
+  const auditFile = path.join(dir, 'audit.log');
+  const config = deepMerge(YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')), {
+    listen: { host: '127.0.0.1', port: 0, shutdown_timeout: '20s' },
+    admin: { port: 0 },
+    upstream: { url: mock.url },
+    audit: { enabled: true, file: auditFile },
+    policies: { rate_limit: { enabled: false }, ip_ban: { enabled: false } },
+  });
+  const file = path.join(dir, 'gateway.yaml');
+  fs.writeFileSync(file, YAML.stringify(config));
+
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(REPO, 'gateway', 'cli.ts'), 'start', '--config', file],
+    {
+      cwd: REPO,
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, JWT_SECRET_KEY: TEST_SECRET },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+
+  await eventually(
+    'the CLI printed its address',
+    () => /listening on http:\/\/[^\s]+/.test(stdout) || child.exitCode !== null,
+    60_000,
+  );
+  const url = /listening on (http:\/\/[^\s,]+)/.exec(stdout)?.[1];
+  t.ok(url, `printed the listening URL (${stdout.trim()}${stderr})`);
+  if (!url) return;
+  t.match(stdout, /\(admin http:\/\/127\.0\.0\.1:\d+\)/, 'and the admin address');
+  const ok = await fetch(`${url}/api/health`);
+  t.equal(ok.status, 200);
+  await ok.arrayBuffer();
+
+  const token = await mock.sign({ sub: 'alice', role: 'user' });
+  const slow = fetch(`${url}/api/slow?ms=1500`, {
+    headers: { authorization: `Bearer ${token}`, 'x-request-id': 'sigterm-slow' },
+  });
+  await eventually('the slow request reached the mock', () =>
+    mock.records().some((r) => r.path.startsWith('/api/slow')),
+  );
+  child.kill('SIGTERM');
+  const r = await slow;
+  t.equal(r.status, 200, 'the in-flight request completed after SIGTERM');
+  t.same(await r.json(), { slept_ms: 1500 });
+  const { code, signal } = await exited;
+  t.equal(signal, null, 'not killed by the signal');
+  t.equal(code, 0, `exit code 0 (${stderr})`);
+  t.ok(await connectRefused(url), 'nothing listens any more');
+  const lines = fs
+    .readFileSync(auditFile, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.ok(
+    lines.some((l) => l.request_id === 'sigterm-slow' && l.status === 200),
+    'the audit log was flushed on shutdown, with the drained request',
+  );
+});
