@@ -156,6 +156,8 @@ interface CompiledRule {
   readonly regex?: RegExp;
   readonly detector?: ValueDetector;
   readonly request?: RequestDetector;
+  /** a request rule whose verdict depends on the body (re-run in the body phase) */
+  readonly bodyAware?: boolean;
   /** the rule can only match a transformed value holding one of these characters */
   readonly gate?: CharMask;
   readonly gateKey?: string;
@@ -387,7 +389,7 @@ export function compileEngine(opts: EngineOptions): Engine {
     };
     if (r.regex !== undefined) selected.push({ ...base, regex: new RegExp(r.regex, r.flags ?? '') });
     else if (r.detector !== undefined && VALUE_DETECTORS[r.detector]) selected.push({ ...base, detector: VALUE_DETECTORS[r.detector] });
-    else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector]) selected.push({ ...base, request: REQUEST_DETECTORS[r.detector] });
+    else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector]) selected.push({ ...base, request: REQUEST_DETECTORS[r.detector], bodyAware: BODY_AWARE_DETECTORS.has(r.detector) });
   }
   const byKind = new Map<Kind, Full[]>();
   const headerAll: Full[] = [];
@@ -771,10 +773,15 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
     path: head.path,
   };
   for (const r of e.requestRules) {
+    // in the body phase, only the checks whose verdict can change once the body is known
+    if (body !== undefined && !r.bodyAware) continue;
     const note = r.request!(facts, e.protocol);
     if (note) walk.add(r, 'request', 'request', note.slice(0, 40));
   }
 }
+
+/** Request detectors that read the body (length, media type, form bytes, argument count). */
+const BODY_AWARE_DETECTORS = new Set(['invalid_percent_encoding', 'iis_unicode_escape', 'arg_count', 'body_on_get', 'content_type', 'content_type_params']);
 
 /** Score matches and decide. Monitor-pack matches only ever make a `monitor` decision. */
 export function decide(engine: Engine, matches: readonly Match[]): Verdict {
