@@ -80,9 +80,9 @@ t.test('validate refuses workers > 1 with the memory store', async (t) => {
   const { parseConfig } = await import('../../gateway/config/load.js');
   const { compileGeneration } = await import('../../gateway/config/compile.js');
   const { offlineServices } = await import('../../gateway/commands/validate.js');
-  const loaded = parseConfig('workers: 2\nstore: { url: "memory://" }\n', 'w.yaml', { JWT_SECRET_KEY: TEST_SECRET });
   let message = '';
   try {
+    const loaded = parseConfig('workers: 2\nstore: { url: "memory://" }\n', 'w.yaml', { JWT_SECRET_KEY: TEST_SECRET });
     await compileGeneration(loaded, offlineServices({}));
   } catch (err) {
     message = (err as Error).message;
