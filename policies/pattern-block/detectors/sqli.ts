@@ -411,10 +411,21 @@ function strongTokens(toks: readonly Tok[]): string | undefined {
  * undefined. Linear in the value length (bounded token count).
  */
 /** A value without any of these cannot form a fingerprint the judge accepts. */
-const SQL_GATE = /['"`();=<>!|&#@*/+%^~-]|\b(?:union|select|and|or|xor|where|having|order|group|drop|delete|truncate|alter|shutdown|exec|execute|insert|update|declare|waitfor|from|like|rlike|regexp|is|in|between|sounds|div|mod)\b/;
+const SQL_GATE_CHARS = /['"`();=<>!|&#@*/+%^~-]/;
+const SQL_GATE_WORDS = /\b(?:union|select|where|having|order|group)\b/;
+const SQL_LOGIC = /\b(?:and|or|xor)\b/;
+const SQL_LOGIC_OPERAND = /\d|\b(?:like|rlike|regexp|sounds|between|is|in|div|mod)\b/;
+
+/**
+ * Without any of those characters, only keyword shapes can fire: UNION SELECT, SELECT … FROM,
+ * WHERE/HAVING clauses, ORDER BY n, and a logical operator with a number or an operator word.
+ */
+function mayBeSql(v: string): boolean {
+  return SQL_GATE_CHARS.test(v) || SQL_GATE_WORDS.test(v) || (SQL_LOGIC.test(v) && SQL_LOGIC_OPERAND.test(v));
+}
 
 export function detectSqli(value: string): SqliResult | undefined {
-  if (value.length < 2 || !SQL_GATE.test(value)) return undefined;
+  if (value.length < 2 || !mayBeSql(value)) return undefined;
   const contexts: SqliContext[] = ['none'];
   if (value.includes("'")) contexts.push("'");
   if (value.includes('"')) contexts.push('"');
