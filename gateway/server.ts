@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import { pipeline as pipe } from 'node:stream';
 import type { Readable } from 'node:stream';
 import type { RequestContext } from './context.js';
-import { compileGeneration, closeGeneration, type CompiledRoute, type Generation } from './config/compile.js';
+import { compileGeneration, closeGeneration, type CompiledRoute, type Generation, type ListenerSettings } from './config/compile.js';
 import { loadConfigFile, ConfigLoadError } from './config/load.js';
 import { CODES } from './errors.js';
 import type { Deny, OpsLogger, Outcome, ResponseHead, Services } from './policy.js';
@@ -280,6 +280,7 @@ export class Gateway {
       const old = this.generation;
       this.generation = next;
       await this.pools.retainOnly(next.upstream);
+      this.applyListenSettings(old.listen, next.listen);
       // New certificate paths, versions or ciphers apply to new handshakes at once.
       if (next.listen.tls !== undefined) this.tls?.update(next.listen.tls);
       // Retire the old generation once requests that started on it had time to finish.
@@ -298,6 +299,22 @@ export class Gateway {
     this.reloads.push(record);
     if (this.reloads.length > 50) this.reloads.shift();
     return record;
+  }
+
+  /**
+   * The listener limits Node lets change on a running server follow a reload; the address
+   * and the head size limit need a restart (said in the ops log).
+   */
+  private applyListenSettings(old: ListenerSettings, next: ListenerSettings): void {
+    const s = this.server;
+    s.headersTimeout = next.headerTimeoutMs;
+    s.requestTimeout = next.requestTimeoutMs;
+    s.keepAliveTimeout = next.keepAliveTimeoutMs;
+    s.maxHeadersCount = next.maxHeaders + 1;
+    s.maxConnections = next.maxConnections;
+    s.maxRequestsPerSocket = next.maxRequestsPerSocket;
+    const fixed = (['host', 'port', 'maxHeaderSize'] as const).filter((k) => old[k] !== next[k]);
+    if (fixed.length > 0) this.services.log.warn({ settings: fixed }, 'these listen settings apply only after a restart');
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {

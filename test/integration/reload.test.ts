@@ -141,6 +141,26 @@ t.test('rate-limit counters survive a reload that keeps the rule', async (t) => 
   t.ok(Number(r.headers.get('retry-after')) >= 1);
 });
 
+t.test('listener limits follow a reload (max_headers)', async (t) => {
+  const hh = await startHarness();
+  t.teardown(() => hh.close());
+  const token = await hh.login();
+  const headers: Record<string, string> = { authorization: `Bearer ${token}` };
+  for (let i = 0; i < 150; i++) headers[`x-many-${i}`] = String(i);
+  const before = await fetch(`${hh.url}/api/echo-headers`, { headers });
+  t.equal(before.status, 431, 'over the default 100 header lines');
+  await before.arrayBuffer();
+  await hh.reload('listen:\n  max_headers: 200\npolicies:\n  pattern_block:\n    max_headers: 200\n');
+  const after = await fetch(`${hh.url}/api/echo-headers`, { headers });
+  t.equal(after.status, 200, 'accepted under the new limit');
+  const seen = (await after.json()) as Record<string, string>;
+  t.equal(
+    Object.keys(seen).filter((k) => k.startsWith('x-many-')).length,
+    150,
+    'every header reached the upstream, none truncated',
+  );
+});
+
 t.test('reload by file watch: rewriting the file swaps the config', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-watch-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
