@@ -71,6 +71,8 @@ export function reject(check: UploadCheck, reason: string, text: string, facts: 
   return {
     code: check === 'size' ? 'payload_too_large' : 'upload_rejected',
     reason: check === 'size' ? 'size' : 'upload',
+    // every refused upload is an upload_rejected audit event, the 413s included
+    event: 'upload_rejected',
     message: `Upload rejected (${CHECK_TEXT[check]} check): ${text}.`,
     detail,
   };

@@ -83,7 +83,7 @@ policies:
     t.same(await h.mockRequests(), [], 'the upstream never saw it');
     t.same(leftovers(spool), [], 'no spool file remains');
     const audit = (await h.audit()).filter((l) => l.request_id === r.json.request_id);
-    const ev = audit.find((l) => l.event === (status === 413 ? 'request_blocked' : 'upload_rejected'));
+    const ev = audit.find((l) => l.event === 'upload_rejected');
     t.ok(ev, 'audited');
     t.match(ev, { decision: 'deny', status, detail: { check } });
   };
@@ -164,6 +164,8 @@ policies:
     t.match(out, /^HTTP\/1\.1 413 /);
     t.match(out, /"error":"payload_too_large"/);
     t.same(await h.mockRequests(), []);
+    const rid = /"request_id":"([^"]+)"/.exec(out)?.[1];
+    t.match((await h.audit()).find((l) => l.request_id === rid && l.event === 'upload_rejected'), { status: 413, detail: { check: 'size', reason: 'request_too_large' } });
   });
 
   await t.test('truncated multipart body (no closing boundary)', async (t) => {
