@@ -43,6 +43,8 @@ export interface LoadedCertificate {
   readonly altNames: readonly string[];
   /** the metric label: `default` or the first SNI name */
   readonly label: string;
+  /** `ec`, `rsa`, `ed25519`…: SNI certificates must share the default one's (see compileTls) */
+  readonly keyType: string;
 }
 
 /** `listen.tls` compiled: settings plus the certificates loaded when the config was compiled. */
@@ -135,7 +137,17 @@ export async function loadCertificate(s: TlsCertificateSettings, now: number): P
   } catch (err) {
     throw new TlsConfigError(certAt, `OpenSSL refuses "${s.certFile}" with its key (${(err as Error).message})`);
   }
-  return { settings: s, cert, key, notAfter, notBefore, subject: x509.subject.replace(/\n/g, ', '), altNames: altNamesOf(x509), label: label(s) };
+  return {
+    settings: s,
+    cert,
+    key,
+    notAfter,
+    notBefore,
+    subject: x509.subject.replace(/\n/g, ', '),
+    altNames: altNamesOf(x509),
+    label: label(s),
+    keyType: pk.asymmetricKeyType ?? 'unknown',
+  };
 }
 
 /** The secure-context options shared by the default and the SNI contexts. */
@@ -330,6 +342,15 @@ export class TlsManager {
         next.push(old);
         continue;
       }
+      if (this.settings.certificates.length > 1 && fresh.keyType !== old.keyType) {
+        failed = true;
+        const message = keyTypeMessage(fresh, old);
+        this.deps.metrics.tlsReloads.inc({ result: 'error' });
+        this.deps.audit.system('config_reload', { result: 'error', trigger: `tls-${trigger}`, certificate: old.label, error: message });
+        this.deps.log.error({ certificate: old.label, err: message }, 'new TLS certificate rejected; the previous one keeps serving');
+        next.push(old);
+        continue;
+      }
       changed = true;
       next.push(fresh);
       this.deps.metrics.tlsReloads.inc({ result: 'success' });
@@ -372,6 +393,15 @@ export class TlsManager {
     this.watchers = [];
     if (this.deps.metrics.tlsExpirySource !== undefined) this.deps.metrics.tlsExpirySource = undefined;
   }
+}
+
+/**
+ * Node installs an SNI certificate into the slot of its key type and leaves the default
+ * certificate's slot in place, so under TLS 1.3 a client would still get the default
+ * certificate when the key types differ: they must match.
+ */
+function keyTypeMessage(c: LoadedCertificate, d: LoadedCertificate): string {
+  return `the key of "${c.settings.keyFile}" is ${c.keyType} but the default certificate's is ${d.keyType}; SNI certificates must use the default certificate's key type`;
 }
 
 async function sameFiles(c: LoadedCertificate): Promise<boolean> {
@@ -426,6 +456,8 @@ export async function compileTls(
   const errors = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as Error);
   if (errors.length > 0) throw new AggregateError(errors, errors.map((e) => e.message).join('; '));
   const certificates = results.map((r) => (r as PromiseFulfilledResult<LoadedCertificate>).value);
+  const mixed = certificates.findIndex((c) => c.keyType !== certificates[0]!.keyType);
+  if (mixed > 0) throw new TlsConfigError([...certificates[mixed]!.settings.at, 'key_file'], keyTypeMessage(certificates[mixed]!, certificates[0]!));
   checkTlsOptions(base, certificates[0]!);
   return { ...base, certificates };
 }
