@@ -11,7 +11,8 @@ const inflate = promisify(zlib.inflate);
  * `/JS` by chance), except object streams (`/Type /ObjStm`), whose objects a reader does
  * parse: those are collected (bounded), inflated when FlateDecode, and lexed too. An
  * object stream that cannot be inspected (other filters, predictors, indirect filter,
- * over the bounds) is reported as such.
+ * over the bounds) is reported as such. Long names are also looked for in the raw bytes
+ * (strings, comments and streams included), against parser differentials.
  */
 
 const WS = new Uint8Array(256);
@@ -326,7 +327,7 @@ class Lexer {
   }
 }
 
-function decodeName(bytes: number[]): string {
+function decodeName(bytes: ArrayLike<number>): string {
   let s = '';
   for (let i = 0; i < bytes.length; i++) {
     const c = bytes[i]!;
@@ -342,10 +343,62 @@ function isHex(c: number): boolean {
   return (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
 }
 
+/** Names at least this long are also looked for in the raw bytes (see RawNameScanner). */
+export const RAW_NAME_MIN = 6;
+
+/**
+ * A second, syntax-blind pass: every `/Name` of at least RAW_NAME_MIN characters in the raw
+ * bytes, inside strings, comments and stream data included. A reader that recovers a
+ * damaged file from its xref offsets may parse an object that the lexer took for string,
+ * comment or stream content (a parser differential); long names such as `/JavaScript`
+ * never occur by chance in binary data, so looking for them everywhere costs no false
+ * alarms. Short names (`/JS`) are left to the lexer.
+ */
+class RawNameScanner {
+  private carry: Buffer | undefined;
+  private readonly longNames: ReadonlySet<string>;
+
+  constructor(
+    wanted: ReadonlySet<string>,
+    private readonly found: Set<string>,
+  ) {
+    this.longNames = new Set([...wanted].filter((n) => n.length >= RAW_NAME_MIN));
+  }
+
+  feed(chunk: Buffer, last = false): void {
+    if (this.longNames.size === 0) return;
+    let data = chunk;
+    if (this.carry !== undefined) {
+      data = Buffer.concat([this.carry, chunk]);
+      this.carry = undefined;
+    }
+    let i = data.indexOf(47 /* / */);
+    while (i >= 0) {
+      let j = i + 1;
+      while (j < data.length && j - i <= MAX_NAME + 1 && isRegular(data[j]!)) j++;
+      if (j === data.length && !last && j - i <= MAX_NAME + 1) {
+        // the name may go on in the next chunk
+        this.carry = Buffer.from(data.subarray(i));
+        return;
+      }
+      if (j - i - 1 >= RAW_NAME_MIN) {
+        const name = decodeName(data.subarray(i + 1, j));
+        if (this.longNames.has(name)) this.found.add(name);
+      }
+      i = data.indexOf(47, j);
+    }
+  }
+
+  end(): void {
+    if (this.carry !== undefined) this.feed(Buffer.alloc(0), true);
+  }
+}
+
 /** Feed a PDF's bytes in order with `feed`, then `finish()` for the findings. */
 export class PdfScanner {
   private readonly found = new Set<string>();
   private readonly lexer: Lexer;
+  private readonly raw: RawNameScanner;
   private readonly objectStreams: { data: Buffer; raw: boolean }[] = [];
   private uninspectable: string | undefined;
 
@@ -357,14 +410,17 @@ export class PdfScanner {
       if (why !== undefined) this.uninspectable ??= why;
       else if (data !== undefined) this.objectStreams.push({ data, raw: !flate });
     });
+    this.raw = new RawNameScanner(wanted, this.found);
   }
 
   feed(chunk: Buffer): void {
     this.lexer.feed(chunk);
+    this.raw.feed(chunk);
   }
 
   async finish(): Promise<PdfFindings> {
     this.lexer.end();
+    this.raw.end();
     for (const os of this.objectStreams) {
       let plain: Buffer;
       if (os.raw) plain = os.data;

@@ -204,15 +204,31 @@ t.test('allowed, when configured: double extensions and octet-stream', async (t)
   await spoolsGone();
 });
 
-t.test('genuine PDFs that merely mention the names are accepted', async (t) => {
+t.test('short names outside the object syntax (stream data, strings, comments) are not actions', async (t) => {
   const policy = await compilePolicy(uploadGate, { enabled: true });
-  // binary stream data containing "/JS " by chance, the words inside a string and a comment
-  const noise = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff]), Buffer.from('/JS /Launch /OpenAction (', 'latin1'), Buffer.alloc(100, 0x2f)]);
-  const data = pdf({ binaryStream: noise, objects: ['<< /Title (how to disable /JavaScript in readers) >>\n% a comment about /OpenAction\n'] });
+  // binary stream data containing "/JS " by chance, the name inside a string and a comment
+  const noise = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff]), Buffer.from('/JS (', 'latin1'), Buffer.alloc(100, 0x2f)]);
+  const data = pdf({ binaryStream: noise, objects: ['<< /Title (a /JS string) >>\n% a comment about /JS\n'] });
   const { verdict, ctx } = await runGate(policy, multipart([{ name: 'file', filename: 'r.pdf', type: 'application/pdf', data }]), { chunkSize: 7 });
   t.equal(verdict, undefined);
   ctx.forwardBody?.dispose?.();
   await spoolsGone();
+});
+
+t.test('long action names count anywhere: a fake stream, a string, a comment (parser differentials)', async (t) => {
+  const policy = await compilePolicy(uploadGate, { enabled: true });
+  const hidden = [
+    // the lexer takes this for stream data; a reader recovering by xref offsets parses obj 9
+    pdf({ binaryStream: Buffer.from('\n9 0 obj << /S /JavaScript /JS (app.alert(1)) >> endobj\n') }),
+    // an unbalanced string would hide everything after it from the lexer
+    pdf({ objects: ['<< /Title (unbalanced \\) >>\n9 0 obj << /S /Launch /F (cmd) >> endobj'] }),
+    // a one-line object inside a comment, reachable from an xref offset
+    pdf({ objects: ['<< >>\n% 9 0 obj << /OpenAction 4 0 R >> endobj'] }),
+  ];
+  for (const [i, data] of hidden.entries()) {
+    const { verdict } = await runGate(policy, multipart([{ name: 'file', filename: 'r.pdf', type: 'application/pdf', data }]));
+    t.match(verdict, { code: 'upload_rejected', detail: { check: 'active_content', reason: 'pdf_actions' } }, `case ${i}`);
+  }
 });
 
 t.test('PDF names split across every possible chunk boundary are found', async (t) => {

@@ -56,9 +56,21 @@ t.test('PDF action names across every split point', async (t) => {
   t.pass('found at every split');
 });
 
-t.test('PDF stream data is skipped, strings and comments are not names', async (t) => {
-  const noise = Buffer.from('/JS /OpenAction endstrea /Launch', 'latin1');
-  const data = pdf({ binaryStream: noise, objects: ['<< /Title (/JavaScript \\) /Launch) /Subject <2F4A53> >>\n% /OpenAction\n'] });
+t.test('long names are found in the raw bytes too, split anywhere', async (t) => {
+  const data = pdf({ binaryStream: Buffer.from('xx /OpenAction yy endstrea /Launch', 'latin1') });
+  for (let split = 1; split < data.length; split += 1) {
+    const names = await pdfNames(data, split);
+    if (names.sort().join() !== 'Launch,OpenAction') {
+      t.fail(`split at ${split}: ${names.join()}`);
+      return;
+    }
+  }
+  t.pass('found at every split');
+});
+
+t.test('short names in stream data, strings and comments are not names', async (t) => {
+  const noise = Buffer.from('/JS /AA endstrea /JS', 'latin1');
+  const data = pdf({ binaryStream: noise, objects: ['<< /Title (/JS \\) /JS) /Subject <2F4A53> >>\n% /JS\n'] });
   for (let split = 1; split < data.length; split += 3) {
     const names = await pdfNames(data, split);
     if (names.length !== 0) {
