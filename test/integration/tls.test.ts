@@ -177,7 +177,7 @@ t.test('edge listener', async (t) => {
     s.close();
     const u = new URL(h.url);
     const alpn = (protocols: string[]) =>
-      new Promise<{ alpn: string | false; version: string | null }>((resolve, reject) => {
+      new Promise<{ alpn: string | false | null; version: string | null }>((resolve, reject) => {
         const c = tls.connect(
           {
             host: u.hostname,
