@@ -23,6 +23,7 @@ import {
   type LoadResult,
 } from './lib.js';
 import { FACTORIES } from '../policies/registry.js';
+import { modsecAvailable, startModsec } from './modsec.js';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 8);
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'core,body,uploads,growth,workers,micro').split(','));
@@ -143,6 +144,15 @@ async function main(): Promise<void> {
       headers: auth,
       duration: DURATION,
     });
+    if (modsecAvailable()) {
+      const modsec = await startModsec(mockPort);
+      children.push({ proc: undefined as never, stop: modsec.stop });
+      results.m = await load('(m) nginx + ModSecurity + CRS PL1, 1 worker', modsec.url + target, {
+        headers: auth,
+        duration: DURATION,
+      });
+      await modsec.stop();
+    }
     const receipt = JSON.stringify({
       merchant: "Trader Joe's",
       total: 23.5,
@@ -174,7 +184,23 @@ async function main(): Promise<void> {
     process.stdout.write(
       `ratios: c/b = ${ratio(results.c, results.b)} (goal >= 0.80), c/a = ${ratio(results.c, results.a)}, b/r = ${ratio(results.b, results.bare)} (goal >= 0.90)\n`,
     );
-    process.stdout.write(`p99: c - b = ${fmt(results.c!.p99 - results.b!.p99, 2)} ms (goal <= 1 ms)\n\n`);
+    process.stdout.write(`p99: c - b = ${fmt(results.c!.p99 - results.b!.p99, 2)} ms (goal <= 1 ms)\n`);
+    process.stdout.write(
+      results.m
+        ? `against nginx + ModSecurity + CRS PL1 (one worker each): c/m = ${ratio(results.c, results.m)}x (goal >= 10x)\n\n`
+        : 'nginx + ModSecurity + CRS not installed: apt-get install nginx libnginx-mod-http-modsecurity modsecurity-crs\n\n',
+    );
+    // Memory with 1,000 concurrent keep-alive clients.
+    const many = await peakRss(dflt.child.proc.pid!, () =>
+      load('(c) with 1,000 keep-alive connections', dflt.url + target, {
+        headers: auth,
+        duration: Math.max(4, DURATION / 2),
+        connections: 1000,
+      }),
+    );
+    process.stdout.write(
+      `${table([many.result])}\n  gateway peak RSS at 1,000 connections: ${fmt(many.peakMb, 1)} MB (goal < 150 MB)\n\n`,
+    );
 
     if (ONLY.has('body')) {
       const big = JSON.stringify({
@@ -186,7 +212,9 @@ async function main(): Promise<void> {
           qty: i % 7,
         })),
       }).slice(0, 999_000);
-      const bigBody = big.endsWith('}') ? big : JSON.stringify({ merchant: 'Costco', total: 1, notes: 'x'.repeat(990_000) });
+      const bigBody = big.endsWith('}')
+        ? big
+        : JSON.stringify({ merchant: 'Costco', total: 1, notes: 'x'.repeat(990_000) });
       const bodyHeaders = { ...auth, 'content-type': 'application/json' };
       const rows = [
         await load('1 MB JSON POST, bare undici proxy', `http://127.0.0.1:${bareHealthPort}/api/receipts`, {
