@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap';
 import http from 'node:http';
+import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { startHarness, type Harness } from '../helpers/harness.js';
@@ -35,6 +36,16 @@ listen:
   token = await h.login('alice');
 });
 t.teardown(() => h.close());
+
+/** Poll until `check` is true; fails after a generous deadline (no timing assertion). */
+async function eventually(what: string, check: () => Promise<boolean>, deadlineMs = 20_000): Promise<void> {
+  const end = Date.now() + deadlineMs;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`gave up waiting: ${what}`);
+}
 
 /** A marker no other request carries; put it in the path, query or a header. */
 const mark = () => `probe-${randomUUID()}`;
@@ -627,6 +638,47 @@ t.test('slow body: a request body that stalls is cut off by listen.request_timeo
   for (const rec of recs)
     t.equal((rec as { body_error?: string }).body_error, 'aborted', 'never a complete request upstream');
   await stillServes(t, undefined);
+});
+
+t.test('max_connections: connections beyond the limit are dropped, the gateway recovers', async (t) => {
+  const hh = await startHarness({ config: 'listen: { max_connections: 3 }' });
+  t.teardown(() => hh.close());
+  const u = new URL(hh.url);
+  // three clients hold their connections with unfinished heads
+  const holders = await Promise.all(
+    [0, 1, 2].map(
+      () =>
+        new Promise<net.Socket>((resolve) => {
+          const s = net.connect(Number(u.port), u.hostname, () => {
+            s.write('GET /api/health HTTP/1.1\r\nHost: x\r\n');
+            resolve(s);
+          });
+          s.on('error', () => {});
+        }),
+    ),
+  );
+  await eventually('the gateway counts the held connections', async () => {
+    const m = await (await fetch(`${hh.adminUrl}/metrics`)).text();
+    return /^gateway_open_connections 3$/m.test(m);
+  });
+  const m = mark();
+  const x = await rawExchange(hh.url, head(`GET /api/health?p=${m} HTTP/1.1`, [['Host', 'x']]), {
+    waitMs: 20_000,
+  });
+  t.ok(x.closed, 'the extra connection was closed');
+  t.equal(x.responses.length, 0, 'without being served');
+  for (const s of holders) s.destroy();
+  await eventually('the gateway serves again once the holders left', async () => {
+    try {
+      return (await fetch(`${hh.url}/api/health`)).status === 200;
+    } catch {
+      return false;
+    }
+  });
+  t.notOk(
+    (await hh.mockRequests()).some((r) => r.path.includes(m)),
+    'the dropped request never reached the mock',
+  );
 });
 
 // ------------------------------------------------------------------ property-based
