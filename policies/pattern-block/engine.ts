@@ -177,9 +177,8 @@ interface RuleGroup {
 /** Rules sharing one transform chain. */
 interface Plan {
   readonly chainKey: string;
-  readonly chain: readonly Transform[];
-  /** cache key of every prefix of the chain (prefixKeys[i] = names of chain[0..i]) */
-  readonly prefixKeys: readonly string[];
+  /** the chain's last node in the plan set's transform trie (-1: no transform) */
+  readonly node: number;
   readonly groups: readonly RuleGroup[];
   readonly detectorRules: readonly CompiledRule[];
 }
@@ -192,6 +191,9 @@ interface Plan {
  */
 interface PlanSet {
   readonly plans: readonly Plan[];
+  /** transform trie: chains share their common prefixes; node i applies fn[i] to its parent's value */
+  readonly parent: Int32Array;
+  readonly fn: readonly Transform[];
   /** signature bits that send a value to the full walk */
   readonly special: CharMask;
   readonly fast: readonly RegExp[];
@@ -310,8 +312,23 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
     byChain.set(key, list);
   }
   const plans: Plan[] = [];
+  const parents: number[] = [];
+  const fns: Transform[] = [];
+  const trie = new Map<string, number>();
   for (const [chainKey, list] of byChain) {
-    const chain = list[0]!.transforms.map((t) => TRANSFORMS[t]!);
+    let node = -1;
+    const names = list[0]!.transforms;
+    for (let i = 0; i < names.length; i++) {
+      const key = names.slice(0, i + 1).join(',');
+      let idx = trie.get(key);
+      if (idx === undefined) {
+        idx = fns.length;
+        fns.push(TRANSFORMS[names[i]!]!);
+        parents.push(node);
+        trie.set(key, idx);
+      }
+      node = idx;
+    }
     const groupsByKey = new Map<string, Full[]>();
     for (const r of list.filter((x) => x.regex)) {
       const key = `${r.gateKey ?? ''}\u0000${r.flags}`;
@@ -325,9 +342,7 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
       combined: g.length > 1 ? new RegExp(g.map((r) => `(?:${r.regex!.source})`).join('|'), g[0]!.flags) : undefined,
       rules: g,
     }));
-    const names = list[0]!.transforms;
-    const prefixKeys = names.map((_, i) => names.slice(0, i + 1).join(','));
-    plans.push({ chainKey, chain, prefixKeys, groups, detectorRules: list.filter((r) => r.detector) });
+    plans.push({ chainKey, node, groups, detectorRules: list.filter((r) => r.detector) });
   }
   const special = gateOf(TRANSFORM_TRIGGERS);
   special.hi |= HI_CONTROL | HI_NON_ASCII | HI_DOUBLE_SPACE;
@@ -347,7 +362,7 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
   }
   const fast = [...byFlags].map(([flags, list]) => new RegExp(list.join('|'), flags));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
-  return { plans, special, fast, fastDetectors, fastOk };
+  return { plans, parent: Int32Array.from(parents), fn: fns, special, fast, fastDetectors, fastOk };
 }
 
 function contentTypeMatcher(list: readonly string[]): (mt: string) => boolean {
@@ -466,12 +481,41 @@ function excerptOf(value: string, at: number, name: string, leaf: string): strin
   return value.slice(start, start + 40).replace(/[\x00-\x1f\x7f]/g, ' ');
 }
 
+/**
+ * Scratch space for the transformed values of the value being inspected, one slot per node
+ * of the plan set's transform trie; a slot is valid while its stamp equals the current
+ * generation. Module-level: inspection is synchronous and never re-entered.
+ */
+const scratch = { gen: 0, stamp: new Int32Array(64), vals: new Array<string>(64).fill('') };
+
+function beginValue(nodes: number): void {
+  if (scratch.stamp.length < nodes) {
+    scratch.stamp = new Int32Array(nodes * 2);
+    scratch.vals = new Array<string>(nodes * 2).fill('');
+  }
+  scratch.gen = (scratch.gen + 1) | 0;
+  if (scratch.gen === 0) {
+    scratch.stamp.fill(-1);
+    scratch.gen = 1;
+  }
+}
+
+function nodeValue(set: PlanSet, i: number, v: string): string {
+  if (scratch.stamp[i] === scratch.gen) return scratch.vals[i]!;
+  const p = set.parent[i]!;
+  const r = set.fn[i]!(p < 0 ? v : nodeValue(set, p, v));
+  scratch.vals[i] = r;
+  scratch.stamp[i] = scratch.gen;
+  return r;
+}
+
 /** Accumulates matches for one request. */
 class Walk {
   readonly matches: Match[] = [];
   readonly seen = new Set<string>();
   readonly mask: CharMask = { lo: 0, hi: 0 };
   readonly tmask: CharMask = { lo: 0, hi: 0 };
+
   constructor(
     readonly engine: Engine,
     readonly scope: RequestScope,
@@ -537,25 +581,15 @@ class Walk {
       if (!hit) for (const d of set.fastDetectors) if (d(l)) hit = true;
       if (!hit) return;
     }
-    let cache: Map<string, string> | undefined;
+    beginValue(set.fn.length);
     let lastT = v;
     const tm = this.tmask;
     tm.lo = vm.lo;
     tm.hi = vm.hi;
-    for (const plan of set.plans) {
-      let t = v;
-      const n = plan.chain.length;
-      if (n) {
-        // reuse the longest transformed prefix already computed for this value
-        let k = n - 1;
-        let hit: string | undefined;
-        while (k >= 0 && (hit = cache?.get(plan.prefixKeys[k]!)) === undefined) k--;
-        if (hit !== undefined) t = hit;
-        for (let i = k + 1; i < n; i++) {
-          t = plan.chain[i]!(t);
-          (cache ??= new Map()).set(plan.prefixKeys[i]!, t);
-        }
-      }
+    const plans = set.plans;
+    for (let pi = 0; pi < plans.length; pi++) {
+      const plan = plans[pi]!;
+      const t = plan.node < 0 ? v : nodeValue(set, plan.node, v);
       if (t !== lastT) {
         charMask(t, tm);
         lastT = t;
