@@ -424,11 +424,28 @@ function mayBeSql(v: string): boolean {
   return SQL_GATE_CHARS.test(v) || SQL_GATE_WORDS.test(v) || (SQL_LOGIC.test(v) && SQL_LOGIC_OPERAND.test(v));
 }
 
+const SQL_GATE_CHARS_NO_QUOTES = /[`();=<>!|&#@*/+%^~-]/;
+
+function mayBeSqlBesidesQuotes(v: string): boolean {
+  return SQL_GATE_CHARS_NO_QUOTES.test(v) || SQL_GATE_WORDS.test(v) || (SQL_LOGIC.test(v) && SQL_LOGIC_OPERAND.test(v));
+}
+
+/** After a string break the judge also accepts a bare logical word (`' or x`) or another quote. */
+function mayBeSqlAfterBreak(rest: string, quote: string): boolean {
+  return rest.includes(quote) || SQL_GATE_CHARS_NO_QUOTES.test(rest) || SQL_GATE_WORDS.test(rest) || SQL_LOGIC.test(rest);
+}
+
 export function detectSqli(value: string): SqliResult | undefined {
   if (value.length < 2 || !mayBeSql(value)) return undefined;
-  const contexts: SqliContext[] = ['none'];
-  if (value.includes("'")) contexts.push("'");
-  if (value.includes('"')) contexts.push('"');
+  const contexts: SqliContext[] = [];
+  // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
+  // logical word next to them to form a shape
+  if (mayBeSqlBesidesQuotes(value)) contexts.push('none');
+  // inside a string: only when what follows the closing quote can form a shape
+  for (const q of ["'", '"'] as const) {
+    const at = value.indexOf(q);
+    if (at >= 0 && mayBeSqlAfterBreak(value.slice(at + 1), q)) contexts.push(q);
+  }
   for (const ctx of contexts) {
     const toks = tokenize(value, ctx);
     if (toks.length === 0) continue;
