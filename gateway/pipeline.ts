@@ -274,6 +274,15 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
   if (ctx.rawHeaders.length / 2 > maxHeaders) {
     return { code: 'headers_too_large', message: 'Too many request headers.' };
   }
+  // RFC 9112 §3.2: more than one Host field line is a 400 (Node keeps the first silently).
+  let hosts = 0;
+  const raw = ctx.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host' && ++hosts > 1) {
+      return { code: 'bad_request', message: 'More than one Host header.', ruleIds: ['framing-host'] };
+    }
+  }
   if (ctx.target === '*' || ctx.target.charCodeAt(0) !== 47) {
     return { code: 'bad_request', message: 'The request target must be a path.', ruleIds: ['request-target'] };
   }

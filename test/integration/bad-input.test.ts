@@ -207,6 +207,12 @@ const FRAMING: FramingCase[] = [
     code: 'bad_request',
   },
   {
+    name: 'two Host headers',
+    payload: `GET /api/health?p=MARK HTTP/1.1\r\nHost: a.example\r\nhost: b.example\r\n\r\n${SMUGGLED}`,
+    status: 400,
+    code: 'bad_request',
+  },
+  {
     name: 'HTTP/0.9 request line',
     payload: `GET /api/health?p=MARK\r\n\r\n`,
     status: 400,
