@@ -21,7 +21,7 @@ export function forwardedFor(header: string | string[] | undefined, trusted: Blo
     let entry = list[i]!.trim();
     // allow "[v6]:port" and "v4:port" forms some proxies write
     if (entry.startsWith('[')) entry = entry.slice(1, entry.indexOf(']'));
-    else if (entry.includes('.') && entry.includes(':')) entry = entry.slice(0, entry.indexOf(':'));
+    else if (isIP(entry) === 0 && /^[\d.]+:\d+$/.test(entry)) entry = entry.slice(0, entry.indexOf(':'));
     const family = isIP(entry);
     if (family === 0) return candidate;
     const ip = clientAddress(entry);

@@ -99,7 +99,7 @@ function checker(f: PolicyFactory): TypeCheck<TObject> {
 }
 
 /** Keys of the policies run for requests that match no route (then 404). */
-const UNMATCHED_EXTRA = new Set(['ip_ban', 'cors', 'security_headers']);
+const UNMATCHED_EXTRA = new Set(['ip_ban', 'cors', 'rate_limit', 'security_headers']);
 
 let generationCounter = 0;
 

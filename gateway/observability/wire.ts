@@ -45,7 +45,15 @@ export function scoreInput(gen: Generation, env: Readonly<Record<string, string 
   const uploadOn = uploadRoutes.every((r) => on({ ...obj(cfg.policies.upload_gate), ...obj(r.policies?.upload_gate) }));
   const proxiesCatchAll = cfg.listen.trusted_proxies.some((c) => c === '0.0.0.0/0' || c === '::/0');
   const failOpen = ['rate_limit', 'login_lockout', 'ip_ban']
-    .filter((k) => blocks(gen, k).some((b) => on(b) && (b.failure === 'open' || b.fail === 'open')))
+    .filter((k) =>
+      blocks(gen, k).some(
+        (b) =>
+          on(b) &&
+          (b.failure === 'open' ||
+            b.fail === 'open' ||
+            (k === 'rate_limit' && (b.default_fail === 'open' || (Array.isArray(b.rules) && (b.rules as Obj[]).some((r) => r.fail === 'open'))))),
+      ),
+    )
     .map((k) => k);
   const secret = typeof jwt.secret === 'string' && jwt.secret !== '' ? jwt.secret : undefined;
   const jwksUrl = typeof jwt.jwks_url === 'string' && jwt.jwks_url !== '' ? jwt.jwks_url : undefined;

@@ -91,9 +91,9 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     : await startMock({ port: 0, env: { MOCK_RECORD: '1', JWT_SECRET_KEY: env.JWT_SECRET_KEY!, ...opts.mockEnv } });
   const upstream = opts.upstreamUrl ?? mock!.url;
   let extra = opts.config;
-  fs.writeFileSync(configFile, buildConfig(extra, opts, auditFile, upstream));
   let gateway: Gateway;
   try {
+    fs.writeFileSync(configFile, buildConfig(extra, opts, auditFile, upstream));
     gateway = await Gateway.start({ configFile, env, port: 0, adminPort: 0, watch: false, log: silentLogger, defaultMetrics: false });
   } catch (err) {
     await mock?.close();
