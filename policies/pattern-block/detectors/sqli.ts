@@ -411,7 +411,7 @@ function strongTokens(toks: readonly Tok[]): string | undefined {
  * undefined. Linear in the value length (bounded token count).
  */
 /** A value without any of these cannot form a fingerprint the judge accepts. */
-const SQL_GATE_CHARS = /['"`();=<>!|&#@*/+%^~-]/;
+const SQL_GATE_CHARS = /['"`()=<>!|&#@]|--|\/\*|;\s*(?:[a-z]+\s+)?(?:select|insert|update|delete|drop|exec|execute|declare|create|alter|truncate|shutdown|grant|revoke|waitfor|merge|call|handler|set|begin|if|--|#|\/\*|$)/;
 const SQL_GATE_WORDS = /\b(?:union|select|where|having|order|group)\b/;
 const SQL_LOGIC = /\b(?:and|or|xor)\b/;
 const SQL_LOGIC_OPERAND = /\d|\b(?:like|rlike|regexp|sounds|between|is|in|div|mod)\b/;
@@ -424,7 +424,7 @@ function mayBeSql(v: string): boolean {
   return SQL_GATE_CHARS.test(v) || SQL_GATE_WORDS.test(v) || (SQL_LOGIC.test(v) && SQL_LOGIC_OPERAND.test(v));
 }
 
-const SQL_GATE_CHARS_NO_QUOTES = /[`();=<>!|&#@*/+%^~-]/;
+const SQL_GATE_CHARS_NO_QUOTES = /[`()=<>!|&#@]|--|\/\*|;\s*(?:[a-z]+\s+)?(?:select|insert|update|delete|drop|exec|execute|declare|create|alter|truncate|shutdown|grant|revoke|waitfor|merge|call|handler|set|begin|if|--|#|\/\*|$)/;
 
 function mayBeSqlBesidesQuotes(v: string): boolean {
   return SQL_GATE_CHARS_NO_QUOTES.test(v) || SQL_GATE_WORDS.test(v) || (SQL_LOGIC.test(v) && SQL_LOGIC_OPERAND.test(v));
