@@ -11,7 +11,10 @@ import { MarkupScanner } from './markup-scan.js';
 import { PdfScanner, type PdfScanLimits } from './pdf-scan.js';
 import { Spool, SpoolPart, type SpoolOptions } from './spool.js';
 
-/** The failed check, as `detail.check` of the refusal and the metric reason. */
+/**
+ * The failed check, as `detail.check` of the refusal and the metric reason. (`spool`, a
+ * 503 when the gateway cannot write its spool, is not a check of the upload.)
+ */
 export type UploadCheck = 'extension' | 'type' | 'content' | 'size' | 'count' | 'filename' | 'active_content' | 'malformed';
 
 /** What compile() precomputed for the request path. */
@@ -173,8 +176,9 @@ class UploadJob {
     bb.on('file', (name, stream, info) => {
       const p = this.onFile(name, stream, info).catch((err: unknown) => {
         if (!this.done) {
-          this.s.services.log.error({ request_id: this.ctx.id, err: (err as Error).message }, 'upload part failed');
-          this.fail(reject('malformed', 'part_error', 'a file part could not be read', { field: name }));
+          // the spool could not be written (disk full, spool removed at shutdown): not the client's fault
+          this.s.services.log.error({ request_id: this.ctx.id, err: (err as Error).message }, 'upload spool failed');
+          this.fail(spoolFailure(err));
         }
       });
       this.pending.push(p);
@@ -334,7 +338,15 @@ class UploadJob {
             if (d !== undefined && stop(d)) return;
           }
         }
-        await part.data.write(chunk);
+        try {
+          await part.data.write(chunk);
+        } catch (err) {
+          if (!this.done) {
+            this.s.services.log.error({ request_id: this.ctx.id, err: (err as Error).message }, 'upload spool failed');
+            this.fail(spoolFailure(err));
+          }
+          return;
+        }
       }
     } catch (err) {
       if (!this.done) this.fail(malformed(err as Error));
@@ -444,8 +456,14 @@ class UploadJob {
     try {
       this.succeed();
     } catch (err) {
+      this.s.services.log.error({ request_id: this.ctx.id, err: (err as Error).message }, 'upload re-encoding failed');
+      this.ctx.forwardBody = undefined;
+      this.ctx.body = undefined;
+      this.ctx.locals.delete(LOCALS_KEY);
+      this.s.services.metrics.uploadRejections.inc({ reason: 'spool' });
       await this.spool.dispose();
-      throw err;
+      this.resolve(spoolFailure(err));
+      return;
     }
     this.resolve(undefined);
   }
@@ -532,6 +550,17 @@ async function* encode(segments: readonly (Buffer | SpoolPart)[]): AsyncGenerato
 /** Quote a Content-Disposition parameter the way browsers do (WHATWG multipart encoding). */
 function escapeParam(v: string): string {
   return v.replace(/"/g, '%22').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
+}
+
+/** 503: the gateway could not spool or re-encode the upload (disk full, shutdown). */
+function spoolFailure(err: unknown): Deny {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return {
+    code: 'service_unavailable',
+    message: 'The upload could not be stored by the gateway; retry later.',
+    event: 'upload_rejected',
+    detail: { check: 'spool', reason: code ?? 'spool_error' },
+  };
 }
 
 function malformed(err: Error): Deny {

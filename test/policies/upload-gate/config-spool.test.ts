@@ -144,3 +144,25 @@ t.test('the windowed reader serves header walks from few file reads, same bytes'
   }
   await spool.dispose();
 });
+
+t.test('a spool that cannot be written (removed at shutdown, disk full) is a 503, not the client\'s fault', async (t) => {
+  const services = makeServices();
+  const policy = await compilePolicy(uploadGate, { enabled: true, spool_dir: dir, memory_buffer: '0' }, services);
+  const body = multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: Buffer.concat([png(), Buffer.alloc(20_000)]) }]);
+  let go!: () => void;
+  const resume = new Promise<void>((r) => (go = r));
+  const ctx = {
+    ...makeContext({ method: 'POST', headers: { 'content-type': contentType() } }),
+    bodySource: bodyStream(body, { pauseAt: 8000, resume, chunkSize: 2000 }),
+  };
+  const pending = policy.readBody!(ctx);
+  for (let i = 0; i < 200 && leftovers(dir).length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  await cleanupAll();
+  go();
+  const v = await pending;
+  t.match(v, { code: 'service_unavailable', event: 'upload_rejected', detail: { check: 'spool' } });
+  t.same(leftovers(dir), []);
+  t.match(services.logged, [{ level: 'error', msg: 'upload spool failed' }]);
+  const m = await services.metrics.uploadRejections.get();
+  t.same(m.values.map((x) => [x.labels.reason, x.value]), [['spool', 1]]);
+});

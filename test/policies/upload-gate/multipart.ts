@@ -57,12 +57,16 @@ export interface StreamOptions {
   stallAfter?: number;
   /** destroy the stream with an error after this many bytes (a client that went away) */
   failAfter?: number;
+  /** hold back the bytes after `pauseAt` until `resume` resolves */
+  pauseAt?: number;
+  resume?: Promise<void>;
 }
 
 /** The body as a request stream, in chunks, possibly stalling or failing half-way. */
 export function bodyStream(body: Buffer, opts: StreamOptions = {}): Readable {
   const size = opts.chunkSize ?? 16 * 1024;
   let pos = 0;
+  let resumed = false;
   return new Readable({
     read() {
       if (opts.failAfter !== undefined && pos >= opts.failAfter) {
@@ -74,7 +78,16 @@ export function bodyStream(body: Buffer, opts: StreamOptions = {}): Readable {
         this.push(null);
         return;
       }
+      if (opts.pauseAt !== undefined && opts.resume !== undefined && pos >= opts.pauseAt && !resumed) {
+        void opts.resume.then(() => {
+          resumed = true;
+          this.read(0);
+          this._read(size);
+        });
+        return;
+      }
       let end = Math.min(body.length, pos + size);
+      if (opts.pauseAt !== undefined && !resumed) end = Math.min(end, opts.pauseAt);
       if (opts.stallAfter !== undefined) end = Math.min(end, opts.stallAfter);
       if (opts.failAfter !== undefined) end = Math.min(end, opts.failAfter);
       const chunk = body.subarray(pos, end);
