@@ -84,8 +84,9 @@ const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 
 /**
  * Interpolate `${VAR}` / `${VAR:-default}` in every scalar of the document. A plain
- * (unquoted) scalar that becomes a number, boolean or null after substitution takes that
- * type, so `port: ${GATEWAY_PORT:-8080}` is the number 8080.
+ * (unquoted) scalar that becomes a number or boolean after substitution takes that type,
+ * so `port: ${GATEWAY_PORT:-8080}` is the number 8080; so does a quoted scalar that is
+ * exactly one reference (`port: "${GATEWAY_PORT:-8080}"`, as flow mappings need).
  */
 function interpolate(
   doc: Document,
@@ -104,7 +105,10 @@ function interpolate(
         onMissing(name, node, keyPathOf(ancestors, node));
         return '';
       });
-      if (node.type === 'PLAIN') {
+      // A plain scalar, or a quoted one that is exactly one ${VAR} reference (quotes are
+      // needed inside `{ … }` flow mappings), takes the type of what it expands to.
+      const single = /^\$\{[^}]*\}$/.test(raw);
+      if (node.type === 'PLAIN' || single) {
         const typed = coerce(replaced);
         node.value = typed;
       } else node.value = replaced;
