@@ -647,6 +647,48 @@ t.test('a client that connects and sends nothing is cut off', async (t) => {
   t.equal((await h1(h, '/api/health')).status, 200, 'still serving');
 });
 
+t.test('a config reload applies new TLS versions and certificate paths to new handshakes', async (t) => {
+  const dir = path.join(pki.dir, 'reload');
+  const first = pki.leaf('reload-1');
+  const second = pki.leaf('reload-2');
+  pki.install(first, dir);
+  const yaml = (extra: Record<string, unknown>) =>
+    YAML.stringify({
+      listen: {
+        tls: { cert_file: path.join(dir, 'tls.crt'), key_file: path.join(dir, 'tls.key'), ...extra },
+      },
+    });
+  const h = await startHarness({ config: yaml({}) });
+  t.teardown(() => h.close());
+  const u = new URL(h.url);
+  const tls12 = () =>
+    new Promise<string>((resolve) => {
+      const s = tls.connect(
+        {
+          host: u.hostname,
+          port: Number(u.port),
+          servername: 'localhost',
+          ca: pki.ca.cert,
+          maxVersion: 'TLSv1.2',
+        },
+        () => {
+          resolve(s.getProtocol() ?? '');
+          s.end();
+        },
+      );
+      s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+    });
+  t.equal(await tls12(), 'TLSv1.2');
+  await h.reload(yaml({ min_version: 'TLSv1.3' }));
+  t.equal(await tls12(), 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION', 'TLS 1.2 refused after the reload');
+  await h.reload(yaml({ min_version: 'TLSv1.3', cert_file: second.certFile, key_file: second.keyFile }));
+  t.equal(await peerSerial(h), serial(second), 'the new certificate path is served');
+  t.equal((await h1(h, '/api/health')).status, 200);
+  // a reload naming a bad certificate is rejected as a whole; the running one stays
+  await t.rejects(h.reload(yaml({ cert_file: second.certFile, key_file: first.keyFile })), /does not match/);
+  t.equal(await peerSerial(h), serial(second));
+});
+
 t.test('HTTP/1.1-only TLS listener (http2: false)', async (t) => {
   const h = await startHarness({
     config: config({}).replace('max_concurrent_streams: 5', 'max_concurrent_streams: 5\n    http2: false'),
