@@ -339,34 +339,39 @@ export class Gateway {
       return;
     }
     const id = randomUUID();
-    let status = 400;
-    let code = 'bad_request';
-    let message: string = CODES.bad_request.message;
+    let code: 'bad_request' | 'headers_too_large' = 'bad_request';
     if (err.code === 'HPE_HEADER_OVERFLOW') {
-      status = 431;
       code = 'headers_too_large';
-      message = CODES.headers_too_large.message;
     } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ECONNRESET') {
       socket.destroy();
       return;
     }
-    this.metrics.blocked.inc({ reason: status === 431 ? 'size' : 'protocol' });
+    const status = CODES[code].status;
     this.metrics.requests.inc({ route: 'unmatched', method: 'OTHER', code: String(status), decision: 'deny' });
-    void this.rawRefuse(socket, status, code, message, id);
+    void this.rawRefuse(socket, status, code, CODES[code].message, id, err.code);
   }
 
   /**
    * Answer on a socket whose request the parser refused: the SPEC JSON error with the
    * security headers of the response phase (a gateway-made error like any other), then close.
    */
-  private async rawRefuse(socket: Socket, status: number, code: string, message: string, id: string): Promise<void> {
+  private async rawRefuse(
+    socket: Socket,
+    status: number,
+    code: 'bad_request' | 'headers_too_large',
+    message: string,
+    id: string,
+    parserError: string | undefined,
+  ): Promise<void> {
     const extra: Record<string, string | string[] | undefined> = {};
     try {
       const gen = this.generation;
+      // No request exists: method and target are unknown ("-"); the audit line still
+      // records the refusal, its client IP and the parser's error code.
       const ctx = createContext({
         id,
-        method: 'GET',
-        target: '/',
+        method: '-',
+        target: '-',
         headers: {},
         rawHeaders: [],
         clientIp: clientAddress(socket.remoteAddress),
@@ -375,6 +380,7 @@ export class Gateway {
         bodySource: socket,
         signal: new AbortController().signal,
       });
+      recordDeny(ctx, { code, ruleIds: [`parser:${parserError ?? 'error'}`] }, 'deny', status, this.services);
       const head: ResponseHead = { status, headers: extra, fromGateway: true };
       await runResponsePhase(gen.unmatched, ctx, head, this.services);
     } catch {

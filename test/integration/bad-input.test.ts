@@ -284,6 +284,45 @@ t.test('one huge header: 431 headers_too_large', async (t) => {
   await stillServes(t, m);
 });
 
+t.test('refusals by the HTTP parser are audited and counted like any other', async (t) => {
+  const before = await (await fetch(`${h.adminUrl}/metrics`)).text();
+  const count = (text: string, reason: string) =>
+    Number(
+      new RegExp(`^gateway_blocked_requests_total\\{reason="${reason}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0,
+    );
+  const big = await rawExchange(
+    h.url,
+    head('GET /api/health HTTP/1.1', [
+      ['Host', 'x'],
+      ['X-Big', 'a'.repeat(20_000)],
+    ]),
+  );
+  const bad = await rawExchange(
+    h.url,
+    head('GET /api/health HTTP/1.1', [
+      ['Host', 'x'],
+      ['Bad Name', 'x'],
+    ]),
+  );
+  const after = await (await fetch(`${h.adminUrl}/metrics`)).text();
+  t.equal(count(after, 'size') - count(before, 'size'), 1, 'gateway_blocked_requests_total{reason="size"}');
+  t.equal(
+    count(after, 'protocol') - count(before, 'protocol'),
+    1,
+    'gateway_blocked_requests_total{reason="protocol"}',
+  );
+  const audit = await h.audit();
+  const a = audit.find((l) => l.request_id === big.responses[0]?.headers['x-request-id']);
+  t.equal(a?.event, 'request_blocked');
+  t.equal(a?.status, 431);
+  t.equal(a?.client_ip, '127.0.0.1');
+  t.same(a?.rule_ids, ['parser:HPE_HEADER_OVERFLOW']);
+  const b = audit.find((l) => l.request_id === bad.responses[0]?.headers['x-request-id']);
+  t.equal(b?.event, 'request_blocked');
+  t.equal(b?.status, 400);
+  t.equal(b?.code, 'bad_request');
+});
+
 t.test('many headers adding up past max_header_size: 431', async (t) => {
   const m = mark();
   const hs: [string, string][] = [['Host', 'x']];
