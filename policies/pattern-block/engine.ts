@@ -161,14 +161,14 @@ interface CompiledRule {
   /** the rule can only match a transformed value holding one of these characters */
   readonly gate?: CharMask;
   readonly gateKey?: string;
-  /** and at least one of these substrings (checked after the character gate) */
-  readonly gateSubs?: readonly string[];
+  /** and at least one of these substrings (one literal alternation, checked after the character gate) */
+  readonly gateSubs?: RegExp;
 }
 
 /** Regex rules of a plan sharing one gate (and flags), with their alternation as a prefilter. */
 interface RuleGroup {
   readonly gate: CharMask | undefined;
-  readonly gateSubs: readonly string[] | undefined;
+  readonly gateSubs: RegExp | undefined;
   /** alternation of the group's regexes, or undefined for a single rule */
   readonly combined: RegExp | undefined;
   readonly rules: readonly CompiledRule[];
@@ -179,6 +179,8 @@ interface Plan {
   readonly chainKey: string;
   /** the chain's last node in the plan set's transform trie (-1: no transform) */
   readonly node: number;
+  /** union of the character gates of every rule in the plan, when every rule has one */
+  readonly gateUnion: CharMask | undefined;
   readonly groups: readonly RuleGroup[];
   readonly detectorRules: readonly CompiledRule[];
 }
@@ -300,6 +302,12 @@ type Full = CompiledRule & { transforms: readonly string[]; flags: string; targe
 
 /** ASCII characters that make some transform change a value (so the fast path would be wrong). */
 const TRANSFORM_TRIGGERS = '%+&\\/*';
+const TRIGGER_MASK: CharMask = (() => {
+  const m = gateOf(TRANSFORM_TRIGGERS);
+  m.hi |= HI_CONTROL | HI_NON_ASCII;
+  return m;
+})();
+
 /** Transforms that change even a value without special characters. */
 const NOT_IDENTITY_ON_PLAIN = new Set(['remove_whitespace', 'cmd_line']);
 
@@ -342,7 +350,16 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
       combined: g.length > 1 ? new RegExp(g.map((r) => `(?:${r.regex!.source})`).join('|'), g[0]!.flags) : undefined,
       rules: g,
     }));
-    plans.push({ chainKey, node, groups, detectorRules: list.filter((r) => r.detector) });
+    let gateUnion: CharMask | undefined = { lo: 0, hi: 0 };
+    for (const r of list) {
+      if (!r.gate) {
+        gateUnion = undefined;
+        break;
+      }
+      gateUnion.lo |= r.gate.lo;
+      gateUnion.hi |= r.gate.hi;
+    }
+    plans.push({ chainKey, node, gateUnion, groups, detectorRules: list.filter((r) => r.detector) });
   }
   const special = gateOf(TRANSFORM_TRIGGERS);
   special.hi |= HI_CONTROL | HI_NON_ASCII | HI_DOUBLE_SPACE;
@@ -400,7 +417,7 @@ export function compileEngine(opts: EngineOptions): Engine {
       targets: r.targets,
       ...(r.names !== undefined ? { names: new RegExp(r.names, 'i') } : {}),
       ...(r.requires !== undefined ? { gate: gateOf(r.requires), gateKey: r.requires } : {}),
-      ...(r.requiresAny !== undefined ? { gateSubs: r.requiresAny, gateKey: `${r.requires ?? ''}\u0001${r.requiresAny.join('\u0001')}` } : {}),
+      ...(r.requiresAny !== undefined ? { gateSubs: literalAlternation(r.requiresAny), gateKey: `${r.requires ?? ''}\u0001${r.requiresAny.join('\u0001')}` } : {}),
     };
     if (r.regex !== undefined) selected.push({ ...base, regex: new RegExp(r.regex, r.flags ?? '') });
     else if (r.detector !== undefined && VALUE_DETECTORS[r.detector]) selected.push({ ...base, detector: VALUE_DETECTORS[r.detector] });
@@ -587,8 +604,12 @@ class Walk {
     tm.lo = vm.lo;
     tm.hi = vm.hi;
     const plans = set.plans;
+    // without transform triggers, transforms only remove or fold characters: a plan whose
+    // every rule is gated and whose gates all fail on the raw value cannot match
+    const rawStable = !passes(vm, TRIGGER_MASK);
     for (let pi = 0; pi < plans.length; pi++) {
       const plan = plans[pi]!;
+      if (rawStable && plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
       const t = plan.node < 0 ? v : nodeValue(set, plan.node, v);
       if (t !== lastT) {
         charMask(t, tm);
@@ -596,7 +617,7 @@ class Walk {
       }
       for (const g of plan.groups) {
         if (g.gate !== undefined && !passes(tm, g.gate)) continue;
-        if (g.gateSubs !== undefined && !hasAny(t, g.gateSubs)) continue;
+        if (g.gateSubs !== undefined && !g.gateSubs.test(t)) continue;
         if (g.combined !== undefined && !g.combined.test(t)) continue;
         for (const r of g.rules) {
           if (r.names !== undefined && !r.names.test(leaf)) continue;
@@ -610,7 +631,7 @@ class Walk {
       for (const r of plan.detectorRules) {
         if (r.names !== undefined && !r.names.test(leaf)) continue;
         if (r.gate !== undefined && !passes(tm, r.gate)) continue;
-        if (r.gateSubs !== undefined && !hasAny(t, r.gateSubs)) continue;
+        if (r.gateSubs !== undefined && !r.gateSubs.test(t)) continue;
         const ev = r.detector!(t);
         if (ev) {
           const name = path === undefined ? kind : `${kind}:${path}`;
@@ -621,9 +642,9 @@ class Walk {
   }
 }
 
-function hasAny(t: string, subs: readonly string[]): boolean {
-  for (const x of subs) if (t.includes(x)) return true;
-  return false;
+/** A regex matching any of the literal strings. */
+function literalAlternation(subs: readonly string[]): RegExp {
+  return new RegExp(subs.map((x) => x.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|'));
 }
 
 /** Split `a=b&c` into decoded pairs (`+` is a space). */
