@@ -53,6 +53,11 @@ function raw(base: string, bytes: Buffer, opts: { keepOpen?: boolean } = {}): Pr
   });
 }
 
+/** The server disposes after the response is sent: wait (bounded) until the spool is empty. */
+async function gone(dir: string): Promise<void> {
+  for (let i = 0; i < 300 && leftovers(dir).length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+}
+
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 t.test('upload gating through the gateway', async (t) => {
@@ -81,6 +86,7 @@ policies:
     t.match(r.json.message as string, /^Upload rejected \(/);
     t.match(r.json.request_id, /.+/);
     t.same(await h.mockRequests(), [], 'the upstream never saw it');
+    await gone(spool);
     t.same(leftovers(spool), [], 'no spool file remains');
     const audit = (await h.audit()).filter((l) => l.request_id === r.json.request_id);
     const ev = audit.find((l) => l.event === 'upload_rejected');
@@ -109,7 +115,7 @@ policies:
     const audit = (await h.audit()).filter((l) => l.event === 'upload_accepted');
     t.equal(audit.length, Object.keys(files).length);
     t.match(audit[0], { filename: 'receipt png.png', size: files.png!.data.length, type: 'image/png', sha256: sha(files.png!.data) });
-    await new Promise((r) => setTimeout(r, 50));
+    await gone(spool);
     t.same(leftovers(spool), [], 'spool removed after the exchange');
   });
 
@@ -151,7 +157,7 @@ policies:
     t.equal(r.status, 403);
     t.equal(r.json.error, 'request_blocked');
     t.same(await h.mockRequests(), [], 'the upstream never saw it');
-    for (let i = 0; i < 100 && leftovers(spool).length > 0; i++) await new Promise((res) => setTimeout(res, 10));
+    await gone(spool);
     t.same(leftovers(spool), [], 'no spool file remains');
     const audit = (await h.audit()).filter((l) => l.request_id === r.json.request_id);
     t.match(audit.find((l) => l.event === 'request_blocked'), { reason: 'sqli' });
@@ -215,7 +221,7 @@ policies:
       s.on('close', () => resolve());
       s.on('error', () => {});
     });
-    for (let i = 0; i < 100 && leftovers(spool).length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    await gone(spool);
     t.same(leftovers(spool), []);
     t.same(await h.mockRequests(), []);
   });

@@ -160,7 +160,7 @@ export function tempSpoolDir(): string {
 
 /** Resolves once every spool of the process was removed (dispose runs in the background). */
 export async function spoolsGone(): Promise<void> {
-  for (let i = 0; i < 500 && liveSpoolCount() > 0; i++) await new Promise((r) => setTimeout(r, 2));
+  for (let i = 0; i < 2500 && liveSpoolCount() > 0; i++) await new Promise((r) => setTimeout(r, 2));
 }
 
 /** Every file and directory under `dir` (relative paths), to prove nothing was left. */
