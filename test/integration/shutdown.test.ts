@@ -127,10 +127,20 @@ t.test('SIGTERM: the CLI drains in-flight requests and exits 0', async (t) => {
   const url = /listening on (http:\/\/[^\s,]+)/.exec(stdout)?.[1];
   t.ok(url, `printed the listening URL (${stdout.trim()}${stderr})`);
   if (!url) return;
-  t.match(stdout, /\(admin http:\/\/127\.0\.0\.1:\d+\)/, 'and the admin address');
+  const adminUrl = /\(admin (http:\/\/127\.0\.0\.1:\d+)\)/.exec(stdout)?.[1];
+  t.ok(adminUrl, 'and the admin address');
   const ok = await fetch(`${url}/api/health`);
   t.equal(ok.status, 200);
   await ok.arrayBuffer();
+
+  // SIGHUP reloads the (unchanged) file: a new generation, no restart
+  const generation = async () =>
+    ((await (await fetch(`${adminUrl}/readyz`)).json()) as { generation: number }).generation;
+  const g0 = await generation();
+  child.kill('SIGHUP');
+  await eventually('SIGHUP produced a new generation', async () => (await generation()) > g0);
+  t.pass('SIGHUP reloaded the configuration');
+  t.equal(child.exitCode, null, 'and the process kept running');
 
   const token = await mock.sign({ sub: 'alice', role: 'user' });
   const slow = fetch(`${url}/api/slow?ms=1500`, {
