@@ -15,6 +15,7 @@ import { UpstreamPools, upstreamHeaders, cleanResponseHeaders, forward, isFailur
 import { Metrics } from './observability/metrics.js';
 import { createAuditLog, type AuditLog } from './observability/audit.js';
 import { createStore } from './store/index.js';
+import { cleanupAll as cleanupUploadSpool } from '../policies/upload-gate/index.js';
 import type { Store } from './store/types.js';
 import { createOpsLogger } from './observability/ops-log.js';
 import { AdminServer, type Observers } from './admin.js';
@@ -22,7 +23,7 @@ import { clientAddress, forwardedFor, isTrustedHttps } from './client-ip.js';
 import { normalizePath } from './router.js';
 import { createContext } from './context-factory.js';
 import { parseDuration } from './config/units.js';
-import { TlsManager, createTlsServer, h2RequestView, isH2Request, type H2View } from './tls.js';
+import { TlsManager, Http1Connections, createTlsServer, h2RequestView, isH2Request, type H2View } from './tls.js';
 import { RedirectServer } from './redirect.js';
 import { WebSocketTunnels, handleUpgrade, type UpgradeHost } from './websocket.js';
 
@@ -90,6 +91,8 @@ export class Gateway {
   readonly tls: TlsManager | undefined;
   private redirect: RedirectServer | undefined;
   readonly tunnels: WebSocketTunnels;
+  /** HTTP/1.1 connections of the HTTP/2 listener (it cannot close idle ones itself) */
+  private readonly h1Connections: Http1Connections | undefined;
 
   private constructor(
     private readonly opts: GatewayOptions,
@@ -127,8 +130,10 @@ export class Gateway {
         },
         this.tls.serverOptions(),
       ) as unknown as http.Server;
+      this.h1Connections = l.tls.http2 ? new Http1Connections(this.server as unknown as import('node:tls').Server) : undefined;
     } else {
       this.tls = undefined;
+      this.h1Connections = undefined;
       this.server = http.createServer({
         maxHeaderSize: l.maxHeaderSize,
         requestTimeout: l.requestTimeoutMs,
@@ -155,7 +160,10 @@ export class Gateway {
       forwardedFor: (ctx, req, gen) => forwardedFor4Upstream(ctx, req, gen),
       serveAsRequest: (req, res) => this.onRequest(req, res),
     };
-    this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => handleUpgrade(upgradeHost, req, socket, head));
+    this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+      this.h1Connections?.forget(socket);
+      handleUpgrade(upgradeHost, req, socket, head);
+    });
     this.server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
       metrics.openConnections.inc();
@@ -403,7 +411,9 @@ export class Gateway {
     const gen = this.generation;
     const ac = new AbortController();
     this.inflight.add(ac);
-    const ctx = this.makeContext(gen, req, ac.signal, isH2Request(req) ? h2RequestView(req) : undefined);
+    const h2 = isH2Request(req);
+    if (!h2) this.h1Connections?.track(req.socket, res);
+    const ctx = this.makeContext(gen, req, ac.signal, h2 ? h2RequestView(req) : undefined);
     // Any client disconnect before the response finished cancels the upstream request.
     res.once('close', () => {
       if (!res.writableFinished) ac.abort();
@@ -501,6 +511,8 @@ export class Gateway {
   ): Promise<void> {
     const r = renderDeny(ctx, deny, gen.requestIdHeader);
     recordDeny(ctx, deny, 'deny', r.head.status, this.services);
+    // A body spooled for forwarding (uploads) is not needed any more.
+    ctx.forwardBody?.dispose?.();
     // The body may still be arriving. A small one is read and discarded so the connection
     // stays usable (as NGINX does); a large or unknown-length one closes the connection.
     if (!(ctx.bodySource as Readable).readableEnded && hasBody(ctx)) {
@@ -651,6 +663,7 @@ export class Gateway {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     // (the HTTP/2 server has no closeIdleConnections: its close() sends GOAWAY to each session)
     if (typeof this.server.closeIdleConnections === 'function') this.server.closeIdleConnections();
+    this.h1Connections?.closeIdle();
     const timer = setTimeout(() => {
       for (const ac of this.inflight) ac.abort();
       if (typeof this.server.closeAllConnections === 'function') this.server.closeAllConnections();
@@ -663,6 +676,7 @@ export class Gateway {
     await closeGeneration(this.generation);
     await this.observers.close?.();
     await this.pools.close();
+    await cleanupUploadSpool();
     await this.store.close().catch(() => {});
     await this.audit.close();
   }
