@@ -100,6 +100,12 @@ async function runStage(
   return undefined;
 }
 
+/**
+ * Ceiling of a body buffered for inspection when no size_limit applies to the route
+ * (size_limit disabled): larger bodies get 413 instead of filling the memory.
+ */
+export const MAX_BUFFERED_BODY = 64 * 1024 * 1024;
+
 /** Read the body into memory up to `limit` bytes; undefined when over the limit. */
 export function bufferBody(ctx: RequestContext, limit: number): Promise<Buffer | undefined | 'aborted'> {
   return new Promise((resolve) => {
@@ -184,7 +190,8 @@ export async function runRequestPhase(
       break;
     }
     if (!handled && route.needsBody) {
-      const limit = route.bodyLimit;
+      // Without a size_limit policy the body would be buffered without bound (memory DoS).
+      const limit = Math.min(route.bodyLimit, MAX_BUFFERED_BODY);
       const raw = await bufferBody(ctx, limit);
       if (raw === 'aborted') return { deny: { code: 'bad_request', message: 'The request body was not received completely.' } };
       if (raw === undefined) {

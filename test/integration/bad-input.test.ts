@@ -405,8 +405,9 @@ function streamChunked(
   path: string,
   total: number,
   headers: Record<string, string>,
+  base = h.url,
 ): Promise<{ status: number; body: Record<string, unknown> }> {
-  const u = new URL(h.url);
+  const u = new URL(base);
   return new Promise((resolve, reject) => {
     const req = http.request({
       host: u.hostname,
@@ -464,6 +465,30 @@ t.test(
       t.equal((rec as { body_error?: string }).body_error, 'aborted', 'the upstream saw the request cut off');
     }
     await stillServes(t, undefined);
+  },
+);
+
+t.test(
+  'size_limit disabled: a body buffered for inspection is still capped (64 MB), never forwarded',
+  async (t) => {
+    const hh = await startHarness({ config: 'policies:\n  size_limit:\n    enabled: false\n' });
+    t.teardown(() => hh.close());
+    const tok = await hh.login();
+    const m = mark();
+    const r = await streamChunked(
+      `/api/echo-headers?p=${m}`,
+      70 * 1024 * 1024,
+      { authorization: `Bearer ${tok}`, 'content-type': 'application/json' },
+      hh.url,
+    );
+    t.equal(r.status, 413);
+    t.equal(r.body.error, 'payload_too_large');
+    t.notOk(
+      (await hh.mockRequests()).some((x) => x.path.includes(m)),
+      'never reached the mock',
+    );
+    const ok = await fetch(`${hh.url}/api/health`);
+    t.equal(ok.status, 200, 'still serving');
   },
 );
 
