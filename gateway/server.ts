@@ -541,7 +541,13 @@ export class Gateway {
     const services = this.services;
     const u = gen.upstream;
     let path = ctx.path;
-    if (route.stripPrefix !== undefined && path.startsWith(route.stripPrefix)) path = path.slice(route.stripPrefix.length) || '/';
+    const sp = route.stripPrefix;
+    // Strip on a segment boundary only: strip_prefix /api leaves /apix/y alone (it used to
+    // become "x/y", a path undici refuses, so the client got a 502).
+    if (sp !== undefined && (path === sp || path.startsWith(sp.endsWith('/') ? sp : `${sp}/`))) {
+      path = path.slice(sp.length);
+      if (path.charCodeAt(0) !== 47) path = `/${path}`;
+    }
     path = u.basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
     const headers = upstreamHeaders(ctx, forwardedFor4Upstream(ctx, req, gen), gen.requestIdHeader);
     let body: Readable | Buffer | null = null;

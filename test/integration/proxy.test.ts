@@ -596,3 +596,37 @@ t.test('per-route header override', async (t) => {
   t.equal(other.headers.get('x-route'), null);
   await other.arrayBuffer();
 });
+
+t.test('strip_prefix removes a whole leading segment only', async (t) => {
+  const hh = await startHarness({
+    config: `
+routes:
+  - name: v1
+    path: /v1/**
+    strip_prefix: /v1
+    policies: { auth: { require: [none] } }
+  - name: any
+    path: /**
+    strip_prefix: /api
+    policies: { auth: { require: [none] } }
+`,
+  });
+  t.teardown(() => hh.close());
+  await hh.clearMock();
+  const cases: [string, number][] = [
+    ['/v1/api/health', 200],
+    ['/v1', 404],
+    ['/api/health', 404],
+    ['/apix/health', 404],
+  ];
+  for (const [p, status] of cases) {
+    const r = await fetch(`${hh.url}${p}`);
+    t.equal(r.status, status, `${p} answered by the upstream`);
+    await r.arrayBuffer();
+  }
+  t.same(
+    (await hh.mockRequests()).map((r) => r.path),
+    ['/api/health', '/', '/health', '/apix/health'],
+    'the prefix is removed on a segment boundary, never leaving a path without its leading slash',
+  );
+});
