@@ -36,7 +36,7 @@ function connectRefused(url: string): Promise<boolean> {
 }
 
 t.test('close(): an in-flight request finishes, new connections are refused', async (t) => {
-  const h = await startHarness();
+  const h = await startHarness({ config: 'listen: { shutdown_timeout: 30s }' });
   t.teardown(() => h.close());
   const token = await h.login();
   await h.clearMock();
