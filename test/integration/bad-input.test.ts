@@ -30,7 +30,7 @@ t.before(async () => {
     config: `
 listen:
   header_timeout: 1s
-  request_timeout: 2s
+  request_timeout: 60s
 `,
   });
   token = await h.login('alice');
@@ -691,9 +691,12 @@ t.test('slowloris: a header line now and then does not extend header_timeout', a
 });
 
 t.test('slow body: a request body that stalls is cut off by listen.request_timeout', async (t) => {
+  const hh = await startHarness({ config: 'listen: { header_timeout: 1s, request_timeout: 2s }' });
+  t.teardown(() => hh.close());
+  const token = await hh.login();
   const m = mark();
   const x = await rawExchange(
-    h.url,
+    hh.url,
     head(`POST /api/receipts?p=${m} HTTP/1.1`, [
       ['Host', 'x'],
       ['Authorization', `Bearer ${token}`],
@@ -704,14 +707,16 @@ t.test('slow body: a request body that stalls is cut off by listen.request_timeo
   );
   t.ok(x.closed, 'the gateway closed the connection');
   never500(t, x);
-  const recs = (await h.mockRequests()).filter((r) => r.path.includes(m));
+  const recs = (await hh.mockRequests()).filter((r) => r.path.includes(m));
   for (const rec of recs)
     t.equal((rec as { body_error?: string }).body_error, 'aborted', 'never a complete request upstream');
   await stillServes(t, undefined);
 });
 
 t.test('max_connections: connections beyond the limit are dropped, the gateway recovers', async (t) => {
-  const hh = await startHarness({ config: 'listen: { max_connections: 3 }' });
+  const hh = await startHarness({
+    config: 'listen: { max_connections: 3, header_timeout: 60s, request_timeout: 120s }',
+  });
   t.teardown(() => hh.close());
   const u = new URL(hh.url);
   // three clients hold their connections with unfinished heads
