@@ -510,14 +510,14 @@ t.test('upstream down: 502 bad_gateway, SPEC JSON, security headers', async (t) 
 });
 
 t.test('upstream slower than response_timeout: 504 gateway_timeout', async (t) => {
-  const hh = await startHarness({ config: 'upstream: { response_timeout: 300ms }' });
+  const hh = await startHarness({ config: 'upstream: { response_timeout: 2s }' });
   t.teardown(() => hh.close());
   const tok = await hh.login();
-  const r = await fetch(`${hh.url}/api/slow?ms=5000`, { headers: { authorization: `Bearer ${tok}` } });
+  const r = await fetch(`${hh.url}/api/slow?ms=20000`, { headers: { authorization: `Bearer ${tok}` } });
   const body = await errorBody(t, r, 504, 'gateway_timeout');
   t.equal(body.message, 'The upstream service did not answer in time.');
   hasSeedHeaders(t, r.headers, '504');
-  const r2 = await fetch(`${hh.url}/api/health`, { headers: { 'x-mock-delay-ms': '5000' } });
+  const r2 = await fetch(`${hh.url}/api/health`, { headers: { 'x-mock-delay-ms': '20000' } });
   await errorBody(t, r2, 504, 'gateway_timeout');
   const fast = await fetch(`${hh.url}/api/slow?ms=0`, { headers: { authorization: `Bearer ${tok}` } });
   t.equal(fast.status, 200, 'a quick answer still passes');
