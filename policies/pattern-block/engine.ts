@@ -192,6 +192,14 @@ interface Plan {
  * combined regex and the ungated detectors decide whether the full walk is needed.
  */
 interface PlanSet {
+  /**
+   * Short names already found clean by this plan set (bounded; cleared when full). The
+   * verdict of a value depends only on the value and the compiled rules, so repeating JSON
+   * keys and parameter names are inspected once.
+   */
+  readonly clean: Set<string>;
+  /** false when a rule of the set depends on the field name (`names:`), so a value alone does not decide */
+  readonly memoOk: boolean;
   readonly plans: readonly Plan[];
   /** transform trie: chains share their common prefixes; node i applies fn[i] to its parent's value */
   readonly parent: Int32Array;
@@ -379,7 +387,7 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
   }
   const fast = [...byFlags].map(([flags, list]) => new RegExp(list.join('|'), flags));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
-  return { plans, parent: Int32Array.from(parents), fn: fns, special, fast, fastDetectors, fastOk };
+  return { clean: new Set<string>(), memoOk: !rules.some((r) => r.names !== undefined), plans, parent: Int32Array.from(parents), fn: fns, special, fast, fastDetectors, fastOk };
 }
 
 function contentTypeMatcher(list: readonly string[]): (mt: string) => boolean {
@@ -526,10 +534,19 @@ function nodeValue(set: PlanSet, i: number, v: string): string {
   return r;
 }
 
+/** Names up to this length are remembered when clean. */
+const CLEAN_MEMO_MAX_LENGTH = 64;
+/** Header values up to this length are remembered when clean. */
+const CLEAN_MEMO_MAX_HEADER = 512;
+/** Clean values remembered per plan set before the memo is cleared. */
+const CLEAN_MEMO_ENTRIES = 8192;
+
 /** Accumulates matches for one request. */
 class Walk {
   readonly matches: Match[] = [];
   readonly seen = new Set<string>();
+  /** findings so far, before exclusions (a value that added none is clean) */
+  found = 0;
   readonly mask: CharMask = { lo: 0, hi: 0 };
   readonly tmask: CharMask = { lo: 0, hi: 0 };
 
@@ -551,6 +568,7 @@ class Walk {
   }
 
   add(rule: CompiledRule, name: string, leaf: string, excerpt: string): void {
+    this.found++;
     // one match per rule and target
     const key = `${rule.id}\u0000${name}`;
     if (this.seen.has(key)) return;
@@ -589,6 +607,21 @@ class Walk {
    */
   value(set: PlanSet | undefined, kind: string, path: string | undefined, leaf: string, raw: string): void {
     if (set === undefined || raw.length === 0) return;
+    // names (JSON keys, parameter, cookie and header names) and header values (User-Agent,
+    // Referer, Accept …) repeat across requests; body and query values mostly do not
+    const memo =
+      set.memoOk &&
+      (kind === 'header' ? raw.length <= CLEAN_MEMO_MAX_HEADER : raw.length <= CLEAN_MEMO_MAX_LENGTH && (kind === 'json_key' || kind.endsWith('_name')));
+    if (memo && set.clean.has(raw)) return;
+    const before = this.found;
+    this.inspect(set, kind, path, leaf, raw);
+    if (memo && this.found === before) {
+      if (set.clean.size >= CLEAN_MEMO_ENTRIES) set.clean.clear();
+      set.clean.add(raw);
+    }
+  }
+
+  private inspect(set: PlanSet, kind: string, path: string | undefined, leaf: string, raw: string): void {
     const v = raw.length > this.engine.options.maxValueLength ? raw.slice(0, this.engine.options.maxValueLength) : raw;
     const vm = charMask(v, this.mask);
     if (set.fastOk && !passes(vm, set.special)) {
@@ -773,8 +806,11 @@ function walkJson(walk: Walk, v: unknown, path: string, leaf: string, depth: num
     return;
   }
   const kPlans = e.plansByKind.get('json_key');
-  for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+  const obj = v as Record<string, unknown>;
+  for (const k in obj) {
+    if (!Object.prototype.hasOwnProperty.call(obj, k)) continue;
     if (budget.n-- <= 0) return;
+    const x = obj[k];
     const p = path === '' ? k : `${path}.${k}`;
     walk.value(kPlans, 'json_key', p, k, k);
     walkJson(walk, x, p, k, depth + 1, budget);

@@ -104,6 +104,23 @@ t.test('paranoia level, pack monitor mode, free-text threshold, content types', 
   t.equal(engineFromConfig(config({ paranoia_level: 4 }), process.cwd()).ruleCount >= engineFromConfig(config(), process.cwd()).ruleCount, true);
 });
 
+t.test('the clean-name memo never hides a finding', async (t) => {
+  const e = engineFromConfig(config(), process.cwd());
+  const q = (target: string) => inspectRequest(e, { method: 'GET', target, headers: H }).decision;
+  // a field-name-scoped rule (rfi-110 on include-like parameters) is not fooled by a clean verdict elsewhere
+  t.equal(q('/x?website=https://foo.example/a.txt'), 'allow');
+  t.equal(q('/x?include=https://foo.example/a.txt'), 'deny');
+  // a header value seen clean stays judged by value: a different value is inspected
+  const ua = (v: string) => inspectRequest(e, { method: 'GET', target: '/', headers: { ...H, 'User-Agent': v } }).decision;
+  t.equal(ua('Mozilla/5.0 (X11; Linux x86_64)'), 'allow');
+  t.equal(ua('Mozilla/5.0 (X11; Linux x86_64)'), 'allow');
+  t.equal(ua('() { :;}; /bin/bash -c id'), 'deny');
+  // repeated JSON keys: a key found once clean, then an attacking key
+  const post = (body: string) => inspectRequest(e, { method: 'POST', target: '/api/receipts', headers: { ...H, 'Content-Type': 'application/json' }, body }).decision;
+  t.equal(post('{"merchant":"a"}'), 'allow');
+  t.equal(post('{"merchant":"a","<svg onload=alert(1)>":1}'), 'deny');
+});
+
 function fakeCtx(target: string, headers: Record<string, string>, method = 'GET'): RequestContext {
   const qi = target.indexOf('?');
   const lower: Record<string, string> = {};
