@@ -23,7 +23,8 @@ import { clientAddress, forwardedFor, isTrustedHttps } from './client-ip.js';
 import { normalizePath } from './router.js';
 import { createContext } from './context-factory.js';
 import { parseDuration } from './config/units.js';
-import { TlsManager, Http1Connections, createTlsServer, h2RequestView, isH2Request, type H2View } from './tls.js';
+import type { Server as TlsServer } from 'node:tls';
+import { TlsManager, TlsConnections, createTlsServer, h2RequestView, isH2Request, type H2View } from './tls.js';
 import { RedirectServer } from './redirect.js';
 import { WebSocketTunnels, handleUpgrade, type UpgradeHost } from './websocket.js';
 
@@ -91,8 +92,8 @@ export class Gateway {
   readonly tls: TlsManager | undefined;
   private redirect: RedirectServer | undefined;
   readonly tunnels: WebSocketTunnels;
-  /** HTTP/1.1 connections of the HTTP/2 listener (it cannot close idle ones itself) */
-  private readonly h1Connections: Http1Connections | undefined;
+  /** connections of the HTTP/2 listener (it cannot close idle ones itself) */
+  private readonly tlsConnections: TlsConnections | undefined;
 
   private constructor(
     private readonly opts: GatewayOptions,
@@ -130,10 +131,10 @@ export class Gateway {
         },
         this.tls.serverOptions(),
       ) as unknown as http.Server;
-      this.h1Connections = l.tls.http2 ? new Http1Connections(this.server as unknown as import('node:tls').Server) : undefined;
+      this.tlsConnections = l.tls.http2 ? new TlsConnections(this.server as unknown as TlsServer) : undefined;
     } else {
       this.tls = undefined;
-      this.h1Connections = undefined;
+      this.tlsConnections = undefined;
       this.server = http.createServer({
         maxHeaderSize: l.maxHeaderSize,
         requestTimeout: l.requestTimeoutMs,
@@ -161,7 +162,7 @@ export class Gateway {
       serveAsRequest: (req, res) => this.onRequest(req, res),
     };
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
-      this.h1Connections?.forget(socket);
+      this.tlsConnections?.forget(socket);
       handleUpgrade(upgradeHost, req, socket, head);
     });
     this.server.on('connection', (socket: Socket) => {
@@ -412,7 +413,7 @@ export class Gateway {
     const ac = new AbortController();
     this.inflight.add(ac);
     const h2 = isH2Request(req);
-    if (!h2) this.h1Connections?.track(req.socket, res);
+    if (!h2) this.tlsConnections?.track(req.socket, res);
     const ctx = this.makeContext(gen, req, ac.signal, h2 ? h2RequestView(req) : undefined);
     // Any client disconnect before the response finished cancels the upstream request.
     res.once('close', () => {
@@ -667,9 +668,10 @@ export class Gateway {
     const tunnelsClosed = this.tunnels.closeAll(Math.min(deadline, 2000));
     const redirectClosed = this.redirect?.close();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    // (the HTTP/2 server has no closeIdleConnections: its close() sends GOAWAY to each session)
+    // (the HTTP/2 listener has no closeIdleConnections: tlsConnections ends idle HTTP/1.1
+    // connections and sends GOAWAY to each HTTP/2 session)
     if (typeof this.server.closeIdleConnections === 'function') this.server.closeIdleConnections();
-    this.h1Connections?.closeIdle();
+    this.tlsConnections?.closeIdle();
     const timer = setTimeout(() => {
       for (const ac of this.inflight) ac.abort();
       if (typeof this.server.closeAllConnections === 'function') this.server.closeAllConnections();

@@ -568,3 +568,55 @@ export function h2RequestView(req: http2.Http2ServerRequest): H2View {
   return { target: typeof path === 'string' && path !== '' ? path : '*', headers, rawHeaders };
 }
 
+
+/**
+ * The connections of the HTTP/2 listener, for graceful shutdown: Node's HTTP/2 server has
+ * no closeIdleConnections() and its close() leaves sessions open, so an idle keep-alive
+ * connection or HTTP/2 session would hold `close()` until the shutdown deadline. At
+ * shutdown idle HTTP/1.1 connections end at once, busy ones after their response, and
+ * every HTTP/2 session gets GOAWAY (its open streams finish).
+ */
+export class TlsConnections {
+  private readonly busy = new Map<tls.TLSSocket, number>();
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private closing = false;
+
+  constructor(server: tls.Server) {
+    server.on('session', (session: http2.ServerHttp2Session) => {
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+      if (this.closing) session.close();
+    });
+    server.on('secureConnection', (s: tls.TLSSocket) => {
+      if (s.alpnProtocol === 'h2') return;
+      this.busy.set(s, 0);
+      s.once('close', () => this.busy.delete(s));
+    });
+  }
+
+  /** A request started on an HTTP/1.1 connection; `res` closes when it is answered. */
+  track(socket: object, res: { once(event: 'close', cb: () => void): unknown }): void {
+    const s = socket as tls.TLSSocket;
+    const n = this.busy.get(s);
+    if (n === undefined) return;
+    this.busy.set(s, n + 1);
+    res.once('close', () => {
+      const left = this.busy.get(s);
+      if (left === undefined) return;
+      this.busy.set(s, left - 1);
+      if (this.closing && left - 1 === 0) s.end();
+    });
+  }
+
+  /** The connection became a tunnel (WebSocket): it is no longer an HTTP connection. */
+  forget(socket: object): void {
+    this.busy.delete(socket as tls.TLSSocket);
+  }
+
+  /** Shutdown: end idle HTTP/1.1 connections now, busy ones after their response; GOAWAY to sessions. */
+  closeIdle(): void {
+    this.closing = true;
+    for (const [s, n] of this.busy) if (n === 0) s.end();
+    for (const session of this.sessions) session.close();
+  }
+}
