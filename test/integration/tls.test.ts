@@ -243,6 +243,14 @@ t.test('edge listener', async (t) => {
       t.equal(allowedOrigin.status, 200);
       t.equal(allowedOrigin.headers['access-control-allow-origin'], ORIGIN_OK);
 
+      const unreadBody = await req('/api/receipts', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ notes: 'x'.repeat(200_000) }),
+      });
+      t.equal(unreadBody.status, 401, 'a refused request with a large unread body gets its answer');
+      t.equal(JSON.parse(unreadBody.body).error, 'unauthorized');
+
       const missing = await req('/nope');
       t.equal(missing.status, 404);
       t.equal(JSON.parse(missing.body).error, 'not_found');
