@@ -53,18 +53,29 @@ async function drive(name: string, loop: Loop, seconds: number, concurrency: num
 }
 
 /** HTTP/1.1 (plain or TLS) on `concurrency` keep-alive connections. */
-function h1Loop(base: string, headers: Record<string, string>, ca: Buffer | undefined, concurrency: number): Loop {
+function h1Loop(
+  base: string,
+  headers: Record<string, string>,
+  ca: Buffer | undefined,
+  concurrency: number,
+): Loop {
   const secure = base.startsWith('https:');
-  const agent = secure ? new https.Agent({ keepAlive: true, maxSockets: concurrency, ca }) : new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const agent = secure
+    ? new https.Agent({ keepAlive: true, maxSockets: concurrency, ca })
+    : new http.Agent({ keepAlive: true, maxSockets: concurrency });
   const mod = secure ? https : http;
   return {
     one: () =>
       new Promise((resolve, reject) => {
-        const req = mod.request(`${base}${TARGET}`, { agent, headers, servername: secure ? 'localhost' : undefined }, (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-          res.on('error', reject);
-        });
+        const req = mod.request(
+          `${base}${TARGET}`,
+          { agent, headers, servername: secure ? 'localhost' : undefined },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+            res.on('error', reject);
+          },
+        );
         req.on('error', reject);
         req.end();
       }),
@@ -73,7 +84,12 @@ function h1Loop(base: string, headers: Record<string, string>, ca: Buffer | unde
 }
 
 /** HTTP/2 over TLS: `sessions` connections, requests spread over them as concurrent streams. */
-async function h2Loop(base: string, headers: Record<string, string>, ca: Buffer, sessions: number): Promise<Loop> {
+async function h2Loop(
+  base: string,
+  headers: Record<string, string>,
+  ca: Buffer,
+  sessions: number,
+): Promise<Loop> {
   const list = await Promise.all(
     Array.from(
       { length: sessions },
@@ -105,12 +121,63 @@ async function h2Loop(base: string, headers: Record<string, string>, ca: Buffer,
 }
 
 function makeCert(dir: string): { certFile: string; keyFile: string; ca: Buffer } {
-  const run = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=bench CA']);
-  run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'tls.key', '-out', 'tls.csr', '-subj', '/CN=localhost']);
+  const run = (args: string[]) =>
+    execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  run([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.pem',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=bench CA',
+  ]);
+  run([
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'tls.key',
+    '-out',
+    'tls.csr',
+    '-subj',
+    '/CN=localhost',
+  ]);
   fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
-  run(['x509', '-req', '-in', 'tls.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', '1', '-out', 'tls.crt', '-days', '2', '-extfile', 'ext']);
-  return { certFile: path.join(dir, 'tls.crt'), keyFile: path.join(dir, 'tls.key'), ca: fs.readFileSync(path.join(dir, 'ca.pem')) };
+  run([
+    'x509',
+    '-req',
+    '-in',
+    'tls.csr',
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca.key',
+    '-set_serial',
+    '1',
+    '-out',
+    'tls.crt',
+    '-days',
+    '2',
+    '-extfile',
+    'ext',
+  ]);
+  return {
+    certFile: path.join(dir, 'tls.crt'),
+    keyFile: path.join(dir, 'tls.key'),
+    ca: fs.readFileSync(path.join(dir, 'ca.pem')),
+  };
 }
 
 /**
@@ -125,12 +192,28 @@ export async function runTlsBench(opts: { duration: number }): Promise<string> {
     const cert = makeCert(tmp);
     const mockPort = await freePort();
     const upstream = `http://127.0.0.1:${mockPort}`;
-    children.push(await startChild(path.join(DIST, 'upstream-mock', 'main.js'), [], { MOCK_PORT: String(mockPort), JWT_SECRET_KEY: SECRET }, `${upstream}/api/health`));
-    const base = YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
+    children.push(
+      await startChild(
+        path.join(DIST, 'upstream-mock', 'main.js'),
+        [],
+        { MOCK_PORT: String(mockPort), JWT_SECRET_KEY: SECRET },
+        `${upstream}/api/health`,
+      ),
+    );
+    const base = YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')) as Record<
+      string,
+      Record<string, unknown>
+    >;
     const start = async (name: string, tls: boolean): Promise<string> => {
       const port = await freePort();
       const adminPort = await freePort();
-      const cfg = { ...base, listen: { ...base.listen, ...(tls ? { tls: { cert_file: cert.certFile, key_file: cert.keyFile } } : {}) } };
+      const cfg = {
+        ...base,
+        listen: {
+          ...base.listen,
+          ...(tls ? { tls: { cert_file: cert.certFile, key_file: cert.keyFile } } : {}),
+        },
+      };
       const file = path.join(tmp, `${name}.yaml`);
       fs.writeFileSync(file, YAML.stringify(cfg));
       children.push(
@@ -159,16 +242,35 @@ export async function runTlsBench(opts: { duration: number }): Promise<string> {
       .setIssuedAt()
       .setExpirationTime('2h')
       .sign(new TextEncoder().encode(SECRET));
-    const headers = { authorization: `Bearer ${token}`, 'user-agent': 'bench/1.0', accept: 'application/json' };
+    const headers = {
+      authorization: `Bearer ${token}`,
+      'user-agent': 'bench/1.0',
+      accept: 'application/json',
+    };
 
     const ac = {
       plain: await load('HTTP/1.1 plain (autocannon)', plain + TARGET, { headers, duration }),
       tls: await load('HTTPS/1.1 (autocannon)', secure + TARGET, { headers, duration }),
     };
     const node = {
-      plain: await drive('HTTP/1.1 plain (node client)', h1Loop(plain, headers, undefined, CONCURRENCY), duration, CONCURRENCY),
-      tls: await drive('HTTPS/1.1 (node client)', h1Loop(secure, headers, cert.ca, CONCURRENCY), duration, CONCURRENCY),
-      h2: await drive('HTTP/2 over TLS, 4 sessions (node client)', await h2Loop(secure, headers, cert.ca, 4), duration, CONCURRENCY),
+      plain: await drive(
+        'HTTP/1.1 plain (node client)',
+        h1Loop(plain, headers, undefined, CONCURRENCY),
+        duration,
+        CONCURRENCY,
+      ),
+      tls: await drive(
+        'HTTPS/1.1 (node client)',
+        h1Loop(secure, headers, cert.ca, CONCURRENCY),
+        duration,
+        CONCURRENCY,
+      ),
+      h2: await drive(
+        'HTTP/2 over TLS, 4 sessions (node client)',
+        await h2Loop(secure, headers, cert.ca, 4),
+        duration,
+        CONCURRENCY,
+      ),
     };
     const r = (a: LoadResult, b: LoadResult) => (b.rps > 0 ? fmt(a.rps / b.rps, 2) : '-');
     return (

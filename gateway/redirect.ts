@@ -10,11 +10,17 @@ import type { Metrics } from './observability/metrics.js';
  * proxying, no HSTS (RFC 6797 §7.2 forbids it over plain HTTP).
  */
 
-const HOST_RE = /^(?:([A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)|(\[[0-9A-Fa-f:.]{2,45}\]))(?::\d{1,5})?$/;
+const HOST_RE =
+  /^(?:([A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)|(\[[0-9A-Fa-f:.]{2,45}\]))(?::\d{1,5})?$/;
 
 const BASE_HEADERS = { 'x-content-type-options': 'nosniff', 'cache-control': 'no-store' } as const;
 
-function json(res: http.ServerResponse, status: number, value: unknown, extra: Record<string, string> = {}): void {
+function json(
+  res: http.ServerResponse,
+  status: number,
+  value: unknown,
+  extra: Record<string, string> = {},
+): void {
   const body = JSON.stringify(value);
   res.writeHead(status, {
     ...BASE_HEADERS,
@@ -34,7 +40,11 @@ function hasControlOrSpace(s: string): boolean {
 }
 
 /** The https URL for a plain-HTTP request, or undefined when Host or the target is unusable. */
-export function redirectLocation(target: string, host: string | undefined, httpsPort: number): string | undefined {
+export function redirectLocation(
+  target: string,
+  host: string | undefined,
+  httpsPort: number,
+): string | undefined {
   if (host === undefined) return undefined;
   const m = HOST_RE.exec(host.trim());
   if (m === null) return undefined;
@@ -61,7 +71,12 @@ export class RedirectServer {
     private readonly settings: () => RedirectSettings | undefined,
     private readonly mainPort: () => number,
     private readonly metrics: Metrics,
-    timeouts: { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; maxHeaderSize: number },
+    timeouts: {
+      headersTimeout: number;
+      requestTimeout: number;
+      keepAliveTimeout: number;
+      maxHeaderSize: number;
+    },
   ) {
     this.server = http.createServer(
       {
@@ -69,12 +84,16 @@ export class RedirectServer {
         requestTimeout: timeouts.requestTimeout,
         keepAliveTimeout: timeouts.keepAliveTimeout,
         maxHeaderSize: timeouts.maxHeaderSize,
-        connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(timeouts.headersTimeout / 4) || 30_000)),
+        connectionsCheckingInterval: Math.max(
+          100,
+          Math.min(30_000, Math.floor(timeouts.headersTimeout / 4) || 30_000),
+        ),
       },
       (req, res) => this.handle(req, res),
     );
     this.server.on('clientError', (_err, socket: Socket) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      if (socket.writable)
+        socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
       socket.destroySoon();
     });
     this.server.on('connection', (s: Socket) => {
@@ -90,7 +109,12 @@ export class RedirectServer {
     const path = q === -1 ? target : target.slice(0, q);
     const method = req.method ?? 'GET';
     const count = (code: number) =>
-      this.metrics.requests.inc({ route: 'redirect', method: /^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)$/.test(method) ? method : 'OTHER', code: String(code), decision: 'allow' });
+      this.metrics.requests.inc({
+        route: 'redirect',
+        method: /^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)$/.test(method) ? method : 'OTHER',
+        code: String(code),
+        decision: 'allow',
+      });
     if (s !== undefined && s.exemptPaths.has(path) && (method === 'GET' || method === 'HEAD')) {
       count(200);
       json(res, 200, { status: 'ok' });
@@ -99,7 +123,15 @@ export class RedirectServer {
     const location = redirectLocation(target, req.headers.host, s?.httpsPort ?? this.mainPort());
     if (location === undefined) {
       count(400);
-      json(res, 400, { error: 'bad_request', message: 'A valid Host header and request target are needed to redirect to https.' }, { connection: 'close' });
+      json(
+        res,
+        400,
+        {
+          error: 'bad_request',
+          message: 'A valid Host header and request target are needed to redirect to https.',
+        },
+        { connection: 'close' },
+      );
       return;
     }
     count(308);

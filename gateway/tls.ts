@@ -90,7 +90,10 @@ async function readPem(file: string, at: readonly (string | number)[], what: str
     return await fsp.readFile(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    throw new TlsConfigError(at, `cannot read the ${what} file "${file}" (${code === 'ENOENT' ? 'not found' : code})`);
+    throw new TlsConfigError(
+      at,
+      `cannot read the ${what} file "${file}" (${code === 'ENOENT' ? 'not found' : code})`,
+    );
   }
 }
 
@@ -102,13 +105,20 @@ async function readPem(file: string, at: readonly (string | number)[], what: str
 export async function loadCertificate(s: TlsCertificateSettings, now: number): Promise<LoadedCertificate> {
   const certAt = [...s.at, 'cert_file'];
   const keyAt = [...s.at, 'key_file'];
-  const [cert, key] = await Promise.all([readPem(s.certFile, certAt, 'certificate'), readPem(s.keyFile, keyAt, 'key')]);
-  if (!cert.includes('-----BEGIN CERTIFICATE-----')) throw new TlsConfigError(certAt, `"${s.certFile}" holds no PEM certificate`);
+  const [cert, key] = await Promise.all([
+    readPem(s.certFile, certAt, 'certificate'),
+    readPem(s.keyFile, keyAt, 'key'),
+  ]);
+  if (!cert.includes('-----BEGIN CERTIFICATE-----'))
+    throw new TlsConfigError(certAt, `"${s.certFile}" holds no PEM certificate`);
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(cert);
   } catch (err) {
-    throw new TlsConfigError(certAt, `"${s.certFile}" is not a valid certificate (${(err as Error).message})`);
+    throw new TlsConfigError(
+      certAt,
+      `"${s.certFile}" is not a valid certificate (${(err as Error).message})`,
+    );
   }
   let pk: KeyObject;
   try {
@@ -117,25 +127,45 @@ export async function loadCertificate(s: TlsCertificateSettings, now: number): P
     const msg = (err as Error).message;
     throw new TlsConfigError(
       keyAt,
-      /passphrase|encrypted/i.test(msg) ? `"${s.keyFile}" is encrypted; give an unencrypted PEM key` : `"${s.keyFile}" is not a PEM private key (${msg})`,
+      /passphrase|encrypted/i.test(msg)
+        ? `"${s.keyFile}" is encrypted; give an unencrypted PEM key`
+        : `"${s.keyFile}" is not a PEM private key (${msg})`,
     );
   }
-  if (!x509.checkPrivateKey(pk)) throw new TlsConfigError(keyAt, `the key in "${s.keyFile}" does not match the certificate in "${s.certFile}"`);
+  if (!x509.checkPrivateKey(pk))
+    throw new TlsConfigError(
+      keyAt,
+      `the key in "${s.keyFile}" does not match the certificate in "${s.certFile}"`,
+    );
   const notAfter = Date.parse(x509.validTo);
   const notBefore = Date.parse(x509.validFrom);
-  if (notAfter <= now) throw new TlsConfigError(certAt, `the certificate in "${s.certFile}" expired on ${new Date(notAfter).toISOString()}`);
-  if (notBefore > now) throw new TlsConfigError(certAt, `the certificate in "${s.certFile}" is not valid before ${new Date(notBefore).toISOString()}`);
+  if (notAfter <= now)
+    throw new TlsConfigError(
+      certAt,
+      `the certificate in "${s.certFile}" expired on ${new Date(notAfter).toISOString()}`,
+    );
+  if (notBefore > now)
+    throw new TlsConfigError(
+      certAt,
+      `the certificate in "${s.certFile}" is not valid before ${new Date(notBefore).toISOString()}`,
+    );
   s.servernames.forEach((name, i) => {
     const probe = name.startsWith('*.') ? `sni-probe${name.slice(1)}` : name;
     if (x509.checkHost(probe, { wildcards: true, subject: 'default' }) === undefined) {
-      throw new TlsConfigError([...s.at, 'servernames', i], `the certificate in "${s.certFile}" does not cover "${name}"`);
+      throw new TlsConfigError(
+        [...s.at, 'servernames', i],
+        `the certificate in "${s.certFile}" does not cover "${name}"`,
+      );
     }
   });
   // The same check OpenSSL makes when the context is built (e.g. an unusable key type).
   try {
     tls.createSecureContext({ cert, key });
   } catch (err) {
-    throw new TlsConfigError(certAt, `OpenSSL refuses "${s.certFile}" with its key (${(err as Error).message})`);
+    throw new TlsConfigError(
+      certAt,
+      `OpenSSL refuses "${s.certFile}" with its key (${(err as Error).message})`,
+    );
   }
   return {
     settings: s,
@@ -159,7 +189,9 @@ function contextOptions(t: TlsSettings, c: LoadedCertificate): tls.SecureContext
     ciphers: t.ciphers,
     sessionTimeout: t.sessionTimeoutSeconds,
     // Below TLS 1.2 OpenSSL 3 needs security level 0 for the old SHA-1 based suites.
-    ...(t.minVersion === 'TLSv1' || t.minVersion === 'TLSv1.1' ? { ciphers: `${t.ciphers}:@SECLEVEL=0` } : {}),
+    ...(t.minVersion === 'TLSv1' || t.minVersion === 'TLSv1.1'
+      ? { ciphers: `${t.ciphers}:@SECLEVEL=0` }
+      : {}),
   };
 }
 
@@ -168,7 +200,10 @@ export function checkTlsOptions(t: Omit<TlsSettings, 'certificates'>, c: LoadedC
   try {
     tls.createSecureContext(contextOptions({ ...t, certificates: [c] }, c));
   } catch (err) {
-    throw new TlsConfigError(['listen', 'tls', 'ciphers'], `OpenSSL refuses the cipher list (${(err as Error).message})`);
+    throw new TlsConfigError(
+      ['listen', 'tls', 'ciphers'],
+      `OpenSSL refuses the cipher list (${(err as Error).message})`,
+    );
   }
 }
 
@@ -202,7 +237,10 @@ class SniTable {
 }
 
 /** The server options of the TLS listener for the given settings (used once, at start). */
-export function serverTlsOptions(t: TlsSettings, sni: (name: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void): tls.TlsOptions {
+export function serverTlsOptions(
+  t: TlsSettings,
+  sni: (name: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void,
+): tls.TlsOptions {
   const d = t.certificates[0]!;
   return {
     ...contextOptions(t, d),
@@ -249,7 +287,10 @@ export class TlsManager {
   }
 
   /** The SNICallback given to the server: picks the certificate by the client's server name. */
-  readonly sniCallback = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => {
+  readonly sniCallback = (
+    servername: string,
+    cb: (err: Error | null, ctx?: tls.SecureContext) => void,
+  ): void => {
     cb(null, this.sni.empty ? undefined : this.sni.lookup(servername));
   };
 
@@ -294,7 +335,10 @@ export class TlsManager {
         w.on('error', () => {});
         this.watchers.push(w);
       } catch (err) {
-        this.deps.log.warn({ dir, err: (err as Error).message }, 'cannot watch the certificate directory; rotate with a config reload (SIGHUP)');
+        this.deps.log.warn(
+          { dir, err: (err as Error).message },
+          'cannot watch the certificate directory; rotate with a config reload (SIGHUP)',
+        );
       }
     }
   }
@@ -332,8 +376,16 @@ export class TlsManager {
         if (!same) {
           failed = true;
           this.deps.metrics.tlsReloads.inc({ result: 'error' });
-          this.deps.audit.system('config_reload', { result: 'error', trigger: `tls-${trigger}`, certificate: old.label, error: (err as Error).message });
-          this.deps.log.error({ certificate: old.label, err: (err as Error).message }, 'new TLS certificate rejected; the previous one keeps serving');
+          this.deps.audit.system('config_reload', {
+            result: 'error',
+            trigger: `tls-${trigger}`,
+            certificate: old.label,
+            error: (err as Error).message,
+          });
+          this.deps.log.error(
+            { certificate: old.label, err: (err as Error).message },
+            'new TLS certificate rejected; the previous one keeps serving',
+          );
         }
         next.push(old);
         continue;
@@ -346,16 +398,32 @@ export class TlsManager {
         failed = true;
         const message = keyTypeMessage(fresh, old);
         this.deps.metrics.tlsReloads.inc({ result: 'error' });
-        this.deps.audit.system('config_reload', { result: 'error', trigger: `tls-${trigger}`, certificate: old.label, error: message });
-        this.deps.log.error({ certificate: old.label, err: message }, 'new TLS certificate rejected; the previous one keeps serving');
+        this.deps.audit.system('config_reload', {
+          result: 'error',
+          trigger: `tls-${trigger}`,
+          certificate: old.label,
+          error: message,
+        });
+        this.deps.log.error(
+          { certificate: old.label, err: message },
+          'new TLS certificate rejected; the previous one keeps serving',
+        );
         next.push(old);
         continue;
       }
       changed = true;
       next.push(fresh);
       this.deps.metrics.tlsReloads.inc({ result: 'success' });
-      this.deps.audit.system('config_reload', { result: 'success', trigger: `tls-${trigger}`, certificate: fresh.label, not_after: new Date(fresh.notAfter).toISOString() });
-      this.deps.log.info({ certificate: fresh.label, not_after: new Date(fresh.notAfter).toISOString() }, 'TLS certificate reloaded');
+      this.deps.audit.system('config_reload', {
+        result: 'success',
+        trigger: `tls-${trigger}`,
+        certificate: fresh.label,
+        not_after: new Date(fresh.notAfter).toISOString(),
+      });
+      this.deps.log.info(
+        { certificate: fresh.label, not_after: new Date(fresh.notAfter).toISOString() },
+        'TLS certificate reloaded',
+      );
     }
     if (changed) this.apply({ ...this.settings, certificates: next });
     this.onReload?.(changed ? 'success' : failed ? 'error' : 'unchanged');
@@ -364,13 +432,19 @@ export class TlsManager {
   /** Swap in new settings (a config reload compiled and checked them). */
   update(settings: TlsSettings): void {
     const before = this.settings;
-    const files = (t: TlsSettings) => t.certificates.map((c) => `${c.settings.certFile}|${c.settings.keyFile}|${c.settings.servernames.join(',')}`).join(';');
+    const files = (t: TlsSettings) =>
+      t.certificates
+        .map((c) => `${c.settings.certFile}|${c.settings.keyFile}|${c.settings.servernames.join(',')}`)
+        .join(';');
     const same =
       files(before) === files(settings) &&
       before.minVersion === settings.minVersion &&
       before.ciphers === settings.ciphers &&
       before.sessionTimeoutSeconds === settings.sessionTimeoutSeconds &&
-      before.certificates.every((c, i) => c.cert.equals(settings.certificates[i]!.cert) && c.key.equals(settings.certificates[i]!.key));
+      before.certificates.every(
+        (c, i) =>
+          c.cert.equals(settings.certificates[i]!.cert) && c.key.equals(settings.certificates[i]!.key),
+      );
     if (same) return;
     if (before.http2 !== settings.http2 || before.maxConcurrentStreams !== settings.maxConcurrentStreams) {
       this.deps.log.warn({}, 'listen.tls.http2 and max_concurrent_streams apply at the next restart');
@@ -406,7 +480,10 @@ function keyTypeMessage(c: LoadedCertificate, d: LoadedCertificate): string {
 
 async function sameFiles(c: LoadedCertificate): Promise<boolean> {
   try {
-    const [cert, key] = await Promise.all([fsp.readFile(c.settings.certFile), fsp.readFile(c.settings.keyFile)]);
+    const [cert, key] = await Promise.all([
+      fsp.readFile(c.settings.certFile),
+      fsp.readFile(c.settings.keyFile),
+    ]);
     return cert.equals(c.cert) && key.equals(c.key);
   } catch {
     return false;
@@ -444,7 +521,12 @@ export async function compileTls(
     idleTimeoutMs: parseDuration(raw.idle_timeout),
   };
   const specs: TlsCertificateSettings[] = [
-    { certFile: path.resolve(configDir, raw.cert_file), keyFile: path.resolve(configDir, raw.key_file), servernames: [], at: ['listen', 'tls'] },
+    {
+      certFile: path.resolve(configDir, raw.cert_file),
+      keyFile: path.resolve(configDir, raw.key_file),
+      servernames: [],
+      at: ['listen', 'tls'],
+    },
     ...raw.certificates.map((c, i) => ({
       certFile: path.resolve(configDir, c.cert_file),
       keyFile: path.resolve(configDir, c.key_file),
@@ -453,11 +535,17 @@ export async function compileTls(
     })),
   ];
   const results = await Promise.allSettled(specs.map((s) => loadCertificate(s, now)));
-  const errors = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as Error);
+  const errors = results
+    .filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+    .map((r) => r.reason as Error);
   if (errors.length > 0) throw new AggregateError(errors, errors.map((e) => e.message).join('; '));
   const certificates = results.map((r) => (r as PromiseFulfilledResult<LoadedCertificate>).value);
   const mixed = certificates.findIndex((c) => c.keyType !== certificates[0]!.keyType);
-  if (mixed > 0) throw new TlsConfigError([...certificates[mixed]!.settings.at, 'key_file'], keyTypeMessage(certificates[mixed]!, certificates[0]!));
+  if (mixed > 0)
+    throw new TlsConfigError(
+      [...certificates[mixed]!.settings.at, 'key_file'],
+      keyTypeMessage(certificates[mixed]!, certificates[0]!),
+    );
   checkTlsOptions(base, certificates[0]!);
   return { ...base, certificates };
 }
@@ -492,7 +580,11 @@ export interface H1Settings {
  * HTTPS/1.1 only. Both get the HTTP/1 limits of the plain listener; HTTP/2 gets a
  * per-connection stream cap, a header list cap and an idle timeout.
  */
-export function createTlsServer(t: TlsSettings, h1: H1Settings, options: tls.TlsOptions): https.Server | http2.Http2SecureServer {
+export function createTlsServer(
+  t: TlsSettings,
+  h1: H1Settings,
+  options: tls.TlsOptions,
+): https.Server | http2.Http2SecureServer {
   if (!t.http2) {
     return https.createServer({
       ...options,
@@ -554,7 +646,8 @@ export function h2RequestView(req: http2.Http2ServerRequest): H2View {
   for (const k in src) if (k.charCodeAt(0) !== 58 /* : */) (headers as Record<string, unknown>)[k] = src[k];
   const raw = req.rawHeaders;
   const rawHeaders: string[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.charCodeAt(0) !== 58) rawHeaders.push(raw[i]!, raw[i + 1]!);
+  for (let i = 0; i + 1 < raw.length; i += 2)
+    if (raw[i]!.charCodeAt(0) !== 58) rawHeaders.push(raw[i]!, raw[i + 1]!);
   const authority = src[':authority'];
   if (headers.host === undefined && typeof authority === 'string') {
     headers.host = authority;
@@ -567,7 +660,6 @@ export function h2RequestView(req: http2.Http2ServerRequest): H2View {
   const path = src[':path'];
   return { target: typeof path === 'string' && path !== '' ? path : '*', headers, rawHeaders };
 }
-
 
 /**
  * The connections of the HTTP/2 listener, for graceful shutdown: Node's HTTP/2 server has

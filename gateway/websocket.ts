@@ -37,28 +37,45 @@ export interface UpgradeProblem {
  * GET over HTTP/1.1, `Connection: Upgrade`, a `Sec-WebSocket-Key` of 16 base64 bytes,
  * `Sec-WebSocket-Version: 13`, and no body.
  */
-export function upgradeProblem(method: string, httpVersion: string, headers: http.IncomingHttpHeaders): UpgradeProblem | undefined {
+export function upgradeProblem(
+  method: string,
+  httpVersion: string,
+  headers: http.IncomingHttpHeaders,
+): UpgradeProblem | undefined {
   if (method !== 'GET') return { message: 'A WebSocket upgrade must use GET.', ruleId: 'websocket-method' };
-  if (httpVersion !== '1.1') return { message: 'A WebSocket upgrade needs HTTP/1.1.', ruleId: 'websocket-version' };
+  if (httpVersion !== '1.1')
+    return { message: 'A WebSocket upgrade needs HTTP/1.1.', ruleId: 'websocket-version' };
   const te = headers['transfer-encoding'];
   const cl = headers['content-length'];
-  if (te !== undefined || (cl !== undefined && cl !== '0')) return { message: 'A WebSocket upgrade request carries no body.', ruleId: 'websocket-body' };
+  if (te !== undefined || (cl !== undefined && cl !== '0'))
+    return { message: 'A WebSocket upgrade request carries no body.', ruleId: 'websocket-body' };
   const conn = headers.connection;
   if (typeof conn !== 'string' || !conn.split(',').some((t) => t.trim().toLowerCase() === 'upgrade')) {
     return { message: 'A WebSocket upgrade needs Connection: Upgrade.', ruleId: 'websocket-connection' };
   }
   const key = headers['sec-websocket-key'];
-  if (typeof key !== 'string' || !KEY_RE.test(key.trim()) || Buffer.from(key.trim(), 'base64').length !== 16) {
+  if (
+    typeof key !== 'string' ||
+    !KEY_RE.test(key.trim()) ||
+    Buffer.from(key.trim(), 'base64').length !== 16
+  ) {
     return { message: 'Missing or malformed Sec-WebSocket-Key.', ruleId: 'websocket-key' };
   }
   if (headers['sec-websocket-version'] !== '13') {
-    return { message: 'Unsupported Sec-WebSocket-Version (13 is supported).', ruleId: 'websocket-version', headers: { 'Sec-WebSocket-Version': '13' } };
+    return {
+      message: 'Unsupported Sec-WebSocket-Version (13 is supported).',
+      ruleId: 'websocket-version',
+      headers: { 'Sec-WebSocket-Version': '13' },
+    };
   }
   return undefined;
 }
 
 /** An HTTP/1.1 response head as bytes (header values with CR/LF are dropped). */
-export function serializeHead(status: number, headers: Readonly<Record<string, string | readonly string[] | undefined>>): string {
+export function serializeHead(
+  status: number,
+  headers: Readonly<Record<string, string | readonly string[] | undefined>>,
+): string {
   let out = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Unknown'}\r\n`;
   for (const name in headers) {
     const v = headers[name];
@@ -78,7 +95,12 @@ export interface UpstreamUpgradeArgs {
 }
 
 export type UpstreamUpgrade =
-  | { readonly kind: 'upgraded'; readonly res: http.IncomingMessage; readonly socket: Socket; readonly head: Buffer }
+  | {
+      readonly kind: 'upgraded';
+      readonly res: http.IncomingMessage;
+      readonly socket: Socket;
+      readonly head: Buffer;
+    }
   | { readonly kind: 'response'; readonly res: http.IncomingMessage }
   | { readonly kind: 'failure'; readonly failure: 'connect' | 'timeout' | 'reset' };
 
@@ -122,7 +144,10 @@ export function upgradeUpstream(args: UpstreamUpgradeArgs): Promise<UpstreamUpgr
     req.once('response', (res) => finish({ kind: 'response', res }));
     req.once('error', (err: NodeJS.ErrnoException) => {
       const code = err.code ?? '';
-      finish({ kind: 'failure', failure: /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN/.test(code) ? 'connect' : 'reset' });
+      finish({
+        kind: 'failure',
+        failure: /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN/.test(code) ? 'connect' : 'reset',
+      });
     });
     req.end();
   });
@@ -180,7 +205,10 @@ export class FrameBoundary {
 
 /** A close frame (RFC 6455 §5.5.1); `mask` for frames sent as a client (to the upstream). */
 export function closeFrame(code: number, reason: string, mask: boolean): Buffer {
-  const payload = Buffer.concat([Buffer.from([code >> 8, code & 0xff]), Buffer.from(reason, 'utf8').subarray(0, 123)]);
+  const payload = Buffer.concat([
+    Buffer.from([code >> 8, code & 0xff]),
+    Buffer.from(reason, 'utf8').subarray(0, 123),
+  ]);
   const head = Buffer.from([0x88, (mask ? 0x80 : 0) | payload.length]);
   if (!mask) return Buffer.concat([head, payload]);
   const key = randomBytes(4);
@@ -322,7 +350,8 @@ export class WebSocketTunnels {
   /** Join the client socket and the upgraded upstream socket; `head`s are bytes already read. */
   add(client: Duplex, clientHead: Buffer, upstream: Socket, upstreamHead: Buffer): void {
     if ('setTimeout' in client && typeof client.setTimeout === 'function') (client as Socket).setTimeout(0);
-    if ('setNoDelay' in client && typeof client.setNoDelay === 'function') (client as Socket).setNoDelay(true);
+    if ('setNoDelay' in client && typeof client.setNoDelay === 'function')
+      (client as Socket).setNoDelay(true);
     upstream.setNoDelay(true);
     const tunnel = new Tunnel(client, upstream, () => {
       if (this.open.delete(tunnel)) this.metrics.websocketTunnels.dec();
@@ -345,7 +374,12 @@ export interface UpgradeHost {
   generation(): Generation;
   closing(): boolean;
   makeContext(gen: Generation, req: http.IncomingMessage, signal: AbortSignal): RequestContext;
-  finish(route: CompiledRoute, ctx: RequestContext, outcome: Outcome, upstreamSeconds: number | undefined): void;
+  finish(
+    route: CompiledRoute,
+    ctx: RequestContext,
+    outcome: Outcome,
+    upstreamSeconds: number | undefined,
+  ): void;
   forwardedFor(ctx: RequestContext, req: http.IncomingMessage, gen: Generation): string;
   /** serve a non-WebSocket upgrade request (e.g. `Upgrade: h2c`) as the plain request it also is */
   serveAsRequest(req: http.IncomingMessage, res: http.ServerResponse): void;
@@ -357,7 +391,12 @@ export interface UpgradeHost {
  * closes) and no tunnel opens; an allowed one is handed to the upstream and, on its 101,
  * tunnelled. Other upgrade protocols are answered as plain requests (the upgrade ignored).
  */
-export function handleUpgrade(host: UpgradeHost, req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+export function handleUpgrade(
+  host: UpgradeHost,
+  req: http.IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): void {
   socket.on('error', () => socket.destroy());
   if (!isWebSocketUpgrade(req.headers)) {
     const res = new http.ServerResponse(req);
@@ -376,23 +415,48 @@ export function handleUpgrade(host: UpgradeHost, req: http.IncomingMessage, sock
   });
 }
 
-async function upgrade(host: UpgradeHost, req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+async function upgrade(
+  host: UpgradeHost,
+  req: http.IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): Promise<void> {
   const gen = host.generation();
   const services = host.services;
   const ac = new AbortController();
   const ctx = host.makeContext(gen, req, ac.signal);
   socket.once('close', () => ac.abort());
 
-  const refuse = async (route: CompiledRoute, deny: Deny, by: string | undefined, decision: 'deny' | 'allow' = 'deny') => {
+  const refuse = async (
+    route: CompiledRoute,
+    deny: Deny,
+    by: string | undefined,
+    decision: 'deny' | 'allow' = 'deny',
+  ) => {
     const r = renderDeny(ctx, deny, gen.requestIdHeader);
     if (decision === 'deny') recordDeny(ctx, deny, 'deny', r.head.status, services);
     await runResponsePhase(route, ctx, r.head, services);
     writeAndClose(socket, r.head.status, r.head.headers, r.body);
-    host.finish(route, ctx, { status: r.head.status, decision, deny: decision === 'deny' ? deny : undefined, deniedBy: decision === 'deny' ? by : undefined }, undefined);
+    host.finish(
+      route,
+      ctx,
+      {
+        status: r.head.status,
+        decision,
+        deny: decision === 'deny' ? deny : undefined,
+        deniedBy: decision === 'deny' ? by : undefined,
+      },
+      undefined,
+    );
   };
 
   if (host.closing()) {
-    await refuse(gen.unmatched, { code: 'service_unavailable', message: 'The gateway is shutting down.' }, 'gateway', 'allow');
+    await refuse(
+      gen.unmatched,
+      { code: 'service_unavailable', message: 'The gateway is shutting down.' },
+      'gateway',
+      'allow',
+    );
     return;
   }
   const framing = framingDeny(ctx, gen.listen.maxHeaders);
@@ -402,7 +466,16 @@ async function upgrade(host: UpgradeHost, req: http.IncomingMessage, socket: Dup
   }
   const problem = upgradeProblem(ctx.method, ctx.httpVersion, ctx.headers);
   if (problem !== undefined) {
-    await refuse(gen.unmatched, { code: 'bad_request', message: problem.message, ruleIds: [problem.ruleId], ...(problem.headers ? { headers: problem.headers } : {}) }, 'websocket');
+    await refuse(
+      gen.unmatched,
+      {
+        code: 'bad_request',
+        message: problem.message,
+        ruleIds: [problem.ruleId],
+        ...(problem.headers ? { headers: problem.headers } : {}),
+      },
+      'websocket',
+    );
     return;
   }
   (ctx as { path: string }).path = normalizePath(ctx.rawPath) ?? ctx.rawPath;
@@ -415,33 +488,69 @@ async function upgrade(host: UpgradeHost, req: http.IncomingMessage, socket: Dup
     return;
   }
   if (m.kind !== 'match') {
-    await refuse(route, m.kind === 'method' ? { code: 'method_not_allowed', headers: { Allow: m.allow.join(', ') } } : { code: 'not_found' }, 'router');
+    await refuse(
+      route,
+      m.kind === 'method'
+        ? { code: 'method_not_allowed', headers: { Allow: m.allow.join(', ') } }
+        : { code: 'not_found' },
+      'router',
+    );
     return;
   }
   if (!route.websocket || route.adminApi) {
-    await refuse(route, { code: 'bad_request', message: 'WebSocket upgrades are not accepted on this route.', ruleIds: ['websocket-route'] }, 'router');
+    await refuse(
+      route,
+      {
+        code: 'bad_request',
+        message: 'WebSocket upgrades are not accepted on this route.',
+        ruleIds: ['websocket-route'],
+      },
+      'router',
+    );
     return;
   }
   if (phase.answer !== undefined) {
     const r = renderAnswer(ctx, phase.answer.status, phase.answer.headers, gen.requestIdHeader);
     await runResponsePhase(route, ctx, r.head, services);
     writeAndClose(socket, r.head.status, r.head.headers, r.body);
-    host.finish(route, ctx, { status: r.head.status, decision: 'allow', deny: undefined, deniedBy: undefined }, undefined);
+    host.finish(
+      route,
+      ctx,
+      { status: r.head.status, decision: 'allow', deny: undefined, deniedBy: undefined },
+      undefined,
+    );
     return;
   }
 
   const u = gen.upstream;
   let path = ctx.path;
-  if (route.stripPrefix !== undefined && path.startsWith(route.stripPrefix)) path = path.slice(route.stripPrefix.length) || '/';
+  if (route.stripPrefix !== undefined && path.startsWith(route.stripPrefix))
+    path = path.slice(route.stripPrefix.length) || '/';
   path = u.basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
   const headers = upstreamHeaders(ctx, host.forwardedFor(ctx, req, gen), gen.requestIdHeader);
   const t0 = process.hrtime.bigint();
-  const result = await upgradeUpstream({ origin: u.origin, path, headers, connectTimeoutMs: u.connectTimeoutMs, responseTimeoutMs: u.responseTimeoutMs });
+  const result = await upgradeUpstream({
+    origin: u.origin,
+    path,
+    headers,
+    connectTimeoutMs: u.connectTimeoutMs,
+    responseTimeoutMs: u.responseTimeoutMs,
+  });
   const upstreamSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  const outcome = (status: number): Outcome => ({ status, decision: ctx.monitored.length > 0 ? 'monitor' : 'allow', deny: undefined, deniedBy: undefined });
+  const outcome = (status: number): Outcome => ({
+    status,
+    decision: ctx.monitored.length > 0 ? 'monitor' : 'allow',
+    deny: undefined,
+    deniedBy: undefined,
+  });
   if (result.kind === 'failure') {
     services.metrics.upstreamErrors.inc({ route: route.name, kind: result.failure });
-    await refuse(route, { code: result.failure === 'timeout' ? 'gateway_timeout' : 'bad_gateway' }, undefined, 'allow');
+    await refuse(
+      route,
+      { code: result.failure === 'timeout' ? 'gateway_timeout' : 'bad_gateway' },
+      undefined,
+      'allow',
+    );
     return;
   }
   if (socket.destroyed) {
@@ -456,7 +565,11 @@ async function upgrade(host: UpgradeHost, req: http.IncomingMessage, socket: Dup
     cleanResponseHeaders(h);
     h[gen.requestIdHeader] = ctx.id;
     for (const k in ctx.responseHeaders) h[k] = ctx.responseHeaders[k];
-    const responseHead: ResponseHead = { status: result.res.statusCode ?? 502, headers: h, fromGateway: false };
+    const responseHead: ResponseHead = {
+      status: result.res.statusCode ?? 502,
+      headers: h,
+      fromGateway: false,
+    };
     await runResponsePhase(route, ctx, responseHead, services);
     socket.write(serializeHead(responseHead.status, { ...responseHead.headers, connection: 'close' }));
     result.res.pipe(socket);
@@ -482,12 +595,19 @@ async function upgrade(host: UpgradeHost, req: http.IncomingMessage, socket: Dup
   host.finish(route, ctx, outcome(101), upstreamSeconds);
 }
 
-function writeAndClose(socket: Duplex, status: number, headers: Record<string, string | string[] | undefined>, body: Buffer): void {
+function writeAndClose(
+  socket: Duplex,
+  status: number,
+  headers: Record<string, string | string[] | undefined>,
+  body: Buffer,
+): void {
   if (!socket.writable) {
     socket.destroy();
     return;
   }
-  socket.write(serializeHead(status, { ...headers, 'content-length': String(body.length), connection: 'close' }));
+  socket.write(
+    serializeHead(status, { ...headers, 'content-length': String(body.length), connection: 'close' }),
+  );
   socket.end(body);
   const s = socket as Socket;
   if (typeof s.destroySoon === 'function') s.destroySoon();

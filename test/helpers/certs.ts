@@ -40,7 +40,23 @@ export class TestPki {
 
   constructor() {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-pki-'));
-    openssl(['req', '-x509', ...keyArgs(false), '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '30', '-subj', '/CN=receipt-gateway test CA'], this.dir);
+    openssl(
+      [
+        'req',
+        '-x509',
+        ...keyArgs(false),
+        '-nodes',
+        '-keyout',
+        'ca.key',
+        '-out',
+        'ca.pem',
+        '-days',
+        '30',
+        '-subj',
+        '/CN=receipt-gateway test CA',
+      ],
+      this.dir,
+    );
     this.ca = this.files('ca.pem', 'ca.key');
   }
 
@@ -55,18 +71,59 @@ export class TestPki {
     const n = ++this.serial;
     const base = `${name}-${n}`;
     const sans = opts.sans ?? ['DNS:localhost', 'IP:127.0.0.1'];
-    fs.writeFileSync(path.join(this.dir, `${base}.ext`), `subjectAltName=${sans.join(',')}\nextendedKeyUsage=serverAuth\n`);
-    openssl(['req', ...keyArgs(opts.rsa), '-nodes', '-keyout', `${base}.key`, '-out', `${base}.csr`, '-subj', `/CN=${opts.cn ?? 'localhost'}`], this.dir);
+    fs.writeFileSync(
+      path.join(this.dir, `${base}.ext`),
+      `subjectAltName=${sans.join(',')}\nextendedKeyUsage=serverAuth\n`,
+    );
     openssl(
-      ['x509', '-req', '-in', `${base}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', String(1000 + n), '-out', `${base}.leaf.pem`, '-days', String(opts.days ?? 10), '-extfile', `${base}.ext`],
+      [
+        'req',
+        ...keyArgs(opts.rsa),
+        '-nodes',
+        '-keyout',
+        `${base}.key`,
+        '-out',
+        `${base}.csr`,
+        '-subj',
+        `/CN=${opts.cn ?? 'localhost'}`,
+      ],
       this.dir,
     );
-    fs.writeFileSync(path.join(this.dir, `${base}.pem`), Buffer.concat([fs.readFileSync(path.join(this.dir, `${base}.leaf.pem`)), this.ca.cert]));
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        `${base}.csr`,
+        '-CA',
+        'ca.pem',
+        '-CAkey',
+        'ca.key',
+        '-set_serial',
+        String(1000 + n),
+        '-out',
+        `${base}.leaf.pem`,
+        '-days',
+        String(opts.days ?? 10),
+        '-extfile',
+        `${base}.ext`,
+      ],
+      this.dir,
+    );
+    fs.writeFileSync(
+      path.join(this.dir, `${base}.pem`),
+      Buffer.concat([fs.readFileSync(path.join(this.dir, `${base}.leaf.pem`)), this.ca.cert]),
+    );
     return this.files(`${base}.pem`, `${base}.key`);
   }
 
   /** Copy a certificate and key to fixed names in `dir` (what a rotation tool does), atomically per file. */
-  install(src: CertFiles, dir: string, certName = 'tls.crt', keyName = 'tls.key'): { certFile: string; keyFile: string } {
+  install(
+    src: CertFiles,
+    dir: string,
+    certName = 'tls.crt',
+    keyName = 'tls.key',
+  ): { certFile: string; keyFile: string } {
     fs.mkdirSync(dir, { recursive: true });
     const certFile = path.join(dir, certName);
     const keyFile = path.join(dir, keyName);
@@ -83,7 +140,11 @@ export class TestPki {
 
   /** Serial number (hex, uppercase) of a PEM certificate, for telling certificates apart. */
   static serialOf(pem: Buffer | string): string {
-    return execFileSync('openssl', ['x509', '-noout', '-serial'], { input: pem }).toString().trim().replace(/^serial=/, '').toUpperCase();
+    return execFileSync('openssl', ['x509', '-noout', '-serial'], { input: pem })
+      .toString()
+      .trim()
+      .replace(/^serial=/, '')
+      .toUpperCase();
   }
 
   cleanup(): void {
