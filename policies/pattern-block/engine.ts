@@ -981,9 +981,8 @@ export function headOf(req: RawRequest): { head: HeadInput; body: RequestBody | 
   }
   const target = req.target;
   const qi = target.indexOf('?');
-  const hashless = target;
-  const rawPath = qi < 0 ? hashless : hashless.slice(0, qi);
-  let query = qi < 0 ? '' : hashless.slice(qi + 1);
+  const rawPath = qi < 0 ? target : target.slice(0, qi);
+  let query = qi < 0 ? '' : target.slice(qi + 1);
   const hi = query.indexOf('#');
   if (hi >= 0) query = query.slice(0, hi);
   return {

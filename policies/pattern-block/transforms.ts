@@ -301,13 +301,19 @@ export function replaceComments(s: string): string {
   return out;
 }
 
+/** Division slash, fraction slash, big solidus, set minus, reverse solidus look-alikes. */
+const UNICODE_SLASHES = /[\u2215\u2044\u29f8\u2216\u29f9\ufe68\uff0f\uff3c]/;
+const UNICODE_SLASHES_G = /[\u2215\u2044\u29f8\u2216\u29f9\ufe68\uff0f\uff3c]/g;
+
 /**
- * Path normalisation for traversal checks: backslashes become slashes, runs of slashes
- * collapse, `/./` segments go. `..` segments are KEPT (they are what we look for).
+ * Path normalisation for traversal checks: backslashes and Unicode slash look-alikes become
+ * slashes, runs of slashes collapse, `/./` segments go. `..` segments are KEPT (they are what
+ * we look for).
  */
 export function normalizePath(s: string): string {
-  if (s.indexOf('\\') < 0 && s.indexOf('//') < 0 && s.indexOf('/./') < 0) return s;
-  let t = s.replace(/\\/g, '/').replace(/\/{2,}/g, '/');
+  const unicode = UNICODE_SLASHES.test(s);
+  if (!unicode && s.indexOf('\\') < 0 && s.indexOf('//') < 0 && s.indexOf('/./') < 0) return s;
+  let t = (unicode ? s.replace(UNICODE_SLASHES_G, '/') : s).replace(/\\/g, '/').replace(/\/{2,}/g, '/');
   let prev = '';
   while (prev !== t) {
     prev = t;

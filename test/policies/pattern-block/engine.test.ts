@@ -23,6 +23,7 @@ t.test('transforms', async (t) => {
   t.equal(jsDecode('\\x3c\\u0073\\0075 x'), '<sux');
   t.equal(nfkc('＜script＞'), '<script>');
   t.equal(normalizePath('a\\\\b//./c/../d'), 'a/b/c/../d');
+  t.equal(normalizePath('..\u2215..\u2216etc'), '../../etc');
   t.equal(replaceComments('UN/**/ION/*!50000SELECT*/'), 'UN ION SELECT ');
   t.equal(cmdLine('C"a"t ; /e\\tc'), 'cat/etc');
   t.equal(removeNulls('a\0b'), 'ab');
