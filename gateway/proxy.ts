@@ -1,4 +1,4 @@
-import { Readable, Transform } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { Pool, errors as undiciErrors } from 'undici';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RequestContext } from './context.js';
@@ -83,6 +83,9 @@ export function upstreamHeaders(ctx: RequestContext, forwardedFor: string, reque
     if (HOP_BY_HOP.has(name)) continue;
     if (name.charCodeAt(0) === 120 /* x */ && name.startsWith('x-auth-')) continue;
     if (name === 'content-length' || name === 'x-forwarded-for' || name === 'forwarded') continue;
+    // Expect: 100-continue is answered to the client by the gateway (as NGINX does); undici
+    // refuses the header, so forwarding it turned every curl upload over 1 KB into a 502.
+    if (name === 'expect') continue;
     if (connectionTokens?.has(name)) continue;
     if (drop.size > 0 && drop.has(name)) continue;
     const v = src[name];

@@ -630,3 +630,30 @@ routes:
     'the prefix is removed on a segment boundary, never leaving a path without its leading slash',
   );
 });
+
+t.test(
+  'Expect: 100-continue (curl sends it for bodies over 1 KB) is answered by the gateway, not forwarded',
+  async (t) => {
+    await h.clearMock();
+    const items = Array.from({ length: 40 }, (_, i) => ({ name: `item ${i}`, quantity: 1, price: 1 }));
+    const body = JSON.stringify({ merchant: 'Tea House', total: 40, date: '2024-03-01', items });
+    t.ok(body.length > 1024, 'a body curl would send with Expect');
+    const x = await rawExchange(h.url, [
+      head('POST /api/receipts HTTP/1.1', [
+        ['Host', 'x'],
+        ['Authorization', `Bearer ${token}`],
+        ['Content-Type', 'application/json'],
+        ['Content-Length', String(body.length)],
+        ['Expect', '100-continue'],
+        ['Connection', 'close'],
+      ]),
+      body,
+    ]);
+    t.match(x.raw, /^HTTP\/1\.1 100 Continue\r\n\r\n/, 'the client is told to go on');
+    const final = x.responses.find((r) => r.status !== 100);
+    t.equal(final?.status, 201, 'the receipt was created');
+    const [rec] = await h.mockRequests();
+    t.equal(rec?.body_size, body.length, 'the whole body reached the upstream');
+    t.equal(rec?.headers.expect, undefined, 'without the Expect header');
+  },
+);
