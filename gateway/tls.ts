@@ -628,6 +628,17 @@ export function isH2Request(req: object): req is http2.Http2ServerRequest {
   return req instanceof http2.Http2ServerRequest;
 }
 
+/**
+ * An HTTP/2 request whose `Host` names another authority than `:authority` is malformed
+ * (RFC 9113 §8.3.1): the gateway and the upstream could disagree on the target host.
+ */
+export function h2AuthorityProblem(req: http2.Http2ServerRequest): string | undefined {
+  const authority = req.headers[':authority'];
+  const host = req.headers.host;
+  if (typeof authority !== 'string' || host === undefined) return undefined;
+  return host.toLowerCase() === authority.toLowerCase() ? undefined : 'Host and :authority name different hosts.';
+}
+
 /** What an HTTP/2 stream looks like as the equivalent HTTP/1.1 request, for the policies. */
 export interface H2View {
   readonly target: string;

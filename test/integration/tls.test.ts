@@ -284,6 +284,20 @@ t.test('edge listener', async (t) => {
     });
   }
 
+  t.test('h2: a Host naming another authority than :authority is malformed (RFC 9113 §8.3.1)', async (t) => {
+    await h.clearMock();
+    // (Node's client turns `host` into :authority, so the frames are written by hand)
+    const other = await rawH2(h, 1, (send) =>
+      send(headersFrame(1, '/api/health?authority', [literal(38, 'other.example')])),
+    );
+    t.same(other.statuses, [400]);
+    const same = await rawH2(h, 1, (send) =>
+      send(headersFrame(1, '/api/health?authority', [literal(38, 'LOCALHOST')])),
+    );
+    t.same(same.statuses, [200], 'the same authority in both is fine');
+    t.equal((await h.mockRequests()).length, 1);
+  });
+
   t.test('curl --http2 over real TLS', async (t) => {
     const version = execFileSync('curl', ['--version']).toString();
     if (!/\bHTTP2\b/.test(version)) {
@@ -806,12 +820,13 @@ function literal(nameIndex: number, value: string): Buffer {
   return Buffer.concat([name, Buffer.from([value.length]), Buffer.from(value, 'latin1')]);
 }
 
-function headersFrame(stream: number, p: string): Buffer {
+function headersFrame(stream: number, p: string, extra: Buffer[] = []): Buffer {
   const block = Buffer.concat([
     Buffer.from([0x82, 0x87]), // :method GET, :scheme https
     literal(4, p), // :path
     literal(1, 'localhost'), // :authority
     literal(58, 'raw-h2/1.0'), // user-agent
+    ...extra,
   ]);
   return frame(0x1, 0x5, stream, block); // END_STREAM | END_HEADERS
 }
@@ -822,7 +837,7 @@ function rawH2(
   streams: number,
   act: (send: (b: Buffer) => void) => void,
   ack = true,
-): Promise<{ responses: number; refused: number; goaway: number | undefined }> {
+): Promise<{ responses: number; refused: number; goaway: number | undefined; statuses: number[] }> {
   const u = new URL(h.url);
   return new Promise((resolve, reject) => {
     const s = tls.connect({
@@ -836,12 +851,13 @@ function rawH2(
     let responses = 0;
     let refused = 0;
     let goaway: number | undefined;
+    const statuses: number[] = [];
     let started = false;
     let quiet: NodeJS.Timeout | undefined;
     const done = () => {
       clearTimeout(quiet);
       s.destroy();
-      resolve({ responses, refused, goaway });
+      resolve({ responses, refused, goaway, statuses });
     };
     s.once('secureConnect', () =>
       s.write(
@@ -861,8 +877,18 @@ function rawH2(
           started = true;
           if (ack) s.write(frame(0x4, 0x1, 0, Buffer.alloc(0)));
           act((b) => s.write(b));
-        } else if (type === 0x1) responses++;
-        else if (type === 0x3 && payload.readUInt32BE(0) === http2.constants.NGHTTP2_REFUSED_STREAM)
+        } else if (type === 0x1) {
+          responses++;
+          // :status is sent as an indexed static-table entry (RFC 7541 Appendix A)
+          statuses.push(
+            (
+              { 0x88: 200, 0x89: 204, 0x8a: 206, 0x8b: 304, 0x8c: 400, 0x8d: 404, 0x8e: 500 } as Record<
+                number,
+                number
+              >
+            )[payload[0]!] ?? 0,
+          );
+        } else if (type === 0x3 && payload.readUInt32BE(0) === http2.constants.NGHTTP2_REFUSED_STREAM)
           refused++;
         else if (type === 0x7) goaway = payload.readUInt32BE(4);
       }
