@@ -537,9 +537,9 @@ function nodeValue(set: PlanSet, i: number, v: string): string {
 /** Names up to this length are remembered when clean. */
 const CLEAN_MEMO_MAX_LENGTH = 64;
 /** Header values up to this length are remembered when clean. */
-const CLEAN_MEMO_MAX_HEADER = 512;
-/** Clean values remembered per plan set before the memo is cleared. */
-const CLEAN_MEMO_ENTRIES = 8192;
+const CLEAN_MEMO_MAX_HEADER = 256;
+/** Clean values remembered per plan set before the memo is cleared (bounds memory: about 1024 × 256 characters per set at worst). */
+const CLEAN_MEMO_ENTRIES = 1024;
 
 /** Accumulates matches for one request. */
 class Walk {
