@@ -24,7 +24,7 @@ import { normalizePath } from './router.js';
 import { createContext } from './context-factory.js';
 import { parseDuration } from './config/units.js';
 import type { Server as TlsServer } from 'node:tls';
-import { TlsManager, TlsConnections, createTlsServer, h2RequestView, h2AuthorityProblem, isH2Request, type H2View } from './tls.js';
+import { TlsManager, TlsConnections, createTlsServer, h2RequestView, h2RequestProblem, isH2Request, type H2View } from './tls.js';
 import { RedirectServer } from './redirect.js';
 import { WebSocketTunnels, handleUpgrade, type UpgradeHost } from './websocket.js';
 
@@ -453,11 +453,9 @@ export class Gateway {
   private async handle(gen: Generation, ctx: RequestContext, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const services = this.services;
     // The version check is about an HTTP/1 request line; HTTP/2 was negotiated by ALPN.
-    const h2Host = isH2Request(req) ? h2AuthorityProblem(req) : undefined;
-    const framing =
-      h2Host !== undefined
-        ? ({ code: 'bad_request', message: h2Host, ruleIds: ['h2-authority'] } satisfies Deny)
-        : framingDeny(isH2Request(req) ? { ...ctx, httpVersion: '1.1' } : ctx, gen.listen.maxHeaders);
+    const framing = isH2Request(req)
+      ? (h2RequestProblem(req, gen.listen.maxHeaderSize) ?? framingDeny({ ...ctx, httpVersion: '1.1' }, gen.listen.maxHeaders))
+      : framingDeny(ctx, gen.listen.maxHeaders);
     if (framing !== undefined) {
       res.shouldKeepAlive = false;
       this.closingSockets.add(req.socket);

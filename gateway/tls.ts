@@ -8,7 +8,7 @@ import tls from 'node:tls';
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Metrics } from './observability/metrics.js';
 import type { AuditLog } from './observability/audit.js';
-import type { OpsLogger } from './policy.js';
+import type { Deny, OpsLogger } from './policy.js';
 
 /**
  * TLS termination for the main listener (edge mode): loading and checking PEM
@@ -629,14 +629,32 @@ export function isH2Request(req: object): req is http2.Http2ServerRequest {
 }
 
 /**
- * An HTTP/2 request whose `Host` names another authority than `:authority` is malformed
- * (RFC 9113 §8.3.1): the gateway and the upstream could disagree on the target host.
+ * HTTP/2 checks the HTTP/1.1 parser makes for the other protocol: the head may not exceed
+ * `listen.max_header_size` (names + values + 32 per field, as RFC 9113 §6.5.2 counts;
+ * nghttp2 only advertises the limit), and `Host`, when present, must name the same
+ * authority as `:authority` (RFC 9113 §8.3.1), or the gateway and the upstream could
+ * disagree on the target host.
  */
-export function h2AuthorityProblem(req: http2.Http2ServerRequest): string | undefined {
+export function h2RequestProblem(req: http2.Http2ServerRequest, maxHeaderSize: number): Deny | undefined {
+  const raw = req.rawHeaders;
+  let size = 0;
+  for (let i = 0; i + 1 < raw.length; i += 2) size += raw[i]!.length + raw[i + 1]!.length + 32;
+  if (size > maxHeaderSize)
+    return {
+      code: 'headers_too_large',
+      message: 'The request head is too large.',
+      ruleIds: ['h2-header-list-size'],
+    };
   const authority = req.headers[':authority'];
   const host = req.headers.host;
-  if (typeof authority !== 'string' || host === undefined) return undefined;
-  return host.toLowerCase() === authority.toLowerCase() ? undefined : 'Host and :authority name different hosts.';
+  if (typeof authority === 'string' && host !== undefined && host.toLowerCase() !== authority.toLowerCase()) {
+    return {
+      code: 'bad_request',
+      message: 'Host and :authority name different hosts.',
+      ruleIds: ['h2-authority'],
+    };
+  }
+  return undefined;
 }
 
 /** What an HTTP/2 stream looks like as the equivalent HTTP/1.1 request, for the policies. */

@@ -298,6 +298,46 @@ t.test('edge listener', async (t) => {
     t.equal((await h.mockRequests()).length, 1);
   });
 
+  t.test('oversized heads: 431 over HTTP/1.1, 431 over HTTP/2, nothing forwarded', async (t) => {
+    await h.clearMock();
+    const big = 'x'.repeat(20_000);
+    const u = new URL(h.url);
+    const raw = await new Promise<string>((resolve, reject) => {
+      const s = tls.connect(
+        {
+          host: u.hostname,
+          port: Number(u.port),
+          servername: 'localhost',
+          ca: pki.ca.cert,
+          ALPNProtocols: ['http/1.1'],
+        },
+        () =>
+          s.write(`GET /api/health HTTP/1.1\r\nHost: localhost\r\nUser-Agent: t/1\r\nX-Big: ${big}\r\n\r\n`),
+      );
+      let out = '';
+      s.on('data', (d) => (out += d.toString()));
+      s.on('close', () => resolve(out));
+      s.on('error', reject);
+    });
+    t.match(raw, /^HTTP\/1\.1 431 /);
+    t.match(raw, /"error":"headers_too_large"/);
+    t.match(
+      raw,
+      /strict-transport-security: max-age=31536000/i,
+      'parser-level refusals carry the security headers over TLS too',
+    );
+    const session = await connectH2(h);
+    t.teardown(() => session.close());
+    const r = await h2(session, '/api/health', { headers: { 'x-big': big } });
+    t.equal(r.status, 431);
+    t.equal(JSON.parse(r.body).error, 'headers_too_large');
+    t.equal((await h2(session, '/api/health')).status, 200, 'the session stays usable');
+    const seen = await h.mockRequests();
+    t.equal(seen.length, 1);
+    t.equal(seen[0]!.headers['x-big'], undefined, 'only the normal request was forwarded');
+    t.equal((await h1(h, '/api/health')).status, 200);
+  });
+
   t.test('curl --http2 over real TLS', async (t) => {
     const version = execFileSync('curl', ['--version']).toString();
     if (!/\bHTTP2\b/.test(version)) {
