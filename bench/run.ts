@@ -26,7 +26,7 @@ import { FACTORIES } from '../policies/registry.js';
 import { modsecAvailable, startModsec } from './modsec.js';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 8);
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'core,body,uploads,growth,workers,micro').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'core,body,uploads,growth,workers,tls,micro').split(','));
 const SECRET = 'bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-bench-'));
 const children: Child[] = [];
@@ -349,6 +349,11 @@ async function main(): Promise<void> {
       await g.child.stop();
     }
     process.stdout.write(`${table(rows)}\n  scaling 1 → 2 workers: ${ratio(rows[1], rows[0])}x\n\n`);
+  }
+
+  if (ONLY.has('tls')) {
+    const tls = (await import('./tls.js')) as { runTlsBench: (o: { duration: number }) => Promise<string> };
+    process.stdout.write(`https (h1 and h2) against plain HTTP:\n${await tls.runTlsBench({ duration: DURATION })}\n`);
   }
 
   if (ONLY.has('micro')) {
