@@ -197,7 +197,7 @@ export async function runRequestPhase(
       if (raw === undefined) {
         return { deny: { code: 'payload_too_large', detail: { limit } }, by: 'size-limit' };
       }
-      ctx.body = parseBody(mediaTypeOf(ctx), raw);
+      ctx.body = parseBody(mediaTypeOf(ctx), raw, ctx.headers['content-type']);
     }
   }
   if (ctx.body !== undefined || !route.needsBody || !hasBody(ctx)) {
@@ -301,8 +301,9 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
   if (ctx.httpVersion !== '1.1' && ctx.httpVersion !== '1.0') {
     return { code: 'bad_request', message: 'Unsupported HTTP version.', ruleIds: ['http-version'] };
   }
-  const enc = targetEncodingProblem(ctx.target);
-  if (enc !== undefined) return { code: 'bad_request', message: enc, ruleIds: ['request-target-encoding'] };
+  // Invalid percent-encoding or UTF-8 in the target is judged by the request-inspection
+  // policies (pattern_block's protocol pack answers 403 request_blocked, as a WAF does);
+  // with inspection off it is forwarded, as NGINX forwards it.
   return undefined;
 }
 

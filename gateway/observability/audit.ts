@@ -104,7 +104,8 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
       base: undefined,
       messageKey: 'message',
       timestamp: false,
-      formatters: { level: () => ({}) },
+      // pino needs one leading field; name the stream so shipped lines are recognisable
+      formatters: { level: () => ({ log: 'security_audit' }) },
       redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
     },
     dest,
@@ -112,7 +113,7 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
   const sample = opts.accessSampleRate;
 
   const write = (fields: Record<string, unknown>) => {
-    const line = { time: new Date().toISOString(), ...fields };
+    const line: Record<string, unknown> = { time: new Date().toISOString(), ...fields };
     try {
       logger.info(line);
     } catch {
