@@ -310,31 +310,3 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
 const ROUTABLE_METHODS: ReadonlySet<string> = new Set(METHOD_NAMES);
 const ROUTABLE_ALLOW = METHOD_NAMES.join(', ');
 
-function isHex(c: number): boolean {
-  return (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
-}
-
-/**
- * Path and query must be ASCII with every `%` starting a `%HH` escape, and the escapes
- * must decode to valid UTF-8 (RFC 3986 §2.1, RFC 3987): otherwise the gateway and the
- * upstream could read the same target differently.
- */
-export function targetEncodingProblem(target: string): string | undefined {
-  let escapes = false;
-  for (let i = 0; i < target.length; i++) {
-    const c = target.charCodeAt(i);
-    if (c === 37 /* % */) {
-      if (!isHex(target.charCodeAt(i + 1)) || !isHex(target.charCodeAt(i + 2))) return 'Invalid percent-encoding in the request target.';
-      escapes = true;
-      i += 2;
-    } else if (c <= 0x20 || c >= 0x7f) return 'Invalid character in the request target.';
-  }
-  if (escapes) {
-    try {
-      decodeURIComponent(target);
-    } catch {
-      return 'The request target does not decode to valid UTF-8.';
-    }
-  }
-  return undefined;
-}
