@@ -246,3 +246,54 @@ export async function startRedis(): Promise<
     stop,
   };
 }
+
+/** wrk (C, one thread) when installed: a load generator that costs far less CPU than autocannon. */
+export function wrkAvailable(): boolean {
+  return spawnSync('sh', ['-c', 'command -v wrk'], { encoding: 'utf8' }).stdout.trim() !== '';
+}
+
+function wrkMs(v: string): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(v.trim());
+  if (!m) return NaN;
+  const n = Number(m[1]);
+  return m[2] === 'us' ? n / 1000 : m[2] === 'ms' ? n : m[2] === 's' ? n * 1000 : n * 60_000;
+}
+
+/** A GET load with wrk: req/s, p50, p99; statuses split into 2xx/3xx and the rest. */
+export function loadWrk(
+  name: string,
+  url: string,
+  opts: { connections?: number; duration?: number; headers?: Record<string, string> } = {},
+): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const args = [
+      '-t1',
+      `-c${opts.connections ?? 50}`,
+      `-d${opts.duration ?? 8}s`,
+      '--latency',
+      '--timeout',
+      '10s',
+    ];
+    for (const [k, v] of Object.entries(opts.headers ?? {})) args.push('-H', `${k}: ${v}`);
+    args.push(url);
+    const p = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    p.on('error', reject);
+    p.on('exit', () => {
+      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+      const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+      const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+      const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+      resolve({
+        name,
+        rps,
+        p50: wrkMs(/\s50%\s+(\S+)/.exec(out)?.[1] ?? ''),
+        p99: wrkMs(/\s99%\s+(\S+)/.exec(out)?.[1] ?? ''),
+        non2xx,
+        errors: errors ? errors.slice(1).reduce((a, b) => a + Number(b), 0) : 0,
+        statuses: { '2xx/3xx': total - non2xx, other: non2xx },
+      });
+    });
+  });
+}

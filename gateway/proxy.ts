@@ -107,7 +107,8 @@ export function cleanResponseHeaders(h: Record<string, string | string[] | undef
   if (typeof conn === 'string' && conn !== 'keep-alive' && conn !== 'close') {
     for (const t of conn.split(',')) delete h[t.trim().toLowerCase()];
   }
-  for (const name of HOP_BY_HOP) delete h[name];
+  // Walk the (few) present names rather than deleting each hop-by-hop name blindly.
+  for (const name in h) if (HOP_BY_HOP.has(name)) delete h[name];
 }
 
 /** Counts a streamed request body and fails it past the limit. */
