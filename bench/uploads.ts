@@ -59,13 +59,19 @@ export function bigPdf(size: number): Buffer {
   objs.forEach((o, i) => add(Buffer.from(`${i + 1} 0 obj\n${o}\nendobj\n`)));
   add(
     Buffer.concat([
-      Buffer.from(`4 0 obj\n<< /Type /XObject /Subtype /Image /Width 1000 /Height ${Math.ceil(imageLen / 3000)} /ColorSpace /DeviceRGB /BitsPerComponent 8 /Length ${imageLen} >>\nstream\n`),
+      Buffer.from(
+        `4 0 obj\n<< /Type /XObject /Subtype /Image /Width 1000 /Height ${Math.ceil(imageLen / 3000)} /ColorSpace /DeviceRGB /BitsPerComponent 8 /Length ${imageLen} >>\nstream\n`,
+      ),
       image,
       Buffer.from('\nendstream\nendobj\n'),
     ]),
   );
   add(Buffer.from(`5 0 obj\n<< /Length ${content.length} >>\nstream\n${content}\nendstream\nendobj\n`));
-  const xref = ['xref\n0 6\n', '0000000000 65535 f \n', ...offsets.map((o) => `${String(o).padStart(10, '0')} 00000 n \n`)].join('');
+  const xref = [
+    'xref\n0 6\n',
+    '0000000000 65535 f \n',
+    ...offsets.map((o) => `${String(o).padStart(10, '0')} 00000 n \n`),
+  ].join('');
   parts.push(Buffer.from(`${xref}trailer\n<< /Size 6 /Root 1 0 R >>\nstartxref\n${pos}\n%%EOF\n`));
   return Buffer.concat(parts);
 }
@@ -73,7 +79,9 @@ export function bigPdf(size: number): Buffer {
 function multipartBody(file: Buffer, boundary: string): Buffer {
   return Buffer.concat([
     Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="merchant"\r\n\r\nBench Store\r\n`),
-    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="scan.pdf"\r\nContent-Type: application/pdf\r\n\r\n`),
+    Buffer.from(
+      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="scan.pdf"\r\nContent-Type: application/pdf\r\n\r\n`,
+    ),
     file,
     Buffer.from(`\r\n--${boundary}--\r\n`),
   ]);
@@ -103,7 +111,9 @@ export async function runUploads(url: string, opts: UploadRunOptions): Promise<U
     ...(opts.apiKey ? { 'x-api-key': opts.token } : { authorization: `Bearer ${opts.token}` }),
   };
   const t0 = process.hrtime.bigint();
-  const codes = await Promise.all(Array.from({ length: opts.concurrency }, () => once(target, body, headers)));
+  const codes = await Promise.all(
+    Array.from({ length: opts.concurrency }, () => once(target, body, headers)),
+  );
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const statuses: Record<string, number> = {};
   for (const c of codes) statuses[String(c)] = (statuses[String(c)] ?? 0) + 1;
@@ -117,6 +127,12 @@ if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLTo
     console.error('usage: uploads.js GATEWAY_URL TOKEN [concurrency=50] [MB=16]');
     process.exit(2);
   }
-  const r = await runUploads(url, { concurrency: Number(conc ?? 50), sizeBytes: Math.floor(Number(mb ?? 16) * 1024 * 1024) - 4096, token });
-  console.log(`${Number(conc ?? 50)} uploads: ${r.seconds.toFixed(2)} s, ${r.mbPerSec.toFixed(1)} MB/s, statuses ${JSON.stringify(r.statuses)}`);
+  const r = await runUploads(url, {
+    concurrency: Number(conc ?? 50),
+    sizeBytes: Math.floor(Number(mb ?? 16) * 1024 * 1024) - 4096,
+    token,
+  });
+  console.log(
+    `${Number(conc ?? 50)} uploads: ${r.seconds.toFixed(2)} s, ${r.mbPerSec.toFixed(1)} MB/s, statuses ${JSON.stringify(r.statuses)}`,
+  );
 }

@@ -125,13 +125,17 @@ export class AdminServer {
       }
       case '/metrics': {
         const body = await this.gw.metrics.registry.metrics();
-        res.writeHead(200, { 'content-type': this.gw.metrics.registry.contentType, 'cache-control': 'no-store' });
+        res.writeHead(200, {
+          'content-type': this.gw.metrics.registry.contentType,
+          'cache-control': 'no-store',
+        });
         res.end(body);
         return;
       }
       case '/api/health/security': {
         const report = this.gw.observers.securityHealth?.();
-        if (report === undefined) json(res, 503, { error: 'unavailable', message: 'Security monitoring is disabled.' });
+        if (report === undefined)
+          json(res, 503, { error: 'unavailable', message: 'Security monitoring is disabled.' });
         else json(res, 200, report);
         return;
       }

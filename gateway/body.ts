@@ -56,7 +56,11 @@ export function parseForm(text: string): [string, string][] {
   for (const part of text.split('&')) {
     if (part === '') continue;
     const eq = part.indexOf('=');
-    out.push(eq < 0 ? [decodeComponent(part), ''] : [decodeComponent(part.slice(0, eq)), decodeComponent(part.slice(eq + 1))]);
+    out.push(
+      eq < 0
+        ? [decodeComponent(part), '']
+        : [decodeComponent(part.slice(0, eq)), decodeComponent(part.slice(eq + 1))],
+    );
   }
   return out;
 }
@@ -71,7 +75,10 @@ export function boundaryOf(contentType: string | undefined): string | undefined 
 const DISPOSITION_PARAM = /;\s*([a-z*]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\r\n]*))/gi;
 
 /** Parse a buffered multipart/form-data body: text fields and file names (not file contents). */
-export function parseMultipart(raw: Buffer, boundary: string): Pick<RequestBody, 'fields' | 'files'> & { error?: string } {
+export function parseMultipart(
+  raw: Buffer,
+  boundary: string,
+): Pick<RequestBody, 'fields' | 'files'> & { error?: string } {
   const fields: [string, string][] = [];
   const files: { field: string; filename: string }[] = [];
   const text = raw.toString('latin1');

@@ -69,7 +69,8 @@ async function start(args: string[]): Promise<number> {
   try {
     gw = await Gateway.start({ configFile: file });
   } catch (err) {
-    if (err instanceof ConfigLoadError) for (const p of err.problems) process.stderr.write(`${formatProblem(p)}\n`);
+    if (err instanceof ConfigLoadError)
+      for (const p of err.problems) process.stderr.write(`${formatProblem(p)}\n`);
     else process.stderr.write(`receipt-gateway: cannot start: ${(err as Error).message}\n`);
     return 1;
   }
@@ -106,7 +107,9 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       for (const line of summary.errors) process.stderr.write(`${line}\n`);
-      process.stderr.write(`${file}: ${summary.errors.length} error${summary.errors.length === 1 ? '' : 's'}\n`);
+      process.stderr.write(
+        `${file}: ${summary.errors.length} error${summary.errors.length === 1 ? '' : 's'}\n`,
+      );
       return 1;
     }
     case 'hash-key':

@@ -13,7 +13,11 @@ export function clientAddress(addr: string | undefined): string {
  * itself a trusted proxy (entries left of it can be forged by the client). Malformed
  * entries stop the walk: the peer's own address is used then.
  */
-export function forwardedFor(header: string | string[] | undefined, trusted: BlockList, peer: string): string {
+export function forwardedFor(
+  header: string | string[] | undefined,
+  trusted: BlockList,
+  peer: string,
+): string {
   if (header === undefined) return peer;
   const list = (Array.isArray(header) ? header.join(',') : header).split(',');
   let candidate = peer;

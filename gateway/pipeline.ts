@@ -1,7 +1,16 @@
 import type { RequestContext, TraceStep } from './context.js';
 import type { CompiledRoute } from './config/compile.js';
 import { CODES } from './errors.js';
-import { isAnswer, type Answer, type Deny, type Outcome, type Policy, type ResponseHead, type Services, type Verdict } from './policy.js';
+import {
+  isAnswer,
+  type Answer,
+  type Deny,
+  type Outcome,
+  type Policy,
+  type ResponseHead,
+  type Services,
+  type Verdict,
+} from './policy.js';
 import { parseBody } from './body.js';
 import { METHOD_NAMES } from './config/schema.js';
 
@@ -40,13 +49,21 @@ async function runHook(
     return await policy[hook]!(ctx);
   } catch (err) {
     services.metrics.policyErrors.inc({ policy: policy.name });
-    services.log.error({ policy: policy.name, hook, request_id: ctx.id, err: (err as Error).message }, 'policy failed');
+    services.log.error(
+      { policy: policy.name, hook, request_id: ctx.id, err: (err as Error).message },
+      'policy failed',
+    );
     return 'error';
   }
 }
 
 /** Apply a verdict; returns a final result, or undefined to go on. */
-function settle(policy: Policy, v: Verdict | 'error', ctx: RequestContext, micros: number): PhaseResult | undefined {
+function settle(
+  policy: Policy,
+  v: Verdict | 'error',
+  ctx: RequestContext,
+  micros: number,
+): PhaseResult | undefined {
   if (v === undefined) {
     ctx.trace.push({ policy: policy.name, verdict: 'pass', micros });
     return undefined;
@@ -70,7 +87,9 @@ function settle(policy: Policy, v: Verdict | 'error', ctx: RequestContext, micro
     verdict: policy.mode === 'monitor' ? 'monitor' : 'deny',
     code: v.code,
     micros,
-    ...(v.reason !== undefined || CODES[v.code].reason !== undefined ? { reason: v.reason ?? CODES[v.code].reason } : {}),
+    ...(v.reason !== undefined || CODES[v.code].reason !== undefined
+      ? { reason: v.reason ?? CODES[v.code].reason }
+      : {}),
     ...(v.ruleIds ? { ruleIds: v.ruleIds } : {}),
     ...(v.detail ? { detail: v.detail } : {}),
   };
@@ -175,7 +194,10 @@ export async function runRequestPhase(
         v = await p.readBody!(ctx);
       } catch (err) {
         services.metrics.policyErrors.inc({ policy: p.name });
-        services.log.error({ policy: p.name, hook: 'readBody', request_id: ctx.id, err: (err as Error).message }, 'policy failed');
+        services.log.error(
+          { policy: p.name, hook: 'readBody', request_id: ctx.id, err: (err as Error).message },
+          'policy failed',
+        );
         v = 'error';
       }
       if (v === 'skip') continue;
@@ -183,7 +205,10 @@ export async function runRequestPhase(
       // A body reader that failed cannot fall back: the stream is consumed. Refuse.
       if (v === 'error') {
         ctx.trace.push({ policy: p.name, verdict: 'error', micros: elapsedMicros(t0) });
-        return { deny: { code: 'bad_request', message: 'The request body could not be processed.' }, by: p.name };
+        return {
+          deny: { code: 'bad_request', message: 'The request body could not be processed.' },
+          by: p.name,
+        };
       }
       const res = settle(p, v, ctx, elapsedMicros(t0));
       if (res !== undefined) return res;
@@ -193,7 +218,8 @@ export async function runRequestPhase(
       // Without a size_limit policy the body would be buffered without bound (memory DoS).
       const limit = Math.min(route.bodyLimit, MAX_BUFFERED_BODY);
       const raw = await bufferBody(ctx, limit);
-      if (raw === 'aborted') return { deny: { code: 'bad_request', message: 'The request body was not received completely.' } };
+      if (raw === 'aborted')
+        return { deny: { code: 'bad_request', message: 'The request body was not received completely.' } };
       if (raw === undefined) {
         return { deny: { code: 'payload_too_large', detail: { limit } }, by: 'size-limit' };
       }
@@ -230,13 +256,21 @@ export async function runResponsePhase(
       if (r !== undefined) await r;
     } catch (err) {
       services.metrics.policyErrors.inc({ policy: p.name });
-      services.log.error({ policy: p.name, hook: 'onResponse', request_id: ctx.id, err: (err as Error).message }, 'policy failed');
+      services.log.error(
+        { policy: p.name, hook: 'onResponse', request_id: ctx.id, err: (err as Error).message },
+        'policy failed',
+      );
     }
   }
 }
 
 /** Run the accounting hooks after the response. Never throws. */
-export function runDone(route: CompiledRoute, ctx: RequestContext, outcome: Outcome, services: Services): void {
+export function runDone(
+  route: CompiledRoute,
+  ctx: RequestContext,
+  outcome: Outcome,
+  services: Services,
+): void {
   const list = route.onDone;
   for (let i = 0; i < list.length; i++) {
     const p = list[i]!;
@@ -244,13 +278,22 @@ export function runDone(route: CompiledRoute, ctx: RequestContext, outcome: Outc
       p.onDone!(ctx, outcome);
     } catch (err) {
       services.metrics.policyErrors.inc({ policy: p.name });
-      services.log.error({ policy: p.name, hook: 'onDone', request_id: ctx.id, err: (err as Error).message }, 'policy failed');
+      services.log.error(
+        { policy: p.name, hook: 'onDone', request_id: ctx.id, err: (err as Error).message },
+        'policy failed',
+      );
     }
   }
 }
 
 /** Audit and count a refusal or a monitored would-be refusal. */
-export function recordDeny(ctx: RequestContext, deny: Deny, decision: 'deny' | 'monitor', status: number, services: Services): void {
+export function recordDeny(
+  ctx: RequestContext,
+  deny: Deny,
+  decision: 'deny' | 'monitor',
+  status: number,
+  services: Services,
+): void {
   const spec = CODES[deny.code];
   const reason = deny.reason ?? spec.reason;
   const event = deny.event ?? spec.event;
@@ -272,7 +315,11 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
   const te = ctx.headers['transfer-encoding'];
   if (te !== undefined) {
     if (ctx.headers['content-length'] !== undefined) {
-      return { code: 'bad_request', message: 'Conflicting Content-Length and Transfer-Encoding.', ruleIds: ['framing-cl-te'] };
+      return {
+        code: 'bad_request',
+        message: 'Conflicting Content-Length and Transfer-Encoding.',
+        ruleIds: ['framing-cl-te'],
+      };
     }
     if (te.trim().toLowerCase() !== 'chunked') {
       return { code: 'bad_request', message: 'Unsupported Transfer-Encoding.', ruleIds: ['framing-te'] };
@@ -291,7 +338,11 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
     }
   }
   if (ctx.target === '*' || ctx.target.charCodeAt(0) !== 47) {
-    return { code: 'bad_request', message: 'The request target must be a path.', ruleIds: ['request-target'] };
+    return {
+      code: 'bad_request',
+      message: 'The request target must be a path.',
+      ruleIds: ['request-target'],
+    };
   }
   if (!ROUTABLE_METHODS.has(ctx.method)) {
     // TRACE (cross-site tracing), WebDAV and other methods no route can name: a route
@@ -309,4 +360,3 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
 
 const ROUTABLE_METHODS: ReadonlySet<string> = new Set(METHOD_NAMES);
 const ROUTABLE_ALLOW = METHOD_NAMES.join(', ');
-

@@ -70,7 +70,11 @@ export class UpstreamPools {
 }
 
 /** Build the upstream request headers from the client's. */
-export function upstreamHeaders(ctx: RequestContext, forwardedFor: string, requestIdHeader: string): Record<string, string> {
+export function upstreamHeaders(
+  ctx: RequestContext,
+  forwardedFor: string,
+  requestIdHeader: string,
+): Record<string, string> {
   const src: IncomingHttpHeaders = ctx.headers;
   const out: Record<string, string> = {};
   let connectionTokens: Set<string> | undefined;
@@ -118,7 +122,11 @@ export class BodyLimit extends Transform {
   constructor(private readonly limit: number) {
     super();
   }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
+  override _transform(
+    chunk: Buffer,
+    _enc: BufferEncoding,
+    cb: (err?: Error | null, data?: Buffer) => void,
+  ): void {
     this.seen += chunk.length;
     if (this.seen > this.limit) {
       this.exceeded = true;
@@ -152,7 +160,11 @@ export async function forward(args: ForwardArgs): Promise<UpstreamResponse | Ups
       bodyTimeout: args.bodyTimeoutMs,
       blocking: false,
     });
-    return { status: res.statusCode, headers: res.headers as Record<string, string | string[] | undefined>, body: res.body };
+    return {
+      status: res.statusCode,
+      headers: res.headers as Record<string, string | string[] | undefined>,
+      body: res.body,
+    };
   } catch (err) {
     return { kind: classify(err) };
   }
@@ -166,7 +178,13 @@ function classify(err: unknown): UpstreamFailure['kind'] {
   if (e?.name === 'AbortError') return 'aborted';
   if (e?.message === 'request body over the limit') return 'too_large';
   const code = e?.code ?? (e as { cause?: NodeJS.ErrnoException })?.cause?.code;
-  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EAI_AGAIN') {
+  if (
+    code === 'ECONNREFUSED' ||
+    code === 'ENOTFOUND' ||
+    code === 'EHOSTUNREACH' ||
+    code === 'ENETUNREACH' ||
+    code === 'EAI_AGAIN'
+  ) {
     return 'connect';
   }
   return 'reset';

@@ -42,7 +42,12 @@ export function renderAnswer(
 }
 
 /** A JSON document the gateway serves itself (the security health endpoint on the main listener). */
-export function renderJson(ctx: RequestContext, status: number, value: unknown, requestIdHeader: string): Rendered {
+export function renderJson(
+  ctx: RequestContext,
+  status: number,
+  value: unknown,
+  requestIdHeader: string,
+): Rendered {
   const body = Buffer.from(JSON.stringify(value), 'utf8');
   const headers: Record<string, string | string[] | undefined> = {
     'content-type': 'application/json; charset=utf-8',
@@ -68,7 +73,13 @@ export function rawErrorResponse(
   const body = JSON.stringify({ error: code, message, request_id: requestId });
   let lines = '';
   for (const name in extra) {
-    if (name === 'content-type' || name === 'content-length' || name === 'connection' || name === 'x-request-id' || name === 'x-content-type-options') {
+    if (
+      name === 'content-type' ||
+      name === 'content-length' ||
+      name === 'connection' ||
+      name === 'x-request-id' ||
+      name === 'x-content-type-options'
+    ) {
       continue;
     }
     const v = extra[name];

@@ -19,13 +19,20 @@ interface CompiledPattern<T> extends RoutePattern<T> {
 }
 
 export type RouteMatch<T> =
-  | { readonly kind: 'match'; readonly route: RoutePattern<T>; readonly params: Readonly<Record<string, string>> }
+  | {
+      readonly kind: 'match';
+      readonly route: RoutePattern<T>;
+      readonly params: Readonly<Record<string, string>>;
+    }
   | { readonly kind: 'method'; readonly allow: readonly string[] }
   | { readonly kind: 'none' };
 
 const SEGMENT = /^[^/]*$/;
 
-function compilePattern(path: string, at: readonly (string | number)[]): { exact?: string; prefix: string; re?: RegExp } {
+function compilePattern(
+  path: string,
+  at: readonly (string | number)[],
+): { exact?: string; prefix: string; re?: RegExp } {
   const segs = path.split('/').slice(1);
   let literal = true;
   let prefix = '';
@@ -69,15 +76,27 @@ export class Router<T> {
   private readonly rootOnly: CompiledPattern<T>[];
 
   constructor(routes: readonly RoutePattern<T>[], at: (index: number) => readonly (string | number)[]) {
-    this.routes = routes.map((r, i) => ({ ...r, ...compilePattern(r.path, [...at(i), 'path']) }) as CompiledPattern<T>);
+    this.routes = routes.map(
+      (r, i) => ({ ...r, ...compilePattern(r.path, [...at(i), 'path']) }) as CompiledPattern<T>,
+    );
     // Index routes by the literal segments their pattern starts with, so matching cost stays
     // nearly flat with the number of routes; each list keeps the configured order.
-    const lit = this.routes.map((r) => r.prefix.split('/').slice(1).filter((s) => s !== ''));
+    const lit = this.routes.map((r) =>
+      r.prefix
+        .split('/')
+        .slice(1)
+        .filter((s) => s !== ''),
+    );
     this.rootOnly = this.routes.filter((_r, i) => lit[i]!.length === 0);
     for (let i = 0; i < this.routes.length; i++) {
       const l = lit[i]!;
       if (l.length >= 1 && !this.bySeg1.has(l[0]!)) {
-        this.bySeg1.set(l[0]!, this.routes.filter((_r, j) => lit[j]!.length === 0 || (lit[j]!.length === 1 && lit[j]![0] === l[0])));
+        this.bySeg1.set(
+          l[0]!,
+          this.routes.filter(
+            (_r, j) => lit[j]!.length === 0 || (lit[j]!.length === 1 && lit[j]![0] === l[0]),
+          ),
+        );
       }
       if (l.length >= 2) {
         const key = `${l[0]}/${l[1]}`;

@@ -5,13 +5,26 @@ import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { RequestContext } from './context.js';
-import { compileGeneration, closeGeneration, type CompiledRoute, type Generation, type ListenerSettings } from './config/compile.js';
+import {
+  compileGeneration,
+  closeGeneration,
+  type CompiledRoute,
+  type Generation,
+  type ListenerSettings,
+} from './config/compile.js';
 import { loadConfigFile, ConfigLoadError } from './config/load.js';
 import { CODES } from './errors.js';
 import type { Deny, OpsLogger, Outcome, ResponseHead, Services } from './policy.js';
 import { runRequestPhase, runResponsePhase, runDone, recordDeny, hasBody, framingDeny } from './pipeline.js';
 import { renderDeny, renderAnswer, renderJson, rawErrorResponse, type Rendered } from './reply.js';
-import { UpstreamPools, upstreamHeaders, cleanResponseHeaders, forward, isFailure, BodyLimit } from './proxy.js';
+import {
+  UpstreamPools,
+  upstreamHeaders,
+  cleanResponseHeaders,
+  forward,
+  isFailure,
+  BodyLimit,
+} from './proxy.js';
 import { Metrics } from './observability/metrics.js';
 import { createAuditLog, type AuditLog } from './observability/audit.js';
 import { createStore } from './store/index.js';
@@ -24,7 +37,15 @@ import { normalizePath } from './router.js';
 import { createContext } from './context-factory.js';
 import { parseDuration } from './config/units.js';
 import type { Server as TlsServer } from 'node:tls';
-import { TlsManager, TlsConnections, createTlsServer, h2RequestView, h2RequestProblem, isH2Request, type H2View } from './tls.js';
+import {
+  TlsManager,
+  TlsConnections,
+  createTlsServer,
+  h2RequestView,
+  h2RequestProblem,
+  isH2Request,
+  type H2View,
+} from './tls.js';
 import { RedirectServer } from './redirect.js';
 import { WebSocketTunnels, handleUpgrade, type UpgradeHost } from './websocket.js';
 
@@ -114,7 +135,10 @@ export class Gateway {
     const l = generation.listen;
     // Node checks header/request timeouts only every connectionsCheckingInterval (30 s by
     // default); check often enough that header_timeout is enforced near its value.
-    const checkingInterval = Math.max(100, Math.min(30_000, Math.floor(Math.min(l.headerTimeoutMs || 30_000, l.requestTimeoutMs || 30_000) / 4)));
+    const checkingInterval = Math.max(
+      100,
+      Math.min(30_000, Math.floor(Math.min(l.headerTimeoutMs || 30_000, l.requestTimeoutMs || 30_000) / 4)),
+    );
     this.tunnels = new WebSocketTunnels(metrics);
     if (l.tls !== undefined) {
       // Edge mode: TLS with HTTP/2 and HTTP/1.1 by ALPN (or HTTPS/1.1 only).
@@ -150,7 +174,9 @@ export class Gateway {
     this.server.maxConnections = l.maxConnections;
     this.server.maxRequestsPerSocket = l.maxRequestsPerSocket;
     this.server.on('request', (req, res) => this.onRequest(req, res));
-    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
+      this.onClientError(err, socket),
+    );
     const upgradeHost: UpgradeHost = {
       services,
       tunnels: this.tunnels,
@@ -227,12 +253,17 @@ export class Gateway {
     this.tls?.attach(this.server as unknown as { setSecureContext(o: object): void });
     const rd = l.redirect;
     if (rd !== undefined) {
-      this.redirect = new RedirectServer(() => this.generation.listen.redirect, () => this.port, this.metrics, {
-        headersTimeout: l.headerTimeoutMs,
-        requestTimeout: l.requestTimeoutMs,
-        keepAliveTimeout: l.keepAliveTimeoutMs,
-        maxHeaderSize: l.maxHeaderSize,
-      });
+      this.redirect = new RedirectServer(
+        () => this.generation.listen.redirect,
+        () => this.port,
+        this.metrics,
+        {
+          headersTimeout: l.headerTimeoutMs,
+          requestTimeout: l.requestTimeoutMs,
+          keepAliveTimeout: l.keepAliveTimeoutMs,
+          maxHeaderSize: l.maxHeaderSize,
+        },
+      );
       await this.redirect.listen(rd.host, this.opts.redirectPort ?? rd.port);
     }
     const a = this.generation.config.admin;
@@ -271,7 +302,10 @@ export class Gateway {
       });
       this.watcher.on('error', () => {});
     } catch (err) {
-      this.services.log.warn({ err: (err as Error).message }, 'cannot watch the config file; reload with SIGHUP');
+      this.services.log.warn(
+        { err: (err as Error).message },
+        'cannot watch the config file; reload with SIGHUP',
+      );
     }
   }
 
@@ -295,10 +329,20 @@ export class Gateway {
       setTimeout(() => void closeGeneration(old), old.listen.shutdownTimeoutMs).unref();
       record = { time: new Date(started).toISOString(), result: 'success', generation: next.id, trigger };
       this.metrics.configReloads.inc({ result: 'success' });
-      this.audit.system('config_reload', { result: 'success', generation: next.id, trigger, file: this.opts.configFile });
+      this.audit.system('config_reload', {
+        result: 'success',
+        generation: next.id,
+        trigger,
+        file: this.opts.configFile,
+      });
       this.observers.onGeneration?.(next);
     } catch (err) {
-      const errors = err instanceof ConfigLoadError ? err.problems.map((p) => `${p.file}:${p.line}:${p.column}: ${p.keyPath ? `${p.keyPath}: ` : ''}${p.message}`) : [(err as Error).message];
+      const errors =
+        err instanceof ConfigLoadError
+          ? err.problems.map(
+              (p) => `${p.file}:${p.line}:${p.column}: ${p.keyPath ? `${p.keyPath}: ` : ''}${p.message}`,
+            )
+          : [(err as Error).message];
       record = { time: new Date(started).toISOString(), result: 'error', errors, trigger };
       this.metrics.configReloads.inc({ result: 'error' });
       this.audit.system('config_reload', { result: 'error', errors, trigger, file: this.opts.configFile });
@@ -322,12 +366,16 @@ export class Gateway {
     s.maxConnections = next.maxConnections;
     s.maxRequestsPerSocket = next.maxRequestsPerSocket;
     const fixed = (['host', 'port', 'maxHeaderSize'] as const).filter((k) => old[k] !== next[k]);
-    if (fixed.length > 0) this.services.log.warn({ settings: fixed }, 'these listen settings apply only after a restart');
+    if (fixed.length > 0)
+      this.services.log.warn({ settings: fixed }, 'these listen settings apply only after a restart');
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
     // TLS failures (handshake timeout, protocol version, garbage): no HTTP to answer with.
-    if (typeof err.code === 'string' && (err.code.startsWith('ERR_SSL_') || err.code.startsWith('ERR_TLS_'))) {
+    if (
+      typeof err.code === 'string' &&
+      (err.code.startsWith('ERR_SSL_') || err.code.startsWith('ERR_TLS_'))
+    ) {
       socket.destroy();
       return;
     }
@@ -356,7 +404,12 @@ export class Gateway {
       return;
     }
     const status = CODES[code].status;
-    this.metrics.requests.inc({ route: 'unmatched', method: 'OTHER', code: String(status), decision: 'deny' });
+    this.metrics.requests.inc({
+      route: 'unmatched',
+      method: 'OTHER',
+      code: String(status),
+      decision: 'deny',
+    });
     void this.rawRefuse(socket, status, code, CODES[code].message, id, err.code);
   }
 
@@ -421,7 +474,10 @@ export class Gateway {
       this.inflight.delete(ac);
     });
     this.handle(gen, ctx, req, res).catch((err: Error) => {
-      this.services.log.error({ request_id: ctx.id, err: err.message }, 'unexpected error while handling a request');
+      this.services.log.error(
+        { request_id: ctx.id, err: err.message },
+        'unexpected error while handling a request',
+      );
       if (!res.headersSent) {
         const r = renderDeny(ctx, { code: 'internal_error' }, gen.requestIdHeader);
         res.writeHead(r.head.status, r.head.headers as http.OutgoingHttpHeaders);
@@ -431,9 +487,16 @@ export class Gateway {
   }
 
   /** `h2`: the HTTP/1.1 view of an HTTP/2 stream (Host from :authority, no pseudo-headers). */
-  private makeContext(gen: Generation, req: http.IncomingMessage, signal: AbortSignal, h2?: H2View): RequestContext {
+  private makeContext(
+    gen: Generation,
+    req: http.IncomingMessage,
+    signal: AbortSignal,
+    h2?: H2View,
+  ): RequestContext {
     const peer = clientAddress(req.socket.remoteAddress);
-    const trusted = gen.trustedProxies !== undefined && gen.trustedProxies.check(peer, peer.includes(':') ? 'ipv6' : 'ipv4');
+    const trusted =
+      gen.trustedProxies !== undefined &&
+      gen.trustedProxies.check(peer, peer.includes(':') ? 'ipv6' : 'ipv4');
     const clientIp = trusted ? forwardedFor(req.headers['x-forwarded-for'], gen.trustedProxies!, peer) : peer;
     const incomingId = gen.trustRequestId ? req.headers[gen.requestIdHeader] : undefined;
     return createContext({
@@ -443,18 +506,26 @@ export class Gateway {
       headers: h2 !== undefined ? h2.headers : req.headers,
       rawHeaders: h2 !== undefined ? h2.rawHeaders : req.rawHeaders,
       clientIp,
-      secure: (req.socket as Socket & { encrypted?: boolean }).encrypted === true || (trusted && isTrustedHttps(req.headers)),
+      secure:
+        (req.socket as Socket & { encrypted?: boolean }).encrypted === true ||
+        (trusted && isTrustedHttps(req.headers)),
       httpVersion: req.httpVersion,
       bodySource: req,
       signal,
     });
   }
 
-  private async handle(gen: Generation, ctx: RequestContext, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  private async handle(
+    gen: Generation,
+    ctx: RequestContext,
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+  ): Promise<void> {
     const services = this.services;
     // The version check is about an HTTP/1 request line; HTTP/2 was negotiated by ALPN.
     const framing = isH2Request(req)
-      ? (h2RequestProblem(req, gen.listen.maxHeaderSize) ?? framingDeny({ ...ctx, httpVersion: '1.1' }, gen.listen.maxHeaders))
+      ? (h2RequestProblem(req, gen.listen.maxHeaderSize) ??
+        framingDeny({ ...ctx, httpVersion: '1.1' }, gen.listen.maxHeaders))
       : framingDeny(ctx, gen.listen.maxHeaders);
     if (framing !== undefined) {
       res.shouldKeepAlive = false;
@@ -467,7 +538,8 @@ export class Gateway {
 
     // A CORS preflight is routed by the method it asks for.
     const acrm = ctx.method === 'OPTIONS' ? ctx.headers['access-control-request-method'] : undefined;
-    const routeMethod = acrm !== undefined && ctx.headers.origin !== undefined ? acrm.toUpperCase() : ctx.method;
+    const routeMethod =
+      acrm !== undefined && ctx.headers.origin !== undefined ? acrm.toUpperCase() : ctx.method;
     const m = gen.router.match(routeMethod, ctx.path);
     const route = m.kind === 'match' ? m.route.value : gen.unmatched;
     ctx.routeName = route.name;
@@ -487,7 +559,12 @@ export class Gateway {
     }
     if (phase.answer !== undefined) {
       const r = renderAnswer(ctx, phase.answer.status, phase.answer.headers, gen.requestIdHeader);
-      await this.send(route, ctx, res, r, { status: r.head.status, decision: 'allow', deny: undefined, deniedBy: undefined });
+      await this.send(route, ctx, res, r, {
+        status: r.head.status,
+        decision: 'allow',
+        deny: undefined,
+        deniedBy: undefined,
+      });
       return;
     }
     if (route.adminApi) {
@@ -501,7 +578,12 @@ export class Gateway {
   }
 
   private allowOutcome(ctx: RequestContext, status: number): Outcome {
-    return { status, decision: ctx.monitored.length > 0 ? 'monitor' : 'allow', deny: undefined, deniedBy: undefined };
+    return {
+      status,
+      decision: ctx.monitored.length > 0 ? 'monitor' : 'allow',
+      deny: undefined,
+      deniedBy: undefined,
+    };
   }
 
   private async refuse(
@@ -530,7 +612,13 @@ export class Gateway {
   }
 
   /** Write a gateway-made response through the response phase, then account for it. */
-  private async send(route: CompiledRoute, ctx: RequestContext, res: http.ServerResponse, r: Rendered, outcome: Outcome): Promise<void> {
+  private async send(
+    route: CompiledRoute,
+    ctx: RequestContext,
+    res: http.ServerResponse,
+    r: Rendered,
+    outcome: Outcome,
+  ): Promise<void> {
     await runResponsePhase(route, ctx, r.head, this.services);
     if (!res.headersSent && !res.destroyed) {
       res.writeHead(r.head.status, r.head.headers as http.OutgoingHttpHeaders);
@@ -540,7 +628,13 @@ export class Gateway {
     this.finish(route, ctx, outcome, undefined);
   }
 
-  private async proxy(gen: Generation, route: CompiledRoute, ctx: RequestContext, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  private async proxy(
+    gen: Generation,
+    route: CompiledRoute,
+    ctx: RequestContext,
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+  ): Promise<void> {
     const services = this.services;
     const u = gen.upstream;
     let path = ctx.path;
@@ -591,17 +685,34 @@ export class Gateway {
     if (isFailure(result)) {
       fb?.dispose?.();
       if (result.kind === 'aborted' || res.destroyed) {
-        this.finish(route, ctx, { status: 499, decision: 'allow', deny: undefined, deniedBy: undefined }, undefined);
+        this.finish(
+          route,
+          ctx,
+          { status: 499, decision: 'allow', deny: undefined, deniedBy: undefined },
+          undefined,
+        );
         return;
       }
       if (result.kind === 'too_large' || limiter?.exceeded) {
-        await this.refuse(gen, route, ctx, res, { code: 'payload_too_large', detail: { limit: route.bodyLimit } }, 'size-limit');
+        await this.refuse(
+          gen,
+          route,
+          ctx,
+          res,
+          { code: 'payload_too_large', detail: { limit: route.bodyLimit } },
+          'size-limit',
+        );
         return;
       }
       this.metrics.upstreamErrors.inc({ route: route.name, kind: result.kind });
       const code = result.kind === 'timeout' ? 'gateway_timeout' : 'bad_gateway';
       const r = renderDeny(ctx, { code }, gen.requestIdHeader);
-      await this.send(route, ctx, res, r, { status: r.head.status, decision: 'allow', deny: undefined, deniedBy: undefined });
+      await this.send(route, ctx, res, r, {
+        status: r.head.status,
+        decision: 'allow',
+        deny: undefined,
+        deniedBy: undefined,
+      });
       return;
     }
     const upstreamSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -614,7 +725,12 @@ export class Gateway {
     if (res.destroyed) {
       result.body.destroy();
       fb?.dispose?.();
-      this.finish(route, ctx, { status: 499, decision: 'allow', deny: undefined, deniedBy: undefined }, upstreamSeconds);
+      this.finish(
+        route,
+        ctx,
+        { status: 499, decision: 'allow', deny: undefined, deniedBy: undefined },
+        upstreamSeconds,
+      );
       return;
     }
     res.writeHead(head.status, head.headers as http.OutgoingHttpHeaders);
@@ -625,7 +741,12 @@ export class Gateway {
   }
 
   /** Account for a finished request: monitor records, metrics, access audit, onDone, decision log. */
-  private finish(route: CompiledRoute, ctx: RequestContext, outcome: Outcome, upstreamSeconds: number | undefined): void {
+  private finish(
+    route: CompiledRoute,
+    ctx: RequestContext,
+    outcome: Outcome,
+    upstreamSeconds: number | undefined,
+  ): void {
     const services = this.services;
     for (const d of ctx.monitored) recordDeny(ctx, d, 'monitor', outcome.status, services);
     const method = KNOWN_METHODS.has(ctx.method) ? ctx.method : 'OTHER';
@@ -652,7 +773,11 @@ export class Gateway {
       ud.observe(upstreamSeconds);
     }
     if (outcome.decision !== 'deny' && route !== this.generation.unmatched) {
-      services.audit.request('api_access', ctx, { decision: outcome.decision, status: outcome.status, ...ctx.audit });
+      services.audit.request('api_access', ctx, {
+        decision: outcome.decision,
+        status: outcome.status,
+        ...ctx.audit,
+      });
     }
     runDone(route, ctx, outcome, services);
     this.observers.onDecision?.(ctx, outcome, seconds);
@@ -694,7 +819,8 @@ export class Gateway {
 
 function forwardedFor4Upstream(ctx: RequestContext, req: http.IncomingMessage, gen: Generation): string {
   const peer = clientAddress(req.socket.remoteAddress);
-  const trusted = gen.trustedProxies !== undefined && gen.trustedProxies.check(peer, peer.includes(':') ? 'ipv6' : 'ipv4');
+  const trusted =
+    gen.trustedProxies !== undefined && gen.trustedProxies.check(peer, peer.includes(':') ? 'ipv6' : 'ipv4');
   const xff = req.headers['x-forwarded-for'];
   // From trusted proxies keep the chain and append the peer; otherwise the client's claims are dropped.
   if (trusted && xff !== undefined && xff !== '') return `${xff}, ${peer}`;

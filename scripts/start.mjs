@@ -22,7 +22,8 @@ function newestMtime(dir) {
 const stamp = path.join(root, 'dist', '.build-stamp');
 const sourcesChanged =
   !fs.existsSync(stamp) ||
-  Math.max(...['gateway', 'policies', 'upstream-mock'].map((d) => newestMtime(path.join(root, d)))) > fs.statSync(stamp).mtimeMs;
+  Math.max(...['gateway', 'policies', 'upstream-mock'].map((d) => newestMtime(path.join(root, d)))) >
+    fs.statSync(stamp).mtimeMs;
 if (sourcesChanged) {
   process.stdout.write('building (npm run build)…\n');
   const r = spawnSync('npm', ['run', 'build', '--silent'], { stdio: 'inherit' });

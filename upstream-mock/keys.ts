@@ -86,7 +86,10 @@ export class Signer {
   async sign(claims: JWTPayload & Record<string, unknown>): Promise<string> {
     const now = Math.floor(Date.now() / 1000);
     const payload: JWTPayload = { iat: now, exp: now + TOKEN_TTL_SECONDS, iss: MOCK_ISSUER, ...claims };
-    const header = this.key === undefined ? { alg: this.alg, typ: 'JWT' } : { alg: this.alg, typ: 'JWT', kid: this.key.kid };
+    const header =
+      this.key === undefined
+        ? { alg: this.alg, typ: 'JWT' }
+        : { alg: this.alg, typ: 'JWT', kid: this.key.kid };
     const jwt = new SignJWT(payload).setProtectedHeader(header);
     return this.key === undefined ? jwt.sign(this.hmacKey) : jwt.sign(this.key.privateKey);
   }

@@ -10,18 +10,22 @@ import { startMock } from './server.js';
 
 function parsePort(v: string | undefined): number {
   if (v === undefined || v === '') return 9000;
-  if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new Error(`MOCK_PORT must be a port number 0-65535, got "${v}"`);
+  if (!/^\d{1,5}$/.test(v) || Number(v) > 65535)
+    throw new Error(`MOCK_PORT must be a port number 0-65535, got "${v}"`);
   return Number(v);
 }
 
 async function main(): Promise<void> {
   const port = parsePort(process.env.MOCK_PORT);
-  const host = process.env.MOCK_HOST !== undefined && process.env.MOCK_HOST !== '' ? process.env.MOCK_HOST : '127.0.0.1';
+  const host =
+    process.env.MOCK_HOST !== undefined && process.env.MOCK_HOST !== '' ? process.env.MOCK_HOST : '127.0.0.1';
   const mock = await startMock({ port, host });
   const extras = [`alg ${mock.alg}`, mock.recording ? 'recording on' : 'recording off'];
   console.log(`receipt-mock listening on ${mock.url} (${extras.join(', ')})`);
   if (mock.secretGenerated) {
-    console.log('receipt-mock: JWT_SECRET_KEY is not set; signing with a random secret generated for this run');
+    console.log(
+      'receipt-mock: JWT_SECRET_KEY is not set; signing with a random secret generated for this run',
+    );
   }
   if (mock.alg !== 'HS256') console.log(`receipt-mock: JWKS at ${mock.url}/.well-known/jwks.json`);
 

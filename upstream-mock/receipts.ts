@@ -43,7 +43,7 @@ const SEED_MERCHANTS: readonly [string, string][] = [
   ['Target', 'household'],
   ['Home Depot', 'hardware'],
   ['Amazon', 'online'],
-  ['Trader Joe\'s', 'groceries'],
+  ["Trader Joe's", 'groceries'],
   ['Uber', 'travel'],
 ];
 
@@ -100,7 +100,8 @@ export class ReceiptStore {
 
   /** The body of `GET /api/receipts` without a query: `{receipts:[...], count}` by id. */
   listAll(): Buffer {
-    if (this.fullList === undefined) this.fullList = serializeList([...this.byId.values()].map((e) => e.receipt));
+    if (this.fullList === undefined)
+      this.fullList = serializeList([...this.byId.values()].map((e) => e.receipt));
     return this.fullList;
   }
 
@@ -118,15 +119,21 @@ export class ReceiptStore {
     const from = params.get('from');
     const to = params.get('to');
     const sort = params.get('sort');
-    if (from !== null && from !== '' && !DATE_RE.test(from)) return { ok: false, message: 'from must be a date YYYY-MM-DD' };
-    if (to !== null && to !== '' && !DATE_RE.test(to)) return { ok: false, message: 'to must be a date YYYY-MM-DD' };
+    if (from !== null && from !== '' && !DATE_RE.test(from))
+      return { ok: false, message: 'from must be a date YYYY-MM-DD' };
+    if (to !== null && to !== '' && !DATE_RE.test(to))
+      return { ok: false, message: 'to must be a date YYYY-MM-DD' };
     let key: SortKey = 'id';
     let desc = false;
     if (sort !== null && sort !== '') {
       desc = sort.startsWith('-');
       const name = desc ? sort.slice(1) : sort;
       const found = SORT_KEYS.find((k) => k === name);
-      if (found === undefined) return { ok: false, message: `sort must be one of ${SORT_KEYS.join(', ')} (prefix - for descending)` };
+      if (found === undefined)
+        return {
+          ok: false,
+          message: `sort must be one of ${SORT_KEYS.join(', ')} (prefix - for descending)`,
+        };
       key = found;
     }
     const needle = merchant === null || merchant === '' ? undefined : merchant.toLowerCase();
@@ -162,44 +169,61 @@ export class ReceiptStore {
    * (array of `{name, quantity, price}`). The id is assigned by the store.
    */
   create(input: unknown): CreateResult {
-    if (typeof input !== 'object' || input === null || Array.isArray(input)) return { ok: false, message: 'receipt must be a JSON object' };
+    if (typeof input !== 'object' || input === null || Array.isArray(input))
+      return { ok: false, message: 'receipt must be a JSON object' };
     const o = input as Record<string, unknown>;
     if (typeof o.merchant !== 'string' || o.merchant.trim() === '' || o.merchant.length > 200) {
       return { ok: false, message: 'merchant must be a non-empty string of at most 200 characters' };
     }
-    if (typeof o.total !== 'number' || !Number.isFinite(o.total) || o.total < 0) return { ok: false, message: 'total must be a number >= 0' };
+    if (typeof o.total !== 'number' || !Number.isFinite(o.total) || o.total < 0)
+      return { ok: false, message: 'total must be a number >= 0' };
     let date = new Date().toISOString().slice(0, 10);
     if (o.date !== undefined) {
-      if (typeof o.date !== 'string' || !DATE_RE.test(o.date)) return { ok: false, message: 'date must be a date YYYY-MM-DD' };
+      if (typeof o.date !== 'string' || !DATE_RE.test(o.date))
+        return { ok: false, message: 'date must be a date YYYY-MM-DD' };
       date = o.date;
     }
     let currency = 'USD';
     if (o.currency !== undefined) {
-      if (typeof o.currency !== 'string' || !/^[A-Za-z]{3}$/.test(o.currency)) return { ok: false, message: 'currency must be a 3-letter code' };
+      if (typeof o.currency !== 'string' || !/^[A-Za-z]{3}$/.test(o.currency))
+        return { ok: false, message: 'currency must be a 3-letter code' };
       currency = o.currency.toUpperCase();
     }
     let category = 'uncategorized';
     if (o.category !== undefined) {
-      if (typeof o.category !== 'string' || o.category.length > 100) return { ok: false, message: 'category must be a string of at most 100 characters' };
+      if (typeof o.category !== 'string' || o.category.length > 100)
+        return { ok: false, message: 'category must be a string of at most 100 characters' };
       category = o.category;
     }
     const items: ReceiptItem[] = [];
     if (o.items !== undefined) {
-      if (!Array.isArray(o.items) || o.items.length > 500) return { ok: false, message: 'items must be an array of at most 500 entries' };
+      if (!Array.isArray(o.items) || o.items.length > 500)
+        return { ok: false, message: 'items must be an array of at most 500 entries' };
       for (const it of o.items as unknown[]) {
         const item = it as Record<string, unknown> | null;
         if (
-          typeof item !== 'object' || item === null ||
+          typeof item !== 'object' ||
+          item === null ||
           typeof item.name !== 'string' ||
-          typeof item.quantity !== 'number' || !Number.isFinite(item.quantity) ||
-          typeof item.price !== 'number' || !Number.isFinite(item.price)
+          typeof item.quantity !== 'number' ||
+          !Number.isFinite(item.quantity) ||
+          typeof item.price !== 'number' ||
+          !Number.isFinite(item.price)
         ) {
           return { ok: false, message: 'each item needs name (string), quantity and price (numbers)' };
         }
         items.push({ name: item.name, quantity: item.quantity, price: item.price });
       }
     }
-    const receipt: Receipt = { id: this.nextId++, merchant: o.merchant, date, total: o.total, currency, category, items };
+    const receipt: Receipt = {
+      id: this.nextId++,
+      merchant: o.merchant,
+      date,
+      total: o.total,
+      currency,
+      category,
+      items,
+    };
     const body = Buffer.from(JSON.stringify(receipt));
     this.byId.set(receipt.id, { receipt, body });
     this.created.push(receipt.id);

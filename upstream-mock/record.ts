@@ -159,8 +159,14 @@ export function readBody(req: IncomingMessage, opts: ReadBodyOptions): Promise<B
     const finish = (): void => {
       if (settled || !reqDone || !mpDone) return;
       settled = true;
-      const result: BodyResult = { size, sha256: hash === undefined ? '' : hash.digest('hex'), tooLarge, aborted };
-      if (opts.collect && !tooLarge) result.buffer = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+      const result: BodyResult = {
+        size,
+        sha256: hash === undefined ? '' : hash.digest('hex'),
+        tooLarge,
+        aborted,
+      };
+      if (opts.collect && !tooLarge)
+        result.buffer = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
       if (opts.multipart) {
         if (multipartError !== undefined) result.multipartError = multipartError;
         else result.files = files;
@@ -227,7 +233,13 @@ export function readBody(req: IncomingMessage, opts: ReadBodyOptions): Promise<B
           h.update(c);
         });
         stream.on('end', () => {
-          files.push({ field, filename: info.filename ?? '', size: n, sha256: h.digest('hex'), content_type: info.mimeType });
+          files.push({
+            field,
+            filename: info.filename ?? '',
+            size: n,
+            sha256: h.digest('hex'),
+            content_type: info.mimeType,
+          });
           pendingFiles--;
           maybeDone();
         });

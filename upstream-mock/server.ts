@@ -127,7 +127,8 @@ function envFlag(v: string | undefined): boolean {
 
 function parseDelay(v: string | undefined): number {
   if (v === undefined || v === '') return 0;
-  if (!/^\d+$/.test(v)) throw new Error(`MOCK_DELAY_MS must be a non-negative integer (milliseconds), got "${v}"`);
+  if (!/^\d+$/.test(v))
+    throw new Error(`MOCK_DELAY_MS must be a non-negative integer (milliseconds), got "${v}"`);
   return Number(v);
 }
 
@@ -146,7 +147,8 @@ function intParam(v: string | null | undefined): number | undefined {
  * await mock.close();
  */
 export async function startMock(opts: MockOptions = {}): Promise<MockHandle> {
-  const env = (name: string): string | undefined => (opts.env !== undefined && name in opts.env ? opts.env[name] : process.env[name]);
+  const env = (name: string): string | undefined =>
+    opts.env !== undefined && name in opts.env ? opts.env[name] : process.env[name];
   const configuredSecret = env('JWT_SECRET_KEY');
   const secretGenerated = configuredSecret === undefined || configuredSecret === '';
   const secret = secretGenerated ? randomSecret(48) : configuredSecret;
@@ -168,7 +170,14 @@ export async function startMock(opts: MockOptions = {}): Promise<MockHandle> {
   });
   const addr = mock.server.address();
   if (addr === null || typeof addr === 'string') throw new Error('mock: unexpected listen address');
-  const urlHost = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host;
+  const urlHost =
+    host === '0.0.0.0' || host === ''
+      ? '127.0.0.1'
+      : host === '::'
+        ? '[::1]'
+        : host.includes(':')
+          ? `[${host}]`
+          : host;
 
   return {
     url: `http://${urlHost}:${addr.port}`,
@@ -217,8 +226,9 @@ class MockService {
   ) {
     // Permissive on header size (64 KB) so that the gateway's own limits are what tests see;
     // long keep-alive so the gateway's pooled connections are not closed under it.
-    this.server = createServer({ keepAliveTimeout: 65_000, headersTimeout: 66_000, maxHeaderSize: 64 * 1024 }, (req, res) =>
-      this.onRequest(req, res),
+    this.server = createServer(
+      { keepAliveTimeout: 65_000, headersTimeout: 66_000, maxHeaderSize: 64 * 1024 },
+      (req, res) => this.onRequest(req, res),
     );
     this.server.on('connection', (s: Socket) => {
       this.sockets.add(s);
@@ -231,7 +241,9 @@ class MockService {
       });
       ws.on('error', () => ws.terminate());
     });
-    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.onUpgrade(req, socket, head),
+    );
   }
 
   async close(graceMs: number): Promise<void> {
@@ -287,21 +299,39 @@ class MockService {
         if (mode === 'multipart' || isMultipart(req)) record.parts = [];
         this.log.push(record);
       }
-      if (mode === 'multipart') ctx.body = { size: 0, sha256: EMPTY_SHA256, tooLarge: false, aborted: false, files: [] };
-      else if (mode === 'json') ctx.body = { size: 0, sha256: EMPTY_SHA256, tooLarge: false, aborted: false, buffer: Buffer.alloc(0) };
+      if (mode === 'multipart')
+        ctx.body = { size: 0, sha256: EMPTY_SHA256, tooLarge: false, aborted: false, files: [] };
+      else if (mode === 'json')
+        ctx.body = {
+          size: 0,
+          sha256: EMPTY_SHA256,
+          tooLarge: false,
+          aborted: false,
+          buffer: Buffer.alloc(0),
+        };
       req.resume();
       this.afterBody(ctx);
       return;
     }
 
     const multipart = mode === 'multipart' || (record !== undefined && isMultipart(req));
-    void readBody(req, { collect: mode === 'json', limit: MAX_JSON_BODY, multipart, hash: record !== undefined }).then((body) => {
+    void readBody(req, {
+      collect: mode === 'json',
+      limit: MAX_JSON_BODY,
+      multipart,
+      hash: record !== undefined,
+    }).then((body) => {
       ctx.body = body;
       if (record !== undefined) {
         record.body_size = body.size;
         record.body_sha256 = body.sha256;
         if (body.files !== undefined) {
-          record.parts = body.files.map((f) => ({ field: f.field, filename: f.filename, size: f.size, content_type: f.content_type }));
+          record.parts = body.files.map((f) => ({
+            field: f.field,
+            filename: f.filename,
+            size: f.size,
+            content_type: f.content_type,
+          }));
         }
         if (body.aborted) record.body_error = 'aborted';
         else if (body.multipartError !== undefined) record.body_error = body.multipartError;
@@ -377,7 +407,9 @@ class MockService {
       if (id === '' || id.includes('/')) return this.send(res, 404, NOT_FOUND_BODY);
       if (get) {
         const body = this.receipts.get(id);
-        return body === undefined ? this.send(res, 404, errorBody('not_found', 'receipt not found')) : this.send(res, 200, body);
+        return body === undefined
+          ? this.send(res, 404, errorBody('not_found', 'receipt not found'))
+          : this.send(res, 200, body);
       }
       if (method === 'DELETE') {
         this.receipts.delete(id);
@@ -396,7 +428,9 @@ class MockService {
       case '/api/receipts':
         if (get) {
           const r = this.receipts.list(ctx.query);
-          return r.ok ? this.send(res, 200, r.body) : this.send(res, 400, errorBody('bad_request', r.message));
+          return r.ok
+            ? this.send(res, 200, r.body)
+            : this.send(res, 400, errorBody('bad_request', r.message));
         }
         if (method === 'POST') return this.createReceipt(ctx);
         break;
@@ -429,13 +463,17 @@ class MockService {
         break;
       case '/api/set-cookie':
         if (get) {
-          res.setHeader('set-cookie', ['session=abc; Path=/', 'theme=dark; Path=/; HttpOnly; Secure; SameSite=Strict']);
+          res.setHeader('set-cookie', [
+            'session=abc; Path=/',
+            'theme=dark; Path=/; HttpOnly; Secure; SameSite=Strict',
+          ]);
           return this.sendJson(res, 200, { ok: true });
         }
         break;
       case '/.well-known/jwks.json': {
         const jwks = this.signer.jwksBody;
-        if (jwks === undefined) return this.send(res, 404, errorBody('not_found', 'no JWKS: the mock signs with HS256'));
+        if (jwks === undefined)
+          return this.send(res, 404, errorBody('not_found', 'no JWKS: the mock signs with HS256'));
         if (get) return this.send(res, 200, jwks, 'application/json');
         break;
       }
@@ -508,7 +546,11 @@ class MockService {
       return this.send(ctx.res, 400, errorBody('bad_request', 'username and password are required'));
     }
     if (!/^[A-Za-z0-9_.-]{1,64}$/.test(username)) {
-      return this.send(ctx.res, 400, errorBody('bad_request', 'username must be 1-64 letters, digits, _ . -'));
+      return this.send(
+        ctx.res,
+        400,
+        errorBody('bad_request', 'username must be 1-64 letters, digits, _ . -'),
+      );
     }
     if (Object.hasOwn(FIXTURE_USERS, username)) {
       return this.send(ctx.res, 409, errorBody('conflict', 'username already taken'));
@@ -538,10 +580,15 @@ class MockService {
   private upload(ctx: Ctx): void {
     const body = ctx.body;
     if (body === undefined || body.multipartError !== undefined) {
-      return this.send(ctx.res, 400, errorBody('bad_request', `malformed multipart/form-data body: ${body?.multipartError ?? 'missing'}`));
+      return this.send(
+        ctx.res,
+        400,
+        errorBody('bad_request', `malformed multipart/form-data body: ${body?.multipartError ?? 'missing'}`),
+      );
     }
     const files = body.files ?? [];
-    if (files.length === 0) return this.send(ctx.res, 400, errorBody('bad_request', 'no file part in the form'));
+    if (files.length === 0)
+      return this.send(ctx.res, 400, errorBody('bad_request', 'no file part in the form'));
     this.sendJson(ctx.res, 201, { files });
   }
 
@@ -554,7 +601,13 @@ class MockService {
     const rolesHeader = one('x-auth-roles');
     this.sendJson(ctx.res, 200, {
       subject: one('x-auth-subject'),
-      roles: rolesHeader === null ? [] : rolesHeader.split(',').map((s) => s.trim()).filter((s) => s !== ''),
+      roles:
+        rolesHeader === null
+          ? []
+          : rolesHeader
+              .split(',')
+              .map((s) => s.trim())
+              .filter((s) => s !== ''),
       roles_header: rolesHeader,
       method: one('x-auth-method'),
       key_id: one('x-auth-key-id'),
@@ -565,7 +618,8 @@ class MockService {
   private slow(ctx: Ctx): void {
     const raw = new URLSearchParams(ctx.query).get('ms');
     const ms = raw === null ? 1000 : intParam(raw);
-    if (ms === undefined) return this.send(ctx.res, 400, errorBody('bad_request', 'ms must be a non-negative integer'));
+    if (ms === undefined)
+      return this.send(ctx.res, 400, errorBody('bad_request', 'ms must be a non-negative integer'));
     const wait = Math.min(ms, MAX_SLOW_MS);
     this.later(ctx.res, wait, () => this.sendJson(ctx.res, 200, { slept_ms: wait }));
   }
@@ -573,7 +627,8 @@ class MockService {
   private big(ctx: Ctx): void {
     const raw = new URLSearchParams(ctx.query).get('kb');
     const kb = raw === null ? 64 : intParam(raw);
-    if (kb === undefined || kb < 1) return this.send(ctx.res, 400, errorBody('bad_request', 'kb must be a positive integer'));
+    if (kb === undefined || kb < 1)
+      return this.send(ctx.res, 400, errorBody('bad_request', 'kb must be a positive integer'));
     const n = Math.min(kb, MAX_BIG_KB) * 1024;
     // {"data":"xxx…"} padded to exactly n bytes.
     const prefix = '{"data":"';
@@ -600,7 +655,12 @@ class MockService {
         res.setHeader('allow', 'POST');
         return this.send(res, 405, errorBody('method_not_allowed', `method ${method} not allowed`));
       }
-      if (!this.signer.asymmetric) return this.send(res, 409, errorBody('not_supported', 'key rotation needs MOCK_JWT_ALG=RS256 or ES256'));
+      if (!this.signer.asymmetric)
+        return this.send(
+          res,
+          409,
+          errorBody('not_supported', 'key rotation needs MOCK_JWT_ALG=RS256 or ES256'),
+        );
       this.signer.rotate().then(
         (kid) => this.sendJson(res, 200, { kid, alg: this.signer.alg }),
         () => this.send(res, 500, errorBody('internal_error', 'key rotation failed')),
@@ -662,7 +722,13 @@ class MockService {
 function bodyMode(method: string, path: string): BodyMode {
   if (method === 'POST') {
     if (path === '/api/receipts/upload') return 'multipart';
-    if (path === '/api/receipts' || path === '/api/auth/login' || path === '/api/auth/register' || path === '/api/auth/password') return 'json';
+    if (
+      path === '/api/receipts' ||
+      path === '/api/auth/login' ||
+      path === '/api/auth/register' ||
+      path === '/api/auth/password'
+    )
+      return 'json';
   }
   return 'drain';
 }

@@ -80,7 +80,15 @@ export interface DashboardSources {
 }
 
 /** KPI names sampled for the charts. */
-export const SERIES_KPIS = ['requests', 'denials', 'rate_limited', 'lockouts', 'bans', 'alerts', 'login_failures'] as const;
+export const SERIES_KPIS = [
+  'requests',
+  'denials',
+  'rate_limited',
+  'lockouts',
+  'bans',
+  'alerts',
+  'login_failures',
+] as const;
 export type SeriesKpi = (typeof SERIES_KPIS)[number];
 
 export interface KpiSeries {
@@ -172,7 +180,11 @@ function find(metrics: readonly MetricJson[], name: string): MetricJson | undefi
   return metrics.find((m) => m.name === name);
 }
 
-function sum(metrics: readonly MetricJson[], name: string, filter?: (labels: MetricJson['values'][number]['labels']) => boolean): number {
+function sum(
+  metrics: readonly MetricJson[],
+  name: string,
+  filter?: (labels: MetricJson['values'][number]['labels']) => boolean,
+): number {
   const m = find(metrics, name);
   if (!m) return 0;
   let s = 0;

@@ -102,7 +102,11 @@ export function createDashboardRoutes(opts: DashboardRoutesOptions): DashboardRo
     }
   };
 
-  const EMPTY_SCORE: ScoreResult = { score: 0, checks: [], recommendations: ['Security monitoring is disabled (monitoring.enabled).'] };
+  const EMPTY_SCORE: ScoreResult = {
+    score: 0,
+    checks: [],
+    recommendations: ['Security monitoring is disabled (monitoring.enabled).'],
+  };
 
   return {
     sampler,

@@ -84,7 +84,9 @@ export async function runExplain(
   } catch (err) {
     const e = err as Error & { code?: string; cause?: { code?: string } };
     const why = e.code ?? e.cause?.code ?? e.message;
-    out.stderr.write(`explain: cannot reach the admin listener at ${base.origin} (${why}); is the gateway running? (--admin URL)\n`);
+    out.stderr.write(
+      `explain: cannot reach the admin listener at ${base.origin} (${why}); is the gateway running? (--admin URL)\n`,
+    );
     return 1;
   } finally {
     await agent.close().catch(() => {});
@@ -103,7 +105,8 @@ export async function runExplain(
     return 1;
   }
   if (status !== 200) {
-    const msg = (body as { message?: string; error?: string }).message ?? (body as { error?: string }).error ?? '';
+    const msg =
+      (body as { message?: string; error?: string }).message ?? (body as { error?: string }).error ?? '';
     out.stderr.write(`explain: the admin listener answered ${status}${msg ? `: ${msg}` : ''}\n`);
     return 1;
   }

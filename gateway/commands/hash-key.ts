@@ -23,7 +23,11 @@ export function hashKey(key: string): string {
  *   printf %s "$API_KEY" | receipt-gateway hash-key
  *   openssl rand -base64 32 | tee key.txt | receipt-gateway hash-key
  */
-export async function runHashKey(stdin: Readable, stdout: Writable, stderr: Writable = process.stderr): Promise<number> {
+export async function runHashKey(
+  stdin: Readable,
+  stdout: Writable,
+  stderr: Writable = process.stderr,
+): Promise<number> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of stdin) {
@@ -35,7 +39,9 @@ export async function runHashKey(stdin: Readable, stdout: Writable, stderr: Writ
     }
     chunks.push(buf);
   }
-  const key = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  const key = Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
   if (key === '' || /^\s+$/.test(key)) {
     stderr.write('hash-key: no key on stdin (usage: printf %s "$KEY" | receipt-gateway hash-key)\n');
     return 1;

@@ -54,7 +54,10 @@ export function resolveOnly(spec: string | undefined): Set<string> | undefined {
   return out;
 }
 
-function toHeaders(h: Record<string, string> | undefined, bodyLength: number | undefined): { headers: IncomingHttpHeaders; raw: string[] } {
+function toHeaders(
+  h: Record<string, string> | undefined,
+  bodyLength: number | undefined,
+): { headers: IncomingHttpHeaders; raw: string[] } {
   const headers: IncomingHttpHeaders = {};
   const raw: string[] = [];
   for (const [k, v] of Object.entries(h ?? {})) {
@@ -63,7 +66,8 @@ function toHeaders(h: Record<string, string> | undefined, bodyLength: number | u
     raw.push(k, String(v));
     const prev = headers[name];
     if (prev === undefined) headers[name] = String(v);
-    else if (name === 'set-cookie') headers[name] = [...(Array.isArray(prev) ? prev : [String(prev)]), String(v)];
+    else if (name === 'set-cookie')
+      headers[name] = [...(Array.isArray(prev) ? prev : [String(prev)]), String(v)];
     else headers[name] = `${String(prev)}${name === 'cookie' ? '; ' : ', '}${String(v)}`;
   }
   if (bodyLength !== undefined) {
@@ -104,7 +108,10 @@ export async function replayOne(
   if (framing !== undefined) return done(framing.code, framing.ruleIds);
   (ctx as { path: string }).path = normalizePath(ctx.rawPath) ?? ctx.rawPath;
   const acrm = ctx.method === 'OPTIONS' ? ctx.headers['access-control-request-method'] : undefined;
-  const m = gen.router.match(acrm !== undefined && ctx.headers.origin !== undefined ? acrm.toUpperCase() : ctx.method, ctx.path);
+  const m = gen.router.match(
+    acrm !== undefined && ctx.headers.origin !== undefined ? acrm.toUpperCase() : ctx.method,
+    ctx.path,
+  );
   const route = m.kind === 'match' ? m.route.value : gen.unmatched;
   ctx.routeName = route.name;
   const phase = await runRequestPhase(route, ctx, services, only !== undefined ? { only } : {});
@@ -137,7 +144,9 @@ export async function runReplay(
   const requestsFile = get('--requests');
   const format = get('--format') ?? 'text';
   if (!requestsFile || (format !== 'text' && format !== 'jsonl')) {
-    stderr.write('usage: receipt-gateway replay --config FILE --requests FILE.jsonl [--only P1,P2|waf] [--format text|jsonl]\n');
+    stderr.write(
+      'usage: receipt-gateway replay --config FILE --requests FILE.jsonl [--only P1,P2|waf] [--format text|jsonl]\n',
+    );
     return 2;
   }
   let only: Set<string> | undefined;
@@ -151,7 +160,9 @@ export async function runReplay(
   if (!env.JWT_SECRET_KEY) {
     // Replay never verifies real sessions; a throwaway secret lets a production config load.
     env.JWT_SECRET_KEY = randomBytes(32).toString('base64url');
-    stderr.write('replay: JWT_SECRET_KEY is not set; using a throwaway secret (tokens in the requests will not verify)\n');
+    stderr.write(
+      'replay: JWT_SECRET_KEY is not set; using a throwaway secret (tokens in the requests will not verify)\n',
+    );
   }
   const services = offlineServices(env);
   let gen: Generation;
@@ -172,14 +183,18 @@ export async function runReplay(
   const rows: string[] = [];
   let n = 0;
   let bad = 0;
-  const rl = readline.createInterface({ input: fs.createReadStream(requestsFile, 'utf8'), crlfDelay: Infinity });
+  const rl = readline.createInterface({
+    input: fs.createReadStream(requestsFile, 'utf8'),
+    crlfDelay: Infinity,
+  });
   for await (const line of rl) {
     n++;
     if (line.trim() === '') continue;
     let r: ReplayRequest;
     try {
       r = JSON.parse(line) as ReplayRequest;
-      if (typeof r.method !== 'string' || typeof r.path !== 'string') throw new Error('method and path are required');
+      if (typeof r.method !== 'string' || typeof r.path !== 'string')
+        throw new Error('method and path are required');
     } catch (err) {
       bad++;
       stderr.write(`replay: ${requestsFile}:${n}: skipped: ${(err as Error).message}\n`);
@@ -200,7 +215,10 @@ export async function runReplay(
       if (blocked) benign.blocked++;
     }
     if (format === 'jsonl') stdout.write(`${JSON.stringify(d)}\n`);
-    else rows.push(`${d.decision.padEnd(8)} ${String(d.status).padEnd(4)} ${(d.code ?? '-').padEnd(20)} ${d.id}${d.rule_ids.length ? `  [${d.rule_ids.join(',')}]` : ''}`);
+    else
+      rows.push(
+        `${d.decision.padEnd(8)} ${String(d.status).padEnd(4)} ${(d.code ?? '-').padEnd(20)} ${d.id}${d.rule_ids.length ? `  [${d.rule_ids.join(',')}]` : ''}`,
+      );
   }
   await closeGeneration(gen);
   await services.store.close();
@@ -211,10 +229,16 @@ export async function runReplay(
       const pct = (t: Tally) => (t.total === 0 ? '-' : `${((100 * t.blocked) / t.total).toFixed(1)} %`);
       stdout.write('\nsummary (blocked = 403/406)\n');
       for (const [fam, t] of [...families].sort((a, b) => b[1].total - a[1].total)) {
-        stdout.write(`  attacks ${fam.padEnd(22)} ${String(t.blocked).padStart(5)} / ${String(t.total).padEnd(5)} ${pct(t)}\n`);
+        stdout.write(
+          `  attacks ${fam.padEnd(22)} ${String(t.blocked).padStart(5)} / ${String(t.total).padEnd(5)} ${pct(t)}\n`,
+        );
       }
-      stdout.write(`  attacks ${'all'.padEnd(22)} ${String(attacks.blocked).padStart(5)} / ${String(attacks.total).padEnd(5)} ${pct(attacks)}\n`);
-      stdout.write(`  benign  ${'blocked'.padEnd(22)} ${String(benign.blocked).padStart(5)} / ${String(benign.total).padEnd(5)} ${pct(benign)}\n`);
+      stdout.write(
+        `  attacks ${'all'.padEnd(22)} ${String(attacks.blocked).padStart(5)} / ${String(attacks.total).padEnd(5)} ${pct(attacks)}\n`,
+      );
+      stdout.write(
+        `  benign  ${'blocked'.padEnd(22)} ${String(benign.blocked).padStart(5)} / ${String(benign.total).padEnd(5)} ${pct(benign)}\n`,
+      );
     }
     if (bad > 0) stdout.write(`${bad} malformed line(s) skipped\n`);
   }

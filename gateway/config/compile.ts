@@ -111,7 +111,8 @@ let generationCounter = 0;
 export async function compileGeneration(loaded: LoadedConfig, services: Services): Promise<Generation> {
   const { config, source } = loaded;
   const problems: ConfigProblem[] = [];
-  const problem = (keyPath: readonly (string | number)[], message: string) => problems.push(source.problem(keyPath, message));
+  const problem = (keyPath: readonly (string | number)[], message: string) =>
+    problems.push(source.problem(keyPath, message));
   const configDir = path.dirname(path.resolve(loaded.file));
   const cache = new Map<string, Policy>();
   const compileMessages = new Set<string>();
@@ -144,7 +145,8 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
       // A key the route did not write was inherited: point at the global block.
       if (override !== undefined && where.length > at.length && at.every((seg, i) => where[i] === seg)) {
         const key = where[at.length];
-        if (typeof key === 'string' && !(key in override)) where = ['policies', f.key, ...where.slice(at.length)];
+        if (typeof key === 'string' && !(key in override))
+          where = ['policies', f.key, ...where.slice(at.length)];
       }
       if (!compileMessages.has(message)) {
         compileMessages.add(message);
@@ -170,7 +172,10 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
       let block = global;
       let blockPath: readonly (string | number)[] = ['policies', f.key];
       if (override !== undefined) {
-        block = Value.Default(f.schema, structuredClone({ ...global, ...override })) as Record<string, unknown>;
+        block = Value.Default(f.schema, structuredClone({ ...global, ...override })) as Record<
+          string,
+          unknown
+        >;
         blockPath = [...at, 'policies', f.key];
         const seen = new Set<string>();
         let bad = false;
@@ -186,7 +191,10 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
       const p = await compileBlock(f, block, blockPath, override);
       if (p) policies.push(p);
     }
-    const bodyLimit = policies.reduce((n, p) => (p.bodyLimit !== undefined ? Math.min(n, p.bodyLimit) : n), Infinity);
+    const bodyLimit = policies.reduce(
+      (n, p) => (p.bodyLimit !== undefined ? Math.min(n, p.bodyLimit) : n),
+      Infinity,
+    );
     return {
       name,
       index,
@@ -209,7 +217,11 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
   // says otherwise; every main-listener connection is TLS then, and the redirect listener
   // never sends it.
   const sh = config.policies.security_headers as Record<string, unknown> | undefined;
-  if (config.listen.tls !== undefined && sh !== undefined && !isSet(source, ['policies', 'security_headers', 'hsts_only_over_tls'])) {
+  if (
+    config.listen.tls !== undefined &&
+    sh !== undefined &&
+    !isSet(source, ['policies', 'security_headers', 'hsts_only_over_tls'])
+  ) {
     sh.hsts_only_over_tls = true;
   }
 
@@ -222,14 +234,28 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
     if (names.has(r.name)) problem(['routes', i, 'name'], `duplicate route name "${r.name}"`);
     names.add(r.name);
     routes.push(
-      await buildRoute(r.name, i, r.policies as Record<string, Record<string, unknown>> | undefined, ['routes', i], () => true, {
-        adminApi: r.listener === 'admin-api',
-        stripPrefix: r.strip_prefix,
-        websocket: r.websocket === true,
-      }),
+      await buildRoute(
+        r.name,
+        i,
+        r.policies as Record<string, Record<string, unknown>> | undefined,
+        ['routes', i],
+        () => true,
+        {
+          adminApi: r.listener === 'admin-api',
+          stripPrefix: r.strip_prefix,
+          websocket: r.websocket === true,
+        },
+      ),
     );
   }
-  const unmatched = await buildRoute('unmatched', -1, undefined, ['policies'], (f) => f.waf === true || UNMATCHED_EXTRA.has(f.key), {});
+  const unmatched = await buildRoute(
+    'unmatched',
+    -1,
+    undefined,
+    ['policies'],
+    (f) => f.waf === true || UNMATCHED_EXTRA.has(f.key),
+    {},
+  );
 
   let router: Router<CompiledRoute> | undefined;
   // Check each route's pattern on its own first, so that every bad pattern is reported.
@@ -243,20 +269,21 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
       problem(err.path, err.message);
     }
   });
-  if (patternsOk) try {
-    router = new Router(
-      config.routes.map((r, i) => ({
-        name: r.name,
-        methods: r.methods ? new Set<string>(r.methods) : undefined,
-        path: r.path,
-        value: routes[i]!,
-      })),
-      (i) => ['routes', i],
-    );
-  } catch (err) {
-    if (err instanceof ConfigError) problem(err.path, err.message);
-    else throw err;
-  }
+  if (patternsOk)
+    try {
+      router = new Router(
+        config.routes.map((r, i) => ({
+          name: r.name,
+          methods: r.methods ? new Set<string>(r.methods) : undefined,
+          path: r.path,
+          value: routes[i]!,
+        })),
+        (i) => ['routes', i],
+      );
+    } catch (err) {
+      if (err instanceof ConfigError) problem(err.path, err.message);
+      else throw err;
+    }
 
   let trustedProxies: BlockList | undefined;
   if (config.listen.trusted_proxies.length > 0) {
@@ -280,7 +307,10 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
     if (upstreamUrl.protocol !== 'http:' && upstreamUrl.protocol !== 'https:') throw new Error('scheme');
     if (upstreamUrl.search || upstreamUrl.hash || upstreamUrl.username) throw new Error('extra');
   } catch {
-    problem(['upstream', 'url'], `invalid upstream URL "${config.upstream.url}" (use http://host:port[/base])`);
+    problem(
+      ['upstream', 'url'],
+      `invalid upstream URL "${config.upstream.url}" (use http://host:port[/base])`,
+    );
   }
   if (config.workers > 1 && config.store.url.startsWith('memory:')) {
     problem(
@@ -291,7 +321,8 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
   if (!/^(memory:\/\/|rediss?:\/\/)/.test(config.store.url)) {
     problem(['store', 'url'], `invalid store URL "${config.store.url}" (memory:// or redis://host:port/db)`);
   }
-  if (!/^[A-Za-z0-9-]+$/.test(config.request_id.header)) problem(['request_id', 'header'], 'invalid header name');
+  if (!/^[A-Za-z0-9-]+$/.test(config.request_id.header))
+    problem(['request_id', 'header'], 'invalid header name');
 
   let tlsSettings: TlsSettings | undefined;
   if (config.listen.tls !== undefined) {
@@ -307,7 +338,8 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
     problem(['listen', 'redirect'], 'the redirect listener needs listen.tls (it sends clients to https)');
   }
   config.routes.forEach((r, i) => {
-    if (r.websocket === true && r.listener === 'admin-api') problem(['routes', i, 'websocket'], 'an admin-api route cannot accept WebSocket upgrades');
+    if (r.websocket === true && r.listener === 'admin-api')
+      problem(['routes', i, 'websocket'], 'an admin-api route cannot accept WebSocket upgrades');
   });
 
   if (problems.length > 0 || !router || !upstreamUrl) {

@@ -1,6 +1,14 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import YAML, { isMap, isPair, isScalar, isSeq, LineCounter, type Document, type Node as YamlNode } from 'yaml';
+import YAML, {
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  LineCounter,
+  type Document,
+  type Node as YamlNode,
+} from 'yaml';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import { isIP } from 'node:net';
@@ -54,7 +62,9 @@ export class SourceMap {
     let best: [number, number] | undefined = rangeOf(node);
     for (const seg of keyPath) {
       if (isMap(node)) {
-        const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg));
+        const pair = node.items.find(
+          (p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg),
+        );
         if (!pair) break;
         best = rangeOf(pair.key) ?? best;
         node = pair.value;
@@ -158,12 +168,23 @@ export function parseConfig(
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): LoadedConfig {
   const lines = new LineCounter();
-  const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true, strict: true });
+  const doc = YAML.parseDocument(text, {
+    lineCounter: lines,
+    prettyErrors: false,
+    uniqueKeys: true,
+    strict: true,
+  });
   const source = new SourceMap(file, doc, lines);
   const problems: ConfigProblem[] = [];
   for (const err of doc.errors) {
     const pos = lines.linePos(err.pos[0]);
-    problems.push({ file, line: pos.line, column: pos.col, keyPath: '', message: err.message.split('\n')[0]! });
+    problems.push({
+      file,
+      line: pos.line,
+      column: pos.col,
+      keyPath: '',
+      message: err.message.split('\n')[0]!,
+    });
   }
   if (problems.length > 0) throw new ConfigLoadError(problems);
 
@@ -185,7 +206,13 @@ export function parseConfig(
   let value: unknown = doc.toJS({ maxAliasCount: 100 });
   if (value === null || value === undefined) value = {};
   if (typeof value !== 'object' || Array.isArray(value)) {
-    problems.push({ file, line: 1, column: 1, keyPath: '', message: 'the configuration must be a mapping of sections' });
+    problems.push({
+      file,
+      line: 1,
+      column: 1,
+      keyPath: '',
+      message: 'the configuration must be a mapping of sections',
+    });
     throw new ConfigLoadError(problems);
   }
   const withDefaults = Value.Default(ConfigSchema, structuredClone(value));
@@ -226,12 +253,14 @@ function semanticProblems(value: unknown, source: SourceMap, skip: ReadonlySet<s
   const add = (keyPath: (string | number)[], message: string) => {
     if (!skip.has(formatKeyPath(keyPath))) out.push(source.problem(keyPath, message));
   };
-  const obj = (v: unknown): Record<string, unknown> => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
+  const obj = (v: unknown): Record<string, unknown> =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
   const cfg = obj(value);
   const proxies = obj(cfg.listen).trusted_proxies;
   if (Array.isArray(proxies)) {
     proxies.forEach((c, i) => {
-      if (typeof c === 'string' && !validCidr(c)) add(['listen', 'trusted_proxies', i], `invalid CIDR "${c}"`);
+      if (typeof c === 'string' && !validCidr(c))
+        add(['listen', 'trusted_proxies', i], `invalid CIDR "${c}"`);
     });
   }
   const url = obj(cfg.upstream).url;
@@ -249,7 +278,12 @@ function semanticProblems(value: unknown, source: SourceMap, skip: ReadonlySet<s
   if (typeof store === 'string' && !/^(memory:\/\/|rediss?:\/\/)/.test(store)) {
     add(['store', 'url'], `invalid store URL "${store}" (memory:// or redis://host:port/db)`);
   }
-  if (typeof cfg.workers === 'number' && cfg.workers > 1 && typeof store === 'string' && store.startsWith('memory:')) {
+  if (
+    typeof cfg.workers === 'number' &&
+    cfg.workers > 1 &&
+    typeof store === 'string' &&
+    store.startsWith('memory:')
+  ) {
     add(
       ['workers'],
       `workers: ${cfg.workers} with the memory:// store would enforce rate limits, lockouts and bans per worker, not together; use a redis:// store (REDIS_URL) or workers: 1`,
@@ -269,7 +303,11 @@ function semanticProblems(value: unknown, source: SourceMap, skip: ReadonlySet<s
     try {
       const hdr = parseDuration(listen.header_timeout);
       const req = parseDuration(listen.request_timeout);
-      if (req > 0 && hdr > req) add(['listen', 'header_timeout'], `must not be longer than listen.request_timeout (${listen.request_timeout})`);
+      if (req > 0 && hdr > req)
+        add(
+          ['listen', 'header_timeout'],
+          `must not be longer than listen.request_timeout (${listen.request_timeout})`,
+        );
     } catch {
       // the schema reports malformed durations
     }
@@ -277,7 +315,12 @@ function semanticProblems(value: unknown, source: SourceMap, skip: ReadonlySet<s
   return out;
 }
 
-function describe(message: string, schema: unknown, keyPath: readonly (string | number)[], value: unknown): string {
+function describe(
+  message: string,
+  schema: unknown,
+  keyPath: readonly (string | number)[],
+  value: unknown,
+): string {
   const s = schema as { pattern?: string; description?: string; anyOf?: { const?: unknown }[] } | undefined;
   if (/additional properties/i.test(message) || message === 'Unexpected property') {
     return `unknown key "${String(keyPath[keyPath.length - 1])}"`;
@@ -310,7 +353,13 @@ export async function loadConfigFile(
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new ConfigLoadError([
-      { file, line: 0, column: 0, keyPath: '', message: code === 'ENOENT' ? 'file not found' : `cannot read file (${code})` },
+      {
+        file,
+        line: 0,
+        column: 0,
+        keyPath: '',
+        message: code === 'ENOENT' ? 'file not found' : `cannot read file (${code})`,
+      },
     ]);
   }
   return parseConfig(text, file, env);

@@ -36,10 +36,18 @@ export function policyBlock<P extends TProperties>(
 }
 
 export const Duration = (dflt: string | undefined, description: string): TString =>
-  Type.String({ pattern: DURATION_PATTERN, description: `${description} (duration, e.g. 500ms, 30s, 15m, 1h)`, ...(dflt === undefined ? {} : { default: dflt }) });
+  Type.String({
+    pattern: DURATION_PATTERN,
+    description: `${description} (duration, e.g. 500ms, 30s, 15m, 1h)`,
+    ...(dflt === undefined ? {} : { default: dflt }),
+  });
 
 export const Size = (dflt: string | undefined, description: string): TString =>
-  Type.String({ pattern: SIZE_PATTERN, description: `${description} (size, e.g. 512KB, 16MB)`, ...(dflt === undefined ? {} : { default: dflt }) });
+  Type.String({
+    pattern: SIZE_PATTERN,
+    description: `${description} (size, e.g. 512KB, 16MB)`,
+    ...(dflt === undefined ? {} : { default: dflt }),
+  });
 
 export const Limits = (dflt: string | undefined, description: string): TString =>
   Type.String({

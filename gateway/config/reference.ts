@@ -17,7 +17,8 @@ interface JsonSchema {
 
 function typeOf(s: JsonSchema): string {
   if (s.anyOf) {
-    if (s.anyOf.every((x) => x.const !== undefined)) return s.anyOf.map((x) => JSON.stringify(x.const)).join(' \\| ');
+    if (s.anyOf.every((x) => x.const !== undefined))
+      return s.anyOf.map((x) => JSON.stringify(x.const)).join(' \\| ');
     return s.anyOf.map(typeOf).join(' \\| ');
   }
   if (s.type === 'array') return `list of ${s.items ? typeOf(s.items) : 'any'}`;
@@ -43,11 +44,15 @@ function walk(s: JsonSchema, prefix: string, rows: string[]): void {
       continue;
     }
     if (prop.type === 'array' && prop.items?.type === 'object' && prop.items.properties) {
-      rows.push(`| \`${p}\` | list | ${cell(prop.default)} | ${(prop.description ?? '').replace(/\|/g, '\\|')} |`);
+      rows.push(
+        `| \`${p}\` | list | ${cell(prop.default)} | ${(prop.description ?? '').replace(/\|/g, '\\|')} |`,
+      );
       walk(prop.items, `${p}[]`, rows);
       continue;
     }
-    rows.push(`| \`${p}\` | ${typeOf(prop)} | ${cell(prop.default)} | ${(prop.description ?? '').replace(/\|/g, '\\|').replace(/\n/g, ' ')} |`);
+    rows.push(
+      `| \`${p}\` | ${typeOf(prop)} | ${cell(prop.default)} | ${(prop.description ?? '').replace(/\|/g, '\\|').replace(/\n/g, ' ')} |`,
+    );
   }
 }
 
@@ -59,16 +64,31 @@ export function renderReference(): string {
     if (section === '$schema') continue;
     if (section === 'policies') {
       for (const [key, block] of Object.entries(s.properties ?? {})) {
-        out.push(`#### \`policies.${key}\``, '', block.description ?? '', '', '| key | type | default | meaning |', '|---|---|---|---|');
+        out.push(
+          `#### \`policies.${key}\``,
+          '',
+          block.description ?? '',
+          '',
+          '| key | type | default | meaning |',
+          '|---|---|---|---|',
+        );
         const rows: string[] = [];
         walk(block, `policies.${key}`, rows);
         out.push(...rows, '');
       }
       continue;
     }
-    out.push(`#### \`${section}\``, '', s.description ?? '', '', '| key | type | default | meaning |', '|---|---|---|---|');
+    out.push(
+      `#### \`${section}\``,
+      '',
+      s.description ?? '',
+      '',
+      '| key | type | default | meaning |',
+      '|---|---|---|---|',
+    );
     const rows: string[] = [];
-    if (s.properties || (s.items && s.items.properties)) walk(s.items?.properties ? s.items : s, section === 'routes' ? 'routes[]' : section, rows);
+    if (s.properties || (s.items && s.items.properties))
+      walk(s.items?.properties ? s.items : s, section === 'routes' ? 'routes[]' : section, rows);
     else rows.push(`| \`${section}\` | ${typeOf(s)} | ${cell(s.default)} | ${s.description ?? ''} |`);
     out.push(...rows, '');
   }

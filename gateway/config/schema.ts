@@ -23,7 +23,8 @@ export const DEFAULT_TLS_CIPHERS = [
 ].join(':');
 
 /** Host names a certificate is chosen for by SNI: `api.example.com` or `*.example.com`. */
-const SERVERNAME_PATTERN = '^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$';
+const SERVERNAME_PATTERN =
+  '^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$';
 
 /**
  * One extra certificate, chosen when the client's SNI names one of `servernames`.
@@ -34,12 +35,19 @@ const SERVERNAME_PATTERN = '^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
  */
 export const TlsCertificateSchema = Type.Object(
   {
-    cert_file: Type.String({ minLength: 1, description: 'PEM certificate chain (leaf first, then intermediates); relative paths are relative to the config file' }),
-    key_file: Type.String({ minLength: 1, description: 'PEM private key of the leaf certificate' }),
-    servernames: Type.Array(Type.String({ pattern: SERVERNAME_PATTERN, description: 'a host name or *.wildcard' }), {
-      minItems: 1,
-      description: 'SNI names this certificate answers for (exact, or `*.example.com` for one label)',
+    cert_file: Type.String({
+      minLength: 1,
+      description:
+        'PEM certificate chain (leaf first, then intermediates); relative paths are relative to the config file',
     }),
+    key_file: Type.String({ minLength: 1, description: 'PEM private key of the leaf certificate' }),
+    servernames: Type.Array(
+      Type.String({ pattern: SERVERNAME_PATTERN, description: 'a host name or *.wildcard' }),
+      {
+        minItems: 1,
+        description: 'SNI names this certificate answers for (exact, or `*.example.com` for one label)',
+      },
+    ),
   },
   { ...Strict },
 );
@@ -59,34 +67,47 @@ export const TlsSchema = Type.Object(
   {
     cert_file: Type.String({
       minLength: 1,
-      description: 'PEM certificate chain of the default certificate (leaf first, then intermediates); relative paths are relative to the config file',
+      description:
+        'PEM certificate chain of the default certificate (leaf first, then intermediates); relative paths are relative to the config file',
     }),
     key_file: Type.String({ minLength: 1, description: 'PEM private key of the default certificate' }),
     certificates: Type.Array(TlsCertificateSchema, {
       default: [],
-      description: 'more certificates chosen by SNI; clients naming none of their servernames get the default certificate',
+      description:
+        'more certificates chosen by SNI; clients naming none of their servernames get the default certificate',
     }),
-    min_version: Type.Union([Type.Literal('TLSv1.3'), Type.Literal('TLSv1.2'), Type.Literal('TLSv1.1'), Type.Literal('TLSv1')], {
-      default: 'TLSv1.2',
-      description: 'lowest protocol version accepted (below TLSv1.2 the security score fails)',
-    }),
+    min_version: Type.Union(
+      [Type.Literal('TLSv1.3'), Type.Literal('TLSv1.2'), Type.Literal('TLSv1.1'), Type.Literal('TLSv1')],
+      {
+        default: 'TLSv1.2',
+        description: 'lowest protocol version accepted (below TLSv1.2 the security score fails)',
+      },
+    ),
     ciphers: Type.String({
       minLength: 1,
       default: DEFAULT_TLS_CIPHERS,
-      description: 'OpenSSL cipher list (TLS 1.3 suites and TLS 1.2 ciphers); the default is Mozilla intermediate: AEAD with forward secrecy only',
+      description:
+        'OpenSSL cipher list (TLS 1.3 suites and TLS 1.2 ciphers); the default is Mozilla intermediate: AEAD with forward secrecy only',
     }),
     session_timeout: Duration('5m', 'lifetime of TLS session tickets and cached sessions (resumption)'),
     handshake_timeout: Duration('10s', 'time a client has to complete the TLS handshake'),
-    http2: Type.Boolean({ default: true, description: 'offer HTTP/2 by ALPN (h2, then http/1.1); false: HTTP/1.1 only' }),
+    http2: Type.Boolean({
+      default: true,
+      description: 'offer HTTP/2 by ALPN (h2, then http/1.1); false: HTTP/1.1 only',
+    }),
     max_concurrent_streams: Type.Integer({
       minimum: 1,
       maximum: 10000,
       default: 100,
-      description: 'HTTP/2 streams a client may have open at once on one connection; streams beyond are refused (REFUSED_STREAM)',
+      description:
+        'HTTP/2 streams a client may have open at once on one connection; streams beyond are refused (REFUSED_STREAM)',
     }),
     idle_timeout: Duration('2m', 'HTTP/2: an idle connection is closed (GOAWAY) after this'),
   },
-  { ...Strict, description: 'terminate TLS on the main listener (edge mode); absent = plain HTTP (sidecar mode)' },
+  {
+    ...Strict,
+    description: 'terminate TLS on the main listener (edge mode); absent = plain HTTP (sidecar mode)',
+  },
 );
 
 /**
@@ -99,9 +120,19 @@ export const TlsSchema = Type.Object(
 export const RedirectSchema = Type.Object(
   {
     host: Type.String({ default: '0.0.0.0', description: 'address of the redirect listener' }),
-    port: Type.Integer({ minimum: 0, maximum: 65535, default: 80, description: 'port of the redirect listener' }),
+    port: Type.Integer({
+      minimum: 0,
+      maximum: 65535,
+      default: 80,
+      description: 'port of the redirect listener',
+    }),
     https_port: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 65535, description: 'port written in the Location (absent = the main listener\'s port; 443 is left out of the URL)' }),
+      Type.Integer({
+        minimum: 1,
+        maximum: 65535,
+        description:
+          "port written in the Location (absent = the main listener's port; 443 is left out of the URL)",
+      }),
     ),
     exempt_paths: Type.Array(Type.String({ pattern: '^/' }), {
       default: ['/healthz', '/api/health'],
@@ -114,19 +145,36 @@ export const RedirectSchema = Type.Object(
 export const ListenSchema = Type.Object(
   {
     host: Type.String({ default: '0.0.0.0', description: 'address of the main listener' }),
-    port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080, description: 'port of the main listener (GATEWAY_PORT)' }),
+    port: Type.Integer({
+      minimum: 0,
+      maximum: 65535,
+      default: 8080,
+      description: 'port of the main listener (GATEWAY_PORT)',
+    }),
     trusted_proxies: Type.Array(Type.String(), {
       default: [],
       description:
         'CIDRs of proxies in front of the gateway; for those peers the client IP is the right-most untrusted X-Forwarded-For entry',
     }),
-    max_connections: Type.Integer({ minimum: 1, default: 10000, description: 'most simultaneous client connections' }),
+    max_connections: Type.Integer({
+      minimum: 1,
+      default: 10000,
+      description: 'most simultaneous client connections',
+    }),
     max_header_size: Size('16KB', 'largest request head; 431 headers_too_large beyond'),
-    max_headers: Type.Integer({ minimum: 8, default: 100, description: 'most request header lines; 431 beyond' }),
+    max_headers: Type.Integer({
+      minimum: 8,
+      default: 100,
+      description: 'most request header lines; 431 beyond',
+    }),
     header_timeout: Duration('10s', 'time a client has to send the request head'),
     request_timeout: Duration('60s', 'time a client has to send the whole request (body included)'),
     keep_alive_timeout: Duration('5s', 'idle time before a keep-alive connection is closed'),
-    max_requests_per_socket: Type.Integer({ minimum: 0, default: 1000, description: 'requests per keep-alive connection (0 = unlimited)' }),
+    max_requests_per_socket: Type.Integer({
+      minimum: 0,
+      default: 1000,
+      description: 'requests per keep-alive connection (0 = unlimited)',
+    }),
     shutdown_timeout: Duration('10s', 'how long in-flight requests may finish after SIGTERM'),
     tls: Type.Optional(TlsSchema),
     redirect: Type.Optional(RedirectSchema),
@@ -137,16 +185,32 @@ export const ListenSchema = Type.Object(
 export const AdminSchema = Type.Object(
   {
     enabled: Type.Boolean({ default: true, description: 'serve the admin listener' }),
-    host: Type.String({ default: '127.0.0.1', description: 'address of the admin listener; keep it on loopback' }),
-    port: Type.Integer({ minimum: 0, maximum: 65535, default: 9901, description: 'port of the admin listener (GATEWAY_ADMIN_PORT)' }),
+    host: Type.String({
+      default: '127.0.0.1',
+      description: 'address of the admin listener; keep it on loopback',
+    }),
+    port: Type.Integer({
+      minimum: 0,
+      maximum: 65535,
+      default: 9901,
+      description: 'port of the admin listener (GATEWAY_ADMIN_PORT)',
+    }),
   },
-  { ...Strict, default: {}, description: 'the admin listener: /healthz, /readyz, /metrics, dashboard, decisions' },
+  {
+    ...Strict,
+    default: {},
+    description: 'the admin listener: /healthz, /readyz, /metrics, dashboard, decisions',
+  },
 );
 
 export const UpstreamSchema = Type.Object(
   {
     url: Type.String({ default: 'http://127.0.0.1:9000', description: 'the receipt service (UPSTREAM_URL)' }),
-    connections: Type.Integer({ minimum: 1, default: 128, description: 'keep-alive connections in the pool' }),
+    connections: Type.Integer({
+      minimum: 1,
+      default: 128,
+      description: 'keep-alive connections in the pool',
+    }),
     connect_timeout: Duration('2s', 'time to open a connection; 502 bad_gateway beyond'),
     response_timeout: Duration('30s', 'time until the upstream response head; 504 gateway_timeout beyond'),
     body_timeout: Duration('30s', 'idle time while the upstream response body streams'),
@@ -158,8 +222,15 @@ export const UpstreamSchema = Type.Object(
 export const StoreSchema = Type.Object(
   {
     url: Type.String({ default: 'memory://', description: 'memory:// or redis://host:port/db (REDIS_URL)' }),
-    max_keys: Type.Integer({ minimum: 1000, default: 100000, description: 'memory store: most keys kept (least recent evicted)' }),
-    timeout: Duration('250ms', 'redis: longest wait for one operation before the policy fails open or closed'),
+    max_keys: Type.Integer({
+      minimum: 1000,
+      default: 100000,
+      description: 'memory store: most keys kept (least recent evicted)',
+    }),
+    timeout: Duration(
+      '250ms',
+      'redis: longest wait for one operation before the policy fails open or closed',
+    ),
     prefix: Type.String({ default: 'rgw:', description: 'redis: key prefix (namespace per deployment)' }),
   },
   { ...Strict, default: {}, description: 'state for rate limits, lockouts, bans and alert counters' },
@@ -168,7 +239,10 @@ export const StoreSchema = Type.Object(
 export const AuditSchema = Type.Object(
   {
     enabled: Type.Boolean({ default: true, description: 'write the audit log (AUDIT_LOG_ENABLED)' }),
-    file: Type.String({ default: 'logs/security_audit.log', description: 'audit log path, relative to the working directory (AUDIT_LOG_FILE)' }),
+    file: Type.String({
+      default: 'logs/security_audit.log',
+      description: 'audit log path, relative to the working directory (AUDIT_LOG_FILE)',
+    }),
     access_sample_rate: Type.Number({
       minimum: 0,
       maximum: 1,
@@ -182,7 +256,12 @@ export const AuditSchema = Type.Object(
 const AlertThreshold = (count: number, window: string, what: string) =>
   Type.Object(
     {
-      count: Type.Integer({ minimum: 1, maximum: 1000, default: count, description: `${what} within the window that raise an alert` }),
+      count: Type.Integer({
+        minimum: 1,
+        maximum: 1000,
+        default: count,
+        description: `${what} within the window that raise an alert`,
+      }),
       window: Duration(window, 'the sliding window'),
     },
     { ...Strict, default: {} },
@@ -190,11 +269,26 @@ const AlertThreshold = (count: number, window: string, what: string) =>
 
 export const MonitoringSchema = Type.Object(
   {
-    enabled: Type.Boolean({ default: true, description: 'alerts and the security score (SECURITY_MONITORING_ENABLED)' }),
-    webhook_url: Type.String({ default: '', description: 'POST alerts here (ALERT_WEBHOOK_URL); empty = off' }),
+    enabled: Type.Boolean({
+      default: true,
+      description: 'alerts and the security score (SECURITY_MONITORING_ENABLED)',
+    }),
+    webhook_url: Type.String({
+      default: '',
+      description: 'POST alerts here (ALERT_WEBHOOK_URL); empty = off',
+    }),
     webhook_timeout: Duration('5s', 'per webhook attempt'),
-    webhook_retries: Type.Integer({ minimum: 0, maximum: 10, default: 3, description: 'retries with backoff' }),
-    webhook_queue: Type.Integer({ minimum: 1, default: 100, description: 'alerts waiting to be sent; the oldest is dropped beyond' }),
+    webhook_retries: Type.Integer({
+      minimum: 0,
+      maximum: 10,
+      default: 3,
+      description: 'retries with backoff',
+    }),
+    webhook_queue: Type.Integer({
+      minimum: 1,
+      default: 100,
+      description: 'alerts waiting to be sent; the oldest is dropped beyond',
+    }),
     cooldown: Duration('5m', 'the same kind of alert is not raised again within this time'),
     thresholds: Type.Object(
       {
@@ -204,8 +298,16 @@ export const MonitoringSchema = Type.Object(
       },
       { ...Strict, default: {} },
     ),
-    decisions_kept: Type.Integer({ minimum: 10, default: 2000, description: 'recent decisions kept for /api/decisions/{id}' }),
-    replicas: Type.Integer({ minimum: 1, default: 1, description: 'gateway replicas you run (the score warns about memory:// with more than one)' }),
+    decisions_kept: Type.Integer({
+      minimum: 10,
+      default: 2000,
+      description: 'recent decisions kept for /api/decisions/{id}',
+    }),
+    replicas: Type.Integer({
+      minimum: 1,
+      default: 1,
+      description: 'gateway replicas you run (the score warns about memory:// with more than one)',
+    }),
   },
   { ...Strict, default: {}, description: 'alerts, security score, decision log' },
 );
@@ -213,7 +315,10 @@ export const MonitoringSchema = Type.Object(
 export const RequestIdSchema = Type.Object(
   {
     header: Type.String({ default: 'x-request-id', description: 'header carrying the request id' }),
-    trust_incoming: Type.Boolean({ default: true, description: 'keep a well-formed incoming id (printable, ≤ 128 chars)' }),
+    trust_incoming: Type.Boolean({
+      default: true,
+      description: 'keep a well-formed incoming id (printable, ≤ 128 chars)',
+    }),
   },
   { ...Strict, default: {} },
 );
@@ -237,7 +342,11 @@ export function policiesSchema(partial: boolean): TObject {
   for (const f of FACTORIES) {
     props[f.key] = partial ? Type.Optional(overrideSchema(f.schema)) : Type.Optional(f.schema);
   }
-  return Type.Object(props, { ...Strict, default: {}, description: 'policy defaults; routes override them key by key' });
+  return Type.Object(props, {
+    ...Strict,
+    default: {},
+    description: 'policy defaults; routes override them key by key',
+  });
 }
 
 export const METHOD_NAMES = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
@@ -260,10 +369,13 @@ export const RouteSchema = Type.Object(
     }),
     listener: Type.Optional(
       Type.Union([Type.Literal('main'), Type.Literal('admin-api')], {
-        description: 'admin-api: answered by the gateway itself (the security health endpoint) after the route policies pass',
+        description:
+          'admin-api: answered by the gateway itself (the security health endpoint) after the route policies pass',
       }),
     ),
-    strip_prefix: Type.Optional(Type.String({ pattern: '^/', description: 'remove this path prefix before forwarding' })),
+    strip_prefix: Type.Optional(
+      Type.String({ pattern: '^/', description: 'remove this path prefix before forwarding' }),
+    ),
     websocket: Type.Optional(
       Type.Boolean({
         description:
@@ -282,7 +394,12 @@ export function buildConfigSchema() {
       listen: ListenSchema,
       admin: AdminSchema,
       upstream: UpstreamSchema,
-      workers: Type.Integer({ minimum: 1, maximum: 64, default: 1, description: 'worker processes (node:cluster); > 1 needs a redis store' }),
+      workers: Type.Integer({
+        minimum: 1,
+        maximum: 64,
+        default: 1,
+        description: 'worker processes (node:cluster); > 1 needs a redis store',
+      }),
       store: StoreSchema,
       audit: AuditSchema,
       monitoring: MonitoringSchema,

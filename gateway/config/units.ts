@@ -74,7 +74,12 @@ const PERIODS: Record<string, number> = {
   d: 86_400_000,
 };
 
-const CANONICAL_PERIOD: Record<number, string> = { 1000: 'second', 60_000: 'minute', 3_600_000: 'hour', 86_400_000: 'day' };
+const CANONICAL_PERIOD: Record<number, string> = {
+  1000: 'second',
+  60_000: 'minute',
+  3_600_000: 'hour',
+  86_400_000: 'day',
+};
 
 export interface Limit {
   /** requests allowed per window */
@@ -86,7 +91,8 @@ export interface Limit {
 }
 
 const LIMIT_RE = /^\s*(\d+)\s*(?:\/|per)\s*(\d+\s*)?([a-z]+?)s?\s*$/i;
-export const LIMITS_PATTERN = '^\\s*\\d+\\s*(/|per)\\s*(\\d+\\s*)?[a-zA-Z]+\\s*(;\\s*\\d+\\s*(/|per)\\s*(\\d+\\s*)?[a-zA-Z]+\\s*)*;?\\s*$';
+export const LIMITS_PATTERN =
+  '^\\s*\\d+\\s*(/|per)\\s*(\\d+\\s*)?[a-zA-Z]+\\s*(;\\s*\\d+\\s*(/|per)\\s*(\\d+\\s*)?[a-zA-Z]+\\s*)*;?\\s*$';
 
 /** Parse `200 per day;50 per hour;10/minute` (also `5/15m`-style `5 per 15 minutes`). */
 export function parseLimits(value: string): Limit[] {
@@ -100,12 +106,19 @@ export function parseLimits(value: string): Limit[] {
     const unit = m?.[3]?.toLowerCase();
     const period = unit === undefined ? undefined : PERIODS[unit];
     if (!m || period === undefined) {
-      throw new Error(`invalid limit "${part}" (use e.g. 10/minute or 10 per minute; units second, minute, hour, day)`);
+      throw new Error(
+        `invalid limit "${part}" (use e.g. 10/minute or 10 per minute; units second, minute, hour, day)`,
+      );
     }
     const count = Number.parseInt(m[1]!, 10);
     const mult = m[2] ? Number.parseInt(m[2], 10) : 1;
-    if (count <= 0 || mult <= 0) throw new Error(`invalid limit "${part}": count and period must be positive`);
+    if (count <= 0 || mult <= 0)
+      throw new Error(`invalid limit "${part}": count and period must be positive`);
     const name = CANONICAL_PERIOD[period]!;
-    return { count, windowMs: period * mult, text: `${count}/${mult > 1 ? `${mult} ` : ''}${name}${mult > 1 ? 's' : ''}` };
+    return {
+      count,
+      windowMs: period * mult,
+      text: `${count}/${mult > 1 ? `${mult} ` : ''}${name}${mult > 1 ? 's' : ''}`,
+    };
   });
 }

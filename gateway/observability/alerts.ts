@@ -170,9 +170,12 @@ export function createAlerts(opts: AlertsOptions): Alerts {
   const kinds = new Map<AlertKind, Compiled>();
   for (const kind of ALERT_KINDS) {
     const t = opts.thresholds?.[kind] ?? DEFAULT_THRESHOLDS[kind];
-    if (!Number.isInteger(t.count) || t.count < 1) throw new Error(`alert threshold ${kind}.count must be a positive integer`);
+    if (!Number.isInteger(t.count) || t.count < 1)
+      throw new Error(`alert threshold ${kind}.count must be a positive integer`);
     if (t.count > MAX_WINDOW_EVENTS) {
-      throw new Error(`alert threshold ${kind}.count must be at most ${MAX_WINDOW_EVENTS} (the store's sliding windows saturate there)`);
+      throw new Error(
+        `alert threshold ${kind}.count must be at most ${MAX_WINDOW_EVENTS} (the store's sliding windows saturate there)`,
+      );
     }
     const windowMs = parseDuration(t.window);
     if (windowMs <= 0) throw new Error(`alert threshold ${kind}.window must be positive`);
@@ -187,7 +190,15 @@ export function createAlerts(opts: AlertsOptions): Alerts {
     });
   }
 
-  const stats: AlertStats = { raised: 0, delivered: 0, failed: 0, dropped: 0, eventsDropped: 0, storeErrors: 0, queued: 0 };
+  const stats: AlertStats = {
+    raised: 0,
+    delivered: 0,
+    failed: 0,
+    dropped: 0,
+    eventsDropped: 0,
+    storeErrors: 0,
+    queued: 0,
+  };
   let closed = false;
   let pending = 0;
   const pendingWork = new Set<Promise<void>>();
@@ -228,7 +239,12 @@ export function createAlerts(opts: AlertsOptions): Alerts {
   let sending = false;
   const aborter = new AbortController();
   const agent = webhook
-    ? new Agent({ connect: { timeout: timeoutMs }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, keepAliveTimeout: 10_000 })
+    ? new Agent({
+        connect: { timeout: timeoutMs },
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        keepAliveTimeout: 10_000,
+      })
     : undefined;
   let drained: (() => void) | undefined;
 

@@ -75,7 +75,14 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
     return {
       enabled: false,
       request(event, ctx, fields) {
-        tap?.({ event, request_id: ctx.id, client_ip: ctx.clientIp, method: ctx.method, path: redactTarget(ctx.target), ...fields });
+        tap?.({
+          event,
+          request_id: ctx.id,
+          client_ip: ctx.clientIp,
+          method: ctx.method,
+          path: redactTarget(ctx.target),
+          ...fields,
+        });
       },
       system(event, fields) {
         tap?.({ event, ...fields });

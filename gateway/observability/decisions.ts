@@ -186,7 +186,8 @@ function capDetail(detail: Record<string, unknown>): Record<string, unknown> {
   }
   if (json === undefined) return {};
   // a plain-JSON copy: what is kept is exactly what is measured (no Map, Buffer or class instance survives)
-  if (Buffer.byteLength(json) <= ENTRY_LIMITS.maxDetailBytes) return JSON.parse(json) as Record<string, unknown>;
+  if (Buffer.byteLength(json) <= ENTRY_LIMITS.maxDetailBytes)
+    return JSON.parse(json) as Record<string, unknown>;
   return { truncated: true, excerpt: json.slice(0, ENTRY_LIMITS.maxDetailBytes / 2) + '…' };
 }
 
@@ -202,7 +203,8 @@ function capStep(s: DecisionStep): DecisionStep {
 function capEntry(e: DecisionEntry): DecisionEntry {
   const out: DecisionEntry = {
     ...e,
-    path: e.path.length > ENTRY_LIMITS.maxPathLength ? e.path.slice(0, ENTRY_LIMITS.maxPathLength) + '…' : e.path,
+    path:
+      e.path.length > ENTRY_LIMITS.maxPathLength ? e.path.slice(0, ENTRY_LIMITS.maxPathLength) + '…' : e.path,
     steps: e.steps.slice(0, ENTRY_LIMITS.maxSteps).map(capStep),
   };
   if (e.steps.length > ENTRY_LIMITS.maxSteps) {
@@ -232,7 +234,13 @@ export function stepFromTrace(t: TraceStep): DecisionStep {
  */
 export function decisionFromContext(
   ctx: RequestContext,
-  outcome: { status: number; decision: 'allow' | 'deny' | 'monitor'; code?: string; score?: number; totalMs?: number },
+  outcome: {
+    status: number;
+    decision: 'allow' | 'deny' | 'monitor';
+    code?: string;
+    score?: number;
+    totalMs?: number;
+  },
 ): DecisionEntry {
   const totalMs = outcome.totalMs ?? Number(process.hrtime.bigint() - ctx.start) / 1e6;
   const e: DecisionEntry = {

@@ -38,12 +38,11 @@ export class Metrics {
     if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
     const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
       new client.Counter<L>({ name, help, labelNames, registers });
-    this.requests = counter('gateway_requests_total', 'Requests handled, by route, method, status and decision', [
-      'route',
-      'method',
-      'code',
-      'decision',
-    ]);
+    this.requests = counter(
+      'gateway_requests_total',
+      'Requests handled, by route, method, status and decision',
+      ['route', 'method', 'code', 'decision'],
+    );
     this.requestDuration = new client.Histogram({
       name: 'gateway_request_duration_seconds',
       help: 'Time from request arrival to the end of the response, by route',
@@ -58,37 +57,62 @@ export class Metrics {
       buckets: DURATION_BUCKETS,
       registers,
     });
-    this.blocked = counter('gateway_blocked_requests_total', 'Requests refused by the gateway, by reason', ['reason']);
-    this.rateLimited = counter('gateway_rate_limited_total', 'Requests refused by a rate-limit rule', ['rule']);
-    this.authFailures = counter('gateway_auth_failures_total', 'Authentication failures, by method and reason', [
-      'method',
+    this.blocked = counter('gateway_blocked_requests_total', 'Requests refused by the gateway, by reason', [
       'reason',
     ]);
+    this.rateLimited = counter('gateway_rate_limited_total', 'Requests refused by a rate-limit rule', [
+      'rule',
+    ]);
+    this.authFailures = counter(
+      'gateway_auth_failures_total',
+      'Authentication failures, by method and reason',
+      ['method', 'reason'],
+    );
     this.loginFailures = counter('gateway_login_failures_total', 'Failed logins seen on the login route');
-    this.accountLockouts = counter('gateway_account_lockouts_total', 'Accounts (or IPs) locked after failed logins');
+    this.accountLockouts = counter(
+      'gateway_account_lockouts_total',
+      'Accounts (or IPs) locked after failed logins',
+    );
     this.ipBans = counter('gateway_ip_bans_total', 'Client IPs banned automatically');
-    this.uploadRejections = counter('gateway_upload_rejections_total', 'Uploads rejected, by failed check', ['reason']);
+    this.uploadRejections = counter('gateway_upload_rejections_total', 'Uploads rejected, by failed check', [
+      'reason',
+    ]);
     this.auditEvents = counter('gateway_audit_events_total', 'Audit events written, by event', ['event']);
-    this.securityAlerts = counter('gateway_security_alerts_total', 'Security alerts raised, by kind', ['kind']);
+    this.securityAlerts = counter('gateway_security_alerts_total', 'Security alerts raised, by kind', [
+      'kind',
+    ]);
     this.securityScore = new client.Gauge({
       name: 'gateway_security_score',
       help: 'Security health score of the running configuration (0-100)',
       registers,
     });
-    this.configReloads = counter('gateway_config_reloads_total', 'Configuration reloads, by result', ['result']);
-    this.storeErrors = counter('gateway_store_errors_total', 'State store operations that failed, by store', ['store']);
-    this.auditWriteErrors = counter('gateway_audit_write_errors_total', 'Audit lines that could not be written');
+    this.configReloads = counter('gateway_config_reloads_total', 'Configuration reloads, by result', [
+      'result',
+    ]);
+    this.storeErrors = counter('gateway_store_errors_total', 'State store operations that failed, by store', [
+      'store',
+    ]);
+    this.auditWriteErrors = counter(
+      'gateway_audit_write_errors_total',
+      'Audit lines that could not be written',
+    );
     this.upstreamErrors = counter('gateway_upstream_errors_total', 'Upstream failures, by route and kind', [
       'route',
       'kind',
     ]);
-    this.policyErrors = counter('gateway_policy_errors_total', 'Policy hooks that threw, by policy', ['policy']);
+    this.policyErrors = counter('gateway_policy_errors_total', 'Policy hooks that threw, by policy', [
+      'policy',
+    ]);
     this.openConnections = new client.Gauge({
       name: 'gateway_open_connections',
       help: 'Client connections currently open on the main listener',
       registers,
     });
-    this.tlsReloads = counter('gateway_tls_reloads_total', 'TLS certificate reloads after a file change, by result (error: the old certificate keeps serving)', ['result']);
+    this.tlsReloads = counter(
+      'gateway_tls_reloads_total',
+      'TLS certificate reloads after a file change, by result (error: the old certificate keeps serving)',
+      ['result'],
+    );
     const source = () => this.tlsExpirySource;
     this.tlsCertificateExpiry = new client.Gauge({
       name: 'gateway_tls_certificate_expiry_seconds',

@@ -109,7 +109,8 @@ export const MIN_SECRET_ENTROPY_BITS_PER_CHAR = 2.5;
 /** Minimum estimated total entropy (bits per char × length); 32 random hex characters estimate ≈ 115 (never below 94 in 20 000 draws). */
 export const MIN_SECRET_ENTROPY_BITS = 80;
 
-const PLACEHOLDER_SECRET = /secret|password|changeme|change[-_]?me|example|default|test|dev[-_]?key|your[-_]/i;
+const PLACEHOLDER_SECRET =
+  /secret|password|changeme|change[-_]?me|example|default|test|dev[-_]?key|your[-_]/i;
 
 /** Shannon entropy of a string, in bits per character (0 for the empty string). */
 export function shannonEntropy(s: string): number {
@@ -127,8 +128,13 @@ export function shannonEntropy(s: string): number {
 
 /** Whether an address only accepts connections from the same host. */
 export function isLoopbackHost(host: string): boolean {
-  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || h === '::ffff:127.0.0.1';
+  const h = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '');
+  return (
+    h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || h === '::ffff:127.0.0.1'
+  );
 }
 
 const TLS_VERSIONS = ['SSLv3', 'TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'];
@@ -151,7 +157,8 @@ const CHECKS: CheckDef[] = [
     weight: 10,
     recommendation: `Use a JWT_SECRET_KEY of at least ${MIN_SECRET_LENGTH} random characters (e.g. \`openssl rand -base64 48\`), or verify tokens with JWKS_URL.`,
     run: (i) => {
-      if (i.jwksUrl) return { pass: true, detail: 'JWTs are verified with JWKS public keys; no shared secret' };
+      if (i.jwksUrl)
+        return { pass: true, detail: 'JWTs are verified with JWKS public keys; no shared secret' };
       if (i.jwtSecret === undefined) return undefined;
       const len = [...i.jwtSecret].length;
       return { pass: len >= MIN_SECRET_LENGTH, detail: `${len} characters` };
@@ -164,13 +171,15 @@ const CHECKS: CheckDef[] = [
     recommendation:
       'Replace JWT_SECRET_KEY by a random value (e.g. `openssl rand -base64 48`); repeated characters, words or placeholders are guessable.',
     run: (i) => {
-      if (i.jwksUrl) return { pass: true, detail: 'JWTs are verified with JWKS public keys; no shared secret' };
+      if (i.jwksUrl)
+        return { pass: true, detail: 'JWTs are verified with JWKS public keys; no shared secret' };
       if (i.jwtSecret === undefined) return undefined;
       const s = i.jwtSecret;
       const perChar = shannonEntropy(s);
       const total = perChar * [...s].length;
       const placeholder = PLACEHOLDER_SECRET.test(s);
-      const pass = !placeholder && perChar >= MIN_SECRET_ENTROPY_BITS_PER_CHAR && total >= MIN_SECRET_ENTROPY_BITS;
+      const pass =
+        !placeholder && perChar >= MIN_SECRET_ENTROPY_BITS_PER_CHAR && total >= MIN_SECRET_ENTROPY_BITS;
       const detail =
         `${perChar.toFixed(2)} bits/char, about ${Math.round(total)} bits in all` +
         (placeholder ? '; contains a placeholder word' : '');
@@ -181,21 +190,24 @@ const CHECKS: CheckDef[] = [
     id: 'jwt_audience',
     title: 'JWT audience (aud) is checked',
     weight: 4,
-    recommendation: 'Set the expected `audience` of JWT authentication so tokens minted for another service are refused.',
+    recommendation:
+      'Set the expected `audience` of JWT authentication so tokens minted for another service are refused.',
     run: (i) => (i.jwtSecret === undefined && !i.jwksUrl ? undefined : { pass: i.jwtHasAudience }),
   },
   {
     id: 'jwt_issuer',
     title: 'JWT issuer (iss) is checked',
     weight: 3,
-    recommendation: 'Set the expected `issuer` of JWT authentication so only your identity provider is trusted.',
+    recommendation:
+      'Set the expected `issuer` of JWT authentication so only your identity provider is trusted.',
     run: (i) => (i.jwtSecret === undefined && !i.jwksUrl ? undefined : { pass: i.jwtHasIssuer }),
   },
   {
     id: 'hsts',
     title: 'Strict-Transport-Security is sent',
     weight: 6,
-    recommendation: 'Enable the Strict-Transport-Security header (max-age ≥ 1 year, includeSubDomains) in security_headers.',
+    recommendation:
+      'Enable the Strict-Transport-Security header (max-age ≥ 1 year, includeSubDomains) in security_headers.',
     run: (i) => ({ pass: i.hsts }),
   },
   {
@@ -217,10 +229,13 @@ const CHECKS: CheckDef[] = [
     id: 'monitor_mode',
     title: 'No policy runs in monitor-only mode',
     weight: 6,
-    recommendation: 'Switch policies from `mode: monitor` to `mode: enforce` once their logs show no false positives.',
+    recommendation:
+      'Switch policies from `mode: monitor` to `mode: enforce` once their logs show no false positives.',
     run: (i) => ({
       pass: i.monitorPolicies.length === 0,
-      detail: i.monitorPolicies.length ? `monitor mode: ${[...new Set(i.monitorPolicies)].sort().join(', ')}` : undefined,
+      detail: i.monitorPolicies.length
+        ? `monitor mode: ${[...new Set(i.monitorPolicies)].sort().join(', ')}`
+        : undefined,
     }),
   },
   {
@@ -242,20 +257,25 @@ const CHECKS: CheckDef[] = [
     title: 'State store connection is protected',
     weight: 3,
     recommendation: 'Reach Redis over TLS (rediss://) or on a private/loopback address with AUTH enabled.',
-    run: (i) => (i.storeKind !== 'redis' || i.storeConnectionProtected === undefined ? undefined : { pass: i.storeConnectionProtected }),
+    run: (i) =>
+      i.storeKind !== 'redis' || i.storeConnectionProtected === undefined
+        ? undefined
+        : { pass: i.storeConnectionProtected },
   },
   {
     id: 'audit_log',
     title: 'Audit log is enabled',
     weight: 7,
-    recommendation: 'Set AUDIT_LOG_ENABLED=true; without it refused requests, lockouts and alerts leave no trace.',
+    recommendation:
+      'Set AUDIT_LOG_ENABLED=true; without it refused requests, lockouts and alerts leave no trace.',
     run: (i) => ({ pass: i.auditEnabled }),
   },
   {
     id: 'audit_access_sampling',
     title: 'Access events are not sampled too aggressively',
     weight: 1,
-    recommendation: 'Keep the api_access sample rate at 0.1 or above so normal traffic stays reconstructible.',
+    recommendation:
+      'Keep the api_access sample rate at 0.1 or above so normal traffic stays reconstructible.',
     run: (i) =>
       !i.auditEnabled || i.accessSampleRate === undefined
         ? undefined
@@ -273,14 +293,19 @@ const CHECKS: CheckDef[] = [
     id: 'api_key_roles',
     title: 'Every API key has at least one role',
     weight: 4,
-    recommendation: 'Give each API key the roles it needs; keys without roles pass every route that only requires authentication.',
-    run: (i) => ({ pass: i.apiKeysWithoutRoles === 0, detail: `${i.apiKeysWithoutRoles} key(s) without roles` }),
+    recommendation:
+      'Give each API key the roles it needs; keys without roles pass every route that only requires authentication.',
+    run: (i) => ({
+      pass: i.apiKeysWithoutRoles === 0,
+      detail: `${i.apiKeysWithoutRoles} key(s) without roles`,
+    }),
   },
   {
     id: 'upload_gating',
     title: 'Upload gating is on',
     weight: 5,
-    recommendation: 'Enable upload_gate on upload routes (extension, MIME and magic-byte checks, size and file-count limits).',
+    recommendation:
+      'Enable upload_gate on upload routes (extension, MIME and magic-byte checks, size and file-count limits).',
     run: (i) => ({ pass: i.uploadGatingOn }),
   },
   {
@@ -294,7 +319,8 @@ const CHECKS: CheckDef[] = [
     id: 'rate_limit',
     title: 'Rate limiting is on',
     weight: 6,
-    recommendation: 'Enable rate_limit with per-IP limits (the seed: 200 per day; 50 per hour; 10 per minute).',
+    recommendation:
+      'Enable rate_limit with per-IP limits (the seed: 200 per day; 50 per hour; 10 per minute).',
     run: (i) => ({ pass: i.rateLimitOn }),
   },
   {
@@ -308,14 +334,16 @@ const CHECKS: CheckDef[] = [
     id: 'auto_ban',
     title: 'Automatic IP bans are on',
     weight: 3,
-    recommendation: 'Enable ip_ban so clients that keep triggering blocking rules are banned (SUSPICIOUS_ACTIVITY_THRESHOLD).',
+    recommendation:
+      'Enable ip_ban so clients that keep triggering blocking rules are banned (SUSPICIOUS_ACTIVITY_THRESHOLD).',
     run: (i) => (i.autoBanOn === undefined ? undefined : { pass: i.autoBanOn }),
   },
   {
     id: 'default_deny',
     title: 'Unknown paths are refused (deny by default)',
     weight: 4,
-    recommendation: 'Remove catch-all routes that forward every path; list the routes the service really exposes.',
+    recommendation:
+      'Remove catch-all routes that forward every path; list the routes the service really exposes.',
     run: (i) => (i.defaultDeny === undefined ? undefined : { pass: i.defaultDeny }),
   },
   {
@@ -337,7 +365,9 @@ const CHECKS: CheckDef[] = [
         ? undefined
         : {
             pass: i.failOpenPolicies.filter((p) => !/rate/.test(p)).length === 0,
-            detail: i.failOpenPolicies.length ? `fail open: ${[...new Set(i.failOpenPolicies)].sort().join(', ')}` : undefined,
+            detail: i.failOpenPolicies.length
+              ? `fail open: ${[...new Set(i.failOpenPolicies)].sort().join(', ')}`
+              : undefined,
           },
   },
   {
@@ -363,7 +393,10 @@ const CHECKS: CheckDef[] = [
     run: (i) => {
       const d = i.tlsCertificateDaysLeft;
       if (d === undefined) return undefined;
-      return { pass: d >= TLS_EXPIRY_WARNING_DAYS, detail: d < 0 ? 'expired' : `expires in ${Math.floor(d)} day(s)` };
+      return {
+        pass: d >= TLS_EXPIRY_WARNING_DAYS,
+        detail: d < 0 ? 'expired' : `expires in ${Math.floor(d)} day(s)`,
+      };
     },
   },
   {
@@ -387,7 +420,9 @@ const CHECKS: CheckDef[] = [
     weight: 2,
     recommendation: 'Set ALERT_WEBHOOK_URL so alerts reach a person (chat, paging), not only the audit log.',
     run: (i) =>
-      i.alertWebhookConfigured === undefined || i.monitoringOn === false ? undefined : { pass: i.alertWebhookConfigured },
+      i.alertWebhookConfigured === undefined || i.monitoringOn === false
+        ? undefined
+        : { pass: i.alertWebhookConfigured },
   },
   {
     id: 'debug_logging',

@@ -33,16 +33,21 @@ export function scoreInput(gen: Generation, env: Readonly<Record<string, string 
   const headers = obj(gen.config.policies.security_headers);
   const headerMap = { ...obj(headers.headers), ...obj(headers.extra) } as Record<string, unknown>;
   const hasHeader = (name: string) =>
-    on(headers) && Object.entries(headerMap).some(([k, v]) => k.toLowerCase() === name && typeof v === 'string' && v !== '');
+    on(headers) &&
+    Object.entries(headerMap).some(([k, v]) => k.toLowerCase() === name && typeof v === 'string' && v !== '');
   const corsBlocks = blocks(gen, 'cors').filter(on);
   const corsWildcard = corsBlocks.some((b) => {
     const origins = Array.isArray(b.origins) ? b.origins : String(b.origins ?? '').split(',');
     return origins.map((o) => String(o).trim()).includes('*') && b.allow_credentials === true;
   });
   const monitor = new Set(gen.allPolicies.filter((p) => p.mode === 'monitor').map((p) => p.name));
-  const keys = auth.flatMap((b) => (Array.isArray(obj(b.api_keys).keys) ? (obj(b.api_keys).keys as Obj[]) : []));
+  const keys = auth.flatMap((b) =>
+    Array.isArray(obj(b.api_keys).keys) ? (obj(b.api_keys).keys as Obj[]) : [],
+  );
   const uploadRoutes = cfg.routes.filter((r) => /upload/.test(r.path));
-  const uploadOn = uploadRoutes.every((r) => on({ ...obj(cfg.policies.upload_gate), ...obj(r.policies?.upload_gate) }));
+  const uploadOn = uploadRoutes.every((r) =>
+    on({ ...obj(cfg.policies.upload_gate), ...obj(r.policies?.upload_gate) }),
+  );
   const proxiesCatchAll = cfg.listen.trusted_proxies.some((c) => c === '0.0.0.0/0' || c === '::/0');
   const failOpen = ['rate_limit', 'login_lockout', 'ip_ban']
     .filter((k) =>
@@ -51,7 +56,9 @@ export function scoreInput(gen: Generation, env: Readonly<Record<string, string 
           on(b) &&
           (b.failure === 'open' ||
             b.fail === 'open' ||
-            (k === 'rate_limit' && (b.default_fail === 'open' || (Array.isArray(b.rules) && (b.rules as Obj[]).some((r) => r.fail === 'open'))))),
+            (k === 'rate_limit' &&
+              (b.default_fail === 'open' ||
+                (Array.isArray(b.rules) && (b.rules as Obj[]).some((r) => r.fail === 'open'))))),
       ),
     )
     .map((k) => k);
@@ -61,7 +68,9 @@ export function scoreInput(gen: Generation, env: Readonly<Record<string, string 
     ...(secret !== undefined ? { jwtSecret: secret } : {}),
     ...(jwksUrl !== undefined ? { jwksUrl } : {}),
     jwtHasIssuer: typeof jwt.issuer === 'string' && jwt.issuer !== '',
-    jwtHasAudience: (typeof jwt.audience === 'string' && jwt.audience !== '') || (Array.isArray(jwt.audience) && jwt.audience.length > 0),
+    jwtHasAudience:
+      (typeof jwt.audience === 'string' && jwt.audience !== '') ||
+      (Array.isArray(jwt.audience) && jwt.audience.length > 0),
     hsts: hasHeader('strict-transport-security'),
     csp: hasHeader('content-security-policy'),
     corsWildcardWithCredentials: corsWildcard,
@@ -83,7 +92,10 @@ export function scoreInput(gen: Generation, env: Readonly<Record<string, string 
     trustedProxiesCatchAll: proxiesCatchAll,
     defaultDeny: true,
     failOpenPolicies: failOpen,
-    storeConnectionProtected: cfg.store.url.startsWith('rediss:') || cfg.store.url.startsWith('memory:') || isLoopbackHost(hostOf(cfg.store.url)),
+    storeConnectionProtected:
+      cfg.store.url.startsWith('rediss:') ||
+      cfg.store.url.startsWith('memory:') ||
+      isLoopbackHost(hostOf(cfg.store.url)),
     accessSampleRate: cfg.audit.access_sample_rate,
     ...tlsFacts(gen, hasHeader('strict-transport-security')),
   };
@@ -91,13 +103,22 @@ export function scoreInput(gen: Generation, env: Readonly<Record<string, string 
 
 /** Loopback, RFC 1918, CGNAT, unique-local and link-local addresses (not reachable from the internet). */
 function isPrivateAddress(host: string): boolean {
-  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  const h = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '');
   if (isLoopbackHost(h)) return true;
   const v4 = /^(\d{1,3})\.(\d{1,3})\.\d{1,3}\.\d{1,3}$/.exec(h);
   if (v4 !== null) {
     const a = Number(v4[1]);
     const b = Number(v4[2]);
-    return a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127) || (a === 169 && b === 254);
+    return (
+      a === 10 ||
+      (a === 172 && b >= 16 && b <= 31) ||
+      (a === 192 && b === 168) ||
+      (a === 100 && b >= 64 && b <= 127) ||
+      (a === 169 && b === 254)
+    );
   }
   return /^f[cd][0-9a-f]{2}:/.test(h) || /^fe[89ab][0-9a-f]:/.test(h);
 }
@@ -108,7 +129,10 @@ function isPrivateAddress(host: string): boolean {
  * declared in front (fails the tls check; HSTS sent there is ignored by browsers). A
  * plain listener on a private or loopback address (the sidecar) is not judged.
  */
-function tlsFacts(gen: Generation, hsts: boolean): Pick<ScoreInput, 'tls' | 'tlsCertificateDaysLeft' | 'hstsWithoutTls'> {
+function tlsFacts(
+  gen: Generation,
+  hsts: boolean,
+): Pick<ScoreInput, 'tls' | 'tlsCertificateDaysLeft' | 'hstsWithoutTls'> {
   const l = gen.config.listen;
   const t = gen.listen.tls;
   if (t !== undefined) {
@@ -136,7 +160,8 @@ function hostOf(url: string): string {
 function alertKind(line: Record<string, unknown>): AlertKind | undefined {
   const event = line.event;
   if (event === 'login_failure') return 'failed_logins';
-  if (event === 'request_blocked' || event === 'upload_rejected') return line.decision === 'deny' ? 'suspicious_requests' : undefined;
+  if (event === 'request_blocked' || event === 'upload_rejected')
+    return line.decision === 'deny' ? 'suspicious_requests' : undefined;
   if ((event === 'auth_failure' || event === 'access_denied') && line.decision === 'deny') {
     const status = line.status;
     const path = String(line.path ?? '');
@@ -170,8 +195,14 @@ export async function attachObservability(gw: Gateway): Promise<ObservabilityHan
       ...(m.webhook_url !== '' ? { webhookUrl: m.webhook_url } : {}),
       thresholds: {
         failed_logins: { count: m.thresholds.failed_logins.count, window: m.thresholds.failed_logins.window },
-        suspicious_requests: { count: m.thresholds.suspicious_requests.count, window: m.thresholds.suspicious_requests.window },
-        api_violations: { count: m.thresholds.api_violations.count, window: m.thresholds.api_violations.window },
+        suspicious_requests: {
+          count: m.thresholds.suspicious_requests.count,
+          window: m.thresholds.suspicious_requests.window,
+        },
+        api_violations: {
+          count: m.thresholds.api_violations.count,
+          window: m.thresholds.api_violations.window,
+        },
       },
       cooldown: parseDuration(m.cooldown),
       webhook: {
@@ -197,7 +228,8 @@ export async function attachObservability(gw: Gateway): Promise<ObservabilityHan
     if (kind !== undefined) alerts.record(kind, String(line.client_ip ?? 'unknown'));
   };
   o.onDecision = (ctx, outcome, seconds) => {
-    const scoreDetail = ctx.trace.find((t) => t.detail && typeof t.detail.score === 'number')?.detail?.score as number | undefined;
+    const scoreDetail = ctx.trace.find((t) => t.detail && typeof t.detail.score === 'number')?.detail
+      ?.score as number | undefined;
     decisions.record(
       decisionFromContext(ctx, {
         status: outcome.status,

@@ -30,13 +30,21 @@ export const MAX_BUCKET_UNITS = Number.MAX_SAFE_INTEGER;
 
 /** Check a bucket definition; throws with an operator-readable message. */
 export function checkBucket(capacity: number, windowMs: number): void {
-  if (!Number.isInteger(capacity) || capacity <= 0) throw new Error(`bucket capacity must be a positive integer (got ${capacity})`);
-  if (!Number.isInteger(windowMs) || windowMs <= 0) throw new Error(`bucket window must be a positive whole number of ms (got ${windowMs})`);
-  if (capacity * windowMs > MAX_BUCKET_UNITS) throw new Error(`bucket ${capacity} per ${windowMs}ms is too large`);
+  if (!Number.isInteger(capacity) || capacity <= 0)
+    throw new Error(`bucket capacity must be a positive integer (got ${capacity})`);
+  if (!Number.isInteger(windowMs) || windowMs <= 0)
+    throw new Error(`bucket window must be a positive whole number of ms (got ${windowMs})`);
+  if (capacity * windowMs > MAX_BUCKET_UNITS)
+    throw new Error(`bucket ${capacity} per ${windowMs}ms is too large`);
 }
 
 /** The level of a bucket at `now`, given its stored level and time (undefined = never used: full). */
-export function levelAt(capacity: number, windowMs: number, stored: { level: number; ts: number } | undefined, now: number): number {
+export function levelAt(
+  capacity: number,
+  windowMs: number,
+  stored: { level: number; ts: number } | undefined,
+  now: number,
+): number {
   const full = capacity * windowMs;
   if (stored === undefined) return full;
   const elapsed = now - stored.ts;

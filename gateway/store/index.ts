@@ -44,7 +44,10 @@ export function createStore(opts: StoreOptions): Store {
   const url = (opts.url ?? 'memory://').trim();
   const reporter = new ErrorReporter(opts);
   if (url === '' || url.startsWith('memory:')) {
-    return new InstrumentedStore(new MemoryStore({ maxKeys: opts.maxKeys ?? DEFAULT_MAX_KEYS, ...(opts.now ? { now: opts.now } : {}) }), reporter);
+    return new InstrumentedStore(
+      new MemoryStore({ maxKeys: opts.maxKeys ?? DEFAULT_MAX_KEYS, ...(opts.now ? { now: opts.now } : {}) }),
+      reporter,
+    );
   }
   if (url.startsWith('redis://') || url.startsWith('rediss://')) {
     const backend = new RedisStore({

@@ -1,5 +1,11 @@
 import { LRUCache } from 'lru-cache';
-import { MAX_WINDOW_EVENTS, type BucketResult, type BucketSpec, type ConsumeResult, type Store } from './types.js';
+import {
+  MAX_WINDOW_EVENTS,
+  type BucketResult,
+  type BucketSpec,
+  type ConsumeResult,
+  type Store,
+} from './types.js';
 import { ceilDiv, checkBucket, floorDiv, levelAt } from './bucket-math.js';
 
 /** Options of the in-process store. */

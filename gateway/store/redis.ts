@@ -279,7 +279,11 @@ export class RedisStore implements Store {
     const r = await this.#run(() => this.client.rgConsume(...args));
     const out: ConsumeResult['buckets'][number][] = [];
     for (let i = 0; i < buckets.length; i++) {
-      out.push({ remaining: Number(r[2 + 3 * i]), resetMs: Number(r[3 + 3 * i]), limited: r[4 + 3 * i] === 1 });
+      out.push({
+        remaining: Number(r[2 + 3 * i]),
+        resetMs: Number(r[3 + 3 * i]),
+        limited: r[4 + 3 * i] === 1,
+      });
     }
     return { allowed: r[0] === 1, retryAfterMs: Number(r[1]), buckets: out };
   }
@@ -287,7 +291,11 @@ export class RedisStore implements Store {
   async increment(key: string, windowMs: number): Promise<number> {
     const now = this.#now();
     const member = `${now}:${this.#node}:${(this.#seq = (this.#seq + 1) % 1e9)}`;
-    return Number(await this.#run(() => this.client.rgIncrement(this.#k('c', key), now, windowMs, member, MAX_WINDOW_EVENTS)));
+    return Number(
+      await this.#run(() =>
+        this.client.rgIncrement(this.#k('c', key), now, windowMs, member, MAX_WINDOW_EVENTS),
+      ),
+    );
   }
 
   async count(key: string, windowMs: number): Promise<number> {
@@ -296,7 +304,9 @@ export class RedisStore implements Store {
 
   async block(key: string, ttlMs: number): Promise<void> {
     if (!(ttlMs > 0)) throw new Error(`block ttl must be positive (got ${ttlMs})`);
-    await this.#run(() => this.client.rgBlock(this.#k('k', key), this.#index, this.#now(), Math.ceil(ttlMs), key));
+    await this.#run(() =>
+      this.client.rgBlock(this.#k('k', key), this.#index, this.#now(), Math.ceil(ttlMs), key),
+    );
   }
 
   async blockedFor(key: string): Promise<number> {
@@ -304,11 +314,15 @@ export class RedisStore implements Store {
   }
 
   async reset(key: string): Promise<void> {
-    await this.#run(() => this.client.rgReset(this.#k('b', key), this.#k('c', key), this.#k('k', key), this.#index, key));
+    await this.#run(() =>
+      this.client.rgReset(this.#k('b', key), this.#k('c', key), this.#k('k', key), this.#index, key),
+    );
   }
 
   async listBlocks(prefix: string, limit: number): Promise<{ key: string; ttlMs: number }[]> {
-    const rows = await this.#run(() => this.client.rgListBlocks(this.#index, this.#now(), prefix, limit, 10_000));
+    const rows = await this.#run(() =>
+      this.client.rgListBlocks(this.#index, this.#now(), prefix, limit, 10_000),
+    );
     const out: { key: string; ttlMs: number }[] = [];
     for (let i = 0; i + 1 < rows.length; i += 2) out.push({ key: rows[i]!, ttlMs: Number(rows[i + 1]) });
     return out;

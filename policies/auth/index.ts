@@ -17,8 +17,22 @@ import {
 } from './reasons.js';
 import { JwksClient } from './jwks-client.js';
 import { TokenCache } from './token-cache.js';
-import { JwtVerifier, JWT_ALGORITHMS, isHmac, importHmacKeys, buildStaticKeySet, type StaticKeySpec } from './jwt-verifier.js';
-import { API_KEY_HASH_PATTERN, MAX_API_KEY_LENGTH, digestOf, hashApiKey, matchApiKey, type ApiKeyEntry } from './api-keys.js';
+import {
+  JwtVerifier,
+  JWT_ALGORITHMS,
+  isHmac,
+  importHmacKeys,
+  buildStaticKeySet,
+  type StaticKeySpec,
+} from './jwt-verifier.js';
+import {
+  API_KEY_HASH_PATTERN,
+  MAX_API_KEY_LENGTH,
+  digestOf,
+  hashApiKey,
+  matchApiKey,
+  type ApiKeyEntry,
+} from './api-keys.js';
 import { acquire, release } from './shared.js';
 
 export { authReadiness } from './readiness.js';
@@ -38,11 +52,15 @@ const StringOrList = (description: string) =>
 
 const PublicKey = Type.Object(
   {
-    kid: Type.Optional(Type.String({ minLength: 1, description: 'key id matched against the token header `kid`' })),
+    kid: Type.Optional(
+      Type.String({ minLength: 1, description: 'key id matched against the token header `kid`' }),
+    ),
     alg: Type.Optional(Algorithm),
     pem: Type.Optional(Type.String({ description: 'inline PEM public key (SPKI) or X.509 certificate' })),
     pem_file: Type.Optional(Type.String({ description: 'path of a PEM file, relative to gateway.yaml' })),
-    jwk: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'a public JWK (RSA, EC or OKP)' })),
+    jwk: Type.Optional(
+      Type.Record(Type.String(), Type.Unknown(), { description: 'a public JWK (RSA, EC or OKP)' }),
+    ),
   },
   { additionalProperties: false, description: 'one static public key: exactly one of pem, pem_file, jwk' },
 );
@@ -58,14 +76,20 @@ const JwtBlock = Type.Object(
       default: false,
       description: 'demo only: accept a secret shorter than 32 characters (a warning is logged)',
     }),
-    public_keys: Type.Array(PublicKey, { default: [], description: 'static public keys (PEM or JWK) for RS/PS/ES/EdDSA' }),
+    public_keys: Type.Array(PublicKey, {
+      default: [],
+      description: 'static public keys (PEM or JWK) for RS/PS/ES/EdDSA',
+    }),
     jwks_url: Type.String({ default: '', description: 'JWKS endpoint (`${JWKS_URL:-}`); empty = none' }),
     jwks: Type.Object(
       {
         cache_max_age: Duration('10m', 'fetched keys are refreshed after this age (in the background)'),
         cooldown: Duration('30s', 'an unknown kid triggers a refetch at most once per cooldown'),
         timeout: Duration('5s', 'abort a JWKS fetch after this long'),
-        stale_if_error: Duration('1h', 'keep using cached keys this long past cache_max_age while refreshes fail'),
+        stale_if_error: Duration(
+          '1h',
+          'keep using cached keys this long past cache_max_age while refreshes fail',
+        ),
         failure_backoff: Duration('2s', 'after a failed fetch, wait this long before the next one'),
         max_bytes: Size('256KB', 'largest JWKS response accepted'),
       },
@@ -73,7 +97,8 @@ const JwtBlock = Type.Object(
     ),
     algorithms: Type.Array(Algorithm, {
       default: [],
-      description: 'pinned algorithms; empty = [HS256] with a secret only, [RS256, ES256, EdDSA] with keys or a JWKS',
+      description:
+        'pinned algorithms; empty = [HS256] with a secret only, [RS256, ES256, EdDSA] with keys or a JWKS',
     }),
     issuer: StringOrList('required `iss` (one or a list); empty = not checked'),
     audience: StringOrList('required `aud` (one or a list, any-of); empty = not checked'),
@@ -82,21 +107,36 @@ const JwtBlock = Type.Object(
       default: ['exp'],
       description: 'claims that must be present',
     }),
-    subject_claim: Type.String({ default: 'sub', minLength: 1, description: 'claim holding the subject (X-Auth-Subject)' }),
+    subject_claim: Type.String({
+      default: 'sub',
+      minLength: 1,
+      description: 'claim holding the subject (X-Auth-Subject)',
+    }),
     roles_claim: Type.String({
       default: 'role',
       minLength: 1,
       description: 'dotted path of the roles claim: role, roles, realm_access.roles, scope (space-separated)',
     }),
     max_token_bytes: Size('8KB', 'longer tokens are refused before any decoding'),
-    cookie: Type.String({ default: '', description: 'cookie carrying the token for browser sessions; empty = none' }),
+    cookie: Type.String({
+      default: '',
+      description: 'cookie carrying the token for browser sessions; empty = none',
+    }),
     cache: Type.Object(
       {
-        max_entries: Type.Integer({ default: 10000, minimum: 0, description: 'verified tokens kept (0 = no cache)' }),
+        max_entries: Type.Integer({
+          default: 10000,
+          minimum: 0,
+          description: 'verified tokens kept (0 = no cache)',
+        }),
         max_bytes: Size('16MB', 'total size of the verified-token cache'),
         max_ttl: Duration('5m', 'a verification is reused at most this long (never past exp)'),
       },
-      { additionalProperties: false, default: {}, description: 'verified-token cache (LRU keyed by the token)' },
+      {
+        additionalProperties: false,
+        default: {},
+        description: 'verified-token cache (LRU keyed by the token)',
+      },
     ),
   },
   { additionalProperties: false, default: {}, description: 'JWT verification' },
@@ -104,9 +144,18 @@ const JwtBlock = Type.Object(
 
 const ApiKey = Type.Object(
   {
-    id: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', description: 'name of the key in logs, metrics and X-Auth-Key-Id' }),
-    hash: Type.String({ pattern: API_KEY_HASH_PATTERN, description: '`sha256:<hex>` printed by `receipt-gateway hash-key`' }),
-    roles: Type.Array(Type.String({ minLength: 1 }), { default: ['user'], description: 'roles of callers using this key' }),
+    id: Type.String({
+      pattern: '^[A-Za-z0-9_.-]{1,64}$',
+      description: 'name of the key in logs, metrics and X-Auth-Key-Id',
+    }),
+    hash: Type.String({
+      pattern: API_KEY_HASH_PATTERN,
+      description: '`sha256:<hex>` printed by `receipt-gateway hash-key`',
+    }),
+    roles: Type.Array(Type.String({ minLength: 1 }), {
+      default: ['user'],
+      description: 'roles of callers using this key',
+    }),
     rate_limit: Type.Optional(Limits(undefined, 'rate-limit override for this key')),
   },
   { additionalProperties: false },
@@ -114,11 +163,16 @@ const ApiKey = Type.Object(
 
 const ApiKeysBlock = Type.Object(
   {
-    header: Type.String({ default: 'x-api-key', minLength: 1, description: 'request header carrying the key' }),
+    header: Type.String({
+      default: 'x-api-key',
+      minLength: 1,
+      description: 'request header carrying the key',
+    }),
     keys: Type.Array(ApiKey, { default: [], description: 'accepted keys, as hashes only' }),
     env_key: Type.String({
       default: '',
-      description: 'one plain key from the environment (`${API_KEY:-}`), id `env`, roles [user]; empty = none',
+      description:
+        'one plain key from the environment (`${API_KEY:-}`), id `env`, roles [user]; empty = none',
     }),
   },
   { additionalProperties: false, default: {}, description: 'API keys' },
@@ -188,7 +242,10 @@ const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
 const MAX_SUBJECT = 256;
 
 /** Roles from the claim at a dotted path: a string (space-separated, as `scope`) or a list. */
-export function rolesFromClaims(claims: Readonly<Record<string, unknown>>, pathParts: readonly string[]): string[] {
+export function rolesFromClaims(
+  claims: Readonly<Record<string, unknown>>,
+  pathParts: readonly string[],
+): string[] {
   let v: unknown = claims;
   for (const part of pathParts) {
     if (v === null || typeof v !== 'object' || Array.isArray(v)) return [];
@@ -220,7 +277,8 @@ function settingsHash(obj: unknown): string {
 /** Count occurrences of a header in the raw header list (Node keeps only the first Authorization). */
 function headerCount(raw: readonly string[], lowerName: string): number {
   let n = 0;
-  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === lowerName.length && raw[i]!.toLowerCase() === lowerName) n += 1;
+  for (let i = 0; i < raw.length; i += 2)
+    if (raw[i]!.length === lowerName.length && raw[i]!.toLowerCase() === lowerName) n += 1;
   return n;
 }
 
@@ -249,11 +307,7 @@ interface JwtSetup {
   readonly rolesPath: readonly string[];
 }
 
-async function compileJwt(
-  jwt: AuthConfig['jwt'],
-  ctx: CompileContext,
-  held: string[],
-): Promise<JwtSetup> {
+async function compileJwt(jwt: AuthConfig['jwt'], ctx: CompileContext, held: string[]): Promise<JwtSetup> {
   const { services } = ctx;
   const at = (...p: (string | number)[]) => [...ctx.path, 'jwt', ...p];
   const fail = (msg: string, p: (string | number)[]) => {
@@ -289,11 +343,16 @@ async function compileJwt(
     } catch {
       fail(`jwks_url is not a URL`, ['jwks_url']);
     }
-    if (u !== undefined && u.protocol !== 'https:' && u.protocol !== 'http:') fail('jwks_url must be http(s)', ['jwks_url']);
+    if (u !== undefined && u.protocol !== 'https:' && u.protocol !== 'http:')
+      fail('jwks_url must be http(s)', ['jwks_url']);
   }
   const hasKeys = staticKeys !== undefined || jwksUrl !== '';
   const algorithms =
-    jwt.algorithms.length > 0 ? [...new Set(jwt.algorithms)] : hasKeys ? (['RS256', 'ES256', 'EdDSA'] as const) : (['HS256'] as const);
+    jwt.algorithms.length > 0
+      ? [...new Set(jwt.algorithms)]
+      : hasKeys
+        ? (['RS256', 'ES256', 'EdDSA'] as const)
+        : (['HS256'] as const);
   const hmacAlgs = algorithms.filter(isHmac);
   if (hmacAlgs.length > 0) {
     if (jwt.secret === '') {
@@ -313,7 +372,9 @@ async function compileJwt(
     }
   }
   if (algorithms.some((a) => !isHmac(a)) && !hasKeys) {
-    fail('an asymmetric algorithm is pinned but neither public_keys nor jwks_url is configured', ['algorithms']);
+    fail('an asymmetric algorithm is pinned but neither public_keys nor jwks_url is configured', [
+      'algorithms',
+    ]);
   }
 
   const toMs = (v: string, p: string[]) => {
@@ -396,7 +457,12 @@ async function compileJwt(
     cache,
     now: services.now,
   });
-  return { verifier, cookie: jwt.cookie, subjectClaim: jwt.subject_claim, rolesPath: jwt.roles_claim.split('.') };
+  return {
+    verifier,
+    cookie: jwt.cookie,
+    subjectClaim: jwt.subject_claim,
+    rolesPath: jwt.roles_claim.split('.'),
+  };
 }
 
 function compileApiKeys(block: AuthConfig['api_keys'], ctx: CompileContext): ApiKeyEntry[] {
@@ -422,7 +488,10 @@ function compileApiKeys(block: AuthConfig['api_keys'], ctx: CompileContext): Api
   if (block.env_key !== '') {
     if (ids.has('env')) throw new ConfigError('the id "env" is reserved for env_key (API_KEY)', at('keys'));
     if (block.env_key.length < 16) {
-      ctx.services.log.warn({ length: block.env_key.length }, 'API_KEY is shorter than 16 characters; use a long random key');
+      ctx.services.log.warn(
+        { length: block.env_key.length },
+        'API_KEY is shorter than 16 characters; use a long random key',
+      );
     }
     const hash = hashApiKey(block.env_key);
     if (hashes.has(hash)) throw new ConfigError('API_KEY is also configured in keys', at('env_key'));
@@ -456,7 +525,10 @@ export const auth: PolicyFactory<typeof authSchema> = {
     }
     const isPublic = req.includes('none');
     if (isPublic && config.roles.length > 0) {
-      throw new ConfigError('roles need an authenticated caller; remove them or require jwt/api_key', [...ctx.path, 'roles']);
+      throw new ConfigError('roles need an authenticated caller; remove them or require jwt/api_key', [
+        ...ctx.path,
+        'roles',
+      ]);
     }
     const base: Policy = { name: 'auth', mode: config.mode, failure: 'closed' };
     if (isPublic) return base;
@@ -466,11 +538,10 @@ export const auth: PolicyFactory<typeof authSchema> = {
     const allowKey = req.includes('api_key');
     const keys = allowKey ? compileApiKeys(config.api_keys, ctx) : [];
     if (allowKey && !allowJwt && keys.length === 0) {
-      throw new ConfigError('require is [api_key] but no API keys are configured (api_keys.keys or API_KEY)', [
-        ...ctx.path,
-        'api_keys',
-        'keys',
-      ]);
+      throw new ConfigError(
+        'require is [api_key] but no API keys are configured (api_keys.keys or API_KEY)',
+        [...ctx.path, 'api_keys', 'keys'],
+      );
     }
     let jwt: JwtSetup | undefined;
     try {
@@ -511,9 +582,11 @@ export const auth: PolicyFactory<typeof authSchema> = {
         } else {
           const v = c.headers[keyHeader];
           if (v !== undefined) {
-            if (Array.isArray(v) || headerCount(c.rawHeaders, keyHeader) > 1) return { kind: 'malformed', method: 'api_key' };
+            if (Array.isArray(v) || headerCount(c.rawHeaders, keyHeader) > 1)
+              return { kind: 'malformed', method: 'api_key' };
             const key = v.trim();
-            if (key === '' || key.length > MAX_API_KEY_LENGTH) return { kind: 'malformed', method: 'api_key' };
+            if (key === '' || key.length > MAX_API_KEY_LENGTH)
+              return { kind: 'malformed', method: 'api_key' };
             return { kind: 'api_key', key };
           }
         }
@@ -545,10 +618,20 @@ export const auth: PolicyFactory<typeof authSchema> = {
       return undefined;
     };
 
-    const fromClaims = (c: RequestContext, claims: Readonly<Record<string, unknown>>, via: 'header' | 'cookie'): Verdict => {
+    const fromClaims = (
+      c: RequestContext,
+      claims: Readonly<Record<string, unknown>>,
+      via: 'header' | 'cookie',
+    ): Verdict => {
       const subject = headerSafeSubject(claims[jwt!.subjectClaim]);
       if (subject === undefined) return fail('claims', 'jwt');
-      return accept(c, { subject, roles: rolesFromClaims(claims, jwt!.rolesPath), method: 'jwt', claims, via });
+      return accept(c, {
+        subject,
+        roles: rolesFromClaims(claims, jwt!.rolesPath),
+        method: 'jwt',
+        claims,
+        via,
+      });
     };
 
     const policy: Policy = {
@@ -560,9 +643,18 @@ export const auth: PolicyFactory<typeof authSchema> = {
         if (cred.kind === 'api_key') {
           const entry = matchApiKey(keys, cred.key);
           if (entry === undefined) return fail('invalid_key', 'api_key');
-          const locals: AuthLocals = entry.rateLimit !== undefined ? { keyId: entry.id, rateLimit: entry.rateLimit } : { keyId: entry.id };
+          const locals: AuthLocals =
+            entry.rateLimit !== undefined
+              ? { keyId: entry.id, rateLimit: entry.rateLimit }
+              : { keyId: entry.id };
           c.locals.set('auth', locals);
-          return accept(c, { subject: `api_key:${entry.id}`, roles: entry.roles, method: 'api_key', keyId: entry.id, via: 'header' });
+          return accept(c, {
+            subject: `api_key:${entry.id}`,
+            roles: entry.roles,
+            method: 'api_key',
+            keyId: entry.id,
+            via: 'header',
+          });
         }
         let result;
         try {

@@ -1,4 +1,10 @@
-import { createLocalJWKSet, errors, type JWSHeaderParameters, type FlattenedJWSInput, type CryptoKey } from 'jose';
+import {
+  createLocalJWKSet,
+  errors,
+  type JWSHeaderParameters,
+  type FlattenedJWSInput,
+  type CryptoKey,
+} from 'jose';
 import type { OpsLogger } from '../../gateway/policy.js';
 import { AuthFailure } from './reasons.js';
 
@@ -91,7 +97,11 @@ export class JwksClient {
   }
 
   private inBackoff(now: number): boolean {
-    return this.lastFailureAt !== undefined && this.lastFailureAt >= this.lastAttemptAt && now < this.lastFailureAt + this.opts.failureBackoffMs;
+    return (
+      this.lastFailureAt !== undefined &&
+      this.lastFailureAt >= this.lastAttemptAt &&
+      now < this.lastFailureAt + this.opts.failureBackoffMs
+    );
   }
 
   state(): JwksState {

@@ -152,7 +152,8 @@ function decodeHeader(token: string): Record<string, unknown> {
   } catch {
     throw new AuthFailure('malformed');
   }
-  if (header === null || typeof header !== 'object' || Array.isArray(header)) throw new AuthFailure('malformed');
+  if (header === null || typeof header !== 'object' || Array.isArray(header))
+    throw new AuthFailure('malformed');
   return header as Record<string, unknown>;
 }
 
@@ -199,7 +200,10 @@ export function toFailure(err: unknown): AuthFailure {
 }
 
 /** HMAC CryptoKeys for each pinned HS algorithm, from the UTF-8 bytes of the secret. */
-export async function importHmacKeys(secret: string, algorithms: readonly string[]): Promise<Map<string, CryptoKey>> {
+export async function importHmacKeys(
+  secret: string,
+  algorithms: readonly string[],
+): Promise<Map<string, CryptoKey>> {
   // Imported once here: jose would otherwise import raw secret bytes on every verification.
   const keys = new Map<string, CryptoKey>();
   const raw = Buffer.from(secret, 'utf8');
@@ -229,7 +233,8 @@ export function buildStaticKeySet(specs: readonly StaticKeySpec[]): LocalSet | u
   const keys: JWK[] = specs.map((spec, i) => {
     let jwk: JWK;
     if (spec.pem !== undefined) {
-      if (/PRIVATE KEY/.test(spec.pem)) throw new Error(`public_keys[${i}]: a private key was given; configure the public key`);
+      if (/PRIVATE KEY/.test(spec.pem))
+        throw new Error(`public_keys[${i}]: a private key was given; configure the public key`);
       try {
         jwk = createPublicKey(spec.pem).export({ format: 'jwk' }) as JWK;
       } catch (err) {

@@ -5,7 +5,8 @@ import { policyBlock } from '../../gateway/config/policy-schema.js';
 
 const secureMode = (extra: { default?: string } = {}) =>
   Type.Union([Type.Literal('auto'), Type.Literal('always'), Type.Literal('never')], {
-    description: 'auto: add Secure when the client connection is https (listener TLS or trusted X-Forwarded-Proto)',
+    description:
+      'auto: add Secure when the client connection is https (listener TLS or trusted X-Forwarded-Proto)',
     ...extra,
   });
 const sameSite = (extra: { default?: string } = {}) =>
@@ -16,7 +17,9 @@ const sameSite = (extra: { default?: string } = {}) =>
 
 const Override = Type.Object(
   {
-    http_only: Type.Optional(Type.Boolean({ description: 'add HttpOnly (false for a cookie scripts must read, e.g. a CSRF token)' })),
+    http_only: Type.Optional(
+      Type.Boolean({ description: 'add HttpOnly (false for a cookie scripts must read, e.g. a CSRF token)' }),
+    ),
     secure: Type.Optional(secureMode()),
     same_site: Type.Optional(sameSite()),
   },
@@ -43,7 +46,7 @@ export const cookieHardeningSchema = policyBlock(
     http_only: Type.Boolean({ default: true, description: 'add HttpOnly' }),
     secure: secureMode({ default: 'auto' }),
     same_site: sameSite({ default: 'Lax' }),
-    cookies: Type.Record(Type.String({ pattern: '^[!#$%&\'*+\\-.^_`|~0-9A-Za-z]+$' }), Override, {
+    cookies: Type.Record(Type.String({ pattern: "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$" }), Override, {
       default: {},
       description: 'per-cookie-name overrides',
     }),
@@ -77,7 +80,11 @@ export function hardenCookie(line: string, rule: Rule, secureRequest: boolean): 
       else if (name === 'secure') hasSecure = true;
       else if (name === 'samesite') {
         hasSameSite = true;
-        sameSiteNone = attr.slice(eq + 1).trim().toLowerCase() === 'none';
+        sameSiteNone =
+          attr
+            .slice(eq + 1)
+            .trim()
+            .toLowerCase() === 'none';
       }
     }
   }
@@ -87,7 +94,10 @@ export function hardenCookie(line: string, rule: Rule, secureRequest: boolean): 
   const addSameSite = rule.sameSite !== 'off' && !hasSameSite;
   // SameSite=None without Secure is rejected by browsers: None implies Secure.
   const wantSecure =
-    rule.secure === 'always' || (rule.secure === 'auto' && secureRequest) || (addSameSite && rule.sameSite === 'None') || sameSiteNone;
+    rule.secure === 'always' ||
+    (rule.secure === 'auto' && secureRequest) ||
+    (addSameSite && rule.sameSite === 'None') ||
+    sameSiteNone;
   if (wantSecure && !hasSecure && rule.secure !== 'never') out += '; Secure';
   if (addSameSite) out += `; SameSite=${rule.sameSite}`;
   return out === line.trimEnd() ? line : out;

@@ -12,13 +12,23 @@ const schema = policyBlock(
       description:
         'allowed origins, a list or one comma-separated string (CORS_ORIGINS); `*` allows any origin but never together with credentials',
     }),
-    allow_credentials: Type.Boolean({ default: true, description: 'send Access-Control-Allow-Credentials: true' }),
+    allow_credentials: Type.Boolean({
+      default: true,
+      description: 'send Access-Control-Allow-Credentials: true',
+    }),
     allow_methods: Type.Array(Type.String(), {
       default: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
       description: 'methods a preflight may ask for',
     }),
     allow_headers: Type.Array(Type.String(), {
-      default: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id', 'X-CSRF-Token', 'X-Requested-With'],
+      default: [
+        'Authorization',
+        'Content-Type',
+        'X-API-Key',
+        'X-Request-Id',
+        'X-CSRF-Token',
+        'X-Requested-With',
+      ],
       description: 'request headers a preflight may ask for (case-insensitive)',
     }),
     expose_headers: Type.Array(Type.String(), {
@@ -31,7 +41,9 @@ const schema = policyBlock(
       description: 'accept an Origin equal to the request’s own origin (scheme://Host) even when not listed',
     }),
   },
-  { description: 'strict CORS: origin allowlist, preflights answered by the gateway, foreign origins refused' },
+  {
+    description: 'strict CORS: origin allowlist, preflights answered by the gateway, foreign origins refused',
+  },
 );
 
 /**
@@ -101,10 +113,12 @@ export const cors: PolicyFactory<typeof schema> = {
       onRequest(rc) {
         const origin = rc.headers.origin;
         if (origin === undefined) return undefined;
-        const isPreflight = rc.method === 'OPTIONS' && rc.headers['access-control-request-method'] !== undefined;
+        const isPreflight =
+          rc.method === 'OPTIONS' && rc.headers['access-control-request-method'] !== undefined;
         // Origin is lowercase per RFC 6454 serialisation; compare case-insensitively on scheme/host.
         const o = origin.toLowerCase();
-        if (!originAllowed(o, rc)) return deny(isPreflight ? 'preflight origin not allowed' : 'origin not allowed');
+        if (!originAllowed(o, rc))
+          return deny(isPreflight ? 'preflight origin not allowed' : 'origin not allowed');
         if (!isPreflight) return undefined;
         const reqMethod = String(rc.headers['access-control-request-method']).toUpperCase();
         if (!methods.has(reqMethod)) return deny('preflight method not allowed');

@@ -28,7 +28,7 @@ export const csrfSchema = policyBlock(
     allowed_origins: Type.Union([Type.String(), Type.Array(Type.String())], {
       default: [],
       description:
-        'origins allowed besides the gateway\'s own (list or comma-separated string); empty = CORS_ORIGINS from the environment',
+        "origins allowed besides the gateway's own (list or comma-separated string); empty = CORS_ORIGINS from the environment",
     }),
     methods: Type.Array(METHOD, {
       default: ['POST', 'PUT', 'PATCH', 'DELETE'],
@@ -53,7 +53,13 @@ export function canonicalOrigin(value: string): string | undefined {
   try {
     const u = new URL(value);
     if (u.protocol !== 'http:' && u.protocol !== 'https:') return undefined;
-    if (u.username !== '' || u.password !== '' || (u.pathname !== '/' && u.pathname !== '') || u.search !== '' || u.hash !== '') {
+    if (
+      u.username !== '' ||
+      u.password !== '' ||
+      (u.pathname !== '/' && u.pathname !== '') ||
+      u.search !== '' ||
+      u.hash !== ''
+    ) {
       return undefined;
     }
     return u.origin;
@@ -83,9 +89,19 @@ export const csrf: PolicyFactory<typeof csrfSchema> = {
     list.forEach((raw, i) => {
       const o = raw.trim();
       if (o === '') return;
-      if (o === '*') throw new ConfigError('a wildcard origin cannot be trusted for CSRF', [...ctx.path, 'allowed_origins', i]);
+      if (o === '*')
+        throw new ConfigError('a wildcard origin cannot be trusted for CSRF', [
+          ...ctx.path,
+          'allowed_origins',
+          i,
+        ]);
       const c = canonicalOrigin(o);
-      if (c === undefined) throw new ConfigError(`"${o}" is not an origin (scheme://host[:port])`, [...ctx.path, 'allowed_origins', i]);
+      if (c === undefined)
+        throw new ConfigError(`"${o}" is not an origin (scheme://host[:port])`, [
+          ...ctx.path,
+          'allowed_origins',
+          i,
+        ]);
       allowed.add(c);
     });
     const methods = new Set(config.methods);

@@ -26,7 +26,11 @@ export const DEFAULT_BAN_CODES = [
   'unauthorized:algorithm',
 ];
 
-const Cidr = Type.String({ minLength: 2, maxLength: 64, description: 'an IPv4 or IPv6 address or network (CIDR), e.g. 10.0.0.0/8, 2001:db8::/32' });
+const Cidr = Type.String({
+  minLength: 2,
+  maxLength: 64,
+  description: 'an IPv4 or IPv6 address or network (CIDR), e.g. 10.0.0.0/8, 2001:db8::/32',
+});
 
 const schema = policyBlock(
   {
@@ -39,7 +43,8 @@ const schema = policyBlock(
             skip: Type.Array(Type.String({ pattern: SKIP_NAMES_PATTERN }), {
               default: ['*'],
               minItems: 1,
-              description: 'checks this network skips: * (all), ip_ban, login_lockout, rate_limit, rate_limit.<rule>',
+              description:
+                'checks this network skips: * (all), ip_ban, login_lockout, rate_limit, rate_limit.<rule>',
             }),
           },
           { additionalProperties: false },
@@ -52,7 +57,10 @@ const schema = policyBlock(
       },
     ),
     deny: Type.Array(Cidr, { default: [], description: 'networks always refused with 403 ip_blocked' }),
-    auto_ban: Type.Boolean({ default: true, description: 'ban a client IP that collects `threshold` suspicious denials within `window`' }),
+    auto_ban: Type.Boolean({
+      default: true,
+      description: 'ban a client IP that collects `threshold` suspicious denials within `window`',
+    }),
     threshold: Type.Integer({
       minimum: 1,
       maximum: MAX_WINDOW_EVENTS,
@@ -63,13 +71,15 @@ const schema = policyBlock(
     ban_duration: Duration('1h', 'how long an automatic ban lasts'),
     ban_codes: Type.Array(Type.String({ pattern: '^[a-z_]+(:[a-z_]+)?$' }), {
       default: DEFAULT_BAN_CODES,
-      description: 'denial codes that count as suspicious; `code:reason` matches only denials whose detail.reason is `reason` (e.g. unauthorized:signature)',
+      description:
+        'denial codes that count as suspicious; `code:reason` matches only denials whose detail.reason is `reason` (e.g. unauthorized:signature)',
     }),
     ipv6_prefix: Type.Integer({
       minimum: 32,
       maximum: 128,
       default: 64,
-      description: 'IPv6 clients are counted and banned per network of this many bits (a subscriber usually holds a /64); 128 = per address',
+      description:
+        'IPv6 clients are counted and banned per network of this many bits (a subscriber usually holds a /64); 128 = per address',
     }),
     fail: FailureSchema('open'),
   },
@@ -90,7 +100,8 @@ export function parseCidr(text: string): ParsedCidr {
   let prefix = max;
   if (slash !== -1) {
     const p = text.slice(slash + 1).trim();
-    if (!/^\d{1,3}$/.test(p) || Number(p) > max) throw new Error(`"${text}" has an invalid prefix length (0-${max})`);
+    if (!/^\d{1,3}$/.test(p) || Number(p) > max)
+      throw new Error(`"${text}" has an invalid prefix length (0-${max})`);
     prefix = Number(p);
   }
   if (rawFamily === 6 && family === 'ipv4') {
@@ -139,7 +150,10 @@ export const ipBan: PolicyFactory<typeof schema> = {
       try {
         net = parseCidr(cidr);
       } catch (err) {
-        throw new ConfigError((err as Error).message, typeof entry === 'string' ? at('allow', i) : at('allow', i, 'cidr'));
+        throw new ConfigError(
+          (err as Error).message,
+          typeof entry === 'string' ? at('allow', i) : at('allow', i, 'cidr'),
+        );
       }
       const id = [...skip].sort().join(',');
       let g = allowGroups.get(id);
@@ -164,7 +178,11 @@ export const ipBan: PolicyFactory<typeof schema> = {
     config.ban_codes.forEach((c, i) => {
       const [code, reason] = c.split(':');
       if (!(code! in CODES)) throw new ConfigError(`unknown denial code "${code}"`, at('ban_codes', i));
-      if (code === 'ip_blocked') throw new ConfigError('ip_blocked cannot count towards a ban (a banned client would stay banned)', at('ban_codes', i));
+      if (code === 'ip_blocked')
+        throw new ConfigError(
+          'ip_blocked cannot count towards a ban (a banned client would stay banned)',
+          at('ban_codes', i),
+        );
       if (reason === undefined) codes.add(code!);
       else codeReasons.add(c);
     });
@@ -225,7 +243,8 @@ export const ipBan: PolicyFactory<typeof schema> = {
           return { code: 'ip_blocked', ruleIds: ['deny-list'], detail: { source: 'deny_list' } };
         }
         const left = await store.blockedFor(BAN_PREFIX + clientKey(ip, v6Prefix));
-        if (left > 0) return { code: 'ip_blocked', ruleIds: ['auto-ban'], detail: { source: 'auto_ban', ttl_ms: left } };
+        if (left > 0)
+          return { code: 'ip_blocked', ruleIds: ['auto-ban'], detail: { source: 'auto_ban', ttl_ms: left } };
         return undefined;
       },
     };
@@ -234,7 +253,10 @@ export const ipBan: PolicyFactory<typeof schema> = {
         if (outcome.decision !== 'deny' || outcome.deny === undefined) return;
         if (!suspicious(outcome.deny) || isSkipped(ctx, 'ip_ban')) return;
         const done = countSuspicious(ctx, outcome.status, outcome.deny.code).catch((err: unknown) => {
-          log.warn({ policy: 'ip-ban', request_id: ctx.id, err: (err as Error).message }, 'auto-ban counting failed (store unavailable)');
+          log.warn(
+            { policy: 'ip-ban', request_id: ctx.id, err: (err as Error).message },
+            'auto-ban counting failed (store unavailable)',
+          );
         });
         // the accounting runs after the response; tests (and graceful shutdown) can await it
         ctx.locals.set(PENDING_LOCAL, done);

@@ -44,7 +44,7 @@ function v6Groups(addr: string): number[] | undefined {
 function v6Text(g: readonly number[]): string {
   let bestStart = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (g[i] !== 0) {
       i++;
       continue;

@@ -14,17 +14,24 @@ export const LOCK_PREFIX = 'lockout:lock:';
 
 /** A duration, or a bare number of minutes (LOGIN_LOCKOUT_DURATION=15). */
 const Minutes = (dflt: number | string, description: string) =>
-  Type.Union([Type.Number({ minimum: 0 }), Type.String({ pattern: `(${DURATION_PATTERN})|(^\\s*\\d+(\\.\\d+)?\\s*$)` })], {
-    default: dflt,
-    description: `${description} (a bare number is minutes; or a duration like 15m, 1h)`,
-  });
+  Type.Union(
+    [
+      Type.Number({ minimum: 0 }),
+      Type.String({ pattern: `(${DURATION_PATTERN})|(^\\s*\\d+(\\.\\d+)?\\s*$)` }),
+    ],
+    {
+      default: dflt,
+      description: `${description} (a bare number is minutes; or a duration like 15m, 1h)`,
+    },
+  );
 
 const schema = policyBlock(
   {
     username_field: Type.String({
       pattern: '^[A-Za-z0-9_.-]{1,64}$',
       default: 'username',
-      description: 'field of the JSON or form body that holds the username (dots reach into JSON objects: user.email)',
+      description:
+        'field of the JSON or form body that holds the username (dots reach into JSON objects: user.email)',
     }),
     max_attempts: Type.Integer({
       minimum: 1,
@@ -32,11 +39,14 @@ const schema = policyBlock(
       default: 5,
       description: 'failed logins for one username within `window` that lock it (MAX_LOGIN_ATTEMPTS)',
     }),
-    ip_max_attempts: Type.Union([Type.Integer({ minimum: 0, maximum: MAX_WINDOW_EVENTS }), Type.Literal('auto')], {
-      default: 'auto',
-      description:
-        'failed logins from one client IP within `window`, whatever the usernames, that lock that IP out of the login route; auto = 4 × max_attempts; 0 = off; otherwise at least max_attempts',
-    }),
+    ip_max_attempts: Type.Union(
+      [Type.Integer({ minimum: 0, maximum: MAX_WINDOW_EVENTS }), Type.Literal('auto')],
+      {
+        default: 'auto',
+        description:
+          'failed logins from one client IP within `window`, whatever the usernames, that lock that IP out of the login route; auto = 4 × max_attempts; 0 = off; otherwise at least max_attempts',
+      },
+    ),
     window: Minutes('15m', 'sliding window in which failures are counted'),
     lockout: Minutes(15, 'how long a lock lasts (LOGIN_LOCKOUT_DURATION)'),
     failure_statuses: Type.Array(Type.Integer({ minimum: 400, maximum: 599 }), {
@@ -46,7 +56,8 @@ const schema = policyBlock(
     }),
     case_sensitive: Type.Boolean({
       default: false,
-      description: 'count `Alice` and `alice` apart (false: usernames are compared after Unicode NFKC and lowercasing)',
+      description:
+        'count `Alice` and `alice` apart (false: usernames are compared after Unicode NFKC and lowercasing)',
     }),
     max_username_length: Type.Integer({
       minimum: 1,
@@ -54,10 +65,18 @@ const schema = policyBlock(
       default: 256,
       description: 'longer usernames are not counted per username (the client IP still is)',
     }),
-    ipv6_prefix: Type.Integer({ minimum: 32, maximum: 128, default: 64, description: 'IPv6 clients are counted per network of this many bits' }),
+    ipv6_prefix: Type.Integer({
+      minimum: 32,
+      maximum: 128,
+      default: 64,
+      description: 'IPv6 clients are counted per network of this many bits',
+    }),
     fail: FailureSchema('open'),
   },
-  { description: 'Failed-login lockout per username and per client IP (enable it on the login route)', enabled: false },
+  {
+    description: 'Failed-login lockout per username and per client IP (enable it on the login route)',
+    enabled: false,
+  },
 );
 
 function hash(v: string): string {
@@ -110,9 +129,15 @@ export const loginLockout: PolicyFactory<typeof schema> = {
     const windowMs = minutes(config.window, 'window');
     const lockMs = minutes(config.lockout, 'lockout');
     const maxAttempts = config.max_attempts;
-    const ipMax = config.ip_max_attempts === 'auto' ? Math.min(MAX_WINDOW_EVENTS, 4 * maxAttempts) : config.ip_max_attempts;
+    const ipMax =
+      config.ip_max_attempts === 'auto'
+        ? Math.min(MAX_WINDOW_EVENTS, 4 * maxAttempts)
+        : config.ip_max_attempts;
     if (ipMax > 0 && ipMax < maxAttempts) {
-      throw new ConfigError(`ip_max_attempts (${ipMax}) must be at least max_attempts (${maxAttempts}), or 0 to turn the IP lock off`, at('ip_max_attempts'));
+      throw new ConfigError(
+        `ip_max_attempts (${ipMax}) must be at least max_attempts (${maxAttempts}), or 0 to turn the IP lock off`,
+        at('ip_max_attempts'),
+      );
     }
     const failures = new Set(config.failure_statuses);
     const fieldPath = config.username_field.split('.');
@@ -128,7 +153,8 @@ export const loginLockout: PolicyFactory<typeof schema> = {
       if (body.json !== undefined) {
         v = body.json;
         for (const seg of fieldPath) {
-          if (v === null || typeof v !== 'object' || Array.isArray(v) || !Object.hasOwn(v, seg)) return undefined;
+          if (v === null || typeof v !== 'object' || Array.isArray(v) || !Object.hasOwn(v, seg))
+            return undefined;
           v = (v as Record<string, unknown>)[seg];
         }
       } else {
@@ -149,18 +175,34 @@ export const loginLockout: PolicyFactory<typeof schema> = {
       detail: { scope, retry_after_s: Math.max(1, Math.ceil(ms / 1000)) },
     });
 
-    const lock = async (ctx: RequestContext, scope: 'username' | 'ip', key: string, count: number, status: number) => {
+    const lock = async (
+      ctx: RequestContext,
+      scope: 'username' | 'ip',
+      key: string,
+      count: number,
+      status: number,
+    ) => {
       await store.block(LOCK_PREFIX + key, lockMs);
       metrics.accountLockouts.inc();
       audit.request('account_locked', ctx, {
         decision: 'deny',
         reason: 'lockout',
         status,
-        detail: { scope, failures: count, window_ms: windowMs, lockout_ms: lockMs, ...(scope === 'username' ? { username_hash: key.slice(2) } : {}) },
+        detail: {
+          scope,
+          failures: count,
+          window_ms: windowMs,
+          lockout_ms: lockMs,
+          ...(scope === 'username' ? { username_hash: key.slice(2) } : {}),
+        },
       });
     };
 
-    const recordFailure = async (ctx: RequestContext, user: string | undefined, status: number): Promise<void> => {
+    const recordFailure = async (
+      ctx: RequestContext,
+      user: string | undefined,
+      status: number,
+    ): Promise<void> => {
       const ip = clientKey(ctx.clientIp, v6Prefix);
       const [userCount, ipCount] = await Promise.all([
         user === undefined ? Promise.resolve(0) : store.increment(`${counterPrefix}u:${user}`, windowMs),
@@ -171,14 +213,24 @@ export const loginLockout: PolicyFactory<typeof schema> = {
         decision: 'allow',
         reason: 'invalid_credentials',
         status,
-        detail: { username_present: user !== undefined, ...(user ? { username_hash: user, failures: userCount } : {}), ip_failures: ipCount },
+        detail: {
+          username_present: user !== undefined,
+          ...(user ? { username_hash: user, failures: userCount } : {}),
+          ip_failures: ipCount,
+        },
       });
       const jobs: Promise<void>[] = [];
       if (user !== undefined && userCount >= maxAttempts) {
-        jobs.push(lock(ctx, 'username', `u:${user}`, userCount, status).then(() => store.reset(`${counterPrefix}u:${user}`)));
+        jobs.push(
+          lock(ctx, 'username', `u:${user}`, userCount, status).then(() =>
+            store.reset(`${counterPrefix}u:${user}`),
+          ),
+        );
       }
       if (ipMax > 0 && ipCount >= ipMax) {
-        jobs.push(lock(ctx, 'ip', `ip:${ip}`, ipCount, status).then(() => store.reset(`${counterPrefix}ip:${ip}`)));
+        jobs.push(
+          lock(ctx, 'ip', `ip:${ip}`, ipCount, status).then(() => store.reset(`${counterPrefix}ip:${ip}`)),
+        );
       }
       await Promise.all(jobs);
     };
@@ -210,10 +262,14 @@ export const loginLockout: PolicyFactory<typeof schema> = {
         if (state === undefined || head.fromGateway) return;
         try {
           if (failures.has(head.status)) await recordFailure(ctx, state.user, head.status);
-          else if (head.status >= 200 && head.status < 300 && state.user !== undefined) await store.reset(`${counterPrefix}u:${state.user}`);
+          else if (head.status >= 200 && head.status < 300 && state.user !== undefined)
+            await store.reset(`${counterPrefix}u:${state.user}`);
         } catch (err) {
           // store down: the attempt is not counted (fail open for accounting), the response goes on
-          log.warn({ policy: 'login-lockout', request_id: ctx.id, err: (err as Error).message }, 'login failure accounting failed');
+          log.warn(
+            { policy: 'login-lockout', request_id: ctx.id, err: (err as Error).message },
+            'login failure accounting failed',
+          );
         }
       },
     };

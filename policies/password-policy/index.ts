@@ -32,7 +32,12 @@ export const passwordPolicySchema = policyBlock(
       default: ['username', 'email'],
       description: 'body fields holding the username (else the authenticated subject is used)',
     }),
-    min_length: Type.Integer({ default: 8, minimum: 1, maximum: 72, description: 'minimum length in characters (PASSWORD_MIN_LENGTH)' }),
+    min_length: Type.Integer({
+      default: 8,
+      minimum: 1,
+      maximum: 72,
+      description: 'minimum length in characters (PASSWORD_MIN_LENGTH)',
+    }),
     max_bytes: Type.Integer({
       default: 72,
       minimum: 8,
@@ -43,8 +48,14 @@ export const passwordPolicySchema = policyBlock(
       default: true,
       description: 'require a character that is not a letter or digit (PASSWORD_REQUIRE_SPECIAL)',
     }),
-    forbid_username: Type.Boolean({ default: true, description: 'refuse a password equal to or containing the username' }),
-    require_field: Type.Boolean({ default: true, description: 'refuse a request that carries none of the fields' }),
+    forbid_username: Type.Boolean({
+      default: true,
+      description: 'refuse a password equal to or containing the username',
+    }),
+    require_field: Type.Boolean({
+      default: true,
+      description: 'refuse a request that carries none of the fields',
+    }),
   },
   { description: 'password requirements on password-setting routes', enabled: false },
 );
@@ -80,7 +91,8 @@ function fieldValues(ctx: RequestContext): Map<string, unknown[]> | Deny {
   }
   if (body.json !== undefined) {
     const j = body.json;
-    if (j === null || typeof j !== 'object' || Array.isArray(j)) return badRequest('The request body must be a JSON object.');
+    if (j === null || typeof j !== 'object' || Array.isArray(j))
+      return badRequest('The request body must be a JSON object.');
     for (const [k, v] of Object.entries(j)) out.set(k, [v]);
     return out;
   }
@@ -94,7 +106,10 @@ export const passwordPolicy: PolicyFactory<typeof passwordPolicySchema> = {
   schema: passwordPolicySchema,
   compile(config, ctx): Policy {
     if (config.max_bytes < config.min_length) {
-      throw new ConfigError(`max_bytes (${config.max_bytes}) is below min_length (${config.min_length})`, [...ctx.path, 'max_bytes']);
+      throw new ConfigError(`max_bytes (${config.max_bytes}) is below min_length (${config.min_length})`, [
+        ...ctx.path,
+        'max_bytes',
+      ]);
     }
     const { fields, username_fields: userFields, min_length: minLength, max_bytes: maxBytes } = config;
     const requireSpecial = config.require_special;
@@ -104,7 +119,8 @@ export const passwordPolicy: PolicyFactory<typeof passwordPolicySchema> = {
     const usernames = (values: Map<string, unknown[]>, c: RequestContext): string[] => {
       const names: string[] = [];
       for (const f of userFields) {
-        for (const v of values.get(f) ?? []) if (typeof v === 'string' && v.trim() !== '') names.push(v.trim().toLowerCase());
+        for (const v of values.get(f) ?? [])
+          if (typeof v === 'string' && v.trim() !== '') names.push(v.trim().toLowerCase());
       }
       if (names.length === 0 && c.identity?.method === 'jwt') names.push(c.identity.subject.toLowerCase());
       // an e-mail address as username: its local part counts too
@@ -123,7 +139,11 @@ export const passwordPolicy: PolicyFactory<typeof passwordPolicySchema> = {
         return weak('max_bytes', field, `The new password must be at most ${maxBytes} bytes long.`);
       }
       if (requireSpecial && !SPECIAL.test(password)) {
-        return weak('special', field, 'The new password must contain a special character (not a letter or digit).');
+        return weak(
+          'special',
+          field,
+          'The new password must contain a special character (not a letter or digit).',
+        );
       }
       if (forbidUsername) {
         const lower = password.toLowerCase();

@@ -21,19 +21,24 @@ const RuleSchema = Type.Object(
   {
     name: Type.String({
       pattern: '^[a-z0-9][a-z0-9_-]{0,39}$',
-      description: 'rule name: the `rule` label of gateway_rate_limited_total and the RateLimit header item names',
+      description:
+        'rule name: the `rule` label of gateway_rate_limited_total and the RateLimit header item names',
     }),
     limits: Limits(undefined, 'the limits, all enforced together'),
     key: Type.String({
       pattern: KEY_PATTERN,
       default: 'ip',
-      description: 'what is counted: ip, api_key, subject, route, or a combination joined by + (e.g. ip+route). A rule whose key needs an identity only applies to authenticated requests',
+      description:
+        'what is counted: ip, api_key, subject, route, or a combination joined by + (e.g. ip+route). A rule whose key needs an identity only applies to authenticated requests',
     }),
     routes: Type.Array(Type.String({ minLength: 1 }), {
       default: [],
       description: 'route names the rule applies to; empty = every route the block applies to',
     }),
-    methods: Type.Array(Type.String({ pattern: '^[A-Z]+$' }), { default: [], description: 'HTTP methods the rule applies to; empty = all' }),
+    methods: Type.Array(Type.String({ pattern: '^[A-Z]+$' }), {
+      default: [],
+      description: 'HTTP methods the rule applies to; empty = all',
+    }),
     fail: FailureSchema('open'),
   },
   { additionalProperties: false },
@@ -43,14 +48,20 @@ const schema = policyBlock(
   {
     default: Type.Union([Type.String({ pattern: LIMITS_PATTERN }), Type.Literal('off')], {
       default: '200 per day;50 per hour;10 per minute',
-      description: 'the default rule (named `default`), per client IP unless default_key says otherwise (RATELIMIT_DEFAULT); `off` disables it',
+      description:
+        'the default rule (named `default`), per client IP unless default_key says otherwise (RATELIMIT_DEFAULT); `off` disables it',
     }),
-    default_key: Type.String({ pattern: KEY_PATTERN, default: 'ip', description: 'what the default rule counts' }),
+    default_key: Type.String({
+      pattern: KEY_PATTERN,
+      default: 'ip',
+      description: 'what the default rule counts',
+    }),
     default_fail: FailureSchema('open'),
     rules: Type.Array(RuleSchema, { default: [], description: 'more rules, usually in the global block' }),
     route_rules: Type.Array(RuleSchema, {
       default: [],
-      description: 'rules added by a route block (route blocks replace `rules` when they set it, so use this key to add); a name used in `rules` is overridden',
+      description:
+        'rules added by a route block (route blocks replace `rules` when they set it, so use this key to add); a name used in `rules` is overridden',
     }),
     headers: Type.Boolean({
       default: true,
@@ -58,9 +69,15 @@ const schema = policyBlock(
     }),
     api_key_overrides: Type.Boolean({
       default: true,
-      description: 'an API key configured with its own `rate_limit` replaces the limits of rules keyed by api_key for that key',
+      description:
+        'an API key configured with its own `rate_limit` replaces the limits of rules keyed by api_key for that key',
     }),
-    ipv6_prefix: Type.Integer({ minimum: 32, maximum: 128, default: 64, description: 'IPv6 clients are counted per network of this many bits; 128 = per address' }),
+    ipv6_prefix: Type.Integer({
+      minimum: 32,
+      maximum: 128,
+      default: 64,
+      description: 'IPv6 clients are counted per network of this many bits; 128 = per address',
+    }),
   },
   { description: 'Token-bucket rate limits (IETF RateLimit headers, 429 rate_limited with Retry-After)' },
 );
@@ -160,7 +177,9 @@ function overrideOf(ctx: RequestContext): Override | null {
 
 /** A subject can be long or odd: keep keys short and printable. */
 function keyValue(v: string): string {
-  return v.length <= 64 && /^[\x21-\x7e]+$/.test(v) ? v : `#${createHash('sha256').update(v).digest('hex').slice(0, 32)}`;
+  return v.length <= 64 && /^[\x21-\x7e]+$/.test(v)
+    ? v
+    : `#${createHash('sha256').update(v).digest('hex').slice(0, 32)}`;
 }
 
 interface HeaderState {
@@ -209,7 +228,9 @@ export const rateLimit: PolicyFactory<typeof schema> = {
       } catch (err) {
         throw new ConfigError((err as Error).message, limitsPath);
       }
-      const parts = [...new Set(r.key.split('+') as KeyPart[])].sort((a, b) => KEY_PARTS.indexOf(a) - KEY_PARTS.indexOf(b));
+      const parts = [...new Set(r.key.split('+') as KeyPart[])].sort(
+        (a, b) => KEY_PARTS.indexOf(a) - KEY_PARTS.indexOf(b),
+      );
       return {
         name: r.name,
         parts,
@@ -225,12 +246,29 @@ export const rateLimit: PolicyFactory<typeof schema> = {
 
     const byName = new Map<string, Rule>();
     if (config.default !== 'off') {
-      byName.set('default', build({ name: 'default', limits: config.default, key: config.default_key, routes: [], methods: [], fail: config.default_fail }, at('default')));
+      byName.set(
+        'default',
+        build(
+          {
+            name: 'default',
+            limits: config.default,
+            key: config.default_key,
+            routes: [],
+            methods: [],
+            fail: config.default_fail,
+          },
+          at('default'),
+        ),
+      );
     }
     const add = (list: RuleConfig[], key: string) => {
       const names = new Set<string>();
       list.forEach((r, i) => {
-        if (r.name === 'default') throw new ConfigError('the rule name "default" is reserved for the `default` limits', at(key, i, 'name'));
+        if (r.name === 'default')
+          throw new ConfigError(
+            'the rule name "default" is reserved for the `default` limits',
+            at(key, i, 'name'),
+          );
         if (names.has(r.name)) throw new ConfigError(`duplicate rule name "${r.name}"`, at(key, i, 'name'));
         names.add(r.name);
         byName.set(r.name, build(r, at(key, i, 'limits')));
@@ -327,7 +365,11 @@ export const rateLimit: PolicyFactory<typeof schema> = {
       const deny: Deny = {
         code: 'rate_limited',
         ruleIds: limited,
-        headers: { 'retry-after': String(retryAfter), 'ratelimit-policy': policyHeader, ratelimit: stateHeader },
+        headers: {
+          'retry-after': String(retryAfter),
+          'ratelimit-policy': policyHeader,
+          ratelimit: stateHeader,
+        },
         detail: { rules: limited, retry_after_s: retryAfter },
       };
       return deny;
@@ -339,8 +381,10 @@ export const rateLimit: PolicyFactory<typeof schema> = {
       // Store failures are handled per rule above; anything else is a bug: let the request through.
       failure: 'open',
     };
-    if (early.length > 0) (policy as { onRequest: Policy['onRequest'] }).onRequest = (ctx) => check(early, ctx, store);
-    if (late.length > 0) (policy as { onIdentified: Policy['onIdentified'] }).onIdentified = (ctx) => check(late, ctx, store);
+    if (early.length > 0)
+      (policy as { onRequest: Policy['onRequest'] }).onRequest = (ctx) => check(early, ctx, store);
+    if (late.length > 0)
+      (policy as { onIdentified: Policy['onIdentified'] }).onIdentified = (ctx) => check(late, ctx, store);
     return policy;
   },
 };

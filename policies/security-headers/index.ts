@@ -16,15 +16,23 @@ export const SEED_HEADERS: Readonly<Record<string, string>> = {
 
 const schema = policyBlock(
   {
-    headers: Type.Record(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), Type.Union([Type.String(), Type.Null()]), {
-      default: SEED_HEADERS,
-      description:
-        'headers added to every response (gateway errors included); a value of null removes a header of that name. A route block replaces the whole map; use `extra` to add to it.',
-    }),
-    extra: Type.Record(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), Type.Union([Type.String(), Type.Null()]), {
-      default: {},
-      description: 'headers merged over `headers` (null removes one); handy in route overrides',
-    }),
+    headers: Type.Record(
+      Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" }),
+      Type.Union([Type.String(), Type.Null()]),
+      {
+        default: SEED_HEADERS,
+        description:
+          'headers added to every response (gateway errors included); a value of null removes a header of that name. A route block replaces the whole map; use `extra` to add to it.',
+      },
+    ),
+    extra: Type.Record(
+      Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" }),
+      Type.Union([Type.String(), Type.Null()]),
+      {
+        default: {},
+        description: 'headers merged over `headers` (null removes one); handy in route overrides',
+      },
+    ),
     remove: Type.Array(Type.String(), {
       default: ['Server', 'X-Powered-By', 'X-AspNet-Version', 'X-AspNetMvc-Version'],
       description: 'upstream response headers removed (they reveal the stack)',
@@ -39,7 +47,10 @@ const schema = policyBlock(
         'send Strict-Transport-Security only when the client connection is https (RFC 6797); off by default for the sidecar deployment behind a TLS-terminating proxy',
     }),
   },
-  { description: 'security response headers (X-Content-Type-Options, HSTS, CSP, …) and removal of revealing headers' },
+  {
+    description:
+      'security response headers (X-Content-Type-Options, HSTS, CSP, …) and removal of revealing headers',
+  },
 );
 
 /**

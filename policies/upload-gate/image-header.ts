@@ -14,7 +14,11 @@ export type HeaderResult =
 const bad = (why: string): HeaderResult => ({ ok: false, why });
 
 /** Dimensions of an image of kind `sniffed` (file-type's ext), or why they cannot be read. */
-export async function imageDimensions(sniffed: string, read: ReadAt, size: number): Promise<HeaderResult | undefined> {
+export async function imageDimensions(
+  sniffed: string,
+  read: ReadAt,
+  size: number,
+): Promise<HeaderResult | undefined> {
   switch (sniffed) {
     case 'png':
       return png(read);
@@ -33,7 +37,8 @@ export async function imageDimensions(sniffed: string, read: ReadAt, size: numbe
 
 async function png(read: ReadAt): Promise<HeaderResult> {
   const h = await read(0, 33);
-  if (h.length < 33 || h.toString('latin1', 12, 16) !== 'IHDR' || h.readUInt32BE(8) !== 13) return bad('PNG without a valid IHDR chunk');
+  if (h.length < 33 || h.toString('latin1', 12, 16) !== 'IHDR' || h.readUInt32BE(8) !== 13)
+    return bad('PNG without a valid IHDR chunk');
   return { ok: true, width: h.readUInt32BE(16), height: h.readUInt32BE(20), frames: 1 };
 }
 
@@ -130,7 +135,14 @@ async function tiff(read: ReadAt, size: number): Promise<HeaderResult> {
       if (tag !== 256 && tag !== 257) continue;
       const type = u16(entries, e + 2);
       const vo = e + (big ? 12 : 8);
-      const v = type === 3 ? u16(entries, vo) : type === 4 ? u32(entries, vo) : type === 16 && big ? u64(entries, vo) : -1;
+      const v =
+        type === 3
+          ? u16(entries, vo)
+          : type === 4
+            ? u32(entries, vo)
+            : type === 16 && big
+              ? u64(entries, vo)
+              : -1;
       if (v < 0) return bad('TIFF with an invalid dimension entry');
       if (tag === 256) w = v;
       else hgt = v;

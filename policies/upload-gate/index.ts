@@ -22,18 +22,35 @@ const schema = policyBlock(
     }),
     allow_octet_stream: Type.Boolean({
       default: false,
-      description: 'accept a declared Content-Type of application/octet-stream for any allowed extension (the magic bytes still decide)',
+      description:
+        'accept a declared Content-Type of application/octet-stream for any allowed extension (the magic bytes still decide)',
     }),
     allow_double_extensions: Type.Boolean({
       default: false,
-      description: 'accept names whose inner extension is dangerous (receipt.php.png); off, they are refused (check "extension")',
+      description:
+        'accept names whose inner extension is dangerous (receipt.php.png); off, they are refused (check "extension")',
     }),
     max_file_size: Size('16MB', 'largest file part; 413 payload_too_large'),
     max_total_size: Size('64MB', 'largest sum of file parts in one request; 413 payload_too_large'),
-    max_request_size: Size('65MB', 'largest multipart body, as sent; decided from Content-Length before reading when present; 413'),
-    max_files: Type.Integer({ minimum: 1, default: 10, description: 'most file parts in one request; 400 upload_rejected (check "count")' }),
-    max_fields: Type.Integer({ minimum: 0, default: 20, description: 'most text fields in one request; 400 (check "count")' }),
-    max_parts: Type.Integer({ minimum: 1, default: 40, description: 'most parts of any kind, including ignored ones; 400 (check "count")' }),
+    max_request_size: Size(
+      '65MB',
+      'largest multipart body, as sent; decided from Content-Length before reading when present; 413',
+    ),
+    max_files: Type.Integer({
+      minimum: 1,
+      default: 10,
+      description: 'most file parts in one request; 400 upload_rejected (check "count")',
+    }),
+    max_fields: Type.Integer({
+      minimum: 0,
+      default: 20,
+      description: 'most text fields in one request; 400 (check "count")',
+    }),
+    max_parts: Type.Integer({
+      minimum: 1,
+      default: 40,
+      description: 'most parts of any kind, including ignored ones; 400 (check "count")',
+    }),
     max_field_size: Size('16KB', 'longest text field value; 413 payload_too_large'),
     max_filename_length: Type.Integer({
       minimum: 16,
@@ -43,47 +60,79 @@ const schema = policyBlock(
     }),
     filename_normalization: Type.Union([Type.Literal('NFKC'), Type.Literal('NFC')], {
       default: 'NFKC',
-      description: 'Unicode normalisation of filenames before sanitizing (NFKC also folds look-alike compatibility characters)',
+      description:
+        'Unicode normalisation of filenames before sanitizing (NFKC also folds look-alike compatibility characters)',
     }),
     scan_markup: Type.Boolean({
       default: true,
-      description: 'refuse files that contain HTML, SVG or server-script openers anywhere (polyglots); check "content"',
+      description:
+        'refuse files that contain HTML, SVG or server-script openers anywhere (polyglots); check "content"',
     }),
     scan_archives: Type.Boolean({
       default: true,
-      description: 'refuse files with a ZIP/JAR archive appended (its end record in the last 64 KB; GIFAR-style polyglots); check "content"',
+      description:
+        'refuse files with a ZIP/JAR archive appended (its end record in the last 64 KB; GIFAR-style polyglots); check "content"',
     }),
     active_content: Type.Union([Type.Literal('reject'), Type.Literal('monitor')], {
       default: 'reject',
-      description: 'PDF actions and image bombs: reject (check "active_content"), or monitor (record the would-be refusal and forward)',
+      description:
+        'PDF actions and image bombs: reject (check "active_content"), or monitor (record the would-be refusal and forward)',
     }),
     pdf_forbidden_names: Type.Array(Type.String({ minLength: 1, pattern: '^[A-Za-z0-9]+$' }), {
       default: ['JavaScript', 'JS', 'Launch', 'OpenAction'],
-      description: 'PDF names that mark active content (without the slash); e.g. add AA, RichMedia, EmbeddedFile, XFA, SubmitForm',
+      description:
+        'PDF names that mark active content (without the slash); e.g. add AA, RichMedia, EmbeddedFile, XFA, SubmitForm',
     }),
-    pdf_max_object_stream: Size('8MB', 'largest compressed PDF object stream inspected; a larger one counts as active content'),
+    pdf_max_object_stream: Size(
+      '8MB',
+      'largest compressed PDF object stream inspected; a larger one counts as active content',
+    ),
     pdf_max_inflated: Size('32MB', 'largest inflated PDF object stream; beyond, it counts as active content'),
     max_image_pixels: Type.Integer({
       minimum: 1,
       default: 100_000_000,
-      description: 'most pixels an image header may declare (width × height; largest TIFF page); beyond is a decompression bomb',
+      description:
+        'most pixels an image header may declare (width × height; largest TIFF page); beyond is a decompression bomb',
     }),
-    max_image_side: Type.Integer({ minimum: 1, default: 30_000, description: 'longest image side in pixels an image header may declare' }),
+    max_image_side: Type.Integer({
+      minimum: 1,
+      default: 30_000,
+      description: 'longest image side in pixels an image header may declare',
+    }),
     require_multipart: Type.Boolean({
       default: false,
-      description: 'refuse a request body that is not multipart/form-data (check "type"); off, such bodies are left to the other policies',
+      description:
+        'refuse a request body that is not multipart/form-data (check "type"); off, such bodies are left to the other policies',
     }),
-    memory_buffer: Size('64KB', 'upload bytes one request keeps in memory before spooling to disk (NGINX client_body_buffer_size)'),
-    memory_buffer_total: Size('16MB', 'upload bytes all requests of the process keep in memory together before spooling to disk'),
+    memory_buffer: Size(
+      '64KB',
+      'upload bytes one request keeps in memory before spooling to disk (NGINX client_body_buffer_size)',
+    ),
+    memory_buffer_total: Size(
+      '16MB',
+      'upload bytes all requests of the process keep in memory together before spooling to disk',
+    ),
     spool_dir: Type.String({
       default: '',
       description: 'directory for spool files (relative to gateway.yaml); empty: the OS temp directory',
     }),
-    idle_timeout: Duration('30s', 'longest pause between two chunks of an upload; then 400 upload_rejected (check "malformed")'),
-    body_timeout: Duration('5m', 'longest time to receive a whole upload; then 400 upload_rejected (check "malformed")'),
-    spool_max_age: Duration('15m', 'spool files of an accepted upload are removed after this time even if the upstream exchange never ended'),
+    idle_timeout: Duration(
+      '30s',
+      'longest pause between two chunks of an upload; then 400 upload_rejected (check "malformed")',
+    ),
+    body_timeout: Duration(
+      '5m',
+      'longest time to receive a whole upload; then 400 upload_rejected (check "malformed")',
+    ),
+    spool_max_age: Duration(
+      '15m',
+      'spool files of an accepted upload are removed after this time even if the upstream exchange never ended',
+    ),
   },
-  { description: 'upload gating: streamed multipart inspection, spooling, checks, filename sanitizing', enabled: false },
+  {
+    description: 'upload gating: streamed multipart inspection, spooling, checks, filename sanitizing',
+    enabled: false,
+  },
 );
 
 /**
@@ -123,7 +172,10 @@ export const uploadGate: PolicyFactory<typeof schema> = {
     config.allowed_extensions.forEach((raw, i) => {
       const ext = raw.trim().replace(/^\.+/, '').toLowerCase();
       if (DANGEROUS_EXTENSIONS.has(ext)) {
-        throw new ConfigError(`"${raw}" can never be an allowed upload extension (markup, script or executable)`, [...at('allowed_extensions'), i]);
+        throw new ConfigError(
+          `"${raw}" can never be an allowed upload extension (markup, script or executable)`,
+          [...at('allowed_extensions'), i],
+        );
       }
       const kind = KINDS[ext];
       if (kind === undefined) {
@@ -152,18 +204,25 @@ export const uploadGate: PolicyFactory<typeof schema> = {
     const maxTotal = sizeOf('max_total_size');
     const maxRequest = sizeOf('max_request_size');
     if (maxFile < 1) throw new ConfigError('max_file_size must be positive', at('max_file_size'));
-    if (maxTotal < maxFile) throw new ConfigError('max_total_size must be at least max_file_size', at('max_total_size'));
-    if (maxRequest < maxFile) throw new ConfigError('max_request_size must be at least max_file_size', at('max_request_size'));
-    if (config.max_parts < config.max_files) throw new ConfigError('max_parts must be at least max_files', at('max_parts'));
+    if (maxTotal < maxFile)
+      throw new ConfigError('max_total_size must be at least max_file_size', at('max_total_size'));
+    if (maxRequest < maxFile)
+      throw new ConfigError('max_request_size must be at least max_file_size', at('max_request_size'));
+    if (config.max_parts < config.max_files)
+      throw new ConfigError('max_parts must be at least max_files', at('max_parts'));
     const dir = config.spool_dir === '' ? os.tmpdir() : path.resolve(ctx.configDir, config.spool_dir);
     try {
       fs.mkdirSync(dir, { recursive: true });
       fs.accessSync(dir, fs.constants.W_OK);
     } catch (err) {
-      throw new ConfigError(`spool directory ${dir} is not writable: ${(err as Error).message}`, at('spool_dir'));
+      throw new ConfigError(
+        `spool directory ${dir} is not writable: ${(err as Error).message}`,
+        at('spool_dir'),
+      );
     }
     const removed = sweepStaleSpools(dir);
-    if (removed > 0) ctx.services.log.info({ dir, removed }, 'removed upload spool directories of dead gateway processes');
+    if (removed > 0)
+      ctx.services.log.info({ dir, removed }, 'removed upload spool directories of dead gateway processes');
 
     const settings: UploadSettings = {
       kinds,
@@ -182,10 +241,17 @@ export const uploadGate: PolicyFactory<typeof schema> = {
       scanArchives: config.scan_archives,
       activeContent: config.active_content,
       pdfNames: new Set(config.pdf_forbidden_names),
-      pdfLimits: { maxObjectStream: sizeOf('pdf_max_object_stream'), maxInflated: sizeOf('pdf_max_inflated') },
+      pdfLimits: {
+        maxObjectStream: sizeOf('pdf_max_object_stream'),
+        maxInflated: sizeOf('pdf_max_inflated'),
+      },
       maxImagePixels: config.max_image_pixels,
       maxImageSide: config.max_image_side,
-      spool: { dir, memoryPerRequest: sizeOf('memory_buffer'), memoryPerProcess: sizeOf('memory_buffer_total') },
+      spool: {
+        dir,
+        memoryPerRequest: sizeOf('memory_buffer'),
+        memoryPerProcess: sizeOf('memory_buffer_total'),
+      },
       idleTimeoutMs: durationOf('idle_timeout'),
       bodyTimeoutMs: durationOf('body_timeout'),
       spoolMaxAgeMs: durationOf('spool_max_age'),
@@ -217,7 +283,13 @@ export const uploadGate: PolicyFactory<typeof schema> = {
           const n = Number(cl);
           if (Number.isFinite(n) && n > maxRequest) {
             services.metrics.uploadRejections.inc({ reason: 'size' });
-            return reject('size', 'request_too_large', `the upload is larger than ${maxRequest} bytes`, {}, { content_length: n, limit: maxRequest });
+            return reject(
+              'size',
+              'request_too_large',
+              `the upload is larger than ${maxRequest} bytes`,
+              {},
+              { content_length: n, limit: maxRequest },
+            );
           }
         }
         return runUpload(rctx, settings);

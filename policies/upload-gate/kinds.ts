@@ -12,12 +12,28 @@ export interface FileKind {
   readonly declared: readonly string[];
 }
 
-const JPEG: FileKind = { sniffed: 'jpg', canonical: 'image/jpeg', declared: ['image/jpeg', 'image/jpg', 'image/pjpeg'] };
+const JPEG: FileKind = {
+  sniffed: 'jpg',
+  canonical: 'image/jpeg',
+  declared: ['image/jpeg', 'image/jpg', 'image/pjpeg'],
+};
 const PNG: FileKind = { sniffed: 'png', canonical: 'image/png', declared: ['image/png', 'image/x-png'] };
 const GIF: FileKind = { sniffed: 'gif', canonical: 'image/gif', declared: ['image/gif'] };
-const PDF: FileKind = { sniffed: 'pdf', canonical: 'application/pdf', declared: ['application/pdf', 'application/x-pdf'] };
-const TIFF: FileKind = { sniffed: 'tif', canonical: 'image/tiff', declared: ['image/tiff', 'image/tif', 'image/x-tiff'] };
-const BMP: FileKind = { sniffed: 'bmp', canonical: 'image/bmp', declared: ['image/bmp', 'image/x-bmp', 'image/x-ms-bmp'] };
+const PDF: FileKind = {
+  sniffed: 'pdf',
+  canonical: 'application/pdf',
+  declared: ['application/pdf', 'application/x-pdf'],
+};
+const TIFF: FileKind = {
+  sniffed: 'tif',
+  canonical: 'image/tiff',
+  declared: ['image/tiff', 'image/tif', 'image/x-tiff'],
+};
+const BMP: FileKind = {
+  sniffed: 'bmp',
+  canonical: 'image/bmp',
+  declared: ['image/bmp', 'image/x-bmp', 'image/x-ms-bmp'],
+};
 
 /** Every extension the gate can check, lowercase without the dot. */
 export const KINDS: Readonly<Record<string, FileKind>> = {
@@ -43,17 +59,112 @@ export const DEFAULT_EXTENSIONS = ['png', 'jpg', 'jpeg', 'gif', 'pdf', 'tiff', '
  */
 export const DANGEROUS_EXTENSIONS: ReadonlySet<string> = new Set([
   // server-side scripts
-  'php', 'php3', 'php4', 'php5', 'php7', 'php8', 'phtml', 'pht', 'phps', 'phar', 'inc',
-  'asp', 'aspx', 'asa', 'asax', 'ascx', 'ashx', 'asmx', 'cer', 'cshtml', 'vbhtml',
-  'jsp', 'jspx', 'jsw', 'jsv', 'jspf', 'do', 'action',
-  'cgi', 'pl', 'pm', 'py', 'pyc', 'rb', 'erb', 'lua', 'sh', 'bash', 'zsh', 'ksh', 'csh',
-  'shtml', 'shtm', 'stm', 'htaccess', 'htpasswd', 'config', 'cfm', 'cfml', 'ssi',
+  'php',
+  'php3',
+  'php4',
+  'php5',
+  'php7',
+  'php8',
+  'phtml',
+  'pht',
+  'phps',
+  'phar',
+  'inc',
+  'asp',
+  'aspx',
+  'asa',
+  'asax',
+  'ascx',
+  'ashx',
+  'asmx',
+  'cer',
+  'cshtml',
+  'vbhtml',
+  'jsp',
+  'jspx',
+  'jsw',
+  'jsv',
+  'jspf',
+  'do',
+  'action',
+  'cgi',
+  'pl',
+  'pm',
+  'py',
+  'pyc',
+  'rb',
+  'erb',
+  'lua',
+  'sh',
+  'bash',
+  'zsh',
+  'ksh',
+  'csh',
+  'shtml',
+  'shtm',
+  'stm',
+  'htaccess',
+  'htpasswd',
+  'config',
+  'cfm',
+  'cfml',
+  'ssi',
   // documents a browser renders with script
-  'html', 'htm', 'xhtml', 'xht', 'mht', 'mhtml', 'svg', 'svgz', 'xml', 'xsl', 'xslt', 'hta', 'swf',
-  'js', 'mjs', 'cjs', 'jse', 'vbs', 'vbe', 'wsf', 'wsh', 'ws', 'ps1', 'psm1', 'psd1',
+  'html',
+  'htm',
+  'xhtml',
+  'xht',
+  'mht',
+  'mhtml',
+  'svg',
+  'svgz',
+  'xml',
+  'xsl',
+  'xslt',
+  'hta',
+  'swf',
+  'js',
+  'mjs',
+  'cjs',
+  'jse',
+  'vbs',
+  'vbe',
+  'wsf',
+  'wsh',
+  'ws',
+  'ps1',
+  'psm1',
+  'psd1',
   // executables and installers
-  'exe', 'dll', 'com', 'scr', 'pif', 'bat', 'cmd', 'msi', 'msp', 'cpl', 'jar', 'class', 'war', 'ear',
-  'elf', 'so', 'bin', 'run', 'app', 'dmg', 'pkg', 'deb', 'rpm', 'apk', 'lnk', 'reg', 'sys', 'drv', 'ocx',
+  'exe',
+  'dll',
+  'com',
+  'scr',
+  'pif',
+  'bat',
+  'cmd',
+  'msi',
+  'msp',
+  'cpl',
+  'jar',
+  'class',
+  'war',
+  'ear',
+  'elf',
+  'so',
+  'bin',
+  'run',
+  'app',
+  'dmg',
+  'pkg',
+  'deb',
+  'rpm',
+  'apk',
+  'lnk',
+  'reg',
+  'sys',
+  'drv',
+  'ocx',
 ]);
 
 /**
@@ -62,5 +173,22 @@ export const DANGEROUS_EXTENSIONS: ReadonlySet<string> = new Set([
  * extension; this list only sharpens the reason given).
  */
 export const NEVER_SNIFFED: ReadonlySet<string> = new Set([
-  'exe', 'elf', 'mach', 'dll', 'msi', 'cab', 'class', 'swf', 'wasm', 'xml', 'html', 'svg', 'js', 'lnk', 'dex', 'apk', 'jar', 'sh',
+  'exe',
+  'elf',
+  'mach',
+  'dll',
+  'msi',
+  'cab',
+  'class',
+  'swf',
+  'wasm',
+  'xml',
+  'html',
+  'svg',
+  'js',
+  'lnk',
+  'dex',
+  'apk',
+  'jar',
+  'sh',
 ]);

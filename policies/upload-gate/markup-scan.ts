@@ -31,7 +31,8 @@ export class MarkupScanner {
   feed(chunk: Buffer): void {
     if (this.found !== undefined) return;
     // the seam: openers that began in the carry and need the chunk's first bytes
-    if (this.carry.length > 0) this.scan(Buffer.concat([this.carry, chunk.subarray(0, LONGEST)]), this.carry.length, false);
+    if (this.carry.length > 0)
+      this.scan(Buffer.concat([this.carry, chunk.subarray(0, LONGEST)]), this.carry.length, false);
     // the chunk itself, without copying it (64 KB chunks, 16 MB files)
     this.scan(chunk, chunk.length, false);
     this.carry =

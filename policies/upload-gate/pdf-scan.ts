@@ -72,7 +72,11 @@ class Lexer {
     private readonly found: Set<string>,
     private readonly allowStreams: boolean,
     private readonly limits: PdfScanLimits,
-    private readonly onObjectStream: (data: Buffer | undefined, why: string | undefined, flate: boolean) => void,
+    private readonly onObjectStream: (
+      data: Buffer | undefined,
+      why: string | undefined,
+      flate: boolean,
+    ) => void,
   ) {}
 
   feed(buf: Buffer): void {
@@ -426,7 +430,10 @@ export class PdfScanner {
       if (os.raw) plain = os.data;
       else {
         try {
-          plain = await inflate(os.data, { maxOutputLength: this.limits.maxInflated, finishFlush: zlib.constants.Z_SYNC_FLUSH });
+          plain = await inflate(os.data, {
+            maxOutputLength: this.limits.maxInflated,
+            finishFlush: zlib.constants.Z_SYNC_FLUSH,
+          });
         } catch {
           this.uninspectable ??= 'object stream that does not inflate within the inspection limit';
           continue;

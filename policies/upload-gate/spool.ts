@@ -120,7 +120,8 @@ export class Spool {
 
   /** Whether `n` more bytes may stay in memory; reserves them when so. */
   reserveMemory(n: number): boolean {
-    if (this.memory + n > this.opts.memoryPerRequest || processMemory + n > this.opts.memoryPerProcess) return false;
+    if (this.memory + n > this.opts.memoryPerRequest || processMemory + n > this.opts.memoryPerProcess)
+      return false;
     this.memory += n;
     processMemory += n;
     return true;

@@ -15,7 +15,8 @@ import { Spool, SpoolPart, type SpoolOptions } from './spool.js';
  * The failed check, as `detail.check` of the refusal and the metric reason. (`spool`, a
  * 503 when the gateway cannot write its spool, is not a check of the upload.)
  */
-export type UploadCheck = 'extension' | 'type' | 'content' | 'size' | 'count' | 'filename' | 'active_content' | 'malformed';
+export type UploadCheck =
+  'extension' | 'type' | 'content' | 'size' | 'count' | 'filename' | 'active_content' | 'malformed';
 
 /** What compile() precomputed for the request path. */
 export interface UploadSettings {
@@ -68,7 +69,13 @@ const CHECK_TEXT: Record<UploadCheck, string> = {
 };
 
 /** Build the refusal for a failed check: 413 for size, 400 upload_rejected otherwise. */
-export function reject(check: UploadCheck, reason: string, text: string, facts: FileFacts, extra: Record<string, unknown> = {}): Deny {
+export function reject(
+  check: UploadCheck,
+  reason: string,
+  text: string,
+  facts: FileFacts,
+  extra: Record<string, unknown> = {},
+): Deny {
   const detail: Record<string, unknown> = { check, reason, ...extra };
   for (const [k, v] of Object.entries(facts)) if (v !== undefined) detail[k] = v;
   return {
@@ -136,10 +143,19 @@ class UploadJob {
     this.rawBytes += chunk.length;
     this.idleTimer?.refresh();
     if (this.rawBytes > this.s.maxRequest) {
-      this.fail(reject('size', 'request_too_large', `the upload is larger than ${this.s.maxRequest} bytes`, {}, { limit: this.s.maxRequest }));
+      this.fail(
+        reject(
+          'size',
+          'request_too_large',
+          `the upload is larger than ${this.s.maxRequest} bytes`,
+          {},
+          { limit: this.s.maxRequest },
+        ),
+      );
     }
   };
-  private readonly onSourceError = () => this.fail(reject('malformed', 'aborted', 'the upload was interrupted', {}));
+  private readonly onSourceError = () =>
+    this.fail(reject('malformed', 'aborted', 'the upload was interrupted', {}));
   private readonly onSourceClose = () => {
     if (!this.ctx.bodySource.readableEnded) this.onSourceError();
   };
@@ -169,7 +185,9 @@ class UploadJob {
         },
       });
     } catch {
-      this.fail(reject('malformed', 'bad_content_type', 'the multipart Content-Type has no usable boundary', {}));
+      this.fail(
+        reject('malformed', 'bad_content_type', 'the multipart Content-Type has no usable boundary', {}),
+      );
       return this.result;
     }
     this.bb = bb;
@@ -177,17 +195,48 @@ class UploadJob {
       const p = this.onFile(name, stream, info).catch((err: unknown) => {
         if (!this.done) {
           // the spool could not be written (disk full, spool removed at shutdown): not the client's fault
-          this.s.services.log.error({ request_id: this.ctx.id, err: (err as Error).message }, 'upload spool failed');
+          this.s.services.log.error(
+            { request_id: this.ctx.id, err: (err as Error).message },
+            'upload spool failed',
+          );
           this.fail(spoolFailure(err));
         }
       });
       this.pending.push(p);
     });
     bb.on('field', (name, value, info) => this.onField(name, value, info));
-    bb.on('partsLimit', () => this.fail(reject('count', 'too_many_parts', `more than ${this.s.maxParts} parts`, {}, { limit: this.s.maxParts })));
-    bb.on('filesLimit', () => this.fail(reject('count', 'too_many_files', `more than ${this.s.maxFiles} files`, {}, { limit: this.s.maxFiles })));
+    bb.on('partsLimit', () =>
+      this.fail(
+        reject(
+          'count',
+          'too_many_parts',
+          `more than ${this.s.maxParts} parts`,
+          {},
+          { limit: this.s.maxParts },
+        ),
+      ),
+    );
+    bb.on('filesLimit', () =>
+      this.fail(
+        reject(
+          'count',
+          'too_many_files',
+          `more than ${this.s.maxFiles} files`,
+          {},
+          { limit: this.s.maxFiles },
+        ),
+      ),
+    );
     bb.on('fieldsLimit', () =>
-      this.fail(reject('count', 'too_many_fields', `more than ${this.s.maxFields} text fields`, {}, { limit: this.s.maxFields })),
+      this.fail(
+        reject(
+          'count',
+          'too_many_fields',
+          `more than ${this.s.maxFields} text fields`,
+          {},
+          { limit: this.s.maxFields },
+        ),
+      ),
     );
     bb.on('error', (err: Error) => this.fail(malformed(err)));
     bb.on('close', () => void this.complete());
@@ -205,10 +254,16 @@ class UploadJob {
 
   private timeout(which: 'idle' | 'body'): void {
     this.fail(
-      reject('malformed', 'timeout', 'upload timed out', {}, {
-        timeout: which,
-        limit_ms: which === 'idle' ? this.s.idleTimeoutMs : this.s.bodyTimeoutMs,
-      }),
+      reject(
+        'malformed',
+        'timeout',
+        'upload timed out',
+        {},
+        {
+          timeout: which,
+          limit_ms: which === 'idle' ? this.s.idleTimeoutMs : this.s.bodyTimeoutMs,
+        },
+      ),
     );
   }
 
@@ -220,17 +275,37 @@ class UploadJob {
     }
     if (info.mimeType !== 'text/plain') {
       // a typed part without a filename (busboy reads `filename=""` as none): a file in disguise
-      this.fail(reject('filename', 'missing_filename', 'a file part has no filename', { field: name }, { declared: info.mimeType }));
+      this.fail(
+        reject(
+          'filename',
+          'missing_filename',
+          'a file part has no filename',
+          { field: name },
+          { declared: info.mimeType },
+        ),
+      );
       return;
     }
     if (info.valueTruncated) {
-      this.fail(reject('size', 'field_too_large', `a text field is longer than ${this.s.maxFieldSize} bytes`, { field: name }, { limit: this.s.maxFieldSize }));
+      this.fail(
+        reject(
+          'size',
+          'field_too_large',
+          `a text field is longer than ${this.s.maxFieldSize} bytes`,
+          { field: name },
+          { limit: this.s.maxFieldSize },
+        ),
+      );
       return;
     }
     this.parts.push({ kind: 'field', name, value });
   }
 
-  private async onFile(name: string | undefined, stream: Readable & { truncated?: boolean }, info: busboy.FileInfo): Promise<void> {
+  private async onFile(
+    name: string | undefined,
+    stream: Readable & { truncated?: boolean },
+    info: busboy.FileInfo,
+  ): Promise<void> {
     // busboy destroys the part's stream with an error when the request is cut short; the
     // failure is handled through busboy's own 'error' event
     stream.on('error', noop);
@@ -250,31 +325,64 @@ class UploadJob {
     }
     const enc = info.encoding.toLowerCase();
     if (enc !== '7bit' && enc !== '8bit' && enc !== 'binary') {
-      stop(reject('malformed', 'transfer_encoding', 'Content-Transfer-Encoding is not supported', { field: name }));
+      stop(
+        reject('malformed', 'transfer_encoding', 'Content-Transfer-Encoding is not supported', {
+          field: name,
+        }),
+      );
       return;
     }
     const declared = info.mimeType.toLowerCase();
     const rawName = info.filename ?? '';
-    if (rawName === '' && stop(reject('filename', 'missing_filename', 'a file part has no filename', { field: name }))) return;
+    if (
+      rawName === '' &&
+      stop(reject('filename', 'missing_filename', 'a file part has no filename', { field: name }))
+    )
+      return;
     const san = sanitizeFilename(rawName, this.s.filename);
     const facts: FileFacts = { field: name, file: san.name === '' ? undefined : san.name };
-    if (rawName !== '' && san.name === '' && stop(reject('filename', 'unusable_filename', 'the filename is empty once sanitized', facts))) return;
+    if (
+      rawName !== '' &&
+      san.name === '' &&
+      stop(reject('filename', 'unusable_filename', 'the filename is empty once sanitized', facts))
+    )
+      return;
     let kind = this.s.kinds.get(san.ext);
     if (kind === undefined) {
       const why = san.ext === '' ? 'no_extension' : 'extension_not_allowed';
       if (stop(reject('extension', why, `allowed extensions are ${this.s.allowedList}`, facts))) return;
       // monitor mode: forward it as declared
-      kind = { sniffed: '', canonical: /^[a-z0-9.+-]+\/[a-z0-9.+-]+$/.test(declared) ? declared : 'application/octet-stream', declared: [] };
+      kind = {
+        sniffed: '',
+        canonical: /^[a-z0-9.+-]+\/[a-z0-9.+-]+$/.test(declared) ? declared : 'application/octet-stream',
+        declared: [],
+      };
     }
     if (!this.s.allowDoubleExtensions) {
       const inner = dangerousInner(san.inner);
-      if (inner.length > 0 && stop(reject('extension', 'double_extension', 'the filename has a dangerous inner extension', facts, { inner }))) return;
+      if (
+        inner.length > 0 &&
+        stop(
+          reject('extension', 'double_extension', 'the filename has a dangerous inner extension', facts, {
+            inner,
+          }),
+        )
+      )
+        return;
     }
     if (
       !kind.declared.includes(declared) &&
       !(this.s.allowOctetStream && declared === 'application/octet-stream') &&
       kind.sniffed !== '' &&
-      stop(reject('type', 'declared_type_mismatch', 'the declared Content-Type does not match the file extension', facts, { declared }))
+      stop(
+        reject(
+          'type',
+          'declared_type_mismatch',
+          'the declared Content-Type does not match the file extension',
+          facts,
+          { declared },
+        ),
+      )
     ) {
       return;
     }
@@ -292,7 +400,15 @@ class UploadJob {
     };
     this.parts.push(part);
     stream.on('limit', () =>
-      this.fail(reject('size', 'file_too_large', `a file is larger than ${this.s.maxFile} bytes`, { ...facts, size: this.s.maxFile }, { limit: this.s.maxFile })),
+      this.fail(
+        reject(
+          'size',
+          'file_too_large',
+          `a file is larger than ${this.s.maxFile} bytes`,
+          { ...facts, size: this.s.maxFile },
+          { limit: this.s.maxFile },
+        ),
+      ),
     );
     const hash = createHash('sha256');
     const markup = this.s.scanMarkup ? new MarkupScanner() : undefined;
@@ -305,14 +421,33 @@ class UploadJob {
       const buf = Buffer.concat(head, headLen);
       head.length = 0;
       const ft = await fileTypeFromBuffer(buf);
-      const label = fileKind.sniffed === 'jpg' ? 'JPEG' : fileKind.sniffed === 'tif' ? 'TIFF' : fileKind.sniffed.toUpperCase();
-      if (ft === undefined) return reject('content', 'unrecognised_content', `the content is not a ${label || 'recognised'} file`, facts);
+      const label =
+        fileKind.sniffed === 'jpg'
+          ? 'JPEG'
+          : fileKind.sniffed === 'tif'
+            ? 'TIFF'
+            : fileKind.sniffed.toUpperCase();
+      if (ft === undefined)
+        return reject(
+          'content',
+          'unrecognised_content',
+          `the content is not a ${label || 'recognised'} file`,
+          facts,
+        );
       part.sniffedMime = ft.mime;
       if (NEVER_SNIFFED.has(ft.ext)) {
-        return reject('content', 'forbidden_content', 'the content is markup, a script or an executable', { ...facts, type: ft.mime });
+        return reject('content', 'forbidden_content', 'the content is markup, a script or an executable', {
+          ...facts,
+          type: ft.mime,
+        });
       }
       if (ft.ext !== fileKind.sniffed) {
-        return reject('content', 'content_mismatch', 'the content does not match the extension and declared type', { ...facts, type: ft.mime });
+        return reject(
+          'content',
+          'content_mismatch',
+          'the content does not match the extension and declared type',
+          { ...facts, type: ft.mime },
+        );
       }
       return undefined;
     };
@@ -323,7 +458,15 @@ class UploadJob {
         part.size += chunk.length;
         this.fileBytes += chunk.length;
         if (this.fileBytes > this.s.maxTotal) {
-          this.fail(reject('size', 'total_too_large', `the files together are larger than ${this.s.maxTotal} bytes`, facts, { limit: this.s.maxTotal }));
+          this.fail(
+            reject(
+              'size',
+              'total_too_large',
+              `the files together are larger than ${this.s.maxTotal} bytes`,
+              facts,
+              { limit: this.s.maxTotal },
+            ),
+          );
           return;
         }
         hash.update(chunk);
@@ -342,7 +485,10 @@ class UploadJob {
           await part.data.write(chunk);
         } catch (err) {
           if (!this.done) {
-            this.s.services.log.error({ request_id: this.ctx.id, err: (err as Error).message }, 'upload spool failed');
+            this.s.services.log.error(
+              { request_id: this.ctx.id, err: (err as Error).message },
+              'upload spool failed',
+            );
             this.fail(spoolFailure(err));
           }
           return;
@@ -360,10 +506,22 @@ class UploadJob {
     await part.data.finish();
     part.sha256 = hash.digest('hex');
     if (this.done) return;
-    const full: FileFacts = { ...facts, size: part.size, type: part.sniffedMime || undefined, sha256: part.sha256 };
+    const full: FileFacts = {
+      ...facts,
+      size: part.size,
+      type: part.sniffedMime || undefined,
+      sha256: part.sha256,
+    };
     if (markup !== undefined) {
       markup.end();
-      if (markup.found !== undefined && stop(reject('content', 'embedded_markup', 'the file contains markup or script', full, { found: markup.found }))) {
+      if (
+        markup.found !== undefined &&
+        stop(
+          reject('content', 'embedded_markup', 'the file contains markup or script', full, {
+            found: markup.found,
+          }),
+        )
+      ) {
         return;
       }
     }
@@ -373,33 +531,66 @@ class UploadJob {
       const tailLen = Math.min(part.size, 65_557);
       const tail = await part.data.read(part.size - tailLen, tailLen);
       if (this.done) return;
-      if (tail.includes(ZIP_EOCD) && stop(reject('content', 'embedded_archive', 'the file has an archive appended', full))) return;
+      if (
+        tail.includes(ZIP_EOCD) &&
+        stop(reject('content', 'embedded_archive', 'the file has an archive appended', full))
+      )
+        return;
     }
     const dims = await imageDimensions(fileKind.sniffed, part.data.windowedReader(), part.size);
     if (this.done) return;
     if (dims !== undefined && !dims.ok) {
-      if (stop(reject('content', 'invalid_image_header', 'the image header is invalid', full, { why: dims.why }))) return;
+      if (
+        stop(
+          reject('content', 'invalid_image_header', 'the image header is invalid', full, { why: dims.why }),
+        )
+      )
+        return;
     } else if (dims?.ok) {
       const { width, height } = dims;
       if (width === 0 || height === 0) {
         if (stop(reject('content', 'invalid_image_header', 'the image declares no size', full))) return;
-      } else if (width > this.s.maxImageSide || height > this.s.maxImageSide || width * height > this.s.maxImagePixels) {
-        if (!this.activeContent(reject('active_content', 'image_dimensions', 'the image declares excessive dimensions', full, { width, height }))) return;
+      } else if (
+        width > this.s.maxImageSide ||
+        height > this.s.maxImageSide ||
+        width * height > this.s.maxImagePixels
+      ) {
+        if (
+          !this.activeContent(
+            reject('active_content', 'image_dimensions', 'the image declares excessive dimensions', full, {
+              width,
+              height,
+            }),
+          )
+        )
+          return;
       }
     }
     if (pdf !== undefined) {
       const f = await pdf.finish();
       if (this.done) return;
       if (f.names.length > 0) {
-        const d = reject('active_content', 'pdf_actions', 'the PDF contains active content (JavaScript, launch or open actions)', full, {
-          names: f.names,
-        });
+        const d = reject(
+          'active_content',
+          'pdf_actions',
+          'the PDF contains active content (JavaScript, launch or open actions)',
+          full,
+          {
+            names: f.names,
+          },
+        );
         if (!this.activeContent(d)) return;
       }
       if (f.uninspectable !== undefined) {
-        const d = reject('active_content', 'pdf_uninspectable', 'the PDF contains an object stream that cannot be inspected', full, {
-          why: f.uninspectable,
-        });
+        const d = reject(
+          'active_content',
+          'pdf_uninspectable',
+          'the PDF contains an object stream that cannot be inspected',
+          full,
+          {
+            why: f.uninspectable,
+          },
+        );
         if (!this.activeContent(d)) return;
       }
     }
@@ -456,7 +647,10 @@ class UploadJob {
     try {
       this.succeed();
     } catch (err) {
-      this.s.services.log.error({ request_id: this.ctx.id, err: (err as Error).message }, 'upload re-encoding failed');
+      this.s.services.log.error(
+        { request_id: this.ctx.id, err: (err as Error).message },
+        'upload re-encoding failed',
+      );
       this.ctx.forwardBody = undefined;
       this.ctx.body = undefined;
       this.ctx.locals.delete(LOCALS_KEY);
@@ -482,7 +676,12 @@ class UploadJob {
     };
     for (const p of this.parts) {
       if (p.kind === 'field') {
-        push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${escapeParam(p.name)}"\r\n\r\n${p.value}\r\n`, 'utf8'));
+        push(
+          Buffer.from(
+            `--${boundary}\r\nContent-Disposition: form-data; name="${escapeParam(p.name)}"\r\n\r\n${p.value}\r\n`,
+            'utf8',
+          ),
+        );
         fields.push([p.name, p.value]);
       } else {
         push(
@@ -495,7 +694,13 @@ class UploadJob {
         push(p.data);
         push(CRLF);
         files.push({ field: p.field, filename: p.filename });
-        uploads.push({ field: p.field, filename: p.filename, size: p.size, type: p.sniffedMime, sha256: p.sha256 });
+        uploads.push({
+          field: p.field,
+          filename: p.filename,
+          size: p.size,
+          type: p.sniffedMime,
+          sha256: p.sha256,
+        });
       }
     }
     push(Buffer.from(`--${boundary}--\r\n`, 'latin1'));
@@ -526,7 +731,8 @@ class UploadJob {
     };
     ctx.audit.uploads = uploads;
     for (const d of this.monitored) ctx.monitored.push(d);
-    for (const d of this.monitored) s.services.metrics.uploadRejections.inc({ reason: (d.detail?.check as string) ?? 'content' });
+    for (const d of this.monitored)
+      s.services.metrics.uploadRejections.inc({ reason: (d.detail?.check as string) ?? 'content' });
     if (this.monitored.length === 0) {
       for (const u of uploads) s.services.audit.request('upload_accepted', ctx, { decision: 'allow', ...u });
     }
@@ -536,7 +742,13 @@ class UploadJob {
 const noop = () => {};
 /** ctx.locals key under which the spool's dispose is kept for the onDone hook */
 export const LOCALS_KEY = 'upload-gate';
-const MONITORABLE: ReadonlySet<string> = new Set(['extension', 'type', 'content', 'filename', 'active_content']);
+const MONITORABLE: ReadonlySet<string> = new Set([
+  'extension',
+  'type',
+  'content',
+  'filename',
+  'active_content',
+]);
 const CRLF = Buffer.from('\r\n', 'latin1');
 const ZIP_EOCD = Buffer.from([0x50, 0x4b, 0x05, 0x06]);
 
@@ -568,7 +780,8 @@ function malformed(err: Error): Deny {
   if (m === 'Unexpected end of form' || m === 'Unexpected end of file') {
     return reject('malformed', 'truncated', 'the multipart body ended before its closing boundary', {});
   }
-  if (m === 'Malformed part header') return reject('malformed', 'bad_part_header', 'a part header is malformed or too large', {});
+  if (m === 'Malformed part header')
+    return reject('malformed', 'bad_part_header', 'a part header is malformed or too large', {});
   if (m === 'Malformed urlencoded form') return reject('malformed', 'bad_body', 'the body is malformed', {});
   return reject('malformed', 'bad_multipart', 'the multipart body is malformed', {});
 }

@@ -49,7 +49,11 @@ export const SCANNER_AGENTS = [
 
 const schema = policyBlock(
   {
-    max_length: Type.Integer({ minimum: 16, default: 512, description: 'longest accepted User-Agent; 403 beyond' }),
+    max_length: Type.Integer({
+      minimum: 16,
+      default: 512,
+      description: 'longest accepted User-Agent; 403 beyond',
+    }),
     require: Type.Boolean({ default: false, description: 'refuse requests without a User-Agent (400)' }),
     deny: Type.Array(Type.String({ minLength: 2 }), {
       default: SCANNER_AGENTS,
@@ -99,7 +103,12 @@ export const userAgent: PolicyFactory<typeof schema> = {
         const ua = rc.headers['user-agent'];
         if (ua === undefined || ua === '') {
           return required
-            ? { code: 'user_agent_rejected', status: 400, message: 'A User-Agent header is required.', detail: { ua: 'absent' } }
+            ? {
+                code: 'user_agent_rejected',
+                status: 400,
+                message: 'A User-Agent header is required.',
+                detail: { ua: 'absent' },
+              }
             : undefined;
         }
         if (ua.length > maxLen) {
@@ -107,7 +116,11 @@ export const userAgent: PolicyFactory<typeof schema> = {
         }
         if (denyRe !== undefined && denyRe.test(ua) && !(allowRe !== undefined && allowRe.test(ua))) {
           const m = denyRe.exec(ua);
-          return { code: 'user_agent_rejected', ruleIds: ['ua-scanner'], detail: { ua: 'scanner', tool: m?.[0]?.toLowerCase() } };
+          return {
+            code: 'user_agent_rejected',
+            ruleIds: ['ua-scanner'],
+            detail: { ua: 'scanner', tool: m?.[0]?.toLowerCase() },
+          };
         }
         return undefined;
       },

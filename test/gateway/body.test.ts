@@ -20,8 +20,15 @@ t.test('JSON bodies (json and +json), invalid JSON and UTF-8', async (t) => {
 });
 
 t.test('urlencoded forms: + is a space, invalid escapes stay literal, names may hold =', async (t) => {
-  t.same(parseBody('application/x-www-form-urlencoded', 'a=b+c&d=%41%42&e').form, [['a', 'b c'], ['d', 'AB'], ['e', '']]);
-  t.same(parseForm('p=%1G&q=100%'), [['p', '%1G'], ['q', '100%']]);
+  t.same(parseBody('application/x-www-form-urlencoded', 'a=b+c&d=%41%42&e').form, [
+    ['a', 'b c'],
+    ['d', 'AB'],
+    ['e', ''],
+  ]);
+  t.same(parseForm('p=%1G&q=100%'), [
+    ['p', '%1G'],
+    ['q', '100%'],
+  ]);
   t.same(parseForm('pay%3D%3Bdrop'), [['pay=;drop', '']]);
 });
 
@@ -29,7 +36,8 @@ t.test('multipart: text fields and file names, boundary from the Content-Type', 
   const ct = 'multipart/form-data; boundary=XyZ';
   t.equal(boundaryOf(ct), 'XyZ');
   t.equal(boundaryOf('multipart/form-data; boundary="a b"'), 'a b');
-  const raw = '--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name="file"; filename="r.pdf"\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.4\r\n--XyZ--\r\n';
+  const raw =
+    '--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name="file"; filename="r.pdf"\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.4\r\n--XyZ--\r\n';
   const b = parseBody('multipart/form-data', raw, ct);
   t.same(b.fields, [['note', 'hello']]);
   t.same(b.files, [{ field: 'file', filename: 'r.pdf' }]);

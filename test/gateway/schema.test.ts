@@ -14,7 +14,10 @@ t.test('schema/gateway.schema.json is generated from the current schema declarat
 t.test('the published schema forbids unknown keys and documents defaults', async (t) => {
   const schema = JSON.parse(renderJsonSchema()) as {
     additionalProperties: boolean;
-    properties: Record<string, { additionalProperties?: boolean; properties?: Record<string, { default?: unknown }> }>;
+    properties: Record<
+      string,
+      { additionalProperties?: boolean; properties?: Record<string, { default?: unknown }> }
+    >;
   };
   t.equal(schema.additionalProperties, false);
   t.equal(schema.properties.listen!.additionalProperties, false);

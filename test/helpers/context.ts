@@ -10,7 +10,14 @@ import { Readable } from 'node:stream';
 import { Value } from '@sinclair/typebox/value';
 import type { TObject, Static } from '@sinclair/typebox';
 import type { RequestContext, RequestBody, Identity } from '../../gateway/context.js';
-import type { Services, CompileContext, OpsLogger, PolicyFactory, Policy, ResponseHead } from '../../gateway/policy.js';
+import type {
+  Services,
+  CompileContext,
+  OpsLogger,
+  PolicyFactory,
+  Policy,
+  ResponseHead,
+} from '../../gateway/policy.js';
 import type { Store } from '../../gateway/store/types.js';
 import type { AuditLog, AuditFields } from '../../gateway/observability/audit.js';
 import type { AuditEvent } from '../../gateway/errors.js';
@@ -199,7 +206,11 @@ export function jsonBody(value: unknown): RequestBody {
 }
 
 /** A response head for onResponse tests. */
-export function makeHead(status = 200, headers: Record<string, string | string[]> = {}, fromGateway = false): ResponseHead {
+export function makeHead(
+  status = 200,
+  headers: Record<string, string | string[]> = {},
+  fromGateway = false,
+): ResponseHead {
   const lower: Record<string, string | string[] | undefined> = {};
   for (const [k, v] of Object.entries(headers)) lower[k.toLowerCase()] = v;
   return { status, headers: lower, fromGateway };
@@ -238,5 +249,8 @@ export async function compilePolicy<S extends TObject>(
   services: Services = makeServices(),
   over: Partial<Omit<CompileContext, 'services'>> = {},
 ): Promise<Policy> {
-  return factory.compile(makeConfig(factory.schema, partial), makeCompileContext(services, { path: ['policies', factory.key], ...over }));
+  return factory.compile(
+    makeConfig(factory.schema, partial),
+    makeCompileContext(services, { path: ['policies', factory.key], ...over }),
+  );
 }

@@ -63,7 +63,12 @@ export function deepMerge(base: unknown, over: unknown): unknown {
   return out;
 }
 
-function buildConfig(extra: string | undefined, opts: HarnessOptions, auditFile: string, upstream: string): string {
+function buildConfig(
+  extra: string | undefined,
+  opts: HarnessOptions,
+  auditFile: string,
+  upstream: string,
+): string {
   const base = YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')) as Obj;
   const harness: Obj = {
     upstream: { url: upstream },
@@ -72,7 +77,8 @@ function buildConfig(extra: string | undefined, opts: HarnessOptions, auditFile:
   };
   if (!opts.abuseControls) {
     const pol: Obj = {};
-    for (const key of ['rate_limit', 'ip_ban']) if (FACTORIES.some((f) => f.key === key)) pol[key] = { enabled: false };
+    for (const key of ['rate_limit', 'ip_ban'])
+      if (FACTORIES.some((f) => f.key === key)) pol[key] = { enabled: false };
     harness.policies = pol;
   }
   let merged = deepMerge(base, harness);
@@ -88,13 +94,24 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const env: Record<string, string> = { JWT_SECRET_KEY: TEST_SECRET, ...opts.env };
   const mock = opts.upstreamUrl
     ? undefined
-    : await startMock({ port: 0, env: { MOCK_RECORD: '1', JWT_SECRET_KEY: env.JWT_SECRET_KEY!, ...opts.mockEnv } });
+    : await startMock({
+        port: 0,
+        env: { MOCK_RECORD: '1', JWT_SECRET_KEY: env.JWT_SECRET_KEY!, ...opts.mockEnv },
+      });
   const upstream = opts.upstreamUrl ?? mock!.url;
   let extra = opts.config;
   let gateway: Gateway;
   try {
     fs.writeFileSync(configFile, buildConfig(extra, opts, auditFile, upstream));
-    gateway = await Gateway.start({ configFile, env, port: 0, adminPort: 0, watch: false, log: silentLogger, defaultMetrics: false });
+    gateway = await Gateway.start({
+      configFile,
+      env,
+      port: 0,
+      adminPort: 0,
+      watch: false,
+      log: silentLogger,
+      defaultMetrics: false,
+    });
   } catch (err) {
     await mock?.close();
     fs.rmSync(dir, { recursive: true, force: true });

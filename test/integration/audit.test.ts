@@ -11,15 +11,19 @@ function multipart(name: string, type: string, content: Buffer): { body: Buffer;
   return {
     type: `multipart/form-data; boundary=${b}`,
     body: Buffer.concat([
-      Buffer.from(`--${b}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\nContent-Type: ${type}\r\n\r\n`),
+      Buffer.from(
+        `--${b}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\nContent-Type: ${type}\r\n\r\n`,
+      ),
       content,
       Buffer.from(`\r\n--${b}--\r\n`),
     ]),
   };
 }
 
-t.test('every audit event is written where it happens, with the SPEC fields, and no secret reaches the file', async (t) => {
-  const config = `
+t.test(
+  'every audit event is written where it happens, with the SPEC fields, and no secret reaches the file',
+  async (t) => {
+    const config = `
 monitoring:
   thresholds:
     suspicious_requests: { count: 2, window: 1h }
@@ -40,75 +44,122 @@ routes:
       rate_limit: { route_rules: [{ name: tight, limits: 1/minute, key: ip }] }
   - { name: api, path: "/api/**" }
 `;
-  const h = await startHarness({ abuseControls: true, env: { API_KEY }, config });
-  t.teardown(() => h.close());
-  const token = await h.login('alice');
-  const bearer = { authorization: `Bearer ${token}` };
-  const send = async (p: string, init: RequestInit = {}) => {
-    const r = await fetch(`${h.url}${p}`, init);
-    await r.arrayBuffer();
-    return r.status;
-  };
-  const json = (body: unknown) => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const h = await startHarness({ abuseControls: true, env: { API_KEY }, config });
+    t.teardown(() => h.close());
+    const token = await h.login('alice');
+    const bearer = { authorization: `Bearer ${token}` };
+    const send = async (p: string, init: RequestInit = {}) => {
+      const r = await fetch(`${h.url}${p}`, init);
+      await r.arrayBuffer();
+      return r.status;
+    };
+    const json = (body: unknown) => ({
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
 
-  t.equal(await send('/api/auth/login', json({ username: 'alice', password: 'alice-secret-pw' })), 200);
-  for (let i = 0; i < 3; i++) t.equal(await send('/api/auth/login', json({ username: 'bob', password: WEAK_PASSWORD_SENT })), 401);
-  t.equal(await send('/api/auth/login', json({ username: 'bob', password: WEAK_PASSWORD_SENT })), 429, 'bob is locked');
-  t.equal(await send(`/api/receipts?merchant=x&token=${token.slice(0, 20)}`, { headers: { ...bearer, cookie: 'session=cookie-secret-value' } }), 200);
-  t.equal(await send('/api/receipts', { headers: { 'x-api-key': API_KEY } }), 200);
-  t.equal(await send('/api/receipts'), 401);
-  t.equal(await send('/api/admin/users', { headers: bearer }), 403);
-  t.equal(await send('/api/receipts', { headers: { ...bearer, origin: 'https://evil.example' } }), 403);
-  t.equal(await send('/api/receipts/1', { headers: bearer }), 200);
-  t.equal(await send('/api/receipts/1', { headers: bearer }), 429);
-  const pdf = fs.readFileSync(path.join(REPO, 'test', 'fixtures', 'uploads', 'receipt.pdf'));
-  const ok = multipart('receipt.pdf', 'application/pdf', pdf);
-  t.equal(await send('/api/receipts/upload', { method: 'POST', headers: { ...bearer, 'content-type': ok.type }, body: ok.body }), 201);
-  const bad = multipart('invoice.exe', 'application/octet-stream', Buffer.from('MZ\x90\x00 this is not a receipt'));
-  t.equal(await send('/api/receipts/upload', { method: 'POST', headers: { ...bearer, 'content-type': bad.type }, body: bad.body }), 400);
-  // suspicious requests: the 2nd raises an alert, the 4th denial of a suspicious kind bans the IP
-  t.equal(await send("/api/receipts?merchant=1'%20UNION%20SELECT%20password%20FROM%20users--", { headers: bearer }), 403);
-  t.equal(await send('/api/receipts?q=%3Cscript%3Ealert(1)%3C/script%3E', { headers: bearer }), 403);
-  t.equal(await send('/api/receipts?f=../../../../etc/passwd', { headers: bearer }), 403);
-  t.equal(await send('/api/health'), 403, 'banned after 4 suspicious denials');
-  await h.reload(config);
-  await new Promise((r) => setTimeout(r, 300));
+    t.equal(await send('/api/auth/login', json({ username: 'alice', password: 'alice-secret-pw' })), 200);
+    for (let i = 0; i < 3; i++)
+      t.equal(await send('/api/auth/login', json({ username: 'bob', password: WEAK_PASSWORD_SENT })), 401);
+    t.equal(
+      await send('/api/auth/login', json({ username: 'bob', password: WEAK_PASSWORD_SENT })),
+      429,
+      'bob is locked',
+    );
+    t.equal(
+      await send(`/api/receipts?merchant=x&token=${token.slice(0, 20)}`, {
+        headers: { ...bearer, cookie: 'session=cookie-secret-value' },
+      }),
+      200,
+    );
+    t.equal(await send('/api/receipts', { headers: { 'x-api-key': API_KEY } }), 200);
+    t.equal(await send('/api/receipts'), 401);
+    t.equal(await send('/api/admin/users', { headers: bearer }), 403);
+    t.equal(await send('/api/receipts', { headers: { ...bearer, origin: 'https://evil.example' } }), 403);
+    t.equal(await send('/api/receipts/1', { headers: bearer }), 200);
+    t.equal(await send('/api/receipts/1', { headers: bearer }), 429);
+    const pdf = fs.readFileSync(path.join(REPO, 'test', 'fixtures', 'uploads', 'receipt.pdf'));
+    const ok = multipart('receipt.pdf', 'application/pdf', pdf);
+    t.equal(
+      await send('/api/receipts/upload', {
+        method: 'POST',
+        headers: { ...bearer, 'content-type': ok.type },
+        body: ok.body,
+      }),
+      201,
+    );
+    const bad = multipart(
+      'invoice.exe',
+      'application/octet-stream',
+      Buffer.from('MZ\x90\x00 this is not a receipt'),
+    );
+    t.equal(
+      await send('/api/receipts/upload', {
+        method: 'POST',
+        headers: { ...bearer, 'content-type': bad.type },
+        body: bad.body,
+      }),
+      400,
+    );
+    // suspicious requests: the 2nd raises an alert, the 4th denial of a suspicious kind bans the IP
+    t.equal(
+      await send("/api/receipts?merchant=1'%20UNION%20SELECT%20password%20FROM%20users--", {
+        headers: bearer,
+      }),
+      403,
+    );
+    t.equal(await send('/api/receipts?q=%3Cscript%3Ealert(1)%3C/script%3E', { headers: bearer }), 403);
+    t.equal(await send('/api/receipts?f=../../../../etc/passwd', { headers: bearer }), 403);
+    t.equal(await send('/api/health'), 403, 'banned after 4 suspicious denials');
+    await h.reload(config);
+    await new Promise((r) => setTimeout(r, 300));
 
-  const lines = await h.audit();
-  const events = new Set(lines.map((l) => l.event));
-  for (const e of [
-    'auth_success',
-    'auth_failure',
-    'api_access',
-    'access_denied',
-    'rate_limited',
-    'request_blocked',
-    'cors_violation',
-    'upload_rejected',
-    'upload_accepted',
-    'login_failure',
-    'account_locked',
-    'ip_banned',
-    'security_alert',
-    'config_reload',
-  ]) {
-    t.ok(events.has(e), `event ${e} written`);
-  }
-  for (const l of lines.filter((x) => x.request_id !== undefined)) {
-    for (const f of ['time', 'event', 'request_id', 'client_ip', 'method', 'path']) t.ok(l[f] !== undefined, `${String(l.event)} has ${f}`);
-  }
-  for (const l of lines.filter((x) => x.decision === 'deny')) {
-    t.type(l.status, 'number', `${String(l.event)} deny has a status`);
-    t.type(l.reason, 'string', `${String(l.event)} deny has a reason`);
-  }
-  const blocked = lines.find((l) => l.event === 'request_blocked' && Array.isArray(l.rule_ids));
-  t.ok(blocked, 'request_blocked carries rule_ids');
-  const withToken = lines.find((l) => String(l.path).includes('merchant=x'));
-  t.match(String(withToken?.path), /token=\[REDACTED\]/, 'secret query values are redacted');
+    const lines = await h.audit();
+    const events = new Set(lines.map((l) => l.event));
+    for (const e of [
+      'auth_success',
+      'auth_failure',
+      'api_access',
+      'access_denied',
+      'rate_limited',
+      'request_blocked',
+      'cors_violation',
+      'upload_rejected',
+      'upload_accepted',
+      'login_failure',
+      'account_locked',
+      'ip_banned',
+      'security_alert',
+      'config_reload',
+    ]) {
+      t.ok(events.has(e), `event ${e} written`);
+    }
+    for (const l of lines.filter((x) => x.request_id !== undefined)) {
+      for (const f of ['time', 'event', 'request_id', 'client_ip', 'method', 'path'])
+        t.ok(l[f] !== undefined, `${String(l.event)} has ${f}`);
+    }
+    for (const l of lines.filter((x) => x.decision === 'deny')) {
+      t.type(l.status, 'number', `${String(l.event)} deny has a status`);
+      t.type(l.reason, 'string', `${String(l.event)} deny has a reason`);
+    }
+    const blocked = lines.find((l) => l.event === 'request_blocked' && Array.isArray(l.rule_ids));
+    t.ok(blocked, 'request_blocked carries rule_ids');
+    const withToken = lines.find((l) => String(l.path).includes('merchant=x'));
+    t.match(String(withToken?.path), /token=\[REDACTED\]/, 'secret query values are redacted');
 
-  const text = fs.readFileSync(h.auditFile, 'utf8');
-  for (const secret of [token, token.slice(0, 20), API_KEY, 'alice-secret-pw', WEAK_PASSWORD_SENT, 'cookie-secret-value', h.env.JWT_SECRET_KEY!]) {
-    t.notOk(text.includes(secret), `the audit log never contains ${secret.slice(0, 12)}…`);
-  }
-  t.notMatch(text, /MZ\\u0090|this is not a receipt/, 'no upload content');
-});
+    const text = fs.readFileSync(h.auditFile, 'utf8');
+    for (const secret of [
+      token,
+      token.slice(0, 20),
+      API_KEY,
+      'alice-secret-pw',
+      WEAK_PASSWORD_SENT,
+      'cookie-secret-value',
+      h.env.JWT_SECRET_KEY!,
+    ]) {
+      t.notOk(text.includes(secret), `the audit log never contains ${secret.slice(0, 12)}…`);
+    }
+    t.notMatch(text, /MZ\\u0090|this is not a receipt/, 'no upload content');
+  },
+);

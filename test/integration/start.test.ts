@@ -18,7 +18,9 @@ async function freePort(): Promise<number> {
 t.test('npm run build produces the bin the Dockerfile runs', async (t) => {
   const r = spawnSync('npm', ['run', 'build', '--silent'], { cwd: REPO, encoding: 'utf8', timeout: 300_000 });
   t.equal(r.status, 0, `build succeeds: ${r.stderr}`);
-  const bin = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')).bin['receipt-gateway'] as string;
+  const bin = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')).bin[
+    'receipt-gateway'
+  ] as string;
   t.ok(fs.existsSync(path.join(REPO, bin)), `${bin} exists`);
   const dockerfile = fs.readFileSync(path.join(REPO, 'Dockerfile'), 'utf8');
   t.match(dockerfile, /ENTRYPOINT \["node", "dist\/gateway\/cli\.js"\]/);
@@ -30,45 +32,59 @@ t.test('npm run build produces the bin the Dockerfile runs', async (t) => {
   t.equal(help.status, 0);
   t.match(help.stdout, /receipt-gateway start/);
   // rule packs and the dashboard page are next to the compiled code
-  t.ok(fs.readdirSync(path.join(REPO, 'dist', 'policies', 'pattern-block', 'rules')).some((f) => f.endsWith('.yaml')));
+  t.ok(
+    fs
+      .readdirSync(path.join(REPO, 'dist', 'policies', 'pattern-block', 'rules'))
+      .some((f) => f.endsWith('.yaml')),
+  );
   t.ok(fs.existsSync(path.join(REPO, 'dist', 'gateway', 'admin', 'dashboard.html')));
 });
 
-t.test('npm start: mock and gateway come up, the printed curl example works, Ctrl-C stops both', async (t) => {
-  const [gatewayPort, adminPort, mockPort] = [await freePort(), await freePort(), await freePort()];
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    GATEWAY_PORT: String(gatewayPort),
-    GATEWAY_ADMIN_PORT: String(adminPort),
-    MOCK_PORT: String(mockPort),
-    AUDIT_LOG_FILE: path.join(fs.mkdtempSync('/tmp/rgw-start-'), 'audit.log'),
-  };
-  delete env.JWT_SECRET_KEY;
-  delete env.UPSTREAM_URL;
-  const child = spawn(process.execPath, [path.join(REPO, 'scripts', 'start.mjs')], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  for (let i = 0; i < 900 && !out.includes('Ctrl-C stops both'); i++) await new Promise((r) => setTimeout(r, 100));
-  t.match(out, /generated/, 'says the demo secret was generated');
-  t.match(out, new RegExp(`gateway\\s+http://127\\.0\\.0\\.1:${gatewayPort}`));
-  t.match(out, new RegExp(`mock upstream http://127\\.0\\.0\\.1:${mockPort}`));
-  // Run the printed example exactly as printed (the login, then the receipts call).
-  const lines = out.split('\n');
-  const start = lines.findIndex((l) => l.trim().startsWith('TOKEN=$(curl'));
-  t.ok(start >= 0, 'the curl example is printed');
-  const script = `${lines[start]}\n${lines[start + 1]}\n${lines[start + 2]}\n`;
-  const r = spawnSync('bash', ['-c', script], { encoding: 'utf8', timeout: 30_000 });
-  t.equal(r.status, 0);
-  const body = JSON.parse(r.stdout) as { receipts: unknown[] };
-  t.ok(Array.isArray(body.receipts) && body.receipts.length > 0, 'receipts listed through the gateway');
-  const blockedLine = lines.find((l) => l.includes('refused: 403'))!;
-  const blocked = spawnSync('bash', ['-c', `${blockedLine.split('#')[0]} -o /dev/null -w '%{http_code}'`], { encoding: 'utf8' });
-  t.equal(blocked.stdout.trim(), '403', 'the attack example is refused');
-  child.kill('SIGINT');
-  t.equal(await exited, 0, 'Ctrl-C stops both with exit 0');
-});
+t.test(
+  'npm start: mock and gateway come up, the printed curl example works, Ctrl-C stops both',
+  async (t) => {
+    const [gatewayPort, adminPort, mockPort] = [await freePort(), await freePort(), await freePort()];
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      GATEWAY_PORT: String(gatewayPort),
+      GATEWAY_ADMIN_PORT: String(adminPort),
+      MOCK_PORT: String(mockPort),
+      AUDIT_LOG_FILE: path.join(fs.mkdtempSync('/tmp/rgw-start-'), 'audit.log'),
+    };
+    delete env.JWT_SECRET_KEY;
+    delete env.UPSTREAM_URL;
+    const child = spawn(process.execPath, [path.join(REPO, 'scripts', 'start.mjs')], {
+      cwd: REPO,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    t.teardown(() => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
+    for (let i = 0; i < 900 && !out.includes('Ctrl-C stops both'); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    t.match(out, /generated/, 'says the demo secret was generated');
+    t.match(out, new RegExp(`gateway\\s+http://127\\.0\\.0\\.1:${gatewayPort}`));
+    t.match(out, new RegExp(`mock upstream http://127\\.0\\.0\\.1:${mockPort}`));
+    // Run the printed example exactly as printed (the login, then the receipts call).
+    const lines = out.split('\n');
+    const start = lines.findIndex((l) => l.trim().startsWith('TOKEN=$(curl'));
+    t.ok(start >= 0, 'the curl example is printed');
+    const script = `${lines[start]}\n${lines[start + 1]}\n${lines[start + 2]}\n`;
+    const r = spawnSync('bash', ['-c', script], { encoding: 'utf8', timeout: 30_000 });
+    t.equal(r.status, 0);
+    const body = JSON.parse(r.stdout) as { receipts: unknown[] };
+    t.ok(Array.isArray(body.receipts) && body.receipts.length > 0, 'receipts listed through the gateway');
+    const blockedLine = lines.find((l) => l.includes('refused: 403'))!;
+    const blocked = spawnSync('bash', ['-c', `${blockedLine.split('#')[0]} -o /dev/null -w '%{http_code}'`], {
+      encoding: 'utf8',
+    });
+    t.equal(blocked.stdout.trim(), '403', 'the attack example is refused');
+    child.kill('SIGINT');
+    t.equal(await exited, 0, 'Ctrl-C stops both with exit 0');
+  },
+);

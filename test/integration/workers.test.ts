@@ -26,27 +26,34 @@ t.test('workers: 2 on a redis store serve one port and enforce one limit togethe
   t.teardown(() => mock.close());
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-workers-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const cfg = YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
+  const cfg = YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')) as Record<
+    string,
+    Record<string, unknown>
+  >;
   cfg.workers = 2 as never;
   cfg.listen = { ...cfg.listen, host: '127.0.0.1' };
   const file = path.join(dir, 'gateway.yaml');
   fs.writeFileSync(file, YAML.stringify(cfg));
   const port = await freePort();
   const adminPort = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO, 'gateway', 'cli.ts'), 'start', '--config', file], {
-    cwd: REPO,
-    env: {
-      ...process.env,
-      JWT_SECRET_KEY: TEST_SECRET,
-      UPSTREAM_URL: mock.url,
-      GATEWAY_PORT: String(port),
-      GATEWAY_ADMIN_PORT: String(adminPort),
-      REDIS_URL: redis.url,
-      RATELIMIT_DEFAULT: '6 per minute',
-      AUDIT_LOG_FILE: path.join(dir, 'audit.log'),
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(REPO, 'gateway', 'cli.ts'), 'start', '--config', file],
+    {
+      cwd: REPO,
+      env: {
+        ...process.env,
+        JWT_SECRET_KEY: TEST_SECRET,
+        UPSTREAM_URL: mock.url,
+        GATEWAY_PORT: String(port),
+        GATEWAY_ADMIN_PORT: String(adminPort),
+        REDIS_URL: redis.url,
+        RATELIMIT_DEFAULT: '6 per minute',
+        AUDIT_LOG_FILE: path.join(dir, 'audit.log'),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  );
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -55,7 +62,8 @@ t.test('workers: 2 on a redis store serve one port and enforce one limit togethe
     if (child.exitCode === null) child.kill('SIGTERM');
     await exited;
   });
-  for (let i = 0; i < 600 && (out.match(/listening on/g) ?? []).length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 600 && (out.match(/listening on/g) ?? []).length < 2; i++)
+    await new Promise((r) => setTimeout(r, 100));
   t.match(out, /starting 2 workers/);
   t.equal((out.match(/listening on/g) ?? []).length, 2, 'both workers listen');
 
@@ -82,10 +90,15 @@ t.test('validate refuses workers > 1 with the memory store', async (t) => {
   const { offlineServices } = await import('../../gateway/commands/validate.js');
   let message = '';
   try {
-    const loaded = parseConfig('workers: 2\nstore: { url: "memory://" }\n', 'w.yaml', { JWT_SECRET_KEY: TEST_SECRET });
+    const loaded = parseConfig('workers: 2\nstore: { url: "memory://" }\n', 'w.yaml', {
+      JWT_SECRET_KEY: TEST_SECRET,
+    });
     await compileGeneration(loaded, offlineServices({}));
   } catch (err) {
     message = (err as Error).message;
   }
-  t.match(message, /workers: 2 with the memory:\/\/ store would enforce rate limits, lockouts and bans per worker/);
+  t.match(
+    message,
+    /workers: 2 with the memory:\/\/ store would enforce rate limits, lockouts and bans per worker/,
+  );
 });

@@ -23,7 +23,8 @@ const DASHBOARD = path.join(OPS, 'grafana-dashboard.json');
 
 function promtool(args: string[]) {
   const r = spawnSync('promtool', args, { encoding: 'utf8', timeout: 60_000 });
-  if (r.error) throw new Error(`promtool could not run (${r.error.message}); install it: apt-get install -y prometheus`);
+  if (r.error)
+    throw new Error(`promtool could not run (${r.error.message}); install it: apt-get install -y prometheus`);
   return { code: r.status, out: r.stdout + r.stderr };
 }
 
@@ -70,8 +71,14 @@ t.test('rules: seed thresholds, existing metrics, labels and annotations', async
   const rules = doc.groups.flatMap((g) => g.rules);
   const byName = new Map(rules.map((r) => [r.alert!, r]));
   t.match(byName.get('GatewayFailedLoginsHigh')!.expr, /gateway_login_failures_total\[1h\]\)\) >= 10$/);
-  t.match(byName.get('GatewaySuspiciousRequestsHigh')!.expr, /gateway_blocked_requests_total\{reason=~".*"\}\[1h\]\)\) >= 5$/);
-  t.match(byName.get('GatewayApiViolationsHigh')!.expr, /gateway_requests_total\{code=~"401\|403"\}\[1h\]\)\) >= 3$/);
+  t.match(
+    byName.get('GatewaySuspiciousRequestsHigh')!.expr,
+    /gateway_blocked_requests_total\{reason=~".*"\}\[1h\]\)\) >= 5$/,
+  );
+  t.match(
+    byName.get('GatewayApiViolationsHigh')!.expr,
+    /gateway_requests_total\{code=~"401\|403"\}\[1h\]\)\) >= 3$/,
+  );
   t.match(byName.get('GatewayUpstreamErrors')!.expr, /gateway_upstream_errors_total/);
   t.match(byName.get('GatewayStoreErrors')!.expr, /gateway_store_errors_total/);
   const known = await gatewayMetricNames();
@@ -83,15 +90,18 @@ t.test('rules: seed thresholds, existing metrics, labels and annotations', async
   }
   // every rule is exercised by the unit tests
   const tested = new Set(
-    (YAML.parse(fs.readFileSync(RULES_TEST, 'utf8')) as { tests: { alert_rule_test: { alertname: string }[] }[] }).tests.flatMap((x) =>
-      x.alert_rule_test.map((a) => a.alertname),
-    ),
+    (
+      YAML.parse(fs.readFileSync(RULES_TEST, 'utf8')) as {
+        tests: { alert_rule_test: { alertname: string }[] }[];
+      }
+    ).tests.flatMap((x) => x.alert_rule_test.map((a) => a.alertname)),
   );
   for (const r of rules) t.ok(tested.has(r.alert!), `${r.alert} has a promtool unit test`);
   // the suspicious reasons are real block reasons
   const { BLOCK_REASONS } = await import('../../gateway/errors.js');
   const reasons = /reason=~"([^"]+)"/.exec(byName.get('GatewaySuspiciousRequestsHigh')!.expr)![1]!.split('|');
-  for (const reason of reasons) t.ok((BLOCK_REASONS as readonly string[]).includes(reason), `block reason ${reason} exists`);
+  for (const reason of reasons)
+    t.ok((BLOCK_REASONS as readonly string[]).includes(reason), `block reason ${reason} exists`);
 });
 
 interface Panel {
@@ -134,7 +144,8 @@ t.test('grafana dashboard: valid JSON, a panel per KPI, only existing metrics', 
       t.ok(known.has(n), `${where}: ${n} exists in metrics.ts`);
     }
   }
-  const titleOf = (metric: string) => panels.filter((p) => p.targets?.some((x) => x.expr.includes(metric))).map((p) => p.title);
+  const titleOf = (metric: string) =>
+    panels.filter((p) => p.targets?.some((x) => x.expr.includes(metric))).map((p) => p.title);
   // the KPIs of the issue, each with a panel
   t.ok(titleOf('gateway_security_score').includes('Security score'));
   t.ok(titleOf('gateway_login_failures_total').includes('Failed-login rate'));
@@ -161,13 +172,22 @@ t.test('grafana dashboard: valid JSON, a panel per KPI, only existing metrics', 
     'gateway_config_reloads_total',
     'gateway_store_errors_total',
   ];
-  for (const base of spec7) t.ok([...used].some((u) => u === base || u.startsWith(`${base}_`)), `${base} is on the dashboard`);
+  for (const base of spec7)
+    t.ok(
+      [...used].some((u) => u === base || u.startsWith(`${base}_`)),
+      `${base} is on the dashboard`,
+    );
 });
 
 t.test('grafana dashboard: every expression is valid PromQL (promtool)', async (t) => {
-  const dash = JSON.parse(fs.readFileSync(DASHBOARD, 'utf8')) as { panels: Panel[]; annotations: { list: { expr: string }[] } };
+  const dash = JSON.parse(fs.readFileSync(DASHBOARD, 'utf8')) as {
+    panels: Panel[];
+    annotations: { list: { expr: string }[] };
+  };
   const exprs = [
-    ...dash.panels.flatMap((p) => [p, ...(p.panels ?? [])]).flatMap((p) => (p.targets ?? []).map((x) => x.expr)),
+    ...dash.panels
+      .flatMap((p) => [p, ...(p.panels ?? [])])
+      .flatMap((p) => (p.targets ?? []).map((x) => x.expr)),
     ...dash.annotations.list.map((a) => a.expr),
   ];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'grafana-promql-'));
@@ -179,7 +199,10 @@ t.test('grafana dashboard: every expression is valid PromQL (promtool)', async (
       groups: [
         {
           name: 'grafana-dashboard',
-          rules: exprs.map((e, i) => ({ record: `grafana:expr_${i}`, expr: e.replaceAll('$instance', '.*') })),
+          rules: exprs.map((e, i) => ({
+            record: `grafana:expr_${i}`,
+            expr: e.replaceAll('$instance', '.*'),
+          })),
         },
       ],
     }),
@@ -205,7 +228,13 @@ t.test('k8s sidecar example: valid YAML; its gateway.yaml passes config validati
   t.equal(loaded.config.store.url, 'redis://redis:6379/0');
   t.equal(loaded.config.admin.port, 9901);
   const deployment = objs[1] as unknown as {
-    spec: { template: { spec: { containers: { name: string; readinessProbe?: { httpGet: { path: string; port: string } } }[] } } };
+    spec: {
+      template: {
+        spec: {
+          containers: { name: string; readinessProbe?: { httpGet: { path: string; port: string } } }[];
+        };
+      };
+    };
   };
   const gw = deployment.spec.template.spec.containers.find((c) => c.name === 'receipt-gateway')!;
   t.same(gw.readinessProbe!.httpGet, { path: '/readyz', port: 'admin' });
@@ -213,8 +242,13 @@ t.test('k8s sidecar example: valid YAML; its gateway.yaml passes config validati
 
 t.test('logrotate example: rotates the audit log and signals the gateway with SIGUSR2', async (t) => {
   const conf = fs.readFileSync(path.join(OPS, 'logrotate.conf'), 'utf8');
-  t.match(conf, /^\/var\/log\/receipt-gateway\/security_audit\.log \{$/m, 'rotates the audit log (AUDIT_LOG_FILE basename)');
-  for (const d of ['missingok', 'notifempty', 'compress', 'delaycompress', 'sharedscripts']) t.match(conf, new RegExp(`^\\s+${d}$`, 'm'));
+  t.match(
+    conf,
+    /^\/var\/log\/receipt-gateway\/security_audit\.log \{$/m,
+    'rotates the audit log (AUDIT_LOG_FILE basename)',
+  );
+  for (const d of ['missingok', 'notifempty', 'compress', 'delaycompress', 'sharedscripts'])
+    t.match(conf, new RegExp(`^\\s+${d}$`, 'm'));
   t.notMatch(conf, /copytruncate/, 'no copytruncate: the gateway reopens the file instead');
   const script = /postrotate\n([\s\S]*?)\n\s*endscript/.exec(conf)![1]!;
   t.match(script, /kill -USR2/);
@@ -238,7 +272,9 @@ t.test('logrotate example: rotates the audit log and signals the gateway with SI
   await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
   const pidFile = path.join(dir, 'gateway.pid');
   fs.writeFileSync(pidFile, String(child.pid));
-  const r = spawnSync('sh', ['-c', script.replaceAll('/run/receipt-gateway/gateway.pid', pidFile)], { encoding: 'utf8' });
+  const r = spawnSync('sh', ['-c', script.replaceAll('/run/receipt-gateway/gateway.pid', pidFile)], {
+    encoding: 'utf8',
+  });
   t.equal(r.status, 0, r.stderr);
   const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
   t.equal(code, 0, 'the process received SIGUSR2');

@@ -65,7 +65,8 @@ t.test('a real Prometheus scrapes the admin listener and evaluates the shipped r
   // promtool accepts the exposition as it is served
   const exposition = await (await fetch(`${h.adminUrl}/metrics`)).text();
   const check = spawnSync('promtool', ['check', 'metrics'], { input: exposition, encoding: 'utf8' });
-  if (check.error) throw new Error(`promtool could not run (${check.error.message}); apt-get install -y prometheus`);
+  if (check.error)
+    throw new Error(`promtool could not run (${check.error.message}); apt-get install -y prometheus`);
   t.equal(check.status, 0, `promtool check metrics: ${check.stdout}${check.stderr}`);
 
   // a Prometheus server scraping the admin listener, with the shipped rules
@@ -104,7 +105,9 @@ t.test('a real Prometheus scrapes the admin listener and evaluates the shipped r
   let promLog = '';
   prom.stderr!.on('data', (d: Buffer) => (promLog = (promLog + d.toString()).slice(-4000)));
   const spawnError = new Promise<never>((_, reject) =>
-    prom.once('error', (e) => reject(new Error(`prometheus could not start (${e.message}); apt-get install -y prometheus`))),
+    prom.once('error', (e) =>
+      reject(new Error(`prometheus could not start (${e.message}); apt-get install -y prometheus`)),
+    ),
   );
   t.teardown(
     () =>
@@ -115,7 +118,8 @@ t.test('a real Prometheus scrapes the admin listener and evaluates the shipped r
       }),
   );
   const api = `http://127.0.0.1:${port}/api/v1`;
-  const query = async (q: string) => (await (await fetch(`${api}/query?query=${encodeURIComponent(q)}`)).json()) as PromVector;
+  const query = async (q: string) =>
+    (await (await fetch(`${api}/query?query=${encodeURIComponent(q)}`)).json()) as PromVector;
 
   const up = await Promise.race([
     spawnError,
@@ -132,7 +136,9 @@ t.test('a real Prometheus scrapes the admin listener and evaluates the shipped r
     const r = await query('sum by (decision) (gateway_requests_total{job="receipt-gateway"})');
     return r.data.result.length >= 2 ? r : undefined;
   });
-  const byDecision = Object.fromEntries(requests.data.result.map((x) => [x.metric.decision, Number(x.value[1])]));
+  const byDecision = Object.fromEntries(
+    requests.data.result.map((x) => [x.metric.decision, Number(x.value[1])]),
+  );
   t.equal(byDecision.allow, 3, 'the three allowed requests');
   t.equal(byDecision.deny, 1, 'the blocked one');
   const blocked = await query('gateway_blocked_requests_total{job="receipt-gateway",reason="sqli"}');
@@ -146,10 +152,7 @@ t.test('a real Prometheus scrapes the admin listener and evaluates the shipped r
     const g = r.data.groups;
     return g.length === 2 && g.every((x) => x.rules.every((rule) => rule.health === 'ok')) ? g : undefined;
   });
-  t.same(
-    groups.map((g) => g.name).sort(),
-    ['receipt-gateway-operations', 'receipt-gateway-security'],
-  );
+  t.same(groups.map((g) => g.name).sort(), ['receipt-gateway-operations', 'receipt-gateway-security']);
   t.equal(groups.flatMap((g) => g.rules).length, 13);
 
   // API violations: a first 401 creates the series (Prometheus counts increases from a
@@ -169,7 +172,13 @@ t.test('a real Prometheus scrapes the admin listener and evaluates the shipped r
     const r = (await (await fetch(`${api}/alerts`)).json()) as {
       data: { alerts: { labels: Record<string, string>; state: string }[] };
     };
-    return r.data.alerts.find((a) => a.labels.alertname === 'GatewayApiViolationsHigh' && a.state === 'firing');
+    return r.data.alerts.find(
+      (a) => a.labels.alertname === 'GatewayApiViolationsHigh' && a.state === 'firing',
+    );
   });
-  t.same(firing.labels, { alertname: 'GatewayApiViolationsHigh', kind: 'api_violations', severity: 'warning' });
+  t.same(firing.labels, {
+    alertname: 'GatewayApiViolationsHigh',
+    kind: 'api_violations',
+    severity: 'warning',
+  });
 });

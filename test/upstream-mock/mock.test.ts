@@ -23,7 +23,16 @@ const SECRET = 'test-secret-for-the-mock-0123456789abcdef';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 async function withMock(env: Record<string, string | undefined>, t2: Test): Promise<MockHandle> {
-  const mock = await startMock({ port: 0, env: { JWT_SECRET_KEY: SECRET, MOCK_RECORD: undefined, MOCK_JWT_ALG: undefined, MOCK_DELAY_MS: undefined, ...env } });
+  const mock = await startMock({
+    port: 0,
+    env: {
+      JWT_SECRET_KEY: SECRET,
+      MOCK_RECORD: undefined,
+      MOCK_JWT_ALG: undefined,
+      MOCK_DELAY_MS: undefined,
+      ...env,
+    },
+  });
   t2.teardown(() => mock.close());
   return mock;
 }
@@ -35,14 +44,23 @@ interface RawResponse {
 }
 
 /** A plain node:http request (for headers fetch would refuse or rewrite). */
-function raw(url: string, opts: { method?: string; headers?: OutgoingHttpHeaders; body?: Buffer | string } = {}): Promise<RawResponse> {
+function raw(
+  url: string,
+  opts: { method?: string; headers?: OutgoingHttpHeaders; body?: Buffer | string } = {},
+): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
+    const req = httpRequest(
+      url,
+      { method: opts.method ?? 'GET', headers: opts.headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+        );
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     req.end(opts.body);
   });
@@ -56,7 +74,10 @@ function sha256(b: Buffer | string): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
-function multipart(boundary: string, parts: { field: string; filename?: string; type?: string; content: Buffer | string }[]): Buffer {
+function multipart(
+  boundary: string,
+  parts: { field: string; filename?: string; type?: string; content: Buffer | string }[],
+): Buffer {
   const chunks: Buffer[] = [];
   for (const p of parts) {
     let head = `--${boundary}\r\nContent-Disposition: form-data; name="${p.field}"`;
@@ -129,18 +150,27 @@ t.test('GET /api/receipts: list, filters, sort, validation', async (t) => {
   t.same(all.receipts, seed);
 
   const shell = (await json(await fetch(`${mock.url}/api/receipts?merchant=sHeLL`))) as List;
-  t.same(shell.receipts.map((r) => r.id), [2, 10, 18]);
+  t.same(
+    shell.receipts.map((r) => r.id),
+    [2, 10, 18],
+  );
   t.ok(shell.receipts.every((r) => r.merchant === 'Shell'));
 
   const range = (await json(await fetch(`${mock.url}/api/receipts?from=2024-03-01&to=2024-04-30`))) as List;
   const expected = seed.filter((r) => r.date >= '2024-03-01' && r.date <= '2024-04-30').map((r) => r.id);
   t.ok(expected.length > 0);
-  t.same(range.receipts.map((r) => r.id), expected);
+  t.same(
+    range.receipts.map((r) => r.id),
+    expected,
+  );
   t.equal(range.count, expected.length);
 
   const byTotal = (await json(await fetch(`${mock.url}/api/receipts?sort=-total`))) as List;
   const totals = byTotal.receipts.map((r) => r.total);
-  t.same(totals, [...seed.map((r) => r.total)].sort((a, b) => b - a));
+  t.same(
+    totals,
+    [...seed.map((r) => r.total)].sort((a, b) => b - a),
+  );
   const byDate = (await json(await fetch(`${mock.url}/api/receipts?sort=date&merchant=target`))) as List;
   const dates = byDate.receipts.map((r) => r.date);
   t.same(dates, [...dates].sort());
@@ -170,7 +200,12 @@ t.test('receipt by id, create, delete', async (t) => {
   const created = await fetch(`${mock.url}/api/receipts`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ merchant: 'Corner Shop', total: 12.5, date: '2024-12-24', items: [{ name: 'tea', quantity: 2, price: 6.25 }] }),
+    body: JSON.stringify({
+      merchant: 'Corner Shop',
+      total: 12.5,
+      date: '2024-12-24',
+      items: [{ name: 'tea', quantity: 2, price: 6.25 }],
+    }),
   });
   t.equal(created.status, 201);
   t.equal(created.headers.get('location'), '/api/receipts/25');
@@ -187,16 +222,34 @@ t.test('receipt by id, create, delete', async (t) => {
   t.same(await json(await fetch(`${mock.url}/api/receipts/25`)), body);
   t.equal(((await json(await fetch(`${mock.url}/api/receipts`))) as { count: number }).count, 25);
 
-  const badJson = await fetch(`${mock.url}/api/receipts`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"merchant":' });
+  const badJson = await fetch(`${mock.url}/api/receipts`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: '{"merchant":',
+  });
   t.equal(badJson.status, 400);
   t.same(await json(badJson), { error: 'bad_request', message: 'body is not valid JSON' });
-  const noMerchant = await fetch(`${mock.url}/api/receipts`, { method: 'POST', body: JSON.stringify({ total: 1 }) });
+  const noMerchant = await fetch(`${mock.url}/api/receipts`, {
+    method: 'POST',
+    body: JSON.stringify({ total: 1 }),
+  });
   t.equal(noMerchant.status, 400);
   t.match(((await json(noMerchant)) as { message: string }).message, /merchant/);
-  t.equal((await fetch(`${mock.url}/api/receipts`, { method: 'POST', body: JSON.stringify({ merchant: 'x', total: -1 }) })).status, 400);
+  t.equal(
+    (
+      await fetch(`${mock.url}/api/receipts`, {
+        method: 'POST',
+        body: JSON.stringify({ merchant: 'x', total: -1 }),
+      })
+    ).status,
+    400,
+  );
   t.equal((await fetch(`${mock.url}/api/receipts`, { method: 'POST', body: '[1,2]' })).status, 400);
   t.equal((await fetch(`${mock.url}/api/receipts`, { method: 'POST' })).status, 400, 'empty body');
-  const huge = await fetch(`${mock.url}/api/receipts`, { method: 'POST', body: Buffer.alloc(1024 * 1024 + 1, 0x20) });
+  const huge = await fetch(`${mock.url}/api/receipts`, {
+    method: 'POST',
+    body: Buffer.alloc(1024 * 1024 + 1, 0x20),
+  });
   t.equal(huge.status, 413);
 
   const del = await fetch(`${mock.url}/api/receipts/3`, { method: 'DELETE' });
@@ -205,7 +258,10 @@ t.test('receipt by id, create, delete', async (t) => {
   t.equal(await del.text(), '');
   t.equal((await fetch(`${mock.url}/api/receipts/3`)).status, 404);
   t.equal((await fetch(`${mock.url}/api/receipts/3`, { method: 'DELETE' })).status, 204, 'idempotent');
-  const list = (await json(await fetch(`${mock.url}/api/receipts`))) as { receipts: { id: number }[]; count: number };
+  const list = (await json(await fetch(`${mock.url}/api/receipts`))) as {
+    receipts: { id: number }[];
+    count: number;
+  };
   t.equal(list.count, 24);
   t.notOk(list.receipts.some((r) => r.id === 3));
 });
@@ -218,7 +274,10 @@ t.test('login: HS256 tokens, form bodies, failures', async (t) => {
 
   const token = await login(mock, 'alice', 'alice-secret-pw');
   const key = new TextEncoder().encode(SECRET);
-  const { payload, protectedHeader } = await jwtVerify(token, key, { issuer: 'receipt-mock', algorithms: ['HS256'] });
+  const { payload, protectedHeader } = await jwtVerify(token, key, {
+    issuer: 'receipt-mock',
+    algorithms: ['HS256'],
+  });
   t.equal(protectedHeader.alg, 'HS256');
   t.equal(payload.sub, 'alice');
   t.equal(payload.role, 'user');
@@ -238,16 +297,36 @@ t.test('login: HS256 tokens, form bodies, failures', async (t) => {
   const formToken = ((await json(form)) as { token: string }).token;
   t.equal((await jwtVerify(formToken, key)).payload.sub, 'alice');
 
-  await t.rejects(jwtVerify(token, new TextEncoder().encode('another-secret-another-secret-another')), 'not verifiable with another secret');
+  await t.rejects(
+    jwtVerify(token, new TextEncoder().encode('another-secret-another-secret-another')),
+    'not verifiable with another secret',
+  );
 
-  for (const [username, password] of [['alice', 'wrong'], ['admin', 'alice-secret-pw'], ['mallory', 'x'], ['constructor', 'x']]) {
-    const res = await fetch(`${mock.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password }) });
+  for (const [username, password] of [
+    ['alice', 'wrong'],
+    ['admin', 'alice-secret-pw'],
+    ['mallory', 'x'],
+    ['constructor', 'x'],
+  ]) {
+    const res = await fetch(`${mock.url}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username, password }),
+    });
     t.equal(res.status, 401, `${username} refused`);
     t.same(await json(res), { error: 'invalid_credentials', message: 'invalid username or password' });
   }
-  const missing = await fetch(`${mock.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"username":"alice"}' });
+  const missing = await fetch(`${mock.url}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: '{"username":"alice"}',
+  });
   t.equal(missing.status, 400);
-  const broken = await fetch(`${mock.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
+  const broken = await fetch(`${mock.url}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: '{',
+  });
   t.equal(broken.status, 400);
   t.same(await json(broken), { error: 'bad_request', message: 'body is not valid JSON' });
 
@@ -271,7 +350,11 @@ t.test('without JWT_SECRET_KEY a random 48-character secret is generated and use
 
 t.test('register, password change, admin listing', async (t) => {
   const mock = await withMock({}, t);
-  const reg = await fetch(`${mock.url}/api/auth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'bob', password: 'Str0ng!pass' }) });
+  const reg = await fetch(`${mock.url}/api/auth/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: 'bob', password: 'Str0ng!pass' }),
+  });
   t.equal(reg.status, 201);
   t.same(await json(reg), { username: 'bob', role: 'user' });
   const formReg = await fetch(`${mock.url}/api/auth/register`, {
@@ -280,32 +363,91 @@ t.test('register, password change, admin listing', async (t) => {
     body: 'username=carol&password=x',
   });
   t.equal(formReg.status, 201);
-  t.equal((await fetch(`${mock.url}/api/auth/register`, { method: 'POST', body: JSON.stringify({ username: 'bob' }) })).status, 400);
-  t.equal((await fetch(`${mock.url}/api/auth/register`, { method: 'POST', body: JSON.stringify({ username: 'a b', password: 'x' }) })).status, 400);
-  t.equal((await fetch(`${mock.url}/api/auth/register`, { method: 'POST', body: JSON.stringify({ username: 'alice', password: 'x' }) })).status, 409);
+  t.equal(
+    (
+      await fetch(`${mock.url}/api/auth/register`, {
+        method: 'POST',
+        body: JSON.stringify({ username: 'bob' }),
+      })
+    ).status,
+    400,
+  );
+  t.equal(
+    (
+      await fetch(`${mock.url}/api/auth/register`, {
+        method: 'POST',
+        body: JSON.stringify({ username: 'a b', password: 'x' }),
+      })
+    ).status,
+    400,
+  );
+  t.equal(
+    (
+      await fetch(`${mock.url}/api/auth/register`, {
+        method: 'POST',
+        body: JSON.stringify({ username: 'alice', password: 'x' }),
+      })
+    ).status,
+    409,
+  );
 
-  const pw = await fetch(`${mock.url}/api/auth/password`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ old_password: 'a', new_password: 'b' }) });
+  const pw = await fetch(`${mock.url}/api/auth/password`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ old_password: 'a', new_password: 'b' }),
+  });
   t.equal(pw.status, 204);
   t.equal(await pw.text(), '');
-  const pwBad = await fetch(`${mock.url}/api/auth/password`, { method: 'POST', body: JSON.stringify({ new_password: 'b' }) });
+  const pwBad = await fetch(`${mock.url}/api/auth/password`, {
+    method: 'POST',
+    body: JSON.stringify({ new_password: 'b' }),
+  });
   t.equal(pwBad.status, 400);
   t.same(await json(pwBad), { error: 'bad_request', message: 'old_password and new_password are required' });
 
   const users = await fetch(`${mock.url}/api/admin/users`);
   t.equal(users.status, 200);
-  t.same(await json(users), { users: [{ username: 'alice', role: 'user' }, { username: 'admin', role: 'admin' }], count: 2 });
+  t.same(await json(users), {
+    users: [
+      { username: 'alice', role: 'user' },
+      { username: 'admin', role: 'admin' },
+    ],
+    count: 2,
+  });
 });
 
 t.test('whoami, echo-headers, slow, big, set-cookie', async (t) => {
   const mock = await withMock({}, t);
   const who = await fetch(`${mock.url}/api/whoami`, {
-    headers: { 'x-auth-subject': 'alice', 'x-auth-roles': 'user, auditor', 'x-auth-method': 'api_key', 'x-auth-key-id': 'k1', authorization: 'Bearer x' },
+    headers: {
+      'x-auth-subject': 'alice',
+      'x-auth-roles': 'user, auditor',
+      'x-auth-method': 'api_key',
+      'x-auth-key-id': 'k1',
+      authorization: 'Bearer x',
+    },
   });
   t.equal(who.status, 200);
-  t.same(await json(who), { subject: 'alice', roles: ['user', 'auditor'], roles_header: 'user, auditor', method: 'api_key', key_id: 'k1', authorization_present: true });
-  t.same(await json(await fetch(`${mock.url}/api/whoami`)), { subject: null, roles: [], roles_header: null, method: null, key_id: null, authorization_present: false });
+  t.same(await json(who), {
+    subject: 'alice',
+    roles: ['user', 'auditor'],
+    roles_header: 'user, auditor',
+    method: 'api_key',
+    key_id: 'k1',
+    authorization_present: true,
+  });
+  t.same(await json(await fetch(`${mock.url}/api/whoami`)), {
+    subject: null,
+    roles: [],
+    roles_header: null,
+    method: null,
+    key_id: null,
+    authorization_present: false,
+  });
 
-  const echo = await raw(`${mock.url}/api/echo-headers?x=1`, { headers: { 'X-Forwarded-For': ['10.0.0.1', '10.0.0.2'], Cookie: ['a=1', 'b=2'], 'X-Custom': 'v' } });
+  const echo = await raw(`${mock.url}/api/echo-headers?x=1`, {
+    headers: { 'X-Forwarded-For': ['10.0.0.1', '10.0.0.2'], Cookie: ['a=1', 'b=2'], 'X-Custom': 'v' },
+  });
   t.equal(echo.status, 200);
   const echoed = JSON.parse(echo.body.toString()) as Record<string, string>;
   t.equal(echoed['x-forwarded-for'], '10.0.0.1, 10.0.0.2');
@@ -313,7 +455,9 @@ t.test('whoami, echo-headers, slow, big, set-cookie', async (t) => {
   t.equal(echoed['x-custom'], 'v');
   t.equal(echoed.host, `127.0.0.1:${mock.port}`);
   t.equal(echoed.connection, 'close');
-  const longHeader = await raw(`${mock.url}/api/echo-headers`, { headers: { 'x-long': 'a'.repeat(40 * 1024) } });
+  const longHeader = await raw(`${mock.url}/api/echo-headers`, {
+    headers: { 'x-long': 'a'.repeat(40 * 1024) },
+  });
   t.equal(longHeader.status, 200, 'headers up to 64 KB are accepted (the gateway enforces its own limit)');
   t.equal((JSON.parse(longHeader.body.toString()) as Record<string, string>)['x-long']!.length, 40 * 1024);
 
@@ -337,13 +481,19 @@ t.test('whoami, echo-headers, slow, big, set-cookie', async (t) => {
 
   const cookies = await fetch(`${mock.url}/api/set-cookie`);
   t.equal(cookies.status, 200);
-  t.same(cookies.headers.getSetCookie(), ['session=abc; Path=/', 'theme=dark; Path=/; HttpOnly; Secure; SameSite=Strict']);
+  t.same(cookies.headers.getSetCookie(), [
+    'session=abc; Path=/',
+    'theme=dark; Path=/; HttpOnly; Secure; SameSite=Strict',
+  ]);
   t.same(await json(cookies), { ok: true });
 });
 
 t.test('uploads: multipart parts reported and recorded', async (t) => {
   const mock = await withMock({ MOCK_RECORD: '1' }, t);
-  const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.alloc(5000, 7)]);
+  const png = Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    Buffer.alloc(5000, 7),
+  ]);
   const pdf = Buffer.from('%PDF-1.4\n% receipt\n');
   const boundary = '----mockboundary42';
   const body = multipart(boundary, [
@@ -359,8 +509,20 @@ t.test('uploads: multipart parts reported and recorded', async (t) => {
   t.equal(res.status, 201);
   t.same(JSON.parse(res.body.toString()), {
     files: [
-      { field: 'file', filename: 'scan.png', size: png.length, sha256: sha256(png), content_type: 'image/png' },
-      { field: 'file', filename: '../../etc/évil name.pdf', size: pdf.length, sha256: sha256(pdf), content_type: 'application/pdf' },
+      {
+        field: 'file',
+        filename: 'scan.png',
+        size: png.length,
+        sha256: sha256(png),
+        content_type: 'image/png',
+      },
+      {
+        field: 'file',
+        filename: '../../etc/évil name.pdf',
+        size: pdf.length,
+        sha256: sha256(pdf),
+        content_type: 'application/pdf',
+      },
     ],
   });
 
@@ -384,25 +546,55 @@ t.test('uploads: multipart parts reported and recorded', async (t) => {
   fd.append('file', new Blob([large], { type: 'image/jpeg' }), 'big.jpg');
   const up = await fetch(`${mock.url}/api/receipts/upload`, { method: 'POST', body: fd });
   t.equal(up.status, 201);
-  t.same(await json(up), { files: [{ field: 'file', filename: 'big.jpg', size: large.length, sha256: sha256(large), content_type: 'image/jpeg' }] });
+  t.same(await json(up), {
+    files: [
+      {
+        field: 'file',
+        filename: 'big.jpg',
+        size: large.length,
+        sha256: sha256(large),
+        content_type: 'image/jpeg',
+      },
+    ],
+  });
 
   const noFile = multipart(boundary, [{ field: 'note', content: 'nothing attached' }]);
-  const r400 = await raw(`${mock.url}/api/receipts/upload`, { method: 'POST', headers: { 'content-type': `multipart/form-data; boundary=${boundary}` }, body: noFile });
+  const r400 = await raw(`${mock.url}/api/receipts/upload`, {
+    method: 'POST',
+    headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+    body: noFile,
+  });
   t.equal(r400.status, 400);
   t.same(JSON.parse(r400.body.toString()), { error: 'bad_request', message: 'no file part in the form' });
-  const notMultipart = await fetch(`${mock.url}/api/receipts/upload`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  const notMultipart = await fetch(`${mock.url}/api/receipts/upload`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: '{}',
+  });
   t.equal(notMultipart.status, 400);
   const empty = await fetch(`${mock.url}/api/receipts/upload`, { method: 'POST' });
   t.equal(empty.status, 400);
-  const truncated = Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nabc`);
-  const rTrunc = await raw(`${mock.url}/api/receipts/upload`, { method: 'POST', headers: { 'content-type': `multipart/form-data; boundary=${boundary}` }, body: truncated });
+  const truncated = Buffer.from(
+    `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nabc`,
+  );
+  const rTrunc = await raw(`${mock.url}/api/receipts/upload`, {
+    method: 'POST',
+    headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+    body: truncated,
+  });
   t.equal(rTrunc.status, 400);
   t.match(JSON.parse(rTrunc.body.toString()), { error: 'bad_request', message: /malformed multipart/ });
 
   // Multipart bodies sent to other routes are recorded with their parts too.
   mock.clear();
-  const other = multipart(boundary, [{ field: 'doc', filename: 'x.gif', type: 'image/gif', content: 'GIF89a' }]);
-  await raw(`${mock.url}/api/echo-headers`, { method: 'POST', headers: { 'content-type': `multipart/form-data; boundary=${boundary}` }, body: other });
+  const other = multipart(boundary, [
+    { field: 'doc', filename: 'x.gif', type: 'image/gif', content: 'GIF89a' },
+  ]);
+  await raw(`${mock.url}/api/echo-headers`, {
+    method: 'POST',
+    headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+    body: other,
+  });
   t.same(mock.records()[0]!.parts, [{ field: 'doc', filename: 'x.gif', size: 6, content_type: 'image/gif' }]);
 });
 
@@ -411,7 +603,11 @@ t.test('recording: only with MOCK_RECORD=1, what a record holds, clearing', asyn
   t.equal(off.recording, false);
   await fetch(`${off.url}/api/health`);
   t.same(off.records(), []);
-  for (const [method, path] of [['GET', '/__mock/requests'], ['DELETE', '/__mock/requests'], ['POST', '/__mock/rotate-key']] as const) {
+  for (const [method, path] of [
+    ['GET', '/__mock/requests'],
+    ['DELETE', '/__mock/requests'],
+    ['POST', '/__mock/rotate-key'],
+  ] as const) {
     const res = await fetch(`${off.url}${path}`, { method });
     t.equal(res.status, 404, `${method} ${path} absent without MOCK_RECORD`);
     t.same(await json(res), { error: 'not_found', message: 'no such resource' });
@@ -419,9 +615,15 @@ t.test('recording: only with MOCK_RECORD=1, what a record holds, clearing', asyn
 
   const on = await withMock({ MOCK_RECORD: '1' }, t);
   t.equal(on.recording, true);
-  await raw(`${on.url}/api/receipts?merchant=shell&x=%27`, { headers: { 'X-Dup': ['1', '2'], Authorization: 'Bearer abc' } });
+  await raw(`${on.url}/api/receipts?merchant=shell&x=%27`, {
+    headers: { 'X-Dup': ['1', '2'], Authorization: 'Bearer abc' },
+  });
   const payload = JSON.stringify({ merchant: 'M', total: 1 });
-  await fetch(`${on.url}/api/receipts`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload });
+  await fetch(`${on.url}/api/receipts`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: payload,
+  });
   await fetch(`${on.url}/does-not-exist`, { method: 'PUT', body: 'abc' });
 
   const res = await fetch(`${on.url}/__mock/requests`);
@@ -462,19 +664,36 @@ t.test('recording: only with MOCK_RECORD=1, what a record holds, clearing', asyn
 t.test('the record is bounded: a ring of the last 10,000', async (t) => {
   t.equal(MAX_RECORDS, 10_000);
   const log = new RecordLog(3);
-  const rec = (n: number): MockRecord => ({ time: '', method: 'GET', path: `/${n}`, headers: {}, raw_headers: [], body_size: 0, body_sha256: '' });
+  const rec = (n: number): MockRecord => ({
+    time: '',
+    method: 'GET',
+    path: `/${n}`,
+    headers: {},
+    raw_headers: [],
+    body_size: 0,
+    body_sha256: '',
+  });
   for (let i = 1; i <= 7; i++) log.push(rec(i));
-  t.same(log.toArray().map((r) => r.path), ['/5', '/6', '/7']);
+  t.same(
+    log.toArray().map((r) => r.path),
+    ['/5', '/6', '/7'],
+  );
   t.equal(log.length, 3);
   log.clear();
   t.same(log.toArray(), []);
   log.push(rec(8));
-  t.same(log.toArray().map((r) => r.path), ['/8']);
+  t.same(
+    log.toArray().map((r) => r.path),
+    ['/8'],
+  );
 
   // The service keeps its records in such a ring, sized MAX_RECORDS.
   const mock = await withMock({ MOCK_RECORD: '1' }, t);
   for (let i = 0; i < 5; i++) await (await fetch(`${mock.url}/api/health?n=${i}`)).arrayBuffer();
-  t.same(mock.records().map((r) => r.path), [0, 1, 2, 3, 4].map((n) => `/api/health?n=${n}`));
+  t.same(
+    mock.records().map((r) => r.path),
+    [0, 1, 2, 3, 4].map((n) => `/api/health?n=${n}`),
+  );
 });
 
 t.test('RS256: JWKS with kid, verification, rotation drops the old key', async (t) => {
@@ -501,9 +720,17 @@ t.test('RS256: JWKS with kid, verification, rotation drops the old key', async (
   t.not(kid2, kid1);
   t.equal(mock.kid(), kid2);
   const set2 = await jwks(mock);
-  t.same(set2.keys.map((k) => k.kid), [kid2], 'only the new key is served');
+  t.same(
+    set2.keys.map((k) => k.kid),
+    [kid2],
+    'only the new key is served',
+  );
 
-  await t.rejects(jwtVerify(token1, createLocalJWKSet(set2)), { code: 'ERR_JWKS_NO_MATCHING_KEY' }, 'old token no longer verifies');
+  await t.rejects(
+    jwtVerify(token1, createLocalJWKSet(set2)),
+    { code: 'ERR_JWKS_NO_MATCHING_KEY' },
+    'old token no longer verifies',
+  );
   const token2 = await login(mock, 'alice', 'alice-secret-pw');
   t.equal(decodeProtectedHeader(token2).kid, kid2);
   t.equal((await jwtVerify(token2, createLocalJWKSet(set2))).payload.sub, 'alice');
@@ -511,9 +738,15 @@ t.test('RS256: JWKS with kid, verification, rotation drops the old key', async (
   await mock.rotateKey();
   const kid3 = mock.kid();
   t.not(kid3, kid2);
-  t.same((await jwks(mock)).keys.map((k) => k.kid), [kid3]);
+  t.same(
+    (await jwks(mock)).keys.map((k) => k.kid),
+    [kid3],
+  );
   t.equal((await fetch(`${mock.url}/__mock/rotate-key`)).status, 405);
-  t.ok(mock.records().some((r) => r.path === '/.well-known/jwks.json'), 'JWKS fetches are recorded');
+  t.ok(
+    mock.records().some((r) => r.path === '/.well-known/jwks.json'),
+    'JWKS fetches are recorded',
+  );
 });
 
 t.test('ES256 signs with a P-256 key; HS256 cannot rotate', async (t) => {
@@ -534,40 +767,43 @@ t.test('ES256 signs with a P-256 key; HS256 cannot rotate', async (t) => {
   await t.rejects(startMock({ port: 0, env: { MOCK_DELAY_MS: 'slow' } }), /MOCK_DELAY_MS/);
 });
 
-t.test('artificial latency: x-mock-delay-ms only when recording, MOCK_DELAY_MS everywhere but /__mock/', async (t) => {
-  // Without MOCK_RECORD the header is ignored: the answer comes (a 30 s wait would hit the test timeout).
-  const plain = await withMock({}, t);
-  const fast = await fetch(`${plain.url}/api/health`, { headers: { 'x-mock-delay-ms': '30000' } });
-  t.equal(fast.status, 200);
+t.test(
+  'artificial latency: x-mock-delay-ms only when recording, MOCK_DELAY_MS everywhere but /__mock/',
+  async (t) => {
+    // Without MOCK_RECORD the header is ignored: the answer comes (a 30 s wait would hit the test timeout).
+    const plain = await withMock({}, t);
+    const fast = await fetch(`${plain.url}/api/health`, { headers: { 'x-mock-delay-ms': '30000' } });
+    t.equal(fast.status, 200);
 
-  // With MOCK_RECORD=1 the request arrives (recorded) but its answer is held back.
-  const rec = await withMock({ MOCK_RECORD: '1' }, t);
-  let settled = false;
-  const held = fetch(`${rec.url}/api/health`, { headers: { 'x-mock-delay-ms': '30000' } }).then(
-    (r) => ((settled = true), r.status),
-    () => ((settled = true), 'failed'),
-  );
-  while (rec.records().length === 0) await new Promise((r) => setTimeout(r, 5));
-  t.equal(rec.records()[0]!.status, undefined, 'not answered yet');
-  t.equal(settled, false);
+    // With MOCK_RECORD=1 the request arrives (recorded) but its answer is held back.
+    const rec = await withMock({ MOCK_RECORD: '1' }, t);
+    let settled = false;
+    const held = fetch(`${rec.url}/api/health`, { headers: { 'x-mock-delay-ms': '30000' } }).then(
+      (r) => ((settled = true), r.status),
+      () => ((settled = true), 'failed'),
+    );
+    while (rec.records().length === 0) await new Promise((r) => setTimeout(r, 5));
+    t.equal(rec.records()[0]!.status, undefined, 'not answered yet');
+    t.equal(settled, false);
 
-  // MOCK_DELAY_MS holds every API answer but not the control routes.
-  const delayed = await withMock({ MOCK_RECORD: '1', MOCK_DELAY_MS: '30000' }, t);
-  const pending = fetch(`${delayed.url}/api/receipts`).then(
-    (r) => r.status,
-    () => 'failed',
-  );
-  while (delayed.records().length === 0) await new Promise((r) => setTimeout(r, 5));
-  const control = await fetch(`${delayed.url}/__mock/requests`);
-  t.equal(control.status, 200);
-  t.equal(((await json(control)) as MockRecord[])[0]!.status, undefined);
+    // MOCK_DELAY_MS holds every API answer but not the control routes.
+    const delayed = await withMock({ MOCK_RECORD: '1', MOCK_DELAY_MS: '30000' }, t);
+    const pending = fetch(`${delayed.url}/api/receipts`).then(
+      (r) => r.status,
+      () => 'failed',
+    );
+    while (delayed.records().length === 0) await new Promise((r) => setTimeout(r, 5));
+    const control = await fetch(`${delayed.url}/__mock/requests`);
+    t.equal(control.status, 200);
+    t.equal(((await json(control)) as MockRecord[])[0]!.status, undefined);
 
-  // Closing cuts the held requests instead of waiting 30 s.
-  await rec.close();
-  await delayed.close();
-  t.equal(await held, 'failed');
-  t.equal(await pending, 'failed');
-});
+    // Closing cuts the held requests instead of waiting 30 s.
+    await rec.close();
+    await delayed.close();
+    t.equal(await held, 'failed');
+    t.equal(await pending, 'failed');
+  },
+);
 
 t.test('WebSocket echo at /api/ws/echo', async (t) => {
   const mock = await withMock({ MOCK_RECORD: '1' }, t);
@@ -575,7 +811,9 @@ t.test('WebSocket echo at /api/ws/echo', async (t) => {
   const ws = new WebSocket(wsUrl, { headers: { 'x-test': 'ws' } });
   await once(ws, 'open');
   const next = (): Promise<[Buffer, boolean]> =>
-    new Promise((resolve) => ws.once('message', (data: Buffer, isBinary: boolean) => resolve([data, isBinary])));
+    new Promise((resolve) =>
+      ws.once('message', (data: Buffer, isBinary: boolean) => resolve([data, isBinary])),
+    );
 
   let msg = next();
   ws.send('hello receipts');
@@ -602,7 +840,10 @@ t.test('WebSocket echo at /api/ws/echo', async (t) => {
 
   const bad = new WebSocket(`${mock.url.replace('http', 'ws')}/api/ws/other`);
   bad.on('error', () => undefined); // terminate() during the handshake reports an abort
-  const [, response] = (await once(bad, 'unexpected-response')) as [unknown, { statusCode: number; headers: IncomingHttpHeaders }];
+  const [, response] = (await once(bad, 'unexpected-response')) as [
+    unknown,
+    { statusCode: number; headers: IncomingHttpHeaders },
+  ];
   t.equal(response.statusCode, 404);
   t.equal(response.headers.server, 'receipt-mock');
   bad.terminate();

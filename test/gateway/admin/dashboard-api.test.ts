@@ -44,7 +44,14 @@ const denial: DecisionEntry = {
   code: 'request_blocked',
   steps: [
     { policy: 'ip_ban', verdict: 'pass', micros: 2 },
-    { policy: 'pattern_block', verdict: 'deny', code: 'request_blocked', reason: 'sqli', rule_ids: ['942100'], micros: 40 },
+    {
+      policy: 'pattern_block',
+      verdict: 'deny',
+      code: 'request_blocked',
+      reason: 'sqli',
+      rule_ids: ['942100'],
+      micros: 40,
+    },
   ],
   total_ms: 0.4,
 };
@@ -87,7 +94,10 @@ async function sources(over: Partial<DashboardSources> = {}): Promise<DashboardS
         time: '2026-01-01T00:10:00.000Z',
         result: 'error',
         trigger: 'watch',
-        errors: ['gateway.yaml:12:5: routes.2.path: invalid value', 'gateway.yaml:20:3: unknown key "polices"'],
+        errors: [
+          'gateway.yaml:12:5: routes.2.path: invalid value',
+          'gateway.yaml:20:3: unknown key "polices"',
+        ],
       },
       { time: '2026-01-01T00:12:00.000Z', result: 'ok', version: 'abc123', message: 'manual' },
     ],
@@ -169,16 +179,21 @@ t.test('snapshot: score, KPIs, denials, blocks, config, reloads', async (t) => {
       },
       { time: '2026-01-01T00:00:00.000Z', result: 'ok', version: '1', trigger: 'start', message: '' },
     ],
-    'newest first, the gateway\'s records normalised',
+    "newest first, the gateway's records normalised",
   );
   t.same(snap.series, { interval_s: 10, points: [] });
   const json = JSON.stringify(snap);
-  for (const secret of ['hunter2', 'x'.repeat(40), 'scrypt$abc', '"tok"']) t.notOk(json.includes(secret), `no ${secret}`);
+  for (const secret of ['hunter2', 'x'.repeat(40), 'scrypt$abc', '"tok"'])
+    t.notOk(json.includes(secret), `no ${secret}`);
 });
 
 t.test('histogram quantiles', async (t) => {
   const m = new Metrics({ defaultMetrics: false });
-  t.equal(histogramQuantile(await m.registry.getMetricsAsJSON(), 'gateway_request_duration_seconds', 0.5), null, 'no data');
+  t.equal(
+    histogramQuantile(await m.registry.getMetricsAsJSON(), 'gateway_request_duration_seconds', 0.5),
+    null,
+    'no data',
+  );
   for (let i = 0; i < 100; i++) m.requestDuration.observe({ route: i % 2 ? 'a' : 'b' }, i < 90 ? 0.003 : 0.2);
   const j = await m.registry.getMetricsAsJSON();
   // 90 in (0.0025, 0.005], 10 in (0.1, 0.25]; routes merged
@@ -188,23 +203,34 @@ t.test('histogram quantiles', async (t) => {
 });
 
 t.test('scrubConfig', async (t) => {
-  t.same(scrubConfig({ password: 'p', passwd: 'q', authorization: 'Bearer x', enabled: true, token_ttl: 60 }), {
-    password: '[REDACTED]',
-    passwd: '[REDACTED]',
-    authorization: '[REDACTED]',
-    enabled: true,
-    token_ttl: 60,
-  });
+  t.same(
+    scrubConfig({ password: 'p', passwd: 'q', authorization: 'Bearer x', enabled: true, token_ttl: 60 }),
+    {
+      password: '[REDACTED]',
+      passwd: '[REDACTED]',
+      authorization: '[REDACTED]',
+      enabled: true,
+      token_ttl: 60,
+    },
+  );
   t.equal(scrubConfig('https://user:pw@example.com/hook'), 'https://user:[REDACTED]@example.com/hook');
   t.equal(scrubConfig('http://example.com/a@b'), 'http://example.com/a@b', 'no userinfo, unchanged');
   t.same(scrubConfig([{ private_key: 'k' }]), [{ private_key: '[REDACTED]' }]);
-  t.same(scrubConfig({ api_keys: ['k1', 'k2'], api_key_count: 2 }), { api_keys: ['[REDACTED]', '[REDACTED]'], api_key_count: 2 });
+  t.same(scrubConfig({ api_keys: ['k1', 'k2'], api_key_count: 2 }), {
+    api_keys: ['[REDACTED]', '[REDACTED]'],
+    api_key_count: 2,
+  });
 });
 
 t.test('KPI sampler: per-interval deltas over a bounded window', async (t) => {
   const m = new Metrics({ defaultMetrics: false });
   let now = Date.parse('2026-01-01T00:00:00Z');
-  const sampler = new KpiSampler({ registry: m.registry, intervalMs: 10_000, windowMs: 60_000, now: () => now });
+  const sampler = new KpiSampler({
+    registry: m.registry,
+    intervalMs: 10_000,
+    windowMs: 60_000,
+    now: () => now,
+  });
   t.same(sampler.series(), { interval_s: 10, points: [] });
   await sampler.sample();
   for (let i = 1; i <= 10; i++) {

@@ -12,11 +12,20 @@ import path from 'node:path';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser } from 'playwright-core';
-import { dashboardSnapshot, KpiSampler, DASHBOARD_API_PATH, type ReloadRecord } from '../../../gateway/admin/dashboard-api.js';
+import {
+  dashboardSnapshot,
+  KpiSampler,
+  DASHBOARD_API_PATH,
+  type ReloadRecord,
+} from '../../../gateway/admin/dashboard-api.js';
 import { loadDashboardPage } from '../../../gateway/admin/dashboard-page.js';
 import { Metrics } from '../../../gateway/observability/metrics.js';
 import { securityScore } from '../../../gateway/observability/score.js';
-import { DecisionLog, isWellFormedRequestId, type DecisionEntry } from '../../../gateway/observability/decisions.js';
+import {
+  DecisionLog,
+  isWellFormedRequestId,
+  type DecisionEntry,
+} from '../../../gateway/observability/decisions.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = path.resolve('docs/dashboard.png');
@@ -79,7 +88,10 @@ async function fixture() {
         code: 'request_blocked',
         reason: 'sqli',
         rule_ids: ['sqli-100', 'sqli-110'],
-        detail: { score: 10, matches: [{ target: 'query:q', rule: 'sqli-100', excerpt: "1' union select pass" }] },
+        detail: {
+          score: 10,
+          matches: [{ target: 'query:q', rule: 'sqli-100', excerpt: "1' union select pass" }],
+        },
         micros: 142,
       },
     ],
@@ -94,7 +106,14 @@ async function fixture() {
       client_ip: '198.51.100.23',
       steps: [
         { policy: 'ip-ban', verdict: 'pass', micros: 2 },
-        { policy: 'pattern-block', verdict: 'deny', code: 'request_blocked', reason: 'xss', rule_ids: ['xss-210'], micros: 98 },
+        {
+          policy: 'pattern-block',
+          verdict: 'deny',
+          code: 'request_blocked',
+          reason: 'xss',
+          rule_ids: ['xss-210'],
+          micros: 98,
+        },
       ],
     }),
   );
@@ -106,7 +125,16 @@ async function fixture() {
       status: 429,
       code: 'rate_limited',
       client_ip: '192.0.2.77',
-      steps: [{ policy: 'rate-limit', verdict: 'deny', code: 'rate_limited', reason: 'rate_limit', rule_ids: ['login'], micros: 21 }],
+      steps: [
+        {
+          policy: 'rate-limit',
+          verdict: 'deny',
+          code: 'rate_limited',
+          reason: 'rate_limit',
+          rule_ids: ['login'],
+          micros: 21,
+        },
+      ],
     }),
   );
   decisions.record({ ...deny('ok-1', {}), decision: 'allow', status: 200, code: undefined, steps: [] });
@@ -177,12 +205,18 @@ async function serve(t: Test, fx: Awaited<ReturnType<typeof fixture>>) {
       res.writeHead(200, page.headers);
       res.end(page.body);
     } else if (url.pathname === DASHBOARD_API_PATH) {
-      fx.snapshot().then((s) => json(200, s), (e: Error) => json(500, { error: 'internal_error', message: e.message }));
+      fx.snapshot().then(
+        (s) => json(200, s),
+        (e: Error) => json(500, { error: 'internal_error', message: e.message }),
+      );
     } else if (url.pathname.startsWith('/api/decisions/')) {
       const id = decodeURIComponent(url.pathname.slice('/api/decisions/'.length));
-      if (!isWellFormedRequestId(id)) return json(400, { error: 'bad_request', message: 'Malformed request id.' });
+      if (!isWellFormedRequestId(id))
+        return json(400, { error: 'bad_request', message: 'Malformed request id.' });
       const e = fx.decisions.get(id);
-      return e ? json(200, e) : json(404, { error: 'not_found', message: 'No decision recorded for this request id.' });
+      return e
+        ? json(200, e)
+        : json(404, { error: 'not_found', message: 'No decision recorded for this request id.' });
     } else json(404, { error: 'not_found', message: 'No route matches this path.' });
     return undefined;
   });
@@ -194,89 +228,116 @@ async function serve(t: Test, fx: Awaited<ReturnType<typeof fixture>>) {
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
-t.test('the dashboard shows score, KPIs, denials with explanations, blocks, config and reloads', async (t) => {
-  t.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} exists (apt-get install -y chromium)`);
-  const fx = await fixture();
-  const base = await serve(t, fx);
-  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
-  t.teardown(() => browser.close());
-  const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
-  const problems: string[] = [];
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') problems.push(`${m.type()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-  await page.goto(base + '/');
-  await page.waitForSelector('body[data-loaded]');
+t.test(
+  'the dashboard shows score, KPIs, denials with explanations, blocks, config and reloads',
+  async (t) => {
+    t.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} exists (apt-get install -y chromium)`);
+    const fx = await fixture();
+    const base = await serve(t, fx);
+    const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    t.teardown(() => browser.close());
+    const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    const problems: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warning') problems.push(`${m.type()}: ${m.text()}`);
+    });
+    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+    await page.goto(base + '/');
+    await page.waitForSelector('body[data-loaded]');
 
-  t.equal(await page.textContent('#conn'), 'live');
-  const snap = await fx.snapshot();
-  t.equal(await page.textContent('#score'), String(snap.score.score));
-  t.equal(await page.textContent('#score-summary'), `${snap.score.passing} of ${snap.score.total} checks pass`);
-  const failing = await page.$$eval('#failing li', (els) => els.map((e) => e.getAttribute('data-check')));
-  t.same(failing, ['monitor_mode', 'jwt_audience']);
-  t.match(await page.textContent('#failing'), /monitor mode: user-agent/);
+    t.equal(await page.textContent('#conn'), 'live');
+    const snap = await fx.snapshot();
+    t.equal(await page.textContent('#score'), String(snap.score.score));
+    t.equal(
+      await page.textContent('#score-summary'),
+      `${snap.score.passing} of ${snap.score.total} checks pass`,
+    );
+    const failing = await page.$$eval('#failing li', (els) => els.map((e) => e.getAttribute('data-check')));
+    t.same(failing, ['monitor_mode', 'jwt_audience']);
+    t.match(await page.textContent('#failing'), /monitor mode: user-agent/);
 
-  const tile = (id: string) => page.textContent(`[data-kpi="${id}"] .value`);
-  t.equal(await tile('bans'), '1');
-  t.equal(await tile('lockouts'), '1');
-  t.equal(await tile('alerts'), '1');
-  t.equal(await tile('rate_limited'), String(snap.kpis.rate_limited));
-  t.equal(await tile('denials'), String(snap.kpis.denied));
-  t.match(await page.textContent('[data-kpi="alerts"] .sub'), 'suspicious_requests');
-  t.equal(await page.locator('#traffic polyline').count(), 3, 'three lines in the traffic chart');
-  t.equal(await page.locator('[data-kpi] svg polyline').count(), 14, 'a sparkline (area + line) per counter tile');
-  t.same(
-    await page.$$eval('#reasons .bar', (els) => els.map((e) => e.getAttribute('data-reason'))),
-    Object.keys(snap.kpis.denials_by_reason),
-  );
+    const tile = (id: string) => page.textContent(`[data-kpi="${id}"] .value`);
+    t.equal(await tile('bans'), '1');
+    t.equal(await tile('lockouts'), '1');
+    t.equal(await tile('alerts'), '1');
+    t.equal(await tile('rate_limited'), String(snap.kpis.rate_limited));
+    t.equal(await tile('denials'), String(snap.kpis.denied));
+    t.match(await page.textContent('[data-kpi="alerts"] .sub'), 'suspicious_requests');
+    t.equal(await page.locator('#traffic polyline').count(), 3, 'three lines in the traffic chart');
+    t.equal(
+      await page.locator('[data-kpi] svg polyline').count(),
+      14,
+      'a sparkline (area + line) per counter tile',
+    );
+    t.same(
+      await page.$$eval('#reasons .bar', (els) => els.map((e) => e.getAttribute('data-reason'))),
+      Object.keys(snap.kpis.denials_by_reason),
+    );
 
-  const rows = await page.$$eval('#denials tbody tr', (els) => els.map((e) => e.getAttribute('data-request-id')));
-  t.same(rows, ['7f3c9a12-rl', '7f3c9a11-xss', '7f3c9a10-sqli'], 'newest first; allowed requests not listed');
-  t.equal(await page.getAttribute('a[data-id="7f3c9a10-sqli"]', 'href'), '/api/decisions/7f3c9a10-sqli');
-  // attacker-controlled text is shown as text, never interpreted
-  t.equal(await page.locator('#denials img').count(), 0);
-  t.match(await page.textContent('tr[data-request-id="7f3c9a11-xss"] td.path'), 'GET /api/search?q=<img src=x onerror=alert(1)>');
+    const rows = await page.$$eval('#denials tbody tr', (els) =>
+      els.map((e) => e.getAttribute('data-request-id')),
+    );
+    t.same(
+      rows,
+      ['7f3c9a12-rl', '7f3c9a11-xss', '7f3c9a10-sqli'],
+      'newest first; allowed requests not listed',
+    );
+    t.equal(await page.getAttribute('a[data-id="7f3c9a10-sqli"]', 'href'), '/api/decisions/7f3c9a10-sqli');
+    // attacker-controlled text is shown as text, never interpreted
+    t.equal(await page.locator('#denials img').count(), 0);
+    t.match(
+      await page.textContent('tr[data-request-id="7f3c9a11-xss"] td.path'),
+      'GET /api/search?q=<img src=x onerror=alert(1)>',
+    );
 
-  await page.click('a[data-id="7f3c9a10-sqli"]');
-  await page.waitForSelector('#explain-steps');
-  t.match(await page.textContent('#explain h3'), 'Request 7f3c9a10-sqli: refused 403 request_blocked');
-  t.same(
-    await page.$$eval('#explain-steps tbody tr', (els) => els.map((e) => e.getAttribute('data-policy'))),
-    ['ip-ban', 'user-agent', 'pattern-block'],
-  );
-  const denyRow = await page.textContent('#explain-steps tr[data-policy="pattern-block"]');
-  t.match(denyRow, 'deny');
-  t.match(denyRow, 'sqli-100, sqli-110');
-  t.match(denyRow, "1' union select pass");
+    await page.click('a[data-id="7f3c9a10-sqli"]');
+    await page.waitForSelector('#explain-steps');
+    t.match(await page.textContent('#explain h3'), 'Request 7f3c9a10-sqli: refused 403 request_blocked');
+    t.same(
+      await page.$$eval('#explain-steps tbody tr', (els) => els.map((e) => e.getAttribute('data-policy'))),
+      ['ip-ban', 'user-agent', 'pattern-block'],
+    );
+    const denyRow = await page.textContent('#explain-steps tr[data-policy="pattern-block"]');
+    t.match(denyRow, 'deny');
+    t.match(denyRow, 'sqli-100, sqli-110');
+    t.match(denyRow, "1' union select pass");
 
-  t.match(await page.textContent('#bans tbody'), '203.0.113.50');
-  t.match(await page.textContent('#bans tbody'), '51m 40s');
-  t.match(await page.textContent('#lockouts tbody'), 'user alice');
-  t.match(await page.textContent('#lockouts tbody'), '9m 0s');
+    t.match(await page.textContent('#bans tbody'), '203.0.113.50');
+    t.match(await page.textContent('#bans tbody'), '51m 40s');
+    t.match(await page.textContent('#lockouts tbody'), 'user alice');
+    t.match(await page.textContent('#lockouts tbody'), '9m 0s');
 
-  const config = await page.textContent('#config');
-  t.match(config, 'redis://:[REDACTED]@10.0.0.9:6379/0');
-  t.notMatch(config, 's3cr3t-redis');
-  t.notMatch(await page.content(), 'k3Jx9vQz2LmP8rTb5WcY1nHd7FgA4sE6', 'the JWT secret is nowhere on the page');
+    const config = await page.textContent('#config');
+    t.match(config, 'redis://:[REDACTED]@10.0.0.9:6379/0');
+    t.notMatch(config, 's3cr3t-redis');
+    t.notMatch(
+      await page.content(),
+      'k3Jx9vQz2LmP8rTb5WcY1nHd7FgA4sE6',
+      'the JWT secret is nowhere on the page',
+    );
 
-  const reloadResults = await page.$$eval('#reloads tbody tr td:nth-child(2)', (els) => els.map((e) => e.textContent));
-  t.same(reloadResults, ['ok', 'error', 'ok']);
-  const generations = await page.$$eval('#reloads tbody tr td:nth-child(3)', (els) => els.map((e) => e.textContent));
-  t.same(generations, ['2', '', '1']);
-  t.match(await page.textContent('#reloads'), 'invalid limit "10 per fortnight"');
+    const reloadResults = await page.$$eval('#reloads tbody tr td:nth-child(2)', (els) =>
+      els.map((e) => e.textContent),
+    );
+    t.same(reloadResults, ['ok', 'error', 'ok']);
+    const generations = await page.$$eval('#reloads tbody tr td:nth-child(3)', (els) =>
+      els.map((e) => e.textContent),
+    );
+    t.same(generations, ['2', '', '1']);
+    t.match(await page.textContent('#reloads'), 'invalid limit "10 per fortnight"');
 
-  fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
-  await page.screenshot({ path: SCREENSHOT, fullPage: true });
-  t.ok(fs.statSync(SCREENSHOT).size > 10_000, 'screenshot saved');
+    fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    t.ok(fs.statSync(SCREENSHOT).size > 10_000, 'screenshot saved');
 
-  // the page refreshes itself: a new denial appears without reload
-  fx.decisions.record(fx.deny('7f3c9a13-new', { path: '/../../etc/passwd', client_ip: '192.0.2.99' }));
-  await page.waitForSelector('tr[data-request-id="7f3c9a13-new"]', { timeout: 15_000 });
-  t.pass('auto-refresh picked up the new denial');
+    // the page refreshes itself: a new denial appears without reload
+    fx.decisions.record(fx.deny('7f3c9a13-new', { path: '/../../etc/passwd', client_ip: '192.0.2.99' }));
+    await page.waitForSelector('tr[data-request-id="7f3c9a13-new"]', { timeout: 15_000 });
+    t.pass('auto-refresh picked up the new denial');
 
-  t.same(problems, [], 'no console errors (CSP violations would show here)');
-});
+    t.same(problems, [], 'no console errors (CSP violations would show here)');
+  },
+);
 
 t.test('the page says so when the admin API is unreachable', async (t) => {
   const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });

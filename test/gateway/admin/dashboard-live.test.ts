@@ -30,7 +30,8 @@ t.test('real traffic shows up on the dashboard, in /api/decisions and in explain
   });
   t.teardown(() => routes.close());
   const previous = gw.observers.adminRoute;
-  gw.observers.adminRoute = async (req, res, url) => (await routes.handle(req, res, url)) || (previous ? previous(req, res, url) : false);
+  gw.observers.adminRoute = async (req, res, url) =>
+    (await routes.handle(req, res, url)) || (previous ? previous(req, res, url) : false);
 
   // --- traffic ---
   const sqli = await fetch(`${h.url}/api/receipts?q=1'%20UNION%20SELECT%20password%20FROM%20users--`);
@@ -123,7 +124,9 @@ t.test('real traffic shows up on the dashboard, in /api/decisions and in explain
   t.equal(await page.textContent('[data-kpi="requests"] .value'), '7');
   await page.click(`a[data-id="${sqliId}"]`);
   await page.waitForSelector('#explain-steps');
-  const policies = await page.$$eval('#explain-steps tbody tr', (els) => els.map((e) => e.getAttribute('data-policy')));
+  const policies = await page.$$eval('#explain-steps tbody tr', (els) =>
+    els.map((e) => e.getAttribute('data-policy')),
+  );
   t.same(
     policies,
     entry.steps.map((s) => s.policy),

@@ -1,7 +1,11 @@
 import t, { type Test } from 'tap';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createDashboardRoutes, blockSubject, type DashboardRoutesOptions } from '../../../gateway/admin/routes.js';
+import {
+  createDashboardRoutes,
+  blockSubject,
+  type DashboardRoutesOptions,
+} from '../../../gateway/admin/routes.js';
 import { KpiSampler, type DashboardSnapshot } from '../../../gateway/admin/dashboard-api.js';
 import { dashboardPageFromHtml } from '../../../gateway/admin/dashboard-page.js';
 import { Metrics } from '../../../gateway/observability/metrics.js';

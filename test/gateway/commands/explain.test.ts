@@ -2,7 +2,11 @@ import t, { type Test } from 'tap';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { runExplain, formatDecision } from '../../../gateway/commands/explain.js';
-import { DecisionLog, isWellFormedRequestId, type DecisionEntry } from '../../../gateway/observability/decisions.js';
+import {
+  DecisionLog,
+  isWellFormedRequestId,
+  type DecisionEntry,
+} from '../../../gateway/observability/decisions.js';
 
 const denied: DecisionEntry = {
   request_id: 'abc-123',
@@ -59,7 +63,9 @@ async function admin(t: Test) {
     }
     const e = log.get(id);
     res.statusCode = e ? 200 : 404;
-    res.end(JSON.stringify(e ?? { error: 'not_found', message: 'No decision recorded for this request id.' }));
+    res.end(
+      JSON.stringify(e ?? { error: 'not_found', message: 'No decision recorded for this request id.' }),
+    );
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => {
@@ -73,7 +79,11 @@ function io(env: Record<string, string> = {}) {
   const o = { out: '', err: '' };
   return {
     o,
-    io: { stdout: { write: (s: string) => (o.out += s) }, stderr: { write: (s: string) => (o.err += s) }, env },
+    io: {
+      stdout: { write: (s: string) => (o.out += s) },
+      stderr: { write: (s: string) => (o.err += s) },
+      env,
+    },
   };
 }
 
@@ -158,7 +168,10 @@ t.test('admin listener unreachable: exit 1 with the reason', async (t) => {
   await new Promise<void>((r) => srv.close(() => r()));
   const { o, io: x } = io({ GATEWAY_ADMIN_PORT: String(port) });
   t.equal(await runExplain(['abc-123'], x), 1);
-  t.match(o.err, new RegExp(`cannot reach the admin listener at http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`));
+  t.match(
+    o.err,
+    new RegExp(`cannot reach the admin listener at http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`),
+  );
 });
 
 t.test('usage errors exit 2', async (t) => {

@@ -8,7 +8,6 @@ import { hashKey, runHashKey } from '../../../gateway/commands/hash-key.js';
 import { auth } from '../../../policies/auth/index.js';
 import { compilePolicy, makeContext } from '../../helpers/context.js';
 
-
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const KEY = 'rk_3b1f0d9e8c7a6b5f4e3d2c1b0a9f8e7d';
 
@@ -22,7 +21,11 @@ function sink(): { stream: PassThrough; text: () => string } {
 async function run(input: string | Buffer[]) {
   const out = sink();
   const err = sink();
-  const code = await runHashKey(Readable.from(typeof input === 'string' ? [Buffer.from(input)] : input), out.stream, err.stream);
+  const code = await runHashKey(
+    Readable.from(typeof input === 'string' ? [Buffer.from(input)] : input),
+    out.stream,
+    err.stream,
+  );
   return { code, out: out.text(), err: err.text() };
 }
 
@@ -32,7 +35,12 @@ t.test('hashKey is sha256:<hex> of the UTF-8 key', async (t) => {
 });
 
 t.test('runHashKey reads stdin, strips one trailing newline, prints the hash', async (t) => {
-  for (const input of [KEY, `${KEY}\n`, `${KEY}\r\n`, [Buffer.from(KEY.slice(0, 10)), Buffer.from(KEY.slice(10))]]) {
+  for (const input of [
+    KEY,
+    `${KEY}\n`,
+    `${KEY}\r\n`,
+    [Buffer.from(KEY.slice(0, 10)), Buffer.from(KEY.slice(10))],
+  ]) {
     const r = await run(input);
     t.equal(r.code, 0);
     t.equal(r.out, `${hashKey(KEY)}\n`);
@@ -58,14 +66,21 @@ t.test('empty, blank or over-long input: exit 1 and a message; short keys: a war
 
 t.test('a printed hash configures a key the auth policy accepts', async (t) => {
   const { out } = await run(`${KEY}\n`);
-  const p = await compilePolicy(auth, { require: ['api_key'], api_keys: { keys: [{ id: 'cli', hash: out.trim() }] } });
+  const p = await compilePolicy(auth, {
+    require: ['api_key'],
+    api_keys: { keys: [{ id: 'cli', hash: out.trim() }] },
+  });
   const ctx = makeContext({ headers: { 'x-api-key': KEY } });
   t.equal(await p.onRequest!(ctx), undefined);
   t.equal(ctx.identity?.keyId, 'cli');
 });
 
 t.test('receipt-gateway hash-key through the CLI', async (t) => {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'gateway/cli.ts', 'hash-key'], { cwd: REPO, input: `${KEY}\n`, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'gateway/cli.ts', 'hash-key'], {
+    cwd: REPO,
+    input: `${KEY}\n`,
+    encoding: 'utf8',
+  });
   t.equal(r.status, 0, r.stderr);
   t.equal(r.stdout, `${hashKey(KEY)}\n`);
 });

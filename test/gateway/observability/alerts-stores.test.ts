@@ -68,7 +68,10 @@ t.test('memory store: window, threshold and cooldown on a fake clock', async (t)
 t.test('redis: two instances count together and raise one alert', async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.stop());
-  const stores = [new RedisStore({ url: redis.url, prefix: 'rgtest:' }), new RedisStore({ url: redis.url, prefix: 'rgtest:' })];
+  const stores = [
+    new RedisStore({ url: redis.url, prefix: 'rgtest:' }),
+    new RedisStore({ url: redis.url, prefix: 'rgtest:' }),
+  ];
   t.teardown(() => Promise.all(stores.map((s) => s.close())));
   await Promise.all(stores.map((s) => s.ping()));
   const a = engine(stores[0]!, Date.now);

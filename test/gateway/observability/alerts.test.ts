@@ -1,7 +1,11 @@
 import t, { type Test } from 'tap';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { createAlerts, type AlertsOptions, type AlertPayload } from '../../../gateway/observability/alerts.js';
+import {
+  createAlerts,
+  type AlertsOptions,
+  type AlertPayload,
+} from '../../../gateway/observability/alerts.js';
 import { Metrics } from '../../../gateway/observability/metrics.js';
 import type { AuditLog, AuditFields } from '../../../gateway/observability/audit.js';
 import type { Store, ConsumeResult } from '../../../gateway/store/types.js';
@@ -59,7 +63,13 @@ class TestAudit implements AuditLog {
   async close(): Promise<void> {}
 }
 
-const quietLog = { warns: [] as string[], warn(_o: object, m?: string) { this.warns.push(m ?? ''); }, error() {} };
+const quietLog = {
+  warns: [] as string[],
+  warn(_o: object, m?: string) {
+    this.warns.push(m ?? '');
+  },
+  error() {},
+};
 
 async function waitFor(cond: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 2000; i++) {
@@ -74,7 +84,12 @@ const settle = () => new Promise((r) => setTimeout(r, 20));
 
 type Mode = 'ok' | '500' | 'hang' | '400';
 async function webhookServer(t: Test) {
-  const state = { mode: 'ok' as Mode, bodies: [] as AlertPayload[], hits: 0, headers: [] as http.IncomingHttpHeaders[] };
+  const state = {
+    mode: 'ok' as Mode,
+    bodies: [] as AlertPayload[],
+    hits: 0,
+    headers: [] as http.IncomingHttpHeaders[],
+  };
   const sockets = new Set<Socket>();
   const server = http.createServer((req, res) => {
     let data = '';
@@ -101,7 +116,11 @@ async function webhookServer(t: Test) {
   return { state, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook` };
 }
 
-function setup(t: Test, extra: Partial<AlertsOptions> = {}, shared?: { store: TestStore; clock: { now: number } }) {
+function setup(
+  t: Test,
+  extra: Partial<AlertsOptions> = {},
+  shared?: { store: TestStore; clock: { now: number } },
+) {
   const clock = shared?.clock ?? { now: Date.parse('2026-01-01T00:00:00Z') };
   const store = shared?.store ?? new TestStore(clock);
   const audit = new TestAudit();
@@ -118,9 +137,9 @@ function setup(t: Test, extra: Partial<AlertsOptions> = {}, shared?: { store: Te
   });
   t.teardown(() => alerts.close(0));
   const alertCount = async (kind: string) =>
-    ((await metrics.registry.getSingleMetric('gateway_security_alerts_total')!.get()).values.find(
+    (await metrics.registry.getSingleMetric('gateway_security_alerts_total')!.get()).values.find(
       (v) => v.labels.kind === kind,
-    )?.value ?? 0);
+    )?.value ?? 0;
   return { clock, store, audit, metrics, alerts, log, alertCount };
 }
 
@@ -163,7 +182,15 @@ t.test('api_violations: 3 within the hour raise one alert with audit, metric and
   });
   t.equal(hook.state.headers[0]!['content-type'], 'application/json');
   await waitFor(() => alerts.stats().delivered === 1, 'delivery counted once the answer is read');
-  t.same(alerts.stats(), { raised: 1, delivered: 1, failed: 0, dropped: 0, eventsDropped: 0, storeErrors: 0, queued: 0 });
+  t.same(alerts.stats(), {
+    raised: 1,
+    delivered: 1,
+    failed: 0,
+    dropped: 0,
+    eventsDropped: 0,
+    storeErrors: 0,
+    queued: 0,
+  });
 });
 
 t.test('default thresholds: failed_logins 10, suspicious_requests 5', async (t) => {
@@ -175,13 +202,10 @@ t.test('default thresholds: failed_logins 10, suspicious_requests 5', async (t) 
   alerts.record('failed_logins', '10.1.1.1');
   alerts.record('suspicious_requests', '10.1.1.2');
   await waitFor(() => audit.lines.length === 2, 'two alerts');
-  t.same(
-    audit.lines.map((l) => [l.kind, l.count, l.threshold]).sort(),
-    [
-      ['failed_logins', 10, 10],
-      ['suspicious_requests', 5, 5],
-    ],
-  );
+  t.same(audit.lines.map((l) => [l.kind, l.count, l.threshold]).sort(), [
+    ['failed_logins', 10, 10],
+    ['suspicious_requests', 5, 5],
+  ]);
 });
 
 t.test('cooldown: the same kind is not raised again within 5 minutes, then is', async (t) => {
@@ -237,7 +261,8 @@ t.test('webhook answering 500: retried, then counted as failed; requests never w
   const hook = await webhookServer(t);
   hook.state.mode = '500';
   const { alerts, audit, log } = setup(t, { webhookUrl: hook.url });
-  for (let i = 0; i < 3; i++) t.equal(alerts.record('api_violations', '10.0.0.1'), undefined, 'record returns at once');
+  for (let i = 0; i < 3; i++)
+    t.equal(alerts.record('api_violations', '10.0.0.1'), undefined, 'record returns at once');
   await waitFor(() => alerts.stats().failed === 1, 'failed delivery');
   t.equal(hook.state.hits, 3, 'first attempt + 2 retries');
   t.equal(audit.lines.length, 1, 'the alert is in the audit log regardless');
@@ -331,7 +356,10 @@ t.test('a store that never answers: in-flight work is bounded, extra events drop
 });
 
 t.test('per-IP tracking is bounded', async (t) => {
-  const { alerts, audit } = setup(t, { maxTrackedIps: 3, thresholds: { api_violations: { count: 20, window: '1h' } } });
+  const { alerts, audit } = setup(t, {
+    maxTrackedIps: 3,
+    thresholds: { api_violations: { count: 20, window: '1h' } },
+  });
   for (let i = 0; i < 19; i++) alerts.record('api_violations', `10.0.0.${i}`);
   alerts.record('api_violations', '10.0.0.18');
   await waitFor(() => audit.lines.length === 1, 'alert');
@@ -344,7 +372,11 @@ t.test('per-IP tracking is bounded', async (t) => {
 
 t.test('close() waits for queued deliveries', async (t) => {
   const hook = await webhookServer(t);
-  const { alerts } = setup(t, { webhookUrl: hook.url, cooldown: 0, thresholds: { failed_logins: { count: 1, window: '1h' } } });
+  const { alerts } = setup(t, {
+    webhookUrl: hook.url,
+    cooldown: 0,
+    thresholds: { failed_logins: { count: 1, window: '1h' } },
+  });
   for (let i = 0; i < 3; i++) alerts.record('failed_logins', '10.0.0.1');
   await alerts.close(5000);
   t.equal(hook.state.bodies.length, 3);
@@ -354,9 +386,21 @@ t.test('close() waits for queued deliveries', async (t) => {
 
 t.test('invalid options are refused at creation', async (t) => {
   const clock = { now: 0 };
-  const base = { store: new TestStore(clock), audit: new TestAudit(), metrics: new Metrics({ defaultMetrics: false }), log: quietLog, now: () => 0 };
+  const base = {
+    store: new TestStore(clock),
+    audit: new TestAudit(),
+    metrics: new Metrics({ defaultMetrics: false }),
+    log: quietLog,
+    now: () => 0,
+  };
   t.throws(() => createAlerts({ ...base, webhookUrl: 'ftp://x/' }), /http\(s\)/);
-  t.throws(() => createAlerts({ ...base, thresholds: { failed_logins: { count: 0, window: '1h' } } }), /positive integer/);
+  t.throws(
+    () => createAlerts({ ...base, thresholds: { failed_logins: { count: 0, window: '1h' } } }),
+    /positive integer/,
+  );
   t.throws(() => createAlerts({ ...base, cooldown: 'soon' }), /invalid duration/);
-  t.throws(() => createAlerts({ ...base, thresholds: { api_violations: { count: 1001, window: '1h' } } }), /at most 1000/);
+  t.throws(
+    () => createAlerts({ ...base, thresholds: { api_violations: { count: 1001, window: '1h' } } }),
+    /at most 1000/,
+  );
 });

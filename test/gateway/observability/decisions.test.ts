@@ -11,7 +11,11 @@ import {
 import type { RequestContext } from '../../../gateway/context.js';
 
 let seq = 0;
-function entry(decision: DecisionEntry['decision'], id = `req-${++seq}`, extra: Partial<DecisionEntry> = {}): DecisionEntry {
+function entry(
+  decision: DecisionEntry['decision'],
+  id = `req-${++seq}`,
+  extra: Partial<DecisionEntry> = {},
+): DecisionEntry {
   return {
     request_id: id,
     time: new Date(Date.UTC(2026, 0, 1, 0, 0, 0, seq)).toISOString(),
@@ -48,7 +52,10 @@ t.test('record, get and recent', async (t) => {
     [m.request_id, d.request_id],
     'denied and monitor-flagged only',
   );
-  t.same(log.recent({ limit: 1 }).map((e) => e.request_id), [m.request_id]);
+  t.same(
+    log.recent({ limit: 1 }).map((e) => e.request_id),
+    [m.request_id],
+  );
   t.same(log.recent({ limit: 0 }), []);
 });
 
@@ -119,7 +126,11 @@ t.test('entries are capped: steps, rule ids, detail size, path length', async (t
     steps: [{ policy: 'p', verdict: 'deny', detail: { target: 'query.q', excerpt: "' OR 1=1" }, micros: 3 }],
   });
   log.record(small);
-  t.same(log.get('small')!.steps[0]!.detail, { target: 'query.q', excerpt: "' OR 1=1" }, 'small details kept as they are');
+  t.same(
+    log.get('small')!.steps[0]!.detail,
+    { target: 'query.q', excerpt: "' OR 1=1" },
+    'small details kept as they are',
+  );
 });
 
 t.test('isWellFormedRequestId', async (t) => {
@@ -172,7 +183,13 @@ t.test('decisionFromContext maps the trace and redacts the target', async (t) =>
     locals: new Map(),
     signal: new AbortController().signal,
   } satisfies RequestContext;
-  const e = decisionFromContext(ctx, { status: 403, decision: 'deny', code: 'request_blocked', score: 7, totalMs: 1.23456 });
+  const e = decisionFromContext(ctx, {
+    status: 403,
+    decision: 'deny',
+    code: 'request_blocked',
+    score: 7,
+    totalMs: 1.23456,
+  });
   t.same(e, {
     request_id: 'r-1',
     time: '2026-01-02T03:04:05.006Z',

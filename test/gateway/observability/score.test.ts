@@ -79,7 +79,10 @@ t.test('recommendations are ordered by weight', async (t) => {
   input.corsWildcardWithCredentials = true; // 8
   const r = securityScore(input);
   const failing = r.checks.filter((c) => !c.pass).sort((a, b) => b.weight - a.weight);
-  t.same(r.recommendations, failing.map((c) => c.recommendation));
+  t.same(
+    r.recommendations,
+    failing.map((c) => c.recommendation),
+  );
   t.equal(failing[0]!.id, 'jwt_secret_length');
   t.equal(failing.at(-1)!.id, 'debug_logging');
 });
@@ -92,10 +95,18 @@ t.test('secret strength: length and entropy', async (t) => {
   t.equal(check(s('a'.repeat(64)), 'jwt_secret_entropy')!.pass, false, '…but no entropy');
   t.equal(check(s('ab'.repeat(32)), 'jwt_secret_entropy')!.pass, false, 'alternating: 1 bit/char');
   t.equal(check(s('ab'.repeat(32)), 'jwt_secret_entropy')!.detail, '1.00 bits/char, about 64 bits in all');
-  t.equal(check(s('my-super-secret-jwt-key-for-prod-2024'), 'jwt_secret_entropy')!.pass, false, 'placeholder word');
+  t.equal(
+    check(s('my-super-secret-jwt-key-for-prod-2024'), 'jwt_secret_entropy')!.pass,
+    false,
+    'placeholder word',
+  );
   t.match(check(s('my-super-secret-jwt-key-for-prod-2024'), 'jwt_secret_entropy')!.detail, /placeholder/);
   t.equal(check(s(STRONG), 'jwt_secret_entropy')!.pass, true);
-  t.equal(check(s('0f3a9c1e7b2d4f6a8c0e1b3d5f7a9c2e'), 'jwt_secret_entropy')!.pass, true, 'random hex passes');
+  t.equal(
+    check(s('0f3a9c1e7b2d4f6a8c0e1b3d5f7a9c2e'), 'jwt_secret_entropy')!.pass,
+    true,
+    'random hex passes',
+  );
   const jwks = { ...good(), jwtSecret: undefined, jwksUrl: 'https://idp.example/jwks.json' };
   t.equal(check(jwks, 'jwt_secret_length')!.pass, true, 'JWKS: no shared secret to judge');
   const noJwt = { ...good(), jwtSecret: undefined };
@@ -117,14 +128,19 @@ t.test('shared store: memory with several workers or replicas fails', async (t) 
   t.equal(check({ ...base, workers: 1, replicas: undefined }, 'shared_store')!.pass, true);
   t.equal(check({ ...base, workers: 2, replicas: 1 }, 'shared_store')!.pass, false);
   t.equal(check({ ...base, workers: 1, replicas: 3 }, 'shared_store')!.pass, false);
-  t.equal(check({ ...base, workers: 1, replicas: 3 }, 'shared_store')!.detail, 'memory store, 1 worker(s), 3 replica(s)');
+  t.equal(
+    check({ ...base, workers: 1, replicas: 3 }, 'shared_store')!.detail,
+    'memory store, 1 worker(s), 3 replica(s)',
+  );
   t.equal(check({ ...base, storeKind: 'redis', workers: 8 }, 'shared_store')!.pass, true);
   t.equal(check(base, 'store_connection'), undefined, 'redis connection check only with redis');
 });
 
 t.test('admin listener address', async (t) => {
-  for (const h of ['127.0.0.1', '127.0.0.53', 'localhost', '::1', '[::1]']) t.equal(isLoopbackHost(h), true, h);
-  for (const h of ['0.0.0.0', '::', '10.0.0.5', 'admin.example.com', '128.0.0.1']) t.equal(isLoopbackHost(h), false, h);
+  for (const h of ['127.0.0.1', '127.0.0.53', 'localhost', '::1', '[::1]'])
+    t.equal(isLoopbackHost(h), true, h);
+  for (const h of ['0.0.0.0', '::', '10.0.0.5', 'admin.example.com', '128.0.0.1'])
+    t.equal(isLoopbackHost(h), false, h);
   const c = check({ ...good(), adminHost: '0.0.0.0' }, 'admin_loopback')!;
   t.equal(c.pass, false);
   t.equal(c.detail, 'bound to 0.0.0.0');
@@ -171,9 +187,16 @@ t.test('each boolean check fails on the insecure value', async (t) => {
     'monitor mode: cors, pattern_block',
   );
   t.equal(check({ ...good(), tls: { enabled: true, minVersion: 'TLSv1.3' } }, 'tls')!.pass, true);
-  t.equal(check({ ...good(), tlsCertificateDaysLeft: 20.7 }, 'tls_certificate_expiry')!.detail, 'expires in 20 day(s)');
+  t.equal(
+    check({ ...good(), tlsCertificateDaysLeft: 20.7 }, 'tls_certificate_expiry')!.detail,
+    'expires in 20 day(s)',
+  );
   t.equal(check({ ...good(), tlsCertificateDaysLeft: -0.5 }, 'tls_certificate_expiry')!.detail, 'expired');
-  t.equal(check({ ...good(), monitoringOn: false }, 'alert_webhook'), undefined, 'no webhook check without monitoring');
+  t.equal(
+    check({ ...good(), monitoringOn: false }, 'alert_webhook'),
+    undefined,
+    'no webhook check without monitoring',
+  );
 });
 
 t.test('optional fields left out are not applicable and cost nothing', async (t) => {

@@ -36,8 +36,14 @@ t.test('a million distinct keys stay under the stated RSS', async (t) => {
   gc();
   const heapGrowth = process.memoryUsage().heapUsed - heapBefore;
   t.equal(store.size, 100_000, 'exactly maxKeys keys are held');
-  t.ok(peak - rssBefore < RSS_GROWTH_LIMIT, `RSS grew by ${Math.round((peak - rssBefore) / 1048576)} MB from ${Math.round(rssBefore / 1048576)} MB (limit 200 MB)`);
-  t.ok(heapGrowth < HEAP_GROWTH_LIMIT, `live heap grew by ${Math.round(heapGrowth / 1048576)} MB (limit 64 MB)`);
+  t.ok(
+    peak - rssBefore < RSS_GROWTH_LIMIT,
+    `RSS grew by ${Math.round((peak - rssBefore) / 1048576)} MB from ${Math.round(rssBefore / 1048576)} MB (limit 200 MB)`,
+  );
+  t.ok(
+    heapGrowth < HEAP_GROWTH_LIMIT,
+    `live heap grew by ${Math.round(heapGrowth / 1048576)} MB (limit 64 MB)`,
+  );
   // the most recent keys are still there, the oldest were evicted
   const last = 999_999;
   const ip = `10.${(last >>> 16) & 255}.${(last >>> 8) & 255}.${last & 255}:0`;

@@ -64,7 +64,11 @@ function contract(name: string, make: Make): void {
 
       clock.advance(60_000);
       const full = await s.consume(spec);
-      t.same(full.buckets, [{ remaining: 9, resetMs: 6000, limited: false }], 'refills to capacity, never past it');
+      t.same(
+        full.buckets,
+        [{ remaining: 9, resetMs: 6000, limited: false }],
+        'refills to capacity, never past it',
+      );
       clock.advance(10 * 60_000);
       const capped = await s.consume(spec);
       t.equal(capped.buckets[0]!.remaining, 9);
@@ -118,7 +122,11 @@ function contract(name: string, make: Make): void {
         [false, true],
       );
       // five tokens taken, 2000 ms of refill at one token per 12 000 ms: 1/6 token left
-      t.equal(capped.retryAfterMs, 12_000 - 2000, 'a token every 12 s; 2 s have passed since the bucket was drained');
+      t.equal(
+        capped.retryAfterMs,
+        12_000 - 2000,
+        'a token every 12 s; 2 s have passed since the bucket was drained',
+      );
     });
 
     t.test('cost above one', async (t) => {
@@ -222,7 +230,9 @@ function contract(name: string, make: Make): void {
 
 const metrics = new Metrics({ defaultMetrics: false });
 
-contract('memory store', (clock) => createStore({ url: 'memory://', maxKeys: 10_000, metrics, log: silent, now: clock.now }));
+contract('memory store', (clock) =>
+  createStore({ url: 'memory://', maxKeys: 10_000, metrics, log: silent, now: clock.now }),
+);
 
 let redis: TestRedis | undefined;
 let redisError: Error | undefined;
@@ -242,7 +252,9 @@ t.teardown(async () => {
   await redis?.stop();
 });
 
-contract('redis store', (clock, prefix) => createStore({ url: redisUrl(), prefix, timeoutMs: 1000, metrics, log: silent, now: clock.now }));
+contract('redis store', (clock, prefix) =>
+  createStore({ url: redisUrl(), prefix, timeoutMs: 1000, metrics, log: silent, now: clock.now }),
+);
 
 t.test('redis: prefixes separate gateways sharing one server; keys expire', async (t) => {
   const clock = fakeClock();

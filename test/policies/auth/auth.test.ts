@@ -18,19 +18,29 @@ const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 t.test('a valid HS256 token sets the identity and the X-Auth-* upstream headers', async (t) => {
   const s = makeServices();
   const p = await compilePolicy(auth, { jwt: { secret: SECRET } }, s);
-  const ctx = makeContext({ target: '/api/receipts', headers: bearer(await hs({ sub: 'alice', role: 'user' })) });
+  const ctx = makeContext({
+    target: '/api/receipts',
+    headers: bearer(await hs({ sub: 'alice', role: 'user' })),
+  });
   t.equal(await p.onRequest!(ctx), undefined);
   t.match(ctx.identity, { subject: 'alice', roles: ['user'], method: 'jwt', via: 'header' });
   t.equal(ctx.identity?.claims?.sub, 'alice');
   t.same(ctx.upstreamHeaders, { 'x-auth-subject': 'alice', 'x-auth-roles': 'user', 'x-auth-method': 'jwt' });
   t.same([...ctx.dropUpstreamHeaders], [], 'Authorization is forwarded by default');
-  t.same(s.audited.map((a) => [a.event, a.fields.subject, a.fields.auth_method]), [['auth_success', 'alice', 'jwt']]);
+  t.same(
+    s.audited.map((a) => [a.event, a.fields.subject, a.fields.auth_method]),
+    [['auth_success', 'alice', 'jwt']],
+  );
 });
 
 t.test('missing credentials: 401 without an error parameter, counted as method none', async (t) => {
   const s = makeServices();
   const p = await compilePolicy(auth, { jwt: { secret: SECRET } }, s);
-  const variants: Record<string, string>[] = [{}, { authorization: 'Basic YWxpY2U6cHc=' }, { cookie: 'session=abc' }];
+  const variants: Record<string, string>[] = [
+    {},
+    { authorization: 'Basic YWxpY2U6cHc=' },
+    { cookie: 'session=abc' },
+  ];
   for (const headers of variants) {
     const v = (await p.onRequest!(makeContext({ headers }))) as Deny;
     t.equal(v.code, 'unauthorized');
@@ -66,14 +76,23 @@ t.test('API keys: hashed in the config, env key, constant-time match, key id ups
   );
   const ctx = makeContext({ headers: { 'X-API-Key': KEY } });
   t.equal(await p.onRequest!(ctx), undefined);
-  t.same(ctx.identity, { subject: 'api_key:ci', roles: ['user', 'uploader'], method: 'api_key', keyId: 'ci', via: 'header' });
+  t.same(ctx.identity, {
+    subject: 'api_key:ci',
+    roles: ['user', 'uploader'],
+    method: 'api_key',
+    keyId: 'ci',
+    via: 'header',
+  });
   t.same(ctx.upstreamHeaders, {
     'x-auth-subject': 'api_key:ci',
     'x-auth-roles': 'user,uploader',
     'x-auth-method': 'api_key',
     'x-auth-key-id': 'ci',
   });
-  t.same(ctx.locals.get('auth'), { keyId: 'ci', rateLimit: [{ count: 100, windowMs: 60_000, text: '100/minute' }] });
+  t.same(ctx.locals.get('auth'), {
+    keyId: 'ci',
+    rateLimit: [{ count: 100, windowMs: 60_000, text: '100/minute' }],
+  });
   t.match(s.audited[0], { event: 'auth_success', fields: { auth_method: 'api_key', key_id: 'ci' } });
   t.notMatch(JSON.stringify(s.audited), KEY, 'the key itself is never audited');
 
@@ -95,32 +114,50 @@ t.test('API keys: hashed in the config, env key, constant-time match, key id ups
 });
 
 t.test('a custom API key header name', async (t) => {
-  const p = await compilePolicy(auth, { require: ['api_key'], api_keys: { header: 'X-Receipt-Key', keys: [{ id: 'a', hash: hashApiKey(KEY) }] } });
+  const p = await compilePolicy(auth, {
+    require: ['api_key'],
+    api_keys: { header: 'X-Receipt-Key', keys: [{ id: 'a', hash: hashApiKey(KEY) }] },
+  });
   const ctx = makeContext({ headers: { 'x-receipt-key': KEY } });
   t.equal(await p.onRequest!(ctx), undefined);
   const v = (await p.onRequest!(makeContext({ headers: { 'x-api-key': KEY } }))) as Deny;
   t.equal(v.detail?.reason, 'missing');
 });
 
-t.test('require is any-of, in order; credentials of a kind the route does not accept are ignored', async (t) => {
-  const keys = { keys: [{ id: 'ci', hash: hashApiKey(KEY) }] };
-  const jwtOnly = await compilePolicy(auth, { require: ['jwt'], jwt: { secret: SECRET }, api_keys: keys });
-  const keyOnly = await compilePolicy(auth, { require: ['api_key'], jwt: { secret: SECRET }, api_keys: keys });
-  const both = await compilePolicy(auth, { require: ['jwt', 'api_key'], jwt: { secret: SECRET }, api_keys: keys });
-  const token = await hs();
+t.test(
+  'require is any-of, in order; credentials of a kind the route does not accept are ignored',
+  async (t) => {
+    const keys = { keys: [{ id: 'ci', hash: hashApiKey(KEY) }] };
+    const jwtOnly = await compilePolicy(auth, { require: ['jwt'], jwt: { secret: SECRET }, api_keys: keys });
+    const keyOnly = await compilePolicy(auth, {
+      require: ['api_key'],
+      jwt: { secret: SECRET },
+      api_keys: keys,
+    });
+    const both = await compilePolicy(auth, {
+      require: ['jwt', 'api_key'],
+      jwt: { secret: SECRET },
+      api_keys: keys,
+    });
+    const token = await hs();
 
-  t.match(await jwtOnly.onRequest!(makeContext({ headers: { 'x-api-key': KEY } })), { detail: { reason: 'missing' } });
-  t.match(await keyOnly.onRequest!(makeContext({ headers: bearer(token) })), { detail: { reason: 'missing' } });
-  const a = makeContext({ headers: { 'x-api-key': KEY } });
-  t.equal(await both.onRequest!(a), undefined);
-  t.equal(a.identity?.method, 'api_key');
-  const b = makeContext({ headers: bearer(token) });
-  t.equal(await both.onRequest!(b), undefined);
-  t.equal(b.identity?.method, 'jwt');
-  // both present: the first in require order decides, a bad token is not rescued by a good key
-  const c = makeContext({ headers: { ...bearer('bad.token.here'), 'x-api-key': KEY } });
-  t.match(await both.onRequest!(c), { code: 'unauthorized', detail: { method: 'jwt' } });
-});
+    t.match(await jwtOnly.onRequest!(makeContext({ headers: { 'x-api-key': KEY } })), {
+      detail: { reason: 'missing' },
+    });
+    t.match(await keyOnly.onRequest!(makeContext({ headers: bearer(token) })), {
+      detail: { reason: 'missing' },
+    });
+    const a = makeContext({ headers: { 'x-api-key': KEY } });
+    t.equal(await both.onRequest!(a), undefined);
+    t.equal(a.identity?.method, 'api_key');
+    const b = makeContext({ headers: bearer(token) });
+    t.equal(await both.onRequest!(b), undefined);
+    t.equal(b.identity?.method, 'jwt');
+    // both present: the first in require order decides, a bad token is not rescued by a good key
+    const c = makeContext({ headers: { ...bearer('bad.token.here'), 'x-api-key': KEY } });
+    t.match(await both.onRequest!(c), { code: 'unauthorized', detail: { method: 'jwt' } });
+  },
+);
 
 t.test('require [none]: a public route does nothing, even with broken credentials', async (t) => {
   const s = makeServices();
@@ -150,7 +187,11 @@ t.test('roles_claim paths: role, roles, realm_access.roles, scope', async (t) =>
   const cases: [string, Record<string, unknown>, string[]][] = [
     ['role', { role: 'admin' }, ['admin']],
     ['roles', { roles: ['user', 'admin', 7, 'user'] }, ['user', 'admin']],
-    ['realm_access.roles', { realm_access: { roles: ['offline_access', 'admin'] } }, ['offline_access', 'admin']],
+    [
+      'realm_access.roles',
+      { realm_access: { roles: ['offline_access', 'admin'] } },
+      ['offline_access', 'admin'],
+    ],
     ['scope', { scope: 'read:receipts  write:receipts admin' }, ['read:receipts', 'write:receipts', 'admin']],
     ['realm_access.roles', { realm_access: 'admin' }, []],
     ['roles', { roles: ['ok', 'bad,role', 'x'.repeat(65), 'a b'] }, ['ok']],
@@ -163,8 +204,14 @@ t.test('roles_claim paths: role, roles, realm_access.roles, scope', async (t) =>
     t.same(ctx.identity?.roles, roles);
     t.equal(ctx.upstreamHeaders['x-auth-roles'], roles.join(','));
   }
-  const admin = await compilePolicy(auth, { roles: ['admin'], jwt: { secret: SECRET, roles_claim: 'scope' } });
-  t.equal(await admin.onRequest!(makeContext({ headers: bearer(await hs({ scope: 'read admin' })) })), undefined);
+  const admin = await compilePolicy(auth, {
+    roles: ['admin'],
+    jwt: { secret: SECRET, roles_claim: 'scope' },
+  });
+  t.equal(
+    await admin.onRequest!(makeContext({ headers: bearer(await hs({ scope: 'read admin' })) })),
+    undefined,
+  );
 });
 
 t.test('a non-ASCII subject is percent-encoded for the header', async (t) => {
@@ -181,7 +228,9 @@ t.test('session cookie: token from the named cookie, Authorization first', async
   t.equal(await p.onRequest!(ctx), undefined);
   t.equal(ctx.identity?.via, 'cookie');
   t.equal(ctx.identity?.subject, 'bob');
-  const both = makeContext({ headers: { ...bearer(await hs({ sub: 'carol' })), cookie: `session=${token}` } });
+  const both = makeContext({
+    headers: { ...bearer(await hs({ sub: 'carol' })), cookie: `session=${token}` },
+  });
   t.equal(await p.onRequest!(both), undefined);
   t.equal(both.identity?.subject, 'carol');
   t.equal(both.identity?.via, 'header');
@@ -207,7 +256,8 @@ t.test('auth_success sampling', async (t) => {
   const s0 = makeServices();
   const p0 = await compilePolicy(auth, { audit_success_sample_rate: 0, jwt: { secret: SECRET } }, s0);
   const token = await hs();
-  for (let i = 0; i < 5; i++) t.equal(await p0.onRequest!(makeContext({ headers: bearer(token) })), undefined);
+  for (let i = 0; i < 5; i++)
+    t.equal(await p0.onRequest!(makeContext({ headers: bearer(token) })), undefined);
   t.same(s0.audited, []);
   const s1 = makeServices();
   const p1 = await compilePolicy(auth, { jwt: { secret: SECRET } }, s1);
@@ -256,7 +306,11 @@ t.test('caches are shared by identical settings, separate otherwise, and release
   t.equal(s.persistent.size, 1, 'roles do not change verification: one shared cache');
   const token = await hs({ role: 'admin' });
   await a.onRequest!(makeContext({ headers: bearer(token) }));
-  t.equal(b.onRequest!(makeContext({ headers: bearer(token) })), undefined, 'verified by route a, a hit for route b');
+  t.equal(
+    b.onRequest!(makeContext({ headers: bearer(token) })),
+    undefined,
+    'verified by route a, a hit for route b',
+  );
   const c = await compilePolicy(auth, { jwt: { secret: SECRET, audience: 'x' } }, s);
   t.equal(s.persistent.size, 2, 'another audience: another cache');
   t.match(await c.onRequest!(makeContext({ headers: bearer(token) })), { detail: { reason: 'claims' } });
@@ -274,58 +328,119 @@ t.test('a changed secret is a different cache (a token of the old secret is re-v
   t.equal(await oldP.onRequest!(makeContext({ headers: bearer(token) })), undefined);
   const newP = await compilePolicy(auth, { jwt: { secret: 'rotated-secret-abcdefghijklmnopqrstuvwxyz' } }, s);
   await oldP.close!();
-  t.match(await newP.onRequest!(makeContext({ headers: bearer(token) })), { detail: { reason: 'signature' } });
-});
-
-t.test('static public keys: PEM and JWK, RS256 / ES256 / EdDSA, kid selection and keys without kid', async (t) => {
-  const rs = await keyPair('RS256', 'rs1');
-  const es = await keyPair('ES256', 'es1');
-  const ed = await keyPair('EdDSA', 'ed1');
-  const p = await compilePolicy(auth, {
-    jwt: {
-      public_keys: [{ kid: 'rs1', pem: rs.pem }, { jwk: es.jwk }, { pem: ed.pem }],
-    },
-  });
-  const { signed } = await import('./tokens.js');
-  for (const [pair, header] of [
-    [rs, {}],
-    [es, {}],
-    [ed, { kid: null }],
-  ] as const) {
-    const ctx = makeContext({ headers: bearer(await signed(pair, { sub: pair.alg }, header)) });
-    t.equal(await p.onRequest!(ctx), undefined, pair.alg);
-    t.equal(ctx.identity?.subject, pair.alg);
-  }
-  // two RSA keys without kid: both are tried
-  const rs2 = await keyPair('RS256', 'unused');
-  const two = await compilePolicy(auth, { jwt: { public_keys: [{ pem: rs.pem }, { pem: rs2.pem }] } });
-  const ctx = makeContext({ headers: bearer(await signed(rs2, {}, { kid: null })) });
-  t.equal(await two.onRequest!(ctx), undefined);
-  const foreign = await keyPair('RS256', 'x');
-  t.match(await two.onRequest!(makeContext({ headers: bearer(await signed(foreign, {}, { kid: null })) })), {
+  t.match(await newP.onRequest!(makeContext({ headers: bearer(token) })), {
     detail: { reason: 'signature' },
   });
 });
+
+t.test(
+  'static public keys: PEM and JWK, RS256 / ES256 / EdDSA, kid selection and keys without kid',
+  async (t) => {
+    const rs = await keyPair('RS256', 'rs1');
+    const es = await keyPair('ES256', 'es1');
+    const ed = await keyPair('EdDSA', 'ed1');
+    const p = await compilePolicy(auth, {
+      jwt: {
+        public_keys: [{ kid: 'rs1', pem: rs.pem }, { jwk: es.jwk }, { pem: ed.pem }],
+      },
+    });
+    const { signed } = await import('./tokens.js');
+    for (const [pair, header] of [
+      [rs, {}],
+      [es, {}],
+      [ed, { kid: null }],
+    ] as const) {
+      const ctx = makeContext({ headers: bearer(await signed(pair, { sub: pair.alg }, header)) });
+      t.equal(await p.onRequest!(ctx), undefined, pair.alg);
+      t.equal(ctx.identity?.subject, pair.alg);
+    }
+    // two RSA keys without kid: both are tried
+    const rs2 = await keyPair('RS256', 'unused');
+    const two = await compilePolicy(auth, { jwt: { public_keys: [{ pem: rs.pem }, { pem: rs2.pem }] } });
+    const ctx = makeContext({ headers: bearer(await signed(rs2, {}, { kid: null })) });
+    t.equal(await two.onRequest!(ctx), undefined);
+    const foreign = await keyPair('RS256', 'x');
+    t.match(
+      await two.onRequest!(makeContext({ headers: bearer(await signed(foreign, {}, { kid: null })) })),
+      {
+        detail: { reason: 'signature' },
+      },
+    );
+  },
+);
 
 t.test('config errors are ConfigErrors with the key path', async (t) => {
   const rs = await keyPair('RS256', 'k');
   const { exportPKCS8, generateKeyPair } = await import('jose');
   const priv = await exportPKCS8((await generateKeyPair('RS256', { extractable: true })).privateKey);
   const bad: [string, Record<string, unknown>, (string | number)[], RegExp][] = [
-    ['short secret', { jwt: { secret: 'too-short' } }, ['policies', 'auth', 'jwt', 'secret'], /too short \(9 characters; at least 32/],
-    ['missing secret', { jwt: { secret: '' } }, ['policies', 'auth', 'jwt', 'secret'], /JWT_SECRET_KEY is missing/],
+    [
+      'short secret',
+      { jwt: { secret: 'too-short' } },
+      ['policies', 'auth', 'jwt', 'secret'],
+      /too short \(9 characters; at least 32/,
+    ],
+    [
+      'missing secret',
+      { jwt: { secret: '' } },
+      ['policies', 'auth', 'jwt', 'secret'],
+      /JWT_SECRET_KEY is missing/,
+    ],
     ['none with roles', { require: ['none'], roles: ['admin'] }, ['policies', 'auth', 'roles'], /roles need/],
     ['none with jwt', { require: ['none', 'jwt'] }, ['policies', 'auth', 'require'], /cannot be combined/],
-    ['api_key only, no keys', { require: ['api_key'] }, ['policies', 'auth', 'api_keys', 'keys'], /no API keys/],
-    ['asymmetric without keys', { jwt: { secret: SECRET, algorithms: ['RS256'] } }, ['policies', 'auth', 'jwt', 'algorithms'], /neither public_keys nor jwks_url/],
-    ['private key PEM', { jwt: { public_keys: [{ pem: priv }] } }, ['policies', 'auth', 'jwt', 'public_keys'], /private key/],
-    ['garbage PEM', { jwt: { public_keys: [{ pem: 'hello' }] } }, ['policies', 'auth', 'jwt', 'public_keys'], /not a PEM/],
-    ['two sources in one key', { jwt: { public_keys: [{ pem: rs.pem, jwk: rs.jwk }] } }, ['policies', 'auth', 'jwt', 'public_keys', 0], /exactly one/],
-    ['unreadable pem_file', { jwt: { public_keys: [{ pem_file: 'nope.pem' }] } }, ['policies', 'auth', 'jwt', 'public_keys', 0, 'pem_file'], /cannot read/],
-    ['jwks_url not a URL', { jwt: { jwks_url: 'not a url' } }, ['policies', 'auth', 'jwt', 'jwks_url'], /not a URL/],
+    [
+      'api_key only, no keys',
+      { require: ['api_key'] },
+      ['policies', 'auth', 'api_keys', 'keys'],
+      /no API keys/,
+    ],
+    [
+      'asymmetric without keys',
+      { jwt: { secret: SECRET, algorithms: ['RS256'] } },
+      ['policies', 'auth', 'jwt', 'algorithms'],
+      /neither public_keys nor jwks_url/,
+    ],
+    [
+      'private key PEM',
+      { jwt: { public_keys: [{ pem: priv }] } },
+      ['policies', 'auth', 'jwt', 'public_keys'],
+      /private key/,
+    ],
+    [
+      'garbage PEM',
+      { jwt: { public_keys: [{ pem: 'hello' }] } },
+      ['policies', 'auth', 'jwt', 'public_keys'],
+      /not a PEM/,
+    ],
+    [
+      'two sources in one key',
+      { jwt: { public_keys: [{ pem: rs.pem, jwk: rs.jwk }] } },
+      ['policies', 'auth', 'jwt', 'public_keys', 0],
+      /exactly one/,
+    ],
+    [
+      'unreadable pem_file',
+      { jwt: { public_keys: [{ pem_file: 'nope.pem' }] } },
+      ['policies', 'auth', 'jwt', 'public_keys', 0, 'pem_file'],
+      /cannot read/,
+    ],
+    [
+      'jwks_url not a URL',
+      { jwt: { jwks_url: 'not a url' } },
+      ['policies', 'auth', 'jwt', 'jwks_url'],
+      /not a URL/,
+    ],
     [
       'duplicate key ids',
-      { api_keys: { keys: [{ id: 'a', hash: hashApiKey('1') }, { id: 'a', hash: hashApiKey('2') }] }, jwt: { secret: SECRET } },
+      {
+        api_keys: {
+          keys: [
+            { id: 'a', hash: hashApiKey('1') },
+            { id: 'a', hash: hashApiKey('2') },
+          ],
+        },
+        jwt: { secret: SECRET },
+      },
       ['policies', 'auth', 'api_keys', 'keys', 1, 'id'],
       /duplicate/,
     ],

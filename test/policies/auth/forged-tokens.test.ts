@@ -41,7 +41,8 @@ const cases: Case[] = [
   {
     name: 'alg none, empty signature',
     setup: 'hs',
-    token: () => `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub: 'admin', role: 'admin', exp: NOW_S + 60, ...good })}.`,
+    token: () =>
+      `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub: 'admin', role: 'admin', exp: NOW_S + 60, ...good })}.`,
     reason: 'algorithm',
   },
   {
@@ -60,10 +61,17 @@ const cases: Case[] = [
     name: 'unlisted algorithm HS512 with the right secret',
     setup: 'hs',
     token: () =>
-      new SignJWT({ sub: 'alice', exp: NOW_S + 60, ...good }).setProtectedHeader({ alg: 'HS512' }).sign(new TextEncoder().encode(SECRET)),
+      new SignJWT({ sub: 'alice', exp: NOW_S + 60, ...good })
+        .setProtectedHeader({ alg: 'HS512' })
+        .sign(new TextEncoder().encode(SECRET)),
     reason: 'algorithm',
   },
-  { name: 'wrong secret', setup: 'hs', token: () => hs(good, 'another-secret-of-sufficient-length-123'), reason: 'signature' },
+  {
+    name: 'wrong secret',
+    setup: 'hs',
+    token: () => hs(good, 'another-secret-of-sufficient-length-123'),
+    reason: 'signature',
+  },
   {
     name: 'tampered payload (role raised to admin)',
     setup: 'hs',
@@ -73,28 +81,99 @@ const cases: Case[] = [
   {
     name: 'tampered payload on an RS256 token',
     setup: 'rs',
-    token: async () => tamper(await signed(rsa, good), { sub: 'admin', role: 'admin', exp: NOW_S + 3600, ...good }),
+    token: async () =>
+      tamper(await signed(rsa, good), { sub: 'admin', role: 'admin', exp: NOW_S + 3600, ...good }),
     reason: 'signature',
   },
-  { name: 'signed by another RSA key under the known kid', setup: 'rs', token: () => signed(other, good, { kid: 'k1' }), reason: 'signature' },
-  { name: 'expired an hour ago', setup: 'hs', token: () => hs({ ...good, iat: NOW_S - 7200, exp: NOW_S - 3600 }), reason: 'expired' },
-  { name: 'expired beyond the 30s tolerance', setup: 'hs', token: () => hs({ ...good, exp: NOW_S - 31 }), reason: 'expired' },
-  { name: 'not yet valid (nbf in an hour)', setup: 'hs', token: () => hs({ ...good, nbf: NOW_S + 3600 }), reason: 'not_yet_valid' },
+  {
+    name: 'signed by another RSA key under the known kid',
+    setup: 'rs',
+    token: () => signed(other, good, { kid: 'k1' }),
+    reason: 'signature',
+  },
+  {
+    name: 'expired an hour ago',
+    setup: 'hs',
+    token: () => hs({ ...good, iat: NOW_S - 7200, exp: NOW_S - 3600 }),
+    reason: 'expired',
+  },
+  {
+    name: 'expired beyond the 30s tolerance',
+    setup: 'hs',
+    token: () => hs({ ...good, exp: NOW_S - 31 }),
+    reason: 'expired',
+  },
+  {
+    name: 'not yet valid (nbf in an hour)',
+    setup: 'hs',
+    token: () => hs({ ...good, nbf: NOW_S + 3600 }),
+    reason: 'not_yet_valid',
+  },
   { name: 'wrong issuer', setup: 'hs', token: () => hs({ ...good, iss: 'evil-idp' }), reason: 'claims' },
   { name: 'wrong audience', setup: 'hs', token: () => hs({ ...good, aud: 'other-api' }), reason: 'claims' },
-  { name: 'missing exp (required by default)', setup: 'hs', token: () => hs({ ...good, exp: undefined }), reason: 'claims' },
+  {
+    name: 'missing exp (required by default)',
+    setup: 'hs',
+    token: () => hs({ ...good, exp: undefined }),
+    reason: 'claims',
+  },
   { name: 'missing subject', setup: 'hs', token: () => hs({ ...good, sub: undefined }), reason: 'claims' },
-  { name: 'subject with control characters', setup: 'hs', token: () => hs({ ...good, sub: 'alice\r\nx-auth-roles: admin' }), reason: 'claims' },
-  { name: 'exp is a string', setup: 'hs', token: () => hs({ ...good, exp: `${NOW_S + 60}` as never }), reason: 'claims' },
+  {
+    name: 'subject with control characters',
+    setup: 'hs',
+    token: () => hs({ ...good, sub: 'alice\r\nx-auth-roles: admin' }),
+    reason: 'claims',
+  },
+  {
+    name: 'exp is a string',
+    setup: 'hs',
+    token: () => hs({ ...good, exp: `${NOW_S + 60}` as never }),
+    reason: 'claims',
+  },
   { name: 'unknown kid (static keys)', setup: 'rs', token: () => signed(other, good), reason: 'unknown_key' },
-  { name: 'oversized token', setup: 'hs', token: () => hs({ ...good, pad: 'x'.repeat(9000) }), reason: 'oversized' },
-  { name: 'non-base64url characters in a segment', setup: 'hs', token: async () => (await hs(good)).replace('.', '+.'), reason: 'malformed' },
-  { name: 'base64 padding', setup: 'hs', token: async () => `${(await hs(good)).split('.')[0]}==.e30.sig`, reason: 'malformed' },
-  { name: 'two segments', setup: 'hs', token: async () => (await hs(good)).split('.').slice(0, 2).join('.'), reason: 'malformed' },
+  {
+    name: 'oversized token',
+    setup: 'hs',
+    token: () => hs({ ...good, pad: 'x'.repeat(9000) }),
+    reason: 'oversized',
+  },
+  {
+    name: 'non-base64url characters in a segment',
+    setup: 'hs',
+    token: async () => (await hs(good)).replace('.', '+.'),
+    reason: 'malformed',
+  },
+  {
+    name: 'base64 padding',
+    setup: 'hs',
+    token: async () => `${(await hs(good)).split('.')[0]}==.e30.sig`,
+    reason: 'malformed',
+  },
+  {
+    name: 'two segments',
+    setup: 'hs',
+    token: async () => (await hs(good)).split('.').slice(0, 2).join('.'),
+    reason: 'malformed',
+  },
   { name: 'four segments', setup: 'hs', token: async () => `${await hs(good)}.x`, reason: 'malformed' },
-  { name: 'header is not JSON', setup: 'hs', token: () => `${b64('not json')}.${b64({ sub: 'a' })}.sig`, reason: 'malformed' },
-  { name: 'header JSON is an array', setup: 'hs', token: () => `${b64([{ alg: 'HS256' }])}.${b64({ sub: 'a' })}.sig`, reason: 'malformed' },
-  { name: 'header JSON is null', setup: 'hs', token: () => `${b64('null')}.${b64({ sub: 'a' })}.sig`, reason: 'malformed' },
+  {
+    name: 'header is not JSON',
+    setup: 'hs',
+    token: () => `${b64('not json')}.${b64({ sub: 'a' })}.sig`,
+    reason: 'malformed',
+  },
+  {
+    name: 'header JSON is an array',
+    setup: 'hs',
+    token: () => `${b64([{ alg: 'HS256' }])}.${b64({ sub: 'a' })}.sig`,
+    reason: 'malformed',
+  },
+  {
+    name: 'header JSON is null',
+    setup: 'hs',
+    token: () => `${b64('null')}.${b64({ sub: 'a' })}.sig`,
+    reason: 'malformed',
+  },
   {
     name: 'payload JSON is an array (validly signed)',
     setup: 'hs',
@@ -116,7 +195,11 @@ const cases: Case[] = [
   {
     name: 'unknown critical header (validly signed)',
     setup: 'hs',
-    token: () => hmacToken({ alg: 'HS256', crit: ['x-unknown'], 'x-unknown': 1 }, { sub: 'alice', exp: NOW_S + 60, ...good }),
+    token: () =>
+      hmacToken(
+        { alg: 'HS256', crit: ['x-unknown'], 'x-unknown': 1 },
+        { sub: 'alice', exp: NOW_S + 60, ...good },
+      ),
     reason: 'malformed',
   },
   {
@@ -125,8 +208,18 @@ const cases: Case[] = [
     headers: async () => ({ Authorization: ['Bearer garbage', `Bearer ${await hs(good)}`] }),
     reason: 'malformed',
   },
-  { name: 'Bearer without a token', setup: 'hs', headers: async () => ({ authorization: 'Bearer ' }), reason: 'malformed' },
-  { name: 'Bearer with two tokens', setup: 'hs', headers: async () => ({ authorization: `Bearer a.b.c ${await hs(good)}` }), reason: 'malformed' },
+  {
+    name: 'Bearer without a token',
+    setup: 'hs',
+    headers: async () => ({ authorization: 'Bearer ' }),
+    reason: 'malformed',
+  },
+  {
+    name: 'Bearer with two tokens',
+    setup: 'hs',
+    headers: async () => ({ authorization: `Bearer a.b.c ${await hs(good)}` }),
+    reason: 'malformed',
+  },
 ];
 
 const hsServices = makeServices();

@@ -87,13 +87,21 @@ function jwksConfig(url: string, extra: Record<string, unknown> = {}) {
     jwt: {
       jwks_url: url,
       cache: { max_entries: 0 },
-      jwks: { cooldown: '30s', cache_max_age: '10m', stale_if_error: '1h', failure_backoff: '2s', timeout: '300ms', ...extra },
+      jwks: {
+        cooldown: '30s',
+        cache_max_age: '10m',
+        stale_if_error: '1h',
+        failure_backoff: '2s',
+        timeout: '300ms',
+        ...extra,
+      },
     },
   };
 }
 
 async function call(p: Policy, token: string): Promise<Deny | undefined> {
-  return (await p.onRequest!(makeContext({ headers: { authorization: `Bearer ${token}` } }))) as Deny | undefined;
+  return (await p.onRequest!(makeContext({ headers: { authorization: `Bearer ${token}` } }))) as
+    Deny | undefined;
 }
 
 t.test('keys are fetched once at compile and cached; RS256 and ES256 verify', async (t) => {
@@ -122,7 +130,11 @@ t.test('rotation: an unknown kid refetches at most once per cooldown, one fetch 
   srv.keys = [k2]; // the IdP rotated
   const rotated = await signed(k2);
   s.clock.advance(5_000);
-  t.match(await call(p, rotated), { code: 'unauthorized', detail: { reason: 'unknown_key' } }, 'within the cooldown: no refetch');
+  t.match(
+    await call(p, rotated),
+    { code: 'unauthorized', detail: { reason: 'unknown_key' } },
+    'within the cooldown: no refetch',
+  );
   t.equal(srv.hits, 1);
   s.clock.advance(25_000);
   const results = await Promise.all(Array.from({ length: 10 }, () => call(p, rotated)));
@@ -130,7 +142,11 @@ t.test('rotation: an unknown kid refetches at most once per cooldown, one fetch 
   t.equal(srv.hits, 2, 'ten concurrent requests, one fetch');
   const bogus = await signed(k1, {}, { kid: 'attacker-chosen' });
   t.match(await call(p, bogus), { detail: { reason: 'unknown_key' } });
-  t.match(await call(p, await signed(k1)), { detail: { reason: 'unknown_key' } }, 'the old key is gone after rotation');
+  t.match(
+    await call(p, await signed(k1)),
+    { detail: { reason: 'unknown_key' } },
+    'the old key is gone after rotation',
+  );
   t.equal(srv.hits, 2, 'bogus kids do not cause fetches during the cooldown');
 });
 
@@ -214,30 +230,37 @@ t.test('refresh failures keep serving cached keys until stale_if_error runs out'
   t.same(r.reasons, []);
   t.match(r.warnings[0], /serving cached keys, last refresh failed \(HTTP status 503/);
   s.clock.advance(5 * 60_000);
-  t.match(await call(p, token), { detail: { reason: 'key_unavailable' } }, 'past stale_if_error: fail closed');
+  t.match(
+    await call(p, token),
+    { detail: { reason: 'key_unavailable' } },
+    'past stale_if_error: fail closed',
+  );
   t.equal(authReadiness(s).ok, false);
 });
 
-t.test('routes with the same JWKS settings share one client; it survives a reload and is released', async (t) => {
-  const srv = await startJwks([k1]);
-  t.teardown(() => srv.close());
-  const s = makeServices();
-  const a = await compilePolicy(auth, jwksConfig(srv.url), s);
-  const b = await compilePolicy(auth, { ...jwksConfig(srv.url), roles: ['user'] }, s);
-  await settled(s, 1);
-  t.equal(jwksStates(s).length, 1);
-  t.equal(await call(a, await signed(k1)), undefined);
-  t.equal(await call(b, await signed(k1)), undefined);
-  // reload: the new generation compiles before the old one is closed
-  const a2 = await compilePolicy(auth, jwksConfig(srv.url), s);
-  await a.close!();
-  await b.close!();
-  t.equal(await call(a2, await signed(k1)), undefined);
-  t.equal(srv.hits, 1, 'keys carried over the reload');
-  await a2.close!();
-  t.equal(jwksStates(s).length, 0);
-  t.same(authReadiness(s), { ok: true, reasons: [], warnings: [] });
-});
+t.test(
+  'routes with the same JWKS settings share one client; it survives a reload and is released',
+  async (t) => {
+    const srv = await startJwks([k1]);
+    t.teardown(() => srv.close());
+    const s = makeServices();
+    const a = await compilePolicy(auth, jwksConfig(srv.url), s);
+    const b = await compilePolicy(auth, { ...jwksConfig(srv.url), roles: ['user'] }, s);
+    await settled(s, 1);
+    t.equal(jwksStates(s).length, 1);
+    t.equal(await call(a, await signed(k1)), undefined);
+    t.equal(await call(b, await signed(k1)), undefined);
+    // reload: the new generation compiles before the old one is closed
+    const a2 = await compilePolicy(auth, jwksConfig(srv.url), s);
+    await a.close!();
+    await b.close!();
+    t.equal(await call(a2, await signed(k1)), undefined);
+    t.equal(srv.hits, 1, 'keys carried over the reload');
+    await a2.close!();
+    t.equal(jwksStates(s).length, 0);
+    t.same(authReadiness(s), { ok: true, reasons: [], warnings: [] });
+  },
+);
 
 t.test('an HS256 token is refused on a JWKS route (algorithm pinned), without a fetch', async (t) => {
   const srv = await startJwks([k1]);
@@ -246,20 +269,25 @@ t.test('an HS256 token is refused on a JWKS route (algorithm pinned), without a 
   const p = await compilePolicy(auth, jwksConfig(srv.url), s);
   await settled(s, 1);
   const { hs } = await import('./tokens.js');
-  t.match(await call(p, await hs({}, JSON.stringify(k1.jwk), { kid: 'k1' })), { detail: { reason: 'algorithm' } });
+  t.match(await call(p, await hs({}, JSON.stringify(k1.jwk), { kid: 'k1' })), {
+    detail: { reason: 'algorithm' },
+  });
   t.equal(srv.hits, 1);
 });
 
-t.test('closing the last policy aborts a fetch in flight (validate does not wait for the JWKS)', async (t) => {
-  const srv = await startJwks([k1]);
-  t.teardown(() => srv.close());
-  srv.mode = 'slow';
-  const s = makeServices();
-  const p = await compilePolicy(auth, jwksConfig(srv.url, { timeout: '60s' }), s);
-  const [client] = sharedWithPrefix<JwksClient>(s, JWKS_PREFIX);
-  const pending = client!.refresh();
-  await p.close!();
-  await t.rejects(pending, { name: 'AbortError' });
-  await t.rejects(client!.refresh(), { message: 'client disposed' });
-  t.same(s.logged, [], 'a disposed client does not log failures');
-});
+t.test(
+  'closing the last policy aborts a fetch in flight (validate does not wait for the JWKS)',
+  async (t) => {
+    const srv = await startJwks([k1]);
+    t.teardown(() => srv.close());
+    srv.mode = 'slow';
+    const s = makeServices();
+    const p = await compilePolicy(auth, jwksConfig(srv.url, { timeout: '60s' }), s);
+    const [client] = sharedWithPrefix<JwksClient>(s, JWKS_PREFIX);
+    const pending = client!.refresh();
+    await p.close!();
+    await t.rejects(pending, { name: 'AbortError' });
+    await t.rejects(client!.refresh(), { message: 'client disposed' });
+    t.same(s.logged, [], 'a disposed client does not log failures');
+  },
+);

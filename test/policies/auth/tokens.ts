@@ -6,10 +6,15 @@ import { CLOCK_START } from '../../helpers/context.js';
 export const SECRET = 'test-secret-0123456789-abcdefghijklmnop';
 export const NOW_S = Math.floor(CLOCK_START / 1000);
 
-export const b64 = (v: unknown): string => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+export const b64 = (v: unknown): string =>
+  Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
 
 /** A token signed with HS256 by the shared secret (or the given one), claims relative to the fake clock. */
-export async function hs(claims: JWTPayload & Record<string, unknown> = {}, secret = SECRET, header: Record<string, unknown> = {}): Promise<string> {
+export async function hs(
+  claims: JWTPayload & Record<string, unknown> = {},
+  secret = SECRET,
+  header: Record<string, unknown> = {},
+): Promise<string> {
   return new SignJWT({ sub: 'alice', role: 'user', iat: NOW_S, exp: NOW_S + 3600, ...claims })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT', ...header } as never)
     .sign(new TextEncoder().encode(secret));
@@ -56,13 +61,20 @@ export function hmacToken(header: unknown, payload: unknown, secret = SECRET): s
 }
 
 // Run directly (as tap does with every file under test/), this module checks its own helpers.
-if (process.argv[1] !== undefined && import.meta.url === (await import('node:url')).pathToFileURL(process.argv[1]).href) {
+if (
+  process.argv[1] !== undefined &&
+  import.meta.url === (await import('node:url')).pathToFileURL(process.argv[1]).href
+) {
   const { default: t } = await import('tap');
   const { jwtVerify, decodeProtectedHeader } = await import('jose');
   const at = new Date(CLOCK_START);
   t.test('hs() and hmacToken() verify with the shared secret', async (t) => {
     const key = new TextEncoder().encode(SECRET);
-    t.match((await jwtVerify(await hs({ role: 'admin' }), key, { currentDate: at })).payload, { sub: 'alice', role: 'admin', exp: NOW_S + 3600 });
+    t.match((await jwtVerify(await hs({ role: 'admin' }), key, { currentDate: at })).payload, {
+      sub: 'alice',
+      role: 'admin',
+      exp: NOW_S + 3600,
+    });
     t.match((await jwtVerify(hmacToken({ alg: 'HS256' }, { sub: 'x' }), key)).payload, { sub: 'x' });
   });
   t.test('signed() uses the pair and its kid; kid: null leaves it out', async (t) => {

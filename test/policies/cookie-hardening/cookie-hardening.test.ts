@@ -15,33 +15,51 @@ t.test('hardenCookie adds only what is missing', async (t) => {
     ['sid="a;b"; Max-Age=60', false, 'sid="a;b"; Max-Age=60; HttpOnly; SameSite=Lax'],
   ];
   for (const [line, secure, want] of cases) t.equal(hardenCookie(line, rule, secure), want, line);
-  t.equal(hardenCookie('a=1; HttpOnly; SameSite=Lax', rule, false), 'a=1; HttpOnly; SameSite=Lax', 'unchanged is the same string');
+  t.equal(
+    hardenCookie('a=1; HttpOnly; SameSite=Lax', rule, false),
+    'a=1; HttpOnly; SameSite=Lax',
+    'unchanged is the same string',
+  );
   t.equal(hardenCookie('a=1', { httpOnly: false, secure: 'never', sameSite: 'off' }, true), 'a=1');
-  t.equal(hardenCookie('a=1', { httpOnly: false, secure: 'always', sameSite: 'Strict' }, false), 'a=1; Secure; SameSite=Strict');
-  t.equal(hardenCookie('a=1', { httpOnly: true, secure: 'auto', sameSite: 'None' }, false), 'a=1; HttpOnly; Secure; SameSite=None');
+  t.equal(
+    hardenCookie('a=1', { httpOnly: false, secure: 'always', sameSite: 'Strict' }, false),
+    'a=1; Secure; SameSite=Strict',
+  );
+  t.equal(
+    hardenCookie('a=1', { httpOnly: true, secure: 'auto', sameSite: 'None' }, false),
+    'a=1; HttpOnly; Secure; SameSite=None',
+  );
 });
 
-t.test('the policy rewrites upstream Set-Cookie headers, single or many, with per-name overrides', async (t) => {
-  const p = await compilePolicy(cookieHardening, {
-    cookies: { csrf_token: { http_only: false }, session: { same_site: 'Strict', secure: 'always' } },
-  });
-  const head = makeHead(200, {
-    'set-cookie': ['session=s1; Path=/', 'csrf_token=t1; Path=/', 'theme=dark', 'pref=1; HttpOnly; Secure; SameSite=None'],
-  });
-  await p.onResponse!(makeContext({ secure: false }), head);
-  t.same(head.headers['set-cookie'], [
-    'session=s1; Path=/; HttpOnly; Secure; SameSite=Strict',
-    'csrf_token=t1; Path=/; SameSite=Lax',
-    'theme=dark; HttpOnly; SameSite=Lax',
-    'pref=1; HttpOnly; Secure; SameSite=None',
-  ]);
-  const single = makeHead(200, { 'set-cookie': 'theme=dark' });
-  await p.onResponse!(makeContext({ secure: true }), single);
-  t.equal(single.headers['set-cookie'], 'theme=dark; HttpOnly; Secure; SameSite=Lax');
-  const none = makeHead(204, { 'content-type': 'text/plain' });
-  await p.onResponse!(makeContext(), none);
-  t.same(none.headers, { 'content-type': 'text/plain' });
-});
+t.test(
+  'the policy rewrites upstream Set-Cookie headers, single or many, with per-name overrides',
+  async (t) => {
+    const p = await compilePolicy(cookieHardening, {
+      cookies: { csrf_token: { http_only: false }, session: { same_site: 'Strict', secure: 'always' } },
+    });
+    const head = makeHead(200, {
+      'set-cookie': [
+        'session=s1; Path=/',
+        'csrf_token=t1; Path=/',
+        'theme=dark',
+        'pref=1; HttpOnly; Secure; SameSite=None',
+      ],
+    });
+    await p.onResponse!(makeContext({ secure: false }), head);
+    t.same(head.headers['set-cookie'], [
+      'session=s1; Path=/; HttpOnly; Secure; SameSite=Strict',
+      'csrf_token=t1; Path=/; SameSite=Lax',
+      'theme=dark; HttpOnly; SameSite=Lax',
+      'pref=1; HttpOnly; Secure; SameSite=None',
+    ]);
+    const single = makeHead(200, { 'set-cookie': 'theme=dark' });
+    await p.onResponse!(makeContext({ secure: true }), single);
+    t.equal(single.headers['set-cookie'], 'theme=dark; HttpOnly; Secure; SameSite=Lax');
+    const none = makeHead(204, { 'content-type': 'text/plain' });
+    await p.onResponse!(makeContext(), none);
+    t.same(none.headers, { 'content-type': 'text/plain' });
+  },
+);
 
 t.test('monitor mode reports instead of rewriting', async (t) => {
   const p = await compilePolicy(cookieHardening, { mode: 'monitor' });

@@ -2,7 +2,10 @@
 import t from 'tap';
 import { startHarness } from '../../helpers/harness.js';
 
-const h = await startHarness({ config: 'policies:\n  cookie_hardening:\n    cookies:\n      session: { secure: always, same_site: Strict }\n' });
+const h = await startHarness({
+  config:
+    'policies:\n  cookie_hardening:\n    cookies:\n      session: { secure: always, same_site: Strict }\n',
+});
 t.teardown(() => h.close());
 
 t.test('upstream Set-Cookie gets the missing attributes, stated ones are kept', async (t) => {
@@ -15,5 +18,9 @@ t.test('upstream Set-Cookie gets the missing attributes, stated ones are kept', 
   ]);
   await h.reload('policies:\n  cookie_hardening:\n    same_site: Lax\n');
   const plain = await fetch(`${h.url}/api/set-cookie`, { headers: { authorization: `Bearer ${token}` } });
-  t.same(plain.headers.getSetCookie()[0], 'session=abc; Path=/; HttpOnly; SameSite=Lax', 'no Secure over plain http');
+  t.same(
+    plain.headers.getSetCookie()[0],
+    'session=abc; Path=/; HttpOnly; SameSite=Lax',
+    'no Secure over plain http',
+  );
 });

@@ -8,10 +8,23 @@ import { compilePolicy, makeContext, makeServices } from '../../helpers/context.
 const cookieUser: Identity = { subject: 'alice', roles: ['user'], method: 'jwt', via: 'cookie' };
 const headerUser: Identity = { subject: 'alice', roles: ['user'], method: 'jwt', via: 'header' };
 
-const policy = await compilePolicy(csrf, { allowed_origins: ['https://app.example.com', 'http://localhost:10000'] });
+const policy = await compilePolicy(csrf, {
+  allowed_origins: ['https://app.example.com', 'http://localhost:10000'],
+});
 
-function req(method: string, headers: Record<string, string>, identity: Identity | null = cookieUser, secure = false) {
-  return makeContext({ method, target: '/api/receipts', headers: { host: 'gw.example.com', ...headers }, identity: identity ?? undefined, secure });
+function req(
+  method: string,
+  headers: Record<string, string>,
+  identity: Identity | null = cookieUser,
+  secure = false,
+) {
+  return makeContext({
+    method,
+    target: '/api/receipts',
+    headers: { host: 'gw.example.com', ...headers },
+    identity: identity ?? undefined,
+    secure,
+  });
 }
 
 t.test('cookie-authenticated state-changing requests: Origin decides', async (t) => {
@@ -19,10 +32,20 @@ t.test('cookie-authenticated state-changing requests: Origin decides', async (t)
     ['same origin (http)', { origin: 'http://gw.example.com' }, false, undefined],
     ['same origin (https listener)', { origin: 'https://gw.example.com' }, true, undefined],
     ['scheme differs from the listener', { origin: 'http://gw.example.com' }, true, 'origin'],
-    ['allowed origin', { origin: 'https://app.example.com', 'sec-fetch-site': 'cross-site' }, false, undefined],
+    [
+      'allowed origin',
+      { origin: 'https://app.example.com', 'sec-fetch-site': 'cross-site' },
+      false,
+      undefined,
+    ],
     ['allowed origin, other case', { origin: 'HTTP://LOCALHOST:10000' }, false, undefined],
     ['foreign origin', { origin: 'https://evil.example' }, false, 'origin'],
-    ['foreign origin claiming same-origin fetch', { origin: 'https://evil.example', 'sec-fetch-site': 'same-origin' }, false, 'origin'],
+    [
+      'foreign origin claiming same-origin fetch',
+      { origin: 'https://evil.example', 'sec-fetch-site': 'same-origin' },
+      false,
+      'origin',
+    ],
     ['origin null', { origin: 'null' }, false, 'origin'],
     ['lookalike host', { origin: 'http://gw.example.com.evil.example' }, false, 'origin'],
     ['no Origin, Sec-Fetch-Site same-origin', { 'sec-fetch-site': 'same-origin' }, false, undefined],
@@ -42,22 +65,41 @@ t.test('cookie-authenticated state-changing requests: Origin decides', async (t)
 
 t.test('safe methods, header-authenticated and anonymous requests are not judged', async (t) => {
   const evil = { origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' };
-  for (const method of ['GET', 'HEAD', 'OPTIONS']) t.equal(await policy.onIdentified!(req(method, evil)), undefined, method);
+  for (const method of ['GET', 'HEAD', 'OPTIONS'])
+    t.equal(await policy.onIdentified!(req(method, evil)), undefined, method);
   t.equal(await policy.onIdentified!(req('POST', evil, headerUser)), undefined);
   t.equal(await policy.onIdentified!(req('POST', evil, null)), undefined);
 });
 
-t.test('cookie_only: false judges every state-changing request; require_origin refuses blind ones', async (t) => {
-  const all = await compilePolicy(csrf, { cookie_only: false, require_origin: true, allowed_origins: 'https://a.example, https://b.example' });
-  t.match(await all.onIdentified!(req('POST', { origin: 'https://evil.example' }, headerUser)), { code: 'csrf_rejected' });
-  t.equal(await all.onIdentified!(req('POST', { origin: 'https://b.example' }, null)), undefined);
-  t.same(await all.onIdentified!(req('POST', {}, headerUser)), { code: 'csrf_rejected', detail: { check: 'missing_origin' } });
-});
+t.test(
+  'cookie_only: false judges every state-changing request; require_origin refuses blind ones',
+  async (t) => {
+    const all = await compilePolicy(csrf, {
+      cookie_only: false,
+      require_origin: true,
+      allowed_origins: 'https://a.example, https://b.example',
+    });
+    t.match(await all.onIdentified!(req('POST', { origin: 'https://evil.example' }, headerUser)), {
+      code: 'csrf_rejected',
+    });
+    t.equal(await all.onIdentified!(req('POST', { origin: 'https://b.example' }, null)), undefined);
+    t.same(await all.onIdentified!(req('POST', {}, headerUser)), {
+      code: 'csrf_rejected',
+      detail: { check: 'missing_origin' },
+    });
+  },
+);
 
 t.test('allowed origins default to CORS_ORIGINS, then to SPEC default', async (t) => {
-  const fromEnv = await compilePolicy(csrf, {}, makeServices({ env: { CORS_ORIGINS: 'https://shop.example,https://admin.example:8443' } }));
+  const fromEnv = await compilePolicy(
+    csrf,
+    {},
+    makeServices({ env: { CORS_ORIGINS: 'https://shop.example,https://admin.example:8443' } }),
+  );
   t.equal(await fromEnv.onIdentified!(req('POST', { origin: 'https://admin.example:8443' })), undefined);
-  t.match(await fromEnv.onIdentified!(req('POST', { origin: 'http://localhost:10000' })), { code: 'csrf_rejected' });
+  t.match(await fromEnv.onIdentified!(req('POST', { origin: 'http://localhost:10000' })), {
+    code: 'csrf_rejected',
+  });
   const dflt = await compilePolicy(csrf, {});
   t.equal(await dflt.onIdentified!(req('POST', { origin: 'http://127.0.0.1:10000' })), undefined);
 });

@@ -37,7 +37,12 @@ policies:
   const audit = await h.audit();
   const banned = audit.filter((l) => l.event === 'ip_banned');
   t.equal(banned.length, 1);
-  t.match(banned[0], { client_ip: '127.0.0.1', decision: 'deny', reason: 'auto_ban', detail: { count: 3, ban_ms: 3_600_000 } });
+  t.match(banned[0], {
+    client_ip: '127.0.0.1',
+    decision: 'deny',
+    reason: 'auto_ban',
+    detail: { count: 3, ban_ms: 3_600_000 },
+  });
   const metrics = await (await fetch(`${h.adminUrl}/metrics`)).text();
   t.match(metrics, /gateway_ip_bans_total 1/);
   t.match(metrics, /gateway_blocked_requests_total\{reason="ip_banned"\} [1-9]/);

@@ -4,7 +4,14 @@ import { canonicalIp, clientKey } from '../../../policies/ip-ban/ip.js';
 import { SKIP_LOCAL, isSkipped, isRuleSkipped } from '../../../policies/ip-ban/allowlist.js';
 import { MemoryStore } from '../../../gateway/store/memory.js';
 import type { Deny, Outcome, Policy } from '../../../gateway/policy.js';
-import { compilePolicy, makeClock, makeContext, makeServices, noStore, type TestServices } from '../../helpers/context.js';
+import {
+  compilePolicy,
+  makeClock,
+  makeContext,
+  makeServices,
+  noStore,
+  type TestServices,
+} from '../../helpers/context.js';
 
 function setup() {
   const clock = makeClock();
@@ -13,10 +20,20 @@ function setup() {
   return { clock, store, services };
 }
 
-const denied = (deny: Deny, status = 403): Outcome => ({ status, decision: 'deny', deny, deniedBy: 'pattern-block' });
+const denied = (deny: Deny, status = 403): Outcome => ({
+  status,
+  decision: 'deny',
+  deny,
+  deniedBy: 'pattern-block',
+});
 
 /** A request from `ip` that some other policy refused with `deny`: run onRequest, then onDone. */
-async function suspicious(p: Policy, ip: string, deny: Deny = { code: 'request_blocked' }, decision: Outcome['decision'] = 'deny') {
+async function suspicious(
+  p: Policy,
+  ip: string,
+  deny: Deny = { code: 'request_blocked' },
+  decision: Outcome['decision'] = 'deny',
+) {
   const ctx = makeContext({ clientIp: ip });
   const v = await p.onRequest!(ctx);
   if (v !== undefined) return v as Deny;
@@ -54,16 +71,24 @@ t.test('deny list: IPv4, IPv6 and IPv4-mapped forms are refused with 403 ip_bloc
   const { services } = setup();
   const p = await compilePolicy(ipBan, { deny: ['203.0.113.0/24', '2001:db8:bad::/48'] }, services);
   for (const ip of ['203.0.113.77', '::ffff:203.0.113.77', '2001:db8:bad:1::9', '2001:DB8:BAD::']) {
-    t.same(await p.onRequest!(makeContext({ clientIp: ip })), { code: 'ip_blocked', ruleIds: ['deny-list'], detail: { source: 'deny_list' } }, ip);
+    t.same(
+      await p.onRequest!(makeContext({ clientIp: ip })),
+      { code: 'ip_blocked', ruleIds: ['deny-list'], detail: { source: 'deny_list' } },
+      ip,
+    );
   }
-  for (const ip of ['203.0.114.1', '2001:db8:bac::1', '127.0.0.1']) t.equal(await p.onRequest!(makeContext({ clientIp: ip })), undefined, ip);
+  for (const ip of ['203.0.114.1', '2001:db8:bac::1', '127.0.0.1'])
+    t.equal(await p.onRequest!(makeContext({ clientIp: ip })), undefined, ip);
 });
 
 t.test('allow list: a bare network skips everything; {cidr, skip} only the named checks', async (t) => {
   const { services } = setup();
   const p = await compilePolicy(
     ipBan,
-    { allow: ['10.0.0.0/8', { cidr: '192.0.2.0/24', skip: ['rate_limit.login', 'login_lockout'] }], deny: ['10.0.0.0/16', '192.0.2.0/24'] },
+    {
+      allow: ['10.0.0.0/8', { cidr: '192.0.2.0/24', skip: ['rate_limit.login', 'login_lockout'] }],
+      deny: ['10.0.0.0/16', '192.0.2.0/24'],
+    },
     services,
   );
   const a = makeContext({ clientIp: '10.0.5.5' });
@@ -86,14 +111,25 @@ t.test('auto-ban: threshold suspicious denials within the window ban the IP for 
   t.equal(await suspicious(p, '198.51.100.20'), undefined);
   t.equal(await suspicious(p, '198.51.100.20', { code: 'user_agent_rejected' }), undefined);
   t.equal(await bans(services), 0);
-  t.equal(await suspicious(p, '198.51.100.20', { code: 'unauthorized', detail: { reason: 'signature' } }), undefined);
+  t.equal(
+    await suspicious(p, '198.51.100.20', { code: 'unauthorized', detail: { reason: 'signature' } }),
+    undefined,
+  );
   t.equal(await bans(services), 1);
   const refused = (await p.onRequest!(makeContext({ clientIp: '198.51.100.20' }))) as Deny;
-  t.same(refused, { code: 'ip_blocked', ruleIds: ['auto-ban'], detail: { source: 'auto_ban', ttl_ms: 1_800_000 } });
+  t.same(refused, {
+    code: 'ip_blocked',
+    ruleIds: ['auto-ban'],
+    detail: { source: 'auto_ban', ttl_ms: 1_800_000 },
+  });
   t.equal(await p.onRequest!(makeContext({ clientIp: '198.51.100.21' })), undefined, 'only that IP');
   const ev = services.audited.filter((a) => a.event === 'ip_banned');
   t.equal(ev.length, 1);
-  t.match(ev[0]!.fields, { decision: 'deny', reason: 'auto_ban', detail: { key: '198.51.100.20', count: 3, ban_ms: 1_800_000, last_code: 'unauthorized' } });
+  t.match(ev[0]!.fields, {
+    decision: 'deny',
+    reason: 'auto_ban',
+    detail: { key: '198.51.100.20', count: 3, ban_ms: 1_800_000, last_code: 'unauthorized' },
+  });
   t.same(await store.listBlocks(BAN_PREFIX, 10), [{ key: `${BAN_PREFIX}198.51.100.20`, ttlMs: 1_800_000 }]);
 
   clock.advance(1_800_000 - 1);
@@ -124,7 +160,11 @@ t.test('auto-ban: only the configured kinds, only real denials, only within the 
   t.equal(await bans(services), 1);
 
   const { services: s2 } = setup();
-  const custom = await compilePolicy(ipBan, { threshold: 1, ban_codes: ['not_found', 'unauthorized:missing'] }, s2);
+  const custom = await compilePolicy(
+    ipBan,
+    { threshold: 1, ban_codes: ['not_found', 'unauthorized:missing'] },
+    s2,
+  );
   await suspicious(custom, '192.0.2.50', { code: 'request_blocked' });
   t.equal(await bans(s2), 0, 'ban_codes replaces the defaults');
   await suspicious(custom, '192.0.2.50', { code: 'unauthorized', detail: { reason: 'missing' } });
@@ -133,7 +173,11 @@ t.test('auto-ban: only the configured kinds, only real denials, only within the 
 
 t.test('auto-ban: IPv6 clients are banned per /64; allowlisted clients are never counted', async (t) => {
   const { services } = setup();
-  const p = await compilePolicy(ipBan, { threshold: 2, allow: [{ cidr: '2001:db8:ffff::/48', skip: ['ip_ban'] }] }, services);
+  const p = await compilePolicy(
+    ipBan,
+    { threshold: 2, allow: [{ cidr: '2001:db8:ffff::/48', skip: ['ip_ban'] }] },
+    services,
+  );
   await suspicious(p, '2001:db8:1:1::1');
   await suspicious(p, '2001:db8:1:1:abcd::2');
   t.equal(((await p.onRequest!(makeContext({ clientIp: '2001:db8:1:1::99' }))) as Deny).code, 'ip_blocked');
@@ -148,16 +192,28 @@ t.test('bans are shared through the store (two gateways, one store) and survive 
   const gw2 = await compilePolicy(ipBan, { threshold: 2 }, makeServices({ store, clock: services.clock }));
   await suspicious(gw1, '192.0.2.99');
   await suspicious(gw2, '192.0.2.99');
-  t.equal(((await gw1.onRequest!(makeContext({ clientIp: '192.0.2.99' }))) as Deny).code, 'ip_blocked', 'counted together');
+  t.equal(
+    ((await gw1.onRequest!(makeContext({ clientIp: '192.0.2.99' }))) as Deny).code,
+    'ip_blocked',
+    'counted together',
+  );
   const reloaded = await compilePolicy(ipBan, { threshold: 5, deny: ['203.0.113.1'] }, services);
-  t.equal(((await reloaded.onRequest!(makeContext({ clientIp: '192.0.2.99' }))) as Deny).code, 'ip_blocked', 'the ban survives a reload');
+  t.equal(
+    ((await reloaded.onRequest!(makeContext({ clientIp: '192.0.2.99' }))) as Deny).code,
+    'ip_blocked',
+    'the ban survives a reload',
+  );
 });
 
 t.test('store down: onRequest rejects (pipeline applies `fail`), onDone never throws', async (t) => {
   const services = makeServices({ store: noStore() });
   const p = await compilePolicy(ipBan, { fail: 'closed', deny: ['203.0.113.0/24'] }, services);
   t.equal(p.failure, 'closed');
-  t.equal(((await p.onRequest!(makeContext({ clientIp: '203.0.113.1' }))) as Deny).code, 'ip_blocked', 'the static list needs no store');
+  t.equal(
+    ((await p.onRequest!(makeContext({ clientIp: '203.0.113.1' }))) as Deny).code,
+    'ip_blocked',
+    'the static list needs no store',
+  );
   await t.rejects(Promise.resolve(p.onRequest!(makeContext({ clientIp: '192.0.2.1' }))));
   const ctx = makeContext({ clientIp: '192.0.2.1' });
   t.doesNotThrow(() => p.onDone!(ctx, denied({ code: 'request_blocked' })));
@@ -169,12 +225,24 @@ t.test('store down: onRequest rejects (pipeline applies `fail`), onDone never th
 
 t.test('config errors name the key', async (t) => {
   const services = makeServices();
-  await t.rejects(compilePolicy(ipBan, { deny: ['10.0.0.1', '10.0.0.0/40'] }, services), { name: 'ConfigError', path: ['policies', 'ip_ban', 'deny', 1] });
-  await t.rejects(compilePolicy(ipBan, { allow: [{ cidr: 'nope' }] }, services), { name: 'ConfigError', path: ['policies', 'ip_ban', 'allow', 0, 'cidr'] });
+  await t.rejects(compilePolicy(ipBan, { deny: ['10.0.0.1', '10.0.0.0/40'] }, services), {
+    name: 'ConfigError',
+    path: ['policies', 'ip_ban', 'deny', 1],
+  });
+  await t.rejects(compilePolicy(ipBan, { allow: [{ cidr: 'nope' }] }, services), {
+    name: 'ConfigError',
+    path: ['policies', 'ip_ban', 'allow', 0, 'cidr'],
+  });
   await t.rejects(compilePolicy(ipBan, { ban_codes: ['request_blocked', 'no_such_code'] }, services), {
     path: ['policies', 'ip_ban', 'ban_codes', 1],
     message: 'unknown denial code "no_such_code"',
   });
-  await t.rejects(compilePolicy(ipBan, { ban_codes: ['ip_blocked'] }, services), { name: 'ConfigError', path: ['policies', 'ip_ban', 'ban_codes', 0] });
-  await t.rejects(compilePolicy(ipBan, { allow: [{ cidr: '10.0.0.0/8', skip: ['everything'] }] }, services), /invalid test config/);
+  await t.rejects(compilePolicy(ipBan, { ban_codes: ['ip_blocked'] }, services), {
+    name: 'ConfigError',
+    path: ['policies', 'ip_ban', 'ban_codes', 0],
+  });
+  await t.rejects(
+    compilePolicy(ipBan, { allow: [{ cidr: '10.0.0.0/8', skip: ['everything'] }] }, services),
+    /invalid test config/,
+  );
 });

@@ -18,36 +18,57 @@ routes:
 `;
 
 async function post(h: Harness, body: string, contentType = 'application/json') {
-  const r = await fetch(`${h.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': contentType }, body });
+  const r = await fetch(`${h.url}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': contentType },
+    body,
+  });
   return { status: r.status, headers: r.headers, body: await r.text() };
 }
 const creds = (username: unknown, password: string) => JSON.stringify({ username, password });
 
-t.test('MAX_LOGIN_ATTEMPTS failures lock the account for LOGIN_LOCKOUT_DURATION; the upstream is not called', async (t) => {
-  const h = await startHarness({ config: CONFIG, env: { MAX_LOGIN_ATTEMPTS: '3', LOGIN_LOCKOUT_DURATION: '2' } });
-  t.teardown(() => h.close());
-  await h.clearMock();
-  for (let i = 0; i < 3; i++) t.equal((await post(h, creds('alice', `wrong-${i}`))).status, 401);
-  const locked = await post(h, creds('alice', 'alice-secret-pw'));
-  t.equal(locked.status, 429);
-  t.match(locked.headers.get('retry-after'), /^(119|120)$/, 'a bare 2 means two minutes (real clock: to the second)');
-  t.match(JSON.parse(locked.body), { error: 'account_locked', message: 'This account is temporarily locked; retry later.' });
-  t.equal((await h.mockRequests()).length, 3, 'the locked attempt never reached the upstream');
-  t.equal((await post(h, creds('admin', 'admin-secret-pw'))).status, 200, 'another account logs in');
-  const ghost = 'nobody-has-this-name';
-  for (let i = 0; i < 3; i++) t.equal((await post(h, creds(ghost, 'x'))).status, 401);
-  t.equal((await post(h, creds(ghost, 'x'))).status, 429, 'a username that does not exist is locked the same way');
+t.test(
+  'MAX_LOGIN_ATTEMPTS failures lock the account for LOGIN_LOCKOUT_DURATION; the upstream is not called',
+  async (t) => {
+    const h = await startHarness({
+      config: CONFIG,
+      env: { MAX_LOGIN_ATTEMPTS: '3', LOGIN_LOCKOUT_DURATION: '2' },
+    });
+    t.teardown(() => h.close());
+    await h.clearMock();
+    for (let i = 0; i < 3; i++) t.equal((await post(h, creds('alice', `wrong-${i}`))).status, 401);
+    const locked = await post(h, creds('alice', 'alice-secret-pw'));
+    t.equal(locked.status, 429);
+    t.match(
+      locked.headers.get('retry-after'),
+      /^(119|120)$/,
+      'a bare 2 means two minutes (real clock: to the second)',
+    );
+    t.match(JSON.parse(locked.body), {
+      error: 'account_locked',
+      message: 'This account is temporarily locked; retry later.',
+    });
+    t.equal((await h.mockRequests()).length, 3, 'the locked attempt never reached the upstream');
+    t.equal((await post(h, creds('admin', 'admin-secret-pw'))).status, 200, 'another account logs in');
+    const ghost = 'nobody-has-this-name';
+    for (let i = 0; i < 3; i++) t.equal((await post(h, creds(ghost, 'x'))).status, 401);
+    t.equal(
+      (await post(h, creds(ghost, 'x'))).status,
+      429,
+      'a username that does not exist is locked the same way',
+    );
 
-  const audit = await h.audit();
-  t.equal(audit.filter((l) => l.event === 'login_failure').length, 6);
-  const locks = audit.filter((l) => l.event === 'account_locked');
-  t.equal(locks.length, 2);
-  t.match(locks[0], { client_ip: '127.0.0.1', decision: 'deny', reason: 'lockout', status: 401 });
-  t.notOk(JSON.stringify(audit).includes('alice-secret-pw'), 'no password in the audit log');
-  const metrics = await (await fetch(`${h.adminUrl}/metrics`)).text();
-  t.match(metrics, /gateway_login_failures_total 6/);
-  t.match(metrics, /gateway_account_lockouts_total 2/);
-});
+    const audit = await h.audit();
+    t.equal(audit.filter((l) => l.event === 'login_failure').length, 6);
+    const locks = audit.filter((l) => l.event === 'account_locked');
+    t.equal(locks.length, 2);
+    t.match(locks[0], { client_ip: '127.0.0.1', decision: 'deny', reason: 'lockout', status: 401 });
+    t.notOk(JSON.stringify(audit).includes('alice-secret-pw'), 'no password in the audit log');
+    const metrics = await (await fetch(`${h.adminUrl}/metrics`)).text();
+    t.match(metrics, /gateway_login_failures_total 6/);
+    t.match(metrics, /gateway_account_lockouts_total 2/);
+  },
+);
 
 t.test('bad input reaches the upstream and counts per IP only; the IP is locked past its bar', async (t) => {
   const h = await startHarness({ config: CONFIG, env: { MAX_LOGIN_ATTEMPTS: '1' } });
@@ -68,11 +89,19 @@ t.test('bad input reaches the upstream and counts per IP only; the IP is locked 
       if (r.status === 401) failures++;
     }
   }
-  t.equal((await post(h, creds('alice', 'alice-secret-pw'))).status, 200, 'alice was never counted, and a success is a success');
+  t.equal(
+    (await post(h, creds('alice', 'alice-secret-pw'))).status,
+    200,
+    'alice was never counted, and a success is a success',
+  );
   const form = await post(h, 'username=formuser&password=x', 'application/x-www-form-urlencoded');
   t.equal(form.status, 401);
   failures++;
-  t.equal((await post(h, 'username=formuser&password=x', 'application/x-www-form-urlencoded')).status, 429, 'form bodies are read too');
+  t.equal(
+    (await post(h, 'username=formuser&password=x', 'application/x-www-form-urlencoded')).status,
+    429,
+    'form bodies are read too',
+  );
   t.ok(failures < 8, `${failures} failures so far`);
   for (let i = failures; i < 8; i++) t.equal((await post(h, creds(`user-${i}`, 'x'))).status, 401);
   const ipLocked = await post(h, creds('someone-else', 'x'));

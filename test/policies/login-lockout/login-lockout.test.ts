@@ -4,7 +4,16 @@ import { SKIP_LOCAL } from '../../../policies/ip-ban/allowlist.js';
 import { MemoryStore } from '../../../gateway/store/memory.js';
 import type { Deny, Policy, Verdict } from '../../../gateway/policy.js';
 import type { RequestBody, RequestContext } from '../../../gateway/context.js';
-import { compilePolicy, jsonBody, makeClock, makeContext, makeHead, makeServices, noStore, type TestServices } from '../../helpers/context.js';
+import {
+  compilePolicy,
+  jsonBody,
+  makeClock,
+  makeContext,
+  makeHead,
+  makeServices,
+  noStore,
+  type TestServices,
+} from '../../helpers/context.js';
 
 function setup() {
   const clock = makeClock();
@@ -22,8 +31,20 @@ interface Attempt {
 }
 
 /** One login attempt through the hooks, the upstream answering `status` if reached. */
-async function attempt(p: Policy, body: RequestBody | undefined, status: number, clientIp = '198.51.100.1', skip?: string[]): Promise<Attempt> {
-  const ctx = makeContext({ method: 'POST', target: '/api/auth/login', clientIp, routeName: 'login', ...(body ? { body } : {}) });
+async function attempt(
+  p: Policy,
+  body: RequestBody | undefined,
+  status: number,
+  clientIp = '198.51.100.1',
+  skip?: string[],
+): Promise<Attempt> {
+  const ctx = makeContext({
+    method: 'POST',
+    target: '/api/auth/login',
+    clientIp,
+    routeName: 'login',
+    ...(body ? { body } : {}),
+  });
   if (skip) ctx.locals.set(SKIP_LOCAL, new Set(skip));
   let v: Verdict = await p.onRequest!(ctx);
   if (v === undefined) v = await p.onBody!(ctx);
@@ -54,46 +75,56 @@ t.test('schema: off unless enabled; LOGIN_LOCKOUT_DURATION as minutes or a durat
     const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 1, lockout }, services);
     const u = `user-${String(lockout)}`;
     await attempt(p, login(u), 401);
-    t.equal((await attempt(p, login(u), 401)).deny?.headers?.['retry-after'], seconds, `lockout ${JSON.stringify(lockout)}`);
+    t.equal(
+      (await attempt(p, login(u), 401)).deny?.headers?.['retry-after'],
+      seconds,
+      `lockout ${JSON.stringify(lockout)}`,
+    );
   }
-  await t.rejects(compilePolicy(loginLockout, { enabled: true, lockout: 0 }, services), { name: 'ConfigError', path: ['policies', 'login_lockout', 'lockout'] });
+  await t.rejects(compilePolicy(loginLockout, { enabled: true, lockout: 0 }, services), {
+    name: 'ConfigError',
+    path: ['policies', 'login_lockout', 'lockout'],
+  });
   await t.rejects(compilePolicy(loginLockout, { enabled: true, lockout: 'soon' }, services));
 });
 
-t.test('a username is locked at max_attempts; the lock expires; the upstream is not called meanwhile', async (t) => {
-  const { clock, services } = setup();
-  const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 3 }, services);
-  t.equal(p.needsBody, true);
-  for (let i = 1; i <= 3; i++) {
-    const a = await attempt(p, login('alice'), 401);
-    t.equal(a.forwarded, true, `failure ${i} reaches the upstream`);
-  }
-  const locked = await attempt(p, login('alice'), 200);
-  t.equal(locked.forwarded, false);
-  t.same(locked.deny, {
-    code: 'account_locked',
-    ruleIds: ['login-lockout-username'],
-    headers: { 'retry-after': '900' },
-    detail: { scope: 'username', retry_after_s: 900 },
-  });
-  t.equal(await counter(services, 'loginFailures'), 3);
-  t.equal(await counter(services, 'accountLockouts'), 1);
-  const events = services.audited.map((a) => a.event);
-  t.same(events, ['login_failure', 'login_failure', 'login_failure', 'account_locked']);
-  const lockEvent = services.audited[3]!;
-  t.equal(lockEvent.fields.decision, 'deny');
-  t.match(lockEvent.fields.detail, { scope: 'username', failures: 3, lockout_ms: 900_000 });
-  t.notOk(JSON.stringify(services.audited).includes('alice'), 'usernames are written only as hashes');
-  t.notOk(JSON.stringify(services.audited).includes('wrong'), 'passwords never');
+t.test(
+  'a username is locked at max_attempts; the lock expires; the upstream is not called meanwhile',
+  async (t) => {
+    const { clock, services } = setup();
+    const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 3 }, services);
+    t.equal(p.needsBody, true);
+    for (let i = 1; i <= 3; i++) {
+      const a = await attempt(p, login('alice'), 401);
+      t.equal(a.forwarded, true, `failure ${i} reaches the upstream`);
+    }
+    const locked = await attempt(p, login('alice'), 200);
+    t.equal(locked.forwarded, false);
+    t.same(locked.deny, {
+      code: 'account_locked',
+      ruleIds: ['login-lockout-username'],
+      headers: { 'retry-after': '900' },
+      detail: { scope: 'username', retry_after_s: 900 },
+    });
+    t.equal(await counter(services, 'loginFailures'), 3);
+    t.equal(await counter(services, 'accountLockouts'), 1);
+    const events = services.audited.map((a) => a.event);
+    t.same(events, ['login_failure', 'login_failure', 'login_failure', 'account_locked']);
+    const lockEvent = services.audited[3]!;
+    t.equal(lockEvent.fields.decision, 'deny');
+    t.match(lockEvent.fields.detail, { scope: 'username', failures: 3, lockout_ms: 900_000 });
+    t.notOk(JSON.stringify(services.audited).includes('alice'), 'usernames are written only as hashes');
+    t.notOk(JSON.stringify(services.audited).includes('wrong'), 'passwords never');
 
-  t.equal((await attempt(p, login('bob'), 200)).forwarded, true, 'other accounts are not affected');
-  clock.advance(900_000 - 1000);
-  t.equal((await attempt(p, login('alice'), 200)).deny?.headers?.['retry-after'], '1');
-  clock.advance(1000);
-  const after = await attempt(p, login('alice'), 401);
-  t.equal(after.forwarded, true, 'the lock expired');
-  t.equal((await attempt(p, login('alice'), 401)).forwarded, true, 'the count started again from zero');
-});
+    t.equal((await attempt(p, login('bob'), 200)).forwarded, true, 'other accounts are not affected');
+    clock.advance(900_000 - 1000);
+    t.equal((await attempt(p, login('alice'), 200)).deny?.headers?.['retry-after'], '1');
+    clock.advance(1000);
+    const after = await attempt(p, login('alice'), 401);
+    t.equal(after.forwarded, true, 'the lock expired');
+    t.equal((await attempt(p, login('alice'), 401)).forwarded, true, 'the count started again from zero');
+  },
+);
 
 t.test('failures outside the window do not add up', async (t) => {
   const { clock, services } = setup();
@@ -124,29 +155,53 @@ t.test('any username string can be locked; case and Unicode forms are one userna
   const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 2 }, services);
   await attempt(p, login('no-such-user-anywhere'), 401);
   await attempt(p, login('NO-SUCH-USER-ANYWHERE '), 401);
-  t.equal((await attempt(p, login('no-such-user-anywhere'), 401)).deny?.code, 'account_locked', 'same answer as for a real account');
+  t.equal(
+    (await attempt(p, login('no-such-user-anywhere'), 401)).deny?.code,
+    'account_locked',
+    'same answer as for a real account',
+  );
   await attempt(p, login('ｅｖｅ'), 401);
   await attempt(p, login('EVE'), 401);
-  t.equal((await attempt(p, login('eve'), 401)).deny?.code, 'account_locked', 'fullwidth forms are normalised (NFKC)');
+  t.equal(
+    (await attempt(p, login('eve'), 401)).deny?.code,
+    'account_locked',
+    'fullwidth forms are normalised (NFKC)',
+  );
 
   const { services: s2 } = setup();
   const cs = await compilePolicy(loginLockout, { enabled: true, max_attempts: 2, case_sensitive: true }, s2);
   await attempt(cs, login('Frank'), 401);
   await attempt(cs, login('frank'), 401);
-  t.equal((await attempt(cs, login('frank'), 401)).forwarded, true, 'case_sensitive: two different usernames');
+  t.equal(
+    (await attempt(cs, login('frank'), 401)).forwarded,
+    true,
+    'case_sensitive: two different usernames',
+  );
 });
 
 t.test('the client IP is locked past the higher bar, whatever the usernames', async (t) => {
   const { services } = setup();
-  const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 3, ip_max_attempts: 4 }, services);
-  for (let i = 0; i < 4; i++) t.equal((await attempt(p, login(`spray-${i}`), 401, '203.0.113.9')).forwarded, true);
+  const p = await compilePolicy(
+    loginLockout,
+    { enabled: true, max_attempts: 3, ip_max_attempts: 4 },
+    services,
+  );
+  for (let i = 0; i < 4; i++)
+    t.equal((await attempt(p, login(`spray-${i}`), 401, '203.0.113.9')).forwarded, true);
   const d = await attempt(p, login('fresh-name'), 200, '203.0.113.9');
   t.equal(d.forwarded, false);
   t.same(d.deny?.detail, { scope: 'ip', retry_after_s: 900 });
   t.equal((await attempt(p, login('fresh-name'), 200, '203.0.113.10')).forwarded, true, 'another IP logs in');
-  t.equal((await attempt(p, login('fresh-name'), 200, '::ffff:203.0.113.9')).forwarded, false, 'IPv4-mapped form is the same IP');
+  t.equal(
+    (await attempt(p, login('fresh-name'), 200, '::ffff:203.0.113.9')).forwarded,
+    false,
+    'IPv4-mapped form is the same IP',
+  );
   t.equal(services.audited.filter((a) => a.event === 'account_locked').length, 1);
-  t.match(services.audited.find((a) => a.event === 'account_locked')!.fields.detail, { scope: 'ip', failures: 4 });
+  t.match(services.audited.find((a) => a.event === 'account_locked')!.fields.detail, {
+    scope: 'ip',
+    failures: 4,
+  });
 
   const { services: s2 } = setup();
   const off = await compilePolicy(loginLockout, { enabled: true, max_attempts: 50, ip_max_attempts: 0 }, s2);
@@ -156,7 +211,11 @@ t.test('the client IP is locked past the higher bar, whatever the usernames', as
   const { services: s3 } = setup();
   const auto = await compilePolicy(loginLockout, { enabled: true, max_attempts: 2 }, s3);
   for (let i = 0; i < 8; i++) t.equal((await attempt(auto, login(`a${i}`), 401)).forwarded, true);
-  t.same((await attempt(auto, login('b'), 401)).deny?.detail, { scope: 'ip', retry_after_s: 900 }, 'auto: 4 × max_attempts');
+  t.same(
+    (await attempt(auto, login('b'), 401)).deny?.detail,
+    { scope: 'ip', retry_after_s: 900 },
+    'auto: 4 × max_attempts',
+  );
   await t.rejects(compilePolicy(loginLockout, { enabled: true, max_attempts: 10, ip_max_attempts: 5 }, s3), {
     name: 'ConfigError',
     path: ['policies', 'login_lockout', 'ip_max_attempts'],
@@ -165,8 +224,16 @@ t.test('the client IP is locked past the higher bar, whatever the usernames', as
 
 t.test('bad input: odd usernames count per IP only, never crash', async (t) => {
   const { services } = setup();
-  const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 1, ip_max_attempts: 100 }, services);
-  const notJson: RequestBody = { raw: Buffer.from('{"username": "alice"'), mediaType: 'application/json', parseError: 'Unexpected end of JSON input' };
+  const p = await compilePolicy(
+    loginLockout,
+    { enabled: true, max_attempts: 1, ip_max_attempts: 100 },
+    services,
+  );
+  const notJson: RequestBody = {
+    raw: Buffer.from('{"username": "alice"'),
+    mediaType: 'application/json',
+    parseError: 'Unexpected end of JSON input',
+  };
   const text: RequestBody = { raw: Buffer.from('username=alice'), mediaType: 'text/plain' };
   const bodies: [string, RequestBody | undefined][] = [
     ['no body', undefined],
@@ -198,13 +265,29 @@ t.test('bad input: odd usernames count per IP only, never crash', async (t) => {
 
 t.test('form bodies and a configured (nested) field name', async (t) => {
   const { services } = setup();
-  const form = (u: string): RequestBody => ({ raw: Buffer.from(`user=${u}`), mediaType: 'application/x-www-form-urlencoded', form: [['user', u]] });
-  const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 1, username_field: 'user' }, services);
+  const form = (u: string): RequestBody => ({
+    raw: Buffer.from(`user=${u}`),
+    mediaType: 'application/x-www-form-urlencoded',
+    form: [['user', u]],
+  });
+  const p = await compilePolicy(
+    loginLockout,
+    { enabled: true, max_attempts: 1, username_field: 'user' },
+    services,
+  );
   await attempt(p, form('gina'), 401);
   t.equal((await attempt(p, form('gina'), 401)).deny?.code, 'account_locked');
-  const nested = await compilePolicy(loginLockout, { enabled: true, max_attempts: 1, username_field: 'credentials.email' }, services);
+  const nested = await compilePolicy(
+    loginLockout,
+    { enabled: true, max_attempts: 1, username_field: 'credentials.email' },
+    services,
+  );
   await attempt(nested, jsonBody({ credentials: { email: 'h@example.com' } }), 403);
-  t.equal((await attempt(nested, jsonBody({ credentials: { email: 'H@example.com' } }), 401)).deny?.code, 'account_locked', '403 counts too');
+  t.equal(
+    (await attempt(nested, jsonBody({ credentials: { email: 'H@example.com' } }), 401)).deny?.code,
+    'account_locked',
+    '403 counts too',
+  );
   t.equal((await attempt(nested, jsonBody({ credentials: 'h@example.com' }), 401)).forwarded, true);
 });
 
@@ -222,7 +305,8 @@ t.test('other statuses are neither failures nor successes', async (t) => {
 t.test('allowlisted networks skip the lockout', async (t) => {
   const { services } = setup();
   const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 1 }, services);
-  for (let i = 0; i < 3; i++) t.equal((await attempt(p, login('judy'), 401, '10.1.1.1', ['login_lockout'])).forwarded, true);
+  for (let i = 0; i < 3; i++)
+    t.equal((await attempt(p, login('judy'), 401, '10.1.1.1', ['login_lockout'])).forwarded, true);
   t.equal(services.audited.length, 0);
 });
 

@@ -29,7 +29,11 @@ const h = await startHarness({ config });
 t.teardown(() => h.close());
 
 const post = (path: string, body: string, headers: Record<string, string> = {}) =>
-  fetch(`${h.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+  fetch(`${h.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body,
+  });
 
 t.test('register: each weak password is refused with its rule, strong ones pass', async (t) => {
   await h.clearMock();
@@ -52,22 +56,39 @@ t.test('register: each weak password is refused with its rule, strong ones pass'
   t.equal(bad.status, 400);
   t.equal(((await bad.json()) as { error: string }).error, 'bad_request');
   t.same(await h.mockRequests(), [], 'none reached the mock');
-  const ok = await post('/api/auth/register', JSON.stringify({ username: 'carol', password: 'a long pass-phrase' }));
+  const ok = await post(
+    '/api/auth/register',
+    JSON.stringify({ username: 'carol', password: 'a long pass-phrase' }),
+  );
   t.equal(ok.status, 201);
-  t.same((await h.mockRequests()).map((m) => m.path), ['/api/auth/register']);
+  t.same(
+    (await h.mockRequests()).map((m) => m.path),
+    ['/api/auth/register'],
+  );
   const audit = await h.audit();
   t.notOk(JSON.stringify(audit).includes('short!1'), 'no password in the audit log');
-  t.ok(audit.some((l) => l.event === 'access_denied' && l.status === 400), 'weak passwords audited');
+  t.ok(
+    audit.some((l) => l.event === 'access_denied' && l.status === 400),
+    'weak passwords audited',
+  );
 });
 
 t.test('change password: new_password is checked against the authenticated subject', async (t) => {
   const token = await h.login('alice');
   await h.clearMock();
   const auth = { authorization: `Bearer ${token}` };
-  const r = await post('/api/auth/password', JSON.stringify({ old_password: 'alice-secret-pw', new_password: 'Alice-2024-new!' }), auth);
+  const r = await post(
+    '/api/auth/password',
+    JSON.stringify({ old_password: 'alice-secret-pw', new_password: 'Alice-2024-new!' }),
+    auth,
+  );
   t.equal(r.status, 400);
   t.match(await r.json(), { error: 'weak_password', message: /username/ });
   t.same(await h.mockRequests(), []);
-  const ok = await post('/api/auth/password', JSON.stringify({ old_password: 'alice-secret-pw', new_password: 'a much better one!' }), auth);
+  const ok = await post(
+    '/api/auth/password',
+    JSON.stringify({ old_password: 'alice-secret-pw', new_password: 'a much better one!' }),
+    auth,
+  );
   t.equal(ok.status, 204);
 });

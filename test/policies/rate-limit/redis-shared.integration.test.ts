@@ -56,7 +56,8 @@ async function pair(t: Test): Promise<[Harness, Harness]> {
   return [a, b];
 }
 
-const health = async (h: Harness, headers: Record<string, string> = {}) => (await fetch(`${h.url}/api/health`, { headers })).status;
+const health = async (h: Harness, headers: Record<string, string> = {}) =>
+  (await fetch(`${h.url}/api/health`, { headers })).status;
 const loginAs = async (h: Harness, username: string, password: string) => {
   const r = await fetch(`${h.url}/api/auth/login`, {
     method: 'POST',
@@ -103,7 +104,10 @@ t.test('a ban made by one instance is enforced by the other', async (t) => {
   const [a, b] = await pair(t);
   t.equal(await health(a, { 'user-agent': 'sqlmap/1.7' }), 403);
   t.equal(await health(b, { 'user-agent': 'sqlmap/1.7' }), 403);
-  await eventually('the ban to reach instance A', async () => (await fetch(`${a.url}/api/health`)).status === 403);
+  await eventually(
+    'the ban to reach instance A',
+    async () => (await fetch(`${a.url}/api/health`)).status === 403,
+  );
   const r = await fetch(`${b.url}/api/health`);
   t.equal(r.status, 403);
   t.equal(((await r.json()) as { error: string }).error, 'ip_blocked');
@@ -111,34 +115,43 @@ t.test('a ban made by one instance is enforced by the other', async (t) => {
   t.equal(audit.filter((l) => l.event === 'ip_banned').length, 1);
 });
 
-t.test('redis killed mid-traffic: fail open (and closed where configured), counted, not ready; recovery when it returns', async (t) => {
-  const [a] = await pair(t);
-  t.equal(await health(a), 200);
-  t.equal((await fetch(`${a.adminUrl}/readyz`)).status, 200);
+t.test(
+  'redis killed mid-traffic: fail open (and closed where configured), counted, not ready; recovery when it returns',
+  async (t) => {
+    const [a] = await pair(t);
+    t.equal(await health(a), 200);
+    t.equal((await fetch(`${a.adminUrl}/readyz`)).status, 200);
 
-  await redis.kill();
-  const statuses = [];
-  for (let i = 0; i < 6; i++) statuses.push(await health(a));
-  t.same(statuses, [200, 200, 200, 200, 200, 200], 'fail open: the rate limit lets traffic through, nothing hangs');
-  const r = await fetch(`${a.url}/api/health`);
-  t.equal(r.headers.get('ratelimit'), null, 'no RateLimit headers when the store could not say');
-  await r.arrayBuffer();
-  const closed = await loginAs(a, 'alice', 'alice-secret-pw');
-  t.equal(closed.status, 503, 'the login rule is fail: closed');
-  t.equal(closed.body.error, 'service_unavailable');
+    await redis.kill();
+    const statuses = [];
+    for (let i = 0; i < 6; i++) statuses.push(await health(a));
+    t.same(
+      statuses,
+      [200, 200, 200, 200, 200, 200],
+      'fail open: the rate limit lets traffic through, nothing hangs',
+    );
+    const r = await fetch(`${a.url}/api/health`);
+    t.equal(r.headers.get('ratelimit'), null, 'no RateLimit headers when the store could not say');
+    await r.arrayBuffer();
+    const closed = await loginAs(a, 'alice', 'alice-secret-pw');
+    t.equal(closed.status, 503, 'the login rule is fail: closed');
+    t.equal(closed.body.error, 'service_unavailable');
 
-  const ready = await fetch(`${a.adminUrl}/readyz`);
-  t.equal(ready.status, 503);
-  t.match(await ready.json(), { status: 'not_ready', reasons: [/store/] });
-  const metrics = await (await fetch(`${a.adminUrl}/metrics`)).text();
-  const errors = Number(/gateway_store_errors_total\{store="redis"\} (\d+)/.exec(metrics)?.[1] ?? 0);
-  t.ok(errors >= 7, `store errors counted (${errors})`);
-  await eventually('the store_unavailable audit event', async () => (await a.audit()).some((l) => l.event === 'store_unavailable'));
+    const ready = await fetch(`${a.adminUrl}/readyz`);
+    t.equal(ready.status, 503);
+    t.match(await ready.json(), { status: 'not_ready', reasons: [/store/] });
+    const metrics = await (await fetch(`${a.adminUrl}/metrics`)).text();
+    const errors = Number(/gateway_store_errors_total\{store="redis"\} (\d+)/.exec(metrics)?.[1] ?? 0);
+    t.ok(errors >= 7, `store errors counted (${errors})`);
+    await eventually('the store_unavailable audit event', async () =>
+      (await a.audit()).some((l) => l.event === 'store_unavailable'),
+    );
 
-  await redis.restart();
-  await eventually('readiness', async () => (await fetch(`${a.adminUrl}/readyz`)).status === 200);
-  const after = [];
-  for (let i = 0; i < 5; i++) after.push(await health(a));
-  t.same(after, [200, 200, 200, 200, 429], 'limits are enforced again (the restarted redis is empty)');
-  t.equal((await loginAs(a, 'alice', 'alice-secret-pw')).status, 200);
-});
+    await redis.restart();
+    await eventually('readiness', async () => (await fetch(`${a.adminUrl}/readyz`)).status === 200);
+    const after = [];
+    for (let i = 0; i < 5; i++) after.push(await health(a));
+    t.same(after, [200, 200, 200, 200, 429], 'limits are enforced again (the restarted redis is empty)');
+    t.equal((await loginAs(a, 'alice', 'alice-secret-pw')).status, 200);
+  },
+);

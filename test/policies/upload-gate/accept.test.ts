@@ -16,11 +16,20 @@ for (const memory of ['512KB', '0'] as const) {
     const dir = tempSpoolDir();
     t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
     const services = makeServices();
-    const policy = await compilePolicy(uploadGate, { enabled: true, spool_dir: dir, memory_buffer: memory }, services);
+    const policy = await compilePolicy(
+      uploadGate,
+      { enabled: true, spool_dir: dir, memory_buffer: memory },
+      services,
+    );
     const files = genuine();
     const parts = [
       { name: 'merchant', data: 'Café Ünïcode' },
-      ...Object.entries(files).map(([ext, f]) => ({ name: 'file', filename: `receipt.${ext}`, type: f.type, data: f.data })),
+      ...Object.entries(files).map(([ext, f]) => ({
+        name: 'file',
+        filename: `receipt.${ext}`,
+        type: f.type,
+        data: f.data,
+      })),
     ];
     const body = multipart(parts);
     const { verdict, ctx } = await runGate(policy, body, { chunkSize: 50 });
@@ -28,7 +37,12 @@ for (const memory of ['512KB', '0'] as const) {
     const fb = ctx.forwardBody!;
     t.ok(fb, 'forward body set');
     t.match(fb.contentType, /^multipart\/form-data; boundary=----receipt-gateway-[0-9a-f]{32}$/);
-    if (memory === '0') t.equal(leftovers(dir).length, 2 + Object.keys(files).length - 1, 'spooled to disk: one dir, one file per part');
+    if (memory === '0')
+      t.equal(
+        leftovers(dir).length,
+        2 + Object.keys(files).length - 1,
+        'spooled to disk: one dir, one file per part',
+      );
     else t.same(leftovers(dir), [], 'held in memory');
     const forwarded = await readForward(ctx);
     t.equal(forwarded.length, fb.length, 'Content-Length is exact');
@@ -38,15 +52,27 @@ for (const memory of ['512KB', '0'] as const) {
       const p = back[i + 1]!;
       t.equal(p.filename, `receipt.${ext}`);
       t.ok(p.data.equals(f.data), `${ext} bytes intact`);
-      t.equal(p.type, ext === 'jpg' || ext === 'jpeg' ? 'image/jpeg' : ext === 'tiff' ? 'image/tiff' : f.type);
+      t.equal(
+        p.type,
+        ext === 'jpg' || ext === 'jpeg' ? 'image/jpeg' : ext === 'tiff' ? 'image/tiff' : f.type,
+      );
     }
     t.same(ctx.body?.fields, [['merchant', 'Café Ünïcode']]);
-    t.same(ctx.body?.files?.map((f) => f.filename), Object.keys(files).map((e) => `receipt.${e}`));
+    t.same(
+      ctx.body?.files?.map((f) => f.filename),
+      Object.keys(files).map((e) => `receipt.${e}`),
+    );
     t.equal(ctx.body?.mediaType, 'multipart/form-data');
     t.equal(ctx.body?.raw.toString(), 'merchant=Café Ünïcode');
     const accepted = services.audited.filter((a) => a.event === 'upload_accepted');
     t.equal(accepted.length, Object.keys(files).length);
-    t.match(accepted[0]!.fields, { decision: 'allow', filename: 'receipt.png', size: files.png!.data.length, type: 'image/png', sha256: sha(files.png!.data) });
+    t.match(accepted[0]!.fields, {
+      decision: 'allow',
+      filename: 'receipt.png',
+      size: files.png!.data.length,
+      type: 'image/png',
+      sha256: sha(files.png!.data),
+    });
     fb.dispose!();
     fb.dispose!();
     await spoolsGone();
@@ -70,7 +96,10 @@ t.test('upstream error: a forwarded stream destroyed half-way still frees the sp
   const dir = tempSpoolDir();
   const policy = await compilePolicy(uploadGate, { enabled: true, spool_dir: dir, memory_buffer: '0' });
   const big = png(600, 600);
-  const { ctx } = await runGate(policy, multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: big }]));
+  const { ctx } = await runGate(
+    policy,
+    multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: big }]),
+  );
   const s = ctx.forwardBody!.stream as Readable;
   await new Promise<void>((resolve) => s.once('readable', () => resolve()));
   s.read(10);
@@ -85,7 +114,11 @@ t.test('client abort after acceptance (before forwarding) frees the spool', asyn
   const dir = tempSpoolDir();
   const policy = await compilePolicy(uploadGate, { enabled: true, spool_dir: dir, memory_buffer: '0' });
   const ac = new AbortController();
-  const { verdict } = await runGate(policy, multipart([{ name: 'file', filename: 'r.pdf', type: 'application/pdf', data: pdf() }]), { signal: ac.signal });
+  const { verdict } = await runGate(
+    policy,
+    multipart([{ name: 'file', filename: 'r.pdf', type: 'application/pdf', data: pdf() }]),
+    { signal: ac.signal },
+  );
   t.equal(verdict, undefined);
   t.equal(leftovers(dir).length, 2);
   ac.abort();
@@ -97,11 +130,26 @@ t.test('client abort after acceptance (before forwarding) frees the spool', asyn
 t.test('active content in monitor mode is forwarded and recorded as monitored', async (t) => {
   const services = makeServices();
   const policy = await compilePolicy(uploadGate, { enabled: true, active_content: 'monitor' }, services);
-  const { verdict, ctx } = await runGate(policy, multipart([{ name: 'file', filename: 'bomb.png', type: 'image/png', data: png(2, 2, { declare: [100000, 100000] }) }]));
+  const { verdict, ctx } = await runGate(
+    policy,
+    multipart([
+      {
+        name: 'file',
+        filename: 'bomb.png',
+        type: 'image/png',
+        data: png(2, 2, { declare: [100000, 100000] }),
+      },
+    ]),
+  );
   t.equal(verdict, undefined);
   t.ok(ctx.forwardBody);
   t.equal(ctx.monitored.length, 1);
-  t.match((ctx.monitored[0] as Deny).detail, { check: 'active_content', reason: 'image_dimensions', width: 100000, height: 100000 });
+  t.match((ctx.monitored[0] as Deny).detail, {
+    check: 'active_content',
+    reason: 'image_dimensions',
+    width: 100000,
+    height: 100000,
+  });
   t.equal(services.audited.filter((a) => a.event === 'upload_accepted').length, 0);
   ctx.forwardBody!.dispose!();
   await spoolsGone();
@@ -111,15 +159,24 @@ t.test('policy monitor mode: content failures are forwarded, limits are still en
   const policy = await compilePolicy(uploadGate, { enabled: true, mode: 'monitor', max_files: 1 });
   t.equal(policy.mode, 'enforce', 'the pipeline never forwards a half-read body');
   const exe = Buffer.concat([Buffer.from('MZ'), Buffer.alloc(300)]);
-  const a = await runGate(policy, multipart([{ name: 'file', filename: 'x.png', type: 'image/png', data: exe }]));
+  const a = await runGate(
+    policy,
+    multipart([{ name: 'file', filename: 'x.png', type: 'image/png', data: exe }]),
+  );
   t.equal(a.verdict, undefined);
-  t.match(a.ctx.monitored.map((d) => (d as Deny).detail?.check), ['content']);
+  t.match(
+    a.ctx.monitored.map((d) => (d as Deny).detail?.check),
+    ['content'],
+  );
   const fwd = await parseMultipart(await readForward(a.ctx), a.ctx.forwardBody!.contentType);
   t.ok(fwd[0]!.data.equals(exe));
-  const b = await runGate(policy, multipart([
-    { name: 'file', filename: 'a.png', type: 'image/png', data: png() },
-    { name: 'file', filename: 'b.png', type: 'image/png', data: png() },
-  ]));
+  const b = await runGate(
+    policy,
+    multipart([
+      { name: 'file', filename: 'a.png', type: 'image/png', data: png() },
+      { name: 'file', filename: 'b.png', type: 'image/png', data: png() },
+    ]),
+  );
   t.match(b.verdict, { code: 'upload_rejected', detail: { check: 'count' } });
   t.equal(b.ctx.forwardBody, undefined);
 });
@@ -133,14 +190,25 @@ t.test('a non-multipart body is left to the pipeline unless require_multipart', 
   t.match(r2.verdict, { code: 'upload_rejected', detail: { check: 'type', reason: 'not_multipart' } });
 });
 
-t.test('onDone frees the spool of a request refused after the gate (e.g. by the pattern engine)', async (t) => {
-  const dir = tempSpoolDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const policy = await compilePolicy(uploadGate, { enabled: true, spool_dir: dir, memory_buffer: '0' });
-  const { verdict, ctx } = await runGate(policy, multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: png() }]));
-  t.equal(verdict, undefined);
-  t.equal(leftovers(dir).length, 2);
-  policy.onDone!(ctx, { status: 403, decision: 'deny', deny: { code: 'request_blocked' }, deniedBy: 'pattern-block' });
-  await spoolsGone();
-  t.same(leftovers(dir), []);
-});
+t.test(
+  'onDone frees the spool of a request refused after the gate (e.g. by the pattern engine)',
+  async (t) => {
+    const dir = tempSpoolDir();
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const policy = await compilePolicy(uploadGate, { enabled: true, spool_dir: dir, memory_buffer: '0' });
+    const { verdict, ctx } = await runGate(
+      policy,
+      multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: png() }]),
+    );
+    t.equal(verdict, undefined);
+    t.equal(leftovers(dir).length, 2);
+    policy.onDone!(ctx, {
+      status: 403,
+      decision: 'deny',
+      deny: { code: 'request_blocked' },
+      deniedBy: 'pattern-block',
+    });
+    await spoolsGone();
+    t.same(leftovers(dir), []);
+  },
+);

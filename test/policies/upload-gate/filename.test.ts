@@ -19,7 +19,11 @@ t.test('compatibility slashes are folded (NFKC) before the basename is taken', a
   t.equal(name('..／..／etc／receipt.png'), 'receipt.png', 'fullwidth solidus');
   t.equal(name('a＼b.png'), 'b.png', 'fullwidth reverse solidus');
   t.equal(name('ｒｅｃｅｉｐｔ.ｐｎｇ'), 'receipt.png', 'fullwidth letters');
-  t.equal(sanitizeFilename('ｒｅｃｅｉｐｔ.ｐｎｇ', { normalization: 'NFC', maxLength: 64 }).ext, 'ｐｎｇ', 'NFC keeps them');
+  t.equal(
+    sanitizeFilename('ｒｅｃｅｉｐｔ.ｐｎｇ', { normalization: 'NFC', maxLength: 64 }).ext,
+    'ｐｎｇ',
+    'NFC keeps them',
+  );
 });
 
 t.test('NFC: composed and decomposed forms give one name', async (t) => {
@@ -65,7 +69,11 @@ t.test('length is bounded and the extension kept', async (t) => {
 });
 
 t.test('extensions and inner extensions', async (t) => {
-  t.same(sanitizeFilename('Receipt.2024.01.JPG', opts), { name: 'Receipt.2024.01.JPG', ext: 'jpg', inner: ['2024', '01'] });
+  t.same(sanitizeFilename('Receipt.2024.01.JPG', opts), {
+    name: 'Receipt.2024.01.JPG',
+    ext: 'jpg',
+    inner: ['2024', '01'],
+  });
   t.same(dangerousInner(sanitizeFilename('shell.PhP.png', opts).inner), ['php']);
   t.same(dangerousInner(sanitizeFilename('a.svg.gif', opts).inner), ['svg']);
   t.same(dangerousInner(sanitizeFilename('scan.final.v2.pdf', opts).inner), []);
@@ -81,7 +89,10 @@ t.test('the forwarded body carries the sanitized filename', async (t) => {
   const raw = `../../${'x'.repeat(50)}\u202E\u0007.png`;
   // control characters cannot appear raw in a header: RFC 5987 encoding carries them
   const disposition = `form-data; name="file"; filename*=UTF-8''${encodeURIComponent(raw)}`;
-  const { verdict, ctx } = await runGate(policy, multipart([{ disposition, type: 'image/png', data: png() }]));
+  const { verdict, ctx } = await runGate(
+    policy,
+    multipart([{ disposition, type: 'image/png', data: png() }]),
+  );
   t.equal(verdict, undefined);
   const back = await parseMultipart(await readForward(ctx), ctx.forwardBody!.contentType);
   t.equal(back[0]!.filename, `${'x'.repeat(28)}.png`);

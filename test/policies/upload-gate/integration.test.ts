@@ -19,14 +19,26 @@ interface Res {
   json: Record<string, unknown>;
 }
 
-function post(base: string, path: string, body: Buffer, headers: Record<string, string>, chunked = false): Promise<Res> {
+function post(
+  base: string,
+  path: string,
+  body: Buffer,
+  headers: Record<string, string>,
+  chunked = false,
+): Promise<Res> {
   return new Promise((resolve, reject) => {
     const h: Record<string, string> = { ...headers };
     if (!chunked) h['content-length'] = String(body.length);
     const req = http.request(`${base}${path}`, { method: 'POST', headers: h, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, json: JSON.parse(Buffer.concat(chunks).toString() || '{}') as Record<string, unknown> }));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          json: JSON.parse(Buffer.concat(chunks).toString() || '{}') as Record<string, unknown>,
+        }),
+      );
     });
     req.on('error', reject);
     if (chunked) {
@@ -49,7 +61,9 @@ function raw(base: string, bytes: Buffer, opts: { keepOpen?: boolean } = {}): Pr
     s.on('data', (c: Buffer) => (out += c.toString('latin1')));
     s.on('end', () => resolve(out));
     s.on('close', () => resolve(out));
-    s.on('error', (e: NodeJS.ErrnoException) => (e.code === 'ECONNRESET' || e.code === 'EPIPE' ? resolve(out) : reject(e)));
+    s.on('error', (e: NodeJS.ErrnoException) =>
+      e.code === 'ECONNRESET' || e.code === 'EPIPE' ? resolve(out) : reject(e),
+    );
   });
 }
 
@@ -94,35 +108,52 @@ policies:
     t.match(ev, { decision: 'deny', status, detail: { check } });
   };
 
-  await t.test('genuine files of every kind reach the mock with sanitized names and exact sizes', async (t) => {
-    await h.clearMock();
-    const files = genuine();
-    const parts = [
-      { name: 'merchant', data: 'Corner Shop' },
-      ...Object.entries(files).map(([ext, f]) => ({ name: 'file', filename: `../../scans/.receipt\u00A0${ext}.${ext}`, type: f.type, data: f.data })),
-    ];
-    const r = await upload(multipart(parts));
-    t.equal(r.status, 201);
-    const stored = r.json.files as { filename: string; size: number; sha256: string }[];
-    t.same(
-      stored.map((f) => [f.filename, f.size, f.sha256]),
-      Object.entries(files).map(([ext, f]) => [`receipt ${ext}.${ext}`, f.data.length, sha(f.data)]),
-    );
-    const rec = await h.mockRequests();
-    t.equal(rec.length, 1);
-    t.match(rec[0]!.headers['content-type'], /^multipart\/form-data; boundary=----receipt-gateway-/);
-    t.equal(Number(rec[0]!.headers['content-length']), rec[0]!.body_size, 'exact Content-Length');
-    const audit = (await h.audit()).filter((l) => l.event === 'upload_accepted');
-    t.equal(audit.length, Object.keys(files).length);
-    t.match(audit[0], { filename: 'receipt png.png', size: files.png!.data.length, type: 'image/png', sha256: sha(files.png!.data) });
-    await gone(spool);
-    t.same(leftovers(spool), [], 'spool removed after the exchange');
-  });
+  await t.test(
+    'genuine files of every kind reach the mock with sanitized names and exact sizes',
+    async (t) => {
+      await h.clearMock();
+      const files = genuine();
+      const parts = [
+        { name: 'merchant', data: 'Corner Shop' },
+        ...Object.entries(files).map(([ext, f]) => ({
+          name: 'file',
+          filename: `../../scans/.receipt\u00A0${ext}.${ext}`,
+          type: f.type,
+          data: f.data,
+        })),
+      ];
+      const r = await upload(multipart(parts));
+      t.equal(r.status, 201);
+      const stored = r.json.files as { filename: string; size: number; sha256: string }[];
+      t.same(
+        stored.map((f) => [f.filename, f.size, f.sha256]),
+        Object.entries(files).map(([ext, f]) => [`receipt ${ext}.${ext}`, f.data.length, sha(f.data)]),
+      );
+      const rec = await h.mockRequests();
+      t.equal(rec.length, 1);
+      t.match(rec[0]!.headers['content-type'], /^multipart\/form-data; boundary=----receipt-gateway-/);
+      t.equal(Number(rec[0]!.headers['content-length']), rec[0]!.body_size, 'exact Content-Length');
+      const audit = (await h.audit()).filter((l) => l.event === 'upload_accepted');
+      t.equal(audit.length, Object.keys(files).length);
+      t.match(audit[0], {
+        filename: 'receipt png.png',
+        size: files.png!.data.length,
+        type: 'image/png',
+        sha256: sha(files.png!.data),
+      });
+      await gone(spool);
+      t.same(leftovers(spool), [], 'spool removed after the exchange');
+    },
+  );
 
   await t.test('a chunked upload without Content-Length is gated and forwarded with one', async (t) => {
     await h.clearMock();
     const data = png(64, 64);
-    const r = await upload(multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data }]), { 'transfer-encoding': 'chunked' }, true);
+    const r = await upload(
+      multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data }]),
+      { 'transfer-encoding': 'chunked' },
+      true,
+    );
     t.equal(r.status, 201);
     const rec = await h.mockRequests();
     t.equal(rec[0]!.headers['transfer-encoding'], undefined);
@@ -130,15 +161,53 @@ policies:
   });
 
   const forged: [string, Buffer, string][] = [
-    ['ELF renamed .png', multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: elf() }]), 'content'],
-    ['HTML as .jpg', multipart([{ name: 'file', filename: 'r.jpg', type: 'image/jpeg', data: HTML }]), 'content'],
-    ['PDF with JavaScript', multipart([{ name: 'file', filename: 'r.pdf', type: 'application/pdf', data: pdf({ objects: ['<< /S /JavaScript /JS (x) >>'] }) }]), 'active_content'],
-    ['PNG declaring 100000×100000', multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: png(2, 2, { declare: [100000, 100000] }) }]), 'active_content'],
-    ['receipt.php.png', multipart([{ name: 'file', filename: 'receipt.php.png', type: 'image/png', data: png() }]), 'extension'],
-    ['a good file then a bad one (all or nothing)', multipart([
-      { name: 'file', filename: 'good.png', type: 'image/png', data: png(300, 300) },
-      { name: 'file', filename: 'bad.png', type: 'image/png', data: elf() },
-    ]), 'content'],
+    [
+      'ELF renamed .png',
+      multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: elf() }]),
+      'content',
+    ],
+    [
+      'HTML as .jpg',
+      multipart([{ name: 'file', filename: 'r.jpg', type: 'image/jpeg', data: HTML }]),
+      'content',
+    ],
+    [
+      'PDF with JavaScript',
+      multipart([
+        {
+          name: 'file',
+          filename: 'r.pdf',
+          type: 'application/pdf',
+          data: pdf({ objects: ['<< /S /JavaScript /JS (x) >>'] }),
+        },
+      ]),
+      'active_content',
+    ],
+    [
+      'PNG declaring 100000×100000',
+      multipart([
+        {
+          name: 'file',
+          filename: 'r.png',
+          type: 'image/png',
+          data: png(2, 2, { declare: [100000, 100000] }),
+        },
+      ]),
+      'active_content',
+    ],
+    [
+      'receipt.php.png',
+      multipart([{ name: 'file', filename: 'receipt.php.png', type: 'image/png', data: png() }]),
+      'extension',
+    ],
+    [
+      'a good file then a bad one (all or nothing)',
+      multipart([
+        { name: 'file', filename: 'good.png', type: 'image/png', data: png(300, 300) },
+        { name: 'file', filename: 'bad.png', type: 'image/png', data: elf() },
+      ]),
+      'content',
+    ],
   ];
   for (const [title, body, check] of forged) {
     await t.test(`refused: ${title}`, async (t) => {
@@ -160,7 +229,10 @@ policies:
     await gone(spool);
     t.same(leftovers(spool), [], 'no spool file remains');
     const audit = (await h.audit()).filter((l) => l.request_id === r.json.request_id);
-    t.match(audit.find((l) => l.event === 'request_blocked'), { reason: 'sqli' });
+    t.match(
+      audit.find((l) => l.event === 'request_blocked'),
+      { reason: 'sqli' },
+    );
   });
 
   await t.test('Content-Length over the limit: 413 before reading', async (t) => {
@@ -171,18 +243,35 @@ policies:
     t.match(out, /"error":"payload_too_large"/);
     t.same(await h.mockRequests(), []);
     const rid = /"request_id":"([^"]+)"/.exec(out)?.[1];
-    t.match((await h.audit()).find((l) => l.request_id === rid && l.event === 'upload_rejected'), { status: 413, detail: { check: 'size', reason: 'request_too_large' } });
+    t.match(
+      (await h.audit()).find((l) => l.request_id === rid && l.event === 'upload_rejected'),
+      { status: 413, detail: { check: 'size', reason: 'request_too_large' } },
+    );
   });
 
   await t.test('truncated multipart body (no closing boundary)', async (t) => {
     await h.clearMock();
     const body = multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: png() }]);
-    await expectRefused(t, await upload(body.subarray(0, body.length - 20)), 400, 'upload_rejected', 'malformed');
+    await expectRefused(
+      t,
+      await upload(body.subarray(0, body.length - 20)),
+      400,
+      'upload_rejected',
+      'malformed',
+    );
   });
 
   await t.test('missing boundary', async (t) => {
     await h.clearMock();
-    await expectRefused(t, await upload(multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: png() }]), { 'content-type': 'multipart/form-data' }), 400, 'upload_rejected', 'malformed');
+    await expectRefused(
+      t,
+      await upload(multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: png() }]), {
+        'content-type': 'multipart/form-data',
+      }),
+      400,
+      'upload_rejected',
+      'malformed',
+    );
   });
 
   await t.test('thousands of tiny parts', async (t) => {
@@ -193,15 +282,32 @@ policies:
 
   await t.test('a huge part header', async (t) => {
     await h.clearMock();
-    const body = multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: png(), headers: [`X-Pad: ${'a'.repeat(20000)}`] }]);
+    const body = multipart([
+      {
+        name: 'file',
+        filename: 'r.png',
+        type: 'image/png',
+        data: png(),
+        headers: [`X-Pad: ${'a'.repeat(20000)}`],
+      },
+    ]);
     await expectRefused(t, await upload(body), 400, 'upload_rejected', 'malformed');
   });
 
   await t.test('a client that stalls mid-upload gets 400 and its spool is removed', async (t) => {
     await h.clearMock();
-    const body = multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: Buffer.concat([png(), Buffer.alloc(50_000)]) }]);
+    const body = multipart([
+      {
+        name: 'file',
+        filename: 'r.png',
+        type: 'image/png',
+        data: Buffer.concat([png(), Buffer.alloc(50_000)]),
+      },
+    ]);
     const head = `POST /api/receipts/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: ${contentType()}\r\nContent-Length: ${body.length}\r\n\r\n`;
-    const out = await raw(h.url, Buffer.concat([Buffer.from(head), body.subarray(0, 20_000)]), { keepOpen: true });
+    const out = await raw(h.url, Buffer.concat([Buffer.from(head), body.subarray(0, 20_000)]), {
+      keepOpen: true,
+    });
     t.match(out, /^HTTP\/1\.1 400 /);
     t.match(out, /"error":"upload_rejected"/);
     t.match(out, /upload timed out/);
@@ -211,11 +317,20 @@ policies:
 
   await t.test('a client that disconnects mid-upload leaves nothing behind', async (t) => {
     await h.clearMock();
-    const body = multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: Buffer.concat([png(), Buffer.alloc(50_000)]) }]);
+    const body = multipart([
+      {
+        name: 'file',
+        filename: 'r.png',
+        type: 'image/png',
+        data: Buffer.concat([png(), Buffer.alloc(50_000)]),
+      },
+    ]);
     const { hostname, port } = new URL(h.url);
     await new Promise<void>((resolve) => {
       const s = net.connect(Number(port), hostname, () => {
-        s.write(`POST /api/receipts/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: ${contentType()}\r\nContent-Length: ${body.length}\r\n\r\n`);
+        s.write(
+          `POST /api/receipts/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: ${contentType()}\r\nContent-Length: ${body.length}\r\n\r\n`,
+        );
         s.write(body.subarray(0, 30_000), () => setTimeout(() => s.destroy(), 50));
       });
       s.on('close', () => resolve());
@@ -228,7 +343,9 @@ policies:
 
   await t.test('the gateway keeps serving, and counts rejections by check', async (t) => {
     await h.clearMock();
-    const r = await upload(multipart([{ name: 'file', filename: 'ok.gif', type: 'image/gif', data: genuine().gif!.data }]));
+    const r = await upload(
+      multipart([{ name: 'file', filename: 'ok.gif', type: 'image/gif', data: genuine().gif!.data }]),
+    );
     t.equal(r.status, 201);
     const m = await fetch(`${h.adminUrl}/metrics`).then((x) => x.text());
     t.match(m, /gateway_upload_rejections_total\{reason="content"\} 3/);
@@ -238,4 +355,3 @@ policies:
     t.match(m, /gateway_upload_rejections_total\{reason="count"\} 1/);
   });
 });
-

@@ -106,11 +106,26 @@ export interface RunOptions extends StreamOptions {
 }
 
 /** Drive the policy's readBody over a request carrying `body`. */
-export async function runGate(policy: Policy, body: Buffer, opts: RunOptions = {}): Promise<{ verdict: Verdict | 'skip'; ctx: RequestContext }> {
-  const headers: Record<string, string> = { 'content-type': opts.contentType ?? contentType(), ...opts.headers };
-  if (opts.contentLength !== false) headers['content-length'] = String(typeof opts.contentLength === 'number' ? opts.contentLength : body.length);
+export async function runGate(
+  policy: Policy,
+  body: Buffer,
+  opts: RunOptions = {},
+): Promise<{ verdict: Verdict | 'skip'; ctx: RequestContext }> {
+  const headers: Record<string, string> = {
+    'content-type': opts.contentType ?? contentType(),
+    ...opts.headers,
+  };
+  if (opts.contentLength !== false)
+    headers['content-length'] = String(
+      typeof opts.contentLength === 'number' ? opts.contentLength : body.length,
+    );
   else headers['transfer-encoding'] = 'chunked';
-  const base = makeContext({ method: 'POST', target: '/api/receipts/upload', headers, ...(opts.signal ? { signal: opts.signal } : {}) });
+  const base = makeContext({
+    method: 'POST',
+    target: '/api/receipts/upload',
+    headers,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
   const ctx: RequestContext = { ...base, bodySource: bodyStream(body, opts) };
   const verdict = await policy.readBody!(ctx);
   return { verdict, ctx };

@@ -27,7 +27,11 @@ async function pdfNames(data: Buffer, split: number): Promise<string[]> {
 }
 
 t.test('markup openers are found wherever the chunks split them', async (t) => {
-  const body = Buffer.concat([crypto.randomBytes(200).map((b) => (b === 0x3c ? 0x3d : b)), Buffer.from('<ScRiPt>'), Buffer.alloc(50, 0x41)]);
+  const body = Buffer.concat([
+    crypto.randomBytes(200).map((b) => (b === 0x3c ? 0x3d : b)),
+    Buffer.from('<ScRiPt>'),
+    Buffer.alloc(50, 0x41),
+  ]);
   for (let a = 1; a <= 20; a++) {
     t.equal(markupIn(body, [a]), 'script', `chunks of ${a}`);
     t.equal(markupIn(body, [a, 197 - a, 3]), 'script', `uneven chunks around ${a}`);
@@ -36,7 +40,11 @@ t.test('markup openers are found wherever the chunks split them', async (t) => {
   t.equal(markupIn(Buffer.from('x<?php '), [3]), 'php');
   t.equal(markupIn(Buffer.from('<svg'), [1]), undefined, 'at the very end, without its delimiter');
   t.equal(markupIn(Buffer.from('<svg>'), [1]), 'svg');
-  t.equal(markupIn(Buffer.from('a <b>bold</b> <scripts'), [4]), undefined, 'other tags and longer words do not count');
+  t.equal(
+    markupIn(Buffer.from('a <b>bold</b> <scripts'), [4]),
+    undefined,
+    'other tags and longer words do not count',
+  );
 });
 
 t.test('markup scan over 4 MB of random bytes without "<" finds nothing', async (t) => {
@@ -70,7 +78,10 @@ t.test('long names are found in the raw bytes too, split anywhere', async (t) =>
 
 t.test('short names in stream data, strings and comments are not names', async (t) => {
   const noise = Buffer.from('/JS /AA endstrea /JS', 'latin1');
-  const data = pdf({ binaryStream: noise, objects: ['<< /Title (/JS \\) /JS) /Subject <2F4A53> >>\n% /JS\n'] });
+  const data = pdf({
+    binaryStream: noise,
+    objects: ['<< /Title (/JS \\) /JS) /Subject <2F4A53> >>\n% /JS\n'],
+  });
   for (let split = 1; split < data.length; split += 3) {
     const names = await pdfNames(data, split);
     if (names.length !== 0) {
@@ -83,7 +94,11 @@ t.test('short names in stream data, strings and comments are not names', async (
 
 t.test('object streams: inflated and lexed, or reported when they cannot be', async (t) => {
   t.same(await pdfNames(pdf({ objectStream: ['<< /S /Launch /F (x) >>'] }), 10), ['Launch']);
-  t.same(await pdfNames(pdf({ objectStream: ['<< /S /Launch /F (x) >>'], objectStreamFilter: '' }), 10), ['Launch'], 'uncompressed');
+  t.same(
+    await pdfNames(pdf({ objectStream: ['<< /S /Launch /F (x) >>'], objectStreamFilter: '' }), 10),
+    ['Launch'],
+    'uncompressed',
+  );
   const s = new PdfScanner(NAMES, { maxObjectStream: 16, maxInflated: 1 << 20 });
   s.feed(pdf({ objectStream: ['<< /A (' + 'x'.repeat(200) + ') >>'] }));
   t.match(await s.finish(), { names: [], uninspectable: /larger than the inspection limit/ });
