@@ -2,8 +2,8 @@ import type { RequestBody } from '../../gateway/context.js';
 import type { Deny } from '../../gateway/policy.js';
 import type { BlockReason } from '../../gateway/errors.js';
 import { parseBody, mediaTypeOf } from '../../gateway/body.js';
-import { TRANSFORMS, urlDecodeOnce, lowercase, type Transform } from './transforms.js';
-import { charMask, gateOf, passes, HI_CONTROL, HI_NON_ASCII, HI_DOUBLE_SPACE, type CharMask } from './charmask.js';
+import { TRANSFORMS, urlDecodeOnce, lowercase, removeWhitespace, type Transform } from './transforms.js';
+import { charMask, gateOf, passes, HI_CONTROL, HI_NON_ASCII, HI_DOUBLE_SPACE, HI_UPPER, type CharMask } from './charmask.js';
 import { VALUE_DETECTORS, REQUEST_DETECTORS, type ValueDetector } from './detectors/index.js';
 import type { RequestFacts, ProtocolSettings, RequestDetector } from './detectors/protocol.js';
 import { FAMILIES, type Family, type RuleDef } from './rules.js';
@@ -183,6 +183,11 @@ interface Plan {
   readonly gateUnion: CharMask | undefined;
   readonly groups: readonly RuleGroup[];
   readonly detectorRules: readonly CompiledRule[];
+  /**
+   * What the chain makes of a "stable" value (see {@link STABLE_EXCLUDE}): bit 1 lower-cased,
+   * bit 2 whitespace removed; -1 when the chain holds a transform without a known reduction.
+   */
+  readonly stableVariant: number;
 }
 
 /**
@@ -209,6 +214,8 @@ interface PlanSet {
   readonly fast: readonly RegExp[];
   readonly fastDetectors: readonly ValueDetector[];
   readonly fastOk: boolean;
+  /** every plan reduces to a variant on stable values (so the transform trie can be skipped for them) */
+  readonly stableOk: boolean;
 }
 
 interface CompiledExclusion {
@@ -316,6 +323,48 @@ const TRIGGER_MASK: CharMask = (() => {
   return m;
 })();
 
+/**
+ * Values with none of these (ASCII printable, no `%+&\\/*`, no double space) are "stable":
+ * every transform except `lowercase` and `remove_whitespace` returns them unchanged, so a
+ * chain's result is one of four variants (as is, lower-cased, without whitespace, both).
+ */
+const STABLE_EXCLUDE: CharMask = (() => {
+  const m = gateOf(TRANSFORM_TRIGGERS);
+  m.hi |= HI_CONTROL | HI_NON_ASCII | HI_DOUBLE_SPACE;
+  return m;
+})();
+
+/**
+ * Transforms that return a stable value unchanged: URL decoding (no `%`, no `+`), entity and
+ * JS decoding (no `&`, no `\\`), NFKC (ASCII only), NUL removal (no controls), comment
+ * replacement and path normalisation (no `/`, `\\`, no non-ASCII slash look-alikes), whitespace
+ * compression (no control whitespace, no double space).
+ */
+const STABLE_IDENTITY = new Set([
+  'url_decode',
+  'url_decode_once',
+  'url_decode_keep_plus',
+  'html_entity_decode',
+  'js_decode',
+  'nfkc',
+  'remove_nulls',
+  'replace_comments',
+  'normalize_path',
+  'path_last_segment',
+  'compress_whitespace',
+]);
+
+/** The variant a chain makes of a stable value (bit 1 lower-cased, bit 2 without whitespace), or -1. */
+function stableVariantOf(transforms: readonly string[]): number {
+  let v = 0;
+  for (const t of transforms) {
+    if (t === 'lowercase') v |= 1;
+    else if (t === 'remove_whitespace') v |= 2;
+    else if (!STABLE_IDENTITY.has(t)) return -1;
+  }
+  return v;
+}
+
 /** Transforms that change even a value without special characters. */
 const NOT_IDENTITY_ON_PLAIN = new Set(['remove_whitespace', 'cmd_line']);
 
@@ -367,7 +416,7 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
       gateUnion.lo |= r.gate.lo;
       gateUnion.hi |= r.gate.hi;
     }
-    plans.push({ chainKey, node, gateUnion, groups, detectorRules: list.filter((r) => r.detector) });
+    plans.push({ chainKey, node, gateUnion, groups, detectorRules: list.filter((r) => r.detector), stableVariant: stableVariantOf(names) });
   }
   const special = gateOf(TRANSFORM_TRIGGERS);
   special.hi |= HI_CONTROL | HI_NON_ASCII | HI_DOUBLE_SPACE;
@@ -387,7 +436,7 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
   }
   const fast = [...byFlags].map(([flags, list]) => new RegExp(list.join('|'), flags));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
-  return { clean: new Set<string>(), memoOk: !rules.some((r) => r.names !== undefined), plans, parent: Int32Array.from(parents), fn: fns, special, fast, fastDetectors, fastOk };
+  return { clean: new Set<string>(), memoOk: !rules.some((r) => r.names !== undefined), plans, parent: Int32Array.from(parents), fn: fns, special, fast, fastDetectors, fastOk, stableOk: plans.every((p) => p.stableVariant >= 0) };
 }
 
 function contentTypeMatcher(list: readonly string[]): (mt: string) => boolean {
@@ -549,6 +598,8 @@ class Walk {
   found = 0;
   readonly mask: CharMask = { lo: 0, hi: 0 };
   readonly tmask: CharMask = { lo: 0, hi: 0 };
+  /** the four variants of a stable value (see {@link STABLE_EXCLUDE}) */
+  readonly variants: string[] = ['', '', '', ''];
 
   constructor(
     readonly engine: Engine,
@@ -631,15 +682,43 @@ class Walk {
       if (!hit) for (const d of set.fastDetectors) if (d(l)) hit = true;
       if (!hit) return;
     }
-    beginValue(set.fn.length);
-    let lastT = v;
-    const tm = this.tmask;
-    tm.lo = vm.lo;
-    tm.hi = vm.hi;
     const plans = set.plans;
     // without transform triggers, transforms only remove or fold characters: a plan whose
     // every rule is gated and whose gates all fail on the raw value cannot match
     const rawStable = !passes(vm, TRIGGER_MASK);
+    const tm = this.tmask;
+    if (set.stableOk && !passes(vm, STABLE_EXCLUDE)) {
+      // a stable value: every chain yields one of four variants, computed at most once each;
+      // lower-casing ASCII only clears the upper-case bit, removing single spaces changes no bit
+      const vals = this.variants;
+      vals[0] = v;
+      let have = 1;
+      for (let pi = 0; pi < plans.length; pi++) {
+        const plan = plans[pi]!;
+        if (plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
+        const sv = plan.stableVariant;
+        if ((have & (1 << sv)) === 0) {
+          if (sv === 1) vals[1] = lowercase(v);
+          else if (sv === 2) vals[2] = removeWhitespace(v);
+          else {
+            if ((have & 2) === 0) {
+              vals[1] = lowercase(v);
+              have |= 2;
+            }
+            vals[3] = removeWhitespace(vals[1]!);
+          }
+          have |= 1 << sv;
+        }
+        tm.lo = vm.lo;
+        tm.hi = (sv & 1) === 0 ? vm.hi : vm.hi & ~HI_UPPER;
+        this.runPlan(plan, vals[sv]!, tm, kind, path, leaf);
+      }
+      return;
+    }
+    beginValue(set.fn.length);
+    let lastT = v;
+    tm.lo = vm.lo;
+    tm.hi = vm.hi;
     for (let pi = 0; pi < plans.length; pi++) {
       const plan = plans[pi]!;
       if (rawStable && plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
@@ -648,28 +727,33 @@ class Walk {
         charMask(t, tm);
         lastT = t;
       }
-      for (const g of plan.groups) {
-        if (g.gate !== undefined && !passes(tm, g.gate)) continue;
-        if (g.gateSubs !== undefined && !g.gateSubs.test(t)) continue;
-        if (g.combined !== undefined && !g.combined.test(t)) continue;
-        for (const r of g.rules) {
-          if (r.names !== undefined && !r.names.test(leaf)) continue;
-          const m = r.regex!.exec(t);
-          if (m) {
-            const name = path === undefined ? kind : `${kind}:${path}`;
-            this.add(r, name, leaf, excerptOf(t, m.index, name, leaf));
-          }
+      this.runPlan(plan, t, tm, kind, path, leaf);
+    }
+  }
+
+  /** The rules of one plan on its transformed value `t` (signature `tm`). */
+  private runPlan(plan: Plan, t: string, tm: CharMask, kind: string, path: string | undefined, leaf: string): void {
+    for (const g of plan.groups) {
+      if (g.gate !== undefined && !passes(tm, g.gate)) continue;
+      if (g.gateSubs !== undefined && !g.gateSubs.test(t)) continue;
+      if (g.combined !== undefined && !g.combined.test(t)) continue;
+      for (const r of g.rules) {
+        if (r.names !== undefined && !r.names.test(leaf)) continue;
+        const m = r.regex!.exec(t);
+        if (m) {
+          const name = path === undefined ? kind : `${kind}:${path}`;
+          this.add(r, name, leaf, excerptOf(t, m.index, name, leaf));
         }
       }
-      for (const r of plan.detectorRules) {
-        if (r.names !== undefined && !r.names.test(leaf)) continue;
-        if (r.gate !== undefined && !passes(tm, r.gate)) continue;
-        if (r.gateSubs !== undefined && !r.gateSubs.test(t)) continue;
-        const ev = r.detector!(t);
-        if (ev) {
-          const name = path === undefined ? kind : `${kind}:${path}`;
-          this.add(r, name, leaf, excerptOf(t, ev.at, name, leaf));
-        }
+    }
+    for (const r of plan.detectorRules) {
+      if (r.names !== undefined && !r.names.test(leaf)) continue;
+      if (r.gate !== undefined && !passes(tm, r.gate)) continue;
+      if (r.gateSubs !== undefined && !r.gateSubs.test(t)) continue;
+      const ev = r.detector!(t);
+      if (ev) {
+        const name = path === undefined ? kind : `${kind}:${path}`;
+        this.add(r, name, leaf, excerptOf(t, ev.at, name, leaf));
       }
     }
   }

@@ -53,14 +53,17 @@ function rawValues(r: RequestFacts, name: string): string[] {
 
 export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
+function isHex(c: number): boolean {
+  return (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
+}
+
 /** `%` not followed by two hex digits (`%u` IIS escapes are judged by their own check). */
 export function invalidPercent(s: string): boolean {
   for (let i = s.indexOf('%'); i >= 0; i = s.indexOf('%', i + 1)) {
     const a = s.charCodeAt(i + 1);
     const b = s.charCodeAt(i + 2);
-    const hex = (c: number) => (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
-    if (hex(a) && hex(b)) continue;
-    if ((a === 117 || a === 85) && /^[0-9a-fA-F]{4}/.test(s.slice(i + 2, i + 6))) continue;
+    if (isHex(a) && isHex(b)) continue;
+    if ((a === 117 || a === 85) && isHex(b) && isHex(s.charCodeAt(i + 3)) && isHex(s.charCodeAt(i + 4)) && isHex(s.charCodeAt(i + 5))) continue;
     return true;
   }
   return false;
