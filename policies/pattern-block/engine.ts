@@ -560,12 +560,16 @@ function excerptOf(value: string, at: number, name: string, leaf: string): strin
  * of the plan set's transform trie; a slot is valid while its stamp equals the current
  * generation. Module-level: inspection is synchronous and never re-entered.
  */
-const scratch = { gen: 0, stamp: new Int32Array(64), vals: new Array<string>(64).fill('') };
+const scratch = { gen: 0, stamp: new Int32Array(64), vals: new Array<string>(64).fill(''), lo: new Int32Array(64), hi: new Int32Array(64) };
+/** signature of a transformed value being computed */
+const nodeMask: CharMask = { lo: 0, hi: 0 };
 
 function beginValue(nodes: number): void {
   if (scratch.stamp.length < nodes) {
     scratch.stamp = new Int32Array(nodes * 2);
     scratch.vals = new Array<string>(nodes * 2).fill('');
+    scratch.lo = new Int32Array(nodes * 2);
+    scratch.hi = new Int32Array(nodes * 2);
   }
   scratch.gen = (scratch.gen + 1) | 0;
   if (scratch.gen === 0) {
@@ -574,12 +578,26 @@ function beginValue(nodes: number): void {
   }
 }
 
-function nodeValue(set: PlanSet, i: number, v: string): string {
+/**
+ * The value of trie node `i` for the value `v` (signature `vm`), with its signature in
+ * `scratch.lo[i]`/`scratch.hi[i]`: a transform that returned its input unchanged keeps its
+ * parent's signature, so each distinct string is scanned once.
+ */
+function nodeValue(set: PlanSet, i: number, v: string, vm: CharMask): string {
   if (scratch.stamp[i] === scratch.gen) return scratch.vals[i]!;
   const p = set.parent[i]!;
-  const r = set.fn[i]!(p < 0 ? v : nodeValue(set, p, v));
+  const input = p < 0 ? v : nodeValue(set, p, v, vm);
+  const r = set.fn[i]!(input);
   scratch.vals[i] = r;
   scratch.stamp[i] = scratch.gen;
+  if (r === input) {
+    scratch.lo[i] = p < 0 ? vm.lo : scratch.lo[p]!;
+    scratch.hi[i] = p < 0 ? vm.hi : scratch.hi[p]!;
+  } else {
+    charMask(r, nodeMask);
+    scratch.lo[i] = nodeMask.lo;
+    scratch.hi[i] = nodeMask.hi;
+  }
   return r;
 }
 
@@ -716,16 +734,17 @@ class Walk {
       return;
     }
     beginValue(set.fn.length);
-    let lastT = v;
-    tm.lo = vm.lo;
-    tm.hi = vm.hi;
     for (let pi = 0; pi < plans.length; pi++) {
       const plan = plans[pi]!;
       if (rawStable && plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
-      const t = plan.node < 0 ? v : nodeValue(set, plan.node, v);
-      if (t !== lastT) {
-        charMask(t, tm);
-        lastT = t;
+      let t = v;
+      if (plan.node < 0) {
+        tm.lo = vm.lo;
+        tm.hi = vm.hi;
+      } else {
+        t = nodeValue(set, plan.node, v, vm);
+        tm.lo = scratch.lo[plan.node]!;
+        tm.hi = scratch.hi[plan.node]!;
       }
       this.runPlan(plan, t, tm, kind, path, leaf);
     }
