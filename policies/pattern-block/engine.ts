@@ -563,6 +563,12 @@ function excerptOf(value: string, at: number, name: string, leaf: string): strin
 const scratch = { gen: 0, stamp: new Int32Array(64), vals: new Array<string>(64).fill(''), lo: new Int32Array(64), hi: new Int32Array(64) };
 /** signature of a transformed value being computed */
 const nodeMask: CharMask = { lo: 0, hi: 0 };
+/**
+ * Transform calls of the current value: chains that differ only in identity steps (a
+ * `js_decode` without a backslash …) reach the same transform with the same input, and the
+ * transforms are pure, so each (transform, input) pair runs once per value.
+ */
+const calls = { n: 0, fn: new Array<Transform | undefined>(64).fill(undefined), input: new Array<string>(64).fill(''), out: new Array<string>(64).fill(''), lo: new Int32Array(64), hi: new Int32Array(64) };
 
 function beginValue(nodes: number): void {
   if (scratch.stamp.length < nodes) {
@@ -571,6 +577,14 @@ function beginValue(nodes: number): void {
     scratch.lo = new Int32Array(nodes * 2);
     scratch.hi = new Int32Array(nodes * 2);
   }
+  if (calls.fn.length < nodes) {
+    calls.fn = new Array<Transform | undefined>(nodes * 2).fill(undefined);
+    calls.input = new Array<string>(nodes * 2).fill('');
+    calls.out = new Array<string>(nodes * 2).fill('');
+    calls.lo = new Int32Array(nodes * 2);
+    calls.hi = new Int32Array(nodes * 2);
+  }
+  calls.n = 0;
   scratch.gen = (scratch.gen + 1) | 0;
   if (scratch.gen === 0) {
     scratch.stamp.fill(-1);
@@ -587,9 +601,18 @@ function nodeValue(set: PlanSet, i: number, v: string, vm: CharMask): string {
   if (scratch.stamp[i] === scratch.gen) return scratch.vals[i]!;
   const p = set.parent[i]!;
   const input = p < 0 ? v : nodeValue(set, p, v, vm);
-  const r = set.fn[i]!(input);
-  scratch.vals[i] = r;
+  const f = set.fn[i]!;
   scratch.stamp[i] = scratch.gen;
+  for (let k = 0; k < calls.n; k++) {
+    if (calls.fn[k] === f && calls.input[k] === input) {
+      scratch.vals[i] = calls.out[k]!;
+      scratch.lo[i] = calls.lo[k]!;
+      scratch.hi[i] = calls.hi[k]!;
+      return calls.out[k]!;
+    }
+  }
+  const r = f(input);
+  scratch.vals[i] = r;
   if (r === input) {
     scratch.lo[i] = p < 0 ? vm.lo : scratch.lo[p]!;
     scratch.hi[i] = p < 0 ? vm.hi : scratch.hi[p]!;
@@ -598,6 +621,12 @@ function nodeValue(set: PlanSet, i: number, v: string, vm: CharMask): string {
     scratch.lo[i] = nodeMask.lo;
     scratch.hi[i] = nodeMask.hi;
   }
+  const k = calls.n++;
+  calls.fn[k] = f;
+  calls.input[k] = input;
+  calls.out[k] = r;
+  calls.lo[k] = scratch.lo[i]!;
+  calls.hi[k] = scratch.hi[i]!;
   return r;
 }
 
