@@ -62,6 +62,43 @@ function isWordChar(c: number): boolean {
   return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 95 || c === 36 || c >= 0x80;
 }
 
+/**
+ * The token class of every word that is not a plain bareword, by the precedence of the
+ * sets above (union, from, statement, logic, operator word, dangerous call, keyword): `plain`
+ * when no `(` follows, `call` (only for dangerous functions not classed before) when one does.
+ */
+const WORD_CLASS: ReadonlyMap<string, { readonly plain: string; readonly call: string | undefined }> = (() => {
+  const m = new Map<string, { plain: string; call: string | undefined }>();
+  const words = new Set(['union', 'from', ...STATEMENT, ...LOGIC_WORDS, ...OPERATOR_WORDS, ...DANGEROUS_FUNCTIONS, ...KEYWORDS]);
+  for (const w of words) {
+    const before =
+      w === 'union' ? 'U' : w === 'from' ? 'F' : STATEMENT.has(w) ? 'E' : LOGIC_WORDS.has(w) ? '&' : OPERATOR_WORDS.has(w) ? 'o' : undefined;
+    if (before !== undefined) m.set(w, { plain: before, call: undefined });
+    else {
+      const plain = KEYWORDS.has(w) ? 'k' : 'n';
+      m.set(w, { plain, call: DANGEROUS_FUNCTIONS.has(w) ? 'f' : undefined });
+    }
+  }
+  return m;
+})();
+
+/** Patterns of the tokenizer and the judge (module-level: compiled once). */
+const HEX_DIGIT = /[0-9a-f]/;
+const EXPONENT = /[-+0-9]/;
+const FP_UNION = /U[k(]{0,2}E/;
+const FP_SELECT_EXPR = /^(?:f\(|v|\(+E)/;
+const EXEC_PROC = /^(?:xp_|sp_|master\.)/;
+const FP_WHERE = /^(?:kn)?k\(*[s1nv]\)*o\(*[s1nvf]/;
+const FP_PAREN_BREAK = /^\)+[&o]\(*[s1nv(]?/;
+const FP_STRING_OP = /^so[s1]/;
+const FP_BREAK_COMMENT = /^s\)*;?c$/;
+const FP_BREAK_CALL = /^s\)*[;,&o]?\(*(?:f\(|E)/;
+const FP_CALL_OR_STATEMENT = /[fE]/;
+const FP_STATEMENT_COMMENT = /^En;?c$/;
+const DDL_VERB = /^(?:drop|truncate|delete|alter|shutdown)$/;
+const FP_LEAD_NONE = /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/;
+const FP_LEAD_QUOTED = /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&|\?s)|^s\)*o\(*[s1nvf]/;
+
 const MAX_TOKENS = 48;
 
 /** Tokenize `s` (already lower-cased). `openQuote`: the value starts inside a string closed by that quote. */
@@ -152,10 +189,10 @@ export function tokenize(s: string, openQuote: SqliContext): Tok[] {
       let j = i;
       if (ch === '0' && (s[i + 1] === 'x' || s[i + 1] === 'b')) {
         j += 2;
-        while (j < n && /[0-9a-f]/.test(s[j]!)) j++;
+        while (j < n && HEX_DIGIT.test(s[j]!)) j++;
       } else {
         while (j < n && ((s.charCodeAt(j) >= 48 && s.charCodeAt(j) <= 57) || s[j] === '.')) j++;
-        if (s[j] === 'e' && /[-+0-9]/.test(s[j + 1] ?? '')) {
+        if (s[j] === 'e' && EXPONENT.test(s[j + 1] ?? '')) {
           j += 2;
           while (j < n && s.charCodeAt(j) >= 48 && s.charCodeAt(j) <= 57) j++;
         }
@@ -175,23 +212,21 @@ export function tokenize(s: string, openQuote: SqliContext): Tok[] {
       let j = i;
       while (j < n && (isWordChar(s.charCodeAt(j)) || (s[j] === '.' && isWordChar(s.charCodeAt(j + 1) || 0)) || (s[j] === '.' && s[j + 1] === '.'))) j++;
       const w = s.slice(i, j);
-      let k = j;
-      while (k < n && (s.charCodeAt(k) <= 32 || (s[k] === '/' && s[k + 1] === '*'))) {
-        if (s[k] === '/') {
-          const e = s.indexOf('*/', k + 2);
-          k = e < 0 ? n : e + 2;
-        } else k++;
-      }
-      const call = s[k] === '(';
+      const cls = WORD_CLASS.get(w);
       let t: string;
-      if (w === 'union') t = 'U';
-      else if (w === 'from') t = 'F';
-      else if (STATEMENT.has(w)) t = 'E';
-      else if (LOGIC_WORDS.has(w)) t = '&';
-      else if (OPERATOR_WORDS.has(w)) t = 'o';
-      else if (call && DANGEROUS_FUNCTIONS.has(w)) t = 'f';
-      else if (KEYWORDS.has(w)) t = 'k';
-      else t = 'n';
+      if (cls === undefined) t = 'n';
+      else if (cls.call === undefined) t = cls.plain;
+      else {
+        // a dangerous function name: a call when `(` follows (after whitespace and comments)
+        let k = j;
+        while (k < n && (s.charCodeAt(k) <= 32 || (s[k] === '/' && s[k + 1] === '*'))) {
+          if (s[k] === '/') {
+            const e = s.indexOf('*/', k + 2);
+            k = e < 0 ? n : e + 2;
+          } else k++;
+        }
+        t = s[k] === '(' ? cls.call : cls.plain;
+      }
       toks.push({ t, v: w });
       i = j;
       continue;
@@ -250,8 +285,8 @@ const OBJECT_WORDS = new Set(['table', 'database', 'schema', 'view', 'index', 'p
 /** Judge one tokenization; returns the reason when it is SQL injection, else undefined. */
 function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | undefined {
   // UNION [ALL|DISTINCT] [(] SELECT
-  if (/U[k(]{0,2}E/.test(fp)) {
-    const u = fp.search(/U[k(]{0,2}E/);
+  if (FP_UNION.test(fp)) {
+    const u = fp.search(FP_UNION);
     const e = fp.indexOf('E', u);
     if (toks[e]!.v === 'select') return 'union-select';
   }
@@ -270,7 +305,7 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
     }
     // select <function|@@var|number|string> then end/comment/;  ("select @@version", "select sleep(5)")
     const rest = fp.slice(i + 1);
-    if (/^(?:f\(|v|\(+E)/.test(rest)) return 'select-expression';
+    if (FP_SELECT_EXPR.test(rest)) return 'select-expression';
   }
   // stacked statements
   for (let i = 0; i + 1 < toks.length; i++) {
@@ -303,7 +338,7 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
         case 'declare':
         case 'waitfor':
         case 'shutdown':
-          if (nn.t !== 'n' || /^(?:xp_|sp_|master\.)/.test(nn.v)) return 'stacked-exec';
+          if (nn.t !== 'n' || EXEC_PROC.test(nn.v)) return 'stacked-exec';
           break;
         default:
           break;
@@ -311,7 +346,7 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
     } else if (nx.t === 'k' && nx.v === 'set' && nn?.t === 'v') return 'stacked-set';
   }
   // a value that starts with WHERE/HAVING (optionally after `AS alias`) and a comparison
-  if (ctx === 'none' && /^(?:kn)?k\(*[s1nv]\)*o\(*[s1nvf]/.test(fp)) {
+  if (ctx === 'none' && FP_WHERE.test(fp)) {
     const w = toks[fp.startsWith('kn') ? 2 : 0]!.v;
     if (w === 'where' || w === 'having') return 'where-clause';
   }
@@ -328,9 +363,9 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
     if ((op.v === '!=' || op.v === '<>') && a.t === '1' && b.t === '1' && a.v !== b.v) return 'tautology';
   }
   // a value that starts by closing a parenthesis and continues with an operator
-  if (ctx === 'none' && /^\)+[&o]\(*[s1nv(]?/.test(fp) && fp.length >= 3) return 'paren-break';
+  if (ctx === 'none' && FP_PAREN_BREAK.test(fp) && fp.length >= 3) return 'paren-break';
   // DDL verb, object, terminator and comment: `DROP users;--`
-  if (ctx === 'none' && /^En;?c$/.test(fp) && /^(?:drop|truncate|delete|alter|shutdown)$/.test(toks[0]!.v)) return 'statement-comment';
+  if (ctx === 'none' && FP_STATEMENT_COMMENT.test(fp) && DDL_VERB.test(toks[0]!.v)) return 'statement-comment';
   // SELECT fn('…') ;  (a function call with a literal argument, then the end)
   for (let i = 0; i + 2 < toks.length; i++) {
     if (toks[i]!.v === 'select' && (toks[i + 1]!.t === 'n' || toks[i + 1]!.t === 'f') && toks[i + 2]!.t === '(') {
@@ -340,17 +375,17 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
     }
   }
   // string break followed by a boolean test, or a value that starts with one
-  const lead = ctx === 'none' ? /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/ : /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&|\?s)|^s\)*o\(*[s1nvf]/;
+  const lead = ctx === 'none' ? FP_LEAD_NONE : FP_LEAD_QUOTED;
   if (lead.test(fp)) return 'boolean-break';
-  if (ctx === 'none' && /^so[s1]/.test(fp)) return 'boolean-break';
+  if (ctx === 'none' && FP_STRING_OP.test(fp)) return 'boolean-break';
   // string break then comment (`admin'--`, `x')#`); a `#` comment that itself holds the quote is prose
-  if (ctx !== 'none' && /^s\)*;?c$/.test(fp)) {
+  if (ctx !== 'none' && FP_BREAK_COMMENT.test(fp)) {
     const c = toks[toks.length - 1]!.v;
     if (!(c.startsWith('#') && c.includes(ctx))) return 'break-comment';
   }
   // string break then a timing / dangerous call or statement
-  if (ctx !== 'none' && /^s\)*[;,&o]?\(*(?:f\(|E)/.test(fp)) {
-    const idx = fp.search(/[fE]/);
+  if (ctx !== 'none' && FP_BREAK_CALL.test(fp)) {
+    const idx = fp.search(FP_CALL_OR_STATEMENT);
     const t = toks[idx]!;
     if (t.t === 'f' || (t.t === 'E' && (t.v === 'waitfor' || t.v === 'select' || t.v === 'exec' || t.v === 'execute'))) {
       const after = toks[idx + 1];

@@ -45,6 +45,27 @@ function isTagStart(c: number): boolean {
 
 const MAX_TAGS = 64;
 
+const COMPACTED = /[\s\0]/;
+
+/**
+ * Whether {@link SCRIPT_URL} or {@link CSS_PROPERTY} can match the value with whitespace and
+ * NULs removed: both need `t:`, `a:` (`script:`, `mocha:`, `data:`), `g:` (`-moz-binding:`),
+ * `r:` (`behaviour:`) or `n(` (`expression(`) there, i.e. such a pair in the value with only
+ * whitespace or NULs between.
+ */
+function mayHaveScriptOutsideTags(v: string): boolean {
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c !== 58 && c !== 40) continue;
+    let j = i - 1;
+    while (j >= 0 && COMPACTED.test(v[j]!)) j--;
+    if (j < 0) continue;
+    const p = v.charCodeAt(j);
+    if (c === 58 ? p === 116 || p === 97 || p === 103 || p === 114 : p === 110) return true;
+  }
+  return false;
+}
+
 /** Judge one value; returns the evidence or undefined. Linear: each character is visited a bounded number of times. */
 export function detectXss(v: string): XssResult | undefined {
   const n = v.length;
@@ -109,6 +130,7 @@ export function detectXss(v: string): XssResult | undefined {
     }
   }
   // outside tags: script URLs at the start of a value or after a quote/bracket break
+  if (!mayHaveScriptOutsideTags(v)) return undefined;
   const compact = v.replace(/[\s\0]/g, '');
   const m = SCRIPT_URL.exec(compact);
   if (m) return { reason: 'script-url', at: m.index };
