@@ -119,8 +119,16 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
   );
   const sample = opts.accessSampleRate;
 
+  // One ISO timestamp per millisecond, not one Date per line.
+  let lastMs = 0;
+  let lastIso = '';
   const write = (fields: Record<string, unknown>) => {
-    const line: Record<string, unknown> = { time: new Date().toISOString(), ...fields };
+    const ms = Date.now();
+    if (ms !== lastMs) {
+      lastMs = ms;
+      lastIso = new Date(ms).toISOString();
+    }
+    const line: Record<string, unknown> = { time: lastIso, ...fields };
     try {
       logger.info(line);
     } catch {

@@ -28,6 +28,8 @@ monitoring:
   thresholds:
     suspicious_requests: { count: 2, window: 1h }
 policies:
+  auth:
+    audit_success_sample_rate: 1
   rate_limit:
     default: 1000/minute
   ip_ban:

@@ -13,6 +13,8 @@ const ROUTES = (YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf
   .routes;
 
 const CONFIG = YAML.stringify({
+  // every auth_success line is read below (the shipped config samples them)
+  policies: { auth: { audit_success_sample_rate: 1 } },
   routes: [
     { name: 'ws', methods: ['GET'], path: '/api/ws/echo', websocket: true },
     {

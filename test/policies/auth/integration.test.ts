@@ -57,7 +57,8 @@ const hs = (claims: Record<string, unknown>, secret = TEST_SECRET, header: Recor
 const API_KEY = 'integration-api-key-0123456789abcdef';
 
 t.test('HS256 with the shipped config', async (t) => {
-  const h: Harness = await startHarness({ env: { API_KEY } });
+  // the shipped config samples auth_success (1 in 10); this test reads every one
+  const h: Harness = await startHarness({ env: { API_KEY }, config: 'policies: { auth: { audit_success_sample_rate: 1 } }' });
   t.teardown(() => h.close());
 
   await t.test(
