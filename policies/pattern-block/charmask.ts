@@ -33,20 +33,15 @@ export interface CharMask {
 export function charMask(s: string, out: CharMask): CharMask {
   let lo = 0;
   let hi = 0;
-  let prevSpace = false;
-  for (let i = 0; i < s.length; i++) {
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
     const c = s.charCodeAt(i);
     if (c < 128) {
       lo |= LO[c]!;
       hi |= HI[c]!;
-      if (c === 32) {
-        if (prevSpace) hi |= HI_DOUBLE_SPACE;
-        prevSpace = true;
-        continue;
-      }
     } else hi |= HI_NON_ASCII;
-    prevSpace = false;
   }
+  if (s.indexOf('  ') >= 0) hi |= HI_DOUBLE_SPACE;
   out.lo = lo;
   out.hi = hi;
   return out;

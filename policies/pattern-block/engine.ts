@@ -630,9 +630,9 @@ function nodeValue(set: PlanSet, i: number, v: string, vm: CharMask): string {
   return r;
 }
 
-/** Names up to this length are remembered when clean. */
+/** Names and values up to this length are remembered when clean. */
 const CLEAN_MEMO_MAX_LENGTH = 64;
-/** Header values up to this length are remembered when clean. */
+/** Header values and paths up to this length are remembered when clean. */
 const CLEAN_MEMO_MAX_HEADER = 256;
 /** Clean values remembered per plan set before the memo is cleared (bounds memory: about 1024 × 256 characters per set at worst). */
 const CLEAN_MEMO_ENTRIES = 1024;
@@ -705,11 +705,10 @@ class Walk {
    */
   value(set: PlanSet | undefined, kind: string, path: string | undefined, leaf: string, raw: string): void {
     if (set === undefined || raw.length === 0) return;
-    // names (JSON keys, parameter, cookie and header names) and header values (User-Agent,
-    // Referer, Accept …) repeat across requests; body and query values mostly do not
-    const memo =
-      set.memoOk &&
-      (kind === 'header' ? raw.length <= CLEAN_MEMO_MAX_HEADER : raw.length <= CLEAN_MEMO_MAX_LENGTH && (kind === 'json_key' || kind.endsWith('_name')));
+    // names (JSON keys, parameter, cookie and header names), header values (User-Agent,
+    // Referer, Accept …), paths and short values (page=2, currency codes, enum values, tags)
+    // repeat across requests; long body and query values mostly do not
+    const memo = set.memoOk && raw.length <= (kind === 'header' || kind === 'path' ? CLEAN_MEMO_MAX_HEADER : CLEAN_MEMO_MAX_LENGTH);
     if (memo && set.clean.has(raw)) return;
     const before = this.found;
     this.inspect(set, kind, path, leaf, raw);
