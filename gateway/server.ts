@@ -559,12 +559,7 @@ export class Gateway {
     }
     if (phase.answer !== undefined) {
       const r = renderAnswer(ctx, phase.answer.status, phase.answer.headers, gen.requestIdHeader);
-      await this.send(route, ctx, res, r, {
-        status: r.head.status,
-        decision: 'allow',
-        deny: undefined,
-        deniedBy: undefined,
-      });
+      await this.send(route, ctx, res, r, this.allowOutcome(ctx, r.head.status));
       return;
     }
     if (route.adminApi) {
@@ -707,12 +702,7 @@ export class Gateway {
       this.metrics.upstreamErrors.inc({ route: route.name, kind: result.kind });
       const code = result.kind === 'timeout' ? 'gateway_timeout' : 'bad_gateway';
       const r = renderDeny(ctx, { code }, gen.requestIdHeader);
-      await this.send(route, ctx, res, r, {
-        status: r.head.status,
-        decision: 'allow',
-        deny: undefined,
-        deniedBy: undefined,
-      });
+      await this.send(route, ctx, res, r, this.allowOutcome(ctx, r.head.status));
       return;
     }
     const upstreamSeconds = Number(process.hrtime.bigint() - t0) / 1e9;

@@ -1,3 +1,4 @@
+import { createContext } from '../../gateway/context-factory.js';
 /**
  * Hand-built RequestContext / Services for unit tests of policies: call a factory's
  * compile() with `makeCompileContext()` and its hooks with `makeContext({...})`, no
@@ -154,8 +155,6 @@ let counter = 0;
 /** A complete RequestContext for calling policy hooks directly. */
 export function makeContext(init: ContextInit = {}): RequestContext {
   const target = init.target ?? '/';
-  const q = target.indexOf('?');
-  const rawPath = q === -1 ? target : target.slice(0, q);
   const headers: Record<string, string | string[]> = {};
   const raw: string[] = [];
   for (const [name, value] of Object.entries(init.headers ?? {})) {
@@ -169,34 +168,26 @@ export function makeContext(init: ContextInit = {}): RequestContext {
     }
   }
   counter += 1;
-  return {
+  // The one constructor of RequestContext, so tests see exactly what the gateway builds.
+  const ctx = createContext({
     id: init.id ?? `test-${counter}`,
-    start: process.hrtime.bigint(),
-    receivedAt: init.receivedAt ?? CLOCK_START,
     method: (init.method ?? 'GET').toUpperCase(),
     target,
-    rawPath,
-    path: init.path ?? rawPath,
-    query: q === -1 ? '' : target.slice(q + 1),
     headers: headers as RequestContext['headers'],
     rawHeaders: init.rawHeaders ?? raw,
     clientIp: init.clientIp ?? '127.0.0.1',
     secure: init.secure ?? false,
     httpVersion: init.httpVersion ?? '1.1',
     bodySource: Readable.from(init.bodyBytes === undefined ? [] : [Buffer.from(init.bodyBytes)]),
-    routeName: init.routeName ?? 'test',
-    identity: init.identity,
-    body: init.body,
-    forwardBody: undefined,
-    upstreamHeaders: {},
-    dropUpstreamHeaders: new Set(),
-    responseHeaders: {},
-    trace: [],
-    monitored: [],
-    audit: {},
-    locals: new Map(),
     signal: init.signal ?? new AbortController().signal,
-  };
+  });
+  const fixed = ctx as { -readonly [K in 'receivedAt' | 'path']: RequestContext[K] };
+  fixed.receivedAt = init.receivedAt ?? CLOCK_START;
+  if (init.path !== undefined) fixed.path = init.path;
+  ctx.routeName = init.routeName ?? 'test';
+  ctx.identity = init.identity;
+  ctx.body = init.body;
+  return ctx;
 }
 
 /** A JSON request body as the pipeline would buffer and parse it. */
