@@ -83,6 +83,7 @@ function pushUtf8(bytes: number[], cp: number): void {
  */
 export function urlDecodeOnce(s: string, plus = true): string {
   if (s.indexOf('%') < 0 && (!plus || s.indexOf('+') < 0)) return s;
+  if (asciiWithoutEscapes(s, plus)) return s;
   const bytes: number[] = [];
   const n = s.length;
   for (let i = 0; i < n; i++) {
@@ -120,6 +121,22 @@ export function urlDecodeOnce(s: string, plus = true): string {
     }
   }
   return utf8Lenient(bytes);
+}
+
+/**
+ * An ASCII value in which no `%` starts an escape (`%HH`, `%uHHHH`) and (with `plus`) no `+`
+ * occurs decodes to itself: every character is its own byte, and a lone `%` stays.
+ */
+function asciiWithoutEscapes(s: string, plus: boolean): boolean {
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80 || (c === 43 && plus)) return false;
+    if (c !== 37) continue;
+    if (i + 2 < n && hexVal(s.charCodeAt(i + 1)) >= 0 && hexVal(s.charCodeAt(i + 2)) >= 0) return false;
+    if (i + 5 < n && (s.charCodeAt(i + 1) | 32) === 117) return false;
+  }
+  return true;
 }
 
 /** Maximum rounds of repeated URL decoding. */

@@ -96,6 +96,13 @@ const FP_BREAK_CALL = /^s\)*[;,&o]?\(*(?:f\(|E)/;
 const FP_CALL_OR_STATEMENT = /[fE]/;
 const FP_STATEMENT_COMMENT = /^En;?c$/;
 const DDL_VERB = /^(?:drop|truncate|delete|alter|shutdown)$/;
+/**
+ * A fingerprint without any of these classes fires nothing: @@variables and dangerous calls
+ * (v f), UNION (U), statements (E), stacked `;`, tautologies, WHERE clauses and operator
+ * breaks (o), parenthesis breaks and calls `)`, boolean breaks (&), comment breaks (c),
+ * ORDER BY n (1).
+ */
+const FP_CAN_FIRE = /[UE;o)&cfv1]/;
 const FP_LEAD_NONE = /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/;
 const FP_LEAD_QUOTED = /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&|\?s)|^s\)*o\(*[s1nvf]/;
 
@@ -485,6 +492,8 @@ export function detectSqli(value: string): SqliResult | undefined {
     const toks = tokenize(value, ctx);
     if (toks.length === 0) continue;
     const fp = fingerprint(toks);
+    // every rule of strongTokens and judge needs one of these token classes
+    if (!FP_CAN_FIRE.test(fp)) continue;
     const strong = strongTokens(toks);
     if (strong) return { context: ctx, fingerprint: fp, reason: strong };
     const r = judge(toks, fp, ctx);
