@@ -269,16 +269,44 @@ const HAS_UPPER = /[A-Z\u00c0-\uffff]/;
 
 export const WS = /[\s\u00a0]+/g;
 
+/** Code units that {@link WS} matches (built from the pattern itself, so the two agree). */
+const WS_UNIT: Uint8Array = (() => {
+  const t = new Uint8Array(65536);
+  const one = /^[\s\u00a0]$/;
+  for (let c = 0; c < 65536; c++) if (one.test(String.fromCharCode(c))) t[c] = 1;
+  return t;
+})();
+
+/** `s` with every run of whitespace replaced by `sep` (what `s.replace(WS, sep)` gives), in one scan. */
+function replaceWhitespaceRuns(s: string, sep: string): string {
+  let out = '';
+  let start = 0;
+  const n = s.length;
+  let i = 0;
+  while (i < n) {
+    if (WS_UNIT[s.charCodeAt(i)] === 0) {
+      i++;
+      continue;
+    }
+    out += s.slice(start, i) + sep;
+    i++;
+    while (i < n && WS_UNIT[s.charCodeAt(i)] === 1) i++;
+    start = i;
+  }
+  if (start === 0) return s;
+  return out + s.slice(start);
+}
+
 /** Every run of whitespace becomes one space. */
 export function compressWhitespace(s: string): string {
-  return NEEDS_WS.test(s) ? s.replace(WS, ' ') : s;
+  return NEEDS_WS.test(s) ? replaceWhitespaceRuns(s, ' ') : s;
 }
 
 const NEEDS_WS = /\s\s|[\t\n\r\f\v\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]/;
 
 /** Remove every whitespace character. */
 export function removeWhitespace(s: string): string {
-  return s.replace(WS, '');
+  return replaceWhitespaceRuns(s, '');
 }
 
 /** Remove NUL characters. */
