@@ -1,0 +1,82 @@
+import t from 'tap';
+import { Value } from '@sinclair/typebox/value';
+import { patternBlock, engineFromConfig, type PatternBlockConfig } from '../../../policies/pattern-block/index.js';
+import { inspectRequest } from '../../../policies/pattern-block/engine.js';
+import { urlDecodeOnce, compressWhitespace, removeWhitespace, WS } from '../../../policies/pattern-block/transforms.js';
+import { detectSqli } from '../../../policies/pattern-block/detectors/sqli.js';
+import { detectXss } from '../../../policies/pattern-block/detectors/xss.js';
+
+/**
+ * The engine's shortcuts (stable values, per-value transform calls, clean-value memo, the
+ * whitespace scan, the URL-decoding and detector pre-checks) must decide exactly what the
+ * plain path decides. These pin the edge cases of each shortcut.
+ */
+
+const engine = engineFromConfig(Value.Default(patternBlock.schema, {}) as PatternBlockConfig, process.cwd());
+const H = { Host: 'receipts.example.com', 'User-Agent': 'test/1.0', Accept: 'application/json' };
+
+function body(v: unknown) {
+  return inspectRequest(engine, { method: 'POST', target: '/api/receipts', headers: { ...H, 'Content-Type': 'application/json' }, body: JSON.stringify(v) });
+}
+
+t.test('whitespace scan equals the WS regex replace on every code unit', async (t) => {
+  const NEEDS_WS = /\s\s|[\t\n\r\f\v\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]/;
+  let bad = 0;
+  for (let c = 0; c < 65536; c++) {
+    const ch = String.fromCharCode(c);
+    for (const s of [`a${ch}${ch}b`, `${ch}x`, `x${ch}`, ch]) {
+      if (removeWhitespace(s) !== s.replace(WS, '')) bad++;
+      if (compressWhitespace(s) !== (NEEDS_WS.test(s) ? s.replace(WS, ' ') : s)) bad++;
+    }
+  }
+  t.equal(bad, 0);
+  t.equal(compressWhitespace(' a \t\u3000 b  '), ' a b ');
+  t.equal(removeWhitespace('\ufeffu n\u00a0i o n'), 'union');
+});
+
+t.test('URL decoding of ASCII without escapes returns the value itself', async (t) => {
+  t.equal(urlDecodeOnce('100% off'), '100% off');
+  t.equal(urlDecodeOnce('a%2'), 'a%2');
+  t.equal(urlDecodeOnce('%zz%'), '%zz%');
+  t.equal(urlDecodeOnce('%41%42'), 'AB');
+  t.equal(urlDecodeOnce('x%u0041'), 'xA');
+  t.equal(urlDecodeOnce('%u00'), '%u00');
+  t.equal(urlDecodeOnce('a+b% c'), 'a b% c');
+  t.equal(urlDecodeOnce('a+b% c', false), 'a+b% c');
+  t.equal(urlDecodeOnce('50% — é'), '50% — é');
+});
+
+t.test('script URLs outside tags are still found across whitespace', async (t) => {
+  for (const a of ['java script:alert(1)', 'x: expression (1)', 'da ta:text/html,x', '{behaviour :url(x)', 'jav\tascript:x', 'x;-moz-binding :url(a)']) t.ok(detectXss(a), a);
+  for (const b of ['attendees: jane', 'taxi (6:15am)', 'ratio 3:2 (approx)', 'meta: data', 'note: see (a)']) t.notOk(detectXss(b), b);
+});
+
+t.test('SQL judge still sees every shape after the fingerprint pre-check', async (t) => {
+  for (const a of ["' or 'a'='a", "'order' 'by' 1", '@@version', '1 union select 1', "x'; drop table users--", "admin'#", "') or ('1'='1"]) t.ok(detectSqli(a), a);
+  for (const b of ["trader joe's 5", 'order by phone was not possible', 'union square cafe']) t.notOk(detectSqli(b), b);
+});
+
+t.test('stable values (upper case, single spaces) and their unstable twins decide alike', async (t) => {
+  for (const [a, b] of [
+    ['1 UNION SELECT password FROM users', '1  union\tselect password from users'],
+    ["x' OR '1'='1", "x'  or  '1'='1"],
+    ['ExPrEsSiOn(alert(1))', 'expression(alert(1))'],
+  ] as const) {
+    const va = body({ v: a });
+    const vb = body({ v: b });
+    t.equal(va.decision, 'deny', a);
+    t.equal(vb.decision, 'deny', b);
+    t.same(va.matches.map((m) => m.ruleId).sort(), vb.matches.map((m) => m.ruleId).sort(), `${a} / ${b}`);
+  }
+});
+
+t.test('the clean-value memo never hides a finding in short values or paths', async (t) => {
+  for (let i = 0; i < 3; i++) t.equal(body({ currency: 'USD', page: '2' }).decision, 'allow');
+  t.equal(body({ currency: "USD' or 1=1--" }).decision, 'deny');
+  const get = (target: string) => inspectRequest(engine, { method: 'GET', target, headers: H });
+  t.equal(get('/api/receipts').decision, 'allow');
+  t.equal(get('/api/receipts').decision, 'allow');
+  t.equal(get('/api/../../etc/passwd').decision, 'deny');
+  t.equal(get('/api/receipts?page=2').decision, 'allow');
+  t.equal(get("/api/receipts?page=2'%20or%201=1--").decision, 'deny');
+});
