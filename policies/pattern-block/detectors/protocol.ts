@@ -45,9 +45,17 @@ function header(r: RequestFacts, name: string): string | undefined {
   return Array.isArray(v) ? v.join(', ') : v;
 }
 
+/**
+ * `raw.toLowerCase() === name` for an ASCII lower-case `name`, without lower-casing names of
+ * another length (lower-casing never shortens a string, and only lengthens it with U+0307).
+ */
+function isName(raw: string, name: string): boolean {
+  return raw.length === name.length && (raw === name || raw.toLowerCase() === name);
+}
+
 function rawValues(r: RequestFacts, name: string): string[] {
   const out: string[] = [];
-  for (let i = 0; i + 1 < r.rawHeaders.length; i += 2) if (r.rawHeaders[i]!.toLowerCase() === name) out.push(r.rawHeaders[i + 1]!);
+  for (let i = 0; i + 1 < r.rawHeaders.length; i += 2) if (isName(r.rawHeaders[i]!, name)) out.push(r.rawHeaders[i + 1]!);
   return out;
 }
 
