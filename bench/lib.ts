@@ -297,3 +297,25 @@ export function loadWrk(
     });
   });
 }
+
+/** CPU time (user + system) a process has used, in ms (Linux /proc; clock ticks of 10 ms). */
+export function cpuMs(pid: number): number {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // after "pid (comm) ": state is field 3; utime and stime are fields 14 and 15
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Run a load and report the CPU the process under test spent per request, in µs. */
+export async function withCpu(
+  pid: number,
+  run: () => Promise<LoadResult>,
+): Promise<LoadResult & { cpuUsPerRequest: number }> {
+  const before = cpuMs(pid);
+  const r = await run();
+  const total = Object.values(r.statuses).reduce((a, b) => a + b, 0);
+  return { ...r, cpuUsPerRequest: ((cpuMs(pid) - before) * 1000) / Math.max(1, total) };
+}

@@ -21,6 +21,7 @@ import {
   fmt,
   peakRss,
   startRedis,
+  withCpu,
   type Child,
   type LoadResult,
 } from './lib.js';
@@ -141,18 +142,24 @@ async function main(): Promise<void> {
     );
 
     results.a = await get('(a) upstream directly', upstream + target, { headers: auth, duration: DURATION });
-    results.bare = await get('(r) bare undici proxy', `http://127.0.0.1:${bareHealthPort}${target}`, {
-      headers: auth,
-      duration: DURATION,
-    });
-    results.b = await get('(b) gateway, every policy off', off.url + target, {
-      headers: auth,
-      duration: DURATION,
-    });
-    results.c = await get('(c) gateway, default policies + valid JWT', dflt.url + target, {
-      headers: auth,
-      duration: DURATION,
-    });
+    results.bare = await withCpu(bare.proc.pid!, () =>
+      get('(r) bare undici proxy', `http://127.0.0.1:${bareHealthPort}${target}`, {
+        headers: auth,
+        duration: DURATION,
+      }),
+    );
+    results.b = await withCpu(off.child.proc.pid!, () =>
+      get('(b) gateway, every policy off', off.url + target, {
+        headers: auth,
+        duration: DURATION,
+      }),
+    );
+    results.c = await withCpu(dflt.child.proc.pid!, () =>
+      get('(c) gateway, default policies + valid JWT', dflt.url + target, {
+        headers: auth,
+        duration: DURATION,
+      }),
+    );
     if (modsecAvailable()) {
       const modsec = await startModsec(mockPort);
       children.push({ proc: undefined as never, stop: modsec.stop });
@@ -167,6 +174,13 @@ async function main(): Promise<void> {
       `ratios: c/b = ${ratio(results.c, results.b)} (goal >= 0.80), c/a = ${ratio(results.c, results.a)}, b/r = ${ratio(results.b, results.bare)} (goal >= 0.90)\n`,
     );
     process.stdout.write(`p99: c - b = ${fmt(results.c!.p99 - results.b!.p99, 2)} ms (goal <= 1 ms)\n`);
+    // CPU per request of the process under test: independent of how the two cores are shared
+    const cpu = (r: LoadResult | undefined) =>
+      (r as { cpuUsPerRequest?: number } | undefined)?.cpuUsPerRequest ?? NaN;
+    process.stdout.write(
+      `CPU per request: r ${fmt(cpu(results.bare))} µs, b ${fmt(cpu(results.b))} µs, c ${fmt(cpu(results.c))} µs; ` +
+        `cost ratios r/b = ${fmt(cpu(results.bare) / cpu(results.b), 2)} (core overhead), b/c = ${fmt(cpu(results.b) / cpu(results.c), 2)} (policy overhead)\n`,
+    );
     process.stdout.write(
       results.m
         ? `against nginx + ModSecurity + CRS PL1 (one worker each): c/m = ${ratio(results.c, results.m)}x (goal >= 10x)\n\n`
