@@ -96,7 +96,9 @@ function run(name: string, fn: () => number): { opsPerSec: number; bytesPerSec: 
   const c = process.cpuUsage(c0);
   const secs = (c.user + c.system) / 1e6;
   const r = { opsPerSec: ops / secs, bytesPerSec: bytes / secs };
-  console.log(`${name.padEnd(44)} ${(r.bytesPerSec / 1e6).toFixed(1).padStart(7)} MB/s  ${(1e6 / r.opsPerSec).toFixed(2).padStart(8)} µs/op (CPU time)`);
+  console.log(
+    `${name.padEnd(44)} ${(r.bytesPerSec / 1e6).toFixed(1).padStart(7)} MB/s  ${(1e6 / r.opsPerSec).toFixed(2).padStart(8)} µs/op (CPU time)`,
+  );
   return r;
 }
 

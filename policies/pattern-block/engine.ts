@@ -3,7 +3,16 @@ import type { Deny } from '../../gateway/policy.js';
 import type { BlockReason } from '../../gateway/errors.js';
 import { parseBody, mediaTypeOf } from '../../gateway/body.js';
 import { TRANSFORMS, urlDecodeOnce, lowercase, removeWhitespace, type Transform } from './transforms.js';
-import { charMask, gateOf, passes, HI_CONTROL, HI_NON_ASCII, HI_DOUBLE_SPACE, HI_UPPER, type CharMask } from './charmask.js';
+import {
+  charMask,
+  gateOf,
+  passes,
+  HI_CONTROL,
+  HI_NON_ASCII,
+  HI_DOUBLE_SPACE,
+  HI_UPPER,
+  type CharMask,
+} from './charmask.js';
 import { VALUE_DETECTORS, REQUEST_DETECTORS, type ValueDetector } from './detectors/index.js';
 import type { RequestFacts, ProtocolSettings, RequestDetector } from './detectors/protocol.js';
 import { FAMILIES, type Family, type RuleDef } from './rules.js';
@@ -64,7 +73,12 @@ export const DEFAULT_ENGINE_OPTIONS: Omit<EngineOptions, 'rules'> = {
   freeTextFields: [],
   freeTextThreshold: 5,
   allowedMethods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
-  allowedContentTypes: ['application/json', 'application/*+json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
+  allowedContentTypes: [
+    'application/json',
+    'application/*+json',
+    'application/x-www-form-urlencoded',
+    'multipart/form-data',
+  ],
   allowedCharsets: ['utf-8', 'utf8', 'iso-8859-1', 'iso-8859-15', 'us-ascii', 'windows-1252'],
   maxHeaders: 100,
   maxArgs: 512,
@@ -284,7 +298,11 @@ function compileExclusion(e: ExclusionSpec): CompiledExclusion {
       ruleTests.push((id) => id.startsWith(pre));
     } else ruleTests.push((id) => id === r);
   }
-  for (const f of e.families ?? []) ruleTests.push((_id, fam) => fam === f || (f === 'lfi' && fam === 'path_traversal') || (f === 'rce' && fam === 'cmd_injection'));
+  for (const f of e.families ?? [])
+    ruleTests.push(
+      (_id, fam) =>
+        fam === f || (f === 'lfi' && fam === 'path_traversal') || (f === 'rce' && fam === 'cmd_injection'),
+    );
   const targetTests: ((name: string, leaf: string) => boolean)[] = [];
   for (const t of e.targets ?? []) {
     const lower = t.toLowerCase();
@@ -404,7 +422,8 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
     const groups: RuleGroup[] = [...groupsByKey.values()].map((g) => ({
       gate: g[0]!.gate,
       gateSubs: g[0]!.gateSubs,
-      combined: g.length > 1 ? new RegExp(g.map((r) => `(?:${r.regex!.source})`).join('|'), g[0]!.flags) : undefined,
+      combined:
+        g.length > 1 ? new RegExp(g.map((r) => `(?:${r.regex!.source})`).join('|'), g[0]!.flags) : undefined,
       rules: g,
     }));
     let gateUnion: CharMask | undefined = { lo: 0, hi: 0 };
@@ -416,7 +435,14 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
       gateUnion.lo |= r.gate.lo;
       gateUnion.hi |= r.gate.hi;
     }
-    plans.push({ chainKey, node, gateUnion, groups, detectorRules: list.filter((r) => r.detector), stableVariant: stableVariantOf(names) });
+    plans.push({
+      chainKey,
+      node,
+      gateUnion,
+      groups,
+      detectorRules: list.filter((r) => r.detector),
+      stableVariant: stableVariantOf(names),
+    });
   }
   const special = gateOf(TRANSFORM_TRIGGERS);
   special.hi |= HI_CONTROL | HI_NON_ASCII | HI_DOUBLE_SPACE;
@@ -436,7 +462,18 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
   }
   const fast = [...byFlags].map(([flags, list]) => new RegExp(list.join('|'), flags));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
-  return { clean: new Set<string>(), memoOk: !rules.some((r) => r.names !== undefined), plans, parent: Int32Array.from(parents), fn: fns, special, fast, fastDetectors, fastOk, stableOk: plans.every((p) => p.stableVariant >= 0) };
+  return {
+    clean: new Set<string>(),
+    memoOk: !rules.some((r) => r.names !== undefined),
+    plans,
+    parent: Int32Array.from(parents),
+    fn: fns,
+    special,
+    fast,
+    fastDetectors,
+    fastOk,
+    stableOk: plans.every((p) => p.stableVariant >= 0),
+  };
 }
 
 function contentTypeMatcher(list: readonly string[]): (mt: string) => boolean {
@@ -456,7 +493,9 @@ function contentTypeMatcher(list: readonly string[]): (mt: string) => boolean {
 
 /** Compile the engine: select rules by paranoia level, pack mode and disabled ids; precompile everything. */
 export function compileEngine(opts: EngineOptions): Engine {
-  const disabled = opts.disabledRules.map((r) => (r.endsWith('*') ? (id: string) => id.startsWith(r.slice(0, -1)) : (id: string) => id === r));
+  const disabled = opts.disabledRules.map((r) =>
+    r.endsWith('*') ? (id: string) => id.startsWith(r.slice(0, -1)) : (id: string) => id === r,
+  );
   const selected: Full[] = [];
   for (const r of opts.rules) {
     if (r.paranoia > opts.paranoiaLevel) continue;
@@ -474,11 +513,22 @@ export function compileEngine(opts: EngineOptions): Engine {
       targets: r.targets,
       ...(r.names !== undefined ? { names: new RegExp(r.names, 'i') } : {}),
       ...(r.requires !== undefined ? { gate: gateOf(r.requires), gateKey: r.requires } : {}),
-      ...(r.requiresAny !== undefined ? { gateSubs: literalAlternation(r.requiresAny), gateKey: `${r.requires ?? ''}\u0001${r.requiresAny.join('\u0001')}` } : {}),
+      ...(r.requiresAny !== undefined
+        ? {
+            gateSubs: literalAlternation(r.requiresAny),
+            gateKey: `${r.requires ?? ''}\u0001${r.requiresAny.join('\u0001')}`,
+          }
+        : {}),
     };
     if (r.regex !== undefined) selected.push({ ...base, regex: new RegExp(r.regex, r.flags ?? '') });
-    else if (r.detector !== undefined && VALUE_DETECTORS[r.detector]) selected.push({ ...base, detector: VALUE_DETECTORS[r.detector] });
-    else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector]) selected.push({ ...base, request: REQUEST_DETECTORS[r.detector], bodyAware: BODY_AWARE_DETECTORS.has(r.detector) });
+    else if (r.detector !== undefined && VALUE_DETECTORS[r.detector])
+      selected.push({ ...base, detector: VALUE_DETECTORS[r.detector] });
+    else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector])
+      selected.push({
+        ...base,
+        request: REQUEST_DETECTORS[r.detector],
+        bodyAware: BODY_AWARE_DETECTORS.has(r.detector),
+      });
   }
   const byKind = new Map<Kind, Full[]>();
   const headerAll: Full[] = [];
@@ -514,7 +564,8 @@ export function compileEngine(opts: EngineOptions): Engine {
   for (const [k, list] of byKind) plansByKind.set(k, buildPlanSet(list));
   const headerPlans = new Map<string, PlanSet>();
   headerPlans.set('*', buildPlanSet(headerAll));
-  for (const [h, list] of headerNamed) headerPlans.set(h, buildPlanSet([...headerAll, ...list.filter((r) => !headerAll.includes(r))]));
+  for (const [h, list] of headerNamed)
+    headerPlans.set(h, buildPlanSet([...headerAll, ...list.filter((r) => !headerAll.includes(r))]));
   const { rules: _rules, ...rest } = opts;
   void _rules;
   return {
@@ -549,7 +600,11 @@ export interface RequestScope {
 const SECRETISH = /pass|secret|token|api[-_]?key|auth|session|cookie|sid|jwt|otp|cred/i;
 
 function excerptOf(value: string, at: number, name: string, leaf: string): string {
-  if (SECRETISH.test(leaf) || SECRETISH.test(name.slice(0, name.indexOf(':') + 1) === 'cookie:' ? 'cookie' : '')) return '[redacted]';
+  if (
+    SECRETISH.test(leaf) ||
+    SECRETISH.test(name.slice(0, name.indexOf(':') + 1) === 'cookie:' ? 'cookie' : '')
+  )
+    return '[redacted]';
   const start = Math.max(0, Math.min(at, value.length - 40));
   // eslint-disable-next-line no-control-regex
   return value.slice(start, start + 40).replace(/[\x00-\x1f\x7f]/g, ' ');
@@ -560,7 +615,13 @@ function excerptOf(value: string, at: number, name: string, leaf: string): strin
  * of the plan set's transform trie; a slot is valid while its stamp equals the current
  * generation. Module-level: inspection is synchronous and never re-entered.
  */
-const scratch = { gen: 0, stamp: new Int32Array(64), vals: new Array<string>(64).fill(''), lo: new Int32Array(64), hi: new Int32Array(64) };
+const scratch = {
+  gen: 0,
+  stamp: new Int32Array(64),
+  vals: new Array<string>(64).fill(''),
+  lo: new Int32Array(64),
+  hi: new Int32Array(64),
+};
 /** signature of a transformed value being computed */
 const nodeMask: CharMask = { lo: 0, hi: 0 };
 /**
@@ -568,7 +629,14 @@ const nodeMask: CharMask = { lo: 0, hi: 0 };
  * `js_decode` without a backslash …) reach the same transform with the same input, and the
  * transforms are pure, so each (transform, input) pair runs once per value.
  */
-const calls = { n: 0, fn: new Array<Transform | undefined>(64).fill(undefined), input: new Array<string>(64).fill(''), out: new Array<string>(64).fill(''), lo: new Int32Array(64), hi: new Int32Array(64) };
+const calls = {
+  n: 0,
+  fn: new Array<Transform | undefined>(64).fill(undefined),
+  input: new Array<string>(64).fill(''),
+  out: new Array<string>(64).fill(''),
+  lo: new Int32Array(64),
+  hi: new Int32Array(64),
+};
 
 function beginValue(nodes: number): void {
   if (scratch.stamp.length < nodes) {
@@ -689,7 +757,13 @@ class Walk {
    * A name/value pair. A name that itself holds `=` (an encoded `%3D` that some parsers
    * decode before splitting) is also inspected as `name=value`, split at its first `=`.
    */
-  pair(namePlans: PlanSet | undefined, valuePlans: PlanSet | undefined, kind: string, k: string, v: string): void {
+  pair(
+    namePlans: PlanSet | undefined,
+    valuePlans: PlanSet | undefined,
+    kind: string,
+    k: string,
+    v: string,
+  ): void {
     this.value(namePlans, `${kind}_name`, k, k, k);
     this.value(valuePlans, kind, k, k, v);
     const eq = k.indexOf('=');
@@ -708,7 +782,9 @@ class Walk {
     // names (JSON keys, parameter, cookie and header names), header values (User-Agent,
     // Referer, Accept …), paths and short values (page=2, currency codes, enum values, tags)
     // repeat across requests; long body and query values mostly do not
-    const memo = set.memoOk && raw.length <= (kind === 'header' || kind === 'path' ? CLEAN_MEMO_MAX_HEADER : CLEAN_MEMO_MAX_LENGTH);
+    const memo =
+      set.memoOk &&
+      raw.length <= (kind === 'header' || kind === 'path' ? CLEAN_MEMO_MAX_HEADER : CLEAN_MEMO_MAX_LENGTH);
     if (memo && set.clean.has(raw)) return;
     const before = this.found;
     this.inspect(set, kind, path, leaf, raw);
@@ -719,7 +795,10 @@ class Walk {
   }
 
   private inspect(set: PlanSet, kind: string, path: string | undefined, leaf: string, raw: string): void {
-    const v = raw.length > this.engine.options.maxValueLength ? raw.slice(0, this.engine.options.maxValueLength) : raw;
+    const v =
+      raw.length > this.engine.options.maxValueLength
+        ? raw.slice(0, this.engine.options.maxValueLength)
+        : raw;
     const vm = charMask(v, this.mask);
     if (set.fastOk && !passes(vm, set.special)) {
       const l = lowercase(v);
@@ -779,7 +858,14 @@ class Walk {
   }
 
   /** The rules of one plan on its transformed value `t` (signature `tm`). */
-  private runPlan(plan: Plan, t: string, tm: CharMask, kind: string, path: string | undefined, leaf: string): void {
+  private runPlan(
+    plan: Plan,
+    t: string,
+    tm: CharMask,
+    kind: string,
+    path: string | undefined,
+    leaf: string,
+  ): void {
     for (const g of plan.groups) {
       if (g.gate !== undefined && !passes(tm, g.gate)) continue;
       if (g.gateSubs !== undefined && !g.gateSubs.test(t)) continue;
@@ -858,7 +944,11 @@ function headerString(v: string | string[] | undefined): string | undefined {
  * (protocol) rules with what the head tells (Content-Length, Content-Type).
  */
 export function inspectHead(engine: Engine, head: HeadInput): Match[] {
-  const walk = new Walk(engine, { method: head.method.toUpperCase(), path: head.path, route: head.routeName });
+  const walk = new Walk(engine, {
+    method: head.method.toUpperCase(),
+    path: head.path,
+    route: head.routeName,
+  });
   walkHead(walk, head);
   runRequestRules(walk, head, undefined);
   return walk.matches;
@@ -870,7 +960,11 @@ export function inspectHead(engine: Engine, head: HeadInput): Match[] {
  * did not parse as its declared type.
  */
 export function inspectBody(engine: Engine, head: HeadInput, body: RequestBody): Match[] {
-  const walk = new Walk(engine, { method: head.method.toUpperCase(), path: head.path, route: head.routeName });
+  const walk = new Walk(engine, {
+    method: head.method.toUpperCase(),
+    path: head.path,
+    route: head.routeName,
+  });
   walkBody(walk, body);
   runRequestRules(walk, head, body);
   if (body.parseError !== undefined && body.raw.length > 0) {
@@ -880,7 +974,13 @@ export function inspectBody(engine: Engine, head: HeadInput, body: RequestBody):
 }
 
 /** Pseudo-rule for a body that does not parse as its declared media type. */
-const BODY_PARSE_RULE: CompiledRule = { id: 'body-parse-error', pack: 'protocol', family: 'protocol', score: 5, monitor: false };
+const BODY_PARSE_RULE: CompiledRule = {
+  id: 'body-parse-error',
+  pack: 'protocol',
+  family: 'protocol',
+  score: 5,
+  monitor: false,
+};
 
 /** Head matches plus body matches, without repeating a rule on the same target. */
 export function mergeMatches(a: readonly Match[], b: readonly Match[]): Match[] {
@@ -923,7 +1023,14 @@ function walkHead(walk: Walk, head: HeadInput): number {
 
 const MAX_JSON_DEPTH = 32;
 
-function walkJson(walk: Walk, v: unknown, path: string, leaf: string, depth: number, budget: { n: number }): void {
+function walkJson(
+  walk: Walk,
+  v: unknown,
+  path: string,
+  leaf: string,
+  depth: number,
+  budget: { n: number },
+): void {
   if (budget.n <= 0) return;
   const e = walk.engine;
   if (typeof v === 'string') {
@@ -933,7 +1040,8 @@ function walkJson(walk: Walk, v: unknown, path: string, leaf: string, depth: num
   }
   if (v === null || typeof v !== 'object' || depth > MAX_JSON_DEPTH) return;
   if (Array.isArray(v)) {
-    for (let i = 0; i < v.length && budget.n > 0; i++) walkJson(walk, v[i], `${path}[${i}]`, leaf, depth + 1, budget);
+    for (let i = 0; i < v.length && budget.n > 0; i++)
+      walkJson(walk, v[i], `${path}[${i}]`, leaf, depth + 1, budget);
     return;
   }
   const kPlans = e.plansByKind.get('json_key');
@@ -974,7 +1082,8 @@ function countArgs(head: HeadInput, body: RequestBody | undefined): number {
   let n = head.query === '' ? 0 : head.query.split('&').length;
   if (body?.form) n += body.form.length;
   if (body?.fields) n += body.fields.length;
-  if (body?.json !== undefined && body.json !== null && typeof body.json === 'object') n += Array.isArray(body.json) ? body.json.length : Object.keys(body.json).length;
+  if (body?.json !== undefined && body.json !== null && typeof body.json === 'object')
+    n += Array.isArray(body.json) ? body.json.length : Object.keys(body.json).length;
   return n;
 }
 
@@ -1003,7 +1112,14 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
 }
 
 /** Request detectors that read the body (length, media type, form bytes, argument count). */
-const BODY_AWARE_DETECTORS = new Set(['invalid_percent_encoding', 'iis_unicode_escape', 'arg_count', 'body_on_get', 'content_type', 'content_type_params']);
+const BODY_AWARE_DETECTORS = new Set([
+  'invalid_percent_encoding',
+  'iis_unicode_escape',
+  'arg_count',
+  'body_on_get',
+  'content_type',
+  'content_type_params',
+]);
 
 /** Score matches and decide. Monitor-pack matches only ever make a `monitor` decision. */
 export function decide(engine: Engine, matches: readonly Match[]): Verdict {

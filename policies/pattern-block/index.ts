@@ -4,63 +4,149 @@ import type { PolicyFactory, Policy, Verdict, CompileContext } from '../../gatew
 import type { RequestContext } from '../../gateway/context.js';
 import { policyBlock } from '../../gateway/config/policy-schema.js';
 import { ConfigError } from '../../gateway/errors.js';
-import { compileEngine, decide, inspectBody, inspectHead, mergeMatches, DEFAULT_ENGINE_OPTIONS, type Engine, type HeadInput, type Match } from './engine.js';
+import {
+  compileEngine,
+  decide,
+  inspectBody,
+  inspectHead,
+  mergeMatches,
+  DEFAULT_ENGINE_OPTIONS,
+  type Engine,
+  type HeadInput,
+  type Match,
+} from './engine.js';
 import { loadPackDir, loadPackFile, shippedRulesDir, FAMILIES, type Family, type RuleDef } from './rules.js';
 
 const FamilyKey = Type.Union(FAMILIES.map((f) => Type.Literal(f)));
 
 const Exclusion = Type.Object(
   {
-    routes: Type.Optional(Type.Array(Type.String(), { description: 'route names this exclusion applies to (default: all)' })),
-    paths: Type.Optional(Type.Array(Type.String(), { description: 'request paths: exact, or a prefix ending in /* (one segment) or /** (any depth)' })),
+    routes: Type.Optional(
+      Type.Array(Type.String(), { description: 'route names this exclusion applies to (default: all)' }),
+    ),
+    paths: Type.Optional(
+      Type.Array(Type.String(), {
+        description: 'request paths: exact, or a prefix ending in /* (one segment) or /** (any depth)',
+      }),
+    ),
     methods: Type.Optional(Type.Array(Type.String(), { description: 'HTTP methods (default: all)' })),
-    rules: Type.Optional(Type.Array(Type.String(), { description: 'rule ids to skip; a trailing * makes a prefix (e.g. "932*")' })),
-    families: Type.Optional(Type.Array(Type.String(), { description: 'families to skip: sqli, xss, path_traversal, cmd_injection, rfi, php, nodejs, protocol, scanner' })),
+    rules: Type.Optional(
+      Type.Array(Type.String(), {
+        description: 'rule ids to skip; a trailing * makes a prefix (e.g. "932*")',
+      }),
+    ),
+    families: Type.Optional(
+      Type.Array(Type.String(), {
+        description:
+          'families to skip: sqli, xss, path_traversal, cmd_injection, rfi, php, nodejs, protocol, scanner',
+      }),
+    ),
     targets: Type.Optional(
       Type.Array(Type.String(), {
-        description: 'targets to skip: "json:password", "form:password", "password" (any kind, by field name), "header:referer", "query:*"',
+        description:
+          'targets to skip: "json:password", "form:password", "password" (any kind, by field name), "header:referer", "query:*"',
       }),
     ),
   },
-  { additionalProperties: false, description: 'matches on the selected requests, rules and targets are ignored; empty lists mean "any"' },
+  {
+    additionalProperties: false,
+    description: 'matches on the selected requests, rules and targets are ignored; empty lists mean "any"',
+  },
 );
 
 const schema = policyBlock(
   {
-    paranoia_level: Type.Integer({ minimum: 1, maximum: 4, default: 1, description: 'run rules of this paranoia level and below (1 = fewest false positives, 4 = most detection)' }),
-    threshold: Type.Number({ minimum: 1, default: 5, description: 'anomaly score at which a request is denied (a critical match scores 5)' }),
+    paranoia_level: Type.Integer({
+      minimum: 1,
+      maximum: 4,
+      default: 1,
+      description:
+        'run rules of this paranoia level and below (1 = fewest false positives, 4 = most detection)',
+    }),
+    threshold: Type.Number({
+      minimum: 1,
+      default: 5,
+      description: 'anomaly score at which a request is denied (a critical match scores 5)',
+    }),
     family_thresholds: Type.Partial(Type.Record(FamilyKey, Type.Number({ minimum: 1 })), {
       default: {},
-      description: 'per-family thresholds, e.g. {protocol: 10}; a family listed here is judged alone and does not add to the request score',
+      description:
+        'per-family thresholds, e.g. {protocol: 10}; a family listed here is judged alone and does not add to the request score',
     }),
-    packs: Type.Record(Type.String({ pattern: '^[a-z0-9_-]+$' }), Type.Union([Type.Literal('enforce'), Type.Literal('monitor'), Type.Literal('off')]), {
-      default: {},
-      description: 'mode per rule pack (file name without .yaml): enforce, monitor (log and count, let through) or off',
+    packs: Type.Record(
+      Type.String({ pattern: '^[a-z0-9_-]+$' }),
+      Type.Union([Type.Literal('enforce'), Type.Literal('monitor'), Type.Literal('off')]),
+      {
+        default: {},
+        description:
+          'mode per rule pack (file name without .yaml): enforce, monitor (log and count, let through) or off',
+      },
+    ),
+    rule_files: Type.Array(Type.String(), {
+      default: [],
+      description: 'extra rule pack files (YAML), relative to gateway.yaml',
     }),
-    rule_files: Type.Array(Type.String(), { default: [], description: 'extra rule pack files (YAML), relative to gateway.yaml' }),
-    disabled_rules: Type.Array(Type.String(), { default: [], description: 'rule ids never run; a trailing * makes a prefix' }),
-    exclusions: Type.Array(Exclusion, { default: [], description: 'where rules are skipped (per route, path, method, rule, family, target)' }),
+    disabled_rules: Type.Array(Type.String(), {
+      default: [],
+      description: 'rule ids never run; a trailing * makes a prefix',
+    }),
+    exclusions: Type.Array(Exclusion, {
+      default: [],
+      description: 'where rules are skipped (per route, path, method, rule, family, target)',
+    }),
     free_text_fields: Type.Array(Type.String(), {
       default: [],
-      description: 'field names holding prose (e.g. notes); their matches are scored on their own against free_text_threshold',
+      description:
+        'field names holding prose (e.g. notes); their matches are scored on their own against free_text_threshold',
     }),
-    free_text_threshold: Type.Number({ minimum: 1, default: 10, description: 'anomaly score at which matches inside free-text fields deny the request' }),
-    allowed_methods: Type.Array(Type.String(), { default: [...DEFAULT_ENGINE_OPTIONS.allowedMethods], description: 'methods accepted by the protocol pack' }),
+    free_text_threshold: Type.Number({
+      minimum: 1,
+      default: 10,
+      description: 'anomaly score at which matches inside free-text fields deny the request',
+    }),
+    allowed_methods: Type.Array(Type.String(), {
+      default: [...DEFAULT_ENGINE_OPTIONS.allowedMethods],
+      description: 'methods accepted by the protocol pack',
+    }),
     allowed_content_types: Type.Array(Type.String(), {
       default: [...DEFAULT_ENGINE_OPTIONS.allowedContentTypes],
-      description: 'media types accepted for a non-empty body ("application/*+json" and "type/*" wildcards allowed)',
+      description:
+        'media types accepted for a non-empty body ("application/*+json" and "type/*" wildcards allowed)',
     }),
-    allowed_charsets: Type.Array(Type.String(), { default: [...DEFAULT_ENGINE_OPTIONS.allowedCharsets], description: 'charsets accepted in Content-Type and Accept' }),
-    max_headers: Type.Integer({ minimum: 8, default: DEFAULT_ENGINE_OPTIONS.maxHeaders, description: 'more request headers than this is an anomaly' }),
-    max_args: Type.Integer({ minimum: 8, default: DEFAULT_ENGINE_OPTIONS.maxArgs, description: 'more query/cookie/body values than this is an anomaly (and the rest is not inspected)' }),
-    max_ranges: Type.Integer({ minimum: 1, default: DEFAULT_ENGINE_OPTIONS.maxRanges, description: 'more byte ranges than this in Range is an anomaly' }),
-    max_value_length: Type.Integer({ minimum: 256, default: DEFAULT_ENGINE_OPTIONS.maxValueLength, description: 'characters inspected per value (linear-time bound)' }),
+    allowed_charsets: Type.Array(Type.String(), {
+      default: [...DEFAULT_ENGINE_OPTIONS.allowedCharsets],
+      description: 'charsets accepted in Content-Type and Accept',
+    }),
+    max_headers: Type.Integer({
+      minimum: 8,
+      default: DEFAULT_ENGINE_OPTIONS.maxHeaders,
+      description: 'more request headers than this is an anomaly',
+    }),
+    max_args: Type.Integer({
+      minimum: 8,
+      default: DEFAULT_ENGINE_OPTIONS.maxArgs,
+      description: 'more query/cookie/body values than this is an anomaly (and the rest is not inspected)',
+    }),
+    max_ranges: Type.Integer({
+      minimum: 1,
+      default: DEFAULT_ENGINE_OPTIONS.maxRanges,
+      description: 'more byte ranges than this in Range is an anomaly',
+    }),
+    max_value_length: Type.Integer({
+      minimum: 256,
+      default: DEFAULT_ENGINE_OPTIONS.maxValueLength,
+      description: 'characters inspected per value (linear-time bound)',
+    }),
     skip_headers: Type.Array(Type.String(), {
       default: [...DEFAULT_ENGINE_OPTIONS.skipHeaders],
-      description: 'headers not inspected by rules on "every header" (credentials, ids); rules naming a header still see it',
+      description:
+        'headers not inspected by rules on "every header" (credentials, ids); rules naming a header still see it',
     }),
   },
-  { description: 'Request inspection: SQLi, XSS, traversal, command injection, PHP/Node injection, RFI, scanners and protocol checks, with CRS-style anomaly scoring' },
+  {
+    description:
+      'Request inspection: SQLi, XSS, traversal, command injection, PHP/Node injection, RFI, scanners and protocol checks, with CRS-style anomaly scoring',
+  },
 );
 
 export type PatternBlockConfig = Static<typeof schema>;
@@ -71,20 +157,36 @@ export function loadRules(extraFiles: readonly string[], configDir: string): Rul
   for (const f of extraFiles) rules.push(...loadPackFile(path.resolve(configDir, f)));
   const seen = new Set<string>();
   for (const r of rules) {
-    if (seen.has(r.id)) throw new ConfigError(`duplicate rule id ${r.id} (${r.source})`, ['policies', 'pattern_block', 'rule_files']);
+    if (seen.has(r.id))
+      throw new ConfigError(`duplicate rule id ${r.id} (${r.source})`, [
+        'policies',
+        'pattern_block',
+        'rule_files',
+      ]);
     seen.add(r.id);
   }
   return rules;
 }
 
 /** Build the engine for a validated config block. */
-export function engineFromConfig(config: PatternBlockConfig, configDir: string, ctxPath: readonly (string | number)[] = []): Engine {
+export function engineFromConfig(
+  config: PatternBlockConfig,
+  configDir: string,
+  ctxPath: readonly (string | number)[] = [],
+): Engine {
   const rules = loadRules(config.rule_files, configDir);
   const packs = new Set(rules.map((r) => r.pack));
-  for (const p of Object.keys(config.packs)) if (!packs.has(p)) throw new ConfigError(`unknown rule pack "${p}" (known: ${[...packs].join(', ')})`, [...ctxPath, 'packs', p]);
+  for (const p of Object.keys(config.packs))
+    if (!packs.has(p))
+      throw new ConfigError(`unknown rule pack "${p}" (known: ${[...packs].join(', ')})`, [
+        ...ctxPath,
+        'packs',
+        p,
+      ]);
   for (const [i, e] of config.exclusions.entries()) {
     for (const f of e.families ?? []) {
-      if (!(FAMILIES as readonly string[]).includes(f) && f !== 'lfi' && f !== 'rce') throw new ConfigError(`unknown family "${f}"`, [...ctxPath, 'exclusions', i, 'families']);
+      if (!(FAMILIES as readonly string[]).includes(f) && f !== 'lfi' && f !== 'rce')
+        throw new ConfigError(`unknown family "${f}"`, [...ctxPath, 'exclusions', i, 'families']);
     }
   }
   return compileEngine({
@@ -153,7 +255,15 @@ export const patternBlock: PolicyFactory<typeof schema> = {
       if (v.decision === 'monitor' && v.deny) {
         // a pack in monitor mode would have denied: record it, let the request through
         rc.monitored.push(v.deny);
-        rc.trace.push({ policy: NAME, verdict: 'monitor', code: 'request_blocked', ...(v.deny.reason ? { reason: v.deny.reason } : {}), ruleIds: v.deny.ruleIds ?? [], detail: v.deny.detail ?? {}, micros: 0 });
+        rc.trace.push({
+          policy: NAME,
+          verdict: 'monitor',
+          code: 'request_blocked',
+          ...(v.deny.reason ? { reason: v.deny.reason } : {}),
+          ruleIds: v.deny.ruleIds ?? [],
+          detail: v.deny.detail ?? {},
+          micros: 0,
+        });
       }
       return undefined;
     };

@@ -24,7 +24,17 @@ import { DETECTOR_NAMES } from './detectors/index.js';
  * ```
  */
 
-export const FAMILIES = ['sqli', 'xss', 'path_traversal', 'cmd_injection', 'rfi', 'php', 'nodejs', 'protocol', 'scanner'] as const;
+export const FAMILIES = [
+  'sqli',
+  'xss',
+  'path_traversal',
+  'cmd_injection',
+  'rfi',
+  'php',
+  'nodejs',
+  'protocol',
+  'scanner',
+] as const;
 export type Family = (typeof FAMILIES)[number];
 
 /** Target selectors a rule may name. */
@@ -92,7 +102,8 @@ function fail(source: string, msg: string): never {
 
 function asStringList(v: unknown, where: string, field: string): string[] {
   if (v === undefined) return [];
-  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) fail(where, `${field} must be a list of strings`);
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string'))
+    fail(where, `${field} must be a list of strings`);
   return v as string[];
 }
 
@@ -101,12 +112,28 @@ function asExamples(v: unknown, where: string): Example[] {
   if (!Array.isArray(v)) fail(where, 'examples must be lists');
   return v.map((x) => {
     if (typeof x === 'string') return x;
-    if (x && typeof x === 'object' && typeof (x as RequestExample).target === 'string') return x as RequestExample;
+    if (x && typeof x === 'object' && typeof (x as RequestExample).target === 'string')
+      return x as RequestExample;
     return fail(where, 'an example is a string or {method, target, headers, body}');
   });
 }
 
-const ALLOWED_KEYS = new Set(['id', 'family', 'paranoia', 'score', 'description', 'targets', 'names', 'requires', 'requires_any', 'transforms', 'regex', 'flags', 'detector', 'examples']);
+const ALLOWED_KEYS = new Set([
+  'id',
+  'family',
+  'paranoia',
+  'score',
+  'description',
+  'targets',
+  'names',
+  'requires',
+  'requires_any',
+  'transforms',
+  'regex',
+  'flags',
+  'detector',
+  'examples',
+]);
 
 function validSelector(t: string): boolean {
   if ((TARGET_SELECTORS as readonly string[]).includes(t)) return true;
@@ -121,7 +148,9 @@ export function parsePack(text: string, pack: string, file: string): RuleDef[] {
   } catch (e) {
     fail(file, `invalid YAML: ${(e as Error).message}`);
   }
-  const list = (doc && typeof doc === 'object' && !Array.isArray(doc) ? (doc as { rules?: unknown }).rules : doc) as unknown;
+  const list = (
+    doc && typeof doc === 'object' && !Array.isArray(doc) ? (doc as { rules?: unknown }).rules : doc
+  ) as unknown;
   if (!Array.isArray(list)) fail(file, 'a rule pack is a list of rules (or {rules: [...]})');
   const out: RuleDef[] = [];
   for (const [i, raw] of list.entries()) {
@@ -130,12 +159,15 @@ export function parsePack(text: string, pack: string, file: string): RuleDef[] {
     const r = raw as Record<string, unknown>;
     for (const k of Object.keys(r)) if (!ALLOWED_KEYS.has(k)) fail(where, `unknown key "${k}"`);
     const id = typeof r.id === 'number' ? String(r.id) : r.id;
-    if (typeof id !== 'string' || !/^[A-Za-z0-9._-]{1,40}$/.test(id)) fail(where, 'id must be a short string');
+    if (typeof id !== 'string' || !/^[A-Za-z0-9._-]{1,40}$/.test(id))
+      fail(where, 'id must be a short string');
     const w = `${file} rule ${id}`;
     const family = r.family;
-    if (typeof family !== 'string' || !(FAMILIES as readonly string[]).includes(family)) fail(w, `family must be one of ${FAMILIES.join(', ')}`);
+    if (typeof family !== 'string' || !(FAMILIES as readonly string[]).includes(family))
+      fail(w, `family must be one of ${FAMILIES.join(', ')}`);
     const paranoia = r.paranoia ?? 1;
-    if (typeof paranoia !== 'number' || !Number.isInteger(paranoia) || paranoia < 1 || paranoia > 4) fail(w, 'paranoia must be 1..4');
+    if (typeof paranoia !== 'number' || !Number.isInteger(paranoia) || paranoia < 1 || paranoia > 4)
+      fail(w, 'paranoia must be 1..4');
     const score = r.score ?? 5;
     if (typeof score !== 'number' || score < 0 || score > 100) fail(w, 'score must be 0..100');
     const targets = asStringList(r.targets, w, 'targets');
@@ -151,9 +183,12 @@ export function parsePack(text: string, pack: string, file: string): RuleDef[] {
       }
     }
     const requires = r.requires;
-    if (requires !== undefined && (typeof requires !== 'string' || requires.length === 0)) fail(w, 'requires must be a non-empty string of characters');
-    const requiresAny = r.requires_any === undefined ? undefined : asStringList(r.requires_any, w, 'requires_any');
-    if (requiresAny !== undefined && (requiresAny.length === 0 || requiresAny.some((x) => x === ''))) fail(w, 'requires_any must list non-empty strings');
+    if (requires !== undefined && (typeof requires !== 'string' || requires.length === 0))
+      fail(w, 'requires must be a non-empty string of characters');
+    const requiresAny =
+      r.requires_any === undefined ? undefined : asStringList(r.requires_any, w, 'requires_any');
+    if (requiresAny !== undefined && (requiresAny.length === 0 || requiresAny.some((x) => x === '')))
+      fail(w, 'requires_any must list non-empty strings');
     const transforms = asStringList(r.transforms, w, 'transforms');
     for (const t of transforms) if (!(t in TRANSFORMS)) fail(w, `unknown transform "${t}"`);
     const regex = r.regex;
@@ -169,7 +204,8 @@ export function parsePack(text: string, pack: string, file: string): RuleDef[] {
         fail(w, `invalid regex: ${(e as Error).message}`);
       }
     }
-    if (detector !== undefined && (typeof detector !== 'string' || !DETECTOR_NAMES.includes(detector))) fail(w, `unknown detector "${String(detector)}" (known: ${DETECTOR_NAMES.join(', ')})`);
+    if (detector !== undefined && (typeof detector !== 'string' || !DETECTOR_NAMES.includes(detector)))
+      fail(w, `unknown detector "${String(detector)}" (known: ${DETECTOR_NAMES.join(', ')})`);
     const ex = (r.examples ?? {}) as Record<string, unknown>;
     out.push({
       id,
@@ -195,16 +231,25 @@ export function parsePack(text: string, pack: string, file: string): RuleDef[] {
 /** The shipped rule directory (works from the sources and from the compiled dist/ tree). */
 export function shippedRulesDir(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
-  const candidates = [path.join(here, 'rules'), path.resolve(here, '..', '..', '..', 'policies', 'pattern-block', 'rules')];
+  const candidates = [
+    path.join(here, 'rules'),
+    path.resolve(here, '..', '..', '..', 'policies', 'pattern-block', 'rules'),
+  ];
   for (const c of candidates) if (fs.existsSync(c)) return c;
-  throw new ConfigError(`pattern-block rule packs not found (looked in ${candidates.join(', ')})`, ['policies', 'pattern_block']);
+  throw new ConfigError(`pattern-block rule packs not found (looked in ${candidates.join(', ')})`, [
+    'policies',
+    'pattern_block',
+  ]);
 }
 
 const cache = new Map<string, RuleDef[]>();
 
 /** Load every `*.yaml` pack of a directory (sorted by name), cached per file path and mtime. */
 export function loadPackDir(dir: string): RuleDef[] {
-  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.yaml') || f.endsWith('.yml')).sort();
+  const files = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml') || f.endsWith('.yml'))
+    .sort();
   return files.flatMap((f) => loadPackFile(path.join(dir, f)));
 }
 

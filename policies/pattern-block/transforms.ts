@@ -74,7 +74,8 @@ function pushUtf8(bytes: number[], cp: number): void {
   if (cp < 0x80) bytes.push(cp);
   else if (cp < 0x800) bytes.push(0xc0 | (cp >> 6), 0x80 | (cp & 0x3f));
   else if (cp < 0x10000) bytes.push(0xe0 | (cp >> 12), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
-  else bytes.push(0xf0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3f), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
+  else
+    bytes.push(0xf0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3f), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
 }
 
 /**
@@ -203,15 +204,18 @@ export const ENTITY = /&(?:#[xX]([0-9a-fA-F]{1,8});?|#([0-9]{1,10});?|([a-zA-Z][
 /** Decode HTML character references: decimal, hex (with or without `;`, leading zeros) and common named ones. */
 export function htmlEntityDecode(s: string): string {
   if (s.indexOf('&') < 0) return s;
-  return s.replace(ENTITY, (m, hex: string | undefined, dec: string | undefined, name: string | undefined) => {
-    if (hex !== undefined || dec !== undefined) {
-      const cp = hex !== undefined ? parseInt(hex, 16) : parseInt(dec!, 10);
-      if (cp > 0 && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff)) return String.fromCodePoint(cp);
-      return m;
-    }
-    const v = NAMED_ENTITIES[name!.toLowerCase()];
-    return v ?? m;
-  });
+  return s.replace(
+    ENTITY,
+    (m, hex: string | undefined, dec: string | undefined, name: string | undefined) => {
+      if (hex !== undefined || dec !== undefined) {
+        const cp = hex !== undefined ? parseInt(hex, 16) : parseInt(dec!, 10);
+        if (cp > 0 && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff)) return String.fromCodePoint(cp);
+        return m;
+      }
+      const v = NAMED_ENTITIES[name!.toLowerCase()];
+      return v ?? m;
+    },
+  );
 }
 
 /** Decode JavaScript / CSS escapes: `\xHH`, `\uHHHH`, `\u{H..}`, CSS `\HHHHHH `. */

@@ -14,7 +14,9 @@ export type ValueDetector = (v: string) => Evidence | undefined;
 export const VALUE_DETECTORS: Readonly<Record<string, ValueDetector>> = {
   sqli: (v) => {
     const r = detectSqli(v);
-    return r ? { at: 0, note: `${r.reason} ${r.context === 'none' ? '' : r.context}${r.fingerprint.slice(0, 12)}` } : undefined;
+    return r
+      ? { at: 0, note: `${r.reason} ${r.context === 'none' ? '' : r.context}${r.fingerprint.slice(0, 12)}` }
+      : undefined;
   },
   xss: (v) => {
     const r = detectXss(v);
@@ -23,6 +25,9 @@ export const VALUE_DETECTORS: Readonly<Record<string, ValueDetector>> = {
 };
 
 /** Every detector name a rule may use. */
-export const DETECTOR_NAMES: readonly string[] = [...Object.keys(VALUE_DETECTORS), ...Object.keys(REQUEST_DETECTORS)];
+export const DETECTOR_NAMES: readonly string[] = [
+  ...Object.keys(VALUE_DETECTORS),
+  ...Object.keys(REQUEST_DETECTORS),
+];
 
 export { REQUEST_DETECTORS };

@@ -55,7 +55,8 @@ function isName(raw: string, name: string): boolean {
 
 function rawValues(r: RequestFacts, name: string): string[] {
   const out: string[] = [];
-  for (let i = 0; i + 1 < r.rawHeaders.length; i += 2) if (isName(r.rawHeaders[i]!, name)) out.push(r.rawHeaders[i + 1]!);
+  for (let i = 0; i + 1 < r.rawHeaders.length; i += 2)
+    if (isName(r.rawHeaders[i]!, name)) out.push(r.rawHeaders[i + 1]!);
   return out;
 }
 
@@ -71,7 +72,14 @@ export function invalidPercent(s: string): boolean {
     const a = s.charCodeAt(i + 1);
     const b = s.charCodeAt(i + 2);
     if (isHex(a) && isHex(b)) continue;
-    if ((a === 117 || a === 85) && isHex(b) && isHex(s.charCodeAt(i + 3)) && isHex(s.charCodeAt(i + 4)) && isHex(s.charCodeAt(i + 5))) continue;
+    if (
+      (a === 117 || a === 85) &&
+      isHex(b) &&
+      isHex(s.charCodeAt(i + 3)) &&
+      isHex(s.charCodeAt(i + 4)) &&
+      isHex(s.charCodeAt(i + 5))
+    )
+      continue;
     return true;
   }
   return false;
@@ -81,15 +89,22 @@ export function invalidPercent(s: string): boolean {
 function params(v: string): [string, string][] {
   const out: [string, string][] = [];
   const re = /;\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|'[^']*'|[^;]*)/g;
-  for (let m = re.exec(v); m; m = re.exec(v)) out.push([m[1]!.toLowerCase(), m[2]!.replace(/^["']|["']$/g, '').trim()]);
+  for (let m = re.exec(v); m; m = re.exec(v))
+    out.push([m[1]!.toLowerCase(), m[2]!.replace(/^["']|["']$/g, '').trim()]);
   return out;
 }
 
-export const CACHE_DIRECTIVE = /^(?:max-age=\d+|max-stale(?:=\d+)?|min-fresh=\d+|no-cache|no-store|no-transform|only-if-cached|must-revalidate|stale-if-error=\d+)$/i;
+export const CACHE_DIRECTIVE =
+  /^(?:max-age=\d+|max-stale(?:=\d+)?|min-fresh=\d+|no-cache|no-store|no-transform|only-if-cached|must-revalidate|stale-if-error=\d+)$/i;
 
 export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   /** The method is not a token or not in the allowlist. */
-  method_allowlist: (r, s) => (!TOKEN.test(r.method) ? 'method is not a token' : s.allowedMethods.has(r.method.toUpperCase()) ? undefined : `method ${r.method.slice(0, 16)} not allowed`),
+  method_allowlist: (r, s) =>
+    !TOKEN.test(r.method)
+      ? 'method is not a token'
+      : s.allowedMethods.has(r.method.toUpperCase())
+        ? undefined
+        : `method ${r.method.slice(0, 16)} not allowed`,
 
   /** Request-target form: origin-form `/…`, `*` only for OPTIONS, absolute-form only http(s); no whitespace or controls. */
   request_line: (r) => {
@@ -103,25 +118,43 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   },
 
   /** `%` not followed by two hex digits in the target or a urlencoded body. */
-  invalid_percent_encoding: (r) => (invalidPercent(r.target) ? 'invalid percent-encoding in the target' : r.rawForm !== undefined && invalidPercent(r.rawForm) ? 'invalid percent-encoding in the form body' : undefined),
+  invalid_percent_encoding: (r) =>
+    invalidPercent(r.target)
+      ? 'invalid percent-encoding in the target'
+      : r.rawForm !== undefined && invalidPercent(r.rawForm)
+        ? 'invalid percent-encoding in the form body'
+        : undefined,
 
   /** IIS `%uXXXX` escapes (not standard; used to smuggle characters past filters). */
-  iis_unicode_escape: (r) => (/%u[0-9a-f]{4}/i.test(r.target) || (r.rawForm !== undefined && /%u[0-9a-f]{4}/i.test(r.rawForm)) ? '%u escape' : undefined),
+  iis_unicode_escape: (r) =>
+    /%u[0-9a-f]{4}/i.test(r.target) || (r.rawForm !== undefined && /%u[0-9a-f]{4}/i.test(r.rawForm))
+      ? '%u escape'
+      : undefined,
 
   /** Overlong UTF-8 sequences or %u-escaped separators in the raw target (traversal evasion). */
-  overlong_target: (r) => (/%(?:c0|c1)%[89ab][0-9a-z]|%e0%80%|%f0%80%80%|%f8%80%|%fc%80%|%u(?:2215|2216|ff0f|ff3c|ff0e)/i.test(r.target) ? 'overlong or %u-escaped separator' : undefined),
+  overlong_target: (r) =>
+    /%(?:c0|c1)%[89ab][0-9a-z]|%e0%80%|%f0%80%80%|%f8%80%|%fc%80%|%u(?:2215|2216|ff0f|ff3c|ff0e)/i.test(
+      r.target,
+    )
+      ? 'overlong or %u-escaped separator'
+      : undefined,
 
   /** Conflicting or duplicated framing headers (request smuggling). */
   framing_headers: (r) => {
     const cl = rawValues(r, 'content-length');
     const te = rawValues(r, 'transfer-encoding');
     if (cl.length > 0 && te.length > 0) return 'Content-Length with Transfer-Encoding';
-    if (cl.length > 1 || (cl[0] !== undefined && !/^\d+$/.test(cl[0].trim()))) return 'several or malformed Content-Length';
-    if (te.length > 0 && te.join(',').trim().toLowerCase() !== 'chunked') return 'Transfer-Encoding other than chunked';
+    if (cl.length > 1 || (cl[0] !== undefined && !/^\d+$/.test(cl[0].trim())))
+      return 'several or malformed Content-Length';
+    if (te.length > 0 && te.join(',').trim().toLowerCase() !== 'chunked')
+      return 'Transfer-Encoding other than chunked';
     if (rawValues(r, 'host').length > 1) return 'several Host headers';
     const conn = rawValues(r, 'connection').join(',').toLowerCase();
     if (conn) {
-      const tokens = conn.split(',').map((x) => x.trim()).filter(Boolean);
+      const tokens = conn
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean);
       if (new Set(tokens).size !== tokens.length) return 'duplicate Connection options';
       if (tokens.includes('close') && tokens.includes('keep-alive')) return 'Connection close and keep-alive';
     }
@@ -138,19 +171,26 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   },
 
   /** Absurd header counts. */
-  header_count: (r, s) => (r.rawHeaders.length / 2 > s.maxHeaders ? `more than ${s.maxHeaders} headers` : undefined),
+  header_count: (r, s) =>
+    r.rawHeaders.length / 2 > s.maxHeaders ? `more than ${s.maxHeaders} headers` : undefined,
 
   /** Absurd argument counts (also stops padding attacks past the inspection cap). */
   arg_count: (r, s) => (r.argCount > s.maxArgs ? `more than ${s.maxArgs} arguments` : undefined),
 
   /** A body on GET or HEAD. */
-  body_on_get: (r) => ((r.method === 'GET' || r.method === 'HEAD') && (r.bodyLength > 0 || header(r, 'transfer-encoding') !== undefined) ? `${r.method} with a body` : undefined),
+  body_on_get: (r) =>
+    (r.method === 'GET' || r.method === 'HEAD') &&
+    (r.bodyLength > 0 || header(r, 'transfer-encoding') !== undefined)
+      ? `${r.method} with a body`
+      : undefined,
 
   /** A non-empty body whose media type the route does not accept. */
   content_type: (r, s) => {
     if (r.bodyLength === 0) return undefined;
     if (r.mediaType === '') return 'body without Content-Type';
-    return s.allowedContentTypes(r.mediaType) ? undefined : `media type ${r.mediaType.slice(0, 40)} not allowed`;
+    return s.allowedContentTypes(r.mediaType)
+      ? undefined
+      : `media type ${r.mediaType.slice(0, 40)} not allowed`;
   },
 
   /** Content-Type parameters: one charset at most, from the allowlist; no boundary outside multipart. */
@@ -161,9 +201,12 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
     const charsets = ps.filter(([k]) => k === 'charset');
     if (charsets.length > 1) return 'several charsets';
     // a charset only matters for a body
-    if (r.bodyLength > 0 && charsets[0] && !s.allowedCharsets.has(charsets[0][1].toLowerCase())) return 'charset not allowed';
-    if (!r.mediaType.startsWith('multipart/') && ps.some(([k]) => k === 'boundary')) return 'boundary outside multipart';
-    if (ps.some(([, v]) => /^[a-z]+\/[a-z0-9.+-]+$/i.test(v) && !r.mediaType.startsWith('multipart/'))) return 'media type hidden in a parameter';
+    if (r.bodyLength > 0 && charsets[0] && !s.allowedCharsets.has(charsets[0][1].toLowerCase()))
+      return 'charset not allowed';
+    if (!r.mediaType.startsWith('multipart/') && ps.some(([k]) => k === 'boundary'))
+      return 'boundary outside multipart';
+    if (ps.some(([, v]) => /^[a-z]+\/[a-z0-9.+-]+$/i.test(v) && !r.mediaType.startsWith('multipart/')))
+      return 'media type hidden in a parameter';
     return undefined;
   },
 
@@ -171,7 +214,9 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   accept_charset: (r, s) => {
     const a = header(r, 'accept');
     if (a === undefined) return undefined;
-    for (const part of a.split(',')) for (const [k, v] of params(part)) if (k === 'charset' && !s.allowedCharsets.has(v.toLowerCase())) return 'Accept charset not allowed';
+    for (const part of a.split(','))
+      for (const [k, v] of params(part))
+        if (k === 'charset' && !s.allowedCharsets.has(v.toLowerCase())) return 'Accept charset not allowed';
     return undefined;
   },
 
@@ -204,5 +249,8 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   },
 
   /** A present but empty Accept header (not sent by real clients except on OPTIONS). */
-  empty_accept: (r) => (r.method !== 'OPTIONS' && header(r, 'accept') !== undefined && header(r, 'accept')!.trim() === '' ? 'empty Accept' : undefined),
+  empty_accept: (r) =>
+    r.method !== 'OPTIONS' && header(r, 'accept') !== undefined && header(r, 'accept')!.trim() === ''
+      ? 'empty Accept'
+      : undefined,
 };

@@ -16,32 +16,172 @@
  */
 
 const STATEMENT = new Set([
-  'select', 'insert', 'update', 'delete', 'drop', 'exec', 'execute', 'declare', 'create', 'alter',
-  'truncate', 'shutdown', 'grant', 'revoke', 'waitfor', 'merge', 'call', 'handler',
+  'select',
+  'insert',
+  'update',
+  'delete',
+  'drop',
+  'exec',
+  'execute',
+  'declare',
+  'create',
+  'alter',
+  'truncate',
+  'shutdown',
+  'grant',
+  'revoke',
+  'waitfor',
+  'merge',
+  'call',
+  'handler',
 ]);
 
 const KEYWORDS = new Set([
-  'where', 'by', 'order', 'group', 'having', 'limit', 'offset', 'as', 'into', 'values', 'set', 'table',
-  'database', 'schema', 'join', 'inner', 'outer', 'left', 'right', 'cross', 'on', 'all', 'distinct',
-  'case', 'when', 'then', 'else', 'end', 'null', 'not', 'top', 'procedure', 'function', 'delay', 'outfile',
-  'dumpfile', 'true', 'false', 'asc', 'desc', 'with', 'if', 'exists', 'index', 'view', 'trigger', 'user',
-  'column', 'rownum', 'returning', 'using', 'for', 'begin', 'immediate', 'load_file', 'analyse',
+  'where',
+  'by',
+  'order',
+  'group',
+  'having',
+  'limit',
+  'offset',
+  'as',
+  'into',
+  'values',
+  'set',
+  'table',
+  'database',
+  'schema',
+  'join',
+  'inner',
+  'outer',
+  'left',
+  'right',
+  'cross',
+  'on',
+  'all',
+  'distinct',
+  'case',
+  'when',
+  'then',
+  'else',
+  'end',
+  'null',
+  'not',
+  'top',
+  'procedure',
+  'function',
+  'delay',
+  'outfile',
+  'dumpfile',
+  'true',
+  'false',
+  'asc',
+  'desc',
+  'with',
+  'if',
+  'exists',
+  'index',
+  'view',
+  'trigger',
+  'user',
+  'column',
+  'rownum',
+  'returning',
+  'using',
+  'for',
+  'begin',
+  'immediate',
+  'load_file',
+  'analyse',
 ]);
 
-const OPERATOR_WORDS = new Set(['like', 'rlike', 'regexp', 'sounds', 'between', 'is', 'in', 'div', 'mod', 'collate', 'escape', 'glob', 'match', 'against']);
+const OPERATOR_WORDS = new Set([
+  'like',
+  'rlike',
+  'regexp',
+  'sounds',
+  'between',
+  'is',
+  'in',
+  'div',
+  'mod',
+  'collate',
+  'escape',
+  'glob',
+  'match',
+  'against',
+]);
 
 const LOGIC_WORDS = new Set(['and', 'or', 'xor']);
 
 /** Functions whose call is itself evidence (timing, file, out-of-band, error-based extraction). */
 export const DANGEROUS_FUNCTIONS = new Set([
-  'sleep', 'benchmark', 'pg_sleep', 'load_file', 'extractvalue', 'updatexml', 'utl_inaddr', 'utl_http',
-  'dbms_pipe', 'dbms_lock', 'sys_eval', 'sys_exec', 'xp_cmdshell', 'xp_dirtree', 'openrowset', 'opendatasource',
-  'make_set', 'group_concat', 'concat_ws', 'xmltype', 'exp', 'geometrycollection', 'polygon', 'multipoint',
-  'linestring', 'multilinestring', 'multipolygon', 'name_const', 'row_count', 'get_host_address',
-  'randomblob', 'char', 'chr', 'ascii', 'substring', 'substr', 'concat', 'hex', 'unhex', 'cast', 'convert',
-  'version', 'database', 'current_user', 'user', 'system_user', 'session_user', 'schema', 'db_name', 'if',
-  'ifnull', 'nullif', 'coalesce', 'elt', 'md5', 'sha1', 'rand', 'floor', 'count', 'length', 'mid', 'ord',
-  'iif', 'waitfor', 'sysdate', 'now',
+  'sleep',
+  'benchmark',
+  'pg_sleep',
+  'load_file',
+  'extractvalue',
+  'updatexml',
+  'utl_inaddr',
+  'utl_http',
+  'dbms_pipe',
+  'dbms_lock',
+  'sys_eval',
+  'sys_exec',
+  'xp_cmdshell',
+  'xp_dirtree',
+  'openrowset',
+  'opendatasource',
+  'make_set',
+  'group_concat',
+  'concat_ws',
+  'xmltype',
+  'exp',
+  'geometrycollection',
+  'polygon',
+  'multipoint',
+  'linestring',
+  'multilinestring',
+  'multipolygon',
+  'name_const',
+  'row_count',
+  'get_host_address',
+  'randomblob',
+  'char',
+  'chr',
+  'ascii',
+  'substring',
+  'substr',
+  'concat',
+  'hex',
+  'unhex',
+  'cast',
+  'convert',
+  'version',
+  'database',
+  'current_user',
+  'user',
+  'system_user',
+  'session_user',
+  'schema',
+  'db_name',
+  'if',
+  'ifnull',
+  'nullif',
+  'coalesce',
+  'elt',
+  'md5',
+  'sha1',
+  'rand',
+  'floor',
+  'count',
+  'length',
+  'mid',
+  'ord',
+  'iif',
+  'waitfor',
+  'sysdate',
+  'now',
 ]);
 
 export type SqliContext = 'none' | "'" | '"';
@@ -59,7 +199,9 @@ interface Tok {
 }
 
 function isWordChar(c: number): boolean {
-  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 95 || c === 36 || c >= 0x80;
+  return (
+    (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 95 || c === 36 || c >= 0x80
+  );
 }
 
 /**
@@ -67,20 +209,39 @@ function isWordChar(c: number): boolean {
  * sets above (union, from, statement, logic, operator word, dangerous call, keyword): `plain`
  * when no `(` follows, `call` (only for dangerous functions not classed before) when one does.
  */
-const WORD_CLASS: ReadonlyMap<string, { readonly plain: string; readonly call: string | undefined }> = (() => {
-  const m = new Map<string, { plain: string; call: string | undefined }>();
-  const words = new Set(['union', 'from', ...STATEMENT, ...LOGIC_WORDS, ...OPERATOR_WORDS, ...DANGEROUS_FUNCTIONS, ...KEYWORDS]);
-  for (const w of words) {
-    const before =
-      w === 'union' ? 'U' : w === 'from' ? 'F' : STATEMENT.has(w) ? 'E' : LOGIC_WORDS.has(w) ? '&' : OPERATOR_WORDS.has(w) ? 'o' : undefined;
-    if (before !== undefined) m.set(w, { plain: before, call: undefined });
-    else {
-      const plain = KEYWORDS.has(w) ? 'k' : 'n';
-      m.set(w, { plain, call: DANGEROUS_FUNCTIONS.has(w) ? 'f' : undefined });
+const WORD_CLASS: ReadonlyMap<string, { readonly plain: string; readonly call: string | undefined }> =
+  (() => {
+    const m = new Map<string, { plain: string; call: string | undefined }>();
+    const words = new Set([
+      'union',
+      'from',
+      ...STATEMENT,
+      ...LOGIC_WORDS,
+      ...OPERATOR_WORDS,
+      ...DANGEROUS_FUNCTIONS,
+      ...KEYWORDS,
+    ]);
+    for (const w of words) {
+      const before =
+        w === 'union'
+          ? 'U'
+          : w === 'from'
+            ? 'F'
+            : STATEMENT.has(w)
+              ? 'E'
+              : LOGIC_WORDS.has(w)
+                ? '&'
+                : OPERATOR_WORDS.has(w)
+                  ? 'o'
+                  : undefined;
+      if (before !== undefined) m.set(w, { plain: before, call: undefined });
+      else {
+        const plain = KEYWORDS.has(w) ? 'k' : 'n';
+        m.set(w, { plain, call: DANGEROUS_FUNCTIONS.has(w) ? 'f' : undefined });
+      }
     }
-  }
-  return m;
-})();
+    return m;
+  })();
 
 /** Patterns of the tokenizer and the judge (module-level: compiled once). */
 const HEX_DIGIT = /[0-9a-f]/;
@@ -103,7 +264,8 @@ const DDL_VERB = /^(?:drop|truncate|delete|alter|shutdown)$/;
  * ORDER BY n (1).
  */
 const FP_CAN_FIRE = /[UE;o)&cfv1]/;
-const FP_LEAD_NONE = /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/;
+const FP_LEAD_NONE =
+  /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/;
 const FP_LEAD_QUOTED = /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&|\?s)|^s\)*o\(*[s1nvf]/;
 
 const MAX_TOKENS = 48;
@@ -217,7 +379,13 @@ export function tokenize(s: string, openQuote: SqliContext): Tok[] {
     // words
     if (isWordChar(c)) {
       let j = i;
-      while (j < n && (isWordChar(s.charCodeAt(j)) || (s[j] === '.' && isWordChar(s.charCodeAt(j + 1) || 0)) || (s[j] === '.' && s[j + 1] === '.'))) j++;
+      while (
+        j < n &&
+        (isWordChar(s.charCodeAt(j)) ||
+          (s[j] === '.' && isWordChar(s.charCodeAt(j + 1) || 0)) ||
+          (s[j] === '.' && s[j + 1] === '.'))
+      )
+        j++;
       const w = s.slice(i, j);
       const cls = WORD_CLASS.get(w);
       let t: string;
@@ -240,7 +408,10 @@ export function tokenize(s: string, openQuote: SqliContext): Tok[] {
     }
     // operators and punctuation
     const c1 = s.charCodeAt(i + 1);
-    if ((c === 60 && c1 === 61 && s.charCodeAt(i + 2) === 62) || ((c === 33 || c === 61) && c1 === 61 && s.charCodeAt(i + 2) === 61)) {
+    if (
+      (c === 60 && c1 === 61 && s.charCodeAt(i + 2) === 62) ||
+      ((c === 33 || c === 61) && c1 === 61 && s.charCodeAt(i + 2) === 61)
+    ) {
       toks.push({ t: 'o', v: s.slice(i, i + 3) });
       i += 3;
       continue;
@@ -287,7 +458,19 @@ function fingerprint(toks: readonly Tok[]): string {
   return fp;
 }
 
-const OBJECT_WORDS = new Set(['table', 'database', 'schema', 'view', 'index', 'procedure', 'function', 'user', 'trigger', 'column', 'login']);
+const OBJECT_WORDS = new Set([
+  'table',
+  'database',
+  'schema',
+  'view',
+  'index',
+  'procedure',
+  'function',
+  'user',
+  'trigger',
+  'column',
+  'login',
+]);
 
 /** Judge one tokenization; returns the reason when it is SQL injection, else undefined. */
 function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | undefined {
@@ -307,7 +490,8 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
         if (sqlish && j + 1 < toks.length) return 'select-from';
         break;
       }
-      if (t === 'f' || t === 'v' || t === '1' || t === 'o' || t === ',' || t === '(' || t === 's') sqlish = true;
+      if (t === 'f' || t === 'v' || t === '1' || t === 'o' || t === ',' || t === '(' || t === 's')
+        sqlish = true;
       if (t === ';' || t === 'c') break;
     }
     // select <function|@@var|number|string> then end/comment/;  ("select @@version", "select sleep(5)")
@@ -366,16 +550,27 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
     const prev = i === 0 ? '^' : toks[i - 1]!.t;
     const next = toks[i + 3]?.t ?? '$';
     if (!'^,(&s;'.includes(prev) || !'$)c;&'.includes(next)) continue;
-    if ((op.v === '=' || op.v === '==') && a.v === b.v && a.t === b.t && (a.t !== 'n' || ctx !== 'none' || prev !== '^')) return 'tautology';
+    if (
+      (op.v === '=' || op.v === '==') &&
+      a.v === b.v &&
+      a.t === b.t &&
+      (a.t !== 'n' || ctx !== 'none' || prev !== '^')
+    )
+      return 'tautology';
     if ((op.v === '!=' || op.v === '<>') && a.t === '1' && b.t === '1' && a.v !== b.v) return 'tautology';
   }
   // a value that starts by closing a parenthesis and continues with an operator
   if (ctx === 'none' && FP_PAREN_BREAK.test(fp) && fp.length >= 3) return 'paren-break';
   // DDL verb, object, terminator and comment: `DROP users;--`
-  if (ctx === 'none' && FP_STATEMENT_COMMENT.test(fp) && DDL_VERB.test(toks[0]!.v)) return 'statement-comment';
+  if (ctx === 'none' && FP_STATEMENT_COMMENT.test(fp) && DDL_VERB.test(toks[0]!.v))
+    return 'statement-comment';
   // SELECT fn('…') ;  (a function call with a literal argument, then the end)
   for (let i = 0; i + 2 < toks.length; i++) {
-    if (toks[i]!.v === 'select' && (toks[i + 1]!.t === 'n' || toks[i + 1]!.t === 'f') && toks[i + 2]!.t === '(') {
+    if (
+      toks[i]!.v === 'select' &&
+      (toks[i + 1]!.t === 'n' || toks[i + 1]!.t === 'f') &&
+      toks[i + 2]!.t === '('
+    ) {
       const arg = toks[i + 3]?.t;
       const close = toks[i + 4]?.t;
       if (arg !== undefined && '1sv)'.includes(arg) && (arg === ')' || close === ')')) return 'select-call';
@@ -394,14 +589,21 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
   if (ctx !== 'none' && FP_BREAK_CALL.test(fp)) {
     const idx = fp.search(FP_CALL_OR_STATEMENT);
     const t = toks[idx]!;
-    if (t.t === 'f' || (t.t === 'E' && (t.v === 'waitfor' || t.v === 'select' || t.v === 'exec' || t.v === 'execute'))) {
+    if (
+      t.t === 'f' ||
+      (t.t === 'E' && (t.v === 'waitfor' || t.v === 'select' || t.v === 'exec' || t.v === 'execute'))
+    ) {
       const after = toks[idx + 1];
       if (t.t === 'f' || !after || after.t !== 'n' || t.v === 'waitfor') return 'break-call';
     }
   }
   // order by / group by with a column number, at the start or after a break
   for (let i = 0; i + 2 < toks.length; i++) {
-    if ((toks[i]!.v === 'order' || toks[i]!.v === 'group') && toks[i + 1]!.v === 'by' && toks[i + 2]!.t === '1') {
+    if (
+      (toks[i]!.v === 'order' || toks[i]!.v === 'group') &&
+      toks[i + 1]!.v === 'by' &&
+      toks[i + 2]!.t === '1'
+    ) {
       const prev = i === 0 ? '^' : toks[i - 1]!.t;
       const next = toks[i + 3]?.t ?? '$';
       if ('^s)1'.includes(prev) && ',c;)$'.includes(next)) return 'order-by-number';
@@ -453,7 +655,8 @@ function strongTokens(toks: readonly Tok[]): string | undefined {
  * undefined. Linear in the value length (bounded token count).
  */
 /** A value without any of these cannot form a fingerprint the judge accepts. */
-const SQL_GATE_CHARS = /['"`()=<>!|&#@]|--|\/\*|;\s*(?:[a-z]+\s+)?(?:select|insert|update|delete|drop|exec|execute|declare|create|alter|truncate|shutdown|grant|revoke|waitfor|merge|call|handler|set|begin|if|--|#|\/\*|$)/;
+const SQL_GATE_CHARS =
+  /['"`()=<>!|&#@]|--|\/\*|;\s*(?:[a-z]+\s+)?(?:select|insert|update|delete|drop|exec|execute|declare|create|alter|truncate|shutdown|grant|revoke|waitfor|merge|call|handler|set|begin|if|--|#|\/\*|$)/;
 const SQL_GATE_WORDS = /\b(?:union|select|where|having|order|group)\b/;
 const SQL_LOGIC = /\b(?:and|or|xor)\b/;
 const SQL_LOGIC_OPERAND = /\d|\b(?:like|rlike|regexp|sounds|between|is|in|div|mod)\b/;
@@ -466,15 +669,25 @@ function mayBeSql(v: string): boolean {
   return SQL_GATE_CHARS.test(v) || SQL_GATE_WORDS.test(v) || (SQL_LOGIC.test(v) && SQL_LOGIC_OPERAND.test(v));
 }
 
-const SQL_GATE_CHARS_NO_QUOTES = /[`()=<>!|&#@]|--|\/\*|;\s*(?:[a-z]+\s+)?(?:select|insert|update|delete|drop|exec|execute|declare|create|alter|truncate|shutdown|grant|revoke|waitfor|merge|call|handler|set|begin|if|--|#|\/\*|$)/;
+const SQL_GATE_CHARS_NO_QUOTES =
+  /[`()=<>!|&#@]|--|\/\*|;\s*(?:[a-z]+\s+)?(?:select|insert|update|delete|drop|exec|execute|declare|create|alter|truncate|shutdown|grant|revoke|waitfor|merge|call|handler|set|begin|if|--|#|\/\*|$)/;
 
 function mayBeSqlBesidesQuotes(v: string): boolean {
-  return SQL_GATE_CHARS_NO_QUOTES.test(v) || SQL_GATE_WORDS.test(v) || (SQL_LOGIC.test(v) && SQL_LOGIC_OPERAND.test(v));
+  return (
+    SQL_GATE_CHARS_NO_QUOTES.test(v) ||
+    SQL_GATE_WORDS.test(v) ||
+    (SQL_LOGIC.test(v) && SQL_LOGIC_OPERAND.test(v))
+  );
 }
 
 /** After a string break the judge also accepts a bare logical word (`' or x`) or another quote. */
 function mayBeSqlAfterBreak(rest: string, quote: string): boolean {
-  return rest.includes(quote) || SQL_GATE_CHARS_NO_QUOTES.test(rest) || SQL_GATE_WORDS.test(rest) || SQL_LOGIC.test(rest);
+  return (
+    rest.includes(quote) ||
+    SQL_GATE_CHARS_NO_QUOTES.test(rest) ||
+    SQL_GATE_WORDS.test(rest) ||
+    SQL_LOGIC.test(rest)
+  );
 }
 
 export function detectSqli(value: string): SqliResult | undefined {

@@ -12,20 +12,80 @@
 
 /** Tags that are dangerous by themselves (script execution, navigation, embedding, styling). */
 const DANGEROUS_TAGS = new Set([
-  'script', 'iframe', 'frame', 'frameset', 'object', 'embed', 'applet', 'style', 'link', 'meta', 'base',
-  'svg', 'math', 'xml', 'import', 'vmlframe', 'template', 'portal', 'xss', 'isindex', 'layer', 'ilayer',
-  'bgsound', 'noscript', 'handler', 'listener', 'animate', 'set', 'image', 'xmp', 'plaintext', 'form', 'html', 'body', 'head', 'title', 'textarea',
+  'script',
+  'iframe',
+  'frame',
+  'frameset',
+  'object',
+  'embed',
+  'applet',
+  'style',
+  'link',
+  'meta',
+  'base',
+  'svg',
+  'math',
+  'xml',
+  'import',
+  'vmlframe',
+  'template',
+  'portal',
+  'xss',
+  'isindex',
+  'layer',
+  'ilayer',
+  'bgsound',
+  'noscript',
+  'handler',
+  'listener',
+  'animate',
+  'set',
+  'image',
+  'xmp',
+  'plaintext',
+  'form',
+  'html',
+  'body',
+  'head',
+  'title',
+  'textarea',
 ]);
 
 /** Attributes that take a URL: a script scheme there runs code. */
 const URL_ATTRS = new Set([
-  'href', 'src', 'action', 'formaction', 'data', 'code', 'codebase', 'background', 'dynsrc', 'lowsrc',
-  'xlink:href', 'from', 'to', 'values', 'poster', 'srcdoc', 'content', 'style', 'ping', 'cite', 'icon',
-  'manifest', 'archive', 'classid', 'by', 'folder', 'datasrc', 'xmlns',
+  'href',
+  'src',
+  'action',
+  'formaction',
+  'data',
+  'code',
+  'codebase',
+  'background',
+  'dynsrc',
+  'lowsrc',
+  'xlink:href',
+  'from',
+  'to',
+  'values',
+  'poster',
+  'srcdoc',
+  'content',
+  'style',
+  'ping',
+  'cite',
+  'icon',
+  'manifest',
+  'archive',
+  'classid',
+  'by',
+  'folder',
+  'datasrc',
+  'xmlns',
 ]);
 
 /** Script URL schemes (matched on a value with whitespace and NULs removed). */
-export const SCRIPT_URL = /(?:java|vb|live|ecma|j|moz)script:|\bmocha:|data:(?:text\/html|image\/svg|application\/(?:x-)?(?:javascript|ecmascript|xhtml))/;
+export const SCRIPT_URL =
+  /(?:java|vb|live|ecma|j|moz)script:|\bmocha:|data:(?:text\/html|image\/svg|application\/(?:x-)?(?:javascript|ecmascript|xhtml))/;
 /** CSS that runs script (inside style attributes or style rules). */
 export const CSS_SCRIPT = /-moz-binding|expression\(|behaviou?r:|@import/;
 /** CSS property context outside tags: `x:expression(`, `{-moz-binding:`. */
@@ -79,8 +139,10 @@ export function detectXss(v: string): XssResult | undefined {
     // `</script`, `<!--`, `<?xml`, `<!doctype`, `<!entity`
     if (v[i] === '!' || v[i] === '?') {
       const rest = v.slice(i + 1, i + 12);
-      if (/^(?:\[cdata\[|doctype|entity|element|attlist|xml|import)/.test(rest)) return { reason: 'markup-declaration', at: lt };
-      if (rest.startsWith('--') && /<[a-z]|-->\s*</.test(v.slice(i, i + 200))) return { reason: 'comment-break', at: lt };
+      if (/^(?:\[cdata\[|doctype|entity|element|attlist|xml|import)/.test(rest))
+        return { reason: 'markup-declaration', at: lt };
+      if (rest.startsWith('--') && /<[a-z]|-->\s*</.test(v.slice(i, i + 200)))
+        return { reason: 'comment-break', at: lt };
       continue;
     }
     if (v[i] === '/') i++;
@@ -125,8 +187,10 @@ export function detectXss(v: string): XssResult | undefined {
       if (EVENT_ATTR.test(attr)) return { reason: `event-handler:${attr}`, at: lt };
       const cv = value.replace(/[\s\0]/g, '');
       if (URL_ATTRS.has(attr) && SCRIPT_URL.test(cv)) return { reason: `script-url:${attr}`, at: lt };
-      if (attr === 'style' && (CSS_SCRIPT.test(cv) || SCRIPT_URL.test(cv))) return { reason: 'style-script', at: lt };
-      if (attr === 'http-equiv' || attr === 'srcdoc' || attr === 'xmlns' || attr.startsWith('xmlns:')) return { reason: `attribute:${attr}`, at: lt };
+      if (attr === 'style' && (CSS_SCRIPT.test(cv) || SCRIPT_URL.test(cv)))
+        return { reason: 'style-script', at: lt };
+      if (attr === 'http-equiv' || attr === 'srcdoc' || attr === 'xmlns' || attr.startsWith('xmlns:'))
+        return { reason: `attribute:${attr}`, at: lt };
     }
   }
   // outside tags: script URLs at the start of a value or after a quote/bracket break

@@ -58,7 +58,10 @@ const API_KEY = 'integration-api-key-0123456789abcdef';
 
 t.test('HS256 with the shipped config', async (t) => {
   // the shipped config samples auth_success (1 in 10); this test reads every one
-  const h: Harness = await startHarness({ env: { API_KEY }, config: 'policies: { auth: { audit_success_sample_rate: 1 } }' });
+  const h: Harness = await startHarness({
+    env: { API_KEY },
+    config: 'policies: { auth: { audit_success_sample_rate: 1 } }',
+  });
   t.teardown(() => h.close());
 
   await t.test(

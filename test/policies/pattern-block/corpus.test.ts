@@ -25,12 +25,18 @@ interface Row {
 
 t.test('dev corpus meets the detection and false-positive goals', async (t) => {
   if (!fs.existsSync(CORPUS)) {
-    t.fail(`corpus not found at ${CORPUS}: the WAF goal cannot be checked without ../shared/corpus/waf-dev.jsonl`);
+    t.fail(
+      `corpus not found at ${CORPUS}: the WAF goal cannot be checked without ../shared/corpus/waf-dev.jsonl`,
+    );
     return;
   }
   const config = Value.Default(patternBlock.schema, {}) as Parameters<typeof engineFromConfig>[0];
   const engine = engineFromConfig(config, process.cwd());
-  const rows = fs.readFileSync(CORPUS, 'utf8').split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as Row);
+  const rows = fs
+    .readFileSync(CORPUS, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as Row);
   const fam = new Map<string, { attacks: number; blocked: number }>();
   let attacks = 0;
   let blocked = 0;
@@ -58,12 +64,18 @@ t.test('dev corpus meets the detection and false-positive goals', async (t) => {
   }
   const pct = (a: number, b: number) => (b === 0 ? 0 : (100 * a) / b);
   t.comment(`attacks blocked ${blocked}/${attacks} (${pct(blocked, attacks).toFixed(1)} %)`);
-  for (const [f, s] of [...fam].sort()) t.comment(`  ${f}: ${s.blocked}/${s.attacks} (${pct(s.blocked, s.attacks).toFixed(1)} %)`);
-  t.comment(`benign-gen blocked ${genBlocked}/${gen} (${pct(genBlocked, gen).toFixed(2)} %), CRS negatives blocked ${crsNegBlocked}/${crsNeg} (${pct(crsNegBlocked, crsNeg).toFixed(1)} %)`);
+  for (const [f, s] of [...fam].sort())
+    t.comment(`  ${f}: ${s.blocked}/${s.attacks} (${pct(s.blocked, s.attacks).toFixed(1)} %)`);
+  t.comment(
+    `benign-gen blocked ${genBlocked}/${gen} (${pct(genBlocked, gen).toFixed(2)} %), CRS negatives blocked ${crsNegBlocked}/${crsNeg} (${pct(crsNegBlocked, crsNeg).toFixed(1)} %)`,
+  );
 
   t.ok(pct(blocked, attacks) >= 94, `overall detection ${pct(blocked, attacks).toFixed(1)} % >= 94 %`);
   t.ok(pct(genBlocked, gen) <= 1, `generated benign blocked ${pct(genBlocked, gen).toFixed(2)} % <= 1 %`);
-  t.ok(pct(crsNegBlocked, crsNeg) <= 10, `CRS negative tests blocked ${pct(crsNegBlocked, crsNeg).toFixed(1)} % <= 10 %`);
+  t.ok(
+    pct(crsNegBlocked, crsNeg) <= 10,
+    `CRS negative tests blocked ${pct(crsNegBlocked, crsNeg).toFixed(1)} % <= 10 %`,
+  );
   // every attack family with at least 50 samples in the corpus (attacks and benign of that family)
   const samples = new Map<string, number>();
   for (const r of rows) samples.set(r.family, (samples.get(r.family) ?? 0) + 1);

@@ -1,8 +1,22 @@
 import t from 'tap';
 import { Value } from '@sinclair/typebox/value';
-import { patternBlock, engineFromConfig, type PatternBlockConfig } from '../../../policies/pattern-block/index.js';
+import {
+  patternBlock,
+  engineFromConfig,
+  type PatternBlockConfig,
+} from '../../../policies/pattern-block/index.js';
 import { inspectRequest } from '../../../policies/pattern-block/engine.js';
-import { urlDecodeRepeat, htmlEntityDecode, jsDecode, nfkc, normalizePath, replaceComments, cmdLine, removeNulls, compressWhitespace } from '../../../policies/pattern-block/transforms.js';
+import {
+  urlDecodeRepeat,
+  htmlEntityDecode,
+  jsDecode,
+  nfkc,
+  normalizePath,
+  replaceComments,
+  cmdLine,
+  removeNulls,
+  compressWhitespace,
+} from '../../../policies/pattern-block/transforms.js';
 import { detectSqli } from '../../../policies/pattern-block/detectors/sqli.js';
 import { detectXss } from '../../../policies/pattern-block/detectors/xss.js';
 import { parseBody } from '../../../gateway/body.js';
@@ -31,57 +45,150 @@ t.test('transforms', async (t) => {
 });
 
 t.test('SQL tokenizer judge', async (t) => {
-  for (const a of ["1' or '1'='1", "admin'--", '1 union select 1,2', "'; drop table users--", ' or 1=1--', '1=1', "x') and sleep(5)#"]) t.ok(detectSqli(a.toLowerCase()), a);
-  for (const b of ["o'brien's pub", 'union square cafe', 'order by phone', 'coffee or tea', "p@ss'w0rd;--", 'notes: select the cheaper option; drop the extra room', "dave & buster's", 'a&b=c']) t.notOk(detectSqli(b), b);
+  for (const a of [
+    "1' or '1'='1",
+    "admin'--",
+    '1 union select 1,2',
+    "'; drop table users--",
+    ' or 1=1--',
+    '1=1',
+    "x') and sleep(5)#",
+  ])
+    t.ok(detectSqli(a.toLowerCase()), a);
+  for (const b of [
+    "o'brien's pub",
+    'union square cafe',
+    'order by phone',
+    'coffee or tea',
+    "p@ss'w0rd;--",
+    'notes: select the cheaper option; drop the extra room',
+    "dave & buster's",
+    'a&b=c',
+  ])
+    t.notOk(detectSqli(b), b);
 });
 
 t.test('HTML/JS context check', async (t) => {
-  for (const a of ['<script>alert(1)</script>', '<img src=x onerror=alert(1)>', '<a href="javascript:alert(1)">', '<svg/onload=alert(1)>', '<div style="x:expression(alert(1))">']) t.ok(detectXss(a), a);
-  for (const b of ['<3 thanks', '<s3cret>', 'a < b and c > d', 'price > list price?']) t.notOk(detectXss(b), b);
+  for (const a of [
+    '<script>alert(1)</script>',
+    '<img src=x onerror=alert(1)>',
+    '<a href="javascript:alert(1)">',
+    '<svg/onload=alert(1)>',
+    '<div style="x:expression(alert(1))">',
+  ])
+    t.ok(detectXss(a), a);
+  for (const b of ['<3 thanks', '<s3cret>', 'a < b and c > d', 'price > list price?'])
+    t.notOk(detectXss(b), b);
 });
 
-t.test('targets: JSON leaves and keys, form fields, multipart fields and filenames, cookies, headers', async (t) => {
-  const e = engineFromConfig(config(), process.cwd());
-  const post = (ct: string, body: string) => inspectRequest(e, { method: 'POST', target: '/api/receipts', headers: { ...H, 'Content-Type': ct }, body });
-  t.same(post('application/json', '{"items":[{"name":"x\' or \'1\'=\'1"}]}').matches.map((m) => m.target), ['json:items[0].name']);
-  t.same([...new Set(post('application/json', '{"<script>alert(1)</script>":1}').matches.map((m) => m.target))], ['json_key:<script>alert(1)</script>']);
-  t.equal(post('application/x-www-form-urlencoded', 'q=..%2f..%2fetc%2fpasswd').decision, 'deny');
-  const mp = '--B\r\nContent-Disposition: form-data; name="note"\r\n\r\n; cat /etc/passwd\r\n--B\r\nContent-Disposition: form-data; name="file"; filename="x.php"\r\n\r\nx\r\n--B--\r\n';
-  const v = post('multipart/form-data; boundary=B', mp);
-  t.ok(v.matches.some((m) => m.target === 'multipart:note'));
-  t.ok(v.matches.some((m) => m.target === 'filename:file' && m.ruleId === 'php-110'));
-  const c = inspectRequest(e, { method: 'GET', target: '/api/receipts', headers: { ...H, Cookie: 'sid=abc; pref=<script>alert(1)</script>' } });
-  t.equal(c.decision, 'deny');
-  t.equal(c.matches[0]!.excerpt, '[redacted]', 'cookie values are never echoed');
-  t.equal(inspectRequest(e, { method: 'GET', target: '/', headers: { ...H, Referer: "<script >alert(1);</script>" } }).decision, 'deny');
-});
+t.test(
+  'targets: JSON leaves and keys, form fields, multipart fields and filenames, cookies, headers',
+  async (t) => {
+    const e = engineFromConfig(config(), process.cwd());
+    const post = (ct: string, body: string) =>
+      inspectRequest(e, {
+        method: 'POST',
+        target: '/api/receipts',
+        headers: { ...H, 'Content-Type': ct },
+        body,
+      });
+    t.same(
+      post('application/json', '{"items":[{"name":"x\' or \'1\'=\'1"}]}').matches.map((m) => m.target),
+      ['json:items[0].name'],
+    );
+    t.same(
+      [...new Set(post('application/json', '{"<script>alert(1)</script>":1}').matches.map((m) => m.target))],
+      ['json_key:<script>alert(1)</script>'],
+    );
+    t.equal(post('application/x-www-form-urlencoded', 'q=..%2f..%2fetc%2fpasswd').decision, 'deny');
+    const mp =
+      '--B\r\nContent-Disposition: form-data; name="note"\r\n\r\n; cat /etc/passwd\r\n--B\r\nContent-Disposition: form-data; name="file"; filename="x.php"\r\n\r\nx\r\n--B--\r\n';
+    const v = post('multipart/form-data; boundary=B', mp);
+    t.ok(v.matches.some((m) => m.target === 'multipart:note'));
+    t.ok(v.matches.some((m) => m.target === 'filename:file' && m.ruleId === 'php-110'));
+    const c = inspectRequest(e, {
+      method: 'GET',
+      target: '/api/receipts',
+      headers: { ...H, Cookie: 'sid=abc; pref=<script>alert(1)</script>' },
+    });
+    t.equal(c.decision, 'deny');
+    t.equal(c.matches[0]!.excerpt, '[redacted]', 'cookie values are never echoed');
+    t.equal(
+      inspectRequest(e, {
+        method: 'GET',
+        target: '/',
+        headers: { ...H, Referer: '<script >alert(1);</script>' },
+      }).decision,
+      'deny',
+    );
+  },
+);
 
 t.test('anomaly scoring, deny shape, thresholds', async (t) => {
   const e = engineFromConfig(config(), process.cwd());
-  const v = inspectRequest(e, { method: 'GET', target: "/api/receipts?search=1'%20union%20select%20password%20from%20users--", headers: H });
+  const v = inspectRequest(e, {
+    method: 'GET',
+    target: "/api/receipts?search=1'%20union%20select%20password%20from%20users--",
+    headers: H,
+  });
   t.equal(v.decision, 'deny');
   t.equal(v.deny!.code, 'request_blocked');
   t.equal(v.deny!.reason, 'sqli');
   t.ok(v.deny!.ruleIds!.includes('sqli-100'));
-  const d = v.deny!.detail as { score: number; families: Record<string, number>; matches: { target: string; rule: string; excerpt: string }[] };
+  const d = v.deny!.detail as {
+    score: number;
+    families: Record<string, number>;
+    matches: { target: string; rule: string; excerpt: string }[];
+  };
   t.ok(d.score >= 5);
   t.ok(d.families.sqli! >= 5);
   t.ok(d.matches.every((m) => m.excerpt.length <= 40 && m.target === 'query:search'));
-  t.equal(inspectRequest(e, { method: 'GET', target: '/api/receipts?merchant=Union+Square+Cafe&sort=-date', headers: H }).decision, 'allow');
+  t.equal(
+    inspectRequest(e, {
+      method: 'GET',
+      target: '/api/receipts?merchant=Union+Square+Cafe&sort=-date',
+      headers: H,
+    }).decision,
+    'allow',
+  );
   const high = engineFromConfig(config({ threshold: 100 }), process.cwd());
   t.equal(inspectRequest(high, { method: 'GET', target: '/?q=%3Cscript%3E', headers: H }).decision, 'allow');
   const fam = engineFromConfig(config({ family_thresholds: { protocol: 10 } }), process.cwd());
-  t.equal(inspectRequest(fam, { method: 'GET', target: '/', headers: { ...H, 'Cache-Control': 'private' } }).decision, 'allow', 'protocol judged alone at 10');
-  t.equal(inspectRequest(engineFromConfig(config(), process.cwd()), { method: 'GET', target: '/', headers: { ...H, 'Cache-Control': 'private' } }).decision, 'deny');
+  t.equal(
+    inspectRequest(fam, { method: 'GET', target: '/', headers: { ...H, 'Cache-Control': 'private' } })
+      .decision,
+    'allow',
+    'protocol judged alone at 10',
+  );
+  t.equal(
+    inspectRequest(engineFromConfig(config(), process.cwd()), {
+      method: 'GET',
+      target: '/',
+      headers: { ...H, 'Cache-Control': 'private' },
+    }).decision,
+    'deny',
+  );
 });
 
 t.test('exclusions by route, path, target, family and rule id', async (t) => {
-  const login = { method: 'POST', target: '/api/auth/login', route: 'login', headers: { ...H, 'Content-Type': 'application/json' }, body: '{"username":"a","password":"x;id;"}' };
+  const login = {
+    method: 'POST',
+    target: '/api/auth/login',
+    route: 'login',
+    headers: { ...H, 'Content-Type': 'application/json' },
+    body: '{"username":"a","password":"x;id;"}',
+  };
   t.equal(inspectRequest(engineFromConfig(config(), process.cwd()), login).decision, 'deny');
-  const ex = engineFromConfig(config({ exclusions: [{ routes: ['login'], targets: ['json:password'], families: ['cmd_injection'] }] }), process.cwd());
+  const ex = engineFromConfig(
+    config({ exclusions: [{ routes: ['login'], targets: ['json:password'], families: ['cmd_injection'] }] }),
+    process.cwd(),
+  );
   t.equal(inspectRequest(ex, login).decision, 'allow');
   t.equal(inspectRequest(ex, { ...login, route: 'other' }).decision, 'deny', 'other routes keep the rule');
-  const byRule = engineFromConfig(config({ exclusions: [{ paths: ['/api/auth/**'], rules: ['rce-*'] }] }), process.cwd());
+  const byRule = engineFromConfig(
+    config({ exclusions: [{ paths: ['/api/auth/**'], rules: ['rce-*'] }] }),
+    process.cwd(),
+  );
   t.equal(inspectRequest(byRule, login).decision, 'allow');
   const disabled = engineFromConfig(config({ disabled_rules: ['rce-100'] }), process.cwd());
   t.equal(inspectRequest(disabled, login).decision, 'allow');
@@ -93,16 +200,42 @@ t.test('paranoia level, pack monitor mode, free-text threshold, content types', 
   const v = inspectRequest(mon, q);
   t.equal(v.decision, 'monitor');
   t.equal((v.deny!.detail as { monitor: boolean }).monitor, true);
-  t.equal(inspectRequest(engineFromConfig(config({ packs: { xss: 'off' } }), process.cwd()), q).decision, 'allow');
-  const note = { method: 'POST', target: '/api/receipts', headers: { ...H, 'Content-Type': 'application/json' }, body: '{"notes":"see <script>x</script>"}' };
-  const free = engineFromConfig(config({ free_text_fields: ['notes'], free_text_threshold: 15 }), process.cwd());
+  t.equal(
+    inspectRequest(engineFromConfig(config({ packs: { xss: 'off' } }), process.cwd()), q).decision,
+    'allow',
+  );
+  const note = {
+    method: 'POST',
+    target: '/api/receipts',
+    headers: { ...H, 'Content-Type': 'application/json' },
+    body: '{"notes":"see <script>x</script>"}',
+  };
+  const free = engineFromConfig(
+    config({ free_text_fields: ['notes'], free_text_threshold: 15 }),
+    process.cwd(),
+  );
   t.equal(inspectRequest(free, note).decision, 'allow');
   t.equal(inspectRequest(engineFromConfig(config(), process.cwd()), note).decision, 'deny');
-  const xml = { method: 'POST', target: '/api/receipts', headers: { ...H, 'Content-Type': 'application/xml' }, body: '<a/>' };
+  const xml = {
+    method: 'POST',
+    target: '/api/receipts',
+    headers: { ...H, 'Content-Type': 'application/xml' },
+    body: '<a/>',
+  };
   t.equal(inspectRequest(engineFromConfig(config(), process.cwd()), xml).decision, 'deny');
-  t.equal(inspectRequest(engineFromConfig(config({ allowed_content_types: ['application/xml'] }), process.cwd()), xml).decision, 'allow');
+  t.equal(
+    inspectRequest(
+      engineFromConfig(config({ allowed_content_types: ['application/xml'] }), process.cwd()),
+      xml,
+    ).decision,
+    'allow',
+  );
   t.throws(() => engineFromConfig(config({ packs: { nope: 'off' } }), process.cwd()), /unknown rule pack/);
-  t.equal(engineFromConfig(config({ paranoia_level: 4 }), process.cwd()).ruleCount >= engineFromConfig(config(), process.cwd()).ruleCount, true);
+  t.equal(
+    engineFromConfig(config({ paranoia_level: 4 }), process.cwd()).ruleCount >=
+      engineFromConfig(config(), process.cwd()).ruleCount,
+    true,
+  );
 });
 
 t.test('the clean-name memo never hides a finding', async (t) => {
@@ -112,12 +245,19 @@ t.test('the clean-name memo never hides a finding', async (t) => {
   t.equal(q('/x?website=https://foo.example/a.txt'), 'allow');
   t.equal(q('/x?include=https://foo.example/a.txt'), 'deny');
   // a header value seen clean stays judged by value: a different value is inspected
-  const ua = (v: string) => inspectRequest(e, { method: 'GET', target: '/', headers: { ...H, 'User-Agent': v } }).decision;
+  const ua = (v: string) =>
+    inspectRequest(e, { method: 'GET', target: '/', headers: { ...H, 'User-Agent': v } }).decision;
   t.equal(ua('Mozilla/5.0 (X11; Linux x86_64)'), 'allow');
   t.equal(ua('Mozilla/5.0 (X11; Linux x86_64)'), 'allow');
   t.equal(ua('() { :;}; /bin/bash -c id'), 'deny');
   // repeated JSON keys: a key found once clean, then an attacking key
-  const post = (body: string) => inspectRequest(e, { method: 'POST', target: '/api/receipts', headers: { ...H, 'Content-Type': 'application/json' }, body }).decision;
+  const post = (body: string) =>
+    inspectRequest(e, {
+      method: 'POST',
+      target: '/api/receipts',
+      headers: { ...H, 'Content-Type': 'application/json' },
+      body,
+    }).decision;
   t.equal(post('{"merchant":"a"}'), 'allow');
   t.equal(post('{"merchant":"a","<svg onload=alert(1)>":1}'), 'deny');
 });
@@ -131,15 +271,42 @@ function fakeCtx(target: string, headers: Record<string, string>, method = 'GET'
     raw.push(k, v);
   }
   return {
-    id: 'r1', start: 0n, receivedAt: 0, method, target, rawPath: qi < 0 ? target : target.slice(0, qi), path: qi < 0 ? target : target.slice(0, qi),
-    query: qi < 0 ? '' : target.slice(qi + 1), headers: lower, rawHeaders: raw, clientIp: '127.0.0.1', secure: false, httpVersion: '1.1',
-    bodySource: undefined as never, routeName: 'receipts', identity: undefined, body: undefined, forwardBody: undefined, upstreamHeaders: {},
-    dropUpstreamHeaders: new Set(), responseHeaders: {}, trace: [], monitored: [], audit: {}, locals: new Map(), signal: new AbortController().signal,
+    id: 'r1',
+    start: 0n,
+    receivedAt: 0,
+    method,
+    target,
+    rawPath: qi < 0 ? target : target.slice(0, qi),
+    path: qi < 0 ? target : target.slice(0, qi),
+    query: qi < 0 ? '' : target.slice(qi + 1),
+    headers: lower,
+    rawHeaders: raw,
+    clientIp: '127.0.0.1',
+    secure: false,
+    httpVersion: '1.1',
+    bodySource: undefined as never,
+    routeName: 'receipts',
+    identity: undefined,
+    body: undefined,
+    forwardBody: undefined,
+    upstreamHeaders: {},
+    dropUpstreamHeaders: new Set(),
+    responseHeaders: {},
+    trace: [],
+    monitored: [],
+    audit: {},
+    locals: new Map(),
+    signal: new AbortController().signal,
   };
 }
 
 t.test('the policy: onRequest denies on the head, onBody on the body, monitor packs record', async (t) => {
-  const cctx = { services: {} as never, path: ['policies', 'pattern_block'], config: {}, configDir: process.cwd() } as CompileContext;
+  const cctx = {
+    services: {} as never,
+    path: ['policies', 'pattern_block'],
+    config: {},
+    configDir: process.cwd(),
+  } as CompileContext;
   const p = await patternBlock.compile(config(), cctx);
   t.equal(p.needsBody, true);
   t.equal(p.failure, 'open');

@@ -1,8 +1,17 @@
 import t from 'tap';
 import { Value } from '@sinclair/typebox/value';
-import { patternBlock, engineFromConfig, type PatternBlockConfig } from '../../../policies/pattern-block/index.js';
+import {
+  patternBlock,
+  engineFromConfig,
+  type PatternBlockConfig,
+} from '../../../policies/pattern-block/index.js';
 import { inspectRequest } from '../../../policies/pattern-block/engine.js';
-import { urlDecodeOnce, compressWhitespace, removeWhitespace, WS } from '../../../policies/pattern-block/transforms.js';
+import {
+  urlDecodeOnce,
+  compressWhitespace,
+  removeWhitespace,
+  WS,
+} from '../../../policies/pattern-block/transforms.js';
 import { detectSqli } from '../../../policies/pattern-block/detectors/sqli.js';
 import { detectXss } from '../../../policies/pattern-block/detectors/xss.js';
 
@@ -16,7 +25,12 @@ const engine = engineFromConfig(Value.Default(patternBlock.schema, {}) as Patter
 const H = { Host: 'receipts.example.com', 'User-Agent': 'test/1.0', Accept: 'application/json' };
 
 function body(v: unknown) {
-  return inspectRequest(engine, { method: 'POST', target: '/api/receipts', headers: { ...H, 'Content-Type': 'application/json' }, body: JSON.stringify(v) });
+  return inspectRequest(engine, {
+    method: 'POST',
+    target: '/api/receipts',
+    headers: { ...H, 'Content-Type': 'application/json' },
+    body: JSON.stringify(v),
+  });
 }
 
 t.test('whitespace scan equals the WS regex replace on every code unit', async (t) => {
@@ -47,13 +61,32 @@ t.test('URL decoding of ASCII without escapes returns the value itself', async (
 });
 
 t.test('script URLs outside tags are still found across whitespace', async (t) => {
-  for (const a of ['java script:alert(1)', 'x: expression (1)', 'da ta:text/html,x', '{behaviour :url(x)', 'jav\tascript:x', 'x;-moz-binding :url(a)']) t.ok(detectXss(a), a);
-  for (const b of ['attendees: jane', 'taxi (6:15am)', 'ratio 3:2 (approx)', 'meta: data', 'note: see (a)']) t.notOk(detectXss(b), b);
+  for (const a of [
+    'java script:alert(1)',
+    'x: expression (1)',
+    'da ta:text/html,x',
+    '{behaviour :url(x)',
+    'jav\tascript:x',
+    'x;-moz-binding :url(a)',
+  ])
+    t.ok(detectXss(a), a);
+  for (const b of ['attendees: jane', 'taxi (6:15am)', 'ratio 3:2 (approx)', 'meta: data', 'note: see (a)'])
+    t.notOk(detectXss(b), b);
 });
 
 t.test('SQL judge still sees every shape after the fingerprint pre-check', async (t) => {
-  for (const a of ["' or 'a'='a", "'order' 'by' 1", '@@version', '1 union select 1', "x'; drop table users--", "admin'#", "') or ('1'='1"]) t.ok(detectSqli(a), a);
-  for (const b of ["trader joe's 5", 'order by phone was not possible', 'union square cafe']) t.notOk(detectSqli(b), b);
+  for (const a of [
+    "' or 'a'='a",
+    "'order' 'by' 1",
+    '@@version',
+    '1 union select 1',
+    "x'; drop table users--",
+    "admin'#",
+    "') or ('1'='1",
+  ])
+    t.ok(detectSqli(a), a);
+  for (const b of ["trader joe's 5", 'order by phone was not possible', 'union square cafe'])
+    t.notOk(detectSqli(b), b);
 });
 
 t.test('stable values (upper case, single spaces) and their unstable twins decide alike', async (t) => {

@@ -22,17 +22,34 @@ t.test('a SQL injection in a JSON body is refused and audited; benign receipts p
   const good = await fetch(`${h.url}/api/receipts`, {
     method: 'POST',
     headers: auth,
-    body: JSON.stringify({ merchant: "O'Brien's Pub & Grill", total: 42.17, notes: 'Order by phone; Union Square location' }),
+    body: JSON.stringify({
+      merchant: "O'Brien's Pub & Grill",
+      total: 42.17,
+      notes: 'Order by phone; Union Square location',
+    }),
   });
   t.equal(good.status, 201);
 
   const seen = await h.mockRequests();
-  t.equal(seen.filter((r) => r.method === 'POST' && r.path === '/api/receipts').length, 1, 'only the benign POST reached the upstream');
+  t.equal(
+    seen.filter((r) => r.method === 'POST' && r.path === '/api/receipts').length,
+    1,
+    'only the benign POST reached the upstream',
+  );
 
   const audit = await h.audit();
-  const ev = audit.find((e) => e.event === 'request_blocked' && Array.isArray(e.rule_ids) && (e.rule_ids as string[]).includes('sqli-100'));
+  const ev = audit.find(
+    (e) =>
+      e.event === 'request_blocked' &&
+      Array.isArray(e.rule_ids) &&
+      (e.rule_ids as string[]).includes('sqli-100'),
+  );
   t.ok(ev, 'request_blocked audit event with the rule ids');
-  const detail = (ev?.detail ?? {}) as { score?: number; families?: Record<string, number>; matches?: { target: string; excerpt: string }[] };
+  const detail = (ev?.detail ?? {}) as {
+    score?: number;
+    families?: Record<string, number>;
+    matches?: { target: string; excerpt: string }[];
+  };
   t.ok((detail.score ?? 0) >= 5);
   t.ok((detail.families?.sqli ?? 0) >= 5);
   t.ok(detail.matches?.some((m) => m.target === 'json:merchant' && m.excerpt.length <= 40));

@@ -1,7 +1,17 @@
 import t from 'tap';
 import { check } from 'recheck';
-import { loadPackDir, shippedRulesDir, parsePack, type RuleDef } from '../../../policies/pattern-block/rules.js';
-import { compileEngine, DEFAULT_ENGINE_OPTIONS, inspectRequest, type Engine } from '../../../policies/pattern-block/engine.js';
+import {
+  loadPackDir,
+  shippedRulesDir,
+  parsePack,
+  type RuleDef,
+} from '../../../policies/pattern-block/rules.js';
+import {
+  compileEngine,
+  DEFAULT_ENGINE_OPTIONS,
+  inspectRequest,
+  type Engine,
+} from '../../../policies/pattern-block/engine.js';
 import { TRANSFORMS } from '../../../policies/pattern-block/transforms.js';
 import { VALUE_DETECTORS } from '../../../policies/pattern-block/detectors/index.js';
 import { INTERNAL_PATTERNS } from '../../../policies/pattern-block/detectors/patterns.js';
@@ -19,15 +29,24 @@ function ruleMatchesValue(r: RuleDef, value: string): boolean {
 
 /** Run a request example through an engine that holds every shipped rule (paranoia 4). */
 const engine: Engine = compileEngine({ ...DEFAULT_ENGINE_OPTIONS, rules, paranoiaLevel: 4 });
-function ruleMatchesRequest(r: RuleDef, ex: { method?: string; target: string; headers?: Record<string, string>; body?: string | null }): boolean {
-  const v = inspectRequest(engine, { method: ex.method ?? 'GET', target: ex.target, headers: { Host: 'receipts.example.com', 'User-Agent': 'test', ...(ex.headers ?? {}) }, body: ex.body ?? null });
+function ruleMatchesRequest(
+  r: RuleDef,
+  ex: { method?: string; target: string; headers?: Record<string, string>; body?: string | null },
+): boolean {
+  const v = inspectRequest(engine, {
+    method: ex.method ?? 'GET',
+    target: ex.target,
+    headers: { Host: 'receipts.example.com', 'User-Agent': 'test', ...(ex.headers ?? {}) },
+    body: ex.body ?? null,
+  });
   return v.matches.some((m) => m.ruleId === r.id);
 }
 
 t.test('the shipped packs load, ids are unique, every rule has examples', async (t) => {
   t.ok(rules.length >= 40, `${rules.length} rules`);
   t.equal(new Set(rules.map((r) => r.id)).size, rules.length);
-  for (const r of rules) t.ok(r.examples.match.length + r.examples.no_match.length > 0, `${r.id} has examples`);
+  for (const r of rules)
+    t.ok(r.examples.match.length + r.examples.no_match.length > 0, `${r.id} has examples`);
 });
 
 t.test('every rule matches its positive examples and not its negative ones', async (t) => {
@@ -45,17 +64,30 @@ t.test('every rule matches its positive examples and not its negative ones', asy
 
 t.test('every shipped regex is linear-time (recheck)', async (t) => {
   const sources = [
-    ...rules.filter((r) => r.regex !== undefined).map((r) => ({ id: r.id, source: r.regex!, flags: r.flags ?? '' })),
-    ...rules.filter((r) => r.names !== undefined).map((r) => ({ id: `${r.id} names`, source: r.names!, flags: 'i' })),
-    ...INTERNAL_PATTERNS.map((p) => ({ id: p.name, source: p.re.source, flags: p.re.flags.replace(/[gy]/g, '') })),
+    ...rules
+      .filter((r) => r.regex !== undefined)
+      .map((r) => ({ id: r.id, source: r.regex!, flags: r.flags ?? '' })),
+    ...rules
+      .filter((r) => r.names !== undefined)
+      .map((r) => ({ id: `${r.id} names`, source: r.names!, flags: 'i' })),
+    ...INTERNAL_PATTERNS.map((p) => ({
+      id: p.name,
+      source: p.re.source,
+      flags: p.re.flags.replace(/[gy]/g, ''),
+    })),
   ];
   // The automaton checker proves the absence of exponential backtracking quickly; polynomial
   // (quadratic) worst cases are bounded by max_value_length, the cap on every scanned value.
-  const results = await Promise.all(sources.map((s) => check(s.source, s.flags, { checker: 'automaton', timeout: 1000 })));
+  const results = await Promise.all(
+    sources.map((s) => check(s.source, s.flags, { checker: 'automaton', timeout: 1000 })),
+  );
   for (const [i, s] of sources.entries()) {
     const res = results[i]!;
     const exponential = res.status === 'vulnerable' && res.complexity.type === 'exponential';
-    t.notOk(exponential, `${s.id}: ${res.status}${res.status === 'vulnerable' ? ` (${res.complexity.summary})` : ''}`);
+    t.notOk(
+      exponential,
+      `${s.id}: ${res.status}${res.status === 'vulnerable' ? ` (${res.complexity.summary})` : ''}`,
+    );
   }
 });
 
@@ -64,9 +96,19 @@ t.test('pack validation names the file and rule', async (t) => {
   t.throws(bad('- { id: a, family: nope, targets: [args], regex: "x" }'), ConfigError);
   t.throws(bad('- { id: a, family: sqli, targets: [nowhere], regex: "x" }'), /unknown target/);
   t.throws(bad('- { id: a, family: sqli, targets: [args], regex: "(" }'), /invalid regex/);
-  t.throws(bad('- { id: a, family: sqli, targets: [args], transforms: [rot13], regex: "x" }'), /unknown transform/);
+  t.throws(
+    bad('- { id: a, family: sqli, targets: [args], transforms: [rot13], regex: "x" }'),
+    /unknown transform/,
+  );
   t.throws(bad('- { id: a, family: sqli, targets: [args], detector: nope }'), /unknown detector/);
   t.throws(bad('- { id: a, family: sqli, targets: [args], regex: "x", detector: sqli }'), /exactly one/);
   t.throws(bad('- { id: a, family: sqli, targets: [args], regex: "x", extra: 1 }'), /unknown key "extra"/);
-  t.equal(parsePack('rules:\n  - { id: ok-1, family: xss, targets: ["headers:referer"], regex: "x" }', 'p', 'p.yaml')[0]!.pack, 'p');
+  t.equal(
+    parsePack(
+      'rules:\n  - { id: ok-1, family: xss, targets: ["headers:referer"], regex: "x" }',
+      'p',
+      'p.yaml',
+    )[0]!.pack,
+    'p',
+  );
 });
