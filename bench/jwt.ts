@@ -11,6 +11,7 @@ import type { RequestContext } from '../gateway/context.js';
 import type { Policy, Services } from '../gateway/policy.js';
 import { Metrics } from '../gateway/observability/metrics.js';
 import { auth } from '../policies/auth/index.js';
+import { createContext } from '../gateway/context-factory.js';
 
 const MS = Number(process.env.BENCH_JWT_MS ?? 700);
 const SECRET = 'bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
@@ -48,34 +49,20 @@ function services(): Services {
 }
 
 function context(token: string): RequestContext {
-  return {
+  const ctx = createContext({
     id: 'bench',
-    start: process.hrtime.bigint(),
-    receivedAt: Date.now(),
     method: 'GET',
     target: '/api/receipts',
-    rawPath: '/api/receipts',
-    path: '/api/receipts',
-    query: '',
     headers: { authorization: `Bearer ${token}`, host: 'bench' },
     rawHeaders: ['Authorization', `Bearer ${token}`, 'Host', 'bench'],
     clientIp: '127.0.0.1',
     secure: false,
     httpVersion: '1.1',
     bodySource: Readable.from([]),
-    routeName: 'api',
-    identity: undefined,
-    body: undefined,
-    forwardBody: undefined,
-    upstreamHeaders: {},
-    dropUpstreamHeaders: new Set(),
-    responseHeaders: {},
-    trace: [],
-    monitored: [],
-    audit: {},
-    locals: new Map(),
     signal: new AbortController().signal,
-  };
+  });
+  ctx.routeName = 'api';
+  return ctx;
 }
 
 async function compile(jwt: Record<string, unknown>): Promise<Policy> {

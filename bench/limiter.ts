@@ -20,6 +20,7 @@ import type { Store } from '../gateway/store/types.js';
 import type { Policy, Services } from '../gateway/policy.js';
 import type { AuditLog } from '../gateway/observability/audit.js';
 import type { RequestContext } from '../gateway/context.js';
+import { createContext } from '../gateway/context-factory.js';
 
 const IPS = 10_000;
 const SEQUENTIAL = Number(process.env.LIMITER_BENCH_N ?? 50_000);
@@ -40,34 +41,20 @@ const EMPTY_BODY = Readable.from([]);
 const SIGNAL = new AbortController().signal;
 
 function context(ip: string): RequestContext {
-  return {
+  const ctx = createContext({
     id: 'bench',
-    start: 0n,
-    receivedAt: 0,
     method: 'GET',
     target: '/api/receipts',
-    rawPath: '/api/receipts',
-    path: '/api/receipts',
-    query: '',
     headers: {},
     rawHeaders: [],
     clientIp: ip,
     secure: false,
     httpVersion: '1.1',
     bodySource: EMPTY_BODY,
-    routeName: 'api',
-    identity: undefined,
-    body: undefined,
-    forwardBody: undefined,
-    upstreamHeaders: {},
-    dropUpstreamHeaders: new Set(),
-    responseHeaders: {},
-    trace: [],
-    monitored: [],
-    audit: {},
-    locals: new Map(),
     signal: SIGNAL,
-  };
+  });
+  ctx.routeName = 'api';
+  return ctx;
 }
 
 async function compile(store: Store): Promise<Policy> {

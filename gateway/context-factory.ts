@@ -10,6 +10,8 @@ export interface ContextInit {
   readonly headers: IncomingHttpHeaders;
   readonly rawHeaders: readonly string[];
   readonly clientIp: string;
+  /** X-Forwarded-For to send upstream; default the client IP */
+  readonly forwardedFor?: string | undefined;
   readonly secure: boolean;
   readonly httpVersion: string;
   readonly bodySource: Readable;
@@ -38,6 +40,7 @@ export function createContext(init: ContextInit): RequestContext {
     headers: init.headers,
     rawHeaders: init.rawHeaders,
     clientIp: init.clientIp,
+    forwardedFor: init.forwardedFor ?? init.clientIp,
     secure: init.secure,
     httpVersion: init.httpVersion,
     bodySource: init.bodySource,

@@ -86,6 +86,8 @@ export interface RequestContext {
   /** the raw header list [name, value, name, value, …] as received (duplicates kept) */
   readonly rawHeaders: readonly string[];
   readonly clientIp: string;
+  /** the X-Forwarded-For value sent upstream (the trusted chain plus the peer, or the client IP) */
+  readonly forwardedFor: string;
   /** true when the client reached the gateway over TLS (directly or via a trusted proxy) */
   readonly secure: boolean;
   readonly httpVersion: string;

@@ -23,8 +23,8 @@ export const AUDIT_EVENTS = [
 ] as const;
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
 
-/** The bounded set of `reason` label values of `gateway_blocked_requests_total`. */
-export const BLOCK_REASONS = [
+/** The request-inspection families (pattern_block rule packs), a subset of the reasons below. */
+export const INSPECTION_REASONS = [
   'sqli',
   'xss',
   'path_traversal',
@@ -34,6 +34,11 @@ export const BLOCK_REASONS = [
   'nodejs',
   'protocol',
   'scanner',
+] as const;
+
+/** The bounded set of `reason` label values of `gateway_blocked_requests_total`. */
+export const BLOCK_REASONS = [
+  ...INSPECTION_REASONS,
   'cors',
   'ip_banned',
   'upload',

@@ -184,7 +184,7 @@ export class Gateway {
       closing: () => this.closing,
       makeContext: (gen, req, signal) => this.makeContext(gen, req, signal),
       finish: (route, ctx, outcome, seconds) => this.finish(route, ctx, outcome, seconds),
-      forwardedFor: (ctx, req, gen) => forwardedFor4Upstream(ctx, req, gen),
+      forwardedFor: (ctx) => ctx.forwardedFor,
       serveAsRequest: (req, res) => this.onRequest(req, res),
     };
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
@@ -497,7 +497,8 @@ export class Gateway {
     const trusted =
       gen.trustedProxies !== undefined &&
       gen.trustedProxies.check(peer, peer.includes(':') ? 'ipv6' : 'ipv4');
-    const clientIp = trusted ? forwardedFor(req.headers['x-forwarded-for'], gen.trustedProxies!, peer) : peer;
+    const xff = req.headers['x-forwarded-for'];
+    const clientIp = trusted ? forwardedFor(xff, gen.trustedProxies!, peer) : peer;
     const incomingId = gen.trustRequestId ? req.headers[gen.requestIdHeader] : undefined;
     return createContext({
       id: typeof incomingId === 'string' && REQUEST_ID_RE.test(incomingId) ? incomingId : undefined,
@@ -506,6 +507,8 @@ export class Gateway {
       headers: h2 !== undefined ? h2.headers : req.headers,
       rawHeaders: h2 !== undefined ? h2.rawHeaders : req.rawHeaders,
       clientIp,
+      // From trusted proxies keep the chain and append the peer; otherwise the client's claims are dropped.
+      forwardedFor: trusted && xff !== undefined && xff !== '' ? `${xff}, ${peer}` : clientIp,
       secure:
         (req.socket as Socket & { encrypted?: boolean }).encrypted === true ||
         (trusted && isTrustedHttps(req.headers)),
@@ -641,7 +644,7 @@ export class Gateway {
       if (path.charCodeAt(0) !== 47) path = `/${path}`;
     }
     path = u.basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
-    const headers = upstreamHeaders(ctx, forwardedFor4Upstream(ctx, req, gen), gen.requestIdHeader);
+    const headers = upstreamHeaders(ctx, ctx.forwardedFor, gen.requestIdHeader);
     let body: Readable | Buffer | null = null;
     let limiter: BodyLimit | undefined;
     const fb = ctx.forwardBody;
@@ -805,16 +808,6 @@ export class Gateway {
     await this.store.close().catch(() => {});
     await this.audit.close();
   }
-}
-
-function forwardedFor4Upstream(ctx: RequestContext, req: http.IncomingMessage, gen: Generation): string {
-  const peer = clientAddress(req.socket.remoteAddress);
-  const trusted =
-    gen.trustedProxies !== undefined && gen.trustedProxies.check(peer, peer.includes(':') ? 'ipv6' : 'ipv4');
-  const xff = req.headers['x-forwarded-for'];
-  // From trusted proxies keep the chain and append the peer; otherwise the client's claims are dropped.
-  if (trusted && xff !== undefined && xff !== '') return `${xff}, ${peer}`;
-  return ctx.clientIp;
 }
 
 /**

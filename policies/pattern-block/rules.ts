@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
-import { ConfigError } from '../../gateway/errors.js';
+import { ConfigError, INSPECTION_REASONS } from '../../gateway/errors.js';
 import { TRANSFORMS } from './transforms.js';
 import { DETECTOR_NAMES } from './detectors/index.js';
 
@@ -24,17 +24,7 @@ import { DETECTOR_NAMES } from './detectors/index.js';
  * ```
  */
 
-export const FAMILIES = [
-  'sqli',
-  'xss',
-  'path_traversal',
-  'cmd_injection',
-  'rfi',
-  'php',
-  'nodejs',
-  'protocol',
-  'scanner',
-] as const;
+export const FAMILIES = INSPECTION_REASONS;
 export type Family = (typeof FAMILIES)[number];
 
 /** Target selectors a rule may name. */

@@ -156,6 +156,7 @@ t.test('decisionFromContext maps the trace and redacts the target', async (t) =>
     headers: {},
     rawHeaders: [],
     clientIp: '192.0.2.7',
+    forwardedFor: '192.0.2.7',
     secure: false,
     httpVersion: '1.1',
     bodySource: new PassThrough(),
