@@ -94,6 +94,12 @@ function params(v: string): [string, string][] {
   return out;
 }
 
+/** `type/subtype` with token characters (RFC 9110 §8.3.1). */
+const MEDIA_TYPE = /^[!#$%&'*+.^_`|~0-9a-z-]+\/[!#$%&'*+.^_`|~0-9a-z-]+$/;
+
+/** User agents known to send an empty Accept header (the exceptions of CRS 920310). */
+const EMPTY_ACCEPT_CLIENTS = /AppleWebKit|Android|Business|Enterprise|Entreprise/;
+
 export const CACHE_DIRECTIVE =
   /^(?:max-age=\d+|max-stale(?:=\d+)?|min-fresh=\d+|no-cache|no-store|no-transform|only-if-cached|must-revalidate|stale-if-error=\d+)$/i;
 
@@ -184,10 +190,16 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
       ? `${r.method} with a body`
       : undefined,
 
-  /** A non-empty body whose media type the route does not accept. */
+  /**
+   * A non-empty body whose media type the route does not accept. An OPTIONS body is not
+   * processed by the API (RFC 9110 §9.3.7 leaves its use open), so there only a missing or
+   * malformed media type counts.
+   */
   content_type: (r, s) => {
     if (r.bodyLength === 0) return undefined;
     if (r.mediaType === '') return 'body without Content-Type';
+    if (r.method === 'OPTIONS')
+      return MEDIA_TYPE.test(r.mediaType) ? undefined : `malformed media type ${r.mediaType.slice(0, 40)}`;
     return s.allowedContentTypes(r.mediaType)
       ? undefined
       : `media type ${r.mediaType.slice(0, 40)} not allowed`;
@@ -225,7 +237,9 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
     const v = header(r, 'range') ?? header(r, 'request-range');
     if (v === undefined) return undefined;
     const m = /^\s*bytes\s*=\s*(.*)$/i.exec(v);
-    if (!m) return 'Range without bytes unit';
+    // a range set without its unit (`1-2`) or under another unit is a probe; a value that is
+    // neither (`Range: none`) is ignored by servers (RFC 9110 §14.2) and harmless
+    if (!m) return /[\d=]/.test(v) ? 'Range without bytes unit' : undefined;
     const parts = m[1]!.split(',').map((x) => x.trim());
     for (const p of parts) {
       const pm = /^(\d*)-(\d*)$/.exec(p);
@@ -248,9 +262,16 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
     return undefined;
   },
 
-  /** A present but empty Accept header (not sent by real clients except on OPTIONS). */
-  empty_accept: (r) =>
-    r.method !== 'OPTIONS' && header(r, 'accept') !== undefined && header(r, 'accept')!.trim() === ''
-      ? 'empty Accept'
-      : undefined,
+  /**
+   * A present but empty Accept header. Real clients send none or a list; the exceptions (as
+   * in CRS 920310) are OPTIONS, and WebKit/Android browsers and Microsoft's Business/Enterprise
+   * clients, which are known to send it empty on some requests.
+   */
+  empty_accept: (r) => {
+    if (r.method === 'OPTIONS') return undefined;
+    const a = header(r, 'accept');
+    if (a === undefined || a.trim() !== '') return undefined;
+    const ua = header(r, 'user-agent');
+    return ua !== undefined && EMPTY_ACCEPT_CLIENTS.test(ua) ? undefined : 'empty Accept';
+  },
 };

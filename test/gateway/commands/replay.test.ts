@@ -75,7 +75,7 @@ t.test(
       // arguments, numeric Host, empty Accept) that would refuse ordinary receipt traffic; the
       // goal of 90 % is not met there (see docs/pattern-block.md), so this floor guards the
       // current level instead of the goal.
-      const floor = family === 'protocol-enforcement' ? 0.75 : 0.9;
+      const floor = family === 'protocol-enforcement' ? 0.83 : 0.9;
       t.ok(rate(xs) >= floor, `${family}: ${(100 * rate(xs)).toFixed(1)}% >= ${floor * 100}%`);
     }
     // the upstream is never contacted: the config's upstream does not even exist here
