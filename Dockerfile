@@ -31,5 +31,6 @@ EXPOSE 8080 9901
 # The admin listener binds 127.0.0.1 by default, which is reachable from inside the container.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:'+(process.env.GATEWAY_ADMIN_PORT||9901)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-ENTRYPOINT ["node", "dist/gateway/cli.js"]
+# bounded-heap V8 flags: see gateway/node-flags.ts
+ENTRYPOINT ["node", "--max-semi-space-size=8", "--heap-growing-percent=20", "dist/gateway/cli.js"]
 CMD ["start", "--config", "gateway.yaml"]

@@ -77,8 +77,9 @@ export async function startChild(
   args: string[],
   env: Record<string, string>,
   readyUrl: string,
+  nodeArgs: readonly string[] = [],
 ): Promise<Child> {
-  const proc = spawn(process.execPath, [script, ...args], {
+  const proc = spawn(process.execPath, [...nodeArgs, script, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

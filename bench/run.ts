@@ -27,6 +27,7 @@ import {
 } from './lib.js';
 import { FACTORIES } from '../policies/registry.js';
 import { modsecAvailable, startModsec } from './modsec.js';
+import { NODE_FLAGS } from '../gateway/node-flags.js';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 8);
 /** Simple GET scenarios use wrk where installed (as the issue's reference figures did), else autocannon. */
@@ -80,6 +81,7 @@ async function startGateway(
       ...extraEnv,
     },
     `http://127.0.0.1:${adminPort}/healthz`,
+    NODE_FLAGS,
   );
   children.push(child);
   return { url: `http://127.0.0.1:${port}`, child, admin: `http://127.0.0.1:${adminPort}` };

@@ -16,6 +16,7 @@ import YAML from 'yaml';
 import { SignJWT } from 'jose';
 import { Agent, request } from 'undici';
 import { DIST, REPO, freePort, startChild, rssMb, fmt, startRedis, type Child } from './lib.js';
+import { NODE_FLAGS } from '../gateway/node-flags.js';
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 120);
 const CONCURRENCY = Number(process.env.SOAK_CONCURRENCY ?? 16);
@@ -113,6 +114,7 @@ async function main(): Promise<void> {
       LOG_LEVEL: 'error',
     },
     `http://127.0.0.1:${adminPort}/healthz`,
+    NODE_FLAGS,
   );
   stops.push(() => gw.stop());
   const base = `http://127.0.0.1:${port}`;

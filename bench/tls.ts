@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { SignJWT } from 'jose';
 import { DIST, REPO, freePort, startChild, load, table, fmt, type Child, type LoadResult } from './lib.js';
+import { NODE_FLAGS } from '../gateway/node-flags.js';
 
 const SECRET = 'bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
 const TARGET = '/api/receipts/1?merchant=Whole%20Foods';
@@ -230,6 +231,7 @@ export async function runTlsBench(opts: { duration: number }): Promise<string> {
             LOG_LEVEL: 'warn',
           },
           `http://127.0.0.1:${adminPort}/healthz`,
+          NODE_FLAGS,
         ),
       );
       return `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;

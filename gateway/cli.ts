@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=20
 import cluster from 'node:cluster';
 import process from 'node:process';
 import { Gateway } from './server.js';

@@ -76,7 +76,15 @@ process.on('SIGINT', () => stop(0));
 process.on('SIGTERM', () => stop(0));
 
 run('mock', ['dist/upstream-mock/main.js']);
-run('gateway', ['dist/gateway/cli.js', 'start', '--config', env.GATEWAY_CONFIG ?? 'gateway.yaml']);
+// the gateway runs with its bounded-heap V8 flags (gateway/node-flags.ts), as the bin and the image do
+const { NODE_FLAGS } = await import(new URL('../dist/gateway/node-flags.js', import.meta.url).href);
+run('gateway', [
+  ...NODE_FLAGS,
+  'dist/gateway/cli.js',
+  'start',
+  '--config',
+  env.GATEWAY_CONFIG ?? 'gateway.yaml',
+]);
 
 async function waitFor(url) {
   for (let i = 0; i < 100 && !stopping; i++) {

@@ -1,0 +1,47 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { NODE_FLAGS } from '../../gateway/node-flags.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+t.test('node accepts every launch flag', (t) => {
+  const r = spawnSync(process.execPath, [...NODE_FLAGS, '-e', 'process.stdout.write("ok")'], {
+    encoding: 'utf8',
+  });
+  t.equal(r.stderr, '', 'no complaint about an unknown or malformed flag');
+  t.equal(r.status, 0);
+  t.equal(r.stdout, 'ok');
+  t.end();
+});
+
+t.test('the bin shebang launches node with the same flags', (t) => {
+  const first = fs.readFileSync(path.join(root, 'gateway', 'cli.ts'), 'utf8').split('\n')[0];
+  t.equal(first, `#!/usr/bin/env -S node ${NODE_FLAGS.join(' ')}`);
+  t.end();
+});
+
+t.test('the Docker image launches node with the same flags', (t) => {
+  const line = fs
+    .readFileSync(path.join(root, 'Dockerfile'), 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('ENTRYPOINT '));
+  t.ok(line, 'an ENTRYPOINT');
+  t.same(JSON.parse(line!.slice('ENTRYPOINT '.length)), ['node', ...NODE_FLAGS, 'dist/gateway/cli.js']);
+  t.end();
+});
+
+t.test('npm start and the benchmarks pass NODE_FLAGS to the gateway', (t) => {
+  const start = fs.readFileSync(path.join(root, 'scripts', 'start.mjs'), 'utf8');
+  t.match(start, /run\('gateway', \[\s*\.\.\.NODE_FLAGS,\s*'dist\/gateway\/cli\.js'/);
+  for (const f of ['run.ts', 'soak.ts', 'tls.ts']) {
+    const src = fs.readFileSync(path.join(root, 'bench', f), 'utf8');
+    const calls = src.split("path.join(DIST, 'gateway', 'cli.js')").length - 1;
+    const flagged = src.split('NODE_FLAGS,').length - 1;
+    t.ok(calls > 0, `${f} starts the gateway`);
+    t.equal(flagged, calls, `${f}: every gateway start passes NODE_FLAGS`);
+  }
+  t.end();
+});
