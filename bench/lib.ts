@@ -188,7 +188,7 @@ export function fmt(n: number, digits = 0): string {
   return Number.isFinite(n) ? n.toFixed(digits) : '-';
 }
 
-export function table(rows: LoadResult[]): string {
+export function table(rows: LoadResult[], digits = 1): string {
   const lines = [
     `${'scenario'.padEnd(44)} ${'req/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)}  statuses`,
   ];
@@ -197,7 +197,7 @@ export function table(rows: LoadResult[]): string {
       .map(([k, v]) => `${k}:${v}`)
       .join(' ');
     lines.push(
-      `${r.name.padEnd(44)} ${fmt(r.rps).padStart(9)} ${fmt(r.p50, 1).padStart(7)} ${fmt(r.p99, 1).padStart(7)}  ${st}${r.errors ? ` errors:${r.errors}` : ''}`,
+      `${r.name.padEnd(44)} ${fmt(r.rps).padStart(9)} ${fmt(r.p50, digits).padStart(7)} ${fmt(r.p99, digits).padStart(7)}  ${st}${r.errors ? ` errors:${r.errors}` : ''}`,
     );
   }
   return lines.join('\n');
@@ -319,4 +319,62 @@ export async function withCpu(
   const r = await run();
   const total = Object.values(r.statuses).reduce((a, b) => a + b, 0);
   return { ...r, cpuUsPerRequest: ((cpuMs(pid) - before) * 1000) / Math.max(1, total) };
+}
+
+/**
+ * Open-loop load at a fixed rate: one request is started every 1/rate seconds whatever the
+ * previous ones are doing (no coordinated omission), over a keep-alive pool, and each
+ * latency is timed with the high-resolution clock from its scheduled start. Below saturation
+ * the percentiles then show the time the server spends on a request, not the queue a
+ * closed-loop load (wrk, autocannon without a rate) builds at saturation.
+ */
+export async function fixedRate(
+  name: string,
+  url: string,
+  opts: {
+    rate: number;
+    seconds: number;
+    headers?: Record<string, string>;
+    connections?: number;
+    /** seconds at the same rate before measuring (JIT, pool connections); default 1 */
+    warmup?: number;
+  },
+): Promise<LoadResult> {
+  if ((opts.warmup ?? 1) > 0) await fixedRate(name, url, { ...opts, seconds: opts.warmup ?? 1, warmup: 0 });
+  const { Pool } = await import('undici');
+  const u = new URL(url);
+  const pool = new Pool(u.origin, { connections: opts.connections ?? 50, pipelining: 1 });
+  const target = u.pathname + u.search;
+  const total = Math.round(opts.rate * opts.seconds);
+  const latencies = new Float64Array(total);
+  const statuses: Record<string, number> = {};
+  let errors = 0;
+  const t0 = process.hrtime.bigint();
+  const interval = 1e9 / opts.rate;
+  const pending: Promise<void>[] = [];
+  for (let i = 0; i < total; i++) {
+    const due = t0 + BigInt(Math.round(i * interval));
+    const wait = Number(due - process.hrtime.bigint()) / 1e6;
+    if (wait > 1) await sleep(wait);
+    pending.push(
+      pool
+        .request({ method: 'GET', path: target, headers: opts.headers ?? {} })
+        .then(async (r) => {
+          await r.body.dump();
+          latencies[i] = Number(process.hrtime.bigint() - due) / 1e6;
+          statuses[r.statusCode] = (statuses[r.statusCode] ?? 0) + 1;
+        })
+        .catch(() => {
+          latencies[i] = Number(process.hrtime.bigint() - due) / 1e6;
+          errors++;
+        }),
+    );
+  }
+  await Promise.all(pending);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  await pool.close();
+  const sorted = Array.from(latencies).sort((a, b) => a - b);
+  const pct = (p: number) =>
+    sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+  return { name, rps: total / seconds, p50: pct(50), p99: pct(99), non2xx: 0, errors, statuses };
 }
