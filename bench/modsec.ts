@@ -27,7 +27,24 @@ const HEADERS = [
   ['Permissions-Policy', '"geolocation=(), microphone=(), camera=()"'],
 ];
 
-export async function startModsec(upstreamPort: number): Promise<{ url: string; stop(): Promise<void> }> {
+/** The pid of the (single) worker of an nginx master process, from /proc. */
+function workerOf(master: number): number | undefined {
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      // "pid (comm) state ppid …"
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === master) return Number(e);
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return undefined;
+}
+
+export async function startModsec(
+  upstreamPort: number,
+): Promise<{ url: string; workerPid: number | undefined; stop(): Promise<void> }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-modsec-'));
   const port = await freePort();
   fs.writeFileSync(
@@ -94,6 +111,7 @@ ${HEADERS.map(([k, v]) => `      add_header ${k} ${v} always;`).join('\n')}
   }
   return {
     url: `http://127.0.0.1:${port}`,
+    workerPid: proc.pid === undefined ? undefined : workerOf(proc.pid),
     stop: () =>
       new Promise<void>((resolve) => {
         if (proc.exitCode !== null) {
