@@ -23,7 +23,8 @@ t.test('npm run build produces the bin the Dockerfile runs', async (t) => {
   ] as string;
   t.ok(fs.existsSync(path.join(REPO, bin)), `${bin} exists`);
   const dockerfile = fs.readFileSync(path.join(REPO, 'Dockerfile'), 'utf8');
-  t.match(dockerfile, /ENTRYPOINT \["node", "dist\/gateway\/cli\.js"\]/);
+  // (the launch flags are checked against gateway/node-flags.ts by test/gateway/node-flags.test.ts)
+  t.match(dockerfile, /ENTRYPOINT \["node", (?:"--[a-z-]+=\d+", )*"dist\/gateway\/cli\.js"\]/);
   t.match(dockerfile, /USER node/);
   t.match(dockerfile, /HEALTHCHECK/);
   t.match(dockerfile, /npm ci --omit=dev/);
