@@ -298,47 +298,25 @@ export const rateLimit: PolicyFactory<typeof schema> = {
       return out;
     };
 
-    const check = async (rules: readonly Rule[], ctx: RequestContext, s: Store): Promise<Verdict> => {
-      const applied: Rule[] = [];
-      const windows: Window[][] = [];
-      const specs: BucketSpec[] = [];
-      for (const r of rules) {
-        if (r.routes !== undefined && !r.routes.has(ctx.routeName)) continue;
-        if (r.methods !== undefined && !r.methods.has(ctx.method)) continue;
-        const k = keyOf(r, ctx);
-        if (k === undefined || isRuleSkipped(ctx, r.name)) continue;
-        let ws = r.windows;
-        let prefix = r.prefix;
-        if (overrides && r.usesApiKey) {
-          const o = overrideOf(ctx);
-          if (o !== null) {
-            let cached = o.windowsFor.get(r.name);
-            if (cached === undefined) o.windowsFor.set(r.name, (cached = makeWindows(r.name, o.limits)));
-            ws = cached;
-            prefix = `${r.prefix}o${o.hash}:`;
-          }
-        }
-        applied.push(r);
-        windows.push(ws as Window[]);
-        for (let i = 0; i < ws.length; i++) {
-          const w = ws[i]!;
-          specs.push({ key: `${prefix}${i}:${k}`, capacity: w.count, windowMs: w.windowMs });
-        }
-      }
-      if (specs.length === 0) return undefined;
-      let result: ConsumeResult;
-      try {
-        result = await s.consume(specs);
-      } catch (err) {
-        const closed = applied.filter((r) => r.failClosed).map((r) => r.name);
-        ctx.audit.rate_limit_store = 'unavailable';
-        if (closed.length === 0) return undefined;
-        return {
-          code: 'service_unavailable',
-          ruleIds: closed,
-          detail: { policy: 'rate-limit', failure: 'closed', rules: closed, error: (err as Error).message },
-        };
-      }
+    /** The store failed: `fail: closed` rules refuse (503), the others let the request through. */
+    const storeFailed = (applied: readonly Rule[], ctx: RequestContext, err: unknown): Verdict => {
+      const closed = applied.filter((r) => r.failClosed).map((r) => r.name);
+      ctx.audit.rate_limit_store = 'unavailable';
+      if (closed.length === 0) return undefined;
+      return {
+        code: 'service_unavailable',
+        ruleIds: closed,
+        detail: { policy: 'rate-limit', failure: 'closed', rules: closed, error: (err as Error).message },
+      };
+    };
+
+    /** The store answered: response headers, and the refusal when a bucket was empty. */
+    const conclude = (
+      applied: readonly Rule[],
+      windows: readonly (readonly Window[])[],
+      result: ConsumeResult,
+      ctx: RequestContext,
+    ): Verdict => {
       let hs = ctx.locals.get(HEADER_LOCAL) as HeaderState | undefined;
       if (hs === undefined) ctx.locals.set(HEADER_LOCAL, (hs = { policy: [], state: [] }));
       const limited: string[] = [];
@@ -373,6 +351,53 @@ export const rateLimit: PolicyFactory<typeof schema> = {
         detail: { rules: limited, retry_after_s: retryAfter },
       };
       return deny;
+    };
+
+    /**
+     * Synchronous with an in-process store (no promise on the hot path), a promise with
+     * redis.
+     */
+    const check = (rules: readonly Rule[], ctx: RequestContext, s: Store): Verdict | Promise<Verdict> => {
+      const applied: Rule[] = [];
+      const windows: Window[][] = [];
+      const specs: BucketSpec[] = [];
+      for (const r of rules) {
+        if (r.routes !== undefined && !r.routes.has(ctx.routeName)) continue;
+        if (r.methods !== undefined && !r.methods.has(ctx.method)) continue;
+        const k = keyOf(r, ctx);
+        if (k === undefined || isRuleSkipped(ctx, r.name)) continue;
+        let ws = r.windows;
+        let prefix = r.prefix;
+        if (overrides && r.usesApiKey) {
+          const o = overrideOf(ctx);
+          if (o !== null) {
+            let cached = o.windowsFor.get(r.name);
+            if (cached === undefined) o.windowsFor.set(r.name, (cached = makeWindows(r.name, o.limits)));
+            ws = cached;
+            prefix = `${r.prefix}o${o.hash}:`;
+          }
+        }
+        applied.push(r);
+        windows.push(ws as Window[]);
+        for (let i = 0; i < ws.length; i++) {
+          const w = ws[i]!;
+          specs.push({ key: `${prefix}${i}:${k}`, capacity: w.count, windowMs: w.windowMs });
+        }
+      }
+      if (specs.length === 0) return undefined;
+      if (s.consumeSync !== undefined) {
+        let result: ConsumeResult;
+        try {
+          result = s.consumeSync(specs);
+        } catch (err) {
+          return storeFailed(applied, ctx, err);
+        }
+        return conclude(applied, windows, result, ctx);
+      }
+      return s.consume(specs).then(
+        (result) => conclude(applied, windows, result, ctx),
+        (err: unknown) => storeFailed(applied, ctx, err),
+      );
     };
 
     const policy: Policy = {
