@@ -40,6 +40,19 @@ function shortAsString(str: string): string {
 export const jsonString: (str: string) => string =
   NODE_MAJOR >= 25 ? (str) => JSON.stringify(str) : shortAsString;
 
+// `,"key":` of the keys seen so far (audit lines use a small set of keys)
+const keyParts = new Map<string, string>();
+const MAX_KEY_PARTS = 512;
+
+function keyPart(key: string): string {
+  let part = keyParts.get(key);
+  if (part === undefined) {
+    part = `,${jsonString(key)}:`;
+    if (keyParts.size < MAX_KEY_PARTS) keyParts.set(key, part);
+  }
+  return part;
+}
+
 /**
  * The line as pino would write it with `prefix` (its level prefix, e.g. `{"log":"security_audit"`)
  * and `end` (`}\n`), or undefined when a value is not a string, number, boolean or
@@ -70,7 +83,7 @@ export function serializeFlatLine(
       default:
         return undefined;
     }
-    out += `,${jsonString(key)}:${v}`;
+    out += keyPart(key) + v;
   }
   return out + end;
 }

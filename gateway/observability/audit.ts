@@ -5,6 +5,7 @@ import type { RequestContext } from '../context.js';
 import type { AuditEvent } from '../errors.js';
 import type { Metrics } from './metrics.js';
 import { serializeFlatLine } from './audit-json.js';
+import { isoFormatter } from './iso-time.js';
 
 /** Query parameters whose values never reach the audit log. */
 const SECRET_PARAM =
@@ -175,17 +176,9 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
     c.inc();
   };
 
-  // One ISO timestamp per millisecond, not one Date per line.
-  let lastMs = 0;
-  let lastIso = '';
-  const isoNow = (): string => {
-    const ms = Date.now();
-    if (ms !== lastMs) {
-      lastMs = ms;
-      lastIso = new Date(ms).toISOString();
-    }
-    return lastIso;
-  };
+  // ISO timestamps without a Date per line
+  const iso = isoFormatter();
+  const isoNow = (): string => iso(Date.now());
   /** `line` starts with `time` (isoNow()). */
   const write = (line: Record<string, unknown>) => {
     let s = framed ? serializeFlatLine(PREFIX, END, line, PINO_HANDLED) : undefined;

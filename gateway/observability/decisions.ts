@@ -11,6 +11,7 @@
  */
 import type { RequestContext, TraceStep } from '../context.js';
 import { redactTarget } from './audit.js';
+import { isoFormatter } from './iso-time.js';
 
 /** One policy's verdict inside a decision. */
 export interface DecisionStep {
@@ -249,16 +250,8 @@ export interface DecisionOutcome {
   totalMs?: number;
 }
 
-// One ISO string per millisecond of arrival, not one Date per request.
-let lastMs = NaN;
-let lastIso = '';
-function isoAt(ms: number): string {
-  if (ms !== lastMs) {
-    lastIso = new Date(ms).toISOString();
-    lastMs = ms;
-  }
-  return lastIso;
-}
+// ISO times of arrival without a Date per request
+const isoAt = isoFormatter();
 
 /**
  * Build a decision entry from a finished request: what the pipeline calls at the end of
