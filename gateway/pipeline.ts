@@ -36,7 +36,12 @@ export interface PhaseOptions {
 type Hook = 'onRequest' | 'onIdentified' | 'onBody';
 
 function elapsedMicros(t0: bigint): number {
-  return Number((process.hrtime.bigint() - t0) / 1000n);
+  return microsBetween(t0, process.hrtime.bigint());
+}
+
+/** Whole microseconds between two hrtime.bigint() readings (no BigInt division). */
+function microsBetween(t0: bigint, t1: bigint): number {
+  return Math.floor(Number(t1 - t0) / 1000);
 }
 
 /** A hook's result when it may be asynchronous: a thenable is awaited, anything else is the verdict. */
@@ -148,14 +153,18 @@ function runStage(
   services: Services,
   only: ReadonlySet<string> | undefined,
 ): StageResult | Promise<StageResult> {
+  if (list.length === 0) return undefined;
+  // one clock reading per hook: a hook's end is the next one's start
+  let t0 = process.hrtime.bigint();
   for (let i = 0; i < list.length; i++) {
     const p = list[i]!;
     if (only !== undefined && !only.has(p.name)) continue;
-    const t0 = process.hrtime.bigint();
     const v = callHook(p, hook, ctx, services);
     if (isThenable(v)) return continueStage(list, i, hook, ctx, services, only, v, t0);
-    const r = settle(p, v, ctx, elapsedMicros(t0));
+    const t1 = process.hrtime.bigint();
+    const r = settle(p, v, ctx, microsBetween(t0, t1));
     if (r !== undefined) return r;
+    t0 = t1;
   }
   return undefined;
 }

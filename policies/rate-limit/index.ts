@@ -95,6 +95,8 @@ interface Window {
 
 interface Rule {
   readonly name: string;
+  /** `${prefix}${i}:` of each of `windows`, the store key without the caller's part */
+  readonly keyPrefixes: readonly string[];
   readonly parts: readonly KeyPart[];
   readonly needsIdentity: boolean;
   readonly usesApiKey: boolean;
@@ -177,10 +179,18 @@ function overrideOf(ctx: RequestContext): Override | null {
 
 /** A subject can be long or odd: keep keys short and printable. */
 function keyValue(v: string): string {
-  return v.length <= 64 && /^[\x21-\x7e]+$/.test(v)
-    ? v
-    : `#${createHash('sha256').update(v).digest('hex').slice(0, 32)}`;
+  if (v === lastKeyIn) return lastKeyOut;
+  const out =
+    v.length <= 64 && /^[\x21-\x7e]+$/.test(v)
+      ? v
+      : `#${createHash('sha256').update(v).digest('hex').slice(0, 32)}`;
+  lastKeyIn = v;
+  lastKeyOut = out;
+  return out;
 }
+// the same client (or subject) is keyed by several rules and requests in a row
+let lastKeyIn: string | undefined;
+let lastKeyOut = '';
 
 interface HeaderState {
   policy: string[];
@@ -231,6 +241,7 @@ export const rateLimit: PolicyFactory<typeof schema> = {
       const parts = [...new Set(r.key.split('+') as KeyPart[])].sort(
         (a, b) => KEY_PARTS.indexOf(a) - KEY_PARTS.indexOf(b),
       );
+      const prefix = `${RATE_LIMIT_PREFIX}${hash({ name: r.name, key: parts, limits: limits.map((l) => [l.count, l.windowMs]) })}:`;
       return {
         name: r.name,
         parts,
@@ -239,7 +250,8 @@ export const rateLimit: PolicyFactory<typeof schema> = {
         routes: r.routes.length > 0 ? new Set(r.routes) : undefined,
         methods: r.methods.length > 0 ? new Set(r.methods) : undefined,
         failClosed: r.fail === 'closed',
-        prefix: `${RATE_LIMIT_PREFIX}${hash({ name: r.name, key: parts, limits: limits.map((l) => [l.count, l.windowMs]) })}:`,
+        prefix,
+        keyPrefixes: limits.map((_, i) => `${prefix}${i}:`),
         windows: makeWindows(r.name, limits),
       };
     };
@@ -379,9 +391,11 @@ export const rateLimit: PolicyFactory<typeof schema> = {
         }
         applied.push(r);
         windows.push(ws as Window[]);
+        const keyPrefixes = ws === r.windows ? r.keyPrefixes : undefined;
         for (let i = 0; i < ws.length; i++) {
           const w = ws[i]!;
-          specs.push({ key: `${prefix}${i}:${k}`, capacity: w.count, windowMs: w.windowMs });
+          const key = keyPrefixes !== undefined ? keyPrefixes[i]! + k : `${prefix}${i}:${k}`;
+          specs.push({ key, capacity: w.count, windowMs: w.windowMs });
         }
       }
       if (specs.length === 0) return undefined;
