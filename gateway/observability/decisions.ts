@@ -285,6 +285,20 @@ function cappedEntryFromContext(ctx: RequestContext, outcome: DecisionOutcome): 
   const steps: DecisionStep[] = new Array<DecisionStep>(kept);
   for (let i = 0; i < kept; i++) {
     const t = trace[i]!;
+    if (
+      t.verdict === 'pass' &&
+      t.code === undefined &&
+      t.reason === undefined &&
+      t.ruleIds === undefined &&
+      t.detail === undefined &&
+      Number.isInteger(t.micros)
+    ) {
+      // the pipeline's plain pass step ({ policy, verdict, micros }) already is its
+      // capped decision step: keep it rather than a copy (traces are not changed after
+      // the request)
+      steps[i] = t as DecisionStep;
+      continue;
+    }
     const s: DecisionStep = { policy: t.policy, verdict: t.verdict, micros: Math.round(t.micros) };
     if (t.code !== undefined) s.code = t.code;
     if (t.reason !== undefined) s.reason = t.reason;
