@@ -36,24 +36,63 @@ export interface PhaseOptions {
 type Hook = 'onRequest' | 'onIdentified' | 'onBody';
 
 function elapsedMicros(t0: bigint): number {
-  return Number((process.hrtime.bigint() - t0) / 1000n);
+  return microsBetween(t0, process.hrtime.bigint());
 }
 
-async function runHook(
+/** Whole microseconds between two hrtime.bigint() readings (no BigInt division). */
+function microsBetween(t0: bigint, t1: bigint): number {
+  return Math.floor(Number(t1 - t0) / 1000);
+}
+
+/** A hook's result when it may be asynchronous: a thenable is awaited, anything else is the verdict. */
+function isThenable(v: unknown): v is PromiseLike<Verdict> {
+  return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
+}
+
+function hookFailed(
   policy: Policy,
   hook: Hook,
   ctx: RequestContext,
   services: Services,
+  err: unknown,
+): 'error' {
+  services.metrics.policyErrors.inc({ policy: policy.name });
+  services.log.error(
+    { policy: policy.name, hook, request_id: ctx.id, err: (err as Error).message },
+    'policy failed',
+  );
+  return 'error';
+}
+
+/**
+ * Call a hook. A synchronous verdict is returned as is (no promise, no microtask: most
+ * hooks of the default policies answer synchronously); a thenable is returned for the
+ * caller to await. A throw becomes 'error'.
+ */
+function callHook(
+  policy: Policy,
+  hook: Hook,
+  ctx: RequestContext,
+  services: Services,
+): Verdict | 'error' | PromiseLike<Verdict> {
+  try {
+    return policy[hook]!(ctx);
+  } catch (err) {
+    return hookFailed(policy, hook, ctx, services, err);
+  }
+}
+
+async function awaitHook(
+  policy: Policy,
+  hook: Hook,
+  ctx: RequestContext,
+  services: Services,
+  pending: PromiseLike<Verdict>,
 ): Promise<Verdict | 'error'> {
   try {
-    return await policy[hook]!(ctx);
+    return await pending;
   } catch (err) {
-    services.metrics.policyErrors.inc({ policy: policy.name });
-    services.log.error(
-      { policy: policy.name, hook, request_id: ctx.id, err: (err as Error).message },
-      'policy failed',
-    );
-    return 'error';
+    return hookFailed(policy, hook, ctx, services, err);
   }
 }
 
@@ -101,20 +140,57 @@ function settle(
   return { deny: v, by: policy.name };
 }
 
-async function runStage(
+type StageResult = PhaseResult | undefined;
+
+/**
+ * Run one stage's hooks in order. Synchronous while the hooks answer synchronously;
+ * from the first hook that returns a promise on, the rest runs in an async continuation.
+ */
+function runStage(
   list: readonly Policy[],
   hook: Hook,
   ctx: RequestContext,
   services: Services,
   only: ReadonlySet<string> | undefined,
-): Promise<PhaseResult | undefined> {
+): StageResult | Promise<StageResult> {
+  if (list.length === 0) return undefined;
+  // one clock reading per hook: a hook's end is the next one's start
+  let t0 = process.hrtime.bigint();
   for (let i = 0; i < list.length; i++) {
     const p = list[i]!;
     if (only !== undefined && !only.has(p.name)) continue;
-    const t0 = process.hrtime.bigint();
-    const v = await runHook(p, hook, ctx, services);
-    const r = settle(p, v, ctx, elapsedMicros(t0));
+    const v = callHook(p, hook, ctx, services);
+    if (isThenable(v)) return continueStage(list, i, hook, ctx, services, only, v, t0);
+    const t1 = process.hrtime.bigint();
+    const r = settle(p, v, ctx, microsBetween(t0, t1));
     if (r !== undefined) return r;
+    t0 = t1;
+  }
+  return undefined;
+}
+
+async function continueStage(
+  list: readonly Policy[],
+  at: number,
+  hook: Hook,
+  ctx: RequestContext,
+  services: Services,
+  only: ReadonlySet<string> | undefined,
+  pending: PromiseLike<Verdict>,
+  t0: bigint,
+): Promise<StageResult> {
+  const p = list[at]!;
+  const v = await awaitHook(p, hook, ctx, services, pending);
+  const r = settle(p, v, ctx, elapsedMicros(t0));
+  if (r !== undefined) return r;
+  for (let i = at + 1; i < list.length; i++) {
+    const q = list[i]!;
+    if (only !== undefined && !only.has(q.name)) continue;
+    const t1 = process.hrtime.bigint();
+    let w = callHook(q, hook, ctx, services);
+    if (isThenable(w)) w = await awaitHook(q, hook, ctx, services, w);
+    const s = settle(q, w, ctx, elapsedMicros(t1));
+    if (s !== undefined) return s;
   }
   return undefined;
 }
@@ -177,9 +253,11 @@ export async function runRequestPhase(
   opts: PhaseOptions = {},
 ): Promise<PhaseResult> {
   const only = opts.only;
-  let r = await runStage(route.onRequest, 'onRequest', ctx, services, only);
+  let r = runStage(route.onRequest, 'onRequest', ctx, services, only);
+  if (r instanceof Promise) r = await r;
   if (r !== undefined) return r;
-  r = await runStage(route.onIdentified, 'onIdentified', ctx, services, only);
+  r = runStage(route.onIdentified, 'onIdentified', ctx, services, only);
+  if (r instanceof Promise) r = await r;
   if (r !== undefined) return r;
   if (opts.skipBody) return {};
 
@@ -227,7 +305,8 @@ export async function runRequestPhase(
     }
   }
   if (ctx.body !== undefined || !route.needsBody || !hasBody(ctx)) {
-    r = await runStage(route.onBody, 'onBody', ctx, services, only);
+    r = runStage(route.onBody, 'onBody', ctx, services, only);
+    if (r instanceof Promise) r = await r;
     if (r !== undefined) return r;
   }
   return {};

@@ -4,6 +4,8 @@ import pino from 'pino';
 import type { RequestContext } from '../context.js';
 import type { AuditEvent } from '../errors.js';
 import type { Metrics } from './metrics.js';
+import { serializeFlatLine } from './audit-json.js';
+import { isoFormatter } from './iso-time.js';
 
 /** Query parameters whose values never reach the audit log. */
 const SECRET_PARAM =
@@ -27,11 +29,28 @@ export const REDACT_PATHS = [
   'detail.token',
 ];
 
+/**
+ * Fields pino does not write as they are: the first segment of each redaction path (pino
+ * redacts or re-serialises the whole field) and `err` (pino's error serializer).
+ */
+const PINO_HANDLED: ReadonlySet<string> = new Set([...REDACT_PATHS.map((p) => p.split(/[.[]/)[0]!), 'err']);
+
+// The audit line and the decision log redact the same target of a request: remember the last one.
+let lastTarget = '';
+let lastRedacted = '';
+
 /** Replace secret-looking query values by `[REDACTED]`, keep the rest of the target. */
 export function redactTarget(target: string): string {
   if (!target.includes('?')) return target;
-  return target.replace(SECRET_PARAM, '$1[REDACTED]');
+  if (target === lastTarget) return lastRedacted;
+  const redacted = target.replace(SECRET_PARAM, '$1[REDACTED]');
+  lastTarget = target;
+  lastRedacted = redacted;
+  return redacted;
 }
+
+/** Lines are handed to the file in chunks of about this many characters (and on flush). */
+const CHUNK = 4096;
 
 export interface AuditFields {
   decision?: 'allow' | 'deny' | 'monitor';
@@ -96,7 +115,8 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   // Fail at start, with a clear message, when the file cannot be written.
   fs.closeSync(fs.openSync(file, 'a'));
-  const dest = pino.destination({ dest: file, sync: false, mkdir: true, minLength: 4096 });
+  // minLength > 0: sonic-boom's flush() then waits for the data to reach the file
+  const dest = pino.destination({ dest: file, sync: false, mkdir: true, minLength: CHUNK });
   let lastErrorReport = 0;
   dest.on('error', (err: Error) => {
     metrics.auditWriteErrors.inc();
@@ -106,6 +126,14 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
       (opts.onError ?? ((e: Error) => process.stderr.write(`audit log write failed: ${e.message}\n`)))(err);
     }
   });
+  // pino serialises the lines the flat serialiser leaves to it (nested values, redacted
+  // fields) into `captured`; every line then goes through the same buffer, in order.
+  let captured = '';
+  const capture = {
+    write(s: string) {
+      captured = s;
+    },
+  };
   const logger = pino(
     {
       base: undefined,
@@ -115,27 +143,58 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
       formatters: { level: () => ({ log: 'security_audit' }) },
       redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
     },
-    dest,
+    capture,
   );
+  // pino's framing of a line (`{"log":"security_audit"` … `}\n`), taken from pino itself
+  logger.info({});
+  const END = '}\n';
+  const framed = captured.endsWith(END);
+  const PREFIX = framed ? captured.slice(0, -END.length) : '';
   const sample = opts.accessSampleRate;
 
-  // One ISO timestamp per millisecond, not one Date per line.
-  let lastMs = 0;
-  let lastIso = '';
-  const write = (fields: Record<string, unknown>) => {
-    const ms = Date.now();
-    if (ms !== lastMs) {
-      lastMs = ms;
-      lastIso = new Date(ms).toISOString();
-    }
-    const line: Record<string, unknown> = { time: lastIso, ...fields };
+  // Lines collect here (a string per chunk, not one write per line: sonic-boom's write
+  // measures its whole pending buffer on every call, a cost that grows with the buffer).
+  let pending = '';
+  const handOver = (): void => {
+    if (pending === '') return;
+    const chunk = pending;
+    pending = '';
     try {
-      logger.info(line);
+      dest.write(chunk);
     } catch {
       metrics.auditWriteErrors.inc();
-      return;
     }
-    metrics.auditEvents.inc({ event: line.event as string });
+  };
+
+  const eventCounters = new Map<string, ReturnType<Metrics['auditEvents']['labels']>>();
+  const countEvent = (event: string): void => {
+    let c = eventCounters.get(event);
+    if (c === undefined) {
+      c = metrics.auditEvents.labels(event);
+      if (eventCounters.size < 1000) eventCounters.set(event, c);
+    }
+    c.inc();
+  };
+
+  // ISO timestamps without a Date per line
+  const iso = isoFormatter();
+  const isoNow = (): string => iso(Date.now());
+  /** `line` starts with `time` (isoNow()). */
+  const write = (line: Record<string, unknown>) => {
+    let s = framed ? serializeFlatLine(PREFIX, END, line, PINO_HANDLED) : undefined;
+    if (s === undefined) {
+      try {
+        logger.info(line);
+      } catch {
+        metrics.auditWriteErrors.inc();
+        return;
+      }
+      s = captured;
+      captured = '';
+    }
+    pending += s;
+    if (pending.length >= CHUNK) handOver();
+    countEvent(line.event as string);
     opts.tap?.(line);
   };
 
@@ -144,6 +203,7 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
     request(event, ctx, fields) {
       if (event === 'api_access' && sample < 1 && Math.random() >= sample) return;
       write({
+        time: isoNow(),
         event,
         request_id: ctx.id,
         client_ip: ctx.clientIp,
@@ -155,7 +215,7 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
       });
     },
     system(event, fields) {
-      write({ event, ...fields });
+      write({ time: isoNow(), event, ...fields });
     },
     reopen() {
       try {
@@ -168,6 +228,7 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
     flush: () =>
       new Promise<void>((resolve) => {
         try {
+          handOver();
           dest.flush((err) => {
             if (err) metrics.auditWriteErrors.inc();
             resolve();
@@ -179,6 +240,7 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
     close: () =>
       new Promise<void>((resolve) => {
         try {
+          handOver();
           dest.flushSync();
         } catch {
           // the destination may not be ready yet or the disk is full; nothing more to do

@@ -11,6 +11,7 @@
  */
 import type { RequestContext, TraceStep } from '../context.js';
 import { redactTarget } from './audit.js';
+import { isoFormatter } from './iso-time.js';
 
 /** One policy's verdict inside a decision. */
 export interface DecisionStep {
@@ -122,7 +123,19 @@ export class DecisionLog {
 
   /** Keep a decision. The entry is capped (steps, path, details) and must not be mutated afterwards. */
   record(entry: DecisionEntry): void {
-    const e = capEntry(entry);
+    this.#keep(capEntry(entry));
+  }
+
+  /**
+   * Keep the decision of a finished request: the same entry as
+   * `record(decisionFromContext(ctx, outcome))`, built capped in one pass (no copy of
+   * each step made to be copied again). The gateway calls this for every request.
+   */
+  recordContext(ctx: RequestContext, outcome: DecisionOutcome): void {
+    this.#keep(cappedEntryFromContext(ctx, outcome));
+  }
+
+  #keep(e: DecisionEntry): void {
     const ring = e.decision === 'allow' ? this.allowed : this.denied;
     const evicted = ring.push(e);
     if (evicted && this.byId.get(evicted.request_id) === evicted) this.byId.delete(evicted.request_id);
@@ -228,24 +241,27 @@ export function stepFromTrace(t: TraceStep): DecisionStep {
   return s;
 }
 
+/** What the pipeline knows of a finished request besides its context. */
+export interface DecisionOutcome {
+  status: number;
+  decision: 'allow' | 'deny' | 'monitor';
+  code?: string;
+  score?: number;
+  totalMs?: number;
+}
+
+// ISO times of arrival without a Date per request
+const isoAt = isoFormatter();
+
 /**
  * Build a decision entry from a finished request: what the pipeline calls at the end of
  * every request (`decisions.record(decisionFromContext(ctx, {...}))`).
  */
-export function decisionFromContext(
-  ctx: RequestContext,
-  outcome: {
-    status: number;
-    decision: 'allow' | 'deny' | 'monitor';
-    code?: string;
-    score?: number;
-    totalMs?: number;
-  },
-): DecisionEntry {
+export function decisionFromContext(ctx: RequestContext, outcome: DecisionOutcome): DecisionEntry {
   const totalMs = outcome.totalMs ?? Number(process.hrtime.bigint() - ctx.start) / 1e6;
   const e: DecisionEntry = {
     request_id: ctx.id,
-    time: new Date(ctx.receivedAt).toISOString(),
+    time: isoAt(ctx.receivedAt),
     method: ctx.method,
     path: redactTarget(ctx.target),
     route: ctx.routeName,
@@ -253,6 +269,61 @@ export function decisionFromContext(
     status: outcome.status,
     decision: outcome.decision,
     steps: ctx.trace.map(stepFromTrace),
+    total_ms: Math.round(totalMs * 1000) / 1000,
+  };
+  if (outcome.code !== undefined) e.code = outcome.code;
+  if (outcome.score !== undefined) e.score = outcome.score;
+  return e;
+}
+
+/** capEntry(decisionFromContext(ctx, outcome)), in one pass. */
+function cappedEntryFromContext(ctx: RequestContext, outcome: DecisionOutcome): DecisionEntry {
+  const totalMs = outcome.totalMs ?? Number(process.hrtime.bigint() - ctx.start) / 1e6;
+  const path = redactTarget(ctx.target);
+  const trace = ctx.trace;
+  const kept = Math.min(trace.length, ENTRY_LIMITS.maxSteps);
+  const steps: DecisionStep[] = new Array<DecisionStep>(kept);
+  for (let i = 0; i < kept; i++) {
+    const t = trace[i]!;
+    if (
+      t.verdict === 'pass' &&
+      t.code === undefined &&
+      t.reason === undefined &&
+      t.ruleIds === undefined &&
+      t.detail === undefined &&
+      Number.isInteger(t.micros)
+    ) {
+      // the pipeline's plain pass step ({ policy, verdict, micros }) already is its
+      // capped decision step: keep it rather than a copy (traces are not changed after
+      // the request)
+      steps[i] = t as DecisionStep;
+      continue;
+    }
+    const s: DecisionStep = { policy: t.policy, verdict: t.verdict, micros: Math.round(t.micros) };
+    if (t.code !== undefined) s.code = t.code;
+    if (t.reason !== undefined) s.reason = t.reason;
+    if (t.ruleIds?.length) s.rule_ids = t.ruleIds.slice(0, ENTRY_LIMITS.maxRuleIds).map(String);
+    if (t.detail !== undefined) s.detail = capDetail({ ...t.detail });
+    steps[i] = s;
+  }
+  if (trace.length > ENTRY_LIMITS.maxSteps) {
+    steps.push({
+      policy: '…',
+      verdict: 'pass',
+      detail: { omitted_steps: trace.length - ENTRY_LIMITS.maxSteps },
+      micros: 0,
+    });
+  }
+  const e: DecisionEntry = {
+    request_id: ctx.id,
+    time: isoAt(ctx.receivedAt),
+    method: ctx.method,
+    path: path.length > ENTRY_LIMITS.maxPathLength ? path.slice(0, ENTRY_LIMITS.maxPathLength) + '…' : path,
+    route: ctx.routeName,
+    client_ip: ctx.clientIp,
+    status: outcome.status,
+    decision: outcome.decision,
+    steps,
     total_ms: Math.round(totalMs * 1000) / 1000,
   };
   if (outcome.code !== undefined) e.code = outcome.code;

@@ -2,7 +2,7 @@ import os from 'node:os';
 import type { Gateway } from '../server.js';
 import type { Generation } from '../config/compile.js';
 import { createAlerts, type Alerts, type AlertKind } from './alerts.js';
-import { createDecisionLog, decisionFromContext, type DecisionLog } from './decisions.js';
+import { createDecisionLog, type DecisionLog } from './decisions.js';
 import { createDashboardRoutes, configSummary } from '../admin/routes.js';
 import { securityScore, type ScoreInput } from './score.js';
 import { parseDuration } from '../config/units.js';
@@ -230,15 +230,13 @@ export async function attachObservability(gw: Gateway): Promise<ObservabilityHan
   o.onDecision = (ctx, outcome, seconds) => {
     const scoreDetail = ctx.trace.find((t) => t.detail && typeof t.detail.score === 'number')?.detail
       ?.score as number | undefined;
-    decisions.record(
-      decisionFromContext(ctx, {
-        status: outcome.status,
-        decision: outcome.decision,
-        ...(outcome.deny ? { code: outcome.deny.code } : {}),
-        ...(scoreDetail !== undefined ? { score: scoreDetail } : {}),
-        totalMs: seconds * 1000,
-      }),
-    );
+    decisions.recordContext(ctx, {
+      status: outcome.status,
+      decision: outcome.decision,
+      ...(outcome.deny ? { code: outcome.deny.code } : {}),
+      ...(scoreDetail !== undefined ? { score: scoreDetail } : {}),
+      totalMs: seconds * 1000,
+    });
   };
   const routes = createDashboardRoutes({
     metrics: gw.metrics,

@@ -115,12 +115,41 @@ class InstrumentedStore implements Store {
   readonly kind: 'memory' | 'redis';
   readonly #s: Store;
   readonly #r: ErrorReporter;
+  readonly consumeSync: Store['consumeSync'];
+  readonly blockedForSync: Store['blockedForSync'];
 
   constructor(backend: Store, reporter: ErrorReporter) {
     this.#s = backend;
     this.#r = reporter;
     this.kind = backend.kind;
     reporter.store = backend.kind;
+    // The synchronous forms exist only where the backend has them (the memory store).
+    const consumeSync = backend.consumeSync?.bind(backend);
+    if (consumeSync !== undefined) {
+      this.consumeSync = (b, c) => {
+        try {
+          const v = consumeSync(b, c);
+          reporter.recovered();
+          return v;
+        } catch (err) {
+          reporter.error(err, true);
+          throw err;
+        }
+      };
+    }
+    const blockedForSync = backend.blockedForSync?.bind(backend);
+    if (blockedForSync !== undefined) {
+      this.blockedForSync = (k) => {
+        try {
+          const v = blockedForSync(k);
+          reporter.recovered();
+          return v;
+        } catch (err) {
+          reporter.error(err, true);
+          throw err;
+        }
+      };
+    }
   }
 
   /** the backend (tests, benchmarks) */

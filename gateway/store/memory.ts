@@ -168,6 +168,11 @@ export class MemoryStore implements Store {
   }
 
   async blockedFor(key: string): Promise<number> {
+    return this.blockedForSync(key);
+  }
+
+  /** blockedFor() without the promise. */
+  blockedForSync(key: string): number {
     const now = this.#now();
     const e = this.#live<BlockEntry>(K + key, now);
     return e instanceof BlockEntry ? e.expiresAt - now : 0;

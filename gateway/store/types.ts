@@ -44,6 +44,11 @@ export interface Store {
    */
   consume(buckets: readonly BucketSpec[], cost?: number): Promise<ConsumeResult>;
   /**
+   * consume() answered synchronously (throws where consume() rejects), offered by
+   * in-process backends only: the hot path skips the promises when it is present.
+   */
+  readonly consumeSync?: ((buckets: readonly BucketSpec[], cost?: number) => ConsumeResult) | undefined;
+  /**
    * Count an event in a sliding window of windowMs; returns the count including this one.
    * The window keeps at most MAX_WINDOW_EVENTS events per key (counts saturate there).
    */
@@ -54,6 +59,8 @@ export interface Store {
   block(key: string, ttlMs: number): Promise<void>;
   /** ms left on a block, 0 when not blocked. */
   blockedFor(key: string): Promise<number>;
+  /** blockedFor() answered synchronously, offered by in-process backends only (as consumeSync). */
+  readonly blockedForSync?: ((key: string) => number) | undefined;
   /** Forget a key of any kind (counter, bucket or block). */
   reset(key: string): Promise<void>;
   /** List active blocks whose key starts with prefix, with ms left (admin dashboard). */

@@ -277,9 +277,23 @@ function settingsHash(obj: unknown): string {
 /** Count occurrences of a header in the raw header list (Node keeps only the first Authorization). */
 function headerCount(raw: readonly string[], lowerName: string): number {
   let n = 0;
-  for (let i = 0; i < raw.length; i += 2)
-    if (raw[i]!.length === lowerName.length && raw[i]!.toLowerCase() === lowerName) n += 1;
+  for (let i = 0; i < raw.length; i += 2) if (sameTokenIgnoringCase(raw[i]!, lowerName)) n += 1;
   return n;
+}
+
+/**
+ * `name.toLowerCase() === lower` for a header name (an HTTP token: ASCII only, as the
+ * parsers guarantee), without allocating the lowercase copy.
+ */
+function sameTokenIgnoringCase(name: string, lower: string): boolean {
+  if (name.length !== lower.length) return false;
+  for (let i = 0; i < name.length; i++) {
+    let c = name.charCodeAt(i);
+    if (c >= 65 && c <= 90) c += 32;
+    else if (c > 127) return name.toLowerCase() === lower;
+    if (c !== lower.charCodeAt(i)) return false;
+  }
+  return true;
 }
 
 /** The value of one cookie (the first occurrence), without parsing the others. */

@@ -83,9 +83,10 @@ export class JwtVerifier {
   /** Claims of a valid token, or an AuthFailure (thrown or as the rejection). */
   verify(token: string): Readonly<Record<string, unknown>> | Promise<Readonly<Record<string, unknown>>> {
     if (token.length > this.o.maxTokenBytes) throw new AuthFailure('oversized');
-    if (!COMPACT_JWS.test(token)) throw new AuthFailure('malformed');
+    // a cached token passed the shape check when it was verified (same string)
     const cached = this.o.cache?.get(token);
     if (cached !== undefined) return cached.claims;
+    if (!COMPACT_JWS.test(token)) throw new AuthFailure('malformed');
     const header = decodeHeader(token);
     const alg = header.alg;
     if (typeof alg !== 'string' || !this.allowed.has(alg)) throw new AuthFailure('algorithm');

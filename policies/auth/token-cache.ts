@@ -30,6 +30,13 @@ export class TokenCache {
   private readonly opts: TokenCacheOptions;
   hits = 0;
   misses = 0;
+  // The entry of the last hit or set: a request with the same token (the common case of a
+  // client sending its token again) is answered by one string comparison, not a hash of
+  // the token. It is the most recently used entry of the LRU whenever it is checked
+  // (any other lookup or insertion replaces it), so skipping the LRU touch keeps the
+  // eviction order exact.
+  private lastToken: string | undefined;
+  private last: CachedToken | undefined;
 
   constructor(opts: TokenCacheOptions) {
     this.opts = opts;
@@ -53,6 +60,15 @@ export class TokenCache {
 
   get(token: string): CachedToken | undefined {
     if (this.lru === undefined) return undefined;
+    if (token === this.lastToken) {
+      const last = this.last!;
+      if (this.opts.now() < last.until) {
+        this.hits += 1;
+        return last;
+      }
+    }
+    this.lastToken = undefined;
+    this.last = undefined;
     const hit = this.lru.get(token);
     if (hit === undefined) {
       this.misses += 1;
@@ -64,6 +80,8 @@ export class TokenCache {
       return undefined;
     }
     this.hits += 1;
+    this.lastToken = token;
+    this.last = hit;
     return hit;
   }
 
@@ -73,11 +91,20 @@ export class TokenCache {
     const now = this.opts.now();
     let until = now + this.opts.maxTtlMs;
     if (expSeconds !== undefined) until = Math.min(until, expSeconds * 1000);
+    this.lastToken = undefined;
+    this.last = undefined;
     if (until <= now) return;
-    this.lru.set(token, { claims, until });
+    const entry: CachedToken = { claims, until };
+    this.lru.set(token, entry);
+    if (this.lru.peek(token) === entry) {
+      this.lastToken = token;
+      this.last = entry;
+    }
   }
 
   clear(): void {
+    this.lastToken = undefined;
+    this.last = undefined;
     this.lru?.clear();
   }
 }

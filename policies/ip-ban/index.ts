@@ -1,7 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import { createHash } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
-import type { Deny, Policy, PolicyFactory } from '../../gateway/policy.js';
+import type { Deny, Policy, PolicyFactory, Verdict } from '../../gateway/policy.js';
 import type { RequestContext } from '../../gateway/context.js';
 import { policyBlock, Duration, FailureSchema } from '../../gateway/config/policy-schema.js';
 import { parseDuration } from '../../gateway/config/units.js';
@@ -217,11 +217,16 @@ export const ipBan: PolicyFactory<typeof schema> = {
       });
     };
 
+    const banVerdict = (left: number): Verdict =>
+      left > 0
+        ? { code: 'ip_blocked', ruleIds: ['auto-ban'], detail: { source: 'auto_ban', ttl_ms: left } }
+        : undefined;
+
     const policy: Policy = {
       name: 'ip-ban',
       mode: config.mode,
       failure: config.fail,
-      async onRequest(ctx) {
+      onRequest(ctx) {
         const ip = canonicalIp(ctx.clientIp);
         const fam = isIP(ip);
         const type = fam === 6 ? 'ipv6' : 'ipv4';
@@ -242,10 +247,10 @@ export const ipBan: PolicyFactory<typeof schema> = {
         if (hasDeny && fam !== 0 && deny.check(ip, type)) {
           return { code: 'ip_blocked', ruleIds: ['deny-list'], detail: { source: 'deny_list' } };
         }
-        const left = await store.blockedFor(BAN_PREFIX + clientKey(ip, v6Prefix));
-        if (left > 0)
-          return { code: 'ip_blocked', ruleIds: ['auto-ban'], detail: { source: 'auto_ban', ttl_ms: left } };
-        return undefined;
+        const key = BAN_PREFIX + clientKey(ip, v6Prefix);
+        // synchronous with the in-process store: no promise on the hot path
+        if (store.blockedForSync !== undefined) return banVerdict(store.blockedForSync(key));
+        return store.blockedFor(key).then(banVerdict);
       },
     };
     if (config.auto_ban) {

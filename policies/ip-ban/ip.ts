@@ -67,6 +67,17 @@ function v6Text(g: readonly number[]): string {
  * RFC 5952 form (zone dropped). Anything else is returned unchanged (lowercased).
  */
 export function canonicalIp(addr: string): string {
+  // ip_ban, rate_limit and login_lockout each ask for the same client address in turn
+  if (addr === lastAddr) return lastCanonical;
+  const c = computeCanonicalIp(addr);
+  lastAddr = addr;
+  lastCanonical = c;
+  return c;
+}
+let lastAddr: string | undefined;
+let lastCanonical = '';
+
+function computeCanonicalIp(addr: string): string {
   const family = isIP(addr);
   if (family === 4) return addr;
   const g = family === 6 || addr.includes(':') ? v6Groups(addr) : undefined;
@@ -87,6 +98,18 @@ export function ipFamily(canonical: string): 0 | 4 | 6 {
  * network of `v6Prefix` bits (`2001:db8:1:2::/64`); 128 keeps the full address.
  */
 export function clientKey(addr: string, v6Prefix: number): string {
+  if (addr === lastKeyAddr && v6Prefix === lastKeyPrefix) return lastKey;
+  const k = computeClientKey(addr, v6Prefix);
+  lastKeyAddr = addr;
+  lastKeyPrefix = v6Prefix;
+  lastKey = k;
+  return k;
+}
+let lastKeyAddr: string | undefined;
+let lastKeyPrefix = NaN;
+let lastKey = '';
+
+function computeClientKey(addr: string, v6Prefix: number): string {
   const c = canonicalIp(addr);
   if (v6Prefix >= 128 || !c.includes(':')) return c;
   const g = v6Groups(c);

@@ -95,6 +95,8 @@ interface Window {
 
 interface Rule {
   readonly name: string;
+  /** `${prefix}${i}:` of each of `windows`, the store key without the caller's part */
+  readonly keyPrefixes: readonly string[];
   readonly parts: readonly KeyPart[];
   readonly needsIdentity: boolean;
   readonly usesApiKey: boolean;
@@ -177,10 +179,18 @@ function overrideOf(ctx: RequestContext): Override | null {
 
 /** A subject can be long or odd: keep keys short and printable. */
 function keyValue(v: string): string {
-  return v.length <= 64 && /^[\x21-\x7e]+$/.test(v)
-    ? v
-    : `#${createHash('sha256').update(v).digest('hex').slice(0, 32)}`;
+  if (v === lastKeyIn) return lastKeyOut;
+  const out =
+    v.length <= 64 && /^[\x21-\x7e]+$/.test(v)
+      ? v
+      : `#${createHash('sha256').update(v).digest('hex').slice(0, 32)}`;
+  lastKeyIn = v;
+  lastKeyOut = out;
+  return out;
 }
+// the same client (or subject) is keyed by several rules and requests in a row
+let lastKeyIn: string | undefined;
+let lastKeyOut = '';
 
 interface HeaderState {
   policy: string[];
@@ -231,6 +241,7 @@ export const rateLimit: PolicyFactory<typeof schema> = {
       const parts = [...new Set(r.key.split('+') as KeyPart[])].sort(
         (a, b) => KEY_PARTS.indexOf(a) - KEY_PARTS.indexOf(b),
       );
+      const prefix = `${RATE_LIMIT_PREFIX}${hash({ name: r.name, key: parts, limits: limits.map((l) => [l.count, l.windowMs]) })}:`;
       return {
         name: r.name,
         parts,
@@ -239,7 +250,8 @@ export const rateLimit: PolicyFactory<typeof schema> = {
         routes: r.routes.length > 0 ? new Set(r.routes) : undefined,
         methods: r.methods.length > 0 ? new Set(r.methods) : undefined,
         failClosed: r.fail === 'closed',
-        prefix: `${RATE_LIMIT_PREFIX}${hash({ name: r.name, key: parts, limits: limits.map((l) => [l.count, l.windowMs]) })}:`,
+        prefix,
+        keyPrefixes: limits.map((_, i) => `${prefix}${i}:`),
         windows: makeWindows(r.name, limits),
       };
     };
@@ -298,47 +310,25 @@ export const rateLimit: PolicyFactory<typeof schema> = {
       return out;
     };
 
-    const check = async (rules: readonly Rule[], ctx: RequestContext, s: Store): Promise<Verdict> => {
-      const applied: Rule[] = [];
-      const windows: Window[][] = [];
-      const specs: BucketSpec[] = [];
-      for (const r of rules) {
-        if (r.routes !== undefined && !r.routes.has(ctx.routeName)) continue;
-        if (r.methods !== undefined && !r.methods.has(ctx.method)) continue;
-        const k = keyOf(r, ctx);
-        if (k === undefined || isRuleSkipped(ctx, r.name)) continue;
-        let ws = r.windows;
-        let prefix = r.prefix;
-        if (overrides && r.usesApiKey) {
-          const o = overrideOf(ctx);
-          if (o !== null) {
-            let cached = o.windowsFor.get(r.name);
-            if (cached === undefined) o.windowsFor.set(r.name, (cached = makeWindows(r.name, o.limits)));
-            ws = cached;
-            prefix = `${r.prefix}o${o.hash}:`;
-          }
-        }
-        applied.push(r);
-        windows.push(ws as Window[]);
-        for (let i = 0; i < ws.length; i++) {
-          const w = ws[i]!;
-          specs.push({ key: `${prefix}${i}:${k}`, capacity: w.count, windowMs: w.windowMs });
-        }
-      }
-      if (specs.length === 0) return undefined;
-      let result: ConsumeResult;
-      try {
-        result = await s.consume(specs);
-      } catch (err) {
-        const closed = applied.filter((r) => r.failClosed).map((r) => r.name);
-        ctx.audit.rate_limit_store = 'unavailable';
-        if (closed.length === 0) return undefined;
-        return {
-          code: 'service_unavailable',
-          ruleIds: closed,
-          detail: { policy: 'rate-limit', failure: 'closed', rules: closed, error: (err as Error).message },
-        };
-      }
+    /** The store failed: `fail: closed` rules refuse (503), the others let the request through. */
+    const storeFailed = (applied: readonly Rule[], ctx: RequestContext, err: unknown): Verdict => {
+      const closed = applied.filter((r) => r.failClosed).map((r) => r.name);
+      ctx.audit.rate_limit_store = 'unavailable';
+      if (closed.length === 0) return undefined;
+      return {
+        code: 'service_unavailable',
+        ruleIds: closed,
+        detail: { policy: 'rate-limit', failure: 'closed', rules: closed, error: (err as Error).message },
+      };
+    };
+
+    /** The store answered: response headers, and the refusal when a bucket was empty. */
+    const conclude = (
+      applied: readonly Rule[],
+      windows: readonly (readonly Window[])[],
+      result: ConsumeResult,
+      ctx: RequestContext,
+    ): Verdict => {
       let hs = ctx.locals.get(HEADER_LOCAL) as HeaderState | undefined;
       if (hs === undefined) ctx.locals.set(HEADER_LOCAL, (hs = { policy: [], state: [] }));
       const limited: string[] = [];
@@ -373,6 +363,55 @@ export const rateLimit: PolicyFactory<typeof schema> = {
         detail: { rules: limited, retry_after_s: retryAfter },
       };
       return deny;
+    };
+
+    /**
+     * Synchronous with an in-process store (no promise on the hot path), a promise with
+     * redis.
+     */
+    const check = (rules: readonly Rule[], ctx: RequestContext, s: Store): Verdict | Promise<Verdict> => {
+      const applied: Rule[] = [];
+      const windows: Window[][] = [];
+      const specs: BucketSpec[] = [];
+      for (const r of rules) {
+        if (r.routes !== undefined && !r.routes.has(ctx.routeName)) continue;
+        if (r.methods !== undefined && !r.methods.has(ctx.method)) continue;
+        const k = keyOf(r, ctx);
+        if (k === undefined || isRuleSkipped(ctx, r.name)) continue;
+        let ws = r.windows;
+        let prefix = r.prefix;
+        if (overrides && r.usesApiKey) {
+          const o = overrideOf(ctx);
+          if (o !== null) {
+            let cached = o.windowsFor.get(r.name);
+            if (cached === undefined) o.windowsFor.set(r.name, (cached = makeWindows(r.name, o.limits)));
+            ws = cached;
+            prefix = `${r.prefix}o${o.hash}:`;
+          }
+        }
+        applied.push(r);
+        windows.push(ws as Window[]);
+        const keyPrefixes = ws === r.windows ? r.keyPrefixes : undefined;
+        for (let i = 0; i < ws.length; i++) {
+          const w = ws[i]!;
+          const key = keyPrefixes !== undefined ? keyPrefixes[i]! + k : `${prefix}${i}:${k}`;
+          specs.push({ key, capacity: w.count, windowMs: w.windowMs });
+        }
+      }
+      if (specs.length === 0) return undefined;
+      if (s.consumeSync !== undefined) {
+        let result: ConsumeResult;
+        try {
+          result = s.consumeSync(specs);
+        } catch (err) {
+          return storeFailed(applied, ctx, err);
+        }
+        return conclude(applied, windows, result, ctx);
+      }
+      return s.consume(specs).then(
+        (result) => conclude(applied, windows, result, ctx),
+        (err: unknown) => storeFailed(applied, ctx, err),
+      );
     };
 
     const policy: Policy = {

@@ -83,7 +83,11 @@ export const securityHeaders: PolicyFactory<typeof schema> = {
       failure: 'open',
       onResponse(ctx, head: ResponseHead) {
         const h = head.headers;
-        for (let i = 0; i < removeList.length; i++) delete h[removeList[i]!];
+        // (delete only what is there: deleting turns the object into a slower dictionary)
+        for (let i = 0; i < removeList.length; i++) {
+          const name = removeList[i]!;
+          if (h[name] !== undefined) delete h[name];
+        }
         for (let i = 0; i < set.length; i++) {
           const [name, value] = set[i]!;
           if (hstsOnlyTls && name === 'strict-transport-security' && !ctx.secure) continue;

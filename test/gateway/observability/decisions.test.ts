@@ -228,3 +228,89 @@ t.test('details are kept as plain JSON copies (no live Map, Buffer or object ref
   live.n = 2;
   t.same(log.get('copy')!.steps[0]!.detail, { n: 1, tags: {} });
 });
+
+t.test('recordContext keeps what record(decisionFromContext(...)) keeps', async (t) => {
+  const base = (trace: RequestContext['trace'], target: string, id: string): RequestContext => ({
+    id,
+    start: process.hrtime.bigint(),
+    receivedAt: Date.UTC(2026, 0, 2, 3, 4, 5, 6),
+    method: 'GET',
+    target,
+    rawPath: target.split('?')[0]!,
+    path: target.split('?')[0]!,
+    query: target.split('?')[1] ?? '',
+    headers: {},
+    rawHeaders: [],
+    clientIp: '192.0.2.7',
+    forwardedFor: '192.0.2.7',
+    secure: false,
+    httpVersion: '1.1',
+    bodySource: new PassThrough(),
+    routeName: 'api',
+    identity: undefined,
+    body: undefined,
+    forwardBody: undefined,
+    upstreamHeaders: {},
+    dropUpstreamHeaders: new Set<string>(),
+    responseHeaders: {},
+    trace,
+    monitored: [],
+    audit: {},
+    locals: new Map(),
+    signal: new AbortController().signal,
+  });
+  const big = { blob: 'x'.repeat(5000) };
+  const cases: [RequestContext['trace'], string][] = [
+    [[], '/api/plain'],
+    [
+      [
+        { policy: 'ip_ban', verdict: 'pass', micros: 4.4 },
+        { policy: 'auth', verdict: 'pass', detail: { answered: 204 }, micros: 2.5 },
+        {
+          policy: 'pattern_block',
+          verdict: 'monitor',
+          code: 'request_blocked',
+          reason: 'sqli',
+          ruleIds: Array.from({ length: 40 }, (_, i) => `9421${i}`),
+          detail: { matches: [{ target: 'query.q', excerpt: '1' }], when: new Date(0) },
+          micros: 120.6,
+        },
+        { policy: 'upload', verdict: 'deny', code: 'upload_rejected', detail: big, micros: 0.4 },
+      ],
+      '/api/x?password=hunter2&q=1',
+    ],
+    [
+      Array.from({ length: 70 }, (_, i) => ({ policy: `p${i}`, verdict: 'pass' as const, micros: i })),
+      `/api/${'y'.repeat(3000)}?token=t`,
+    ],
+  ];
+  const outcomes = [
+    { status: 200, decision: 'allow' as const, totalMs: 1.23456 },
+    { status: 403, decision: 'monitor' as const, code: 'request_blocked', score: 7, totalMs: 0.5 },
+    { status: 502, decision: 'deny' as const, code: 'bad_gateway' },
+  ];
+  let n = 0;
+  for (const [trace, target] of cases) {
+    for (const outcome of outcomes) {
+      const id = `same-${++n}`;
+      const a = createDecisionLog();
+      const b = createDecisionLog();
+      const ctx = base(trace, target, id);
+      a.record(decisionFromContext(ctx, outcome));
+      b.recordContext(ctx, outcome);
+      const ea = a.get(id)!;
+      const eb = b.get(id)!;
+      if (outcome.totalMs === undefined) eb.total_ms = ea.total_ms; // measured at the call
+      t.same(eb, ea, `${id}: ${target.slice(0, 30)} ${outcome.decision}`);
+      t.same(Object.keys(eb), Object.keys(ea), 'same key order');
+      t.same(
+        eb.steps.map((s) => Object.keys(s)),
+        ea.steps.map((s) => Object.keys(s)),
+      );
+      t.same(
+        b.recent(),
+        a.recent().map(() => eb),
+      );
+    }
+  }
+});

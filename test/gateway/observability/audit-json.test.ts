@@ -1,0 +1,166 @@
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { jsonString, serializeFlatLine } from '../../../gateway/observability/audit-json.js';
+import { createAuditLog, REDACT_PATHS } from '../../../gateway/observability/audit.js';
+import { Metrics } from '../../../gateway/observability/metrics.js';
+import { createContext } from '../../../gateway/context-factory.js';
+import { PassThrough } from 'node:stream';
+
+/** pino configured as the audit log is, writing into a string. */
+function reference(): (line: Record<string, unknown>) => string {
+  let out = '';
+  const logger = pino(
+    {
+      base: undefined,
+      messageKey: 'message',
+      timestamp: false,
+      formatters: { level: () => ({ log: 'security_audit' }) },
+      redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
+    },
+    {
+      write(s: string) {
+        out = s;
+      },
+    },
+  );
+  return (line) => {
+    logger.info(line);
+    return out;
+  };
+}
+
+const AWKWARD: string[] = [
+  '',
+  'plain',
+  'say "hi"',
+  'back\\slash',
+  '\\"',
+  'tab\there',
+  'new\nline',
+  'nul\u0000byte',
+  'bell\u0007',
+  'del\u007f',
+  'ends with control\u001f',
+  'line sep \u2028 and \u2029',
+  'lone high \ud800 surrogate',
+  'lone low \udc00 surrogate',
+  'reversed pair \udc00\ud800',
+  'emoji 😀 pair',
+  'accents éàü ß 中文',
+  'x'.repeat(99) + '"',
+  'x'.repeat(100),
+  'x'.repeat(100) + '"',
+  'x'.repeat(101),
+  '"'.repeat(150),
+  '\ud800'.repeat(120),
+  'x'.repeat(200) + '\n',
+  '</script><script>alert(1)</script>',
+  '/api/receipts/1?merchant=Whole%20Foods&password=[REDACTED]',
+];
+
+/** An ASCII-only description (a raw U+2028 or lone surrogate would garble the TAP stream). */
+const show = (s: string) =>
+  JSON.stringify(s).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+
+t.test('strings are written as pino writes them', async (t) => {
+  const ref = reference();
+  for (const s of AWKWARD) {
+    const expected = ref({ v: s });
+    t.equal(`{"log":"security_audit","v":${jsonString(s)}}\n`, expected, show(s));
+    const key = ref({ [s]: 1 });
+    t.equal(`{"log":"security_audit",${jsonString(s)}:1}\n`, key, `key ${show(s)}`);
+  }
+});
+
+t.test('a flat line matches pino byte for byte', async (t) => {
+  const ref = reference();
+  const excluded = new Set(['authorization', 'headers', 'err']);
+  const lines: Record<string, unknown>[] = [
+    { time: '2026-01-01T00:00:00.000Z', event: 'api_access', status: 200, decision: 'allow' },
+    { a: 0, b: -0, c: 1.5, d: NaN, e: Infinity, f: -Infinity, g: 1e21, h: 5e-7, i: true, j: false },
+    { skipped: undefined, kept: 'x', alsoSkipped: undefined },
+    Object.fromEntries(AWKWARD.map((s, i) => [`k${i}${s}`, s])),
+    { 2: 'integer keys', b: 'come', 1: 'first' },
+    { message: 'a message field', msg: 'and msg' },
+  ];
+  for (const line of lines) {
+    t.equal(serializeFlatLine('{"log":"security_audit"', '}\n', line, excluded), ref(line));
+  }
+});
+
+t.test('lines pino must handle are left to it', async (t) => {
+  const excluded = new Set(['authorization', 'headers', 'err']);
+  const frame = ['{"log":"security_audit"', '}\n'] as const;
+  t.equal(serializeFlatLine(...frame, { authorization: 'Bearer x' }, excluded), undefined);
+  t.equal(serializeFlatLine(...frame, { err: 'boom' }, excluded), undefined);
+  t.equal(serializeFlatLine(...frame, { detail: { a: 1 } }, excluded), undefined);
+  t.equal(serializeFlatLine(...frame, { ids: ['a'] }, excluded), undefined);
+  t.equal(serializeFlatLine(...frame, { n: null }, excluded), undefined);
+  t.equal(serializeFlatLine(...frame, { n: 10n }, excluded), undefined);
+  t.equal(
+    serializeFlatLine(...frame, { authorization: undefined, ok: 1 }, excluded),
+    '{"log":"security_audit","ok":1}\n',
+    'an undefined excluded field is skipped like any undefined field',
+  );
+});
+
+t.test('the audit file holds exactly what pino would have written, in order', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'audit-json-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'audit.log');
+  const tapped: Record<string, unknown>[] = [];
+  const metrics = new Metrics({ defaultMetrics: false });
+  const audit = createAuditLog({
+    enabled: true,
+    file,
+    accessSampleRate: 1,
+    metrics,
+    tap: (line) => tapped.push(line),
+  });
+  const ctx = (target: string, ip = '10.0.0.1') =>
+    createContext({
+      method: 'GET',
+      target,
+      headers: {},
+      rawHeaders: [],
+      clientIp: ip,
+      secure: false,
+      httpVersion: '1.1',
+      bodySource: new PassThrough(),
+      signal: new AbortController().signal,
+    });
+  for (let i = 0; i < 400; i++) {
+    const s = AWKWARD[i % AWKWARD.length]!;
+    audit.request('api_access', ctx(`/api/x?q=${s}&token=abc${i}`), {
+      decision: 'allow',
+      status: 200,
+      subject: s,
+    });
+    if (i % 7 === 0) {
+      // nested and redacted fields: pino's own path
+      audit.request('request_blocked', ctx('/api/y', s), {
+        decision: 'deny',
+        reason: 'sqli',
+        status: 403,
+        rule_ids: ['942100', s],
+        detail: { password: 'hunter2', note: s },
+        authorization: 'Bearer secret',
+      });
+    }
+    if (i % 50 === 0) audit.system('config_reload', { decision: 'allow', reason: s, version: i });
+  }
+  await audit.flush();
+  const ref = reference();
+  const expected = tapped.map((l) => ref(l)).join('');
+  t.ok(Buffer.from(expected, 'utf8').equals(fs.readFileSync(file)), 'same bytes');
+  const text = fs.readFileSync(file, 'utf8');
+  t.notMatch(text, /hunter2|Bearer secret|token=abc/, 'secrets redacted');
+  t.equal(text.split('\n').length - 1, tapped.length, 'one line per event');
+  const counted = (await metrics.registry.getSingleMetric('gateway_audit_events_total')!.get()).values;
+  const byEvent = Object.fromEntries(counted.map((v) => [v.labels.event, v.value]));
+  t.same(byEvent, { api_access: 400, request_blocked: 58, config_reload: 8 });
+  await audit.close();
+});
