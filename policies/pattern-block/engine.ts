@@ -16,6 +16,7 @@ import {
 import { VALUE_DETECTORS, REQUEST_DETECTORS, type ValueDetector } from './detectors/index.js';
 import type { RequestFacts, ProtocolSettings, RequestDetector } from './detectors/protocol.js';
 import { FAMILIES, type Family, type RuleDef } from './rules.js';
+import { requiredLiterals, buildScanner, scanLiterals, foldCode, type LiteralScanner } from './literals.js';
 
 /**
  * The pattern engine: compiled rules plus the request walk. Everything expensive (regexes,
@@ -61,6 +62,11 @@ export interface EngineOptions {
   readonly maxRanges: number;
   readonly maxValueLength: number;
   readonly skipHeaders: readonly string[];
+  /**
+   * the literal prefilter (default on); off, every rule runs its own gates only. It never
+   * changes a verdict: the tests compare both.
+   */
+  readonly prefilter?: boolean;
 }
 
 export const DEFAULT_ENGINE_OPTIONS: Omit<EngineOptions, 'rules'> = {
@@ -177,6 +183,10 @@ interface CompiledRule {
   readonly gateKey?: string;
   /** and at least one of these substrings (one literal alternation, checked after the character gate) */
   readonly gateSubs?: RegExp;
+  /** requirement id of the literals every match of the regex holds (see literals.ts), or -1 */
+  readonly lits?: number;
+  /** requirement id of the `requires_any` substrings (folded), or -1 */
+  readonly subsLits?: number;
 }
 
 /** Regex rules of a plan sharing one gate (and flags), with their alternation as a prefilter. */
@@ -186,6 +196,10 @@ interface RuleGroup {
   /** alternation of the group's regexes, or undefined for a single rule */
   readonly combined: RegExp | undefined;
   readonly rules: readonly CompiledRule[];
+  /** literal prefilter: requirement id holding the literals of every rule of the group (-1: none) */
+  readonly lits: number;
+  /** requirement id of the group's `requires_any` substrings, folded (-1: none) */
+  readonly subsLits: number;
 }
 
 /** Rules sharing one transform chain. */
@@ -193,6 +207,11 @@ interface Plan {
   readonly chainKey: string;
   /** the chain's last node in the plan set's transform trie (-1: no transform) */
   readonly node: number;
+  /**
+   * the node whose value the literal prefilter scans for this chain: trailing `lowercase`
+   * steps are skipped, the scan folds case anyway (-1: the value itself)
+   */
+  readonly scanNode: number;
   /** union of the character gates of every rule in the plan, when every rule has one */
   readonly gateUnion: CharMask | undefined;
   readonly groups: readonly RuleGroup[];
@@ -226,6 +245,8 @@ interface PlanSet {
   /** signature bits that send a value to the full walk */
   readonly special: CharMask;
   readonly fast: readonly RegExp[];
+  /** per fast regex: the requirement id of its rules' literals (-1: none) */
+  readonly fastLits: Int32Array;
   readonly fastDetectors: readonly ValueDetector[];
   readonly fastOk: boolean;
   /** every plan reduces to a variant on stable values (so the transform trie can be skipped for them) */
@@ -253,6 +274,8 @@ export interface Engine {
   readonly skipHeaders: ReadonlySet<string>;
   readonly freeText: ReadonlySet<string>;
   readonly familyThresholds: ReadonlyMap<Family, number>;
+  /** the literal prefilter of every rule (one Aho-Corasick automaton) */
+  readonly literals: LiteralScanner;
 }
 
 /** One rule match. `excerpt` is at most 40 characters (redacted for secret-looking targets). */
@@ -331,7 +354,50 @@ function compileExclusion(e: ExclusionSpec): CompiledExclusion {
   };
 }
 
-type Full = CompiledRule & { transforms: readonly string[]; flags: string; targets: readonly string[] };
+type Full = CompiledRule & {
+  transforms: readonly string[];
+  flags: string;
+  targets: readonly string[];
+  /** literals every match of the regex holds (undefined: none derived) */
+  litList?: readonly string[];
+  /** the `requires_any` substrings, folded */
+  subsList?: readonly string[];
+};
+
+/** The literal sets ("requirements") of an engine's prefilter, shared where equal. */
+class LiteralRegistry {
+  readonly reqs: string[][] = [];
+  private readonly byKey = new Map<string, number>();
+
+  constructor(private readonly enabled: boolean) {}
+
+  /**
+   * The id of a literal set (-1 for undefined: no requirement). A set with a one-character
+   * literal is not worth a lookup (the character gates cover those), so it gets none either.
+   */
+  add(lits: readonly string[] | undefined): number {
+    if (!this.enabled || lits === undefined || lits.length === 0 || lits.some((l) => l.length < 2)) return -1;
+    const sorted = [...new Set(lits)].sort();
+    const key = sorted.join('\u0000');
+    let id = this.byKey.get(key);
+    if (id === undefined) {
+      id = this.reqs.length;
+      this.reqs.push(sorted);
+      this.byKey.set(key, id);
+    }
+    return id;
+  }
+
+  /** The union of the literal sets of `rules`, or undefined when one of them has none. */
+  union(rules: readonly Full[]): string[] | undefined {
+    const out: string[] = [];
+    for (const r of rules) {
+      if (r.litList === undefined) return undefined;
+      out.push(...r.litList);
+    }
+    return out;
+  }
+}
 
 /** ASCII characters that make some transform change a value (so the fast path would be wrong). */
 const TRANSFORM_TRIGGERS = '%+&\\/*';
@@ -386,7 +452,7 @@ function stableVariantOf(transforms: readonly string[]): number {
 /** Transforms that change even a value without special characters. */
 const NOT_IDENTITY_ON_PLAIN = new Set(['remove_whitespace', 'cmd_line']);
 
-function buildPlanSet(rules: readonly Full[]): PlanSet {
+function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
   const byChain = new Map<string, Full[]>();
   for (const r of rules) {
     const key = r.transforms.join(',');
@@ -425,6 +491,8 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
       combined:
         g.length > 1 ? new RegExp(g.map((r) => `(?:${r.regex!.source})`).join('|'), g[0]!.flags) : undefined,
       rules: g,
+      lits: lits.add(lits.union(g)),
+      subsLits: lits.add(g[0]!.subsList),
     }));
     let gateUnion: CharMask | undefined = { lo: 0, hi: 0 };
     for (const r of list) {
@@ -435,9 +503,12 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
       gateUnion.lo |= r.gate.lo;
       gateUnion.hi |= r.gate.hi;
     }
+    let scanNode = node;
+    while (scanNode >= 0 && fns[scanNode] === lowercase) scanNode = parents[scanNode]!;
     plans.push({
       chainKey,
       node,
+      scanNode,
       gateUnion,
       groups,
       detectorRules: list.filter((r) => r.detector),
@@ -453,14 +524,17 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
   }
   const ungated = rules.filter((r) => !r.gate);
   const fastOk = !ungated.some((r) => r.transforms.some((t) => NOT_IDENTITY_ON_PLAIN.has(t)));
-  const byFlags = new Map<string, string[]>();
+  const byFlags = new Map<string, Full[]>();
   for (const r of ungated) {
     if (!r.regex) continue;
     const list = byFlags.get(r.flags) ?? [];
-    list.push(`(?:${r.regex.source})`);
+    list.push(r);
     byFlags.set(r.flags, list);
   }
-  const fast = [...byFlags].map(([flags, list]) => new RegExp(list.join('|'), flags));
+  const fast = [...byFlags].map(
+    ([flags, list]) => new RegExp(list.map((r) => `(?:${r.regex!.source})`).join('|'), flags),
+  );
+  const fastLits = Int32Array.from([...byFlags.values()].map((list) => lits.add(lits.union(list))));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
   return {
     clean: new Set<string>(),
@@ -470,6 +544,7 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
     fn: fns,
     special,
     fast,
+    fastLits,
     fastDetectors,
     fastOk,
     stableOk: plans.every((p) => p.stableVariant >= 0),
@@ -496,6 +571,7 @@ export function compileEngine(opts: EngineOptions): Engine {
   const disabled = opts.disabledRules.map((r) =>
     r.endsWith('*') ? (id: string) => id.startsWith(r.slice(0, -1)) : (id: string) => id === r,
   );
+  const lits = new LiteralRegistry(opts.prefilter !== false);
   const selected: Full[] = [];
   for (const r of opts.rules) {
     if (r.paranoia > opts.paranoiaLevel) continue;
@@ -520,8 +596,16 @@ export function compileEngine(opts: EngineOptions): Engine {
           }
         : {}),
     };
-    if (r.regex !== undefined) selected.push({ ...base, regex: new RegExp(r.regex, r.flags ?? '') });
-    else if (r.detector !== undefined && VALUE_DETECTORS[r.detector])
+    if (r.regex !== undefined) {
+      const litList = requiredLiterals(r.regex, r.flags ?? '');
+      selected.push({
+        ...base,
+        regex: new RegExp(r.regex, r.flags ?? ''),
+        ...(litList !== undefined ? { litList } : {}),
+        lits: lits.add(litList),
+        ...(r.requiresAny !== undefined ? { subsList: r.requiresAny.map(foldLiteral) } : {}),
+      });
+    } else if (r.detector !== undefined && VALUE_DETECTORS[r.detector])
       selected.push({ ...base, detector: VALUE_DETECTORS[r.detector] });
     else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector])
       selected.push({
@@ -561,11 +645,13 @@ export function compileEngine(opts: EngineOptions): Engine {
     }
   }
   const plansByKind = new Map<Kind, PlanSet>();
-  for (const [k, list] of byKind) plansByKind.set(k, buildPlanSet(list));
+  for (const [k, list] of byKind) plansByKind.set(k, buildPlanSet(list, lits));
   const headerPlans = new Map<string, PlanSet>();
-  headerPlans.set('*', buildPlanSet(headerAll));
+  headerPlans.set('*', buildPlanSet(headerAll, lits));
   for (const [h, list] of headerNamed)
-    headerPlans.set(h, buildPlanSet([...headerAll, ...list.filter((r) => !headerAll.includes(r))]));
+    headerPlans.set(h, buildPlanSet([...headerAll, ...list.filter((r) => !headerAll.includes(r))], lits));
+  const literals = buildScanner(lits.reqs);
+  if (litScan.hit.length < literals.size * 8) litScan.hit = new Int32Array(literals.size * 8);
   const { rules: _rules, ...rest } = opts;
   void _rules;
   return {
@@ -586,7 +672,14 @@ export function compileEngine(opts: EngineOptions): Engine {
     skipHeaders: new Set(opts.skipHeaders.map((h) => h.toLowerCase())),
     freeText: new Set(opts.freeTextFields.map((f) => f.toLowerCase())),
     familyThresholds: new Map(Object.entries(opts.familyThresholds) as [Family, number][]),
+    literals,
   };
+}
+
+function foldLiteral(s: string): string {
+  let out = '';
+  for (let i = 0; i < s.length; i++) out += String.fromCharCode(foldCode(s.charCodeAt(i)));
+  return out;
 }
 
 /** What the request walk needs to know about the request (besides the values). */
@@ -622,6 +715,14 @@ const scratch = {
   lo: new Int32Array(64),
   hi: new Int32Array(64),
 };
+/**
+ * Literal-prefilter scans of the value being inspected: the scan in slot `k` (one slot per
+ * distinct transformed string) of an engine with `size` requirements holds requirement `r`'s
+ * literals when `hit[k * size + r]` equals the slot's stamp. Each scan takes a fresh stamp, so
+ * nothing is cleared between values.
+ */
+const litScan = { hit: new Int32Array(0), stamp: 0 };
+
 /** signature of a transformed value being computed */
 const nodeMask: CharMask = { lo: 0, hi: 0 };
 /**
@@ -715,6 +816,12 @@ class Walk {
   readonly tmask: CharMask = { lo: 0, hi: 0 };
   /** the four variants of a stable value (see {@link STABLE_EXCLUDE}) */
   readonly variants: string[] = ['', '', '', ''];
+  /** strings of the current value scanned by the literal prefilter (slot k), with their stamps */
+  private readonly scanStr: string[] = [];
+  readonly scanStamp: number[] = [];
+  private nScan = 0;
+  /** what the literal prefilter scans for the plan being run: its value, or one equal to it but for case */
+  private scanned = '';
 
   constructor(
     readonly engine: Engine,
@@ -794,16 +901,54 @@ class Walk {
     }
   }
 
+  /**
+   * The slot of the literal scan of `t` (see {@link litScan}), scanning it on first use for
+   * the current value.
+   */
+  private scanOf(t: string): number {
+    const n = this.nScan;
+    for (let k = 0; k < n; k++) if (this.scanStr[k] === t) return k;
+    const size = this.engine.literals.size;
+    if ((n + 1) * size > litScan.hit.length) {
+      const grown = new Int32Array(Math.max((n + 1) * size, litScan.hit.length * 2));
+      grown.set(litScan.hit);
+      litScan.hit = grown;
+    }
+    const stamp = ++litScan.stamp;
+    scanLiterals(this.engine.literals, t, litScan.hit, stamp, n * size);
+    this.scanStr[n] = t;
+    this.scanStamp[n] = stamp;
+    this.nScan = n + 1;
+    return n;
+  }
+
+  /** Whether the scan in `slot` holds a literal of requirement `req`. */
+  private holds(slot: number, req: number): boolean {
+    return litScan.hit[slot * this.engine.literals.size + req] === this.scanStamp[slot];
+  }
+
   private inspect(set: PlanSet, kind: string, path: string | undefined, leaf: string, raw: string): void {
     const v =
       raw.length > this.engine.options.maxValueLength
         ? raw.slice(0, this.engine.options.maxValueLength)
         : raw;
+    this.nScan = 0;
+    // a value takes a bounded number of scans, so the stamps never wrap within one
+    if (litScan.stamp > 0x3fff0000) {
+      litScan.hit.fill(0);
+      litScan.stamp = 0;
+    }
     const vm = charMask(v, this.mask);
     if (set.fastOk && !passes(vm, set.special)) {
       const l = lowercase(v);
       let hit = false;
-      for (const re of set.fast) if (re.test(l)) hit = true;
+      const fast = set.fast;
+      for (let i = 0; i < fast.length; i++) {
+        // the literal scan folds case: scanning `v` tells what scanning `l` would
+        const fl = set.fastLits[i]!;
+        if (fl >= 0 && !this.holds(this.scanOf(v), fl)) continue;
+        if (fast[i]!.test(l)) hit = true;
+      }
       if (!hit) for (const d of set.fastDetectors) if (d(l)) hit = true;
       if (!hit) return;
     }
@@ -818,6 +963,8 @@ class Walk {
       const vals = this.variants;
       vals[0] = v;
       let have = 1;
+      // variants 0 and 1 differ only in case, which the literal scan folds
+      let slot01 = -1;
       for (let pi = 0; pi < plans.length; pi++) {
         const plan = plans[pi]!;
         if (plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
@@ -836,7 +983,9 @@ class Walk {
         }
         tm.lo = vm.lo;
         tm.hi = (sv & 1) === 0 ? vm.hi : vm.hi & ~HI_UPPER;
-        this.runPlan(plan, vals[sv]!, tm, kind, path, leaf);
+        this.scanned = vals[sv]!;
+        if ((sv & 2) === 0) slot01 = this.runPlan(plan, vals[sv]!, tm, kind, path, leaf, slot01);
+        else this.runPlan(plan, vals[sv]!, tm, kind, path, leaf, -1);
       }
       return;
     }
@@ -853,11 +1002,16 @@ class Walk {
         tm.lo = scratch.lo[plan.node]!;
         tm.hi = scratch.hi[plan.node]!;
       }
-      this.runPlan(plan, t, tm, kind, path, leaf);
+      // nodeValue computed every ancestor of the plan's node for this value
+      this.scanned = plan.scanNode < 0 ? v : scratch.vals[plan.scanNode]!;
+      this.runPlan(plan, t, tm, kind, path, leaf, -1);
     }
   }
 
-  /** The rules of one plan on its transformed value `t` (signature `tm`). */
+  /**
+   * The rules of one plan on its transformed value `t` (signature `tm`). `slot` is the
+   * literal scan of `t` when known (else -1); returns it (-1 when no scan was needed).
+   */
   private runPlan(
     plan: Plan,
     t: string,
@@ -865,13 +1019,23 @@ class Walk {
     kind: string,
     path: string | undefined,
     leaf: string,
-  ): void {
+    slot: number,
+  ): number {
     for (const g of plan.groups) {
       if (g.gate !== undefined && !passes(tm, g.gate)) continue;
+      if (g.lits >= 0 || g.subsLits >= 0) {
+        if (slot < 0) slot = this.scanOf(this.scanned);
+        if (g.lits >= 0 && !this.holds(slot, g.lits)) continue;
+        if (g.subsLits >= 0 && !this.holds(slot, g.subsLits)) continue;
+      }
       if (g.gateSubs !== undefined && !g.gateSubs.test(t)) continue;
       if (g.combined !== undefined && !g.combined.test(t)) continue;
       for (const r of g.rules) {
         if (r.names !== undefined && !r.names.test(leaf)) continue;
+        if (r.lits! >= 0) {
+          if (slot < 0) slot = this.scanOf(this.scanned);
+          if (!this.holds(slot, r.lits!)) continue;
+        }
         const m = r.regex!.exec(t);
         if (m) {
           const name = path === undefined ? kind : `${kind}:${path}`;
@@ -889,6 +1053,7 @@ class Walk {
         this.add(r, name, leaf, excerptOf(t, ev.at, name, leaf));
       }
     }
+    return slot;
   }
 }
 
