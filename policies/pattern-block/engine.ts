@@ -868,10 +868,11 @@ class Walk {
     namePlans: PlanSet | undefined,
     valuePlans: PlanSet | undefined,
     kind: string,
+    nameKind: string,
     k: string,
     v: string,
   ): void {
-    this.value(namePlans, `${kind}_name`, k, k, k);
+    this.value(namePlans, nameKind, k, k, k);
     this.value(valuePlans, kind, k, k, v);
     const eq = k.indexOf('=');
     if (eq > 0 && v === '') {
@@ -1076,17 +1077,6 @@ export function parseQuery(q: string): [string, string][] {
   return out;
 }
 
-function parseCookies(h: string): [string, string][] {
-  const out: [string, string][] = [];
-  for (const part of h.split(';')) {
-    const s = part.trim();
-    if (s === '') continue;
-    const eq = s.indexOf('=');
-    out.push(eq < 0 ? [s, ''] : [s.slice(0, eq).trim(), s.slice(eq + 1).trim()]);
-  }
-  return out;
-}
-
 /** The head of a request, as the policy sees it (a subset of RequestContext). */
 export interface HeadInput {
   readonly method: string;
@@ -1158,23 +1148,45 @@ function walkHead(walk: Walk, head: HeadInput): number {
   const e = walk.engine;
   let args = 0;
   walk.value(e.plansByKind.get('path'), 'path', undefined, 'path', urlDecodeOnce(head.rawPath, false));
+  const maxArgs = e.options.maxArgs;
   const qPlans = e.plansByKind.get('query');
   const qnPlans = e.plansByKind.get('query_name');
-  for (const [k, v] of parseQuery(head.query)) {
-    if (++args > e.options.maxArgs) break;
-    walk.pair(qnPlans, qPlans, 'query', k, v);
+  // the pairs of parseQuery(), without building the list
+  const q = head.query;
+  for (let start = 0; q !== '' && start <= q.length;) {
+    let end = q.indexOf('&', start);
+    if (end < 0) end = q.length;
+    if (end > start) {
+      if (++args > maxArgs) break;
+      const eq = q.indexOf('=', start);
+      const inPart = eq >= 0 && eq < end;
+      const k = urlDecodeOnce(q.slice(start, inPart ? eq : end), true);
+      const v = inPart ? urlDecodeOnce(q.slice(eq + 1, end), true) : '';
+      walk.pair(qnPlans, qPlans, 'query', 'query_name', k, v);
+    }
+    start = end + 1;
   }
   const hnPlans = e.plansByKind.get('header_name');
   const all = e.headerPlans.get('*')!;
-  for (const [name, raw] of Object.entries(head.headers)) {
-    const v = headerString(raw);
+  const headers = head.headers;
+  for (const name of Object.keys(headers)) {
+    const v = headerString(headers[name]);
     if (v === undefined) continue;
     walk.value(hnPlans, 'header_name', name, name, name);
     if (name === 'cookie') {
       const cPlans = e.plansByKind.get('cookie');
       const cnPlans = e.plansByKind.get('cookie_name');
-      for (const [ck, cv] of parseCookies(v)) {
-        if (++args > e.options.maxArgs) break;
+      // the pairs of parseCookies(), without building the list
+      for (let cs = 0; cs <= v.length;) {
+        let ce = v.indexOf(';', cs);
+        if (ce < 0) ce = v.length;
+        const part = v.slice(cs, ce).trim();
+        cs = ce + 1;
+        if (part === '') continue;
+        if (++args > maxArgs) break;
+        const eq = part.indexOf('=');
+        const ck = eq < 0 ? part : part.slice(0, eq).trim();
+        const cv = eq < 0 ? '' : part.slice(eq + 1).trim();
         walk.value(cnPlans, 'cookie_name', ck, ck, ck);
         walk.value(cPlans, 'cookie', ck, ck, cv);
       }
@@ -1233,7 +1245,7 @@ function walkBody(walk: Walk, body: RequestBody): number {
     if (!list) continue;
     for (const [k, v] of list) {
       if (budget.n-- <= 0) break;
-      walk.pair(e.plansByKind.get(kn), e.plansByKind.get(kv), kv, k, v);
+      walk.pair(e.plansByKind.get(kn), e.plansByKind.get(kv), kv, kn, k, v);
     }
   }
   for (const f of body.files ?? []) {
@@ -1244,7 +1256,13 @@ function walkBody(walk: Walk, body: RequestBody): number {
 }
 
 function countArgs(head: HeadInput, body: RequestBody | undefined): number {
-  let n = head.query === '' ? 0 : head.query.split('&').length;
+  // head.query.split('&').length, without the list
+  const q = head.query;
+  let n = 0;
+  if (q !== '') {
+    n = 1;
+    for (let i = q.indexOf('&'); i >= 0; i = q.indexOf('&', i + 1)) n++;
+  }
   if (body?.form) n += body.form.length;
   if (body?.fields) n += body.fields.length;
   if (body?.json !== undefined && body.json !== null && typeof body.json === 'object')
