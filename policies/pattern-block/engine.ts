@@ -16,7 +16,14 @@ import {
 import { VALUE_DETECTORS, REQUEST_DETECTORS, type ValueDetector } from './detectors/index.js';
 import type { RequestFacts, ProtocolSettings, RequestDetector } from './detectors/protocol.js';
 import { FAMILIES, type Family, type RuleDef } from './rules.js';
-import { requiredLiterals, buildScanner, scanLiterals, foldCode, type LiteralScanner } from './literals.js';
+import {
+  requiredLiterals,
+  buildScanner,
+  scanLiterals,
+  scanLiteralsAndMask,
+  foldCode,
+  type LiteralScanner,
+} from './literals.js';
 
 /**
  * The pattern engine: compiled rules plus the request walk. Everything expensive (regexes,
@@ -364,6 +371,9 @@ type Full = CompiledRule & {
   subsList?: readonly string[];
 };
 
+/** Literals longer than this are cut to their prefix (a smaller automaton scans faster). */
+const MAX_LITERAL = 5;
+
 /** The literal sets ("requirements") of an engine's prefilter, shared where equal. */
 class LiteralRegistry {
   readonly reqs: string[][] = [];
@@ -377,7 +387,8 @@ class LiteralRegistry {
    */
   add(lits: readonly string[] | undefined): number {
     if (!this.enabled || lits === undefined || lits.length === 0 || lits.some((l) => l.length < 2)) return -1;
-    const sorted = [...new Set(lits)].sort();
+    // a prefix of a required literal is required too: shorter literals keep the automaton small
+    const sorted = [...new Set(lits.map((l) => l.slice(0, MAX_LITERAL)))].sort();
     const key = sorted.join('\u0000');
     let id = this.byKey.get(key);
     if (id === undefined) {
@@ -933,13 +944,19 @@ class Walk {
       raw.length > this.engine.options.maxValueLength
         ? raw.slice(0, this.engine.options.maxValueLength)
         : raw;
-    this.nScan = 0;
     // a value takes a bounded number of scans, so the stamps never wrap within one
     if (litScan.stamp > 0x3fff0000) {
       litScan.hit.fill(0);
       litScan.stamp = 0;
     }
-    const vm = charMask(v, this.mask);
+    // the signature and the literal scan of the value itself (slot 0), in one pass
+    const vm = this.mask;
+    const stamp = ++litScan.stamp;
+    // (compileEngine sized `hit` for this engine's slot 0 at least)
+    scanLiteralsAndMask(this.engine.literals, v, litScan.hit, stamp, 0, vm);
+    this.scanStr[0] = v;
+    this.scanStamp[0] = stamp;
+    this.nScan = 1;
     if (set.fastOk && !passes(vm, set.special)) {
       const l = lowercase(v);
       let hit = false;
@@ -965,7 +982,7 @@ class Walk {
       vals[0] = v;
       let have = 1;
       // variants 0 and 1 differ only in case, which the literal scan folds
-      let slot01 = -1;
+      let slot01 = 0;
       for (let pi = 0; pi < plans.length; pi++) {
         const plan = plans[pi]!;
         if (plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;

@@ -1,3 +1,5 @@
+import { LO, HI, HI_NON_ASCII, HI_DOUBLE_SPACE, type CharMask } from './charmask.js';
+
 /**
  * Literal prefilter: for each rule regex, a set of literal strings of which every match holds
  * at least one (derived from the regex itself, so it is a necessary condition by
@@ -418,12 +420,12 @@ export function requiredLiterals(source: string, flags: string): string[] | unde
 export interface LiteralScanner {
   /** number of requirements */
   readonly size: number;
-  /** folded character (0..128) → alphabet index (0: in no literal) */
+  /** UTF-16 code unit → alphabet index of its folding (0: in no literal) */
   readonly classOf: Uint8Array;
   readonly width: number;
   /**
-   * DFA transitions: `delta[state * width + class]` is the next state, bit-inverted (negative)
-   * when that state ends a literal
+   * DFA transitions: `delta[state * width + class]` is the next state times `width` (the
+   * offset of its row), bit-inverted (negative) when that state ends a literal
    */
   readonly delta: Int32Array;
   /** requirement ids ending at a state (its own and its suffixes'): outIds[outStart[s] .. outStart[s+1]] */
@@ -493,8 +495,13 @@ export function buildScanner(reqs: readonly (readonly string[])[]): LiteralScann
     ids.push(...out[st]!);
   }
   outStart[n] = ids.length;
-  for (let k = 0; k < delta.length; k++) if (out[delta[k]!]!.length > 0) delta[k] = ~delta[k]!;
-  return { size: reqs.length, classOf, width, delta, outStart, outIds: Int32Array.from(ids) };
+  for (let k = 0; k < delta.length; k++) {
+    const to = delta[k]!;
+    delta[k] = out[to]!.length > 0 ? ~(to * width) : to * width;
+  }
+  const classOfUnit = new Uint8Array(65536);
+  for (let c = 0; c < 65536; c++) classOfUnit[c] = classOf[foldCode(c)]!;
+  return { size: reqs.length, classOf: classOfUnit, width, delta, outStart, outIds: Int32Array.from(ids) };
 }
 
 /**
@@ -503,17 +510,57 @@ export function buildScanner(reqs: readonly (readonly string[])[]): LiteralScann
  */
 export function scanLiterals(sc: LiteralScanner, s: string, hit: Int32Array, stamp: number, base = 0): void {
   const { classOf, width, delta, outStart, outIds } = sc;
-  let st = 0;
+  let row = 0;
   const n = s.length;
   for (let i = 0; i < n; i++) {
-    let c = s.charCodeAt(i);
-    if (c >= 65 && c <= 90) c += 32;
-    else if (c > 127) c = 128;
-    st = delta[st * width + classOf[c]!]!;
-    if (st < 0) {
-      st = ~st;
+    row = delta[row + classOf[s.charCodeAt(i)]!]!;
+    if (row < 0) {
+      row = ~row;
+      const st = (row / width) | 0;
       const b = outStart[st + 1]!;
       for (let k = outStart[st]!; k < b; k++) hit[base + outIds[k]!] = stamp;
     }
   }
+}
+
+/**
+ * {@link scanLiterals} and {@link charMask} (the signature into `mask`) in one pass over `s`.
+ */
+export function scanLiteralsAndMask(
+  sc: LiteralScanner,
+  s: string,
+  hit: Int32Array,
+  stamp: number,
+  base: number,
+  mask: CharMask,
+): void {
+  const { classOf, width, delta, outStart, outIds } = sc;
+  let row = 0;
+  let lo = 0;
+  let hi = 0;
+  let prevSpace = false;
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 128) {
+      lo |= LO[c]!;
+      hi |= HI[c]!;
+      if (c === 32) {
+        if (prevSpace) hi |= HI_DOUBLE_SPACE;
+        prevSpace = true;
+      } else prevSpace = false;
+    } else {
+      hi |= HI_NON_ASCII;
+      prevSpace = false;
+    }
+    row = delta[row + classOf[c]!]!;
+    if (row < 0) {
+      row = ~row;
+      const st = (row / width) | 0;
+      const b = outStart[st + 1]!;
+      for (let k = outStart[st]!; k < b; k++) hit[base + outIds[k]!] = stamp;
+    }
+  }
+  mask.lo = lo;
+  mask.hi = hi;
 }
