@@ -381,12 +381,9 @@ class LiteralRegistry {
 
   constructor(private readonly enabled: boolean) {}
 
-  /**
-   * The id of a literal set (-1 for undefined: no requirement). A set with a one-character
-   * literal is not worth a lookup (the character gates cover those), so it gets none either.
-   */
+  /** The id of a literal set (-1 for undefined: no requirement). */
   add(lits: readonly string[] | undefined): number {
-    if (!this.enabled || lits === undefined || lits.length === 0 || lits.some((l) => l.length < 2)) return -1;
+    if (!this.enabled || lits === undefined || lits.length === 0) return -1;
     // a prefix of a required literal is required too: shorter literals keep the automaton small
     const sorted = [...new Set(lits.map((l) => l.slice(0, MAX_LITERAL)))].sort();
     const key = sorted.join('\u0000');
@@ -535,15 +532,17 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
   }
   const ungated = rules.filter((r) => !r.gate);
   const fastOk = !ungated.some((r) => r.transforms.some((t) => NOT_IDENTITY_ON_PLAIN.has(t)));
+  // one combined regex per flags, and apart the rules without literals (the others' is gated by theirs)
   const byFlags = new Map<string, Full[]>();
   for (const r of ungated) {
     if (!r.regex) continue;
-    const list = byFlags.get(r.flags) ?? [];
+    const key = `${r.flags}\u0000${r.litList !== undefined && lits.add(r.litList) >= 0 ? 'l' : ''}`;
+    const list = byFlags.get(key) ?? [];
     list.push(r);
-    byFlags.set(r.flags, list);
+    byFlags.set(key, list);
   }
-  const fast = [...byFlags].map(
-    ([flags, list]) => new RegExp(list.map((r) => `(?:${r.regex!.source})`).join('|'), flags),
+  const fast = [...byFlags.values()].map(
+    (list) => new RegExp(list.map((r) => `(?:${r.regex!.source})`).join('|'), list[0]!.flags),
   );
   const fastLits = Int32Array.from([...byFlags.values()].map((list) => lits.add(lits.union(list))));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);

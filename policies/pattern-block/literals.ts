@@ -40,10 +40,21 @@ function foldString(s: string): string {
   return out;
 }
 
+/** One-character literals that ordinary text holds often (letters, digits, space, prose punctuation). */
+const COMMON_CHAR = /^[a-z0-9 .,'"():;!?/&-]$/;
+
 /** Relative chance of a literal set to occur in ordinary text (lower is a better gate). */
 function weight(req: readonly string[]): number {
   let w = 0;
-  for (const l of req) w += l.length >= 5 ? 0.001 : [1, 1, 0.1, 0.02, 0.005][l.length]!;
+  for (const l of req)
+    w +=
+      l.length >= 5
+        ? 0.001
+        : l.length === 1
+          ? COMMON_CHAR.test(l)
+            ? 1
+            : 0.3
+          : [1, 1, 0.1, 0.02, 0.005][l.length]!;
   return w;
 }
 

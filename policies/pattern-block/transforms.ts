@@ -21,12 +21,13 @@ function hexVal(c: number): number {
  * nothing an attacker sends disappears from view.
  */
 export function utf8Lenient(bytes: ArrayLike<number>, len = bytes.length): string {
-  let out = '';
+  // code units collected first, then turned into a string in a few calls (not one concatenation per character)
+  const units: number[] = [];
   let i = 0;
   while (i < len) {
     const b = bytes[i]!;
     if (b < 0x80) {
-      out += String.fromCharCode(b);
+      units.push(b);
       i++;
       continue;
     }
@@ -60,13 +61,25 @@ export function utf8Lenient(bytes: ArrayLike<number>, len = bytes.length): strin
       }
     }
     if (ok && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff)) {
-      out += String.fromCodePoint(cp);
+      if (cp < 0x10000) units.push(cp);
+      else units.push(0xd800 + ((cp - 0x10000) >> 10), 0xdc00 + ((cp - 0x10000) & 0x3ff));
       i += need + 1;
     } else {
-      out += String.fromCharCode(b);
+      units.push(b);
       i++;
     }
   }
+  return fromUnits(units);
+}
+
+/** Code units per String.fromCharCode call (well below the engines' argument limits). */
+const UNITS_PER_CALL = 4096;
+
+function fromUnits(units: number[]): string {
+  if (units.length <= UNITS_PER_CALL) return String.fromCharCode(...units);
+  let out = '';
+  for (let k = 0; k < units.length; k += UNITS_PER_CALL)
+    out += String.fromCharCode(...units.slice(k, k + UNITS_PER_CALL));
   return out;
 }
 

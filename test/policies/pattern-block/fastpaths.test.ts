@@ -1,4 +1,5 @@
 import t from 'tap';
+import fc from 'fast-check';
 import { Value } from '@sinclair/typebox/value';
 import {
   patternBlock,
@@ -8,6 +9,7 @@ import {
 import { inspectRequest } from '../../../policies/pattern-block/engine.js';
 import {
   urlDecodeOnce,
+  utf8Lenient,
   compressWhitespace,
   removeWhitespace,
   WS,
@@ -112,4 +114,60 @@ t.test('the clean-value memo never hides a finding in short values or paths', as
   t.equal(get('/api/../../etc/passwd').decision, 'deny');
   t.equal(get('/api/receipts?page=2').decision, 'allow');
   t.equal(get("/api/receipts?page=2'%20or%201=1--").decision, 'deny');
+});
+
+/** The lenient UTF-8 decoding as first written (one concatenation per character), for comparison. */
+function utf8LenientReference(bytes: readonly number[]): string {
+  let out = '';
+  let i = 0;
+  while (i < bytes.length) {
+    const b = bytes[i]!;
+    if (b < 0x80) {
+      out += String.fromCharCode(b);
+      i++;
+      continue;
+    }
+    let need = 0;
+    let cp = 0;
+    if (b >= 0xc0 && b < 0xe0) [need, cp] = [1, b & 0x1f];
+    else if (b >= 0xe0 && b < 0xf0) [need, cp] = [2, b & 0x0f];
+    else if (b >= 0xf0 && b < 0xf8) [need, cp] = [3, b & 0x07];
+    else if (b >= 0xf8 && b < 0xfc) [need, cp] = [4, b & 0x03];
+    else if (b >= 0xfc && b < 0xfe) [need, cp] = [5, b & 0x01];
+    let ok = need > 0 && i + need < bytes.length;
+    for (let k = 1; ok && k <= need; k++) {
+      const c = bytes[i + k]!;
+      if ((c & 0xc0) !== 0x80) ok = false;
+      else cp = cp * 64 + (c & 0x3f);
+    }
+    if (ok && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff)) {
+      out += String.fromCodePoint(cp);
+      i += need + 1;
+    } else {
+      out += String.fromCharCode(b);
+      i++;
+    }
+  }
+  return out;
+}
+
+t.test('lenient UTF-8 decoding builds the same string as one concatenation per character', async (t) => {
+  const byte = fc.oneof(
+    fc.integer({ min: 0, max: 255 }),
+    fc.integer({ min: 0x80, max: 0xbf }),
+    fc.constantFrom(0xc0, 0xc1, 0xe0, 0xed, 0xf0, 0xf4, 0xf8, 0xfc, 0xfe, 0xff),
+  );
+  fc.assert(
+    fc.property(
+      fc.array(byte, { maxLength: 40 }),
+      (bytes) => utf8Lenient(bytes) === utf8LenientReference(bytes),
+    ),
+    { numRuns: 20000 },
+  );
+  const long = Array.from(
+    { length: 10000 },
+    (_, i) => [0x41, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80][i % 8]!,
+  );
+  t.equal(utf8Lenient(long), utf8LenientReference(long));
+  t.equal(urlDecodeOnce('%F0%9F%98%80%C0%AE%FF'), '\u{1F600}.\u00ff');
 });
