@@ -14,7 +14,7 @@ import {
   removeWhitespace,
   WS,
 } from '../../../policies/pattern-block/transforms.js';
-import { detectSqli } from '../../../policies/pattern-block/detectors/sqli.js';
+import { detectSqli, cannotFireUnquoted } from '../../../policies/pattern-block/detectors/sqli.js';
 import { detectXss } from '../../../policies/pattern-block/detectors/xss.js';
 
 /**
@@ -170,4 +170,133 @@ t.test('lenient UTF-8 decoding builds the same string as one concatenation per c
   );
   t.equal(utf8Lenient(long), utf8LenientReference(long));
   t.equal(urlDecodeOnce('%F0%9F%98%80%C0%AE%FF'), '\u{1F600}.\u00ff');
+});
+
+t.test('the SQL detector shortcut for unquoted values decides what tokenizing decides', async (t) => {
+  t.ok(cannotFireUnquoted('item 3-77 (small)'));
+  t.ok(cannotFireUnquoted('2025-01-02t3:00'));
+  t.notOk(cannotFireUnquoted("x' or 1=1"));
+  t.notOk(cannotFireUnquoted(') or (1'));
+  t.notOk(cannotFireUnquoted('*/) or x'));
+  t.notOk(cannotFireUnquoted('\u00a0union select 1'));
+  t.notOk(cannotFireUnquoted('/*!50000union*/ /*!50000select*/ 1'));
+  const fragment = fc.constantFrom(
+    ...[
+      'union',
+      'select',
+      'from',
+      'where',
+      'order',
+      'by',
+      'group',
+      'and',
+      'or',
+      'xor',
+      'sleep',
+      'if',
+      'user',
+    ],
+    ...[
+      'drop',
+      'table',
+      'exec',
+      'set',
+      'having',
+      'like',
+      'in',
+      'is',
+      'null',
+      'char',
+      'version',
+      'item',
+      'small',
+    ],
+    ...[
+      ' ',
+      '\u00a0',
+      '\t',
+      '(',
+      ')',
+      ',',
+      '.',
+      '..',
+      '-',
+      '--',
+      '#',
+      '/*',
+      '*/',
+      '/*!',
+      '/*!50000',
+      '+',
+      '*',
+    ],
+    ...[
+      '=',
+      '==',
+      '!=',
+      '<>',
+      '<=>',
+      '<',
+      '>',
+      '&',
+      '&&',
+      '|',
+      '||',
+      '@',
+      '@@',
+      ';',
+      "'",
+      '"',
+      '`',
+      '%',
+      ':',
+    ],
+    ...['0', '1', '5', '0x', '1e5', '3x', 'é', 'a', 'x_y', '$'],
+  );
+  fc.assert(
+    fc.property(fc.array(fragment, { maxLength: 10 }), (parts) => {
+      const v = parts.join('');
+      return JSON.stringify(detectSqli(v)) === JSON.stringify(detectSqli(v, true));
+    }),
+    { numRuns: 30000 },
+  );
+  // the unquoted shapes, densely
+  const short = fc.constantFrom(
+    '1',
+    '2',
+    'x',
+    ' ',
+    '=',
+    '==',
+    '!=',
+    '<>',
+    '(',
+    ')',
+    '&&',
+    '||',
+    ',',
+    '#',
+    '--',
+    '*/',
+  );
+  fc.assert(
+    fc.property(fc.array(short, { maxLength: 6 }), (parts) => {
+      const v = parts.join('');
+      return JSON.stringify(detectSqli(v)) === JSON.stringify(detectSqli(v, true));
+    }),
+    { numRuns: 20000 },
+  );
+  for (const v of [
+    '1=1',
+    '1 != 2',
+    '1<>2',
+    'x=x',
+    ') or 1',
+    '@@version',
+    'sleep(5)',
+    '1;drop',
+    'a&&b=1',
+    '*/)&1',
+  ])
+    t.same(detectSqli(v), detectSqli(v, true), v);
 });
