@@ -816,6 +816,9 @@ const CLEAN_MEMO_MAX_HEADER = 256;
 /** Clean values remembered per plan set before the memo is cleared (bounds memory: about 1024 × 256 characters per set at worst). */
 const CLEAN_MEMO_ENTRIES = 1024;
 
+/** A target's path: a field name or path, none (`undefined`), or the current JSON path (`null`). */
+type Path = string | undefined | null;
+
 /** Accumulates matches for one request. */
 class Walk {
   readonly matches: Match[] = [];
@@ -830,6 +833,9 @@ class Walk {
   private readonly scanStr: string[] = [];
   readonly scanStamp: number[] = [];
   private nScan = 0;
+  /** the path of the JSON value being inspected (see {@link walkJson}) */
+  readonly jsonSegs: (string | number)[] = [];
+  jsonLen = 0;
   /** what the literal prefilter scans for the plan being run: its value, or one equal to it but for case */
   private scanned = '';
 
@@ -837,6 +843,23 @@ class Walk {
     readonly engine: Engine,
     readonly scope: RequestScope,
   ) {}
+
+  /** The target name: `kind`, or `kind:path` (for {@link JSON_PATH}, the current JSON path). */
+  nameOf(kind: string, path: Path): string {
+    if (path === undefined) return kind;
+    return `${kind}:${path === JSON_PATH ? this.jsonPath() : path}`;
+  }
+
+  /** `items[0].name`: keys joined by `.` (none before the first), indexes in brackets. */
+  jsonPath(): string {
+    let p = '';
+    for (let i = 0; i < this.jsonLen; i++) {
+      const seg = this.jsonSegs[i]!;
+      if (typeof seg === 'number') p = `${p}[${seg}]`;
+      else p = p === '' ? seg : `${p}.${seg}`;
+    }
+    return p;
+  }
 
   excluded(ruleId: string, family: Family, name: string, leaf: string): boolean {
     for (const e of this.engine.exclusions) {
@@ -895,7 +918,7 @@ class Walk {
    * Inspect one value. The target name (`kind:path`, e.g. `json:items[0].name`) is only
    * built when a rule matches.
    */
-  value(set: PlanSet | undefined, kind: string, path: string | undefined, leaf: string, raw: string): void {
+  value(set: PlanSet | undefined, kind: string, path: Path, leaf: string, raw: string): void {
     if (set === undefined || raw.length === 0) return;
     // names (JSON keys, parameter, cookie and header names), header values (User-Agent,
     // Referer, Accept …), paths and short values (page=2, currency codes, enum values, tags)
@@ -938,7 +961,7 @@ class Walk {
     return litScan.hit[slot * this.engine.literals.size + req] === this.scanStamp[slot];
   }
 
-  private inspect(set: PlanSet, kind: string, path: string | undefined, leaf: string, raw: string): void {
+  private inspect(set: PlanSet, kind: string, path: Path, leaf: string, raw: string): void {
     const v =
       raw.length > this.engine.options.maxValueLength
         ? raw.slice(0, this.engine.options.maxValueLength)
@@ -1034,7 +1057,7 @@ class Walk {
     t: string,
     tm: CharMask,
     kind: string,
-    path: string | undefined,
+    path: Path,
     leaf: string,
     slot: number,
   ): number {
@@ -1055,7 +1078,7 @@ class Walk {
         }
         const m = r.regex!.exec(t);
         if (m) {
-          const name = path === undefined ? kind : `${kind}:${path}`;
+          const name = this.nameOf(kind, path);
           this.add(r, name, leaf, excerptOf(t, m.index, name, leaf));
         }
       }
@@ -1066,7 +1089,7 @@ class Walk {
       if (r.gateSubs !== undefined && !r.gateSubs.test(t)) continue;
       const ev = r.detector!(t);
       if (ev) {
-        const name = path === undefined ? kind : `${kind}:${path}`;
+        const name = this.nameOf(kind, path);
         this.add(r, name, leaf, excerptOf(t, ev.at, name, leaf));
       }
     }
@@ -1216,43 +1239,65 @@ function walkHead(walk: Walk, head: HeadInput): number {
 
 const MAX_JSON_DEPTH = 32;
 
-function walkJson(
-  walk: Walk,
-  v: unknown,
-  path: string,
-  leaf: string,
-  depth: number,
-  budget: { n: number },
-): void {
-  if (budget.n <= 0) return;
-  const e = walk.engine;
+/** The `path` of JSON keys and values: the walk knows it (see {@link walkJson}). */
+const JSON_PATH = null;
+
+/** What {@link walkJson} carries down (one object per body). */
+interface JsonWalk {
+  readonly walk: Walk;
+  readonly values: PlanSet | undefined;
+  readonly keys: PlanSet | undefined;
+  budget: number;
+}
+
+/**
+ * The JSON walk. The path of the value being inspected is kept as segments in
+ * `walk.jsonSegs[0 .. walk.jsonLen)` (keys, and array indexes as numbers); its string is only
+ * built when a rule matches ({@link Walk.jsonPath}).
+ */
+function walkJson(j: JsonWalk, v: unknown, leaf: string, depth: number): void {
+  if (j.budget <= 0) return;
+  const walk = j.walk;
   if (typeof v === 'string') {
-    budget.n--;
-    walk.value(e.plansByKind.get('json'), 'json', path, leaf, v);
+    j.budget--;
+    walk.jsonLen = depth;
+    walk.value(j.values, 'json', JSON_PATH, leaf, v);
     return;
   }
   if (v === null || typeof v !== 'object' || depth > MAX_JSON_DEPTH) return;
+  const segs = walk.jsonSegs;
   if (Array.isArray(v)) {
-    for (let i = 0; i < v.length && budget.n > 0; i++)
-      walkJson(walk, v[i], `${path}[${i}]`, leaf, depth + 1, budget);
+    for (let i = 0; i < v.length && j.budget > 0; i++) {
+      segs[depth] = i;
+      walkJson(j, v[i], leaf, depth + 1);
+    }
     return;
   }
-  const kPlans = e.plansByKind.get('json_key');
   const obj = v as Record<string, unknown>;
   for (const k in obj) {
     if (!Object.prototype.hasOwnProperty.call(obj, k)) continue;
-    if (budget.n-- <= 0) return;
+    if (j.budget-- <= 0) return;
     const x = obj[k];
-    const p = path === '' ? k : `${path}.${k}`;
-    walk.value(kPlans, 'json_key', p, k, k);
-    walkJson(walk, x, p, k, depth + 1, budget);
+    segs[depth] = k;
+    walk.jsonLen = depth + 1;
+    walk.value(j.keys, 'json_key', JSON_PATH, k, k);
+    walkJson(j, x, k, depth + 1);
   }
 }
 
 function walkBody(walk: Walk, body: RequestBody): number {
   const e = walk.engine;
   const budget = { n: e.options.maxArgs };
-  if (body.json !== undefined) walkJson(walk, body.json, '', '', 0, budget);
+  if (body.json !== undefined) {
+    const j: JsonWalk = {
+      walk,
+      values: e.plansByKind.get('json'),
+      keys: e.plansByKind.get('json_key'),
+      budget: budget.n,
+    };
+    walkJson(j, body.json, '', 0);
+    budget.n = j.budget;
+  }
   const pairs: [readonly [string, string][] | undefined, Kind, Kind][] = [
     [body.form, 'form', 'form_name'],
     [body.fields, 'multipart', 'multipart_name'],
