@@ -1069,7 +1069,8 @@ class Walk {
         if (g.subsLits >= 0 && !this.holds(slot, g.subsLits)) continue;
       }
       if (g.gateSubs !== undefined && !g.gateSubs.test(t)) continue;
-      if (g.combined !== undefined && !g.combined.test(t)) continue;
+      // with literals, each rule's own literals pick the few regexes worth running
+      if (g.combined !== undefined && g.lits < 0 && !g.combined.test(t)) continue;
       for (const r of g.rules) {
         if (r.names !== undefined && !r.names.test(leaf)) continue;
         if (r.lits! >= 0) {

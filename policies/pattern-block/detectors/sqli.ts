@@ -690,6 +690,9 @@ function mayBeSqlAfterBreak(rest: string, quote: string): boolean {
   );
 }
 
+/** The longest word of {@link WORD_CLASS}; all of them start with a letter a-z. */
+const MAX_WORD = Math.max(...[...WORD_CLASS.keys()].map((w) => w.length));
+
 /**
  * Whether the value, tokenized as it is, cannot give a fingerprint the judge or
  * {@link strongTokens} accepts, decided without tokenizing. Every shape needs one of: a quote
@@ -712,7 +715,9 @@ export function cannotFireUnquoted(s: string): boolean {
       continue;
     }
     if (run >= 0) {
-      if (WORD_CLASS.has(s.slice(run, i))) return false;
+      // every word of WORD_CLASS starts with a letter (a run from a digit is a number or a bareword)
+      const f = s.charCodeAt(run);
+      if (f >= 97 && f <= 122 && i - run <= MAX_WORD && WORD_CLASS.has(s.slice(run, i))) return false;
       run = -1;
     }
     if (i === n) break;

@@ -300,3 +300,10 @@ t.test('the SQL detector shortcut for unquoted values decides what tokenizing de
   ])
     t.same(detectSqli(v), detectSqli(v, true), v);
 });
+
+t.test('the SQL words the shortcut looks up all start with a letter a-z', async (t) => {
+  // cannotFireUnquoted only looks up runs that start with a-z; a keyword starting otherwise would slip
+  for (const w of ['union', 'select', 'load_file', 'pg_sleep', 'xp_cmdshell', 'utl_http', 'dbms_pipe'])
+    t.notOk(cannotFireUnquoted(`(${w}`), w);
+  t.ok(cannotFireUnquoted('(2union'), 'a run from a digit is a bareword');
+});
