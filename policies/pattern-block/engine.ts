@@ -819,22 +819,35 @@ const CLEAN_MEMO_ENTRIES = 1024;
 /** A target's path: a field name or path, none (`undefined`), or the current JSON path (`null`). */
 type Path = string | undefined | null;
 
+/** Scratch space of {@link Walk}: per value, so one set serves every walk. */
+const walkScratch = {
+  mask: { lo: 0, hi: 0 } as CharMask,
+  tmask: { lo: 0, hi: 0 } as CharMask,
+  variants: ['', '', '', ''],
+  scanStr: [] as string[],
+  scanStamp: [] as number[],
+  jsonSegs: [] as (string | number)[],
+};
+
 /** Accumulates matches for one request. */
 class Walk {
   readonly matches: Match[] = [];
-  readonly seen = new Set<string>();
+  /** rule and target pairs already matched (created on the first match) */
+  private seen: Set<string> | undefined;
   /** findings so far, before exclusions (a value that added none is clean) */
   found = 0;
-  readonly mask: CharMask = { lo: 0, hi: 0 };
-  readonly tmask: CharMask = { lo: 0, hi: 0 };
+  // scratch of the value being inspected, shared by every walk (inspection is synchronous
+  // and never re-entered)
+  readonly mask = walkScratch.mask;
+  readonly tmask = walkScratch.tmask;
   /** the four variants of a stable value (see {@link STABLE_EXCLUDE}) */
-  readonly variants: string[] = ['', '', '', ''];
+  readonly variants = walkScratch.variants;
   /** strings of the current value scanned by the literal prefilter (slot k), with their stamps */
-  private readonly scanStr: string[] = [];
-  readonly scanStamp: number[] = [];
+  private readonly scanStr = walkScratch.scanStr;
+  readonly scanStamp = walkScratch.scanStamp;
   private nScan = 0;
   /** the path of the JSON value being inspected (see {@link walkJson}) */
-  readonly jsonSegs: (string | number)[] = [];
+  readonly jsonSegs = walkScratch.jsonSegs;
   jsonLen = 0;
   /** what the literal prefilter scans for the plan being run: its value, or one equal to it but for case */
   private scanned = '';
@@ -877,9 +890,9 @@ class Walk {
     this.found++;
     // one match per rule and target
     const key = `${rule.id}\u0000${name}`;
-    if (this.seen.has(key)) return;
+    if (this.seen?.has(key) === true) return;
     if (this.excluded(rule.id, rule.family, name, leaf)) return;
-    this.seen.add(key);
+    (this.seen ??= new Set<string>()).add(key);
     if (this.matches.length >= 64) return;
     this.matches.push({
       ruleId: rule.id,
