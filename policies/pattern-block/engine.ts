@@ -215,8 +215,9 @@ interface Plan {
   /** the chain's last node in the plan set's transform trie (-1: no transform) */
   readonly node: number;
   /**
-   * the node whose value the literal prefilter scans for this chain: trailing `lowercase`
-   * steps are skipped, the scan folds case anyway (-1: the value itself)
+   * the node whose value the literal prefilter scans for this chain when that value is
+   * ASCII: trailing `lowercase` steps are skipped, the scan folds case anyway (-1: the value
+   * itself)
    */
   readonly scanNode: number;
   /** union of the character gates of every rule in the plan, when every rule has one */
@@ -1055,8 +1056,18 @@ class Walk {
         tm.lo = scratch.lo[plan.node]!;
         tm.hi = scratch.hi[plan.node]!;
       }
-      // nodeValue computed every ancestor of the plan's node for this value
-      this.scanned = plan.scanNode < 0 ? v : scratch.vals[plan.scanNode]!;
+      // nodeValue computed every ancestor of the plan's node for this value. Lower-casing only
+      // folds ASCII like the scan does when the value before it is ASCII (U+212A and U+0130
+      // lower-case to ASCII letters), so a non-ASCII value is scanned as transformed.
+      const sn = plan.scanNode;
+      this.scanned =
+        sn < 0
+          ? (vm.hi & HI_NON_ASCII) === 0
+            ? v
+            : t
+          : (scratch.hi[sn]! & HI_NON_ASCII) === 0
+            ? scratch.vals[sn]!
+            : t;
       this.runPlan(plan, t, tm, kind, path, leaf, -1);
     }
   }

@@ -1,6 +1,6 @@
 import t from 'tap';
 import fc from 'fast-check';
-import { loadPackDir, shippedRulesDir } from '../../../policies/pattern-block/rules.js';
+import { loadPackDir, shippedRulesDir, parsePack } from '../../../policies/pattern-block/rules.js';
 import {
   requiredLiterals,
   buildScanner,
@@ -101,6 +101,8 @@ const FRAGMENTS: string[] = (() => {
     '\\',
   ]);
   out.add('A').add('z').add('0').add('9').add('é').add('＜').add('\u0000');
+  // lower-case to ASCII letters (Kelvin sign, capital I with dot), also percent-encoded
+  out.add('\u212a').add('\u0130').add('%E2%84%AA').add('%C4%B0');
   for (const r of rules) {
     if (r.regex !== undefined) for (const l of requiredLiterals(r.regex, r.flags ?? '') ?? []) out.add(l);
     for (const ex of [...r.examples.match, ...r.examples.no_match]) if (typeof ex === 'string') out.add(ex);
@@ -187,4 +189,29 @@ t.test('an engine with the prefilter decides exactly what one without it decides
     { numRuns: 500 },
   );
   t.pass('no difference');
+});
+
+t.test('non-ASCII letters that lower-case to ASCII are scanned as lower-cased', async (t) => {
+  // a chain without NFKC: the Kelvin sign only becomes `k` in the lowercase step
+  const pack = parsePack(
+    [
+      '- id: test-kill',
+      '  family: cmd_injection',
+      '  score: 5',
+      '  description: test',
+      '  targets: [args, path]',
+      '  transforms: [url_decode, lowercase]',
+      '  regex: "kill"',
+    ].join('\n'),
+    'test',
+    'test.yaml',
+  );
+  const opts = { ...DEFAULT_ENGINE_OPTIONS, rules: pack };
+  for (const e of [compileEngine(opts), compileEngine({ ...opts, prefilter: false })])
+    for (const target of ['/x?q=%E2%84%AAill', '/\u212aill', '/x?q=\u212aILL'])
+      t.same(
+        inspectRequest(e, { method: 'GET', target, headers: { Host: 'h' } }).matches.map((m) => m.ruleId),
+        ['test-kill'],
+        target,
+      );
 });
