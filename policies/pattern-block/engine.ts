@@ -2,7 +2,14 @@ import type { RequestBody } from '../../gateway/context.js';
 import type { Deny } from '../../gateway/policy.js';
 import type { BlockReason } from '../../gateway/errors.js';
 import { parseBody, mediaTypeOf } from '../../gateway/body.js';
-import { TRANSFORMS, urlDecodeOnce, lowercase, removeWhitespace, type Transform } from './transforms.js';
+import {
+  TRANSFORMS,
+  urlDecodeOnce,
+  lowercase,
+  removeWhitespace,
+  nonAsciiStable,
+  type Transform,
+} from './transforms.js';
 import {
   charMask,
   gateOf,
@@ -426,6 +433,9 @@ const STABLE_EXCLUDE: CharMask = (() => {
   m.hi |= HI_CONTROL | HI_NON_ASCII | HI_DOUBLE_SPACE;
   return m;
 })();
+
+/** {@link STABLE_EXCLUDE} but for non-ASCII characters, which {@link nonAsciiStable} judges. */
+const STABLE_EXCLUDE_ASCII: CharMask = { lo: STABLE_EXCLUDE.lo, hi: STABLE_EXCLUDE.hi & ~HI_NON_ASCII };
 
 /**
  * Transforms that return a stable value unchanged: URL decoding (no `%`, no `+`), entity and
@@ -1011,14 +1021,16 @@ class Walk {
     // every rule is gated and whose gates all fail on the raw value cannot match
     const rawStable = !passes(vm, TRIGGER_MASK);
     const tm = this.tmask;
-    if (set.stableOk && !passes(vm, STABLE_EXCLUDE)) {
+    const ascii = (vm.hi & HI_NON_ASCII) === 0;
+    if (set.stableOk && !passes(vm, STABLE_EXCLUDE_ASCII) && (ascii || nonAsciiStable(v))) {
       // a stable value: every chain yields one of four variants, computed at most once each;
       // lower-casing ASCII only clears the upper-case bit, removing single spaces changes no bit
       const vals = this.variants;
       vals[0] = v;
       let have = 1;
-      // variants 0 and 1 differ only in case, which the literal scan folds
-      let slot01 = 0;
+      // variants 0 and 1 of an ASCII value differ only in case, which the literal scan folds
+      // (a non-ASCII value may lower-case to other ASCII letters: U+212A, U+0130)
+      let slot1 = ascii ? 0 : -1;
       for (let pi = 0; pi < plans.length; pi++) {
         const plan = plans[pi]!;
         if (plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
@@ -1038,7 +1050,8 @@ class Walk {
         tm.lo = vm.lo;
         tm.hi = (sv & 1) === 0 ? vm.hi : vm.hi & ~HI_UPPER;
         this.scanned = vals[sv]!;
-        if ((sv & 2) === 0) slot01 = this.runPlan(plan, vals[sv]!, tm, kind, path, leaf, slot01);
+        if (sv === 0) this.runPlan(plan, v, tm, kind, path, leaf, 0);
+        else if (sv === 1) slot1 = this.runPlan(plan, vals[1]!, tm, kind, path, leaf, slot1);
         else this.runPlan(plan, vals[sv]!, tm, kind, path, leaf, -1);
       }
       return;

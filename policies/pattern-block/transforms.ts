@@ -406,6 +406,20 @@ export function pathLastSegment(s: string): string {
   return i < 0 ? s : s.slice(i + 1);
 }
 
+/**
+ * For a value without `%+&\\/*`, control characters and double spaces: whether its non-ASCII
+ * characters leave every transform but `lowercase` and `remove_whitespace` without effect —
+ * none is whitespace or a slash look-alike, and the value is NFKC-normalised.
+ */
+export function nonAsciiStable(s: string): boolean {
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80 && (WS_UNIT[c] === 1 || UNICODE_SLASHES.test(s[i]!))) return false;
+  }
+  return s.normalize('NFKC') === s;
+}
+
 /** Every transform, by the name rule packs use. */
 export const TRANSFORMS: Readonly<Record<string, Transform>> = {
   url_decode: urlDecodeRepeat,

@@ -13,9 +13,12 @@ import {
   compressWhitespace,
   removeWhitespace,
   WS,
+  TRANSFORMS,
 } from '../../../policies/pattern-block/transforms.js';
 import { detectSqli, cannotFireUnquoted } from '../../../policies/pattern-block/detectors/sqli.js';
 import { detectXss } from '../../../policies/pattern-block/detectors/xss.js';
+import { VALUE_DETECTORS } from '../../../policies/pattern-block/detectors/index.js';
+import { loadPackDir, shippedRulesDir } from '../../../policies/pattern-block/rules.js';
 
 /**
  * The engine's shortcuts (stable values, per-value transform calls, clean-value memo, the
@@ -306,4 +309,71 @@ t.test('the SQL words the shortcut looks up all start with a letter a-z', async 
   for (const w of ['union', 'select', 'load_file', 'pg_sleep', 'xp_cmdshell', 'utl_http', 'dbms_pipe'])
     t.notOk(cannotFireUnquoted(`(${w}`), w);
   t.ok(cannotFireUnquoted('(2union'), 'a run from a digit is a bareword');
+});
+
+t.test('a JSON value is judged like applying every rule to it directly', async (t) => {
+  // every shortcut at once (stable values, ASCII or not; transform sharing; literal prefilter;
+  // the SQL shortcut) against the plain definition: transforms in order, then the operator
+  const rules = loadPackDir(shippedRulesDir()).filter(
+    (r) => r.names === undefined && r.targets.some((x) => x === 'json' || x === 'args' || x === 'body'),
+  );
+  const direct = (v: string) =>
+    rules
+      .filter((r) => {
+        const x = r.transforms.reduce((s, name) => TRANSFORMS[name]!(s), v);
+        return r.regex !== undefined
+          ? new RegExp(r.regex, r.flags ?? '').test(x)
+          : VALUE_DETECTORS[r.detector!]!(x) !== undefined;
+      })
+      .map((r) => r.id)
+      .sort();
+  const viaEngine = (v: string) =>
+    body({ a: v })
+      .matches.filter((m) => m.target === 'json:a')
+      .map((m) => m.ruleId)
+      .sort();
+  const unit = fc.constantFrom(
+    ...['a', 'K', 'k', 'i', 'I', ' ', '(', ')', "'", '<', '>', '.', ':', ';', '=', '-', '1', '$', '#', '@'],
+    ...[
+      'é',
+      'e\u0301',
+      '\u212a',
+      '\u0130',
+      'ß',
+      'Σ',
+      '東',
+      '＜',
+      '\uff0f',
+      '\u2215',
+      '\u00a0',
+      '\u3000',
+      '\u200b',
+    ],
+    ...['ﬁ', '①', '\u00bc', 'ſ', 'ǅ', '—', '\ud83d\ude00', '\ud800'],
+  );
+  const word = fc.constantFrom(
+    'script',
+    'alert(1)',
+    'union',
+    'select',
+    'kill',
+    'sleep(5)',
+    'or 1=1',
+    'onerror=',
+  );
+  fc.assert(
+    fc.property(fc.array(fc.oneof(unit, word), { maxLength: 12 }), (parts) => {
+      const v = parts.join('');
+      return v === '' || JSON.stringify(viaEngine(v)) === JSON.stringify(direct(v));
+    }),
+    { numRuns: 4000 },
+  );
+  for (const v of [
+    'Café Rouge 12',
+    '東京ラーメン 9',
+    '\u212aill <ſcript>',
+    'İtem (small)',
+    '<ｓcript>alert(1)</ｓcript>',
+  ])
+    t.same(viaEngine(v), direct(v), v);
 });

@@ -202,6 +202,13 @@ t.test('non-ASCII letters that lower-case to ASCII are scanned as lower-cased', 
       '  targets: [args, path]',
       '  transforms: [url_decode, lowercase]',
       '  regex: "kill"',
+      '- id: test-hi',
+      '  family: cmd_injection',
+      '  score: 5',
+      '  description: test',
+      '  targets: [args]',
+      '  transforms: [lowercase]',
+      '  regex: "\\\\bhi\\\\b"',
     ].join('\n'),
     'test',
     'test.yaml',
@@ -214,4 +221,23 @@ t.test('non-ASCII letters that lower-case to ASCII are scanned as lower-cased', 
         ['test-kill'],
         target,
       );
+  // U+0130 is NFKC-stable and lower-cases to `i` and a combining dot: "hİ" takes the stable
+  // path, and only its lower-cased form holds `hi`
+  for (const e of [compileEngine(opts), compileEngine({ ...opts, prefilter: false })]) {
+    const json = inspectRequest(e, {
+      method: 'POST',
+      target: '/x',
+      headers: { Host: 'h', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ a: 'h\u0130' }),
+    });
+    t.same(
+      json.matches.map((m) => m.ruleId),
+      ['test-hi'],
+    );
+    const query = inspectRequest(e, { method: 'GET', target: '/x?q=h%C4%B0', headers: { Host: 'h' } });
+    t.same(
+      query.matches.map((m) => m.ruleId),
+      ['test-hi'],
+    );
+  }
 });
