@@ -8,6 +8,7 @@ import {
   lowercase,
   removeWhitespace,
   nonAsciiStable,
+  WS_UNIT,
   type Transform,
 } from './transforms.js';
 import {
@@ -28,6 +29,7 @@ import {
   buildScanner,
   scanLiterals,
   scanLiteralsAndMask,
+  scanLiteralsSkipping,
   foldCode,
   type LiteralScanner,
 } from './literals.js';
@@ -236,6 +238,8 @@ interface Plan {
    * bit 2 whitespace removed; -1 when the chain holds a transform without a known reduction.
    */
   readonly stableVariant: number;
+  /** only regex groups, each with literals (so a literal scan alone can rule the plan out) */
+  readonly litsOnly: boolean;
 }
 
 /**
@@ -532,6 +536,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
       groups,
       detectorRules: list.filter((r) => r.detector),
       stableVariant: stableVariantOf(names),
+      litsOnly: list.every((r) => r.regex !== undefined) && groups.every((g) => g.lits >= 0),
     });
   }
   const special = gateOf(TRANSFORM_TRIGGERS);
@@ -836,6 +841,7 @@ const walkScratch = {
   tmask: { lo: 0, hi: 0 } as CharMask,
   variants: ['', '', '', ''],
   scanStr: [] as string[],
+  scanSkips: [] as boolean[],
   scanStamp: [] as number[],
   jsonSegs: [] as (string | number)[],
 };
@@ -855,6 +861,8 @@ class Walk {
   readonly variants = walkScratch.variants;
   /** strings of the current value scanned by the literal prefilter (slot k), with their stamps */
   private readonly scanStr = walkScratch.scanStr;
+  /** whether slot k holds the scan of its string without whitespace */
+  private readonly scanSkips = walkScratch.scanSkips;
   readonly scanStamp = walkScratch.scanStamp;
   private nScan = 0;
   /** the path of the JSON value being inspected (see {@link walkJson}) */
@@ -965,7 +973,19 @@ class Walk {
    */
   private scanOf(t: string): number {
     const n = this.nScan;
-    for (let k = 0; k < n; k++) if (this.scanStr[k] === t) return k;
+    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && !this.scanSkips[k]) return k;
+    return this.scanInto(t, false);
+  }
+
+  /** A slot holding the scan of `t` without its whitespace (what scanning `removeWhitespace(t)` gives). */
+  private scanSkippingWhitespace(t: string): number {
+    const n = this.nScan;
+    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && this.scanSkips[k]) return k;
+    return this.scanInto(t, true);
+  }
+
+  private scanInto(t: string, skipWs: boolean): number {
+    const n = this.nScan;
     const size = this.engine.literals.size;
     if ((n + 1) * size > litScan.hit.length) {
       const grown = new Int32Array(Math.max((n + 1) * size, litScan.hit.length * 2));
@@ -973,7 +993,9 @@ class Walk {
       litScan.hit = grown;
     }
     const stamp = ++litScan.stamp;
-    scanLiterals(this.engine.literals, t, litScan.hit, stamp, n * size);
+    if (skipWs) scanLiteralsSkipping(this.engine.literals, t, litScan.hit, stamp, n * size, WS_UNIT);
+    else scanLiterals(this.engine.literals, t, litScan.hit, stamp, n * size);
+    this.scanSkips[n] = skipWs;
     this.scanStr[n] = t;
     this.scanStamp[n] = stamp;
     this.nScan = n + 1;
@@ -1001,6 +1023,7 @@ class Walk {
     // (compileEngine sized `hit` for this engine's slot 0 at least)
     scanLiteralsAndMask(this.engine.literals, v, litScan.hit, stamp, 0, vm);
     this.scanStr[0] = v;
+    this.scanSkips[0] = false;
     this.scanStamp[0] = stamp;
     this.nScan = 1;
     if (set.fastOk && !passes(vm, set.special)) {
@@ -1035,6 +1058,29 @@ class Walk {
         const plan = plans[pi]!;
         if (plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
         const sv = plan.stableVariant;
+        let slotWs = -1;
+        if (sv >= 2 && plan.litsOnly) {
+          // the variant without whitespace, scanned without building it (removing whitespace
+          // is skipping it in the scan): the plan runs only when one of its groups may match
+          if (sv === 3 && !ascii && (have & 2) === 0) {
+            vals[1] = lowercase(v);
+            have |= 2;
+          }
+          slotWs = this.scanSkippingWhitespace(sv === 2 || ascii ? v : vals[1]!);
+          tm.lo = vm.lo;
+          tm.hi = (sv & 1) === 0 ? vm.hi : vm.hi & ~HI_UPPER;
+          let may = false;
+          for (const g of plan.groups)
+            if (
+              (g.gate === undefined || passes(tm, g.gate)) &&
+              this.holds(slotWs, g.lits) &&
+              (g.subsLits < 0 || this.holds(slotWs, g.subsLits))
+            ) {
+              may = true;
+              break;
+            }
+          if (!may) continue;
+        }
         if ((have & (1 << sv)) === 0) {
           if (sv === 1) vals[1] = lowercase(v);
           else if (sv === 2) vals[2] = removeWhitespace(v);
@@ -1052,7 +1098,7 @@ class Walk {
         this.scanned = vals[sv]!;
         if (sv === 0) this.runPlan(plan, v, tm, kind, path, leaf, 0);
         else if (sv === 1) slot1 = this.runPlan(plan, vals[1]!, tm, kind, path, leaf, slot1);
-        else this.runPlan(plan, vals[sv]!, tm, kind, path, leaf, -1);
+        else this.runPlan(plan, vals[sv]!, tm, kind, path, leaf, slotWs);
       }
       return;
     }

@@ -575,3 +575,31 @@ export function scanLiteralsAndMask(
   mask.lo = lo;
   mask.hi = hi;
 }
+
+/**
+ * {@link scanLiterals} of `s` with the code units marked in `skip` left out: the scan of the
+ * string those removed would give, without building it.
+ */
+export function scanLiteralsSkipping(
+  sc: LiteralScanner,
+  s: string,
+  hit: Int32Array,
+  stamp: number,
+  base: number,
+  skip: Uint8Array,
+): void {
+  const { classOf, width, delta, outStart, outIds } = sc;
+  let row = 0;
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (skip[c] === 1) continue;
+    row = delta[row + classOf[c]!]!;
+    if (row < 0) {
+      row = ~row;
+      const st = (row / width) | 0;
+      const b = outStart[st + 1]!;
+      for (let k = outStart[st]!; k < b; k++) hit[base + outIds[k]!] = stamp;
+    }
+  }
+}

@@ -287,7 +287,7 @@ const HAS_UPPER = /[A-Z\u00c0-\uffff]/;
 export const WS = /[\s\u00a0]+/g;
 
 /** Code units that {@link WS} matches (built from the pattern itself, so the two agree). */
-const WS_UNIT: Uint8Array = (() => {
+export const WS_UNIT: Uint8Array = (() => {
   const t = new Uint8Array(65536);
   const one = /^[\s\u00a0]$/;
   for (let c = 0; c < 65536; c++) if (one.test(String.fromCharCode(c))) t[c] = 1;

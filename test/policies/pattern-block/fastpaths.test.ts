@@ -376,4 +376,14 @@ t.test('a JSON value is judged like applying every rule to it directly', async (
     '<ｓcript>alert(1)</ｓcript>',
   ])
     t.same(viaEngine(v), direct(v), v);
+  // rules on the value without whitespace (php-150, php-160): literals that only form once spaces go
+  for (const v of [
+    "'sy s' . 'tem'",
+    '( sys tem ) ( ls )',
+    '[ sys tem ] [ 0 ] ( ls )',
+    '$$ b (2)',
+    'Ca fé (sys tem)(ls)',
+  ])
+    t.same(viaEngine(v), direct(v), v);
+  t.same(viaEngine('( sys tem ) ( ls )'), ['php-160'], 'matched once the spaces are removed');
 });
