@@ -270,6 +270,12 @@ interface PlanSet {
   readonly fastOk: boolean;
   /** every plan reduces to a variant on stable values (so the transform trie can be skipped for them) */
   readonly stableOk: boolean;
+  /**
+   * stable values may hold non-ASCII characters: no chain applies `nfkc` after `lowercase`
+   * or `remove_whitespace` (which can un-normalise a normalised value: `e \u0301` without
+   * its space composes to `é`)
+   */
+  readonly stableNonAsciiOk: boolean;
 }
 
 interface CompiledExclusion {
@@ -574,6 +580,10 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
     fastDetectors,
     fastOk,
     stableOk: plans.every((p) => p.stableVariant >= 0),
+    stableNonAsciiOk: rules.every((r) => {
+      const n = r.transforms.lastIndexOf('nfkc');
+      return n < 0 || r.transforms.slice(0, n).every((t) => t !== 'lowercase' && t !== 'remove_whitespace');
+    }),
   };
 }
 
@@ -1045,7 +1055,11 @@ class Walk {
     const rawStable = !passes(vm, TRIGGER_MASK);
     const tm = this.tmask;
     const ascii = (vm.hi & HI_NON_ASCII) === 0;
-    if (set.stableOk && !passes(vm, STABLE_EXCLUDE_ASCII) && (ascii || nonAsciiStable(v))) {
+    if (
+      set.stableOk &&
+      !passes(vm, STABLE_EXCLUDE_ASCII) &&
+      (ascii || (set.stableNonAsciiOk && nonAsciiStable(v)))
+    ) {
       // a stable value: every chain yields one of four variants, computed at most once each;
       // lower-casing ASCII only clears the upper-case bit, removing single spaces changes no bit
       const vals = this.variants;

@@ -241,3 +241,33 @@ t.test('non-ASCII letters that lower-case to ASCII are scanned as lower-cased', 
     );
   }
 });
+
+t.test('a chain that normalises after removing whitespace is not taken for a stable variant', async (t) => {
+  const pack = parsePack(
+    [
+      '- id: test-nfkc-late',
+      '  family: xss',
+      '  score: 5',
+      '  description: test',
+      '  targets: [args]',
+      '  transforms: [remove_whitespace, nfkc]',
+      '  regex: "\\u00e9x"',
+    ].join('\n'),
+    'test',
+    'test.yaml',
+  );
+  // NFKC leaves "e \u0301x" alone; without its space it composes to "éx"
+  for (const prefilter of [true, false]) {
+    const e = compileEngine({ ...DEFAULT_ENGINE_OPTIONS, rules: pack, prefilter });
+    const v = inspectRequest(e, {
+      method: 'POST',
+      target: '/x',
+      headers: { Host: 'h', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ a: 'e \u0301x' }),
+    });
+    t.same(
+      v.matches.map((m) => m.ruleId),
+      ['test-nfkc-late'],
+    );
+  }
+});
