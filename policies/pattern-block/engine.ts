@@ -401,7 +401,8 @@ class LiteralRegistry {
 
   /** The id of a literal set (-1 for undefined: no requirement). */
   add(lits: readonly string[] | undefined): number {
-    if (!this.enabled || lits === undefined || lits.length === 0) return -1;
+    // (an empty literal would be held by every string: no requirement either)
+    if (!this.enabled || lits === undefined || lits.length === 0 || lits.some((l) => l === '')) return -1;
     // a prefix of a required literal is required too: shorter literals keep the automaton small
     const sorted = [...new Set(lits.map((l) => l.slice(0, MAX_LITERAL)))].sort();
     const key = sorted.join('\u0000');
