@@ -15,8 +15,9 @@ export const HI_NON_ASCII = 8;
 /** two spaces in a row */
 export const HI_DOUBLE_SPACE = 16;
 
-const LO = new Int32Array(128);
-const HI = new Int32Array(128);
+/** Signature bits per ASCII character (exported for scans that compute a signature on the way). */
+export const LO = new Int32Array(128);
+export const HI = new Int32Array(128);
 for (let i = 0; i < PUNCT.length; i++) LO[PUNCT.charCodeAt(i)] = 1 << i;
 for (let c = 0; c < 32; c++) HI[c] = HI_CONTROL;
 HI[127] = HI_CONTROL;

@@ -2,7 +2,15 @@ import type { RequestBody } from '../../gateway/context.js';
 import type { Deny } from '../../gateway/policy.js';
 import type { BlockReason } from '../../gateway/errors.js';
 import { parseBody, mediaTypeOf } from '../../gateway/body.js';
-import { TRANSFORMS, urlDecodeOnce, lowercase, removeWhitespace, type Transform } from './transforms.js';
+import {
+  TRANSFORMS,
+  urlDecodeOnce,
+  lowercase,
+  removeWhitespace,
+  nonAsciiStable,
+  WS_UNIT,
+  type Transform,
+} from './transforms.js';
 import {
   charMask,
   gateOf,
@@ -16,6 +24,15 @@ import {
 import { VALUE_DETECTORS, REQUEST_DETECTORS, type ValueDetector } from './detectors/index.js';
 import type { RequestFacts, ProtocolSettings, RequestDetector } from './detectors/protocol.js';
 import { FAMILIES, type Family, type RuleDef } from './rules.js';
+import {
+  requiredLiterals,
+  buildScanner,
+  scanLiterals,
+  scanLiteralsAndMask,
+  scanLiteralsSkipping,
+  foldCode,
+  type LiteralScanner,
+} from './literals.js';
 
 /**
  * The pattern engine: compiled rules plus the request walk. Everything expensive (regexes,
@@ -61,6 +78,11 @@ export interface EngineOptions {
   readonly maxRanges: number;
   readonly maxValueLength: number;
   readonly skipHeaders: readonly string[];
+  /**
+   * the literal prefilter (default on); off, every rule runs its own gates only. It never
+   * changes a verdict: the tests compare both.
+   */
+  readonly prefilter?: boolean;
 }
 
 export const DEFAULT_ENGINE_OPTIONS: Omit<EngineOptions, 'rules'> = {
@@ -177,6 +199,10 @@ interface CompiledRule {
   readonly gateKey?: string;
   /** and at least one of these substrings (one literal alternation, checked after the character gate) */
   readonly gateSubs?: RegExp;
+  /** requirement id of the literals every match of the regex holds (see literals.ts), or -1 */
+  readonly lits?: number;
+  /** requirement id of the `requires_any` substrings (folded), or -1 */
+  readonly subsLits?: number;
 }
 
 /** Regex rules of a plan sharing one gate (and flags), with their alternation as a prefilter. */
@@ -186,6 +212,10 @@ interface RuleGroup {
   /** alternation of the group's regexes, or undefined for a single rule */
   readonly combined: RegExp | undefined;
   readonly rules: readonly CompiledRule[];
+  /** literal prefilter: requirement id holding the literals of every rule of the group (-1: none) */
+  readonly lits: number;
+  /** requirement id of the group's `requires_any` substrings, folded (-1: none) */
+  readonly subsLits: number;
 }
 
 /** Rules sharing one transform chain. */
@@ -193,6 +223,12 @@ interface Plan {
   readonly chainKey: string;
   /** the chain's last node in the plan set's transform trie (-1: no transform) */
   readonly node: number;
+  /**
+   * the node whose value the literal prefilter scans for this chain when that value is
+   * ASCII: trailing `lowercase` steps are skipped, the scan folds case anyway (-1: the value
+   * itself)
+   */
+  readonly scanNode: number;
   /** union of the character gates of every rule in the plan, when every rule has one */
   readonly gateUnion: CharMask | undefined;
   readonly groups: readonly RuleGroup[];
@@ -202,6 +238,8 @@ interface Plan {
    * bit 2 whitespace removed; -1 when the chain holds a transform without a known reduction.
    */
   readonly stableVariant: number;
+  /** only regex groups, each with literals (so a literal scan alone can rule the plan out) */
+  readonly litsOnly: boolean;
 }
 
 /**
@@ -226,10 +264,18 @@ interface PlanSet {
   /** signature bits that send a value to the full walk */
   readonly special: CharMask;
   readonly fast: readonly RegExp[];
+  /** per fast regex: the requirement id of its rules' literals (-1: none) */
+  readonly fastLits: Int32Array;
   readonly fastDetectors: readonly ValueDetector[];
   readonly fastOk: boolean;
   /** every plan reduces to a variant on stable values (so the transform trie can be skipped for them) */
   readonly stableOk: boolean;
+  /**
+   * stable values may hold non-ASCII characters: no chain applies `nfkc` after `lowercase`
+   * or `remove_whitespace` (which can un-normalise a normalised value: `e \u0301` without
+   * its space composes to `é`)
+   */
+  readonly stableNonAsciiOk: boolean;
 }
 
 interface CompiledExclusion {
@@ -253,6 +299,8 @@ export interface Engine {
   readonly skipHeaders: ReadonlySet<string>;
   readonly freeText: ReadonlySet<string>;
   readonly familyThresholds: ReadonlyMap<Family, number>;
+  /** the literal prefilter of every rule (one Aho-Corasick automaton) */
+  readonly literals: LiteralScanner;
 }
 
 /** One rule match. `excerpt` is at most 40 characters (redacted for secret-looking targets). */
@@ -331,7 +379,52 @@ function compileExclusion(e: ExclusionSpec): CompiledExclusion {
   };
 }
 
-type Full = CompiledRule & { transforms: readonly string[]; flags: string; targets: readonly string[] };
+type Full = CompiledRule & {
+  transforms: readonly string[];
+  flags: string;
+  targets: readonly string[];
+  /** literals every match of the regex holds (undefined: none derived) */
+  litList?: readonly string[];
+  /** the `requires_any` substrings, folded */
+  subsList?: readonly string[];
+};
+
+/** Literals longer than this are cut to their prefix (a smaller automaton scans faster). */
+const MAX_LITERAL = 5;
+
+/** The literal sets ("requirements") of an engine's prefilter, shared where equal. */
+class LiteralRegistry {
+  readonly reqs: string[][] = [];
+  private readonly byKey = new Map<string, number>();
+
+  constructor(private readonly enabled: boolean) {}
+
+  /** The id of a literal set (-1 for undefined: no requirement). */
+  add(lits: readonly string[] | undefined): number {
+    // (an empty literal would be held by every string: no requirement either)
+    if (!this.enabled || lits === undefined || lits.length === 0 || lits.some((l) => l === '')) return -1;
+    // a prefix of a required literal is required too: shorter literals keep the automaton small
+    const sorted = [...new Set(lits.map((l) => l.slice(0, MAX_LITERAL)))].sort();
+    const key = sorted.join('\u0000');
+    let id = this.byKey.get(key);
+    if (id === undefined) {
+      id = this.reqs.length;
+      this.reqs.push(sorted);
+      this.byKey.set(key, id);
+    }
+    return id;
+  }
+
+  /** The union of the literal sets of `rules`, or undefined when one of them has none. */
+  union(rules: readonly Full[]): string[] | undefined {
+    const out: string[] = [];
+    for (const r of rules) {
+      if (r.litList === undefined) return undefined;
+      out.push(...r.litList);
+    }
+    return out;
+  }
+}
 
 /** ASCII characters that make some transform change a value (so the fast path would be wrong). */
 const TRANSFORM_TRIGGERS = '%+&\\/*';
@@ -351,6 +444,9 @@ const STABLE_EXCLUDE: CharMask = (() => {
   m.hi |= HI_CONTROL | HI_NON_ASCII | HI_DOUBLE_SPACE;
   return m;
 })();
+
+/** {@link STABLE_EXCLUDE} but for non-ASCII characters, which {@link nonAsciiStable} judges. */
+const STABLE_EXCLUDE_ASCII: CharMask = { lo: STABLE_EXCLUDE.lo, hi: STABLE_EXCLUDE.hi & ~HI_NON_ASCII };
 
 /**
  * Transforms that return a stable value unchanged: URL decoding (no `%`, no `+`), entity and
@@ -386,7 +482,7 @@ function stableVariantOf(transforms: readonly string[]): number {
 /** Transforms that change even a value without special characters. */
 const NOT_IDENTITY_ON_PLAIN = new Set(['remove_whitespace', 'cmd_line']);
 
-function buildPlanSet(rules: readonly Full[]): PlanSet {
+function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
   const byChain = new Map<string, Full[]>();
   for (const r of rules) {
     const key = r.transforms.join(',');
@@ -425,6 +521,8 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
       combined:
         g.length > 1 ? new RegExp(g.map((r) => `(?:${r.regex!.source})`).join('|'), g[0]!.flags) : undefined,
       rules: g,
+      lits: lits.add(lits.union(g)),
+      subsLits: lits.add(g[0]!.subsList),
     }));
     let gateUnion: CharMask | undefined = { lo: 0, hi: 0 };
     for (const r of list) {
@@ -435,13 +533,17 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
       gateUnion.lo |= r.gate.lo;
       gateUnion.hi |= r.gate.hi;
     }
+    let scanNode = node;
+    while (scanNode >= 0 && fns[scanNode] === lowercase) scanNode = parents[scanNode]!;
     plans.push({
       chainKey,
       node,
+      scanNode,
       gateUnion,
       groups,
       detectorRules: list.filter((r) => r.detector),
       stableVariant: stableVariantOf(names),
+      litsOnly: list.every((r) => r.regex !== undefined) && groups.every((g) => g.lits >= 0),
     });
   }
   const special = gateOf(TRANSFORM_TRIGGERS);
@@ -453,14 +555,19 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
   }
   const ungated = rules.filter((r) => !r.gate);
   const fastOk = !ungated.some((r) => r.transforms.some((t) => NOT_IDENTITY_ON_PLAIN.has(t)));
-  const byFlags = new Map<string, string[]>();
+  // one combined regex per flags, and apart the rules without literals (the others' is gated by theirs)
+  const byFlags = new Map<string, Full[]>();
   for (const r of ungated) {
     if (!r.regex) continue;
-    const list = byFlags.get(r.flags) ?? [];
-    list.push(`(?:${r.regex.source})`);
-    byFlags.set(r.flags, list);
+    const key = `${r.flags}\u0000${r.litList !== undefined && lits.add(r.litList) >= 0 ? 'l' : ''}`;
+    const list = byFlags.get(key) ?? [];
+    list.push(r);
+    byFlags.set(key, list);
   }
-  const fast = [...byFlags].map(([flags, list]) => new RegExp(list.join('|'), flags));
+  const fast = [...byFlags.values()].map(
+    (list) => new RegExp(list.map((r) => `(?:${r.regex!.source})`).join('|'), list[0]!.flags),
+  );
+  const fastLits = Int32Array.from([...byFlags.values()].map((list) => lits.add(lits.union(list))));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
   return {
     clean: new Set<string>(),
@@ -470,9 +577,14 @@ function buildPlanSet(rules: readonly Full[]): PlanSet {
     fn: fns,
     special,
     fast,
+    fastLits,
     fastDetectors,
     fastOk,
     stableOk: plans.every((p) => p.stableVariant >= 0),
+    stableNonAsciiOk: rules.every((r) => {
+      const n = r.transforms.lastIndexOf('nfkc');
+      return n < 0 || r.transforms.slice(0, n).every((t) => t !== 'lowercase' && t !== 'remove_whitespace');
+    }),
   };
 }
 
@@ -496,6 +608,7 @@ export function compileEngine(opts: EngineOptions): Engine {
   const disabled = opts.disabledRules.map((r) =>
     r.endsWith('*') ? (id: string) => id.startsWith(r.slice(0, -1)) : (id: string) => id === r,
   );
+  const lits = new LiteralRegistry(opts.prefilter !== false);
   const selected: Full[] = [];
   for (const r of opts.rules) {
     if (r.paranoia > opts.paranoiaLevel) continue;
@@ -520,8 +633,16 @@ export function compileEngine(opts: EngineOptions): Engine {
           }
         : {}),
     };
-    if (r.regex !== undefined) selected.push({ ...base, regex: new RegExp(r.regex, r.flags ?? '') });
-    else if (r.detector !== undefined && VALUE_DETECTORS[r.detector])
+    if (r.regex !== undefined) {
+      const litList = requiredLiterals(r.regex, r.flags ?? '');
+      selected.push({
+        ...base,
+        regex: new RegExp(r.regex, r.flags ?? ''),
+        ...(litList !== undefined ? { litList } : {}),
+        lits: lits.add(litList),
+        ...(r.requiresAny !== undefined ? { subsList: r.requiresAny.map(foldLiteral) } : {}),
+      });
+    } else if (r.detector !== undefined && VALUE_DETECTORS[r.detector])
       selected.push({ ...base, detector: VALUE_DETECTORS[r.detector] });
     else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector])
       selected.push({
@@ -561,11 +682,13 @@ export function compileEngine(opts: EngineOptions): Engine {
     }
   }
   const plansByKind = new Map<Kind, PlanSet>();
-  for (const [k, list] of byKind) plansByKind.set(k, buildPlanSet(list));
+  for (const [k, list] of byKind) plansByKind.set(k, buildPlanSet(list, lits));
   const headerPlans = new Map<string, PlanSet>();
-  headerPlans.set('*', buildPlanSet(headerAll));
+  headerPlans.set('*', buildPlanSet(headerAll, lits));
   for (const [h, list] of headerNamed)
-    headerPlans.set(h, buildPlanSet([...headerAll, ...list.filter((r) => !headerAll.includes(r))]));
+    headerPlans.set(h, buildPlanSet([...headerAll, ...list.filter((r) => !headerAll.includes(r))], lits));
+  const literals = buildScanner(lits.reqs);
+  if (litScan.hit.length < literals.size * 8) litScan.hit = new Int32Array(literals.size * 8);
   const { rules: _rules, ...rest } = opts;
   void _rules;
   return {
@@ -586,7 +709,14 @@ export function compileEngine(opts: EngineOptions): Engine {
     skipHeaders: new Set(opts.skipHeaders.map((h) => h.toLowerCase())),
     freeText: new Set(opts.freeTextFields.map((f) => f.toLowerCase())),
     familyThresholds: new Map(Object.entries(opts.familyThresholds) as [Family, number][]),
+    literals,
   };
+}
+
+function foldLiteral(s: string): string {
+  let out = '';
+  for (let i = 0; i < s.length; i++) out += String.fromCharCode(foldCode(s.charCodeAt(i)));
+  return out;
 }
 
 /** What the request walk needs to know about the request (besides the values). */
@@ -622,6 +752,14 @@ const scratch = {
   lo: new Int32Array(64),
   hi: new Int32Array(64),
 };
+/**
+ * Literal-prefilter scans of the value being inspected: the scan in slot `k` (one slot per
+ * distinct transformed string) of an engine with `size` requirements holds requirement `r`'s
+ * literals when `hit[k * size + r]` equals the slot's stamp. Each scan takes a fresh stamp, so
+ * nothing is cleared between values.
+ */
+const litScan = { hit: new Int32Array(0), stamp: 0 };
+
 /** signature of a transformed value being computed */
 const nodeMask: CharMask = { lo: 0, hi: 0 };
 /**
@@ -705,21 +843,66 @@ const CLEAN_MEMO_MAX_HEADER = 256;
 /** Clean values remembered per plan set before the memo is cleared (bounds memory: about 1024 × 256 characters per set at worst). */
 const CLEAN_MEMO_ENTRIES = 1024;
 
+/** A target's path: a field name or path, none (`undefined`), or the current JSON path (`null`). */
+type Path = string | undefined | null;
+
+/** Scratch space of {@link Walk}: per value, so one set serves every walk. */
+const walkScratch = {
+  mask: { lo: 0, hi: 0 } as CharMask,
+  tmask: { lo: 0, hi: 0 } as CharMask,
+  variants: ['', '', '', ''],
+  scanStr: [] as string[],
+  scanSkips: [] as boolean[],
+  scanStamp: [] as number[],
+  jsonSegs: [] as (string | number)[],
+};
+
 /** Accumulates matches for one request. */
 class Walk {
   readonly matches: Match[] = [];
-  readonly seen = new Set<string>();
+  /** rule and target pairs already matched (created on the first match) */
+  private seen: Set<string> | undefined;
   /** findings so far, before exclusions (a value that added none is clean) */
   found = 0;
-  readonly mask: CharMask = { lo: 0, hi: 0 };
-  readonly tmask: CharMask = { lo: 0, hi: 0 };
+  // scratch of the value being inspected, shared by every walk (inspection is synchronous
+  // and never re-entered)
+  readonly mask = walkScratch.mask;
+  readonly tmask = walkScratch.tmask;
   /** the four variants of a stable value (see {@link STABLE_EXCLUDE}) */
-  readonly variants: string[] = ['', '', '', ''];
+  readonly variants = walkScratch.variants;
+  /** strings of the current value scanned by the literal prefilter (slot k), with their stamps */
+  private readonly scanStr = walkScratch.scanStr;
+  /** whether slot k holds the scan of its string without whitespace */
+  private readonly scanSkips = walkScratch.scanSkips;
+  readonly scanStamp = walkScratch.scanStamp;
+  private nScan = 0;
+  /** the path of the JSON value being inspected (see {@link walkJson}) */
+  readonly jsonSegs = walkScratch.jsonSegs;
+  jsonLen = 0;
+  /** what the literal prefilter scans for the plan being run: its value, or one equal to it but for case */
+  private scanned = '';
 
   constructor(
     readonly engine: Engine,
     readonly scope: RequestScope,
   ) {}
+
+  /** The target name: `kind`, or `kind:path` (for {@link JSON_PATH}, the current JSON path). */
+  nameOf(kind: string, path: Path): string {
+    if (path === undefined) return kind;
+    return `${kind}:${path === JSON_PATH ? this.jsonPath() : path}`;
+  }
+
+  /** `items[0].name`: keys joined by `.` (none before the first), indexes in brackets. */
+  jsonPath(): string {
+    let p = '';
+    for (let i = 0; i < this.jsonLen; i++) {
+      const seg = this.jsonSegs[i]!;
+      if (typeof seg === 'number') p = `${p}[${seg}]`;
+      else p = p === '' ? seg : `${p}.${seg}`;
+    }
+    return p;
+  }
 
   excluded(ruleId: string, family: Family, name: string, leaf: string): boolean {
     for (const e of this.engine.exclusions) {
@@ -737,9 +920,9 @@ class Walk {
     this.found++;
     // one match per rule and target
     const key = `${rule.id}\u0000${name}`;
-    if (this.seen.has(key)) return;
+    if (this.seen?.has(key) === true) return;
     if (this.excluded(rule.id, rule.family, name, leaf)) return;
-    this.seen.add(key);
+    (this.seen ??= new Set<string>()).add(key);
     if (this.matches.length >= 64) return;
     this.matches.push({
       ruleId: rule.id,
@@ -761,10 +944,11 @@ class Walk {
     namePlans: PlanSet | undefined,
     valuePlans: PlanSet | undefined,
     kind: string,
+    nameKind: string,
     k: string,
     v: string,
   ): void {
-    this.value(namePlans, `${kind}_name`, k, k, k);
+    this.value(namePlans, nameKind, k, k, k);
     this.value(valuePlans, kind, k, k, v);
     const eq = k.indexOf('=');
     if (eq > 0 && v === '') {
@@ -777,7 +961,7 @@ class Walk {
    * Inspect one value. The target name (`kind:path`, e.g. `json:items[0].name`) is only
    * built when a rule matches.
    */
-  value(set: PlanSet | undefined, kind: string, path: string | undefined, leaf: string, raw: string): void {
+  value(set: PlanSet | undefined, kind: string, path: Path, leaf: string, raw: string): void {
     if (set === undefined || raw.length === 0) return;
     // names (JSON keys, parameter, cookie and header names), header values (User-Agent,
     // Referer, Accept …), paths and short values (page=2, currency codes, enum values, tags)
@@ -794,16 +978,75 @@ class Walk {
     }
   }
 
-  private inspect(set: PlanSet, kind: string, path: string | undefined, leaf: string, raw: string): void {
+  /**
+   * The slot of the literal scan of `t` (see {@link litScan}), scanning it on first use for
+   * the current value.
+   */
+  private scanOf(t: string): number {
+    const n = this.nScan;
+    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && !this.scanSkips[k]) return k;
+    return this.scanInto(t, false);
+  }
+
+  /** A slot holding the scan of `t` without its whitespace (what scanning `removeWhitespace(t)` gives). */
+  private scanSkippingWhitespace(t: string): number {
+    const n = this.nScan;
+    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && this.scanSkips[k]) return k;
+    return this.scanInto(t, true);
+  }
+
+  private scanInto(t: string, skipWs: boolean): number {
+    const n = this.nScan;
+    const size = this.engine.literals.size;
+    if ((n + 1) * size > litScan.hit.length) {
+      const grown = new Int32Array(Math.max((n + 1) * size, litScan.hit.length * 2));
+      grown.set(litScan.hit);
+      litScan.hit = grown;
+    }
+    const stamp = ++litScan.stamp;
+    if (skipWs) scanLiteralsSkipping(this.engine.literals, t, litScan.hit, stamp, n * size, WS_UNIT);
+    else scanLiterals(this.engine.literals, t, litScan.hit, stamp, n * size);
+    this.scanSkips[n] = skipWs;
+    this.scanStr[n] = t;
+    this.scanStamp[n] = stamp;
+    this.nScan = n + 1;
+    return n;
+  }
+
+  /** Whether the scan in `slot` holds a literal of requirement `req`. */
+  private holds(slot: number, req: number): boolean {
+    return litScan.hit[slot * this.engine.literals.size + req] === this.scanStamp[slot];
+  }
+
+  private inspect(set: PlanSet, kind: string, path: Path, leaf: string, raw: string): void {
     const v =
       raw.length > this.engine.options.maxValueLength
         ? raw.slice(0, this.engine.options.maxValueLength)
         : raw;
-    const vm = charMask(v, this.mask);
+    // a value takes a bounded number of scans, so the stamps never wrap within one
+    if (litScan.stamp > 0x3fff0000) {
+      litScan.hit.fill(0);
+      litScan.stamp = 0;
+    }
+    // the signature and the literal scan of the value itself (slot 0), in one pass
+    const vm = this.mask;
+    const stamp = ++litScan.stamp;
+    // (compileEngine sized `hit` for this engine's slot 0 at least)
+    scanLiteralsAndMask(this.engine.literals, v, litScan.hit, stamp, 0, vm);
+    this.scanStr[0] = v;
+    this.scanSkips[0] = false;
+    this.scanStamp[0] = stamp;
+    this.nScan = 1;
     if (set.fastOk && !passes(vm, set.special)) {
       const l = lowercase(v);
       let hit = false;
-      for (const re of set.fast) if (re.test(l)) hit = true;
+      const fast = set.fast;
+      for (let i = 0; i < fast.length; i++) {
+        // the literal scan folds case: scanning `v` tells what scanning `l` would
+        const fl = set.fastLits[i]!;
+        if (fl >= 0 && !this.holds(this.scanOf(v), fl)) continue;
+        if (fast[i]!.test(l)) hit = true;
+      }
       if (!hit) for (const d of set.fastDetectors) if (d(l)) hit = true;
       if (!hit) return;
     }
@@ -812,16 +1055,47 @@ class Walk {
     // every rule is gated and whose gates all fail on the raw value cannot match
     const rawStable = !passes(vm, TRIGGER_MASK);
     const tm = this.tmask;
-    if (set.stableOk && !passes(vm, STABLE_EXCLUDE)) {
+    const ascii = (vm.hi & HI_NON_ASCII) === 0;
+    if (
+      set.stableOk &&
+      !passes(vm, STABLE_EXCLUDE_ASCII) &&
+      (ascii || (set.stableNonAsciiOk && nonAsciiStable(v)))
+    ) {
       // a stable value: every chain yields one of four variants, computed at most once each;
       // lower-casing ASCII only clears the upper-case bit, removing single spaces changes no bit
       const vals = this.variants;
       vals[0] = v;
       let have = 1;
+      // variants 0 and 1 of an ASCII value differ only in case, which the literal scan folds
+      // (a non-ASCII value may lower-case to other ASCII letters: U+212A, U+0130)
+      let slot1 = ascii ? 0 : -1;
       for (let pi = 0; pi < plans.length; pi++) {
         const plan = plans[pi]!;
         if (plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
         const sv = plan.stableVariant;
+        let slotWs = -1;
+        if (sv >= 2 && plan.litsOnly) {
+          // the variant without whitespace, scanned without building it (removing whitespace
+          // is skipping it in the scan): the plan runs only when one of its groups may match
+          if (sv === 3 && !ascii && (have & 2) === 0) {
+            vals[1] = lowercase(v);
+            have |= 2;
+          }
+          slotWs = this.scanSkippingWhitespace(sv === 2 || ascii ? v : vals[1]!);
+          tm.lo = vm.lo;
+          tm.hi = (sv & 1) === 0 ? vm.hi : vm.hi & ~HI_UPPER;
+          let may = false;
+          for (const g of plan.groups)
+            if (
+              (g.gate === undefined || passes(tm, g.gate)) &&
+              this.holds(slotWs, g.lits) &&
+              (g.subsLits < 0 || this.holds(slotWs, g.subsLits))
+            ) {
+              may = true;
+              break;
+            }
+          if (!may) continue;
+        }
         if ((have & (1 << sv)) === 0) {
           if (sv === 1) vals[1] = lowercase(v);
           else if (sv === 2) vals[2] = removeWhitespace(v);
@@ -836,7 +1110,10 @@ class Walk {
         }
         tm.lo = vm.lo;
         tm.hi = (sv & 1) === 0 ? vm.hi : vm.hi & ~HI_UPPER;
-        this.runPlan(plan, vals[sv]!, tm, kind, path, leaf);
+        this.scanned = vals[sv]!;
+        if (sv === 0) this.runPlan(plan, v, tm, kind, path, leaf, 0);
+        else if (sv === 1) slot1 = this.runPlan(plan, vals[1]!, tm, kind, path, leaf, slot1);
+        else this.runPlan(plan, vals[sv]!, tm, kind, path, leaf, slotWs);
       }
       return;
     }
@@ -853,28 +1130,54 @@ class Walk {
         tm.lo = scratch.lo[plan.node]!;
         tm.hi = scratch.hi[plan.node]!;
       }
-      this.runPlan(plan, t, tm, kind, path, leaf);
+      // nodeValue computed every ancestor of the plan's node for this value. Lower-casing only
+      // folds ASCII like the scan does when the value before it is ASCII (U+212A and U+0130
+      // lower-case to ASCII letters), so a non-ASCII value is scanned as transformed.
+      const sn = plan.scanNode;
+      this.scanned =
+        sn < 0
+          ? (vm.hi & HI_NON_ASCII) === 0
+            ? v
+            : t
+          : (scratch.hi[sn]! & HI_NON_ASCII) === 0
+            ? scratch.vals[sn]!
+            : t;
+      this.runPlan(plan, t, tm, kind, path, leaf, -1);
     }
   }
 
-  /** The rules of one plan on its transformed value `t` (signature `tm`). */
+  /**
+   * The rules of one plan on its transformed value `t` (signature `tm`). `slot` is the
+   * literal scan of `t` when known (else -1); returns it (-1 when no scan was needed).
+   */
   private runPlan(
     plan: Plan,
     t: string,
     tm: CharMask,
     kind: string,
-    path: string | undefined,
+    path: Path,
     leaf: string,
-  ): void {
+    slot: number,
+  ): number {
     for (const g of plan.groups) {
       if (g.gate !== undefined && !passes(tm, g.gate)) continue;
+      if (g.lits >= 0 || g.subsLits >= 0) {
+        if (slot < 0) slot = this.scanOf(this.scanned);
+        if (g.lits >= 0 && !this.holds(slot, g.lits)) continue;
+        if (g.subsLits >= 0 && !this.holds(slot, g.subsLits)) continue;
+      }
       if (g.gateSubs !== undefined && !g.gateSubs.test(t)) continue;
-      if (g.combined !== undefined && !g.combined.test(t)) continue;
+      // with literals, each rule's own literals pick the few regexes worth running
+      if (g.combined !== undefined && g.lits < 0 && !g.combined.test(t)) continue;
       for (const r of g.rules) {
         if (r.names !== undefined && !r.names.test(leaf)) continue;
+        if (r.lits! >= 0) {
+          if (slot < 0) slot = this.scanOf(this.scanned);
+          if (!this.holds(slot, r.lits!)) continue;
+        }
         const m = r.regex!.exec(t);
         if (m) {
-          const name = path === undefined ? kind : `${kind}:${path}`;
+          const name = this.nameOf(kind, path);
           this.add(r, name, leaf, excerptOf(t, m.index, name, leaf));
         }
       }
@@ -885,10 +1188,11 @@ class Walk {
       if (r.gateSubs !== undefined && !r.gateSubs.test(t)) continue;
       const ev = r.detector!(t);
       if (ev) {
-        const name = path === undefined ? kind : `${kind}:${path}`;
+        const name = this.nameOf(kind, path);
         this.add(r, name, leaf, excerptOf(t, ev.at, name, leaf));
       }
     }
+    return slot;
   }
 }
 
@@ -907,17 +1211,6 @@ export function parseQuery(q: string): [string, string][] {
     const k = eq < 0 ? part : part.slice(0, eq);
     const v = eq < 0 ? '' : part.slice(eq + 1);
     out.push([urlDecodeOnce(k, true), urlDecodeOnce(v, true)]);
-  }
-  return out;
-}
-
-function parseCookies(h: string): [string, string][] {
-  const out: [string, string][] = [];
-  for (const part of h.split(';')) {
-    const s = part.trim();
-    if (s === '') continue;
-    const eq = s.indexOf('=');
-    out.push(eq < 0 ? [s, ''] : [s.slice(0, eq).trim(), s.slice(eq + 1).trim()]);
   }
   return out;
 }
@@ -993,23 +1286,45 @@ function walkHead(walk: Walk, head: HeadInput): number {
   const e = walk.engine;
   let args = 0;
   walk.value(e.plansByKind.get('path'), 'path', undefined, 'path', urlDecodeOnce(head.rawPath, false));
+  const maxArgs = e.options.maxArgs;
   const qPlans = e.plansByKind.get('query');
   const qnPlans = e.plansByKind.get('query_name');
-  for (const [k, v] of parseQuery(head.query)) {
-    if (++args > e.options.maxArgs) break;
-    walk.pair(qnPlans, qPlans, 'query', k, v);
+  // the pairs of parseQuery(), without building the list
+  const q = head.query;
+  for (let start = 0; q !== '' && start <= q.length;) {
+    let end = q.indexOf('&', start);
+    if (end < 0) end = q.length;
+    if (end > start) {
+      if (++args > maxArgs) break;
+      const eq = q.indexOf('=', start);
+      const inPart = eq >= 0 && eq < end;
+      const k = urlDecodeOnce(q.slice(start, inPart ? eq : end), true);
+      const v = inPart ? urlDecodeOnce(q.slice(eq + 1, end), true) : '';
+      walk.pair(qnPlans, qPlans, 'query', 'query_name', k, v);
+    }
+    start = end + 1;
   }
   const hnPlans = e.plansByKind.get('header_name');
   const all = e.headerPlans.get('*')!;
-  for (const [name, raw] of Object.entries(head.headers)) {
-    const v = headerString(raw);
+  const headers = head.headers;
+  for (const name of Object.keys(headers)) {
+    const v = headerString(headers[name]);
     if (v === undefined) continue;
     walk.value(hnPlans, 'header_name', name, name, name);
     if (name === 'cookie') {
       const cPlans = e.plansByKind.get('cookie');
       const cnPlans = e.plansByKind.get('cookie_name');
-      for (const [ck, cv] of parseCookies(v)) {
-        if (++args > e.options.maxArgs) break;
+      // the pairs of parseCookies(), without building the list
+      for (let cs = 0; cs <= v.length;) {
+        let ce = v.indexOf(';', cs);
+        if (ce < 0) ce = v.length;
+        const part = v.slice(cs, ce).trim();
+        cs = ce + 1;
+        if (part === '') continue;
+        if (++args > maxArgs) break;
+        const eq = part.indexOf('=');
+        const ck = eq < 0 ? part : part.slice(0, eq).trim();
+        const cv = eq < 0 ? '' : part.slice(eq + 1).trim();
         walk.value(cnPlans, 'cookie_name', ck, ck, ck);
         walk.value(cPlans, 'cookie', ck, ck, cv);
       }
@@ -1023,43 +1338,65 @@ function walkHead(walk: Walk, head: HeadInput): number {
 
 const MAX_JSON_DEPTH = 32;
 
-function walkJson(
-  walk: Walk,
-  v: unknown,
-  path: string,
-  leaf: string,
-  depth: number,
-  budget: { n: number },
-): void {
-  if (budget.n <= 0) return;
-  const e = walk.engine;
+/** The `path` of JSON keys and values: the walk knows it (see {@link walkJson}). */
+const JSON_PATH = null;
+
+/** What {@link walkJson} carries down (one object per body). */
+interface JsonWalk {
+  readonly walk: Walk;
+  readonly values: PlanSet | undefined;
+  readonly keys: PlanSet | undefined;
+  budget: number;
+}
+
+/**
+ * The JSON walk. The path of the value being inspected is kept as segments in
+ * `walk.jsonSegs[0 .. walk.jsonLen)` (keys, and array indexes as numbers); its string is only
+ * built when a rule matches ({@link Walk.jsonPath}).
+ */
+function walkJson(j: JsonWalk, v: unknown, leaf: string, depth: number): void {
+  if (j.budget <= 0) return;
+  const walk = j.walk;
   if (typeof v === 'string') {
-    budget.n--;
-    walk.value(e.plansByKind.get('json'), 'json', path, leaf, v);
+    j.budget--;
+    walk.jsonLen = depth;
+    walk.value(j.values, 'json', JSON_PATH, leaf, v);
     return;
   }
   if (v === null || typeof v !== 'object' || depth > MAX_JSON_DEPTH) return;
+  const segs = walk.jsonSegs;
   if (Array.isArray(v)) {
-    for (let i = 0; i < v.length && budget.n > 0; i++)
-      walkJson(walk, v[i], `${path}[${i}]`, leaf, depth + 1, budget);
+    for (let i = 0; i < v.length && j.budget > 0; i++) {
+      segs[depth] = i;
+      walkJson(j, v[i], leaf, depth + 1);
+    }
     return;
   }
-  const kPlans = e.plansByKind.get('json_key');
   const obj = v as Record<string, unknown>;
   for (const k in obj) {
     if (!Object.prototype.hasOwnProperty.call(obj, k)) continue;
-    if (budget.n-- <= 0) return;
+    if (j.budget-- <= 0) return;
     const x = obj[k];
-    const p = path === '' ? k : `${path}.${k}`;
-    walk.value(kPlans, 'json_key', p, k, k);
-    walkJson(walk, x, p, k, depth + 1, budget);
+    segs[depth] = k;
+    walk.jsonLen = depth + 1;
+    walk.value(j.keys, 'json_key', JSON_PATH, k, k);
+    walkJson(j, x, k, depth + 1);
   }
 }
 
 function walkBody(walk: Walk, body: RequestBody): number {
   const e = walk.engine;
   const budget = { n: e.options.maxArgs };
-  if (body.json !== undefined) walkJson(walk, body.json, '', '', 0, budget);
+  if (body.json !== undefined) {
+    const j: JsonWalk = {
+      walk,
+      values: e.plansByKind.get('json'),
+      keys: e.plansByKind.get('json_key'),
+      budget: budget.n,
+    };
+    walkJson(j, body.json, '', 0);
+    budget.n = j.budget;
+  }
   const pairs: [readonly [string, string][] | undefined, Kind, Kind][] = [
     [body.form, 'form', 'form_name'],
     [body.fields, 'multipart', 'multipart_name'],
@@ -1068,7 +1405,7 @@ function walkBody(walk: Walk, body: RequestBody): number {
     if (!list) continue;
     for (const [k, v] of list) {
       if (budget.n-- <= 0) break;
-      walk.pair(e.plansByKind.get(kn), e.plansByKind.get(kv), kv, k, v);
+      walk.pair(e.plansByKind.get(kn), e.plansByKind.get(kv), kv, kn, k, v);
     }
   }
   for (const f of body.files ?? []) {
@@ -1079,7 +1416,13 @@ function walkBody(walk: Walk, body: RequestBody): number {
 }
 
 function countArgs(head: HeadInput, body: RequestBody | undefined): number {
-  let n = head.query === '' ? 0 : head.query.split('&').length;
+  // head.query.split('&').length, without the list
+  const q = head.query;
+  let n = 0;
+  if (q !== '') {
+    n = 1;
+    for (let i = q.indexOf('&'); i >= 0; i = q.indexOf('&', i + 1)) n++;
+  }
   if (body?.form) n += body.form.length;
   if (body?.fields) n += body.fields.length;
   if (body?.json !== undefined && body.json !== null && typeof body.json === 'object')

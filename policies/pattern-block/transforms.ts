@@ -21,12 +21,13 @@ function hexVal(c: number): number {
  * nothing an attacker sends disappears from view.
  */
 export function utf8Lenient(bytes: ArrayLike<number>, len = bytes.length): string {
-  let out = '';
+  // code units collected first, then turned into a string in a few calls (not one concatenation per character)
+  const units: number[] = [];
   let i = 0;
   while (i < len) {
     const b = bytes[i]!;
     if (b < 0x80) {
-      out += String.fromCharCode(b);
+      units.push(b);
       i++;
       continue;
     }
@@ -60,13 +61,25 @@ export function utf8Lenient(bytes: ArrayLike<number>, len = bytes.length): strin
       }
     }
     if (ok && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff)) {
-      out += String.fromCodePoint(cp);
+      if (cp < 0x10000) units.push(cp);
+      else units.push(0xd800 + ((cp - 0x10000) >> 10), 0xdc00 + ((cp - 0x10000) & 0x3ff));
       i += need + 1;
     } else {
-      out += String.fromCharCode(b);
+      units.push(b);
       i++;
     }
   }
+  return fromUnits(units);
+}
+
+/** Code units per String.fromCharCode call (well below the engines' argument limits). */
+const UNITS_PER_CALL = 4096;
+
+function fromUnits(units: number[]): string {
+  if (units.length <= UNITS_PER_CALL) return String.fromCharCode(...units);
+  let out = '';
+  for (let k = 0; k < units.length; k += UNITS_PER_CALL)
+    out += String.fromCharCode(...units.slice(k, k + UNITS_PER_CALL));
   return out;
 }
 
@@ -274,7 +287,7 @@ const HAS_UPPER = /[A-Z\u00c0-\uffff]/;
 export const WS = /[\s\u00a0]+/g;
 
 /** Code units that {@link WS} matches (built from the pattern itself, so the two agree). */
-const WS_UNIT: Uint8Array = (() => {
+export const WS_UNIT: Uint8Array = (() => {
   const t = new Uint8Array(65536);
   const one = /^[\s\u00a0]$/;
   for (let c = 0; c < 65536; c++) if (one.test(String.fromCharCode(c))) t[c] = 1;
@@ -391,6 +404,20 @@ const CMD_SPECIAL = /["'\\^,;\s]/;
 export function pathLastSegment(s: string): string {
   const i = s.lastIndexOf('/');
   return i < 0 ? s : s.slice(i + 1);
+}
+
+/**
+ * For a value without `%+&\\/*`, control characters and double spaces: whether its non-ASCII
+ * characters leave every transform but `lowercase` and `remove_whitespace` without effect —
+ * none is whitespace or a slash look-alike, and the value is NFKC-normalised.
+ */
+export function nonAsciiStable(s: string): boolean {
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80 && (WS_UNIT[c] === 1 || UNICODE_SLASHES.test(s[i]!))) return false;
+  }
+  return s.normalize('NFKC') === s;
 }
 
 /** Every transform, by the name rule packs use. */

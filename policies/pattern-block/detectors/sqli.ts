@@ -690,8 +690,73 @@ function mayBeSqlAfterBreak(rest: string, quote: string): boolean {
   );
 }
 
-export function detectSqli(value: string): SqliResult | undefined {
+/** The longest word of {@link WORD_CLASS}; all of them start with a letter a-z. */
+const MAX_WORD = Math.max(...[...WORD_CLASS.keys()].map((w) => w.length));
+
+/**
+ * Whether the value, tokenized as it is, cannot give a fingerprint the judge or
+ * {@link strongTokens} accepts, decided without tokenizing. Every shape needs one of: a quote
+ * (string or backtick tokens, the only way `s`, or a `select`/`order` token without its
+ * class, arises), `;`, `@` (variables), `=` or `<>` (the tautology operators), `&&`/`||` or a
+ * word of {@link WORD_CLASS} (union, statements, keywords, and/or/xor, functions), or a
+ * first token `)`. Words are looked up per maximal run of word characters (NBSP, which the
+ * tokenizer skips before a word, splits runs too); a MySQL executable comment `/*!50000word`
+ * or a leading comment end (`*` then `/`; both skipped without a token) make it answer false.
+ */
+export function cannotFireUnquoted(s: string): boolean {
+  const n = s.length;
+  let first = true;
+  let run = -1;
+  for (let i = 0; i <= n; i++) {
+    const c = i < n ? s.charCodeAt(i) : 32;
+    if (c !== 0xa0 && isWordChar(c)) {
+      if (run < 0) run = i;
+      first = false;
+      continue;
+    }
+    if (run >= 0) {
+      // every word of WORD_CLASS starts with a letter (a run from a digit is a number or a bareword)
+      const f = s.charCodeAt(run);
+      if (f >= 97 && f <= 122 && i - run <= MAX_WORD && WORD_CLASS.has(s.slice(run, i))) return false;
+      run = -1;
+    }
+    if (i === n) break;
+    switch (c) {
+      case 39: // '
+      case 34: // "
+      case 96: // `
+      case 59: // ;
+      case 64: // @
+      case 61: // =
+        return false;
+      case 60: // <>
+        if (s.charCodeAt(i + 1) === 62) return false;
+        break;
+      case 38: // &&
+      case 124: // ||
+        if (s.charCodeAt(i + 1) === c) return false;
+        break;
+      case 47: // /*!
+        if (s.charCodeAt(i + 1) === 42 && s.charCodeAt(i + 2) === 33) return false;
+        break;
+      default:
+        break;
+    }
+    if (first && !(c <= 32 || c === 0xa0)) {
+      // the first token: `)` starts a parenthesis break; `*/` is skipped without a token
+      if (c === 41 || (c === 42 && s.charCodeAt(i + 1) === 47)) return false;
+      first = false;
+    }
+  }
+  return true;
+}
+
+/**
+ * `exhaustive` skips the {@link cannotFireUnquoted} shortcut (the tests compare both).
+ */
+export function detectSqli(value: string, exhaustive = false): SqliResult | undefined {
   if (value.length < 2 || !mayBeSql(value)) return undefined;
+  if (!exhaustive && cannotFireUnquoted(value)) return undefined;
   const contexts: SqliContext[] = [];
   // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
   // logical word next to them to form a shape

@@ -1,4 +1,5 @@
 import t from 'tap';
+import fc from 'fast-check';
 import { Value } from '@sinclair/typebox/value';
 import {
   patternBlock,
@@ -8,12 +9,16 @@ import {
 import { inspectRequest } from '../../../policies/pattern-block/engine.js';
 import {
   urlDecodeOnce,
+  utf8Lenient,
   compressWhitespace,
   removeWhitespace,
   WS,
+  TRANSFORMS,
 } from '../../../policies/pattern-block/transforms.js';
-import { detectSqli } from '../../../policies/pattern-block/detectors/sqli.js';
+import { detectSqli, cannotFireUnquoted } from '../../../policies/pattern-block/detectors/sqli.js';
 import { detectXss } from '../../../policies/pattern-block/detectors/xss.js';
+import { VALUE_DETECTORS } from '../../../policies/pattern-block/detectors/index.js';
+import { loadPackDir, shippedRulesDir } from '../../../policies/pattern-block/rules.js';
 
 /**
  * The engine's shortcuts (stable values, per-value transform calls, clean-value memo, the
@@ -112,4 +117,273 @@ t.test('the clean-value memo never hides a finding in short values or paths', as
   t.equal(get('/api/../../etc/passwd').decision, 'deny');
   t.equal(get('/api/receipts?page=2').decision, 'allow');
   t.equal(get("/api/receipts?page=2'%20or%201=1--").decision, 'deny');
+});
+
+/** The lenient UTF-8 decoding as first written (one concatenation per character), for comparison. */
+function utf8LenientReference(bytes: readonly number[]): string {
+  let out = '';
+  let i = 0;
+  while (i < bytes.length) {
+    const b = bytes[i]!;
+    if (b < 0x80) {
+      out += String.fromCharCode(b);
+      i++;
+      continue;
+    }
+    let need = 0;
+    let cp = 0;
+    if (b >= 0xc0 && b < 0xe0) [need, cp] = [1, b & 0x1f];
+    else if (b >= 0xe0 && b < 0xf0) [need, cp] = [2, b & 0x0f];
+    else if (b >= 0xf0 && b < 0xf8) [need, cp] = [3, b & 0x07];
+    else if (b >= 0xf8 && b < 0xfc) [need, cp] = [4, b & 0x03];
+    else if (b >= 0xfc && b < 0xfe) [need, cp] = [5, b & 0x01];
+    let ok = need > 0 && i + need < bytes.length;
+    for (let k = 1; ok && k <= need; k++) {
+      const c = bytes[i + k]!;
+      if ((c & 0xc0) !== 0x80) ok = false;
+      else cp = cp * 64 + (c & 0x3f);
+    }
+    if (ok && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff)) {
+      out += String.fromCodePoint(cp);
+      i += need + 1;
+    } else {
+      out += String.fromCharCode(b);
+      i++;
+    }
+  }
+  return out;
+}
+
+t.test('lenient UTF-8 decoding builds the same string as one concatenation per character', async (t) => {
+  const byte = fc.oneof(
+    fc.integer({ min: 0, max: 255 }),
+    fc.integer({ min: 0x80, max: 0xbf }),
+    fc.constantFrom(0xc0, 0xc1, 0xe0, 0xed, 0xf0, 0xf4, 0xf8, 0xfc, 0xfe, 0xff),
+  );
+  fc.assert(
+    fc.property(
+      fc.array(byte, { maxLength: 40 }),
+      (bytes) => utf8Lenient(bytes) === utf8LenientReference(bytes),
+    ),
+    { numRuns: 20000 },
+  );
+  const long = Array.from(
+    { length: 10000 },
+    (_, i) => [0x41, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80][i % 8]!,
+  );
+  t.equal(utf8Lenient(long), utf8LenientReference(long));
+  t.equal(urlDecodeOnce('%F0%9F%98%80%C0%AE%FF'), '\u{1F600}.\u00ff');
+});
+
+t.test('the SQL detector shortcut for unquoted values decides what tokenizing decides', async (t) => {
+  t.ok(cannotFireUnquoted('item 3-77 (small)'));
+  t.ok(cannotFireUnquoted('2025-01-02t3:00'));
+  t.notOk(cannotFireUnquoted("x' or 1=1"));
+  t.notOk(cannotFireUnquoted(') or (1'));
+  t.notOk(cannotFireUnquoted('*/) or x'));
+  t.notOk(cannotFireUnquoted('\u00a0union select 1'));
+  t.notOk(cannotFireUnquoted('/*!50000union*/ /*!50000select*/ 1'));
+  const fragment = fc.constantFrom(
+    ...[
+      'union',
+      'select',
+      'from',
+      'where',
+      'order',
+      'by',
+      'group',
+      'and',
+      'or',
+      'xor',
+      'sleep',
+      'if',
+      'user',
+    ],
+    ...[
+      'drop',
+      'table',
+      'exec',
+      'set',
+      'having',
+      'like',
+      'in',
+      'is',
+      'null',
+      'char',
+      'version',
+      'item',
+      'small',
+    ],
+    ...[
+      ' ',
+      '\u00a0',
+      '\t',
+      '(',
+      ')',
+      ',',
+      '.',
+      '..',
+      '-',
+      '--',
+      '#',
+      '/*',
+      '*/',
+      '/*!',
+      '/*!50000',
+      '+',
+      '*',
+    ],
+    ...[
+      '=',
+      '==',
+      '!=',
+      '<>',
+      '<=>',
+      '<',
+      '>',
+      '&',
+      '&&',
+      '|',
+      '||',
+      '@',
+      '@@',
+      ';',
+      "'",
+      '"',
+      '`',
+      '%',
+      ':',
+    ],
+    ...['0', '1', '5', '0x', '1e5', '3x', 'é', 'a', 'x_y', '$'],
+  );
+  fc.assert(
+    fc.property(fc.array(fragment, { maxLength: 10 }), (parts) => {
+      const v = parts.join('');
+      return JSON.stringify(detectSqli(v)) === JSON.stringify(detectSqli(v, true));
+    }),
+    { numRuns: 30000 },
+  );
+  // the unquoted shapes, densely
+  const short = fc.constantFrom(
+    '1',
+    '2',
+    'x',
+    ' ',
+    '=',
+    '==',
+    '!=',
+    '<>',
+    '(',
+    ')',
+    '&&',
+    '||',
+    ',',
+    '#',
+    '--',
+    '*/',
+  );
+  fc.assert(
+    fc.property(fc.array(short, { maxLength: 6 }), (parts) => {
+      const v = parts.join('');
+      return JSON.stringify(detectSqli(v)) === JSON.stringify(detectSqli(v, true));
+    }),
+    { numRuns: 20000 },
+  );
+  for (const v of [
+    '1=1',
+    '1 != 2',
+    '1<>2',
+    'x=x',
+    ') or 1',
+    '@@version',
+    'sleep(5)',
+    '1;drop',
+    'a&&b=1',
+    '*/)&1',
+  ])
+    t.same(detectSqli(v), detectSqli(v, true), v);
+});
+
+t.test('the SQL words the shortcut looks up all start with a letter a-z', async (t) => {
+  // cannotFireUnquoted only looks up runs that start with a-z; a keyword starting otherwise would slip
+  for (const w of ['union', 'select', 'load_file', 'pg_sleep', 'xp_cmdshell', 'utl_http', 'dbms_pipe'])
+    t.notOk(cannotFireUnquoted(`(${w}`), w);
+  t.ok(cannotFireUnquoted('(2union'), 'a run from a digit is a bareword');
+});
+
+t.test('a JSON value is judged like applying every rule to it directly', async (t) => {
+  // every shortcut at once (stable values, ASCII or not; transform sharing; literal prefilter;
+  // the SQL shortcut) against the plain definition: transforms in order, then the operator
+  const rules = loadPackDir(shippedRulesDir()).filter(
+    (r) => r.names === undefined && r.targets.some((x) => x === 'json' || x === 'args' || x === 'body'),
+  );
+  const direct = (v: string) =>
+    rules
+      .filter((r) => {
+        const x = r.transforms.reduce((s, name) => TRANSFORMS[name]!(s), v);
+        return r.regex !== undefined
+          ? new RegExp(r.regex, r.flags ?? '').test(x)
+          : VALUE_DETECTORS[r.detector!]!(x) !== undefined;
+      })
+      .map((r) => r.id)
+      .sort();
+  const viaEngine = (v: string) =>
+    body({ a: v })
+      .matches.filter((m) => m.target === 'json:a')
+      .map((m) => m.ruleId)
+      .sort();
+  const unit = fc.constantFrom(
+    ...['a', 'K', 'k', 'i', 'I', ' ', '(', ')', "'", '<', '>', '.', ':', ';', '=', '-', '1', '$', '#', '@'],
+    ...[
+      'é',
+      'e\u0301',
+      '\u212a',
+      '\u0130',
+      'ß',
+      'Σ',
+      '東',
+      '＜',
+      '\uff0f',
+      '\u2215',
+      '\u00a0',
+      '\u3000',
+      '\u200b',
+    ],
+    ...['ﬁ', '①', '\u00bc', 'ſ', 'ǅ', '—', '\ud83d\ude00', '\ud800'],
+  );
+  const word = fc.constantFrom(
+    'script',
+    'alert(1)',
+    'union',
+    'select',
+    'kill',
+    'sleep(5)',
+    'or 1=1',
+    'onerror=',
+  );
+  fc.assert(
+    fc.property(fc.array(fc.oneof(unit, word), { maxLength: 12 }), (parts) => {
+      const v = parts.join('');
+      return v === '' || JSON.stringify(viaEngine(v)) === JSON.stringify(direct(v));
+    }),
+    { numRuns: 4000 },
+  );
+  for (const v of [
+    'Café Rouge 12',
+    '東京ラーメン 9',
+    '\u212aill <ſcript>',
+    'İtem (small)',
+    '<ｓcript>alert(1)</ｓcript>',
+  ])
+    t.same(viaEngine(v), direct(v), v);
+  // rules on the value without whitespace (php-150, php-160): literals that only form once spaces go
+  for (const v of [
+    "'sy s' . 'tem'",
+    '( sys tem ) ( ls )',
+    '[ sys tem ] [ 0 ] ( ls )',
+    '$$ b (2)',
+    'Ca fé (sys tem)(ls)',
+  ])
+    t.same(viaEngine(v), direct(v), v);
+  t.same(viaEngine('( sys tem ) ( ls )'), ['php-160'], 'matched once the spaces are removed');
 });

@@ -1,0 +1,605 @@
+import { LO, HI, HI_NON_ASCII, HI_DOUBLE_SPACE, type CharMask } from './charmask.js';
+
+/**
+ * Literal prefilter: for each rule regex, a set of literal strings of which every match holds
+ * at least one (derived from the regex itself, so it is a necessary condition by
+ * construction), and one Aho-Corasick automaton over the literals of every rule of an engine.
+ * One scan of a value tells which rules can possibly match it; the others are skipped without
+ * running their regex.
+ *
+ * The automaton matches loosely, which keeps it a superset of what any regex can match: ASCII
+ * letters are folded to lower case (so `i` flags and lower-cased inputs need nothing
+ * special), and every non-ASCII code unit is one and the same character.
+ */
+
+/** Most strings a node's exact set may hold before the analysis gives up on it. */
+const MAX_EXACT = 256;
+/** Most characters a class may hold to count as a set of one-character literals. */
+const MAX_CLASS = 32;
+
+/** What the analysis knows about a regex node. */
+interface Info {
+  /** every string the node can match (folded), or undefined when unknown or too many */
+  readonly exact: readonly string[] | undefined;
+  /** every match holds one of these (folded, non-empty), or undefined when no literal is required */
+  readonly req: readonly string[] | undefined;
+}
+
+const ANY: Info = { exact: undefined, req: undefined };
+const EMPTY: Info = { exact: [''], req: undefined };
+
+/** The folding of the automaton: ASCII upper case to lower case, non-ASCII to U+0080. */
+export function foldCode(c: number): number {
+  if (c >= 65 && c <= 90) return c + 32;
+  return c < 128 ? c : 128;
+}
+
+function foldString(s: string): string {
+  let out = '';
+  for (let i = 0; i < s.length; i++) out += String.fromCharCode(foldCode(s.charCodeAt(i)));
+  return out;
+}
+
+/** One-character literals that ordinary text holds often (letters, digits, space, prose punctuation). */
+const COMMON_CHAR = /^[a-z0-9 .,'"():;!?/&-]$/;
+
+/** Relative chance of a literal set to occur in ordinary text (lower is a better gate). */
+function weight(req: readonly string[]): number {
+  let w = 0;
+  for (const l of req)
+    w +=
+      l.length >= 5
+        ? 0.001
+        : l.length === 1
+          ? COMMON_CHAR.test(l)
+            ? 1
+            : 0.3
+          : [1, 1, 0.1, 0.02, 0.005][l.length]!;
+  return w;
+}
+
+function reqOfExact(exact: readonly string[]): readonly string[] | undefined {
+  return exact.includes('') ? undefined : exact;
+}
+
+function best(
+  a: readonly string[] | undefined,
+  b: readonly string[] | undefined,
+): readonly string[] | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return weight(b) < weight(a) ? b : a;
+}
+
+function dedupe(list: readonly string[]): string[] {
+  return [...new Set(list)];
+}
+
+function product(a: readonly string[], b: readonly string[]): string[] | undefined {
+  if (a.length * b.length > MAX_EXACT) return undefined;
+  const out: string[] = [];
+  for (const x of a) for (const y of b) out.push(x + y);
+  return dedupe(out);
+}
+
+class Unsupported extends Error {}
+
+/** A small parser of JavaScript regex syntax that only computes {@link Info}. */
+class Analyzer {
+  private i = 0;
+
+  constructor(
+    private readonly src: string,
+    private readonly unicode: boolean,
+  ) {}
+
+  run(): Info {
+    const r = this.alternation();
+    if (this.i !== this.src.length) throw new Unsupported(`unexpected ${this.src[this.i]!}`);
+    return r;
+  }
+
+  private alternation(): Info {
+    const alts: Info[] = [this.sequence()];
+    while (this.src[this.i] === '|') {
+      this.i++;
+      alts.push(this.sequence());
+    }
+    if (alts.length === 1) return alts[0]!;
+    let exact: string[] | undefined = [];
+    let req: string[] | undefined = [];
+    for (const a of alts) {
+      if (exact !== undefined && a.exact !== undefined) exact.push(...a.exact);
+      else exact = undefined;
+      const r = a.req ?? (a.exact !== undefined ? reqOfExact(a.exact) : undefined);
+      if (req !== undefined && r !== undefined) req.push(...r);
+      else req = undefined;
+    }
+    if (exact !== undefined) exact = exact.length > MAX_EXACT ? undefined : dedupe(exact);
+    return { exact, req: req !== undefined ? dedupe(req) : undefined };
+  }
+
+  private sequence(): Info {
+    let all: readonly string[] | undefined = [''];
+    let run: readonly string[] = [''];
+    let req: readonly string[] | undefined;
+    const closeRun = () => {
+      req = best(req, reqOfExact(run));
+      run = [''];
+    };
+    while (this.i < this.src.length && this.src[this.i] !== '|' && this.src[this.i] !== ')') {
+      const item = this.quantified();
+      if (all !== undefined) all = item.exact !== undefined ? product(all, item.exact) : undefined;
+      if (item.exact === undefined) {
+        closeRun();
+        req = best(req, item.req);
+        continue;
+      }
+      const next = product(run, item.exact);
+      if (next === undefined) {
+        closeRun();
+        run = item.exact;
+      } else run = next;
+      req = best(req, item.req);
+    }
+    closeRun();
+    if (all !== undefined) req = best(req, reqOfExact(all));
+    return { exact: all, req };
+  }
+
+  private quantified(): Info {
+    const atom = this.atom();
+    const q = this.quantifier();
+    if (q === undefined) return atom;
+    const [min, max] = q;
+    if (this.src[this.i] === '?') this.i++; // lazy
+    const reqAtom = atom.req ?? (atom.exact !== undefined ? reqOfExact(atom.exact) : undefined);
+    let exact: readonly string[] | undefined;
+    if (atom.exact !== undefined && max !== Infinity && max <= 3) {
+      // enumerate small repetition counts: x? x{2} x{1,3}
+      let acc: readonly string[] | undefined = [''];
+      const out: string[] = [];
+      for (let n = 0; n <= max && acc !== undefined; n++) {
+        if (n >= min) out.push(...acc);
+        if (n < max) acc = product(acc, atom.exact);
+      }
+      exact = acc === undefined || out.length > MAX_EXACT ? undefined : dedupe(out);
+    }
+    return { exact, req: min >= 1 ? reqAtom : undefined };
+  }
+
+  /** `*` `+` `?` `{n}` `{n,}` `{n,m}`, or undefined (a `{` that is no quantifier is a literal, Annex B). */
+  private quantifier(): [number, number] | undefined {
+    const c = this.src[this.i];
+    if (c === '*') {
+      this.i++;
+      return [0, Infinity];
+    }
+    if (c === '+') {
+      this.i++;
+      return [1, Infinity];
+    }
+    if (c === '?') {
+      this.i++;
+      return [0, 1];
+    }
+    if (c === '{') {
+      const m = /^\{(\d+)(,(\d*))?\}/.exec(this.src.slice(this.i));
+      if (!m) return undefined;
+      this.i += m[0].length;
+      const min = Number(m[1]);
+      const max = m[2] === undefined ? min : m[3] === '' ? Infinity : Number(m[3]);
+      return [min, max];
+    }
+    return undefined;
+  }
+
+  private atom(): Info {
+    const s = this.src;
+    const c = s[this.i]!;
+    if (c === '(') {
+      this.i++;
+      let lookaround = false;
+      if (s.startsWith('?:', this.i)) this.i += 2;
+      else if (s.startsWith('?=', this.i) || s.startsWith('?!', this.i)) {
+        this.i += 2;
+        lookaround = true;
+      } else if (s.startsWith('?<=', this.i) || s.startsWith('?<!', this.i)) {
+        this.i += 3;
+        lookaround = true;
+      } else if (s.startsWith('?<', this.i)) {
+        const end = s.indexOf('>', this.i);
+        if (end < 0) throw new Unsupported('group name');
+        this.i = end + 1;
+      } else if (s[this.i] === '?') throw new Unsupported('group modifier');
+      const inner = this.alternation();
+      if (s[this.i] !== ')') throw new Unsupported('unclosed group');
+      this.i++;
+      return lookaround ? EMPTY : inner;
+    }
+    if (c === '[') return this.charClass();
+    if (c === '^' || c === '$') {
+      this.i++;
+      return EMPTY;
+    }
+    if (c === '.') {
+      this.i++;
+      return ANY;
+    }
+    if (c === '\\') return this.escape();
+    if (c === '*' || c === '+' || c === '?' || c === ')' || c === '|')
+      throw new Unsupported(`nothing to repeat at ${this.i}`);
+    this.i++;
+    if (this.unicode && c.charCodeAt(0) >= 0xd800 && c.charCodeAt(0) <= 0xdbff) {
+      // a surrogate pair is one character in unicode mode
+      this.i++;
+      return ANY;
+    }
+    return lit(c);
+  }
+
+  private escape(): Info {
+    const s = this.src;
+    const e = s[this.i + 1];
+    if (e === undefined) throw new Unsupported('trailing backslash');
+    this.i += 2;
+    switch (e) {
+      case 'b':
+      case 'B':
+        return EMPTY;
+      case 'd':
+        return set('0123456789');
+      case 'D':
+      case 'w':
+      case 'W':
+      case 's':
+      case 'S':
+        return ANY;
+      case 'p':
+      case 'P':
+        if (this.unicode) throw new Unsupported('property escape');
+        return lit(e);
+      case 'k':
+        if (s[this.i] === '<') throw new Unsupported('named backreference');
+        return lit(e);
+      default:
+        break;
+    }
+    if (e >= '1' && e <= '9') throw new Unsupported('backreference');
+    this.i -= 1;
+    return lit(this.escapedChar());
+  }
+
+  /** The character of an escape whose backslash is consumed (at `this.i`: the escape letter). */
+  private escapedChar(): string {
+    const s = this.src;
+    const e = s[this.i]!;
+    this.i++;
+    switch (e) {
+      case 'n':
+        return '\n';
+      case 'r':
+        return '\r';
+      case 't':
+        return '\t';
+      case 'v':
+        return '\v';
+      case 'f':
+        return '\f';
+      case '0':
+        if (/[0-9]/.test(s[this.i] ?? '')) throw new Unsupported('octal escape');
+        return '\0';
+      case 'x': {
+        const m = /^[0-9a-fA-F]{2}/.exec(s.slice(this.i));
+        if (!m) {
+          if (this.unicode) throw new Unsupported('bad \\x');
+          return 'x';
+        }
+        this.i += 2;
+        return String.fromCharCode(parseInt(m[0], 16));
+      }
+      case 'u': {
+        const m = /^[0-9a-fA-F]{4}/.exec(s.slice(this.i));
+        if (m) {
+          this.i += 4;
+          return String.fromCharCode(parseInt(m[0], 16));
+        }
+        throw new Unsupported('\\u form');
+      }
+      case 'c':
+        throw new Unsupported('control escape');
+      default:
+        if (/[0-9]/.test(e)) throw new Unsupported('numeric escape');
+        if (/[a-zA-Z]/.test(e) && this.unicode) throw new Unsupported('identity escape');
+        return e;
+    }
+  }
+
+  private charClass(): Info {
+    const s = this.src;
+    this.i++; // [
+    let negated = false;
+    if (s[this.i] === '^') {
+      negated = true;
+      this.i++;
+    }
+    const chars = new Set<string>();
+    let wide = false;
+    while (this.i < s.length && s[this.i] !== ']') {
+      const lo = this.classAtom();
+      if (s[this.i] === '-' && s[this.i + 1] !== ']' && this.i + 1 < s.length) {
+        this.i++;
+        const hi = this.classAtom();
+        if (lo === undefined || hi === undefined) {
+          if (this.unicode) throw new Unsupported('class range of a class');
+          wide = true; // Annex B: `[\w-x]` is \w, '-', x
+          continue;
+        }
+        const a = lo.charCodeAt(0);
+        const b = hi.charCodeAt(0);
+        if (b < a) throw new Unsupported('range out of order');
+        if (b - a > MAX_CLASS) wide = true;
+        else for (let x = a; x <= b; x++) chars.add(String.fromCharCode(x));
+        continue;
+      }
+      if (lo === undefined) wide = true;
+      else chars.add(lo);
+    }
+    if (s[this.i] !== ']') throw new Unsupported('unclosed class');
+    this.i++;
+    if (negated || wide) return ANY;
+    const folded = dedupe([...chars].map(foldString));
+    if (folded.length > MAX_CLASS || folded.length === 0) return ANY;
+    return { exact: folded, req: folded };
+  }
+
+  /** One class member: a character, or undefined for a class escape (`\w`, `\d` …). */
+  private classAtom(): string | undefined {
+    const s = this.src;
+    const c = s[this.i]!;
+    if (c !== '\\') {
+      this.i++;
+      if (this.unicode && c.charCodeAt(0) >= 0xd800 && c.charCodeAt(0) <= 0xdbff) {
+        this.i++;
+        return undefined;
+      }
+      return c;
+    }
+    const e = s[this.i + 1];
+    if (e === undefined) throw new Unsupported('trailing backslash');
+    if ('dDwWsS'.includes(e)) {
+      this.i += 2;
+      return undefined;
+    }
+    if (e === 'p' || e === 'P') {
+      if (this.unicode) throw new Unsupported('property escape');
+    }
+    if (e === 'b') {
+      this.i += 2;
+      return '\b';
+    }
+    if (e === '-') {
+      this.i += 2;
+      return '-';
+    }
+    this.i += 1;
+    return this.escapedChar();
+  }
+}
+
+function lit(c: string): Info {
+  const f = foldString(c);
+  return { exact: [f], req: [f] };
+}
+
+function set(chars: string): Info {
+  const list = dedupe([...chars].map(foldString));
+  return { exact: list, req: list };
+}
+
+/** Drop literals that hold another literal of the set (holding the shorter one is implied). */
+function minimise(req: readonly string[]): string[] {
+  const sorted = dedupe(req).sort((a, b) => a.length - b.length);
+  const out: string[] = [];
+  for (const l of sorted) if (!out.some((x) => l.includes(x))) out.push(l);
+  return out;
+}
+
+/**
+ * Literals of which every match of `source` (with `flags`) holds at least one, folded like
+ * the automaton; undefined when the regex requires none (or uses syntax the analysis does not
+ * follow — then the rule simply always runs).
+ */
+export function requiredLiterals(source: string, flags: string): string[] | undefined {
+  // with both `i` and `u`, Unicode case folding maps some non-ASCII characters to ASCII letters
+  if (flags.includes('i') && flags.includes('u')) return undefined;
+  if (flags.includes('v')) return undefined;
+  try {
+    const info = new Analyzer(source, flags.includes('u')).run();
+    const req = info.req ?? (info.exact !== undefined ? reqOfExact(info.exact) : undefined);
+    return req === undefined || req.length === 0 ? undefined : minimise(req);
+  } catch (e) {
+    if (e instanceof Unsupported) return undefined;
+    throw e;
+  }
+}
+
+/**
+ * An Aho-Corasick automaton over literal sets ("requirements"). {@link scanLiterals} marks,
+ * for one string, every requirement of which the string holds a literal.
+ */
+export interface LiteralScanner {
+  /** number of requirements */
+  readonly size: number;
+  /** UTF-16 code unit → alphabet index of its folding (0: in no literal) */
+  readonly classOf: Uint8Array;
+  readonly width: number;
+  /**
+   * DFA transitions: `delta[state * width + class]` is the next state times `width` (the
+   * offset of its row), bit-inverted (negative) when that state ends a literal
+   */
+  readonly delta: Int32Array;
+  /** requirement ids ending at a state (its own and its suffixes'): outIds[outStart[s] .. outStart[s+1]] */
+  readonly outStart: Int32Array;
+  readonly outIds: Int32Array;
+}
+
+/** Build the automaton; requirement `k` is `reqs[k]` (literals already folded, non-empty). */
+export function buildScanner(reqs: readonly (readonly string[])[]): LiteralScanner {
+  const classOf = new Uint8Array(129);
+  let width = 1;
+  for (const req of reqs)
+    for (const l of req)
+      for (let i = 0; i < l.length; i++) {
+        const c = foldCode(l.charCodeAt(i));
+        if (classOf[c] === 0) classOf[c] = width++;
+      }
+  // trie
+  const next: Map<number, number>[] = [new Map()];
+  const ends: number[][] = [[]];
+  reqs.forEach((req, id) => {
+    for (const l of req) {
+      let st = 0;
+      for (let i = 0; i < l.length; i++) {
+        const c = classOf[foldCode(l.charCodeAt(i))]!;
+        let to = next[st]!.get(c);
+        if (to === undefined) {
+          to = next.length;
+          next.push(new Map());
+          ends.push([]);
+          next[st]!.set(c, to);
+        }
+        st = to;
+      }
+      if (!ends[st]!.includes(id)) ends[st]!.push(id);
+    }
+  });
+  const n = next.length;
+  const delta = new Int32Array(n * width);
+  const fail = new Int32Array(n);
+  const out: number[][] = ends.map((e) => [...e]);
+  const queue: number[] = [];
+  for (let c = 1; c < width; c++) {
+    const to = next[0]!.get(c);
+    if (to !== undefined) {
+      delta[c] = to;
+      fail[to] = 0;
+      queue.push(to);
+    }
+  }
+  for (let q = 0; q < queue.length; q++) {
+    const st = queue[q]!;
+    for (const id of out[fail[st]!]!) if (!out[st]!.includes(id)) out[st]!.push(id);
+    for (let c = 0; c < width; c++) {
+      const to = next[st]!.get(c);
+      if (to !== undefined && c !== 0) {
+        fail[to] = delta[fail[st]! * width + c]!;
+        delta[st * width + c] = to;
+        queue.push(to);
+      } else delta[st * width + c] = delta[fail[st]! * width + c]!;
+    }
+  }
+  const outStart = new Int32Array(n + 1);
+  const ids: number[] = [];
+  for (let st = 0; st < n; st++) {
+    outStart[st] = ids.length;
+    ids.push(...out[st]!);
+  }
+  outStart[n] = ids.length;
+  for (let k = 0; k < delta.length; k++) {
+    const to = delta[k]!;
+    delta[k] = out[to]!.length > 0 ? ~(to * width) : to * width;
+  }
+  const classOfUnit = new Uint8Array(65536);
+  for (let c = 0; c < 65536; c++) classOfUnit[c] = classOf[foldCode(c)]!;
+  return { size: reqs.length, classOf: classOfUnit, width, delta, outStart, outIds: Int32Array.from(ids) };
+}
+
+/**
+ * Scan `s`: `hit[base + k] = stamp` for every requirement `k` of which `s` holds a literal
+ * (folded). Linear in the length of `s`; no allocation.
+ */
+export function scanLiterals(sc: LiteralScanner, s: string, hit: Int32Array, stamp: number, base = 0): void {
+  const { classOf, width, delta, outStart, outIds } = sc;
+  let row = 0;
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    row = delta[row + classOf[s.charCodeAt(i)]!]!;
+    if (row < 0) {
+      row = ~row;
+      const st = (row / width) | 0;
+      const b = outStart[st + 1]!;
+      for (let k = outStart[st]!; k < b; k++) hit[base + outIds[k]!] = stamp;
+    }
+  }
+}
+
+/**
+ * {@link scanLiterals} and {@link charMask} (the signature into `mask`) in one pass over `s`.
+ */
+export function scanLiteralsAndMask(
+  sc: LiteralScanner,
+  s: string,
+  hit: Int32Array,
+  stamp: number,
+  base: number,
+  mask: CharMask,
+): void {
+  const { classOf, width, delta, outStart, outIds } = sc;
+  let row = 0;
+  let lo = 0;
+  let hi = 0;
+  let prevSpace = false;
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 128) {
+      lo |= LO[c]!;
+      hi |= HI[c]!;
+      if (c === 32) {
+        if (prevSpace) hi |= HI_DOUBLE_SPACE;
+        prevSpace = true;
+      } else prevSpace = false;
+    } else {
+      hi |= HI_NON_ASCII;
+      prevSpace = false;
+    }
+    row = delta[row + classOf[c]!]!;
+    if (row < 0) {
+      row = ~row;
+      const st = (row / width) | 0;
+      const b = outStart[st + 1]!;
+      for (let k = outStart[st]!; k < b; k++) hit[base + outIds[k]!] = stamp;
+    }
+  }
+  mask.lo = lo;
+  mask.hi = hi;
+}
+
+/**
+ * {@link scanLiterals} of `s` with the code units marked in `skip` left out: the scan of the
+ * string those removed would give, without building it.
+ */
+export function scanLiteralsSkipping(
+  sc: LiteralScanner,
+  s: string,
+  hit: Int32Array,
+  stamp: number,
+  base: number,
+  skip: Uint8Array,
+): void {
+  const { classOf, width, delta, outStart, outIds } = sc;
+  let row = 0;
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (skip[c] === 1) continue;
+    row = delta[row + classOf[c]!]!;
+    if (row < 0) {
+      row = ~row;
+      const st = (row / width) | 0;
+      const b = outStart[st + 1]!;
+      for (let k = outStart[st]!; k < b; k++) hit[base + outIds[k]!] = stamp;
+    }
+  }
+}

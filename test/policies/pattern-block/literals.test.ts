@@ -1,0 +1,273 @@
+import t from 'tap';
+import fc from 'fast-check';
+import { loadPackDir, shippedRulesDir, parsePack } from '../../../policies/pattern-block/rules.js';
+import {
+  requiredLiterals,
+  buildScanner,
+  scanLiterals,
+  foldCode,
+} from '../../../policies/pattern-block/literals.js';
+import {
+  compileEngine,
+  DEFAULT_ENGINE_OPTIONS,
+  inspectRequest,
+  type RawRequest,
+} from '../../../policies/pattern-block/engine.js';
+import { TRANSFORMS } from '../../../policies/pattern-block/transforms.js';
+
+/**
+ * The literal prefilter skips a rule when a value holds none of the literals derived from
+ * its regex. These check that the derivation is a necessary condition (a value the regex
+ * matches always holds one), that the automaton finds exactly the literals a plain search
+ * finds, and that an engine with the prefilter decides exactly what one without it decides.
+ */
+
+const rules = loadPackDir(shippedRulesDir());
+
+function fold(s: string): string {
+  let out = '';
+  for (let i = 0; i < s.length; i++) out += String.fromCharCode(foldCode(s.charCodeAt(i)));
+  return out;
+}
+
+function holdsOne(lits: readonly string[], s: string): boolean {
+  const f = fold(s);
+  return lits.some((l) => f.includes(l));
+}
+
+t.test('derivation of required literals', async (t) => {
+  t.same(requiredLiterals('abc', ''), ['abc']);
+  t.same(requiredLiterals('ABC', 'i'), ['abc']);
+  t.same(requiredLiterals('a|bc', '')!.sort(), ['a', 'bc']);
+  t.same(requiredLiterals('\\bsleep ?\\(', '')!.sort(), ['sleep (', 'sleep(']);
+  t.same(requiredLiterals('(?:ab)?', ''), undefined);
+  t.same(requiredLiterals('x*', ''), undefined);
+  t.same(requiredLiterals('.+', ''), undefined);
+  t.same(requiredLiterals('(.)\\1', ''), undefined, 'a backreference is not followed');
+  t.same(requiredLiterals('[^a]bc', ''), ['bc']);
+  t.same(requiredLiterals('(?=abc)d', ''), ['d'], 'a lookahead consumes nothing');
+  t.same(requiredLiterals('(?<!x)yz', ''), ['yz']);
+  t.same(requiredLiterals('a{2}b', ''), ['aab']);
+  t.same(requiredLiterals('a{2,}bcd', ''), ['bcd'], 'the rarest candidate of a sequence');
+  t.same(requiredLiterals('[ab]c', '')!.sort(), ['ac', 'bc']);
+  t.same(requiredLiterals('\\x41\\u0042', ''), ['ab']);
+  t.same(requiredLiterals('a{', ''), ['a{'], 'Annex B: a brace that is no quantifier is a character');
+  t.same(requiredLiterals('union|union select', ''), ['union'], 'a literal holding another is dropped');
+  t.same(requiredLiterals('café', ''), ['caf\u0080'], 'non-ASCII folds to one character');
+  t.same(requiredLiterals('abc', 'iu'), undefined, 'Unicode case folding maps some non-ASCII to ASCII');
+  t.same(requiredLiterals('(?<n>a)\\k<n>', ''), undefined);
+});
+
+t.test('the automaton finds what a plain search finds', async (t) => {
+  const lit = fc.string({ unit: fc.constantFrom('a', 'b', 'A', '(', 'é', ' '), minLength: 1, maxLength: 4 });
+  fc.assert(
+    fc.property(
+      fc.array(fc.array(lit, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 6 }),
+      fc.string({ unit: fc.constantFrom('a', 'b', 'B', '(', 'ü', ' ', 'x'), maxLength: 24 }),
+      (reqs, text) => {
+        const folded = reqs.map((r) => r.map(fold));
+        const sc = buildScanner(folded);
+        const hit = new Int32Array(sc.size * 2);
+        scanLiterals(sc, text, hit, 7, sc.size);
+        for (let k = 0; k < folded.length; k++) {
+          if ((hit[sc.size + k] === 7) !== holdsOne(folded[k]!, text)) return false;
+          if (hit[k] !== 0) return false;
+        }
+        return true;
+      },
+    ),
+    { numRuns: 2000 },
+  );
+  t.pass('same hits');
+});
+
+/** Characters and fragments the generated values are made of: every rule's literals and examples, and punctuation. */
+const FRAGMENTS: string[] = (() => {
+  const out = new Set<string>([
+    "'",
+    '"',
+    '(',
+    ')',
+    ';',
+    '<',
+    '>',
+    '=',
+    ' ',
+    '  ',
+    '\t',
+    '\n',
+    '%',
+    '/',
+    '\\',
+  ]);
+  out.add('A').add('z').add('0').add('9').add('é').add('＜').add('\u0000');
+  // lower-case to ASCII letters (Kelvin sign, capital I with dot), also percent-encoded
+  out.add('\u212a').add('\u0130').add('%E2%84%AA').add('%C4%B0');
+  for (const r of rules) {
+    if (r.regex !== undefined) for (const l of requiredLiterals(r.regex, r.flags ?? '') ?? []) out.add(l);
+    for (const ex of [...r.examples.match, ...r.examples.no_match]) if (typeof ex === 'string') out.add(ex);
+  }
+  return [...out];
+})();
+const value = fc.array(fc.constantFrom(...FRAGMENTS), { maxLength: 6 }).map((a) => a.join(''));
+const mixedCase = fc.tuple(value, fc.boolean()).map(([v, up]) => (up ? v.toUpperCase() : v));
+
+t.test('every shipped regex: a value it matches holds one of its literals', async (t) => {
+  const regexRules = rules.filter((r) => r.regex !== undefined);
+  let derived = 0;
+  for (const r of regexRules) {
+    const lits = requiredLiterals(r.regex!, r.flags ?? '');
+    if (lits === undefined) continue;
+    derived++;
+    const re = new RegExp(r.regex!, r.flags ?? '');
+    const transformed = (v: string) => r.transforms.reduce((x, name) => TRANSFORMS[name]!(x), v);
+    for (const ex of [...r.examples.match, ...r.examples.no_match]) {
+      if (typeof ex !== 'string') continue;
+      const v = transformed(ex);
+      if (re.test(v) && !holdsOne(lits, v))
+        t.fail(`${r.id}: example ${JSON.stringify(ex)} matches without a literal`);
+    }
+    fc.assert(
+      fc.property(mixedCase, (raw) => {
+        for (const v of [raw, transformed(raw)]) if (re.test(v) && !holdsOne(lits, v)) return false;
+        return true;
+      }),
+      { numRuns: 300 },
+    );
+  }
+  t.ok(derived > 40, `literals derived for ${derived} of ${regexRules.length} regex rules`);
+});
+
+t.test('an engine with the prefilter decides exactly what one without it decides', async (t) => {
+  const opts = { ...DEFAULT_ENGINE_OPTIONS, rules, paranoiaLevel: 4, freeTextFields: ['notes'] };
+  const withIt = compileEngine(opts);
+  const without = compileEngine({ ...opts, prefilter: false });
+  const requests = (v: string): RawRequest[] => {
+    const enc = encodeURIComponent(v);
+    const headerSafe = /^[\x20-\x7e]*$/.test(v) && v.trim() === v;
+    return [
+      {
+        method: 'GET',
+        target: `/api/receipts/${enc}?q=${enc}&${enc}=1`,
+        headers: {
+          Host: 'receipts.example.com',
+          ...(headerSafe
+            ? { 'User-Agent': v, Referer: v, 'X-Note': v, Cookie: `c=${v.replace(/;/g, '')}` }
+            : {}),
+        },
+      },
+      {
+        method: 'POST',
+        target: '/api/receipts',
+        headers: { Host: 'receipts.example.com', 'Content-Type': 'application/json' },
+        body: JSON.stringify({ merchant: v, notes: v, [v]: [v] }),
+      },
+      {
+        method: 'POST',
+        target: '/api/receipts',
+        headers: { Host: 'receipts.example.com', 'Content-Type': 'application/x-www-form-urlencoded' },
+        body: `file=${enc}&${enc}=x`,
+      },
+    ];
+  };
+  const same = (v: string) =>
+    requests(v).every(
+      (req) => JSON.stringify(inspectRequest(withIt, req)) === JSON.stringify(inspectRequest(without, req)),
+    );
+  for (const r of rules)
+    for (const ex of [...r.examples.match, ...r.examples.no_match])
+      if (typeof ex === 'string' && !same(ex)) t.fail(`${r.id}: ${JSON.stringify(ex)} decided differently`);
+  fc.assert(fc.property(mixedCase, same), { numRuns: 1500 });
+  fc.assert(
+    fc.property(
+      fc.string({
+        unit: fc.constantFrom('%', '2', '7', 'c', '3', '+', '&', '#', ';', 'x', 'u', '\\', "'", '('),
+        maxLength: 16,
+      }),
+      same,
+    ),
+    { numRuns: 500 },
+  );
+  t.pass('no difference');
+});
+
+t.test('non-ASCII letters that lower-case to ASCII are scanned as lower-cased', async (t) => {
+  // a chain without NFKC: the Kelvin sign only becomes `k` in the lowercase step
+  const pack = parsePack(
+    [
+      '- id: test-kill',
+      '  family: cmd_injection',
+      '  score: 5',
+      '  description: test',
+      '  targets: [args, path]',
+      '  transforms: [url_decode, lowercase]',
+      '  regex: "kill"',
+      '- id: test-hi',
+      '  family: cmd_injection',
+      '  score: 5',
+      '  description: test',
+      '  targets: [args]',
+      '  transforms: [lowercase]',
+      '  regex: "\\\\bhi\\\\b"',
+    ].join('\n'),
+    'test',
+    'test.yaml',
+  );
+  const opts = { ...DEFAULT_ENGINE_OPTIONS, rules: pack };
+  for (const e of [compileEngine(opts), compileEngine({ ...opts, prefilter: false })])
+    for (const target of ['/x?q=%E2%84%AAill', '/\u212aill', '/x?q=\u212aILL'])
+      t.same(
+        inspectRequest(e, { method: 'GET', target, headers: { Host: 'h' } }).matches.map((m) => m.ruleId),
+        ['test-kill'],
+        target,
+      );
+  // U+0130 is NFKC-stable and lower-cases to `i` and a combining dot: "hİ" takes the stable
+  // path, and only its lower-cased form holds `hi`
+  for (const e of [compileEngine(opts), compileEngine({ ...opts, prefilter: false })]) {
+    const json = inspectRequest(e, {
+      method: 'POST',
+      target: '/x',
+      headers: { Host: 'h', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ a: 'h\u0130' }),
+    });
+    t.same(
+      json.matches.map((m) => m.ruleId),
+      ['test-hi'],
+    );
+    const query = inspectRequest(e, { method: 'GET', target: '/x?q=h%C4%B0', headers: { Host: 'h' } });
+    t.same(
+      query.matches.map((m) => m.ruleId),
+      ['test-hi'],
+    );
+  }
+});
+
+t.test('a chain that normalises after removing whitespace is not taken for a stable variant', async (t) => {
+  const pack = parsePack(
+    [
+      '- id: test-nfkc-late',
+      '  family: xss',
+      '  score: 5',
+      '  description: test',
+      '  targets: [args]',
+      '  transforms: [remove_whitespace, nfkc]',
+      '  regex: "\\u00e9x"',
+    ].join('\n'),
+    'test',
+    'test.yaml',
+  );
+  // NFKC leaves "e \u0301x" alone; without its space it composes to "éx"
+  for (const prefilter of [true, false]) {
+    const e = compileEngine({ ...DEFAULT_ENGINE_OPTIONS, rules: pack, prefilter });
+    const v = inspectRequest(e, {
+      method: 'POST',
+      target: '/x',
+      headers: { Host: 'h', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ a: 'e \u0301x' }),
+    });
+    t.same(
+      v.matches.map((m) => m.ruleId),
+      ['test-nfkc-late'],
+    );
+  }
+});
