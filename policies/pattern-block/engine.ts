@@ -8,6 +8,7 @@ import {
   lowercase,
   removeWhitespace,
   nonAsciiStable,
+  inertPercentAmp,
   WS_UNIT,
   type Transform,
 } from './transforms.js';
@@ -447,6 +448,15 @@ const STABLE_EXCLUDE: CharMask = (() => {
 
 /** {@link STABLE_EXCLUDE} but for non-ASCII characters, which {@link nonAsciiStable} judges. */
 const STABLE_EXCLUDE_ASCII: CharMask = { lo: STABLE_EXCLUDE.lo, hi: STABLE_EXCLUDE.hi & ~HI_NON_ASCII };
+
+/** `%` and `&`, which {@link inertPercentAmp} judges in ASCII values. */
+const PERCENT_AMP: CharMask = gateOf('%&');
+
+/** {@link STABLE_EXCLUDE_ASCII} but for `%` and `&`. */
+const STABLE_EXCLUDE_PRECISE: CharMask = {
+  lo: STABLE_EXCLUDE_ASCII.lo & ~PERCENT_AMP.lo,
+  hi: STABLE_EXCLUDE_ASCII.hi,
+};
 
 /**
  * Transforms that return a stable value unchanged: URL decoding (no `%`, no `+`), entity and
@@ -1058,8 +1068,10 @@ class Walk {
     const ascii = (vm.hi & HI_NON_ASCII) === 0;
     if (
       set.stableOk &&
-      !passes(vm, STABLE_EXCLUDE_ASCII) &&
-      (ascii || (set.stableNonAsciiOk && nonAsciiStable(v)))
+      !passes(vm, STABLE_EXCLUDE_PRECISE) &&
+      (passes(vm, PERCENT_AMP)
+        ? ascii && inertPercentAmp(v)
+        : ascii || (set.stableNonAsciiOk && nonAsciiStable(v)))
     ) {
       // a stable value: every chain yields one of four variants, computed at most once each;
       // lower-casing ASCII only clears the upper-case bit, removing single spaces changes no bit

@@ -407,6 +407,29 @@ export function pathLastSegment(s: string): string {
 }
 
 /**
+ * For an ASCII value without `+\\/*`, control characters and double spaces: whether no `%`
+ * or `&` in it can start an escape, also once its spaces are removed — the character after
+ * a `%` (spaces skipped) is no hex digit and no `u`, the one after a `&` no `#` and no
+ * letter. URL and entity decoding then return the value unchanged (`100%`, `A & 1`), like
+ * every other transform but `lowercase` and `remove_whitespace`.
+ */
+export function inertPercentAmp(s: string): boolean {
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c !== 37 && c !== 38) continue;
+    let j = i + 1;
+    while (j < n && s.charCodeAt(j) === 32) j++;
+    if (j >= n) continue;
+    const d = s.charCodeAt(j);
+    if (c === 37) {
+      if (hexVal(d) >= 0 || (d | 32) === 117) return false;
+    } else if (d === 35 || ((d | 32) >= 97 && (d | 32) <= 122)) return false;
+  }
+  return true;
+}
+
+/**
  * For a value without `%+&\\/*`, control characters and double spaces: whether its non-ASCII
  * characters leave every transform but `lowercase` and `remove_whitespace` without effect —
  * none is whitespace or a slash look-alike, and the value is NFKC-normalised.

@@ -387,3 +387,88 @@ t.test('a JSON value is judged like applying every rule to it directly', async (
     t.same(viaEngine(v), direct(v), v);
   t.same(viaEngine('( sys tem ) ( ls )'), ['php-160'], 'matched once the spaces are removed');
 });
+
+t.test(
+  'values with a `%` or `&` that starts no escape are judged like applying every rule directly',
+  async (t) => {
+    // the stable path takes ASCII values whose `%` / `&` cannot start an escape (inertPercentAmp),
+    // also once spaces are removed (`% 3c` → `%3c`); the plain definition decides
+    const rules = loadPackDir(shippedRulesDir()).filter(
+      (r) => r.names === undefined && r.targets.some((x) => x === 'json' || x === 'args' || x === 'body'),
+    );
+    const direct = (v: string) =>
+      rules
+        .filter((r) => {
+          const x = r.transforms.reduce((s, name) => TRANSFORMS[name]!(s), v);
+          return r.regex !== undefined
+            ? new RegExp(r.regex, r.flags ?? '').test(x)
+            : VALUE_DETECTORS[r.detector!]!(x) !== undefined;
+        })
+        .map((r) => r.id)
+        .sort();
+    const viaEngine = (v: string) =>
+      body({ a: v })
+        .matches.filter((m) => m.target === 'json:a')
+        .map((m) => m.ruleId)
+        .sort();
+    const unit = fc.constantFrom(
+      ...[
+        '%',
+        '&',
+        '#',
+        ' ',
+        'u',
+        'U',
+        'x',
+        'X',
+        'l',
+        't',
+        ';',
+        '3',
+        'c',
+        'C',
+        '2',
+        '7',
+        '0',
+        'g',
+        'G',
+        '!',
+        '.',
+      ],
+      ...["'", '<', '>', '(', ')', '=', '-', '1', 'a', 'é', '東'],
+    );
+    const word = fc.constantFrom(
+      'script',
+      'alert(1)',
+      'union',
+      'select',
+      'or 1=1',
+      'lt;',
+      'quot;',
+      '27',
+      'u003c',
+    );
+    fc.assert(
+      fc.property(fc.array(fc.oneof(unit, word), { maxLength: 14 }), (parts) => {
+        const v = parts.join('');
+        return v === '' || JSON.stringify(viaEngine(v)) === JSON.stringify(direct(v));
+      }),
+      { numRuns: 4000 },
+    );
+    for (const v of [
+      '100% reimbursable',
+      '100% ab',
+      '% 3cscript% 3e',
+      'Barnes & Noble',
+      "1 & 1' or 1=1",
+      '& #39; or 1=1',
+      '& lt; script& gt;',
+      '50%-off <b>',
+      '%',
+      '&',
+      'a % u003c',
+      "100%' union select 1",
+    ])
+      t.same(viaEngine(v), direct(v), v);
+  },
+);
