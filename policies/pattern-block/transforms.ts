@@ -407,8 +407,8 @@ export function pathLastSegment(s: string): string {
 }
 
 /**
- * For an ASCII value without `+\\/*`, control characters and double spaces: whether no `%`
- * or `&` in it can start an escape, also once its spaces are removed — the character after
+ * For an ASCII value without `+\\/*` and without controls other than whitespace: whether no
+ * `%` or `&` in it can start an escape, also once its whitespace is removed — the character after
  * a `%` (spaces skipped) is no hex digit and no `u`, the one after a `&` no `#` and no
  * letter. URL and entity decoding then return the value unchanged (`100%`, `A & 1`), like
  * every other transform but `lowercase` and `remove_whitespace`.
@@ -419,7 +419,7 @@ export function inertPercentAmp(s: string): boolean {
     const c = s.charCodeAt(i);
     if (c !== 37 && c !== 38) continue;
     let j = i + 1;
-    while (j < n && s.charCodeAt(j) === 32) j++;
+    while (j < n && WS_UNIT[s.charCodeAt(j)] === 1) j++;
     if (j >= n) continue;
     const d = s.charCodeAt(j);
     if (c === 37) {

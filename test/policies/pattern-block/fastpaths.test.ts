@@ -389,10 +389,11 @@ t.test('a JSON value is judged like applying every rule to it directly', async (
 });
 
 t.test(
-  'values with a `%` or `&` that starts no escape are judged like applying every rule directly',
+  'values with a `%` or `&` that starts no escape, or with whitespace runs, are judged like applying every rule directly',
   async (t) => {
     // the stable path takes ASCII values whose `%` / `&` cannot start an escape (inertPercentAmp),
-    // also once spaces are removed (`% 3c` → `%3c`); the plain definition decides
+    // also once whitespace is removed (`% 3c` → `%3c`), and ASCII values whose controls are all
+    // whitespace or that hold double spaces (compressed variants); the plain definition decides
     const rules = loadPackDir(shippedRulesDir()).filter(
       (r) => r.names === undefined && r.targets.some((x) => x === 'json' || x === 'args' || x === 'body'),
     );
@@ -436,6 +437,7 @@ t.test(
         '.',
       ],
       ...["'", '<', '>', '(', ')', '=', '-', '1', 'a', 'é', '東'],
+      ...['\n', '\t', '\r', '\v', '\f', '  ', '\u0000', '\u0001', '\u007f', '\u00a0'],
     );
     const word = fc.constantFrom(
       'script',
@@ -468,6 +470,13 @@ t.test(
       '&',
       'a % u003c',
       "100%' union select 1",
+      '## Summary\n\n- taxi (6:15am)\n\n> approved by @mgr, 100% reimbursable',
+      'un\nion  se\tlect',
+      "1'\n\nor\t1=1",
+      '<scr\nipt>alert(1)</script>',
+      '%\n3cscript%\t3e',
+      '&\n#60;script',
+      'a\u0000b  c',
     ])
       t.same(viaEngine(v), direct(v), v);
   },
