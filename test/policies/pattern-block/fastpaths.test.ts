@@ -499,3 +499,60 @@ t.test(
       t.same(viaEngine(v), direct(v), v);
   },
 );
+
+t.test('URL decoding of ASCII into ASCII equals decoding through bytes and lenient UTF-8', async (t) => {
+  // the plain definition: every escape and character as bytes, read as lenient UTF-8
+  const viaBytes = (s: string, plus: boolean) => {
+    const bytes: number[] = [];
+    const hex = (k: number) => /^[0-9a-fA-F]$/.test(s[k] ?? '');
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c === 37 && i + 2 < s.length && hex(i + 1) && hex(i + 2)) {
+        bytes.push(parseInt(s.slice(i + 1, i + 3), 16));
+        i += 2;
+      } else if (
+        c === 37 &&
+        i + 5 < s.length &&
+        (s[i + 1] === 'u' || s[i + 1] === 'U') &&
+        [2, 3, 4, 5].every((k) => hex(i + k))
+      ) {
+        const cp = parseInt(s.slice(i + 2, i + 6), 16);
+        bytes.push(...new TextEncoder().encode(String.fromCharCode(cp)));
+        i += 5;
+      } else bytes.push(c === 43 && plus ? 32 : c);
+    }
+    return utf8Lenient(bytes);
+  };
+  const unit = fc.constantFrom(
+    '%',
+    '+',
+    'u',
+    'U',
+    '0',
+    '4',
+    '7',
+    '8',
+    'f',
+    'F',
+    'a',
+    'g',
+    ' ',
+    '%41',
+    '%7f',
+    '%80',
+    '%u0041',
+    '%u00e9',
+    '%00',
+    '%2',
+    '%%',
+  );
+  fc.assert(
+    fc.property(fc.array(unit, { maxLength: 12 }), fc.boolean(), (parts, plus) => {
+      const s = parts.join('');
+      return urlDecodeOnce(s, plus) === viaBytes(s, plus);
+    }),
+    { numRuns: 5000 },
+  );
+  for (const s of ['%41', '%4', 'a%41', '%41b%', '%u0041%41+', '+', '%2B+%2b', '%e9', '%c3%a9', 'x%u00e9'])
+    for (const plus of [true, false]) t.equal(urlDecodeOnce(s, plus), viaBytes(s, plus), `${s} ${plus}`);
+});
