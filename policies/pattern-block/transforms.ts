@@ -98,8 +98,6 @@ function pushUtf8(bytes: number[], cp: number): void {
 export function urlDecodeOnce(s: string, plus = true): string {
   if (s.indexOf('%') < 0 && (!plus || s.indexOf('+') < 0)) return s;
   if (asciiWithoutEscapes(s, plus)) return s;
-  const ascii = urlDecodeAscii(s, plus);
-  if (ascii !== undefined) return ascii;
   const bytes: number[] = [];
   const n = s.length;
   for (let i = 0; i < n; i++) {
@@ -137,53 +135,6 @@ export function urlDecodeOnce(s: string, plus = true): string {
     }
   }
   return utf8Lenient(bytes);
-}
-
-/**
- * {@link urlDecodeOnce} of an ASCII value whose escapes all decode to ASCII (each byte is then
- * its own character, so lenient UTF-8 reading changes nothing): built from slices, without
- * the byte array. `undefined` when a character or an escape is not ASCII.
- */
-function urlDecodeAscii(s: string, plus: boolean): string | undefined {
-  let out = '';
-  let start = 0;
-  const n = s.length;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 0x80) return undefined;
-    if (c === 43 /* + */ && plus) {
-      out += s.slice(start, i) + ' ';
-      start = i + 1;
-      continue;
-    }
-    if (c !== 37 /* % */) continue;
-    let code = -1;
-    let len = 0;
-    if (i + 2 < n) {
-      const h = hexVal(s.charCodeAt(i + 1));
-      const l = hexVal(s.charCodeAt(i + 2));
-      if (h >= 0 && l >= 0) {
-        code = h * 16 + l;
-        len = 3;
-      }
-    }
-    if (code < 0 && i + 5 < n && (s.charCodeAt(i + 1) | 32) === 117 /* u */) {
-      const a = hexVal(s.charCodeAt(i + 2));
-      const b = hexVal(s.charCodeAt(i + 3));
-      const d = hexVal(s.charCodeAt(i + 4));
-      const e = hexVal(s.charCodeAt(i + 5));
-      if (a >= 0 && b >= 0 && d >= 0 && e >= 0) {
-        code = ((a * 16 + b) * 16 + d) * 16 + e;
-        len = 6;
-      }
-    }
-    if (code < 0) continue;
-    if (code >= 0x80) return undefined;
-    out += s.slice(start, i) + String.fromCharCode(code);
-    start = i + len;
-    i += len - 1;
-  }
-  return start === 0 ? s : out + s.slice(start);
 }
 
 /**
