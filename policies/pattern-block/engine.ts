@@ -8,6 +8,8 @@ import {
   lowercase,
   removeWhitespace,
   nonAsciiStable,
+  inertPercentAmp,
+  compressWhitespace,
   WS_UNIT,
   type Transform,
 } from './transforms.js';
@@ -448,6 +450,28 @@ const STABLE_EXCLUDE: CharMask = (() => {
 /** {@link STABLE_EXCLUDE} but for non-ASCII characters, which {@link nonAsciiStable} judges. */
 const STABLE_EXCLUDE_ASCII: CharMask = { lo: STABLE_EXCLUDE.lo, hi: STABLE_EXCLUDE.hi & ~HI_NON_ASCII };
 
+/** `%` and `&`, which {@link inertPercentAmp} judges in ASCII values. */
+const PERCENT_AMP: CharMask = gateOf('%&');
+
+/** Control characters and double spaces, which ASCII values may hold when every control is whitespace. */
+const HI_WS_RUNS = HI_CONTROL | HI_DOUBLE_SPACE;
+
+/** {@link STABLE_EXCLUDE_ASCII} but for `%` and `&`, controls and double spaces (judged per value). */
+const STABLE_EXCLUDE_PRECISE: CharMask = {
+  lo: STABLE_EXCLUDE_ASCII.lo & ~PERCENT_AMP.lo,
+  hi: STABLE_EXCLUDE_ASCII.hi & ~HI_WS_RUNS,
+};
+
+/** Whether every control character of `s` is whitespace (tab, line feed, vertical tab, form feed, carriage return). */
+function controlsAreWhitespace(s: string): boolean {
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if ((c < 32 && (c < 9 || c > 13)) || c === 127) return false;
+  }
+  return true;
+}
+
 /**
  * Transforms that return a stable value unchanged: URL decoding (no `%`, no `+`), entity and
  * JS decoding (no `&`, no `\\`), NFKC (ASCII only), NUL removal (no controls), comment
@@ -465,7 +489,6 @@ const STABLE_IDENTITY = new Set([
   'replace_comments',
   'normalize_path',
   'path_last_segment',
-  'compress_whitespace',
 ]);
 
 /** The variant a chain makes of a stable value (bit 1 lower-cased, bit 2 without whitespace), or -1. */
@@ -474,9 +497,11 @@ function stableVariantOf(transforms: readonly string[]): number {
   for (const t of transforms) {
     if (t === 'lowercase') v |= 1;
     else if (t === 'remove_whitespace') v |= 2;
+    else if (t === 'compress_whitespace') v |= 4;
     else if (!STABLE_IDENTITY.has(t)) return -1;
   }
-  return v;
+  // without whitespace, compressing it changes nothing (before or after the removal)
+  return (v & 2) !== 0 ? v & 3 : v;
 }
 
 /** Transforms that change even a value without special characters. */
@@ -850,7 +875,7 @@ type Path = string | undefined | null;
 const walkScratch = {
   mask: { lo: 0, hi: 0 } as CharMask,
   tmask: { lo: 0, hi: 0 } as CharMask,
-  variants: ['', '', '', ''],
+  variants: ['', '', '', '', '', ''],
   scanStr: [] as string[],
   scanSkips: [] as boolean[],
   scanStamp: [] as number[],
@@ -1058,9 +1083,16 @@ class Walk {
     const ascii = (vm.hi & HI_NON_ASCII) === 0;
     if (
       set.stableOk &&
-      !passes(vm, STABLE_EXCLUDE_ASCII) &&
-      (ascii || (set.stableNonAsciiOk && nonAsciiStable(v)))
+      !passes(vm, STABLE_EXCLUDE_PRECISE) &&
+      ((vm.hi & HI_WS_RUNS) === 0 || (ascii && ((vm.hi & HI_CONTROL) === 0 || controlsAreWhitespace(v)))) &&
+      (passes(vm, PERCENT_AMP)
+        ? ascii && inertPercentAmp(v)
+        : ascii || (set.stableNonAsciiOk && nonAsciiStable(v)))
     ) {
+      // whitespace runs (controls or double spaces, ASCII values only): variants 4 and 5 are
+      // the value with its runs compressed to one space, as is and lower-cased
+      const runs = (vm.hi & HI_WS_RUNS) !== 0;
+      let slot4 = -1;
       // a stable value: every chain yields one of four variants, computed at most once each;
       // lower-casing ASCII only clears the upper-case bit, removing single spaces changes no bit
       const vals = this.variants;
@@ -1072,7 +1104,26 @@ class Walk {
       for (let pi = 0; pi < plans.length; pi++) {
         const plan = plans[pi]!;
         if (plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
-        const sv = plan.stableVariant;
+        const sv = runs || plan.stableVariant < 4 ? plan.stableVariant : plan.stableVariant & 1;
+        if (sv >= 4) {
+          if ((have & (1 << sv)) === 0) {
+            if ((have & 16) === 0) {
+              vals[4] = compressWhitespace(v);
+              have |= 16;
+            }
+            if (sv === 5) {
+              vals[5] = lowercase(vals[4]!);
+              have |= 32;
+            }
+          }
+          // compressing removes controls and spaces only (a superset signature is safe for gates);
+          // the scan of an ASCII value folds case, so variants 4 and 5 share one
+          tm.lo = vm.lo;
+          tm.hi = sv === 4 ? vm.hi : vm.hi & ~HI_UPPER;
+          this.scanned = vals[sv]!;
+          slot4 = this.runPlan(plan, vals[sv]!, tm, kind, path, leaf, slot4);
+          continue;
+        }
         let slotWs = -1;
         if (sv >= 2 && plan.litsOnly) {
           // the variant without whitespace, scanned without building it (removing whitespace

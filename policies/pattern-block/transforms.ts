@@ -407,6 +407,53 @@ export function pathLastSegment(s: string): string {
 }
 
 /**
+ * For an ASCII value without `+\\/*` and without controls other than whitespace: whether no
+ * `%` or `&` in it can start an escape, also once its whitespace is removed — the character after
+ * a `%` (whitespace skipped) is no hex digit and no `u`, the one after a `&` no `#`, and the
+ * name after a `&` (as is, and with whitespace skipped) no named entity that decoding knows.
+ * URL and entity decoding then return the value unchanged (`100%`, `Barnes & Noble`), like
+ * every other transform but `lowercase`, `remove_whitespace` and `compress_whitespace`.
+ */
+export function inertPercentAmp(s: string): boolean {
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c !== 37 && c !== 38) continue;
+    let j = i + 1;
+    while (j < n && WS_UNIT[s.charCodeAt(j)] === 1) j++;
+    if (j >= n) continue;
+    const d = s.charCodeAt(j);
+    if (c === 37) {
+      if (hexVal(d) >= 0 || (d | 32) === 117) return false;
+    } else if (d === 35) return false;
+    else if (isLetter(d) && (namedEntityAt(s, i + 1, false) || namedEntityAt(s, j, true))) return false;
+  }
+  return true;
+}
+
+function isLetter(c: number): boolean {
+  return (c | 32) >= 97 && (c | 32) <= 122;
+}
+
+/**
+ * Whether the name {@link ENTITY} reads from `from` (a letter, then letters and digits, 16 at
+ * most; whitespace skipped when `skipWs`, as in the value without whitespace) is one that
+ * {@link htmlEntityDecode} replaces.
+ */
+function namedEntityAt(s: string, from: number, skipWs: boolean): boolean {
+  const n = s.length;
+  let name = '';
+  for (let k = from; k < n && name.length < 16; k++) {
+    const c = s.charCodeAt(k);
+    if (skipWs && WS_UNIT[c] === 1) continue;
+    if (!(isLetter(c) || (c >= 48 && c <= 57))) break;
+    name += s[k]!;
+  }
+  if (name.length < 2 || !isLetter(name.charCodeAt(0))) return false;
+  return NAMED_ENTITIES[name.toLowerCase()] != null;
+}
+
+/**
  * For a value without `%+&\\/*`, control characters and double spaces: whether its non-ASCII
  * characters leave every transform but `lowercase` and `remove_whitespace` without effect —
  * none is whitespace or a slash look-alike, and the value is NFKC-normalised.

@@ -387,3 +387,115 @@ t.test('a JSON value is judged like applying every rule to it directly', async (
     t.same(viaEngine(v), direct(v), v);
   t.same(viaEngine('( sys tem ) ( ls )'), ['php-160'], 'matched once the spaces are removed');
 });
+
+t.test(
+  'values with a `%` or `&` that starts no escape, or with whitespace runs, are judged like applying every rule directly',
+  async (t) => {
+    // the stable path takes ASCII values whose `%` / `&` cannot start an escape (inertPercentAmp),
+    // also once whitespace is removed (`% 3c` → `%3c`), and ASCII values whose controls are all
+    // whitespace or that hold double spaces (compressed variants); the plain definition decides
+    const rules = loadPackDir(shippedRulesDir()).filter(
+      (r) => r.names === undefined && r.targets.some((x) => x === 'json' || x === 'args' || x === 'body'),
+    );
+    const direct = (v: string) =>
+      rules
+        .filter((r) => {
+          const x = r.transforms.reduce((s, name) => TRANSFORMS[name]!(s), v);
+          return r.regex !== undefined
+            ? new RegExp(r.regex, r.flags ?? '').test(x)
+            : VALUE_DETECTORS[r.detector!]!(x) !== undefined;
+        })
+        .map((r) => r.id)
+        .sort();
+    const viaEngine = (v: string) =>
+      body({ a: v })
+        .matches.filter((m) => m.target === 'json:a')
+        .map((m) => m.ruleId)
+        .sort();
+    const unit = fc.constantFrom(
+      ...[
+        '%',
+        '&',
+        '#',
+        ' ',
+        'u',
+        'U',
+        'x',
+        'X',
+        'l',
+        't',
+        ';',
+        '3',
+        'c',
+        'C',
+        '2',
+        '7',
+        '0',
+        'g',
+        'G',
+        '!',
+        '.',
+      ],
+      ...["'", '<', '>', '(', ')', '=', '-', '1', 'a', 'é', '東'],
+      ...['\n', '\t', '\r', '\v', '\f', '  ', '\u0000', '\u0001', '\u007f', '\u00a0'],
+    );
+    const word = fc.constantFrom(
+      'script',
+      'alert(1)',
+      'union',
+      'select',
+      'or 1=1',
+      'lt;',
+      'quot;',
+      'amp',
+      'AMP;',
+      'Noble',
+      'nbsp',
+      'n bsp',
+      'constructor',
+      'ampx',
+      'Lt',
+      '27',
+      'u003c',
+    );
+    fc.assert(
+      fc.property(fc.array(fc.oneof(unit, word), { maxLength: 14 }), (parts) => {
+        const v = parts.join('');
+        return v === '' || JSON.stringify(viaEngine(v)) === JSON.stringify(direct(v));
+      }),
+      { numRuns: 4000 },
+    );
+    for (const v of [
+      '100% reimbursable',
+      '100% ab',
+      '% 3cscript% 3e',
+      'Barnes & Noble',
+      "1 & 1' or 1=1",
+      '& #39; or 1=1',
+      '& lt; script& gt;',
+      '50%-off <b>',
+      '%',
+      '&',
+      'a % u003c',
+      "100%' union select 1",
+      '## Summary\n\n- taxi (6:15am)\n\n> approved by @mgr, 100% reimbursable',
+      'un\nion  se\tlect',
+      "1'\n\nor\t1=1",
+      '<scr\nipt>alert(1)</script>',
+      '%\n3cscript%\t3e',
+      '&\n#60;script',
+      'a\u0000b  c',
+      'Barnes & Noble',
+      'Barnes &Noble <script>',
+      'x &lt script',
+      '&lt;script>alert(1)',
+      'x &LT;img src=x onerror=alert(1)>',
+      '&lt;svg onload=alert(1)>',
+      'x & l t;script',
+      'x &L\nT;script',
+      '&constructor',
+      '&amp1234567890123 <b',
+    ])
+      t.same(viaEngine(v), direct(v), v);
+  },
+);
