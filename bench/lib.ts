@@ -4,6 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
+import { NODE_FLAGS } from '../gateway/node-flags.js';
 
 /** Benchmark helpers: child processes, free ports, autocannon runs, RSS sampling. */
 
@@ -109,6 +110,27 @@ export async function startChild(
         setTimeout(() => proc.kill('SIGKILL'), 5000).unref();
       }),
   };
+}
+
+/**
+ * Start the gateway (`dist/gateway/cli.js start --config FILE`) with its launch flags
+ * (gateway/node-flags.ts) on free ports; `env` adds to the gateway's environment
+ * (JWT_SECRET_KEY, UPSTREAM_URL, AUDIT_LOG_FILE …; LOG_LEVEL defaults to warn).
+ */
+export async function startGatewayChild(
+  configFile: string,
+  env: Record<string, string>,
+): Promise<{ child: Child; port: number; adminPort: number }> {
+  const port = await freePort();
+  const adminPort = await freePort();
+  const child = await startChild(
+    path.join(DIST, 'gateway', 'cli.js'),
+    ['start', '--config', configFile],
+    { GATEWAY_PORT: String(port), GATEWAY_ADMIN_PORT: String(adminPort), LOG_LEVEL: 'warn', ...env },
+    `http://127.0.0.1:${adminPort}/healthz`,
+    NODE_FLAGS,
+  );
+  return { child, port, adminPort };
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

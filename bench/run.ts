@@ -15,6 +15,7 @@ import {
   REPO,
   freePort,
   startChild,
+  startGatewayChild,
   load,
   fixedRate,
   loadWrk,
@@ -29,7 +30,6 @@ import {
 } from './lib.js';
 import { FACTORIES } from '../policies/registry.js';
 import { modsecAvailable, startModsec } from './modsec.js';
-import { NODE_FLAGS } from '../gateway/node-flags.js';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 8);
 /** Simple GET scenarios use wrk where installed (as the issue's reference figures did), else autocannon. */
@@ -67,24 +67,13 @@ async function startGateway(
   upstream: string,
   extraEnv: Record<string, string> = {},
 ): Promise<{ url: string; child: Child; admin: string }> {
-  const port = await freePort();
-  const adminPort = await freePort();
-  const child = await startChild(
-    path.join(DIST, 'gateway', 'cli.js'),
-    ['start', '--config', configFile],
-    {
-      JWT_SECRET_KEY: SECRET,
-      UPSTREAM_URL: upstream,
-      GATEWAY_PORT: String(port),
-      GATEWAY_ADMIN_PORT: String(adminPort),
-      AUDIT_LOG_FILE: path.join(tmp, `${name}-audit.log`),
-      RATELIMIT_DEFAULT: '100000000 per minute',
-      LOG_LEVEL: 'warn',
-      ...extraEnv,
-    },
-    `http://127.0.0.1:${adminPort}/healthz`,
-    NODE_FLAGS,
-  );
+  const { child, port, adminPort } = await startGatewayChild(configFile, {
+    JWT_SECRET_KEY: SECRET,
+    UPSTREAM_URL: upstream,
+    AUDIT_LOG_FILE: path.join(tmp, `${name}-audit.log`),
+    RATELIMIT_DEFAULT: '100000000 per minute',
+    ...extraEnv,
+  });
   children.push(child);
   return { url: `http://127.0.0.1:${port}`, child, admin: `http://127.0.0.1:${adminPort}` };
 }

@@ -15,8 +15,17 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import YAML from 'yaml';
 import { SignJWT } from 'jose';
 import { Agent, request } from 'undici';
-import { DIST, REPO, freePort, startChild, rssMb, fmt, startRedis, type Child } from './lib.js';
-import { NODE_FLAGS } from '../gateway/node-flags.js';
+import {
+  DIST,
+  REPO,
+  freePort,
+  startChild,
+  startGatewayChild,
+  rssMb,
+  fmt,
+  startRedis,
+  type Child,
+} from './lib.js';
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 120);
 const CONCURRENCY = Number(process.env.SOAK_CONCURRENCY ?? 16);
@@ -84,8 +93,6 @@ async function main(): Promise<void> {
   await startMockProc();
   stops.push(() => mock?.stop() ?? Promise.resolve());
 
-  const port = await freePort();
-  const adminPort = await freePort();
   const auditFile = path.join(tmp, 'audit.log');
   const configFile = path.join(tmp, 'gateway.yaml');
   const cfg = YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')) as Record<
@@ -100,22 +107,18 @@ async function main(): Promise<void> {
     ip_ban: { ...((cfg.policies as Record<string, Record<string, unknown>>).ip_ban ?? {}), auto_ban: false },
   };
   fs.writeFileSync(configFile, YAML.stringify(cfg));
-  const gw = await startChild(
-    path.join(DIST, 'gateway', 'cli.js'),
-    ['start', '--config', configFile],
-    {
-      JWT_SECRET_KEY: SECRET,
-      UPSTREAM_URL: upstream,
-      GATEWAY_PORT: String(port),
-      GATEWAY_ADMIN_PORT: String(adminPort),
-      AUDIT_LOG_FILE: auditFile,
-      RATELIMIT_DEFAULT: '1000000 per minute',
-      REDIS_URL: redis?.url ?? 'memory://',
-      LOG_LEVEL: 'error',
-    },
-    `http://127.0.0.1:${adminPort}/healthz`,
-    NODE_FLAGS,
-  );
+  const {
+    child: gw,
+    port,
+    adminPort,
+  } = await startGatewayChild(configFile, {
+    JWT_SECRET_KEY: SECRET,
+    UPSTREAM_URL: upstream,
+    AUDIT_LOG_FILE: auditFile,
+    RATELIMIT_DEFAULT: '1000000 per minute',
+    REDIS_URL: redis?.url ?? 'memory://',
+    LOG_LEVEL: 'error',
+  });
   stops.push(() => gw.stop());
   const base = `http://127.0.0.1:${port}`;
   const admin = `http://127.0.0.1:${adminPort}`;

@@ -14,8 +14,18 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { SignJWT } from 'jose';
-import { DIST, REPO, freePort, startChild, load, table, fmt, type Child, type LoadResult } from './lib.js';
-import { NODE_FLAGS } from '../gateway/node-flags.js';
+import {
+  DIST,
+  REPO,
+  freePort,
+  startChild,
+  startGatewayChild,
+  load,
+  table,
+  fmt,
+  type Child,
+  type LoadResult,
+} from './lib.js';
 
 const SECRET = 'bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
 const TARGET = '/api/receipts/1?merchant=Whole%20Foods';
@@ -206,8 +216,6 @@ export async function runTlsBench(opts: { duration: number }): Promise<string> {
       Record<string, unknown>
     >;
     const start = async (name: string, tls: boolean): Promise<string> => {
-      const port = await freePort();
-      const adminPort = await freePort();
       const cfg = {
         ...base,
         listen: {
@@ -217,23 +225,13 @@ export async function runTlsBench(opts: { duration: number }): Promise<string> {
       };
       const file = path.join(tmp, `${name}.yaml`);
       fs.writeFileSync(file, YAML.stringify(cfg));
-      children.push(
-        await startChild(
-          path.join(DIST, 'gateway', 'cli.js'),
-          ['start', '--config', file],
-          {
-            JWT_SECRET_KEY: SECRET,
-            UPSTREAM_URL: upstream,
-            GATEWAY_PORT: String(port),
-            GATEWAY_ADMIN_PORT: String(adminPort),
-            AUDIT_LOG_FILE: path.join(tmp, `${name}-audit.log`),
-            RATELIMIT_DEFAULT: '100000000 per minute',
-            LOG_LEVEL: 'warn',
-          },
-          `http://127.0.0.1:${adminPort}/healthz`,
-          NODE_FLAGS,
-        ),
-      );
+      const { child, port } = await startGatewayChild(file, {
+        JWT_SECRET_KEY: SECRET,
+        UPSTREAM_URL: upstream,
+        AUDIT_LOG_FILE: path.join(tmp, `${name}-audit.log`),
+        RATELIMIT_DEFAULT: '100000000 per minute',
+      });
+      children.push(child);
       return `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
     };
     const plain = await start('plain', false);

@@ -36,12 +36,18 @@ t.test('the Docker image launches node with the same flags', (t) => {
 t.test('npm start and the benchmarks pass NODE_FLAGS to the gateway', (t) => {
   const start = fs.readFileSync(path.join(root, 'scripts', 'start.mjs'), 'utf8');
   t.match(start, /run\('gateway', \[\s*\.\.\.NODE_FLAGS,\s*'dist\/gateway\/cli\.js'/);
-  for (const f of ['run.ts', 'soak.ts', 'tls.ts']) {
+  // the benchmarks start the gateway only through bench/lib.ts startGatewayChild, which passes the flags
+  const lib = fs.readFileSync(path.join(root, 'bench', 'lib.ts'), 'utf8');
+  const helper = lib.slice(lib.indexOf('export async function startGatewayChild('));
+  t.match(
+    helper.slice(0, helper.indexOf('\n}\n')),
+    /path\.join\(DIST, 'gateway', 'cli\.js'\)[\s\S]*NODE_FLAGS,/,
+  );
+  for (const f of fs
+    .readdirSync(path.join(root, 'bench'))
+    .filter((x) => x.endsWith('.ts') && x !== 'lib.ts')) {
     const src = fs.readFileSync(path.join(root, 'bench', f), 'utf8');
-    const calls = src.split("path.join(DIST, 'gateway', 'cli.js')").length - 1;
-    const flagged = src.split('NODE_FLAGS,').length - 1;
-    t.ok(calls > 0, `${f} starts the gateway`);
-    t.equal(flagged, calls, `${f}: every gateway start passes NODE_FLAGS`);
+    t.notMatch(src, /'gateway', 'cli\.js'/, `${f} does not start the gateway by itself`);
   }
   t.end();
 });
