@@ -53,13 +53,6 @@ function isName(raw: string, name: string): boolean {
   return raw.length === name.length && (raw === name || raw.toLowerCase() === name);
 }
 
-function rawValues(r: RequestFacts, name: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i + 1 < r.rawHeaders.length; i += 2)
-    if (isName(r.rawHeaders[i]!, name)) out.push(r.rawHeaders[i + 1]!);
-  return out;
-}
-
 export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 function isHex(c: number): boolean {
@@ -96,6 +89,8 @@ function params(v: string): [string, string][] {
 
 /** `type/subtype` with token characters (RFC 9110 §8.3.1). */
 const MEDIA_TYPE = /^[!#$%&'*+.^_`|~0-9a-z-]+\/[!#$%&'*+.^_`|~0-9a-z-]+$/;
+
+const CHARSET = /charset/i;
 
 /** User agents known to send an empty Accept header (the exceptions of CRS 920310). */
 const EMPTY_ACCEPT_CLIENTS = /AppleWebKit|Android|Business|Enterprise|Entreprise/;
@@ -145,19 +140,36 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
       ? 'overlong or %u-escaped separator'
       : undefined,
 
-  /** Conflicting or duplicated framing headers (request smuggling). */
+  /** Conflicting or duplicated framing headers (request smuggling); one pass over the raw header list. */
   framing_headers: (r) => {
-    const cl = rawValues(r, 'content-length');
-    const te = rawValues(r, 'transfer-encoding');
-    if (cl.length > 0 && te.length > 0) return 'Content-Length with Transfer-Encoding';
-    if (cl.length > 1 || (cl[0] !== undefined && !/^\d+$/.test(cl[0].trim())))
+    const raw = r.rawHeaders;
+    let clCount = 0;
+    let cl = '';
+    let teCount = 0;
+    let te = '';
+    let hosts = 0;
+    let conn = '';
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const n = raw[i]!;
+      // names are compared only when their length can match
+      if (n.length === 4) {
+        if (isName(n, 'host')) hosts++;
+      } else if (n.length === 10) {
+        if (isName(n, 'connection')) conn = conn === '' ? raw[i + 1]! : `${conn},${raw[i + 1]!}`;
+      } else if (n.length === 14) {
+        if (isName(n, 'content-length') && clCount++ === 0) cl = raw[i + 1]!;
+      } else if (n.length === 17) {
+        if (isName(n, 'transfer-encoding')) te = teCount++ === 0 ? raw[i + 1]! : `${te},${raw[i + 1]!}`;
+      }
+    }
+    if (clCount > 0 && teCount > 0) return 'Content-Length with Transfer-Encoding';
+    if (clCount > 1 || (clCount === 1 && !/^\d+$/.test(cl.trim())))
       return 'several or malformed Content-Length';
-    if (te.length > 0 && te.join(',').trim().toLowerCase() !== 'chunked')
-      return 'Transfer-Encoding other than chunked';
-    if (rawValues(r, 'host').length > 1) return 'several Host headers';
-    const conn = rawValues(r, 'connection').join(',').toLowerCase();
+    if (teCount > 0 && te.trim().toLowerCase() !== 'chunked') return 'Transfer-Encoding other than chunked';
+    if (hosts > 1) return 'several Host headers';
     if (conn) {
       const tokens = conn
+        .toLowerCase()
         .split(',')
         .map((x) => x.trim())
         .filter(Boolean);
@@ -225,7 +237,7 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   /** Accept header charsets outside the allowlist (UTF-7 / UTF-16 response tricks). */
   accept_charset: (r, s) => {
     const a = header(r, 'accept');
-    if (a === undefined) return undefined;
+    if (a === undefined || !CHARSET.test(a)) return undefined;
     for (const part of a.split(','))
       for (const [k, v] of params(part))
         if (k === 'charset' && !s.allowedCharsets.has(v.toLowerCase())) return 'Accept charset not allowed';
