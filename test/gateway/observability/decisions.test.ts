@@ -9,6 +9,7 @@ import {
   type DecisionEntry,
 } from '../../../gateway/observability/decisions.js';
 import type { RequestContext } from '../../../gateway/context.js';
+import { makeContext } from '../../helpers/context.js';
 
 let seq = 0;
 function entry(
@@ -230,35 +231,17 @@ t.test('details are kept as plain JSON copies (no live Map, Buffer or object ref
 });
 
 t.test('recordContext keeps what record(decisionFromContext(...)) keeps', async (t) => {
-  const base = (trace: RequestContext['trace'], target: string, id: string): RequestContext => ({
-    id,
-    start: process.hrtime.bigint(),
-    receivedAt: Date.UTC(2026, 0, 2, 3, 4, 5, 6),
-    method: 'GET',
-    target,
-    rawPath: target.split('?')[0]!,
-    path: target.split('?')[0]!,
-    query: target.split('?')[1] ?? '',
-    headers: {},
-    rawHeaders: [],
-    clientIp: '192.0.2.7',
-    forwardedFor: '192.0.2.7',
-    secure: false,
-    httpVersion: '1.1',
-    bodySource: new PassThrough(),
-    routeName: 'api',
-    identity: undefined,
-    body: undefined,
-    forwardBody: undefined,
-    upstreamHeaders: {},
-    dropUpstreamHeaders: new Set<string>(),
-    responseHeaders: {},
-    trace,
-    monitored: [],
-    audit: {},
-    locals: new Map(),
-    signal: new AbortController().signal,
-  });
+  const base = (trace: RequestContext['trace'], target: string, id: string): RequestContext => {
+    const ctx = makeContext({
+      id,
+      target,
+      clientIp: '192.0.2.7',
+      routeName: 'api',
+      receivedAt: Date.UTC(2026, 0, 2, 3, 4, 5, 6),
+    });
+    ctx.trace.push(...trace);
+    return ctx;
+  };
   const big = { blob: 'x'.repeat(5000) };
   const cases: [RequestContext['trace'], string][] = [
     [[], '/api/plain'],

@@ -38,6 +38,31 @@ function body(v: unknown) {
   });
 }
 
+/** Shipped rules that apply to a JSON value, whatever its field name. */
+const JSON_VALUE_RULES = loadPackDir(shippedRulesDir()).filter(
+  (r) => r.names === undefined && r.targets.some((x) => x === 'json' || x === 'args' || x === 'body'),
+);
+
+/** The plain definition: each rule's transforms in order, then its operator (ids of the rules that match). */
+function direct(v: string): string[] {
+  return JSON_VALUE_RULES.filter((r) => {
+    const x = r.transforms.reduce((s, name) => TRANSFORMS[name]!(s), v);
+    return r.regex !== undefined
+      ? new RegExp(r.regex, r.flags ?? '').test(x)
+      : VALUE_DETECTORS[r.detector!]!(x) !== undefined;
+  })
+    .map((r) => r.id)
+    .sort();
+}
+
+/** What the engine, with every shortcut, finds in the JSON value `{"a": v}` (rule ids). */
+function viaEngine(v: string): string[] {
+  return body({ a: v })
+    .matches.filter((m) => m.target === 'json:a')
+    .map((m) => m.ruleId)
+    .sort();
+}
+
 t.test('whitespace scan equals the WS regex replace on every code unit', async (t) => {
   const NEEDS_WS = /\s\s|[\t\n\r\f\v\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]/;
   let bad = 0;
@@ -314,24 +339,6 @@ t.test('the SQL words the shortcut looks up all start with a letter a-z', async 
 t.test('a JSON value is judged like applying every rule to it directly', async (t) => {
   // every shortcut at once (stable values, ASCII or not; transform sharing; literal prefilter;
   // the SQL shortcut) against the plain definition: transforms in order, then the operator
-  const rules = loadPackDir(shippedRulesDir()).filter(
-    (r) => r.names === undefined && r.targets.some((x) => x === 'json' || x === 'args' || x === 'body'),
-  );
-  const direct = (v: string) =>
-    rules
-      .filter((r) => {
-        const x = r.transforms.reduce((s, name) => TRANSFORMS[name]!(s), v);
-        return r.regex !== undefined
-          ? new RegExp(r.regex, r.flags ?? '').test(x)
-          : VALUE_DETECTORS[r.detector!]!(x) !== undefined;
-      })
-      .map((r) => r.id)
-      .sort();
-  const viaEngine = (v: string) =>
-    body({ a: v })
-      .matches.filter((m) => m.target === 'json:a')
-      .map((m) => m.ruleId)
-      .sort();
   const unit = fc.constantFrom(
     ...['a', 'K', 'k', 'i', 'I', ' ', '(', ')', "'", '<', '>', '.', ':', ';', '=', '-', '1', '$', '#', '@'],
     ...[
@@ -394,24 +401,6 @@ t.test(
     // the stable path takes ASCII values whose `%` / `&` cannot start an escape (inertPercentAmp),
     // also once whitespace is removed (`% 3c` → `%3c`), and ASCII values whose controls are all
     // whitespace or that hold double spaces (compressed variants); the plain definition decides
-    const rules = loadPackDir(shippedRulesDir()).filter(
-      (r) => r.names === undefined && r.targets.some((x) => x === 'json' || x === 'args' || x === 'body'),
-    );
-    const direct = (v: string) =>
-      rules
-        .filter((r) => {
-          const x = r.transforms.reduce((s, name) => TRANSFORMS[name]!(s), v);
-          return r.regex !== undefined
-            ? new RegExp(r.regex, r.flags ?? '').test(x)
-            : VALUE_DETECTORS[r.detector!]!(x) !== undefined;
-        })
-        .map((r) => r.id)
-        .sort();
-    const viaEngine = (v: string) =>
-      body({ a: v })
-        .matches.filter((m) => m.target === 'json:a')
-        .map((m) => m.ruleId)
-        .sort();
     const unit = fc.constantFrom(
       ...[
         '%',
