@@ -55,8 +55,16 @@ function isName(raw: string, name: string): boolean {
 
 export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
+/** The value of hex digit `c`, or -1. */
+function hexValue(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 65 && c <= 70) return c - 55;
+  if (c >= 97 && c <= 102) return c - 87;
+  return -1;
+}
+
 function isHex(c: number): boolean {
-  return (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
+  return hexValue(c) >= 0;
 }
 
 /** `%` not followed by two hex digits (`%u` IIS escapes are judged by their own check). */
@@ -76,6 +84,59 @@ export function invalidPercent(s: string): boolean {
     return true;
   }
   return false;
+}
+
+/** The byte `%XX` at `i` of `s` encodes, or -1 when there is no escape there. */
+function escapedByte(s: string, i: number): number {
+  if (s.charCodeAt(i) !== 37) return -1;
+  const a = hexValue(s.charCodeAt(i + 1));
+  const b = hexValue(s.charCodeAt(i + 2));
+  return a < 0 || b < 0 ? -1 : a * 16 + b;
+}
+
+/**
+ * Whether the percent-escapes of `s[0, end)` spell invalid UTF-8 (RFC 3629): a stray
+ * continuation byte, a lead byte never valid (C0, C1, F5–FF), an overlong or surrogate
+ * form, or a sequence cut short. Characters that are not escapes are taken as they are.
+ */
+export function invalidUtf8Escapes(s: string, end: number): boolean {
+  for (let i = s.indexOf('%'); i >= 0 && i < end; i = s.indexOf('%', i)) {
+    const b = escapedByte(s, i);
+    i += b < 0 ? 1 : 3;
+    if (b < 0x80) continue;
+    let need: number;
+    // the range of the first continuation byte (it excludes overlong and surrogate forms)
+    let lo = 0x80;
+    let hi = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf) need = 1;
+    else if (b >= 0xe0 && b <= 0xef) {
+      need = 2;
+      if (b === 0xe0) lo = 0xa0;
+      else if (b === 0xed) hi = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      need = 3;
+      if (b === 0xf0) lo = 0x90;
+      else if (b === 0xf4) hi = 0x8f;
+    } else return true;
+    for (let k = 0; k < need; k++, i += 3) {
+      const c = i < end ? escapedByte(s, i) : -1;
+      if (c < lo || c > hi) return true;
+      lo = 0x80;
+      hi = 0xbf;
+    }
+  }
+  return false;
+}
+
+/** A Host that is an IP address alone: dotted or bare numeric IPv4, hex, or a bracketed IPv6 literal. */
+const IP_HOST = /^(?:[0-9.]+|0x[0-9a-f]+|\[[0-9a-f:.]+\])$/i;
+
+/** Headers whose values carry URL-encoded data by definition (cookies, URLs, W3C trace baggage). */
+const URL_ENCODED_HEADERS = new Set(['cookie', 'referer', 'baggage', 'tracestate', 'link']);
+
+/** ` | < > $ : shell and markup metacharacters that no header value encodes for a reason. */
+function isEncodedMeta(b: number): boolean {
+  return b === 0x60 || b === 0x7c || b === 0x3c || b === 0x3e || b === 0x24;
 }
 
 /** Parameters of a header value like `type/sub; a=b; c="d"`. */
@@ -139,6 +200,48 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
     )
       ? 'overlong or %u-escaped separator'
       : undefined,
+
+  /**
+   * Percent-escapes in the path that spell invalid UTF-8 (`%FF`, `%C0%AE`, a lone `%99`): no
+   * client encodes a path that way; overlong and broken sequences are how traversal and
+   * filter evasions hide `/`, `.` and `\` from a decoder that differs from the upstream's.
+   */
+  path_utf8: (r) => {
+    const t = r.target;
+    let end = t.indexOf('?');
+    if (end < 0) end = t.length;
+    return invalidUtf8Escapes(t, end) ? 'invalid UTF-8 in the percent-encoded path' : undefined;
+  },
+
+  /**
+   * A Host that is a bare IP address with no port: what Internet-wide scanners send (CRS
+   * 920350). Clients that address the gateway by IP on its own port (local tools, probes,
+   * sidecars) send the port and pass; the default gateway.yaml excludes the health routes,
+   * whose load-balancer checks may use the default port.
+   */
+  ip_host: (r) => {
+    const h = header(r, 'host');
+    return h !== undefined && IP_HOST.test(h) ? 'Host is a bare IP address' : undefined;
+  },
+
+  /**
+   * A percent-encoded shell or markup metacharacter (` | < > $) in a header value: headers
+   * are not URL-decoded by HTTP, so the escape is there for a downstream decoder (the
+   * `%24%7Bjndi:` of Log4Shell). Headers that carry URL-encoded data are not judged.
+   */
+  header_escapes: (r) => {
+    const raw = r.rawHeaders;
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const v = raw[i + 1]!;
+      let at = v.indexOf('%');
+      if (at < 0) continue;
+      const name = raw[i]!.toLowerCase();
+      if (URL_ENCODED_HEADERS.has(name)) continue;
+      for (; at >= 0; at = v.indexOf('%', at + 1))
+        if (isEncodedMeta(escapedByte(v, at))) return `encoded metacharacter in ${name.slice(0, 40)}`;
+    }
+    return undefined;
+  },
 
   /** Conflicting or duplicated framing headers (request smuggling); one pass over the raw header list. */
   framing_headers: (r) => {

@@ -1,5 +1,6 @@
 import t from 'tap';
 import {
+  invalidUtf8Escapes,
   REQUEST_DETECTORS,
   type ProtocolSettings,
   type RequestFacts,
@@ -89,5 +90,115 @@ t.test('empty_accept spares OPTIONS and the clients known to send it', (t) => {
   );
   t.equal(d(facts(['Host', 'a', 'Accept', ''], 'OPTIONS'), settings), undefined);
   t.equal(d(facts(['Host', 'a']), settings), undefined);
+  t.end();
+});
+
+/** The plain definition: the escapes' bytes (other characters as themselves) do not decode as strict UTF-8. */
+function plainInvalidUtf8(path: string): boolean {
+  const bytes: number[] = [];
+  for (let i = 0; i < path.length; i++) {
+    const m = /^%([0-9a-fA-F]{2})/.exec(path.slice(i));
+    if (m) {
+      bytes.push(parseInt(m[1]!, 16));
+      i += 2;
+    } else bytes.push(path.charCodeAt(i) & 0x7f);
+  }
+  try {
+    new TextDecoder('utf-8', { fatal: true }).decode(Uint8Array.from(bytes));
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+t.test('invalidUtf8Escapes agrees with a strict UTF-8 decoder', (t) => {
+  const named: [string, boolean][] = [
+    ['/i%FFndex.html', true],
+    ['/%c0%ae%c0%ae/etc/passwd', true],
+    ['/%e0%80%af', true],
+    ['/%ed%a0%80', true],
+    ['/%f4%90%80%80', true],
+    ['/a%e2%82', true],
+    ['/a%e2%82x', true],
+    ['/%99', true],
+    ['/caf%C3%A9', false],
+    ['/%E6%9D%B1%E4%BA%AC', false],
+    ['/%F0%9F%8D%95', false],
+    ['/%41%2F%zz%', false],
+  ];
+  for (const [p, want] of named) {
+    t.equal(invalidUtf8Escapes(p, p.length), want, p);
+    t.equal(plainInvalidUtf8(p), want, `plain ${p}`);
+  }
+  // only the part before `end` counts (the query is not judged)
+  t.equal(invalidUtf8Escapes('/a?x=%FF', 2), false);
+  t.equal(invalidUtf8Escapes('/a%E2%82?%AC', 8), true, 'a sequence cut by the end of the path');
+  // random escape sequences, biased towards the byte ranges that matter
+  const pool = [
+    0x41, 0x2f, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xed, 0xee, 0xef,
+    0xf0, 0xf4, 0xf5, 0xff,
+  ];
+  let seed = 7;
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  for (let k = 0; k < 5000; k++) {
+    let p = '/';
+    const n = 1 + rnd(6);
+    for (let j = 0; j < n; j++) {
+      const b = pool[rnd(pool.length)]!;
+      p += rnd(5) === 0 ? 'x' : `%${b.toString(16).padStart(2, '0')}`;
+    }
+    if (invalidUtf8Escapes(p, p.length) !== plainInvalidUtf8(p)) {
+      t.fail(`disagrees on ${p}`);
+      break;
+    }
+  }
+  t.end();
+});
+
+t.test('ip_host flags a bare IP address and nothing with a port or a name', (t) => {
+  const d = REQUEST_DETECTORS.ip_host!;
+  const cases: [string, boolean][] = [
+    ['127.0.0.1', true],
+    ['203.0.113.9', true],
+    ['[::1]', true],
+    ['[2001:db8::1]', true],
+    ['2130706433', true],
+    ['0x7f000001', true],
+    ['127.0.0.1:8080', false],
+    ['[::1]:8443', false],
+    ['receipts.example.com', false],
+    ['localhost', false],
+    ['1password.example', false],
+  ];
+  for (const [host, want] of cases) t.equal(d(facts(['Host', host]), settings) !== undefined, want, host);
+  t.equal(d(facts([]), settings), undefined, "no Host is host_header's business");
+  t.end();
+});
+
+t.test('header_escapes flags encoded metacharacters outside the URL-carrying headers', (t) => {
+  const d = REQUEST_DETECTORS.header_escapes!;
+  t.equal(d(facts(['Host', 'a', 'Test', 'ThisIsATest%60']), settings), 'encoded metacharacter in test');
+  t.equal(
+    d(facts(['Host', 'a', 'X-Api-Version', '%24%7bjndi:ldap://x/a%7d']), settings),
+    'encoded metacharacter in x-api-version',
+  );
+  t.equal(
+    d(facts(['Host', 'a', 'User-Agent', 'x %3cscript%3E']), settings),
+    'encoded metacharacter in user-agent',
+  );
+  t.equal(d(facts(['Host', 'a', 'X-Note', '%7C']), settings), 'encoded metacharacter in x-note');
+  // escapes of other characters, and the headers that carry URL-encoded data
+  t.equal(
+    d(facts(['Host', 'a', 'User-Agent', 'My%20Receipts/2.1 CFNetwork/1408 Darwin/22.5']), settings),
+    undefined,
+  );
+  t.equal(d(facts(['Host', 'a', 'X-File-Name', 'O%27Brien%20receipt.pdf']), settings), undefined);
+  t.equal(d(facts(['Host', 'a', 'Referer', 'https://app/?q=%3Cb%3E%24']), settings), undefined);
+  t.equal(d(facts(['Host', 'a', 'COOKIE', 'prefs=%7B%22a%22%3A%24%7D']), settings), undefined);
+  t.equal(d(facts(['Host', 'a', 'baggage', 'k=a%7Cb']), settings), undefined);
+  t.equal(d(facts(['Host', 'a', 'X-Odd', '100% %6', 'X-Other', '%']), settings), undefined);
   t.end();
 });
