@@ -11,6 +11,7 @@ import {
   type Services,
   type Verdict,
 } from './policy.js';
+import { METHODS } from 'node:http';
 import { parseBody } from './body.js';
 import { METHOD_NAMES } from './config/schema.js';
 
@@ -423,6 +424,10 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
       ruleIds: ['request-target'],
     };
   }
+  if (!PARSER_METHODS.has(ctx.method)) {
+    // the listener's HTTP parser refuses these before a request exists; replay says the same
+    return { code: 'bad_request', message: 'Unknown request method.', ruleIds: ['method-token'] };
+  }
   if (!ROUTABLE_METHODS.has(ctx.method)) {
     // TRACE (cross-site tracing), WebDAV and other methods no route can name: a route
     // without `methods` means any of the methods a route could list, not these.
@@ -437,5 +442,7 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
   return undefined;
 }
 
+/** The methods Node's HTTP parser accepts (any other method is answered with 400 before a request exists). */
+const PARSER_METHODS: ReadonlySet<string> = new Set(METHODS);
 const ROUTABLE_METHODS: ReadonlySet<string> = new Set(METHOD_NAMES);
 const ROUTABLE_ALLOW = METHOD_NAMES.join(', ');

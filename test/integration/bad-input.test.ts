@@ -604,6 +604,13 @@ t.test('absurd methods', async (t) => {
     isGatewayError(t, x.responses[0], 400, 'bad_request');
     await stillServes(t, m);
   });
+  await t.test('a method that is a token but no HTTP method (|GET): 400 bad_request', async (t) => {
+    const m = mark();
+    const x = await rawExchange(h.url, head(`|GET /api/health?p=${m} HTTP/1.1`, [['Host', 'x']]));
+    never500(t, x);
+    isGatewayError(t, x.responses[0], 400, 'bad_request');
+    await stillServes(t, m);
+  });
   for (const method of ['TRACE', 'PROPFIND', 'MKCOL', 'PURGE', 'LINK']) {
     await t.test(`${method} (a method no route can name): 405 method_not_allowed with Allow`, async (t) => {
       const m = mark();

@@ -123,6 +123,7 @@ t.test('replay: formats, --only names, summary, malformed lines', async (t) => {
         headers: { Host: 'x', 'Content-Type': 'application/json' },
         body: '{"merchant":"<script>alert(1)</script>"}',
       }),
+      JSON.stringify({ id: 'pipe-get', method: '|GET', path: '/', headers: { Host: 'x' }, body: null }),
       'this is not json',
       '',
     ].join('\n'),
@@ -143,11 +144,13 @@ t.test('replay: formats, --only names, summary, malformed lines', async (t) => {
       ['noauth', 'deny', 'unauthorized', 401],
       ['json', 'deny', 'request_blocked', 403],
       ['json-anon', 'deny', 'unauthorized', 401],
+      // as the live listener, whose HTTP parser refuses a method it does not know
+      ['pipe-get', 'deny', 'bad_request', 400],
     ],
     'every policy of the route runs without --only (bodies are read only after authentication)',
   );
   t.ok(d[0]!.rule_ids.length > 0, 'rule ids of the match');
-  t.match(err.text, /:6: skipped/, 'malformed line reported with its number');
+  t.match(err.text, /:7: skipped/, 'malformed line reported with its number');
 
   const only = capture();
   await runReplay(
