@@ -1,5 +1,5 @@
 import { SCRIPT_URL, CSS_SCRIPT, CSS_PROPERTY, EVENT_ATTR } from './xss.js';
-import { CACHE_DIRECTIVE, TOKEN } from './protocol.js';
+import { CACHE_DIRECTIVE, IP_HOST, TOKEN } from './protocol.js';
 import { ENTITY, WS } from '../transforms.js';
 
 /** Module-level regexes of the detectors and transforms, for the ReDoS test. */
@@ -10,6 +10,7 @@ export const INTERNAL_PATTERNS: readonly { readonly name: string; readonly re: R
   { name: 'xss EVENT_ATTR', re: EVENT_ATTR },
   { name: 'protocol CACHE_DIRECTIVE', re: CACHE_DIRECTIVE },
   { name: 'protocol TOKEN', re: TOKEN },
+  { name: 'protocol IP_HOST', re: IP_HOST },
   { name: 'transforms ENTITY', re: ENTITY },
   { name: 'transforms WS', re: WS },
 ];

@@ -129,7 +129,7 @@ export function invalidUtf8Escapes(s: string, end: number): boolean {
 }
 
 /** A Host that is an IP address alone: dotted or bare numeric IPv4, hex, or a bracketed IPv6 literal. */
-const IP_HOST = /^(?:[0-9.]+|0x[0-9a-f]+|\[[0-9a-f:.]+\])$/i;
+export const IP_HOST = /^(?:[0-9.]+|0x[0-9a-f]+|\[[0-9a-f:.]+\])$/i;
 
 /** Headers whose values carry URL-encoded data by definition (cookies, URLs, W3C trace baggage). */
 const URL_ENCODED_HEADERS = new Set(['cookie', 'referer', 'baggage', 'tracestate', 'link']);
