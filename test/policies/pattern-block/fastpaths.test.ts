@@ -200,6 +200,94 @@ t.test('lenient UTF-8 decoding builds the same string as one concatenation per c
   t.equal(urlDecodeOnce('%F0%9F%98%80%C0%AE%FF'), '\u{1F600}.\u00ff');
 });
 
+/** URL decoding as first written: the bytes in an array, then read as lenient UTF-8. */
+function urlDecodeOnceReference(s: string, plus = true): string {
+  const hex = (c: number) =>
+    c >= 48 && c <= 57 ? c - 48 : c >= 65 && c <= 70 ? c - 55 : c >= 97 && c <= 102 ? c - 87 : -1;
+  const utf8 = (bytes: number[], cp: number) => {
+    if (cp < 0x80) bytes.push(cp);
+    else if (cp < 0x800) bytes.push(0xc0 | (cp >> 6), 0x80 | (cp & 0x3f));
+    else if (cp < 0x10000) bytes.push(0xe0 | (cp >> 12), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
+    else
+      bytes.push(
+        0xf0 | (cp >> 18),
+        0x80 | ((cp >> 12) & 0x3f),
+        0x80 | ((cp >> 6) & 0x3f),
+        0x80 | (cp & 0x3f),
+      );
+  };
+  if (!s.includes('%') && (!plus || !s.includes('+'))) return s;
+  const bytes: number[] = [];
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 37 && i + 2 < s.length && hex(s.charCodeAt(i + 1)) >= 0 && hex(s.charCodeAt(i + 2)) >= 0) {
+      bytes.push(hex(s.charCodeAt(i + 1)) * 16 + hex(s.charCodeAt(i + 2)));
+      i += 2;
+    } else if (
+      c === 37 &&
+      i + 5 < s.length &&
+      (s.charCodeAt(i + 1) | 32) === 117 &&
+      [2, 3, 4, 5].every((k) => hex(s.charCodeAt(i + k)) >= 0)
+    ) {
+      utf8(bytes, Number.parseInt(s.slice(i + 2, i + 6), 16));
+      i += 5;
+    } else if (c === 43 && plus) bytes.push(32);
+    else if (c < 0x80) bytes.push(c);
+    else {
+      const cp = s.codePointAt(i)!;
+      if (cp > 0xffff) i++;
+      utf8(bytes, cp);
+    }
+  }
+  return utf8LenientReference(bytes);
+}
+
+t.test('URL decoding (reused buffers) gives what decoding into a fresh array gives', async (t) => {
+  const unit = fc.oneof(
+    fc.constantFrom(
+      '%',
+      '+',
+      '%2',
+      '%u',
+      '%U',
+      'a',
+      'F',
+      ' ',
+      'é',
+      '\u212a',
+      '\ud83d',
+      '\ude00',
+      '\ud83d\ude00',
+    ),
+    fc.constantFrom(
+      '%41',
+      '%e2%82%ac',
+      '%c0%ae',
+      '%ff',
+      '%80',
+      '%F0%9F%98%80',
+      '%u0041',
+      '%u20AC',
+      '%uD83D',
+      '%ud800',
+      '%u00e9',
+      '%zz',
+    ),
+    fc.string({ maxLength: 3 }),
+    fc.integer({ min: 0, max: 255 }).map((b) => `%${b.toString(16).padStart(2, '0')}`),
+  );
+  fc.assert(
+    fc.property(fc.array(unit, { maxLength: 30 }), fc.boolean(), (parts, plus) => {
+      const s = parts.join('');
+      return urlDecodeOnce(s, plus) === urlDecodeOnceReference(s, plus);
+    }),
+    { numRuns: 30000 },
+  );
+  const long = '%e2%82%ac%41+'.repeat(3000);
+  t.equal(urlDecodeOnce(long), urlDecodeOnceReference(long));
+  t.equal(urlDecodeOnce('x'.repeat(5000) + '%C3%A9'), urlDecodeOnceReference('x'.repeat(5000) + '%C3%A9'));
+});
+
 t.test('the SQL detector shortcut for unquoted values decides what tokenizing decides', async (t) => {
   t.ok(cannotFireUnquoted('item 3-77 (small)'));
   t.ok(cannotFireUnquoted('2025-01-02t3:00'));
