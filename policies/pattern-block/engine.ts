@@ -259,6 +259,14 @@ interface PlanSet {
   readonly clean: Set<string>;
   /** false when a rule of the set depends on the field name (`names:`), so a value alone does not decide */
   readonly memoOk: boolean;
+  /**
+   * When rules of the set depend on the field name: their distinct `names` patterns (at most
+   * {@link MAX_NAME_TESTS}). A value's verdict then depends only on the value and on which of
+   * these the field name matches, so one memo per combination ({@link cleanByNames}, indexed
+   * by the bits of the patterns that match) decides as `clean` does for the other sets.
+   */
+  readonly nameTests: readonly RegExp[] | undefined;
+  readonly cleanByNames: (Set<string> | undefined)[];
   readonly plans: readonly Plan[];
   /** transform trie: chains share their common prefixes; node i applies fn[i] to its parent's value */
   readonly parent: Int32Array;
@@ -504,6 +512,9 @@ function stableVariantOf(transforms: readonly string[]): number {
   return (v & 2) !== 0 ? v & 3 : v;
 }
 
+/** Most distinct `names` patterns in a plan set for its values to be remembered (one memo per combination). */
+const MAX_NAME_TESTS = 3;
+
 /** Transforms that change even a value without special characters. */
 const NOT_IDENTITY_ON_PLAIN = new Set(['remove_whitespace', 'cmd_line']);
 
@@ -594,9 +605,19 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
   );
   const fastLits = Int32Array.from([...byFlags.values()].map((list) => lits.add(lits.union(list))));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
+  // (the compiled `names` patterns have flag `i` only: testing them keeps no state)
+  const nameTests: RegExp[] = [];
+  for (const r of rules)
+    if (
+      r.names !== undefined &&
+      !nameTests.some((x) => x.source === r.names!.source && x.flags === r.names!.flags)
+    )
+      nameTests.push(r.names);
   return {
     clean: new Set<string>(),
-    memoOk: !rules.some((r) => r.names !== undefined),
+    memoOk: nameTests.length === 0,
+    nameTests: nameTests.length > 0 && nameTests.length <= MAX_NAME_TESTS ? nameTests : undefined,
+    cleanByNames: [],
     plans,
     parent: Int32Array.from(parents),
     fn: fns,
@@ -868,6 +889,17 @@ const CLEAN_MEMO_MAX_HEADER = 256;
 /** Clean values remembered per plan set before the memo is cleared (bounds memory: about 1024 × 256 characters per set at worst). */
 const CLEAN_MEMO_ENTRIES = 1024;
 
+/**
+ * The memo of a plan set whose rules depend on the field name, for the field `leaf`: the one
+ * of the values judged with the same `names` patterns matching (rules only see the name
+ * through `names.test(leaf)`).
+ */
+function cleanForName(set: PlanSet, tests: readonly RegExp[], leaf: string): Set<string> {
+  let bits = 0;
+  for (let i = 0; i < tests.length; i++) if (tests[i]!.test(leaf)) bits |= 1 << i;
+  return (set.cleanByNames[bits] ??= new Set<string>());
+}
+
 /** A target's path: a field name or path, none (`undefined`), or the current JSON path (`null`). */
 type Path = string | undefined | null;
 
@@ -991,15 +1023,20 @@ class Walk {
     // names (JSON keys, parameter, cookie and header names), header values (User-Agent,
     // Referer, Accept …), paths and short values (page=2, currency codes, enum values, tags)
     // repeat across requests; long body and query values mostly do not
-    const memo =
-      set.memoOk &&
-      raw.length <= (kind === 'header' || kind === 'path' ? CLEAN_MEMO_MAX_HEADER : CLEAN_MEMO_MAX_LENGTH);
-    if (memo && set.clean.has(raw)) return;
+    const clean =
+      raw.length <= (kind === 'header' || kind === 'path' ? CLEAN_MEMO_MAX_HEADER : CLEAN_MEMO_MAX_LENGTH)
+        ? set.memoOk
+          ? set.clean
+          : set.nameTests !== undefined
+            ? cleanForName(set, set.nameTests, leaf)
+            : undefined
+        : undefined;
+    if (clean !== undefined && clean.has(raw)) return;
     const before = this.found;
     this.inspect(set, kind, path, leaf, raw);
-    if (memo && this.found === before) {
-      if (set.clean.size >= CLEAN_MEMO_ENTRIES) set.clean.clear();
-      set.clean.add(raw);
+    if (clean !== undefined && this.found === before) {
+      if (clean.size >= CLEAN_MEMO_ENTRIES) clean.clear();
+      clean.add(raw);
     }
   }
 

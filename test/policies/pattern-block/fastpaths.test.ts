@@ -424,6 +424,61 @@ t.test('the SQL words the shortcut looks up all start with a letter a-z', async 
   t.ok(cannotFireUnquoted('(2union'), 'a run from a digit is a bareword');
 });
 
+/** Shipped rules that apply to a query value (some only under field names their `names` pattern matches). */
+const QUERY_VALUE_RULES = loadPackDir(shippedRulesDir()).filter((r) =>
+  r.targets.some((x) => x === 'query' || x === 'args'),
+);
+
+/** The plain definition for the query value `v` of field `field` (ids of the rules that match). */
+function directQuery(field: string, v: string): string[] {
+  return QUERY_VALUE_RULES.filter((r) => {
+    if (r.names !== undefined && !new RegExp(r.names, 'i').test(field)) return false;
+    const x = r.transforms.reduce((s, name) => TRANSFORMS[name]!(s), v);
+    return r.regex !== undefined
+      ? new RegExp(r.regex, r.flags ?? '').test(x)
+      : VALUE_DETECTORS[r.detector!]!(x) !== undefined;
+  })
+    .map((r) => r.id)
+    .sort();
+}
+
+t.test(
+  'query values, remembered per field-name pattern, are judged like applying every rule directly',
+  async (t) => {
+    // the clean memo of a plan set with `names` rules is kept per combination of the patterns
+    // the field matches: repeating a value under other fields must not change its verdict
+    const field = fc.constantFrom('include', 'website', 'page', 'site', 'q', 'file_path', 'x', 'url', 'tpl');
+    const value = fc.constantFrom(
+      'https://foo.example/a.txt',
+      'http://1.2.3.4/x',
+      'ftp://x/y?',
+      'a.txt',
+      'plain',
+      '../etc/passwd',
+      "x' or 1=1--",
+      'php://input',
+      '2',
+    );
+    fc.assert(
+      fc.property(fc.array(fc.tuple(field, value), { minLength: 1, maxLength: 6 }), (pairs) =>
+        pairs.every(([f, v]) => {
+          const got = inspectRequest(engine, {
+            method: 'GET',
+            target: `/x?${f}=${encodeURIComponent(v)}`,
+            headers: H,
+          })
+            .matches.filter((m) => m.target === `query:${f}`)
+            .map((m) => m.ruleId)
+            .sort();
+          return JSON.stringify(got) === JSON.stringify(directQuery(f, v));
+        }),
+      ),
+      { numRuns: 1500 },
+    );
+    t.pass('every field and value judged like the plain definition');
+  },
+);
+
 t.test('a JSON value is judged like applying every rule to it directly', async (t) => {
   // every shortcut at once (stable values, ASCII or not; transform sharing; literal prefilter;
   // the SQL shortcut) against the plain definition: transforms in order, then the operator
