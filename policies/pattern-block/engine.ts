@@ -9,7 +9,7 @@ import {
   removeWhitespace,
   nonAsciiStable,
   inertPercentAmp,
-  compressWhitespace,
+  compressWhitespaceRuns,
   WS_UNIT,
   type Transform,
 } from './transforms.js';
@@ -882,6 +882,15 @@ function nodeValue(set: PlanSet, i: number, v: string, vm: CharMask): string {
   return r;
 }
 
+/**
+ * `lowercase(v)` for a value of signature `vm`: an ASCII value without upper case is its own
+ * lower case, and one with upper case needs no test for it.
+ */
+function lowerOf(v: string, vm: CharMask): string {
+  if ((vm.hi & HI_NON_ASCII) !== 0) return lowercase(v);
+  return (vm.hi & HI_UPPER) === 0 ? v : v.toLowerCase();
+}
+
 /** Names and values up to this length are remembered when clean. */
 const CLEAN_MEMO_MAX_LENGTH = 64;
 /** Header values and paths up to this length are remembered when clean. */
@@ -1100,7 +1109,7 @@ class Walk {
     this.scanStamp[0] = stamp;
     this.nScan = 1;
     if (set.fastOk && !passes(vm, set.special)) {
-      const l = lowercase(v);
+      const l = lowerOf(v, vm);
       let hit = false;
       const fast = set.fast;
       for (let i = 0; i < fast.length; i++) {
@@ -1145,11 +1154,11 @@ class Walk {
         if (sv >= 4) {
           if ((have & (1 << sv)) === 0) {
             if ((have & 16) === 0) {
-              vals[4] = compressWhitespace(v);
+              vals[4] = compressWhitespaceRuns(v);
               have |= 16;
             }
             if (sv === 5) {
-              vals[5] = lowercase(vals[4]!);
+              vals[5] = lowerOf(vals[4]!, vm);
               have |= 32;
             }
           }
@@ -1166,7 +1175,7 @@ class Walk {
           // the variant without whitespace, scanned without building it (removing whitespace
           // is skipping it in the scan): the plan runs only when one of its groups may match
           if (sv === 3 && !ascii && (have & 2) === 0) {
-            vals[1] = lowercase(v);
+            vals[1] = lowerOf(v, vm);
             have |= 2;
           }
           slotWs = this.scanSkippingWhitespace(sv === 2 || ascii ? v : vals[1]!);
@@ -1185,11 +1194,11 @@ class Walk {
           if (!may) continue;
         }
         if ((have & (1 << sv)) === 0) {
-          if (sv === 1) vals[1] = lowercase(v);
+          if (sv === 1) vals[1] = lowerOf(v, vm);
           else if (sv === 2) vals[2] = removeWhitespace(v);
           else {
             if ((have & 2) === 0) {
-              vals[1] = lowercase(v);
+              vals[1] = lowerOf(v, vm);
               have |= 2;
             }
             vals[3] = removeWhitespace(vals[1]!);

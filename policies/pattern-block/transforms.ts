@@ -361,6 +361,14 @@ export function compressWhitespace(s: string): string {
   return NEEDS_WS.test(s) ? replaceWhitespaceRuns(s, ' ') : s;
 }
 
+/**
+ * {@link compressWhitespace} of a value known to hold a whitespace run or a whitespace
+ * control (what {@link NEEDS_WS} looks for), without looking for it again.
+ */
+export function compressWhitespaceRuns(s: string): string {
+  return replaceWhitespaceRuns(s, ' ');
+}
+
 const NEEDS_WS = /\s\s|[\t\n\r\f\v\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]/;
 
 /** Remove every whitespace character. */
