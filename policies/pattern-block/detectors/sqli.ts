@@ -665,7 +665,7 @@ const SQL_LOGIC_OPERAND = /\d|\b(?:like|rlike|regexp|sounds|between|is|in|div|mo
  * Without any of those characters, only keyword shapes can fire: UNION SELECT, SELECT … FROM,
  * WHERE/HAVING clauses, ORDER BY n, and a logical operator with a number or an operator word.
  */
-function mayBeSql(v: string): boolean {
+export function mayBeSql(v: string): boolean {
   return SQL_GATE_CHARS.test(v) || SQL_GATE_WORDS.test(v) || (SQL_LOGIC.test(v) && SQL_LOGIC_OPERAND.test(v));
 }
 
@@ -752,20 +752,56 @@ export function cannotFireUnquoted(s: string): boolean {
 }
 
 /**
+ * The contexts worth tokenizing a value in (one that passed {@link mayBeSql}): as it is,
+ * and inside each quote it holds. `plain` decides each with its own patterns (the
+ * definition; the tests compare both).
+ */
+export function sqliContexts(value: string, plain = false): SqliContext[] {
+  if (plain) {
+    const out: SqliContext[] = [];
+    if (mayBeSqlBesidesQuotes(value)) out.push('none');
+    for (const q of ["'", '"'] as const) {
+      const at = value.indexOf(q);
+      if (at >= 0 && mayBeSqlAfterBreak(value.slice(at + 1), q)) out.push(q);
+    }
+    return out;
+  }
+  const contexts: SqliContext[] = [];
+  const atSingle = value.indexOf("'");
+  const atDouble = value.indexOf('"');
+  // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
+  // logical word next to them to form a shape. Without quotes, mayBeSqlBesidesQuotes is
+  // mayBeSql (the two patterns differ only in the quote characters), which held.
+  let restMayHold = true;
+  if (atSingle < 0 && atDouble < 0) contexts.push('none');
+  else {
+    // mayBeSqlBesidesQuotes, keeping which of its patterns the value holds
+    const chars = SQL_GATE_CHARS_NO_QUOTES.test(value);
+    const words = !chars && SQL_GATE_WORDS.test(value);
+    const logic = !chars && !words && SQL_LOGIC.test(value);
+    if (chars || words || (logic && SQL_LOGIC_OPERAND.test(value))) contexts.push('none');
+    // the rest after a quote is a suffix that follows a non-word character: a match of any
+    // of these three patterns in it is one in the value too, so without one in the value,
+    // mayBeSqlAfterBreak only asks whether the rest holds the quote again
+    restMayHold = chars || words || logic;
+  }
+  // inside a string: only when what follows the closing quote can form a shape
+  for (const q of ["'", '"'] as const) {
+    const at = q === "'" ? atSingle : atDouble;
+    if (at < 0) continue;
+    if (restMayHold ? mayBeSqlAfterBreak(value.slice(at + 1), q) : value.indexOf(q, at + 1) >= 0)
+      contexts.push(q);
+  }
+  return contexts;
+}
+
+/**
  * `exhaustive` skips the {@link cannotFireUnquoted} shortcut (the tests compare both).
  */
 export function detectSqli(value: string, exhaustive = false): SqliResult | undefined {
   if (value.length < 2 || !mayBeSql(value)) return undefined;
   if (!exhaustive && cannotFireUnquoted(value)) return undefined;
-  const contexts: SqliContext[] = [];
-  // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
-  // logical word next to them to form a shape
-  if (mayBeSqlBesidesQuotes(value)) contexts.push('none');
-  // inside a string: only when what follows the closing quote can form a shape
-  for (const q of ["'", '"'] as const) {
-    const at = value.indexOf(q);
-    if (at >= 0 && mayBeSqlAfterBreak(value.slice(at + 1), q)) contexts.push(q);
-  }
+  const contexts = sqliContexts(value);
   for (const ctx of contexts) {
     const toks = tokenize(value, ctx);
     if (toks.length === 0) continue;

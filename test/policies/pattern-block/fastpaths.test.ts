@@ -15,8 +15,17 @@ import {
   WS,
   TRANSFORMS,
 } from '../../../policies/pattern-block/transforms.js';
-import { detectSqli, cannotFireUnquoted } from '../../../policies/pattern-block/detectors/sqli.js';
-import { detectXss } from '../../../policies/pattern-block/detectors/xss.js';
+import {
+  detectSqli,
+  cannotFireUnquoted,
+  mayBeSql,
+  sqliContexts,
+} from '../../../policies/pattern-block/detectors/sqli.js';
+import {
+  detectXss,
+  mayHaveScriptOutsideTags,
+  mayHaveScriptOutsideTagsPlain,
+} from '../../../policies/pattern-block/detectors/xss.js';
 import { VALUE_DETECTORS } from '../../../policies/pattern-block/detectors/index.js';
 import { loadPackDir, shippedRulesDir } from '../../../policies/pattern-block/rules.js';
 
@@ -103,6 +112,46 @@ t.test('script URLs outside tags are still found across whitespace', async (t) =
   for (const b of ['attendees: jane', 'taxi (6:15am)', 'ratio 3:2 (approx)', 'meta: data', 'note: see (a)'])
     t.notOk(detectXss(b), b);
 });
+
+t.test(
+  'the script-URL pre-check found with indexOf decides what the per-character scan decides',
+  async (t) => {
+    let bad = 0;
+    // every code unit as the one skipped before `t:` and `n(`
+    for (let c = 0; c < 65536; c++) {
+      const ch = String.fromCharCode(c);
+      for (const v of [`t${ch}:`, `n${ch}${ch}(`, `${ch}:`, `${ch}(`, `a${ch}:x(`])
+        if (mayHaveScriptOutsideTags(v) !== mayHaveScriptOutsideTagsPlain(v)) bad++;
+    }
+    t.equal(bad, 0);
+    const unit = fc.constantFrom(
+      ':',
+      '(',
+      't',
+      'a',
+      'g',
+      'r',
+      'n',
+      'x',
+      ' ',
+      '\t',
+      '\n',
+      '\0',
+      '\u00a0',
+      '\u3000',
+      '\u200b',
+      'é',
+      ')',
+    );
+    fc.assert(
+      fc.property(fc.array(unit, { maxLength: 16 }), (parts) => {
+        const v = parts.join('');
+        return mayHaveScriptOutsideTags(v) === mayHaveScriptOutsideTagsPlain(v);
+      }),
+      { numRuns: 30000 },
+    );
+  },
+);
 
 t.test('SQL judge still sees every shape after the fingerprint pre-check', async (t) => {
   for (const a of [
@@ -416,6 +465,39 @@ t.test('the SQL detector shortcut for unquoted values decides what tokenizing de
   ])
     t.same(detectSqli(v), detectSqli(v, true), v);
 });
+
+t.test(
+  'the SQL contexts chosen from what the value holds are those each context check chooses',
+  async (t) => {
+    // sqliContexts reuses the value's pattern results for the rest after each quote; the plain
+    // path runs every pattern on every rest
+    const fragment = fc.constantFrom(
+      ...["'", '"', '`', ' ', '  ', 'x', 'o', "o'", '1', '=', '(', ')', ';', '#', '--', '/*', '&&', '@'],
+      ...['union', 'select', 'where', 'order', 'group', 'and', 'or', 'xor', 'like', 'is', 'in', 'mod'],
+      ...['orx', 'xor1', '_or', 'or_', 'sand', 'é', '\u00a0', '\t', ';select', '; drop', 'a;b', '5'],
+    );
+    let compared = 0;
+    fc.assert(
+      fc.property(fc.array(fragment, { maxLength: 12 }), (parts) => {
+        const v = parts.join('');
+        if (!mayBeSql(v)) return true;
+        compared++;
+        return JSON.stringify(sqliContexts(v)) === JSON.stringify(sqliContexts(v, true));
+      }),
+      { numRuns: 40000 },
+    );
+    t.ok(compared > 10000, `${compared} values compared`);
+    for (const v of [
+      "trader joe's 5",
+      'o\'neil said "q2" or',
+      "x' or 1=1",
+      "a'b'c",
+      'say "x" and 1',
+      "it's 'order' by",
+    ])
+      t.same(sqliContexts(v), sqliContexts(v, true), v);
+  },
+);
 
 t.test('the SQL words the shortcut looks up all start with a letter a-z', async (t) => {
   // cannotFireUnquoted only looks up runs that start with a-z; a keyword starting otherwise would slip
