@@ -270,8 +270,12 @@ const FP_LEAD_QUOTED = /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&|\?s)
 
 const MAX_TOKENS = 48;
 
-/** Tokenize `s` (already lower-cased). `openQuote`: the value starts inside a string closed by that quote. */
-export function tokenize(s: string, openQuote: SqliContext): Tok[] {
+/**
+ * Tokenize `s` (already lower-cased). `openQuote`: the value starts inside a string closed by
+ * that quote. `plainStrings` builds every string token character by character (the
+ * definition; the tests compare both).
+ */
+export function tokenize(s: string, openQuote: SqliContext, plainStrings = false): Tok[] {
   const toks: Tok[] = [];
   const n = s.length;
   let i = 0;
@@ -281,6 +285,8 @@ export function tokenize(s: string, openQuote: SqliContext): Tok[] {
     toks.push({ t: 's', v: s.slice(0, end) });
     i = end + 1;
   }
+  /** position of the next backslash at or after the last string token's start (-1: none left) */
+  let nextBackslash = 0;
   while (i < n && toks.length < MAX_TOKENS) {
     const c = s.charCodeAt(i);
     const ch = s[i]!;
@@ -291,6 +297,21 @@ export function tokenize(s: string, openQuote: SqliContext): Tok[] {
     // strings
     if (ch === "'" || ch === '"') {
       let j = i + 1;
+      // without a backslash before the closing quote (or the end) and without a doubled
+      // closing quote, the token is the text in between: what the loop below builds
+      const close = s.indexOf(ch, j);
+      // (the next backslash is looked up again only once passed: linear over the whole value)
+      if (nextBackslash >= 0 && nextBackslash < j) nextBackslash = s.indexOf('\\', j);
+      const bs = nextBackslash;
+      if (
+        !plainStrings &&
+        (bs < 0 || (close >= 0 && bs > close)) &&
+        (close < 0 || s.charCodeAt(close + 1) !== c)
+      ) {
+        toks.push({ t: 's', v: close < 0 ? s.slice(j) : s.slice(j, close) });
+        i = close < 0 ? n + 1 : close + 1;
+        continue;
+      }
       let v = '';
       for (;;) {
         if (j >= n) break;

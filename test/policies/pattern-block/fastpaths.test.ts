@@ -20,6 +20,7 @@ import {
   cannotFireUnquoted,
   mayBeSql,
   sqliContexts,
+  tokenize,
 } from '../../../policies/pattern-block/detectors/sqli.js';
 import {
   detectXss,
@@ -498,6 +499,44 @@ t.test(
       t.same(sqliContexts(v), sqliContexts(v, true), v);
   },
 );
+
+t.test('string tokens taken as slices equal string tokens built character by character', async (t) => {
+  const fragment = fc.constantFrom(
+    ...[
+      "'",
+      '"',
+      "''",
+      '""',
+      '\\',
+      "\\'",
+      '\\"',
+      '\\\\',
+      '`',
+      ' ',
+      'a',
+      'or',
+      '1',
+      '=',
+      '(',
+      ')',
+      ';',
+      '#',
+      '--',
+    ],
+    ...['/*', '*/', 'é', 'select', "o'neil", '"q2"', '\\x27', 'ab cd'],
+  );
+  fc.assert(
+    fc.property(fc.array(fragment, { maxLength: 16 }), fc.constantFrom('none', "'", '"'), (parts, ctx) => {
+      const v = parts.join('');
+      const c = ctx as 'none' | "'" | '"';
+      return JSON.stringify(tokenize(v, c)) === JSON.stringify(tokenize(v, c, true));
+    }),
+    { numRuns: 40000 },
+  );
+  // more string tokens than the token limit, with and without backslashes
+  for (const v of ["'a' ".repeat(100), "'a\\'b' ".repeat(60), `${"'x' ".repeat(30)}\\ 'y'`])
+    t.same(tokenize(v, 'none'), tokenize(v, 'none', true), v.slice(0, 20));
+});
 
 t.test('the SQL words the shortcut looks up all start with a letter a-z', async (t) => {
   // cannotFireUnquoted only looks up runs that start with a-z; a keyword starting otherwise would slip
