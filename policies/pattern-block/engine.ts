@@ -697,6 +697,8 @@ export function compileEngine(opts: EngineOptions): Engine {
         bodyAware: BODY_AWARE_DETECTORS.has(r.detector),
       });
   }
+  // one object shape for every rule: the walk reads their fields without polymorphic lookups
+  for (let i = 0; i < selected.length; i++) selected[i] = uniformRule(selected[i]!);
   const byKind = new Map<Kind, Full[]>();
   const headerAll: Full[] = [];
   const headerNamed = new Map<string, Full[]>();
@@ -756,6 +758,32 @@ export function compileEngine(opts: EngineOptions): Engine {
     freeText: new Set(opts.freeTextFields.map((f) => f.toLowerCase())),
     familyThresholds: new Map(Object.entries(opts.familyThresholds) as [Family, number][]),
     literals,
+  };
+}
+
+/** `r` with every field of {@link Full} present (undefined when absent), always in the same order. */
+function uniformRule(r: Full): Full {
+  return {
+    id: r.id,
+    pack: r.pack,
+    family: r.family,
+    score: r.score,
+    monitor: r.monitor,
+    names: r.names,
+    regex: r.regex,
+    detector: r.detector,
+    request: r.request,
+    bodyAware: r.bodyAware,
+    gate: r.gate,
+    gateKey: r.gateKey,
+    gateSubs: r.gateSubs,
+    lits: r.lits,
+    subsLits: r.subsLits,
+    transforms: r.transforms,
+    flags: r.flags,
+    targets: r.targets,
+    litList: r.litList,
+    subsList: r.subsList,
   };
 }
 
