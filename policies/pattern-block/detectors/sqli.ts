@@ -272,10 +272,10 @@ const MAX_TOKENS = 48;
 
 /**
  * Tokenize `s` (already lower-cased). `openQuote`: the value starts inside a string closed by
- * that quote. `plainStrings` builds every string token character by character (the
- * definition; the tests compare both).
+ * that quote. `plain` builds every string token character by character and looks every
+ * word up (the definition; the tests compare both).
  */
-export function tokenize(s: string, openQuote: SqliContext, plainStrings = false): Tok[] {
+export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[] {
   const toks: Tok[] = [];
   const n = s.length;
   let i = 0;
@@ -303,11 +303,7 @@ export function tokenize(s: string, openQuote: SqliContext, plainStrings = false
       // (the next backslash is looked up again only once passed: linear over the whole value)
       if (nextBackslash >= 0 && nextBackslash < j) nextBackslash = s.indexOf('\\', j);
       const bs = nextBackslash;
-      if (
-        !plainStrings &&
-        (bs < 0 || (close >= 0 && bs > close)) &&
-        (close < 0 || s.charCodeAt(close + 1) !== c)
-      ) {
+      if (!plain && (bs < 0 || (close >= 0 && bs > close)) && (close < 0 || s.charCodeAt(close + 1) !== c)) {
         toks.push({ t: 's', v: close < 0 ? s.slice(j) : s.slice(j, close) });
         i = close < 0 ? n + 1 : close + 1;
         continue;
@@ -408,7 +404,15 @@ export function tokenize(s: string, openQuote: SqliContext, plainStrings = false
       )
         j++;
       const w = s.slice(i, j);
-      const cls = WORD_CLASS.get(w);
+      // (a run whose shape no word of WORD_CLASS has is not one of them: no lookup)
+      const cls =
+        plain ||
+        (c >= 97 &&
+          c <= 122 &&
+          j - i <= MAX_WORD &&
+          WORD_SHAPES[shapeOf(c, s.charCodeAt(j - 1), j - i)] === 1)
+          ? WORD_CLASS.get(w)
+          : undefined;
       let t: string;
       if (cls === undefined) t = 'n';
       else if (cls.call === undefined) t = cls.plain;
@@ -715,6 +719,21 @@ function mayBeSqlAfterBreak(rest: string, quote: string): boolean {
 const MAX_WORD = Math.max(...[...WORD_CLASS.keys()].map((w) => w.length));
 
 /**
+ * Index of a word's first letter (a-z), last code unit (non-ASCII as 127) and length (at
+ * most {@link MAX_WORD}) in {@link WORD_SHAPES}.
+ */
+function shapeOf(first: number, last: number, length: number): number {
+  return ((first - 97) * 128 + (last < 128 ? last : 127)) * (MAX_WORD + 1) + length;
+}
+
+/** 1 at the shape of every word of {@link WORD_CLASS}: a run of another shape is not one of them. */
+const WORD_SHAPES: Uint8Array = (() => {
+  const t = new Uint8Array(26 * 128 * (MAX_WORD + 1));
+  for (const w of WORD_CLASS.keys()) t[shapeOf(w.charCodeAt(0), w.charCodeAt(w.length - 1), w.length)] = 1;
+  return t;
+})();
+
+/**
  * Whether the value, tokenized as it is, cannot give a fingerprint the judge or
  * {@link strongTokens} accepts, decided without tokenizing. Every shape needs one of: a quote
  * (string or backtick tokens, the only way `s`, or a `select`/`order` token without its
@@ -738,7 +757,14 @@ export function cannotFireUnquoted(s: string): boolean {
     if (run >= 0) {
       // every word of WORD_CLASS starts with a letter (a run from a digit is a number or a bareword)
       const f = s.charCodeAt(run);
-      if (f >= 97 && f <= 122 && i - run <= MAX_WORD && WORD_CLASS.has(s.slice(run, i))) return false;
+      if (
+        f >= 97 &&
+        f <= 122 &&
+        i - run <= MAX_WORD &&
+        WORD_SHAPES[shapeOf(f, s.charCodeAt(i - 1), i - run)] === 1 &&
+        WORD_CLASS.has(s.slice(run, i))
+      )
+        return false;
       run = -1;
     }
     if (i === n) break;

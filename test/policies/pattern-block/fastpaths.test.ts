@@ -500,7 +500,7 @@ t.test(
   },
 );
 
-t.test('string tokens taken as slices equal string tokens built character by character', async (t) => {
+t.test('string tokens taken as slices and words looked up by shape equal the plain tokenizer', async (t) => {
   const fragment = fc.constantFrom(
     ...[
       "'",
@@ -524,6 +524,25 @@ t.test('string tokens taken as slices equal string tokens built character by cha
       '--',
     ],
     ...['/*', '*/', 'é', 'select', "o'neil", '"q2"', '\\x27', 'ab cd'],
+    ...[
+      'union',
+      'sleep',
+      'sleeps',
+      'from',
+      'or',
+      'and',
+      'by',
+      'x.y',
+      'master.',
+      'pg_sleep',
+      'UNION',
+      'éor',
+      'fr',
+      'om',
+      'if',
+      '_if',
+      '$if',
+    ],
   );
   fc.assert(
     fc.property(fc.array(fragment, { maxLength: 16 }), fc.constantFrom('none', "'", '"'), (parts, ctx) => {
