@@ -267,6 +267,8 @@ interface PlanSet {
    */
   readonly nameTests: readonly RegExp[] | undefined;
   readonly cleanByNames: (Set<string> | undefined)[];
+  /** which of {@link nameTests} each recent field name matches (bounded like the memos) */
+  readonly nameBits: Map<string, number>;
   readonly plans: readonly Plan[];
   /** transform trie: chains share their common prefixes; node i applies fn[i] to its parent's value */
   readonly parent: Int32Array;
@@ -618,6 +620,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
     memoOk: nameTests.length === 0,
     nameTests: nameTests.length > 0 && nameTests.length <= MAX_NAME_TESTS ? nameTests : undefined,
     cleanByNames: [],
+    nameBits: new Map<string, number>(),
     plans,
     parent: Int32Array.from(parents),
     fn: fns,
@@ -932,8 +935,17 @@ const CLEAN_MEMO_ENTRIES = 1024;
  * through `names.test(leaf)`).
  */
 function cleanForName(set: PlanSet, tests: readonly RegExp[], leaf: string): Set<string> {
-  let bits = 0;
-  for (let i = 0; i < tests.length; i++) if (tests[i]!.test(leaf)) bits |= 1 << i;
+  // field names repeat (and were just hashed by the name memo): test each once
+  const cache = leaf.length <= CLEAN_MEMO_MAX_LENGTH;
+  let bits = cache ? set.nameBits.get(leaf) : undefined;
+  if (bits === undefined) {
+    bits = 0;
+    for (let i = 0; i < tests.length; i++) if (tests[i]!.test(leaf)) bits |= 1 << i;
+    if (cache) {
+      if (set.nameBits.size >= CLEAN_MEMO_ENTRIES) set.nameBits.clear();
+      set.nameBits.set(leaf, bits);
+    }
+  }
   return (set.cleanByNames[bits] ??= new Set<string>());
 }
 
