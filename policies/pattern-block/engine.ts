@@ -9,7 +9,7 @@ import {
   removeWhitespace,
   nonAsciiStable,
   inertPercentAmp,
-  compressWhitespace,
+  compressWhitespaceRuns,
   WS_UNIT,
   type Transform,
 } from './transforms.js';
@@ -259,6 +259,16 @@ interface PlanSet {
   readonly clean: Set<string>;
   /** false when a rule of the set depends on the field name (`names:`), so a value alone does not decide */
   readonly memoOk: boolean;
+  /**
+   * When rules of the set depend on the field name: their distinct `names` patterns (at most
+   * {@link MAX_NAME_TESTS}). A value's verdict then depends only on the value and on which of
+   * these the field name matches, so one memo per combination ({@link cleanByNames}, indexed
+   * by the bits of the patterns that match) decides as `clean` does for the other sets.
+   */
+  readonly nameTests: readonly RegExp[] | undefined;
+  readonly cleanByNames: (Set<string> | undefined)[];
+  /** which of {@link nameTests} each recent field name matches (bounded like the memos) */
+  readonly nameBits: Map<string, number>;
   readonly plans: readonly Plan[];
   /** transform trie: chains share their common prefixes; node i applies fn[i] to its parent's value */
   readonly parent: Int32Array;
@@ -504,6 +514,9 @@ function stableVariantOf(transforms: readonly string[]): number {
   return (v & 2) !== 0 ? v & 3 : v;
 }
 
+/** Most distinct `names` patterns in a plan set for its values to be remembered (one memo per combination). */
+const MAX_NAME_TESTS = 3;
+
 /** Transforms that change even a value without special characters. */
 const NOT_IDENTITY_ON_PLAIN = new Set(['remove_whitespace', 'cmd_line']);
 
@@ -594,9 +607,20 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
   );
   const fastLits = Int32Array.from([...byFlags.values()].map((list) => lits.add(lits.union(list))));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
+  // (the compiled `names` patterns have flag `i` only: testing them keeps no state)
+  const nameTests: RegExp[] = [];
+  for (const r of rules)
+    if (
+      r.names !== undefined &&
+      !nameTests.some((x) => x.source === r.names!.source && x.flags === r.names!.flags)
+    )
+      nameTests.push(r.names);
   return {
     clean: new Set<string>(),
-    memoOk: !rules.some((r) => r.names !== undefined),
+    memoOk: nameTests.length === 0,
+    nameTests: nameTests.length > 0 && nameTests.length <= MAX_NAME_TESTS ? nameTests : undefined,
+    cleanByNames: [],
+    nameBits: new Map<string, number>(),
     plans,
     parent: Int32Array.from(parents),
     fn: fns,
@@ -676,6 +700,8 @@ export function compileEngine(opts: EngineOptions): Engine {
         bodyAware: BODY_AWARE_DETECTORS.has(r.detector),
       });
   }
+  // one object shape for every rule: the walk reads their fields without polymorphic lookups
+  for (let i = 0; i < selected.length; i++) selected[i] = uniformRule(selected[i]!);
   const byKind = new Map<Kind, Full[]>();
   const headerAll: Full[] = [];
   const headerNamed = new Map<string, Full[]>();
@@ -735,6 +761,32 @@ export function compileEngine(opts: EngineOptions): Engine {
     freeText: new Set(opts.freeTextFields.map((f) => f.toLowerCase())),
     familyThresholds: new Map(Object.entries(opts.familyThresholds) as [Family, number][]),
     literals,
+  };
+}
+
+/** `r` with every field of {@link Full} present (undefined when absent), always in the same order. */
+function uniformRule(r: Full): Full {
+  return {
+    id: r.id,
+    pack: r.pack,
+    family: r.family,
+    score: r.score,
+    monitor: r.monitor,
+    names: r.names,
+    regex: r.regex,
+    detector: r.detector,
+    request: r.request,
+    bodyAware: r.bodyAware,
+    gate: r.gate,
+    gateKey: r.gateKey,
+    gateSubs: r.gateSubs,
+    lits: r.lits,
+    subsLits: r.subsLits,
+    transforms: r.transforms,
+    flags: r.flags,
+    targets: r.targets,
+    litList: r.litList,
+    subsList: r.subsList,
   };
 }
 
@@ -861,12 +913,41 @@ function nodeValue(set: PlanSet, i: number, v: string, vm: CharMask): string {
   return r;
 }
 
+/**
+ * `lowercase(v)` for a value of signature `vm`: an ASCII value without upper case is its own
+ * lower case, and one with upper case needs no test for it.
+ */
+function lowerOf(v: string, vm: CharMask): string {
+  if ((vm.hi & HI_NON_ASCII) !== 0) return lowercase(v);
+  return (vm.hi & HI_UPPER) === 0 ? v : v.toLowerCase();
+}
+
 /** Names and values up to this length are remembered when clean. */
 const CLEAN_MEMO_MAX_LENGTH = 64;
 /** Header values and paths up to this length are remembered when clean. */
 const CLEAN_MEMO_MAX_HEADER = 256;
 /** Clean values remembered per plan set before the memo is cleared (bounds memory: about 1024 × 256 characters per set at worst). */
 const CLEAN_MEMO_ENTRIES = 1024;
+
+/**
+ * The memo of a plan set whose rules depend on the field name, for the field `leaf`: the one
+ * of the values judged with the same `names` patterns matching (rules only see the name
+ * through `names.test(leaf)`).
+ */
+function cleanForName(set: PlanSet, tests: readonly RegExp[], leaf: string): Set<string> {
+  // field names repeat (and were just hashed by the name memo): test each once
+  const cache = leaf.length <= CLEAN_MEMO_MAX_LENGTH;
+  let bits = cache ? set.nameBits.get(leaf) : undefined;
+  if (bits === undefined) {
+    bits = 0;
+    for (let i = 0; i < tests.length; i++) if (tests[i]!.test(leaf)) bits |= 1 << i;
+    if (cache) {
+      if (set.nameBits.size >= CLEAN_MEMO_ENTRIES) set.nameBits.clear();
+      set.nameBits.set(leaf, bits);
+    }
+  }
+  return (set.cleanByNames[bits] ??= new Set<string>());
+}
 
 /** A target's path: a field name or path, none (`undefined`), or the current JSON path (`null`). */
 type Path = string | undefined | null;
@@ -991,15 +1072,20 @@ class Walk {
     // names (JSON keys, parameter, cookie and header names), header values (User-Agent,
     // Referer, Accept …), paths and short values (page=2, currency codes, enum values, tags)
     // repeat across requests; long body and query values mostly do not
-    const memo =
-      set.memoOk &&
-      raw.length <= (kind === 'header' || kind === 'path' ? CLEAN_MEMO_MAX_HEADER : CLEAN_MEMO_MAX_LENGTH);
-    if (memo && set.clean.has(raw)) return;
+    const clean =
+      raw.length <= (kind === 'header' || kind === 'path' ? CLEAN_MEMO_MAX_HEADER : CLEAN_MEMO_MAX_LENGTH)
+        ? set.memoOk
+          ? set.clean
+          : set.nameTests !== undefined
+            ? cleanForName(set, set.nameTests, leaf)
+            : undefined
+        : undefined;
+    if (clean !== undefined && clean.has(raw)) return;
     const before = this.found;
     this.inspect(set, kind, path, leaf, raw);
-    if (memo && this.found === before) {
-      if (set.clean.size >= CLEAN_MEMO_ENTRIES) set.clean.clear();
-      set.clean.add(raw);
+    if (clean !== undefined && this.found === before) {
+      if (clean.size >= CLEAN_MEMO_ENTRIES) clean.clear();
+      clean.add(raw);
     }
   }
 
@@ -1063,7 +1149,7 @@ class Walk {
     this.scanStamp[0] = stamp;
     this.nScan = 1;
     if (set.fastOk && !passes(vm, set.special)) {
-      const l = lowercase(v);
+      const l = lowerOf(v, vm);
       let hit = false;
       const fast = set.fast;
       for (let i = 0; i < fast.length; i++) {
@@ -1108,11 +1194,11 @@ class Walk {
         if (sv >= 4) {
           if ((have & (1 << sv)) === 0) {
             if ((have & 16) === 0) {
-              vals[4] = compressWhitespace(v);
+              vals[4] = compressWhitespaceRuns(v);
               have |= 16;
             }
             if (sv === 5) {
-              vals[5] = lowercase(vals[4]!);
+              vals[5] = lowerOf(vals[4]!, vm);
               have |= 32;
             }
           }
@@ -1129,7 +1215,7 @@ class Walk {
           // the variant without whitespace, scanned without building it (removing whitespace
           // is skipping it in the scan): the plan runs only when one of its groups may match
           if (sv === 3 && !ascii && (have & 2) === 0) {
-            vals[1] = lowercase(v);
+            vals[1] = lowerOf(v, vm);
             have |= 2;
           }
           slotWs = this.scanSkippingWhitespace(sv === 2 || ascii ? v : vals[1]!);
@@ -1148,11 +1234,11 @@ class Walk {
           if (!may) continue;
         }
         if ((have & (1 << sv)) === 0) {
-          if (sv === 1) vals[1] = lowercase(v);
+          if (sv === 1) vals[1] = lowerOf(v, vm);
           else if (sv === 2) vals[2] = removeWhitespace(v);
           else {
             if ((have & 2) === 0) {
-              vals[1] = lowercase(v);
+              vals[1] = lowerOf(v, vm);
               have |= 2;
             }
             vals[3] = removeWhitespace(vals[1]!);

@@ -21,13 +21,16 @@ function hexVal(c: number): number {
  * nothing an attacker sends disappears from view.
  */
 export function utf8Lenient(bytes: ArrayLike<number>, len = bytes.length): string {
-  // code units collected first, then turned into a string in a few calls (not one concatenation per character)
-  const units: number[] = [];
+  // code units collected in a reused buffer (each byte gives at most one unit), then read
+  // as UTF-16 in one native call: no array and no concatenation per character
+  if (units16.length < len) growUnits(len);
+  const units = units16;
+  let k = 0;
   let i = 0;
   while (i < len) {
     const b = bytes[i]!;
     if (b < 0x80) {
-      units.push(b);
+      units[k++] = b;
       i++;
       continue;
     }
@@ -51,8 +54,8 @@ export function utf8Lenient(bytes: ArrayLike<number>, len = bytes.length): strin
     }
     let ok = need > 0 && i + need < len;
     if (ok) {
-      for (let k = 1; k <= need; k++) {
-        const c = bytes[i + k];
+      for (let j = 1; j <= need; j++) {
+        const c = bytes[i + j];
         if (c === undefined || (c & 0xc0) !== 0x80) {
           ok = false;
           break;
@@ -61,34 +64,41 @@ export function utf8Lenient(bytes: ArrayLike<number>, len = bytes.length): strin
       }
     }
     if (ok && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff)) {
-      if (cp < 0x10000) units.push(cp);
-      else units.push(0xd800 + ((cp - 0x10000) >> 10), 0xdc00 + ((cp - 0x10000) & 0x3ff));
+      if (cp < 0x10000) units[k++] = cp;
+      else {
+        units[k++] = 0xd800 + ((cp - 0x10000) >> 10);
+        units[k++] = 0xdc00 + ((cp - 0x10000) & 0x3ff);
+      }
       i += need + 1;
     } else {
-      units.push(b);
+      units[k++] = b;
       i++;
     }
   }
-  return fromUnits(units);
+  return unitsToString(k);
+}
+
+/** Reused code-unit buffer of {@link utf8Lenient}, and a Buffer over the same memory. */
+let units16 = new Uint16Array(256);
+let units16Bytes = Buffer.from(units16.buffer, 0, units16.byteLength);
+/** Uint16Array stores code units in the platform's byte order; `utf16le` reads little-endian. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+function growUnits(n: number): void {
+  units16 = new Uint16Array(Math.max(n, units16.length * 2));
+  units16Bytes = Buffer.from(units16.buffer, 0, units16.byteLength);
 }
 
 /** Code units per String.fromCharCode call (well below the engines' argument limits). */
 const UNITS_PER_CALL = 4096;
 
-function fromUnits(units: number[]): string {
-  if (units.length <= UNITS_PER_CALL) return String.fromCharCode(...units);
+/** The string of the first `k` code units of {@link units16}. */
+function unitsToString(k: number): string {
+  if (LITTLE_ENDIAN) return units16Bytes.toString('utf16le', 0, 2 * k);
   let out = '';
-  for (let k = 0; k < units.length; k += UNITS_PER_CALL)
-    out += String.fromCharCode(...units.slice(k, k + UNITS_PER_CALL));
+  for (let j = 0; j < k; j += UNITS_PER_CALL)
+    out += String.fromCharCode(...units16.subarray(j, Math.min(k, j + UNITS_PER_CALL)));
   return out;
-}
-
-function pushUtf8(bytes: number[], cp: number): void {
-  if (cp < 0x80) bytes.push(cp);
-  else if (cp < 0x800) bytes.push(0xc0 | (cp >> 6), 0x80 | (cp & 0x3f));
-  else if (cp < 0x10000) bytes.push(0xe0 | (cp >> 12), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
-  else
-    bytes.push(0xf0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3f), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
 }
 
 /**
@@ -98,8 +108,12 @@ function pushUtf8(bytes: number[], cp: number): void {
 export function urlDecodeOnce(s: string, plus = true): string {
   if (s.indexOf('%') < 0 && (!plus || s.indexOf('+') < 0)) return s;
   if (asciiWithoutEscapes(s, plus)) return s;
-  const bytes: number[] = [];
   const n = s.length;
+  // every code unit gives at most 3 bytes (a surrogate pair, two units, gives 4)
+  if (decodeBuf.length < 3 * n) decodeBuf = Buffer.allocUnsafe(Math.max(3 * n, 2 * decodeBuf.length));
+  const bytes = decodeBuf;
+  let len = 0;
+  let high = false;
   for (let i = 0; i < n; i++) {
     const c = s.charCodeAt(i);
     if (c === 37 /* % */) {
@@ -107,7 +121,9 @@ export function urlDecodeOnce(s: string, plus = true): string {
         const h = hexVal(s.charCodeAt(i + 1));
         const l = hexVal(s.charCodeAt(i + 2));
         if (h >= 0 && l >= 0) {
-          bytes.push(h * 16 + l);
+          const x = h * 16 + l;
+          if (x >= 0x80) high = true;
+          bytes[len++] = x;
           i += 2;
           continue;
         }
@@ -118,23 +134,49 @@ export function urlDecodeOnce(s: string, plus = true): string {
         const d = hexVal(s.charCodeAt(i + 4));
         const e = hexVal(s.charCodeAt(i + 5));
         if (a >= 0 && b >= 0 && d >= 0 && e >= 0) {
-          pushUtf8(bytes, ((a * 16 + b) * 16 + d) * 16 + e);
+          const cp = ((a * 16 + b) * 16 + d) * 16 + e;
+          if (cp >= 0x80) high = true;
+          len = putUtf8(bytes, len, cp);
           i += 5;
           continue;
         }
       }
-      bytes.push(37);
+      bytes[len++] = 37;
     } else if (c === 43 /* + */ && plus) {
-      bytes.push(32);
+      bytes[len++] = 32;
     } else if (c < 0x80) {
-      bytes.push(c);
+      bytes[len++] = c;
     } else {
       const cp = s.codePointAt(i)!;
       if (cp > 0xffff) i++;
-      pushUtf8(bytes, cp);
+      high = true;
+      len = putUtf8(bytes, len, cp);
     }
   }
-  return utf8Lenient(bytes);
+  // ASCII bytes are their own code units (what utf8Lenient gives them)
+  return high ? utf8Lenient(bytes, len) : bytes.toString('latin1', 0, len);
+}
+
+/** Reused byte buffer of {@link urlDecodeOnce}. */
+let decodeBuf = Buffer.allocUnsafe(256);
+
+/** The UTF-8 bytes of code point `cp` into `b` at `at`; returns the new length. */
+function putUtf8(b: Buffer, at: number, cp: number): number {
+  if (cp < 0x80) b[at++] = cp;
+  else if (cp < 0x800) {
+    b[at++] = 0xc0 | (cp >> 6);
+    b[at++] = 0x80 | (cp & 0x3f);
+  } else if (cp < 0x10000) {
+    b[at++] = 0xe0 | (cp >> 12);
+    b[at++] = 0x80 | ((cp >> 6) & 0x3f);
+    b[at++] = 0x80 | (cp & 0x3f);
+  } else {
+    b[at++] = 0xf0 | (cp >> 18);
+    b[at++] = 0x80 | ((cp >> 12) & 0x3f);
+    b[at++] = 0x80 | ((cp >> 6) & 0x3f);
+    b[at++] = 0x80 | (cp & 0x3f);
+  }
+  return at;
 }
 
 /**
@@ -317,6 +359,14 @@ function replaceWhitespaceRuns(s: string, sep: string): string {
 /** Every run of whitespace becomes one space. */
 export function compressWhitespace(s: string): string {
   return NEEDS_WS.test(s) ? replaceWhitespaceRuns(s, ' ') : s;
+}
+
+/**
+ * {@link compressWhitespace} of a value known to hold a whitespace run or a whitespace
+ * control (what {@link NEEDS_WS} looks for), without looking for it again.
+ */
+export function compressWhitespaceRuns(s: string): string {
+  return replaceWhitespaceRuns(s, ' ');
 }
 
 const NEEDS_WS = /\s\s|[\t\n\r\f\v\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]/;

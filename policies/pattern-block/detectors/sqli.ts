@@ -270,8 +270,12 @@ const FP_LEAD_QUOTED = /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&|\?s)
 
 const MAX_TOKENS = 48;
 
-/** Tokenize `s` (already lower-cased). `openQuote`: the value starts inside a string closed by that quote. */
-export function tokenize(s: string, openQuote: SqliContext): Tok[] {
+/**
+ * Tokenize `s` (already lower-cased). `openQuote`: the value starts inside a string closed by
+ * that quote. `plain` builds every string token character by character and looks every
+ * word up (the definition; the tests compare both).
+ */
+export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[] {
   const toks: Tok[] = [];
   const n = s.length;
   let i = 0;
@@ -281,6 +285,8 @@ export function tokenize(s: string, openQuote: SqliContext): Tok[] {
     toks.push({ t: 's', v: s.slice(0, end) });
     i = end + 1;
   }
+  /** position of the next backslash at or after the last string token's start (-1: none left) */
+  let nextBackslash = 0;
   while (i < n && toks.length < MAX_TOKENS) {
     const c = s.charCodeAt(i);
     const ch = s[i]!;
@@ -291,6 +297,17 @@ export function tokenize(s: string, openQuote: SqliContext): Tok[] {
     // strings
     if (ch === "'" || ch === '"') {
       let j = i + 1;
+      // without a backslash before the closing quote (or the end) and without a doubled
+      // closing quote, the token is the text in between: what the loop below builds
+      const close = s.indexOf(ch, j);
+      // (the next backslash is looked up again only once passed: linear over the whole value)
+      if (nextBackslash >= 0 && nextBackslash < j) nextBackslash = s.indexOf('\\', j);
+      const bs = nextBackslash;
+      if (!plain && (bs < 0 || (close >= 0 && bs > close)) && (close < 0 || s.charCodeAt(close + 1) !== c)) {
+        toks.push({ t: 's', v: close < 0 ? s.slice(j) : s.slice(j, close) });
+        i = close < 0 ? n + 1 : close + 1;
+        continue;
+      }
       let v = '';
       for (;;) {
         if (j >= n) break;
@@ -387,7 +404,15 @@ export function tokenize(s: string, openQuote: SqliContext): Tok[] {
       )
         j++;
       const w = s.slice(i, j);
-      const cls = WORD_CLASS.get(w);
+      // (a run whose shape no word of WORD_CLASS has is not one of them: no lookup)
+      const cls =
+        plain ||
+        (c >= 97 &&
+          c <= 122 &&
+          j - i <= MAX_WORD &&
+          WORD_SHAPES[shapeOf(c, s.charCodeAt(j - 1), j - i)] === 1)
+          ? WORD_CLASS.get(w)
+          : undefined;
       let t: string;
       if (cls === undefined) t = 'n';
       else if (cls.call === undefined) t = cls.plain;
@@ -665,7 +690,7 @@ const SQL_LOGIC_OPERAND = /\d|\b(?:like|rlike|regexp|sounds|between|is|in|div|mo
  * Without any of those characters, only keyword shapes can fire: UNION SELECT, SELECT … FROM,
  * WHERE/HAVING clauses, ORDER BY n, and a logical operator with a number or an operator word.
  */
-function mayBeSql(v: string): boolean {
+export function mayBeSql(v: string): boolean {
   return SQL_GATE_CHARS.test(v) || SQL_GATE_WORDS.test(v) || (SQL_LOGIC.test(v) && SQL_LOGIC_OPERAND.test(v));
 }
 
@@ -694,6 +719,21 @@ function mayBeSqlAfterBreak(rest: string, quote: string): boolean {
 const MAX_WORD = Math.max(...[...WORD_CLASS.keys()].map((w) => w.length));
 
 /**
+ * Index of a word's first letter (a-z), last code unit (non-ASCII as 127) and length (at
+ * most {@link MAX_WORD}) in {@link WORD_SHAPES}.
+ */
+function shapeOf(first: number, last: number, length: number): number {
+  return ((first - 97) * 128 + (last < 128 ? last : 127)) * (MAX_WORD + 1) + length;
+}
+
+/** 1 at the shape of every word of {@link WORD_CLASS}: a run of another shape is not one of them. */
+const WORD_SHAPES: Uint8Array = (() => {
+  const t = new Uint8Array(26 * 128 * (MAX_WORD + 1));
+  for (const w of WORD_CLASS.keys()) t[shapeOf(w.charCodeAt(0), w.charCodeAt(w.length - 1), w.length)] = 1;
+  return t;
+})();
+
+/**
  * Whether the value, tokenized as it is, cannot give a fingerprint the judge or
  * {@link strongTokens} accepts, decided without tokenizing. Every shape needs one of: a quote
  * (string or backtick tokens, the only way `s`, or a `select`/`order` token without its
@@ -717,7 +757,14 @@ export function cannotFireUnquoted(s: string): boolean {
     if (run >= 0) {
       // every word of WORD_CLASS starts with a letter (a run from a digit is a number or a bareword)
       const f = s.charCodeAt(run);
-      if (f >= 97 && f <= 122 && i - run <= MAX_WORD && WORD_CLASS.has(s.slice(run, i))) return false;
+      if (
+        f >= 97 &&
+        f <= 122 &&
+        i - run <= MAX_WORD &&
+        WORD_SHAPES[shapeOf(f, s.charCodeAt(i - 1), i - run)] === 1 &&
+        WORD_CLASS.has(s.slice(run, i))
+      )
+        return false;
       run = -1;
     }
     if (i === n) break;
@@ -752,20 +799,56 @@ export function cannotFireUnquoted(s: string): boolean {
 }
 
 /**
+ * The contexts worth tokenizing a value in (one that passed {@link mayBeSql}): as it is,
+ * and inside each quote it holds. `plain` decides each with its own patterns (the
+ * definition; the tests compare both).
+ */
+export function sqliContexts(value: string, plain = false): SqliContext[] {
+  if (plain) {
+    const out: SqliContext[] = [];
+    if (mayBeSqlBesidesQuotes(value)) out.push('none');
+    for (const q of ["'", '"'] as const) {
+      const at = value.indexOf(q);
+      if (at >= 0 && mayBeSqlAfterBreak(value.slice(at + 1), q)) out.push(q);
+    }
+    return out;
+  }
+  const contexts: SqliContext[] = [];
+  const atSingle = value.indexOf("'");
+  const atDouble = value.indexOf('"');
+  // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
+  // logical word next to them to form a shape. Without quotes, mayBeSqlBesidesQuotes is
+  // mayBeSql (the two patterns differ only in the quote characters), which held.
+  let restMayHold = true;
+  if (atSingle < 0 && atDouble < 0) contexts.push('none');
+  else {
+    // mayBeSqlBesidesQuotes, keeping which of its patterns the value holds
+    const chars = SQL_GATE_CHARS_NO_QUOTES.test(value);
+    const words = !chars && SQL_GATE_WORDS.test(value);
+    const logic = !chars && !words && SQL_LOGIC.test(value);
+    if (chars || words || (logic && SQL_LOGIC_OPERAND.test(value))) contexts.push('none');
+    // the rest after a quote is a suffix that follows a non-word character: a match of any
+    // of these three patterns in it is one in the value too, so without one in the value,
+    // mayBeSqlAfterBreak only asks whether the rest holds the quote again
+    restMayHold = chars || words || logic;
+  }
+  // inside a string: only when what follows the closing quote can form a shape
+  for (const q of ["'", '"'] as const) {
+    const at = q === "'" ? atSingle : atDouble;
+    if (at < 0) continue;
+    if (restMayHold ? mayBeSqlAfterBreak(value.slice(at + 1), q) : value.indexOf(q, at + 1) >= 0)
+      contexts.push(q);
+  }
+  return contexts;
+}
+
+/**
  * `exhaustive` skips the {@link cannotFireUnquoted} shortcut (the tests compare both).
  */
 export function detectSqli(value: string, exhaustive = false): SqliResult | undefined {
   if (value.length < 2 || !mayBeSql(value)) return undefined;
   if (!exhaustive && cannotFireUnquoted(value)) return undefined;
-  const contexts: SqliContext[] = [];
-  // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
-  // logical word next to them to form a shape
-  if (mayBeSqlBesidesQuotes(value)) contexts.push('none');
-  // inside a string: only when what follows the closing quote can form a shape
-  for (const q of ["'", '"'] as const) {
-    const at = value.indexOf(q);
-    if (at >= 0 && mayBeSqlAfterBreak(value.slice(at + 1), q)) contexts.push(q);
-  }
+  const contexts = sqliContexts(value);
   for (const ctx of contexts) {
     const toks = tokenize(value, ctx);
     if (toks.length === 0) continue;

@@ -10,6 +10,8 @@
  * lower-cased by the rule's transforms.
  */
 
+import { WS_UNIT } from '../transforms.js';
+
 /** Tags that are dangerous by themselves (script execution, navigation, embedding, styling). */
 const DANGEROUS_TAGS = new Set([
   'script',
@@ -113,7 +115,31 @@ const COMPACTED = /[\s\0]/;
  * `r:` (`behaviour:`) or `n(` (`expression(`) there, i.e. such a pair in the value with only
  * whitespace or NULs between.
  */
-function mayHaveScriptOutsideTags(v: string): boolean {
+export function mayHaveScriptOutsideTags(v: string): boolean {
+  // each `:` and each `(` (found natively), and the character before it past whitespace and NULs
+  for (let i = v.indexOf(':'); i >= 0; i = v.indexOf(':', i + 1)) {
+    const p = beforeCompacted(v, i);
+    if (p === 116 || p === 97 || p === 103 || p === 114) return true;
+  }
+  for (let i = v.indexOf('('); i >= 0; i = v.indexOf('(', i + 1))
+    if (beforeCompacted(v, i) === 110) return true;
+  return false;
+}
+
+/** The code unit before `i` once whitespace and NULs ({@link COMPACTED}) are skipped, or -1. */
+function beforeCompacted(v: string, i: number): number {
+  let j = i - 1;
+  while (j >= 0) {
+    const c = v.charCodeAt(j);
+    // COMPACTED on one code unit: a whitespace unit (the table is built from the same class) or NUL
+    if (c !== 0 && WS_UNIT[c] !== 1) return c;
+    j--;
+  }
+  return -1;
+}
+
+/** The definition of {@link mayHaveScriptOutsideTags}: every position, with the pattern (the tests compare both). */
+export function mayHaveScriptOutsideTagsPlain(v: string): boolean {
   for (let i = 0; i < v.length; i++) {
     const c = v.charCodeAt(i);
     if (c !== 58 && c !== 40) continue;

@@ -245,6 +245,13 @@ t.test('the clean-name memo never hides a finding', async (t) => {
   // a field-name-scoped rule (rfi-110 on include-like parameters) is not fooled by a clean verdict elsewhere
   t.equal(q('/x?website=https://foo.example/a.txt'), 'allow');
   t.equal(q('/x?include=https://foo.example/a.txt'), 'deny');
+  // query values are remembered per combination of `names` patterns their field matches:
+  // a value found clean under one field is still judged under a field the pattern names
+  for (let i = 0; i < 3; i++) {
+    t.equal(q('/x?website=https://foo.example/b.txt'), 'allow');
+    t.equal(q('/x?site=https://foo.example/b.txt'), 'deny');
+    t.equal(q('/x?url=https://foo.example/b.txt&page=https://foo.example/b.txt'), 'deny');
+  }
   // a header value seen clean stays judged by value: a different value is inspected
   const ua = (v: string) =>
     inspectRequest(e, { method: 'GET', target: '/', headers: { ...H, 'User-Agent': v } }).decision;

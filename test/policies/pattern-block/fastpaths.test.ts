@@ -15,8 +15,18 @@ import {
   WS,
   TRANSFORMS,
 } from '../../../policies/pattern-block/transforms.js';
-import { detectSqli, cannotFireUnquoted } from '../../../policies/pattern-block/detectors/sqli.js';
-import { detectXss } from '../../../policies/pattern-block/detectors/xss.js';
+import {
+  detectSqli,
+  cannotFireUnquoted,
+  mayBeSql,
+  sqliContexts,
+  tokenize,
+} from '../../../policies/pattern-block/detectors/sqli.js';
+import {
+  detectXss,
+  mayHaveScriptOutsideTags,
+  mayHaveScriptOutsideTagsPlain,
+} from '../../../policies/pattern-block/detectors/xss.js';
 import { VALUE_DETECTORS } from '../../../policies/pattern-block/detectors/index.js';
 import { loadPackDir, shippedRulesDir } from '../../../policies/pattern-block/rules.js';
 
@@ -103,6 +113,46 @@ t.test('script URLs outside tags are still found across whitespace', async (t) =
   for (const b of ['attendees: jane', 'taxi (6:15am)', 'ratio 3:2 (approx)', 'meta: data', 'note: see (a)'])
     t.notOk(detectXss(b), b);
 });
+
+t.test(
+  'the script-URL pre-check found with indexOf decides what the per-character scan decides',
+  async (t) => {
+    let bad = 0;
+    // every code unit as the one skipped before `t:` and `n(`
+    for (let c = 0; c < 65536; c++) {
+      const ch = String.fromCharCode(c);
+      for (const v of [`t${ch}:`, `n${ch}${ch}(`, `${ch}:`, `${ch}(`, `a${ch}:x(`])
+        if (mayHaveScriptOutsideTags(v) !== mayHaveScriptOutsideTagsPlain(v)) bad++;
+    }
+    t.equal(bad, 0);
+    const unit = fc.constantFrom(
+      ':',
+      '(',
+      't',
+      'a',
+      'g',
+      'r',
+      'n',
+      'x',
+      ' ',
+      '\t',
+      '\n',
+      '\0',
+      '\u00a0',
+      '\u3000',
+      '\u200b',
+      'é',
+      ')',
+    );
+    fc.assert(
+      fc.property(fc.array(unit, { maxLength: 16 }), (parts) => {
+        const v = parts.join('');
+        return mayHaveScriptOutsideTags(v) === mayHaveScriptOutsideTagsPlain(v);
+      }),
+      { numRuns: 30000 },
+    );
+  },
+);
 
 t.test('SQL judge still sees every shape after the fingerprint pre-check', async (t) => {
   for (const a of [
@@ -198,6 +248,94 @@ t.test('lenient UTF-8 decoding builds the same string as one concatenation per c
   );
   t.equal(utf8Lenient(long), utf8LenientReference(long));
   t.equal(urlDecodeOnce('%F0%9F%98%80%C0%AE%FF'), '\u{1F600}.\u00ff');
+});
+
+/** URL decoding as first written: the bytes in an array, then read as lenient UTF-8. */
+function urlDecodeOnceReference(s: string, plus = true): string {
+  const hex = (c: number) =>
+    c >= 48 && c <= 57 ? c - 48 : c >= 65 && c <= 70 ? c - 55 : c >= 97 && c <= 102 ? c - 87 : -1;
+  const utf8 = (bytes: number[], cp: number) => {
+    if (cp < 0x80) bytes.push(cp);
+    else if (cp < 0x800) bytes.push(0xc0 | (cp >> 6), 0x80 | (cp & 0x3f));
+    else if (cp < 0x10000) bytes.push(0xe0 | (cp >> 12), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
+    else
+      bytes.push(
+        0xf0 | (cp >> 18),
+        0x80 | ((cp >> 12) & 0x3f),
+        0x80 | ((cp >> 6) & 0x3f),
+        0x80 | (cp & 0x3f),
+      );
+  };
+  if (!s.includes('%') && (!plus || !s.includes('+'))) return s;
+  const bytes: number[] = [];
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 37 && i + 2 < s.length && hex(s.charCodeAt(i + 1)) >= 0 && hex(s.charCodeAt(i + 2)) >= 0) {
+      bytes.push(hex(s.charCodeAt(i + 1)) * 16 + hex(s.charCodeAt(i + 2)));
+      i += 2;
+    } else if (
+      c === 37 &&
+      i + 5 < s.length &&
+      (s.charCodeAt(i + 1) | 32) === 117 &&
+      [2, 3, 4, 5].every((k) => hex(s.charCodeAt(i + k)) >= 0)
+    ) {
+      utf8(bytes, Number.parseInt(s.slice(i + 2, i + 6), 16));
+      i += 5;
+    } else if (c === 43 && plus) bytes.push(32);
+    else if (c < 0x80) bytes.push(c);
+    else {
+      const cp = s.codePointAt(i)!;
+      if (cp > 0xffff) i++;
+      utf8(bytes, cp);
+    }
+  }
+  return utf8LenientReference(bytes);
+}
+
+t.test('URL decoding (reused buffers) gives what decoding into a fresh array gives', async (t) => {
+  const unit = fc.oneof(
+    fc.constantFrom(
+      '%',
+      '+',
+      '%2',
+      '%u',
+      '%U',
+      'a',
+      'F',
+      ' ',
+      'é',
+      '\u212a',
+      '\ud83d',
+      '\ude00',
+      '\ud83d\ude00',
+    ),
+    fc.constantFrom(
+      '%41',
+      '%e2%82%ac',
+      '%c0%ae',
+      '%ff',
+      '%80',
+      '%F0%9F%98%80',
+      '%u0041',
+      '%u20AC',
+      '%uD83D',
+      '%ud800',
+      '%u00e9',
+      '%zz',
+    ),
+    fc.string({ maxLength: 3 }),
+    fc.integer({ min: 0, max: 255 }).map((b) => `%${b.toString(16).padStart(2, '0')}`),
+  );
+  fc.assert(
+    fc.property(fc.array(unit, { maxLength: 30 }), fc.boolean(), (parts, plus) => {
+      const s = parts.join('');
+      return urlDecodeOnce(s, plus) === urlDecodeOnceReference(s, plus);
+    }),
+    { numRuns: 30000 },
+  );
+  const long = '%e2%82%ac%41+'.repeat(3000);
+  t.equal(urlDecodeOnce(long), urlDecodeOnceReference(long));
+  t.equal(urlDecodeOnce('x'.repeat(5000) + '%C3%A9'), urlDecodeOnceReference('x'.repeat(5000) + '%C3%A9'));
 });
 
 t.test('the SQL detector shortcut for unquoted values decides what tokenizing decides', async (t) => {
@@ -329,12 +467,157 @@ t.test('the SQL detector shortcut for unquoted values decides what tokenizing de
     t.same(detectSqli(v), detectSqli(v, true), v);
 });
 
+t.test(
+  'the SQL contexts chosen from what the value holds are those each context check chooses',
+  async (t) => {
+    // sqliContexts reuses the value's pattern results for the rest after each quote; the plain
+    // path runs every pattern on every rest
+    const fragment = fc.constantFrom(
+      ...["'", '"', '`', ' ', '  ', 'x', 'o', "o'", '1', '=', '(', ')', ';', '#', '--', '/*', '&&', '@'],
+      ...['union', 'select', 'where', 'order', 'group', 'and', 'or', 'xor', 'like', 'is', 'in', 'mod'],
+      ...['orx', 'xor1', '_or', 'or_', 'sand', 'é', '\u00a0', '\t', ';select', '; drop', 'a;b', '5'],
+    );
+    let compared = 0;
+    fc.assert(
+      fc.property(fc.array(fragment, { maxLength: 12 }), (parts) => {
+        const v = parts.join('');
+        if (!mayBeSql(v)) return true;
+        compared++;
+        return JSON.stringify(sqliContexts(v)) === JSON.stringify(sqliContexts(v, true));
+      }),
+      { numRuns: 40000 },
+    );
+    t.ok(compared > 10000, `${compared} values compared`);
+    for (const v of [
+      "trader joe's 5",
+      'o\'neil said "q2" or',
+      "x' or 1=1",
+      "a'b'c",
+      'say "x" and 1',
+      "it's 'order' by",
+    ])
+      t.same(sqliContexts(v), sqliContexts(v, true), v);
+  },
+);
+
+t.test('string tokens taken as slices and words looked up by shape equal the plain tokenizer', async (t) => {
+  const fragment = fc.constantFrom(
+    ...[
+      "'",
+      '"',
+      "''",
+      '""',
+      '\\',
+      "\\'",
+      '\\"',
+      '\\\\',
+      '`',
+      ' ',
+      'a',
+      'or',
+      '1',
+      '=',
+      '(',
+      ')',
+      ';',
+      '#',
+      '--',
+    ],
+    ...['/*', '*/', 'é', 'select', "o'neil", '"q2"', '\\x27', 'ab cd'],
+    ...[
+      'union',
+      'sleep',
+      'sleeps',
+      'from',
+      'or',
+      'and',
+      'by',
+      'x.y',
+      'master.',
+      'pg_sleep',
+      'UNION',
+      'éor',
+      'fr',
+      'om',
+      'if',
+      '_if',
+      '$if',
+    ],
+  );
+  fc.assert(
+    fc.property(fc.array(fragment, { maxLength: 16 }), fc.constantFrom('none', "'", '"'), (parts, ctx) => {
+      const v = parts.join('');
+      const c = ctx as 'none' | "'" | '"';
+      return JSON.stringify(tokenize(v, c)) === JSON.stringify(tokenize(v, c, true));
+    }),
+    { numRuns: 40000 },
+  );
+  // more string tokens than the token limit, with and without backslashes
+  for (const v of ["'a' ".repeat(100), "'a\\'b' ".repeat(60), `${"'x' ".repeat(30)}\\ 'y'`])
+    t.same(tokenize(v, 'none'), tokenize(v, 'none', true), v.slice(0, 20));
+});
+
 t.test('the SQL words the shortcut looks up all start with a letter a-z', async (t) => {
   // cannotFireUnquoted only looks up runs that start with a-z; a keyword starting otherwise would slip
   for (const w of ['union', 'select', 'load_file', 'pg_sleep', 'xp_cmdshell', 'utl_http', 'dbms_pipe'])
     t.notOk(cannotFireUnquoted(`(${w}`), w);
   t.ok(cannotFireUnquoted('(2union'), 'a run from a digit is a bareword');
 });
+
+/** Shipped rules that apply to a query value (some only under field names their `names` pattern matches). */
+const QUERY_VALUE_RULES = loadPackDir(shippedRulesDir()).filter((r) =>
+  r.targets.some((x) => x === 'query' || x === 'args'),
+);
+
+/** The plain definition for the query value `v` of field `field` (ids of the rules that match). */
+function directQuery(field: string, v: string): string[] {
+  return QUERY_VALUE_RULES.filter((r) => {
+    if (r.names !== undefined && !new RegExp(r.names, 'i').test(field)) return false;
+    const x = r.transforms.reduce((s, name) => TRANSFORMS[name]!(s), v);
+    return r.regex !== undefined
+      ? new RegExp(r.regex, r.flags ?? '').test(x)
+      : VALUE_DETECTORS[r.detector!]!(x) !== undefined;
+  })
+    .map((r) => r.id)
+    .sort();
+}
+
+t.test(
+  'query values, remembered per field-name pattern, are judged like applying every rule directly',
+  async (t) => {
+    // the clean memo of a plan set with `names` rules is kept per combination of the patterns
+    // the field matches: repeating a value under other fields must not change its verdict
+    const field = fc.constantFrom('include', 'website', 'page', 'site', 'q', 'file_path', 'x', 'url', 'tpl');
+    const value = fc.constantFrom(
+      'https://foo.example/a.txt',
+      'http://1.2.3.4/x',
+      'ftp://x/y?',
+      'a.txt',
+      'plain',
+      '../etc/passwd',
+      "x' or 1=1--",
+      'php://input',
+      '2',
+    );
+    fc.assert(
+      fc.property(fc.array(fc.tuple(field, value), { minLength: 1, maxLength: 6 }), (pairs) =>
+        pairs.every(([f, v]) => {
+          const got = inspectRequest(engine, {
+            method: 'GET',
+            target: `/x?${f}=${encodeURIComponent(v)}`,
+            headers: H,
+          })
+            .matches.filter((m) => m.target === `query:${f}`)
+            .map((m) => m.ruleId)
+            .sort();
+          return JSON.stringify(got) === JSON.stringify(directQuery(f, v));
+        }),
+      ),
+      { numRuns: 1500 },
+    );
+    t.pass('every field and value judged like the plain definition');
+  },
+);
 
 t.test('a JSON value is judged like applying every rule to it directly', async (t) => {
   // every shortcut at once (stable values, ASCII or not; transform sharing; literal prefilter;
