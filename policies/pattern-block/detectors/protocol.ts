@@ -221,7 +221,11 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
    */
   ip_host: (r) => {
     const h = header(r, 'host');
-    return h !== undefined && IP_HOST.test(h) ? 'Host is a bare IP address' : undefined;
+    if (h === undefined) return undefined;
+    // only a digit or `[` can start an address (the usual name is ruled out by its first character)
+    const c = h.charCodeAt(0);
+    if ((c < 48 || c > 57) && c !== 91) return undefined;
+    return IP_HOST.test(h) ? 'Host is a bare IP address' : undefined;
   },
 
   /**
