@@ -86,23 +86,40 @@ export function invalidPercent(s: string): boolean {
   return false;
 }
 
-/** The byte `%XX` at `i` of `s` encodes, or -1 when there is no escape there. */
+/** Characters taken by the last {@link escapedByte} that found an escape (3, or 5 for `%25XX`). */
+let escapeLength = 3;
+
+/**
+ * The byte the escape at `i` of `s` encodes, or -1 when there is none. A double-encoded
+ * escape (`%25FF`, which a second decoding turns into `%FF`) counts as the byte it hides.
+ */
 function escapedByte(s: string, i: number): number {
   if (s.charCodeAt(i) !== 37) return -1;
   const a = hexValue(s.charCodeAt(i + 1));
   const b = hexValue(s.charCodeAt(i + 2));
-  return a < 0 || b < 0 ? -1 : a * 16 + b;
+  if (a < 0 || b < 0) return -1;
+  if (a === 2 && b === 5) {
+    const c = hexValue(s.charCodeAt(i + 3));
+    const d = hexValue(s.charCodeAt(i + 4));
+    if (c >= 0 && d >= 0) {
+      escapeLength = 5;
+      return c * 16 + d;
+    }
+  }
+  escapeLength = 3;
+  return a * 16 + b;
 }
 
 /**
  * Whether the percent-escapes of `s[0, end)` spell invalid UTF-8 (RFC 3629): a stray
  * continuation byte, a lead byte never valid (C0, C1, F5–FF), an overlong or surrogate
- * form, or a sequence cut short. Characters that are not escapes are taken as they are.
+ * form, or a sequence cut short. Characters that are not escapes are taken as they are; a
+ * double-encoded escape (`%25FF`) counts as the byte it hides.
  */
 export function invalidUtf8Escapes(s: string, end: number): boolean {
   for (let i = s.indexOf('%'); i >= 0 && i < end; i = s.indexOf('%', i)) {
     const b = escapedByte(s, i);
-    i += b < 0 ? 1 : 3;
+    i += b < 0 ? 1 : escapeLength;
     if (b < 0x80) continue;
     let need: number;
     // the range of the first continuation byte (it excludes overlong and surrogate forms)
@@ -118,7 +135,7 @@ export function invalidUtf8Escapes(s: string, end: number): boolean {
       if (b === 0xf0) lo = 0x90;
       else if (b === 0xf4) hi = 0x8f;
     } else return true;
-    for (let k = 0; k < need; k++, i += 3) {
+    for (let k = 0; k < need; k++, i += escapeLength) {
       const c = i < end ? escapedByte(s, i) : -1;
       if (c < lo || c > hi) return true;
       lo = 0x80;

@@ -93,14 +93,17 @@ t.test('empty_accept spares OPTIONS and the clients known to send it', (t) => {
   t.end();
 });
 
-/** The plain definition: the escapes' bytes (other characters as themselves) do not decode as strict UTF-8. */
+/**
+ * The plain definition: the escapes' bytes (a double-encoded `%25XX` giving byte XX, other
+ * characters as themselves) do not decode as strict UTF-8.
+ */
 function plainInvalidUtf8(path: string): boolean {
   const bytes: number[] = [];
   for (let i = 0; i < path.length; i++) {
-    const m = /^%([0-9a-fA-F]{2})/.exec(path.slice(i));
+    const m = /^%(?:25([0-9a-fA-F]{2})|([0-9a-fA-F]{2}))/.exec(path.slice(i));
     if (m) {
-      bytes.push(parseInt(m[1]!, 16));
-      i += 2;
+      bytes.push(parseInt(m[1] ?? m[2]!, 16));
+      i += m[0].length - 1;
     } else bytes.push(path.charCodeAt(i) & 0x7f);
   }
   try {
@@ -125,6 +128,11 @@ t.test('invalidUtf8Escapes agrees with a strict UTF-8 decoder', (t) => {
     ['/%E6%9D%B1%E4%BA%AC', false],
     ['/%F0%9F%8D%95', false],
     ['/%41%2F%zz%', false],
+    ['/i%25FFndex.html', true],
+    ['/%25c0%25ae%25c0%25ae/etc', true],
+    ['/caf%25C3%25A9', false],
+    ['/100%25', false],
+    ['/100%25%20off', false],
   ];
   for (const [p, want] of named) {
     t.equal(invalidUtf8Escapes(p, p.length), want, p);
@@ -148,7 +156,9 @@ t.test('invalidUtf8Escapes agrees with a strict UTF-8 decoder', (t) => {
     const n = 1 + rnd(6);
     for (let j = 0; j < n; j++) {
       const b = pool[rnd(pool.length)]!;
-      p += rnd(5) === 0 ? 'x' : `%${b.toString(16).padStart(2, '0')}`;
+      const hex = b.toString(16).padStart(2, '0');
+      const r = rnd(8);
+      p += r === 0 ? 'x' : r === 1 ? `%25${hex}` : r === 2 ? '%25' : `%${hex}`;
     }
     if (invalidUtf8Escapes(p, p.length) !== plainInvalidUtf8(p)) {
       t.fail(`disagrees on ${p}`);
@@ -190,6 +200,11 @@ t.test('header_escapes flags encoded metacharacters outside the URL-carrying hea
     'encoded metacharacter in user-agent',
   );
   t.equal(d(facts(['Host', 'a', 'X-Note', '%7C']), settings), 'encoded metacharacter in x-note');
+  t.equal(
+    d(facts(['Host', 'a', 'X-Note', 'a%2560b']), settings),
+    'encoded metacharacter in x-note',
+    'double-encoded',
+  );
   // escapes of other characters, and the headers that carry URL-encoded data
   t.equal(
     d(facts(['Host', 'a', 'User-Agent', 'My%20Receipts/2.1 CFNetwork/1408 Darwin/22.5']), settings),
