@@ -24,7 +24,12 @@ import {
   type CharMask,
 } from './charmask.js';
 import { VALUE_DETECTORS, REQUEST_DETECTORS, type ValueDetector } from './detectors/index.js';
-import type { RequestFacts, ProtocolSettings, RequestDetector } from './detectors/protocol.js';
+import {
+  TOKEN,
+  type RequestFacts,
+  type ProtocolSettings,
+  type RequestDetector,
+} from './detectors/protocol.js';
 import { FAMILIES, type Family, type RuleDef } from './rules.js';
 import {
   requiredLiterals,
@@ -750,7 +755,8 @@ export function compileEngine(opts: EngineOptions): Engine {
     requestRules,
     exclusions: opts.exclusions.map(compileExclusion),
     protocol: {
-      allowedMethods: new Set(opts.allowedMethods.map((m) => m.toUpperCase())),
+      // tokens only: a request method found here needs no token test (protocol.ts method_allowlist)
+      allowedMethods: new Set(opts.allowedMethods.map((m) => m.toUpperCase()).filter((m) => TOKEN.test(m))),
       allowedContentTypes: contentTypeMatcher(opts.allowedContentTypes),
       allowedCharsets: new Set(opts.allowedCharsets.map((c) => c.toLowerCase())),
       maxHeaders: opts.maxHeaders,

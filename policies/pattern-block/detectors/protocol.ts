@@ -176,14 +176,20 @@ const EMPTY_ACCEPT_CLIENTS = /AppleWebKit|Android|Business|Enterprise|Entreprise
 export const CACHE_DIRECTIVE =
   /^(?:max-age=\d+|max-stale(?:=\d+)?|min-fresh=\d+|no-cache|no-store|no-transform|only-if-cached|must-revalidate|stale-if-error=\d+)$/i;
 
+/** Request Cache-Control values that browsers and tools send, each one valid directive. */
+const COMMON_CACHE_CONTROL = new Set(['no-cache', 'max-age=0', 'no-store']);
+
 export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   /** The method is not a token or not in the allowlist. */
   method_allowlist: (r, s) =>
-    !TOKEN.test(r.method)
-      ? 'method is not a token'
-      : s.allowedMethods.has(r.method.toUpperCase())
-        ? undefined
-        : `method ${r.method.slice(0, 16)} not allowed`,
+    // (the compiled allowlist holds only tokens, upper-case: the usual method is answered by one lookup)
+    s.allowedMethods.has(r.method)
+      ? undefined
+      : !TOKEN.test(r.method)
+        ? 'method is not a token'
+        : s.allowedMethods.has(r.method.toUpperCase())
+          ? undefined
+          : `method ${r.method.slice(0, 16)} not allowed`,
 
   /** Request-target form: origin-form `/…`, `*` only for OPTIONS, absolute-form only http(s); no whitespace or controls. */
   request_line: (r) => {
@@ -206,12 +212,14 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
 
   /** IIS `%uXXXX` escapes (not standard; used to smuggle characters past filters). */
   iis_unicode_escape: (r) =>
-    /%u[0-9a-f]{4}/i.test(r.target) || (r.rawForm !== undefined && /%u[0-9a-f]{4}/i.test(r.rawForm))
+    (r.target.indexOf('%') >= 0 && /%u[0-9a-f]{4}/i.test(r.target)) ||
+    (r.rawForm !== undefined && r.rawForm.indexOf('%') >= 0 && /%u[0-9a-f]{4}/i.test(r.rawForm))
       ? '%u escape'
       : undefined,
 
   /** Overlong UTF-8 sequences or %u-escaped separators in the raw target (traversal evasion). */
   overlong_target: (r) =>
+    r.target.indexOf('%') >= 0 &&
     /%(?:c0|c1)%[89ab][0-9a-z]|%e0%80%|%f0%80%80%|%f8%80%|%fc%80%|%u(?:2215|2216|ff0f|ff3c|ff0e)/i.test(
       r.target,
     )
@@ -361,7 +369,8 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   /** Accept header charsets outside the allowlist (UTF-7 / UTF-16 response tricks). */
   accept_charset: (r, s) => {
     const a = header(r, 'accept');
-    if (a === undefined || !CHARSET.test(a)) return undefined;
+    // a charset parameter needs `=`
+    if (a === undefined || a.indexOf('=') < 0 || !CHARSET.test(a)) return undefined;
     for (const part of a.split(','))
       for (const [k, v] of params(part))
         if (k === 'charset' && !s.allowedCharsets.has(v.toLowerCase())) return 'Accept charset not allowed';
@@ -392,7 +401,7 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   /** Cache-Control on a request: only request directives, well formed. */
   cache_control: (r) => {
     const v = header(r, 'cache-control');
-    if (v === undefined) return undefined;
+    if (v === undefined || COMMON_CACHE_CONTROL.has(v)) return undefined;
     const parts = v.split(',').map((x) => x.trim());
     for (const p of parts) if (!CACHE_DIRECTIVE.test(p)) return 'invalid Cache-Control directive';
     return undefined;

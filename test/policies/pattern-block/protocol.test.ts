@@ -217,3 +217,29 @@ t.test('header_escapes flags encoded metacharacters outside the URL-carrying hea
   t.equal(d(facts(['Host', 'a', 'X-Odd', '100% %6', 'X-Other', '%']), settings), undefined);
   t.end();
 });
+
+t.test('the detectors answer the common requests by their shortcuts, and the rest as before', (t) => {
+  const get = (raw: string[], method = 'GET', target = '/') => ({ ...facts(raw, method), target });
+  const cc = REQUEST_DETECTORS.cache_control!;
+  for (const v of ['no-cache', 'max-age=0', 'no-store', 'no-cache, no-store', 'max-stale'])
+    t.equal(cc(get(['Cache-Control', v]), settings), undefined, v);
+  for (const v of ['no-cachex', 'max-age=abc', 'no-cache, private', ''])
+    t.equal(cc(get(['Cache-Control', v]), settings), 'invalid Cache-Control directive', v);
+  const m = REQUEST_DETECTORS.method_allowlist!;
+  t.equal(m(get([], 'GET'), settings), undefined);
+  t.equal(m(get([], 'get'), settings), undefined, 'a lower-case method is judged upper-cased');
+  t.equal(m(get([], 'PUT'), settings), 'method PUT not allowed');
+  t.equal(m(get([], '|GET'), settings), 'method |GET not allowed', '| is a token character');
+  t.equal(m(get([], 'G ET'), settings), 'method is not a token');
+  const ac = REQUEST_DETECTORS.accept_charset!;
+  t.equal(ac(get(['Accept', 'text/html; charset utf-7']), settings), undefined, 'no = : no parameter');
+  t.equal(ac(get(['Accept', 'text/html;charset=utf-7']), settings), 'Accept charset not allowed');
+  const iis = REQUEST_DETECTORS.iis_unicode_escape!;
+  t.equal(iis(get([], 'GET', '/a?x=%u003c'), settings), '%u escape');
+  t.equal(iis({ ...get([], 'POST', '/a'), rawForm: 'x=%U003C' }, settings), '%u escape', 'in a form body');
+  t.equal(iis(get([], 'GET', '/a?x=u003c'), settings), undefined);
+  const ov = REQUEST_DETECTORS.overlong_target!;
+  t.equal(ov(get([], 'GET', '/%c0%ae%c0%ae/'), settings), 'overlong or %u-escaped separator');
+  t.equal(ov(get([], 'GET', '/c0ae/'), settings), undefined);
+  t.end();
+});
