@@ -86,14 +86,12 @@ export function invalidPercent(s: string): boolean {
   return false;
 }
 
-/** Characters taken by the last {@link escapedByte} that found an escape (3, or 5 for `%25XX`). */
-let escapeLength = 3;
-
 /**
- * The byte the escape at `i` of `s` encodes, or -1 when there is none. A double-encoded
- * escape (`%25FF`, which a second decoding turns into `%FF`) counts as the byte it hides.
+ * The escape at `i` of `s`: `byte | length << 8` (length 3, or 5 for a double-encoded
+ * `%25FF`, which a second decoding turns into `%FF` and which counts as the byte it hides),
+ * or -1 when there is none.
  */
-function escapedByte(s: string, i: number): number {
+function escapeAt(s: string, i: number): number {
   if (s.charCodeAt(i) !== 37) return -1;
   const a = hexValue(s.charCodeAt(i + 1));
   const b = hexValue(s.charCodeAt(i + 2));
@@ -101,13 +99,9 @@ function escapedByte(s: string, i: number): number {
   if (a === 2 && b === 5) {
     const c = hexValue(s.charCodeAt(i + 3));
     const d = hexValue(s.charCodeAt(i + 4));
-    if (c >= 0 && d >= 0) {
-      escapeLength = 5;
-      return c * 16 + d;
-    }
+    if (c >= 0 && d >= 0) return (c * 16 + d) | (5 << 8);
   }
-  escapeLength = 3;
-  return a * 16 + b;
+  return (a * 16 + b) | (3 << 8);
 }
 
 /**
@@ -118,8 +112,13 @@ function escapedByte(s: string, i: number): number {
  */
 export function invalidUtf8Escapes(s: string, end: number): boolean {
   for (let i = s.indexOf('%'); i >= 0 && i < end; i = s.indexOf('%', i)) {
-    const b = escapedByte(s, i);
-    i += b < 0 ? 1 : escapeLength;
+    const e = escapeAt(s, i);
+    if (e < 0) {
+      i++;
+      continue;
+    }
+    i += e >> 8;
+    const b = e & 0xff;
     if (b < 0x80) continue;
     let need: number;
     // the range of the first continuation byte (it excludes overlong and surrogate forms)
@@ -135,9 +134,11 @@ export function invalidUtf8Escapes(s: string, end: number): boolean {
       if (b === 0xf0) lo = 0x90;
       else if (b === 0xf4) hi = 0x8f;
     } else return true;
-    for (let k = 0; k < need; k++, i += escapeLength) {
-      const c = i < end ? escapedByte(s, i) : -1;
-      if (c < lo || c > hi) return true;
+    for (let k = 0; k < need; k++) {
+      const ce = i < end ? escapeAt(s, i) : -1;
+      const c = ce & 0xff;
+      if (ce < 0 || c < lo || c > hi) return true;
+      i += ce >> 8;
       lo = 0x80;
       hi = 0xbf;
     }
@@ -266,8 +267,10 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
       if (at < 0) continue;
       const name = raw[i]!.toLowerCase();
       if (URL_ENCODED_HEADERS.has(name)) continue;
-      for (; at >= 0; at = v.indexOf('%', at + 1))
-        if (isEncodedMeta(escapedByte(v, at))) return `encoded metacharacter in ${name.slice(0, 40)}`;
+      for (; at >= 0; at = v.indexOf('%', at + 1)) {
+        const e = escapeAt(v, at);
+        if (e >= 0 && isEncodedMeta(e & 0xff)) return `encoded metacharacter in ${name.slice(0, 40)}`;
+      }
     }
     return undefined;
   },

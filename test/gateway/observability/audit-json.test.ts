@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { jsonString, serializeFlatLine } from '../../../gateway/observability/audit-json.js';
-import { createAuditLog, REDACT_PATHS } from '../../../gateway/observability/audit.js';
+import { AUDIT_PINO_OPTIONS, createAuditLog } from '../../../gateway/observability/audit.js';
 import { Metrics } from '../../../gateway/observability/metrics.js';
 import { createContext } from '../../../gateway/context-factory.js';
 import { PassThrough } from 'node:stream';
@@ -12,20 +12,11 @@ import { PassThrough } from 'node:stream';
 /** pino configured as the audit log is, writing into a string. */
 function reference(): (line: Record<string, unknown>) => string {
   let out = '';
-  const logger = pino(
-    {
-      base: undefined,
-      messageKey: 'message',
-      timestamp: false,
-      formatters: { level: () => ({ log: 'security_audit' }) },
-      redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
+  const logger = pino(AUDIT_PINO_OPTIONS, {
+    write(s: string) {
+      out = s;
     },
-    {
-      write(s: string) {
-        out = s;
-      },
-    },
-  );
+  });
   return (line) => {
     logger.info(line);
     return out;

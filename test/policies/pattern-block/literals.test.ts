@@ -5,15 +5,19 @@ import {
   requiredLiterals,
   buildScanner,
   scanLiterals,
+  scanLiteralsAndMask,
+  scanLiteralsSkipping,
   foldCode,
 } from '../../../policies/pattern-block/literals.js';
 import {
   compileEngine,
   DEFAULT_ENGINE_OPTIONS,
   inspectRequest,
+  type Engine,
   type RawRequest,
 } from '../../../policies/pattern-block/engine.js';
-import { TRANSFORMS } from '../../../policies/pattern-block/transforms.js';
+import { TRANSFORMS, WS_UNIT, removeWhitespace } from '../../../policies/pattern-block/transforms.js';
+import { charMask } from '../../../policies/pattern-block/charmask.js';
 
 /**
  * The literal prefilter skips a rule when a value holds none of the literals derived from
@@ -81,7 +85,49 @@ t.test('the automaton finds what a plain search finds', async (t) => {
   t.pass('same hits');
 });
 
+t.test('the fused scans equal the scan and the signature they inline', async (t) => {
+  const lit = fc.string({ unit: fc.constantFrom('a', 'b', 'A', '(', 'é', ' '), minLength: 1, maxLength: 4 });
+  fc.assert(
+    fc.property(
+      fc.array(fc.array(lit, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 6 }),
+      fc.string({
+        unit: fc.constantFrom('a', 'b', 'B', '(', 'ü', ' ', '  ', '\t', '\u00a0', 'x', '%', '<'),
+        maxLength: 24,
+      }),
+      (reqs, text) => {
+        const sc = buildScanner(reqs.map((r) => r.map(fold)));
+        const plain = new Int32Array(sc.size);
+        const fused = new Int32Array(sc.size);
+        // scanLiteralsAndMask: the scan of the text and its signature
+        scanLiterals(sc, text, plain, 1);
+        const mask = { lo: 0, hi: 0 };
+        scanLiteralsAndMask(sc, text, fused, 1, 0, mask);
+        const sig = charMask(text, { lo: 0, hi: 0 });
+        if (mask.lo !== sig.lo || mask.hi !== sig.hi || plain.join() !== fused.join()) return false;
+        // scanLiteralsSkipping: the scan of the text without its whitespace
+        plain.fill(0);
+        fused.fill(0);
+        scanLiterals(sc, removeWhitespace(text), plain, 1);
+        scanLiteralsSkipping(sc, text, fused, 1, 0, WS_UNIT);
+        return plain.join() === fused.join();
+      },
+    ),
+    { numRuns: 3000 },
+  );
+  t.pass('same hits and signature');
+});
+
 /** Characters and fragments the generated values are made of: every rule's literals and examples, and punctuation. */
+/** Ids of the rules of `e` that match the JSON body `{"a": v}`. */
+function jsonValueRuleIds(e: Engine, v: string): string[] {
+  return inspectRequest(e, {
+    method: 'POST',
+    target: '/x',
+    headers: { Host: 'h', 'Content-Type': 'application/json' },
+    body: JSON.stringify({ a: v }),
+  }).matches.map((m) => m.ruleId);
+}
+
 const FRAGMENTS: string[] = (() => {
   const out = new Set<string>([
     "'",
@@ -224,16 +270,7 @@ t.test('non-ASCII letters that lower-case to ASCII are scanned as lower-cased', 
   // U+0130 is NFKC-stable and lower-cases to `i` and a combining dot: "hİ" takes the stable
   // path, and only its lower-cased form holds `hi`
   for (const e of [compileEngine(opts), compileEngine({ ...opts, prefilter: false })]) {
-    const json = inspectRequest(e, {
-      method: 'POST',
-      target: '/x',
-      headers: { Host: 'h', 'Content-Type': 'application/json' },
-      body: JSON.stringify({ a: 'h\u0130' }),
-    });
-    t.same(
-      json.matches.map((m) => m.ruleId),
-      ['test-hi'],
-    );
+    t.same(jsonValueRuleIds(e, 'h\u0130'), ['test-hi']);
     const query = inspectRequest(e, { method: 'GET', target: '/x?q=h%C4%B0', headers: { Host: 'h' } });
     t.same(
       query.matches.map((m) => m.ruleId),
@@ -259,15 +296,6 @@ t.test('a chain that normalises after removing whitespace is not taken for a sta
   // NFKC leaves "e \u0301x" alone; without its space it composes to "éx"
   for (const prefilter of [true, false]) {
     const e = compileEngine({ ...DEFAULT_ENGINE_OPTIONS, rules: pack, prefilter });
-    const v = inspectRequest(e, {
-      method: 'POST',
-      target: '/x',
-      headers: { Host: 'h', 'Content-Type': 'application/json' },
-      body: JSON.stringify({ a: 'e \u0301x' }),
-    });
-    t.same(
-      v.matches.map((m) => m.ruleId),
-      ['test-nfkc-late'],
-    );
+    t.same(jsonValueRuleIds(e, 'e \u0301x'), ['test-nfkc-late']);
   }
 });
