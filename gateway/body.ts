@@ -138,7 +138,7 @@ export function parseBody(mediaType: string, raw: Buffer | string, contentType?:
     return body;
   }
   if (mediaType === 'application/x-www-form-urlencoded') {
-    body.form = parseForm(buf.toString('latin1').includes('%') ? buf.toString('utf8') : buf.toString('utf8'));
+    body.form = parseForm(buf.toString('utf8'));
     return body;
   }
   if (mediaType === 'multipart/form-data') {

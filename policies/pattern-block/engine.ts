@@ -38,6 +38,7 @@ import {
   scanLiteralsAndMask,
   scanLiteralsSkipping,
   foldCode,
+  lowerScansAlike,
   type LiteralScanner,
 } from './literals.js';
 
@@ -598,19 +599,32 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
   }
   const ungated = rules.filter((r) => !r.gate);
   const fastOk = !ungated.some((r) => r.transforms.some((t) => NOT_IDENTITY_ON_PLAIN.has(t)));
-  // one combined regex per flags, and apart the rules without literals (the others' is gated by theirs)
+  // each rule with literals on its own, run only when one of its literals occurred (one common
+  // literal, `or` in `words`, would otherwise run the alternation of every rule); the rules
+  // without literals in one combined regex per flags
+  const fastList: { regex: RegExp; lits: number }[] = [];
   const byFlags = new Map<string, Full[]>();
   for (const r of ungated) {
     if (!r.regex) continue;
-    const key = `${r.flags}\u0000${r.litList !== undefined && lits.add(r.litList) >= 0 ? 'l' : ''}`;
-    const list = byFlags.get(key) ?? [];
+    const id = lits.add(r.litList);
+    if (id >= 0) {
+      fastList.push({ regex: r.regex, lits: id });
+      continue;
+    }
+    const list = byFlags.get(r.flags) ?? [];
     list.push(r);
-    byFlags.set(key, list);
+    byFlags.set(r.flags, list);
   }
-  const fast = [...byFlags.values()].map(
-    (list) => new RegExp(list.map((r) => `(?:${r.regex!.source})`).join('|'), list[0]!.flags),
-  );
-  const fastLits = Int32Array.from([...byFlags.values()].map((list) => lits.add(lits.union(list))));
+  for (const list of byFlags.values())
+    fastList.push({
+      regex:
+        list.length === 1
+          ? list[0]!.regex!
+          : new RegExp(list.map((r) => `(?:${r.regex!.source})`).join('|'), list[0]!.flags),
+      lits: -1,
+    });
+  const fast = fastList.map((f) => f.regex);
+  const fastLits = Int32Array.from(fastList.map((f) => f.lits));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
   // (the compiled `names` patterns have flag `i` only: testing them keeps no state)
   const nameTests: RegExp[] = [];
@@ -1159,10 +1173,13 @@ class Walk {
       let hit = false;
       const fast = set.fast;
       for (let i = 0; i < fast.length; i++) {
-        // the literal scan folds case: scanning `v` tells what scanning `l` would
+        // the literal scan of `v` (slot 0) folds case: it tells what scanning `l` would
         const fl = set.fastLits[i]!;
-        if (fl >= 0 && !this.holds(this.scanOf(v), fl)) continue;
-        if (fast[i]!.test(l)) hit = true;
+        if (fl >= 0 && !this.holds(0, fl)) continue;
+        if (fast[i]!.test(l)) {
+          hit = true;
+          break;
+        }
       }
       if (!hit) for (const d of set.fastDetectors) if (d(l)) hit = true;
       if (!hit) return;
@@ -1190,9 +1207,10 @@ class Walk {
       const vals = this.variants;
       vals[0] = v;
       let have = 1;
-      // variants 0 and 1 of an ASCII value differ only in case, which the literal scan folds
-      // (a non-ASCII value may lower-case to other ASCII letters: U+212A, U+0130)
-      let slot1 = ascii ? 0 : -1;
+      // variants 0 and 1 differ only in case, which the literal scan folds, unless the value
+      // holds one of the two characters that lower-case to ASCII letters (U+212A, U+0130)
+      const folds = ascii || lowerScansAlike(v);
+      let slot1 = folds ? 0 : -1;
       for (let pi = 0; pi < plans.length; pi++) {
         const plan = plans[pi]!;
         if (plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
@@ -1220,11 +1238,11 @@ class Walk {
         if (sv >= 2 && plan.litsOnly) {
           // the variant without whitespace, scanned without building it (removing whitespace
           // is skipping it in the scan): the plan runs only when one of its groups may match
-          if (sv === 3 && !ascii && (have & 2) === 0) {
+          if (sv === 3 && !folds && (have & 2) === 0) {
             vals[1] = lowerOf(v, vm);
             have |= 2;
           }
-          slotWs = this.scanSkippingWhitespace(sv === 2 || ascii ? v : vals[1]!);
+          slotWs = this.scanSkippingWhitespace(sv === 2 || folds ? v : vals[1]!);
           tm.lo = vm.lo;
           tm.hi = (sv & 1) === 0 ? vm.hi : vm.hi & ~HI_UPPER;
           let may = false;
@@ -1274,17 +1292,12 @@ class Walk {
         tm.hi = scratch.hi[plan.node]!;
       }
       // nodeValue computed every ancestor of the plan's node for this value. Lower-casing only
-      // folds ASCII like the scan does when the value before it is ASCII (U+212A and U+0130
-      // lower-case to ASCII letters), so a non-ASCII value is scanned as transformed.
+      // folds like the scan does when the value before it holds neither U+212A nor U+0130
+      // (which lower-case to ASCII letters); otherwise the value is scanned as transformed.
       const sn = plan.scanNode;
+      const before = sn < 0 ? v : scratch.vals[sn]!;
       this.scanned =
-        sn < 0
-          ? (vm.hi & HI_NON_ASCII) === 0
-            ? v
-            : t
-          : (scratch.hi[sn]! & HI_NON_ASCII) === 0
-            ? scratch.vals[sn]!
-            : t;
+        ((sn < 0 ? vm.hi : scratch.hi[sn]!) & HI_NON_ASCII) === 0 || lowerScansAlike(before) ? before : t;
       this.runPlan(plan, t, tm, kind, path, leaf, -1);
     }
   }

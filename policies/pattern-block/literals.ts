@@ -34,6 +34,16 @@ export function foldCode(c: number): number {
   return c < 128 ? c : 128;
 }
 
+/**
+ * Whether lower-casing `s` leaves its literal scan unchanged. The scan folds ASCII case and
+ * maps every non-ASCII code unit to one class; lower-casing maps every code point to as many
+ * non-ASCII units but two: U+0130 (to `i` and U+0307) and U+212A (to `k`). A test checks
+ * this over every code point.
+ */
+export function lowerScansAlike(s: string): boolean {
+  return s.indexOf('\u0130') < 0 && s.indexOf('\u212a') < 0;
+}
+
 function foldString(s: string): string {
   let out = '';
   for (let i = 0; i < s.length; i++) out += String.fromCharCode(foldCode(s.charCodeAt(i)));

@@ -8,6 +8,7 @@ import {
   scanLiteralsAndMask,
   scanLiteralsSkipping,
   foldCode,
+  lowerScansAlike,
 } from '../../../policies/pattern-block/literals.js';
 import {
   compileEngine,
@@ -277,6 +278,44 @@ t.test('non-ASCII letters that lower-case to ASCII are scanned as lower-cased', 
       ['test-hi'],
     );
   }
+});
+
+t.test('lowerScansAlike: lower-casing changes the scan only for U+0130 and U+212A', async (t) => {
+  // the claim, over every code point: the lower case of a non-ASCII character is as many
+  // code units, none ASCII (so the scan, which folds every non-ASCII unit alike, sees the
+  // same classes), except U+0130 and U+212A
+  const changes: number[] = [];
+  for (let cp = 0x80; cp <= 0x10ffff; cp++) {
+    if (cp >= 0xd800 && cp <= 0xdfff) continue;
+    const s = String.fromCodePoint(cp);
+    const l = s.toLowerCase();
+    let same = l.length === s.length;
+    for (let i = 0; same && i < l.length; i++) same = foldCode(l.charCodeAt(i)) === foldCode(s.charCodeAt(i));
+    if (!same) changes.push(cp);
+  }
+  t.same(changes, [0x130, 0x212a]);
+  t.equal(lowerScansAlike('Café — 東京 Ωμέγα ΣΑΣ 🙂'), true);
+  t.equal(lowerScansAlike('\u212aill'), false);
+  t.equal(lowerScansAlike('h\u0130'), false);
+  // and so the scan of a value and of its lower case agree
+  const sc = buildScanner([['kill'], ['ss'], ['ia']]);
+  fc.assert(
+    fc.property(
+      fc.string({
+        unit: fc.constantFrom('K', 'i', 'L', 'l', 'S', 'ẞ', 'ß', 'Σ', 'é', 'É', 'A', ' ', '🙂'),
+        maxLength: 16,
+      }),
+      (text) => {
+        if (!lowerScansAlike(text)) return true;
+        const a = new Int32Array(sc.size);
+        const b = new Int32Array(sc.size);
+        scanLiterals(sc, text, a, 1);
+        scanLiterals(sc, text.toLowerCase(), b, 1);
+        return a.every((x, k) => x === b[k]);
+      },
+    ),
+    { numRuns: 2000 },
+  );
 });
 
 t.test('a chain that normalises after removing whitespace is not taken for a stable variant', async (t) => {
