@@ -248,6 +248,19 @@ interface Plan {
   readonly stableVariant: number;
   /** only regex groups, each with literals (so a literal scan alone can rule the plan out) */
   readonly litsOnly: boolean;
+  /**
+   * What lets a group or a detector rule of the plan run, {@link PRE_STRIDE} numbers each:
+   * 1 when it has no character gate, the gate's two words, and the requirement ids of its
+   * literals and `requires_any` substrings (-1: none). See {@link Walk.mayRun}.
+   */
+  readonly pre: Int32Array;
+}
+
+/** Numbers per entry of {@link Plan.pre}. */
+const PRE_STRIDE = 5;
+
+function preEntry(gate: CharMask | undefined, lits: number, subsLits: number): number[] {
+  return gate === undefined ? [1, 0, 0, lits, subsLits] : [0, gate.lo, gate.hi, lits, subsLits];
 }
 
 /**
@@ -588,6 +601,10 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
       detectorRules: list.filter((r) => r.detector),
       stableVariant: stableVariantOf(names),
       litsOnly: list.every((r) => r.regex !== undefined) && groups.every((g) => g.lits >= 0),
+      pre: Int32Array.from([
+        ...groups.flatMap((g) => preEntry(g.gate, g.lits, g.subsLits)),
+        ...list.filter((r) => r.detector).flatMap((r) => preEntry(r.gate, -1, -1)),
+      ]),
     });
   }
   const special = gateOf(TRANSFORM_TRIGGERS);
@@ -1149,6 +1166,28 @@ class Walk {
     return litScan.hit[slot * this.engine.literals.size + req] === this.scanStamp[slot];
   }
 
+  /**
+   * Whether a group or a detector rule of `plan` may run on a value of signature `lo`/`hi`
+   * whose literal scan is in `slot`: the checks {@link runPlan} starts each with (the
+   * character gate, then the literals), on flat numbers, so a plan with nothing to run
+   * costs a short loop instead of a call.
+   */
+  private mayRun(plan: Plan, slot: number, lo: number, hi: number): boolean {
+    const pre = plan.pre;
+    const hit = litScan.hit;
+    const base = slot * this.engine.literals.size;
+    const stamp = this.scanStamp[slot]!;
+    for (let i = 0; i < pre.length; i += PRE_STRIDE) {
+      if (pre[i] === 0 && (lo & pre[i + 1]!) === 0 && (hi & pre[i + 2]!) === 0) continue;
+      const l = pre[i + 3]!;
+      if (l >= 0 && hit[base + l] !== stamp) continue;
+      const sl = pre[i + 4]!;
+      if (sl >= 0 && hit[base + sl] !== stamp) continue;
+      return true;
+    }
+    return false;
+  }
+
   private inspect(set: PlanSet, kind: string, path: Path, leaf: string, raw: string): void {
     const v =
       raw.length > this.engine.options.maxValueLength
@@ -1243,20 +1282,12 @@ class Walk {
             have |= 2;
           }
           slotWs = this.scanSkippingWhitespace(sv === 2 || folds ? v : vals[1]!);
-          tm.lo = vm.lo;
-          tm.hi = (sv & 1) === 0 ? vm.hi : vm.hi & ~HI_UPPER;
-          let may = false;
-          for (const g of plan.groups)
-            if (
-              (g.gate === undefined || passes(tm, g.gate)) &&
-              this.holds(slotWs, g.lits) &&
-              (g.subsLits < 0 || this.holds(slotWs, g.subsLits))
-            ) {
-              may = true;
-              break;
-            }
-          if (!may) continue;
-        }
+          if (!this.mayRun(plan, slotWs, vm.lo, (sv & 1) === 0 ? vm.hi : vm.hi & ~HI_UPPER)) continue;
+        } else if (
+          (sv === 0 || (sv === 1 && slot1 >= 0)) &&
+          !this.mayRun(plan, sv === 0 ? 0 : slot1, vm.lo, sv === 0 ? vm.hi : vm.hi & ~HI_UPPER)
+        )
+          continue;
         if ((have & (1 << sv)) === 0) {
           if (sv === 1) vals[1] = lowerOf(v, vm);
           else if (sv === 2) vals[2] = removeWhitespace(v);
