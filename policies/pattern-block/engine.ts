@@ -36,6 +36,7 @@ import {
   buildScanner,
   scanLiterals,
   scanLiteralsAndMask,
+  scanLiteralsMaskAndSkipping,
   scanLiteralsSkipping,
   foldCode,
   lowerScansAlike,
@@ -307,6 +308,13 @@ interface PlanSet {
    * its space composes to `é`)
    */
   readonly stableNonAsciiOk: boolean;
+  /**
+   * A plan checks the scan of a stable value without its whitespace (variants 2 and 3 of a
+   * plan of literals only): the value's first scan makes it too, from the first character
+   * of {@link skipTrigger} on (the union of those plans' gates; undefined: from the start).
+   */
+  readonly skipScan: boolean;
+  readonly skipTrigger: CharMask | undefined;
 }
 
 interface CompiledExclusion {
@@ -651,6 +659,16 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
       !nameTests.some((x) => x.source === r.names!.source && x.flags === r.names!.flags)
     )
       nameTests.push(r.names);
+  const skipPlans = plans.filter((p) => (p.stableVariant === 2 || p.stableVariant === 3) && p.litsOnly);
+  let skipTrigger: CharMask | undefined = { lo: 0, hi: 0 };
+  for (const p of skipPlans) {
+    if (p.gateUnion === undefined) {
+      skipTrigger = undefined;
+      break;
+    }
+    skipTrigger.lo |= p.gateUnion.lo;
+    skipTrigger.hi |= p.gateUnion.hi;
+  }
   return {
     clean: new Set<string>(),
     memoOk: nameTests.length === 0,
@@ -670,6 +688,8 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
       const n = r.transforms.lastIndexOf('nfkc');
       return n < 0 || r.transforms.slice(0, n).every((t) => t !== 'lowercase' && t !== 'remove_whitespace');
     }),
+    skipScan: skipPlans.length > 0,
+    skipTrigger,
   };
 }
 
@@ -1201,12 +1221,22 @@ class Walk {
     // the signature and the literal scan of the value itself (slot 0), in one pass
     const vm = this.mask;
     const stamp = ++litScan.stamp;
-    // (compileEngine sized `hit` for this engine's slot 0 at least)
-    scanLiteralsAndMask(this.engine.literals, v, litScan.hit, stamp, 0, vm);
+    // (compileEngine sized `hit` for this engine's slots 0 and 1 at least)
+    const lits = this.engine.literals;
     this.scanStr[0] = v;
     this.scanSkips[0] = false;
     this.scanStamp[0] = stamp;
     this.nScan = 1;
+    if (!set.skipScan) scanLiteralsAndMask(lits, v, litScan.hit, stamp, 0, vm);
+    else if (
+      scanLiteralsMaskAndSkipping(lits, v, litScan.hit, stamp, 0, vm, set.skipTrigger, lits.size, WS_UNIT)
+    ) {
+      // slot 1: the scan of `v` without its whitespace (see scanSkippingWhitespace)
+      this.scanStr[1] = v;
+      this.scanSkips[1] = true;
+      this.scanStamp[1] = stamp;
+      this.nScan = 2;
+    }
     if (set.fastOk && !passes(vm, set.special)) {
       const l = lowerOf(v, vm);
       let hit = false;

@@ -587,6 +587,85 @@ export function scanLiteralsAndMask(
 }
 
 /**
+ * {@link scanLiteralsAndMask}, and from the first code unit whose signature shares a bit with
+ * `trigger` (from the start when `trigger` is undefined) also {@link scanLiteralsSkipping} of
+ * the whole of `s` into `hit[skipBase + k]`, in the same pass: the part before the trigger is
+ * caught up first. Returns whether the second scan was made (a value without a trigger
+ * character gets the first alone, at its cost).
+ */
+export function scanLiteralsMaskAndSkipping(
+  sc: LiteralScanner,
+  s: string,
+  hit: Int32Array,
+  stamp: number,
+  base: number,
+  mask: CharMask,
+  trigger: CharMask | undefined,
+  skipBase: number,
+  skip: Uint8Array,
+): boolean {
+  const { classOf, width, delta, outStart, outIds } = sc;
+  const tLo = trigger === undefined ? 0 : trigger.lo;
+  const tHi = trigger === undefined ? 0 : trigger.hi;
+  let skipping = trigger === undefined;
+  let row = 0;
+  let row2 = 0;
+  let lo = 0;
+  let hi = 0;
+  let prevSpace = false;
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 128) {
+      lo |= LO[c]!;
+      hi |= HI[c]!;
+      if (c === 32) {
+        if (prevSpace) hi |= HI_DOUBLE_SPACE;
+        prevSpace = true;
+      } else prevSpace = false;
+    } else {
+      hi |= HI_NON_ASCII;
+      prevSpace = false;
+    }
+    const cls = classOf[c]!;
+    row = delta[row + cls]!;
+    if (row < 0) {
+      row = ~row;
+      const st = (row / width) | 0;
+      const b = outStart[st + 1]!;
+      for (let k = outStart[st]!; k < b; k++) hit[base + outIds[k]!] = stamp;
+    }
+    if (!skipping) {
+      if ((lo & tLo) === 0 && (hi & tHi) === 0) continue;
+      // the first trigger: the skipping scan catches up to here, then goes along
+      skipping = true;
+      for (let j = 0; j < i; j++) {
+        const d = s.charCodeAt(j);
+        if (skip[d] === 1) continue;
+        row2 = delta[row2 + classOf[d]!]!;
+        if (row2 < 0) {
+          row2 = ~row2;
+          const st = (row2 / width) | 0;
+          const b = outStart[st + 1]!;
+          for (let k = outStart[st]!; k < b; k++) hit[skipBase + outIds[k]!] = stamp;
+        }
+      }
+    }
+    if (skip[c] === 1) continue;
+    row2 = delta[row2 + cls]!;
+    if (row2 < 0) {
+      row2 = ~row2;
+      const st = (row2 / width) | 0;
+      const b = outStart[st + 1]!;
+      for (let k = outStart[st]!; k < b; k++) hit[skipBase + outIds[k]!] = stamp;
+    }
+  }
+  mask.lo = lo;
+  mask.hi = hi;
+  return skipping;
+}
+
+/**
  * {@link scanLiterals} of `s` with the code units marked in `skip` left out: the scan of the
  * string those removed would give, without building it.
  */

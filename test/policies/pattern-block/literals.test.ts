@@ -6,6 +6,7 @@ import {
   buildScanner,
   scanLiterals,
   scanLiteralsAndMask,
+  scanLiteralsMaskAndSkipping,
   scanLiteralsSkipping,
   foldCode,
   lowerScansAlike,
@@ -116,6 +117,49 @@ t.test('the fused scans equal the scan and the signature they inline', async (t)
     { numRuns: 3000 },
   );
   t.pass('same hits and signature');
+});
+
+t.test('the scan that also skips whitespace from a trigger on equals the two scans apart', async (t) => {
+  const lit = fc.string({ unit: fc.constantFrom('a', 'b', 'A', '(', 'é', ' '), minLength: 1, maxLength: 4 });
+  const triggers = [
+    undefined,
+    charMask('(', { lo: 0, hi: 0 }),
+    charMask('%<', { lo: 0, hi: 0 }),
+    { lo: 0, hi: 8 },
+  ];
+  let skipped = 0;
+  let notSkipped = 0;
+  fc.assert(
+    fc.property(
+      fc.array(fc.array(lit, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 6 }),
+      fc.string({
+        unit: fc.constantFrom('a', 'b', 'B', '(', 'ü', ' ', '  ', '\t', '\u00a0', 'x', '%', '<'),
+        maxLength: 24,
+      }),
+      fc.constantFrom(...triggers),
+      (reqs, text, trigger) => {
+        const sc = buildScanner(reqs.map((r) => r.map(fold)));
+        const first = new Int32Array(sc.size);
+        const second = new Int32Array(sc.size);
+        scanLiterals(sc, text, first, 1);
+        scanLiterals(sc, removeWhitespace(text), second, 1);
+        const both = new Int32Array(sc.size * 2);
+        const mask = { lo: 0, hi: 0 };
+        const made = scanLiteralsMaskAndSkipping(sc, text, both, 1, 0, mask, trigger, sc.size, WS_UNIT);
+        const sig = charMask(text, { lo: 0, hi: 0 });
+        if (mask.lo !== sig.lo || mask.hi !== sig.hi) return false;
+        if (both.subarray(0, sc.size).join() !== first.join()) return false;
+        // made exactly when the text holds a trigger character (always without a trigger)
+        if (made !== (trigger === undefined || (sig.lo & trigger.lo) !== 0 || (sig.hi & trigger.hi) !== 0))
+          return false;
+        if (made) skipped++;
+        else notSkipped++;
+        return !made || both.subarray(sc.size).join() === second.join();
+      },
+    ),
+    { numRuns: 3000 },
+  );
+  t.ok(skipped > 100 && notSkipped > 100, `both cases generated (${skipped}, ${notSkipped})`);
 });
 
 /** Characters and fragments the generated values are made of: every rule's literals and examples, and punctuation. */
