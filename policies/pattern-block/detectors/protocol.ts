@@ -86,6 +86,88 @@ export function invalidPercent(s: string): boolean {
   return false;
 }
 
+/** IIS `%uXXXX` escapes (the definition {@link percentFindings} follows). */
+export const IIS_ESCAPE = /%u[0-9a-f]{4}/i;
+
+/** Overlong UTF-8 and `%u`-escaped separators (the definition {@link percentFindings} follows). */
+export const OVERLONG_ESCAPE =
+  /%(?:c0|c1)%[89ab][0-9a-z]|%e0%80%|%f0%80%80%|%f8%80%|%fc%80%|%u(?:2215|2216|ff0f|ff3c|ff0e)/i;
+
+/** `%`-sequences of {@link OVERLONG_ESCAPE} that are fixed strings (lower case). */
+const OVERLONG_FIXED = [
+  '%e0%80%',
+  '%f0%80%80%',
+  '%f8%80%',
+  '%fc%80%',
+  '%u2215',
+  '%u2216',
+  '%uff0f',
+  '%uff3c',
+  '%uff0e',
+];
+
+/** The code unit at `i` with ASCII upper case folded (what a case-insensitive ASCII pattern compares). */
+function lowerAt(s: string, i: number): number {
+  const c = s.charCodeAt(i);
+  return c >= 65 && c <= 90 ? c + 32 : c;
+}
+
+function startsLowerAt(s: string, i: number, lit: string): boolean {
+  for (let k = 0; k < lit.length; k++) if (lowerAt(s, i + k) !== lit.charCodeAt(k)) return false;
+  return true;
+}
+
+/** Whether a match of {@link OVERLONG_ESCAPE} starts at `i` (a `%`). */
+function overlongAt(s: string, i: number): boolean {
+  const a = lowerAt(s, i + 1);
+  if (a === 99 /* c */) {
+    const b = s.charCodeAt(i + 2);
+    if ((b !== 48 && b !== 49) || s.charCodeAt(i + 3) !== 37) return false;
+    const x = lowerAt(s, i + 4);
+    const y = lowerAt(s, i + 5);
+    return (x === 56 || x === 57 || x === 97 || x === 98) && ((y >= 48 && y <= 57) || (y >= 97 && y <= 122));
+  }
+  if (a !== 101 /* e */ && a !== 102 /* f */ && a !== 117 /* u */) return false;
+  for (const lit of OVERLONG_FIXED) if (startsLowerAt(s, i, lit)) return true;
+  return false;
+}
+
+/** Bits of {@link percentFindings}. */
+export const PERCENT_INVALID = 1;
+export const PERCENT_IIS = 2;
+export const PERCENT_OVERLONG = 4;
+
+let lastPercentInput: string | undefined;
+let lastPercentFindings = 0;
+
+/**
+ * What three checks look for at the `%` signs of `s`, in one pass over them:
+ * {@link PERCENT_INVALID} as {@link invalidPercent}, {@link PERCENT_IIS} as
+ * {@link IIS_ESCAPE}, {@link PERCENT_OVERLONG} as {@link OVERLONG_ESCAPE}. The last input is
+ * remembered (the three checks ask about the same target in turn).
+ */
+export function percentFindings(s: string): number {
+  if (s === lastPercentInput) return lastPercentFindings;
+  let found = 0;
+  for (let i = s.indexOf('%'); i >= 0; i = s.indexOf('%', i + 1)) {
+    const a = s.charCodeAt(i + 1);
+    const b = s.charCodeAt(i + 2);
+    const u =
+      (a === 117 || a === 85) &&
+      isHex(b) &&
+      isHex(s.charCodeAt(i + 3)) &&
+      isHex(s.charCodeAt(i + 4)) &&
+      isHex(s.charCodeAt(i + 5));
+    if (u) found |= PERCENT_IIS;
+    else if (!(isHex(a) && isHex(b))) found |= PERCENT_INVALID;
+    if ((found & PERCENT_OVERLONG) === 0 && overlongAt(s, i)) found |= PERCENT_OVERLONG;
+    if (found === (PERCENT_INVALID | PERCENT_IIS | PERCENT_OVERLONG)) break;
+  }
+  lastPercentInput = s;
+  lastPercentFindings = found;
+  return found;
+}
+
 /**
  * The escape at `i` of `s`: `byte | length << 8` (length 3, or 5 for a double-encoded
  * `%25FF`, which a second decoding turns into `%FF` and which counts as the byte it hides),
@@ -205,7 +287,7 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
 
   /** `%` not followed by two hex digits in the target or a urlencoded body. */
   invalid_percent_encoding: (r) =>
-    invalidPercent(r.target)
+    (percentFindings(r.target) & PERCENT_INVALID) !== 0
       ? 'invalid percent-encoding in the target'
       : r.rawForm !== undefined && invalidPercent(r.rawForm)
         ? 'invalid percent-encoding in the form body'
@@ -213,19 +295,14 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
 
   /** IIS `%uXXXX` escapes (not standard; used to smuggle characters past filters). */
   iis_unicode_escape: (r) =>
-    (r.target.indexOf('%') >= 0 && /%u[0-9a-f]{4}/i.test(r.target)) ||
-    (r.rawForm !== undefined && r.rawForm.indexOf('%') >= 0 && /%u[0-9a-f]{4}/i.test(r.rawForm))
+    (percentFindings(r.target) & PERCENT_IIS) !== 0 ||
+    (r.rawForm !== undefined && r.rawForm.indexOf('%') >= 0 && IIS_ESCAPE.test(r.rawForm))
       ? '%u escape'
       : undefined,
 
   /** Overlong UTF-8 sequences or %u-escaped separators in the raw target (traversal evasion). */
   overlong_target: (r) =>
-    r.target.indexOf('%') >= 0 &&
-    /%(?:c0|c1)%[89ab][0-9a-z]|%e0%80%|%f0%80%80%|%f8%80%|%fc%80%|%u(?:2215|2216|ff0f|ff3c|ff0e)/i.test(
-      r.target,
-    )
-      ? 'overlong or %u-escaped separator'
-      : undefined,
+    (percentFindings(r.target) & PERCENT_OVERLONG) !== 0 ? 'overlong or %u-escaped separator' : undefined,
 
   /**
    * Percent-escapes in the path that spell invalid UTF-8 (`%FF`, `%C0%AE`, a lone `%99`): no

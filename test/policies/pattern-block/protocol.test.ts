@@ -1,6 +1,14 @@
 import t from 'tap';
+import fc from 'fast-check';
 import {
+  IIS_ESCAPE,
+  invalidPercent,
   invalidUtf8Escapes,
+  OVERLONG_ESCAPE,
+  PERCENT_IIS,
+  PERCENT_INVALID,
+  PERCENT_OVERLONG,
+  percentFindings,
   REQUEST_DETECTORS,
   type ProtocolSettings,
   type RequestFacts,
@@ -165,6 +173,60 @@ t.test('invalidUtf8Escapes agrees with a strict UTF-8 decoder', (t) => {
       break;
     }
   }
+  t.end();
+});
+
+t.test('percentFindings: one pass finds what invalidPercent and the two escape patterns find', (t) => {
+  const definition = (s: string): number =>
+    (invalidPercent(s) ? PERCENT_INVALID : 0) |
+    (IIS_ESCAPE.test(s) ? PERCENT_IIS : 0) |
+    (OVERLONG_ESCAPE.test(s) ? PERCENT_OVERLONG : 0);
+  const named: [string, number][] = [
+    ['/a?q=Trader%20Joe%27s%205&sort=-date%2Cmerchant', 0],
+    ['/?test=%u0F', PERCENT_INVALID],
+    ['/%u002e%u002e/', PERCENT_IIS],
+    ['/%U2215etc', PERCENT_IIS | PERCENT_OVERLONG],
+    ['/%C0%AE%c1%9c', PERCENT_OVERLONG],
+    ['/%c0%aZ', PERCENT_OVERLONG | PERCENT_INVALID],
+    ['/%F0%80%80%af', PERCENT_OVERLONG],
+    ['/100%', PERCENT_INVALID],
+    ['/%zz%e0%80%af%uFF0e', PERCENT_INVALID | PERCENT_IIS | PERCENT_OVERLONG],
+  ];
+  for (const [s, want] of named) {
+    t.equal(percentFindings(s), want, s);
+    t.equal(definition(s), want, `definition ${s}`);
+  }
+  const unit = fc.constantFrom(
+    // the pieces of the overlong forms, whole and in either case
+    ...['%c0%', '%C1%', '%e0%80%', '%F0%80%80', '%f8%80%', '%fC%80%', '%u22', '%Uff', '%u'],
+    ...['%', '%', '%', 'u', 'U', 'c', 'C', 'e', 'E', 'f', 'F', '0', '1', '2', '5', '6', '8', '9', 'a', 'A'],
+    ...[
+      'b',
+      'B',
+      'z',
+      'Z',
+      'x',
+      '/',
+      '\u0010',
+      '\u212a',
+      'é',
+      'c0',
+      '80',
+      'ff',
+      '22',
+      '15',
+      '0f',
+      '3c',
+      '0e',
+    ],
+  );
+  fc.assert(
+    fc.property(fc.array(unit, { maxLength: 16 }), (parts) => {
+      const s = parts.join('');
+      return percentFindings(s) === definition(s) && percentFindings(`/${s}`) === definition(`/${s}`);
+    }),
+    { numRuns: 20000 },
+  );
   t.end();
 });
 
