@@ -264,6 +264,19 @@ const DDL_VERB = /^(?:drop|truncate|delete|alter|shutdown)$/;
  * ORDER BY n (1).
  */
 const FP_CAN_FIRE = /[UE;o)&cfv1]/;
+/**
+ * Nor does one (of those that pass {@link FP_CAN_FIRE}) that matches none of these, the shapes
+ * that strongTokens and each judge rule need: @@variables and dangerous calls (v f); UNION
+ * SELECT, the SELECT rules, DDL statements and calls after a break (E); stacked statements
+ * (;); a tautology's `a op b` ([1sn]o[1sn]); `select fn(` where `select` was a string or a
+ * backtick name ([sn]n\(); ORDER BY n, whose `order`/`group` and `by` may each be a word, a
+ * string or a backtick name. By context, the start of each leading rule's pattern: as it is,
+ * WHERE/HAVING comparisons, parenthesis breaks, string operators and boolean breaks; inside a
+ * string, a boolean, operator or comment right after the break.
+ */
+const FP_MAY_FIRE_NONE =
+  /[Efv;]|[1sn]o[1sn]|[sn]n\(|(?:^|[s)1])[ksn][ksn]1(?:[,c;)]|$)|^(?:(?:kn)?k\(*[s1nv]\)*o|\)+[&o]|so[s1]|(?:1|\(+)?\)*&)/;
+const FP_MAY_FIRE_QUOTED = /[Efv;]|[1sn]o[1sn]|[sn]n\(|(?:^|[s)1])[ksn][ksn]1(?:[,c;)]|$)|^s\)*[&oc]/;
 const FP_LEAD_NONE =
   /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/;
 const FP_LEAD_QUOTED = /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&|\?s)|^s\)*o\(*[s1nvf]/;
@@ -843,7 +856,8 @@ export function sqliContexts(value: string, plain = false): SqliContext[] {
 }
 
 /**
- * `exhaustive` skips the {@link cannotFireUnquoted} shortcut (the tests compare both).
+ * `exhaustive` skips the {@link cannotFireUnquoted} and {@link FP_MAY_FIRE_NONE} shortcuts (the
+ * tests compare both).
  */
 export function detectSqli(value: string, exhaustive = false): SqliResult | undefined {
   if (value.length < 2 || !mayBeSql(value)) return undefined;
@@ -853,8 +867,9 @@ export function detectSqli(value: string, exhaustive = false): SqliResult | unde
     const toks = tokenize(value, ctx);
     if (toks.length === 0) continue;
     const fp = fingerprint(toks);
-    // every rule of strongTokens and judge needs one of these token classes
+    // every rule of strongTokens and judge needs one of these shapes
     if (!FP_CAN_FIRE.test(fp)) continue;
+    if (!exhaustive && !(ctx === 'none' ? FP_MAY_FIRE_NONE : FP_MAY_FIRE_QUOTED).test(fp)) continue;
     const strong = strongTokens(toks);
     if (strong) return { context: ctx, fingerprint: fp, reason: strong };
     const r = judge(toks, fp, ctx);

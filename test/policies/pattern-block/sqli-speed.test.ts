@@ -1,0 +1,86 @@
+import t from 'tap';
+import fc from 'fast-check';
+import { detectSqli } from '../../../policies/pattern-block/detectors/sqli.js';
+
+/**
+ * The SQL detector's shortcuts (the fingerprint gate before strongTokens and the judge) must
+ * decide exactly what the exhaustive path decides, on values rich in SQL shapes.
+ */
+
+const SQL_FRAGMENTS = [
+  ...["'", '"', '`', "''", '\\', ' ', '  ', '\t', '\n', '\u00a0', 'x', 'a', 'o', "o'", 'é', '—', '$', '_'],
+  ...['1', '0', '5', '0x1f', '1e5', '3x', '.5', '1.', '=', '==', '!=', '<>', '<=>', '<', '>', ':=', '+', '-'],
+  ...[
+    '(',
+    ')',
+    ',',
+    ';',
+    '#',
+    '--',
+    '/*',
+    '*/',
+    '/*!',
+    '&',
+    '&&',
+    '|',
+    '||',
+    '@',
+    '@@',
+    '@@version',
+    '%',
+    '.',
+  ],
+  ...['union', 'select', 'where', 'having', 'order', 'group', 'by', 'and', 'or', 'xor', 'like', 'is', 'in'],
+  ...['mod', 'between', 'not', 'null', 'from', 'as', 'all', 'distinct', 'into', 'set', 'table', 'drop'],
+  ...['insert', 'update', 'delete', 'exec', 'xp_cmdshell', 'waitfor', 'delay', 'sleep', 'benchmark', 'char'],
+  ...['load_file', 'concat', 'user', 'version', 'if', 'case', 'end', 'true', 'limit', 'declare', 'login'],
+  ...['orx', 'xor1', 'sand', 'unions', 'trader', "joe's", 'square', 'phone', 'ref', ';select', '; drop'],
+  ...[
+    'order by',
+    'group by',
+    'union select',
+    "' or '1'='1",
+    '1=1',
+    ') or (',
+    'sp_',
+    'x.y',
+    "'order'",
+    '`by`',
+  ],
+];
+
+t.test('the fingerprint gate decides what the exhaustive path decides', async (t) => {
+  const fragment = fc.constantFrom(...SQL_FRAGMENTS);
+  let fired = 0;
+  fc.assert(
+    fc.property(fc.array(fragment, { maxLength: 12 }), (parts) => {
+      const v = parts.join('');
+      const r = detectSqli(v, true);
+      if (r) fired++;
+      return JSON.stringify(detectSqli(v)) === JSON.stringify(r);
+    }),
+    { numRuns: 60000 },
+  );
+  t.ok(fired > 5000, `${fired} values fired`);
+  // shapes near each rule of the gate
+  for (const v of [
+    "'order' 'by' 1",
+    '`order` `by` 1,',
+    "'select' x(1)",
+    '`select` x(1)',
+    'where 1 = 1',
+    'as x where x=1',
+    ')) or 1',
+    "'a' = 'a'",
+    "x' or 1 --",
+    "x')--",
+    'x"#',
+    '1 and 1',
+    '((and 1 = 1',
+    'union square cafe 5',
+    '## summary',
+    'order by 3',
+    "x' order by 3--",
+  ])
+    t.same(detectSqli(v), detectSqli(v, true), v);
+});
