@@ -302,11 +302,52 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
   let nextBackslash = 0;
   while (i < n && toks.length < MAX_TOKENS) {
     const c = s.charCodeAt(i);
-    const ch = s[i]!;
     if (c <= 32 || c === 0xa0) {
       i++;
       continue;
     }
+    // words (no branch below takes a word character other than a digit)
+    if (isWordChar(c) && (c < 48 || c > 57)) {
+      let j = i;
+      // word characters, and `.` before one or before another `.`
+      for (; j < n; j++) {
+        const d = s.charCodeAt(j);
+        if (isWordChar(d)) continue;
+        if (d === 46) {
+          const e = s.charCodeAt(j + 1);
+          if (isWordChar(e) || e === 46) continue;
+        }
+        break;
+      }
+      const w = s.slice(i, j);
+      // (a run whose shape no word of WORD_CLASS has is not one of them: no lookup)
+      const cls =
+        plain ||
+        (c >= 97 &&
+          c <= 122 &&
+          j - i <= MAX_WORD &&
+          WORD_SHAPES[shapeOf(c, s.charCodeAt(j - 1), j - i)] === 1)
+          ? WORD_CLASS.get(w)
+          : undefined;
+      let t: string;
+      if (cls === undefined) t = 'n';
+      else if (cls.call === undefined) t = cls.plain;
+      else {
+        // a dangerous function name: a call when `(` follows (after whitespace and comments)
+        let k = j;
+        while (k < n && (s.charCodeAt(k) <= 32 || (s[k] === '/' && s[k + 1] === '*'))) {
+          if (s[k] === '/') {
+            const e = s.indexOf('*/', k + 2);
+            k = e < 0 ? n : e + 2;
+          } else k++;
+        }
+        t = s[k] === '(' ? cls.call : cls.plain;
+      }
+      toks.push({ t, v: w });
+      i = j;
+      continue;
+    }
+    const ch = s[i]!;
     // strings
     if (ch === "'" || ch === '"') {
       let j = i + 1;
@@ -403,44 +444,6 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
       } else {
         toks.push({ t: '1', v: s.slice(i, j) });
       }
-      i = j;
-      continue;
-    }
-    // words
-    if (isWordChar(c)) {
-      let j = i;
-      while (
-        j < n &&
-        (isWordChar(s.charCodeAt(j)) ||
-          (s[j] === '.' && isWordChar(s.charCodeAt(j + 1) || 0)) ||
-          (s[j] === '.' && s[j + 1] === '.'))
-      )
-        j++;
-      const w = s.slice(i, j);
-      // (a run whose shape no word of WORD_CLASS has is not one of them: no lookup)
-      const cls =
-        plain ||
-        (c >= 97 &&
-          c <= 122 &&
-          j - i <= MAX_WORD &&
-          WORD_SHAPES[shapeOf(c, s.charCodeAt(j - 1), j - i)] === 1)
-          ? WORD_CLASS.get(w)
-          : undefined;
-      let t: string;
-      if (cls === undefined) t = 'n';
-      else if (cls.call === undefined) t = cls.plain;
-      else {
-        // a dangerous function name: a call when `(` follows (after whitespace and comments)
-        let k = j;
-        while (k < n && (s.charCodeAt(k) <= 32 || (s[k] === '/' && s[k + 1] === '*'))) {
-          if (s[k] === '/') {
-            const e = s.indexOf('*/', k + 2);
-            k = e < 0 ? n : e + 2;
-          } else k++;
-        }
-        t = s[k] === '(' ? cls.call : cls.plain;
-      }
-      toks.push({ t, v: w });
       i = j;
       continue;
     }
@@ -755,11 +758,15 @@ const WORD_SHAPES: Uint8Array = (() => {
  * first token `)`. Words are looked up per maximal run of word characters (NBSP, which the
  * tokenizer skips before a word, splits runs too); a MySQL executable comment `/*!50000word`
  * or a leading comment end (`*` then `/`; both skipped without a token) make it answer false.
+ * A `#` before any `/*` starts a comment token that ends the tokenization, and a trailing
+ * comment forms no shape without one of those: the rest after it is only asked for quotes.
  */
 export function cannotFireUnquoted(s: string): boolean {
   const n = s.length;
   let first = true;
   let run = -1;
+  /** whether a `/*` occurred (a `#` after one may be inside that comment) */
+  let blockComment = false;
   for (let i = 0; i <= n; i++) {
     const c = i < n ? s.charCodeAt(i) : 32;
     if (c !== 0xa0 && isWordChar(c)) {
@@ -797,7 +804,13 @@ export function cannotFireUnquoted(s: string): boolean {
         if (s.charCodeAt(i + 1) === c) return false;
         break;
       case 47: // /*!
-        if (s.charCodeAt(i + 1) === 42 && s.charCodeAt(i + 2) === 33) return false;
+        if (s.charCodeAt(i + 1) === 42) {
+          if (s.charCodeAt(i + 2) === 33) return false;
+          blockComment = true;
+        }
+        break;
+      case 35: // # (a quote after it would still start a string context)
+        if (!blockComment) return s.indexOf("'", i + 1) < 0 && s.indexOf('"', i + 1) < 0;
         break;
       default:
         break;
@@ -832,25 +845,37 @@ export function sqliContexts(value: string, plain = false): SqliContext[] {
   // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
   // logical word next to them to form a shape. Without quotes, mayBeSqlBesidesQuotes is
   // mayBeSql (the two patterns differ only in the quote characters), which held.
-  let restMayHold = true;
+  // which of mayBeSqlBesidesQuotes's patterns the value may hold (each is known absent once
+  // tested false): a match of one in the rest after a quote, a suffix that follows a non-word
+  // character, is one in the value too, so a pattern absent from the value is from the rest
+  let chars = true;
+  let words = true;
+  let logic = true;
   if (atSingle < 0 && atDouble < 0) contexts.push('none');
   else {
-    // mayBeSqlBesidesQuotes, keeping which of its patterns the value holds
-    const chars = SQL_GATE_CHARS_NO_QUOTES.test(value);
-    const words = !chars && SQL_GATE_WORDS.test(value);
-    const logic = !chars && !words && SQL_LOGIC.test(value);
+    chars = SQL_GATE_CHARS_NO_QUOTES.test(value);
+    words = !chars && SQL_GATE_WORDS.test(value);
+    logic = !chars && !words && SQL_LOGIC.test(value);
     if (chars || words || (logic && SQL_LOGIC_OPERAND.test(value))) contexts.push('none');
-    // the rest after a quote is a suffix that follows a non-word character: a match of any
-    // of these three patterns in it is one in the value too, so without one in the value,
-    // mayBeSqlAfterBreak only asks whether the rest holds the quote again
-    restMayHold = chars || words || logic;
+    // (words and logic were tested only when the patterns before them were absent)
+    words ||= chars;
+    logic ||= words;
   }
   // inside a string: only when what follows the closing quote can form a shape
+  // (mayBeSqlAfterBreak, without the patterns the value does not hold)
   for (const q of ["'", '"'] as const) {
     const at = q === "'" ? atSingle : atDouble;
     if (at < 0) continue;
-    if (restMayHold ? mayBeSqlAfterBreak(value.slice(at + 1), q) : value.indexOf(q, at + 1) >= 0)
-      contexts.push(q);
+    if (value.indexOf(q, at + 1) >= 0) contexts.push(q);
+    else if (logic) {
+      const rest = value.slice(at + 1);
+      if (
+        (words && SQL_GATE_WORDS.test(rest)) ||
+        SQL_LOGIC.test(rest) ||
+        (chars && SQL_GATE_CHARS_NO_QUOTES.test(rest))
+      )
+        contexts.push(q);
+    }
   }
   return contexts;
 }

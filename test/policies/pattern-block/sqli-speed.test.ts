@@ -1,6 +1,11 @@
 import t from 'tap';
 import fc from 'fast-check';
-import { detectSqli } from '../../../policies/pattern-block/detectors/sqli.js';
+import {
+  cannotFireUnquoted,
+  detectSqli,
+  mayBeSql,
+  sqliContexts,
+} from '../../../policies/pattern-block/detectors/sqli.js';
 
 /**
  * The SQL detector's shortcuts (the fingerprint gate before strongTokens and the judge) must
@@ -81,6 +86,35 @@ t.test('the fingerprint gate decides what the exhaustive path decides', async (t
     '## summary',
     'order by 3',
     "x' order by 3--",
+    "## x' or 1=1",
+    '# a\nunion select 1',
+    '/* # */ union select 1',
+    '/*#*/ or 1=1',
+    'x #" or 1=1--',
+    ') # x',
+    '*/ # x',
   ])
     t.same(detectSqli(v), detectSqli(v, true), v);
+});
+
+t.test('a # comment ends what the unquoted shortcut looks at, unless a quote follows', async (t) => {
+  t.ok(cannotFireUnquoted('## summary\n\n- taxi (6:15am) approved by @mgr; union select 1'));
+  t.notOk(cannotFireUnquoted("## it's x' or 1=1"));
+  t.notOk(cannotFireUnquoted('/* # */ union select 1'));
+  t.notOk(cannotFireUnquoted(') # x'));
+});
+
+t.test('the SQL contexts skip the patterns the value does not hold', async (t) => {
+  const fragment = fc.constantFrom(...SQL_FRAGMENTS);
+  fc.assert(
+    fc.property(fc.array(fragment, { maxLength: 12 }), (parts) => {
+      const v = parts.join('');
+      // (sqliContexts is asked only about values that passed mayBeSql)
+      if (!mayBeSql(v)) return true;
+      return JSON.stringify(sqliContexts(v)) === JSON.stringify(sqliContexts(v, true));
+    }),
+    { numRuns: 40000 },
+  );
+  for (const v of ["o'neil or 1", "x' union", 'a "b" and c " or', "it's (x) or 'y", "order o'x"])
+    t.same(sqliContexts(v), sqliContexts(v, true), v);
 });
