@@ -209,39 +209,43 @@ function isWordChar(c: number): boolean {
  * sets above (union, from, statement, logic, operator word, dangerous call, keyword): `plain`
  * when no `(` follows, `call` (only for dangerous functions not classed before) when one does.
  */
-const WORD_CLASS: ReadonlyMap<string, { readonly plain: string; readonly call: string | undefined }> =
-  (() => {
-    const m = new Map<string, { plain: string; call: string | undefined }>();
-    const words = new Set([
-      'union',
-      'from',
-      ...STATEMENT,
-      ...LOGIC_WORDS,
-      ...OPERATOR_WORDS,
-      ...DANGEROUS_FUNCTIONS,
-      ...KEYWORDS,
-    ]);
-    for (const w of words) {
-      const before =
-        w === 'union'
-          ? 'U'
-          : w === 'from'
-            ? 'F'
-            : STATEMENT.has(w)
-              ? 'E'
-              : LOGIC_WORDS.has(w)
-                ? '&'
-                : OPERATOR_WORDS.has(w)
-                  ? 'o'
-                  : undefined;
-      if (before !== undefined) m.set(w, { plain: before, call: undefined });
-      else {
-        const plain = KEYWORDS.has(w) ? 'k' : 'n';
-        m.set(w, { plain, call: DANGEROUS_FUNCTIONS.has(w) ? 'f' : undefined });
-      }
+interface WordClass {
+  readonly plain: string;
+  readonly call: string | undefined;
+}
+
+const WORD_CLASS: ReadonlyMap<string, WordClass> = (() => {
+  const m = new Map<string, { plain: string; call: string | undefined }>();
+  const words = new Set([
+    'union',
+    'from',
+    ...STATEMENT,
+    ...LOGIC_WORDS,
+    ...OPERATOR_WORDS,
+    ...DANGEROUS_FUNCTIONS,
+    ...KEYWORDS,
+  ]);
+  for (const w of words) {
+    const before =
+      w === 'union'
+        ? 'U'
+        : w === 'from'
+          ? 'F'
+          : STATEMENT.has(w)
+            ? 'E'
+            : LOGIC_WORDS.has(w)
+              ? '&'
+              : OPERATOR_WORDS.has(w)
+                ? 'o'
+                : undefined;
+    if (before !== undefined) m.set(w, { plain: before, call: undefined });
+    else {
+      const plain = KEYWORDS.has(w) ? 'k' : 'n';
+      m.set(w, { plain, call: DANGEROUS_FUNCTIONS.has(w) ? 'f' : undefined });
     }
-    return m;
-  })();
+  }
+  return m;
+})();
 
 /** Patterns of the tokenizer and the judge (module-level: compiled once). */
 const HEX_DIGIT = /[0-9a-f]/;
@@ -289,18 +293,62 @@ const MAX_TOKENS = 48;
  * word up (the definition; the tests compare both).
  */
 export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[] {
-  const toks: Tok[] = [];
+  return tokensOf(s, scan(s, openQuote, plain));
+}
+
+/**
+ * The fingerprint of {@link tokenize}'s tokens, without making them (no token objects, no
+ * slices): what the gates before strongTokens and the judge look at.
+ */
+export function fingerprintOf(s: string, openQuote: SqliContext): string {
+  return scan(s, openQuote, false);
+}
+
+/**
+ * Where {@link scan} found each token: its text is `s.slice(TOK_START[k], TOK_END[k])`, or
+ * TOK_TEXT[k] when set (a string token with escapes or doubled quotes). Valid until the next
+ * scan.
+ */
+const TOK_START = new Int32Array(MAX_TOKENS);
+const TOK_END = new Int32Array(MAX_TOKENS);
+const TOK_TEXT: (string | undefined)[] = new Array<string | undefined>(MAX_TOKENS).fill(undefined);
+
+function span(k: number, start: number, end: number): void {
+  TOK_START[k] = start;
+  TOK_END[k] = end;
+  TOK_TEXT[k] = undefined;
+}
+
+/** The one-character string of each ASCII code (a token's class, from its fingerprint). */
+const ASCII_CHAR: readonly string[] = Array.from({ length: 128 }, (_, c) => String.fromCharCode(c));
+
+/** The tokens of the last {@link scan} of `s`, which returned `fp`. */
+function tokensOf(s: string, fp: string): Tok[] {
+  const n = fp.length;
+  const toks = new Array<Tok>(n);
+  for (let k = 0; k < n; k++)
+    toks[k] = { t: ASCII_CHAR[fp.charCodeAt(k)]!, v: TOK_TEXT[k] ?? s.slice(TOK_START[k], TOK_END[k]) };
+  return toks;
+}
+
+/**
+ * The tokenizer: records where each token is (see {@link TOK_START}) and returns the
+ * fingerprint, one class character per token.
+ */
+function scan(s: string, openQuote: SqliContext, plain: boolean): string {
+  let fp = '';
   const n = s.length;
   let i = 0;
   if (openQuote !== 'none') {
     const end = s.indexOf(openQuote);
-    if (end < 0) return toks;
-    toks.push({ t: 's', v: s.slice(0, end) });
+    if (end < 0) return fp;
+    span(fp.length, 0, end);
+    fp += 's';
     i = end + 1;
   }
   /** position of the next backslash at or after the last string token's start (-1: none left) */
   let nextBackslash = 0;
-  while (i < n && toks.length < MAX_TOKENS) {
+  while (i < n && fp.length < MAX_TOKENS) {
     const c = s.charCodeAt(i);
     if (c <= 32 || c === 0xa0) {
       i++;
@@ -319,16 +367,7 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
         }
         break;
       }
-      const w = s.slice(i, j);
-      // (a run whose shape no word of WORD_CLASS has is not one of them: no lookup)
-      const cls =
-        plain ||
-        (c >= 97 &&
-          c <= 122 &&
-          j - i <= MAX_WORD &&
-          WORD_SHAPES[shapeOf(c, s.charCodeAt(j - 1), j - i)] === 1)
-          ? WORD_CLASS.get(w)
-          : undefined;
+      const cls = plain ? WORD_CLASS.get(s.slice(i, j)) : wordClassAt(s, i, j);
       let t: string;
       if (cls === undefined) t = 'n';
       else if (cls.call === undefined) t = cls.plain;
@@ -343,7 +382,8 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
         }
         t = s[k] === '(' ? cls.call : cls.plain;
       }
-      toks.push({ t, v: w });
+      span(fp.length, i, j);
+      fp += t;
       i = j;
       continue;
     }
@@ -358,7 +398,8 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
       if (nextBackslash >= 0 && nextBackslash < j) nextBackslash = s.indexOf('\\', j);
       const bs = nextBackslash;
       if (!plain && (bs < 0 || (close >= 0 && bs > close)) && (close < 0 || s.charCodeAt(close + 1) !== c)) {
-        toks.push({ t: 's', v: close < 0 ? s.slice(j) : s.slice(j, close) });
+        span(fp.length, j, close < 0 ? n : close);
+        fp += 's';
         i = close < 0 ? n + 1 : close + 1;
         continue;
       }
@@ -382,20 +423,23 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
         v += d;
         j++;
       }
-      toks.push({ t: 's', v });
+      TOK_TEXT[fp.length] = v;
+      fp += 's';
       i = j + 1;
       continue;
     }
     // backtick identifier
     if (ch === '`') {
       const end = s.indexOf('`', i + 1);
-      toks.push({ t: 'n', v: end < 0 ? s.slice(i + 1) : s.slice(i + 1, end) });
+      span(fp.length, i + 1, end < 0 ? n : end);
+      fp += 'n';
       i = end < 0 ? n : end + 1;
       continue;
     }
     // comments
     if (ch === '#' || (ch === '-' && s[i + 1] === '-')) {
-      toks.push({ t: 'c', v: s.slice(i) });
+      span(fp.length, i, n);
+      fp += 'c';
       break;
     }
     if (ch === '/' && s[i + 1] === '*') {
@@ -406,7 +450,8 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
         continue;
       }
       const end = s.indexOf('*/', i + 2);
-      toks.push({ t: 'c', v: end < 0 ? s.slice(i) : s.slice(i, end + 2) });
+      span(fp.length, i, end < 0 ? n : end + 2);
+      fp += 'c';
       i = end < 0 ? n : end + 2;
       continue;
     }
@@ -420,7 +465,8 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
       if (s[j] === '@') j++;
       const st = j;
       while (j < n && isWordChar(s.charCodeAt(j))) j++;
-      toks.push({ t: j > st ? 'v' : 'o', v: s.slice(i, j) });
+      span(fp.length, i, j);
+      fp += j > st ? 'v' : 'o';
       i = j;
       continue;
     }
@@ -440,9 +486,11 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
       // a number glued to letters ("2x4", "4or") is a bareword
       if (j < n && isWordChar(s.charCodeAt(j))) {
         while (j < n && (isWordChar(s.charCodeAt(j)) || s[j] === '.')) j++;
-        toks.push({ t: 'n', v: s.slice(i, j) });
+        span(fp.length, i, j);
+        fp += 'n';
       } else {
-        toks.push({ t: '1', v: s.slice(i, j) });
+        span(fp.length, i, j);
+        fp += '1';
       }
       i = j;
       continue;
@@ -453,12 +501,14 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
       (c === 60 && c1 === 61 && s.charCodeAt(i + 2) === 62) ||
       ((c === 33 || c === 61) && c1 === 61 && s.charCodeAt(i + 2) === 61)
     ) {
-      toks.push({ t: 'o', v: s.slice(i, i + 3) });
+      span(fp.length, i, i + 3);
+      fp += 'o';
       i += 3;
       continue;
     }
     if ((c === 38 && c1 === 38) || (c === 124 && c1 === 124)) {
-      toks.push({ t: '&', v: c === 38 ? '&&' : '||' });
+      span(fp.length, i, i + 2);
+      fp += '&';
       i += 2;
       continue;
     }
@@ -467,30 +517,35 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
       (c === 62 && (c1 === 61 || c1 === 62)) ||
       ((c === 33 || c === 61 || c === 58) && c1 === 61)
     ) {
-      toks.push({ t: 'o', v: s.slice(i, i + 2) });
+      span(fp.length, i, i + 2);
+      fp += 'o';
       i += 2;
       continue;
     }
     // a lone `&` or `|` is far more often prose ("Dave & Buster's", "a&b") or a URL separator than SQL
     if (ch === '&' || ch === '|') {
-      toks.push({ t: '?', v: ch });
+      span(fp.length, i, i + 1);
+      fp += '?';
       i++;
       continue;
     }
     if ('=<>+-*/%^~!'.includes(ch)) {
-      toks.push({ t: 'o', v: ch });
+      span(fp.length, i, i + 1);
+      fp += 'o';
       i++;
       continue;
     }
     if (ch === '(' || ch === ')' || ch === ',' || ch === ';') {
-      toks.push({ t: ch, v: ch });
+      span(fp.length, i, i + 1);
+      fp += ch;
       i++;
       continue;
     }
-    toks.push({ t: '?', v: ch });
+    span(fp.length, i, i + 1);
+    fp += '?';
     i++;
   }
-  return toks;
+  return fp;
 }
 
 function fingerprint(toks: readonly Tok[]): string {
@@ -736,18 +791,40 @@ const MAX_WORD = Math.max(...[...WORD_CLASS.keys()].map((w) => w.length));
 
 /**
  * Index of a word's first letter (a-z), last code unit (non-ASCII as 127) and length (at
- * most {@link MAX_WORD}) in {@link WORD_SHAPES}.
+ * most {@link MAX_WORD}) in {@link SHAPE_INDEX}.
  */
 function shapeOf(first: number, last: number, length: number): number {
   return ((first - 97) * 128 + (last < 128 ? last : 127)) * (MAX_WORD + 1) + length;
 }
 
-/** 1 at the shape of every word of {@link WORD_CLASS}: a run of another shape is not one of them. */
-const WORD_SHAPES: Uint8Array = (() => {
+/** The words of {@link WORD_CLASS} with each shape, at the shape's index (+1) in {@link SHAPE_INDEX}. */
+const SHAPE_WORDS: (readonly (readonly [string, WordClass])[])[] = [[]];
+const SHAPE_INDEX: Uint8Array = (() => {
   const t = new Uint8Array(26 * 128 * (MAX_WORD + 1));
-  for (const w of WORD_CLASS.keys()) t[shapeOf(w.charCodeAt(0), w.charCodeAt(w.length - 1), w.length)] = 1;
+  for (const [w, cls] of WORD_CLASS) {
+    const k = shapeOf(w.charCodeAt(0), w.charCodeAt(w.length - 1), w.length);
+    if (t[k] === 0) {
+      SHAPE_WORDS.push([]);
+      t[k] = SHAPE_WORDS.length - 1;
+    }
+    (SHAPE_WORDS[t[k]!] as (readonly [string, WordClass])[]).push([w, cls]);
+  }
+  if (SHAPE_WORDS.length > 256) throw new Error('SHAPE_INDEX: more word shapes than a byte holds');
   return t;
 })();
+
+/**
+ * `WORD_CLASS.get(s.slice(i, j))` without the slice: a run whose shape no word of WORD_CLASS
+ * has is not one of them; otherwise it is the word of that shape (same length) it starts with.
+ */
+function wordClassAt(s: string, i: number, j: number): WordClass | undefined {
+  const c = s.charCodeAt(i);
+  if (c < 97 || c > 122 || j - i > MAX_WORD) return undefined;
+  const k = SHAPE_INDEX[shapeOf(c, s.charCodeAt(j - 1), j - i)]!;
+  if (k === 0) return undefined;
+  for (const [w, cls] of SHAPE_WORDS[k]!) if (s.startsWith(w, i)) return cls;
+  return undefined;
+}
 
 /**
  * Whether the value, tokenized as it is, cannot give a fingerprint the judge or
@@ -776,15 +853,7 @@ export function cannotFireUnquoted(s: string): boolean {
     }
     if (run >= 0) {
       // every word of WORD_CLASS starts with a letter (a run from a digit is a number or a bareword)
-      const f = s.charCodeAt(run);
-      if (
-        f >= 97 &&
-        f <= 122 &&
-        i - run <= MAX_WORD &&
-        WORD_SHAPES[shapeOf(f, s.charCodeAt(i - 1), i - run)] === 1 &&
-        WORD_CLASS.has(s.slice(run, i))
-      )
-        return false;
+      if (wordClassAt(s, run, i) !== undefined) return false;
       run = -1;
     }
     if (i === n) break;
@@ -881,20 +950,30 @@ export function sqliContexts(value: string, plain = false): SqliContext[] {
 }
 
 /**
- * `exhaustive` skips the {@link cannotFireUnquoted} and {@link FP_MAY_FIRE_NONE} shortcuts (the
- * tests compare both).
+ * `exhaustive` skips the {@link cannotFireUnquoted}, {@link fingerprintOf} and
+ * {@link FP_MAY_FIRE_NONE} shortcuts (the tests compare both).
  */
 export function detectSqli(value: string, exhaustive = false): SqliResult | undefined {
   if (value.length < 2 || !mayBeSql(value)) return undefined;
   if (!exhaustive && cannotFireUnquoted(value)) return undefined;
   const contexts = sqliContexts(value);
   for (const ctx of contexts) {
-    const toks = tokenize(value, ctx);
-    if (toks.length === 0) continue;
-    const fp = fingerprint(toks);
-    // every rule of strongTokens and judge needs one of these shapes
-    if (!FP_CAN_FIRE.test(fp)) continue;
-    if (!exhaustive && !(ctx === 'none' ? FP_MAY_FIRE_NONE : FP_MAY_FIRE_QUOTED).test(fp)) continue;
+    let toks: Tok[];
+    let fp: string;
+    if (exhaustive) {
+      toks = tokenize(value, ctx);
+      if (toks.length === 0) continue;
+      fp = fingerprint(toks);
+      if (!FP_CAN_FIRE.test(fp)) continue;
+    } else {
+      // the fingerprint first, without token objects: most values stop at its gates
+      fp = scan(value, ctx, false);
+      if (fp.length === 0) continue;
+      // every rule of strongTokens and judge needs one of these shapes
+      if (!FP_CAN_FIRE.test(fp)) continue;
+      if (!(ctx === 'none' ? FP_MAY_FIRE_NONE : FP_MAY_FIRE_QUOTED).test(fp)) continue;
+      toks = tokensOf(value, fp);
+    }
     const strong = strongTokens(toks);
     if (strong) return { context: ctx, fingerprint: fp, reason: strong };
     const r = judge(toks, fp, ctx);

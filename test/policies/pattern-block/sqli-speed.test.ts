@@ -3,8 +3,10 @@ import fc from 'fast-check';
 import {
   cannotFireUnquoted,
   detectSqli,
+  fingerprintOf,
   mayBeSql,
   sqliContexts,
+  tokenize,
 } from '../../../policies/pattern-block/detectors/sqli.js';
 
 /**
@@ -117,4 +119,22 @@ t.test('the SQL contexts skip the patterns the value does not hold', async (t) =
   );
   for (const v of ["o'neil or 1", "x' union", 'a "b" and c " or', "it's (x) or 'y", "order o'x"])
     t.same(sqliContexts(v), sqliContexts(v, true), v);
+});
+
+t.test('the fingerprint made without tokens is that of the tokens', async (t) => {
+  const fragment = fc.constantFrom(...SQL_FRAGMENTS, '\\', "\\'", '""', '0b1', '`a`', 'sleep (', 'x/**/(');
+  const context = fc.constantFrom('none' as const, "'" as const, '"' as const);
+  fc.assert(
+    fc.property(fc.array(fragment, { maxLength: 16 }), context, (parts, ctx) => {
+      const v = parts.join('');
+      const fp = tokenize(v, ctx, true)
+        .map((x) => x.t)
+        .join('');
+      return fingerprintOf(v, ctx) === fp;
+    }),
+    { numRuns: 40000 },
+  );
+  const long = 'a b '.repeat(40);
+  t.equal(fingerprintOf(long, 'none'), 'n'.repeat(48), 'at most 48 tokens');
+  t.equal(fingerprintOf("x' or sleep(5)#", "'"), 's&f(1)c');
 });
