@@ -301,7 +301,7 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
  * slices): what the gates before strongTokens and the judge look at.
  */
 export function fingerprintOf(s: string, openQuote: SqliContext): string {
-  return scan(s, openQuote, false);
+  return classesOf(scan(s, openQuote, false));
 }
 
 /**
@@ -311,6 +311,14 @@ export function fingerprintOf(s: string, openQuote: SqliContext): string {
  */
 const TOK_START = new Int32Array(MAX_TOKENS);
 const TOK_END = new Int32Array(MAX_TOKENS);
+/** Each token's class, as a character code (plain array: String.fromCharCode.apply takes it fast). */
+const TOK_CLASS: number[] = new Array<number>(MAX_TOKENS).fill(0);
+/** 1 at the code of each class in {@link FP_CAN_FIRE}. */
+const CAN_FIRE_CLASS: Uint8Array = (() => {
+  const t = new Uint8Array(128);
+  for (let c = 0; c < 128; c++) if (FP_CAN_FIRE.test(String.fromCharCode(c))) t[c] = 1;
+  return t;
+})();
 const TOK_TEXT: (string | undefined)[] = new Array<string | undefined>(MAX_TOKENS).fill(undefined);
 
 function span(k: number, start: number, end: number): void {
@@ -319,36 +327,46 @@ function span(k: number, start: number, end: number): void {
   TOK_TEXT[k] = undefined;
 }
 
-/** The one-character string of each ASCII code (a token's class, from its fingerprint). */
+/** The one-character string of each ASCII code (a token's class). */
 const ASCII_CHAR: readonly string[] = Array.from({ length: 128 }, (_, c) => String.fromCharCode(c));
 
-/** The tokens of the last {@link scan} of `s`, which returned `fp`. */
-function tokensOf(s: string, fp: string): Tok[] {
-  const n = fp.length;
-  const toks = new Array<Tok>(n);
-  for (let k = 0; k < n; k++)
-    toks[k] = { t: ASCII_CHAR[fp.charCodeAt(k)]!, v: TOK_TEXT[k] ?? s.slice(TOK_START[k], TOK_END[k]) };
+/** The tokens of the last {@link scan} of `s`, which found `count`. */
+function tokensOf(s: string, count: number): Tok[] {
+  const toks = new Array<Tok>(count);
+  for (let k = 0; k < count; k++)
+    toks[k] = { t: ASCII_CHAR[TOK_CLASS[k]!]!, v: TOK_TEXT[k] ?? s.slice(TOK_START[k], TOK_END[k]) };
   return toks;
 }
 
+/** The fingerprint of the last {@link scan}, which found `count` tokens. */
+function classesOf(count: number): string {
+  return String.fromCharCode.apply(null, TOK_CLASS.slice(0, count));
+}
+
+/** Whether the last {@link scan} found a token of a class {@link FP_CAN_FIRE} holds. */
+function classesCanFire(count: number): boolean {
+  for (let k = 0; k < count; k++) if (CAN_FIRE_CLASS[TOK_CLASS[k]!] === 1) return true;
+  return false;
+}
+
 /**
- * The tokenizer: records where each token is (see {@link TOK_START}) and returns the
- * fingerprint, one class character per token.
+ * The tokenizer: records each token's class (the fingerprint's character code, in
+ * {@link TOK_CLASS}) and where it is (see {@link TOK_START}), and returns how many it found.
  */
-function scan(s: string, openQuote: SqliContext, plain: boolean): string {
-  let fp = '';
+function scan(s: string, openQuote: SqliContext, plain: boolean): number {
+  let count = 0;
   const n = s.length;
   let i = 0;
   if (openQuote !== 'none') {
     const end = s.indexOf(openQuote);
-    if (end < 0) return fp;
-    span(fp.length, 0, end);
-    fp += 's';
+    if (end < 0) return 0;
+    span(count, 0, end);
+    TOK_CLASS[count++] = 115; // 's'
     i = end + 1;
   }
   /** position of the next backslash at or after the last string token's start (-1: none left) */
   let nextBackslash = 0;
-  while (i < n && fp.length < MAX_TOKENS) {
+  while (i < n && count < MAX_TOKENS) {
     const c = s.charCodeAt(i);
     if (c <= 32 || c === 0xa0) {
       i++;
@@ -382,8 +400,8 @@ function scan(s: string, openQuote: SqliContext, plain: boolean): string {
         }
         t = s[k] === '(' ? cls.call : cls.plain;
       }
-      span(fp.length, i, j);
-      fp += t;
+      span(count, i, j);
+      TOK_CLASS[count++] = t.charCodeAt(0);
       i = j;
       continue;
     }
@@ -398,8 +416,8 @@ function scan(s: string, openQuote: SqliContext, plain: boolean): string {
       if (nextBackslash >= 0 && nextBackslash < j) nextBackslash = s.indexOf('\\', j);
       const bs = nextBackslash;
       if (!plain && (bs < 0 || (close >= 0 && bs > close)) && (close < 0 || s.charCodeAt(close + 1) !== c)) {
-        span(fp.length, j, close < 0 ? n : close);
-        fp += 's';
+        span(count, j, close < 0 ? n : close);
+        TOK_CLASS[count++] = 115; // 's'
         i = close < 0 ? n + 1 : close + 1;
         continue;
       }
@@ -423,23 +441,23 @@ function scan(s: string, openQuote: SqliContext, plain: boolean): string {
         v += d;
         j++;
       }
-      TOK_TEXT[fp.length] = v;
-      fp += 's';
+      TOK_TEXT[count] = v;
+      TOK_CLASS[count++] = 115; // 's'
       i = j + 1;
       continue;
     }
     // backtick identifier
     if (ch === '`') {
       const end = s.indexOf('`', i + 1);
-      span(fp.length, i + 1, end < 0 ? n : end);
-      fp += 'n';
+      span(count, i + 1, end < 0 ? n : end);
+      TOK_CLASS[count++] = 110; // 'n'
       i = end < 0 ? n : end + 1;
       continue;
     }
     // comments
     if (ch === '#' || (ch === '-' && s[i + 1] === '-')) {
-      span(fp.length, i, n);
-      fp += 'c';
+      span(count, i, n);
+      TOK_CLASS[count++] = 99; // 'c'
       break;
     }
     if (ch === '/' && s[i + 1] === '*') {
@@ -450,8 +468,8 @@ function scan(s: string, openQuote: SqliContext, plain: boolean): string {
         continue;
       }
       const end = s.indexOf('*/', i + 2);
-      span(fp.length, i, end < 0 ? n : end + 2);
-      fp += 'c';
+      span(count, i, end < 0 ? n : end + 2);
+      TOK_CLASS[count++] = 99; // 'c'
       i = end < 0 ? n : end + 2;
       continue;
     }
@@ -465,8 +483,8 @@ function scan(s: string, openQuote: SqliContext, plain: boolean): string {
       if (s[j] === '@') j++;
       const st = j;
       while (j < n && isWordChar(s.charCodeAt(j))) j++;
-      span(fp.length, i, j);
-      fp += j > st ? 'v' : 'o';
+      span(count, i, j);
+      TOK_CLASS[count++] = (j > st ? 'v' : 'o').charCodeAt(0);
       i = j;
       continue;
     }
@@ -486,11 +504,11 @@ function scan(s: string, openQuote: SqliContext, plain: boolean): string {
       // a number glued to letters ("2x4", "4or") is a bareword
       if (j < n && isWordChar(s.charCodeAt(j))) {
         while (j < n && (isWordChar(s.charCodeAt(j)) || s[j] === '.')) j++;
-        span(fp.length, i, j);
-        fp += 'n';
+        span(count, i, j);
+        TOK_CLASS[count++] = 110; // 'n'
       } else {
-        span(fp.length, i, j);
-        fp += '1';
+        span(count, i, j);
+        TOK_CLASS[count++] = 49; // '1'
       }
       i = j;
       continue;
@@ -501,14 +519,14 @@ function scan(s: string, openQuote: SqliContext, plain: boolean): string {
       (c === 60 && c1 === 61 && s.charCodeAt(i + 2) === 62) ||
       ((c === 33 || c === 61) && c1 === 61 && s.charCodeAt(i + 2) === 61)
     ) {
-      span(fp.length, i, i + 3);
-      fp += 'o';
+      span(count, i, i + 3);
+      TOK_CLASS[count++] = 111; // 'o'
       i += 3;
       continue;
     }
     if ((c === 38 && c1 === 38) || (c === 124 && c1 === 124)) {
-      span(fp.length, i, i + 2);
-      fp += '&';
+      span(count, i, i + 2);
+      TOK_CLASS[count++] = 38; // '&'
       i += 2;
       continue;
     }
@@ -517,35 +535,35 @@ function scan(s: string, openQuote: SqliContext, plain: boolean): string {
       (c === 62 && (c1 === 61 || c1 === 62)) ||
       ((c === 33 || c === 61 || c === 58) && c1 === 61)
     ) {
-      span(fp.length, i, i + 2);
-      fp += 'o';
+      span(count, i, i + 2);
+      TOK_CLASS[count++] = 111; // 'o'
       i += 2;
       continue;
     }
     // a lone `&` or `|` is far more often prose ("Dave & Buster's", "a&b") or a URL separator than SQL
     if (ch === '&' || ch === '|') {
-      span(fp.length, i, i + 1);
-      fp += '?';
+      span(count, i, i + 1);
+      TOK_CLASS[count++] = 63; // '?'
       i++;
       continue;
     }
     if ('=<>+-*/%^~!'.includes(ch)) {
-      span(fp.length, i, i + 1);
-      fp += 'o';
+      span(count, i, i + 1);
+      TOK_CLASS[count++] = 111; // 'o'
       i++;
       continue;
     }
     if (ch === '(' || ch === ')' || ch === ',' || ch === ';') {
-      span(fp.length, i, i + 1);
-      fp += ch;
+      span(count, i, i + 1);
+      TOK_CLASS[count++] = ch.charCodeAt(0);
       i++;
       continue;
     }
-    span(fp.length, i, i + 1);
-    fp += '?';
+    span(count, i, i + 1);
+    TOK_CLASS[count++] = 63; // '?'
     i++;
   }
-  return fp;
+  return count;
 }
 
 function fingerprint(toks: readonly Tok[]): string {
@@ -967,12 +985,12 @@ export function detectSqli(value: string, exhaustive = false): SqliResult | unde
       if (!FP_CAN_FIRE.test(fp)) continue;
     } else {
       // the fingerprint first, without token objects: most values stop at its gates
-      fp = scan(value, ctx, false);
-      if (fp.length === 0) continue;
-      // every rule of strongTokens and judge needs one of these shapes
-      if (!FP_CAN_FIRE.test(fp)) continue;
+      const count = scan(value, ctx, false);
+      // every rule of strongTokens and judge needs one of these shapes (FP_CAN_FIRE, on the codes)
+      if (!classesCanFire(count)) continue;
+      fp = classesOf(count);
       if (!(ctx === 'none' ? FP_MAY_FIRE_NONE : FP_MAY_FIRE_QUOTED).test(fp)) continue;
-      toks = tokensOf(value, fp);
+      toks = tokensOf(value, count);
     }
     const strong = strongTokens(toks);
     if (strong) return { context: ctx, fingerprint: fp, reason: strong };
