@@ -212,10 +212,17 @@ function isWordChar(c: number): boolean {
 interface WordClass {
   readonly plain: string;
   readonly call: string | undefined;
+  /** the character codes of `plain` and of `call` (`plain`'s without one) */
+  readonly plainCode: number;
+  readonly callCode: number;
+}
+
+function wordClass(plain: string, call: string | undefined): WordClass {
+  return { plain, call, plainCode: plain.charCodeAt(0), callCode: (call ?? plain).charCodeAt(0) };
 }
 
 const WORD_CLASS: ReadonlyMap<string, WordClass> = (() => {
-  const m = new Map<string, { plain: string; call: string | undefined }>();
+  const m = new Map<string, WordClass>();
   const words = new Set([
     'union',
     'from',
@@ -238,10 +245,10 @@ const WORD_CLASS: ReadonlyMap<string, WordClass> = (() => {
               : OPERATOR_WORDS.has(w)
                 ? 'o'
                 : undefined;
-    if (before !== undefined) m.set(w, { plain: before, call: undefined });
+    if (before !== undefined) m.set(w, wordClass(before, undefined));
     else {
       const plain = KEYWORDS.has(w) ? 'k' : 'n';
-      m.set(w, { plain, call: DANGEROUS_FUNCTIONS.has(w) ? 'f' : undefined });
+      m.set(w, wordClass(plain, DANGEROUS_FUNCTIONS.has(w) ? 'f' : undefined));
     }
   }
   return m;
@@ -386,22 +393,23 @@ function scan(s: string, openQuote: SqliContext, plain: boolean): number {
         break;
       }
       const cls = plain ? WORD_CLASS.get(s.slice(i, j)) : wordClassAt(s, i, j);
-      let t: string;
-      if (cls === undefined) t = 'n';
-      else if (cls.call === undefined) t = cls.plain;
-      else {
-        // a dangerous function name: a call when `(` follows (after whitespace and comments)
-        let k = j;
-        while (k < n && (s.charCodeAt(k) <= 32 || (s[k] === '/' && s[k + 1] === '*'))) {
-          if (s[k] === '/') {
-            const e = s.indexOf('*/', k + 2);
-            k = e < 0 ? n : e + 2;
-          } else k++;
+      let code = 110; // n
+      if (cls !== undefined) {
+        code = cls.plainCode;
+        if (cls.call !== undefined) {
+          // a dangerous function name: a call when `(` follows (after whitespace and comments)
+          let k = j;
+          while (k < n && (s.charCodeAt(k) <= 32 || (s[k] === '/' && s[k + 1] === '*'))) {
+            if (s[k] === '/') {
+              const e = s.indexOf('*/', k + 2);
+              k = e < 0 ? n : e + 2;
+            } else k++;
+          }
+          if (s[k] === '(') code = cls.callCode;
         }
-        t = s[k] === '(' ? cls.call : cls.plain;
       }
       span(count, i, j);
-      TOK_CLASS[count++] = t.charCodeAt(0);
+      TOK_CLASS[count++] = code;
       i = j;
       continue;
     }
@@ -840,7 +848,11 @@ function wordClassAt(s: string, i: number, j: number): WordClass | undefined {
   if (c < 97 || c > 122 || j - i > MAX_WORD) return undefined;
   const k = SHAPE_INDEX[shapeOf(c, s.charCodeAt(j - 1), j - i)]!;
   if (k === 0) return undefined;
-  for (const [w, cls] of SHAPE_WORDS[k]!) if (s.startsWith(w, i)) return cls;
+  const words = SHAPE_WORDS[k]!;
+  for (let x = 0; x < words.length; x++) {
+    const [w, cls] = words[x]!;
+    if (s.startsWith(w, i)) return cls;
+  }
   return undefined;
 }
 
