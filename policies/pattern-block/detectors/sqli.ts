@@ -938,9 +938,12 @@ export function sqliContexts(value: string, plain = false): SqliContext[] {
     }
     return out;
   }
+  return contextsAt(value, value.indexOf("'"), value.indexOf('"'));
+}
+
+/** {@link sqliContexts} of a value whose first `'` and `"` are at `atSingle` and `atDouble`. */
+function contextsAt(value: string, atSingle: number, atDouble: number): SqliContext[] {
   const contexts: SqliContext[] = [];
-  const atSingle = value.indexOf("'");
-  const atDouble = value.indexOf('"');
   // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
   // logical word next to them to form a shape. Without quotes, mayBeSqlBesidesQuotes is
   // mayBeSql (the two patterns differ only in the quote characters), which held.
@@ -984,9 +987,27 @@ export function sqliContexts(value: string, plain = false): SqliContext[] {
  * {@link FP_MAY_FIRE_NONE} shortcuts (the tests compare both).
  */
 export function detectSqli(value: string, exhaustive = false): SqliResult | undefined {
-  if (value.length < 2 || !mayBeSql(value)) return undefined;
-  if (!exhaustive && cannotFireUnquoted(value)) return undefined;
-  const contexts = sqliContexts(value);
+  if (value.length < 2) return undefined;
+  let contexts: SqliContext[];
+  // mayBeSql, learning from its first pattern where its leftmost match starts: a match that
+  // starts with a quote is that quote alone (no other alternative starts with one), and
+  // nothing the pattern looks for, the other quote included, comes before it
+  const first = value.search(SQL_GATE_CHARS);
+  const gate = first >= 0;
+  const q = gate ? value.charCodeAt(first) : 0;
+  if (!exhaustive && (q === 39 || q === 34)) {
+    // (cannotFireUnquoted answers false on any quote)
+    contexts =
+      q === 39
+        ? contextsAt(value, first, value.indexOf('"', first + 1))
+        : contextsAt(value, value.indexOf("'", first + 1), first);
+  } else {
+    // (the rest of mayBeSql)
+    if (!gate && !(SQL_GATE_WORDS.test(value) || (SQL_LOGIC.test(value) && SQL_LOGIC_OPERAND.test(value))))
+      return undefined;
+    if (!exhaustive && cannotFireUnquoted(value)) return undefined;
+    contexts = sqliContexts(value);
+  }
   for (const ctx of contexts) {
     let toks: Tok[];
     let fp: string;

@@ -95,6 +95,11 @@ t.test('the fingerprint gate decides what the exhaustive path decides', async (t
     'x #" or 1=1--',
     ') # x',
     '*/ # x',
+    "o'brien's pub 5",
+    'say "hi" or 1=1',
+    "(x) 'a' or 1=1",
+    "\"a' or '1'='1",
+    '\'a" or "1"="1',
   ])
     t.same(detectSqli(v), detectSqli(v, true), v);
 });
