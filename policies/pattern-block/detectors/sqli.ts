@@ -209,39 +209,50 @@ function isWordChar(c: number): boolean {
  * sets above (union, from, statement, logic, operator word, dangerous call, keyword): `plain`
  * when no `(` follows, `call` (only for dangerous functions not classed before) when one does.
  */
-const WORD_CLASS: ReadonlyMap<string, { readonly plain: string; readonly call: string | undefined }> =
-  (() => {
-    const m = new Map<string, { plain: string; call: string | undefined }>();
-    const words = new Set([
-      'union',
-      'from',
-      ...STATEMENT,
-      ...LOGIC_WORDS,
-      ...OPERATOR_WORDS,
-      ...DANGEROUS_FUNCTIONS,
-      ...KEYWORDS,
-    ]);
-    for (const w of words) {
-      const before =
-        w === 'union'
-          ? 'U'
-          : w === 'from'
-            ? 'F'
-            : STATEMENT.has(w)
-              ? 'E'
-              : LOGIC_WORDS.has(w)
-                ? '&'
-                : OPERATOR_WORDS.has(w)
-                  ? 'o'
-                  : undefined;
-      if (before !== undefined) m.set(w, { plain: before, call: undefined });
-      else {
-        const plain = KEYWORDS.has(w) ? 'k' : 'n';
-        m.set(w, { plain, call: DANGEROUS_FUNCTIONS.has(w) ? 'f' : undefined });
-      }
+interface WordClass {
+  readonly plain: string;
+  readonly call: string | undefined;
+  /** the character codes of `plain` and of `call` (`plain`'s without one) */
+  readonly plainCode: number;
+  readonly callCode: number;
+}
+
+function wordClass(plain: string, call: string | undefined): WordClass {
+  return { plain, call, plainCode: plain.charCodeAt(0), callCode: (call ?? plain).charCodeAt(0) };
+}
+
+const WORD_CLASS: ReadonlyMap<string, WordClass> = (() => {
+  const m = new Map<string, WordClass>();
+  const words = new Set([
+    'union',
+    'from',
+    ...STATEMENT,
+    ...LOGIC_WORDS,
+    ...OPERATOR_WORDS,
+    ...DANGEROUS_FUNCTIONS,
+    ...KEYWORDS,
+  ]);
+  for (const w of words) {
+    const before =
+      w === 'union'
+        ? 'U'
+        : w === 'from'
+          ? 'F'
+          : STATEMENT.has(w)
+            ? 'E'
+            : LOGIC_WORDS.has(w)
+              ? '&'
+              : OPERATOR_WORDS.has(w)
+                ? 'o'
+                : undefined;
+    if (before !== undefined) m.set(w, wordClass(before, undefined));
+    else {
+      const plain = KEYWORDS.has(w) ? 'k' : 'n';
+      m.set(w, wordClass(plain, DANGEROUS_FUNCTIONS.has(w) ? 'f' : undefined));
     }
-    return m;
-  })();
+  }
+  return m;
+})();
 
 /** Patterns of the tokenizer and the judge (module-level: compiled once). */
 const HEX_DIGIT = /[0-9a-f]/;
@@ -264,6 +275,19 @@ const DDL_VERB = /^(?:drop|truncate|delete|alter|shutdown)$/;
  * ORDER BY n (1).
  */
 const FP_CAN_FIRE = /[UE;o)&cfv1]/;
+/**
+ * Nor does one (of those that pass {@link FP_CAN_FIRE}) that matches none of these, the shapes
+ * that strongTokens and each judge rule need: @@variables and dangerous calls (v f); UNION
+ * SELECT, the SELECT rules, DDL statements and calls after a break (E); stacked statements
+ * (;); a tautology's `a op b` ([1sn]o[1sn]); `select fn(` where `select` was a string or a
+ * backtick name ([sn]n\(); ORDER BY n, whose `order`/`group` and `by` may each be a word, a
+ * string or a backtick name. By context, the start of each leading rule's pattern: as it is,
+ * WHERE/HAVING comparisons, parenthesis breaks, string operators and boolean breaks; inside a
+ * string, a boolean, operator or comment right after the break.
+ */
+const FP_MAY_FIRE_NONE =
+  /[Efv;]|[1sn]o[1sn]|[sn]n\(|(?:^|[s)1])[ksn][ksn]1(?:[,c;)]|$)|^(?:(?:kn)?k\(*[s1nv]\)*o|\)+[&o]|so[s1]|(?:1|\(+)?\)*&)/;
+const FP_MAY_FIRE_QUOTED = /[Efv;]|[1sn]o[1sn]|[sn]n\(|(?:^|[s)1])[ksn][ksn]1(?:[,c;)]|$)|^s\)*[&oc]/;
 const FP_LEAD_NONE =
   /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/;
 const FP_LEAD_QUOTED = /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&|\?s)|^s\)*o\(*[s1nvf]/;
@@ -276,24 +300,120 @@ const MAX_TOKENS = 48;
  * word up (the definition; the tests compare both).
  */
 export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[] {
-  const toks: Tok[] = [];
+  return tokensOf(s, scan(s, openQuote, plain));
+}
+
+/**
+ * The fingerprint of {@link tokenize}'s tokens, without making them (no token objects, no
+ * slices): what the gates before strongTokens and the judge look at.
+ */
+export function fingerprintOf(s: string, openQuote: SqliContext): string {
+  return classesOf(scan(s, openQuote, false));
+}
+
+/**
+ * Where {@link scan} found each token: its text is `s.slice(TOK_START[k], TOK_END[k])`, or
+ * TOK_TEXT[k] when set (a string token with escapes or doubled quotes). Valid until the next
+ * scan.
+ */
+const TOK_START = new Int32Array(MAX_TOKENS);
+const TOK_END = new Int32Array(MAX_TOKENS);
+/** Each token's class, as a character code (plain array: String.fromCharCode.apply takes it fast). */
+const TOK_CLASS: number[] = new Array<number>(MAX_TOKENS).fill(0);
+/** 1 at the code of each class in {@link FP_CAN_FIRE}. */
+const CAN_FIRE_CLASS: Uint8Array = (() => {
+  const t = new Uint8Array(128);
+  for (let c = 0; c < 128; c++) if (FP_CAN_FIRE.test(String.fromCharCode(c))) t[c] = 1;
+  return t;
+})();
+const TOK_TEXT: (string | undefined)[] = new Array<string | undefined>(MAX_TOKENS).fill(undefined);
+
+function span(k: number, start: number, end: number): void {
+  TOK_START[k] = start;
+  TOK_END[k] = end;
+  TOK_TEXT[k] = undefined;
+}
+
+/** The one-character string of each ASCII code (a token's class). */
+const ASCII_CHAR: readonly string[] = Array.from({ length: 128 }, (_, c) => String.fromCharCode(c));
+
+/** The tokens of the last {@link scan} of `s`, which found `count`. */
+function tokensOf(s: string, count: number): Tok[] {
+  const toks = new Array<Tok>(count);
+  for (let k = 0; k < count; k++)
+    toks[k] = { t: ASCII_CHAR[TOK_CLASS[k]!]!, v: TOK_TEXT[k] ?? s.slice(TOK_START[k], TOK_END[k]) };
+  return toks;
+}
+
+/** The fingerprint of the last {@link scan}, which found `count` tokens. */
+function classesOf(count: number): string {
+  return String.fromCharCode.apply(null, TOK_CLASS.slice(0, count));
+}
+
+/** Whether the last {@link scan} found a token of a class {@link FP_CAN_FIRE} holds. */
+function classesCanFire(count: number): boolean {
+  for (let k = 0; k < count; k++) if (CAN_FIRE_CLASS[TOK_CLASS[k]!] === 1) return true;
+  return false;
+}
+
+/**
+ * The tokenizer: records each token's class (the fingerprint's character code, in
+ * {@link TOK_CLASS}) and where it is (see {@link TOK_START}), and returns how many it found.
+ */
+function scan(s: string, openQuote: SqliContext, plain: boolean): number {
+  let count = 0;
   const n = s.length;
   let i = 0;
   if (openQuote !== 'none') {
     const end = s.indexOf(openQuote);
-    if (end < 0) return toks;
-    toks.push({ t: 's', v: s.slice(0, end) });
+    if (end < 0) return 0;
+    span(count, 0, end);
+    TOK_CLASS[count++] = 115; // 's'
     i = end + 1;
   }
   /** position of the next backslash at or after the last string token's start (-1: none left) */
   let nextBackslash = 0;
-  while (i < n && toks.length < MAX_TOKENS) {
+  while (i < n && count < MAX_TOKENS) {
     const c = s.charCodeAt(i);
-    const ch = s[i]!;
     if (c <= 32 || c === 0xa0) {
       i++;
       continue;
     }
+    // words (no branch below takes a word character other than a digit)
+    if (isWordChar(c) && (c < 48 || c > 57)) {
+      let j = i;
+      // word characters, and `.` before one or before another `.`
+      for (; j < n; j++) {
+        const d = s.charCodeAt(j);
+        if (isWordChar(d)) continue;
+        if (d === 46) {
+          const e = s.charCodeAt(j + 1);
+          if (isWordChar(e) || e === 46) continue;
+        }
+        break;
+      }
+      const cls = plain ? WORD_CLASS.get(s.slice(i, j)) : wordClassAt(s, i, j);
+      let code = 110; // n
+      if (cls !== undefined) {
+        code = cls.plainCode;
+        if (cls.call !== undefined) {
+          // a dangerous function name: a call when `(` follows (after whitespace and comments)
+          let k = j;
+          while (k < n && (s.charCodeAt(k) <= 32 || (s[k] === '/' && s[k + 1] === '*'))) {
+            if (s[k] === '/') {
+              const e = s.indexOf('*/', k + 2);
+              k = e < 0 ? n : e + 2;
+            } else k++;
+          }
+          if (s[k] === '(') code = cls.callCode;
+        }
+      }
+      span(count, i, j);
+      TOK_CLASS[count++] = code;
+      i = j;
+      continue;
+    }
+    const ch = s[i]!;
     // strings
     if (ch === "'" || ch === '"') {
       let j = i + 1;
@@ -304,7 +424,8 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
       if (nextBackslash >= 0 && nextBackslash < j) nextBackslash = s.indexOf('\\', j);
       const bs = nextBackslash;
       if (!plain && (bs < 0 || (close >= 0 && bs > close)) && (close < 0 || s.charCodeAt(close + 1) !== c)) {
-        toks.push({ t: 's', v: close < 0 ? s.slice(j) : s.slice(j, close) });
+        span(count, j, close < 0 ? n : close);
+        TOK_CLASS[count++] = 115; // 's'
         i = close < 0 ? n + 1 : close + 1;
         continue;
       }
@@ -328,20 +449,23 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
         v += d;
         j++;
       }
-      toks.push({ t: 's', v });
+      TOK_TEXT[count] = v;
+      TOK_CLASS[count++] = 115; // 's'
       i = j + 1;
       continue;
     }
     // backtick identifier
     if (ch === '`') {
       const end = s.indexOf('`', i + 1);
-      toks.push({ t: 'n', v: end < 0 ? s.slice(i + 1) : s.slice(i + 1, end) });
+      span(count, i + 1, end < 0 ? n : end);
+      TOK_CLASS[count++] = 110; // 'n'
       i = end < 0 ? n : end + 1;
       continue;
     }
     // comments
     if (ch === '#' || (ch === '-' && s[i + 1] === '-')) {
-      toks.push({ t: 'c', v: s.slice(i) });
+      span(count, i, n);
+      TOK_CLASS[count++] = 99; // 'c'
       break;
     }
     if (ch === '/' && s[i + 1] === '*') {
@@ -352,7 +476,8 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
         continue;
       }
       const end = s.indexOf('*/', i + 2);
-      toks.push({ t: 'c', v: end < 0 ? s.slice(i) : s.slice(i, end + 2) });
+      span(count, i, end < 0 ? n : end + 2);
+      TOK_CLASS[count++] = 99; // 'c'
       i = end < 0 ? n : end + 2;
       continue;
     }
@@ -366,7 +491,8 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
       if (s[j] === '@') j++;
       const st = j;
       while (j < n && isWordChar(s.charCodeAt(j))) j++;
-      toks.push({ t: j > st ? 'v' : 'o', v: s.slice(i, j) });
+      span(count, i, j);
+      TOK_CLASS[count++] = (j > st ? 'v' : 'o').charCodeAt(0);
       i = j;
       continue;
     }
@@ -386,48 +512,12 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
       // a number glued to letters ("2x4", "4or") is a bareword
       if (j < n && isWordChar(s.charCodeAt(j))) {
         while (j < n && (isWordChar(s.charCodeAt(j)) || s[j] === '.')) j++;
-        toks.push({ t: 'n', v: s.slice(i, j) });
+        span(count, i, j);
+        TOK_CLASS[count++] = 110; // 'n'
       } else {
-        toks.push({ t: '1', v: s.slice(i, j) });
+        span(count, i, j);
+        TOK_CLASS[count++] = 49; // '1'
       }
-      i = j;
-      continue;
-    }
-    // words
-    if (isWordChar(c)) {
-      let j = i;
-      while (
-        j < n &&
-        (isWordChar(s.charCodeAt(j)) ||
-          (s[j] === '.' && isWordChar(s.charCodeAt(j + 1) || 0)) ||
-          (s[j] === '.' && s[j + 1] === '.'))
-      )
-        j++;
-      const w = s.slice(i, j);
-      // (a run whose shape no word of WORD_CLASS has is not one of them: no lookup)
-      const cls =
-        plain ||
-        (c >= 97 &&
-          c <= 122 &&
-          j - i <= MAX_WORD &&
-          WORD_SHAPES[shapeOf(c, s.charCodeAt(j - 1), j - i)] === 1)
-          ? WORD_CLASS.get(w)
-          : undefined;
-      let t: string;
-      if (cls === undefined) t = 'n';
-      else if (cls.call === undefined) t = cls.plain;
-      else {
-        // a dangerous function name: a call when `(` follows (after whitespace and comments)
-        let k = j;
-        while (k < n && (s.charCodeAt(k) <= 32 || (s[k] === '/' && s[k + 1] === '*'))) {
-          if (s[k] === '/') {
-            const e = s.indexOf('*/', k + 2);
-            k = e < 0 ? n : e + 2;
-          } else k++;
-        }
-        t = s[k] === '(' ? cls.call : cls.plain;
-      }
-      toks.push({ t, v: w });
       i = j;
       continue;
     }
@@ -437,12 +527,14 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
       (c === 60 && c1 === 61 && s.charCodeAt(i + 2) === 62) ||
       ((c === 33 || c === 61) && c1 === 61 && s.charCodeAt(i + 2) === 61)
     ) {
-      toks.push({ t: 'o', v: s.slice(i, i + 3) });
+      span(count, i, i + 3);
+      TOK_CLASS[count++] = 111; // 'o'
       i += 3;
       continue;
     }
     if ((c === 38 && c1 === 38) || (c === 124 && c1 === 124)) {
-      toks.push({ t: '&', v: c === 38 ? '&&' : '||' });
+      span(count, i, i + 2);
+      TOK_CLASS[count++] = 38; // '&'
       i += 2;
       continue;
     }
@@ -451,30 +543,35 @@ export function tokenize(s: string, openQuote: SqliContext, plain = false): Tok[
       (c === 62 && (c1 === 61 || c1 === 62)) ||
       ((c === 33 || c === 61 || c === 58) && c1 === 61)
     ) {
-      toks.push({ t: 'o', v: s.slice(i, i + 2) });
+      span(count, i, i + 2);
+      TOK_CLASS[count++] = 111; // 'o'
       i += 2;
       continue;
     }
     // a lone `&` or `|` is far more often prose ("Dave & Buster's", "a&b") or a URL separator than SQL
     if (ch === '&' || ch === '|') {
-      toks.push({ t: '?', v: ch });
+      span(count, i, i + 1);
+      TOK_CLASS[count++] = 63; // '?'
       i++;
       continue;
     }
     if ('=<>+-*/%^~!'.includes(ch)) {
-      toks.push({ t: 'o', v: ch });
+      span(count, i, i + 1);
+      TOK_CLASS[count++] = 111; // 'o'
       i++;
       continue;
     }
     if (ch === '(' || ch === ')' || ch === ',' || ch === ';') {
-      toks.push({ t: ch, v: ch });
+      span(count, i, i + 1);
+      TOK_CLASS[count++] = ch.charCodeAt(0);
       i++;
       continue;
     }
-    toks.push({ t: '?', v: ch });
+    span(count, i, i + 1);
+    TOK_CLASS[count++] = 63; // '?'
     i++;
   }
-  return toks;
+  return count;
 }
 
 function fingerprint(toks: readonly Tok[]): string {
@@ -720,18 +817,44 @@ const MAX_WORD = Math.max(...[...WORD_CLASS.keys()].map((w) => w.length));
 
 /**
  * Index of a word's first letter (a-z), last code unit (non-ASCII as 127) and length (at
- * most {@link MAX_WORD}) in {@link WORD_SHAPES}.
+ * most {@link MAX_WORD}) in {@link SHAPE_INDEX}.
  */
 function shapeOf(first: number, last: number, length: number): number {
   return ((first - 97) * 128 + (last < 128 ? last : 127)) * (MAX_WORD + 1) + length;
 }
 
-/** 1 at the shape of every word of {@link WORD_CLASS}: a run of another shape is not one of them. */
-const WORD_SHAPES: Uint8Array = (() => {
+/** The words of {@link WORD_CLASS} with each shape, at the shape's index (+1) in {@link SHAPE_INDEX}. */
+const SHAPE_WORDS: (readonly (readonly [string, WordClass])[])[] = [[]];
+const SHAPE_INDEX: Uint8Array = (() => {
   const t = new Uint8Array(26 * 128 * (MAX_WORD + 1));
-  for (const w of WORD_CLASS.keys()) t[shapeOf(w.charCodeAt(0), w.charCodeAt(w.length - 1), w.length)] = 1;
+  for (const [w, cls] of WORD_CLASS) {
+    const k = shapeOf(w.charCodeAt(0), w.charCodeAt(w.length - 1), w.length);
+    if (t[k] === 0) {
+      SHAPE_WORDS.push([]);
+      t[k] = SHAPE_WORDS.length - 1;
+    }
+    (SHAPE_WORDS[t[k]!] as (readonly [string, WordClass])[]).push([w, cls]);
+  }
+  if (SHAPE_WORDS.length > 256) throw new Error('SHAPE_INDEX: more word shapes than a byte holds');
   return t;
 })();
+
+/**
+ * `WORD_CLASS.get(s.slice(i, j))` without the slice: a run whose shape no word of WORD_CLASS
+ * has is not one of them; otherwise it is the word of that shape (same length) it starts with.
+ */
+function wordClassAt(s: string, i: number, j: number): WordClass | undefined {
+  const c = s.charCodeAt(i);
+  if (c < 97 || c > 122 || j - i > MAX_WORD) return undefined;
+  const k = SHAPE_INDEX[shapeOf(c, s.charCodeAt(j - 1), j - i)]!;
+  if (k === 0) return undefined;
+  const words = SHAPE_WORDS[k]!;
+  for (let x = 0; x < words.length; x++) {
+    const [w, cls] = words[x]!;
+    if (s.startsWith(w, i)) return cls;
+  }
+  return undefined;
+}
 
 /**
  * Whether the value, tokenized as it is, cannot give a fingerprint the judge or
@@ -742,11 +865,15 @@ const WORD_SHAPES: Uint8Array = (() => {
  * first token `)`. Words are looked up per maximal run of word characters (NBSP, which the
  * tokenizer skips before a word, splits runs too); a MySQL executable comment `/*!50000word`
  * or a leading comment end (`*` then `/`; both skipped without a token) make it answer false.
+ * A `#` before any `/*` starts a comment token that ends the tokenization, and a trailing
+ * comment forms no shape without one of those: the rest after it is only asked for quotes.
  */
 export function cannotFireUnquoted(s: string): boolean {
   const n = s.length;
   let first = true;
   let run = -1;
+  /** whether a `/*` occurred (a `#` after one may be inside that comment) */
+  let blockComment = false;
   for (let i = 0; i <= n; i++) {
     const c = i < n ? s.charCodeAt(i) : 32;
     if (c !== 0xa0 && isWordChar(c)) {
@@ -756,15 +883,7 @@ export function cannotFireUnquoted(s: string): boolean {
     }
     if (run >= 0) {
       // every word of WORD_CLASS starts with a letter (a run from a digit is a number or a bareword)
-      const f = s.charCodeAt(run);
-      if (
-        f >= 97 &&
-        f <= 122 &&
-        i - run <= MAX_WORD &&
-        WORD_SHAPES[shapeOf(f, s.charCodeAt(i - 1), i - run)] === 1 &&
-        WORD_CLASS.has(s.slice(run, i))
-      )
-        return false;
+      if (wordClassAt(s, run, i) !== undefined) return false;
       run = -1;
     }
     if (i === n) break;
@@ -784,7 +903,13 @@ export function cannotFireUnquoted(s: string): boolean {
         if (s.charCodeAt(i + 1) === c) return false;
         break;
       case 47: // /*!
-        if (s.charCodeAt(i + 1) === 42 && s.charCodeAt(i + 2) === 33) return false;
+        if (s.charCodeAt(i + 1) === 42) {
+          if (s.charCodeAt(i + 2) === 33) return false;
+          blockComment = true;
+        }
+        break;
+      case 35: // # (a quote after it would still start a string context)
+        if (!blockComment) return s.indexOf("'", i + 1) < 0 && s.indexOf('"', i + 1) < 0;
         break;
       default:
         break;
@@ -813,48 +938,93 @@ export function sqliContexts(value: string, plain = false): SqliContext[] {
     }
     return out;
   }
+  return contextsAt(value, value.indexOf("'"), value.indexOf('"'));
+}
+
+/** {@link sqliContexts} of a value whose first `'` and `"` are at `atSingle` and `atDouble`. */
+function contextsAt(value: string, atSingle: number, atDouble: number): SqliContext[] {
   const contexts: SqliContext[] = [];
-  const atSingle = value.indexOf("'");
-  const atDouble = value.indexOf('"');
   // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
   // logical word next to them to form a shape. Without quotes, mayBeSqlBesidesQuotes is
   // mayBeSql (the two patterns differ only in the quote characters), which held.
-  let restMayHold = true;
+  // which of mayBeSqlBesidesQuotes's patterns the value may hold (each is known absent once
+  // tested false): a match of one in the rest after a quote, a suffix that follows a non-word
+  // character, is one in the value too, so a pattern absent from the value is from the rest
+  let chars = true;
+  let words = true;
+  let logic = true;
   if (atSingle < 0 && atDouble < 0) contexts.push('none');
   else {
-    // mayBeSqlBesidesQuotes, keeping which of its patterns the value holds
-    const chars = SQL_GATE_CHARS_NO_QUOTES.test(value);
-    const words = !chars && SQL_GATE_WORDS.test(value);
-    const logic = !chars && !words && SQL_LOGIC.test(value);
+    chars = SQL_GATE_CHARS_NO_QUOTES.test(value);
+    words = !chars && SQL_GATE_WORDS.test(value);
+    logic = !chars && !words && SQL_LOGIC.test(value);
     if (chars || words || (logic && SQL_LOGIC_OPERAND.test(value))) contexts.push('none');
-    // the rest after a quote is a suffix that follows a non-word character: a match of any
-    // of these three patterns in it is one in the value too, so without one in the value,
-    // mayBeSqlAfterBreak only asks whether the rest holds the quote again
-    restMayHold = chars || words || logic;
+    // (words and logic were tested only when the patterns before them were absent)
+    words ||= chars;
+    logic ||= words;
   }
   // inside a string: only when what follows the closing quote can form a shape
+  // (mayBeSqlAfterBreak, without the patterns the value does not hold)
   for (const q of ["'", '"'] as const) {
     const at = q === "'" ? atSingle : atDouble;
     if (at < 0) continue;
-    if (restMayHold ? mayBeSqlAfterBreak(value.slice(at + 1), q) : value.indexOf(q, at + 1) >= 0)
-      contexts.push(q);
+    if (value.indexOf(q, at + 1) >= 0) contexts.push(q);
+    else if (logic) {
+      const rest = value.slice(at + 1);
+      if (
+        (words && SQL_GATE_WORDS.test(rest)) ||
+        SQL_LOGIC.test(rest) ||
+        (chars && SQL_GATE_CHARS_NO_QUOTES.test(rest))
+      )
+        contexts.push(q);
+    }
   }
   return contexts;
 }
 
 /**
- * `exhaustive` skips the {@link cannotFireUnquoted} shortcut (the tests compare both).
+ * `exhaustive` skips the {@link cannotFireUnquoted}, {@link fingerprintOf} and
+ * {@link FP_MAY_FIRE_NONE} shortcuts (the tests compare both).
  */
 export function detectSqli(value: string, exhaustive = false): SqliResult | undefined {
-  if (value.length < 2 || !mayBeSql(value)) return undefined;
-  if (!exhaustive && cannotFireUnquoted(value)) return undefined;
-  const contexts = sqliContexts(value);
+  if (value.length < 2) return undefined;
+  let contexts: SqliContext[];
+  // mayBeSql, learning from its first pattern where its leftmost match starts: a match that
+  // starts with a quote is that quote alone (no other alternative starts with one), and
+  // nothing the pattern looks for, the other quote included, comes before it
+  const first = value.search(SQL_GATE_CHARS);
+  const gate = first >= 0;
+  const q = gate ? value.charCodeAt(first) : 0;
+  if (!exhaustive && (q === 39 || q === 34)) {
+    // (cannotFireUnquoted answers false on any quote)
+    contexts =
+      q === 39
+        ? contextsAt(value, first, value.indexOf('"', first + 1))
+        : contextsAt(value, value.indexOf("'", first + 1), first);
+  } else {
+    // (the rest of mayBeSql)
+    if (!gate && !(SQL_GATE_WORDS.test(value) || (SQL_LOGIC.test(value) && SQL_LOGIC_OPERAND.test(value))))
+      return undefined;
+    if (!exhaustive && cannotFireUnquoted(value)) return undefined;
+    contexts = sqliContexts(value);
+  }
   for (const ctx of contexts) {
-    const toks = tokenize(value, ctx);
-    if (toks.length === 0) continue;
-    const fp = fingerprint(toks);
-    // every rule of strongTokens and judge needs one of these token classes
-    if (!FP_CAN_FIRE.test(fp)) continue;
+    let toks: Tok[];
+    let fp: string;
+    if (exhaustive) {
+      toks = tokenize(value, ctx);
+      if (toks.length === 0) continue;
+      fp = fingerprint(toks);
+      if (!FP_CAN_FIRE.test(fp)) continue;
+    } else {
+      // the fingerprint first, without token objects: most values stop at its gates
+      const count = scan(value, ctx, false);
+      // every rule of strongTokens and judge needs one of these shapes (FP_CAN_FIRE, on the codes)
+      if (!classesCanFire(count)) continue;
+      fp = classesOf(count);
+      if (!(ctx === 'none' ? FP_MAY_FIRE_NONE : FP_MAY_FIRE_QUOTED).test(fp)) continue;
+      toks = tokensOf(value, count);
+    }
     const strong = strongTokens(toks);
     if (strong) return { context: ctx, fingerprint: fp, reason: strong };
     const r = judge(toks, fp, ctx);

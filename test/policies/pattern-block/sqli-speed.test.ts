@@ -1,0 +1,145 @@
+import t from 'tap';
+import fc from 'fast-check';
+import {
+  cannotFireUnquoted,
+  detectSqli,
+  fingerprintOf,
+  mayBeSql,
+  sqliContexts,
+  tokenize,
+} from '../../../policies/pattern-block/detectors/sqli.js';
+
+/**
+ * The SQL detector's shortcuts (the fingerprint gate before strongTokens and the judge) must
+ * decide exactly what the exhaustive path decides, on values rich in SQL shapes.
+ */
+
+const SQL_FRAGMENTS = [
+  ...["'", '"', '`', "''", '\\', ' ', '  ', '\t', '\n', '\u00a0', 'x', 'a', 'o', "o'", 'é', '—', '$', '_'],
+  ...['1', '0', '5', '0x1f', '1e5', '3x', '.5', '1.', '=', '==', '!=', '<>', '<=>', '<', '>', ':=', '+', '-'],
+  ...[
+    '(',
+    ')',
+    ',',
+    ';',
+    '#',
+    '--',
+    '/*',
+    '*/',
+    '/*!',
+    '&',
+    '&&',
+    '|',
+    '||',
+    '@',
+    '@@',
+    '@@version',
+    '%',
+    '.',
+  ],
+  ...['union', 'select', 'where', 'having', 'order', 'group', 'by', 'and', 'or', 'xor', 'like', 'is', 'in'],
+  ...['mod', 'between', 'not', 'null', 'from', 'as', 'all', 'distinct', 'into', 'set', 'table', 'drop'],
+  ...['insert', 'update', 'delete', 'exec', 'xp_cmdshell', 'waitfor', 'delay', 'sleep', 'benchmark', 'char'],
+  ...['load_file', 'concat', 'user', 'version', 'if', 'case', 'end', 'true', 'limit', 'declare', 'login'],
+  ...['orx', 'xor1', 'sand', 'unions', 'trader', "joe's", 'square', 'phone', 'ref', ';select', '; drop'],
+  ...[
+    'order by',
+    'group by',
+    'union select',
+    "' or '1'='1",
+    '1=1',
+    ') or (',
+    'sp_',
+    'x.y',
+    "'order'",
+    '`by`',
+  ],
+];
+
+t.test('the fingerprint gate decides what the exhaustive path decides', async (t) => {
+  const fragment = fc.constantFrom(...SQL_FRAGMENTS);
+  let fired = 0;
+  fc.assert(
+    fc.property(fc.array(fragment, { maxLength: 12 }), (parts) => {
+      const v = parts.join('');
+      const r = detectSqli(v, true);
+      if (r) fired++;
+      return JSON.stringify(detectSqli(v)) === JSON.stringify(r);
+    }),
+    { numRuns: 60000 },
+  );
+  t.ok(fired > 5000, `${fired} values fired`);
+  // shapes near each rule of the gate
+  for (const v of [
+    "'order' 'by' 1",
+    '`order` `by` 1,',
+    "'select' x(1)",
+    '`select` x(1)',
+    'where 1 = 1',
+    'as x where x=1',
+    ')) or 1',
+    "'a' = 'a'",
+    "x' or 1 --",
+    "x')--",
+    'x"#',
+    '1 and 1',
+    '((and 1 = 1',
+    'union square cafe 5',
+    '## summary',
+    'order by 3',
+    "x' order by 3--",
+    "## x' or 1=1",
+    '# a\nunion select 1',
+    '/* # */ union select 1',
+    '/*#*/ or 1=1',
+    'x #" or 1=1--',
+    ') # x',
+    '*/ # x',
+    "o'brien's pub 5",
+    'say "hi" or 1=1',
+    "(x) 'a' or 1=1",
+    "\"a' or '1'='1",
+    '\'a" or "1"="1',
+  ])
+    t.same(detectSqli(v), detectSqli(v, true), v);
+});
+
+t.test('a # comment ends what the unquoted shortcut looks at, unless a quote follows', async (t) => {
+  t.ok(cannotFireUnquoted('## summary\n\n- taxi (6:15am) approved by @mgr; union select 1'));
+  t.notOk(cannotFireUnquoted("## it's x' or 1=1"));
+  t.notOk(cannotFireUnquoted('/* # */ union select 1'));
+  t.notOk(cannotFireUnquoted(') # x'));
+});
+
+t.test('the SQL contexts skip the patterns the value does not hold', async (t) => {
+  const fragment = fc.constantFrom(...SQL_FRAGMENTS);
+  fc.assert(
+    fc.property(fc.array(fragment, { maxLength: 12 }), (parts) => {
+      const v = parts.join('');
+      // (sqliContexts is asked only about values that passed mayBeSql)
+      if (!mayBeSql(v)) return true;
+      return JSON.stringify(sqliContexts(v)) === JSON.stringify(sqliContexts(v, true));
+    }),
+    { numRuns: 40000 },
+  );
+  for (const v of ["o'neil or 1", "x' union", 'a "b" and c " or', "it's (x) or 'y", "order o'x"])
+    t.same(sqliContexts(v), sqliContexts(v, true), v);
+});
+
+t.test('the fingerprint made without tokens is that of the tokens', async (t) => {
+  const fragment = fc.constantFrom(...SQL_FRAGMENTS, '\\', "\\'", '""', '0b1', '`a`', 'sleep (', 'x/**/(');
+  const context = fc.constantFrom('none' as const, "'" as const, '"' as const);
+  fc.assert(
+    fc.property(fc.array(fragment, { maxLength: 16 }), context, (parts, ctx) => {
+      const v = parts.join('');
+      const fp = tokenize(v, ctx, true)
+        .map((x) => x.t)
+        .join('');
+      return fingerprintOf(v, ctx) === fp;
+    }),
+    { numRuns: 40000 },
+  );
+  const long = 'a b '.repeat(40);
+  t.equal(fingerprintOf(long, 'none'), 'n'.repeat(48), 'at most 48 tokens');
+  t.equal(fingerprintOf("x' or sleep(5)#", "'"), 's&f(1)c');
+});
