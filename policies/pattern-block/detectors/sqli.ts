@@ -955,9 +955,10 @@ function contextsAt(value: string, atSingle: number, atDouble: number): SqliCont
   // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
   // logical word next to them to form a shape. Without quotes, mayBeSqlBesidesQuotes is
   // mayBeSql (the two patterns differ only in the quote characters), which held.
-  // which of mayBeSqlBesidesQuotes's patterns the value may hold (each is known absent once
+  // Which of mayBeSqlBesidesQuotes's patterns the value may hold (each is known absent once
   // tested false): a match of one in the rest after a quote, a suffix that follows a non-word
-  // character, is one in the value too, so a pattern absent from the value is from the rest
+  // character, is one in the value too, so a pattern absent from the value is absent from
+  // the rest.
   let chars = true;
   let words = true;
   let logic = true;
