@@ -856,6 +856,16 @@ function wordClassAt(s: string, i: number, j: number): WordClass | undefined {
   return undefined;
 }
 
+/** {@link cannotFireUnquoted}'s classes of ASCII characters: word, other, one it looks at. */
+const CFU_WORD = 1;
+const CFU_OTHER = 2;
+const CFU_CLASS: Uint8Array = (() => {
+  const t = new Uint8Array(128);
+  for (let c = 0; c < 128; c++)
+    t[c] = isWordChar(c) ? CFU_WORD : '\'"`;@=<&|/#'.includes(String.fromCharCode(c)) ? 3 : CFU_OTHER;
+  return t;
+})();
+
 /**
  * Whether the value, tokenized as it is, cannot give a fingerprint the judge or
  * {@link strongTokens} accepts, decided without tokenizing. Every shape needs one of: a quote
@@ -870,23 +880,26 @@ function wordClassAt(s: string, i: number, j: number): WordClass | undefined {
  */
 export function cannotFireUnquoted(s: string): boolean {
   const n = s.length;
-  let first = true;
+  let i = 0;
+  while (i < n && (s.charCodeAt(i) <= 32 || s.charCodeAt(i) === 0xa0)) i++;
+  // the first token: `)` starts a parenthesis break; `*/` is skipped without a token
+  if (s.charCodeAt(i) === 41 || (s.charCodeAt(i) === 42 && s.charCodeAt(i + 1) === 47)) return false;
   let run = -1;
   /** whether a `/*` occurred (a `#` after one may be inside that comment) */
   let blockComment = false;
-  for (let i = 0; i <= n; i++) {
-    const c = i < n ? s.charCodeAt(i) : 32;
-    if (c !== 0xa0 && isWordChar(c)) {
+  for (; i < n; i++) {
+    const c = s.charCodeAt(i);
+    const k = c < 128 ? CFU_CLASS[c]! : c === 0xa0 ? CFU_OTHER : CFU_WORD;
+    if (k === CFU_WORD) {
       if (run < 0) run = i;
-      first = false;
       continue;
     }
+    // every word of WORD_CLASS starts with a letter (a run from a digit is a number or a bareword)
     if (run >= 0) {
-      // every word of WORD_CLASS starts with a letter (a run from a digit is a number or a bareword)
       if (wordClassAt(s, run, i) !== undefined) return false;
       run = -1;
     }
-    if (i === n) break;
+    if (k === CFU_OTHER) continue;
     switch (c) {
       case 39: // '
       case 34: // "
@@ -914,13 +927,8 @@ export function cannotFireUnquoted(s: string): boolean {
       default:
         break;
     }
-    if (first && !(c <= 32 || c === 0xa0)) {
-      // the first token: `)` starts a parenthesis break; `*/` is skipped without a token
-      if (c === 41 || (c === 42 && s.charCodeAt(i + 1) === 47)) return false;
-      first = false;
-    }
   }
-  return true;
+  return run < 0 || wordClassAt(s, run, n) === undefined;
 }
 
 /**
@@ -947,9 +955,10 @@ function contextsAt(value: string, atSingle: number, atDouble: number): SqliCont
   // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
   // logical word next to them to form a shape. Without quotes, mayBeSqlBesidesQuotes is
   // mayBeSql (the two patterns differ only in the quote characters), which held.
-  // which of mayBeSqlBesidesQuotes's patterns the value may hold (each is known absent once
+  // Which of mayBeSqlBesidesQuotes's patterns the value may hold (each is known absent once
   // tested false): a match of one in the rest after a quote, a suffix that follows a non-word
-  // character, is one in the value too, so a pattern absent from the value is from the rest
+  // character, is one in the value too, so a pattern absent from the value is absent from
+  // the rest.
   let chars = true;
   let words = true;
   let logic = true;
@@ -988,26 +997,15 @@ function contextsAt(value: string, atSingle: number, atDouble: number): SqliCont
  */
 export function detectSqli(value: string, exhaustive = false): SqliResult | undefined {
   if (value.length < 2) return undefined;
-  let contexts: SqliContext[];
-  // mayBeSql, learning from its first pattern where its leftmost match starts: a match that
-  // starts with a quote is that quote alone (no other alternative starts with one), and
-  // nothing the pattern looks for, the other quote included, comes before it
-  const first = value.search(SQL_GATE_CHARS);
-  const gate = first >= 0;
-  const q = gate ? value.charCodeAt(first) : 0;
-  if (!exhaustive && (q === 39 || q === 34)) {
-    // (cannotFireUnquoted answers false on any quote)
-    contexts =
-      q === 39
-        ? contextsAt(value, first, value.indexOf('"', first + 1))
-        : contextsAt(value, value.indexOf("'", first + 1), first);
-  } else {
-    // (the rest of mayBeSql)
-    if (!gate && !(SQL_GATE_WORDS.test(value) || (SQL_LOGIC.test(value) && SQL_LOGIC_OPERAND.test(value))))
-      return undefined;
-    if (!exhaustive && cannotFireUnquoted(value)) return undefined;
-    contexts = sqliContexts(value);
-  }
+  // mayBeSql; its first pattern holds both quotes, so a value without a match has none
+  const gate = SQL_GATE_CHARS.test(value);
+  const atSingle = gate ? value.indexOf("'") : -1;
+  const atDouble = gate ? value.indexOf('"') : -1;
+  if (!gate && !(SQL_GATE_WORDS.test(value) || (SQL_LOGIC.test(value) && SQL_LOGIC_OPERAND.test(value))))
+    return undefined;
+  // (cannotFireUnquoted answers false on any quote)
+  if (!exhaustive && atSingle < 0 && atDouble < 0 && cannotFireUnquoted(value)) return undefined;
+  const contexts = contextsAt(value, atSingle, atDouble);
   for (const ctx of contexts) {
     let toks: Tok[];
     let fp: string;
