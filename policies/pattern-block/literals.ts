@@ -526,23 +526,41 @@ export function buildScanner(reqs: readonly (readonly string[])[]): LiteralScann
 }
 
 /**
+ * One transition of the automaton from `row` on character class `cls`: marks `hit[base + k]
+ * = stamp` for every requirement `k` ending at the state reached, and returns its row.
+ */
+function step(
+  sc: LiteralScanner,
+  row: number,
+  cls: number,
+  hit: Int32Array,
+  base: number,
+  stamp: number,
+): number {
+  const to = sc.delta[row + cls]!;
+  if (to >= 0) return to;
+  const reached = ~to;
+  const st = (reached / sc.width) | 0;
+  const b = sc.outStart[st + 1]!;
+  for (let k = sc.outStart[st]!; k < b; k++) hit[base + sc.outIds[k]!] = stamp;
+  return reached;
+}
+
+/**
  * Scan `s`: `hit[base + k] = stamp` for every requirement `k` of which `s` holds a literal
  * (folded). Linear in the length of `s`; no allocation.
  */
 export function scanLiterals(sc: LiteralScanner, s: string, hit: Int32Array, stamp: number, base = 0): void {
-  const { classOf, width, delta, outStart, outIds } = sc;
+  const classOf = sc.classOf;
   let row = 0;
   const n = s.length;
-  for (let i = 0; i < n; i++) {
-    row = delta[row + classOf[s.charCodeAt(i)]!]!;
-    if (row < 0) {
-      row = ~row;
-      const st = (row / width) | 0;
-      const b = outStart[st + 1]!;
-      for (let k = outStart[st]!; k < b; k++) hit[base + outIds[k]!] = stamp;
-    }
-  }
+  for (let i = 0; i < n; i++) row = step(sc, row, classOf[s.charCodeAt(i)]!, hit, base, stamp);
 }
+
+/** A trigger no character has: {@link scanLiteralsMaskAndSkipping} then makes the first scan alone. */
+const NO_TRIGGER: CharMask = { lo: 0, hi: 0 };
+/** (the skip table of a scan with {@link NO_TRIGGER}, never read) */
+const NO_SKIP = new Uint8Array(0);
 
 /**
  * {@link scanLiterals} and {@link charMask} (the signature into `mask`) in one pass over `s`.
@@ -555,35 +573,7 @@ export function scanLiteralsAndMask(
   base: number,
   mask: CharMask,
 ): void {
-  const { classOf, width, delta, outStart, outIds } = sc;
-  let row = 0;
-  let lo = 0;
-  let hi = 0;
-  let prevSpace = false;
-  const n = s.length;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 128) {
-      lo |= LO[c]!;
-      hi |= HI[c]!;
-      if (c === 32) {
-        if (prevSpace) hi |= HI_DOUBLE_SPACE;
-        prevSpace = true;
-      } else prevSpace = false;
-    } else {
-      hi |= HI_NON_ASCII;
-      prevSpace = false;
-    }
-    row = delta[row + classOf[c]!]!;
-    if (row < 0) {
-      row = ~row;
-      const st = (row / width) | 0;
-      const b = outStart[st + 1]!;
-      for (let k = outStart[st]!; k < b; k++) hit[base + outIds[k]!] = stamp;
-    }
-  }
-  mask.lo = lo;
-  mask.hi = hi;
+  scanLiteralsMaskAndSkipping(sc, s, hit, stamp, base, mask, NO_TRIGGER, base, NO_SKIP);
 }
 
 /**
@@ -604,7 +594,7 @@ export function scanLiteralsMaskAndSkipping(
   skipBase: number,
   skip: Uint8Array,
 ): boolean {
-  const { classOf, width, delta, outStart, outIds } = sc;
+  const classOf = sc.classOf;
   const tLo = trigger === undefined ? 0 : trigger.lo;
   const tHi = trigger === undefined ? 0 : trigger.hi;
   let skipping = trigger === undefined;
@@ -628,37 +618,17 @@ export function scanLiteralsMaskAndSkipping(
       prevSpace = false;
     }
     const cls = classOf[c]!;
-    row = delta[row + cls]!;
-    if (row < 0) {
-      row = ~row;
-      const st = (row / width) | 0;
-      const b = outStart[st + 1]!;
-      for (let k = outStart[st]!; k < b; k++) hit[base + outIds[k]!] = stamp;
-    }
+    row = step(sc, row, cls, hit, base, stamp);
     if (!skipping) {
       if ((lo & tLo) === 0 && (hi & tHi) === 0) continue;
       // the first trigger: the skipping scan catches up to here, then goes along
       skipping = true;
       for (let j = 0; j < i; j++) {
         const d = s.charCodeAt(j);
-        if (skip[d] === 1) continue;
-        row2 = delta[row2 + classOf[d]!]!;
-        if (row2 < 0) {
-          row2 = ~row2;
-          const st = (row2 / width) | 0;
-          const b = outStart[st + 1]!;
-          for (let k = outStart[st]!; k < b; k++) hit[skipBase + outIds[k]!] = stamp;
-        }
+        if (skip[d] !== 1) row2 = step(sc, row2, classOf[d]!, hit, skipBase, stamp);
       }
     }
-    if (skip[c] === 1) continue;
-    row2 = delta[row2 + cls]!;
-    if (row2 < 0) {
-      row2 = ~row2;
-      const st = (row2 / width) | 0;
-      const b = outStart[st + 1]!;
-      for (let k = outStart[st]!; k < b; k++) hit[skipBase + outIds[k]!] = stamp;
-    }
+    if (skip[c] !== 1) row2 = step(sc, row2, cls, hit, skipBase, stamp);
   }
   mask.lo = lo;
   mask.hi = hi;
@@ -677,18 +647,11 @@ export function scanLiteralsSkipping(
   base: number,
   skip: Uint8Array,
 ): void {
-  const { classOf, width, delta, outStart, outIds } = sc;
+  const classOf = sc.classOf;
   let row = 0;
   const n = s.length;
   for (let i = 0; i < n; i++) {
     const c = s.charCodeAt(i);
-    if (skip[c] === 1) continue;
-    row = delta[row + classOf[c]!]!;
-    if (row < 0) {
-      row = ~row;
-      const st = (row / width) | 0;
-      const b = outStart[st + 1]!;
-      for (let k = outStart[st]!; k < b; k++) hit[base + outIds[k]!] = stamp;
-    }
+    if (skip[c] !== 1) row = step(sc, row, classOf[c]!, hit, base, stamp);
   }
 }

@@ -64,11 +64,24 @@ t.test('derivation of required literals', async (t) => {
   t.same(requiredLiterals('(?<n>a)\\k<n>', ''), undefined);
 });
 
+/** Literal sets of a few short literals, as requirements of a scanner. */
+const literalSets = fc.array(
+  fc.array(fc.string({ unit: fc.constantFrom('a', 'b', 'A', '(', 'é', ' '), minLength: 1, maxLength: 4 }), {
+    minLength: 1,
+    maxLength: 4,
+  }),
+  { minLength: 1, maxLength: 6 },
+);
+/** Texts with whitespace of several kinds (runs, tab, NBSP) among letters and punctuation. */
+const scanText = fc.string({
+  unit: fc.constantFrom('a', 'b', 'B', '(', 'ü', ' ', '  ', '\t', '\u00a0', 'x', '%', '<'),
+  maxLength: 24,
+});
+
 t.test('the automaton finds what a plain search finds', async (t) => {
-  const lit = fc.string({ unit: fc.constantFrom('a', 'b', 'A', '(', 'é', ' '), minLength: 1, maxLength: 4 });
   fc.assert(
     fc.property(
-      fc.array(fc.array(lit, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 6 }),
+      literalSets,
       fc.string({ unit: fc.constantFrom('a', 'b', 'B', '(', 'ü', ' ', 'x'), maxLength: 24 }),
       (reqs, text) => {
         const folded = reqs.map((r) => r.map(fold));
@@ -88,39 +101,30 @@ t.test('the automaton finds what a plain search finds', async (t) => {
 });
 
 t.test('the fused scans equal the scan and the signature they inline', async (t) => {
-  const lit = fc.string({ unit: fc.constantFrom('a', 'b', 'A', '(', 'é', ' '), minLength: 1, maxLength: 4 });
   fc.assert(
-    fc.property(
-      fc.array(fc.array(lit, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 6 }),
-      fc.string({
-        unit: fc.constantFrom('a', 'b', 'B', '(', 'ü', ' ', '  ', '\t', '\u00a0', 'x', '%', '<'),
-        maxLength: 24,
-      }),
-      (reqs, text) => {
-        const sc = buildScanner(reqs.map((r) => r.map(fold)));
-        const plain = new Int32Array(sc.size);
-        const fused = new Int32Array(sc.size);
-        // scanLiteralsAndMask: the scan of the text and its signature
-        scanLiterals(sc, text, plain, 1);
-        const mask = { lo: 0, hi: 0 };
-        scanLiteralsAndMask(sc, text, fused, 1, 0, mask);
-        const sig = charMask(text, { lo: 0, hi: 0 });
-        if (mask.lo !== sig.lo || mask.hi !== sig.hi || plain.join() !== fused.join()) return false;
-        // scanLiteralsSkipping: the scan of the text without its whitespace
-        plain.fill(0);
-        fused.fill(0);
-        scanLiterals(sc, removeWhitespace(text), plain, 1);
-        scanLiteralsSkipping(sc, text, fused, 1, 0, WS_UNIT);
-        return plain.join() === fused.join();
-      },
-    ),
+    fc.property(literalSets, scanText, (reqs, text) => {
+      const sc = buildScanner(reqs.map((r) => r.map(fold)));
+      const plain = new Int32Array(sc.size);
+      const fused = new Int32Array(sc.size);
+      // scanLiteralsAndMask: the scan of the text and its signature
+      scanLiterals(sc, text, plain, 1);
+      const mask = { lo: 0, hi: 0 };
+      scanLiteralsAndMask(sc, text, fused, 1, 0, mask);
+      const sig = charMask(text, { lo: 0, hi: 0 });
+      if (mask.lo !== sig.lo || mask.hi !== sig.hi || plain.join() !== fused.join()) return false;
+      // scanLiteralsSkipping: the scan of the text without its whitespace
+      plain.fill(0);
+      fused.fill(0);
+      scanLiterals(sc, removeWhitespace(text), plain, 1);
+      scanLiteralsSkipping(sc, text, fused, 1, 0, WS_UNIT);
+      return plain.join() === fused.join();
+    }),
     { numRuns: 3000 },
   );
   t.pass('same hits and signature');
 });
 
 t.test('the scan that also skips whitespace from a trigger on equals the two scans apart', async (t) => {
-  const lit = fc.string({ unit: fc.constantFrom('a', 'b', 'A', '(', 'é', ' '), minLength: 1, maxLength: 4 });
   const triggers = [
     undefined,
     charMask('(', { lo: 0, hi: 0 }),
@@ -130,33 +134,25 @@ t.test('the scan that also skips whitespace from a trigger on equals the two sca
   let skipped = 0;
   let notSkipped = 0;
   fc.assert(
-    fc.property(
-      fc.array(fc.array(lit, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 6 }),
-      fc.string({
-        unit: fc.constantFrom('a', 'b', 'B', '(', 'ü', ' ', '  ', '\t', '\u00a0', 'x', '%', '<'),
-        maxLength: 24,
-      }),
-      fc.constantFrom(...triggers),
-      (reqs, text, trigger) => {
-        const sc = buildScanner(reqs.map((r) => r.map(fold)));
-        const first = new Int32Array(sc.size);
-        const second = new Int32Array(sc.size);
-        scanLiterals(sc, text, first, 1);
-        scanLiterals(sc, removeWhitespace(text), second, 1);
-        const both = new Int32Array(sc.size * 2);
-        const mask = { lo: 0, hi: 0 };
-        const made = scanLiteralsMaskAndSkipping(sc, text, both, 1, 0, mask, trigger, sc.size, WS_UNIT);
-        const sig = charMask(text, { lo: 0, hi: 0 });
-        if (mask.lo !== sig.lo || mask.hi !== sig.hi) return false;
-        if (both.subarray(0, sc.size).join() !== first.join()) return false;
-        // made exactly when the text holds a trigger character (always without a trigger)
-        if (made !== (trigger === undefined || (sig.lo & trigger.lo) !== 0 || (sig.hi & trigger.hi) !== 0))
-          return false;
-        if (made) skipped++;
-        else notSkipped++;
-        return !made || both.subarray(sc.size).join() === second.join();
-      },
-    ),
+    fc.property(literalSets, scanText, fc.constantFrom(...triggers), (reqs, text, trigger) => {
+      const sc = buildScanner(reqs.map((r) => r.map(fold)));
+      const first = new Int32Array(sc.size);
+      const second = new Int32Array(sc.size);
+      scanLiterals(sc, text, first, 1);
+      scanLiterals(sc, removeWhitespace(text), second, 1);
+      const both = new Int32Array(sc.size * 2);
+      const mask = { lo: 0, hi: 0 };
+      const made = scanLiteralsMaskAndSkipping(sc, text, both, 1, 0, mask, trigger, sc.size, WS_UNIT);
+      const sig = charMask(text, { lo: 0, hi: 0 });
+      if (mask.lo !== sig.lo || mask.hi !== sig.hi) return false;
+      if (both.subarray(0, sc.size).join() !== first.join()) return false;
+      // made exactly when the text holds a trigger character (always without a trigger)
+      if (made !== (trigger === undefined || (sig.lo & trigger.lo) !== 0 || (sig.hi & trigger.hi) !== 0))
+        return false;
+      if (made) skipped++;
+      else notSkipped++;
+      return !made || both.subarray(sc.size).join() === second.join();
+    }),
     { numRuns: 3000 },
   );
   t.ok(skipped > 100 && notSkipped > 100, `both cases generated (${skipped}, ${notSkipped})`);
