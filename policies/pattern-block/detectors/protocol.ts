@@ -152,6 +152,9 @@ export function percentFindings(s: string): number {
   for (let i = s.indexOf('%'); i >= 0; i = s.indexOf('%', i + 1)) {
     const a = s.charCodeAt(i + 1);
     const b = s.charCodeAt(i + 2);
+    // the usual escape, a digit then a hex digit: valid, and neither %u nor an overlong form
+    // (both start with a letter)
+    if (a >= 48 && a <= 57 && isHex(b)) continue;
     const u =
       (a === 117 || a === 85) &&
       isHex(b) &&
