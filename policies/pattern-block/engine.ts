@@ -1187,13 +1187,15 @@ class Walk {
   }
 
   /**
-   * Whether a group or a detector rule of `plan` may run on a value of signature `lo`/`hi`
-   * whose literal scan is in `slot`: the checks {@link runPlan} starts each with (the
-   * character gate, then the literals), on flat numbers, so a plan with nothing to run
-   * costs a short loop instead of a call.
+   * Whether a group or a detector rule of `plan` may run on a value of signature `m` whose
+   * literal scan is in `slot`: the checks {@link runPlan} starts each with (the character
+   * gate, then the literals), on flat numbers, so a plan with nothing to run costs a short
+   * loop instead of a call.
    */
-  private mayRun(plan: Plan, slot: number, lo: number, hi: number): boolean {
+  private mayRun(plan: Plan, slot: number, m: CharMask): boolean {
     const pre = plan.pre;
+    const lo = m.lo;
+    const hi = m.hi;
     const hit = litScan.hit;
     const base = slot * this.engine.literals.size;
     const stamp = this.scanStamp[slot]!;
@@ -1303,6 +1305,9 @@ class Walk {
           slot4 = this.runPlan(plan, vals[sv]!, tm, kind, path, leaf, slot4);
           continue;
         }
+        // the variant's signature (see above)
+        tm.lo = vm.lo;
+        tm.hi = (sv & 1) === 0 ? vm.hi : vm.hi & ~HI_UPPER;
         let slotWs = -1;
         if (sv >= 2 && plan.litsOnly) {
           // the variant without whitespace, scanned without building it (removing whitespace
@@ -1312,11 +1317,8 @@ class Walk {
             have |= 2;
           }
           slotWs = this.scanSkippingWhitespace(sv === 2 || folds ? v : vals[1]!);
-          if (!this.mayRun(plan, slotWs, vm.lo, (sv & 1) === 0 ? vm.hi : vm.hi & ~HI_UPPER)) continue;
-        } else if (
-          (sv === 0 || (sv === 1 && slot1 >= 0)) &&
-          !this.mayRun(plan, sv === 0 ? 0 : slot1, vm.lo, sv === 0 ? vm.hi : vm.hi & ~HI_UPPER)
-        )
+          if (!this.mayRun(plan, slotWs, tm)) continue;
+        } else if ((sv === 0 || (sv === 1 && slot1 >= 0)) && !this.mayRun(plan, sv === 0 ? 0 : slot1, tm))
           continue;
         if ((have & (1 << sv)) === 0) {
           if (sv === 1) vals[1] = lowerOf(v, vm);
@@ -1330,8 +1332,6 @@ class Walk {
           }
           have |= 1 << sv;
         }
-        tm.lo = vm.lo;
-        tm.hi = (sv & 1) === 0 ? vm.hi : vm.hi & ~HI_UPPER;
         this.scanned = vals[sv]!;
         if (sv === 0) this.runPlan(plan, v, tm, kind, path, leaf, 0);
         else if (sv === 1) slot1 = this.runPlan(plan, vals[1]!, tm, kind, path, leaf, slot1);
