@@ -88,6 +88,62 @@ const URL_ATTRS = new Set([
 /** Script URL schemes (matched on a value with whitespace and NULs removed). */
 export const SCRIPT_URL =
   /(?:java|vb|live|ecma|j|moz)script:|\bmocha:|data:(?:text\/html|image\/svg|application\/(?:x-)?(?:javascript|ecmascript|xhtml))/;
+const SCRIPT_URL_ALL = new RegExp(SCRIPT_URL.source, 'g');
+
+/** JavaScript words that may come before the code itself: `javascript:void 0`, `javascript:new Image().src=…`. */
+const JS_LEADING_WORDS = new Set([
+  'new',
+  'void',
+  'typeof',
+  'throw',
+  'delete',
+  'return',
+  'await',
+  'yield',
+  'var',
+  'let',
+  'const',
+]);
+
+function isIdentifierUnit(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 95;
+}
+
+/** The index in `v` of the code unit that has index `k` once whitespace and NULs are removed (`v.length` past the end). */
+function originalIndex(v: string, k: number): number {
+  let seen = 0;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c === 0 || WS_UNIT[c] === 1) continue;
+    if (seen === k) return i;
+    seen++;
+  }
+  return v.length;
+}
+
+/**
+ * Whether what follows a script scheme (`javascript:` …) from `from` on reads as code:
+ * nothing (a bare scheme), or a character that is not part of a word (`(`, `` ` ``, `=`,
+ * `/`, `.`, quotes …) before a second word, or words after the first only when it is one of
+ * {@link JS_LEADING_WORDS}. Two plain words in a row are prose (`JavaScript: The Good
+ * Parts`), which a script URL cannot start with: `a b` is a syntax error.
+ */
+function codeFollows(v: string, from: number): boolean {
+  const n = v.length;
+  let i = from;
+  let words = 0;
+  let leading = true;
+  for (;;) {
+    while (i < n && (v.charCodeAt(i) === 0 || WS_UNIT[v.charCodeAt(i)] === 1)) i++;
+    if (i >= n || !isIdentifierUnit(v.charCodeAt(i))) return true;
+    if (words > 0 && !leading) return false;
+    const start = i;
+    while (i < n && isIdentifierUnit(v.charCodeAt(i))) i++;
+    leading = JS_LEADING_WORDS.has(v.slice(start, i));
+    words++;
+  }
+}
+
 /** CSS that runs script (inside style attributes or style rules). */
 export const CSS_SCRIPT = /-moz-binding|expression\(|behaviou?r:|@import/;
 /** CSS property context outside tags: `x:expression(`, `{-moz-binding:`. */
@@ -219,12 +275,16 @@ export function detectXss(v: string): XssResult | undefined {
         return { reason: `attribute:${attr}`, at: lt };
     }
   }
-  // outside tags: script URLs at the start of a value or after a quote/bracket break
+  // outside tags: script URLs (anywhere: at the start of a value, after a quote or bracket
+  // break), unless a script scheme is followed by prose
   if (!mayHaveScriptOutsideTags(v)) return undefined;
   const compact = v.replace(/[\s\0]/g, '');
-  const m = SCRIPT_URL.exec(compact);
-  if (m) return { reason: 'script-url', at: m.index };
+  SCRIPT_URL_ALL.lastIndex = 0;
+  for (let m = SCRIPT_URL_ALL.exec(compact); m !== null; m = SCRIPT_URL_ALL.exec(compact)) {
+    if (!m[0].endsWith(':') || codeFollows(v, originalIndex(v, m.index + m[0].length)))
+      return { reason: 'script-url', at: originalIndex(v, m.index) };
+  }
   const c = CSS_PROPERTY.exec(compact);
-  if (c) return { reason: 'css-script', at: c.index };
+  if (c) return { reason: 'css-script', at: originalIndex(v, c.index) };
   return undefined;
 }

@@ -82,6 +82,30 @@ t.test('HTML/JS context check', async (t) => {
     t.notOk(detectXss(b), b);
 });
 
+t.test('script URLs outside tags: code after the scheme, not prose', async (t) => {
+  // (detectXss sees transformed values: lower case)
+  for (const a of [
+    'javascript:alert(1)',
+    'javascript: alert (1)',
+    'java script : alert`1`',
+    'javascript:void 0',
+    "javascript:new image().src='//x'",
+    'javascript:',
+    "bought 'javascript: the good parts'; javascript:alert(1)",
+    'vbscript:msgbox(1)',
+  ])
+    t.ok(detectXss(a), a);
+  for (const b of [
+    "bought 'javascript: the good parts' and 'sql for mere mortals'",
+    'javascript: 101 course for the team',
+    'course: javascript: the definitive guide (7th ed.)',
+  ])
+    t.notOk(detectXss(b), b);
+  // the evidence points into the value as sent, not into its whitespace-free form
+  const v = 'see the book javascript: the good parts; then javascript:alert(1)';
+  t.equal(detectXss(v)?.at, v.lastIndexOf('javascript:'));
+});
+
 t.test(
   'targets: JSON leaves and keys, form fields, multipart fields and filenames, cookies, headers',
   async (t) => {
