@@ -707,7 +707,9 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
     const c = toks[toks.length - 1]!.v;
     if (!(c.startsWith('#') && c.includes(ctx))) return 'break-comment';
   }
-  // string break then a timing / dangerous call or statement
+  // string break then a timing / dangerous call or statement (T-SQL needs no `;` between
+  // statements); not a SELECT whose one operand is the quoted rest of the value, which only
+  // selects a constant (`meeting room 'Select' on floor 3 -- coffee`)
   if (ctx !== 'none' && FP_BREAK_CALL.test(fp)) {
     const idx = fp.search(FP_CALL_OR_STATEMENT);
     const t = toks[idx]!;
@@ -716,7 +718,13 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
       (t.t === 'E' && (t.v === 'waitfor' || t.v === 'select' || t.v === 'exec' || t.v === 'execute'))
     ) {
       const after = toks[idx + 1];
-      if (t.t === 'f' || !after || after.t !== 'n' || t.v === 'waitfor') return 'break-call';
+      if (
+        t.t === 'f' ||
+        !after ||
+        (after.t !== 'n' && !(after.t === 's' && t.v === 'select' && idx + 2 === toks.length)) ||
+        t.v === 'waitfor'
+      )
+        return 'break-call';
     }
   }
   // order by / group by with a column number, at the start or after a break

@@ -54,6 +54,10 @@ t.test('SQL tokenizer judge', async (t) => {
     ' or 1=1--',
     '1=1',
     "x') and sleep(5)#",
+    // T-SQL runs a statement after a string without a separator
+    "x' select 1",
+    "x' select @@version",
+    "x' waitfor delay '0:0:5'--",
   ])
     t.ok(detectSqli(a.toLowerCase()), a);
   for (const b of [
@@ -65,6 +69,8 @@ t.test('SQL tokenizer judge', async (t) => {
     'notes: select the cheaper option; drop the extra room',
     "dave & buster's",
     'a&b=c',
+    // after the break, SELECT of nothing but the quoted rest: a constant, however it parses
+    "meeting room 'select' on floor 3 -- coffee & pastries.",
   ])
     t.notOk(detectSqli(b), b);
 });
