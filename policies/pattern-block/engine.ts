@@ -1589,7 +1589,21 @@ function walkJson(j: JsonWalk, v: unknown, leaf: string, depth: number): void {
     }
     return;
   }
-  const obj = v as Record<string, unknown>;
+  walkMembers(j, v as Record<string, unknown>, depth, undefined);
+}
+
+/**
+ * The members of a JSON object at `depth`: each key, then its value under the key as field
+ * name, except `value`, which goes under `valueField` when given (see {@link walkJsonPatch}).
+ */
+function walkMembers(
+  j: JsonWalk,
+  obj: Record<string, unknown>,
+  depth: number,
+  valueField: string | undefined,
+): void {
+  const walk = j.walk;
+  const segs = walk.jsonSegs;
   for (const k in obj) {
     if (!Object.prototype.hasOwnProperty.call(obj, k)) continue;
     if (j.budget-- <= 0) return;
@@ -1597,8 +1611,42 @@ function walkJson(j: JsonWalk, v: unknown, leaf: string, depth: number): void {
     segs[depth] = k;
     walk.jsonLen = depth + 1;
     walk.value(j.keys, 'json_key', JSON_PATH, k, k);
-    walkJson(j, x, k, depth + 1);
+    walkJson(j, x, valueField !== undefined && k === 'value' ? valueField : k, depth + 1);
   }
+}
+
+/**
+ * A JSON Patch (RFC 6902): an array of operations. The `value` of an operation is judged as
+ * the field its `path` names (the last segment of the JSON pointer that is not an array
+ * index), so exclusions and free-text fields apply to `{"op": "replace", "path": "/notes",
+ * "value": …}` as to `{"notes": …}`. The target names stay JSON paths (`json:[0].value`).
+ */
+function walkJsonPatch(j: JsonWalk, ops: readonly unknown[]): void {
+  const segs = j.walk.jsonSegs;
+  for (let i = 0; i < ops.length && j.budget > 0; i++) {
+    const op = ops[i];
+    segs[0] = i;
+    const path =
+      op !== null && typeof op === 'object' && !Array.isArray(op)
+        ? (op as { path?: unknown }).path
+        : undefined;
+    if (typeof path === 'string') walkMembers(j, op as Record<string, unknown>, 1, pointerField(path));
+    else walkJson(j, op, '', 1);
+  }
+}
+
+const ARRAY_INDEX = /^(?:\d+|-)$/;
+const POINTER_ESCAPE = /~[01]/g;
+
+/** The last segment of a JSON pointer that is not an array index (`-` or digits), unescaped; undefined when none. */
+export function pointerField(pointer: string): string | undefined {
+  const segs = pointer.split('/');
+  for (let k = segs.length - 1; k >= 1; k--) {
+    const s = segs[k]!;
+    if (s === '' || ARRAY_INDEX.test(s)) continue;
+    return s.replace(POINTER_ESCAPE, (e) => (e === '~1' ? '/' : '~'));
+  }
+  return undefined;
 }
 
 function walkBody(walk: Walk, body: RequestBody): number {
@@ -1611,7 +1659,9 @@ function walkBody(walk: Walk, body: RequestBody): number {
       keys: e.plansByKind.get('json_key'),
       budget: budget.n,
     };
-    walkJson(j, body.json, '', 0);
+    if (body.mediaType === 'application/json-patch+json' && Array.isArray(body.json))
+      walkJsonPatch(j, body.json);
+    else walkJson(j, body.json, '', 0);
     budget.n = j.budget;
   }
   const pairs: [readonly [string, string][] | undefined, Kind, Kind][] = [

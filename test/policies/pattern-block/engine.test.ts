@@ -5,7 +5,7 @@ import {
   engineFromConfig,
   type PatternBlockConfig,
 } from '../../../policies/pattern-block/index.js';
-import { inspectRequest } from '../../../policies/pattern-block/engine.js';
+import { inspectRequest, pointerField } from '../../../policies/pattern-block/engine.js';
 import {
   urlDecodeRepeat,
   htmlEntityDecode,
@@ -267,6 +267,52 @@ t.test('paranoia level, pack monitor mode, free-text threshold, content types', 
       engineFromConfig(config(), process.cwd()).ruleCount,
     true,
   );
+});
+
+t.test('a JSON Patch operation value is judged as the field its path names', async (t) => {
+  t.equal(pointerField('/notes'), 'notes');
+  t.equal(pointerField('/items/3/name'), 'name');
+  t.equal(pointerField('/items/-'), 'items');
+  t.equal(pointerField('/a~1b/c~0d'), 'c~d');
+  t.equal(pointerField('/a~1b'), 'a/b');
+  t.equal(pointerField('/0'), undefined);
+  t.equal(pointerField(''), undefined);
+  const e = engineFromConfig(
+    config({
+      free_text_fields: ['notes'],
+      free_text_threshold: 10,
+      exclusions: [{ targets: ['json:merchant'], families: ['xss'] }],
+    }),
+    process.cwd(),
+  );
+  const patch = (ops: unknown, ct = 'application/json-patch+json') =>
+    inspectRequest(e, {
+      method: 'PATCH',
+      target: '/api/receipts/7',
+      headers: { ...H, 'Content-Type': ct },
+      body: JSON.stringify(ops),
+    });
+  // one rule (5) in a free-text field stays under its threshold (10), as in {"notes": …}
+  const one = 'see ../2023/receipts on the shared drive';
+  const onNotes = patch([{ op: 'replace', path: '/notes', value: one }]);
+  t.equal(onNotes.decision, 'allow');
+  t.same(
+    onNotes.matches.map((m) => [m.ruleId, m.target, m.freeText]),
+    [['lfi-100', 'json:[0].value', true]],
+  );
+  t.equal(patch({ notes: one }, 'application/json').decision, 'allow');
+  // the same value under another field, or outside a JSON Patch body, is scored as usual
+  t.equal(patch([{ op: 'replace', path: '/merchant', value: one }]).decision, 'deny');
+  t.equal(patch([{ op: 'replace', path: '/notes', value: one }], 'application/json').decision, 'deny');
+  // exclusions name the field too; the other members are judged under their own names
+  t.equal(patch([{ op: 'add', path: '/merchant', value: '<script>alert(1)</script>' }]).decision, 'allow');
+  t.equal(
+    patch([{ op: 'add', path: '/merchant', from: '<script>alert(1)</script>', value: 'x' }]).decision,
+    'deny',
+  );
+  // operations without a path string, and nested values, are walked as plain JSON
+  t.equal(patch([{ op: 'add', value: one }]).decision, 'deny');
+  t.equal(patch([{ op: 'add', path: '/items/-', value: { name: one } }]).decision, 'deny');
 });
 
 t.test('the clean-name memo never hides a finding', async (t) => {
