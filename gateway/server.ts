@@ -97,6 +97,13 @@ export class Gateway {
   private watcher: fs.FSWatcher | undefined;
   private reloadTimer: NodeJS.Timeout | undefined;
   private readonly inflight = new Set<AbortController>();
+  /**
+   * The HTTP/1.1 requests in flight on each client connection. Node queues the response of
+   * a pipelined request until the ones before it are written, and such a queued response
+   * emits no 'close' when the client goes away: the connection's 'close' cancels them all
+   * (else each would hold an upstream connection, its body unread, until the body timeout).
+   */
+  private readonly socketInflight = new WeakMap<Socket, Set<AbortController>>();
   private readonly sockets = new Set<Socket>();
   private closing = false;
   /**
@@ -468,10 +475,28 @@ export class Gateway {
     const h2 = isH2Request(req);
     if (!h2) this.tlsConnections?.track(req.socket, res);
     const ctx = this.makeContext(gen, req, ac.signal, h2 ? h2RequestView(req) : undefined);
+    let onSocket: Set<AbortController> | undefined;
+    if (!h2) {
+      const socket = req.socket;
+      onSocket = this.socketInflight.get(socket);
+      if (onSocket === undefined) {
+        const pending = (onSocket = new Set());
+        this.socketInflight.set(socket, pending);
+        socket.once('close', () => {
+          for (const a of pending) {
+            a.abort();
+            this.inflight.delete(a);
+          }
+          pending.clear();
+        });
+      }
+      onSocket.add(ac);
+    }
     // Any client disconnect before the response finished cancels the upstream request.
     res.once('close', () => {
       if (!res.writableFinished) ac.abort();
       this.inflight.delete(ac);
+      onSocket?.delete(ac);
     });
     this.handle(gen, ctx, req, res).catch((err: Error) => {
       this.services.log.error(

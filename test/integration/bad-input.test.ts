@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { startHarness, type Harness } from '../helpers/harness.js';
 import { rawExchange, head, type RawExchange, type RawResponse } from '../helpers/raw-http.js';
+import { eventually } from '../helpers/wait.js';
 
 /**
  * Malformed and hostile requests over raw sockets against the real gateway and the real
@@ -36,16 +37,6 @@ listen:
   token = await h.login('alice');
 });
 t.teardown(() => h.close());
-
-/** Poll until `check` is true; fails after a generous deadline (no timing assertion). */
-async function eventually(what: string, check: () => Promise<boolean>, deadlineMs = 20_000): Promise<void> {
-  const end = Date.now() + deadlineMs;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`gave up waiting: ${what}`);
-}
 
 /** A marker no other request carries; put it in the path, query or a header. */
 const mark = () => `probe-${randomUUID()}`;

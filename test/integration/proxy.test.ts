@@ -4,6 +4,7 @@ import net from 'node:net';
 import { createHash, randomUUID } from 'node:crypto';
 import { startHarness, type Harness } from '../helpers/harness.js';
 import { rawExchange, head } from '../helpers/raw-http.js';
+import { eventually } from '../helpers/wait.js';
 
 /**
  * The proxy core over real TCP against the real mock: routing, forwarding, hop-by-hop
@@ -559,6 +560,57 @@ t.test('a client abort cancels the upstream request', async (t) => {
   const ok = await fetch(`${h.url}/api/health`);
   t.equal(ok.status, 200);
 });
+
+t.test(
+  'a client that pipelines requests and vanishes without reading frees every upstream request',
+  async (t) => {
+    // Each answer is 32 MB, far more than socket buffers hold: an upstream response only ends
+    // when the gateway reads it all, or closes when the gateway gives up on it.
+    const answer = Buffer.alloc(32 << 20, 120);
+    let received = 0;
+    let open = 0;
+    const upstream = http.createServer((_req, res) => {
+      received++;
+      open++;
+      res.on('close', () => open--);
+      res.writeHead(200, {
+        'content-type': 'application/octet-stream',
+        'content-length': String(answer.length),
+      });
+      res.end(answer);
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    t.teardown(() => {
+      upstream.closeAllConnections();
+      return new Promise<void>((r) => upstream.close(() => r()));
+    });
+    // a body timeout far beyond the test's wait: only the cancellation can free the upstream
+    const hh = await startHarness({
+      upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`,
+      config: `
+upstream:
+  body_timeout: 300s
+`,
+    });
+    t.teardown(() => hh.close());
+    const u = new URL(hh.url);
+    const socket = net.connect(Number(u.port), u.hostname);
+    socket.on('error', () => {});
+    socket.pause();
+    await new Promise<void>((r) => socket.once('connect', () => r()));
+    const n = 12;
+    socket.write(`GET /api/health HTTP/1.1\r\nHost: ${u.host}\r\n\r\n`.repeat(n));
+    await eventually('every pipelined request reached the upstream', () => received === n);
+    t.equal(open, n, `all of them are in flight, their answers unread (${open} of ${n})`);
+    socket.destroy();
+    await eventually('the upstream requests were cancelled', () => open === 0);
+    t.equal(open, 0);
+    // the gateway still serves, through the same upstream
+    const ok = await fetch(`${hh.url}/api/health`, { signal: AbortSignal.timeout(20_000) });
+    t.equal(ok.status, 200);
+    await ok.arrayBuffer();
+  },
+);
 
 t.test('security headers on upstream responses and on every gateway-made error', async (t) => {
   const ok = await fetch(`${h.url}/api/receipts`, { headers: auth() });

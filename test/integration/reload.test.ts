@@ -5,6 +5,7 @@ import path from 'node:path';
 import { startHarness, type Harness } from '../helpers/harness.js';
 import { Gateway } from '../../gateway/server.js';
 import { silentLogger } from '../../gateway/observability/ops-log.js';
+import { eventually } from '../helpers/wait.js';
 
 /**
  * Hot reload: by signal (Gateway.reload, what SIGHUP calls) and by file watch; an invalid
@@ -33,20 +34,6 @@ async function reloads(h: { adminUrl: string }, result: string): Promise<number>
 async function readyGeneration(adminUrl: string): Promise<number> {
   const body = (await (await fetch(`${adminUrl}/readyz`)).json()) as { generation: number };
   return body.generation;
-}
-
-/** Poll until `check` is true; fails the test after a generous deadline (no timing assertion). */
-async function eventually(
-  what: string,
-  check: () => Promise<boolean> | boolean,
-  deadlineMs = 20_000,
-): Promise<void> {
-  const end = Date.now() + deadlineMs;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`gave up waiting: ${what}`);
 }
 
 const GEN = (n: number) => `policies:\n  security_headers:\n    extra: { X-Gen: "${n}" }\n`;
