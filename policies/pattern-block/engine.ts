@@ -979,6 +979,9 @@ function lowerOf(v: string, vm: CharMask): string {
   return (vm.hi & HI_UPPER) === 0 ? v : v.toLowerCase();
 }
 
+/** Overlap of the windows a long value is inspected in (see Walk.inspect). */
+const MAX_WINDOW_OVERLAP = 1024;
+
 /** Names and values up to this length are remembered when clean. */
 const CLEAN_MEMO_MAX_LENGTH = 64;
 /** Header values and paths up to this length are remembered when clean. */
@@ -1210,11 +1213,27 @@ class Walk {
     return false;
   }
 
+  /**
+   * A value longer than `max_value_length` is inspected whole, in windows of that length
+   * that overlap by an eighth of it (at most {@link MAX_WINDOW_OVERLAP}): each rule sees at
+   * most `max_value_length` characters at a time, and a match shorter than the overlap lies
+   * in one window wherever it is (padding an attack past the limit does not hide it). The
+   * characters inspected per request stay bounded by the body and header limits.
+   */
   private inspect(set: PlanSet, kind: string, path: Path, leaf: string, raw: string): void {
-    const v =
-      raw.length > this.engine.options.maxValueLength
-        ? raw.slice(0, this.engine.options.maxValueLength)
-        : raw;
+    const max = this.engine.options.maxValueLength;
+    if (raw.length <= max) {
+      this.inspectWindow(set, kind, path, leaf, raw);
+      return;
+    }
+    const step = max - Math.min(MAX_WINDOW_OVERLAP, max >> 3);
+    for (let at = 0; ; at += step) {
+      this.inspectWindow(set, kind, path, leaf, raw.slice(at, at + max));
+      if (at + max >= raw.length) return;
+    }
+  }
+
+  private inspectWindow(set: PlanSet, kind: string, path: Path, leaf: string, v: string): void {
     // a value takes a bounded number of scans, so the stamps never wrap within one
     if (litScan.stamp > 0x3fff0000) {
       litScan.hit.fill(0);

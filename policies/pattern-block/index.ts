@@ -135,7 +135,8 @@ const schema = policyBlock(
     max_value_length: Type.Integer({
       minimum: 256,
       default: DEFAULT_ENGINE_OPTIONS.maxValueLength,
-      description: 'characters inspected per value (linear-time bound)',
+      description:
+        'characters a rule sees at a time: longer values are inspected whole, in overlapping windows of this length',
     }),
     skip_headers: Type.Array(Type.String(), {
       default: [...DEFAULT_ENGINE_OPTIONS.skipHeaders],
