@@ -99,7 +99,15 @@ export class AdminServer {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://admin');
+    // the request target as a path: `//x` must not become a host (new URL('//x', base) does)
+    const target = req.url ?? '/';
+    let url: URL;
+    try {
+      url = new URL(`http://admin${target.startsWith('/') ? '' : '/'}${target}`);
+    } catch {
+      json(res, 400, { error: 'bad_request', message: 'The request target is not a valid path.' });
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       if (url.pathname === '/api/reload' && req.method === 'POST') {
         const r = await this.gw.reload('admin');

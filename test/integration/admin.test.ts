@@ -1,6 +1,7 @@
 import t from 'tap';
 import net from 'node:net';
 import { startHarness, type Harness } from '../helpers/harness.js';
+import { rawExchange, head } from '../helpers/raw-http.js';
 import { Gateway } from '../../gateway/server.js';
 import { silentLogger } from '../../gateway/observability/ops-log.js';
 
@@ -235,4 +236,20 @@ t.test('admin: other methods and paths', async (t) => {
   const rec = (await reload.json()) as { result: string; trigger: string };
   t.equal(rec.result, 'success');
   t.equal(rec.trigger, 'admin');
+});
+
+t.test('admin: a target starting with // is a path, not a host', async (t) => {
+  for (const target of ['//', '///', '//%', '//[', '//x:y', '//:99999', '/\\', '//metrics', '//healthz']) {
+    const x = await rawExchange(
+      h.adminUrl,
+      head(`GET ${target} HTTP/1.1`, ['Host: admin', 'Connection: close']),
+    );
+    t.equal(x.responses[0]?.status, 404, `${target}: 404, not a 500 or another page`);
+    t.equal(x.responses[0]?.json?.error, 'not_found', target);
+  }
+  const ok = await rawExchange(
+    h.adminUrl,
+    head('GET /healthz HTTP/1.1', ['Host: admin', 'Connection: close']),
+  );
+  t.equal(ok.responses[0]?.status, 200);
 });
