@@ -58,6 +58,8 @@ t.test('SQL tokenizer judge', async (t) => {
     "x' select 1",
     "x' select @@version",
     "x' waitfor delay '0:0:5'--",
+    'x" like "%',
+    'x" between 1 and 9 --',
   ])
     t.ok(detectSqli(a.toLowerCase()), a);
   for (const b of [
@@ -71,6 +73,9 @@ t.test('SQL tokenizer judge', async (t) => {
     'a&b=c',
     // after the break, SELECT of nothing but the quoted rest: a constant, however it parses
     "meeting room 'select' on floor 3 -- coffee & pastries.",
+    // a quoted phrase in a search box: an operator word, a bare word, then the quoted rest
+    'office chair "between flights"',
+    'laptop stand "like new"',
   ])
     t.notOk(detectSqli(b), b);
 });
