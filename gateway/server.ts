@@ -104,6 +104,8 @@ export class Gateway {
    * (else each would hold an upstream connection, its body unread, until the body timeout).
    */
   private readonly socketInflight = new WeakMap<Socket, Set<AbortController>>();
+  /** The response to the last request read on each HTTP/1.1 connection (see onClientError). */
+  private readonly lastResponse = new WeakMap<Socket, http.ServerResponse>();
   private readonly sockets = new Set<Socket>();
   private closing = false;
   /**
@@ -395,6 +397,16 @@ export class Gateway {
         pending.shouldKeepAlive = false;
         return;
       }
+      // The bytes that failed come after complete requests (pipelined, or junk after a
+      // request): those were accepted, maybe already forwarded, so they get their answers;
+      // nothing after them is read, and the connection closes after the last one. An error
+      // inside a request's body still drops the connection (that request gets no answer).
+      const last = this.lastResponse.get(socket);
+      if (last !== undefined && last.req.complete && !last.writableFinished) {
+        last.shouldKeepAlive = false;
+        last.once('finish', () => socket.destroySoon());
+        return;
+      }
       socket.destroy();
       return;
     }
@@ -491,6 +503,7 @@ export class Gateway {
         });
       }
       onSocket.add(ac);
+      this.lastResponse.set(socket, res);
     }
     // Any client disconnect before the response finished cancels the upstream request.
     res.once('close', () => {

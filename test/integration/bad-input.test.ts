@@ -234,6 +234,36 @@ t.test('framing attacks and request smuggling: 400, connection closed, nothing f
   }
 });
 
+t.test('junk after complete requests: those are answered, then the connection closes', async (t) => {
+  // a receipt created, then garbage on the same connection: the client still learns it was created
+  const m = mark();
+  const body = `{"merchant":"Cafe ${m}","total":12.5,"date":"2024-01-01"}`;
+  const create = head(`POST /api/receipts?p=${m} HTTP/1.1`, [
+    ['Host', 'x'],
+    ['Authorization', `Bearer ${token}`],
+    ['Content-Type', 'application/json'],
+    ['Content-Length', String(Buffer.byteLength(body))],
+  ]);
+  const x = await rawExchange(h.url, `${create}${body}X\r\n\r\n`);
+  never500(t, x);
+  t.equal(x.responses.length, 1, 'one answer: the request before the junk');
+  t.equal(x.responses[0]?.status, 201);
+  t.ok(x.closed, 'then the connection is closed');
+  t.ok(await mockSaw(m), 'the request was forwarded once');
+  t.equal((await h.mockRequests()).filter((r) => r.path.includes(m)).length, 1);
+  // two pipelined requests, then junk: both answered, in order
+  const m2 = mark();
+  const get = (p: string) => head(`GET /api/health?p=${p} HTTP/1.1`, [['Host', 'x']]);
+  const y = await rawExchange(h.url, `${get(`${m2}-1`)}${get(`${m2}-2`)}GARBAGE\r\n\r\n`);
+  never500(t, y);
+  t.same(
+    y.responses.map((r) => r.status),
+    [200, 200],
+  );
+  t.ok(y.closed);
+  await stillServes(t, undefined);
+});
+
 t.test('a chunked request that is well-formed is forwarded with its body (control case)', async (t) => {
   const m = mark();
   const body = '{"merchant":"Cafe","total":12.5,"date":"2024-01-01"}';
