@@ -599,6 +599,19 @@ const OBJECT_WORDS = new Set([
   'login',
 ]);
 
+const COMPARISON = /^(?:=|==|<=?|>=?|!=|<>|<=>|like|rlike|regexp|is|in|between|sounds)$/;
+
+/**
+ * A value that starts with a logical word and a user variable (`@name`, not `@@name`) that
+ * nothing compares: alone, or in arithmetic (`Or@nge-Juic3`, `And@lucia2025!`, `or @home`).
+ * That is a word with `@` for a letter, not a test; `or @a=1` compares it.
+ */
+function userVariableUntested(toks: readonly Tok[], fp: string): boolean {
+  if (!fp.startsWith('&v') || toks[1]!.v.startsWith('@@')) return false;
+  const next = toks[2];
+  return next === undefined || next.t !== 'o' || !COMPARISON.test(next.v);
+}
+
 /** Judge one tokenization; returns the reason when it is SQL injection, else undefined. */
 function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | undefined {
   // UNION [ALL|DISTINCT] [(] SELECT
@@ -705,13 +718,16 @@ function judge(toks: readonly Tok[], fp: string, ctx: SqliContext): string | und
   }
   // string break followed by a boolean test, or a value that starts with one
   const lead = ctx === 'none' ? FP_LEAD_NONE : FP_LEAD_QUOTED;
-  if (lead.test(fp)) return 'boolean-break';
+  if (lead.test(fp) && !(ctx === 'none' && userVariableUntested(toks, fp))) return 'boolean-break';
   if (ctx === 'none' && FP_STRING_OP.test(fp)) return 'boolean-break';
   // string break then comment (`admin'--`, `x')#`); a `#` comment that itself holds the quote is prose
   if (ctx !== 'none' && FP_BREAK_COMMENT.test(fp)) {
     const c = toks[toks.length - 1]!.v;
     if (!(c.startsWith('#') && c.includes(ctx))) return 'break-comment';
   }
+  // string break, then SELECT <column> FROM <table> (a stacked T-SQL statement)
+  if (ctx !== 'none' && fp.length > 4 && fp.startsWith('sEnF') && toks[1]!.v === 'select')
+    return 'break-select-from';
   // string break then a timing / dangerous call or statement (T-SQL needs no `;` between
   // statements); not a SELECT whose one operand is the quoted rest of the value, which only
   // selects a constant (`meeting room 'Select' on floor 3 -- coffee`)

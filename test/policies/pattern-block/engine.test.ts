@@ -59,6 +59,9 @@ t.test('SQL tokenizer judge', async (t) => {
     "x' select @@version",
     "x' waitfor delay '0:0:5'--",
     'x" like "%',
+    "x' select password from users",
+    'or @a=1',
+    'or@@version',
     'x" between 1 and 9 --',
   ])
     t.ok(detectSqli(a.toLowerCase()), a);
@@ -76,6 +79,10 @@ t.test('SQL tokenizer judge', async (t) => {
     // a quoted phrase in a search box: an operator word, a bare word, then the quoted rest
     'office chair "between flights"',
     'laptop stand "like new"',
+    // a password with @ for a letter after a logical word
+    'or@nge-juic3',
+    'and@lucia2025!',
+    'or @home',
   ])
     t.notOk(detectSqli(b), b);
 });
