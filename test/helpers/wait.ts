@@ -6,7 +6,7 @@
 export async function eventually(
   what: string,
   check: () => Promise<boolean> | boolean,
-  deadlineMs = 20_000,
+  deadlineMs = 30_000,
 ): Promise<void> {
   const end = Date.now() + deadlineMs;
   while (Date.now() < end) {

@@ -106,6 +106,17 @@ t.teardown(() => h.close());
 
 const auth = () => ({ authorization: `Bearer ${token}` });
 
+/** A stand-in upstream on an ephemeral port, closed (connections and all) when the test ends; returns its URL. */
+async function standInUpstream(t: Test, handler: http.RequestListener): Promise<string> {
+  const upstream = http.createServer(handler);
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    upstream.closeAllConnections();
+    return new Promise<void>((r) => upstream.close(() => r()));
+  });
+  return `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`;
+}
+
 t.test('routing: first match wins, route names label the metrics', async (t) => {
   await h.clearMock();
   const before0 = await metricsText(h);
@@ -319,7 +330,7 @@ t.test('hop-by-hop request headers are not forwarded', async (t) => {
 });
 
 t.test('hop-by-hop response headers are not returned; Server and X-Powered-By removed', async (t) => {
-  const upstream = http.createServer((req, res) => {
+  const upstreamUrl = await standInUpstream(t, (req, res) => {
     req.resume();
     res.setHeader('Connection', 'X-Up-Hop, keep-alive');
     res.setHeader('X-Up-Hop', 'secret');
@@ -334,11 +345,7 @@ t.test('hop-by-hop response headers are not returned; Server and X-Powered-By re
     res.setHeader('Content-Type', 'application/json');
     res.end('{"ok":true}');
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => upstream.close(() => r())));
-  const hh = await startHarness({
-    upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`,
-  });
+  const hh = await startHarness({ upstreamUrl });
   t.teardown(() => hh.close());
   const x = await rawExchange(
     hh.url,
@@ -532,21 +539,14 @@ t.test('a client abort cancels the upstream request', async (t) => {
   const closed = new Promise<void>((r) => (upstreamClosed = r));
   let arrived!: () => void;
   const arrival = new Promise<void>((r) => (arrived = r));
-  const upstream = http.createServer((_req, res) => {
+  const upstreamUrl = await standInUpstream(t, (_req, res) => {
     // never answers; notes when the gateway gives up on the request
     res.on('close', () => {
       if (!res.writableFinished) upstreamClosed();
     });
     arrived();
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  t.teardown(() => {
-    upstream.closeAllConnections();
-    return new Promise<void>((r) => upstream.close(() => r()));
-  });
-  const hh = await startHarness({
-    upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`,
-  });
+  const hh = await startHarness({ upstreamUrl });
   t.teardown(() => hh.close());
   const u = new URL(hh.url);
   const req = http.request({ host: u.hostname, port: u.port, path: '/api/health' });
@@ -569,7 +569,7 @@ t.test(
     const answer = Buffer.alloc(32 << 20, 120);
     let received = 0;
     let open = 0;
-    const upstream = http.createServer((_req, res) => {
+    const upstreamUrl = await standInUpstream(t, (_req, res) => {
       received++;
       open++;
       res.on('close', () => open--);
@@ -579,14 +579,9 @@ t.test(
       });
       res.end(answer);
     });
-    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-    t.teardown(() => {
-      upstream.closeAllConnections();
-      return new Promise<void>((r) => upstream.close(() => r()));
-    });
     // a body timeout far beyond the test's wait: only the cancellation can free the upstream
     const hh = await startHarness({
-      upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`,
+      upstreamUrl,
       config: `
 upstream:
   body_timeout: 300s

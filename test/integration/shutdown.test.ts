@@ -7,21 +7,9 @@ import { spawn } from 'node:child_process';
 import YAML from 'yaml';
 import { startHarness, deepMerge, REPO, TEST_SECRET } from '../helpers/harness.js';
 import { startMock } from '../../upstream-mock/server.js';
+import { eventually } from '../helpers/wait.js';
 
 /** Graceful shutdown: in-flight requests finish, new connections are refused; SIGTERM exits 0. */
-
-async function eventually(
-  what: string,
-  check: () => Promise<boolean> | boolean,
-  deadlineMs = 30_000,
-): Promise<void> {
-  const end = Date.now() + deadlineMs;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`gave up waiting: ${what}`);
-}
 
 function connectRefused(url: string): Promise<boolean> {
   const u = new URL(url);
