@@ -23,7 +23,7 @@ import {
   HI_UPPER,
   type CharMask,
 } from './charmask.js';
-import { VALUE_DETECTORS, REQUEST_DETECTORS, type ValueDetector } from './detectors/index.js';
+import { VALUE_DETECTORS, REQUEST_DETECTORS, type Evidence, type ValueDetector } from './detectors/index.js';
 import {
   TOKEN,
   type RequestFacts,
@@ -979,8 +979,43 @@ function lowerOf(v: string, vm: CharMask): string {
   return (vm.hi & HI_UPPER) === 0 ? v : v.toLowerCase();
 }
 
-/** Overlap of the windows a long value is inspected in (see Walk.inspect). */
+/** Overlap of the windows a long value is judged in (see {@link execIn}). */
 const MAX_WINDOW_OVERLAP = 1024;
+
+/** The distance between the starts of two windows of `max` characters. */
+function windowStep(max: number): number {
+  return max - Math.min(MAX_WINDOW_OVERLAP, max >> 3);
+}
+
+/**
+ * `re.exec(t)`, where a `t` longer than `max` (`max_value_length`) is judged in windows of
+ * `max` characters that overlap by an eighth of it (at most {@link MAX_WINDOW_OVERLAP}): a
+ * regex never sees more than `max` characters, and a match shorter than the overlap lies in
+ * one window wherever it is. The match index is into `t`.
+ */
+function execIn(re: RegExp, t: string, max: number): RegExpExecArray | null {
+  if (t.length <= max) return re.exec(t);
+  const step = windowStep(max);
+  for (let at = 0; ; at += step) {
+    const m = re.exec(t.slice(at, at + max));
+    if (m !== null) {
+      m.index += at;
+      return m;
+    }
+    if (at + max >= t.length) return null;
+  }
+}
+
+/** A value detector on `t` the way {@link execIn} runs a regex; the evidence offset is into `t`. */
+function detectIn(d: ValueDetector, t: string, max: number): Evidence | undefined {
+  if (t.length <= max) return d(t);
+  const step = windowStep(max);
+  for (let at = 0; ; at += step) {
+    const ev = d(t.slice(at, at + max));
+    if (ev !== undefined) return at === 0 ? ev : { at: ev.at + at, note: ev.note };
+    if (at + max >= t.length) return undefined;
+  }
+}
 
 /** Names and values up to this length are remembered when clean. */
 const CLEAN_MEMO_MAX_LENGTH = 64;
@@ -1048,10 +1083,15 @@ class Walk {
   /** what the literal prefilter scans for the plan being run: its value, or one equal to it but for case */
   private scanned = '';
 
+  /** `max_value_length`: what a regex or detector sees at a time (see {@link execIn}) */
+  private readonly max: number;
+
   constructor(
     readonly engine: Engine,
     readonly scope: RequestScope,
-  ) {}
+  ) {
+    this.max = engine.options.maxValueLength;
+  }
 
   /** The target name: `kind`, or `kind:path` (for {@link JSON_PATH}, the current JSON path). */
   nameOf(kind: string, path: Path): string {
@@ -1214,26 +1254,11 @@ class Walk {
   }
 
   /**
-   * A value longer than `max_value_length` is inspected whole, in windows of that length
-   * that overlap by an eighth of it (at most {@link MAX_WINDOW_OVERLAP}): each rule sees at
-   * most `max_value_length` characters at a time, and a match shorter than the overlap lies
-   * in one window wherever it is (padding an attack past the limit does not hide it). The
-   * characters inspected per request stay bounded by the body and header limits.
+   * The whole value is transformed and scanned (both linear); each regex and detector then
+   * sees at most `max_value_length` characters of its transformed value at a time (see
+   * {@link execIn}), so padding, inside an attack or around it, does not hide it.
    */
-  private inspect(set: PlanSet, kind: string, path: Path, leaf: string, raw: string): void {
-    const max = this.engine.options.maxValueLength;
-    if (raw.length <= max) {
-      this.inspectWindow(set, kind, path, leaf, raw);
-      return;
-    }
-    const step = max - Math.min(MAX_WINDOW_OVERLAP, max >> 3);
-    for (let at = 0; ; at += step) {
-      this.inspectWindow(set, kind, path, leaf, raw.slice(at, at + max));
-      if (at + max >= raw.length) return;
-    }
-  }
-
-  private inspectWindow(set: PlanSet, kind: string, path: Path, leaf: string, v: string): void {
+  private inspect(set: PlanSet, kind: string, path: Path, leaf: string, v: string): void {
     // a value takes a bounded number of scans, so the stamps never wrap within one
     if (litScan.stamp > 0x3fff0000) {
       litScan.hit.fill(0);
@@ -1266,12 +1291,12 @@ class Walk {
         // the literal scan of `v` (slot 0) folds case: it tells what scanning `l` would
         const fl = set.fastLits[i]!;
         if (fl >= 0 && !this.holds(0, fl)) continue;
-        if (fast[i]!.test(l)) {
+        if (execIn(fast[i]!, l, this.max) !== null) {
           hit = true;
           break;
         }
       }
-      if (!hit) for (const d of set.fastDetectors) if (d(l)) hit = true;
+      if (!hit) for (const d of set.fastDetectors) if (detectIn(d, l, this.max)) hit = true;
       if (!hit) return;
     }
     const plans = set.plans;
@@ -1402,16 +1427,16 @@ class Walk {
         if (g.lits >= 0 && !this.holds(slot, g.lits)) continue;
         if (g.subsLits >= 0 && !this.holds(slot, g.subsLits)) continue;
       }
-      if (g.gateSubs !== undefined && !g.gateSubs.test(t)) continue;
+      if (g.gateSubs !== undefined && execIn(g.gateSubs, t, this.max) === null) continue;
       // with literals, each rule's own literals pick the few regexes worth running
-      if (g.combined !== undefined && g.lits < 0 && !g.combined.test(t)) continue;
+      if (g.combined !== undefined && g.lits < 0 && execIn(g.combined, t, this.max) === null) continue;
       for (const r of g.rules) {
         if (r.names !== undefined && !r.names.test(leaf)) continue;
         if (r.lits! >= 0) {
           if (slot < 0) slot = this.scanOf(this.scanned);
           if (!this.holds(slot, r.lits!)) continue;
         }
-        const m = r.regex!.exec(t);
+        const m = execIn(r.regex!, t, this.max);
         if (m) {
           const name = this.nameOf(kind, path);
           this.add(r, name, leaf, excerptOf(t, m.index, name, leaf));
@@ -1421,8 +1446,8 @@ class Walk {
     for (const r of plan.detectorRules) {
       if (r.names !== undefined && !r.names.test(leaf)) continue;
       if (r.gate !== undefined && !passes(tm, r.gate)) continue;
-      if (r.gateSubs !== undefined && !r.gateSubs.test(t)) continue;
-      const ev = r.detector!(t);
+      if (r.gateSubs !== undefined && execIn(r.gateSubs, t, this.max) === null) continue;
+      const ev = detectIn(r.detector!, t, this.max);
       if (ev) {
         const name = this.nameOf(kind, path);
         this.add(r, name, leaf, excerptOf(t, ev.at, name, leaf));
