@@ -104,16 +104,20 @@ export class Gateway {
    * (else each would hold an upstream connection, its body unread, until the body timeout).
    */
   private readonly socketInflight = new WeakMap<Socket, Set<AbortController>>();
-  /** The response to the last request read on each HTTP/1.1 connection (see onClientError). */
-  private readonly lastResponse = new WeakMap<Socket, http.ServerResponse>();
+  /** The responses not yet closed on each HTTP/1.1 connection, in request order (see onClientError). */
+  private readonly responsesOn = new WeakMap<Socket, http.ServerResponse[]>();
   private readonly sockets = new Set<Socket>();
   private closing = false;
   /**
-   * Connections that close after the response being written (a refusal that left the body
-   * unread, a framing error): requests pipelined behind it are never processed
-   * (RFC 9112 §9.6), so a smuggled or queued request cannot reach the upstream.
+   * Connections that close after the answer to one of their requests (a refusal that left
+   * the body unread, a framing error), with that request's index: requests read after it are
+   * never processed (RFC 9112 §9.6), so a smuggled or queued request cannot reach the
+   * upstream; the ones read before it are answered first, as usual.
    */
-  private readonly closingSockets = new WeakSet<Socket>();
+  private readonly closingAt = new WeakMap<Socket, number>();
+  /** Per connection, the number of requests read on it; and each request's index among them. */
+  private readonly requestsRead = new WeakMap<Socket, number>();
+  private readonly requestIndex = new WeakMap<http.IncomingMessage, number>();
   private readonly metricChildren = new Map<string, { inc(): void }>();
   private readonly durationChildren = new Map<string, { observe(v: number): void }>();
   private readonly upstreamDurationChildren = new Map<string, { observe(v: number): void }>();
@@ -388,23 +392,25 @@ export class Gateway {
       socket.destroy();
       return;
     }
+    const open = this.responsesOn.get(socket)?.filter((r) => !r.writableFinished) ?? [];
     const pending = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    if (pending) {
+    if (open.length > 0 || pending) {
+      const last = open[open.length - 1];
       // llhttp refuses a Transfer-Encoding other than chunked only after it emitted the
-      // request; the handler refuses that request too (framingDeny) and closes the
-      // connection after its 400, so let it answer instead of dropping the connection.
-      if (err.code === 'HPE_INVALID_TRANSFER_ENCODING' && !pending.headersSent) {
-        pending.shouldKeepAlive = false;
+      // request (the last one read); the handler refuses that request too (framingDeny) and
+      // closes the connection after its 400, so let the requests before it and it be answered.
+      if (err.code === 'HPE_INVALID_TRANSFER_ENCODING' && last !== undefined && !last.headersSent) {
+        last.shouldKeepAlive = false;
         return;
       }
-      // The bytes that failed come after complete requests (pipelined, or junk after a
-      // request): those were accepted, maybe already forwarded, so they get their answers;
-      // nothing after them is read, and the connection closes after the last one. An error
-      // inside a request's body still drops the connection (that request gets no answer).
-      const last = this.lastResponse.get(socket);
-      if (last !== undefined && last.req.complete && !last.writableFinished) {
-        last.shouldKeepAlive = false;
-        last.once('finish', () => socket.destroySoon());
+      // The requests read completely before the bytes that failed (pipelined, or followed by
+      // junk) were accepted, maybe already forwarded: they get their answers, in order, and
+      // the connection closes after the last of them. A request whose body failed gets none
+      // (its handler is cancelled when the connection closes).
+      const answered = last !== undefined && !last.req.complete ? open[open.length - 2] : last;
+      if (answered !== undefined) {
+        answered.shouldKeepAlive = false;
+        answered.once('finish', () => socket.destroySoon());
         return;
       }
       socket.destroy();
@@ -475,8 +481,24 @@ export class Gateway {
     socket.destroySoon();
   }
 
+  /** The answer to `req` closes its connection: no request read after it is processed. */
+  private markClosing(req: http.IncomingMessage): void {
+    const i = this.requestIndex.get(req) ?? 0;
+    const at = this.closingAt.get(req.socket);
+    if (at === undefined || i < at) this.closingAt.set(req.socket, i);
+  }
+
+  /** Whether `req` was read after a request whose answer closes the connection. */
+  private behindClosing(req: http.IncomingMessage): boolean {
+    const at = this.closingAt.get(req.socket);
+    return at !== undefined && (this.requestIndex.get(req) ?? Infinity) > at;
+  }
+
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
-    if (this.closingSockets.has(req.socket)) {
+    const read = this.requestsRead.get(req.socket) ?? 0;
+    this.requestsRead.set(req.socket, read + 1);
+    this.requestIndex.set(req, read);
+    if (this.behindClosing(req)) {
       res.shouldKeepAlive = false;
       req.resume();
       return;
@@ -503,7 +525,14 @@ export class Gateway {
         });
       }
       onSocket.add(ac);
-      this.lastResponse.set(socket, res);
+      let queue = this.responsesOn.get(socket);
+      if (queue === undefined) this.responsesOn.set(socket, (queue = []));
+      queue.push(res);
+      const responses = queue;
+      res.once('close', () => {
+        const i = responses.indexOf(res);
+        if (i >= 0) responses.splice(i, 1);
+      });
     }
     // Any client disconnect before the response finished cancels the upstream request.
     res.once('close', () => {
@@ -570,7 +599,7 @@ export class Gateway {
       : framingDeny(ctx, gen.listen.maxHeaders);
     if (framing !== undefined) {
       res.shouldKeepAlive = false;
-      this.closingSockets.add(req.socket);
+      this.markClosing(req);
       await this.refuse(gen, gen.unmatched, ctx, res, framing, 'gateway');
       return;
     }
@@ -641,7 +670,7 @@ export class Gateway {
       if (Number.isFinite(cl) && cl <= DISCARD_BODY_MAX && !ctx.bodySource.destroyed) ctx.bodySource.resume();
       else {
         res.shouldKeepAlive = false;
-        if (res.socket) this.closingSockets.add(res.socket);
+        this.markClosing(res.req);
       }
     }
     await this.send(route, ctx, res, r, { status: r.head.status, decision: 'deny', deny, deniedBy: by });
@@ -701,7 +730,7 @@ export class Gateway {
         body = req.pipe(limiter);
       } else body = req;
     }
-    if (this.closingSockets.has(req.socket)) {
+    if (this.behindClosing(req)) {
       // pipelined behind a request whose answer closes the connection: never forwarded
       res.shouldKeepAlive = false;
       fb?.dispose?.();

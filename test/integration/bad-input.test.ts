@@ -261,6 +261,50 @@ t.test('junk after complete requests: those are answered, then the connection cl
     [200, 200],
   );
   t.ok(y.closed);
+  // a request created, then one whose chunked body is broken: the first is answered, the
+  // broken one is not, the connection closes
+  const m3 = mark();
+  const body3 = `{"merchant":"Cafe ${m3}","total":3,"date":"2024-01-01"}`;
+  const create3 = head(`POST /api/receipts?p=${m3} HTTP/1.1`, [
+    ['Host', 'x'],
+    ['Authorization', `Bearer ${token}`],
+    ['Content-Type', 'application/json'],
+    ['Content-Length', String(Buffer.byteLength(body3))],
+  ]);
+  const broken = head(`POST /api/receipts?p=${m3}-broken HTTP/1.1`, [
+    ['Host', 'x'],
+    ['Authorization', `Bearer ${token}`],
+    ['Content-Type', 'application/json'],
+    ['Transfer-Encoding', 'chunked'],
+  ]);
+  const z = await rawExchange(h.url, `${create3}${body3}${broken}zz\r\n`);
+  never500(t, z);
+  t.same(
+    z.responses.map((r) => r.status),
+    [201],
+    'the complete request is answered, the broken one is not',
+  );
+  t.ok(z.closed);
+  t.equal(
+    (await h.mockRequests()).filter((r) => r.path.includes(m3)).length,
+    1,
+    'only the first was forwarded',
+  );
+  // a GET, then a request with a transfer coding the gateway refuses: 200, then 400, then closed
+  const m4 = mark();
+  const te = head(`POST /api/receipts?p=${m4}-te HTTP/1.1`, [
+    ['Host', 'x'],
+    ['Authorization', `Bearer ${token}`],
+    ['Transfer-Encoding', 'gzip'],
+  ]);
+  const w = await rawExchange(h.url, `${get(`${m4}-1`)}${te}0\r\n\r\n`, { waitMs: 15_000 });
+  never500(t, w);
+  t.same(
+    w.responses.map((r) => r.status),
+    [200, 400],
+  );
+  t.ok(w.closed, 'closed, without waiting for a timeout');
+  t.notOk(await mockSaw(`${m4}-te`), 'the refused request was not forwarded');
   await stillServes(t, undefined);
 });
 
