@@ -1077,6 +1077,8 @@ class Walk {
   private readonly scanSkips = walkScratch.scanSkips;
   readonly scanStamp = walkScratch.scanStamp;
   private nScan = 0;
+  /** the JSON body nests deeper than {@link MAX_JSON_DEPTH} (see {@link walkJson}) */
+  jsonTooDeep = false;
   /** the path of the JSON value being inspected (see {@link walkJson}) */
   readonly jsonSegs = walkScratch.jsonSegs;
   jsonLen = 0;
@@ -1597,7 +1599,8 @@ function walkHead(walk: Walk, head: HeadInput): number {
   return args;
 }
 
-const MAX_JSON_DEPTH = 32;
+/** JSON nested deeper than this is not walked; the request gets a protocol finding (proto-152). */
+export const MAX_JSON_DEPTH = 32;
 
 /** The `path` of JSON keys and values: the walk knows it (see {@link walkJson}). */
 const JSON_PATH = null;
@@ -1624,7 +1627,12 @@ function walkJson(j: JsonWalk, v: unknown, leaf: string, depth: number): void {
     walk.value(j.values, 'json', JSON_PATH, leaf, v);
     return;
   }
-  if (v === null || typeof v !== 'object' || depth > MAX_JSON_DEPTH) return;
+  if (v === null || typeof v !== 'object') return;
+  if (depth > MAX_JSON_DEPTH) {
+    // not walked: a protocol finding instead (proto-152), so nothing deeper passes unseen
+    walk.jsonTooDeep = true;
+    return;
+  }
   const segs = walk.jsonSegs;
   if (Array.isArray(v)) {
     for (let i = 0; i < v.length && j.budget > 0; i++) {
@@ -1756,6 +1764,7 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
     rawForm: body && body.form ? body.raw.toString('latin1') : undefined,
     argCount: countArgs(head, body),
     path: head.path,
+    jsonTooDeep: walk.jsonTooDeep,
   };
   for (const r of e.requestRules) {
     // in the body phase, only the checks whose verdict can change once the body is known
@@ -1770,6 +1779,7 @@ const BODY_AWARE_DETECTORS = new Set([
   'invalid_percent_encoding',
   'iis_unicode_escape',
   'arg_count',
+  'json_depth',
   'body_on_get',
   'content_type',
   'content_type_params',

@@ -25,6 +25,8 @@ export interface RequestFacts {
   readonly argCount: number;
   /** the normalised request path */
   readonly path: string;
+  /** the JSON body nests deeper than the walk follows (engine.ts MAX_JSON_DEPTH) */
+  readonly jsonTooDeep?: boolean;
 }
 
 /** Compiled protocol settings (from the policy config). */
@@ -409,6 +411,7 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
 
   /** Absurd argument counts (also stops padding attacks past the inspection cap). */
   arg_count: (r, s) => (r.argCount > s.maxArgs ? `more than ${s.maxArgs} arguments` : undefined),
+  json_depth: (r) => (r.jsonTooDeep === true ? 'JSON nested too deep' : undefined),
 
   /** A body on GET or HEAD. */
   body_on_get: (r) =>

@@ -359,6 +359,34 @@ t.test(
   },
 );
 
+t.test('JSON nested deeper than the walk follows is a finding, not a way around it', async (t) => {
+  const e = engineFromConfig(config(), process.cwd());
+  const nest = (n: number, leaf: unknown): unknown => (n === 0 ? leaf : { a: nest(n - 1, leaf) });
+  const post = (json: unknown) =>
+    inspectRequest(e, {
+      method: 'POST',
+      target: '/api/receipts',
+      headers: { ...H, 'Content-Type': 'application/json' },
+      body: JSON.stringify(json),
+    });
+  const shallow = post(nest(31, "x' OR '1'='1"));
+  t.equal(shallow.decision, 'deny');
+  t.ok(
+    shallow.matches.some((m) => m.family === 'sqli'),
+    'inspected at depth 31',
+  );
+  t.notOk(shallow.matches.some((m) => m.ruleId === 'proto-152'));
+  for (const json of [nest(40, "x' OR '1'='1"), nest(40, 'plain'), [nest(39, 1)]]) {
+    const deep = post(json);
+    t.equal(deep.decision, 'deny');
+    t.same(
+      deep.matches.map((m) => m.ruleId),
+      ['proto-152'],
+    );
+  }
+  t.equal(post(nest(10, 'plain')).decision, 'allow');
+});
+
 t.test('the clean-name memo never hides a finding', async (t) => {
   const e = engineFromConfig(config(), process.cwd());
   const q = (target: string) => inspectRequest(e, { method: 'GET', target, headers: H }).decision;
