@@ -6,7 +6,9 @@ import type { RequestBody } from './context.js';
  *
  * - `application/json` and every `+json` type (`application/merge-patch+json`,
  *   `application/json-patch+json`, …): parsed with JSON.parse; invalid UTF-8 or JSON sets
- *   `parseError` and leaves `json` undefined.
+ *   `parseError` and leaves `json` undefined. So does an object with the same member name
+ *   twice: RFC 8259 leaves its meaning to the parser (JSON.parse keeps the last, others the
+ *   first), so a policy could judge one value while the service uses the other.
  * - `application/x-www-form-urlencoded`: decoded name/value pairs (`+` is a space; an invalid
  *   escape stays literal, as browsers and most frameworks do).
  * - `multipart/form-data` (when the full Content-Type with its boundary is given): text fields
@@ -28,6 +30,48 @@ export function isJsonMediaType(mediaType: string): boolean {
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Whether a valid JSON text (one JSON.parse accepted) has an object with the same member
+ * name twice, names compared after unescaping. One pass; a name is unescaped (JSON.parse of
+ * the string alone) only when it holds a backslash.
+ */
+export function hasDuplicateKeys(text: string): boolean {
+  // the open containers: the names seen in each object, undefined for an array
+  const open: (Set<string> | undefined)[] = [];
+  let nameNext = false;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      let escaped = false;
+      for (; j < n; j++) {
+        const d = text.charCodeAt(j);
+        if (d === 0x5c) {
+          escaped = true;
+          j++;
+        } else if (d === 0x22) break;
+      }
+      if (nameNext) {
+        const names = open[open.length - 1]!;
+        const name = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
+        if (names.has(name)) return true;
+        names.add(name);
+        nameNext = false;
+      }
+      i = j;
+    } else if (c === 0x7b) {
+      open.push(new Set());
+      nameNext = true;
+    } else if (c === 0x5b) open.push(undefined);
+    else if (c === 0x7d || c === 0x5d) {
+      open.pop();
+      nameNext = false;
+    } else if (c === 0x2c) nameNext = open[open.length - 1] !== undefined;
+  }
+  return false;
+}
 
 function decodeComponent(s: string): string {
   const plus = s.indexOf('+') >= 0 ? s.replace(/\+/g, ' ') : s;
@@ -130,11 +174,15 @@ export function parseBody(mediaType: string, raw: Buffer | string, contentType?:
       body.parseError = 'invalid UTF-8';
       return body;
     }
+    let json: unknown;
     try {
-      body.json = JSON.parse(text) as unknown;
+      json = JSON.parse(text) as unknown;
     } catch {
       body.parseError = 'invalid JSON';
+      return body;
     }
+    if (hasDuplicateKeys(text)) body.parseError = 'duplicate key in a JSON object';
+    else body.json = json;
     return body;
   }
   if (mediaType === 'application/x-www-form-urlencoded') {

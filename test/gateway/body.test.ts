@@ -1,5 +1,13 @@
 import t from 'tap';
-import { parseBody, mediaTypeOf, parseForm, boundaryOf, isJsonMediaType } from '../../gateway/body.js';
+import fc from 'fast-check';
+import {
+  parseBody,
+  mediaTypeOf,
+  parseForm,
+  boundaryOf,
+  isJsonMediaType,
+  hasDuplicateKeys,
+} from '../../gateway/body.js';
 
 t.test('mediaTypeOf lowercases and drops parameters', async (t) => {
   t.equal(mediaTypeOf('Application/JSON; charset=utf-8'), 'application/json');
@@ -18,6 +26,54 @@ t.test('JSON bodies (json and +json), invalid JSON and UTF-8', async (t) => {
   t.equal(parseBody('application/json', Buffer.from([0x7b, 0xff, 0x7d])).parseError, 'invalid UTF-8');
   t.equal(parseBody('application/json', '').parseError, undefined);
 });
+
+t.test('JSON with a member name twice is refused as ambiguous', async (t) => {
+  for (const text of [
+    '{"a":1,"a":2}',
+    '{"merchant":"<script>","total":1,"merchant":"ok"}',
+    '{"x":{"a":1,"b":{"c":[1,{"d":1,"d":2}]}}}',
+    '[{"op":"replace","path":"/merchant","value":"x","path":"/notes"}]',
+    '{"a":1,"\\u0061":2}',
+    '{"a\\"b":1,"a\\u0022b":2}',
+  ]) {
+    t.equal(hasDuplicateKeys(text), true, text);
+    const b = parseBody('application/json', text);
+    t.equal(b.parseError, 'duplicate key in a JSON object', text);
+    t.equal(b.json, undefined);
+  }
+  for (const text of [
+    '{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}',
+    '{"a":"a","b":"a,\\"a\\":"}',
+    '[{},{"a":{}},{"a":[]}]',
+    '{"a":{},"b":1,"c":[{}],"d":"}{"}',
+    '"a"',
+    '[1,"a","a"]',
+  ])
+    t.equal(hasDuplicateKeys(text), false, text);
+  // property: what JSON.stringify writes never has a duplicate, and adding a member that
+  // repeats a name at any object makes one
+  fc.assert(
+    fc.property(fc.jsonValue(), (v) => {
+      const text = JSON.stringify(v);
+      if (hasDuplicateKeys(text)) return false;
+      const withDup = JSON.stringify(v, (_k, x: unknown) => {
+        if (x === null || typeof x !== 'object' || Array.isArray(x)) return x;
+        const keys = Object.keys(x);
+        return keys.length === 0 ? x : { ...x, [`${keys[0]}\u0000dup`]: 1 };
+      }).replaceAll('\\u0000dup', '');
+      return keys(v) === 0 || hasDuplicateKeys(withDup);
+    }),
+    { numRuns: 500 },
+  );
+});
+
+/** How many objects with members `v` holds. */
+function keys(v: unknown): number {
+  if (v === null || typeof v !== 'object') return 0;
+  if (Array.isArray(v)) return v.reduce((n: number, x) => n + keys(x), 0);
+  const own = Object.values(v as Record<string, unknown>);
+  return (own.length > 0 ? 1 : 0) + own.reduce((n: number, x) => n + keys(x), 0);
+}
 
 t.test('urlencoded forms: + is a space, invalid escapes stay literal, names may hold =', async (t) => {
   t.same(parseBody('application/x-www-form-urlencoded', 'a=b+c&d=%41%42&e').form, [
