@@ -1,5 +1,7 @@
 import http from 'node:http';
 import net from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { rawErrorResponse } from './reply.js';
 import type { RequestContext } from './context.js';
 import type { Generation } from './config/compile.js';
 import type { Outcome } from './policy.js';
@@ -63,7 +65,15 @@ export class AdminServer {
         else res.destroy();
       });
     });
-    this.server.on('clientError', (_err, socket: net.Socket) => socket.destroy());
+    // A request the parser refuses gets a plain 400 when nothing else is in flight on the
+    // connection (as on the main listener), then the connection closes.
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+      const busy = (socket as net.Socket & { _httpMessage?: unknown })._httpMessage;
+      if (socket.writable && !busy && err.code !== 'ECONNRESET' && err.code !== 'ERR_HTTP_REQUEST_TIMEOUT') {
+        socket.end(rawErrorResponse(400, 'bad_request', 'The request could not be parsed.', randomUUID()));
+        socket.destroySoon();
+      } else socket.destroy();
+    });
   }
 
   async listen(host: string, port: number): Promise<void> {

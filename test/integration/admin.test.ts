@@ -238,7 +238,7 @@ t.test('admin: other methods and paths', async (t) => {
   t.equal(rec.trigger, 'admin');
 });
 
-t.test('admin: a target starting with // is a path, not a host', async (t) => {
+t.test('admin: a target starting with // is a path, not a host; what does not parse gets 400', async (t) => {
   for (const target of ['//', '///', '//%', '//[', '//x:y', '//:99999', '/\\', '//metrics', '//healthz']) {
     const x = await rawExchange(
       h.adminUrl,
@@ -246,6 +246,13 @@ t.test('admin: a target starting with // is a path, not a host', async (t) => {
     );
     t.equal(x.responses[0]?.status, 404, `${target}: 404, not a 500 or another page`);
     t.equal(x.responses[0]?.json?.error, 'not_found', target);
+  }
+  // what the parser refuses gets a plain 400, like on the main listener
+  for (const line of ['GET metrics HTTP/1.1', 'GET /\xff HTTP/1.1', 'GARBAGE']) {
+    const x = await rawExchange(h.adminUrl, head(line, ['Host: admin']));
+    t.equal(x.responses[0]?.status, 400, `${JSON.stringify(line)}: 400`);
+    t.equal(x.responses[0]?.json?.error, 'bad_request');
+    t.ok(x.closed);
   }
   const ok = await rawExchange(
     h.adminUrl,
