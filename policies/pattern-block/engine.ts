@@ -112,7 +112,7 @@ export const DEFAULT_ENGINE_OPTIONS: Omit<EngineOptions, 'rules'> = {
   ],
   allowedCharsets: ['utf-8', 'utf8', 'iso-8859-1', 'iso-8859-15', 'us-ascii', 'windows-1252'],
   maxHeaders: 100,
-  maxArgs: 512,
+  maxArgs: 1024,
   maxRanges: 5,
   maxValueLength: 8192,
   skipHeaders: [
@@ -1079,6 +1079,8 @@ class Walk {
   private nScan = 0;
   /** the JSON body nests deeper than {@link MAX_JSON_DEPTH} (see {@link walkJson}) */
   jsonTooDeep = false;
+  /** the body held more values than `max_args`: the rest was not inspected (proto-151) */
+  truncated = false;
   /** the path of the JSON value being inspected (see {@link walkJson}) */
   readonly jsonSegs = walkScratch.jsonSegs;
   jsonLen = 0;
@@ -1558,7 +1560,10 @@ function walkHead(walk: Walk, head: HeadInput): number {
     let end = q.indexOf('&', start);
     if (end < 0) end = q.length;
     if (end > start) {
-      if (++args > maxArgs) break;
+      if (++args > maxArgs) {
+        walk.truncated = true;
+        break;
+      }
       const eq = q.indexOf('=', start);
       const inPart = eq >= 0 && eq < end;
       const k = urlDecodeOnce(q.slice(start, inPart ? eq : end), true);
@@ -1584,7 +1589,10 @@ function walkHead(walk: Walk, head: HeadInput): number {
         const part = v.slice(cs, ce).trim();
         cs = ce + 1;
         if (part === '') continue;
-        if (++args > maxArgs) break;
+        if (++args > maxArgs) {
+          walk.truncated = true;
+          break;
+        }
         const eq = part.indexOf('=');
         const ck = eq < 0 ? part : part.slice(0, eq).trim();
         const cv = eq < 0 ? '' : part.slice(eq + 1).trim();
@@ -1619,8 +1627,12 @@ interface JsonWalk {
  * built when a rule matches ({@link Walk.jsonPath}).
  */
 function walkJson(j: JsonWalk, v: unknown, leaf: string, depth: number): void {
-  if (j.budget <= 0) return;
   const walk = j.walk;
+  if (j.budget <= 0) {
+    // something left uninspected: a protocol finding (proto-151), not a way around the rules
+    if (typeof v === 'string' || (typeof v === 'object' && v !== null)) walk.truncated = true;
+    return;
+  }
   if (typeof v === 'string') {
     j.budget--;
     walk.jsonLen = depth;
@@ -1635,7 +1647,7 @@ function walkJson(j: JsonWalk, v: unknown, leaf: string, depth: number): void {
   }
   const segs = walk.jsonSegs;
   if (Array.isArray(v)) {
-    for (let i = 0; i < v.length && j.budget > 0; i++) {
+    for (let i = 0; i < v.length && !walk.truncated; i++) {
       segs[depth] = i;
       walkJson(j, v[i], leaf, depth + 1);
     }
@@ -1658,7 +1670,10 @@ function walkMembers(
   const segs = walk.jsonSegs;
   for (const k in obj) {
     if (!Object.prototype.hasOwnProperty.call(obj, k)) continue;
-    if (j.budget-- <= 0) return;
+    if (j.budget-- <= 0) {
+      walk.truncated = true;
+      return;
+    }
     const x = obj[k];
     segs[depth] = k;
     walk.jsonLen = depth + 1;
@@ -1675,7 +1690,7 @@ function walkMembers(
  */
 function walkJsonPatch(j: JsonWalk, ops: readonly unknown[]): void {
   const segs = j.walk.jsonSegs;
-  for (let i = 0; i < ops.length && j.budget > 0; i++) {
+  for (let i = 0; i < ops.length && !j.walk.truncated; i++) {
     const op = ops[i];
     segs[0] = i;
     const path =
@@ -1723,12 +1738,18 @@ function walkBody(walk: Walk, body: RequestBody): number {
   for (const [list, kv, kn] of pairs) {
     if (!list) continue;
     for (const [k, v] of list) {
-      if (budget.n-- <= 0) break;
+      if (budget.n-- <= 0) {
+        walk.truncated = true;
+        break;
+      }
       walk.pair(e.plansByKind.get(kn), e.plansByKind.get(kv), kv, kn, k, v);
     }
   }
   for (const f of body.files ?? []) {
-    if (budget.n-- <= 0) break;
+    if (budget.n-- <= 0) {
+      walk.truncated = true;
+      break;
+    }
     walk.value(e.plansByKind.get('filename'), 'filename', f.field, f.field, f.filename);
   }
   return e.options.maxArgs - budget.n;
@@ -1765,6 +1786,7 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
     argCount: countArgs(head, body),
     path: head.path,
     jsonTooDeep: walk.jsonTooDeep,
+    truncated: walk.truncated,
   };
   for (const r of e.requestRules) {
     // in the body phase, only the checks whose verdict can change once the body is known

@@ -125,7 +125,8 @@ const schema = policyBlock(
     max_args: Type.Integer({
       minimum: 8,
       default: DEFAULT_ENGINE_OPTIONS.maxArgs,
-      description: 'more query/cookie/body values than this is an anomaly (and the rest is not inspected)',
+      description:
+        'more query/cookie/body names and values than this is an anomaly (proto-151); the rest is not inspected',
     }),
     max_ranges: Type.Integer({
       minimum: 1,

@@ -27,6 +27,8 @@ export interface RequestFacts {
   readonly path: string;
   /** the JSON body nests deeper than the walk follows (engine.ts MAX_JSON_DEPTH) */
   readonly jsonTooDeep?: boolean;
+  /** the body held more keys and values than the walk inspects (max_args): the rest was not */
+  readonly truncated?: boolean;
 }
 
 /** Compiled protocol settings (from the policy config). */
@@ -410,7 +412,8 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
     r.rawHeaders.length / 2 > s.maxHeaders ? `more than ${s.maxHeaders} headers` : undefined,
 
   /** Absurd argument counts (also stops padding attacks past the inspection cap). */
-  arg_count: (r, s) => (r.argCount > s.maxArgs ? `more than ${s.maxArgs} arguments` : undefined),
+  arg_count: (r, s) =>
+    r.argCount > s.maxArgs || r.truncated === true ? `more than ${s.maxArgs} arguments` : undefined,
   json_depth: (r) => (r.jsonTooDeep === true ? 'JSON nested too deep' : undefined),
 
   /** A body on GET or HEAD. */

@@ -387,6 +387,42 @@ t.test('JSON nested deeper than the walk follows is a finding, not a way around 
   t.equal(post(nest(10, 'plain')).decision, 'allow');
 });
 
+t.test('a body with more values than max_args is a finding, not a way around the rules', async (t) => {
+  const e = engineFromConfig(config({ max_args: 64 }), process.cwd());
+  const post = (json: unknown) =>
+    inspectRequest(e, {
+      method: 'POST',
+      target: '/api/receipts',
+      headers: { ...H, 'Content-Type': 'application/json' },
+      body: JSON.stringify(json),
+    });
+  const fill = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`n${i}`, `v${i}`]));
+  const attack = '<script>alert(document.cookie)</script>';
+  // 31 keys and 31 values, then the attack's key (63) and value (64): all inspected
+  t.ok(post({ ...fill(31), z: attack }).matches.some((m) => m.family === 'xss'));
+  // one more pair: the last value is past the budget, so the request gets proto-151
+  for (const json of [
+    { ...fill(32), z: attack },
+    { ...fill(32), z: 'plain' },
+    [fill(32), { z: attack }],
+    { items: Array.from({ length: 40 }, (_, i) => ({ name: `item ${i}` })) },
+  ]) {
+    const v = post(json);
+    t.equal(v.decision, 'deny');
+    t.ok(
+      v.matches.some((m) => m.ruleId === 'proto-151'),
+      'proto-151',
+    );
+  }
+  // numbers hold nothing to inspect (their keys do: 62 + 2 keys is the budget exactly)
+  t.equal(post({ ...fill(31), y: 1, z: 2 }).decision, 'allow');
+  t.equal(post({ a: Array.from({ length: 500 }, (_, i) => i) }).decision, 'allow');
+  // the same for cookies past the budget
+  const cookies = Array.from({ length: 70 }, (_, i) => `c${i}=v`).join('; ');
+  const c = inspectRequest(e, { method: 'GET', target: '/api/receipts', headers: { ...H, Cookie: cookies } });
+  t.ok(c.matches.some((m) => m.ruleId === 'proto-151'));
+});
+
 t.test('the clean-name memo never hides a finding', async (t) => {
   const e = engineFromConfig(config(), process.cwd());
   const q = (target: string) => inspectRequest(e, { method: 'GET', target, headers: H }).decision;
