@@ -83,6 +83,9 @@ const DISCARD_BODY_MAX = 64 * 1024;
  * The running gateway: main listener, admin listener, the current generation, and the
  * services that outlive reloads (store, metrics, audit log, upstream pools).
  */
+/** A settled promise: no request before this one on its connection. */
+const DECIDED: Promise<void> = Promise.resolve();
+
 export class Gateway {
   generation: Generation;
   readonly services: Services;
@@ -118,6 +121,18 @@ export class Gateway {
   /** Per connection, the number of requests read on it; and each request's index among them. */
   private readonly requestsRead = new WeakMap<Socket, number>();
   private readonly requestIndex = new WeakMap<http.IncomingMessage, number>();
+  /**
+   * Per connection, a promise settled once every request read so far has decided whether
+   * its answer closes the connection; and per request, the one for the requests before it
+   * and its own settle function. A request is forwarded only after the ones before it have
+   * decided, so one refused behind an asynchronous check (a JWT) still stops the requests
+   * pipelined after it.
+   */
+  private readonly decidedOn = new WeakMap<Socket, Promise<void>>();
+  private readonly turnOf = new WeakMap<
+    http.IncomingMessage,
+    { before: Promise<void>; decide: () => void }
+  >();
   private readonly metricChildren = new Map<string, { inc(): void }>();
   private readonly durationChildren = new Map<string, { observe(v: number): void }>();
   private readonly upstreamDurationChildren = new Map<string, { observe(v: number): void }>();
@@ -510,8 +525,16 @@ export class Gateway {
     if (!h2) this.tlsConnections?.track(req.socket, res);
     const ctx = this.makeContext(gen, req, ac.signal, h2 ? h2RequestView(req) : undefined);
     let onSocket: Set<AbortController> | undefined;
+    let decide: (() => void) | undefined;
     if (!h2) {
       const socket = req.socket;
+      const before = this.decidedOn.get(socket) ?? DECIDED;
+      const mine = new Promise<void>((r) => (decide = r));
+      this.decidedOn.set(
+        socket,
+        before.then(() => mine),
+      );
+      this.turnOf.set(req, { before, decide: decide! });
       onSocket = this.socketInflight.get(socket);
       if (onSocket === undefined) {
         const pending = (onSocket = new Set());
@@ -540,17 +563,24 @@ export class Gateway {
       this.inflight.delete(ac);
       onSocket?.delete(ac);
     });
-    this.handle(gen, ctx, req, res).catch((err: Error) => {
-      this.services.log.error(
-        { request_id: ctx.id, err: err.message },
-        'unexpected error while handling a request',
-      );
-      if (!res.headersSent) {
-        const r = renderDeny(ctx, { code: 'internal_error' }, gen.requestIdHeader);
-        res.writeHead(r.head.status, r.head.headers as http.OutgoingHttpHeaders);
-        res.end(r.body);
-      } else res.destroy();
-    });
+    this.handle(gen, ctx, req, res)
+      .catch((err: Error) => {
+        this.services.log.error(
+          { request_id: ctx.id, err: err.message },
+          'unexpected error while handling a request',
+        );
+        if (!res.headersSent) {
+          const r = renderDeny(ctx, { code: 'internal_error' }, gen.requestIdHeader);
+          res.writeHead(r.head.status, r.head.headers as http.OutgoingHttpHeaders);
+          res.end(r.body);
+        } else res.destroy();
+      })
+      .finally(() => decide?.());
+  }
+
+  /** The request has decided whether its answer closes the connection (see decidedOn). */
+  private decided(req: http.IncomingMessage): void {
+    this.turnOf.get(req)?.decide();
   }
 
   /** `h2`: the HTTP/1.1 view of an HTTP/2 stream (Host from :authority, no pseudo-headers). */
@@ -673,6 +703,7 @@ export class Gateway {
         this.markClosing(res.req);
       }
     }
+    this.decided(res.req);
     await this.send(route, ctx, res, r, { status: r.head.status, decision: 'deny', deny, deniedBy: by });
   }
 
@@ -730,6 +761,10 @@ export class Gateway {
         body = req.pipe(limiter);
       } else body = req;
     }
+    // the requests read before this one have decided whether they close the connection
+    const turn = this.turnOf.get(req);
+    if (turn !== undefined) await turn.before;
+    this.decided(req);
     if (this.behindClosing(req)) {
       // pipelined behind a request whose answer closes the connection: never forwarded
       res.shouldKeepAlive = false;

@@ -308,6 +308,37 @@ t.test('junk after complete requests: those are answered, then the connection cl
   await stillServes(t, undefined);
 });
 
+t.test(
+  'a request refused after an asynchronous check still stops the requests pipelined behind it',
+  async (t) => {
+    // a bad JWT (checked asynchronously) and a chunked body (unknown length): 401, and the
+    // connection closes; the health check behind it passes its own checks at once, but must
+    // never be forwarded
+    for (let i = 0; i < 5; i++) {
+      const m = mark();
+      const refused = head('POST /api/receipts HTTP/1.1', [
+        ['Host', 'x'],
+        [
+          'Authorization',
+          'Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA',
+        ],
+        ['Content-Type', 'application/json'],
+        ['Transfer-Encoding', 'chunked'],
+      ]);
+      const behind = head(`GET /api/health?p=${m} HTTP/1.1`, [['Host', 'x']]);
+      const x = await rawExchange(h.url, `${refused}7\r\n{"a":1}\r\n0\r\n\r\n${behind}`);
+      never500(t, x);
+      t.same(
+        x.responses.map((r) => r.status),
+        [401],
+      );
+      t.ok(x.closed);
+      t.notOk(await mockSaw(m), 'the request behind it never reached the upstream');
+    }
+    await stillServes(t, undefined);
+  },
+);
+
 t.test('a chunked request that is well-formed is forwarded with its body (control case)', async (t) => {
   const m = mark();
   const body = '{"merchant":"Cafe","total":12.5,"date":"2024-01-01"}';
