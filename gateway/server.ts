@@ -16,6 +16,7 @@ import { loadConfigFile, ConfigLoadError } from './config/load.js';
 import { CODES } from './errors.js';
 import type { Deny, OpsLogger, Outcome, ResponseHead, Services } from './policy.js';
 import { runRequestPhase, runResponsePhase, runDone, recordDeny, hasBody, framingDeny } from './pipeline.js';
+import { ConnectionState, type Turn } from './connection-state.js';
 import { renderDeny, renderAnswer, renderJson, rawErrorResponse, type Rendered } from './reply.js';
 import {
   UpstreamPools,
@@ -83,9 +84,6 @@ const DISCARD_BODY_MAX = 64 * 1024;
  * The running gateway: main listener, admin listener, the current generation, and the
  * services that outlive reloads (store, metrics, audit log, upstream pools).
  */
-/** A settled promise: no request before this one on its connection. */
-const DECIDED: Promise<void> = Promise.resolve();
-
 export class Gateway {
   generation: Generation;
   readonly services: Services;
@@ -100,39 +98,12 @@ export class Gateway {
   private watcher: fs.FSWatcher | undefined;
   private reloadTimer: NodeJS.Timeout | undefined;
   private readonly inflight = new Set<AbortController>();
-  /**
-   * The HTTP/1.1 requests in flight on each client connection. Node queues the response of
-   * a pipelined request until the ones before it are written, and such a queued response
-   * emits no 'close' when the client goes away: the connection's 'close' cancels them all
-   * (else each would hold an upstream connection, its body unread, until the body timeout).
-   */
-  private readonly socketInflight = new WeakMap<Socket, Set<AbortController>>();
-  /** The responses not yet closed on each HTTP/1.1 connection, in request order (see onClientError). */
-  private readonly responsesOn = new WeakMap<Socket, http.ServerResponse[]>();
+  /** Per client connection: the order of its requests and the ones in flight (see ConnectionState). */
+  private readonly connections = new WeakMap<Socket, ConnectionState>();
+  /** Each request's place on its connection. */
+  private readonly turns = new WeakMap<http.IncomingMessage, Turn>();
   private readonly sockets = new Set<Socket>();
   private closing = false;
-  /**
-   * Connections that close after the answer to one of their requests (a refusal that left
-   * the body unread, a framing error), with that request's index: requests read after it are
-   * never processed (RFC 9112 §9.6), so a smuggled or queued request cannot reach the
-   * upstream; the ones read before it are answered first, as usual.
-   */
-  private readonly closingAt = new WeakMap<Socket, number>();
-  /** Per connection, the number of requests read on it; and each request's index among them. */
-  private readonly requestsRead = new WeakMap<Socket, number>();
-  private readonly requestIndex = new WeakMap<http.IncomingMessage, number>();
-  /**
-   * Per connection, a promise settled once every request read so far has decided whether
-   * its answer closes the connection; and per request, the one for the requests before it
-   * and its own settle function. A request is forwarded only after the ones before it have
-   * decided, so one refused behind an asynchronous check (a JWT) still stops the requests
-   * pipelined after it.
-   */
-  private readonly decidedOn = new WeakMap<Socket, Promise<void>>();
-  private readonly turnOf = new WeakMap<
-    http.IncomingMessage,
-    { before: Promise<void>; decide: () => void }
-  >();
   private readonly metricChildren = new Map<string, { inc(): void }>();
   private readonly durationChildren = new Map<string, { observe(v: number): void }>();
   private readonly upstreamDurationChildren = new Map<string, { observe(v: number): void }>();
@@ -407,7 +378,7 @@ export class Gateway {
       socket.destroy();
       return;
     }
-    const open = this.responsesOn.get(socket)?.filter((r) => !r.writableFinished) ?? [];
+    const open = this.connections.get(socket)?.responses.filter((r) => !r.writableFinished) ?? [];
     const pending = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
     if (open.length > 0 || pending) {
       const last = open[open.length - 1];
@@ -496,72 +467,60 @@ export class Gateway {
     socket.destroySoon();
   }
 
+  /** The state of a client connection; on HTTP/1.1 (`tracked`), its close cancels the requests in flight. */
+  private connectionOf(socket: Socket, tracked: boolean): ConnectionState {
+    let conn = this.connections.get(socket);
+    if (conn === undefined) {
+      const state = (conn = new ConnectionState());
+      this.connections.set(socket, state);
+      if (tracked)
+        socket.once('close', () => {
+          for (const a of state.inflight) {
+            a.abort();
+            this.inflight.delete(a);
+          }
+          state.inflight.clear();
+        });
+    }
+    return conn;
+  }
+
   /** The answer to `req` closes its connection: no request read after it is processed. */
   private markClosing(req: http.IncomingMessage): void {
-    const i = this.requestIndex.get(req) ?? 0;
-    const at = this.closingAt.get(req.socket);
-    if (at === undefined || i < at) this.closingAt.set(req.socket, i);
+    const turn = this.turns.get(req);
+    if (turn !== undefined) this.connections.get(req.socket)?.markClosing(turn.index);
   }
 
   /** Whether `req` was read after a request whose answer closes the connection. */
   private behindClosing(req: http.IncomingMessage): boolean {
-    const at = this.closingAt.get(req.socket);
-    return at !== undefined && (this.requestIndex.get(req) ?? Infinity) > at;
+    const turn = this.turns.get(req);
+    return turn !== undefined && this.connections.get(req.socket)?.behindClosing(turn.index) === true;
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const read = this.requestsRead.get(req.socket) ?? 0;
-    this.requestsRead.set(req.socket, read + 1);
-    this.requestIndex.set(req, read);
-    if (this.behindClosing(req)) {
+    const h2 = isH2Request(req);
+    const conn = this.connectionOf(req.socket, !h2);
+    // HTTP/2 streams are independent: no order to keep among them
+    const turn = conn.read(!h2);
+    this.turns.set(req, turn);
+    if (conn.behindClosing(turn.index)) {
       res.shouldKeepAlive = false;
       req.resume();
+      turn.decide();
       return;
     }
     const gen = this.generation;
     const ac = new AbortController();
     this.inflight.add(ac);
-    const h2 = isH2Request(req);
-    if (!h2) this.tlsConnections?.track(req.socket, res);
-    const ctx = this.makeContext(gen, req, ac.signal, h2 ? h2RequestView(req) : undefined);
-    let onSocket: Set<AbortController> | undefined;
-    let decide: (() => void) | undefined;
     if (!h2) {
-      const socket = req.socket;
-      const before = this.decidedOn.get(socket) ?? DECIDED;
-      const mine = new Promise<void>((r) => (decide = r));
-      this.decidedOn.set(
-        socket,
-        before.then(() => mine),
-      );
-      this.turnOf.set(req, { before, decide: decide! });
-      onSocket = this.socketInflight.get(socket);
-      if (onSocket === undefined) {
-        const pending = (onSocket = new Set());
-        this.socketInflight.set(socket, pending);
-        socket.once('close', () => {
-          for (const a of pending) {
-            a.abort();
-            this.inflight.delete(a);
-          }
-          pending.clear();
-        });
-      }
-      onSocket.add(ac);
-      let queue = this.responsesOn.get(socket);
-      if (queue === undefined) this.responsesOn.set(socket, (queue = []));
-      queue.push(res);
-      const responses = queue;
-      res.once('close', () => {
-        const i = responses.indexOf(res);
-        if (i >= 0) responses.splice(i, 1);
-      });
+      this.tlsConnections?.track(req.socket, res);
+      conn.track(res, ac);
     }
+    const ctx = this.makeContext(gen, req, ac.signal, h2 ? h2RequestView(req) : undefined);
     // Any client disconnect before the response finished cancels the upstream request.
     res.once('close', () => {
       if (!res.writableFinished) ac.abort();
       this.inflight.delete(ac);
-      onSocket?.delete(ac);
     });
     this.handle(gen, ctx, req, res)
       .catch((err: Error) => {
@@ -575,12 +534,12 @@ export class Gateway {
           res.end(r.body);
         } else res.destroy();
       })
-      .finally(() => decide?.());
+      .finally(turn.decide);
   }
 
-  /** The request has decided whether its answer closes the connection (see decidedOn). */
+  /** The request has decided whether its answer closes the connection (see ConnectionState). */
   private decided(req: http.IncomingMessage): void {
-    this.turnOf.get(req)?.decide();
+    this.turns.get(req)?.decide();
   }
 
   /** `h2`: the HTTP/1.1 view of an HTTP/2 stream (Host from :authority, no pseudo-headers). */
@@ -762,7 +721,7 @@ export class Gateway {
       } else body = req;
     }
     // the requests read before this one have decided whether they close the connection
-    const turn = this.turnOf.get(req);
+    const turn = this.turns.get(req);
     if (turn !== undefined) await turn.before;
     this.decided(req);
     if (this.behindClosing(req)) {
