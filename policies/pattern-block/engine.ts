@@ -982,11 +982,6 @@ function lowerOf(v: string, vm: CharMask): string {
 /** Overlap of the windows a long value is judged in (see {@link execIn}). */
 const MAX_WINDOW_OVERLAP = 1024;
 
-/** The distance between the starts of two windows of `max` characters. */
-function windowStep(max: number): number {
-  return max - Math.min(MAX_WINDOW_OVERLAP, max >> 3);
-}
-
 /**
  * `re.exec(t)`, where a `t` longer than `max` (`max_value_length`) is judged in windows of
  * `max` characters that overlap by an eighth of it (at most {@link MAX_WINDOW_OVERLAP}): a
@@ -995,25 +990,34 @@ function windowStep(max: number): number {
  */
 function execIn(re: RegExp, t: string, max: number): RegExpExecArray | null {
   if (t.length <= max) return re.exec(t);
-  const step = windowStep(max);
-  for (let at = 0; ; at += step) {
-    const m = re.exec(t.slice(at, at + max));
-    if (m !== null) {
-      m.index += at;
-      return m;
-    }
-    if (at + max >= t.length) return null;
-  }
+  const m = firstInWindows(t, max, (w, at) => {
+    const r = re.exec(w);
+    if (r === null) return undefined;
+    r.index += at;
+    return r;
+  });
+  return m ?? null;
 }
 
 /** A value detector on `t` the way {@link execIn} runs a regex; the evidence offset is into `t`. */
 function detectIn(d: ValueDetector, t: string, max: number): Evidence | undefined {
   if (t.length <= max) return d(t);
-  const step = windowStep(max);
+  return firstInWindows(t, max, (w, at) => {
+    const ev = d(w);
+    return ev === undefined || at === 0 ? ev : { at: ev.at + at, note: ev.note };
+  });
+}
+
+/** The first verdict of `judge` over the windows of `t` (see {@link execIn}), from the start. */
+function firstInWindows<T>(
+  t: string,
+  max: number,
+  judge: (w: string, at: number) => T | undefined,
+): T | undefined {
+  const step = max - Math.min(MAX_WINDOW_OVERLAP, max >> 3);
   for (let at = 0; ; at += step) {
-    const ev = d(t.slice(at, at + max));
-    if (ev !== undefined) return at === 0 ? ev : { at: ev.at + at, note: ev.note };
-    if (at + max >= t.length) return undefined;
+    const r = judge(t.slice(at, at + max), at);
+    if (r !== undefined || at + max >= t.length) return r;
   }
 }
 

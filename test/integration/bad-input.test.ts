@@ -234,17 +234,25 @@ t.test('framing attacks and request smuggling: 400, connection closed, nothing f
   }
 });
 
-t.test('junk after complete requests: those are answered, then the connection closes', async (t) => {
-  // a receipt created, then garbage on the same connection: the client still learns it was created
-  const m = mark();
-  const body = `{"merchant":"Cafe ${m}","total":12.5,"date":"2024-01-01"}`;
-  const create = head(`POST /api/receipts?p=${m} HTTP/1.1`, [
+/** An authenticated receipt POST to `/api/receipts?p=marker`: a JSON body, or (`framing`) these framing headers and no body. */
+function receiptPost(marker: string, framing?: readonly (readonly [string, string])[]): string {
+  const body = `{"merchant":"Cafe ${marker}","total":12.5,"date":"2024-01-01"}`;
+  const headers: (readonly [string, string])[] = [
     ['Host', 'x'],
     ['Authorization', `Bearer ${token}`],
     ['Content-Type', 'application/json'],
-    ['Content-Length', String(Buffer.byteLength(body))],
-  ]);
-  const x = await rawExchange(h.url, `${create}${body}X\r\n\r\n`);
+  ];
+  const request = (more: readonly (readonly [string, string])[]) =>
+    head(`POST /api/receipts?p=${marker} HTTP/1.1`, [...headers, ...more]);
+  return framing !== undefined
+    ? request(framing)
+    : request([['Content-Length', String(Buffer.byteLength(body))]]) + body;
+}
+
+t.test('junk after complete requests: those are answered, then the connection closes', async (t) => {
+  // a receipt created, then garbage on the same connection: the client still learns it was created
+  const m = mark();
+  const x = await rawExchange(h.url, `${receiptPost(m)}X\r\n\r\n`);
   never500(t, x);
   t.equal(x.responses.length, 1, 'one answer: the request before the junk');
   t.equal(x.responses[0]?.status, 201);
@@ -264,20 +272,8 @@ t.test('junk after complete requests: those are answered, then the connection cl
   // a request created, then one whose chunked body is broken: the first is answered, the
   // broken one is not, the connection closes
   const m3 = mark();
-  const body3 = `{"merchant":"Cafe ${m3}","total":3,"date":"2024-01-01"}`;
-  const create3 = head(`POST /api/receipts?p=${m3} HTTP/1.1`, [
-    ['Host', 'x'],
-    ['Authorization', `Bearer ${token}`],
-    ['Content-Type', 'application/json'],
-    ['Content-Length', String(Buffer.byteLength(body3))],
-  ]);
-  const broken = head(`POST /api/receipts?p=${m3}-broken HTTP/1.1`, [
-    ['Host', 'x'],
-    ['Authorization', `Bearer ${token}`],
-    ['Content-Type', 'application/json'],
-    ['Transfer-Encoding', 'chunked'],
-  ]);
-  const z = await rawExchange(h.url, `${create3}${body3}${broken}zz\r\n`);
+  const broken = receiptPost(`${m3}-broken`, [['Transfer-Encoding', 'chunked']]);
+  const z = await rawExchange(h.url, `${receiptPost(m3)}${broken}zz\r\n`);
   never500(t, z);
   t.same(
     z.responses.map((r) => r.status),
@@ -292,11 +288,7 @@ t.test('junk after complete requests: those are answered, then the connection cl
   );
   // a GET, then a request with a transfer coding the gateway refuses: 200, then 400, then closed
   const m4 = mark();
-  const te = head(`POST /api/receipts?p=${m4}-te HTTP/1.1`, [
-    ['Host', 'x'],
-    ['Authorization', `Bearer ${token}`],
-    ['Transfer-Encoding', 'gzip'],
-  ]);
+  const te = receiptPost(`${m4}-te`, [['Transfer-Encoding', 'gzip']]);
   const w = await rawExchange(h.url, `${get(`${m4}-1`)}${te}0\r\n\r\n`, { waitMs: 15_000 });
   never500(t, w);
   t.same(
