@@ -74,6 +74,12 @@ export class AdminServer {
         socket.destroySoon();
       } else socket.destroy();
     });
+    // CONNECT: a 400 as on the main listener, instead of Node's silent close
+    this.server.on('connect', (_req: http.IncomingMessage, socket: net.Socket) => {
+      socket.on('error', () => socket.destroy());
+      socket.end(rawErrorResponse(400, 'bad_request', 'The request target must be a path.', randomUUID()));
+      socket.destroySoon();
+    });
   }
 
   async listen(host: string, port: number): Promise<void> {

@@ -48,7 +48,7 @@ import {
   type H2View,
 } from './tls.js';
 import { RedirectServer } from './redirect.js';
-import { WebSocketTunnels, handleUpgrade, type UpgradeHost } from './websocket.js';
+import { WebSocketTunnels, handleUpgrade, serveOnSocket, type UpgradeHost } from './websocket.js';
 
 export interface GatewayOptions {
   readonly configFile: string;
@@ -189,6 +189,12 @@ export class Gateway {
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
       this.tlsConnections?.forget(socket);
       handleUpgrade(upgradeHost, req, socket, head);
+    });
+    // CONNECT (a forward-proxy tunnel request) is answered like any request whose target is
+    // not a path (400), with its audit line, instead of Node's silent close
+    this.server.on('connect', (req: http.IncomingMessage, socket: Socket) => {
+      this.tlsConnections?.forget(socket);
+      serveOnSocket(req, socket, (r, res) => this.onRequest(r, res));
     });
     this.server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);

@@ -386,6 +386,27 @@ export interface UpgradeHost {
 }
 
 /**
+ * Answer `req`, a request the HTTP server handed over with its socket (an upgrade or a
+ * `CONNECT`), as the plain request it also is: `serve` writes the answer through a response
+ * bound to the socket, which then closes (the bytes after the head are never read).
+ */
+export function serveOnSocket(
+  req: http.IncomingMessage,
+  socket: Duplex,
+  serve: (req: http.IncomingMessage, res: http.ServerResponse) => void,
+): void {
+  socket.on('error', () => socket.destroy());
+  const res = new http.ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket as Socket);
+  res.once('finish', () => {
+    res.detachSocket(socket as Socket);
+    (socket as Socket).destroySoon();
+  });
+  serve(req, res);
+}
+
+/**
  * The server's `upgrade` event. A WebSocket upgrade goes through the same request phase
  * as any request on its route; a refusal is the normal JSON error (then the connection
  * closes) and no tunnel opens; an allowed one is handed to the upstream and, on its 101,
@@ -397,18 +418,11 @@ export function handleUpgrade(
   socket: Duplex,
   head: Buffer,
 ): void {
-  socket.on('error', () => socket.destroy());
   if (!isWebSocketUpgrade(req.headers)) {
-    const res = new http.ServerResponse(req);
-    res.shouldKeepAlive = false;
-    res.assignSocket(socket as Socket);
-    res.once('finish', () => {
-      res.detachSocket(socket as Socket);
-      (socket as Socket).destroySoon();
-    });
-    host.serveAsRequest(req, res);
+    serveOnSocket(req, socket, host.serveAsRequest);
     return;
   }
+  socket.on('error', () => socket.destroy());
   void upgrade(host, req, socket, head).catch((err: Error) => {
     host.services.log.error({ err: err.message }, 'unexpected error while handling a WebSocket upgrade');
     socket.destroy();

@@ -254,6 +254,15 @@ t.test('admin: a target starting with // is a path, not a host; what does not pa
     t.equal(x.responses[0]?.json?.error, 'bad_request');
     t.ok(x.closed);
   }
+  // CONNECT is not a path either: 400, then the connection closes
+  const connect = await rawExchange(
+    h.adminUrl,
+    head('CONNECT admin:443 HTTP/1.1', ['Host: admin:443']) + 'GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n',
+  );
+  t.equal(connect.responses.length, 1, 'CONNECT: one answer, the bytes after it are not read');
+  t.equal(connect.responses[0]?.status, 400, 'CONNECT: 400');
+  t.equal(connect.responses[0]?.json?.error, 'bad_request');
+  t.ok(connect.closed);
   const ok = await rawExchange(
     h.adminUrl,
     head('GET /healthz HTTP/1.1', ['Host: admin', 'Connection: close']),

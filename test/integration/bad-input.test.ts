@@ -716,13 +716,15 @@ t.test('absurd methods', async (t) => {
       await stillServes(t, m);
     });
   }
-  await t.test('CONNECT: the connection is closed, nothing forwarded', async (t) => {
+  await t.test('CONNECT: 400 bad_request, then the connection closes; nothing forwarded', async (t) => {
     const m = mark();
     const x = await rawExchange(
       h.url,
-      head(`CONNECT ${m}.example:443 HTTP/1.1`, [['Host', `${m}.example:443`]]),
+      head(`CONNECT ${m}.example:443 HTTP/1.1`, [['Host', `${m}.example:443`]]) + 'GET / HTTP/1.1\r\n\r\n',
     );
     never500(t, x);
+    t.equal(x.responses.length, 1, 'the bytes after the CONNECT head are not read as a request');
+    isGatewayError(t, x.responses[0], 400, 'bad_request');
     t.ok(x.closed);
     await stillServes(t, m);
   });
