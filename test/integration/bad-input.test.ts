@@ -726,6 +726,10 @@ t.test('absurd methods', async (t) => {
     t.equal(x.responses.length, 1, 'the bytes after the CONNECT head are not read as a request');
     isGatewayError(t, x.responses[0], 400, 'bad_request');
     t.ok(x.closed);
+    const line = (await h.audit()).find((l) => l.request_id === x.responses[0]?.headers['x-request-id']);
+    t.equal(line?.event, 'request_blocked', 'audited');
+    t.equal(line?.method, 'CONNECT');
+    t.same(line?.rule_ids, ['request-target']);
     await stillServes(t, m);
   });
 });
