@@ -417,7 +417,9 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
       return { code: 'bad_request', message: 'More than one Host header.', ruleIds: ['framing-host'] };
     }
   }
-  if (ctx.target === '*' || ctx.target.charCodeAt(0) !== 47) {
+  // the asterisk-form is an OPTIONS request about the server as a whole (RFC 9112 §3.2.4),
+  // answered by the gateway itself (serverWideOptions)
+  if (ctx.target === '*' ? ctx.method !== 'OPTIONS' : ctx.target.charCodeAt(0) !== 47) {
     return {
       code: 'bad_request',
       message: 'The request target must be a path.',
@@ -446,3 +448,14 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
 const PARSER_METHODS: ReadonlySet<string> = new Set(METHODS);
 const ROUTABLE_METHODS: ReadonlySet<string> = new Set(METHOD_NAMES);
 const ROUTABLE_ALLOW = METHOD_NAMES.join(', ');
+
+/**
+ * `OPTIONS *` asks what the server as a whole supports (RFC 9110 §9.3.7). It names no
+ * resource, so no route and no upstream is concerned: once the request phase let it through,
+ * the gateway answers 204 with the methods a route can allow.
+ */
+export function serverWideOptions(
+  ctx: RequestContext,
+): { status: number; headers: Record<string, string> } | undefined {
+  return ctx.target === '*' ? { status: 204, headers: { Allow: ROUTABLE_ALLOW } } : undefined;
+}

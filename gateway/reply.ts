@@ -35,7 +35,9 @@ export function renderAnswer(
   answerHeaders: Readonly<Record<string, string>>,
   requestIdHeader: string,
 ): Rendered {
-  const headers: Record<string, string | string[] | undefined> = { 'content-length': '0' };
+  // a 204 carries no Content-Length (RFC 9110 §8.6)
+  const headers: Record<string, string | string[] | undefined> =
+    status === 204 ? {} : { 'content-length': '0' };
   headers[requestIdHeader] = ctx.id;
   for (const k in answerHeaders) headers[k.toLowerCase()] = answerHeaders[k];
   return { head: { status, headers, fromGateway: true }, body: Buffer.alloc(0) };

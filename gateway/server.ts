@@ -15,7 +15,15 @@ import {
 import { loadConfigFile, ConfigLoadError } from './config/load.js';
 import { CODES } from './errors.js';
 import type { Deny, OpsLogger, Outcome, ResponseHead, Services } from './policy.js';
-import { runRequestPhase, runResponsePhase, runDone, recordDeny, hasBody, framingDeny } from './pipeline.js';
+import {
+  runRequestPhase,
+  runResponsePhase,
+  runDone,
+  recordDeny,
+  hasBody,
+  framingDeny,
+  serverWideOptions,
+} from './pipeline.js';
 import { ConnectionState, type Turn } from './connection-state.js';
 import { renderDeny, renderAnswer, renderJson, rawErrorResponse, type Rendered } from './reply.js';
 import {
@@ -612,6 +620,13 @@ export class Gateway {
     const phase = await runRequestPhase(route, ctx, services);
     if (phase.deny !== undefined) {
       await this.refuse(gen, route, ctx, res, phase.deny, phase.by);
+      return;
+    }
+    const serverWide = serverWideOptions(ctx);
+    if (serverWide !== undefined) {
+      drain(req);
+      const r = renderAnswer(ctx, serverWide.status, serverWide.headers, gen.requestIdHeader);
+      await this.send(route, ctx, res, r, this.allowOutcome(ctx, r.head.status));
       return;
     }
     if (m.kind !== 'match') {

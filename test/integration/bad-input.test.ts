@@ -734,7 +734,7 @@ t.test('absurd methods', async (t) => {
   });
 });
 
-t.test('OPTIONS * : 400 bad_request', async (t) => {
+t.test('OPTIONS * is answered by the gateway: 204 with Allow; * with another method is a 400', async (t) => {
   const m = mark();
   const x = await rawExchange(
     h.url,
@@ -745,8 +745,37 @@ t.test('OPTIONS * : 400 bad_request', async (t) => {
     ]),
   );
   never500(t, x);
-  isGatewayError(t, x.responses[0], 400, 'bad_request');
+  const r = x.responses[0];
+  t.equal(r?.status, 204);
+  t.equal(r?.headers.allow, 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS');
+  t.equal(r?.headers['content-length'], undefined, 'a 204 carries no Content-Length');
+  t.match(r?.headers['x-request-id'], /^\S+$/);
+  t.equal(r?.headers['x-content-type-options'], 'nosniff', 'with the security headers');
   await stillServes(t, m);
+  // the request phase still runs on it: a scanner is refused as anywhere else
+  const m2 = mark();
+  const scanner = await rawExchange(
+    h.url,
+    head('OPTIONS * HTTP/1.1', [
+      ['Host', 'x'],
+      ['User-Agent', 'sqlmap/1.7'],
+      ['X-Probe', m2],
+      ['Connection', 'close'],
+    ]),
+  );
+  isGatewayError(t, scanner.responses[0], 403, 'user_agent_rejected');
+  await stillServes(t, m2);
+  const m3 = mark();
+  const get = await rawExchange(
+    h.url,
+    head('GET * HTTP/1.1', [
+      ['Host', 'x'],
+      ['X-Probe', m3],
+      ['Connection', 'close'],
+    ]),
+  );
+  isGatewayError(t, get.responses[0], 400, 'bad_request');
+  await stillServes(t, m3);
 });
 
 t.test('absolute-form targets are routed on their path only', async (t) => {

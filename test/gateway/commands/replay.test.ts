@@ -124,6 +124,14 @@ t.test('replay: formats, --only names, summary, malformed lines', async (t) => {
         body: '{"merchant":"<script>alert(1)</script>"}',
       }),
       JSON.stringify({ id: 'pipe-get', method: '|GET', path: '/', headers: { Host: 'x' }, body: null }),
+      JSON.stringify({
+        id: 'options-star',
+        method: 'OPTIONS',
+        path: '*',
+        headers: { Host: 'x' },
+        body: null,
+      }),
+      JSON.stringify({ id: 'get-star', method: 'GET', path: '*', headers: { Host: 'x' }, body: null }),
       'this is not json',
       '',
     ].join('\n'),
@@ -146,11 +154,14 @@ t.test('replay: formats, --only names, summary, malformed lines', async (t) => {
       ['json-anon', 'deny', 'unauthorized', 401],
       // as the live listener, whose HTTP parser refuses a method it does not know
       ['pipe-get', 'deny', 'bad_request', 400],
+      // the server-wide OPTIONS is answered by the gateway, as on the live listener
+      ['options-star', 'allow', null, 204],
+      ['get-star', 'deny', 'bad_request', 400],
     ],
     'every policy of the route runs without --only (bodies are read only after authentication)',
   );
   t.ok(d[0]!.rule_ids.length > 0, 'rule ids of the match');
-  t.match(err.text, /:7: skipped/, 'malformed line reported with its number');
+  t.match(err.text, /:9: skipped/, 'malformed line reported with its number');
 
   const only = capture();
   await runReplay(
