@@ -61,6 +61,12 @@ export function redactTarget(target: string): string {
 
 /** Lines are handed to the file in chunks of about this many characters (and on flush). */
 const CHUNK = 4096;
+/**
+ * A line waits at most this long before it is written: at low traffic a ban or a lockout
+ * would otherwise sit in memory until a chunk filled (out of reach of log shippers, and lost
+ * on a crash).
+ */
+export const AUDIT_FLUSH_MS = 250;
 
 export interface AuditFields {
   decision?: 'allow' | 'deny' | 'monitor';
@@ -155,7 +161,12 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
   // Lines collect here (a string per chunk, not one write per line: sonic-boom's write
   // measures its whole pending buffer on every call, a cost that grows with the buffer).
   let pending = '';
+  let flushTimer: NodeJS.Timeout | undefined;
   const handOver = (): void => {
+    if (flushTimer !== undefined) {
+      clearTimeout(flushTimer);
+      flushTimer = undefined;
+    }
     if (pending === '') return;
     const chunk = pending;
     pending = '';
@@ -194,6 +205,20 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
     }
     pending += s;
     if (pending.length >= CHUNK) handOver();
+    else if (flushTimer === undefined) {
+      flushTimer = setTimeout(() => {
+        handOver();
+        try {
+          // sonic-boom holds writes below minLength: push them to the file
+          dest.flush((err) => {
+            if (err) metrics.auditWriteErrors.inc();
+          });
+        } catch {
+          // not open yet (the next write or flush takes the data) or the disk is full
+        }
+      }, AUDIT_FLUSH_MS);
+      flushTimer.unref();
+    }
     countEvent(line.event as string);
     opts.tap?.(line);
   };

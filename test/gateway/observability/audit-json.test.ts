@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { jsonString, serializeFlatLine } from '../../../gateway/observability/audit-json.js';
-import { AUDIT_PINO_OPTIONS, createAuditLog } from '../../../gateway/observability/audit.js';
+import { AUDIT_FLUSH_MS, AUDIT_PINO_OPTIONS, createAuditLog } from '../../../gateway/observability/audit.js';
 import { Metrics } from '../../../gateway/observability/metrics.js';
 import { createContext } from '../../../gateway/context-factory.js';
 import { PassThrough } from 'node:stream';
@@ -154,4 +154,31 @@ t.test('the audit file holds exactly what pino would have written, in order', as
   const byEvent = Object.fromEntries(counted.map((v) => [v.labels.event, v.value]));
   t.same(byEvent, { api_access: 400, request_blocked: 58, config_reload: 8 });
   await audit.close();
+});
+
+t.test('a lone line reaches the file within the flush interval, without a flush call', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'audit-flush-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'audit.log');
+  const audit = createAuditLog({
+    enabled: true,
+    file,
+    accessSampleRate: 1,
+    metrics: new Metrics({ defaultMetrics: false }),
+  });
+  t.teardown(() => audit.close());
+  // let the file open, then write one short line (far below the chunk size)
+  await new Promise((r) => setTimeout(r, 100));
+  audit.system('ip_banned', { decision: 'deny', reason: 'auto_ban', client_ip: '10.9.8.7' });
+  t.equal(fs.readFileSync(file, 'utf8'), '', 'not written at once (lines are batched)');
+  const deadline = Date.now() + 20 * AUDIT_FLUSH_MS;
+  let text = '';
+  while (Date.now() < deadline && text === '') {
+    await new Promise((r) => setTimeout(r, AUDIT_FLUSH_MS / 5));
+    text = fs.readFileSync(file, 'utf8');
+  }
+  t.match(
+    text,
+    /^\{"log":"security_audit","time":"[^"]+","event":"ip_banned".*"client_ip":"10\.9\.8\.7"\}\n$/,
+  );
 });
