@@ -273,6 +273,12 @@ export class TlsManager {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
   private closed = false;
+  /**
+   * The files last rejected, per certificate label (certificate and key bytes): the same bad
+   * files are judged once, not again at every event in their directory (a log file written
+   * there would otherwise make each rejection trigger the next).
+   */
+  private readonly rejected = new Map<string, { cert: Buffer; key: Buffer }>();
   /** called after each reload attempt (tests wait on it) */
   onReload: ((result: 'success' | 'error' | 'unchanged') => void) | undefined;
 
@@ -371,46 +377,32 @@ export class TlsManager {
       try {
         fresh = await loadCertificate(old.settings, now);
       } catch (err) {
-        // Unchanged files that now fail (e.g. expired) keep serving: only a new file is judged.
-        const same = await sameFiles(old);
-        if (!same) {
+        // Unchanged files that now fail (e.g. expired) keep serving: only new files are
+        // judged, and the same new files once
+        const files = await readFiles(old.settings);
+        if (!sameAs(files, old) && !sameAs(files, this.rejected.get(old.label))) {
           failed = true;
-          this.deps.metrics.tlsReloads.inc({ result: 'error' });
-          this.deps.audit.system('config_reload', {
-            result: 'error',
-            trigger: `tls-${trigger}`,
-            certificate: old.label,
-            error: (err as Error).message,
-          });
-          this.deps.log.error(
-            { certificate: old.label, err: (err as Error).message },
-            'new TLS certificate rejected; the previous one keeps serving',
-          );
+          this.rejected.set(old.label, files);
+          this.reject(old.label, trigger, (err as Error).message);
         }
         next.push(old);
         continue;
       }
-      if (fresh.cert.equals(old.cert) && fresh.key.equals(old.key)) {
+      if (sameAs(fresh, old)) {
+        this.rejected.delete(old.label);
         next.push(old);
         continue;
       }
       if (this.settings.certificates.length > 1 && fresh.keyType !== old.keyType) {
-        failed = true;
-        const message = keyTypeMessage(fresh, old);
-        this.deps.metrics.tlsReloads.inc({ result: 'error' });
-        this.deps.audit.system('config_reload', {
-          result: 'error',
-          trigger: `tls-${trigger}`,
-          certificate: old.label,
-          error: message,
-        });
-        this.deps.log.error(
-          { certificate: old.label, err: message },
-          'new TLS certificate rejected; the previous one keeps serving',
-        );
+        if (!sameAs(fresh, this.rejected.get(old.label))) {
+          failed = true;
+          this.rejected.set(old.label, { cert: fresh.cert, key: fresh.key });
+          this.reject(old.label, trigger, keyTypeMessage(fresh, old));
+        }
         next.push(old);
         continue;
       }
+      this.rejected.delete(old.label);
       changed = true;
       next.push(fresh);
       this.deps.metrics.tlsReloads.inc({ result: 'success' });
@@ -427,6 +419,21 @@ export class TlsManager {
     }
     if (changed) this.apply({ ...this.settings, certificates: next });
     this.onReload?.(changed ? 'success' : failed ? 'error' : 'unchanged');
+  }
+
+  /** Count, audit and log the rejection of new files for certificate `label`. */
+  private reject(label: string, trigger: string, error: string): void {
+    this.deps.metrics.tlsReloads.inc({ result: 'error' });
+    this.deps.audit.system('config_reload', {
+      result: 'error',
+      trigger: `tls-${trigger}`,
+      certificate: label,
+      error,
+    });
+    this.deps.log.error(
+      { certificate: label, err: error },
+      'new TLS certificate rejected; the previous one keeps serving',
+    );
   }
 
   /** Swap in new settings (a config reload compiled and checked them). */
@@ -478,16 +485,21 @@ function keyTypeMessage(c: LoadedCertificate, d: LoadedCertificate): string {
   return `the key of "${c.settings.keyFile}" is ${c.keyType} but the default certificate's is ${d.keyType}; SNI certificates must use the default certificate's key type`;
 }
 
-async function sameFiles(c: LoadedCertificate): Promise<boolean> {
-  try {
-    const [cert, key] = await Promise.all([
-      fsp.readFile(c.settings.certFile),
-      fsp.readFile(c.settings.keyFile),
-    ]);
-    return cert.equals(c.cert) && key.equals(c.key);
-  } catch {
-    return false;
-  }
+const UNREADABLE = Buffer.alloc(0);
+
+/** The bytes of a certificate's two files (empty for one that cannot be read). */
+async function readFiles(settings: LoadedCertificate['settings']): Promise<{ cert: Buffer; key: Buffer }> {
+  const read = (f: string) => fsp.readFile(f).catch(() => UNREADABLE);
+  const [cert, key] = await Promise.all([read(settings.certFile), read(settings.keyFile)]);
+  return { cert, key };
+}
+
+/** Whether two pairs of certificate and key bytes are the same (an absent one matches nothing). */
+function sameAs(
+  a: { cert: Buffer; key: Buffer } | undefined,
+  b: { readonly cert: Buffer; readonly key: Buffer } | undefined,
+): boolean {
+  return a !== undefined && b !== undefined && a.cert.equals(b.cert) && a.key.equals(b.key);
 }
 
 /**

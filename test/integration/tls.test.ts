@@ -655,6 +655,22 @@ t.test('edge listener', async (t) => {
     fs.writeFileSync(path.join(certDir, 'tls.crt'), 'not a certificate\n');
     t.equal(await r, 'error');
     t.equal(await peerSerial(h), serial(leafB));
+    // other files changing next to the same bad ones (a log written there): judged once only
+    for (let i = 0; i < 3; i++) {
+      const again = new Promise<string>((resolve) => {
+        m.onReload = (x) => {
+          m.onReload = undefined;
+          resolve(x);
+        };
+      });
+      fs.writeFileSync(path.join(certDir, 'neighbour.log'), `line ${i}\n`);
+      t.equal(await again, 'unchanged', `event ${i} next to the rejected files: not judged again`);
+    }
+    t.equal(
+      await metric(h, 'gateway_tls_reloads_total', '{result="error"}'),
+      2,
+      'each bad file counted once',
+    );
     // an expired certificate with its own key
     const expired = pki.leaf('expired', { days: -1 });
     r = nextReload(m);
