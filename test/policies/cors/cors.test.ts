@@ -462,3 +462,65 @@ t.test('configuration through the loader: ${CORS_ORIGINS}, key paths, exact mess
   const monitor = await load(`${HEAD}  cors:\n    mode: monitor\n${ROUTE}`);
   t.equal(monitor.policies[0]!.mode, 'monitor');
 });
+
+// ---------------------------------------------------------------------------------------
+// Bugs: these tests state the correct behaviour and fail against the current policy.
+
+t.test(
+  'BUG: Vary: Origin is missing when the upstream Vary names a header containing "Origin"',
+  async (t) => {
+    // `/\borigin\b/i` also matches inside hyphenated names: a cache keyed on X-Origin-Region
+    // alone would serve one origin's Access-Control-Allow-Origin to another (RFC 9110 §12.5.5:
+    // Vary lists field names; "Origin" must be a member, not a substring).
+    const cases: [string, string][] = [
+      ['X-Origin-Region', 'X-Origin-Region, Origin'],
+      ['Accept-Encoding, Origin-Trial', 'Accept-Encoding, Origin-Trial, Origin'],
+      ['Access-Control-Request-Origin-Hint', 'Access-Control-Request-Origin-Hint, Origin'],
+    ];
+    for (const [upstream, expected] of cases) {
+      const head = makeHead(200, { vary: upstream });
+      await policy.onResponse!(actual(APP), head);
+      t.equal(head.headers.vary, expected, `Vary ${upstream}`);
+      t.equal(head.headers['access-control-allow-origin'], APP);
+    }
+  },
+);
+
+t.test('BUG: the upstream’s Access-Control-* headers override the gateway’s allowlist', async (t) => {
+  // A strict gateway owns the CORS headers: for an allowed origin the client must get the
+  // gateway's grant (this origin, credentials, exposed headers), never the upstream's.
+  // Today any upstream Access-Control-Allow-Origin is kept as is and the gateway then adds
+  // nothing: a `*` breaks credentialed requests (Fetch: `*` never matches credentials
+  // mode "include") and a foreign origin is advertised that the allowlist does not contain.
+  const upstreams: Record<string, string>[] = [
+    { 'access-control-allow-origin': '*' },
+    {
+      'access-control-allow-origin': 'https://evil.example',
+      'access-control-allow-credentials': 'true',
+      'access-control-expose-headers': 'X-Secret',
+    },
+  ];
+  for (const up of upstreams) {
+    for (const fromGateway of [false, true]) {
+      const head = makeHead(200, up, fromGateway);
+      await policy.onResponse!(actual(APP), head);
+      t.same(
+        head.headers,
+        {
+          vary: 'Origin',
+          'access-control-allow-origin': APP,
+          'access-control-allow-credentials': 'true',
+          'access-control-expose-headers': DEFAULT_EXPOSE,
+        },
+        `upstream ${JSON.stringify(up)}`,
+      );
+    }
+  }
+});
+
+t.test('BUG: same origin is refused when Host spells out the default port', async (t) => {
+  // RFC 6454 §4-5: http://gw.example.com and http://gw.example.com:80 are the same origin;
+  // the policy compares the Origin with the raw `scheme://Host` string instead.
+  t.equal(await run(policy, actual('http://gw.example.com', 'POST', false, 'gw.example.com:80')), undefined);
+  t.equal(await run(policy, actual('https://gw.example.com', 'POST', true, 'gw.example.com:443')), undefined);
+});

@@ -304,6 +304,7 @@ async function headerUpstream() {
     '/open/plain': {},
     '/open/vary': { vary: 'Accept-Encoding' },
     '/open/vary-origin': { vary: 'Accept-Encoding, Origin' },
+    '/open/vary-lookalike': { vary: 'X-Origin-Region' },
     '/open/acao-star': { 'access-control-allow-origin': '*' },
     '/open/acao-evil': {
       'access-control-allow-origin': EVIL,
@@ -475,6 +476,29 @@ t.test('an upstream with its own Vary / CORS headers; per-route blocks; monitor 
     const allowed = await preflight(`${h.url}/monitor/x`, APP, 'GET');
     t.equal(allowed.status, 204, 'an allowed preflight is still answered');
     t.equal(up.seen.length, 1);
+  });
+
+  // ---- Bugs: these state the correct behaviour and fail against the current gateway ----
+
+  t.test('BUG: an upstream Vary naming X-Origin-Region suppresses Vary: Origin', async (t) => {
+    const r = await send(`${h.url}/open/vary-lookalike`, { headers: { origin: APP } });
+    t.equal(r.status, 200);
+    t.equal(r.headers.get('access-control-allow-origin'), APP);
+    t.equal(r.headers.get('vary'), 'X-Origin-Region, Origin');
+  });
+
+  t.test('BUG: the upstream’s Access-Control-Allow-Origin wins over the gateway’s', async (t) => {
+    for (const p of ['/open/acao-star', '/open/acao-evil']) {
+      const r = await send(`${h.url}${p}`, { headers: { origin: APP } });
+      t.equal(r.status, 200);
+      t.equal(
+        r.headers.get('access-control-allow-origin'),
+        APP,
+        `${p}: the allowed origin, not the upstream's`,
+      );
+      t.equal(r.headers.get('access-control-allow-credentials'), 'true', p);
+      t.equal(r.headers.get('access-control-expose-headers'), DEFAULT_EXPOSE, p);
+    }
   });
 
   t.test('allow_same_origin: false refuses the gateway’s own origin', async (t) => {
