@@ -46,6 +46,15 @@ const schema = policyBlock(
   },
 );
 
+/** Whether a `Vary` value already covers `Origin`: one of its field names, or `*` (RFC 9110 §12.5.5). */
+function varies(vary: string): boolean {
+  for (const part of vary.split(',')) {
+    const name = part.trim().toLowerCase();
+    if (name === 'origin' || name === '*') return true;
+  }
+  return false;
+}
+
 /**
  * `cors`: answers preflights itself (204 or 403 `cors_origin_denied`) and refuses actual
  * requests whose `Origin` is not allowed. Example:
@@ -97,7 +106,13 @@ export const cors: PolicyFactory<typeof schema> = {
     const originAllowed = (origin: string, rc: RequestContext): boolean => {
       if (wildcard || allowed.has(origin)) return true;
       if (sameOrigin && rc.headers.host !== undefined) {
-        return origin === `${rc.secure ? 'https' : 'http'}://${rc.headers.host.toLowerCase()}`;
+        // the request's own origin; a Host that spells out the scheme's default port names
+        // the same origin (RFC 6454 §4), which an Origin header never spells out
+        const scheme = rc.secure ? 'https' : 'http';
+        let host = rc.headers.host.toLowerCase();
+        const defaultPort = rc.secure ? ':443' : ':80';
+        if (host.endsWith(defaultPort)) host = host.slice(0, -defaultPort.length);
+        return origin === `${scheme}://${host}`;
       }
       return false;
     };
@@ -142,13 +157,24 @@ export const cors: PolicyFactory<typeof schema> = {
         const h = head.headers;
         const vary = h.vary;
         if (vary === undefined) h.vary = 'Origin';
-        else if (!/\borigin\b/i.test(String(vary))) h.vary = `${String(vary)}, Origin`;
+        else if (!varies(String(vary))) h.vary = `${String(vary)}, Origin`;
         const origin = rc.headers.origin;
-        if (origin === undefined || h['access-control-allow-origin'] !== undefined) return;
-        if (!originAllowed(origin.toLowerCase(), rc)) return;
+        if (origin === undefined || !originAllowed(origin.toLowerCase(), rc)) return;
+        // a preflight answered by onRequest holds its grant already
+        if (
+          rc.method === 'OPTIONS' &&
+          rc.headers['access-control-request-method'] !== undefined &&
+          h['access-control-allow-origin'] !== undefined
+        )
+          return;
+        // the gateway owns the grant: an upstream's own Access-Control-* answer (`*`, another
+        // origin, other exposed headers) is replaced by the allowlist's
         h['access-control-allow-origin'] = wildcard ? '*' : origin;
         if (credentials) h['access-control-allow-credentials'] = 'true';
+        else if (h['access-control-allow-credentials'] !== undefined)
+          delete h['access-control-allow-credentials'];
         if (expose) h['access-control-expose-headers'] = expose;
+        else if (h['access-control-expose-headers'] !== undefined) delete h['access-control-expose-headers'];
       },
     };
   },
