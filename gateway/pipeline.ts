@@ -50,6 +50,50 @@ function isThenable(v: unknown): v is PromiseLike<Verdict> {
   return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
 }
 
+/** A failing policy hook is logged at most once per this interval (every failure is counted). */
+export const POLICY_FAILURE_LOG_INTERVAL_MS = 10_000;
+
+/** Per gateway (its metrics), per policy and hook: when a failure was last logged, and the failures left out since. */
+const failureLogs = new WeakMap<object, Map<string, { at: number; suppressed: number }>>();
+
+/**
+ * Count a policy hook's failure, and log it unless the same hook of the same policy was
+ * logged within {@link POLICY_FAILURE_LOG_INTERVAL_MS}: with its store down, a policy fails
+ * on every request, and one line per request would bury the log. The next line says how
+ * many failures it stands for.
+ */
+export function reportPolicyFailure(
+  policy: string,
+  hook: string,
+  ctx: RequestContext,
+  services: Services,
+  err: unknown,
+): void {
+  services.metrics.policyErrors.inc({ policy });
+  let failureLog = failureLogs.get(services.metrics);
+  if (failureLog === undefined) failureLogs.set(services.metrics, (failureLog = new Map()));
+  const key = `${policy}\u0000${hook}`;
+  const now = services.now();
+  const last = failureLog.get(key);
+  if (last !== undefined && now - last.at < POLICY_FAILURE_LOG_INTERVAL_MS && now >= last.at) {
+    last.suppressed++;
+    return;
+  }
+  const suppressed = last?.suppressed ?? 0;
+  if (failureLog.size >= 1000) failureLog.clear();
+  failureLog.set(key, { at: now, suppressed: 0 });
+  services.log.error(
+    {
+      policy,
+      hook,
+      request_id: ctx.id,
+      err: (err as Error).message,
+      ...(suppressed > 0 ? { failures_not_logged: suppressed } : {}),
+    },
+    'policy failed',
+  );
+}
+
 function hookFailed(
   policy: Policy,
   hook: Hook,
@@ -57,11 +101,7 @@ function hookFailed(
   services: Services,
   err: unknown,
 ): 'error' {
-  services.metrics.policyErrors.inc({ policy: policy.name });
-  services.log.error(
-    { policy: policy.name, hook, request_id: ctx.id, err: (err as Error).message },
-    'policy failed',
-  );
+  reportPolicyFailure(policy.name, hook, ctx, services, err);
   return 'error';
 }
 
@@ -272,11 +312,7 @@ export async function runRequestPhase(
       try {
         v = await p.readBody!(ctx);
       } catch (err) {
-        services.metrics.policyErrors.inc({ policy: p.name });
-        services.log.error(
-          { policy: p.name, hook: 'readBody', request_id: ctx.id, err: (err as Error).message },
-          'policy failed',
-        );
+        reportPolicyFailure(p.name, 'readBody', ctx, services, err);
         v = 'error';
       }
       if (v === 'skip') continue;
@@ -335,11 +371,7 @@ export async function runResponsePhase(
       const r = p.onResponse!(ctx, head);
       if (r !== undefined) await r;
     } catch (err) {
-      services.metrics.policyErrors.inc({ policy: p.name });
-      services.log.error(
-        { policy: p.name, hook: 'onResponse', request_id: ctx.id, err: (err as Error).message },
-        'policy failed',
-      );
+      reportPolicyFailure(p.name, 'onResponse', ctx, services, err);
     }
   }
 }
@@ -357,11 +389,7 @@ export function runDone(
     try {
       p.onDone!(ctx, outcome);
     } catch (err) {
-      services.metrics.policyErrors.inc({ policy: p.name });
-      services.log.error(
-        { policy: p.name, hook: 'onDone', request_id: ctx.id, err: (err as Error).message },
-        'policy failed',
-      );
+      reportPolicyFailure(p.name, 'onDone', ctx, services, err);
     }
   }
 }

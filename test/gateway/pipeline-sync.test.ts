@@ -1,5 +1,5 @@
 import t from 'tap';
-import { runRequestPhase } from '../../gateway/pipeline.js';
+import { POLICY_FAILURE_LOG_INTERVAL_MS, runRequestPhase } from '../../gateway/pipeline.js';
 import type { CompiledRoute } from '../../gateway/config/compile.js';
 import type { Policy, Verdict } from '../../gateway/policy.js';
 import { makeContext, makeServices } from '../helpers/context.js';
@@ -159,4 +159,26 @@ t.test('`only` skips the other policies in both paths', async (t) => {
     { only: new Set(['b', 'c']) },
   );
   t.same(calls, ['b', 'c']);
+});
+
+t.test('a failing hook is counted every time and logged at most once per interval', async (t) => {
+  const services = makeServices();
+  const failing = route([policy('b', 'throw', [])]);
+  for (let i = 0; i < 5; i++) await runRequestPhase(failing, ctx(), services);
+  const errors = () => services.logged.filter((l) => l.level === 'error' && l.msg === 'policy failed');
+  t.equal(errors().length, 1, 'five failures in a row: one line');
+  const count = async () =>
+    (await services.metrics.registry.getSingleMetric('gateway_policy_errors_total')!.get()).values.find(
+      (v) => v.labels.policy === 'b',
+    )?.value;
+  t.equal(await count(), 5, 'every failure counted');
+  services.clock.advance(POLICY_FAILURE_LOG_INTERVAL_MS);
+  await runRequestPhase(failing, ctx(), services);
+  t.equal(errors().length, 2, 'logged again after the interval');
+  t.equal(errors()[1]!.obj.failures_not_logged, 4, 'saying how many failures it stands for');
+  t.equal(errors()[1]!.obj.hook, 'onRequest');
+  // another gateway (its own services) logs its own first failure
+  const other = makeServices();
+  await runRequestPhase(failing, ctx(), other);
+  t.equal(other.logged.filter((l) => l.msg === 'policy failed').length, 1);
 });
