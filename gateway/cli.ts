@@ -89,7 +89,12 @@ async function start(args: string[]): Promise<number> {
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
-  process.on('SIGHUP', () => void gw.reload('SIGHUP'));
+  // SIGHUP reloads the config and, as SIGUSR2 does, reopens the audit log (SPEC §6: a
+  // logrotate setup may send either); reopened first, so the reload's line is in the new file
+  process.on('SIGHUP', () => {
+    gw.audit.reopen();
+    void gw.reload('SIGHUP');
+  });
   process.on('SIGUSR2', () => gw.audit.reopen());
   return new Promise<number>(() => {});
 }

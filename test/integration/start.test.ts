@@ -89,3 +89,60 @@ t.test(
     t.equal(await exited, 0, 'Ctrl-C stops both with exit 0');
   },
 );
+
+t.test('receipt-gateway start: SIGUSR2 and SIGHUP both reopen a rotated audit log', async (t) => {
+  const [gatewayPort, adminPort] = [await freePort(), await freePort()];
+  const dir = fs.mkdtempSync('/tmp/rgw-rotate-');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const audit = path.join(dir, 'audit.log');
+  const child = spawn(
+    process.execPath,
+    [path.join(REPO, 'dist', 'gateway', 'cli.js'), 'start', '--config', path.join(REPO, 'gateway.yaml')],
+    {
+      cwd: REPO,
+      env: {
+        ...process.env,
+        GATEWAY_PORT: String(gatewayPort),
+        GATEWAY_ADMIN_PORT: String(adminPort),
+        AUDIT_LOG_FILE: audit,
+        JWT_SECRET_KEY: 'rotate-test-secret-0123456789-abcdefghijkl',
+        UPSTREAM_URL: 'http://127.0.0.1:9',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  for (let i = 0; i < 300 && !out.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 100));
+  t.match(out, /listening on/);
+  // a request the gateway refuses and audits (no token), marked by its path
+  const refuse = async (mark: string) => {
+    const r = await fetch(`http://127.0.0.1:${gatewayPort}/api/receipts?mark=${mark}`);
+    t.equal(r.status, 401);
+    await r.arrayBuffer();
+  };
+  const holds = async (file: string, mark: string) => {
+    for (let i = 0; i < 50; i++) {
+      if (fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes(`mark=${mark}`)) return true;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return false;
+  };
+  await refuse('before');
+  t.ok(await holds(audit, 'before'), 'written to the audit log');
+  for (const [i, signal] of (['SIGUSR2', 'SIGHUP'] as const).entries()) {
+    const rotated = `${audit}.${i + 1}`;
+    fs.renameSync(audit, rotated);
+    child.kill(signal);
+    await new Promise((r) => setTimeout(r, 300));
+    await refuse(signal);
+    t.ok(await holds(audit, signal), `${signal}: a new file holds the next line`);
+    t.notOk(fs.readFileSync(rotated, 'utf8').includes(`mark=${signal}`), `${signal}: not the rotated one`);
+  }
+  child.kill('SIGTERM');
+  await new Promise((resolve) => child.once('exit', resolve));
+});
