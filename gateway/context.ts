@@ -118,3 +118,11 @@ export interface RequestContext {
   /** aborted by the client or by shutdown */
   readonly signal: AbortSignal;
 }
+
+/** Whether the request carries a body (Content-Length > 0 or chunked). */
+export function hasBody(ctx: RequestContext): boolean {
+  const te = ctx.headers['transfer-encoding'];
+  if (te !== undefined) return true;
+  const cl = ctx.headers['content-length'];
+  return cl !== undefined && cl !== '0';
+}

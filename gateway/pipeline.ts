@@ -1,4 +1,4 @@
-import type { RequestContext, TraceStep } from './context.js';
+import { hasBody, type RequestContext, type TraceStep } from './context.js';
 import type { CompiledRoute } from './config/compile.js';
 import { CODES } from './errors.js';
 import {
@@ -347,14 +347,6 @@ export async function runRequestPhase(
     if (r !== undefined) return r;
   }
   return {};
-}
-
-/** Whether the request carries a body (Content-Length > 0 or chunked). */
-export function hasBody(ctx: RequestContext): boolean {
-  const te = ctx.headers['transfer-encoding'];
-  if (te !== undefined) return true;
-  const cl = ctx.headers['content-length'];
-  return cl !== undefined && cl !== '0';
 }
 
 /** Run the response-phase hooks over a head (upstream or gateway-made). Never throws. */

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import type { RequestContext } from './context.js';
+import { hasBody, type RequestContext } from './context.js';
 import {
   compileGeneration,
   closeGeneration,
@@ -20,7 +20,6 @@ import {
   runResponsePhase,
   runDone,
   recordDeny,
-  hasBody,
   framingDeny,
   serverWideOptions,
 } from './pipeline.js';

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Type } from '@sinclair/typebox';
-import type { Policy, PolicyFactory } from '../../gateway/policy.js';
+import type { Deny, Policy, PolicyFactory } from '../../gateway/policy.js';
+import { hasBody, type RequestContext } from '../../gateway/context.js';
 import { ConfigError } from '../../gateway/errors.js';
 import { Duration, policyBlock, Size } from '../../gateway/config/policy-schema.js';
 import { parseDuration, parseSize } from '../../gateway/config/units.js';
@@ -161,6 +162,9 @@ const schema = policyBlock(
  *       upload_gate: { enabled: true, require_multipart: true }
  * ```
  */
+/** Methods whose request is expected to carry the upload. */
+const BODY_METHODS: ReadonlySet<string> = new Set(['POST', 'PUT', 'PATCH']);
+
 export const uploadGate: PolicyFactory<typeof schema> = {
   name: 'upload-gate',
   key: 'upload_gate',
@@ -260,23 +264,35 @@ export const uploadGate: PolicyFactory<typeof schema> = {
     };
     const requireMultipart = config.require_multipart;
     const services = ctx.services;
+    const notMultipart = () => reject('type', 'not_multipart', 'the body must be multipart/form-data', {});
+    /** Count a refusal of the whole request; in monitor mode record it and let the request on. */
+    const refuse = (rctx: RequestContext, deny: Deny): Deny | undefined => {
+      services.metrics.uploadRejections.inc({ reason: deny.detail!.check as string });
+      if (!settings.monitor) return deny;
+      rctx.monitored.push(deny);
+      return undefined;
+    };
 
     return {
       name: 'upload-gate',
       // see the factory's comment: monitoring is applied inside, per check
       mode: 'enforce',
       failure: 'closed',
+      onIdentified(rctx) {
+        // the body phase does not run for a request without a body: where an upload is
+        // required, an empty one is refused here (after authentication, as a bad body is)
+        if (!requireMultipart || hasBody(rctx) || !BODY_METHODS.has(rctx.method)) return undefined;
+        const deny =
+          mediaTypeOf(rctx.headers['content-type']) === 'multipart/form-data'
+            ? reject('malformed', 'empty', 'the body is empty', {})
+            : notMultipart();
+        return refuse(rctx, deny);
+      },
       async readBody(rctx) {
         const media = mediaTypeOf(rctx.headers['content-type']);
         if (media !== 'multipart/form-data') {
           if (!requireMultipart) return 'skip';
-          const deny = reject('type', 'not_multipart', 'the body must be multipart/form-data', {});
-          services.metrics.uploadRejections.inc({ reason: 'type' });
-          if (settings.monitor) {
-            rctx.monitored.push(deny);
-            return 'skip';
-          }
-          return deny;
+          return refuse(rctx, notMultipart()) ?? 'skip';
         }
         const cl = rctx.headers['content-length'];
         if (cl !== undefined) {

@@ -261,6 +261,42 @@ policies:
     );
   });
 
+  await t.test('a body that is not multipart: 400 upload_rejected (type), not a WAF 403', async (t) => {
+    for (const [type, body] of [
+      ['application/json', '{"merchant":"Cafe"}'],
+      ['text/plain', 'just text'],
+    ] as const) {
+      await h.clearMock();
+      await expectRefused(
+        t,
+        await upload(Buffer.from(body), { 'content-type': type }),
+        400,
+        'upload_rejected',
+        'type',
+      );
+    }
+  });
+
+  await t.test('an empty body: 400 upload_rejected, never forwarded', async (t) => {
+    await h.clearMock();
+    // multipart announced, nothing sent (Content-Length: 0): malformed
+    await expectRefused(t, await upload(Buffer.alloc(0)), 400, 'upload_rejected', 'malformed');
+    // no Content-Type at all
+    await h.clearMock();
+    await expectRefused(
+      t,
+      await upload(Buffer.alloc(0), { 'content-type': '' }),
+      400,
+      'upload_rejected',
+      'type',
+    );
+    // without a token, authentication answers first
+    const anon = await post(h.url, '/api/receipts/upload', Buffer.alloc(0), {
+      'content-type': contentType(),
+    });
+    t.equal(anon.status, 401);
+  });
+
   await t.test('missing boundary', async (t) => {
     await h.clearMock();
     await expectRefused(
@@ -350,7 +386,8 @@ policies:
     const m = await fetch(`${h.adminUrl}/metrics`).then((x) => x.text());
     t.match(m, /gateway_upload_rejections_total\{reason="content"\} 3/);
     t.match(m, /gateway_upload_rejections_total\{reason="active_content"\} 2/);
-    t.match(m, /gateway_upload_rejections_total\{reason="malformed"\} 5/);
+    t.match(m, /gateway_upload_rejections_total\{reason="malformed"\} 6/);
+    t.match(m, /gateway_upload_rejections_total\{reason="type"\} 3/);
     t.match(m, /gateway_upload_rejections_total\{reason="size"\} 1/);
     t.match(m, /gateway_upload_rejections_total\{reason="count"\} 1/);
   });
