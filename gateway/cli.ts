@@ -99,6 +99,18 @@ async function start(args: string[]): Promise<number> {
   return new Promise<number>(() => {});
 }
 
+/**
+ * A reader that stops early (`replay … | head`) closes the pipe: stop quietly with 0, as
+ * Unix tools do, instead of an unhandled EPIPE and its stack trace.
+ */
+function stopWhenStdoutCloses(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE')
+      process.stderr.write(`receipt-gateway: cannot write the output: ${err.message}\n`);
+    process.exit(err.code === 'EPIPE' ? 0 : 1);
+  });
+}
+
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...args] = argv;
   switch (cmd) {
@@ -120,8 +132,10 @@ async function main(argv: string[]): Promise<number> {
     case 'hash-key':
       return runHashKey(process.stdin, process.stdout);
     case 'replay':
+      stopWhenStdoutCloses();
       return runReplay(args, process.stdout, process.stderr);
     case 'explain':
+      stopWhenStdoutCloses();
       return runExplain(args);
     case undefined:
     case '-h':

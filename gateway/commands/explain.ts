@@ -93,7 +93,7 @@ export async function runExplain(
   }
   if (status === 404) {
     out.stderr.write(
-      `explain: no decision recorded for request ${id}: it is older than the gateway keeps (observability.decisions.size), went to another instance, or never reached the gateway\n`,
+      `explain: no decision recorded for request ${id}: it is older than the gateway keeps (monitoring.decisions_kept), went to another instance, or never reached the gateway\n`,
     );
     return 1;
   }

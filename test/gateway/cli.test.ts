@@ -126,3 +126,38 @@ t.test('start with a bad file exits 1 with every error and never listens', async
   t.notMatch(r.stdout, /listening/);
   for (const e of BAD_ERRORS) t.match(r.stderr, e);
 });
+
+t.test('replay into a reader that stops early (| head): exit 0, no stack trace', async (t) => {
+  const corpus = path.resolve(REPO, '..', 'shared', 'corpus', 'waf-dev.jsonl');
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      path.join(REPO, 'gateway', 'cli.ts'),
+      'replay',
+      '--config',
+      path.join(REPO, 'gateway.yaml'),
+      '--requests',
+      corpus,
+      '--format',
+      'jsonl',
+    ],
+    {
+      cwd: REPO,
+      env: { PATH: process.env.PATH ?? '', JWT_SECRET_KEY: TEST_SECRET },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  // read the first line, then close the pipe as `head -1` does
+  const first = await new Promise<string>((resolve) =>
+    child.stdout.once('data', (d: Buffer) => resolve(d.toString())),
+  );
+  child.stdout.destroy();
+  const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+  t.match(first, /^\{"id":/);
+  t.equal(code, 0);
+  t.notMatch(stderr, /EPIPE|Error|at /, 'no error or stack trace');
+});

@@ -133,7 +133,10 @@ t.test('unknown id: clear message, exit 1', async (t) => {
   const { o, io: x } = io();
   t.equal(await runExplain(['never-seen', '--admin', a.url], x), 1);
   t.equal(o.out, '');
-  t.match(o.err, /^explain: no decision recorded for request never-seen: it is older than the gateway keeps/);
+  t.match(
+    o.err,
+    /^explain: no decision recorded for request never-seen: it is older than the gateway keeps \(monitoring\.decisions_kept\)/,
+  );
 });
 
 t.test('malformed id: refused before any request, exit 1', async (t) => {
