@@ -7,9 +7,8 @@ import type { Metrics } from './metrics.js';
 import { serializeFlatLine } from './audit-json.js';
 import { isoFormatter } from './iso-time.js';
 
-/** Query parameters whose values never reach the audit log. */
-const SECRET_PARAM =
-  /([?&](?:[^=&]*(?:pass(?:word|wd)?|secret|token|api[_-]?key|apikey|key|auth(?:orization)?|session|sig(?:nature)?|credential|jwt|otp|code)[^=&]*)=)[^&#]*/gi;
+/** Query parameter names (percent-decoded) whose values never reach the audit log. */
+const SECRET_NAME = /pass|pwd|secret|token|api[_-]?key|apikey|key|auth|session|sig|credential|jwt|otp|code/i;
 
 /** Field names whose values are replaced wherever they appear in an audit line. */
 export const REDACT_PATHS = [
@@ -49,11 +48,36 @@ const PINO_HANDLED: ReadonlySet<string> = new Set([...REDACT_PATHS.map((p) => p.
 let lastTarget = '';
 let lastRedacted = '';
 
-/** Replace secret-looking query values by `[REDACTED]`, keep the rest of the target. */
+/** A query parameter name as the service reads it (`%74oken` is `token`); undecodable names as they are. */
+function paramName(raw: string): string {
+  if (raw.indexOf('%') < 0 && raw.indexOf('+') < 0) return raw;
+  try {
+    return decodeURIComponent(raw.replace(/\+/g, ' '));
+  } catch {
+    return raw;
+  }
+}
+
+/**
+ * Replace the values of query parameters with secret-looking names (judged once decoded)
+ * by `[REDACTED]`, keep the rest of the target.
+ */
 export function redactTarget(target: string): string {
-  if (!target.includes('?')) return target;
+  const q = target.indexOf('?');
+  if (q < 0) return target;
   if (target === lastTarget) return lastRedacted;
-  const redacted = target.replace(SECRET_PARAM, '$1[REDACTED]');
+  const hash = target.indexOf('#', q);
+  const end = hash < 0 ? target.length : hash;
+  let out = target.slice(0, q + 1);
+  let first = true;
+  for (const part of target.slice(q + 1, end).split('&')) {
+    if (!first) out += '&';
+    first = false;
+    const eq = part.indexOf('=');
+    out +=
+      eq >= 0 && SECRET_NAME.test(paramName(part.slice(0, eq))) ? `${part.slice(0, eq)}=[REDACTED]` : part;
+  }
+  const redacted = out + target.slice(end);
   lastTarget = target;
   lastRedacted = redacted;
   return redacted;

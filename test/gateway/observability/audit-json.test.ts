@@ -4,7 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { jsonString, serializeFlatLine } from '../../../gateway/observability/audit-json.js';
-import { AUDIT_FLUSH_MS, AUDIT_PINO_OPTIONS, createAuditLog } from '../../../gateway/observability/audit.js';
+import {
+  AUDIT_FLUSH_MS,
+  AUDIT_PINO_OPTIONS,
+  createAuditLog,
+  redactTarget,
+} from '../../../gateway/observability/audit.js';
 import { Metrics } from '../../../gateway/observability/metrics.js';
 import { createContext } from '../../../gateway/context-factory.js';
 import { PassThrough } from 'node:stream';
@@ -181,4 +186,21 @@ t.test('a lone line reaches the file within the flush interval, without a flush 
     text,
     /^\{"log":"security_audit","time":"[^"]+","event":"ip_banned".*"client_ip":"10\.9\.8\.7"\}\n$/,
   );
+});
+
+t.test('redactTarget: secret-looking query values, names judged once decoded', async (t) => {
+  const cases: [string, string][] = [
+    ['/api/x', '/api/x'],
+    ['/api/x?q=1', '/api/x?q=1'],
+    ['/api/x?password=hunter2&q=1', '/api/x?password=[REDACTED]&q=1'],
+    ['/api/x?q=1&api_key=k1&X-Token=t', '/api/x?q=1&api_key=[REDACTED]&X-Token=[REDACTED]'],
+    // percent-encoded names are the same names to the service
+    ['/api/x?pass%77ord=hunter3&%74oken=tok3', '/api/x?pass%77ord=[REDACTED]&%74oken=[REDACTED]'],
+    ['/api/x?pwd=PW&user=bob', '/api/x?pwd=[REDACTED]&user=bob'],
+    // an undecodable name is judged as it is; a value ends at the fragment
+    ['/api/x?%E0%A4token=v&%zz=1', '/api/x?%E0%A4token=[REDACTED]&%zz=1'],
+    ['/api/x?secret=s#frag', '/api/x?secret=[REDACTED]#frag'],
+    ['/api/x?flag&token', '/api/x?flag&token'],
+  ];
+  for (const [target, want] of cases) t.equal(redactTarget(target), want, target);
 });
