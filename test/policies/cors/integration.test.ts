@@ -7,6 +7,7 @@ import t, { type Test } from 'tap';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startHarness, type Harness } from '../../helpers/harness.js';
+import { eventually } from '../../helpers/wait.js';
 
 const APP = 'https://app.example';
 const ADMIN = 'https://admin.example:8443';
@@ -43,6 +44,48 @@ function preflight(url: string, origin: string, method: string, headers?: string
       ...(headers !== undefined ? { 'access-control-request-headers': headers } : {}),
     },
   });
+}
+
+/**
+ * The audit line of the request answered by `r`, once written: a monitored refusal's line
+ * is written after the response reached the client.
+ */
+async function lineOf(h: Harness, r: Got): Promise<Record<string, unknown> | undefined> {
+  const id = r.headers.get('x-request-id');
+  let line: Record<string, unknown> | undefined;
+  await eventually(`the audit line of ${id}`, async () => {
+    line = (await h.audit()).find((l) => l.request_id === id);
+    return line !== undefined;
+  });
+  return line;
+}
+
+/** The `cors_violation` audit line of the refusal `r` of a request to /api/receipts. */
+async function expectViolationLine(
+  t: Test,
+  h: Harness,
+  r: Got,
+  method: string,
+  why: string,
+  what: string,
+): Promise<Record<string, unknown> | undefined> {
+  const line = await lineOf(h, r);
+  t.match(
+    line,
+    {
+      event: 'cors_violation',
+      decision: 'deny',
+      reason: 'cors',
+      code: 'cors_origin_denied',
+      status: 403,
+      method,
+      path: '/api/receipts',
+      client_ip: '127.0.0.1',
+      detail: { cors: why },
+    },
+    `${what}: audit line`,
+  );
+  return line;
 }
 
 /**
@@ -156,22 +199,7 @@ t.test('shipped config, origins from CORS_ORIGINS', async (t) => {
       const r = await call();
       assertDenied(t, r, what, granted ? { origin: APP, credentials: true } : undefined);
       ids.push(r.headers.get('x-request-id')!);
-      const line = (await h.audit()).find((l) => l.request_id === ids.at(-1));
-      t.match(
-        line,
-        {
-          event: 'cors_violation',
-          decision: 'deny',
-          reason: 'cors',
-          code: 'cors_origin_denied',
-          status: 403,
-          method: 'OPTIONS',
-          path: '/api/receipts',
-          client_ip: '127.0.0.1',
-          detail: { cors: why },
-        },
-        `${what}: audit line`,
-      );
+      await expectViolationLine(t, h, r, 'OPTIONS', why, what);
     }
     t.equal(await blockedCors(h), before + cases.length, 'gateway_blocked_requests_total{reason="cors"}');
     t.same(await h.mockRequests(), [], 'no refused preflight reached the upstream');
@@ -250,21 +278,7 @@ t.test('shipped config, origins from CORS_ORIGINS', async (t) => {
         headers: { ...(init.headers as Record<string, string> | undefined), origin },
       });
       assertDenied(t, r, what);
-      const line = (await h.audit()).find((l) => l.request_id === r.headers.get('x-request-id'));
-      t.match(
-        line,
-        {
-          event: 'cors_violation',
-          decision: 'deny',
-          reason: 'cors',
-          code: 'cors_origin_denied',
-          status: 403,
-          method: init.method ?? 'GET',
-          path: '/api/receipts',
-          detail: { cors: 'origin not allowed' },
-        },
-        `${what}: audit line`,
-      );
+      const line = await expectViolationLine(t, h, r, init.method ?? 'GET', 'origin not allowed', what);
       t.notOk('subject' in (line ?? {}), 'refused before authentication');
     }
     t.equal(await blockedCors(h), before + cases.length);
@@ -453,7 +467,7 @@ t.test('an upstream with its own Vary / CORS headers; per-route blocks; monitor 
     t.equal(r.headers.get('access-control-allow-origin'), null, 'no CORS grant for the foreign origin');
     t.equal(r.headers.get('vary'), 'Origin');
     t.same(up.seen, [{ method: 'GET', path: '/monitor/x', origin: EVIL }]);
-    const line = (await h.audit()).find((l) => l.request_id === r.headers.get('x-request-id'));
+    const line = await lineOf(h, r);
     t.match(line, {
       event: 'cors_violation',
       decision: 'monitor',
