@@ -1,7 +1,7 @@
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { hasBody, type RequestContext } from './context.js';
@@ -104,6 +104,8 @@ export class Gateway {
   private admin: AdminServer | undefined;
   private watcher: fs.FSWatcher | undefined;
   private reloadTimer: NodeJS.Timeout | undefined;
+  /** digest of the config file's bytes at the last reload attempt (or at start) */
+  private configDigest: string | undefined;
   private readonly inflight = new Set<AbortController>();
   /** Per client connection: the order of its requests and the ones in flight (see ConnectionState). */
   private readonly connections = new WeakMap<Socket, ConnectionState>();
@@ -303,14 +305,31 @@ export class Gateway {
     return this.admin?.url;
   }
 
+  /** The digest of the config file's bytes as they are now (through symlinks), or undefined when unreadable. */
+  private async readConfigDigest(): Promise<string | undefined> {
+    try {
+      return createHash('sha256')
+        .update(await fs.promises.readFile(this.opts.configFile))
+        .digest('hex');
+    } catch {
+      return undefined;
+    }
+  }
+
   private watch(): void {
     const file = path.resolve(this.opts.configFile);
+    void this.readConfigDigest().then((d) => (this.configDigest ??= d));
     try {
-      // Watch the directory: editors and ConfigMaps replace the file rather than write it.
-      this.watcher = fs.watch(path.dirname(file), (_event, name) => {
-        if (name !== null && name !== path.basename(file)) return;
+      // Watch the directory: editors replace the file rather than write it, and a
+      // Kubernetes ConfigMap swaps a `..data` symlink next to it, so any event there is a
+      // reason to look; the file is loaded again only when its bytes changed.
+      this.watcher = fs.watch(path.dirname(file), () => {
         clearTimeout(this.reloadTimer);
-        this.reloadTimer = setTimeout(() => void this.reload('watch'), 150);
+        this.reloadTimer = setTimeout(() => {
+          void this.readConfigDigest().then((d) => {
+            if (d !== this.configDigest) void this.reload('watch');
+          });
+        }, 150);
       });
       this.watcher.on('error', () => {});
     } catch (err) {
@@ -328,6 +347,8 @@ export class Gateway {
   async reload(trigger = 'api'): Promise<ReloadRecord> {
     const started = this.services.now();
     let record: ReloadRecord;
+    // what this attempt judges (a watch event for the same bytes does not try them again)
+    this.configDigest = await this.readConfigDigest();
     try {
       const loaded = await loadConfigFile(this.opts.configFile, this.env);
       const next = await compileGeneration(loaded, this.services);

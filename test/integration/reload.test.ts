@@ -194,4 +194,46 @@ t.test('reload by file watch: rewriting the file swaps the config', async (t) =>
     async () => (await fetch(`${gw.url}/api/health`)).headers.get('x-gen') === '100',
   );
   t.pass('rename-over is picked up');
+  // other files changing in the directory do not reload an unchanged config
+  const before = gw.reloads.length;
+  fs.writeFileSync(path.join(dir, 'notes.txt'), 'unrelated');
+  await new Promise((r) => setTimeout(r, 600));
+  t.equal(gw.reloads.length, before, 'an unrelated file: no reload');
+});
+
+t.test('reload by file watch: a Kubernetes ConfigMap update (..data symlink swap)', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-configmap-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const base = fs
+    .readFileSync(h.configFile, 'utf8')
+    .replace(/file: .*audit\.log/, `file: ${path.join(dir, 'audit.log')}`);
+  // the layout kubelet writes: gateway.yaml -> ..data/gateway.yaml, ..data -> ..<timestamp>
+  const version = (name: string, gen: string) => {
+    fs.mkdirSync(path.join(dir, name));
+    fs.writeFileSync(path.join(dir, name, 'gateway.yaml'), base.replace(/X-Gen: "?\d+"?/, `X-Gen: "${gen}"`));
+  };
+  version('..2026_11_28_01', '201');
+  fs.symlinkSync('..2026_11_28_01', path.join(dir, '..data'));
+  fs.symlinkSync('..data/gateway.yaml', path.join(dir, 'gateway.yaml'));
+  const gw = await Gateway.start({
+    configFile: path.join(dir, 'gateway.yaml'),
+    env: h.env,
+    port: 0,
+    adminPort: 0,
+    watch: true,
+    log: silentLogger,
+    defaultMetrics: false,
+  });
+  t.teardown(() => gw.close());
+  t.equal((await fetch(`${gw.url}/api/health`)).headers.get('x-gen'), '201');
+  // the update: a new directory, a new symlink renamed over ..data; gateway.yaml itself is untouched
+  version('..2026_11_28_02', '202');
+  fs.symlinkSync('..2026_11_28_02', path.join(dir, '..data_tmp'));
+  fs.renameSync(path.join(dir, '..data_tmp'), path.join(dir, '..data'));
+  await eventually(
+    'the ConfigMap update was loaded',
+    async () => (await fetch(`${gw.url}/api/health`)).headers.get('x-gen') === '202',
+  );
+  t.equal(gw.reloads.at(-1)?.trigger, 'watch');
+  t.equal(gw.reloads.at(-1)?.result, 'success');
 });
