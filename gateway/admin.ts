@@ -126,7 +126,7 @@ export class AdminServer {
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       if (url.pathname === '/api/reload' && req.method === 'POST') {
-        const r = await this.gw.reload('admin');
+        const r = await this.gw.reloadRequested('admin');
         json(res, r.result === 'success' ? 200 : 422, r);
         return;
       }

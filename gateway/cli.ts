@@ -57,10 +57,28 @@ async function start(args: string[]): Promise<number> {
     process.on('SIGUSR2', () => {
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGUSR2');
     });
+    // a reload asked of one worker (admin POST /api/reload) is passed on to the others
+    cluster.on('message', (from, msg: unknown) => {
+      if (!isReloadMessage(msg)) return;
+      for (const w of Object.values(cluster.workers ?? {})) if (w !== undefined && w !== from) w.send(msg);
+    });
+    // A worker that dies soon after it started (a config made invalid since, a port taken)
+    // is started again after a pause that doubles each time, up to 30 s: no fork storm.
+    const born = new Map<number, number>();
+    let pause = 0;
+    const fork = () => born.set(cluster.fork().id, Date.now());
+    for (const w of Object.values(cluster.workers ?? {})) if (w !== undefined) born.set(w.id, Date.now());
     cluster.on('exit', (w, code) => {
+      const lived = Date.now() - (born.get(w.id) ?? 0);
+      born.delete(w.id);
       if (!stopping) {
-        process.stderr.write(`worker ${w.process.pid} exited (${code}); starting another\n`);
-        cluster.fork();
+        pause = lived < WORKER_MIN_LIFE_MS ? Math.min(Math.max(pause * 2, 1000), 30_000) : 0;
+        process.stderr.write(
+          `worker ${w.process.pid} exited (${code}); starting another${pause > 0 ? ` in ${pause / 1000} s` : ''}\n`,
+        );
+        setTimeout(() => {
+          if (!stopping) fork();
+        }, pause);
       } else if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
     });
     return new Promise<number>(() => {});
@@ -74,9 +92,15 @@ async function start(args: string[]): Promise<number> {
     else process.stderr.write(`receipt-gateway: cannot start: ${(err as Error).message}\n`);
     return 1;
   }
+  if (cluster.isWorker) {
+    gw.onReloadRequested = (trigger) => process.send?.({ type: RELOAD_MESSAGE, trigger });
+    process.on('message', (msg: unknown) => {
+      if (isReloadMessage(msg)) void gw.reload(msg.trigger);
+    });
+  }
   await attachObservability(gw);
   process.stdout.write(
-    `receipt-gateway listening on ${gw.url}${gw.adminUrl ? ` (admin ${gw.adminUrl})` : ''}, upstream ${gw.generation.upstream.origin}\n`,
+    `receipt-gateway listening on ${gw.url}${gw.adminUrl ? ` (admin ${gw.adminUrl})` : ''}, upstream ${gw.generation.upstream.origin}${cluster.isWorker ? ` [worker ${process.pid}]` : ''}\n`,
   );
   let stopping = false;
   const shutdown = () => {
@@ -98,6 +122,21 @@ async function start(args: string[]): Promise<number> {
   process.on('SIGUSR2', () => gw.audit.reopen());
   return new Promise<number>(() => {});
 }
+
+/** The message a worker sends the primary, and the primary the other workers, for a reload asked of one. */
+const RELOAD_MESSAGE = 'receipt-gateway:reload';
+
+function isReloadMessage(m: unknown): m is { type: string; trigger: string } {
+  return (
+    typeof m === 'object' &&
+    m !== null &&
+    (m as { type?: unknown }).type === RELOAD_MESSAGE &&
+    typeof (m as { trigger?: unknown }).trigger === 'string'
+  );
+}
+
+/** A worker that exits sooner than this after it started is restarted after a pause. */
+const WORKER_MIN_LIFE_MS = 10_000;
 
 /**
  * A reader that stops early (`replay … | head`) closes the pipe: stop quietly with 0, as
@@ -156,6 +195,9 @@ process.on('unhandledRejection', (err) => {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    // a worker that could not start would be kept alive, serving nothing, by its channel to
+    // the primary: exit, so that the primary starts another (after a pause)
+    if (code !== 0 && cluster.isWorker) process.exit(code);
   },
   (err: Error) => {
     process.stderr.write(`receipt-gateway: ${err.message}\n`);

@@ -341,6 +341,20 @@ export class Gateway {
   }
 
   /**
+   * Set by the process that runs several gateways (cluster workers): told of a reload asked
+   * of this one alone (the admin listener's `POST /api/reload`), so that the others reload
+   * too. A signal or the file watch reaches every worker by itself.
+   */
+  onReloadRequested: ((trigger: string) => void) | undefined;
+
+  /** A reload asked of this gateway through its admin listener: it and its peers reload. */
+  async reloadRequested(trigger: string): Promise<ReloadRecord> {
+    const record = await this.reload(trigger);
+    this.onReloadRequested?.(trigger);
+    return record;
+  }
+
+  /**
    * Load, validate and compile the file again, then swap atomically. On any error the
    * running generation stays. Requests in flight finish on the generation they started with.
    */

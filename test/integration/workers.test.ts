@@ -8,6 +8,7 @@ import YAML from 'yaml';
 import { startRedis } from '../helpers/redis.js';
 import { startMock } from '../../upstream-mock/server.js';
 import { REPO, TEST_SECRET } from '../helpers/harness.js';
+import { eventually } from '../helpers/wait.js';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -80,6 +81,32 @@ t.test('workers: 2 on a redis store serve one port and enforce one limit togethe
     `one limit of 6 across both workers (statuses ${statuses.join(',')})`,
   );
   t.same(statuses.filter((s) => s === 429).length, 6);
+
+  // POST /api/reload on the admin listener reaches one worker; it passes the reload on
+  const auditFile = path.join(dir, 'audit.log');
+  const adminReloads = () =>
+    fs.existsSync(auditFile)
+      ? fs
+          .readFileSync(auditFile, 'utf8')
+          .split('\n')
+          .filter((l) => l.includes('"event":"config_reload"') && l.includes('"trigger":"admin"')).length
+      : 0;
+  const r = await fetch(`http://127.0.0.1:${adminPort}/api/reload`, { method: 'POST' });
+  t.equal(r.status, 200);
+  await eventually('both workers reloaded', () => adminReloads() === 2);
+  t.pass('one admin reload, a config_reload line from each worker');
+
+  // a worker that dies while the file is invalid is started again once it is fixed
+  const good = fs.readFileSync(file, 'utf8');
+  fs.writeFileSync(file, `${good}\nnot_a_key: true\n`);
+  const pid = Number(/\[worker (\d+)\]/.exec(out)?.[1]);
+  t.ok(pid > 0, 'a worker pid');
+  process.kill(pid, 'SIGKILL');
+  await eventually('the replacement failed on the invalid file', () => /unknown key "not_a_key"/.test(out));
+  fs.writeFileSync(file, good);
+  await eventually('a worker listens again', () => (out.match(/listening on/g) ?? []).length >= 3, 60_000);
+  t.match(out, /starting another in \d+ s/, 'restarted after a pause');
+
   child.kill('SIGTERM');
   t.equal(await exited, 0, 'SIGTERM stops the workers and the primary with exit 0');
 });
