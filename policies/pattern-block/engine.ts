@@ -23,13 +23,7 @@ import {
   HI_UPPER,
   type CharMask,
 } from './charmask.js';
-import {
-  VALUE_DETECTORS,
-  VALUE_DETECTOR_NEEDS,
-  REQUEST_DETECTORS,
-  type Evidence,
-  type ValueDetector,
-} from './detectors/index.js';
+import { VALUE_DETECTORS, REQUEST_DETECTORS, type Evidence, type ValueDetector } from './detectors/index.js';
 import {
   TOKEN,
   type RequestFacts,
@@ -218,13 +212,6 @@ interface CompiledRule {
   readonly lits?: number;
   /** requirement id of the `requires_any` substrings (folded), or -1 */
   readonly subsLits?: number;
-  /**
-   * A detector with needs (see DetectorNeeds): its characters as a gate, the requirement id
-   * of its words (-1: not known, the detector always runs) and its start test.
-   */
-  readonly needGate?: CharMask;
-  readonly needWords?: number;
-  readonly needStart?: (v: string) => boolean;
 }
 
 /** Regex rules of a plan sharing one gate (and flags), with their alternation as a prefilter. */
@@ -313,8 +300,7 @@ interface PlanSet {
   readonly fast: readonly RegExp[];
   /** per fast regex: the requirement id of its rules' literals (-1: none) */
   readonly fastLits: Int32Array;
-  /** the ungated detector rules, run on the fast path */
-  readonly fastDetectors: readonly CompiledRule[];
+  readonly fastDetectors: readonly ValueDetector[];
   readonly fastOk: boolean;
   /** every plan reduces to a variant on stable values (so the transform trie can be skipped for them) */
   readonly stableOk: boolean;
@@ -666,7 +652,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     });
   const fast = fastList.map((f) => f.regex);
   const fastLits = Int32Array.from(fastList.map((f) => f.lits));
-  const fastDetectors = ungated.filter((r) => r.detector);
+  const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
   // (the compiled `names` patterns have flag `i` only: testing them keeps no state)
   const nameTests: RegExp[] = [];
   for (const r of rules)
@@ -764,20 +750,9 @@ export function compileEngine(opts: EngineOptions): Engine {
         lits: lits.add(litList),
         ...(r.requiresAny !== undefined ? { subsList: r.requiresAny.map(foldLiteral) } : {}),
       });
-    } else if (r.detector !== undefined && VALUE_DETECTORS[r.detector]) {
-      const needs = VALUE_DETECTOR_NEEDS[r.detector];
-      selected.push({
-        ...base,
-        detector: VALUE_DETECTORS[r.detector],
-        ...(needs !== undefined
-          ? {
-              needGate: gateOf(needs.chars),
-              needWords: lits.add(needs.words.map(foldLiteral)),
-              needStart: needs.start,
-            }
-          : {}),
-      });
-    } else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector])
+    } else if (r.detector !== undefined && VALUE_DETECTORS[r.detector])
+      selected.push({ ...base, detector: VALUE_DETECTORS[r.detector] });
+    else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector])
       selected.push({
         ...base,
         request: REQUEST_DETECTORS[r.detector],
@@ -871,9 +846,6 @@ function uniformRule(r: Full): Full {
     gateSubs: r.gateSubs,
     lits: r.lits,
     subsLits: r.subsLits,
-    needGate: r.needGate,
-    needWords: r.needWords,
-    needStart: r.needStart,
     transforms: r.transforms,
     flags: r.flags,
     targets: r.targets,
@@ -1317,16 +1289,6 @@ class Walk {
   }
 
   /**
-   * Whether `t` (signature `tm`) meets the needs of the detector of rule `r` (see
-   * DetectorNeeds) by one of their characters or by its start, so its words need not be
-   * looked up. A `t` longer than `max_value_length` is judged in windows, whose starts the
-   * start test does not see: it always does.
-   */
-  private needsBesidesWords(r: CompiledRule, t: string, tm: CharMask): boolean {
-    return t.length > this.max || passes(tm, r.needGate!) || r.needStart!(t);
-  }
-
-  /**
    * Whether a group or a detector rule of `plan` may run on a value of signature `m` whose
    * literal scan is in `slot`: the checks {@link runPlan} starts each with (the character
    * gate, then the literals), on flat numbers, so a plan with nothing to run costs a short
@@ -1393,14 +1355,7 @@ class Walk {
           break;
         }
       }
-      // (the scan of `v` in slot 0 is one of `l`: the fast path takes ASCII values only)
-      if (!hit)
-        for (const r of set.fastDetectors)
-          if (
-            (r.needWords! < 0 || this.needsBesidesWords(r, l, vm) || this.holds(0, r.needWords!)) &&
-            detectIn(r.detector!, l, this.max)
-          )
-            hit = true;
+      if (!hit) for (const d of set.fastDetectors) if (detectIn(d, l, this.max)) hit = true;
       if (!hit) return;
     }
     const plans = set.plans;
@@ -1551,10 +1506,6 @@ class Walk {
       if (r.names !== undefined && !r.names.test(leaf)) continue;
       if (r.gate !== undefined && !passes(tm, r.gate)) continue;
       if (r.gateSubs !== undefined && execIn(r.gateSubs, t, this.max) === null) continue;
-      if (r.needWords! >= 0 && !this.needsBesidesWords(r, t, tm)) {
-        if (slot < 0) slot = this.scanOf(this.scanned);
-        if (!this.holds(slot, r.needWords!)) continue;
-      }
       const ev = detectIn(r.detector!, t, this.max);
       if (ev) {
         const name = this.nameOf(kind, path);

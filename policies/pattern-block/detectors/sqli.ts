@@ -961,29 +961,6 @@ export function cannotFireUnquoted(s: string): boolean {
 }
 
 /**
- * What a value needs for {@link detectSqli} to find anything, so the engine can skip the
- * detector without calling it (the literal scan it makes anyway tells about the words). A
- * value without a quote is judged as it is, and only when {@link cannotFireUnquoted} answers
- * false: for that it needs one of the characters that function looks at (`;`, `@`, `=`, the
- * `<` of `<>`, the `&` and `|` of `&&` and `||`, the `/` of a comment), a word of
- * {@link WORD_CLASS} (which holds every word of the SQL gate patterns too), or a first token
- * `)` or `*` + `/`. A value with a quote or a backtick always needs the detector.
- */
-export const SQLI_NEEDS = {
-  chars: '\'"`;@=<&|/',
-  words: [...WORD_CLASS.keys()],
-  start: startsWithBreak,
-} as const;
-
-/** Whether the first token of `s` (after whitespace and NBSP) is `)` or a comment end, as {@link cannotFireUnquoted} reads it. */
-function startsWithBreak(s: string): boolean {
-  const n = s.length;
-  let i = 0;
-  while (i < n && (s.charCodeAt(i) <= 32 || s.charCodeAt(i) === 0xa0)) i++;
-  return s.charCodeAt(i) === 41 || (s.charCodeAt(i) === 42 && s.charCodeAt(i + 1) === 47);
-}
-
-/**
  * The contexts worth tokenizing a value in (one that passed {@link mayBeSql}): as it is,
  * and inside each quote it holds. `plain` decides each with its own patterns (the
  * definition; the tests compare both).
