@@ -272,11 +272,13 @@ function preEntry(gate: CharMask | undefined, lits: number, subsLits: number): n
  */
 interface PlanSet {
   /**
-   * Short names already found clean by this plan set (bounded; cleared when full). The
-   * verdict of a value depends only on the value and the compiled rules, so repeating JSON
-   * keys and parameter names are inspected once.
+   * Short names already found clean by this plan set (see {@link CleanMemo}). The verdict of
+   * a value depends only on the value and the compiled rules, so repeating JSON keys and
+   * parameter names are inspected once.
    */
-  readonly clean: Set<string>;
+  readonly clean: CleanMemo;
+  /** slots of this set's memos: fewer for the sets of longer values (headers, paths), bounding memory alike */
+  readonly memoSlots: number;
   /** false when a rule of the set depends on the field name (`names:`), so a value alone does not decide */
   readonly memoOk: boolean;
   /**
@@ -286,7 +288,7 @@ interface PlanSet {
    * by the bits of the patterns that match) decides as `clean` does for the other sets.
    */
   readonly nameTests: readonly RegExp[] | undefined;
-  readonly cleanByNames: (Set<string> | undefined)[];
+  readonly cleanByNames: (CleanMemo | undefined)[];
   /** which of {@link nameTests} each recent field name matches (bounded like the memos) */
   readonly nameBits: Map<string, number>;
   readonly plans: readonly Plan[];
@@ -547,7 +549,7 @@ const MAX_NAME_TESTS = 3;
 /** Transforms that change even a value without special characters. */
 const NOT_IDENTITY_ON_PLAIN = new Set(['remove_whitespace', 'cmd_line']);
 
-function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
+function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: number): PlanSet {
   const byChain = new Map<string, Full[]>();
   for (const r of rules) {
     const key = r.transforms.join(',');
@@ -670,7 +672,8 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry): PlanSet {
     skipTrigger.hi |= p.gateUnion.hi;
   }
   return {
-    clean: new Set<string>(),
+    clean: new CleanMemo(memoSlots),
+    memoSlots,
     memoOk: nameTests.length === 0,
     nameTests: nameTests.length > 0 && nameTests.length <= MAX_NAME_TESTS ? nameTests : undefined,
     cleanByNames: [],
@@ -789,11 +792,15 @@ export function compileEngine(opts: EngineOptions): Engine {
     }
   }
   const plansByKind = new Map<Kind, PlanSet>();
-  for (const [k, list] of byKind) plansByKind.set(k, buildPlanSet(list, lits));
+  for (const [k, list] of byKind)
+    plansByKind.set(k, buildPlanSet(list, lits, k === 'path' ? LONG_MEMO_SLOTS : MEMO_SLOTS));
   const headerPlans = new Map<string, PlanSet>();
-  headerPlans.set('*', buildPlanSet(headerAll, lits));
+  headerPlans.set('*', buildPlanSet(headerAll, lits, LONG_MEMO_SLOTS));
   for (const [h, list] of headerNamed)
-    headerPlans.set(h, buildPlanSet([...headerAll, ...list.filter((r) => !headerAll.includes(r))], lits));
+    headerPlans.set(
+      h,
+      buildPlanSet([...headerAll, ...list.filter((r) => !headerAll.includes(r))], lits, LONG_MEMO_SLOTS),
+    );
   const literals = buildScanner(lits.reqs);
   if (litScan.hit.length < literals.size * 8) litScan.hit = new Int32Array(literals.size * 8);
   const { rules: _rules, ...rest } = opts;
@@ -1025,15 +1032,61 @@ function firstInWindows<T>(
 const CLEAN_MEMO_MAX_LENGTH = 64;
 /** Header values and paths up to this length are remembered when clean. */
 const CLEAN_MEMO_MAX_HEADER = 256;
-/** Clean values remembered per plan set before the memo is cleared (bounds memory: about 1024 × 256 characters per set at worst). */
+/** Field names whose `names` tests are remembered per plan set before they are cleared. */
 const CLEAN_MEMO_ENTRIES = 1024;
+/**
+ * Slots of a clean-value memo of names and values, and of header values and paths (bounds
+ * memory: 4096 × 64 or 1024 × 256 characters per memo at worst).
+ */
+const MEMO_SLOTS = 4096;
+const LONG_MEMO_SLOTS = 1024;
+
+/**
+ * Values found clean, in a two-way set-associative cache: a value has two neighbouring
+ * slots, by a hash of its length and three of its code units, and the pair keeps the two
+ * values last put there (the newer first). Looking a value up is two comparisons and
+ * remembering one two stores: no growth, no clearing. A value that never repeats (an id,
+ * free text) only evicts the older value of its own pair, so values that do recur, only less
+ * often than a memo of a bounded size cleared when full would keep them (dates, categories,
+ * enum values), mostly stay. The comparison is of the whole value: a collision only costs a
+ * miss.
+ */
+class CleanMemo {
+  private readonly slots: string[];
+  /** 32 minus the bits of a slot number */
+  private readonly shift: number;
+
+  /** `size`: a power of two */
+  constructor(size: number) {
+    this.slots = new Array<string>(size).fill('');
+    this.shift = Math.clz32(size) + 1;
+  }
+
+  /** The first slot of the pair of `v` (not empty): the top bits of a multiplicative hash. */
+  slotOf(v: string): number {
+    const n = v.length;
+    const key = n ^ (v.charCodeAt(0) << 7) ^ (v.charCodeAt(n >> 1) << 14) ^ (v.charCodeAt(n - 1) << 21);
+    return (Math.imul(key, 0x9e3779b1) >>> this.shift) & ~1;
+  }
+
+  /** Whether `v` is remembered in its pair, which starts at `slot`. */
+  holds(slot: number, v: string): boolean {
+    return this.slots[slot] === v || this.slots[slot + 1] === v;
+  }
+
+  /** Remember `v` in its pair, which starts at `slot` (the older value of the pair goes). */
+  put(slot: number, v: string): void {
+    this.slots[slot + 1] = this.slots[slot]!;
+    this.slots[slot] = v;
+  }
+}
 
 /**
  * The memo of a plan set whose rules depend on the field name, for the field `leaf`: the one
  * of the values judged with the same `names` patterns matching (rules only see the name
  * through `names.test(leaf)`).
  */
-function cleanForName(set: PlanSet, tests: readonly RegExp[], leaf: string): Set<string> {
+function cleanForName(set: PlanSet, tests: readonly RegExp[], leaf: string): CleanMemo {
   // field names repeat (and were just hashed by the name memo): test each once
   const cache = leaf.length <= CLEAN_MEMO_MAX_LENGTH;
   let bits = cache ? set.nameBits.get(leaf) : undefined;
@@ -1045,7 +1098,7 @@ function cleanForName(set: PlanSet, tests: readonly RegExp[], leaf: string): Set
       set.nameBits.set(leaf, bits);
     }
   }
-  return (set.cleanByNames[bits] ??= new Set<string>());
+  return (set.cleanByNames[bits] ??= new CleanMemo(set.memoSlots));
 }
 
 /** A target's path: a field name or path, none (`undefined`), or the current JSON path (`null`). */
@@ -1188,13 +1241,11 @@ class Walk {
             ? cleanForName(set, set.nameTests, leaf)
             : undefined
         : undefined;
-    if (clean !== undefined && clean.has(raw)) return;
+    const slot = clean !== undefined ? clean.slotOf(raw) : -1;
+    if (clean !== undefined && clean.holds(slot, raw)) return;
     const before = this.found;
     this.inspect(set, kind, path, leaf, raw);
-    if (clean !== undefined && this.found === before) {
-      if (clean.size >= CLEAN_MEMO_ENTRIES) clean.clear();
-      clean.add(raw);
-    }
+    if (clean !== undefined && this.found === before) clean.put(slot, raw);
   }
 
   /**

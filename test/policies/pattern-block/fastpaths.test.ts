@@ -217,6 +217,27 @@ t.test('the clean-value memo never hides a finding in short values or paths', as
   t.equal(get("/api/receipts?page=2'%20or%201=1--").decision, 'deny');
 });
 
+t.test('the clean-value memo never hides a finding once full or shared by values alike', async (t) => {
+  // memo slots are by the length and the first, middle and last code units: a clean value
+  // alike in those (`x` elsewhere) shares its slots with an attack; thousands of distinct
+  // clean values evict one another
+  const twin = (v: string) =>
+    [...v].map((c, i) => (i === 0 || i === v.length >> 1 || i === v.length - 1 ? c : 'x')).join('');
+  const attacks = ["1' or '1'='1", '<svg onload=1 x1>', 'Select 1 from users union select 2 ;'];
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < 6000; i++) {
+      const d = body({ tag: `q${i}` }).decision;
+      if (i % 1000 === 0) t.equal(d, 'allow');
+    }
+    for (const attack of attacks) {
+      const clean = twin(attack);
+      t.equal(body({ tag: clean }).decision, 'allow', clean);
+      t.equal(body({ tag: attack }).decision, 'deny', attack);
+      t.equal(body({ tag: clean }).decision, 'allow', clean);
+    }
+  }
+});
+
 /** The lenient UTF-8 decoding as first written (one concatenation per character), for comparison. */
 function utf8LenientReference(bytes: readonly number[]): string {
   let out = '';
