@@ -57,6 +57,12 @@ import {
 import { RedirectServer } from './redirect.js';
 import { WebSocketTunnels, handleUpgrade, serveOnSocket, type UpgradeHost } from './websocket.js';
 
+/** What only a restart changes (see {@link Gateway.running}). */
+export interface RestartBound {
+  readonly storeUrl: string;
+  readonly workers: number;
+}
+
 export interface GatewayOptions {
   readonly configFile: string;
   readonly env?: Readonly<Record<string, string | undefined>>;
@@ -124,6 +130,13 @@ export class Gateway {
   /** connections of the HTTP/2 listener (it cannot close idle ones itself) */
   private readonly tlsConnections: TlsConnections | undefined;
 
+  /**
+   * The settings a reload cannot change, as this process started with them: the score and
+   * the dashboard describe these, and a reload that asks for others says they wait for a
+   * restart.
+   */
+  readonly running: RestartBound;
+
   private constructor(
     private readonly opts: GatewayOptions,
     generation: Generation,
@@ -140,6 +153,7 @@ export class Gateway {
     this.store = store;
     this.observers = observers;
     this.env = opts.env ?? process.env;
+    this.running = { storeUrl: generation.config.store.url, workers: generation.config.workers };
     const l = generation.listen;
     // Node checks header/request timeouts only every connectionsCheckingInterval (30 s by
     // default); check often enough that header_timeout is enforced near its value.
@@ -370,6 +384,13 @@ export class Gateway {
       this.generation = next;
       await this.pools.retainOnly(next.upstream);
       this.applyListenSettings(old.listen, next.listen);
+      const waiting = (['store.url', 'workers'] as const).filter((k) =>
+        k === 'workers'
+          ? next.config.workers !== this.running.workers
+          : next.config.store.url !== this.running.storeUrl,
+      );
+      if (waiting.length > 0)
+        this.services.log.warn({ settings: waiting }, 'these settings apply only after a restart');
       // New certificate paths, versions or ciphers apply to new handshakes at once.
       if (next.listen.tls !== undefined) this.tls?.update(next.listen.tls);
       // Retire the old generation once requests that started on it had time to finish.

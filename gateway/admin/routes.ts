@@ -18,6 +18,7 @@ import type { Store } from '../store/types.js';
 import type { ScoreResult } from '../observability/score.js';
 import { isWellFormedRequestId, type DecisionLog } from '../observability/decisions.js';
 import type { Generation } from '../config/compile.js';
+import type { RestartBound } from '../server.js';
 import { BAN_PREFIX } from '../../policies/ip-ban/index.js';
 import { LOCK_PREFIX } from '../../policies/login-lockout/index.js';
 import {
@@ -174,14 +175,17 @@ export function createDashboardRoutes(opts: DashboardRoutesOptions): DashboardRo
  * kind, routes, policies and their modes, audit and monitoring settings. No secret:
  * URLs lose their credentials, the JWT secret and API keys are not included at all.
  */
-export function configSummary(gen: Generation): Record<string, unknown> {
+export function configSummary(
+  gen: Generation,
+  running: RestartBound = { storeUrl: gen.config.store.url, workers: gen.config.workers },
+): Record<string, unknown> {
   const c = gen.config;
   const storeUrl = (() => {
     try {
-      const u = new URL(c.store.url);
+      const u = new URL(running.storeUrl);
       return u.protocol === 'memory:' ? 'memory://' : `${u.protocol}//${u.host}${u.pathname}`;
     } catch {
-      return c.store.url.replace(/\/\/[^@/]*@/, '//');
+      return running.storeUrl.replace(/\/\/[^@/]*@/, '//');
     }
   })();
   const webhook = (() => {
@@ -202,7 +206,7 @@ export function configSummary(gen: Generation): Record<string, unknown> {
     admin: `${c.admin.host}:${c.admin.port}`,
     upstream: `${gen.upstream.origin}${gen.upstream.basePath === '/' ? '' : gen.upstream.basePath}`,
     store: storeUrl,
-    workers: c.workers,
+    workers: running.workers,
     routes: c.routes.map((r) => `${r.name} ${r.methods?.join(',') ?? '*'} ${r.path}`),
     policies,
     monitor_mode: monitor.length ? monitor : 'none',

@@ -1,5 +1,5 @@
 import os from 'node:os';
-import type { Gateway } from '../server.js';
+import type { Gateway, RestartBound } from '../server.js';
 import type { Generation } from '../config/compile.js';
 import { createAlerts, type Alerts, type AlertKind } from './alerts.js';
 import { createDecisionLog, type DecisionLog } from './decisions.js';
@@ -26,8 +26,13 @@ function blocks(gen: Generation, key: string): Obj[] {
 const on = (b: Obj) => b.enabled !== false;
 
 /** Describe the running configuration for the security score. */
-export function scoreInput(gen: Generation, env: Readonly<Record<string, string | undefined>>): ScoreInput {
+export function scoreInput(
+  gen: Generation,
+  env: Readonly<Record<string, string | undefined>>,
+  running: RestartBound = { storeUrl: gen.config.store.url, workers: gen.config.workers },
+): ScoreInput {
   const cfg = gen.config;
+  const storeUrl = running.storeUrl;
   const auth = blocks(gen, 'auth').filter(on);
   const jwt = obj(auth[0]?.jwt);
   const headers = obj(gen.config.policies.security_headers);
@@ -75,8 +80,8 @@ export function scoreInput(gen: Generation, env: Readonly<Record<string, string 
     csp: hasHeader('content-security-policy'),
     corsWildcardWithCredentials: corsWildcard,
     monitorPolicies: [...monitor],
-    storeKind: cfg.store.url.startsWith('memory:') ? 'memory' : 'redis',
-    workers: cfg.workers,
+    storeKind: storeUrl.startsWith('memory:') ? 'memory' : 'redis',
+    workers: running.workers,
     replicas: cfg.monitoring.replicas,
     auditEnabled: cfg.audit.enabled,
     adminHost: cfg.admin.host,
@@ -93,9 +98,7 @@ export function scoreInput(gen: Generation, env: Readonly<Record<string, string 
     defaultDeny: true,
     failOpenPolicies: failOpen,
     storeConnectionProtected:
-      cfg.store.url.startsWith('rediss:') ||
-      cfg.store.url.startsWith('memory:') ||
-      isLoopbackHost(hostOf(cfg.store.url)),
+      storeUrl.startsWith('rediss:') || storeUrl.startsWith('memory:') || isLoopbackHost(hostOf(storeUrl)),
     accessSampleRate: cfg.audit.access_sample_rate,
     ...tlsFacts(gen, hasHeader('strict-transport-security')),
   };
@@ -216,7 +219,7 @@ export async function attachObservability(gw: Gateway): Promise<ObservabilityHan
   let report: ReturnType<typeof securityScore> | undefined;
   const o = gw.observers;
   o.onGeneration = (gen) => {
-    report = securityScore(scoreInput(gen, env));
+    report = securityScore(scoreInput(gen, env, gw.running));
     gw.metrics.securityScore.set(report.score);
   };
   o.onGeneration(gw.generation);
@@ -243,7 +246,7 @@ export async function attachObservability(gw: Gateway): Promise<ObservabilityHan
     store: gw.store,
     decisions,
     score: () => (gw.generation.config.monitoring.enabled ? report : undefined),
-    config: () => configSummary(gw.generation),
+    config: () => configSummary(gw.generation, gw.running),
     reloads: () => gw.reloads,
   });
   // GET /, /api/dashboard and /api/decisions/{id} on the admin listener

@@ -237,3 +237,25 @@ t.test('reload by file watch: a Kubernetes ConfigMap update (..data symlink swap
   t.equal(gw.reloads.at(-1)?.trigger, 'watch');
   t.equal(gw.reloads.at(-1)?.result, 'success');
 });
+
+t.test(
+  'a reload asking for another store: the running one is what the score and dashboard describe',
+  async (t) => {
+    const before = (await (await fetch(`${h.adminUrl}/api/dashboard`)).json()) as {
+      config: { store: string };
+    };
+    t.equal(before.config.store, 'memory://');
+    await h.reload(`${GEN(7)}store:\n  url: redis://127.0.0.1:1/0\n`);
+    t.equal((await fetch(`${h.url}/api/health`)).headers.get('x-gen'), '7', 'the rest of the file applies');
+    const after = (await (await fetch(`${h.adminUrl}/api/dashboard`)).json()) as {
+      config: { store: string };
+    };
+    t.equal(after.config.store, 'memory://', 'the store this process runs, not the file’s');
+    const score = (await (await fetch(`${h.adminUrl}/api/health/security`)).json()) as {
+      checks: { id: string; detail?: string }[];
+    };
+    t.match(score.checks.find((c) => c.id === 'shared_store')?.detail, /^memory store/);
+    t.equal(h.gateway.running.storeUrl, 'memory://');
+    await h.reload(GEN(1));
+  },
+);
