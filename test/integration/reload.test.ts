@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -148,14 +148,15 @@ t.test('listener limits follow a reload (max_headers)', async (t) => {
   );
 });
 
-t.test('reload by file watch: rewriting the file swaps the config', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-watch-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const file = path.join(dir, 'gateway.yaml');
-  const base = fs
+/** The harness's config with its audit log moved into `dir`. */
+function configIn(dir: string): string {
+  return fs
     .readFileSync(h.configFile, 'utf8')
     .replace(/file: .*audit\.log/, `file: ${path.join(dir, 'audit.log')}`);
-  fs.writeFileSync(file, base);
+}
+
+/** A gateway of its own on `file`, watching it (closed when the test ends). */
+async function watchingGateway(t: Test, file: string): Promise<Gateway> {
   const gw = await Gateway.start({
     configFile: file,
     env: h.env,
@@ -166,6 +167,16 @@ t.test('reload by file watch: rewriting the file swaps the config', async (t) =>
     defaultMetrics: false,
   });
   t.teardown(() => gw.close());
+  return gw;
+}
+
+t.test('reload by file watch: rewriting the file swaps the config', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-watch-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'gateway.yaml');
+  const base = configIn(dir);
+  fs.writeFileSync(file, base);
+  const gw = await watchingGateway(t, file);
   const first = await readyGeneration(gw.adminUrl!);
   fs.writeFileSync(file, base.replace(/X-Gen: "?\d+"?/, 'X-Gen: "99"'));
   await eventually(
@@ -204,9 +215,7 @@ t.test('reload by file watch: rewriting the file swaps the config', async (t) =>
 t.test('reload by file watch: a Kubernetes ConfigMap update (..data symlink swap)', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-configmap-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const base = fs
-    .readFileSync(h.configFile, 'utf8')
-    .replace(/file: .*audit\.log/, `file: ${path.join(dir, 'audit.log')}`);
+  const base = configIn(dir);
   // the layout kubelet writes: gateway.yaml -> ..data/gateway.yaml, ..data -> ..<timestamp>
   const version = (name: string, gen: string) => {
     fs.mkdirSync(path.join(dir, name));
@@ -215,16 +224,7 @@ t.test('reload by file watch: a Kubernetes ConfigMap update (..data symlink swap
   version('..2026_11_28_01', '201');
   fs.symlinkSync('..2026_11_28_01', path.join(dir, '..data'));
   fs.symlinkSync('..data/gateway.yaml', path.join(dir, 'gateway.yaml'));
-  const gw = await Gateway.start({
-    configFile: path.join(dir, 'gateway.yaml'),
-    env: h.env,
-    port: 0,
-    adminPort: 0,
-    watch: true,
-    log: silentLogger,
-    defaultMetrics: false,
-  });
-  t.teardown(() => gw.close());
+  const gw = await watchingGateway(t, path.join(dir, 'gateway.yaml'));
   t.equal((await fetch(`${gw.url}/api/health`)).headers.get('x-gen'), '201');
   // the update: a new directory, a new symlink renamed over ..data; gateway.yaml itself is untouched
   version('..2026_11_28_02', '202');
