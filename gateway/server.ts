@@ -1,4 +1,5 @@
 import http from 'node:http';
+import { Http2ServerResponse } from 'node:http2';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, randomUUID } from 'node:crypto';
@@ -209,15 +210,18 @@ export class Gateway {
       forwardedFor: (ctx) => ctx.forwardedFor,
       serveAsRequest: (req, res) => this.onRequest(req, res),
     };
-    this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
-      this.tlsConnections?.forget(socket);
-      handleUpgrade(upgradeHost, req, socket, head);
-    });
+    this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) =>
+      this.handOver(socket, () => handleUpgrade(upgradeHost, req, socket, head)),
+    );
     // CONNECT (a forward-proxy tunnel request) is answered like any request whose target is
-    // not a path (400), with its audit line, instead of Node's silent close
-    this.server.on('connect', (req: http.IncomingMessage, socket: Socket) => {
-      this.tlsConnections?.forget(socket);
-      serveOnSocket(req, socket, (r, res) => this.onRequest(r, res));
+    // not a path (400), with its audit line, instead of Node's silent close. Over HTTP/2 it
+    // is a stream like any other, handed over with its response.
+    this.server.on('connect', (req: http.IncomingMessage, socketOrRes: Socket | Http2ServerResponse) => {
+      if (socketOrRes instanceof Http2ServerResponse) {
+        this.onRequest(req, socketOrRes as unknown as http.ServerResponse);
+        return;
+      }
+      this.handOver(socketOrRes, () => serveOnSocket(req, socketOrRes, (r, res) => this.onRequest(r, res)));
     });
     this.server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
@@ -534,6 +538,30 @@ export class Gateway {
     }
     socket.end(rawErrorResponse(status, code, message, id, extra));
     socket.destroySoon();
+  }
+
+  /**
+   * A connection the HTTP server handed over for an upgrade or a CONNECT: `serve` it, unless
+   * requests read before it on the connection are still being answered (pipelined): those
+   * get their answers, in order, then the connection closes, and the handed-over request
+   * gets none (as for bytes that do not parse after complete requests). Never throws.
+   */
+  private handOver(socket: Socket, serve: () => void): void {
+    try {
+      this.tlsConnections?.forget(socket);
+      const pending = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+      const open = this.connections.get(socket)?.responses.filter((r) => !r.writableFinished) ?? [];
+      if (pending || open.length > 0) {
+        const last = open[open.length - 1] ?? pending!;
+        last.shouldKeepAlive = false;
+        last.once('finish', () => socket.destroySoon());
+        return;
+      }
+      serve();
+    } catch (err) {
+      this.services.log.error({ err: (err as Error).message }, 'cannot serve a handed-over connection');
+      socket.destroy();
+    }
   }
 
   /** The state of a client connection; on HTTP/1.1 (`tracked`), its close cancels the requests in flight. */

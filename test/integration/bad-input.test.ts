@@ -734,6 +734,41 @@ t.test('absurd methods', async (t) => {
   });
 });
 
+t.test(
+  'a CONNECT or an upgrade pipelined behind a request: that one is answered, then the connection closes',
+  async (t) => {
+    for (const [what, second] of [
+      ['CONNECT', head('CONNECT example.com:443 HTTP/1.1', [['Host', 'example.com:443']])],
+      [
+        'Upgrade: h2c',
+        head('GET /api/health HTTP/1.1', [
+          ['Host', 'x'],
+          ['Connection', 'Upgrade'],
+          ['Upgrade', 'h2c'],
+        ]),
+      ],
+      [
+        'a WebSocket upgrade',
+        head('GET /api/health HTTP/1.1', [
+          ['Host', 'x'],
+          ['Connection', 'Upgrade'],
+          ['Upgrade', 'websocket'],
+          ['Sec-WebSocket-Version', '13'],
+          ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='],
+        ]),
+      ],
+    ] as const) {
+      const m = mark();
+      const x = await rawExchange(h.url, head(`GET /api/health?p=${m} HTTP/1.1`, [['Host', 'x']]) + second);
+      never500(t, x);
+      t.equal(x.responses.length, 1, `${what}: only the request before it is answered`);
+      t.equal(x.responses[0]?.status, 200, `${what}: the first request's answer`);
+      t.ok(x.closed, `${what}: then the connection closes`);
+      await stillServes(t, undefined);
+    }
+  },
+);
+
 t.test('OPTIONS * is answered by the gateway: 204 with Allow; * with another method is a 400', async (t) => {
   const m = mark();
   const x = await rawExchange(

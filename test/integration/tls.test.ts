@@ -284,6 +284,32 @@ t.test('edge listener', async (t) => {
     });
   }
 
+  t.test('h2: a CONNECT stream gets 400 bad_request, nothing forwarded, the gateway serves on', async (t) => {
+    await h.clearMock();
+    const session = await connectH2(h);
+    const r = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const st = session.request({ ':method': 'CONNECT', ':authority': 'example.com:443' });
+      let status = 0;
+      let body = '';
+      st.setEncoding('utf8');
+      st.on('response', (hd) => (status = Number(hd[':status'])));
+      st.on('data', (d: string) => (body += d));
+      st.on('end', () => resolve({ status, body }));
+      st.on('error', reject);
+      st.end();
+    });
+    t.equal(r.status, 400);
+    t.equal((JSON.parse(r.body) as { error: string }).error, 'bad_request');
+    t.equal((await h2(session, '/api/health')).status, 200, 'the same session serves on');
+    session.close();
+    t.equal((await h1(h, '/api/health')).status, 200);
+    t.same(
+      (await h.mockRequests()).map((m) => m.path),
+      ['/api/health', '/api/health'],
+      'only the health checks reached the upstream',
+    );
+  });
+
   t.test('h2: a Host naming another authority than :authority is malformed (RFC 9113 §8.3.1)', async (t) => {
     await h.clearMock();
     // (Node's client turns `host` into :authority, so the frames are written by hand)
