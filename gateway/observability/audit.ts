@@ -66,18 +66,19 @@ export function redactTarget(target: string): string {
   const q = target.indexOf('?');
   if (q < 0) return target;
   if (target === lastTarget) return lastRedacted;
-  const hash = target.indexOf('#', q);
-  const end = hash < 0 ? target.length : hash;
+  // A `#` is not special here: a client that sends one gets it to the service as part of the
+  // query, whose parser may read parameters after it; a value that runs on past it is
+  // redacted whole.
   let out = target.slice(0, q + 1);
   let first = true;
-  for (const part of target.slice(q + 1, end).split('&')) {
+  for (const part of target.slice(q + 1).split('&')) {
     if (!first) out += '&';
     first = false;
     const eq = part.indexOf('=');
     out +=
       eq >= 0 && SECRET_NAME.test(paramName(part.slice(0, eq))) ? `${part.slice(0, eq)}=[REDACTED]` : part;
   }
-  const redacted = out + target.slice(end);
+  const redacted = out;
   lastTarget = target;
   lastRedacted = redacted;
   return redacted;

@@ -197,9 +197,12 @@ t.test('redactTarget: secret-looking query values, names judged once decoded', a
     // percent-encoded names are the same names to the service
     ['/api/x?pass%77ord=hunter3&%74oken=tok3', '/api/x?pass%77ord=[REDACTED]&%74oken=[REDACTED]'],
     ['/api/x?pwd=PW&user=bob', '/api/x?pwd=[REDACTED]&user=bob'],
-    // an undecodable name is judged as it is; a value ends at the fragment
+    // an undecodable name is judged as it is
     ['/api/x?%E0%A4token=v&%zz=1', '/api/x?%E0%A4token=[REDACTED]&%zz=1'],
-    ['/api/x?secret=s#frag', '/api/x?secret=[REDACTED]#frag'],
+    // a `#` sent by a client ends nothing: parameters after it are judged too
+    ['/api/x?secret=s#frag', '/api/x?secret=[REDACTED]'],
+    ['/api/x?x=1#&token=SECRET1&password=SECRET2', '/api/x?x=1#&token=[REDACTED]&password=[REDACTED]'],
+    ['/api/x?#token=abc', '/api/x?#token=[REDACTED]'],
     ['/api/x?flag&token', '/api/x?flag&token'],
   ];
   for (const [target, want] of cases) t.equal(redactTarget(target), want, target);
