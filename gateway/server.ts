@@ -59,6 +59,15 @@ import { RedirectServer } from './redirect.js';
 import { WebSocketTunnels, handleUpgrade, serveOnSocket, type UpgradeHost } from './websocket.js';
 
 /** What only a restart changes (see {@link Gateway.running}). */
+function configDigest(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/** A config file event is acted on once events have settled this long … */
+const WATCH_SETTLE_MS = 150;
+/** … or this long after the first of them, whichever comes first. */
+const WATCH_MAX_WAIT_MS = 1000;
+
 export interface RestartBound {
   readonly storeUrl: string;
   readonly workers: number;
@@ -269,6 +278,8 @@ export class Gateway {
       throw err;
     }
     const gw = new Gateway(opts, generation, services, metrics, audit, store, observers);
+    // the text this generation was compiled from: the file watch compares what it reads with it
+    gw.configDigest = configDigest(loaded.text);
     await gw.listen();
     return gw;
   }
@@ -323,12 +334,10 @@ export class Gateway {
     return this.admin?.url;
   }
 
-  /** The digest of the config file's bytes as they are now (through symlinks), or undefined when unreadable. */
+  /** The digest of the config file's text as it is now (through symlinks), or undefined when unreadable. */
   private async readConfigDigest(): Promise<string | undefined> {
     try {
-      return createHash('sha256')
-        .update(await fs.promises.readFile(this.opts.configFile))
-        .digest('hex');
+      return configDigest(await fs.promises.readFile(this.opts.configFile, 'utf8'));
     } catch {
       return undefined;
     }
@@ -336,18 +345,25 @@ export class Gateway {
 
   private watch(): void {
     const file = path.resolve(this.opts.configFile);
-    void this.readConfigDigest().then((d) => (this.configDigest ??= d));
     try {
       // Watch the directory: editors replace the file rather than write it, and a
       // Kubernetes ConfigMap swaps a `..data` symlink next to it, so any event there is a
       // reason to look; the file is loaded again only when its bytes changed.
+      // Events are gathered for 150 ms after the last one (a tool writing in steps is seen
+      // once), but for at most a second: a log written next to the config all the time
+      // would otherwise put the look off for ever.
+      let firstEvent = 0;
       this.watcher = fs.watch(path.dirname(file), () => {
+        const now = Date.now();
+        if (this.reloadTimer !== undefined && now - firstEvent >= WATCH_MAX_WAIT_MS) return;
+        if (this.reloadTimer === undefined) firstEvent = now;
         clearTimeout(this.reloadTimer);
         this.reloadTimer = setTimeout(() => {
+          this.reloadTimer = undefined;
           void this.readConfigDigest().then((d) => {
-            if (d !== this.configDigest) void this.reload('watch');
+            if (d !== this.configDigest && !this.closing) void this.reload('watch');
           });
-        }, 150);
+        }, WATCH_SETTLE_MS);
       });
       this.watcher.on('error', () => {});
     } catch (err) {

@@ -259,3 +259,31 @@ t.test(
     await h.reload(GEN(1));
   },
 );
+
+t.test(
+  'reload by file watch: a file written next to the config all the time does not hold it off',
+  async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-busy-'));
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'gateway.yaml');
+    const base = configIn(dir);
+    fs.writeFileSync(file, base.replace(/X-Gen: "?\d+"?/, 'X-Gen: "301"'));
+    const gw = await watchingGateway(t, file);
+    // a neighbour written every 40 ms, far more often than the 150 ms settling time
+    const busy = setInterval(() => fs.appendFileSync(path.join(dir, 'busy.log'), 'x\n'), 40);
+    t.teardown(() => clearInterval(busy));
+    await new Promise((r) => setTimeout(r, 300));
+    fs.writeFileSync(file, base.replace(/X-Gen: "?\d+"?/, 'X-Gen: "302"'));
+    await eventually(
+      'the rewritten file was loaded while the neighbour kept changing',
+      async () => (await fetch(`${gw.url}/api/health`)).headers.get('x-gen') === '302',
+      10_000,
+    );
+    clearInterval(busy);
+    t.equal(
+      gw.reloads.filter((r) => r.trigger === 'watch').length,
+      1,
+      'one reload: the neighbour alone causes none',
+    );
+  },
+);
