@@ -43,11 +43,19 @@ async function start(args: string[]): Promise<number> {
   const workers = summary.workers;
   if (workers > 1 && cluster.isPrimary) {
     process.stdout.write(`receipt-gateway: starting ${workers} workers\n`);
+    // an error on a worker's channel (a message to one on its way out) is reported, never
+    // left unhandled to end the primary
+    cluster.on('fork', (w) =>
+      w.on('error', (err: Error) => process.stderr.write(`worker ${w.process.pid}: ${err.message}\n`)),
+    );
     for (let i = 0; i < workers; i++) cluster.fork();
     let stopping = false;
     const stop = (sig: NodeJS.Signals) => {
       stopping = true;
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(sig);
+      const alive = Object.values(cluster.workers ?? {});
+      // (replacements waiting for their pause are not started any more)
+      if (alive.length === 0) process.exit(0);
+      for (const w of alive) w?.process.kill(sig);
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGTERM'));
@@ -60,7 +68,10 @@ async function start(args: string[]): Promise<number> {
     // a reload asked of one worker (admin POST /api/reload) is passed on to the others
     cluster.on('message', (from, msg: unknown) => {
       if (!isReloadMessage(msg)) return;
-      for (const w of Object.values(cluster.workers ?? {})) if (w !== undefined && w !== from) w.send(msg);
+      for (const w of Object.values(cluster.workers ?? {}))
+        // a worker on its way out has no channel any more: skip it, and never let a failed
+        // send become an 'error' event that would end the primary
+        if (w !== undefined && w !== from && w.isConnected()) w.send(msg, () => {});
     });
     // A worker that dies soon after it started (a config made invalid since, a port taken)
     // is started again after a pause that doubles each time, up to 30 s: no fork storm.

@@ -58,10 +58,10 @@ t.test('workers: 2 on a redis store serve one port and enforce one limit togethe
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const exited0 = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   t.teardown(async () => {
     if (child.exitCode === null) child.kill('SIGTERM');
-    await exited;
+    await exited0;
   });
   for (let i = 0; i < 600 && (out.match(/listening on/g) ?? []).length < 2; i++)
     await new Promise((r) => setTimeout(r, 100));
@@ -107,8 +107,21 @@ t.test('workers: 2 on a redis store serve one port and enforce one limit togethe
   await eventually('a worker listens again', () => (out.match(/listening on/g) ?? []).length >= 3, 60_000);
   t.match(out, /starting another in \d+ s/, 'restarted after a pause');
 
+  // every worker dead and their replacements waiting for their pause: SIGTERM still ends at once
+  fs.writeFileSync(file, `${good}\nnot_a_key: true\n`);
+  const exited = new Set([...out.matchAll(/worker (\d+) exited/g)].map((m) => m[1]));
+  const alive = [...new Set([...out.matchAll(/\[worker (\d+)\]/g)].map((m) => m[1]!))].filter(
+    (p) => !exited.has(p),
+  );
+  t.equal(alive.length, 2, 'two workers alive');
+  for (const p of alive) process.kill(Number(p), 'SIGKILL');
+  await eventually('both deaths seen', () => (out.match(/exited \(/g) ?? []).length >= 3);
+  await eventually('a replacement failed too', () => (out.match(/exited \(1\)/g) ?? []).length >= 1);
+  const t0 = Date.now();
   child.kill('SIGTERM');
-  t.equal(await exited, 0, 'SIGTERM stops the workers and the primary with exit 0');
+  t.equal(await exited0, 0, 'exit 0');
+  // (the pending pause has doubled to several seconds by now)
+  t.ok(Date.now() - t0 < 2000, 'without waiting for the pending restarts');
 });
 
 t.test('validate refuses workers > 1 with the memory store', async (t) => {
