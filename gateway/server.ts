@@ -564,6 +564,9 @@ export class Gateway {
    */
   private handOver(socket: Socket, serve: () => void): void {
     try {
+      // the HTTP server no longer listens for the socket's errors (a reset while earlier
+      // answers are still being written would end the process)
+      socket.on('error', () => socket.destroy());
       this.tlsConnections?.forget(socket);
       const pending = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
       const open = this.connections.get(socket)?.responses.filter((r) => !r.writableFinished) ?? [];
@@ -897,6 +900,8 @@ export class Gateway {
     const head: ResponseHead = { status: result.status, headers: h, fromGateway: false };
     await runResponsePhase(route, ctx, head, services);
     if (res.destroyed) {
+      // (undici's body reports its destruction as an error: nobody is left to hear it)
+      result.body.on('error', ignore);
       result.body.destroy();
       fb?.dispose?.();
       this.finish(
@@ -999,6 +1004,9 @@ export class Gateway {
  * connection is destroyed, since the response head was already sent.
  */
 function relay(src: Readable, res: http.ServerResponse, done: () => void): void {
+  // once settled, a late error of the source (undici's body reports its destruction on the
+  // next tick) has nobody to tell: it must not become an unhandled 'error' event
+  src.on('error', ignore);
   let settled = false;
   const settle = () => {
     if (settled) return;
@@ -1021,6 +1029,8 @@ function relay(src: Readable, res: http.ServerResponse, done: () => void): void 
   res.on('finish', settle);
   src.pipe(res);
 }
+
+function ignore(): void {}
 
 function drain(req: http.IncomingMessage): void {
   if (!req.readableEnded) req.resume();

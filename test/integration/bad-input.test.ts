@@ -769,6 +769,35 @@ t.test(
   },
 );
 
+t.test('a CONNECT or an upgrade behind a slow request, then a reset: the gateway serves on', async (t) => {
+  const url = new URL(h.url);
+  for (const second of [
+    head('CONNECT example.com:443 HTTP/1.1', [['Host', 'example.com:443']]),
+    head('GET /api/health HTTP/1.1', [
+      ['Host', 'x'],
+      ['Connection', 'Upgrade'],
+      ['Upgrade', 'h2c'],
+    ]),
+  ]) {
+    for (let i = 0; i < 5; i++) {
+      const s = net.connect(Number(url.port), url.hostname);
+      s.on('error', () => {});
+      await new Promise((r) => s.once('connect', r));
+      // the first answer takes 300 ms upstream; the reset comes while it is awaited
+      s.write(
+        head('GET /api/health HTTP/1.1', [
+          ['Host', 'x'],
+          ['x-mock-delay-ms', '300'],
+        ]) + second,
+      );
+      await new Promise((r) => setTimeout(r, 20 * i));
+      s.resetAndDestroy();
+    }
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  await stillServes(t, undefined);
+});
+
 t.test('OPTIONS * is answered by the gateway: 204 with Allow; * with another method is a 400', async (t) => {
   const m = mark();
   const x = await rawExchange(

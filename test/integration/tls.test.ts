@@ -310,6 +310,30 @@ t.test('edge listener', async (t) => {
     );
   });
 
+  t.test(
+    'h2: streams cancelled right after their HEADERS, and a session dropped with streams open',
+    async (t) => {
+      for (const n of [50, 1, 50]) {
+        const session = await connectH2(h);
+        session.on('error', () => {});
+        for (let i = 0; i < n; i++) {
+          const st = session.request({ ':path': `/api/health?cancel=${i}` });
+          st.on('error', () => {});
+          st.close(http2.constants.NGHTTP2_CANCEL);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+        session.destroy();
+      }
+      const dropped = await connectH2(h);
+      dropped.on('error', () => {});
+      for (let i = 0; i < 50; i++) dropped.request({ ':path': '/api/health?dropped' }).on('error', () => {});
+      await new Promise((r) => setTimeout(r, 20));
+      dropped.destroy();
+      await new Promise((r) => setTimeout(r, 500));
+      t.equal((await h1(h, '/api/health')).status, 200, 'the gateway serves on');
+    },
+  );
+
   t.test('h2: a Host naming another authority than :authority is malformed (RFC 9113 §8.3.1)', async (t) => {
     await h.clearMock();
     // (Node's client turns `host` into :authority, so the frames are written by hand)
