@@ -58,7 +58,7 @@ import {
 import { RedirectServer } from './redirect.js';
 import { WebSocketTunnels, handleUpgrade, serveOnSocket, type UpgradeHost } from './websocket.js';
 
-/** What only a restart changes (see {@link Gateway.running}). */
+/** The digest of a config file's text: the file watch reloads when it changes. */
 function configDigest(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
@@ -68,6 +68,7 @@ const WATCH_SETTLE_MS = 150;
 /** … or this long after the first of them, whichever comes first. */
 const WATCH_MAX_WAIT_MS = 1000;
 
+/** What only a restart changes (see {@link Gateway.running}). */
 export interface RestartBound {
   readonly storeUrl: string;
   readonly workers: number;
@@ -120,7 +121,7 @@ export class Gateway {
   private admin: AdminServer | undefined;
   private watcher: fs.FSWatcher | undefined;
   private reloadTimer: NodeJS.Timeout | undefined;
-  /** digest of the config file's bytes at the last reload attempt (or at start) */
+  /** digest of the config file's text at the last reload attempt (or the one the process started with) */
   private configDigest: string | undefined;
   private readonly inflight = new Set<AbortController>();
   /** Per client connection: the order of its requests and the ones in flight (see ConnectionState). */
