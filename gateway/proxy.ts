@@ -63,8 +63,21 @@ export class UpstreamPools {
     }
   }
 
-  async close(): Promise<void> {
-    await Promise.allSettled([...this.pools.values()].map((p) => p.close()));
+  /**
+   * Close every pool: requests still running get `graceMs` to finish, then are cut. (A
+   * relay whose client stopped reading can hold an upstream response open for ever; a
+   * shutdown must not wait for it.)
+   */
+  async close(graceMs: number): Promise<void> {
+    await Promise.allSettled(
+      [...this.pools.values()].map((p) => {
+        const cut = setTimeout(() => void p.destroy().catch(() => {}), graceMs);
+        return p
+          .close()
+          .catch(() => p.destroy())
+          .finally(() => clearTimeout(cut));
+      }),
+    );
     this.pools.clear();
   }
 }

@@ -63,6 +63,9 @@ function configDigest(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
+/** After the shutdown deadline, upstream requests still running get this long before they are cut. */
+const POOL_CLOSE_GRACE_MS = 1000;
+
 /** A config file event is acted on once events have settled this long … */
 const WATCH_SETTLE_MS = 150;
 /** … or this long after the first of them, whichever comes first. */
@@ -281,7 +284,14 @@ export class Gateway {
     const gw = new Gateway(opts, generation, services, metrics, audit, store, observers);
     // the text this generation was compiled from: the file watch compares what it reads with it
     gw.configDigest = configDigest(loaded.text);
-    await gw.listen();
+    try {
+      await gw.listen();
+    } catch (err) {
+      // (e.g. the admin port is taken: the main listener, already open, must not go on
+      // serving in a process that reported it could not start)
+      await gw.close();
+      throw err;
+    }
     return gw;
   }
 
@@ -990,7 +1000,7 @@ export class Gateway {
     await this.admin?.close();
     await closeGeneration(this.generation);
     await this.observers.close?.();
-    await this.pools.close();
+    await this.pools.close(POOL_CLOSE_GRACE_MS);
     await cleanupUploadSpool();
     await this.store.close().catch(() => {});
     await this.audit.close();

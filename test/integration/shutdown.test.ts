@@ -2,6 +2,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import net from 'node:net';
+import http from 'node:http';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import YAML from 'yaml';
@@ -70,6 +71,73 @@ t.test(
     t.ok('error' in outcome, `the client connection was closed (${JSON.stringify(outcome)})`);
   },
 );
+
+t.test('close() ends even when clients stopped reading endless upstream answers', async (t) => {
+  // an upstream that streams without end
+  const upstream = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    const chunk = Buffer.alloc(64 * 1024, 120);
+    const timer = setInterval(() => res.write(chunk), 5);
+    res.on('close', () => clearInterval(timer));
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    upstream.closeAllConnections();
+    upstream.close();
+  });
+  const h = await startHarness({
+    upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`,
+    config: 'listen: { shutdown_timeout: 300ms }',
+  });
+  t.teardown(() => h.close());
+  // clients that read the head, then nothing more
+  const stalled = await Promise.all(
+    Array.from(
+      { length: 6 },
+      () =>
+        new Promise<http.IncomingMessage>((resolve, reject) => {
+          const req = http.get(`${h.url}/api/health`, { agent: false }, (res) => {
+            res.pause();
+            resolve(res);
+          });
+          req.on('error', reject);
+        }),
+    ),
+  );
+  for (const r of stalled) r.on('error', () => {});
+  await new Promise((r) => setTimeout(r, 300));
+  const t0 = Date.now();
+  await h.gateway.close();
+  t.ok(Date.now() - t0 < 10_000, 'closed after the deadline and the pools’ grace, not never');
+  for (const r of stalled) r.destroy();
+});
+
+t.test('a start that fails (the admin port is taken) leaves nothing listening', async (t) => {
+  const blocker = net.createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+  t.teardown(() => blocker.close());
+  const adminPort = (blocker.address() as net.AddressInfo).port;
+  const probe = net.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-failed-start-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { Gateway } = await import('../../gateway/server.js');
+  await t.rejects(
+    Gateway.start({
+      configFile: path.join(REPO, 'gateway.yaml'),
+      env: { JWT_SECRET_KEY: TEST_SECRET, AUDIT_LOG_FILE: path.join(dir, 'audit.log') },
+      host: '127.0.0.1',
+      port,
+      adminPort,
+      watch: false,
+      defaultMetrics: false,
+    }),
+    /EADDRINUSE/,
+  );
+  t.ok(await connectRefused(`http://127.0.0.1:${port}`), 'the main listener was closed again');
+});
 
 t.test('SIGTERM: the CLI drains in-flight requests and exits 0', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-sigterm-'));
