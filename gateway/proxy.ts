@@ -58,7 +58,8 @@ export class UpstreamPools {
     for (const [k, p] of this.pools) {
       if (p !== keep) {
         this.pools.delete(k);
-        p.close().catch(() => p.destroy());
+        // (the requests it still runs, started before the reload, may take their time)
+        void closePool(p, undefined);
       }
     }
   }
@@ -69,16 +70,24 @@ export class UpstreamPools {
    * shutdown must not wait for it.)
    */
   async close(graceMs: number): Promise<void> {
-    await Promise.allSettled(
-      [...this.pools.values()].map((p) => {
-        const cut = setTimeout(() => void p.destroy().catch(() => {}), graceMs);
-        return p
-          .close()
-          .catch(() => p.destroy())
-          .finally(() => clearTimeout(cut));
-      }),
-    );
+    await Promise.allSettled([...this.pools.values()].map((p) => closePool(p, graceMs)));
     this.pools.clear();
+  }
+}
+
+/**
+ * Close `pool` once its running requests are done, and destroy it when closing fails or,
+ * with `graceMs`, takes longer than that. Never rejects.
+ */
+async function closePool(pool: Pool, graceMs: number | undefined): Promise<void> {
+  const cut =
+    graceMs === undefined ? undefined : setTimeout(() => void pool.destroy().catch(() => {}), graceMs);
+  try {
+    await pool.close();
+  } catch {
+    await pool.destroy().catch(() => {});
+  } finally {
+    clearTimeout(cut);
   }
 }
 

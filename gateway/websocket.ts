@@ -388,14 +388,14 @@ export interface UpgradeHost {
 /**
  * Answer `req`, a request the HTTP server handed over with its socket (an upgrade or a
  * `CONNECT`), as the plain request it also is: `serve` writes the answer through a response
- * bound to the socket, which then closes (the bytes after the head are never read).
+ * bound to the socket, which then closes (the bytes after the head are never read). The
+ * caller listens for the socket's errors (Gateway.handOver, for every handed-over socket).
  */
 export function serveOnSocket(
   req: http.IncomingMessage,
   socket: Duplex,
   serve: (req: http.IncomingMessage, res: http.ServerResponse) => void,
 ): void {
-  socket.on('error', () => socket.destroy());
   const res = new http.ServerResponse(req);
   res.shouldKeepAlive = false;
   res.assignSocket(socket as Socket);
@@ -411,6 +411,7 @@ export function serveOnSocket(
  * as any request on its route; a refusal is the normal JSON error (then the connection
  * closes) and no tunnel opens; an allowed one is handed to the upstream and, on its 101,
  * tunnelled. Other upgrade protocols are answered as plain requests (the upgrade ignored).
+ * The caller listens for the socket's errors, as for {@link serveOnSocket}.
  */
 export function handleUpgrade(
   host: UpgradeHost,
@@ -422,7 +423,6 @@ export function handleUpgrade(
     serveOnSocket(req, socket, host.serveAsRequest);
     return;
   }
-  socket.on('error', () => socket.destroy());
   void upgrade(host, req, socket, head).catch((err: Error) => {
     host.services.log.error({ err: err.message }, 'unexpected error while handling a WebSocket upgrade');
     socket.destroy();

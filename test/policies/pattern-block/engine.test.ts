@@ -5,7 +5,7 @@ import {
   engineFromConfig,
   type PatternBlockConfig,
 } from '../../../policies/pattern-block/index.js';
-import { inspectRequest, pointerField } from '../../../policies/pattern-block/engine.js';
+import { inspectRequest, pointerField, type Engine } from '../../../policies/pattern-block/engine.js';
 import {
   urlDecodeRepeat,
   htmlEntityDecode,
@@ -28,6 +28,16 @@ function config(over: Partial<PatternBlockConfig> = {}): PatternBlockConfig {
   return { ...(Value.Default(patternBlock.schema, {}) as PatternBlockConfig), ...over };
 }
 const H = { Host: 'receipts.example.com', 'User-Agent': 'test/1.0', Accept: 'application/json' };
+
+/** The verdict of `e` on a JSON POST of `body` to /api/receipts. */
+function postReceipt(e: Engine, body: string): ReturnType<typeof inspectRequest> {
+  return inspectRequest(e, {
+    method: 'POST',
+    target: '/api/receipts',
+    headers: { ...H, 'Content-Type': 'application/json' },
+    body,
+  });
+}
 
 t.test('transforms', async (t) => {
   t.equal(urlDecodeRepeat('%252e%252e%252f'), '../');
@@ -332,13 +342,7 @@ t.test(
   async (t) => {
     const e = engineFromConfig(config({ max_value_length: 1024 }), process.cwd());
     const attack = "1' UNION SELECT username, password FROM users --";
-    const post = (merchant: string) =>
-      inspectRequest(e, {
-        method: 'POST',
-        target: '/api/receipts',
-        headers: { ...H, 'Content-Type': 'application/json' },
-        body: JSON.stringify({ merchant, total: 1 }),
-      });
+    const post = (merchant: string) => postReceipt(e, JSON.stringify({ merchant, total: 1 }));
     const pad = (n: number) => 'receipt '.repeat(Math.ceil(n / 8)).slice(0, n);
     t.equal(post(pad(5000)).decision, 'allow', 'long and clean');
     for (const at of [0, 1000, 1020, 2000, 5000, 9000, 20_000]) {
@@ -362,13 +366,7 @@ t.test(
 t.test('JSON nested deeper than the walk follows is a finding, not a way around it', async (t) => {
   const e = engineFromConfig(config(), process.cwd());
   const nest = (n: number, leaf: unknown): unknown => (n === 0 ? leaf : { a: nest(n - 1, leaf) });
-  const post = (json: unknown) =>
-    inspectRequest(e, {
-      method: 'POST',
-      target: '/api/receipts',
-      headers: { ...H, 'Content-Type': 'application/json' },
-      body: JSON.stringify(json),
-    });
+  const post = (json: unknown) => postReceipt(e, JSON.stringify(json));
   const shallow = post(nest(31, "x' OR '1'='1"));
   t.equal(shallow.decision, 'deny');
   t.ok(
@@ -389,13 +387,7 @@ t.test('JSON nested deeper than the walk follows is a finding, not a way around 
 
 t.test('a body with more values than max_args is a finding, not a way around the rules', async (t) => {
   const e = engineFromConfig(config({ max_args: 64 }), process.cwd());
-  const post = (json: unknown) =>
-    inspectRequest(e, {
-      method: 'POST',
-      target: '/api/receipts',
-      headers: { ...H, 'Content-Type': 'application/json' },
-      body: JSON.stringify(json),
-    });
+  const post = (json: unknown) => postReceipt(e, JSON.stringify(json));
   const fill = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`n${i}`, `v${i}`]));
   const attack = '<script>alert(document.cookie)</script>';
   // 31 keys and 31 values, then the attack's key (63) and value (64): all inspected
@@ -443,13 +435,7 @@ t.test('the clean-name memo never hides a finding', async (t) => {
   t.equal(ua('Mozilla/5.0 (X11; Linux x86_64)'), 'allow');
   t.equal(ua('() { :;}; /bin/bash -c id'), 'deny');
   // repeated JSON keys: a key found once clean, then an attacking key
-  const post = (body: string) =>
-    inspectRequest(e, {
-      method: 'POST',
-      target: '/api/receipts',
-      headers: { ...H, 'Content-Type': 'application/json' },
-      body,
-    }).decision;
+  const post = (body: string) => postReceipt(e, body).decision;
   t.equal(post('{"merchant":"a"}'), 'allow');
   t.equal(post('{"merchant":"a","<svg onload=alert(1)>":1}'), 'deny');
 });
