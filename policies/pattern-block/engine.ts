@@ -342,6 +342,12 @@ export interface Engine {
   readonly familyThresholds: ReadonlyMap<Family, number>;
   /** the literal prefilter of every rule (one Aho-Corasick automaton) */
   readonly literals: LiteralScanner;
+  /**
+   * Raw query-string pairs (`name=value` as received, before decoding) whose name and value
+   * were both found clean: a pair's verdict depends only on its raw text, so a recurring
+   * pair (`limit=20`, `sort=-date`) is neither decoded nor looked up again.
+   */
+  readonly cleanPairs: CleanMemo;
 }
 
 /** One rule match. `excerpt` is at most 40 characters (redacted for secret-looking targets). */
@@ -825,6 +831,7 @@ export function compileEngine(opts: EngineOptions): Engine {
     freeText: new Set(opts.freeTextFields.map((f) => f.toLowerCase())),
     familyThresholds: new Map(Object.entries(opts.familyThresholds) as [Family, number][]),
     literals,
+    cleanPairs: new CleanMemo(MEMO_SLOTS),
   };
 }
 
@@ -1042,6 +1049,23 @@ const MEMO_SLOTS = 4096;
 const LONG_MEMO_SLOTS = 1024;
 
 /**
+ * Strings shorter than this are copied when sliced (V8's `SlicedString::kMinLength`); longer
+ * slices refer to their parent. ` ${v}` is flattened into a new string when sliced, and its
+ * slice refers to that string alone.
+ */
+const SLICE_MIN_LENGTH = 13;
+/**
+ * Values sliced from a string up to this long are remembered as they are: a slot then holds
+ * at most this many characters.
+ */
+const COPY_ABOVE = 4 * CLEAN_MEMO_MAX_LENGTH;
+
+/** `v` to keep in a memo: with `copy`, a string of its own instead of a possible slice. */
+function kept(v: string, copy: boolean): string {
+  return copy && v.length >= SLICE_MIN_LENGTH ? ` ${v}`.slice(1) : v;
+}
+
+/**
  * Values found clean, in a two-way set-associative cache: a value has two neighbouring
  * slots, by a hash of its length and three of its code units, and the pair keeps the two
  * values last put there (the newer first). Looking a value up is two comparisons and
@@ -1074,10 +1098,16 @@ class CleanMemo {
     return this.slots[slot] === v || this.slots[slot + 1] === v;
   }
 
-  /** Remember `v` in its pair, which starts at `slot` (the older value of the pair goes). */
-  put(slot: number, v: string): void {
+  /**
+   * Remember `v` in its pair, which starts at `slot` (the older value of the pair goes).
+   * With `copy`, a copy is kept: `v` may be a slice of a much longer string (a value of a
+   * 16 KB query string or of a form body), which V8 keeps whole while the slice lives, so
+   * remembering slices would let a memo hold megabytes instead of its short strings. (Values
+   * from `JSON.parse` are strings of their own.)
+   */
+  put(slot: number, v: string, copy: boolean): void {
     this.slots[slot + 1] = this.slots[slot]!;
-    this.slots[slot] = v;
+    this.slots[slot] = kept(v, copy);
   }
 }
 
@@ -1086,7 +1116,7 @@ class CleanMemo {
  * of the values judged with the same `names` patterns matching (rules only see the name
  * through `names.test(leaf)`).
  */
-function cleanForName(set: PlanSet, tests: readonly RegExp[], leaf: string): CleanMemo {
+function cleanForName(set: PlanSet, tests: readonly RegExp[], leaf: string, copy: boolean): CleanMemo {
   // field names repeat (and were just hashed by the name memo): test each once
   const cache = leaf.length <= CLEAN_MEMO_MAX_LENGTH;
   let bits = cache ? set.nameBits.get(leaf) : undefined;
@@ -1095,7 +1125,8 @@ function cleanForName(set: PlanSet, tests: readonly RegExp[], leaf: string): Cle
     for (let i = 0; i < tests.length; i++) if (tests[i]!.test(leaf)) bits |= 1 << i;
     if (cache) {
       if (set.nameBits.size >= CLEAN_MEMO_ENTRIES) set.nameBits.clear();
-      set.nameBits.set(leaf, bits);
+      // (a copy of a slice: see CleanMemo.put)
+      set.nameBits.set(kept(leaf, copy), bits);
     }
   }
   return (set.cleanByNames[bits] ??= new CleanMemo(set.memoSlots));
@@ -1134,6 +1165,12 @@ class Walk {
   private readonly scanSkips = walkScratch.scanSkips;
   readonly scanStamp = walkScratch.scanStamp;
   private nScan = 0;
+  /**
+   * The values being inspected may be slices of a string longer than {@link COPY_ABOVE} (a
+   * query string, a cookie header, a form body): the memos keep copies of them (see
+   * {@link CleanMemo.put}). JSON strings and header fields are strings of their own.
+   */
+  copyClean = false;
   /** the JSON body nests deeper than {@link MAX_JSON_DEPTH} (see {@link walkJson}) */
   jsonTooDeep = false;
   /** the body held more values than `max_args`: the rest was not inspected (proto-151) */
@@ -1238,14 +1275,14 @@ class Walk {
         ? set.memoOk
           ? set.clean
           : set.nameTests !== undefined
-            ? cleanForName(set, set.nameTests, leaf)
+            ? cleanForName(set, set.nameTests, leaf, this.copyClean)
             : undefined
         : undefined;
     const slot = clean !== undefined ? clean.slotOf(raw) : -1;
     if (clean !== undefined && clean.holds(slot, raw)) return;
     const before = this.found;
     this.inspect(set, kind, path, leaf, raw);
-    if (clean !== undefined && this.found === before) clean.put(slot, raw);
+    if (clean !== undefined && this.found === before) clean.put(slot, raw, this.copyClean);
   }
 
   /**
@@ -1605,6 +1642,8 @@ export function mergeMatches(a: readonly Match[], b: readonly Match[]): Match[] 
 function walkHead(walk: Walk, head: HeadInput): number {
   const e = walk.engine;
   let args = 0;
+  // the path and the query are slices of the target
+  walk.copyClean = head.target.length > COPY_ABOVE;
   walk.value(e.plansByKind.get('path'), 'path', undefined, 'path', urlDecodeOnce(head.rawPath, false));
   const maxArgs = e.options.maxArgs;
   const qPlans = e.plansByKind.get('query');
@@ -1619,14 +1658,22 @@ function walkHead(walk: Walk, head: HeadInput): number {
         walk.truncated = true;
         break;
       }
-      const eq = q.indexOf('=', start);
-      const inPart = eq >= 0 && eq < end;
-      const k = urlDecodeOnce(q.slice(start, inPart ? eq : end), true);
-      const v = inPart ? urlDecodeOnce(q.slice(eq + 1, end), true) : '';
-      walk.pair(qnPlans, qPlans, 'query', 'query_name', k, v);
+      // a recurring pair found clean before is judged by its raw text (see Engine.cleanPairs)
+      const raw = end - start <= CLEAN_MEMO_MAX_LENGTH ? q.slice(start, end) : undefined;
+      const slot = raw !== undefined ? e.cleanPairs.slotOf(raw) : -1;
+      if (raw === undefined || !e.cleanPairs.holds(slot, raw)) {
+        const before = walk.found;
+        const eq = q.indexOf('=', start);
+        const inPart = eq >= 0 && eq < end;
+        const k = urlDecodeOnce(q.slice(start, inPart ? eq : end), true);
+        const v = inPart ? urlDecodeOnce(q.slice(eq + 1, end), true) : '';
+        walk.pair(qnPlans, qPlans, 'query', 'query_name', k, v);
+        if (raw !== undefined && walk.found === before) e.cleanPairs.put(slot, raw, walk.copyClean);
+      }
     }
     start = end + 1;
   }
+  walk.copyClean = false;
   const hnPlans = e.plansByKind.get('header_name');
   const all = e.headerPlans.get('*')!;
   const headers = head.headers;
@@ -1638,6 +1685,7 @@ function walkHead(walk: Walk, head: HeadInput): number {
       const cPlans = e.plansByKind.get('cookie');
       const cnPlans = e.plansByKind.get('cookie_name');
       // the pairs of parseCookies(), without building the list
+      walk.copyClean = v.length > COPY_ABOVE;
       for (let cs = 0; cs <= v.length;) {
         let ce = v.indexOf(';', cs);
         if (ce < 0) ce = v.length;
@@ -1654,6 +1702,7 @@ function walkHead(walk: Walk, head: HeadInput): number {
         walk.value(cnPlans, 'cookie_name', ck, ck, ck);
         walk.value(cPlans, 'cookie', ck, ck, cv);
       }
+      walk.copyClean = false;
     }
     const specific = e.headerPlans.get(name);
     if (specific) walk.value(specific, 'header', name, name, v);
@@ -1790,6 +1839,8 @@ function walkBody(walk: Walk, body: RequestBody): number {
     [body.form, 'form', 'form_name'],
     [body.fields, 'multipart', 'multipart_name'],
   ];
+  // form values are slices of the body
+  walk.copyClean = body.raw.length > COPY_ABOVE;
   for (const [list, kv, kn] of pairs) {
     if (!list) continue;
     for (const [k, v] of list) {

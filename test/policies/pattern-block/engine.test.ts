@@ -428,6 +428,16 @@ t.test('the clean-name memo never hides a finding', async (t) => {
     t.equal(q('/x?site=https://foo.example/b.txt'), 'deny');
     t.equal(q('/x?url=https://foo.example/b.txt&page=https://foo.example/b.txt'), 'deny');
   }
+  // raw query pairs found clean are remembered as received: the same value under another
+  // name, or encoded otherwise, is judged again, and a pair that matched is never remembered
+  for (let i = 0; i < 3; i++) {
+    t.equal(q("/x?q=o'brien%20or%20smith&page=1"), 'allow');
+    t.equal(q("/x?q=1'%20or%20'1'%3D'1&page=1"), 'deny');
+    t.equal(q('/x?include=https://foo.example/c.txt&page=1'), 'deny');
+    t.equal(q('/x?website=https://foo.example/c.txt&page=1'), 'allow');
+    t.equal(q('/x?q=%3Cscript%3Ealert(1)%3C/script%3E'), 'deny');
+    t.equal(q('/x?q=<script>alert(1)</script>'), 'deny');
+  }
   // a header value seen clean stays judged by value: a different value is inspected
   const ua = (v: string) =>
     inspectRequest(e, { method: 'GET', target: '/', headers: { ...H, 'User-Agent': v } }).decision;
