@@ -1,5 +1,6 @@
 import { isIP, type BlockList } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
+import { ownString } from './own-string.js';
 
 /** The socket's address in one canonical form (IPv4-mapped IPv6 → IPv4, IPv6 lowercased). */
 export function clientAddress(addr: string | undefined): string {
@@ -12,6 +13,11 @@ export function clientAddress(addr: string | undefined): string {
  * The client IP behind trusted proxies: the right-most X-Forwarded-For entry that is not
  * itself a trusted proxy (entries left of it can be forged by the client). Malformed
  * entries stop the walk: the peer's own address is used then.
+ *
+ * The address is returned as a string of its own, not as the slice of the header it was
+ * cut from: it outlives the request as a key (rate-limit buckets, auto-ban counters and
+ * lockouts in the memory store, the alerts' per-IP counts, the decision log), and a slice
+ * would keep the whole header (up to the max header size) alive with it.
  */
 export function forwardedFor(
   header: string | string[] | undefined,
@@ -27,12 +33,12 @@ export function forwardedFor(
     if (entry.startsWith('[')) entry = entry.slice(1, entry.indexOf(']'));
     else if (isIP(entry) === 0 && /^[\d.]+:\d+$/.test(entry)) entry = entry.slice(0, entry.indexOf(':'));
     const family = isIP(entry);
-    if (family === 0) return candidate;
+    if (family === 0) return ownString(candidate);
     const ip = clientAddress(entry);
     candidate = ip;
-    if (!trusted.check(ip, family === 6 && ip.includes(':') ? 'ipv6' : 'ipv4')) return ip;
+    if (!trusted.check(ip, family === 6 && ip.includes(':') ? 'ipv6' : 'ipv4')) return ownString(ip);
   }
-  return candidate;
+  return ownString(candidate);
 }
 
 /** A trusted proxy said the client connection was https. */

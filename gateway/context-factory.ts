@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { RequestContext } from './context.js';
+import { ownString } from './own-string.js';
 
 export interface ContextInit {
   readonly id?: string | undefined;
@@ -21,10 +22,12 @@ export interface ContextInit {
 /** The one constructor of RequestContext (server, replay, tests). */
 export function createContext(init: ContextInit): RequestContext {
   let target = init.target;
-  // absolute-form (RFC 9112 §3.2.2): route on its path
+  // absolute-form (RFC 9112 §3.2.2): route on its path. A copy, not a slice: the target
+  // outlives the request in the decision log, and a slice would keep the whole request
+  // line (an authority of up to the max header size) alive with it.
   if (target.charCodeAt(0) !== 47 && /^https?:\/\//i.test(target)) {
     const i = target.indexOf('/', target.indexOf('//') + 2);
-    target = i === -1 ? '/' : target.slice(i);
+    target = i === -1 ? '/' : ownString(target.slice(i));
   }
   const q = target.indexOf('?');
   const rawPath = q === -1 ? target : target.slice(0, q);

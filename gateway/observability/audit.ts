@@ -6,6 +6,7 @@ import type { AuditEvent } from '../errors.js';
 import type { Metrics } from './metrics.js';
 import { serializeFlatLine } from './audit-json.js';
 import { isoFormatter } from './iso-time.js';
+import { ownString } from '../own-string.js';
 
 /** Query parameter names (percent-decoded) whose values never reach the audit log. */
 const SECRET_NAME = /pass|pwd|secret|token|api[_-]?key|apikey|key|auth|session|sig|credential|jwt|otp|code/i;
@@ -61,6 +62,11 @@ function paramName(raw: string): string {
 /**
  * Replace the values of query parameters with secret-looking names (judged once decoded)
  * by `[REDACTED]`, keep the rest of the target.
+ *
+ * The result is `target` itself when nothing is redacted, and otherwise a flat string of
+ * its own: the decision log keeps it, and the concatenation it is built as would keep a
+ * slice of the target and two string objects per parameter alive with it (a 1.9 KB target
+ * of 280 parameters held 26 KB).
  */
 export function redactTarget(target: string): string {
   const q = target.indexOf('?');
@@ -71,14 +77,17 @@ export function redactTarget(target: string): string {
   // redacted whole.
   let out = target.slice(0, q + 1);
   let first = true;
+  let changed = false;
   for (const part of target.slice(q + 1).split('&')) {
     if (!first) out += '&';
     first = false;
     const eq = part.indexOf('=');
-    out +=
-      eq >= 0 && SECRET_NAME.test(paramName(part.slice(0, eq))) ? `${part.slice(0, eq)}=[REDACTED]` : part;
+    if (eq >= 0 && SECRET_NAME.test(paramName(part.slice(0, eq)))) {
+      out += `${part.slice(0, eq)}=[REDACTED]`;
+      changed = true;
+    } else out += part;
   }
-  const redacted = out;
+  const redacted = changed ? ownString(out) : target;
   lastTarget = target;
   lastRedacted = redacted;
   return redacted;

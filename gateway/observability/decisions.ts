@@ -12,6 +12,7 @@
 import type { RequestContext, TraceStep } from '../context.js';
 import { redactTarget } from './audit.js';
 import { isoFormatter } from './iso-time.js';
+import { ownString } from '../own-string.js';
 
 /** One policy's verdict inside a decision. */
 export interface DecisionStep {
@@ -213,11 +214,21 @@ function capStep(s: DecisionStep): DecisionStep {
   return out;
 }
 
+/**
+ * The path as kept: at most {@link ENTRY_LIMITS.maxPathLength} characters. The cut is a
+ * copy, not a slice: a slice would keep the whole target (up to the max header size) alive
+ * for as long as the entry is kept.
+ */
+function cappedPath(path: string): string {
+  return path.length > ENTRY_LIMITS.maxPathLength
+    ? ownString(path.slice(0, ENTRY_LIMITS.maxPathLength)) + '…'
+    : path;
+}
+
 function capEntry(e: DecisionEntry): DecisionEntry {
   const out: DecisionEntry = {
     ...e,
-    path:
-      e.path.length > ENTRY_LIMITS.maxPathLength ? e.path.slice(0, ENTRY_LIMITS.maxPathLength) + '…' : e.path,
+    path: cappedPath(e.path),
     steps: e.steps.slice(0, ENTRY_LIMITS.maxSteps).map(capStep),
   };
   if (e.steps.length > ENTRY_LIMITS.maxSteps) {
@@ -318,7 +329,7 @@ function cappedEntryFromContext(ctx: RequestContext, outcome: DecisionOutcome): 
     request_id: ctx.id,
     time: isoAt(ctx.receivedAt),
     method: ctx.method,
-    path: path.length > ENTRY_LIMITS.maxPathLength ? path.slice(0, ENTRY_LIMITS.maxPathLength) + '…' : path,
+    path: cappedPath(path),
     route: ctx.routeName,
     client_ip: ctx.clientIp,
     status: outcome.status,

@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import { ownString } from '../../gateway/own-string.js';
 
 /** A verified token's claims and until when the verification may be reused. */
 export interface CachedToken {
@@ -85,7 +86,10 @@ export class TokenCache {
     return hit;
   }
 
-  /** Remember a verification; `expSeconds` is the token's `exp` claim when present. */
+  /**
+   * Remember a verification; `expSeconds` is the token's `exp` claim when present. The
+   * token is kept as a copy (see {@link ownString}).
+   */
   set(token: string, claims: Readonly<Record<string, unknown>>, expSeconds: number | undefined): void {
     if (this.lru === undefined) return;
     const now = this.opts.now();
@@ -95,9 +99,12 @@ export class TokenCache {
     this.last = undefined;
     if (until <= now) return;
     const entry: CachedToken = { claims, until };
-    this.lru.set(token, entry);
-    if (this.lru.peek(token) === entry) {
-      this.lastToken = token;
+    // A copy: a token read from the Cookie header (or the Authorization header) is a slice
+    // of it, which would keep the whole header alive as long as the entry lives.
+    const key = ownString(token);
+    this.lru.set(key, entry);
+    if (this.lru.peek(key) === entry) {
+      this.lastToken = key;
       this.last = entry;
     }
   }
