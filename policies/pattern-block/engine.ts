@@ -2,6 +2,7 @@ import type { RequestBody } from '../../gateway/context.js';
 import type { Deny } from '../../gateway/policy.js';
 import type { BlockReason } from '../../gateway/errors.js';
 import { parseBody, mediaTypeOf } from '../../gateway/body.js';
+import { SLICE_MIN_LENGTH } from '../../gateway/own-string.js';
 import {
   TRANSFORMS,
   urlDecodeOnce,
@@ -1049,18 +1050,16 @@ const MEMO_SLOTS = 4096;
 const LONG_MEMO_SLOTS = 1024;
 
 /**
- * Strings shorter than this are copied when sliced (V8's `SlicedString::kMinLength`); longer
- * slices refer to their parent. ` ${v}` is flattened into a new string when sliced, and its
- * slice refers to that string alone.
- */
-const SLICE_MIN_LENGTH = 13;
-/**
  * Values sliced from a string up to this long are remembered as they are: a slot then holds
  * at most this many characters.
  */
 const COPY_ABOVE = 4 * CLEAN_MEMO_MAX_LENGTH;
 
-/** `v` to keep in a memo: with `copy`, a string of its own instead of a possible slice. */
+/**
+ * `v` to keep in a memo: with `copy`, not a possible slice of a long string (see
+ * gateway/own-string.ts) but a slice of a fresh copy one character longer (` ${v}` is
+ * flattened when sliced): cheaper than `ownString`'s copy, and as small.
+ */
 function kept(v: string, copy: boolean): string {
   return copy && v.length >= SLICE_MIN_LENGTH ? ` ${v}`.slice(1) : v;
 }
