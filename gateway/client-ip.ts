@@ -2,6 +2,9 @@ import { isIP, type BlockList } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
 import { ownString } from './own-string.js';
 
+/** X-Forwarded-For headers up to this long: an address cut out of one is kept as it is. */
+const SHORT_HEADER = 64;
+
 /** The socket's address in one canonical form (IPv4-mapped IPv6 → IPv4, IPv6 lowercased). */
 export function clientAddress(addr: string | undefined): string {
   if (addr === undefined) return '0.0.0.0';
@@ -25,7 +28,10 @@ export function forwardedFor(
   peer: string,
 ): string {
   if (header === undefined) return peer;
-  const list = (Array.isArray(header) ? header.join(',') : header).split(',');
+  const joined = Array.isArray(header) ? header.join(',') : header;
+  // a slice of a short header keeps little alive: copy only out of a long one
+  const own = (ip: string) => (ip === peer || joined.length <= SHORT_HEADER ? ip : ownString(ip));
+  const list = joined.split(',');
   let candidate = peer;
   for (let i = list.length - 1; i >= 0; i--) {
     let entry = list[i]!.trim();
@@ -33,12 +39,12 @@ export function forwardedFor(
     if (entry.startsWith('[')) entry = entry.slice(1, entry.indexOf(']'));
     else if (isIP(entry) === 0 && /^[\d.]+:\d+$/.test(entry)) entry = entry.slice(0, entry.indexOf(':'));
     const family = isIP(entry);
-    if (family === 0) return ownString(candidate);
+    if (family === 0) return own(candidate);
     const ip = clientAddress(entry);
     candidate = ip;
-    if (!trusted.check(ip, family === 6 && ip.includes(':') ? 'ipv6' : 'ipv4')) return ownString(ip);
+    if (!trusted.check(ip, family === 6 && ip.includes(':') ? 'ipv6' : 'ipv4')) return own(ip);
   }
-  return ownString(candidate);
+  return own(candidate);
 }
 
 /** A trusted proxy said the client connection was https. */
