@@ -703,6 +703,33 @@ export function h2RequestView(req: http2.Http2ServerRequest): H2View {
 }
 
 /**
+ * Make `session.destroy()` take effect on the next turn of the event loop (setImmediate),
+ * never inside the native call that asked for it.
+ *
+ * Node destroys a server session from inside native callbacks: a fatal nghttp2 error while
+ * parsing input (`onSessionInternalError`, e.g. a peer that overruns a flow-control window),
+ * a read error of the TLS socket, a refused TLS renegotiation (from OpenSSL's info callback).
+ * Destroying there sends RST_STREAM for every open stream, each a TLS write that can complete
+ * synchronously and re-enter the session's input processing while the outer call is still
+ * on the stack (Http2Session::OnStreamAfterWrite → ConsumeHTTP2Data → nghttp2_session_mem_recv).
+ * On Node 20.20.2 this aborted the gateway under fuzzing (`Assertion failed:
+ * onread->IsFunction()` in StreamBase::CallJSOnreadMethod: DATA delivered to a stream whose
+ * JS side was never created because the session was already marked destroyed), the same
+ * re-entrancy as nodejs/node#38964, whose other outcome is heap corruption. Deferred, the
+ * teardown runs from a clean stack: setImmediate, not nextTick or a microtask, which run
+ * when the native callback's scope closes, still inside it. `destroy()` stays idempotent.
+ */
+export function deferDestroy(session: http2.Http2Session): void {
+  const destroy = session.destroy;
+  let scheduled = false;
+  session.destroy = (error?: Error, code?: number): void => {
+    if (scheduled || session.destroyed) return;
+    scheduled = true;
+    setImmediate(() => destroy.call(session, error, code));
+  };
+}
+
+/**
  * The connections of the HTTP/2 listener, for graceful shutdown: Node's HTTP/2 server has
  * no closeIdleConnections() and its close() leaves sessions open, so an idle keep-alive
  * connection or HTTP/2 session would hold `close()` until the shutdown deadline. At
@@ -716,6 +743,7 @@ export class TlsConnections {
 
   constructor(server: tls.Server) {
     server.on('session', (session: http2.ServerHttp2Session) => {
+      deferDestroy(session);
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
       if (this.closing) session.close();

@@ -1,0 +1,36 @@
+import t from 'tap';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { deferDestroy } from '../../gateway/tls.js';
+
+// Node destroys a server session from inside native callbacks (a protocol error, a read error);
+// deferDestroy moves the teardown to the next turn of the event loop (see gateway/tls.ts).
+t.test('a wrapped session is destroyed on the next turn, once, with its error', async (t) => {
+  const server = http2.createServer();
+  const seen: { destroyed: boolean }[] = [];
+  const closed = new Promise<Error | undefined>((resolve) => {
+    server.on('session', (session) => {
+      deferDestroy(session);
+      let err: Error | undefined;
+      session.on('error', (e) => (err = e));
+      session.on('close', () => resolve(err));
+      session.on('stream', (stream) => {
+        stream.on('error', () => {});
+        session.destroy(new Error('boom'));
+        session.destroy(); // idempotent while scheduled
+        seen.push({ destroyed: session.destroyed });
+      });
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const client = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  client.on('error', () => {});
+  const req = client.request({ ':path': '/' });
+  req.on('error', () => {});
+  req.end();
+  const err = await closed;
+  t.same(seen, [{ destroyed: false }], 'not destroyed inside the call');
+  t.equal(err?.message, 'boom', 'the first error is the one emitted');
+  client.destroy();
+  await new Promise<void>((r) => server.close(() => r()));
+});
