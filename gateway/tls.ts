@@ -5,7 +5,7 @@ import http2 from 'node:http2';
 import type { IncomingHttpHeaders } from 'node:http';
 import path from 'node:path';
 import tls from 'node:tls';
-import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import { X509Certificate, constants, createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Metrics } from './observability/metrics.js';
 import type { AuditLog } from './observability/audit.js';
 import type { Deny, OpsLogger } from './policy.js';
@@ -188,6 +188,11 @@ function contextOptions(t: TlsSettings, c: LoadedCertificate): tls.SecureContext
     minVersion: t.minVersion,
     ciphers: t.ciphers,
     sessionTimeout: t.sessionTimeoutSeconds,
+    // No renegotiation (TLS 1.2 and below): a client-started handshake on an open connection
+    // costs the server a handshake each time (a known CPU drain), HTTP/2 forbids it (RFC 9113
+    // §9.2.1), and Node answers it on an HTTP/2 connection by tearing the session down from
+    // inside OpenSSL's callback. NGINX refuses it too. The client gets a no_renegotiation alert.
+    secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
     // Below TLS 1.2 OpenSSL 3 needs security level 0 for the old SHA-1 based suites.
     ...(t.minVersion === 'TLSv1' || t.minVersion === 'TLSv1.1'
       ? { ciphers: `${t.ciphers}:@SECLEVEL=0` }

@@ -1,16 +1,18 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { deferDestroy } from '../../gateway/tls.js';
+import type tls from 'node:tls';
+import { deferDestroy, TlsConnections } from '../../gateway/tls.js';
 
 // Node destroys a server session from inside native callbacks (a protocol error, a read error);
 // deferDestroy moves the teardown to the next turn of the event loop (see gateway/tls.ts).
-t.test('a wrapped session is destroyed on the next turn, once, with its error', async (t) => {
+/** A session destroyed from its first stream's handler: whether it was destroyed inside the call, and its error. */
+async function destroyFromStream(t: Test, wrap: (server: http2.Http2Server) => void): Promise<void> {
   const server = http2.createServer();
+  wrap(server);
   const seen: { destroyed: boolean }[] = [];
   const closed = new Promise<Error | undefined>((resolve) => {
     server.on('session', (session) => {
-      deferDestroy(session);
       let err: Error | undefined;
       session.on('error', (e) => (err = e));
       session.on('close', () => resolve(err));
@@ -33,4 +35,12 @@ t.test('a wrapped session is destroyed on the next turn, once, with its error', 
   t.equal(err?.message, 'boom', 'the first error is the one emitted');
   client.destroy();
   await new Promise<void>((r) => server.close(() => r()));
-});
+}
+
+t.test('a wrapped session is destroyed on the next turn, once, with its error', (t) =>
+  destroyFromStream(t, (server) => server.on('session', (session) => deferDestroy(session))),
+);
+
+t.test("the TLS listener's connection tracking wraps every HTTP/2 session", (t) =>
+  destroyFromStream(t, (server) => new TlsConnections(server as unknown as tls.Server)),
+);

@@ -453,6 +453,39 @@ t.test('edge listener', async (t) => {
     t.equal(r.status, 200);
   });
 
+  t.test('a client-started renegotiation is refused (TLS 1.2, both protocols)', async (t) => {
+    const u = new URL(h.url);
+    for (const protocol of ['http/1.1', 'h2']) {
+      const outcome = await new Promise<string>((resolve, reject) => {
+        const c = tls.connect(
+          {
+            host: u.hostname,
+            port: Number(u.port),
+            servername: 'localhost',
+            ca: pki.ca.cert,
+            maxVersion: 'TLSv1.2',
+            ALPNProtocols: [protocol],
+          },
+          () => {
+            t.equal(c.alpnProtocol, protocol);
+            c.renegotiate({ rejectUnauthorized: false }, (err) => {
+              if (!err) resolve('renegotiated');
+            });
+          },
+        );
+        c.on('data', () => {});
+        c.on('error', (e: NodeJS.ErrnoException) => {
+          resolve(e.code ?? e.message);
+          c.destroy();
+        });
+        c.once('close', () => resolve('closed'));
+        setTimeout(() => reject(new Error('no outcome')), 5000).unref();
+      });
+      t.equal(outcome, 'ERR_SSL_NO_RENEGOTIATION', protocol);
+    }
+    t.equal((await h1(h, '/api/health')).status, 200, 'the listener serves on');
+  });
+
   t.test('session resumption', async (t) => {
     const u = new URL(h.url);
     const first = await new Promise<Buffer>((resolve, reject) => {
