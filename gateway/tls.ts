@@ -5,6 +5,7 @@ import http2 from 'node:http2';
 import type { IncomingHttpHeaders } from 'node:http';
 import path from 'node:path';
 import tls from 'node:tls';
+import type net from 'node:net';
 import { X509Certificate, constants, createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Metrics } from './observability/metrics.js';
 import type { AuditLog } from './observability/audit.js';
@@ -724,15 +725,29 @@ export function h2RequestView(req: http2.Http2ServerRequest): H2View {
  * teardown runs from a clean stack: setImmediate, not nextTick or a microtask, which run
  * when the native callback's scope closes, still inside it. `destroy()` stays idempotent.
  */
-export function deferDestroy(session: http2.Http2Session): void {
+export function deferDestroy(session: http2.Http2Session, afterDestroy?: () => void): void {
   const destroy = session.destroy;
   let scheduled = false;
   session.destroy = (error?: Error, code?: number): void => {
     if (scheduled || session.destroyed) return;
     scheduled = true;
-    setImmediate(() => destroy.call(session, error, code));
+    setImmediate(() => {
+      destroy.call(session, error, code);
+      afterDestroy?.();
+    });
   };
 }
+
+/**
+ * How long a destroyed HTTP/2 session may wait for its socket to close. Node ends the socket
+ * of a destroyed session only once the session's write in progress completes, and when the
+ * session was closed (GOAWAY) first, waits for the peer to close the connection before it
+ * emits 'close'. Under fuzzing (peers that reset the connection mid-write or never close
+ * it) sessions stayed destroyed but never closed, holding their TLS socket, its file
+ * descriptor and `gateway_open_connections` for good, out of reach of the idle timeout,
+ * which skips destroyed and closed sessions.
+ */
+export const SESSION_CLOSE_GRACE_MS = 10_000;
 
 /**
  * The connections of the HTTP/2 listener, for graceful shutdown: Node's HTTP/2 server has
@@ -746,9 +761,31 @@ export class TlsConnections {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private closing = false;
 
-  constructor(server: tls.Server) {
+  /** The socket a session being created runs on: Node creates it in its own listener of this event. */
+  private connecting: net.Socket | undefined;
+
+  constructor(server: tls.Server, closeGraceMs = SESSION_CLOSE_GRACE_MS) {
+    const remember = (s: net.Socket) => (this.connecting = s);
+    server.prependListener('connection', remember);
+    server.prependListener('secureConnection', remember);
     server.on('session', (session: http2.ServerHttp2Session) => {
-      deferDestroy(session);
+      const socket = this.connecting;
+      this.connecting = undefined;
+      // a destroyed session whose socket is still open after the grace period: close the
+      // socket (from a timer, a clean stack), which closes the session
+      deferDestroy(session, () => {
+        if (socket === undefined || socket.destroyed) return;
+        const timer = setTimeout(() => {
+          if (!socket.destroyed) socket.destroy();
+        }, closeGraceMs);
+        timer.unref();
+        session.once('close', () => clearTimeout(timer));
+      });
+      // the idle timeout skips a session that got or sent GOAWAY (closed): one whose last
+      // streams stalled would stay open; destroy it when it times out
+      session.on('timeout', () => {
+        if (session.closed && !session.destroyed) session.destroy();
+      });
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
       if (this.closing) session.close();
