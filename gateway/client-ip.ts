@@ -30,7 +30,7 @@ export function forwardedFor(
   if (header === undefined) return peer;
   const joined = Array.isArray(header) ? header.join(',') : header;
   // a slice of a short header keeps little alive: copy only out of a long one
-  const own = (ip: string) => (ip === peer || joined.length <= SHORT_HEADER ? ip : ownString(ip));
+  const copy = joined.length > SHORT_HEADER;
   const list = joined.split(',');
   let candidate = peer;
   for (let i = list.length - 1; i >= 0; i--) {
@@ -39,12 +39,13 @@ export function forwardedFor(
     if (entry.startsWith('[')) entry = entry.slice(1, entry.indexOf(']'));
     else if (isIP(entry) === 0 && /^[\d.]+:\d+$/.test(entry)) entry = entry.slice(0, entry.indexOf(':'));
     const family = isIP(entry);
-    if (family === 0) return own(candidate);
+    if (family === 0) return copy ? ownString(candidate) : candidate;
     const ip = clientAddress(entry);
     candidate = ip;
-    if (!trusted.check(ip, family === 6 && ip.includes(':') ? 'ipv6' : 'ipv4')) return own(ip);
+    if (!trusted.check(ip, family === 6 && ip.includes(':') ? 'ipv6' : 'ipv4'))
+      return copy ? ownString(ip) : ip;
   }
-  return own(candidate);
+  return copy ? ownString(candidate) : candidate;
 }
 
 /** A trusted proxy said the client connection was https. */

@@ -11,20 +11,13 @@
 /** Shorter strings are never slices: V8 copies them when they are cut out. */
 export const SLICE_MIN_LENGTH = 13;
 
-// eslint-disable-next-line no-control-regex -- the whole one-byte range is the point
-const ONE_BYTE = /^[\x00-\xff]*$/;
-
 /**
- * `s` as a flat string of its own: neither a slice of a longer string nor a concatenation
- * of pieces, whatever `s` is, and equal to it. Costs a copy (about 0.3 µs for an address,
- * 1.5 µs for 2 KB): meant for the strings a long-lived structure keeps, not for every
- * string of a request. (`` ` ${s}`.slice(1) `` is a slice too, of a fresh copy one
- * character longer.)
+ * `s` as a string that keeps nothing of the request alive: not a slice of what it was cut
+ * from, nor a concatenation of pieces, and equal to it. ` ${s}` is flattened into a new string when it
+ * is sliced, so the result refers to that copy alone (one character longer than `s`). Costs
+ * a copy (about 15 ns for an address): meant for the strings a long-lived structure keeps,
+ * not for every string of a request.
  */
 export function ownString(s: string): string {
-  if (s.length < SLICE_MIN_LENGTH) return s;
-  if (s.length <= 64) return JSON.parse(JSON.stringify(s)) as string;
-  return ONE_BYTE.test(s)
-    ? Buffer.from(s, 'latin1').toString('latin1')
-    : Buffer.from(s, 'utf16le').toString('utf16le');
+  return s.length < SLICE_MIN_LENGTH ? s : ` ${s}`.slice(1);
 }

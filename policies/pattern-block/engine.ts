@@ -2,7 +2,7 @@ import type { RequestBody } from '../../gateway/context.js';
 import type { Deny } from '../../gateway/policy.js';
 import type { BlockReason } from '../../gateway/errors.js';
 import { parseBody, mediaTypeOf } from '../../gateway/body.js';
-import { SLICE_MIN_LENGTH } from '../../gateway/own-string.js';
+import { ownString } from '../../gateway/own-string.js';
 import {
   TRANSFORMS,
   urlDecodeOnce,
@@ -1056,15 +1056,6 @@ const LONG_MEMO_SLOTS = 1024;
 const COPY_ABOVE = 4 * CLEAN_MEMO_MAX_LENGTH;
 
 /**
- * `v` to keep in a memo: with `copy`, not a possible slice of a long string (see
- * gateway/own-string.ts) but a slice of a fresh copy one character longer (` ${v}` is
- * flattened when sliced): cheaper than `ownString`'s copy, and as small.
- */
-function kept(v: string, copy: boolean): string {
-  return copy && v.length >= SLICE_MIN_LENGTH ? ` ${v}`.slice(1) : v;
-}
-
-/**
  * Values found clean, in a two-way set-associative cache: a value has two neighbouring
  * slots, by a hash of its length and three of its code units, and the pair keeps the two
  * values last put there (the newer first). Looking a value up is two comparisons and
@@ -1106,7 +1097,7 @@ class CleanMemo {
    */
   put(slot: number, v: string, copy: boolean): void {
     this.slots[slot + 1] = this.slots[slot]!;
-    this.slots[slot] = kept(v, copy);
+    this.slots[slot] = copy ? ownString(v) : v;
   }
 }
 
@@ -1125,7 +1116,7 @@ function cleanForName(set: PlanSet, tests: readonly RegExp[], leaf: string, copy
     if (cache) {
       if (set.nameBits.size >= CLEAN_MEMO_ENTRIES) set.nameBits.clear();
       // (a copy of a slice: see CleanMemo.put)
-      set.nameBits.set(kept(leaf, copy), bits);
+      set.nameBits.set(copy ? ownString(leaf) : leaf, bits);
     }
   }
   return (set.cleanByNames[bits] ??= new CleanMemo(set.memoSlots));
