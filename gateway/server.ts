@@ -131,6 +131,8 @@ export class Gateway {
   private readonly connections = new WeakMap<Socket, ConnectionState>();
   /** Each request's place on its connection. */
   private readonly turns = new WeakMap<http.IncomingMessage, Turn>();
+  /** Answers after which onClientError already arranged for their connection to close. */
+  private readonly closeAfter = new WeakSet<http.ServerResponse>();
   private readonly sockets = new Set<Socket>();
   private closing = false;
   private readonly metricChildren = new Map<string, { inc(): void }>();
@@ -496,7 +498,12 @@ export class Gateway {
       const answered = last !== undefined && !last.req.complete ? open[open.length - 2] : last;
       if (answered !== undefined) {
         answered.shouldKeepAlive = false;
-        answered.once('finish', () => socket.destroySoon());
+        // Node reports the parser's error again for every chunk read after it (each TLS
+        // record): arrange the close once, not once per chunk.
+        if (!this.closeAfter.has(answered)) {
+          this.closeAfter.add(answered);
+          answered.once('finish', () => socket.destroySoon());
+        }
         return;
       }
       socket.destroy();
