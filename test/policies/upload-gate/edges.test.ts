@@ -4,6 +4,8 @@
  * and that the mock never received the file; each acceptance at a limit checked for what
  * the mock stored.
  *
+ * - a name cut to max_filename_length must not end on a dangerous inner extension that the
+ *   check never saw (`AAAA….html.png`);
  * - a file, a text field or a part count exactly at its limit passes, one more is refused.
  */
 import t, { type Test } from 'tap';
@@ -59,6 +61,25 @@ t.test('the shipped upload route', async (t) => {
   const h = await startHarness();
   t.teardown(() => h.close());
   const token = await h.login('alice');
+
+  await t.test('a long name whose cut ends on a dangerous inner extension is refused', async (t) => {
+    // max_filename_length 128: the stem is cut to 124 characters, which end in ".html"
+    // (".php" likewise); the forwarded name would have been "AAAA….html.png"
+    for (const inner of ['html', 'php']) {
+      await h.clearMock();
+      const stem = `${'A'.repeat(124 - inner.length - 1)}.${inner}${'B'.repeat(50)}`;
+      const r = await upload(h, token, [
+        { name: 'file', filename: `${stem}.png`, type: 'image/png', data: png() },
+      ]);
+      await expectRefused(t, h, r, {
+        status: 400,
+        code: 'upload_rejected',
+        check: 'extension',
+        reason: 'double_extension',
+        detail: { inner: [inner] },
+      });
+    }
+  });
 
   await t.test('a file of exactly 16 MB passes; one byte more is 413', async (t) => {
     const limit = 16 * 1024 * 1024;
