@@ -6,6 +6,8 @@
  *
  * - a name cut to max_filename_length must not end on a dangerous inner extension that the
  *   check never saw (`AAAA….html.png`);
+ * - the markup scan must know every byte that ends an HTML tag name (`<svg/onload=…>`,
+ *   `<script\f>`);
  * - a file, a text field or a part count exactly at its limit passes, one more is refused.
  */
 import t, { type Test } from 'tap';
@@ -77,6 +79,21 @@ t.test('the shipped upload route', async (t) => {
         check: 'extension',
         reason: 'double_extension',
         detail: { inner: [inner] },
+      });
+    }
+  });
+
+  await t.test('markup openers ended by "/" or a form feed are found', async (t) => {
+    for (const text of ['<svg/onload=alert(1)>', '<body/onload=alert(1)>', '<script\f>alert(1)</script>']) {
+      await h.clearMock();
+      const r = await upload(h, token, [
+        { name: 'file', filename: 'r.png', type: 'image/png', data: png(4, 3, { text }) },
+      ]);
+      await expectRefused(t, h, r, {
+        status: 400,
+        code: 'upload_rejected',
+        check: 'content',
+        reason: 'embedded_markup',
       });
     }
   });
