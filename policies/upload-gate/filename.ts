@@ -43,11 +43,7 @@ export function sanitizeFilename(raw: string, opts: SanitizeOptions): SanitizedN
   let ext = dot > 0 ? s.slice(dot + 1) : '';
   stem = stem.replace(/[\s.]+$/, '');
   if (WINDOWS_DEVICE.test(stem)) stem = `_${stem}`;
-  const inner = stem
-    .split('.')
-    .slice(1)
-    .map((e) => e.trim().toLowerCase())
-    .filter((e) => e !== '');
+  const inner = innerExtensions(stem);
   ext = ext.trim();
   if (stem === '' && ext !== '') stem = 'upload';
   const suffix = ext === '' ? '' : `.${ext}`;
@@ -62,9 +58,21 @@ export function sanitizeFilename(raw: string, opts: SanitizeOptions): SanitizedN
     }
     stem = cut;
     stem = stem.replace(/[\s.]+$/, '');
+    // the cut can end the stem on a new inner extension ('x.phpAAAA' cut to 'x.php'): the
+    // forwarded name is what a server will see, so its inner extensions count too
+    for (const e of innerExtensions(stem)) if (!inner.includes(e)) inner.push(e);
   }
   const name = stem === '' ? '' : `${stem}${suffix}`;
   return { name, ext: ext.toLowerCase(), inner };
+}
+
+/** The dot-separated segments of a stem after its first (`a.php.x` → ['php', 'x']), lowercase. */
+function innerExtensions(stem: string): string[] {
+  return stem
+    .split('.')
+    .slice(1)
+    .map((e) => e.trim().toLowerCase())
+    .filter((e) => e !== '');
 }
 
 /** The inner extensions that are dangerous (`receipt.php.png` → ['php']). */

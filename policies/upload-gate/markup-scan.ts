@@ -2,19 +2,24 @@
  * Looks for markup and server-side script openers inside a file (polyglots: a GIF that
  * is also an HTML page, a JPEG with `<?php` in a comment, a PNG with `<script>` in a text
  * chunk). Case-insensitive, across chunk boundaries. Each marker must be followed by a
- * delimiter (whitespace, `>`, `/`), so that random compressed bytes practically never
- * match: the shortest marker with its delimiter is five fixed bytes.
+ * delimiter, so that random compressed bytes practically never match: the shortest marker
+ * with its delimiter is five fixed bytes. For a tag, the delimiters are every byte that ends
+ * a tag name in the HTML tokenizer (whitespace including form feed, `>`, `/`: browsers read
+ * `<svg/onload=…>` and `<script\f>` as tags); for `<?php`, PHP's own (space, tab, newline).
  */
 
+/** What ends a tag name in the HTML tokenizer (WHATWG "tag name state"); CR becomes LF. */
+const TAG_END = ' \t\n\f\r>/';
+
 const MARKERS: readonly { readonly text: Buffer; readonly label: string; readonly delims: string }[] = [
-  ['<script', 'script', ' \t\r\n>/'],
-  ['<html', 'html', ' \t\r\n>'],
-  ['<!doctype html', 'html', ' \t\r\n>'],
-  ['<svg', 'svg', ' \t\r\n>'],
-  ['<iframe', 'html', ' \t\r\n>/'],
-  ['<object', 'html', ' \t\r\n>'],
-  ['<embed', 'html', ' \t\r\n>/'],
-  ['<body', 'html', ' \t\r\n>'],
+  ['<script', 'script', TAG_END],
+  ['<html', 'html', TAG_END],
+  ['<!doctype html', 'html', ' \t\n\f\r>'],
+  ['<svg', 'svg', TAG_END],
+  ['<iframe', 'html', TAG_END],
+  ['<object', 'html', TAG_END],
+  ['<embed', 'html', TAG_END],
+  ['<body', 'html', TAG_END],
   ['<?php', 'php', ' \t\r\n'],
   ['<jsp:', 'server script', ''],
 ].map(([text, label, delims]) => ({ text: Buffer.from(text!, 'latin1'), label: label!, delims: delims! }));

@@ -174,12 +174,16 @@ class UploadJob {
         preservePath: true,
         defParamCharset: 'utf8',
         defCharset: 'utf8',
+        // busboy's size and part limits fire on reaching the limit, not on passing it (a file
+        // of exactly fileSize bytes is 'truncated', the partsLimit event follows the last
+        // allowed part): one more, so that a body exactly at each configured limit passes.
+        // (The files and fields limits fire when one more part begins: they are exact.)
         limits: {
-          fileSize: this.s.maxFile,
+          fileSize: this.s.maxFile + 1,
           files: this.s.maxFiles,
           fields: this.s.maxFields,
-          parts: this.s.maxParts,
-          fieldSize: this.s.maxFieldSize,
+          parts: this.s.maxParts + 1,
+          fieldSize: this.s.maxFieldSize + 1,
           fieldNameSize: 200,
           headerPairs: 32,
         },

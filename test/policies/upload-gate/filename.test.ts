@@ -79,6 +79,13 @@ t.test('extensions and inner extensions', async (t) => {
   t.same(dangerousInner(sanitizeFilename('scan.final.v2.pdf', opts).inner), []);
 });
 
+t.test('a cut that ends the stem on a dangerous extension reports it as inner', async (t) => {
+  // maxLength 64, ".png": the stem keeps 60 characters, which end in ".php"
+  const r = sanitizeFilename(`${'a'.repeat(56)}.php${'b'.repeat(40)}.png`, opts);
+  t.equal(r.name, `${'a'.repeat(56)}.php.png`);
+  t.same(dangerousInner(r.inner), ['php']);
+});
+
 t.test('nothing usable left', async (t) => {
   t.equal(name('../..'), '');
   t.equal(name('\u0000\u0001'), '');

@@ -47,6 +47,15 @@ t.test('markup openers are found wherever the chunks split them', async (t) => {
   );
 });
 
+t.test('every byte that ends an HTML tag name ends a marker', async (t) => {
+  for (const tag of ['script', 'html', 'svg', 'iframe', 'object', 'embed', 'body']) {
+    for (const end of [' ', '\t', '\n', '\f', '\r', '>', '/']) {
+      t.ok(markupIn(Buffer.from(`x<${tag}${end}onload=alert(1)>`), [3]), `<${tag}${JSON.stringify(end)}`);
+    }
+  }
+  t.equal(markupIn(Buffer.from('x<svgx '), [3]), undefined, 'a longer tag name is another tag');
+});
+
 t.test('markup scan over 4 MB of random bytes without "<" finds nothing', async (t) => {
   const data = Buffer.from(crypto.randomBytes(4 << 20).map((b) => (b === 0x3c ? 0x3d : b)));
   t.equal(markupIn(data, [65536]), undefined);
