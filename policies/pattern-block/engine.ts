@@ -1901,6 +1901,7 @@ const BODY_AWARE_DETECTORS = new Set([
   'body_on_get',
   'content_type',
   'content_type_params',
+  'content_encoding',
 ]);
 
 /** Score matches and decide. Monitor-pack matches only ever make a `monitor` decision. */

@@ -424,6 +424,23 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
       : undefined,
 
   /**
+   * A body sent with a content coding (`Content-Encoding: gzip`, `br`, `deflate` …): the
+   * engine inspects the bytes as they arrive, so compressed content would reach a service
+   * that decompresses request bodies without having been inspected. Only `identity` (the
+   * absence of a coding) is accepted; a request without a body is left alone.
+   */
+  content_encoding: (r) => {
+    if (r.bodyLength === 0 && header(r, 'transfer-encoding') === undefined) return undefined;
+    const ce = header(r, 'content-encoding');
+    if (ce === undefined) return undefined;
+    for (const part of ce.split(',')) {
+      const coding = part.trim().toLowerCase();
+      if (coding !== '' && coding !== 'identity') return `body with content coding ${coding.slice(0, 20)}`;
+    }
+    return undefined;
+  },
+
+  /**
    * A non-empty body whose media type the route does not accept. An OPTIONS body is not
    * processed by the API (RFC 9110 §9.3.7 leaves its use open), so there only a missing or
    * malformed media type counts.

@@ -1,4 +1,6 @@
 import t from 'tap';
+import http from 'node:http';
+import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { startHarness } from '../../helpers/harness.js';
 
 /** Over real TCP: 403 request_blocked, nothing reaches the mock, audit and metric carry the family. */
@@ -81,4 +83,43 @@ t.test('monitor mode for a pack lets the request through', async (t) => {
   t.equal(r.status, 201, 'a monitored pack does not block');
   const seen = await h.mockRequests();
   t.ok(seen.some((x) => x.method === 'POST' && x.path === '/api/receipts'));
+});
+
+/** A compressed body would be inspected as compressed bytes: refused, whatever it holds (proto-173). */
+t.test('a body sent with a content coding is refused and never forwarded', async (t) => {
+  const h = await startHarness();
+  t.teardown(() => h.close());
+  const token = await h.login('alice');
+  await h.clearMock();
+  const json = JSON.stringify({ merchant: 'Corner Cafe', total: 4.5 });
+  const post = (headers: Record<string, string>, body: Buffer | string, chunked = false) =>
+    new Promise<number>((resolve, reject) => {
+      const req = http.request(`${h.url}/api/receipts`, {
+        method: 'POST',
+        headers: {
+          Authorization: `Bearer ${token}`,
+          'Content-Type': 'application/json',
+          ...(chunked
+            ? { 'Transfer-Encoding': 'chunked' }
+            : { 'Content-Length': String(Buffer.byteLength(body)) }),
+          ...headers,
+        },
+        agent: false,
+      });
+      req.on('response', (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode!));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  t.equal(await post({ 'Content-Encoding': 'gzip' }, gzipSync(json)), 403, 'gzip, with Content-Length');
+  t.equal(await post({ 'Content-Encoding': 'br' }, brotliCompressSync(json), true), 403, 'br, chunked');
+  t.equal(await post({ 'Content-Encoding': 'identity' }, json), 201, 'identity is no coding');
+  t.equal(await post({}, json), 201);
+  const seen = (await h.mockRequests()).filter((r) => r.method === 'POST' && r.path === '/api/receipts');
+  t.equal(seen.length, 2, 'only the two uncoded bodies reached the upstream');
+  const blocked = (await h.audit()).filter((e) => e.event === 'request_blocked');
+  t.equal(blocked.length, 2);
+  for (const e of blocked) t.same(e.rule_ids, ['proto-173']);
 });

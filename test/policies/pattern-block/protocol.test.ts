@@ -88,6 +88,28 @@ t.test('accept_charset only parses an Accept that names a charset', (t) => {
   t.end();
 });
 
+t.test('content_encoding refuses a body sent with any coding but identity', (t) => {
+  const d = REQUEST_DETECTORS.content_encoding!;
+  const withBody = (raw: string[]): RequestFacts => ({ ...facts(raw, 'POST'), bodyLength: 10 });
+  t.equal(d(withBody(['Host', 'a', 'Content-Encoding', 'gzip']), settings), 'body with content coding gzip');
+  t.equal(d(withBody(['Host', 'a', 'Content-Encoding', ' BR ']), settings), 'body with content coding br');
+  t.equal(
+    d(withBody(['Host', 'a', 'Content-Encoding', 'identity, deflate']), settings),
+    'body with content coding deflate',
+    'every coding of the list counts',
+  );
+  t.equal(d(withBody(['Host', 'a', 'Content-Encoding', 'identity']), settings), undefined);
+  t.equal(d(withBody(['Host', 'a', 'Content-Encoding', '']), settings), undefined);
+  t.equal(d(withBody(['Host', 'a']), settings), undefined);
+  t.equal(d(facts(['Host', 'a', 'Content-Encoding', 'gzip'], 'GET'), settings), undefined, 'no body');
+  t.equal(
+    d(facts(['Host', 'a', 'Content-Encoding', 'gzip', 'Transfer-Encoding', 'chunked'], 'POST'), settings),
+    'body with content coding gzip',
+    'a chunked body, its length not known yet',
+  );
+  t.end();
+});
+
 t.test('empty_accept spares OPTIONS and the clients known to send it', (t) => {
   const d = REQUEST_DETECTORS.empty_accept!;
   t.equal(d(facts(['Host', 'a', 'Accept', '']), settings), 'empty Accept');
