@@ -5,7 +5,14 @@ import {
   engineFromConfig,
   type PatternBlockConfig,
 } from '../../../policies/pattern-block/index.js';
-import { inspectRequest, pointerField, type Engine } from '../../../policies/pattern-block/engine.js';
+import {
+  headOf,
+  inspectBody,
+  inspectHead,
+  inspectRequest,
+  pointerField,
+  type Engine,
+} from '../../../policies/pattern-block/engine.js';
 import {
   urlDecodeRepeat,
   htmlEntityDecode,
@@ -498,4 +505,31 @@ t.test('the policy: onRequest denies on the head, onBody on the body, monitor pa
   t.equal(pm.onBody!(m), undefined);
   t.equal(m.monitored.length, 1);
   t.equal(m.monitored[0]!.reason, 'xss');
+});
+
+t.test('a coded body without a declared length is judged once the body is known (proto-173)', async (t) => {
+  const e = engineFromConfig(config(), process.cwd());
+  const { head, body } = headOf({
+    method: 'POST',
+    target: '/api/receipts',
+    headers: { ...H, 'Content-Type': 'application/json', 'Content-Encoding': 'gzip' },
+    body: '{"merchant":"Corner Cafe"}',
+  });
+  // an HTTP/2 request: neither Content-Length nor Transfer-Encoding
+  const headers = { ...head.headers };
+  delete headers['content-length'];
+  const rawHeaders: string[] = [];
+  for (let i = 0; i < head.rawHeaders.length; i += 2)
+    if (head.rawHeaders[i]!.toLowerCase() !== 'content-length')
+      rawHeaders.push(head.rawHeaders[i]!, head.rawHeaders[i + 1]!);
+  const h2 = { ...head, headers, rawHeaders, httpVersion: '2.0' };
+  t.same(
+    inspectHead(e, h2).map((m) => m.ruleId),
+    [],
+    'the head alone shows no body',
+  );
+  t.same(
+    inspectBody(e, h2, body!).map((m) => m.ruleId),
+    ['proto-173'],
+  );
 });
