@@ -24,6 +24,20 @@ const HOP_BY_HOP = new Set([
   'http2-settings',
 ]);
 
+/**
+ * A client-sent identity header: `x-auth-*` (names arrive lowercased), also spelled with
+ * underscores (`x_auth_roles`, `x-auth_subject`, …). CGI, WSGI and Rack servers turn `-`
+ * and `_` into the same variable (HTTP_X_AUTH_ROLES), so an upstream behind such a server
+ * would read an underscore spelling as the identity the gateway sets (or as a second value
+ * of it).
+ */
+export function isIdentityHeader(name: string): boolean {
+  if (name.length < 7 || name.charCodeAt(0) !== 120 /* x */) return false;
+  const a = name.charCodeAt(1);
+  const b = name.charCodeAt(6);
+  return (a === 45 || a === 95) && (b === 45 || b === 95) && name.startsWith('auth', 2);
+}
+
 export interface UpstreamResponse {
   readonly status: number;
   readonly headers: Record<string, string | string[] | undefined>;
@@ -107,7 +121,7 @@ export function upstreamHeaders(
   const drop = ctx.dropUpstreamHeaders;
   for (const name in src) {
     if (HOP_BY_HOP.has(name)) continue;
-    if (name.charCodeAt(0) === 120 /* x */ && name.startsWith('x-auth-')) continue;
+    if (isIdentityHeader(name)) continue;
     if (name === 'content-length' || name === 'x-forwarded-for' || name === 'forwarded') continue;
     // Expect: 100-continue is answered to the client by the gateway (as NGINX does); undici
     // refuses the header, so forwarding it turned every curl upload over 1 KB into a 502.

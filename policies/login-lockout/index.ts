@@ -84,6 +84,8 @@ function hash(v: string): string {
 }
 
 const LOCAL = 'login-lockout';
+/** usernameOf(): the body names several different usernames. */
+const AMBIGUOUS = Symbol('ambiguous username');
 interface LoginState {
   /** hash of the normalised username, when the body carried a usable one */
   user: string | undefined;
@@ -147,25 +149,48 @@ export const loginLockout: PolicyFactory<typeof schema> = {
     const v6Prefix = config.ipv6_prefix;
     const counterPrefix = `lockout:${hash(JSON.stringify({ window: windowMs })).slice(0, 10)}:n:`;
 
-    const usernameOf = (body: RequestBody | undefined): string | undefined => {
+    const normalise = (v: string): string => {
+      const u = v.normalize('NFKC').trim();
+      return caseSensitive ? u : u.toLowerCase();
+    };
+
+    /**
+     * The hash of the body's username; undefined when it has no usable one; AMBIGUOUS when a
+     * form names several different ones (frameworks disagree on which one counts: the first,
+     * the last, a list), so no count could be trusted to be the upstream's username.
+     */
+    const usernameOf = (body: RequestBody | undefined): string | undefined | typeof AMBIGUOUS => {
       if (body === undefined) return undefined;
-      let v: unknown;
+      let u: string | undefined;
       if (body.json !== undefined) {
-        v = body.json;
+        let v: unknown = body.json;
         for (const seg of fieldPath) {
           if (v === null || typeof v !== 'object' || Array.isArray(v) || !Object.hasOwn(v, seg))
             return undefined;
           v = (v as Record<string, unknown>)[seg];
         }
+        if (typeof v !== 'string') return undefined;
+        u = normalise(v);
       } else {
         const pairs = body.form ?? body.fields;
-        v = pairs?.find((p) => p[0] === field)?.[1];
+        if (pairs === undefined) return undefined;
+        for (const [name, value] of pairs) {
+          if (name !== field) continue;
+          const n = normalise(value);
+          if (u === undefined) u = n;
+          else if (n !== u) return AMBIGUOUS;
+        }
+        if (u === undefined) return undefined;
       }
-      if (typeof v !== 'string') return undefined;
-      let u = v.normalize('NFKC').trim();
-      if (!caseSensitive) u = u.toLowerCase();
       if (u === '' || u.length > maxLen) return undefined;
       return hash(u);
+    };
+
+    const ambiguous: Deny = {
+      code: 'bad_request',
+      message: 'The login request names more than one username.',
+      ruleIds: ['login-lockout-ambiguous-username'],
+      detail: { check: 'ambiguous_username' },
     };
 
     const locked = (ms: number, scope: 'username' | 'ip'): Deny => ({
@@ -251,7 +276,9 @@ export const loginLockout: PolicyFactory<typeof schema> = {
       async onBody(ctx) {
         const state = ctx.locals.get(LOCAL) as LoginState | undefined;
         if (state === undefined) return undefined;
-        state.user = usernameOf(ctx.body);
+        const user = usernameOf(ctx.body);
+        if (user === AMBIGUOUS) return ambiguous;
+        state.user = user;
         if (state.user === undefined) return undefined;
         const left = await store.blockedFor(`${LOCK_PREFIX}u:${state.user}`);
         return left > 0 ? locked(left, 'username') : undefined;

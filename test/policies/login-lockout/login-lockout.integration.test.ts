@@ -108,3 +108,60 @@ t.test('bad input reaches the upstream and counts per IP only; the IP is locked 
   t.equal(ipLocked.status, 429, '8 failures from one IP lock the IP, whatever the username');
   t.match(ipLocked.headers.get('retry-after'), /^(899|900)$/);
 });
+
+t.test(
+  'a form naming several usernames is refused: no lockout bypass, no reset by another account',
+  async (t) => {
+    // The mock (like any server using the last value) logs in the last `username`, the
+    // gateway used to count the first one: each attempt below was a free guess on admin.
+    const h = await startHarness({ config: CONFIG, env: { MAX_LOGIN_ATTEMPTS: '2' } });
+    t.teardown(() => h.close());
+    await h.clearMock();
+    const form = 'application/x-www-form-urlencoded';
+    for (let i = 0; i < 4; i++) {
+      const r = await post(h, `username=decoy-${i}&username=admin&password=wrong-${i}`, form);
+      t.equal(r.status, 400, `attempt ${i}: refused`);
+      t.equal(r.headers.get('content-type'), 'application/json; charset=utf-8');
+      const body = JSON.parse(r.body) as Record<string, unknown>;
+      t.same(Object.keys(body).sort(), ['error', 'message', 'request_id']);
+      t.match(body, { error: 'bad_request', message: 'The login request names more than one username.' });
+      t.equal(body.request_id, r.headers.get('x-request-id'));
+    }
+    // a success of another account must not reset admin's count either
+    const reset = await post(h, 'username=admin&username=alice&password=alice-secret-pw', form);
+    t.equal(reset.status, 400);
+    t.same(await h.mockRequests(), [], 'none of them reached the upstream');
+
+    // the same username twice (after normalisation) is one username: forwarded and counted
+    const same = await post(h, 'username=admin&username=%EF%BC%A1dmin&password=wrong', form);
+    t.equal(same.status, 401, 'forwarded; the upstream answered');
+    t.equal((await post(h, creds('admin', 'wrong'))).status, 401);
+    const locked = await post(h, creds('admin', 'admin-secret-pw'));
+    t.equal(locked.status, 429, 'admin is locked after two counted failures');
+    t.match(locked.headers.get('retry-after'), /^(899|900)$/);
+    t.equal((await h.mockRequests()).length, 2, 'only the two counted attempts reached the upstream');
+
+    const audit = await h.audit();
+    const refused = audit.filter((l) => l.event === 'request_blocked');
+    t.equal(refused.length, 5);
+    for (const l of refused) {
+      t.match(l, {
+        event: 'request_blocked',
+        path: '/api/auth/login',
+        method: 'POST',
+        decision: 'deny',
+        status: 400,
+        rule_ids: ['login-lockout-ambiguous-username'],
+        detail: { check: 'ambiguous_username' },
+      });
+    }
+    t.same(
+      audit
+        .filter((l) => l.event === 'login_failure')
+        .map((l) => (l.detail as Record<string, unknown>).failures),
+      [1, 2],
+    );
+    t.equal(audit.filter((l) => l.event === 'account_locked').length, 1);
+    t.notOk(JSON.stringify(audit).includes('wrong-'), 'no password in the audit log');
+  },
+);
