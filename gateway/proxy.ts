@@ -38,6 +38,39 @@ export function isIdentityHeader(name: string): boolean {
   return (a === 45 || a === 95) && (b === 45 || b === 95) && name.startsWith('auth', 2);
 }
 
+/**
+ * Request headers whose client-sent copies never reach the upstream, besides the identity
+ * headers: those the gateway sets itself from what it verified (the client's address and
+ * scheme, `X-Real-IP` included, which upstreams written for NGINX read), and those with which
+ * a client would have the upstream act on another path or method than the one the gateway's
+ * routes and policies judged (`X-Original-URL` and `X-Rewrite-URL`, read by IIS, Symfony and
+ * Zend; the method overrides of Express, Rails, Laravel …).
+ */
+const GATEWAY_OWNED = new Set([
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'forwarded',
+  'x-real-ip',
+  'x-original-url',
+  'x-rewrite-url',
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+]);
+
+/**
+ * Whether a client-sent request header must not be forwarded: an identity header, one of
+ * {@link GATEWAY_OWNED} or the request-id header, each also spelled with underscores (CGI,
+ * WSGI and Rack servers read `X_Real_IP` as `X-Real-IP`; NGINX drops such names by default).
+ */
+export function isGatewayOwned(name: string, requestIdHeader: string): boolean {
+  if (isIdentityHeader(name) || GATEWAY_OWNED.has(name)) return true;
+  if (name.indexOf('_') < 0) return false;
+  const dashed = name.replace(/_/g, '-');
+  return GATEWAY_OWNED.has(dashed) || dashed === requestIdHeader;
+}
+
 export interface UpstreamResponse {
   readonly status: number;
   readonly headers: Record<string, string | string[] | undefined>;
@@ -121,8 +154,8 @@ export function upstreamHeaders(
   const drop = ctx.dropUpstreamHeaders;
   for (const name in src) {
     if (HOP_BY_HOP.has(name)) continue;
-    if (isIdentityHeader(name)) continue;
-    if (name === 'content-length' || name === 'x-forwarded-for' || name === 'forwarded') continue;
+    if (isGatewayOwned(name, requestIdHeader)) continue;
+    if (name === 'content-length') continue;
     // Expect: 100-continue is answered to the client by the gateway (as NGINX does); undici
     // refuses the header, so forwarding it turned every curl upload over 1 KB into a 502.
     if (name === 'expect') continue;
@@ -133,6 +166,7 @@ export function upstreamHeaders(
     out[name] = Array.isArray(v) ? v.join(name === 'cookie' ? '; ' : ', ') : v;
   }
   out['x-forwarded-for'] = forwardedFor;
+  out['x-real-ip'] = ctx.clientIp;
   out['x-forwarded-proto'] = ctx.secure ? 'https' : 'http';
   if (src.host !== undefined) out['x-forwarded-host'] = src.host;
   out[requestIdHeader] = ctx.id;

@@ -400,6 +400,49 @@ t.test('X-Forwarded-For/Proto/Host are set; an untrusted peer cannot spoof them'
   t.equal(line?.client_ip, '127.0.0.1', 'the audit line has the socket address');
 });
 
+t.test(
+  'headers the gateway owns never come from the client, in any spelling; X-Real-IP is the client',
+  async (t) => {
+    await h.clearMock();
+    const x = await rawExchange(
+      h.url,
+      head('GET /api/echo-headers HTTP/1.1', [
+        ['Host', 'shop.example'],
+        ['Authorization', `Bearer ${token}`],
+        ['X-Real-IP', '6.6.6.6'],
+        ['X_Real_IP', '6.6.6.7'],
+        ['X_Forwarded_For', '6.6.6.8'],
+        ['x-forwarded_host', 'evil.example'],
+        ['X_Forwarded_Proto', 'https'],
+        ['X_Request_Id', 'forged-id'],
+        ['X-Original-URL', '/api/admin/users'],
+        ['X_Rewrite_URL', '/api/admin/users'],
+        ['X-HTTP-Method-Override', 'DELETE'],
+        ['X-HTTP-Method', 'DELETE'],
+        ['X_Method_Override', 'DELETE'],
+        ['X-Custom_Header', 'kept'],
+        ['Connection', 'close'],
+      ]),
+    );
+    const r = x.responses[0];
+    t.equal(r?.status, 200);
+    const seen = r?.json as Record<string, string>;
+    t.equal(seen['x-real-ip'], '127.0.0.1', 'X-Real-IP is the address the gateway determined');
+    t.same(
+      Object.keys(seen)
+        .filter((k) => k.includes('_') || /override|original|rewrite|x-http-method/.test(k))
+        .sort(),
+      ['x-custom_header'],
+      'no underscore spelling of an owned header and no path or method override reaches the upstream',
+    );
+    t.equal(seen['x-custom_header'], 'kept', 'other names with underscores pass');
+    t.equal(seen['x-forwarded-for'], '127.0.0.1');
+    t.equal(seen['x-forwarded-host'], 'shop.example');
+    t.equal(seen['x-request-id'], r?.headers['x-request-id']);
+    t.not(seen['x-request-id'], 'forged-id');
+  },
+);
+
 t.test('trusted proxies: the right-most untrusted X-Forwarded-For entry is the client', async (t) => {
   const hh = await startHarness({
     config: 'listen: { trusted_proxies: [127.0.0.1/32, 10.0.0.0/8, "fd00::/8"] }',
