@@ -171,7 +171,7 @@ class InstrumentedStore implements Store {
   consume: Store['consume'] = (b, c) => this.#w(this.#s.consume(b, c));
   increment: Store['increment'] = (k, w) => this.#w(this.#s.increment(k, w));
   count: Store['count'] = (k, w) => this.#w(this.#s.count(k, w));
-  block: Store['block'] = (k, t) => this.#w(this.#s.block(k, t));
+  block: Store['block'] = (k, t, o) => this.#w(this.#s.block(k, t, o));
   blockedFor: Store['blockedFor'] = (k) => this.#w(this.#s.blockedFor(k));
   reset: Store['reset'] = (k) => this.#w(this.#s.reset(k));
   listBlocks: Store['listBlocks'] = (p, l) => this.#w(this.#s.listBlocks(p, l));
