@@ -1,5 +1,7 @@
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import os from 'node:os';
 import path from 'node:path';
 import { startHarness, type Harness } from '../helpers/harness.js';
@@ -128,6 +130,47 @@ t.test(
       'an explicit {} is a configuration of defaults',
     );
     t.throws(() => parseConfig('# nothing\n', 'empty.yaml', {}), ConfigLoadError);
+  },
+);
+
+t.test(
+  'reloads take turns: the last one asked for stays, even when an earlier one reads slowly',
+  async (t) => {
+    const good = fs.readFileSync(h.configFile, 'utf8');
+    const v1 = good.replace(/X-Gen: "?\d+"?/, 'X-Gen: "11"');
+    const v2 = good.replace(/X-Gen: "?\d+"?/, 'X-Gen: "12"');
+    t.not(v1, v2);
+    // The first reload's reads of the file are slow (a loaded disk, a network file system)
+    // and return the file as it was when it was asked for.
+    const readFile = fsp.readFile;
+    const who = new AsyncLocalStorage<string>();
+    const patched = async (...args: Parameters<typeof readFile>) => {
+      if (who.getStore() === 'first' && path.resolve(String(args[0])) === path.resolve(h.configFile)) {
+        await new Promise((r) => setTimeout(r, 300));
+        return v1;
+      }
+      return readFile(...args);
+    };
+    (fsp as { readFile: unknown }).readFile = patched;
+    t.teardown(() => {
+      (fsp as { readFile: unknown }).readFile = readFile;
+      fs.writeFileSync(h.configFile, good);
+    });
+    fs.writeFileSync(h.configFile, v1);
+    const first = who.run('first', () => h.gateway.reload('SIGHUP'));
+    // the file changes again, and a second reload is asked for while the first one runs
+    fs.writeFileSync(h.configFile, v2);
+    const second = who.run('second', () => h.gateway.reload('watch'));
+    const [a, b] = await Promise.all([first, second]);
+    t.equal(a.result, 'success');
+    t.equal(b.result, 'success');
+    t.ok(b.generation! > a.generation!, 'the second reload swapped after the first');
+    t.equal(h.gateway.generation.id, b.generation, 'the generation of the last reload serves');
+    const r = await fetch(`${h.url}/api/health`);
+    t.equal(r.headers.get('x-gen'), '12', 'the file as it is now, not as the slow reload read it');
+    await r.arrayBuffer();
+    (fsp as { readFile: unknown }).readFile = readFile;
+    await h.reload(GEN(2));
   },
 );
 
