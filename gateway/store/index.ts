@@ -106,7 +106,9 @@ class ErrorReporter {
     if (!this.#down) return;
     this.#down = false;
     this.#lastReport = -Infinity;
-    this.#opts.log.info({ store: this.store }, 'state store available again');
+    // the errors of this outage not reported yet are told now, not in the next outage's report
+    this.#opts.log.info({ store: this.store, suppressed: this.#suppressed }, 'state store available again');
+    this.#suppressed = 0;
   }
 }
 
