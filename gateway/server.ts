@@ -401,11 +401,23 @@ export class Gateway {
     return record;
   }
 
+  /** The reload running or last run: reloads take turns (see reload()). */
+  private reloading: Promise<unknown> = Promise.resolve();
+
   /**
    * Load, validate and compile the file again, then swap atomically. On any error the
    * running generation stays. Requests in flight finish on the generation they started with.
+   * Reloads asked for while one runs (SIGHUP and the file watch together, rapid signals)
+   * run one after the other, so the last one asked for reads the file last and its
+   * generation is the one that stays.
    */
-  async reload(trigger = 'api'): Promise<ReloadRecord> {
+  reload(trigger = 'api'): Promise<ReloadRecord> {
+    const run = this.reloading.then(() => this.reloadNow(trigger));
+    this.reloading = run.catch(() => {});
+    return run;
+  }
+
+  private async reloadNow(trigger: string): Promise<ReloadRecord> {
     const started = this.services.now();
     let record: ReloadRecord;
     // what this attempt judges (a watch event for the same bytes does not try them again)

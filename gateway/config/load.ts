@@ -203,8 +203,20 @@ export function parseConfig(
     });
   });
 
-  let value: unknown = doc.toJS({ maxAliasCount: 100 });
-  if (value === null || value === undefined) value = {};
+  const value: unknown = doc.toJS({ maxAliasCount: 100 });
+  if (value === null || value === undefined) {
+    // Nothing but blanks and comments: most likely a file caught while it was being
+    // written (truncated, not yet filled). Loading it would swap in an empty config
+    // (no routes, default policies); a deliberate minimal config is at least `{}`.
+    problems.push({
+      file,
+      line: 1,
+      column: 1,
+      keyPath: '',
+      message: 'the configuration file is empty (write `{}` for a configuration of defaults)',
+    });
+    throw new ConfigLoadError(problems);
+  }
   if (typeof value !== 'object' || Array.isArray(value)) {
     problems.push({
       file,

@@ -106,7 +106,9 @@ class ErrorReporter {
     if (!this.#down) return;
     this.#down = false;
     this.#lastReport = -Infinity;
-    this.#opts.log.info({ store: this.store }, 'state store available again');
+    // the errors of this outage not reported yet are told now, not in the next outage's report
+    this.#opts.log.info({ store: this.store, suppressed: this.#suppressed }, 'state store available again');
+    this.#suppressed = 0;
   }
 }
 
@@ -171,7 +173,7 @@ class InstrumentedStore implements Store {
   consume: Store['consume'] = (b, c) => this.#w(this.#s.consume(b, c));
   increment: Store['increment'] = (k, w) => this.#w(this.#s.increment(k, w));
   count: Store['count'] = (k, w) => this.#w(this.#s.count(k, w));
-  block: Store['block'] = (k, t) => this.#w(this.#s.block(k, t));
+  block: Store['block'] = (k, t, o) => this.#w(this.#s.block(k, t, o));
   blockedFor: Store['blockedFor'] = (k) => this.#w(this.#s.blockedFor(k));
   reset: Store['reset'] = (k) => this.#w(this.#s.reset(k));
   listBlocks: Store['listBlocks'] = (p, l) => this.#w(this.#s.listBlocks(p, l));

@@ -162,9 +162,12 @@ export class MemoryStore implements Store {
     return n;
   }
 
-  async block(key: string, ttlMs: number): Promise<void> {
+  async block(key: string, ttlMs: number, onlyIfAbsent = false): Promise<boolean> {
     if (!(ttlMs > 0)) throw new Error(`block ttl must be positive (got ${ttlMs})`);
-    this.#lru.set(K + key, new BlockEntry(this.#now() + Math.ceil(ttlMs)));
+    const now = this.#now();
+    if (onlyIfAbsent && this.#live<Entry>(K + key, now) instanceof BlockEntry) return false;
+    this.#lru.set(K + key, new BlockEntry(now + Math.ceil(ttlMs)));
+    return true;
   }
 
   async blockedFor(key: string): Promise<number> {

@@ -127,10 +127,17 @@ local from = tonumber(ARGV[1]) - tonumber(ARGV[2])
 return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.0f', from), '+inf')
 `;
 
-/** KEYS: block key, block index. ARGV: now, ttlMs, the caller's key (index member). */
+/**
+ * KEYS: block key, block index. ARGV: now, ttlMs, the caller's key (index member), '1' to
+ * leave a running block alone. Returns 1 when it set the block, 0 when one was running.
+ */
 const BLOCK = `
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
+if ARGV[4] == '1' then
+  local cur = redis.call('GET', KEYS[1])
+  if cur and tonumber(cur) > now then return 0 end
+end
 local exp = string.format('%.0f', now + ttl)
 redis.call('SET', KEYS[1], exp, 'PX', string.format('%.0f', ttl))
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now))
@@ -179,7 +186,14 @@ interface ScriptedRedis extends Redis {
   rgConsume(...args: (string | number)[]): Promise<number[]>;
   rgIncrement(key: string, now: number, windowMs: number, member: string, max: number): Promise<number>;
   rgCount(key: string, now: number, windowMs: number): Promise<number>;
-  rgBlock(key: string, index: string, now: number, ttlMs: number, member: string): Promise<number>;
+  rgBlock(
+    key: string,
+    index: string,
+    now: number,
+    ttlMs: number,
+    member: string,
+    onlyIfAbsent: '0' | '1',
+  ): Promise<number>;
   rgBlockedFor(key: string, now: number): Promise<number>;
   rgReset(b: string, c: string, k: string, index: string, member: string): Promise<number>;
   rgListBlocks(index: string, now: number, prefix: string, limit: number, scan: number): Promise<string[]>;
@@ -314,11 +328,19 @@ export class RedisStore implements Store {
     return Number(await this.#run(() => this.client.rgCount(this.#k('c', key), this.#now(), windowMs)));
   }
 
-  async block(key: string, ttlMs: number): Promise<void> {
+  async block(key: string, ttlMs: number, onlyIfAbsent = false): Promise<boolean> {
     if (!(ttlMs > 0)) throw new Error(`block ttl must be positive (got ${ttlMs})`);
-    await this.#run(() =>
-      this.client.rgBlock(this.#k('k', key), this.#index, this.#now(), Math.ceil(ttlMs), key),
+    const set = await this.#run(() =>
+      this.client.rgBlock(
+        this.#k('k', key),
+        this.#index,
+        this.#now(),
+        Math.ceil(ttlMs),
+        key,
+        onlyIfAbsent ? '1' : '0',
+      ),
     );
+    return Number(set) === 1;
   }
 
   async blockedFor(key: string): Promise<number> {

@@ -55,8 +55,12 @@ export interface Store {
   increment(key: string, windowMs: number): Promise<number>;
   /** The current count of a sliding window without adding to it. */
   count(key: string, windowMs: number): Promise<number>;
-  /** Set a block (ban, lockout) for ttlMs. */
-  block(key: string, ttlMs: number): Promise<void>;
+  /**
+   * Set a block (ban, lockout) for ttlMs. With `onlyIfAbsent`, a block still running is
+   * left as it is (neither extended nor shortened), atomically across instances on redis.
+   * Resolves true when this call set the block.
+   */
+  block(key: string, ttlMs: number, onlyIfAbsent?: boolean): Promise<boolean>;
   /** ms left on a block, 0 when not blocked. */
   blockedFor(key: string): Promise<number>;
   /** blockedFor() answered synchronously, offered by in-process backends only (as consumeSync). */

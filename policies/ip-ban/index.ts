@@ -206,8 +206,12 @@ export const ipBan: PolicyFactory<typeof schema> = {
       const key = clientKey(ctx.clientIp, v6Prefix);
       const n = await store.increment(counterPrefix + key, windowMs);
       if (n < threshold) return;
-      await store.block(BAN_PREFIX + key, banMs);
+      // Denials of requests that passed the ban check before the ban was set (concurrent
+      // ones, or on another instance) reach the threshold too: they neither extend the
+      // running ban nor report it again. Only the call that set the ban does.
+      const banned = await store.block(BAN_PREFIX + key, banMs, true);
       await store.reset(counterPrefix + key);
+      if (!banned) return;
       metrics.ipBans.inc();
       audit.request('ip_banned', ctx, {
         decision: 'deny',

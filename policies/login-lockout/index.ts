@@ -207,7 +207,9 @@ export const loginLockout: PolicyFactory<typeof schema> = {
       count: number,
       status: number,
     ) => {
-      await store.block(LOCK_PREFIX + key, lockMs);
+      // Failures of attempts that passed the lock check before the lock was set (concurrent
+      // ones, or on another instance) neither extend the running lock nor report it again.
+      if (!(await store.block(LOCK_PREFIX + key, lockMs, true))) return;
       metrics.accountLockouts.inc();
       audit.request('account_locked', ctx, {
         decision: 'deny',

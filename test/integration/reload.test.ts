@@ -1,11 +1,14 @@
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import os from 'node:os';
 import path from 'node:path';
 import { startHarness, type Harness } from '../helpers/harness.js';
 import { Gateway } from '../../gateway/server.js';
 import { silentLogger } from '../../gateway/observability/ops-log.js';
 import { eventually } from '../helpers/wait.js';
+import { ConfigLoadError, parseConfig } from '../../gateway/config/load.js';
 
 /**
  * Hot reload: by signal (Gateway.reload, what SIGHUP calls) and by file watch; an invalid
@@ -94,6 +97,82 @@ t.test('an invalid file is rejected: the old config keeps serving', async (t) =>
   t.equal(admin.status, 422, 'the admin reload endpoint reports the failure');
   t.equal(((await admin.json()) as { result: string }).result, 'error');
 });
+
+t.test(
+  'a file caught empty (truncated, not yet rewritten) is refused, not loaded as a config of defaults',
+  async (t) => {
+    const gen = h.gateway.generation.id;
+    const routes = h.gateway.generation.routes.length;
+    const err0 = await reloads(h, 'error');
+    const good = fs.readFileSync(h.configFile, 'utf8');
+    t.teardown(() => fs.writeFileSync(h.configFile, good));
+    const bad = ['', '\n  \n', '# receipt-gateway configuration.\n# (the rest not written yet)\n'];
+    for (const text of bad) {
+      fs.writeFileSync(h.configFile, text);
+      const rec = await h.gateway.reload('SIGHUP');
+      t.equal(rec.result, 'error', JSON.stringify(text));
+      t.same(rec.errors, [
+        `${h.configFile}:1:1: the configuration file is empty (write \`{}\` for a configuration of defaults)`,
+      ]);
+      t.equal(h.gateway.generation.id, gen, 'the generation did not change');
+      t.equal(h.gateway.generation.routes.length, routes, 'the routes are still there');
+      const r = await fetch(`${h.url}/api/health`);
+      t.equal(r.status, 200, 'the health route still answers');
+      t.equal(r.headers.get('x-gen'), '2', 'from the old config');
+      await r.arrayBuffer();
+    }
+    t.equal(await reloads(h, 'error'), err0 + bad.length, 'gateway_config_reloads_total{result="error"}');
+    const lines = (await h.audit()).filter((l) => l.event === 'config_reload' && l.result === 'error');
+    t.ok(lines.length >= bad.length);
+    t.match(lines.at(-1), { trigger: 'SIGHUP', errors: [/the configuration file is empty/] });
+    t.doesNotThrow(
+      () => parseConfig('{}\n', 'defaults.yaml', {}),
+      'an explicit {} is a configuration of defaults',
+    );
+    t.throws(() => parseConfig('# nothing\n', 'empty.yaml', {}), ConfigLoadError);
+  },
+);
+
+t.test(
+  'reloads take turns: the last one asked for stays, even when an earlier one reads slowly',
+  async (t) => {
+    const good = fs.readFileSync(h.configFile, 'utf8');
+    const v1 = good.replace(/X-Gen: "?\d+"?/, 'X-Gen: "11"');
+    const v2 = good.replace(/X-Gen: "?\d+"?/, 'X-Gen: "12"');
+    t.not(v1, v2);
+    // The first reload's reads of the file are slow (a loaded disk, a network file system)
+    // and return the file as it was when it was asked for.
+    const readFile = fsp.readFile;
+    const who = new AsyncLocalStorage<string>();
+    const patched = async (...args: Parameters<typeof readFile>) => {
+      if (who.getStore() === 'first' && path.resolve(String(args[0])) === path.resolve(h.configFile)) {
+        await new Promise((r) => setTimeout(r, 300));
+        return v1;
+      }
+      return readFile(...args);
+    };
+    (fsp as { readFile: unknown }).readFile = patched;
+    t.teardown(() => {
+      (fsp as { readFile: unknown }).readFile = readFile;
+      fs.writeFileSync(h.configFile, good);
+    });
+    fs.writeFileSync(h.configFile, v1);
+    const first = who.run('first', () => h.gateway.reload('SIGHUP'));
+    // the file changes again, and a second reload is asked for while the first one runs
+    fs.writeFileSync(h.configFile, v2);
+    const second = who.run('second', () => h.gateway.reload('watch'));
+    const [a, b] = await Promise.all([first, second]);
+    t.equal(a.result, 'success');
+    t.equal(b.result, 'success');
+    t.ok(b.generation! > a.generation!, 'the second reload swapped after the first');
+    t.equal(h.gateway.generation.id, b.generation, 'the generation of the last reload serves');
+    const r = await fetch(`${h.url}/api/health`);
+    t.equal(r.headers.get('x-gen'), '12', 'the file as it is now, not as the slow reload read it');
+    await r.arrayBuffer();
+    (fsp as { readFile: unknown }).readFile = readFile;
+    await h.reload(GEN(2));
+  },
+);
 
 t.test('requests in flight finish on the generation they started with', async (t) => {
   await h.reload(GEN(3));
@@ -211,6 +290,40 @@ t.test('reload by file watch: rewriting the file swaps the config', async (t) =>
   await new Promise((r) => setTimeout(r, 600));
   t.equal(gw.reloads.length, before, 'an unrelated file: no reload');
 });
+
+t.test(
+  'reload by file watch: a file truncated, then written slowly, is loaded only once complete',
+  async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-trunc-'));
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'gateway.yaml');
+    const base = configIn(dir);
+    fs.writeFileSync(file, base.replace(/X-Gen: "?\d+"?/, 'X-Gen: "401"'));
+    const gw = await watchingGateway(t, file);
+    const gen = gw.generation.id;
+    // the writer truncates the file and writes its header comment; the rest comes later than
+    // the watch's settling time
+    fs.writeFileSync(file, '# receipt-gateway configuration\n');
+    await eventually('the watcher tried the truncated file', () =>
+      gw.reloads.some((r) => r.trigger === 'watch'),
+    );
+    t.match(gw.reloads.at(-1), {
+      trigger: 'watch',
+      result: 'error',
+      errors: [/the configuration file is empty/],
+    });
+    t.equal(gw.generation.id, gen, 'still the same generation');
+    const r = await fetch(`${gw.url}/api/health`);
+    t.equal(r.status, 200, 'the routes still answer');
+    t.equal(r.headers.get('x-gen'), '401');
+    fs.writeFileSync(file, base.replace(/X-Gen: "?\d+"?/, 'X-Gen: "402"'));
+    await eventually(
+      'the completed file was loaded',
+      async () => (await fetch(`${gw.url}/api/health`)).headers.get('x-gen') === '402',
+    );
+    t.equal(gw.reloads.at(-1)?.result, 'success');
+  },
+);
 
 t.test('reload by file watch: a Kubernetes ConfigMap update (..data symlink swap)', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-configmap-'));

@@ -28,8 +28,10 @@ class TestStore implements Store {
   async count(key: string, windowMs: number): Promise<number> {
     return (this.events.get(key) ?? []).filter((ts) => ts > this.clock.now - windowMs).length;
   }
-  async block(key: string, ttlMs: number): Promise<void> {
+  async block(key: string, ttlMs: number, onlyIfAbsent = false): Promise<boolean> {
+    if (onlyIfAbsent && (this.blocks.get(key) ?? 0) > this.clock.now) return false;
     this.blocks.set(key, this.clock.now + ttlMs);
+    return true;
   }
   async blockedFor(key: string): Promise<number> {
     return Math.max(0, (this.blocks.get(key) ?? 0) - this.clock.now);

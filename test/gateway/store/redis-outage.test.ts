@@ -40,6 +40,7 @@ t.test(
     const metrics = new Metrics({ defaultMetrics: false });
     const warnings: Record<string, unknown>[] = [];
     const infos: string[] = [];
+    const infoFields: Record<string, unknown>[] = [];
     const audits: { event: string; fields: Record<string, unknown> }[] = [];
     const audit = {
       enabled: true,
@@ -59,7 +60,10 @@ t.test(
       audit,
       errorLogIntervalMs: 60_000,
       log: {
-        info: (_o, m) => void infos.push(m),
+        info: (o, m) => {
+          infos.push(m ?? '');
+          infoFields.push(o as Record<string, unknown>);
+        },
         warn: (o) => void warnings.push(o),
         error: (o) => void warnings.push(o),
       },
@@ -107,6 +111,20 @@ t.test(
     t.equal(after.allowed, true);
     t.equal(after.buckets[0]!.remaining, 99, 'the restarted (empty) redis starts a fresh bucket');
     t.equal(await store.increment('c', 1000), 1, 'scripts are reloaded after the restart (NOSCRIPT handled)');
+    const recovery = infoFields[infos.indexOf('state store available again')]!;
+    t.ok(
+      (recovery.suppressed as number) >= 10,
+      `the recovery line tells the errors of the outage not reported yet (${String(recovery.suppressed)})`,
+    );
+
+    // a second outage: its first report counts its own errors, not the first outage's
+    await redis.kill();
+    await until(() => !store.healthy(), 'the store to notice the second outage');
+    t.equal((await settles(store.consume(spec))).ok, false);
+    await until(() => audits.length === 2, 'the second outage to be reported');
+    t.equal(audits[1]!.event, 'store_unavailable');
+    t.equal(audits[1]!.fields.suppressed, 0, 'nothing of this outage was suppressed before its first report');
+    await redis.restart();
   },
 );
 

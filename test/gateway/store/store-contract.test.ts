@@ -198,6 +198,20 @@ function contract(name: string, make: Make): void {
       t.equal(await s.blockedFor('ban:5.6.7.8'), 5000, 'a new block replaces the old one');
     });
 
+    t.test('blocks only if absent: a running block is left as it is', async (t) => {
+      const { s, clock } = mk();
+      t.equal(await s.block('ban:9.9.9.9', 60_000, true), true, 'set when there is none');
+      clock.advance(10_000);
+      t.equal(await s.block('ban:9.9.9.9', 60_000, true), false, 'not set while one runs');
+      t.equal(await s.blockedFor('ban:9.9.9.9'), 50_000, 'neither extended nor shortened');
+      t.same(await s.listBlocks('ban:', 10), [{ key: 'ban:9.9.9.9', ttlMs: 50_000 }]);
+      clock.advance(50_000);
+      t.equal(await s.block('ban:9.9.9.9', 5000, true), true, 'set again once it ended');
+      t.equal(await s.blockedFor('ban:9.9.9.9'), 5000);
+      t.equal(await s.block('ban:9.9.9.9', 20_000), true, 'without the flag a block replaces the old one');
+      t.equal(await s.blockedFor('ban:9.9.9.9'), 20_000);
+    });
+
     t.test('one key may hold a bucket, a counter and a block; reset forgets all', async (t) => {
       const { s } = mk();
       const spec = [{ key: 'same', capacity: 1, windowMs: 60_000 }];

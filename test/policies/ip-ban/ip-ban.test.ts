@@ -141,6 +141,43 @@ t.test('auto-ban: threshold suspicious denials within the window ban the IP for 
   t.equal(await bans(services), 1, 'the count restarted after the ban');
 });
 
+t.test(
+  'auto-ban: denials of requests that passed the ban check before it was set ban once, and do not extend the ban',
+  async (t) => {
+    const { clock, services, store } = setup();
+    const p = await compilePolicy(ipBan, { threshold: 3, ban_duration: '30m' }, services);
+    const ip = '198.51.100.40';
+    // Seven requests in flight together: each passed the ban check, then was refused.
+    const ctxs = [];
+    for (let i = 0; i < 7; i++) {
+      const ctx = makeContext({ clientIp: ip });
+      t.equal(await p.onRequest!(ctx), undefined, `request ${i + 1} passes the ban check`);
+      ctxs.push(ctx);
+    }
+    for (const ctx of ctxs) p.onDone!(ctx, denied({ code: 'request_blocked' }));
+    await Promise.all(ctxs.map((c) => c.locals.get(PENDING_LOCAL)));
+    t.equal(await bans(services), 1, 'gateway_ip_bans_total counts one ban');
+    const ev = services.audited.filter((a) => a.event === 'ip_banned');
+    t.equal(ev.length, 1, 'one ip_banned audit event');
+    t.match(ev[0]!.fields, { detail: { key: ip, count: 3, ban_ms: 1_800_000 } });
+    t.same(await store.listBlocks(BAN_PREFIX, 10), [{ key: `${BAN_PREFIX}${ip}`, ttlMs: 1_800_000 }]);
+
+    // Ten minutes later, more requests that were in flight when the ban was set are refused.
+    clock.advance(600_000);
+    for (let i = 0; i < 4; i++) p.onDone!(ctxs[i]!, denied({ code: 'request_blocked' }));
+    await Promise.all(ctxs.slice(0, 4).map((c) => c.locals.get(PENDING_LOCAL)));
+    t.equal(await bans(services), 1, 'still one ban');
+    t.equal(services.audited.filter((a) => a.event === 'ip_banned').length, 1);
+    t.same(
+      await p.onRequest!(makeContext({ clientIp: ip })),
+      { code: 'ip_blocked', ruleIds: ['auto-ban'], detail: { source: 'auto_ban', ttl_ms: 1_200_000 } },
+      'the ban ends when it was set to, not later',
+    );
+    clock.advance(1_200_000);
+    t.equal(await p.onRequest!(makeContext({ clientIp: ip })), undefined, 'and then it is over');
+  },
+);
+
 t.test('auto-ban: only the configured kinds, only real denials, only within the window', async (t) => {
   const { clock, services } = setup();
   const p = await compilePolicy(ipBan, { threshold: 2 }, services);

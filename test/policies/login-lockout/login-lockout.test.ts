@@ -126,6 +126,46 @@ t.test(
   },
 );
 
+t.test(
+  'concurrent failures: one lock, one account_locked event, the lock is not extended by attempts already in flight',
+  async (t) => {
+    const { clock, services } = setup();
+    const p = await compilePolicy(
+      loginLockout,
+      { enabled: true, max_attempts: 3, ip_max_attempts: 0 },
+      services,
+    );
+    // Six guesses in flight together: each passed the lock checks before any answer came back.
+    const ctxs: RequestContext[] = [];
+    for (let i = 0; i < 6; i++) {
+      const ctx = makeContext({
+        method: 'POST',
+        target: '/api/auth/login',
+        clientIp: '198.51.100.1',
+        routeName: 'login',
+        body: login('alice'),
+      });
+      t.equal(await p.onRequest!(ctx), undefined);
+      t.equal(await p.onBody!(ctx), undefined, `guess ${i + 1} passes the lock check`);
+      ctxs.push(ctx);
+    }
+    await Promise.all(ctxs.slice(0, 4).map((c) => p.onResponse!(c, makeHead(401))));
+    t.equal(await counter(services, 'loginFailures'), 4);
+    t.equal(await counter(services, 'accountLockouts'), 1, 'gateway_account_lockouts_total counts one lock');
+    clock.advance(600_000);
+    await Promise.all(ctxs.slice(4).map((c) => p.onResponse!(c, makeHead(401))));
+    t.equal(await counter(services, 'accountLockouts'), 1);
+    t.equal(
+      services.audited.filter((a) => a.event === 'account_locked').length,
+      1,
+      'one account_locked event',
+    );
+    const locked = await attempt(p, login('alice'), 200);
+    t.equal(locked.forwarded, false);
+    t.equal(locked.deny?.headers?.['retry-after'], '300', 'the lock ends 15 minutes after it was set');
+  },
+);
+
 t.test('failures outside the window do not add up', async (t) => {
   const { clock, services } = setup();
   const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 3, window: '10m' }, services);

@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap';
 import { startHarness, type Harness } from '../../helpers/harness.js';
 import { startRedis, type TestRedis } from '../../helpers/redis.js';
+import { eventually as waitFor } from '../../helpers/wait.js';
 
 /**
  * Two gateway instances (each with its own mock upstream) sharing one real redis-server:
@@ -113,6 +114,59 @@ t.test('a ban made by one instance is enforced by the other', async (t) => {
   t.equal(((await r.json()) as { error: string }).error, 'ip_blocked');
   const audit = [...(await a.audit()), ...(await b.audit())];
   t.equal(audit.filter((l) => l.event === 'ip_banned').length, 1);
+});
+
+t.test(
+  'a burst of 40 parallel requests across both instances: exactly 4 pass a 4/minute limit',
+  async (t) => {
+    const [a, b] = await pair(t);
+    const statuses = await Promise.all(Array.from({ length: 40 }, (_, i) => health(i % 2 ? b : a)));
+    t.equal(statuses.filter((s) => s === 200).length, 4);
+    t.equal(statuses.filter((s) => s === 429).length, 36);
+    const forwarded = (await a.mockRequests()).length + (await b.mockRequests()).length;
+    t.equal(forwarded, 4, 'only the allowed requests reached the upstreams');
+  },
+);
+
+t.test('a parallel burst of scanner requests across both instances: one ban, audited once', async (t) => {
+  const [a, b] = await pair(t);
+  const burst = await Promise.all(
+    Array.from({ length: 40 }, async (_, i) => {
+      const r = await fetch(`${(i % 2 ? b : a).url}/api/health`, { headers: { 'user-agent': 'sqlmap/1.7' } });
+      return `${r.status} ${((await r.json()) as { error: string }).error}`;
+    }),
+  );
+  t.equal(burst.filter((s) => s === '403 user_agent_rejected' || s === '403 ip_blocked').length, 40);
+  const bans = async () => {
+    let n = 0;
+    for (const h of [a, b]) {
+      const m = await (await fetch(`${h.adminUrl}/metrics`)).text();
+      n += Number(/^gateway_ip_bans_total (\d+)/m.exec(m)?.[1] ?? 0);
+    }
+    return n;
+  };
+  const banned = async () =>
+    [...(await a.audit()), ...(await b.audit())].filter((l) => l.event === 'ip_banned').length;
+  await waitFor('the ban', async () => (await banned()) >= 1);
+  // the accounting runs after each response: wait until it has settled
+  let last = '';
+  let stable = 0;
+  await waitFor('the auto-ban accounting to settle', async () => {
+    const now = `${await banned()}/${await bans()}`;
+    stable = now === last ? stable + 1 : 0;
+    last = now;
+    return stable >= 5;
+  });
+  t.equal(await banned(), 1, 'one ip_banned audit event between both instances');
+  t.equal(await bans(), 1, 'gateway_ip_bans_total is 1 between both instances');
+  const r = await fetch(`${a.url}/api/health`);
+  t.equal(r.status, 403);
+  t.equal(((await r.json()) as { error: string }).error, 'ip_blocked');
+  t.equal(
+    (await a.mockRequests()).length + (await b.mockRequests()).length,
+    0,
+    'nothing reached the upstreams',
+  );
 });
 
 t.test(
