@@ -268,6 +268,12 @@ export function bufferBody(ctx: RequestContext, limit: number): Promise<Buffer |
     };
     const onEnd = () => finish(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     const onError = () => finish('aborted');
+    // A request whose connection closed before an asynchronous check let its body be read
+    // (or whose handling was cancelled) emits nothing more: without this the wait never ends.
+    if (ctx.signal.aborted || (src.destroyed && !src.readableEnded)) {
+      finish('aborted');
+      return;
+    }
     src.on('data', onData);
     src.on('end', onEnd);
     src.on('error', onError);

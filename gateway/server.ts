@@ -107,6 +107,13 @@ const REQUEST_ID_RE = /^[\x21-\x7e]{1,128}$/;
 /** Bodies of refused requests up to this size are read and discarded to keep the connection. */
 const DISCARD_BODY_MAX = 64 * 1024;
 
+/** An HTTP/1.1 request being handled, as onClientError needs it when its body breaks its framing. */
+interface Exchange {
+  readonly gen: Generation;
+  readonly ctx: RequestContext;
+  readonly ac: AbortController;
+}
+
 /**
  * The running gateway: main listener, admin listener, the current generation, and the
  * services that outlive reloads (store, metrics, audit log, upstream pools).
@@ -133,6 +140,14 @@ export class Gateway {
   private readonly turns = new WeakMap<http.IncomingMessage, Turn>();
   /** Answers after which onClientError already arranged for their connection to close. */
   private readonly closeAfter = new WeakSet<http.ServerResponse>();
+  /** Each HTTP/1.1 request by its response (see answerBrokenBody). */
+  private readonly exchanges = new WeakMap<http.ServerResponse, Exchange>();
+  /**
+   * Who writes a request's gateway-made answer: its handler, once it chose one, or
+   * answerBrokenBody, once the body broke its framing first (the handler then writes and
+   * accounts for nothing).
+   */
+  private readonly answeredBy = new WeakMap<RequestContext, 'handler' | 'broken-body'>();
   private readonly sockets = new Set<Socket>();
   private closing = false;
   private readonly metricChildren = new Map<string, { inc(): void }>();
@@ -503,10 +518,24 @@ export class Gateway {
         last.shouldKeepAlive = false;
         return;
       }
+      // The body of the last request read broke its framing (a chunk size that is not hex,
+      // chunk data longer than its size, …) or ended early: unless its answer started, it is
+      // answered 400 after the requests before it, and the connection closes (see
+      // answerBrokenBody). The parser reports every byte that follows again: answered once.
+      const x = last !== undefined && !last.req.complete ? this.exchanges.get(last) : undefined;
+      if (x !== undefined && last !== undefined) {
+        if (this.answeredBy.get(x.ctx) === 'broken-body') return;
+        if (!last.headersSent && err.code?.startsWith('HPE_') === true) {
+          last.shouldKeepAlive = false;
+          // (a refusal its handler already chose is its answer: the connection closes after it)
+          if (this.answeredBy.get(x.ctx) !== 'handler') void this.answerBrokenBody(x, last, err.code);
+          return;
+        }
+      }
       // The requests read completely before the bytes that failed (pipelined, or followed by
       // junk) were accepted, maybe already forwarded: they get their answers, in order, and
-      // the connection closes after the last of them. A request whose body failed gets none
-      // (its handler is cancelled when the connection closes).
+      // the connection closes after the last of them. A request whose body failed after its
+      // answer started gets no more of it (its handler is cancelled when the connection closes).
       const answered = last !== undefined && !last.req.complete ? open[open.length - 2] : last;
       if (answered !== undefined) {
         answered.shouldKeepAlive = false;
@@ -541,6 +570,52 @@ export class Gateway {
       decision: 'deny',
     });
     void this.rawRefuse(socket, status, code, CODES[code].message, id, err.code);
+  }
+
+  /**
+   * The body of a request being handled broke HTTP/1.1 framing, or ended early, before any
+   * answer to it started: answer 400 bad_request here, as NGINX does, and close the
+   * connection after it (Node writes the answers to the requests read before it first, in
+   * order). The request's handler stands down: its upstream request, if it started, is
+   * aborted (never completed as if the body were whole), and it writes and accounts for
+   * nothing more. Audited and counted like any refusal. Never throws.
+   */
+  private async answerBrokenBody(x: Exchange, res: http.ServerResponse, parserError: string): Promise<void> {
+    const { gen, ctx } = x;
+    this.answeredBy.set(ctx, 'broken-body');
+    try {
+      this.markClosing(res.req);
+      this.decided(res.req);
+      x.ac.abort();
+      const route = gen.routes.find((r) => r.name === ctx.routeName) ?? gen.unmatched;
+      const deny: Deny = {
+        code: 'bad_request',
+        message:
+          parserError === 'HPE_INVALID_EOF_STATE'
+            ? 'The request body was not received completely.'
+            : 'The request body is malformed.',
+        ruleIds: [`parser:${parserError}`],
+      };
+      const r = renderDeny(ctx, deny, gen.requestIdHeader);
+      recordDeny(ctx, deny, 'deny', r.head.status, this.services);
+      await runResponsePhase(route, ctx, r.head, this.services);
+      if (!res.headersSent && !res.destroyed) {
+        res.writeHead(r.head.status, r.head.headers as http.OutgoingHttpHeaders);
+        res.end(r.body);
+      }
+      this.account(
+        route,
+        ctx,
+        { status: r.head.status, decision: 'deny', deny, deniedBy: 'parser' },
+        undefined,
+      );
+    } catch (err) {
+      this.services.log.error(
+        { request_id: ctx.id, err: (err as Error).message },
+        'cannot answer a request whose body broke its framing',
+      );
+      res.destroy();
+    }
   }
 
   /**
@@ -663,6 +738,7 @@ export class Gateway {
       conn.track(res, ac);
     }
     const ctx = this.makeContext(gen, req, ac.signal, h2 ? h2RequestView(req) : undefined);
+    if (!h2) this.exchanges.set(res, { gen, ctx, ac });
     // Any client disconnect before the response finished cancels the upstream request.
     res.once('close', () => {
       if (!res.writableFinished) ac.abort();
@@ -674,6 +750,7 @@ export class Gateway {
           { request_id: ctx.id, err: err.message },
           'unexpected error while handling a request',
         );
+        if (this.answeredBy.get(ctx) === 'broken-body') return;
         if (!res.headersSent) {
           const r = renderDeny(ctx, { code: 'internal_error' }, gen.requestIdHeader);
           res.writeHead(r.head.status, r.head.headers as http.OutgoingHttpHeaders);
@@ -801,6 +878,11 @@ export class Gateway {
     deny: Deny,
     by: string | undefined,
   ): Promise<void> {
+    if (this.answeredBy.get(ctx) === 'broken-body') {
+      ctx.forwardBody?.dispose?.();
+      return;
+    }
+    this.answeredBy.set(ctx, 'handler');
     const r = renderDeny(ctx, deny, gen.requestIdHeader);
     recordDeny(ctx, deny, 'deny', r.head.status, this.services);
     // A body spooled for forwarding (uploads) is not needed any more.
@@ -827,6 +909,8 @@ export class Gateway {
     r: Rendered,
     outcome: Outcome,
   ): Promise<void> {
+    if (this.answeredBy.get(ctx) === 'broken-body') return;
+    this.answeredBy.set(ctx, 'handler');
     await runResponsePhase(route, ctx, r.head, this.services);
     if (!res.headersSent && !res.destroyed) {
       res.writeHead(r.head.status, r.head.headers as http.OutgoingHttpHeaders);
@@ -896,7 +980,7 @@ export class Gateway {
     });
     if (isFailure(result)) {
       fb?.dispose?.();
-      if (result.kind === 'aborted' || res.destroyed) {
+      if (result.kind === 'aborted' || res.destroyed || this.answeredBy.get(ctx) === 'broken-body') {
         this.finish(
           route,
           ctx,
@@ -929,7 +1013,7 @@ export class Gateway {
     for (const k in ctx.responseHeaders) h[k] = ctx.responseHeaders[k];
     const head: ResponseHead = { status: result.status, headers: h, fromGateway: false };
     await runResponsePhase(route, ctx, head, services);
-    if (res.destroyed) {
+    if (res.destroyed || this.answeredBy.get(ctx) === 'broken-body') {
       // (undici's body reports its destruction as an error: nobody is left to hear it)
       result.body.on('error', ignore);
       result.body.destroy();
@@ -949,8 +1033,18 @@ export class Gateway {
     });
   }
 
-  /** Account for a finished request: monitor records, metrics, access audit, onDone, decision log. */
+  /** Account for a finished request, unless answerBrokenBody answered it and did. */
   private finish(
+    route: CompiledRoute,
+    ctx: RequestContext,
+    outcome: Outcome,
+    upstreamSeconds: number | undefined,
+  ): void {
+    if (this.answeredBy.get(ctx) !== 'broken-body') this.account(route, ctx, outcome, upstreamSeconds);
+  }
+
+  /** Account for a finished request: monitor records, metrics, access audit, onDone, decision log. */
+  private account(
     route: CompiledRoute,
     ctx: RequestContext,
     outcome: Outcome,
