@@ -282,13 +282,24 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
         process.stderr.write(`audit log reopen failed: ${(err as Error).message}\n`);
       }
     },
+    // sonic-boom's flush, asked while an earlier chunk is being written, calls back when that
+    // write ends, with what was handed over after it still held below minLength: a second
+    // flush, once nothing is being written, writes that and calls back when it is in the file.
     flush: () =>
       new Promise<void>((resolve) => {
-        try {
-          handOver();
+        const flushOnce = (then: () => void) =>
           dest.flush((err) => {
             if (err) metrics.auditWriteErrors.inc();
-            resolve();
+            then();
+          });
+        try {
+          handOver();
+          flushOnce(() => {
+            try {
+              flushOnce(resolve);
+            } catch {
+              resolve();
+            }
           });
         } catch {
           resolve();

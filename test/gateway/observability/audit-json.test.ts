@@ -188,6 +188,30 @@ t.test('a lone line reaches the file within the flush interval, without a flush 
   );
 });
 
+t.test('flush() waits for the lines written while the file was busy with an earlier chunk', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'audit-busy-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'audit.log');
+  const audit = createAuditLog({
+    enabled: true,
+    file,
+    accessSampleRate: 1,
+    metrics: new Metrics({ defaultMetrics: false }),
+  });
+  t.teardown(() => audit.close());
+  await new Promise((r) => setTimeout(r, 100));
+  for (let round = 0; round < 20; round++) {
+    // enough lines for one chunk (its write to the file starts and is still running) …
+    for (let i = 0; i < 25; i++)
+      audit.system('config_reload', { decision: 'allow', reason: `filler ${round}-${i} ${'x'.repeat(80)}` });
+    // … then one line below the chunk size, and flush at once
+    audit.system('ip_banned', { decision: 'deny', reason: 'auto_ban', client_ip: `10.0.0.${round}` });
+    await audit.flush();
+    const lines = fs.readFileSync(file, 'utf8').trim().split('\n');
+    t.match(lines[lines.length - 1], new RegExp(`"client_ip":"10\\.0\\.0\\.${round}"`), `round ${round}`);
+  }
+});
+
 t.test('redactTarget: secret-looking query values, names judged once decoded', async (t) => {
   const cases: [string, string][] = [
     ['/api/x', '/api/x'],
