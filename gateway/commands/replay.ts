@@ -77,12 +77,31 @@ function toHeaders(
   return { headers, raw };
 }
 
-/** Run one recorded request through the request phase, in-process; the upstream is never contacted. */
+/**
+ * Run one recorded request through the request phase, in-process; the upstream is never
+ * contacted. Its signal is aborted once it is decided: no response phase follows, and what a
+ * policy holds for a request in flight (login_lockout's per-username lease) is given back.
+ */
 export async function replayOne(
   gen: Generation,
   services: Services,
   r: ReplayRequest,
   only: ReadonlySet<string> | undefined,
+): Promise<ReplayDecision> {
+  const ac = new AbortController();
+  try {
+    return await decide(gen, services, r, only, ac.signal);
+  } finally {
+    ac.abort();
+  }
+}
+
+async function decide(
+  gen: Generation,
+  services: Services,
+  r: ReplayRequest,
+  only: ReadonlySet<string> | undefined,
+  signal: AbortSignal,
 ): Promise<ReplayDecision> {
   const body = r.body === null || r.body === undefined ? undefined : Buffer.from(r.body, 'utf8');
   const { headers, raw } = toHeaders(r.headers, body?.length);
@@ -95,7 +114,7 @@ export async function replayOne(
     secure: false,
     httpVersion: '1.1',
     bodySource: Readable.from(body ? [body] : []),
-    signal: new AbortController().signal,
+    signal,
   });
   const framing = framingDeny(ctx, gen.listen.maxHeaders);
   const done = (code: keyof typeof CODES | null, ruleIds: readonly string[] = []): ReplayDecision => ({

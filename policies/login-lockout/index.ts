@@ -11,6 +11,15 @@ import { isSkipped } from '../ip-ban/allowlist.js';
 
 /** Store key prefix of lockouts: `lockout:lock:u:<hash>` (username) and `lockout:lock:ip:<ip>`. */
 export const LOCK_PREFIX = 'lockout:lock:';
+/**
+ * Store key prefix of the per-username leases (`lockout:lease:u:<hash>`): one login attempt
+ * per username is with the upstream at a time, so failures are counted one after the other
+ * and no more than `max_attempts` guesses reach the upstream before the lock, however many
+ * are sent together (from one IP or many, to one instance or several sharing Redis).
+ */
+export const LEASE_PREFIX = 'lockout:lease:';
+/** Added to the upstream's connect and response timeouts to make a lease's lifetime. */
+export const LEASE_MARGIN_MS = 5_000;
 
 /** A duration, or a bare number of minutes (LOGIN_LOCKOUT_DURATION=15). */
 const Minutes = (dflt: number | string, description: string) =>
@@ -89,6 +98,10 @@ const AMBIGUOUS = Symbol('ambiguous username');
 interface LoginState {
   /** hash of the normalised username, when the body carried a usable one */
   user: string | undefined;
+  /** this attempt holds the username's lease: released once its answer was accounted for */
+  lease: boolean;
+  /** when the lease runs out by itself (services.now); a lease run out may be another attempt's by now */
+  leaseUntil: number;
 }
 
 /**
@@ -97,8 +110,12 @@ interface LoginState {
  * IP. At `max_attempts` failures within `window` the username is locked for `lockout`;
  * at `ip_max_attempts` the client IP is. A locked request gets 429 `account_locked` with
  * `Retry-After` and never reaches the upstream. A successful login resets the username's
- * count. Any username string can be locked, whether the account exists or not, so a
- * lock reveals nothing. Usernames are stored only as hashes. Audit events
+ * count. One attempt per username is with the upstream at a time (a lease in the store,
+ * taken before the lock check and given back once the answer was accounted for), so
+ * concurrent guesses cannot outrun the lock: at most `max_attempts` reach the upstream;
+ * the others get 429 `account_locked` (rule `login-lockout-concurrent`, `Retry-After: 1`).
+ * Any username string can be locked, whether the account exists or not, so a lock
+ * reveals nothing. Usernames are stored only as hashes. Audit events
  * `login_failure` and `account_locked`; metrics `gateway_login_failures_total` and
  * `gateway_account_lockouts_total`.
  * ```yaml
@@ -117,7 +134,7 @@ export const loginLockout: PolicyFactory<typeof schema> = {
   key: 'login_lockout',
   schema,
   compile(config, cctx): Policy {
-    const { store, metrics, audit, log } = cctx.services;
+    const { store, metrics, audit, log, now } = cctx.services;
     const at = (...p: (string | number)[]) => [...cctx.path, ...p];
     const minutes = (v: number | string, key: string): number => {
       try {
@@ -147,6 +164,17 @@ export const loginLockout: PolicyFactory<typeof schema> = {
     const caseSensitive = config.case_sensitive;
     const maxLen = config.max_username_length;
     const v6Prefix = config.ipv6_prefix;
+    // The lease outlives the longest an attempt can be with the upstream (connect + response
+    // timeouts; the gateway answers 504 then and releases it) plus the store operations that
+    // account for the answer. It only runs out when no hook ran (the process died).
+    const upstream = (cctx.config.upstream ?? {}) as {
+      connect_timeout?: string | number;
+      response_timeout?: string | number;
+    };
+    const leaseMs =
+      parseDuration(upstream.connect_timeout ?? '2s') +
+      parseDuration(upstream.response_timeout ?? '30s') +
+      LEASE_MARGIN_MS;
     const counterPrefix = `lockout:${hash(JSON.stringify({ window: windowMs })).slice(0, 10)}:n:`;
 
     const normalise = (v: string): string => {
@@ -199,6 +227,31 @@ export const loginLockout: PolicyFactory<typeof schema> = {
       headers: { 'retry-after': String(Math.max(1, Math.ceil(ms / 1000))) },
       detail: { scope, retry_after_s: Math.max(1, Math.ceil(ms / 1000)) },
     });
+
+    const concurrent: Deny = {
+      code: 'account_locked',
+      message: 'Another login attempt for this account is in progress; retry in a moment.',
+      ruleIds: ['login-lockout-concurrent'],
+      headers: { 'retry-after': '1' },
+      detail: { scope: 'username', check: 'concurrent', retry_after_s: 1 },
+    };
+
+    /** Give the username's lease back (once); a store failure leaves it to expire. */
+    const release = async (ctx: RequestContext, state: LoginState): Promise<void> => {
+      if (!state.lease || state.user === undefined) return;
+      state.lease = false;
+      // run out (measured from before it was taken, so never later than the store's end):
+      // the key may hold the lease of a later attempt, which must not be released
+      if (now() >= state.leaseUntil) return;
+      try {
+        await store.reset(`${LEASE_PREFIX}u:${state.user}`);
+      } catch (err) {
+        log.warn(
+          { policy: 'login-lockout', request_id: ctx.id, err: (err as Error).message, lease_ms: leaseMs },
+          'login lease release failed (it expires by itself)',
+        );
+      }
+    };
 
     const lock = async (
       ctx: RequestContext,
@@ -269,7 +322,7 @@ export const loginLockout: PolicyFactory<typeof schema> = {
       needsBody: true,
       async onRequest(ctx) {
         if (isSkipped(ctx, 'login_lockout')) return undefined;
-        const state: LoginState = { user: undefined };
+        const state: LoginState = { user: undefined, lease: false, leaseUntil: 0 };
         ctx.locals.set(LOCAL, state);
         if (ipMax === 0) return undefined;
         const left = await store.blockedFor(`${LOCK_PREFIX}ip:${clientKey(ctx.clientIp, v6Prefix)}`);
@@ -281,15 +334,32 @@ export const loginLockout: PolicyFactory<typeof schema> = {
         const user = usernameOf(ctx.body);
         if (user === AMBIGUOUS) return ambiguous;
         state.user = user;
-        if (state.user === undefined) return undefined;
-        const left = await store.blockedFor(`${LOCK_PREFIX}u:${state.user}`);
+        if (user === undefined) return undefined;
+        // Take the username's lease before looking at its lock: the attempt before (holding
+        // the lease) has had its failure counted, and the lock set, when the lease comes free.
+        const leaseUntil = now() + leaseMs;
+        if (!(await store.block(`${LEASE_PREFIX}u:${user}`, leaseMs, true))) {
+          const left = await store.blockedFor(`${LOCK_PREFIX}u:${user}`);
+          return left > 0 ? locked(left, 'username') : concurrent;
+        }
+        state.lease = true;
+        state.leaseUntil = leaseUntil;
+        // released by onResponse, or by onDone when no response came (client gone); a
+        // request that ends without either (cut off with its connection) releases on abort
+        if (ctx.signal.aborted) {
+          await release(ctx, state);
+          return undefined;
+        }
+        ctx.signal.addEventListener('abort', () => void release(ctx, state), { once: true });
+        const left = await store.blockedFor(`${LOCK_PREFIX}u:${user}`);
         return left > 0 ? locked(left, 'username') : undefined;
       },
       async onResponse(ctx, head) {
         const state = ctx.locals.get(LOCAL) as LoginState | undefined;
-        // the gateway's own refusals (429 locked, 403 blocked…) are not login attempts
-        if (state === undefined || head.fromGateway) return;
+        if (state === undefined) return;
         try {
+          // the gateway's own refusals and errors (429 locked, 403 blocked, 504…) are not login attempts
+          if (head.fromGateway) return;
           if (failures.has(head.status)) await recordFailure(ctx, state.user, head.status);
           else if (head.status >= 200 && head.status < 300 && state.user !== undefined)
             await store.reset(`${counterPrefix}u:${state.user}`);
@@ -299,7 +369,15 @@ export const loginLockout: PolicyFactory<typeof schema> = {
             { policy: 'login-lockout', request_id: ctx.id, err: (err as Error).message },
             'login failure accounting failed',
           );
+        } finally {
+          // only now: the next attempt for this username sees this one's failure and lock
+          await release(ctx, state);
         }
+      },
+      onDone(ctx) {
+        // no response phase ran (the client went away while the upstream answered)
+        const state = ctx.locals.get(LOCAL) as LoginState | undefined;
+        if (state !== undefined) void release(ctx, state);
       },
     };
   },

@@ -197,3 +197,39 @@ t.test('replay: formats, --only names, summary, malformed lines', async (t) => {
   t.notOk(resolveOnly('waf')!.has('auth'), 'waf is request inspection only');
   t.ok(resolveOnly('rate_limit')!.has('rate-limit'), 'YAML keys work too');
 });
+
+t.test('replay: logins for one username one after the other are each decided alone', async (t) => {
+  // login_lockout holds a per-username lease while an attempt is with the upstream; replay
+  // has no upstream and no response phase, so each replayed request gives it back when decided
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-replay-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'req.jsonl');
+  const loginRow = (id: string) =>
+    JSON.stringify({
+      id,
+      method: 'POST',
+      path: '/api/auth/login',
+      headers: { Host: 'x', 'Content-Type': 'application/json', 'User-Agent': 'curl/8' },
+      body: JSON.stringify({ username: 'alice', password: 'alice-secret-pw' }),
+    });
+  fs.writeFileSync(file, [loginRow('first'), loginRow('second'), loginRow('third')].join('\n'));
+  const out = capture();
+  t.equal(
+    await runReplay(['--config', CONFIG, '--requests', file, '--format', 'jsonl'], out, capture(), {
+      JWT_SECRET_KEY: TEST_SECRET,
+    }),
+    0,
+  );
+  t.same(
+    out.text
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Decision)
+      .map((x) => [x.id, x.decision, x.code]),
+    [
+      ['first', 'allow', null],
+      ['second', 'allow', null],
+      ['third', 'allow', null],
+    ],
+  );
+});

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { loginLockout } from '../../../policies/login-lockout/index.js';
+import { LEASE_MARGIN_MS, loginLockout } from '../../../policies/login-lockout/index.js';
 import { SKIP_LOCAL } from '../../../policies/ip-ban/allowlist.js';
 import { MemoryStore } from '../../../gateway/store/memory.js';
 import type { Deny, Policy, Verdict } from '../../../gateway/policy.js';
@@ -126,8 +126,11 @@ t.test(
   },
 );
 
+/** A lease's lifetime with the default upstream timeouts (connect 2s + response 30s + margin). */
+const LEASE_MS = 2_000 + 30_000 + LEASE_MARGIN_MS;
+
 t.test(
-  'concurrent failures: one lock, one account_locked event, the lock is not extended by attempts already in flight',
+  'failures of attempts in flight past their lease: one lock, one account_locked event, the lock is not extended',
   async (t) => {
     const { clock, services } = setup();
     const p = await compilePolicy(
@@ -135,7 +138,9 @@ t.test(
       { enabled: true, max_attempts: 3, ip_max_attempts: 0 },
       services,
     );
-    // Six guesses in flight together: each passed the lock checks before any answer came back.
+    // Six guesses in flight together, each passed the lock checks before any answer came
+    // back: possible only when the leases ran out (a Redis restarted without persistence
+    // forgets them too). The clock moves on by a lease's lifetime between them.
     const ctxs: RequestContext[] = [];
     for (let i = 0; i < 6; i++) {
       const ctx = makeContext({
@@ -148,6 +153,7 @@ t.test(
       t.equal(await p.onRequest!(ctx), undefined);
       t.equal(await p.onBody!(ctx), undefined, `guess ${i + 1} passes the lock check`);
       ctxs.push(ctx);
+      if (i < 5) clock.advance(LEASE_MS);
     }
     await Promise.all(ctxs.slice(0, 4).map((c) => p.onResponse!(c, makeHead(401))));
     t.equal(await counter(services, 'loginFailures'), 4);
@@ -165,6 +171,158 @@ t.test(
     t.equal(locked.deny?.headers?.['retry-after'], '300', 'the lock ends 15 minutes after it was set');
   },
 );
+
+/** Start an attempt: onRequest then onBody; the verdict, and the context to answer later. */
+async function begin(
+  p: Policy,
+  username: string,
+  clientIp: string,
+  signal?: AbortSignal,
+): Promise<{ ctx: RequestContext; verdict: Verdict }> {
+  const ctx = makeContext({
+    method: 'POST',
+    target: '/api/auth/login',
+    clientIp,
+    routeName: 'login',
+    body: login(username),
+    ...(signal ? { signal } : {}),
+  });
+  let verdict: Verdict = await p.onRequest!(ctx);
+  if (verdict === undefined) verdict = await p.onBody!(ctx);
+  return { ctx, verdict };
+}
+
+t.test(
+  'concurrent guesses from many IPs: one attempt per username with the upstream; exactly max_attempts reach it',
+  async (t) => {
+    const { clock, services } = setup();
+    const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 3 }, services);
+    // 20 bots, each from its own IP, guess `admin` together and retry at once whenever the
+    // gateway refuses them (the per-IP limits are no help here). The upstream answers 401.
+    let forwarded = 0;
+    let concurrentRefusals = 0;
+    let lockedRefusals = 0;
+    for (let round = 0; round < 10; round++) {
+      const started = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => begin(p, 'admin', `203.0.113.${i + 1}`)),
+      );
+      const through = started.filter((s) => s.verdict === undefined);
+      t.ok(through.length <= 1, `round ${round}: at most one attempt with the upstream`);
+      for (const s of started) {
+        const d = s.verdict as Deny | undefined;
+        if (d === undefined) continue;
+        t.equal(d.code, 'account_locked');
+        if (d.ruleIds?.[0] === 'login-lockout-concurrent') {
+          concurrentRefusals++;
+          t.same(d.headers, { 'retry-after': '1' });
+          t.equal(d.message, 'Another login attempt for this account is in progress; retry in a moment.');
+        } else {
+          lockedRefusals++;
+          t.same(d.ruleIds, ['login-lockout-username']);
+        }
+        await p.onResponse!(s.ctx, makeHead(429, {}, true));
+      }
+      forwarded += through.length;
+      await Promise.all(through.map((s) => p.onResponse!(s.ctx, makeHead(401))));
+    }
+    t.equal(forwarded, 3, 'exactly max_attempts guesses reached the upstream');
+    t.equal(concurrentRefusals, 3 * 19, 'the others of the first three rounds were told to wait');
+    t.equal(lockedRefusals, 7 * 20, 'then every guess met the lock');
+    t.equal(await counter(services, 'loginFailures'), 3);
+    t.equal(await counter(services, 'accountLockouts'), 1);
+    t.same(
+      services.audited.map((a) => a.event),
+      ['login_failure', 'login_failure', 'login_failure', 'account_locked'],
+    );
+    clock.advance(900_000);
+    t.equal((await attempt(p, login('admin'), 200)).forwarded, true, 'the lock ended: a login goes through');
+    t.equal((await attempt(p, login('admin'), 401)).forwarded, true, 'and the count started again');
+  },
+);
+
+t.test('the lease is given back whatever ends the attempt; other usernames never wait', async (t) => {
+  const { clock, services } = setup();
+  const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 5 }, services);
+  const concurrent = (v: Verdict) => (v as Deny | undefined)?.ruleIds?.[0] === 'login-lockout-concurrent';
+
+  const a = await begin(p, 'erin', '198.51.100.7');
+  t.equal(a.verdict, undefined);
+  t.ok(concurrent((await begin(p, 'erin', '198.51.100.8')).verdict), 'a second attempt is refused');
+  t.equal((await begin(p, 'frank', '198.51.100.8')).verdict, undefined, 'another username goes on');
+  t.ok(concurrent((await begin(p, 'ERIN ', '198.51.100.8')).verdict), 'the normalised username is one');
+
+  // the gateway's own answer (504 gateway_timeout, a later policy's refusal) releases it
+  await p.onResponse!(a.ctx, makeHead(504, {}, true));
+  const b = await begin(p, 'erin', '198.51.100.8');
+  t.equal(b.verdict, undefined, 'released by a gateway response');
+  t.equal(services.audited.length, 0, 'a gateway response is no failure');
+
+  // no response phase at all (the client went away while the upstream answered): onDone
+  p.onDone!(b.ctx, { status: 499, decision: 'allow', deny: undefined, deniedBy: undefined });
+  const ac = new AbortController();
+  const c = await begin(p, 'erin', '198.51.100.9', ac.signal);
+  t.equal(c.verdict, undefined, 'released by onDone');
+
+  // neither hook ran (cut off with its connection): the abort signal
+  ac.abort();
+  await new Promise((r) => setImmediate(r));
+  const d = await begin(p, 'erin', '198.51.100.9');
+  t.equal(d.verdict, undefined, 'released on abort');
+
+  // nothing ran at all: the lease runs out after the upstream timeouts and a margin
+  clock.advance(LEASE_MS - 1);
+  t.ok(concurrent((await begin(p, 'erin', '198.51.100.9')).verdict), 'held until it runs out');
+  clock.advance(1);
+  const e = await begin(p, 'erin', '198.51.100.9');
+  t.equal(e.verdict, undefined, 'the lease ran out');
+
+  // a late answer of an attempt that has already given its lease back releases nothing
+  await p.onResponse!(d.ctx, makeHead(401));
+  await p.onResponse!(b.ctx, makeHead(401));
+  t.ok(concurrent((await begin(p, 'erin', '198.51.100.9')).verdict), 'e still holds the lease');
+  await p.onResponse!(e.ctx, makeHead(200));
+  t.equal((await begin(p, 'erin', '198.51.100.9')).verdict, undefined);
+});
+
+t.test('the lease lasts the upstream connect and response timeouts plus a margin', async (t) => {
+  const { clock, services } = setup();
+  const p = await compilePolicy(loginLockout, { enabled: true }, services, {
+    config: { upstream: { connect_timeout: '1s', response_timeout: '4s' } },
+  });
+  t.equal((await begin(p, 'gus', '198.51.100.1')).verdict, undefined);
+  clock.advance(5_000 + LEASE_MARGIN_MS - 1);
+  t.equal((await begin(p, 'gus', '198.51.100.1')).verdict !== undefined, true, 'still held');
+  clock.advance(1);
+  t.equal((await begin(p, 'gus', '198.51.100.1')).verdict, undefined, 'ran out');
+});
+
+t.test('a locked username answers account_locked (its lock time), not "in progress"', async (t) => {
+  const { services } = setup();
+  const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 1 }, services);
+  const first = await begin(p, 'hank', '198.51.100.1');
+  await p.onResponse!(first.ctx, makeHead(401));
+  const held = await begin(p, 'hank', '198.51.100.2');
+  t.same((held.verdict as Deny).ruleIds, ['login-lockout-username'], 'lease free: the lock refuses');
+  // the refused attempt has given its lease back with the gateway's 429
+  await p.onResponse!(held.ctx, makeHead(429, {}, true));
+  // while a refused attempt still holds the lease (its 429 not sent yet), the next one is
+  // told about the lock too, not that another attempt is in progress
+  const refused = await begin(p, 'hank', '198.51.100.3');
+  t.same((refused.verdict as Deny).ruleIds, ['login-lockout-username']);
+  const other = await begin(p, 'hank', '198.51.100.4');
+  t.same((other.verdict as Deny).ruleIds, ['login-lockout-username']);
+  t.equal((other.verdict as Deny).headers?.['retry-after'], '900');
+});
+
+t.test('store down while taking the lease: onBody rejects (the pipeline applies `fail`)', async (t) => {
+  const { store, services } = setup();
+  const p = await compilePolicy(loginLockout, { enabled: true }, services);
+  const ctx = makeContext({ method: 'POST', body: login('ida') });
+  t.equal(await p.onRequest!(ctx), undefined);
+  store.block = () => Promise.reject(new Error('store down'));
+  await t.rejects(Promise.resolve(p.onBody!(ctx)), /store down/);
+  await t.resolves(Promise.resolve(p.onResponse!(ctx, makeHead(401))));
+});
 
 t.test('failures outside the window do not add up', async (t) => {
   const { clock, services } = setup();
