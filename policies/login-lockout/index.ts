@@ -223,6 +223,8 @@ export const loginLockout: PolicyFactory<typeof schema> = {
 
     const locked = (ms: number, scope: 'username' | 'ip'): Deny => ({
       code: 'account_locked',
+      // (the code's default message speaks of the account: an IP lock says what it is)
+      ...(scope === 'ip' ? { message: 'Too many failed logins from this address; retry later.' } : {}),
       ruleIds: [`login-lockout-${scope}`],
       headers: { 'retry-after': String(Math.max(1, Math.ceil(ms / 1000))) },
       detail: { scope, retry_after_s: Math.max(1, Math.ceil(ms / 1000)) },

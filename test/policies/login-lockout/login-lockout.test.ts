@@ -389,6 +389,7 @@ t.test('the client IP is locked past the higher bar, whatever the usernames', as
   const d = await attempt(p, login('fresh-name'), 200, '203.0.113.9');
   t.equal(d.forwarded, false);
   t.same(d.deny?.detail, { scope: 'ip', retry_after_s: 900 });
+  t.equal(d.deny?.message, 'Too many failed logins from this address; retry later.', 'not "this account"');
   t.equal((await attempt(p, login('fresh-name'), 200, '203.0.113.10')).forwarded, true, 'another IP logs in');
   t.equal(
     (await attempt(p, login('fresh-name'), 200, '::ffff:203.0.113.9')).forwarded,
