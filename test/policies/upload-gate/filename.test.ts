@@ -77,6 +77,9 @@ t.test('extensions and inner extensions', async (t) => {
   t.same(dangerousInner(sanitizeFilename('shell.PhP.png', opts).inner), ['php']);
   t.same(dangerousInner(sanitizeFilename('a.svg.gif', opts).inner), ['svg']);
   t.same(dangerousInner(sanitizeFilename('scan.final.v2.pdf', opts).inner), []);
+  // PHP handlers' other extensions (Apache's AddHandler lists, OWASP's upload cheat sheet)
+  for (const e of ['php2', 'php6', 'phpt', 'phtm', 'pgif'])
+    t.same(dangerousInner(sanitizeFilename(`x.${e}.png`, opts).inner), [e], e);
 });
 
 t.test('a cut that ends the stem on a dangerous extension reports it as inner', async (t) => {
