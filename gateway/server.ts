@@ -148,6 +148,8 @@ export class Gateway {
    * accounts for nothing).
    */
   private readonly answeredBy = new WeakMap<RequestContext, 'handler' | 'broken-body'>();
+  /** Requests already accounted for (metrics, access audit, onDone, decision log). */
+  private readonly accounted = new WeakSet<RequestContext>();
   private readonly sockets = new Set<Socket>();
   private closing = false;
   private readonly metricChildren = new Map<string, { inc(): void }>();
@@ -745,19 +747,55 @@ export class Gateway {
       this.inflight.delete(ac);
     });
     this.handle(gen, ctx, req, res)
-      .catch((err: Error) => {
-        this.services.log.error(
-          { request_id: ctx.id, err: err.message },
-          'unexpected error while handling a request',
-        );
-        if (this.answeredBy.get(ctx) === 'broken-body') return;
-        if (!res.headersSent) {
-          const r = renderDeny(ctx, { code: 'internal_error' }, gen.requestIdHeader);
+      .catch((err: Error) => this.failed(gen, ctx, ac, res, err))
+      .finally(turn.decide);
+  }
+
+  /**
+   * The last resort, when handling a request failed unexpectedly: the SPEC's 500
+   * internal_error (through the response phase, for the security headers, when that still
+   * works), what the request holds given back (its upstream request, a login lease …), and the
+   * request counted once, as the 500 it got (onDone hooks included). Never throws.
+   */
+  private async failed(
+    gen: Generation,
+    ctx: RequestContext,
+    ac: AbortController,
+    res: http.ServerResponse,
+    err: Error,
+  ): Promise<void> {
+    this.services.log.error(
+      { request_id: ctx.id, err: err.message },
+      'unexpected error while handling a request',
+    );
+    if (this.answeredBy.get(ctx) === 'broken-body') return;
+    const route = gen.routes.find((r) => r.name === ctx.routeName) ?? gen.unmatched;
+    try {
+      if (!res.headersSent) {
+        const r = renderDeny(ctx, { code: 'internal_error' }, gen.requestIdHeader);
+        await runResponsePhase(route, ctx, r.head, this.services).catch(() => {});
+        if (!res.headersSent && !res.destroyed) {
           res.writeHead(r.head.status, r.head.headers as http.OutgoingHttpHeaders);
           res.end(r.body);
-        } else res.destroy();
-      })
-      .finally(turn.decide);
+        }
+      } else res.destroy();
+    } catch {
+      res.destroy();
+    }
+    ac.abort();
+    try {
+      this.finish(
+        route,
+        ctx,
+        { status: 500, decision: 'deny', deny: { code: 'internal_error' }, deniedBy: 'gateway' },
+        undefined,
+      );
+    } catch (e) {
+      this.services.log.error(
+        { request_id: ctx.id, err: (e as Error).message },
+        'cannot account for a request that failed',
+      );
+    }
   }
 
   /** The request has decided whether its answer closes the connection (see ConnectionState). */
@@ -1050,6 +1088,9 @@ export class Gateway {
     outcome: Outcome,
     upstreamSeconds: number | undefined,
   ): void {
+    // once per request, whichever path gets here first (an unexpected error after the answer)
+    if (this.accounted.has(ctx)) return;
+    this.accounted.add(ctx);
     const services = this.services;
     for (const d of ctx.monitored) recordDeny(ctx, d, 'monitor', outcome.status, services);
     const method = KNOWN_METHODS.has(ctx.method) ? ctx.method : 'OTHER';
