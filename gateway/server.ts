@@ -589,7 +589,7 @@ export class Gateway {
       this.markClosing(res.req);
       this.decided(res.req);
       x.ac.abort();
-      const route = gen.routes.find((r) => r.name === ctx.routeName) ?? gen.unmatched;
+      const route = routeNamed(gen, ctx.routeName);
       const deny: Deny = {
         code: 'bad_request',
         message:
@@ -769,7 +769,7 @@ export class Gateway {
       'unexpected error while handling a request',
     );
     if (this.answeredBy.get(ctx) === 'broken-body') return;
-    const route = gen.routes.find((r) => r.name === ctx.routeName) ?? gen.unmatched;
+    const route = routeNamed(gen, ctx.routeName);
     try {
       if (!res.headersSent) {
         const r = renderDeny(ctx, { code: 'internal_error' }, gen.requestIdHeader);
@@ -1193,6 +1193,14 @@ function relay(src: Readable, res: http.ServerResponse, done: () => void): void 
   res.on('close', onClose);
   res.on('finish', settle);
   src.pipe(res);
+}
+
+/**
+ * The route a request was matched to, from its name (the unmatched route when none): for the
+ * paths that answer a request outside its handler (a broken body, an unexpected error).
+ */
+function routeNamed(gen: Generation, name: string): CompiledRoute {
+  return gen.routes.find((r) => r.name === name) ?? gen.unmatched;
 }
 
 function ignore(): void {}

@@ -4,6 +4,20 @@ import type { Harness } from './harness.js';
 
 export const IN_PROGRESS = 'Another login attempt for this account is in progress; retry in a moment.';
 
+/** The login route of these tests: the lockout (max 3, from MAX_LOGIN_ATTEMPTS) lasts 4 s. */
+export const LOGIN_ROUTE = `
+routes:
+  - name: login
+    methods: [POST]
+    path: /api/auth/login
+    policies:
+      auth: { require: [none] }
+      login_lockout:
+        enabled: true
+        max_attempts: \${MAX_LOGIN_ATTEMPTS:-3}
+        lockout: 4s
+`;
+
 export interface LoginResult {
   readonly status: number;
   readonly error: string | undefined;

@@ -2,7 +2,7 @@ import t from 'tap';
 import { startHarness } from '../../helpers/harness.js';
 import { startRedis, type TestRedis } from '../../helpers/redis.js';
 import { eventually } from '../../helpers/wait.js';
-import { guess, login, upstreamLogins } from '../../helpers/concurrent-logins.js';
+import { LOGIN_ROUTE, guess, login, upstreamLogins } from '../../helpers/concurrent-logins.js';
 
 /**
  * Two gateway instances (each with its own slow mock upstream) sharing one real
@@ -20,17 +20,7 @@ const CONFIG = `
 store:
   prefix: "lease:"
   timeout: 500ms
-routes:
-  - name: login
-    methods: [POST]
-    path: /api/auth/login
-    policies:
-      auth: { require: [none] }
-      login_lockout:
-        enabled: true
-        max_attempts: 3
-        lockout: 4s
-`;
+${LOGIN_ROUTE}`;
 
 t.test(
   '20 parallel wrong logins over two instances sharing Redis: exactly 3 reach the upstreams',

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { startHarness } from '../../helpers/harness.js';
 import { eventually } from '../../helpers/wait.js';
-import { IN_PROGRESS, guess, login, upstreamLogins } from '../../helpers/concurrent-logins.js';
+import { IN_PROGRESS, LOGIN_ROUTE, guess, login, upstreamLogins } from '../../helpers/concurrent-logins.js';
 
 /**
  * Over real TCP with a slow upstream (the mock answers 300 ms late): concurrent wrong logins
@@ -9,18 +9,7 @@ import { IN_PROGRESS, guess, login, upstreamLogins } from '../../helpers/concurr
  * at a time, so exactly MAX_LOGIN_ATTEMPTS guesses reach it, however many are sent together.
  */
 
-const CONFIG = `
-routes:
-  - name: login
-    methods: [POST]
-    path: /api/auth/login
-    policies:
-      auth: { require: [none] }
-      login_lockout:
-        enabled: true
-        max_attempts: \${MAX_LOGIN_ATTEMPTS:-5}
-        lockout: 4s
-`;
+const CONFIG = LOGIN_ROUTE;
 
 const SLOW_MS = 300;
 
