@@ -51,6 +51,7 @@ export function createContext(init: ContextInit): RequestContext {
     identity: undefined,
     body: undefined,
     forwardBody: undefined,
+    forwarded: false,
     upstreamHeaders: {},
     dropUpstreamHeaders: new Set(),
     responseHeaders: {},

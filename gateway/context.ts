@@ -101,6 +101,12 @@ export interface RequestContext {
   body: RequestBody | undefined;
   /** set when a policy replaces the forwarded body (uploads) */
   forwardBody: ForwardBody | undefined;
+  /**
+   * set by the server when it sends the request to the upstream, whatever comes of it (an
+   * answer, a 502/504, a client that left): onDone hooks tell a forwarded request from one
+   * the gateway answered itself
+   */
+  forwarded: boolean;
   /** headers to set on the upstream request (lowercase names) */
   readonly upstreamHeaders: Record<string, string>;
   /** request headers to remove before forwarding (lowercase names) */

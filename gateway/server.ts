@@ -1005,6 +1005,7 @@ export class Gateway {
       fb?.dispose?.();
       return;
     }
+    ctx.forwarded = true;
     const t0 = process.hrtime.bigint();
     const result = await forward({
       pool: this.pools.get(u),

@@ -542,6 +542,7 @@ async function upgrade(
     path = path.slice(route.stripPrefix.length) || '/';
   path = u.basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
   const headers = upstreamHeaders(ctx, host.forwardedFor(ctx, req, gen), gen.requestIdHeader);
+  ctx.forwarded = true;
   const t0 = process.hrtime.bigint();
   const result = await upgradeUpstream({
     origin: u.origin,

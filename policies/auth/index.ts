@@ -6,6 +6,7 @@ import type { CryptoKey } from 'jose';
 import type { PolicyFactory, Policy, Verdict, CompileContext } from '../../gateway/policy.js';
 import type { RequestContext, Identity } from '../../gateway/context.js';
 import { ConfigError } from '../../gateway/errors.js';
+import type { AuditFields } from '../../gateway/observability/audit.js';
 import { policyBlock, Duration, Size, Limits } from '../../gateway/config/policy-schema.js';
 import { parseDuration, parseSize, parseLimits, type Limit } from '../../gateway/config/units.js';
 import {
@@ -234,6 +235,9 @@ export interface AuthLocals {
   /** the API key's own rate-limit override, parsed */
   readonly rateLimit?: readonly Limit[];
 }
+
+/** ctx.locals key of the `auth_success` fields onDone writes (set when the success is sampled) */
+const SUCCESS_LOCAL = 'auth.success';
 
 const SAFE_ROLE = /^[A-Za-z0-9_.:/-]{1,64}$/;
 const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
@@ -619,14 +623,15 @@ export const auth: PolicyFactory<typeof authSchema> = {
         c.dropUpstreamHeaders.add('authorization');
         c.dropUpstreamHeaders.add(keyHeader);
       }
+      // written by onDone, when the response is over, with the status the client got
       if (sampleRate >= 1 || (sampleRate > 0 && Math.random() < sampleRate)) {
-        audit.request('auth_success', c, {
+        c.locals.set(SUCCESS_LOCAL, {
           decision: 'allow',
           subject: identity.subject,
           auth_method: identity.method,
           ...(identity.keyId !== undefined ? { key_id: identity.keyId } : {}),
           ...(identity.via === 'cookie' ? { via: 'cookie' } : {}),
-        });
+        } satisfies AuditFields);
       }
       if (roles.size > 0 && !identity.roles.some((r) => roles.has(r))) return forbidden(identity.method);
       return undefined;
@@ -681,6 +686,10 @@ export const auth: PolicyFactory<typeof authSchema> = {
           (claims) => fromClaims(c, claims, cred.via),
           (err: unknown) => fail(err instanceof AuthFailure ? err.reason : 'malformed', 'jwt'),
         );
+      },
+      onDone(c, outcome) {
+        const fields = c.locals.get(SUCCESS_LOCAL) as AuditFields | undefined;
+        if (fields !== undefined) audit.request('auth_success', c, { ...fields, status: outcome.status });
       },
       close() {
         for (const k of held.splice(0)) release(services, k);

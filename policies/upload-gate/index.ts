@@ -9,7 +9,14 @@ import { Duration, policyBlock, Size } from '../../gateway/config/policy-schema.
 import { parseDuration, parseSize } from '../../gateway/config/units.js';
 import { DANGEROUS_EXTENSIONS, DEFAULT_EXTENSIONS, KINDS, type FileKind } from './kinds.js';
 import { sweepStaleSpools } from './spool.js';
-import { LOCALS_KEY, mediaTypeOf, reject, runUpload, type UploadSettings } from './upload.js';
+import {
+  LOCALS_KEY,
+  mediaTypeOf,
+  reject,
+  runUpload,
+  type UploadLocals,
+  type UploadSettings,
+} from './upload.js';
 
 export { cleanupAll, liveSpoolCount, spooledMemoryBytes } from './spool.js';
 
@@ -310,11 +317,21 @@ export const uploadGate: PolicyFactory<typeof schema> = {
         }
         return runUpload(rctx, settings);
       },
-      onDone(rctx) {
+      onDone(rctx, outcome) {
         // the request is over, whichever way it ended (forwarded, refused by a later policy,
         // upstream error): the spool is no longer needed
-        const dispose = rctx.locals.get(LOCALS_KEY);
-        if (typeof dispose === 'function') (dispose as () => void)();
+        const local = rctx.locals.get(LOCALS_KEY) as UploadLocals | undefined;
+        if (local === undefined) return;
+        local.dispose();
+        // accepted means forwarded: a file a later policy refused never reached the service.
+        // The status is the one the client got (the upstream's, 502/504, 499 when it left).
+        if (!rctx.forwarded) return;
+        for (const u of local.accepted)
+          services.audit.request('upload_accepted', rctx, {
+            decision: 'allow',
+            ...u,
+            status: outcome.status,
+          });
       },
     };
   },

@@ -726,7 +726,10 @@ class UploadJob {
     stream.once('close', dispose);
 
     ctx.forwardBody = { stream, length, contentType: `multipart/form-data; boundary=${boundary}`, dispose };
-    ctx.locals.set(LOCALS_KEY, dispose);
+    // the files are reported accepted (upload_accepted) by onDone, once the request is over and
+    // only if it was forwarded: a later policy may still refuse it
+    const local: UploadLocals = { dispose, accepted: this.monitored.length === 0 ? uploads : [] };
+    ctx.locals.set(LOCALS_KEY, local);
     ctx.body = {
       raw: Buffer.from(fields.map(([k, v]) => `${k}=${v}`).join('&'), 'utf8'),
       mediaType: 'multipart/form-data',
@@ -737,15 +740,20 @@ class UploadJob {
     for (const d of this.monitored) ctx.monitored.push(d);
     for (const d of this.monitored)
       s.services.metrics.uploadRejections.inc({ reason: (d.detail?.check as string) ?? 'content' });
-    if (this.monitored.length === 0) {
-      for (const u of uploads) s.services.audit.request('upload_accepted', ctx, { decision: 'allow', ...u });
-    }
   }
 }
 
 const noop = () => {};
-/** ctx.locals key under which the spool's dispose is kept for the onDone hook */
+/** ctx.locals key of what the onDone hook needs of an upload that passed the gate (UploadLocals) */
 export const LOCALS_KEY = 'upload-gate';
+
+/** What the gate leaves in `ctx.locals` for its onDone hook. */
+export interface UploadLocals {
+  /** frees the spool */
+  readonly dispose: () => void;
+  /** the files to report as `upload_accepted` if the request is forwarded (none when a check was monitored) */
+  readonly accepted: readonly Readonly<Record<string, unknown>>[];
+}
 const MONITORABLE: ReadonlySet<string> = new Set([
   'extension',
   'type',

@@ -148,8 +148,8 @@ t.test('WebSocket upgrades under the route policies', async (t) => {
     t.same(
       audit.map((l) => [l.event, l.status]),
       [
-        ['auth_success', undefined],
         ['api_access', 101],
+        ['auth_success', 101],
       ],
     );
   });

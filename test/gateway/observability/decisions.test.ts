@@ -165,6 +165,7 @@ t.test('decisionFromContext maps the trace and redacts the target', async (t) =>
     identity: undefined,
     body: undefined,
     forwardBody: undefined,
+    forwarded: false,
     upstreamHeaders: {},
     dropUpstreamHeaders: new Set<string>(),
     responseHeaders: {},

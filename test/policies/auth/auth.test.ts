@@ -1,5 +1,5 @@
 import t from 'tap';
-import type { Deny } from '../../../gateway/policy.js';
+import type { Deny, Outcome } from '../../../gateway/policy.js';
 import { ConfigError } from '../../../gateway/errors.js';
 import { auth, hashApiKey, rolesFromClaims, readCookie } from '../../../policies/auth/index.js';
 import { compilePolicy, makeContext, makeServices, type TestServices } from '../../helpers/context.js';
@@ -14,6 +14,12 @@ async function failures(s: TestServices, method: string, reason: string): Promis
 }
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+const done = (status: number): Outcome => ({
+  status,
+  decision: 'allow',
+  deny: undefined,
+  deniedBy: undefined,
+});
 
 t.test('a valid HS256 token sets the identity and the X-Auth-* upstream headers', async (t) => {
   const s = makeServices();
@@ -27,10 +33,39 @@ t.test('a valid HS256 token sets the identity and the X-Auth-* upstream headers'
   t.equal(ctx.identity?.claims?.sub, 'alice');
   t.same(ctx.upstreamHeaders, { 'x-auth-subject': 'alice', 'x-auth-roles': 'user', 'x-auth-method': 'jwt' });
   t.same([...ctx.dropUpstreamHeaders], [], 'Authorization is forwarded by default');
+  t.same(s.audited, [], 'auth_success waits for the response');
+  p.onDone!(ctx, done(201));
   t.same(
-    s.audited.map((a) => [a.event, a.fields.subject, a.fields.auth_method]),
-    [['auth_success', 'alice', 'jwt']],
+    s.audited.map((a) => [
+      a.event,
+      a.fields.subject,
+      a.fields.auth_method,
+      a.fields.decision,
+      a.fields.status,
+    ]),
+    [['auth_success', 'alice', 'jwt', 'allow', 201]],
+    'written when the request is over, with the status the client got',
   );
+});
+
+t.test('auth_success of a caller refused later carries the refusal status', async (t) => {
+  const s = makeServices();
+  const p = await compilePolicy(auth, { jwt: { secret: SECRET }, roles: ['admin'] }, s);
+  const ctx = makeContext({ headers: bearer(await hs({ sub: 'alice', role: 'user' })) });
+  t.match(await p.onRequest!(ctx), { code: 'forbidden' });
+  t.same(s.audited, []);
+  p.onDone!(ctx, {
+    status: 403,
+    decision: 'deny',
+    deny: { code: 'forbidden' },
+    deniedBy: 'auth',
+  });
+  t.same(
+    s.audited.map((a) => [a.event, a.fields.subject, a.fields.decision, a.fields.status]),
+    [['auth_success', 'alice', 'allow', 403]],
+  );
+  p.onDone!(makeContext({}), done(401));
+  t.equal(s.audited.length, 1, 'nothing for a request that did not authenticate');
 });
 
 t.test('missing credentials: 401 without an error parameter, counted as method none', async (t) => {
@@ -93,7 +128,11 @@ t.test('API keys: hashed in the config, env key, constant-time match, key id ups
     keyId: 'ci',
     rateLimit: [{ count: 100, windowMs: 60_000, text: '100/minute' }],
   });
-  t.match(s.audited[0], { event: 'auth_success', fields: { auth_method: 'api_key', key_id: 'ci' } });
+  p.onDone!(ctx, done(200));
+  t.match(s.audited[0], {
+    event: 'auth_success',
+    fields: { auth_method: 'api_key', key_id: 'ci', status: 200 },
+  });
   t.notMatch(JSON.stringify(s.audited), KEY, 'the key itself is never audited');
 
   const envCtx = makeContext({ headers: { 'x-api-key': 'env-provided-api-key-0123456789' } });
@@ -256,12 +295,19 @@ t.test('auth_success sampling', async (t) => {
   const s0 = makeServices();
   const p0 = await compilePolicy(auth, { audit_success_sample_rate: 0, jwt: { secret: SECRET } }, s0);
   const token = await hs();
-  for (let i = 0; i < 5; i++)
-    t.equal(await p0.onRequest!(makeContext({ headers: bearer(token) })), undefined);
+  for (let i = 0; i < 5; i++) {
+    const ctx = makeContext({ headers: bearer(token) });
+    t.equal(await p0.onRequest!(ctx), undefined);
+    p0.onDone!(ctx, done(200));
+  }
   t.same(s0.audited, []);
   const s1 = makeServices();
   const p1 = await compilePolicy(auth, { jwt: { secret: SECRET } }, s1);
-  for (let i = 0; i < 5; i++) await p1.onRequest!(makeContext({ headers: bearer(token) }));
+  for (let i = 0; i < 5; i++) {
+    const ctx = makeContext({ headers: bearer(token) });
+    await p1.onRequest!(ctx);
+    p1.onDone!(ctx, done(200));
+  }
   t.equal(s1.audited.length, 5);
 });
 

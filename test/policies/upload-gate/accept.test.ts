@@ -64,10 +64,14 @@ for (const memory of ['512KB', '0'] as const) {
     );
     t.equal(ctx.body?.mediaType, 'multipart/form-data');
     t.equal(ctx.body?.raw.toString(), 'merchant=Café Ünïcode');
+    t.same(services.audited, [], 'upload_accepted waits until the request was forwarded');
+    ctx.forwarded = true;
+    policy.onDone!(ctx, { status: 201, decision: 'allow', deny: undefined, deniedBy: undefined });
     const accepted = services.audited.filter((a) => a.event === 'upload_accepted');
     t.equal(accepted.length, Object.keys(files).length);
     t.match(accepted[0]!.fields, {
       decision: 'allow',
+      status: 201,
       filename: 'receipt.png',
       size: files.png!.data.length,
       type: 'image/png',
@@ -150,8 +154,9 @@ t.test('active content in monitor mode is forwarded and recorded as monitored', 
     width: 100000,
     height: 100000,
   });
+  ctx.forwarded = true;
+  policy.onDone!(ctx, { status: 201, decision: 'monitor', deny: undefined, deniedBy: undefined });
   t.equal(services.audited.filter((a) => a.event === 'upload_accepted').length, 0);
-  ctx.forwardBody!.dispose!();
   await spoolsGone();
 });
 
@@ -191,11 +196,16 @@ t.test('a non-multipart body is left to the pipeline unless require_multipart', 
 });
 
 t.test(
-  'onDone frees the spool of a request refused after the gate (e.g. by the pattern engine)',
+  'onDone frees the spool of a request refused after the gate (e.g. by the pattern engine), reports no file accepted',
   async (t) => {
     const dir = tempSpoolDir();
     t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-    const policy = await compilePolicy(uploadGate, { enabled: true, spool_dir: dir, memory_buffer: '0' });
+    const services = makeServices();
+    const policy = await compilePolicy(
+      uploadGate,
+      { enabled: true, spool_dir: dir, memory_buffer: '0' },
+      services,
+    );
     const { verdict, ctx } = await runGate(
       policy,
       multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data: png() }]),
@@ -210,5 +220,6 @@ t.test(
     });
     await spoolsGone();
     t.same(leftovers(dir), []);
+    t.same(services.audited, [], 'never forwarded: no upload_accepted');
   },
 );
