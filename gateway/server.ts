@@ -23,6 +23,7 @@ import {
   recordDeny,
   framingDeny,
   serverWideOptions,
+  targetFragmentDeny,
 } from './pipeline.js';
 import { ConnectionState, type Turn } from './connection-state.js';
 import { renderDeny, renderAnswer, renderJson, rawErrorResponse, type Rendered } from './reply.js';
@@ -880,6 +881,11 @@ export class Gateway {
     const phase = await runRequestPhase(route, ctx, services);
     if (phase.deny !== undefined) {
       await this.refuse(gen, route, ctx, res, phase.deny, phase.by);
+      return;
+    }
+    const fragment = targetFragmentDeny(ctx);
+    if (fragment !== undefined) {
+      await this.refuse(gen, route, ctx, res, fragment, 'gateway');
       return;
     }
     const serverWide = serverWideOptions(ctx);
