@@ -29,8 +29,14 @@ export function createContext(init: ContextInit): RequestContext {
     const i = target.indexOf('/', target.indexOf('//') + 2);
     target = i === -1 ? '/' : ownString(target.slice(i));
   }
-  const q = target.indexOf('?');
-  const rawPath = q === -1 ? target : target.slice(0, q);
+  // A fragment (`#…`) is no part of a request-target (RFC 9112 §3.2); the request is refused
+  // after its checks (targetFragmentDeny), judged and routed meanwhile on what precedes it, as
+  // the service's URL parser would read it.
+  const hash = target.indexOf('#');
+  const end = hash === -1 ? target.length : hash;
+  let q = target.indexOf('?');
+  if (q > end) q = -1;
+  const rawPath = q === -1 ? (hash === -1 ? target : target.slice(0, end)) : target.slice(0, q);
   return {
     id: init.id ?? randomUUID(),
     start: process.hrtime.bigint(),
@@ -39,7 +45,7 @@ export function createContext(init: ContextInit): RequestContext {
     target,
     rawPath,
     path: rawPath,
-    query: q === -1 ? '' : target.slice(q + 1),
+    query: q === -1 ? '' : target.slice(q + 1, end),
     headers: init.headers,
     rawHeaders: init.rawHeaders,
     clientIp: init.clientIp,

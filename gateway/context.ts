@@ -75,11 +75,11 @@ export interface RequestContext {
   readonly method: string;
   /** the request target exactly as received (path and query) */
   readonly target: string;
-  /** the path as received, without the query string (not decoded) */
+  /** the path as received, without the query string or a fragment (not decoded) */
   readonly rawPath: string;
   /** the normalised path used for routing and forwarding (dot segments removed, slashes collapsed) */
   readonly path: string;
-  /** the raw query string, without '?', '' when absent */
+  /** the raw query string, without '?' or a fragment, '' when absent */
   readonly query: string;
   /** request headers, lowercased names (Node's representation) */
   readonly headers: IncomingHttpHeaders;

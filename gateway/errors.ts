@@ -52,6 +52,7 @@ export const BLOCK_REASONS = [
   'not_found',
   'method',
   'store',
+  'timeout',
 ] as const;
 export type BlockReason = (typeof BLOCK_REASONS)[number];
 
@@ -152,6 +153,12 @@ export const CODES = {
     event: 'request_blocked',
     reason: 'protocol',
     message: 'The request is malformed.',
+  },
+  request_timeout: {
+    status: 408,
+    event: 'request_blocked',
+    reason: 'timeout',
+    message: 'The request was not received in time.',
   },
   not_found: {
     status: 404,

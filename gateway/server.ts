@@ -23,6 +23,7 @@ import {
   recordDeny,
   framingDeny,
   serverWideOptions,
+  targetFragmentDeny,
 } from './pipeline.js';
 import { ConnectionState, type Turn } from './connection-state.js';
 import { renderDeny, renderAnswer, renderJson, rawErrorResponse, type Rendered } from './reply.js';
@@ -521,16 +522,36 @@ export class Gateway {
         return;
       }
       // The body of the last request read broke its framing (a chunk size that is not hex,
-      // chunk data longer than its size, …) or ended early: unless its answer started, it is
-      // answered 400 after the requests before it, and the connection closes (see
+      // chunk data longer than its size, …), ended early, or stalled until
+      // listen.request_timeout (Node reports ERR_HTTP_REQUEST_TIMEOUT; its head was complete,
+      // or no request would exist): unless its answer started, it is answered 400 (408 for the
+      // timeout) after the requests before it, and the connection closes (see
       // answerBrokenBody). The parser reports every byte that follows again: answered once.
       const x = last !== undefined && !last.req.complete ? this.exchanges.get(last) : undefined;
       if (x !== undefined && last !== undefined) {
         if (this.answeredBy.get(x.ctx) === 'broken-body') return;
-        if (!last.headersSent && err.code?.startsWith('HPE_') === true) {
+        const timedOut = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+        if (!last.headersSent && (timedOut || err.code?.startsWith('HPE_') === true)) {
           last.shouldKeepAlive = false;
           // (a refusal its handler already chose is its answer: the connection closes after it)
-          if (this.answeredBy.get(x.ctx) !== 'handler') void this.answerBrokenBody(x, last, err.code);
+          if (this.answeredBy.get(x.ctx) !== 'handler') {
+            const deny: Deny = timedOut
+              ? {
+                  code: 'request_timeout',
+                  message: 'The request body was not received in time.',
+                  ruleIds: ['request-timeout'],
+                  detail: { timeout_ms: this.server.requestTimeout },
+                }
+              : {
+                  code: 'bad_request',
+                  message:
+                    err.code === 'HPE_INVALID_EOF_STATE'
+                      ? 'The request body was not received completely.'
+                      : 'The request body is malformed.',
+                  ruleIds: [`parser:${err.code}`],
+                };
+            void this.answerBrokenBody(x, last, deny, timedOut ? 'listener' : 'parser');
+          }
           return;
         }
       }
@@ -575,14 +596,20 @@ export class Gateway {
   }
 
   /**
-   * The body of a request being handled broke HTTP/1.1 framing, or ended early, before any
-   * answer to it started: answer 400 bad_request here, as NGINX does, and close the
-   * connection after it (Node writes the answers to the requests read before it first, in
-   * order). The request's handler stands down: its upstream request, if it started, is
-   * aborted (never completed as if the body were whole), and it writes and accounts for
-   * nothing more. Audited and counted like any refusal. Never throws.
+   * The body of a request being handled broke HTTP/1.1 framing, ended early, or stalled past
+   * listen.request_timeout, before any answer to it started: answer `deny` here (400
+   * bad_request, 408 request_timeout), and close the connection after it (Node writes the
+   * answers to the requests read before it first, in order). The request's handler stands
+   * down: its upstream request, if it started, is aborted (never completed as if the body
+   * were whole), and it writes and accounts for nothing more. Audited and counted like any
+   * refusal; `by` is who refused it in the decision log. Never throws.
    */
-  private async answerBrokenBody(x: Exchange, res: http.ServerResponse, parserError: string): Promise<void> {
+  private async answerBrokenBody(
+    x: Exchange,
+    res: http.ServerResponse,
+    deny: Deny,
+    by: 'parser' | 'listener',
+  ): Promise<void> {
     const { gen, ctx } = x;
     this.answeredBy.set(ctx, 'broken-body');
     try {
@@ -590,14 +617,6 @@ export class Gateway {
       this.decided(res.req);
       x.ac.abort();
       const route = routeNamed(gen, ctx.routeName);
-      const deny: Deny = {
-        code: 'bad_request',
-        message:
-          parserError === 'HPE_INVALID_EOF_STATE'
-            ? 'The request body was not received completely.'
-            : 'The request body is malformed.',
-        ruleIds: [`parser:${parserError}`],
-      };
       const r = renderDeny(ctx, deny, gen.requestIdHeader);
       recordDeny(ctx, deny, 'deny', r.head.status, this.services);
       await runResponsePhase(route, ctx, r.head, this.services);
@@ -605,12 +624,7 @@ export class Gateway {
         res.writeHead(r.head.status, r.head.headers as http.OutgoingHttpHeaders);
         res.end(r.body);
       }
-      this.account(
-        route,
-        ctx,
-        { status: r.head.status, decision: 'deny', deny, deniedBy: 'parser' },
-        undefined,
-      );
+      this.account(route, ctx, { status: r.head.status, decision: 'deny', deny, deniedBy: by }, undefined);
     } catch (err) {
       this.services.log.error(
         { request_id: ctx.id, err: (err as Error).message },
@@ -867,6 +881,11 @@ export class Gateway {
     const phase = await runRequestPhase(route, ctx, services);
     if (phase.deny !== undefined) {
       await this.refuse(gen, route, ctx, res, phase.deny, phase.by);
+      return;
+    }
+    const fragment = targetFragmentDeny(ctx);
+    if (fragment !== undefined) {
+      await this.refuse(gen, route, ctx, res, fragment, 'gateway');
       return;
     }
     const serverWide = serverWideOptions(ctx);

@@ -7,7 +7,13 @@ import type { Metrics } from './observability/metrics.js';
 import type { RequestContext } from './context.js';
 import type { CompiledRoute, Generation } from './config/compile.js';
 import type { Deny, Outcome, ResponseHead, Services } from './policy.js';
-import { runRequestPhase, runResponsePhase, recordDeny, framingDeny } from './pipeline.js';
+import {
+  runRequestPhase,
+  runResponsePhase,
+  recordDeny,
+  framingDeny,
+  targetFragmentDeny,
+} from './pipeline.js';
 import { renderDeny, renderAnswer } from './reply.js';
 import { upstreamHeaders, cleanResponseHeaders } from './proxy.js';
 import { normalizePath } from './router.js';
@@ -499,6 +505,11 @@ async function upgrade(
   const phase = await runRequestPhase(route, ctx, services);
   if (phase.deny !== undefined) {
     await refuse(route, phase.deny, phase.by);
+    return;
+  }
+  const fragment = targetFragmentDeny(ctx);
+  if (fragment !== undefined) {
+    await refuse(route, fragment, 'gateway');
     return;
   }
   if (m.kind !== 'match') {

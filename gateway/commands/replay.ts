@@ -6,7 +6,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { loadConfigFile, ConfigLoadError, formatProblem } from '../config/load.js';
 import { compileGeneration, closeGeneration, type Generation } from '../config/compile.js';
 import { createContext } from '../context-factory.js';
-import { runRequestPhase, framingDeny, serverWideOptions } from '../pipeline.js';
+import { runRequestPhase, framingDeny, serverWideOptions, targetFragmentDeny } from '../pipeline.js';
 import { normalizePath } from '../router.js';
 import { CODES } from '../errors.js';
 import { FACTORIES } from '../../policies/registry.js';
@@ -138,6 +138,8 @@ async function decide(
     const d = phase.deny;
     return { ...done(d.code, d.ruleIds ?? []), status: d.status ?? CODES[d.code].status };
   }
+  const fragment = targetFragmentDeny(ctx);
+  if (fragment !== undefined) return done(fragment.code, fragment.ruleIds);
   const serverWide = serverWideOptions(ctx);
   if (serverWide !== undefined) return { ...done(null), status: serverWide.status };
   if (only === undefined && m.kind === 'none') return done('not_found');

@@ -15,6 +15,10 @@ const SPEC_FILE = path.resolve(REPO, '..', 'shared', 'SPEC.md');
 const DOCUMENTED_ADDITIONS: Readonly<Record<string, { status: number; why: string }>> = {
   service_unavailable: { status: 503, why: 'a fail-closed policy whose store is down (SPEC section 8)' },
   internal_error: { status: 500, why: 'the last-resort answer when the gateway itself fails' },
+  request_timeout: {
+    status: 408,
+    why: 'a request body that stalls past listen.request_timeout (SPEC section 8: body timeouts)',
+  },
 };
 
 interface SpecRow {
