@@ -10,6 +10,7 @@ import {
   type CryptoKey,
 } from 'jose';
 import { AuthFailure, type AuthFailureReason } from './reasons.js';
+import { isCanonicalCompactJws } from './compact-jws.js';
 import type { JwksClient } from './jwks-client.js';
 import type { TokenCache } from './token-cache.js';
 
@@ -36,9 +37,6 @@ export const isHmac = (alg: string): boolean => alg.startsWith('HS');
 
 type LocalSet = ReturnType<typeof createLocalJWKSet>;
 
-/** A compact JWS: three base64url segments (the signature may be empty, e.g. alg none). */
-const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
-
 export interface JwtVerifierOptions {
   /** pinned algorithms; a token's `alg` outside this list is refused before any key lookup */
   readonly algorithms: readonly JwtAlgorithm[];
@@ -58,7 +56,8 @@ export interface JwtVerifierOptions {
 
 /**
  * Verifies a compact JWT against pinned algorithms and configured keys, with the claim
- * checks of the config, and maps every failure to one reason of the fixed set.
+ * checks of the config, and maps every failure to one reason of the fixed set. A token must
+ * be spelt in canonical base64url (one accepted spelling per token).
  * `verify` returns the claims synchronously on a cache hit (the hot path does not wait
  * for a microtask) and a promise otherwise.
  */
@@ -86,7 +85,9 @@ export class JwtVerifier {
     // a cached token passed the shape check when it was verified (same string)
     const cached = this.o.cache?.get(token);
     if (cached !== undefined) return cached.claims;
-    if (!COMPACT_JWS.test(token)) throw new AuthFailure('malformed');
+    // One spelling per token: jose (like atob and Buffer) ignores the unused bits of a
+    // segment's last character, so `…A` and `…B` could both verify.
+    if (!isCanonicalCompactJws(token)) throw new AuthFailure('malformed');
     const header = decodeHeader(token);
     const alg = header.alg;
     if (typeof alg !== 'string' || !this.allowed.has(alg)) throw new AuthFailure('algorithm');

@@ -8,7 +8,10 @@ import type { Deny } from '../../gateway/policy.js';
 export const AUTH_FAILURE_REASONS = [
   /** no credentials of an accepted kind */
   'missing',
-  /** not a JWT / API key shape, duplicate Authorization headers, undecodable segments */
+  /**
+   * not a JWT / API key shape, non-canonical base64url segments, duplicate Authorization
+   * headers, undecodable segments
+   */
   'malformed',
   /** longer than `max_token_bytes` */
   'oversized',

@@ -8,7 +8,18 @@ import { SignJWT } from 'jose';
 import type { Deny } from '../../../gateway/policy.js';
 import { auth } from '../../../policies/auth/index.js';
 import { compilePolicy, makeContext, makeServices } from '../../helpers/context.js';
-import { SECRET, NOW_S, b64, hs, hmacToken, keyPair, signed, tamper } from './tokens.js';
+import {
+  SECRET,
+  NOW_S,
+  b64,
+  hs,
+  hmacToken,
+  keyPair,
+  signed,
+  tamper,
+  respelledTokens,
+  hmacOverSegments,
+} from './tokens.js';
 
 const rsa = await keyPair('RS256', 'k1');
 const other = await keyPair('RS256', 'k2');
@@ -108,6 +119,28 @@ const cases: Case[] = [
     setup: 'hs',
     token: () => hs({ ...good, nbf: NOW_S + 3600 }),
     reason: 'not_yet_valid',
+  },
+  {
+    name: 'signature respelled: last character with unused bits set (HS256, same bytes)',
+    setup: 'hs',
+    token: async () => respelledTokens(await hs(good), 2)[0]!,
+    reason: 'malformed',
+  },
+  {
+    name: 'signature respelled (RS256, same bytes)',
+    setup: 'rs',
+    token: async () => respelledTokens(await signed(rsa, good), 2)[14]!,
+    reason: 'malformed',
+  },
+  {
+    name: 'payload respelled and signed as spelt (HS256)',
+    setup: 'hs',
+    token: () => {
+      const payload = b64({ sub: 'alice', exp: NOW_S + 60, ...good, x: 1 });
+      const [header, spelt] = respelledTokens(`${b64({ alg: 'HS256' })}.${payload}.`, 1)[0]!.split('.');
+      return hmacOverSegments(header!, spelt!);
+    },
+    reason: 'malformed',
   },
   { name: 'wrong issuer', setup: 'hs', token: () => hs({ ...good, iss: 'evil-idp' }), reason: 'claims' },
   { name: 'wrong audience', setup: 'hs', token: () => hs({ ...good, aud: 'other-api' }), reason: 'claims' },
