@@ -57,7 +57,8 @@ export interface JwtVerifierOptions {
 /**
  * Verifies a compact JWT against pinned algorithms and configured keys, with the claim
  * checks of the config, and maps every failure to one reason of the fixed set. A token must
- * be spelt in canonical base64url (one accepted spelling per token).
+ * be spelt in canonical base64url (one accepted spelling per token) and must not be issued
+ * in the future (`iat` beyond the clock tolerance).
  * `verify` returns the claims synchronously on a cache hit (the hot path does not wait
  * for a microtask) and a promise otherwise.
  */
@@ -95,7 +96,8 @@ export class JwtVerifier {
   }
 
   private async verifySigned(token: string, alg: string): Promise<Readonly<Record<string, unknown>>> {
-    const options: JWTVerifyOptions = { ...this.baseOptions, currentDate: new Date(this.o.now()) };
+    const now = this.o.now();
+    const options: JWTVerifyOptions = { ...this.baseOptions, currentDate: new Date(now) };
     let payload: Record<string, unknown>;
     try {
       if (isHmac(alg)) {
@@ -108,6 +110,12 @@ export class JwtVerifier {
     } catch (err) {
       throw toFailure(err);
     }
+    // jose refuses a non-numeric `iat` but checks its value only with maxTokenAge, which
+    // would make `iat` required. Compared as jose compares `nbf` (whole seconds, tolerance):
+    // a token issued in the future comes from an issuer with a wrong clock or was mis-minted.
+    const iat = payload.iat;
+    if (typeof iat === 'number' && iat > Math.floor(now / 1000) + this.o.clockToleranceSec)
+      throw new AuthFailure('issued_in_future');
     const exp = typeof payload.exp === 'number' ? payload.exp : undefined;
     this.o.cache?.set(token, payload, exp);
     return payload;
@@ -176,9 +184,12 @@ export function toFailure(err: unknown): AuthFailure {
     case 'ERR_JWT_EXPIRED':
       reason = 'expired';
       break;
-    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
-      reason = (err as { claim?: string }).claim === 'nbf' ? 'not_yet_valid' : 'claims';
+    case 'ERR_JWT_CLAIM_VALIDATION_FAILED': {
+      // jose's `reason` is 'check_failed' for a time in the future, 'invalid' for a non-number
+      const { claim, reason: why } = err as { claim?: string; reason?: string };
+      reason = claim === 'nbf' && why === 'check_failed' ? 'not_yet_valid' : 'claims';
       break;
+    }
     case 'ERR_JWKS_NO_MATCHING_KEY':
     case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
       reason = 'unknown_key';

@@ -121,6 +121,36 @@ const cases: Case[] = [
     reason: 'not_yet_valid',
   },
   {
+    name: 'nbf 31 s ahead (just beyond the tolerance)',
+    setup: 'hs',
+    token: () => hs({ ...good, nbf: NOW_S + 31 }),
+    reason: 'not_yet_valid',
+  },
+  {
+    name: 'nbf is a string',
+    setup: 'hs',
+    token: () => hs({ ...good, nbf: `${NOW_S}` as never }),
+    reason: 'claims',
+  },
+  {
+    name: 'issued tomorrow (iat)',
+    setup: 'hs',
+    token: () => hs({ ...good, iat: NOW_S + 86400 }),
+    reason: 'issued_in_future',
+  },
+  {
+    name: 'iat 31 s ahead on an RS256 token',
+    setup: 'rs',
+    token: () => signed(rsa, { ...good, iat: NOW_S + 31 }),
+    reason: 'issued_in_future',
+  },
+  {
+    name: 'iat is a string',
+    setup: 'hs',
+    token: () => hs({ ...good, iat: `${NOW_S}` as never }),
+    reason: 'claims',
+  },
+  {
     name: 'signature respelled: last character with unused bits set (HS256, same bytes)',
     setup: 'hs',
     token: async () => respelledTokens(await hs(good), 2)[0]!,
@@ -294,6 +324,10 @@ t.test('the valid tokens of both setups pass (the table is not vacuous)', async 
   // within the 30 s clock tolerance
   const c = makeContext({ headers: { authorization: `Bearer ${await hs({ ...good, exp: NOW_S - 10 })}` } });
   t.equal(await policies.hs.onRequest!(c), undefined);
+  for (const claims of [{ iat: NOW_S + 30 }, { nbf: NOW_S + 30 }, { iat: undefined }]) {
+    const d = makeContext({ headers: { authorization: `Bearer ${await hs({ ...good, ...claims })}` } });
+    t.equal(await policies.hs.onRequest!(d), undefined, JSON.stringify(claims));
+  }
 });
 
 t.test('a forged token is never served from the verified-token cache', async (t) => {

@@ -1,4 +1,8 @@
-/** The verifier's strict checks: one spelling per token (canonical base64url in all three segments). */
+/**
+ * The verifier's strict checks: one spelling per token (canonical base64url in all three
+ * segments) and no token issued in the future (`iat` beyond the clock tolerance), with
+ * `nbf` at its tolerance boundary for comparison.
+ */
 import t from 'tap';
 import { jwtVerify, type CryptoKey } from 'jose';
 import { isCanonicalCompactJws } from '../../../policies/auth/compact-jws.js';
@@ -160,4 +164,67 @@ t.test('a respelled token is not a second cache entry of a cached token', async 
   t.equal(cache.size, 1, 'only the canonical token was cached');
   t.equal(await outcome(v, token), 'ok');
   t.equal(cache.hits, 1);
+});
+
+t.test('iat: optional, numeric, not in the future beyond the clock tolerance', async (t) => {
+  const v = verifier();
+  const cases: [string, string, string][] = [
+    ['no iat', await hs({ iat: undefined }), 'ok'],
+    ['iat now', await hs({ iat: NOW_S }), 'ok'],
+    ['iat a day ago', await hs({ iat: NOW_S - 86400 }), 'ok'],
+    ['iat 30 s ahead (the tolerance)', await hs({ iat: NOW_S + 30 }), 'ok'],
+    ['iat 31 s ahead', await hs({ iat: NOW_S + 31 }), 'issued_in_future'],
+    ['iat tomorrow', await hs({ iat: NOW_S + 86400 }), 'issued_in_future'],
+    ['iat tomorrow, ES256', await signed(es, { iat: NOW_S + 86400 }), 'issued_in_future'],
+    ['iat tomorrow, RS256', await signed(rsa, { iat: NOW_S + 86400 }), 'issued_in_future'],
+    // JSON.parse reads 1e400 as Infinity
+    [
+      'iat 1e400',
+      hmacOverSegments(b64({ alg: 'HS256' }), b64(`{"sub":"alice","exp":${NOW_S + 60},"iat":1e400}`)),
+      'issued_in_future',
+    ],
+    ['iat a string', await hs({ iat: `${NOW_S}` as never }), 'claims'],
+    ['iat null', await hs({ iat: null as never }), 'claims'],
+    ['iat a string in the future', await hs({ iat: `${NOW_S + 86400}` as never }), 'claims'],
+    ['expired and iat in the future', await hs({ iat: NOW_S + 86400, exp: NOW_S - 3600 }), 'expired'],
+  ];
+  for (const [name, token, expected] of cases) t.equal(await outcome(v, token), expected, name);
+});
+
+t.test('iat: the configured tolerance is the one used', async (t) => {
+  t.equal(await outcome(verifier({ toleranceSec: 0 }), await hs({ iat: NOW_S })), 'ok');
+  t.equal(await outcome(verifier({ toleranceSec: 0 }), await hs({ iat: NOW_S + 1 })), 'issued_in_future');
+  t.equal(await outcome(verifier({ toleranceSec: 300 }), await hs({ iat: NOW_S + 300 })), 'ok');
+  t.equal(await outcome(verifier({ toleranceSec: 300 }), await hs({ iat: NOW_S + 301 })), 'issued_in_future');
+});
+
+t.test(
+  'iat: a refused token is not cached, and is accepted once its iat is within the tolerance',
+  async (t) => {
+    const clock = makeClock();
+    const cache = new TokenCache({
+      maxEntries: 100,
+      maxBytes: 1 << 20,
+      maxTtlMs: 60_000,
+      now: () => clock.now(),
+    });
+    const v = verifier({ clock, cache });
+    const token = await hs({ iat: NOW_S + 600, exp: NOW_S + 3600 });
+    t.equal(await outcome(v, token), 'issued_in_future');
+    t.equal(cache.size, 0);
+    clock.advance(569_000);
+    t.equal(await outcome(v, token), 'issued_in_future', '31 s ahead');
+    clock.advance(1_000);
+    t.equal(await outcome(v, token), 'ok', '30 s ahead');
+    t.equal(cache.size, 1);
+  },
+);
+
+t.test('nbf: refused beyond the clock tolerance, accepted within it', async (t) => {
+  const v = verifier();
+  t.equal(await outcome(v, await hs({ nbf: NOW_S + 30 })), 'ok');
+  t.equal(await outcome(v, await hs({ nbf: NOW_S + 31 })), 'not_yet_valid');
+  t.equal(await outcome(v, await hs({ nbf: NOW_S - 3600 })), 'ok');
+  t.equal(await outcome(v, await hs({ nbf: `${NOW_S}` as never })), 'claims');
+  t.equal(await outcome(verifier({ toleranceSec: 0 }), await hs({ nbf: NOW_S + 1 })), 'not_yet_valid');
 });
