@@ -103,7 +103,7 @@ const JwtBlock = Type.Object(
     }),
     issuer: StringOrList('required `iss` (one or a list); empty = not checked'),
     audience: StringOrList('required `aud` (one or a list, any-of); empty = not checked'),
-    clock_tolerance: Duration('30s', 'leeway for exp and nbf'),
+    clock_tolerance: Duration('30s', 'leeway for exp, nbf and iat'),
     required_claims: Type.Array(Type.String({ minLength: 1 }), {
       default: ['exp'],
       description: 'claims that must be present',

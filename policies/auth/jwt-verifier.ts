@@ -10,6 +10,7 @@ import {
   type CryptoKey,
 } from 'jose';
 import { AuthFailure, type AuthFailureReason } from './reasons.js';
+import { isCanonicalCompactJws } from './compact-jws.js';
 import type { JwksClient } from './jwks-client.js';
 import type { TokenCache } from './token-cache.js';
 
@@ -36,9 +37,6 @@ export const isHmac = (alg: string): boolean => alg.startsWith('HS');
 
 type LocalSet = ReturnType<typeof createLocalJWKSet>;
 
-/** A compact JWS: three base64url segments (the signature may be empty, e.g. alg none). */
-const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
-
 export interface JwtVerifierOptions {
   /** pinned algorithms; a token's `alg` outside this list is refused before any key lookup */
   readonly algorithms: readonly JwtAlgorithm[];
@@ -58,7 +56,9 @@ export interface JwtVerifierOptions {
 
 /**
  * Verifies a compact JWT against pinned algorithms and configured keys, with the claim
- * checks of the config, and maps every failure to one reason of the fixed set.
+ * checks of the config, and maps every failure to one reason of the fixed set. A token must
+ * be spelt in canonical base64url (one accepted spelling per token) and must not be issued
+ * in the future (`iat` beyond the clock tolerance).
  * `verify` returns the claims synchronously on a cache hit (the hot path does not wait
  * for a microtask) and a promise otherwise.
  */
@@ -86,7 +86,9 @@ export class JwtVerifier {
     // a cached token passed the shape check when it was verified (same string)
     const cached = this.o.cache?.get(token);
     if (cached !== undefined) return cached.claims;
-    if (!COMPACT_JWS.test(token)) throw new AuthFailure('malformed');
+    // One spelling per token: jose (like atob and Buffer) ignores the unused bits of a
+    // segment's last character, so `…A` and `…B` could both verify.
+    if (!isCanonicalCompactJws(token)) throw new AuthFailure('malformed');
     const header = decodeHeader(token);
     const alg = header.alg;
     if (typeof alg !== 'string' || !this.allowed.has(alg)) throw new AuthFailure('algorithm');
@@ -94,7 +96,8 @@ export class JwtVerifier {
   }
 
   private async verifySigned(token: string, alg: string): Promise<Readonly<Record<string, unknown>>> {
-    const options: JWTVerifyOptions = { ...this.baseOptions, currentDate: new Date(this.o.now()) };
+    const now = this.o.now();
+    const options: JWTVerifyOptions = { ...this.baseOptions, currentDate: new Date(now) };
     let payload: Record<string, unknown>;
     try {
       if (isHmac(alg)) {
@@ -107,6 +110,12 @@ export class JwtVerifier {
     } catch (err) {
       throw toFailure(err);
     }
+    // jose refuses a non-numeric `iat` but checks its value only with maxTokenAge, which
+    // would make `iat` required. Compared as jose compares `nbf` (whole seconds, tolerance):
+    // a token issued in the future comes from an issuer with a wrong clock or was mis-minted.
+    const iat = payload.iat;
+    if (typeof iat === 'number' && iat > Math.floor(now / 1000) + this.o.clockToleranceSec)
+      throw new AuthFailure('issued_in_future');
     const exp = typeof payload.exp === 'number' ? payload.exp : undefined;
     this.o.cache?.set(token, payload, exp);
     return payload;
@@ -175,9 +184,12 @@ export function toFailure(err: unknown): AuthFailure {
     case 'ERR_JWT_EXPIRED':
       reason = 'expired';
       break;
-    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
-      reason = (err as { claim?: string }).claim === 'nbf' ? 'not_yet_valid' : 'claims';
+    case 'ERR_JWT_CLAIM_VALIDATION_FAILED': {
+      // jose's `reason` is 'check_failed' for a time in the future, 'invalid' for a non-number
+      const { claim, reason: why } = err as { claim?: string; reason?: string };
+      reason = claim === 'nbf' && why === 'check_failed' ? 'not_yet_valid' : 'claims';
       break;
+    }
     case 'ERR_JWKS_NO_MATCHING_KEY':
     case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
       reason = 'unknown_key';

@@ -8,7 +8,10 @@ import type { Deny } from '../../gateway/policy.js';
 export const AUTH_FAILURE_REASONS = [
   /** no credentials of an accepted kind */
   'missing',
-  /** not a JWT / API key shape, duplicate Authorization headers, undecodable segments */
+  /**
+   * not a JWT / API key shape, non-canonical base64url segments, duplicate Authorization
+   * headers, undecodable segments
+   */
   'malformed',
   /** longer than `max_token_bytes` */
   'oversized',
@@ -24,6 +27,8 @@ export const AUTH_FAILURE_REASONS = [
   'expired',
   /** `nbf` in the future (beyond the clock tolerance) */
   'not_yet_valid',
+  /** `iat` in the future (beyond the clock tolerance): mis-minted, or the issuer's clock is wrong */
+  'issued_in_future',
   /** `iss`, `aud`, a required claim or the subject claim is wrong or absent */
   'claims',
   /** an API key that matches no configured hash */
@@ -45,6 +50,7 @@ const MESSAGES: Record<AuthFailureReason, string> = {
   key_unavailable: 'Authentication failed: the token signature could not be checked.',
   expired: 'Authentication failed: the token has expired.',
   not_yet_valid: 'Authentication failed: the token claims are not valid.',
+  issued_in_future: 'Authentication failed: the token claims are not valid.',
   claims: 'Authentication failed: the token claims are not valid.',
   invalid_key: 'Authentication failed: the API key is not valid.',
 };

@@ -8,7 +8,18 @@ import { SignJWT } from 'jose';
 import type { Deny } from '../../../gateway/policy.js';
 import { auth } from '../../../policies/auth/index.js';
 import { compilePolicy, makeContext, makeServices } from '../../helpers/context.js';
-import { SECRET, NOW_S, b64, hs, hmacToken, keyPair, signed, tamper } from './tokens.js';
+import {
+  SECRET,
+  NOW_S,
+  b64,
+  hs,
+  hmacToken,
+  keyPair,
+  signed,
+  tamper,
+  respelledTokens,
+  hmacOverSegments,
+} from './tokens.js';
 
 const rsa = await keyPair('RS256', 'k1');
 const other = await keyPair('RS256', 'k2');
@@ -108,6 +119,58 @@ const cases: Case[] = [
     setup: 'hs',
     token: () => hs({ ...good, nbf: NOW_S + 3600 }),
     reason: 'not_yet_valid',
+  },
+  {
+    name: 'nbf 31 s ahead (just beyond the tolerance)',
+    setup: 'hs',
+    token: () => hs({ ...good, nbf: NOW_S + 31 }),
+    reason: 'not_yet_valid',
+  },
+  {
+    name: 'nbf is a string',
+    setup: 'hs',
+    token: () => hs({ ...good, nbf: `${NOW_S}` as never }),
+    reason: 'claims',
+  },
+  {
+    name: 'issued tomorrow (iat)',
+    setup: 'hs',
+    token: () => hs({ ...good, iat: NOW_S + 86400 }),
+    reason: 'issued_in_future',
+  },
+  {
+    name: 'iat 31 s ahead on an RS256 token',
+    setup: 'rs',
+    token: () => signed(rsa, { ...good, iat: NOW_S + 31 }),
+    reason: 'issued_in_future',
+  },
+  {
+    name: 'iat is a string',
+    setup: 'hs',
+    token: () => hs({ ...good, iat: `${NOW_S}` as never }),
+    reason: 'claims',
+  },
+  {
+    name: 'signature respelled: last character with unused bits set (HS256, same bytes)',
+    setup: 'hs',
+    token: async () => respelledTokens(await hs(good), 2)[0]!,
+    reason: 'malformed',
+  },
+  {
+    name: 'signature respelled (RS256, same bytes)',
+    setup: 'rs',
+    token: async () => respelledTokens(await signed(rsa, good), 2)[14]!,
+    reason: 'malformed',
+  },
+  {
+    name: 'payload respelled and signed as spelt (HS256)',
+    setup: 'hs',
+    token: () => {
+      const payload = b64({ sub: 'alice', exp: NOW_S + 60, ...good, x: 1 });
+      const [header, spelt] = respelledTokens(`${b64({ alg: 'HS256' })}.${payload}.`, 1)[0]!.split('.');
+      return hmacOverSegments(header!, spelt!);
+    },
+    reason: 'malformed',
   },
   { name: 'wrong issuer', setup: 'hs', token: () => hs({ ...good, iss: 'evil-idp' }), reason: 'claims' },
   { name: 'wrong audience', setup: 'hs', token: () => hs({ ...good, aud: 'other-api' }), reason: 'claims' },
@@ -261,6 +324,10 @@ t.test('the valid tokens of both setups pass (the table is not vacuous)', async 
   // within the 30 s clock tolerance
   const c = makeContext({ headers: { authorization: `Bearer ${await hs({ ...good, exp: NOW_S - 10 })}` } });
   t.equal(await policies.hs.onRequest!(c), undefined);
+  for (const claims of [{ iat: NOW_S + 30 }, { nbf: NOW_S + 30 }, { iat: undefined }]) {
+    const d = makeContext({ headers: { authorization: `Bearer ${await hs({ ...good, ...claims })}` } });
+    t.equal(await policies.hs.onRequest!(d), undefined, JSON.stringify(claims));
+  }
 });
 
 t.test('a forged token is never served from the verified-token cache', async (t) => {

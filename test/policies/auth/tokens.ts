@@ -60,6 +60,33 @@ export function hmacToken(header: unknown, payload: unknown, secret = SECRET): s
   return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
 }
 
+/** An HS256 token over segments taken as spelt (signed exactly as they are, canonical or not). */
+export function hmacOverSegments(headerSegment: string, payloadSegment: string, secret = SECRET): string {
+  const input = `${headerSegment}.${payloadSegment}`;
+  return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
+}
+
+const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/**
+ * The other spellings of a canonical base64url segment that decode to the same bytes: its
+ * last character with some of the unused low bits set (3 for a length of 4n + 3, 15 for
+ * 4n + 2, none for 4n). Lenient decoders (atob, Buffer, jose on Node 20) accept them all.
+ */
+export function respellings(segment: string): string[] {
+  const unused = segment.length % 4 === 2 ? 0b1111 : segment.length % 4 === 3 ? 0b11 : 0;
+  const last = B64URL.indexOf(segment.at(-1)!);
+  const out: string[] = [];
+  for (let bits = 1; bits <= unused; bits++) out.push(segment.slice(0, -1) + B64URL[last | bits]!);
+  return out;
+}
+
+/** The token with segment `index` (0 header, 1 payload, 2 signature) spelt otherwise, each way. */
+export function respelledTokens(token: string, index: 0 | 1 | 2): string[] {
+  const parts = token.split('.');
+  return respellings(parts[index]!).map((seg) => parts.map((p, i) => (i === index ? seg : p)).join('.'));
+}
+
 // Run directly (as tap does with every file under test/), this module checks its own helpers.
 if (
   process.argv[1] !== undefined &&
@@ -83,6 +110,17 @@ if (
     t.equal(decodeProtectedHeader(token).kid, 'e1');
     t.match((await jwtVerify(token, pair.publicKey, { currentDate: at })).payload, { sub: 'alice' });
     t.equal(decodeProtectedHeader(await signed(pair, {}, { kid: null })).kid, undefined);
+  });
+  t.test('respellings() decode to the same bytes and differ as strings', async (t) => {
+    for (const n of [1, 2, 3, 32, 64]) {
+      const seg = Buffer.alloc(n, 0xa5).toString('base64url');
+      const others = respellings(seg);
+      t.equal(others.length, [0, 15, 3][n % 3], `${n} bytes`);
+      for (const o of others) {
+        t.not(o, seg);
+        t.same(Buffer.from(o, 'base64url'), Buffer.from(seg, 'base64url'));
+      }
+    }
   });
   t.test('tamper() swaps the payload only', async (t) => {
     const token = await hs();
