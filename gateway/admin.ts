@@ -19,6 +19,11 @@ export interface Observers {
   securityHealth?(): unknown;
   /** extra readiness checks: reasons when not ready */
   readiness?(): Promise<string[]>;
+  /**
+   * the body of `GET /metrics` when this process's registry is not the whole gateway (cluster
+   * workers: every worker's, merged); rejects with the reason, answered as a 503
+   */
+  metrics?(): Promise<string>;
   /** admin routes served by the observability layer; return false when not handled */
   adminRoute?(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<boolean>;
   close?(): Promise<void>;
@@ -148,7 +153,19 @@ export class AdminServer {
         return;
       }
       case '/metrics': {
-        const body = await this.gw.metrics.registry.metrics();
+        let body: string;
+        try {
+          body = await (this.gw.observers.metrics?.() ?? this.gw.metrics.registry.metrics());
+        } catch (err) {
+          const text = `metrics unavailable: ${(err as Error).message}\n`;
+          res.writeHead(503, {
+            'content-type': 'text/plain; charset=utf-8',
+            'cache-control': 'no-store',
+            'content-length': Buffer.byteLength(text),
+          });
+          res.end(text);
+          return;
+        }
         res.writeHead(200, {
           'content-type': this.gw.metrics.registry.contentType,
           'cache-control': 'no-store',

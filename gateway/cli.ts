@@ -8,6 +8,8 @@ import { runReplay } from './commands/replay.js';
 import { runHashKey } from './commands/hash-key.js';
 import { runExplain } from './commands/explain.js';
 import { attachObservability } from './observability/wire.js';
+import { ClusterPeer, servePeers } from './cluster.js';
+import type { DecisionLog } from './observability/decisions.js';
 
 const USAGE = `receipt-gateway: a security gateway in front of the receipt service
 
@@ -48,6 +50,8 @@ async function start(args: string[]): Promise<number> {
     cluster.on('fork', (w) =>
       w.on('error', (err: Error) => process.stderr.write(`worker ${w.process.pid}: ${err.message}\n`)),
     );
+    // /metrics and /api/decisions/{id} asked of one worker are answered for all of them
+    servePeers();
     for (let i = 0; i < workers; i++) cluster.fork();
     let stopping = false;
     const stop = (sig: NodeJS.Signals) => {
@@ -108,8 +112,15 @@ async function start(args: string[]): Promise<number> {
     process.on('message', (msg: unknown) => {
       if (isReloadMessage(msg)) void gw.reload(msg.trigger);
     });
-  }
-  await attachObservability(gw);
+    // the admin answers that need every worker go through the primary (cluster.ts)
+    const local: { decisions?: DecisionLog } = {};
+    const peer = new ClusterPeer({
+      metrics: () => gw.metrics.registry.getMetricsAsJSON(),
+      decision: (id) => local.decisions?.get(id),
+    });
+    gw.observers.metrics = () => peer.metrics();
+    local.decisions = (await attachObservability(gw, { peerDecision: (id) => peer.decision(id) })).decisions;
+  } else await attachObservability(gw);
   process.stdout.write(
     `receipt-gateway listening on ${gw.url}${gw.adminUrl ? ` (admin ${gw.adminUrl})` : ''}, upstream ${gw.generation.upstream.origin}${cluster.isWorker ? ` [worker ${process.pid}]` : ''}\n`,
   );

@@ -5,7 +5,8 @@
  *   GET /                          the dashboard page (dashboard.html, strict CSP)
  *   GET /api/dashboard             the dashboard's JSON ({@link dashboardSnapshot})
  *   GET /api/decisions/{id}        why a recent request was allowed or refused (404 JSON when
- *                                  unknown or malformed)
+ *                                  unknown or malformed; asked of `peerDecision` when not
+ *                                  here, 503 JSON when that fails)
  *
  * ```ts
  * const routes = createDashboardRoutes({ metrics, store, decisions, score: () => report,
@@ -38,6 +39,11 @@ export interface DashboardRoutesOptions {
   /** the state store, for active bans and lockouts */
   store: Pick<Store, 'listBlocks'>;
   decisions: DecisionLog;
+  /**
+   * asked for a decision this process does not have (cluster workers: the other workers);
+   * resolves undefined when none has it, rejects when they cannot all be asked (a 503)
+   */
+  peerDecision?: (requestId: string) => Promise<unknown>;
   /** the current security report; undefined when monitoring is off */
   score: () => ScoreResult | undefined;
   /** a summary of the running config (see {@link configSummary}); scrubbed again before it is served */
@@ -149,8 +155,24 @@ export function createDashboardRoutes(opts: DashboardRoutesOptions): DashboardRo
           // malformed percent-encoding: treated as a malformed id below
         }
         const wellFormed = isWellFormedRequestId(id);
-        const entry = wellFormed ? opts.decisions.get(id) : undefined;
-        if (entry) sendJson(res, 200, entry, head);
+        let entry: unknown = wellFormed ? opts.decisions.get(id) : undefined;
+        if (entry === undefined && wellFormed && opts.peerDecision !== undefined) {
+          try {
+            entry = await opts.peerDecision(id);
+          } catch (err) {
+            sendJson(
+              res,
+              503,
+              {
+                error: 'unavailable',
+                message: `Not every worker could be asked for this decision: ${(err as Error).message}.`,
+              },
+              head,
+            );
+            return true;
+          }
+        }
+        if (entry !== undefined) sendJson(res, 200, entry, head);
         else
           sendJson(
             res,

@@ -5,6 +5,8 @@ const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 /**
  * Every metric of SPEC section 7, on one registry per process. Labels carry only
  * bounded values: route names from the config, fixed reason sets, status codes.
+ * With `workers: N` the registries are merged for /metrics (gateway/cluster.ts): counters
+ * and histograms summed, each gauge by its `aggregator`.
  */
 export class Metrics {
   readonly registry: client.Registry;
@@ -84,6 +86,8 @@ export class Metrics {
     this.securityScore = new client.Gauge({
       name: 'gateway_security_score',
       help: 'Security health score of the running configuration (0-100)',
+      // workers: the lowest (a worker whose reload failed runs an older configuration)
+      aggregator: 'min',
       registers,
     });
     this.configReloads = counter('gateway_config_reloads_total', 'Configuration reloads, by result', [
@@ -106,6 +110,7 @@ export class Metrics {
     this.openConnections = new client.Gauge({
       name: 'gateway_open_connections',
       help: 'Client connections currently open on the main listener',
+      aggregator: 'sum',
       registers,
     });
     this.tlsReloads = counter(
@@ -118,6 +123,8 @@ export class Metrics {
       name: 'gateway_tls_certificate_expiry_seconds',
       help: 'Seconds until each served TLS certificate expires (default, or the first SNI name)',
       labelNames: ['certificate'],
+      // workers: the soonest (a worker whose certificate reload failed serves the older one)
+      aggregator: 'min',
       registers,
       collect() {
         const read = source();
@@ -129,6 +136,7 @@ export class Metrics {
     this.websocketTunnels = new client.Gauge({
       name: 'gateway_websocket_tunnels',
       help: 'WebSocket tunnels currently open between clients and the upstream',
+      aggregator: 'sum',
       registers,
     });
   }

@@ -180,9 +180,13 @@ export interface ObservabilityHandle {
 
 /**
  * Attach the observability layer to a running gateway: decision log, alerts from audit
- * events, security score (recomputed on every reload), admin routes.
+ * events, security score (recomputed on every reload), admin routes. `peerDecision` is asked
+ * for a decision this process does not have (cluster workers: the other workers).
  */
-export async function attachObservability(gw: Gateway): Promise<ObservabilityHandle> {
+export async function attachObservability(
+  gw: Gateway,
+  opts: { peerDecision?: (requestId: string) => Promise<unknown> } = {},
+): Promise<ObservabilityHandle> {
   const cfg = gw.generation.config;
   const env = gw.services.env;
   const decisions = createDecisionLog({ size: cfg.monitoring.decisions_kept });
@@ -245,6 +249,7 @@ export async function attachObservability(gw: Gateway): Promise<ObservabilityHan
     metrics: gw.metrics,
     store: gw.store,
     decisions,
+    ...(opts.peerDecision !== undefined ? { peerDecision: opts.peerDecision } : {}),
     score: () => (gw.generation.config.monitoring.enabled ? report : undefined),
     config: () => configSummary(gw.generation, gw.running),
     reloads: () => gw.reloads,
