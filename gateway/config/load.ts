@@ -286,6 +286,18 @@ function semanticProblems(value: unknown, source: SourceMap, skip: ReadonlySet<s
     }
     if (!ok) add(['upstream', 'url'], `invalid upstream URL "${url}" (use http://host:port[/base])`);
   }
+  const hook = obj(cfg.monitoring).webhook_url;
+  if (typeof hook === 'string' && hook !== '') {
+    let ok = false;
+    try {
+      const u = new URL(hook);
+      ok = u.protocol === 'http:' || u.protocol === 'https:';
+    } catch {
+      ok = false;
+    }
+    // the URL is not repeated: chat and paging webhooks carry their secret in it
+    if (!ok) add(['monitoring', 'webhook_url'], 'invalid alert webhook URL (use http(s)://host[:port]/path)');
+  }
   const store = obj(cfg.store).url;
   if (typeof store === 'string' && !/^(memory:\/\/|rediss?:\/\/)/.test(store)) {
     add(['store', 'url'], `invalid store URL "${store}" (memory:// or redis://host:port/db)`);

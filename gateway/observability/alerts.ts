@@ -142,6 +142,23 @@ interface Compiled {
   ips: Map<string, IpCount>;
 }
 
+/**
+ * The webhook URL, checked: http(s) only. Throws an operator-readable message that never
+ * repeats the URL (it may hold a secret). Config validation uses it too.
+ */
+export function webhookTarget(url: string): URL {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new Error('the alert webhook URL is not a valid URL (use http(s)://host[:port]/path)');
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw new Error(`the alert webhook URL must be http(s), got ${u.protocol}`);
+  }
+  return u;
+}
+
 function durationLabel(v: string | number): string {
   return typeof v === 'number' ? `${v}ms` : v.trim();
 }
@@ -159,13 +176,21 @@ export function createAlerts(opts: AlertsOptions): Alerts {
   const backoffMs = parseDuration(opts.webhook?.backoff ?? '500ms');
 
   let webhook: URL | undefined;
+  /** `Basic …` from credentials in the URL (`https://user:pass@host/…`), sent as curl does */
+  let webhookAuthorization: string | undefined;
   if (opts.webhookUrl) {
-    webhook = new URL(opts.webhookUrl);
-    if (webhook.protocol !== 'http:' && webhook.protocol !== 'https:') {
-      throw new Error(`ALERT_WEBHOOK_URL must be http(s), got ${webhook.protocol}`);
+    webhook = webhookTarget(opts.webhookUrl);
+    if (webhook.username !== '' || webhook.password !== '') {
+      const user = decodeURIComponent(webhook.username);
+      const pass = decodeURIComponent(webhook.password);
+      webhookAuthorization = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
+      webhook.username = '';
+      webhook.password = '';
     }
   }
-  const webhookLabel = webhook ? `${webhook.protocol}//${webhook.host}${webhook.pathname}` : undefined;
+  // Logs name the origin only: chat and paging webhooks carry their secret in the path or
+  // the query (https://hooks.slack.com/services/T…/B…/<secret>).
+  const webhookLabel = webhook?.origin;
 
   const kinds = new Map<AlertKind, Compiled>();
   for (const kind of ALERT_KINDS) {
@@ -279,7 +304,11 @@ export function createAlerts(opts: AlertsOptions): Alerts {
       const res = await request(webhook!, {
         method: 'POST',
         dispatcher: agent,
-        headers: { 'content-type': 'application/json', 'user-agent': 'receipt-gateway-alerts' },
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': 'receipt-gateway-alerts',
+          ...(webhookAuthorization !== undefined ? { authorization: webhookAuthorization } : {}),
+        },
         body,
         signal,
       });

@@ -175,6 +175,7 @@ function alertKind(line: Record<string, unknown>): AlertKind | undefined {
 
 export interface ObservabilityHandle {
   readonly decisions: DecisionLog;
+  /** the alert engine of the running settings (a reload that changes them replaces it); undefined while monitoring is off */
   readonly alerts: Alerts | undefined;
 }
 
@@ -191,38 +192,56 @@ export async function attachObservability(
   const env = gw.services.env;
   const decisions = createDecisionLog({ size: cfg.monitoring.decisions_kept });
   let alerts: Alerts | undefined;
-  if (cfg.monitoring.enabled) {
-    const m = cfg.monitoring;
-    alerts = createAlerts({
-      store: gw.store,
-      audit: gw.audit,
-      metrics: gw.metrics,
-      log: gw.services.log,
-      now: gw.services.now,
-      ...(m.webhook_url !== '' ? { webhookUrl: m.webhook_url } : {}),
-      thresholds: {
-        failed_logins: { count: m.thresholds.failed_logins.count, window: m.thresholds.failed_logins.window },
-        suspicious_requests: {
-          count: m.thresholds.suspicious_requests.count,
-          window: m.thresholds.suspicious_requests.window,
-        },
-        api_violations: {
-          count: m.thresholds.api_violations.count,
-          window: m.thresholds.api_violations.window,
-        },
-      },
-      cooldown: parseDuration(m.cooldown),
-      webhook: {
-        timeout: parseDuration(m.webhook_timeout),
-        retries: m.webhook_retries,
-        queueSize: m.webhook_queue,
-      },
-      instance: os.hostname(),
-    });
-  }
+  /** the settings `alerts` was made with; '' while monitoring is off */
+  let alertSettings = '';
+  /** engines replaced by a reload, still delivering what they hold */
+  const retiring = new Set<Promise<void>>();
+  /** A reload that changes the alert settings (or turns monitoring on or off) applies them. */
+  const applyAlerts = (m: Generation['config']['monitoring']) => {
+    const settings = m.enabled
+      ? JSON.stringify([
+          m.webhook_url,
+          m.webhook_timeout,
+          m.webhook_retries,
+          m.webhook_queue,
+          m.cooldown,
+          m.thresholds,
+        ])
+      : '';
+    if (settings === alertSettings) return;
+    const next =
+      settings === ''
+        ? undefined
+        : createAlerts({
+            store: gw.store,
+            audit: gw.audit,
+            metrics: gw.metrics,
+            log: gw.services.log,
+            now: gw.services.now,
+            ...(m.webhook_url !== '' ? { webhookUrl: m.webhook_url } : {}),
+            thresholds: m.thresholds,
+            cooldown: parseDuration(m.cooldown),
+            webhook: {
+              timeout: parseDuration(m.webhook_timeout),
+              retries: m.webhook_retries,
+              queueSize: m.webhook_queue,
+            },
+            instance: os.hostname(),
+          });
+    const old = alerts;
+    alerts = next;
+    alertSettings = settings;
+    // The counts and cooldowns live in the store and carry over; the old engine delivers
+    // the alerts it still holds (within one webhook timeout) to the webhook it was made for.
+    if (old !== undefined) {
+      const closing = old.close().finally(() => retiring.delete(closing));
+      retiring.add(closing);
+    }
+  };
   let report: ReturnType<typeof securityScore> | undefined;
   const o = gw.observers;
   o.onGeneration = (gen) => {
+    applyAlerts(gen.config.monitoring);
     report = securityScore(scoreInput(gen, env, gw.running));
     gw.metrics.securityScore.set(report.score);
   };
@@ -260,7 +279,13 @@ export async function attachObservability(
   o.close = async () => {
     routes.close();
     await alerts?.close();
+    await Promise.allSettled([...retiring]);
     await previousClose?.();
   };
-  return { decisions, alerts };
+  return {
+    decisions,
+    get alerts() {
+      return alerts;
+    },
+  };
 }

@@ -84,13 +84,14 @@ async function waitFor(cond: () => boolean, what: string): Promise<void> {
 /** lets background store work (in-memory promises) finish */
 const settle = () => new Promise((r) => setTimeout(r, 20));
 
-type Mode = 'ok' | '500' | 'hang' | '400';
+type Mode = 'ok' | '500' | 'hang' | '400' | 'redirect';
 async function webhookServer(t: Test) {
   const state = {
     mode: 'ok' as Mode,
     bodies: [] as AlertPayload[],
     hits: 0,
     headers: [] as http.IncomingHttpHeaders[],
+    location: '',
   };
   const sockets = new Set<Socket>();
   const server = http.createServer((req, res) => {
@@ -102,6 +103,11 @@ async function webhookServer(t: Test) {
       state.headers.push(req.headers);
       if (state.mode === 'hang') return; // never answer
       state.bodies.push(JSON.parse(data) as AlertPayload);
+      if (state.mode === 'redirect') {
+        res.writeHead(307, { location: state.location });
+        res.end();
+        return;
+      }
       res.statusCode = state.mode === '500' ? 500 : state.mode === '400' ? 400 : 204;
       res.end();
     });
@@ -270,6 +276,41 @@ t.test('webhook answering 500: retried, then counted as failed; requests never w
   t.equal(audit.lines.length, 1, 'the alert is in the audit log regardless');
   t.equal(alerts.stats().delivered, 0);
   t.ok(log.warns.includes('alert webhook delivery failed'));
+});
+
+t.test('webhook secrets: credentials in the URL go as Basic auth; logs name only the origin', async (t) => {
+  const hook = await webhookServer(t);
+  hook.state.mode = '500';
+  const warned: string[] = [];
+  const origin = hook.url.replace(/\/hook$/, '');
+  const url = `${origin.replace('http://', 'http://alert%40ops:pa%3Ass@')}/hook/T000/s3cr3t-path?token=s3cr3t-query`;
+  const { alerts } = setup(t, {
+    webhookUrl: url,
+    log: { warn: (o: object, m?: string) => warned.push(`${JSON.stringify(o)} ${m ?? ''}`), error() {} },
+  });
+  for (let i = 0; i < 3; i++) alerts.record('api_violations', '10.0.0.1');
+  await waitFor(() => alerts.stats().failed === 1, 'failed delivery');
+  t.equal(hook.state.hits, 3);
+  t.same(
+    hook.state.headers.map((h) => h.authorization),
+    Array(3).fill(`Basic ${Buffer.from('alert@ops:pa:ss').toString('base64')}`),
+    'user and password from the URL, percent-decoded, on every attempt',
+  );
+  t.same(warned, [
+    `{"webhook":"${origin}","kind":"api_violations","why":"HTTP 500"} alert webhook delivery failed`,
+  ]);
+});
+
+t.test('webhook answering a redirect: not followed to the other host, not retried', async (t) => {
+  const hook = await webhookServer(t);
+  const other = await webhookServer(t);
+  hook.state.mode = 'redirect';
+  hook.state.location = other.url;
+  const { alerts } = setup(t, { webhookUrl: hook.url });
+  for (let i = 0; i < 3; i++) alerts.record('api_violations', '10.0.0.1');
+  await waitFor(() => alerts.stats().failed === 1, 'failed delivery');
+  t.equal(hook.state.hits, 1);
+  t.equal(other.state.hits, 0, 'the redirect target never gets the alert');
 });
 
 t.test('webhook answering 400: not retried', async (t) => {
