@@ -909,10 +909,17 @@ export class Gateway {
       return;
     }
     if (route.adminApi) {
-      const report = this.observers.securityHealth?.() ?? { error: 'unavailable' };
+      // as on the admin listener: 503 while security monitoring is off
+      const report = this.observers.securityHealth?.();
+      const status = report === undefined ? 503 : 200;
       drain(req);
-      const r = renderJson(ctx, 200, report, gen.requestIdHeader);
-      await this.send(route, ctx, res, r, this.allowOutcome(ctx, 200));
+      const r = renderJson(
+        ctx,
+        status,
+        report ?? { error: 'unavailable', message: 'Security monitoring is disabled.' },
+        gen.requestIdHeader,
+      );
+      await this.send(route, ctx, res, r, this.allowOutcome(ctx, status));
       return;
     }
     await this.proxy(gen, route, ctx, req, res);

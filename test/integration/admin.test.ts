@@ -225,6 +225,28 @@ t.test('/api/health/security on the main listener: admins only', async (t) => {
   t.same(seen, [], 'answered by the gateway, never forwarded');
 });
 
+t.test('/api/health/security with monitoring off: 503 on both listeners', async (t) => {
+  const hh = await startHarness({ config: 'monitoring: { enabled: false }' });
+  t.teardown(() => hh.close());
+  const direct = await fetch(`${hh.adminUrl}/api/health/security`);
+  t.equal(direct.status, 503);
+  const expected = { error: 'unavailable', message: 'Security monitoring is disabled.' };
+  t.same(await direct.json(), expected);
+  const main = await fetch(`${hh.url}/api/health/security`, {
+    headers: { authorization: `Bearer ${await hh.login('admin')}` },
+  });
+  t.equal(main.status, 503, 'the main listener answers as the admin listener does');
+  t.same(await main.json(), expected);
+  t.equal(main.headers.get('x-content-type-options'), 'nosniff');
+  const line = (await hh.audit()).find((l) => l.event === 'api_access' && l.path === '/api/health/security');
+  t.equal(line?.status, 503, 'accounted with the status the client got');
+  t.same(
+    (await hh.mockRequests()).filter((r) => r.path.startsWith('/api/health/security')),
+    [],
+    'never forwarded',
+  );
+});
+
 t.test('admin: other methods and paths', async (t) => {
   const post = await fetch(`${h.adminUrl}/healthz`, { method: 'POST' });
   t.equal(post.status, 405);
