@@ -13,7 +13,7 @@ export { RedisStore } from './redis.js';
 export interface StoreOptions {
   /** `memory://` (default) or `redis://host:port/db` / `rediss://…` */
   readonly url?: string;
-  /** memory store: most keys held (LRU). Default 100 000 */
+  /** memory store: most buckets, most counters, most blocks and leases held (each apart). Default 100 000 */
   readonly maxKeys?: number;
   /** redis: per-operation timeout in ms. Default 200 */
   readonly timeoutMs?: number;

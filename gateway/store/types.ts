@@ -1,6 +1,6 @@
 /**
  * The state store behind rate limits, lockouts, bans and alert counters.
- * Two backends implement it: memory (bounded LRU, one process) and redis (Lua scripts,
+ * Two backends implement it: memory (bounded maps, one process) and redis (Lua scripts,
  * shared by every gateway instance). Keys are namespaced by the caller
  * (`policy:rule:…`) so that state survives a reload where the rule is unchanged.
  * Every method may reject (store down); callers never wait longer than the store's

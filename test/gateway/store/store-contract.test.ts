@@ -264,6 +264,34 @@ function contract(name: string, make: Make): void {
       t.type(await s.acquire('lease:u:carol', 60_000), 'string');
     });
 
+    t.test('bucket churn past the memory bound leaves blocks, counters and leases', async (t) => {
+      const { s } = mk();
+      await s.block('ban:198.51.100.7', 3_600_000);
+      await s.block('lock:u:admin', 900_000);
+      t.equal(await s.increment('fails:u:admin', 900_000), 1);
+      const lease = await s.acquire('lease:u:admin', 60_000);
+      t.type(lease, 'string');
+      // 12 000 distinct clients (more than the memory store's 10 000 keys), a bucket each
+      let allowed = 0;
+      for (let i = 0; i < 120; i++) {
+        const spec = Array.from({ length: 100 }, (_, j) => ({
+          key: `rl:ip:2001:db8:1:${(i * 100 + j).toString(16)}::/64`,
+          capacity: 10,
+          windowMs: 60_000,
+        }));
+        if ((await s.consume(spec)).allowed) allowed++;
+      }
+      t.equal(allowed, 120, 'every client had a token');
+      t.equal(await s.blockedFor('ban:198.51.100.7'), 3_600_000, 'the ban holds');
+      t.equal(await s.blockedFor('lock:u:admin'), 900_000, 'the account lock holds');
+      t.equal(await s.count('fails:u:admin', 900_000), 1, 'the failure count holds');
+      t.equal(await s.acquire('lease:u:admin', 60_000), undefined, 'the lease holds');
+      t.same(await s.listBlocks('', 10), [
+        { key: 'ban:198.51.100.7', ttlMs: 3_600_000 },
+        { key: 'lock:u:admin', ttlMs: 900_000 },
+      ]);
+    });
+
     t.test('bad arguments are refused', async (t) => {
       const { s } = mk();
       await t.rejects(s.consume([{ key: 'x', capacity: 0, windowMs: 1000 }]));
