@@ -25,6 +25,8 @@ function services(): Services {
       increment: no,
       count: no,
       block: no,
+      acquire: no,
+      release: no,
       blockedFor: no,
       reset: no,
       listBlocks: no,

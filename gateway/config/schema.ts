@@ -225,7 +225,8 @@ export const StoreSchema = Type.Object(
     max_keys: Type.Integer({
       minimum: 1000,
       default: 100000,
-      description: 'memory store: most keys kept (least recent evicted)',
+      description:
+        'memory store: most entries kept of each kind, bounded apart: buckets and counters (least recently used evicted), blocks and leases (the one ending soonest evicted)',
     }),
     timeout: Duration(
       '250ms',

@@ -13,7 +13,7 @@ export { RedisStore } from './redis.js';
 export interface StoreOptions {
   /** `memory://` (default) or `redis://host:port/db` / `rediss://…` */
   readonly url?: string;
-  /** memory store: most keys held (LRU). Default 100 000 */
+  /** memory store: most buckets, most counters, most blocks and leases held (each apart). Default 100 000 */
   readonly maxKeys?: number;
   /** redis: per-operation timeout in ms. Default 200 */
   readonly timeoutMs?: number;
@@ -174,6 +174,8 @@ class InstrumentedStore implements Store {
   increment: Store['increment'] = (k, w) => this.#w(this.#s.increment(k, w));
   count: Store['count'] = (k, w) => this.#w(this.#s.count(k, w));
   block: Store['block'] = (k, t, o) => this.#w(this.#s.block(k, t, o));
+  acquire: Store['acquire'] = (k, t) => this.#w(this.#s.acquire(k, t));
+  release: Store['release'] = (k, t) => this.#w(this.#s.release(k, t));
   blockedFor: Store['blockedFor'] = (k) => this.#w(this.#s.blockedFor(k));
   reset: Store['reset'] = (k) => this.#w(this.#s.reset(k));
   listBlocks: Store['listBlocks'] = (p, l) => this.#w(this.#s.listBlocks(p, l));

@@ -7,13 +7,17 @@ import {
   type Store,
 } from './types.js';
 import { ceilDiv, checkBucket, floorDiv, levelAt } from './bucket-math.js';
+import { ExpiryMap } from './expiry-map.js';
 
 /** Options of the in-process store. */
 export interface MemoryStoreOptions {
   /**
-   * The most keys held at once (buckets, counters and blocks together). Past it the least
-   * recently used keys are evicted, so a flood of distinct client IPs cannot grow memory
-   * without bound. Default 100 000 (about 30 MB of heap).
+   * The most entries of each kind held at once: at most maxKeys token buckets, maxKeys
+   * sliding-window counters, and maxKeys blocks and leases together. Each kind is bounded
+   * apart, so a flood of distinct client IPs (a bucket each) cannot grow memory without bound
+   * and evicts only buckets: never a counter, a ban, a lock or a lease. Buckets and counters
+   * evict the least recently used; blocks and leases the one ending soonest. Default 100 000
+   * (about 85 MB of heap with all three kinds full; buckets alone about 23 MB).
    */
   readonly maxKeys?: number;
   /** ms since epoch; tests pass a fake clock. Default Date.now. */
@@ -41,48 +45,73 @@ class WindowEntry {
 
 /** A block (ban, lockout) until expiresAt. */
 class BlockEntry {
-  constructor(public expiresAt: number) {}
+  constructor(public readonly expiresAt: number) {}
 }
 
-type Entry = BucketEntry | WindowEntry | BlockEntry;
+/** A lease held by the owner of token until expiresAt. */
+class LeaseEntry {
+  constructor(
+    public readonly expiresAt: number,
+    public readonly token: string,
+  ) {}
+}
 
-// Kinds share one LRU (one bound for everything) under distinct prefixes, so that one
-// caller key can hold a bucket, a counter and a block without collisions.
-const B = 'b:';
-const C = 'c:';
+// Blocks and leases share one bounded map under distinct prefixes, so that one caller key
+// can hold a block and a lease without collisions.
 const K = 'k:';
+const L = 'l:';
+
+/** The entry of `lru` at key, unless it has expired. */
+function live<T extends { expiresAt: number }>(
+  lru: LRUCache<string, T>,
+  key: string,
+  now: number,
+): T | undefined {
+  const e = lru.get(key);
+  if (e === undefined) return undefined;
+  // An expired entry reads as absent and is overwritten by the next write (or evicted).
+  // Not deleted here: lru-cache clears (fills) its whole preallocated arrays when the
+  // last key is deleted, an O(maxKeys) cost that a single hot client would pay per request.
+  if (e.expiresAt <= now) return undefined;
+  return e;
+}
 
 /**
- * The bounded in-process store (`REDIS_URL=memory://`): an LRU of at most `maxKeys`
- * entries. Expiry is computed from the injected clock, so tests drive it with a fake
- * clock; expired entries read as absent and are dropped when touched or evicted.
- * State is per process: several gateway instances each enforce their own limits.
+ * The bounded in-process store (`REDIS_URL=memory://`). Three structures of at most
+ * `maxKeys` entries each, so that the churn of one kind never evicts another: token buckets
+ * (an LRU: every new client makes one), sliding-window counters (an LRU: each event is an
+ * offence or a failed login), and blocks and leases (an ExpiryMap: when full, the one ending
+ * soonest goes, so only setting blocks or taking leases pushes blocks out; a ban or a lock
+ * costs offences or failed logins, a lease is held only while its login is in flight).
+ * Expiry is computed from the injected clock, so tests drive it with a fake clock; expired
+ * entries read as absent and are dropped when touched or evicted. State is per process:
+ * several gateway instances each enforce their own limits.
  */
 export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
-  readonly #lru: LRUCache<string, Entry>;
+  readonly #buckets: LRUCache<string, BucketEntry>;
+  readonly #counters: LRUCache<string, WindowEntry>;
+  readonly #blocks: ExpiryMap<BlockEntry | LeaseEntry>;
   readonly #now: () => number;
+  #leaseSeq = 0;
 
   constructor(opts: MemoryStoreOptions = {}) {
     const max = opts.maxKeys ?? DEFAULT_MAX_KEYS;
     if (!Number.isInteger(max) || max < 1) throw new Error(`maxKeys must be a positive integer (got ${max})`);
-    this.#lru = new LRUCache<string, Entry>({ max });
+    this.#buckets = new LRUCache<string, BucketEntry>({ max });
+    this.#counters = new LRUCache<string, WindowEntry>({ max });
+    this.#blocks = new ExpiryMap<BlockEntry | LeaseEntry>(max);
     this.#now = opts.now ?? Date.now;
   }
 
-  /** Number of keys held (expired ones included until they are touched or evicted). */
+  /** Number of entries held, all kinds (expired ones included until touched or evicted). */
   get size(): number {
-    return this.#lru.size;
+    return this.#buckets.size + this.#counters.size + this.#blocks.size;
   }
 
-  #live<T extends Entry>(key: string, now: number): T | undefined {
-    const e = this.#lru.get(key);
-    if (e === undefined) return undefined;
-    // An expired entry reads as absent and is overwritten by the next write (or evicted).
-    // Not deleted here: lru-cache clears (fills) its whole preallocated arrays when the
-    // last key is deleted, an O(maxKeys) cost that a single hot client would pay per request.
-    if (e.expiresAt <= now) return undefined;
-    return e as T;
+  /** Entries held per structure (blocks counts blocks and leases). */
+  get sizes(): { buckets: number; counters: number; blocks: number } {
+    return { buckets: this.#buckets.size, counters: this.#counters.size, blocks: this.#blocks.size };
   }
 
   async consume(buckets: readonly BucketSpec[], cost = 1): Promise<ConsumeResult> {
@@ -100,8 +129,7 @@ export class MemoryStore implements Store {
     for (let i = 0; i < buckets.length; i++) {
       const b = buckets[i]!;
       checkBucket(b.capacity, b.windowMs);
-      const e = this.#live<Entry>(B + b.key, now);
-      const be = e instanceof BucketEntry ? e : undefined;
+      const be = live(this.#buckets, b.key, now);
       entries[i] = be;
       const level = levelAt(b.capacity, b.windowMs, be, now);
       levels[i] = level;
@@ -125,7 +153,7 @@ export class MemoryStore implements Store {
           e.ts = now;
           e.expiresAt = now + resetMs;
         } else {
-          this.#lru.set(B + b.key, new BucketEntry(level, now, now + resetMs));
+          this.#buckets.set(b.key, new BucketEntry(level, now, now + resetMs));
         }
       }
       results[i] = {
@@ -139,11 +167,12 @@ export class MemoryStore implements Store {
 
   async increment(key: string, windowMs: number): Promise<number> {
     const now = this.#now();
-    const k = C + key;
-    let e = this.#live<WindowEntry>(k, now);
-    if (!(e instanceof WindowEntry)) {
-      e = new WindowEntry([], now + windowMs);
-      this.#lru.set(k, e);
+    const e = live(this.#counters, key, now);
+    if (e === undefined) {
+      // a literal of one: an empty array grown by push() reserves room for 17 events, and
+      // most counters (one per client that offended once) never hold a second
+      this.#counters.set(key, new WindowEntry([now], now + windowMs));
+      return 1;
     }
     prune(e.events, now - windowMs);
     e.events.push(now);
@@ -154,8 +183,8 @@ export class MemoryStore implements Store {
 
   async count(key: string, windowMs: number): Promise<number> {
     const now = this.#now();
-    const e = this.#live<WindowEntry>(C + key, now);
-    if (!(e instanceof WindowEntry)) return 0;
+    const e = live(this.#counters, key, now);
+    if (e === undefined) return 0;
     const from = now - windowMs;
     let n = 0;
     for (let i = e.events.length - 1; i >= 0 && e.events[i]! > from; i--) n++;
@@ -165,9 +194,36 @@ export class MemoryStore implements Store {
   async block(key: string, ttlMs: number, onlyIfAbsent = false): Promise<boolean> {
     if (!(ttlMs > 0)) throw new Error(`block ttl must be positive (got ${ttlMs})`);
     const now = this.#now();
-    if (onlyIfAbsent && this.#live<Entry>(K + key, now) instanceof BlockEntry) return false;
-    this.#lru.set(K + key, new BlockEntry(now + Math.ceil(ttlMs)));
+    if (onlyIfAbsent && this.#liveBlock(K + key, now) !== undefined) return false;
+    this.#blocks.set(K + key, new BlockEntry(now + Math.ceil(ttlMs)));
     return true;
+  }
+
+  async acquire(key: string, ttlMs: number): Promise<string | undefined> {
+    if (!(ttlMs > 0)) throw new Error(`lease ttl must be positive (got ${ttlMs})`);
+    const now = this.#now();
+    if (this.#liveBlock(L + key, now) !== undefined) return undefined;
+    // unique in this store, which alone compares it; short and flat (100 000 held leases
+    // took 75 MB of heap with randomUUID() tokens, 32 MB with these)
+    const token = String(++this.#leaseSeq);
+    this.#blocks.set(L + key, new LeaseEntry(now + Math.ceil(ttlMs), token));
+    return token;
+  }
+
+  async release(key: string, token: string): Promise<boolean> {
+    const e = this.#blocks.get(L + key);
+    if (!(e instanceof LeaseEntry) || e.token !== token) return false;
+    this.#blocks.delete(L + key);
+    return e.expiresAt > this.#now();
+  }
+
+  /** The block or lease at a prefixed key, unless it has ended (then it is dropped). */
+  #liveBlock(k: string, now: number): BlockEntry | LeaseEntry | undefined {
+    const e = this.#blocks.get(k);
+    if (e === undefined) return undefined;
+    if (e.expiresAt > now) return e;
+    this.#blocks.delete(k);
+    return undefined;
   }
 
   async blockedFor(key: string): Promise<number> {
@@ -177,31 +233,31 @@ export class MemoryStore implements Store {
   /** blockedFor() without the promise. */
   blockedForSync(key: string): number {
     const now = this.#now();
-    const e = this.#live<BlockEntry>(K + key, now);
-    return e instanceof BlockEntry ? e.expiresAt - now : 0;
+    const e = this.#liveBlock(K + key, now);
+    return e === undefined ? 0 : e.expiresAt - now;
   }
 
   async reset(key: string): Promise<void> {
-    // Expire rather than delete (see #live): same effect, no O(maxKeys) clear when the
-    // last key of the cache goes. peek() leaves the recency order alone.
-    for (const k of [B + key, C + key, K + key]) {
-      const e = this.#lru.peek(k);
+    // Expire rather than delete (see live()): same effect, no O(maxKeys) clear when the
+    // last key of a cache goes. peek() leaves the recency order alone.
+    for (const e of [this.#buckets.peek(key), this.#counters.peek(key)]) {
       if (e !== undefined) e.expiresAt = -Infinity;
     }
+    this.#blocks.delete(K + key);
+    this.#blocks.delete(L + key);
   }
 
   async listBlocks(prefix: string, limit: number): Promise<{ key: string; ttlMs: number }[]> {
     const now = this.#now();
     const out: { key: string; ttlMs: number }[] = [];
     const full = K + prefix;
-    // peek-style iteration: listing must not refresh recency.
-    for (const [k, e] of this.#lru.entries()) {
-      if (out.length >= limit) break;
+    for (const [k, e] of this.#blocks.entries()) {
       if (e instanceof BlockEntry && k.startsWith(full) && e.expiresAt > now) {
         out.push({ key: k.slice(K.length), ttlMs: e.expiresAt - now });
       }
     }
-    return out.sort((a, b) => b.ttlMs - a.ttlMs);
+    // the longest first, as on redis
+    return out.sort((a, b) => b.ttlMs - a.ttlMs).slice(0, Math.max(0, limit));
   }
 
   async ping(): Promise<void> {}
@@ -211,7 +267,9 @@ export class MemoryStore implements Store {
   }
 
   async close(): Promise<void> {
-    this.#lru.clear();
+    this.#buckets.clear();
+    this.#counters.clear();
+    this.#blocks.clear();
   }
 }
 

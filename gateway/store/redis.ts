@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { Redis, RedisOptions } from 'ioredis';
 import type * as IoRedis from 'ioredis';
@@ -156,10 +156,20 @@ if left <= 0 then return 0 end
 return left
 `;
 
-/** KEYS: bucket, counter, block, block index. ARGV: the caller's key. */
+/**
+ * KEYS[1] lease. ARGV: the holder's token. Deletes the lease only while it is still that
+ * holder's (compare-and-delete): one that ran out and was taken by another stays.
+ * Returns 1 when it deleted the lease.
+ */
+const RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+/** KEYS: bucket, counter, block, lease, block index. ARGV: the caller's key. */
 const RESET = `
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
 return 1
 `;
 
@@ -195,20 +205,22 @@ interface ScriptedRedis extends Redis {
     onlyIfAbsent: '0' | '1',
   ): Promise<number>;
   rgBlockedFor(key: string, now: number): Promise<number>;
-  rgReset(b: string, c: string, k: string, index: string, member: string): Promise<number>;
+  rgRelease(key: string, token: string): Promise<number>;
+  rgReset(b: string, c: string, k: string, l: string, index: string, member: string): Promise<number>;
   rgListBlocks(index: string, now: number, prefix: string, limit: number, scan: number): Promise<string[]>;
 }
 
 /**
  * The shared store (`REDIS_URL=redis://…`): every operation is one Lua script, so it is
  * atomic however many gateway instances share the server. Keys are `<prefix><kind>:<key>`
- * (kind b = bucket, c = counter, k = block) and every key expires once it carries no
- * information. Commands are never queued while the connection is down and time out after
+ * (kind b = bucket, c = counter, k = block, l = lease) and every key expires once it carries
+ * no information. Commands are never queued while the connection is down and time out after
  * `timeoutMs`, so a dead Redis costs a request at most that long; ioredis reconnects in
  * the background and the store recovers by itself.
  *
  * Time comes from the gateway (`now`), not from Redis, so every instance should run NTP;
- * a skew of a few ms only shifts refills by that much.
+ * a skew of a few ms only shifts refills by that much. Leases are the exception: a lease is
+ * `SET NX PX` with its holder's token, so it runs out by the Redis server's clock alone.
  */
 export class RedisStore implements Store {
   readonly kind = 'redis' as const;
@@ -244,7 +256,8 @@ export class RedisStore implements Store {
     client.defineCommand('rgCount', { lua: COUNT, numberOfKeys: 1 });
     client.defineCommand('rgBlock', { lua: BLOCK, numberOfKeys: 2 });
     client.defineCommand('rgBlockedFor', { lua: BLOCKED_FOR, numberOfKeys: 1 });
-    client.defineCommand('rgReset', { lua: RESET, numberOfKeys: 4 });
+    client.defineCommand('rgRelease', { lua: RELEASE, numberOfKeys: 1 });
+    client.defineCommand('rgReset', { lua: RESET, numberOfKeys: 5 });
     client.defineCommand('rgListBlocks', { lua: LIST_BLOCKS, numberOfKeys: 1 });
     client.on('ready', () => {
       this.#everReady = true;
@@ -290,7 +303,7 @@ export class RedisStore implements Store {
     }
   }
 
-  #k(kind: 'b' | 'c' | 'k', key: string): string {
+  #k(kind: 'b' | 'c' | 'k' | 'l', key: string): string {
     return `${this.#prefix}${kind}:${key}`;
   }
 
@@ -343,13 +356,33 @@ export class RedisStore implements Store {
     return Number(set) === 1;
   }
 
+  async acquire(key: string, ttlMs: number): Promise<string | undefined> {
+    if (!(ttlMs > 0)) throw new Error(`lease ttl must be positive (got ${ttlMs})`);
+    const token = randomUUID();
+    const set = await this.#run(() =>
+      this.client.set(this.#k('l', key), token, 'PX', Math.ceil(ttlMs), 'NX'),
+    );
+    return set === 'OK' ? token : undefined;
+  }
+
+  async release(key: string, token: string): Promise<boolean> {
+    return Number(await this.#run(() => this.client.rgRelease(this.#k('l', key), token))) === 1;
+  }
+
   async blockedFor(key: string): Promise<number> {
     return Number(await this.#run(() => this.client.rgBlockedFor(this.#k('k', key), this.#now())));
   }
 
   async reset(key: string): Promise<void> {
     await this.#run(() =>
-      this.client.rgReset(this.#k('b', key), this.#k('c', key), this.#k('k', key), this.#index, key),
+      this.client.rgReset(
+        this.#k('b', key),
+        this.#k('c', key),
+        this.#k('k', key),
+        this.#k('l', key),
+        this.#index,
+        key,
+      ),
     );
   }
 

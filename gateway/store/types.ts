@@ -1,6 +1,6 @@
 /**
  * The state store behind rate limits, lockouts, bans and alert counters.
- * Two backends implement it: memory (bounded LRU, one process) and redis (Lua scripts,
+ * Two backends implement it: memory (bounded maps, one process) and redis (Lua scripts,
  * shared by every gateway instance). Keys are namespaced by the caller
  * (`policy:rule:…`) so that state survives a reload where the rule is unchanged.
  * Every method may reject (store down); callers never wait longer than the store's
@@ -61,11 +61,24 @@ export interface Store {
    * Resolves true when this call set the block.
    */
   block(key: string, ttlMs: number, onlyIfAbsent?: boolean): Promise<boolean>;
+  /**
+   * Take the lease on key for ttlMs (one holder at a time, across instances on redis):
+   * resolves a fresh owner token when no lease is held there, undefined when another holder's
+   * lease is still running. The lease ends with release(key, token), or by itself after ttlMs.
+   * Leases are apart from blocks: blockedFor() and listBlocks() do not see them.
+   */
+  acquire(key: string, ttlMs: number): Promise<string | undefined>;
+  /**
+   * Give back the lease taken with token: only while key still holds that lease, so a holder
+   * whose lease ran out (and was taken by another since) releases nothing. Resolves true when
+   * this call ended the lease.
+   */
+  release(key: string, token: string): Promise<boolean>;
   /** ms left on a block, 0 when not blocked. */
   blockedFor(key: string): Promise<number>;
   /** blockedFor() answered synchronously, offered by in-process backends only (as consumeSync). */
   readonly blockedForSync?: ((key: string) => number) | undefined;
-  /** Forget a key of any kind (counter, bucket or block). */
+  /** Forget a key of any kind (bucket, counter, block or lease). */
   reset(key: string): Promise<void>;
   /** List active blocks whose key starts with prefix, with ms left (admin dashboard). */
   listBlocks(prefix: string, limit: number): Promise<{ key: string; ttlMs: number }[]>;

@@ -12,10 +12,11 @@ import { isSkipped } from '../ip-ban/allowlist.js';
 /** Store key prefix of lockouts: `lockout:lock:u:<hash>` (username) and `lockout:lock:ip:<ip>`. */
 export const LOCK_PREFIX = 'lockout:lock:';
 /**
- * Store key prefix of the per-username leases (`lockout:lease:u:<hash>`): one login attempt
- * per username is with the upstream at a time, so failures are counted one after the other
- * and no more than `max_attempts` guesses reach the upstream before the lock, however many
- * are sent together (from one IP or many, to one instance or several sharing Redis).
+ * Store key prefix of the per-username leases (`lockout:lease:u:<hash>`, `store.acquire`):
+ * one login attempt per username is with the upstream at a time, so failures are counted one
+ * after the other and no more than `max_attempts` guesses reach the upstream before the lock,
+ * however many are sent together (from one IP or many, to one instance or several sharing
+ * Redis).
  */
 export const LEASE_PREFIX = 'lockout:lease:';
 /** Added to the upstream's connect and response timeouts to make a lease's lifetime. */
@@ -98,10 +99,12 @@ const AMBIGUOUS = Symbol('ambiguous username');
 interface LoginState {
   /** hash of the normalised username, when the body carried a usable one */
   user: string | undefined;
-  /** this attempt holds the username's lease: released once its answer was accounted for */
-  lease: boolean;
-  /** when the lease runs out by itself (services.now); a lease run out may be another attempt's by now */
-  leaseUntil: number;
+  /**
+   * the owner token of the username's lease this attempt holds, given back once its answer
+   * was accounted for; the store releases it only while it is still this attempt's (one that
+   * ran out, or was forgotten by a restarted Redis, may be another attempt's by then)
+   */
+  lease: string | undefined;
 }
 
 /**
@@ -134,7 +137,7 @@ export const loginLockout: PolicyFactory<typeof schema> = {
   key: 'login_lockout',
   schema,
   compile(config, cctx): Policy {
-    const { store, metrics, audit, log, now } = cctx.services;
+    const { store, metrics, audit, log } = cctx.services;
     const at = (...p: (string | number)[]) => [...cctx.path, ...p];
     const minutes = (v: number | string, key: string): number => {
       try {
@@ -240,13 +243,11 @@ export const loginLockout: PolicyFactory<typeof schema> = {
 
     /** Give the username's lease back (once); a store failure leaves it to expire. */
     const release = async (ctx: RequestContext, state: LoginState): Promise<void> => {
-      if (!state.lease || state.user === undefined) return;
-      state.lease = false;
-      // run out (measured from before it was taken, so never later than the store's end):
-      // the key may hold the lease of a later attempt, which must not be released
-      if (now() >= state.leaseUntil) return;
+      const token = state.lease;
+      if (token === undefined || state.user === undefined) return;
+      state.lease = undefined;
       try {
-        await store.reset(`${LEASE_PREFIX}u:${state.user}`);
+        await store.release(`${LEASE_PREFIX}u:${state.user}`, token);
       } catch (err) {
         log.warn(
           { policy: 'login-lockout', request_id: ctx.id, err: (err as Error).message, lease_ms: leaseMs },
@@ -324,7 +325,7 @@ export const loginLockout: PolicyFactory<typeof schema> = {
       needsBody: true,
       async onRequest(ctx) {
         if (isSkipped(ctx, 'login_lockout')) return undefined;
-        const state: LoginState = { user: undefined, lease: false, leaseUntil: 0 };
+        const state: LoginState = { user: undefined, lease: undefined };
         ctx.locals.set(LOCAL, state);
         if (ipMax === 0) return undefined;
         const left = await store.blockedFor(`${LOCK_PREFIX}ip:${clientKey(ctx.clientIp, v6Prefix)}`);
@@ -339,13 +340,12 @@ export const loginLockout: PolicyFactory<typeof schema> = {
         if (user === undefined) return undefined;
         // Take the username's lease before looking at its lock: the attempt before (holding
         // the lease) has had its failure counted, and the lock set, when the lease comes free.
-        const leaseUntil = now() + leaseMs;
-        if (!(await store.block(`${LEASE_PREFIX}u:${user}`, leaseMs, true))) {
+        const token = await store.acquire(`${LEASE_PREFIX}u:${user}`, leaseMs);
+        if (token === undefined) {
           const left = await store.blockedFor(`${LOCK_PREFIX}u:${user}`);
           return left > 0 ? locked(left, 'username') : concurrent;
         }
-        state.lease = true;
-        state.leaseUntil = leaseUntil;
+        state.lease = token;
         // released by onResponse, or by onDone when no response came (client gone); a
         // request that ends without either (cut off with its connection) releases on abort
         if (ctx.signal.aborted) {

@@ -80,6 +80,8 @@ export function noStore(): Store {
     increment: no,
     count: no,
     block: no,
+    acquire: no,
+    release: no,
     blockedFor: no,
     reset: no,
     listBlocks: no,

@@ -33,6 +33,12 @@ class TestStore implements Store {
     this.blocks.set(key, this.clock.now + ttlMs);
     return true;
   }
+  async acquire(): Promise<string | undefined> {
+    throw new Error('alerts take no leases');
+  }
+  async release(): Promise<boolean> {
+    throw new Error('alerts take no leases');
+  }
   async blockedFor(key: string): Promise<number> {
     return Math.max(0, (this.blocks.get(key) ?? 0) - this.clock.now);
   }

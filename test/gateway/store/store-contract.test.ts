@@ -3,6 +3,7 @@ import { Metrics } from '../../../gateway/observability/metrics.js';
 import { createStore } from '../../../gateway/store/index.js';
 import { MAX_WINDOW_EVENTS, type Store } from '../../../gateway/store/types.js';
 import { startRedis, type TestRedis } from '../../helpers/redis.js';
+import { eventually } from '../../helpers/wait.js';
 
 /**
  * One contract, two backends: every assertion below runs against the memory store and
@@ -227,11 +228,76 @@ function contract(name: string, make: Make): void {
       t.equal(await s.blockedFor('same'), 0);
     });
 
+    t.test('leases: one holder at a time; only its token gives it back', async (t) => {
+      const { s } = mk();
+      const a = await s.acquire('lease:u:alice', 60_000);
+      t.type(a, 'string', 'taken: the owner token');
+      t.equal(await s.acquire('lease:u:alice', 60_000), undefined, 'held: not taken again');
+      t.type(await s.acquire('lease:u:bob', 60_000), 'string', 'another key is free');
+      t.equal(await s.release('lease:u:alice', 'not-the-token'), false, 'another token releases nothing');
+      t.equal(await s.acquire('lease:u:alice', 60_000), undefined, 'still held');
+      t.equal(await s.release('lease:u:alice', a!), true, 'its token releases it');
+      t.equal(await s.release('lease:u:alice', a!), false, 'once');
+      const b = await s.acquire('lease:u:alice', 60_000);
+      t.type(b, 'string', 'free again');
+      t.not(b, a, 'every lease has a token of its own');
+      t.equal(await s.blockedFor('lease:u:alice'), 0, 'a lease is no block');
+      t.same(await s.listBlocks('lease:', 10), [], 'nor listed as one');
+      await s.reset('lease:u:alice');
+      t.type(await s.acquire('lease:u:alice', 60_000), 'string', 'reset forgets a lease');
+    });
+
+    t.test('leases: a holder whose lease ran out does not release the next holder’s', async (t) => {
+      const { s, clock } = mk();
+      // 300 ms: the memory store runs it out on the fake clock, redis by its own clock
+      const first = await s.acquire('lease:u:carol', 300);
+      t.type(first, 'string');
+      clock.advance(300);
+      let second: string | undefined;
+      await eventually('the first lease ran out', async () => {
+        second = await s.acquire('lease:u:carol', 60_000);
+        return second !== undefined;
+      });
+      t.equal(await s.release('lease:u:carol', first!), false, 'the late release of the first holder');
+      t.equal(await s.acquire('lease:u:carol', 60_000), undefined, 'the second holder still holds it');
+      t.equal(await s.release('lease:u:carol', second!), true);
+      t.type(await s.acquire('lease:u:carol', 60_000), 'string');
+    });
+
+    t.test('bucket churn past the memory bound leaves blocks, counters and leases', async (t) => {
+      const { s } = mk();
+      await s.block('ban:198.51.100.7', 3_600_000);
+      await s.block('lock:u:admin', 900_000);
+      t.equal(await s.increment('fails:u:admin', 900_000), 1);
+      const lease = await s.acquire('lease:u:admin', 60_000);
+      t.type(lease, 'string');
+      // 12 000 distinct clients (more than the memory store's 10 000 keys), a bucket each
+      let allowed = 0;
+      for (let i = 0; i < 120; i++) {
+        const spec = Array.from({ length: 100 }, (_, j) => ({
+          key: `rl:ip:2001:db8:1:${(i * 100 + j).toString(16)}::/64`,
+          capacity: 10,
+          windowMs: 60_000,
+        }));
+        if ((await s.consume(spec)).allowed) allowed++;
+      }
+      t.equal(allowed, 120, 'every client had a token');
+      t.equal(await s.blockedFor('ban:198.51.100.7'), 3_600_000, 'the ban holds');
+      t.equal(await s.blockedFor('lock:u:admin'), 900_000, 'the account lock holds');
+      t.equal(await s.count('fails:u:admin', 900_000), 1, 'the failure count holds');
+      t.equal(await s.acquire('lease:u:admin', 60_000), undefined, 'the lease holds');
+      t.same(await s.listBlocks('', 10), [
+        { key: 'ban:198.51.100.7', ttlMs: 3_600_000 },
+        { key: 'lock:u:admin', ttlMs: 900_000 },
+      ]);
+    });
+
     t.test('bad arguments are refused', async (t) => {
       const { s } = mk();
       await t.rejects(s.consume([{ key: 'x', capacity: 0, windowMs: 1000 }]));
       await t.rejects(s.consume([{ key: 'x', capacity: 1.5, windowMs: 1000 }]));
       await t.rejects(s.block('x', 0));
+      await t.rejects(s.acquire('x', 0));
     });
 
     t.test('ping and healthy', async (t) => {
@@ -290,9 +356,12 @@ t.test('redis: prefixes separate gateways sharing one server; keys expire', asyn
   t.teardown(() => raw.disconnect());
   await a.increment('cnt', 30_000);
   await a.block('blk', 45_000);
+  const token = await a.acquire('lse', 20_000);
   const keys = (await raw.keys('gwA:*')).sort();
-  t.same(keys, ['gwA:b:shared', 'gwA:blocks', 'gwA:c:cnt', 'gwA:k:blk']);
-  for (const k of ['gwA:b:shared', 'gwA:c:cnt', 'gwA:k:blk', 'gwA:blocks']) {
+  t.same(keys, ['gwA:b:shared', 'gwA:blocks', 'gwA:c:cnt', 'gwA:k:blk', 'gwA:l:lse']);
+  t.equal(await raw.get('gwA:l:lse'), token, 'a lease holds its owner token');
+  t.same(await raw.zrange('gwA:blocks', 0, -1), ['blk'], 'leases stay out of the block index');
+  for (const k of ['gwA:b:shared', 'gwA:c:cnt', 'gwA:k:blk', 'gwA:l:lse', 'gwA:blocks']) {
     const ttl = await raw.pttl(k);
     t.ok(ttl > 0 && ttl <= 61_000, `${k} expires (pttl ${ttl})`);
   }

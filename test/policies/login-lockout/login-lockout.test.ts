@@ -284,6 +284,22 @@ t.test('the lease is given back whatever ends the attempt; other usernames never
   t.equal((await begin(p, 'erin', '198.51.100.9')).verdict, undefined);
 });
 
+t.test('an attempt whose lease ran out gives back nothing: the next holder keeps it', async (t) => {
+  const { clock, services } = setup();
+  const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 5 }, services);
+  const first = await begin(p, 'ivy', '198.51.100.1');
+  t.equal(first.verdict, undefined);
+  clock.advance(LEASE_MS);
+  const second = await begin(p, 'ivy', '198.51.100.2');
+  t.equal(second.verdict, undefined, 'the first lease ran out: the second attempt takes one');
+  await p.onResponse!(first.ctx, makeHead(401));
+  const third = await begin(p, 'ivy', '198.51.100.3');
+  t.same((third.verdict as Deny).ruleIds, ['login-lockout-concurrent'], 'the second still holds it');
+  await p.onResponse!(third.ctx, makeHead(429, {}, true));
+  await p.onResponse!(second.ctx, makeHead(401));
+  t.equal((await begin(p, 'ivy', '198.51.100.3')).verdict, undefined, 'given back by its holder');
+});
+
 t.test('the lease lasts the upstream connect and response timeouts plus a margin', async (t) => {
   const { clock, services } = setup();
   const p = await compilePolicy(loginLockout, { enabled: true }, services, {
@@ -319,7 +335,7 @@ t.test('store down while taking the lease: onBody rejects (the pipeline applies 
   const p = await compilePolicy(loginLockout, { enabled: true }, services);
   const ctx = makeContext({ method: 'POST', body: login('ida') });
   t.equal(await p.onRequest!(ctx), undefined);
-  store.block = () => Promise.reject(new Error('store down'));
+  store.acquire = () => Promise.reject(new Error('store down'));
   await t.rejects(Promise.resolve(p.onBody!(ctx)), /store down/);
   await t.resolves(Promise.resolve(p.onResponse!(ctx, makeHead(401))));
 });
