@@ -630,7 +630,10 @@ export function createTlsServer(
     Http2ServerResponse: GatewayH2Response,
   }) as unknown as http2.Http2SecureServer;
   // HTTP/1.1 connections on this server are served by Node's HTTP/1 code, which reads
-  // these properties of the server it is given.
+  // these properties of the server it is given. With allowHTTP1, Node 20 also starts the
+  // HTTP/1 connection tracking and deadline checks (header/request timeouts) when the server
+  // starts listening, reading connectionsCheckingInterval then: set before listen().
+  // test/integration/tls-timeouts.test.ts checks they are enforced over TLS.
   const s = server as unknown as Record<string, unknown>;
   s.headersTimeout = h1.headerTimeoutMs;
   s.requestTimeout = h1.requestTimeoutMs;

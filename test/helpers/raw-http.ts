@@ -1,4 +1,5 @@
 import net from 'node:net';
+import tls from 'node:tls';
 
 /**
  * Raw-socket HTTP/1.1 for the bad-input tests: send exact bytes (smuggling attempts,
@@ -22,6 +23,8 @@ export interface RawExchange {
   readonly closed: boolean;
   /** every byte received, latin1 */
   readonly raw: string;
+  /** over TLS: the protocol ALPN settled on (false: none) */
+  readonly alpnProtocol?: string | false;
 }
 
 export interface RawOptions {
@@ -35,6 +38,8 @@ export interface RawOptions {
   readonly keepOpen?: boolean;
   /** the requests are HEAD: responses carry no body whatever their Content-Length */
   readonly head?: boolean;
+  /** connect with TLS (these options; host and port come from the URL), write once it is set up */
+  readonly tls?: tls.ConnectionOptions;
 }
 
 function parseHead(
@@ -121,7 +126,10 @@ export function parseResponses(
   return { responses, used: at };
 }
 
-/** Connect to `url`'s host:port, write `payload` (pieces with pauses), collect the responses. */
+/**
+ * Connect to `url`'s host:port (with TLS when `opts.tls` is given), write `payload` (pieces
+ * with pauses), collect the responses.
+ */
 export function rawExchange(
   url: string,
   payload: string | Buffer | readonly (string | Buffer)[],
@@ -130,7 +138,10 @@ export function rawExchange(
   const u = new URL(url);
   const pieces = Array.isArray(payload) ? (payload as (string | Buffer)[]) : [payload as string | Buffer];
   return new Promise((resolve) => {
-    const socket = net.connect(Number(u.port), u.hostname);
+    const socket: net.Socket =
+      opts.tls === undefined
+        ? net.connect(Number(u.port), u.hostname)
+        : tls.connect({ ...opts.tls, host: u.hostname, port: Number(u.port) });
     const chunks: Buffer[] = [];
     let settled = false;
     const finish = (closed: boolean) => {
@@ -140,7 +151,13 @@ export function rawExchange(
       const all = Buffer.concat(chunks);
       const { responses } = parseResponses(all, closed, opts.head === true);
       socket.destroy();
-      resolve({ responses, closed, raw: all.toString('latin1') });
+      const alpnProtocol = socket instanceof tls.TLSSocket ? socket.alpnProtocol : undefined;
+      resolve({
+        responses,
+        closed,
+        raw: all.toString('latin1'),
+        ...(alpnProtocol === undefined || alpnProtocol === null ? {} : { alpnProtocol }),
+      });
     };
     socket.on('data', (d: Buffer) => {
       chunks.push(d);
@@ -152,7 +169,7 @@ export function rawExchange(
     socket.on('close', () => finish(true));
     socket.on('error', () => finish(true));
     const timer = setTimeout(() => finish(false), opts.waitMs ?? 10_000);
-    socket.once('connect', async () => {
+    socket.once(opts.tls === undefined ? 'connect' : 'secureConnect', async () => {
       for (let i = 0; i < pieces.length; i++) {
         if (settled || socket.destroyed) return;
         socket.write(
