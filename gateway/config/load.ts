@@ -345,7 +345,13 @@ function describe(
   keyPath: readonly (string | number)[],
   value: unknown,
 ): string {
-  const s = schema as { pattern?: string; description?: string; anyOf?: { const?: unknown }[] } | undefined;
+  const s = schema as
+    | {
+        pattern?: string;
+        description?: string;
+        anyOf?: { const?: unknown; pattern?: string; description?: string }[];
+      }
+    | undefined;
   if (/additional properties/i.test(message) || message === 'Unexpected property') {
     return `unknown key "${String(keyPath[keyPath.length - 1])}"`;
   }
@@ -353,7 +359,17 @@ function describe(
     return `must be one of ${s.anyOf.map((x) => JSON.stringify(x.const)).join(', ')}`;
   }
   if (s?.pattern && s.description) return `invalid value ${JSON.stringify(value)}: ${s.description}`;
+  // a string against a union such as "a pattern or null": say what the string must be
+  const member = typeof value === 'string' ? s?.anyOf?.find(hasPattern) : undefined;
+  if (member) return `invalid value ${JSON.stringify(value)}: ${member.description}`;
   return message.charAt(0).toLowerCase() + message.slice(1);
+}
+
+function hasPattern(s: {
+  pattern?: string;
+  description?: string;
+}): s is { pattern: string; description: string } {
+  return s.pattern !== undefined && s.description !== undefined;
 }
 
 function pointerToPath(pointer: string): (string | number)[] {

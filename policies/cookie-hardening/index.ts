@@ -28,8 +28,9 @@ const Override = Type.Object(
 
 /**
  * `policies.cookie_hardening`: upstream `Set-Cookie` headers get `HttpOnly`, `Secure`
- * (on https) and `SameSite=Lax` unless the cookie already states them. Attributes the
- * upstream set are never changed or removed.
+ * (on https) and `SameSite=Lax` unless the cookie already states them (a SameSite value
+ * other than Strict, Lax or None states nothing). Attributes the upstream set are never
+ * changed or removed.
  *
  * @example
  * ```yaml
@@ -70,24 +71,29 @@ export function hardenCookie(line: string, rule: Rule, secureRequest: boolean): 
   const semi = line.indexOf(';');
   let hasHttpOnly = false;
   let hasSecure = false;
-  let hasSameSite = false;
-  let sameSiteNone = false;
+  // the value of the last SameSite attribute: the one a browser applies (RFC 6265bis §5.7)
+  let sameSite: string | undefined;
   if (semi !== -1) {
     for (const attr of line.slice(semi + 1).split(';')) {
       const eq = attr.indexOf('=');
       const name = (eq === -1 ? attr : attr.slice(0, eq)).trim().toLowerCase();
       if (name === 'httponly') hasHttpOnly = true;
       else if (name === 'secure') hasSecure = true;
-      else if (name === 'samesite') {
-        hasSameSite = true;
-        sameSiteNone =
-          attr
-            .slice(eq + 1)
-            .trim()
-            .toLowerCase() === 'none';
-      }
+      else if (name === 'samesite')
+        sameSite =
+          eq === -1
+            ? ''
+            : attr
+                .slice(eq + 1)
+                .trim()
+                .toLowerCase();
     }
   }
+  // A SameSite value other than Strict, Lax or None (a typo, an empty one) leaves the cookie
+  // without one (RFC 6265bis §5.6.7: enforcement "Default"; Firefox and Safari then send it
+  // cross-site): it counts as absent, and the SameSite added after it is the last, so it applies.
+  const hasSameSite = sameSite === 'strict' || sameSite === 'lax' || sameSite === 'none';
+  const sameSiteNone = sameSite === 'none';
   let out = line.trimEnd();
   if (out.endsWith(';')) out = out.slice(0, -1);
   if (rule.httpOnly && !hasHttpOnly) out += '; HttpOnly';

@@ -5,6 +5,16 @@ import { policyBlock, Duration } from '../../gateway/config/policy-schema.js';
 import { parseDuration } from '../../gateway/config/units.js';
 import { ConfigError } from '../../gateway/errors.js';
 
+// An HTTP token (RFC 9110 §5.6.2): a method or a field name. The lists below are written into
+// response headers as they are; a space, comma or line break in one would break the header
+// (Node refuses to send it: the connection closes without an answer) or the browser's reading.
+const TOKEN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+const method = Type.String({ pattern: TOKEN, description: 'an HTTP method (a token)' });
+const fieldName = Type.String({
+  pattern: TOKEN,
+  description: 'a header name (a token, no spaces or commas)',
+});
+
 const schema = policyBlock(
   {
     origins: Type.Union([Type.String(), Type.Array(Type.String())], {
@@ -16,11 +26,11 @@ const schema = policyBlock(
       default: true,
       description: 'send Access-Control-Allow-Credentials: true',
     }),
-    allow_methods: Type.Array(Type.String(), {
+    allow_methods: Type.Array(method, {
       default: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
       description: 'methods a preflight may ask for',
     }),
-    allow_headers: Type.Array(Type.String(), {
+    allow_headers: Type.Array(fieldName, {
       default: [
         'Authorization',
         'Content-Type',
@@ -31,7 +41,7 @@ const schema = policyBlock(
       ],
       description: 'request headers a preflight may ask for (case-insensitive)',
     }),
-    expose_headers: Type.Array(Type.String(), {
+    expose_headers: Type.Array(fieldName, {
       default: ['X-Request-Id', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
       description: 'response headers readable by the browser',
     }),

@@ -14,25 +14,32 @@ export const SEED_HEADERS: Readonly<Record<string, string>> = {
   'Permissions-Policy': 'geolocation=(), microphone=(), camera=()',
 };
 
+/** A header name: an HTTP token (RFC 9110 §5.6.2). */
+const FIELD_NAME = Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" });
+/**
+ * A header value: visible US-ASCII, spaces and tabs (RFC 9110 §5.5). A line break, another
+ * control character or a character outside Latin-1 cannot be sent (Node refuses the whole
+ * response head, so every response would end in a closed connection); it is refused at load.
+ */
+const FIELD_VALUE = Type.Union([
+  Type.String({
+    pattern: '^[\\t\\x20-\\x7e]*$',
+    description: 'a header value: printable US-ASCII, spaces and tabs (no line breaks or control characters)',
+  }),
+  Type.Null(),
+]);
+
 const schema = policyBlock(
   {
-    headers: Type.Record(
-      Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" }),
-      Type.Union([Type.String(), Type.Null()]),
-      {
-        default: SEED_HEADERS,
-        description:
-          'headers added to every response (gateway errors included); a value of null removes a header of that name. A route block replaces the whole map; use `extra` to add to it.',
-      },
-    ),
-    extra: Type.Record(
-      Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" }),
-      Type.Union([Type.String(), Type.Null()]),
-      {
-        default: {},
-        description: 'headers merged over `headers` (null removes one); handy in route overrides',
-      },
-    ),
+    headers: Type.Record(FIELD_NAME, FIELD_VALUE, {
+      default: SEED_HEADERS,
+      description:
+        'headers added to every response (gateway errors included); a value of null removes a header of that name. A route block replaces the whole map; use `extra` to add to it.',
+    }),
+    extra: Type.Record(FIELD_NAME, FIELD_VALUE, {
+      default: {},
+      description: 'headers merged over `headers` (null removes one); handy in route overrides',
+    }),
     remove: Type.Array(Type.String(), {
       default: ['Server', 'X-Powered-By', 'X-AspNet-Version', 'X-AspNetMvc-Version'],
       description: 'upstream response headers removed (they reveal the stack)',

@@ -31,6 +31,23 @@ t.test('hardenCookie adds only what is missing', async (t) => {
   );
 });
 
+t.test('a SameSite value browsers do not recognise counts as none', async (t) => {
+  // RFC 6265bis §5.6.7: a value other than Strict, Lax or None gives enforcement "Default"
+  // (Firefox and Safari send such a cookie cross-site); the browser applies the last SameSite.
+  const cases: [string, string][] = [
+    ['sid=abc; SameSite=Lx', 'sid=abc; SameSite=Lx; HttpOnly; SameSite=Lax'],
+    ['sid=abc; SameSite=', 'sid=abc; SameSite=; HttpOnly; SameSite=Lax'],
+    ['sid=abc; HttpOnly; SameSite', 'sid=abc; HttpOnly; SameSite; SameSite=Lax'],
+    [
+      'sid=abc; SameSite=Strict; SameSite=Nonee',
+      'sid=abc; SameSite=Strict; SameSite=Nonee; HttpOnly; SameSite=Lax',
+    ],
+    ['sid=abc; SameSite=Bogus; SameSite=None', 'sid=abc; SameSite=Bogus; SameSite=None; HttpOnly; Secure'],
+    ['sid=abc; samesite = LAX ', 'sid=abc; samesite = LAX; HttpOnly'],
+  ];
+  for (const [line, want] of cases) t.equal(hardenCookie(line, rule, false), want, line);
+});
+
 t.test(
   'the policy rewrites upstream Set-Cookie headers, single or many, with per-name overrides',
   async (t) => {
