@@ -7,6 +7,7 @@ import { startHarness, deepMerge, type Harness } from '../helpers/harness.js';
 import { Gateway } from '../../gateway/server.js';
 import { attachObservability } from '../../gateway/observability/wire.js';
 import type { OpsLogger } from '../../gateway/policy.js';
+import { ConfigLoadError, parseConfig } from '../../gateway/config/load.js';
 import { TestPki } from '../helpers/certs.js';
 import { eventually } from '../helpers/wait.js';
 
@@ -14,7 +15,8 @@ import { eventually } from '../helpers/wait.js';
  * A reload applies what it can and says what waits for a restart (listener addresses, the
  * admin listener, the store, the audit log, workers, TLS on or off), in the ops log, the
  * config_reload audit line and the admin API's answer, while the dashboard and the
- * security score go on describing what the process runs.
+ * security score go on describing what the process runs; and a rejected reload never
+ * repeats a credential written in the file.
  */
 
 interface LogLine {
@@ -172,4 +174,50 @@ t.test('TLS switched on by a reload is reported, not silently left off', async (
   const r = await fetch(`${gw.url}/api/health`);
   t.equal(r.status, 200);
   await r.arrayBuffer();
+});
+
+t.test('a rejected reload does not repeat credentials written in a URL', async (t) => {
+  const { gw, file, base, logs, audit } = await ownGateway(t);
+  const secret = 'Sup3rS3cretPw';
+  fs.writeFileSync(
+    file,
+    YAML.stringify(
+      deepMerge(base, {
+        upstream: { url: `http://svc:${secret}@127.0.0.1:9/` },
+        store: { url: `redis:/:${secret}@cache:6379/0` },
+      }),
+    ),
+  );
+  const res = await fetch(`${gw.adminUrl}/api/reload`, { method: 'POST' });
+  t.equal(res.status, 422);
+  const text = await res.text();
+  const body = JSON.parse(text) as { result: string; errors: string[] };
+  t.equal(body.result, 'error');
+  t.match(body.errors, [
+    /: upstream\.url: invalid upstream URL "http:\/\/\*\*\*@127\.0\.0\.1:9\/": credentials in the URL are not supported \(use http:\/\/host:port\[\/base\]\)$/,
+    /: store\.url: invalid store URL "redis:\/\*\*\*@cache:6379\/0" \(memory:\/\/ or redis:\/\/host:port\/db\)$/,
+  ]);
+  t.notMatch(text, secret, 'not in the admin answer');
+  await eventually('the config_reload audit line is written', () =>
+    audit().some((l) => l.event === 'config_reload' && l.result === 'error'),
+  );
+  t.notMatch(JSON.stringify(audit()), secret, 'not in the audit log');
+  t.notMatch(JSON.stringify(logs), secret, 'not in the ops log');
+  t.notMatch(JSON.stringify(gw.reloads), secret, 'not in the reload history');
+  // a stray scalar in a broken file is not quoted back either
+  try {
+    parseConfig(`- ${secret}\nfoo: ${secret}\n`, 'broken.yaml', {});
+    t.fail('a broken file must be refused');
+  } catch (err) {
+    t.ok(err instanceof ConfigLoadError);
+    t.notMatch((err as Error).message, secret);
+    t.same(
+      (err as ConfigLoadError).problems.map((p) => p.message),
+      [
+        'Unexpected scalar at node end',
+        'Unexpected map-value-ind token in YAML stream: ":"',
+        'Unexpected scalar token in YAML stream',
+      ],
+    );
+  }
 });
