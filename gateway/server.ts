@@ -14,6 +14,12 @@ import {
   type ListenerSettings,
 } from './config/compile.js';
 import { loadConfigFile, ConfigLoadError } from './config/load.js';
+import {
+  pendingRestart,
+  restartBoundOf,
+  restartBoundSettings,
+  type RestartBound,
+} from './config/restart-bound.js';
 import { CODES } from './errors.js';
 import type { Deny, OpsLogger, Outcome, ResponseHead, Services } from './policy.js';
 import {
@@ -72,11 +78,7 @@ const WATCH_SETTLE_MS = 150;
 /** … or this long after the first of them, whichever comes first. */
 const WATCH_MAX_WAIT_MS = 1000;
 
-/** What only a restart changes (see {@link Gateway.running}). */
-export interface RestartBound {
-  readonly storeUrl: string;
-  readonly workers: number;
-}
+export type { RestartBound } from './config/restart-bound.js';
 
 export interface GatewayOptions {
   readonly configFile: string;
@@ -101,6 +103,8 @@ export interface ReloadRecord {
   readonly generation?: number;
   readonly errors?: readonly string[];
   readonly trigger: string;
+  /** settings the new file changes that apply only after a restart (key paths) */
+  readonly restart_required?: readonly string[];
 }
 
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
@@ -170,6 +174,8 @@ export class Gateway {
    * restart.
    */
   readonly running: RestartBound;
+  /** the restart-bound settings this process runs with, by key path (see pendingRestart) */
+  private readonly runningSettings: Readonly<Record<string, string | undefined>>;
 
   private constructor(
     private readonly opts: GatewayOptions,
@@ -187,7 +193,8 @@ export class Gateway {
     this.store = store;
     this.observers = observers;
     this.env = opts.env ?? process.env;
-    this.running = { storeUrl: generation.config.store.url, workers: generation.config.workers };
+    this.running = restartBoundOf(generation);
+    this.runningSettings = restartBoundSettings(generation);
     const l = generation.listen;
     // Node checks header/request timeouts only every connectionsCheckingInterval (30 s by
     // default); check often enough that header_timeout is enforced near its value.
@@ -446,25 +453,33 @@ export class Gateway {
       const old = this.generation;
       this.generation = next;
       await this.pools.retainOnly(next.upstream);
-      this.applyListenSettings(old.listen, next.listen);
-      const waiting = (['store.url', 'workers'] as const).filter((k) =>
-        k === 'workers'
-          ? next.config.workers !== this.running.workers
-          : next.config.store.url !== this.running.storeUrl,
-      );
-      if (waiting.length > 0)
-        this.services.log.warn({ settings: waiting }, 'these settings apply only after a restart');
+      this.applyListenSettings(next.listen);
+      // Reported on every reload while the file differs from what the process runs with.
+      const pending = pendingRestart(this.runningSettings, restartBoundSettings(next));
+      if (pending.length > 0)
+        this.services.log.warn(
+          { settings: pending },
+          'these settings apply only after a restart; the running values stay in force',
+        );
       // New certificate paths, versions or ciphers apply to new handshakes at once.
       if (next.listen.tls !== undefined) this.tls?.update(next.listen.tls);
       // Retire the old generation once requests that started on it had time to finish.
       setTimeout(() => void closeGeneration(old), old.listen.shutdownTimeoutMs).unref();
-      record = { time: new Date(started).toISOString(), result: 'success', generation: next.id, trigger };
+      const restart = pending.length > 0 ? { restart_required: pending } : {};
+      record = {
+        time: new Date(started).toISOString(),
+        result: 'success',
+        generation: next.id,
+        trigger,
+        ...restart,
+      };
       this.metrics.configReloads.inc({ result: 'success' });
       this.audit.system('config_reload', {
         result: 'success',
         generation: next.id,
         trigger,
         file: this.opts.configFile,
+        ...restart,
       });
       this.observers.onGeneration?.(next);
     } catch (err) {
@@ -486,9 +501,9 @@ export class Gateway {
 
   /**
    * The listener limits Node lets change on a running server follow a reload; the address
-   * and the head size limit need a restart (said in the ops log).
+   * and the head size limit need a restart (see restartBoundSettings).
    */
-  private applyListenSettings(old: ListenerSettings, next: ListenerSettings): void {
+  private applyListenSettings(next: ListenerSettings): void {
     const s = this.server;
     s.headersTimeout = next.headerTimeoutMs;
     s.requestTimeout = next.requestTimeoutMs;
@@ -496,9 +511,6 @@ export class Gateway {
     s.maxHeadersCount = next.maxHeaders + 1;
     s.maxConnections = next.maxConnections;
     s.maxRequestsPerSocket = next.maxRequestsPerSocket;
-    const fixed = (['host', 'port', 'maxHeaderSize'] as const).filter((k) => old[k] !== next[k]);
-    if (fixed.length > 0)
-      this.services.log.warn({ settings: fixed }, 'these listen settings apply only after a restart');
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {

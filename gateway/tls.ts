@@ -458,10 +458,8 @@ export class TlsManager {
         (c, i) =>
           c.cert.equals(settings.certificates[i]!.cert) && c.key.equals(settings.certificates[i]!.key),
       );
+    // (http2 and max_concurrent_streams wait for a restart: the reload reports them)
     if (same) return;
-    if (before.http2 !== settings.http2 || before.maxConcurrentStreams !== settings.maxConcurrentStreams) {
-      this.deps.log.warn({}, 'listen.tls.http2 and max_concurrent_streams apply at the next restart');
-    }
     this.apply(settings);
     if (files(before) !== files(settings)) this.watch();
   }

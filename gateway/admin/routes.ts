@@ -20,6 +20,7 @@ import type { ScoreResult } from '../observability/score.js';
 import { isWellFormedRequestId, type DecisionLog } from '../observability/decisions.js';
 import type { Generation } from '../config/compile.js';
 import type { RestartBound } from '../server.js';
+import { restartBoundOf } from '../config/restart-bound.js';
 import { BAN_PREFIX } from '../../policies/ip-ban/index.js';
 import { LOCK_PREFIX } from '../../policies/login-lockout/index.js';
 import {
@@ -199,7 +200,7 @@ export function createDashboardRoutes(opts: DashboardRoutesOptions): DashboardRo
  */
 export function configSummary(
   gen: Generation,
-  running: RestartBound = { storeUrl: gen.config.store.url, workers: gen.config.workers },
+  running: RestartBound = restartBoundOf(gen),
 ): Record<string, unknown> {
   const c = gen.config;
   const storeUrl = (() => {
@@ -224,15 +225,17 @@ export function configSummary(
     file: gen.file,
     generation: gen.id,
     loaded_at: new Date(gen.loadedAt).toISOString(),
-    listen: `${c.listen.host}:${c.listen.port}`,
-    admin: `${c.admin.host}:${c.admin.port}`,
+    listen: `${running.listen.host}:${running.listen.port}`,
+    admin: `${running.admin.host}:${running.admin.port}`,
     upstream: `${gen.upstream.origin}${gen.upstream.basePath === '/' ? '' : gen.upstream.basePath}`,
     store: storeUrl,
     workers: running.workers,
     routes: c.routes.map((r) => `${r.name} ${r.methods?.join(',') ?? '*'} ${r.path}`),
     policies,
     monitor_mode: monitor.length ? monitor : 'none',
-    audit: c.audit.enabled ? `${c.audit.file} (api_access sampled at ${c.audit.access_sample_rate})` : 'off',
+    audit: running.audit.enabled
+      ? `${running.audit.file} (api_access sampled at ${running.audit.accessSampleRate})`
+      : 'off',
     monitoring: c.monitoring.enabled ? `on; webhook ${webhook}; cooldown ${c.monitoring.cooldown}` : 'off',
     trusted_proxies: c.listen.trusted_proxies.length ? c.listen.trusted_proxies : 'none',
   };

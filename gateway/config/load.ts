@@ -183,7 +183,10 @@ export function parseConfig(
       line: pos.line,
       column: pos.col,
       keyPath: '',
-      message: err.message.split('\n')[0]!,
+      // (the yaml package quotes a stray scalar's text: it could be a secret's value)
+      message: err.message
+        .split('\n')[0]!
+        .replace(/^(Unexpected [\w-]*scalar token in YAML stream): .*$/, '$1'),
     });
   }
   if (problems.length > 0) throw new ConfigLoadError(problems);
@@ -246,6 +249,18 @@ export function parseConfig(
   return { config: withDefaults as GatewayConfig, source, file, text };
 }
 
+/**
+ * A URL as an error message may repeat it: whatever stands between the scheme and the last
+ * `@` (a user and password, a Redis AUTH token, well-formed or not) is replaced by `***`. Reload errors go to the ops log, the
+ * audit log, the dashboard and the admin API.
+ */
+function withoutCredentials(url: string): string {
+  return url.replace(
+    /^([A-Za-z][A-Za-z0-9+.-]*:\/*)?.*@/,
+    (_m, scheme: string | undefined) => `${scheme ?? ''}***@`,
+  );
+}
+
 function validCidr(cidr: string): boolean {
   const [addr, bits, extra] = cidr.split('/');
   const family = isIP(addr ?? '');
@@ -280,11 +295,22 @@ function semanticProblems(value: unknown, source: SourceMap, skip: ReadonlySet<s
     let ok = false;
     try {
       const u = new URL(url);
-      ok = (u.protocol === 'http:' || u.protocol === 'https:') && !u.search && !u.hash && !u.username;
+      ok =
+        (u.protocol === 'http:' || u.protocol === 'https:') &&
+        !u.search &&
+        !u.hash &&
+        !u.username &&
+        !u.password;
     } catch {
       ok = false;
     }
-    if (!ok) add(['upstream', 'url'], `invalid upstream URL "${url}" (use http://host:port[/base])`);
+    if (!ok)
+      add(
+        ['upstream', 'url'],
+        url.includes('@')
+          ? `invalid upstream URL "${withoutCredentials(url)}": credentials in the URL are not supported (use http://host:port[/base])`
+          : `invalid upstream URL "${url}" (use http://host:port[/base])`,
+      );
   }
   const hook = obj(cfg.monitoring).webhook_url;
   if (typeof hook === 'string' && hook !== '') {
@@ -300,7 +326,10 @@ function semanticProblems(value: unknown, source: SourceMap, skip: ReadonlySet<s
   }
   const store = obj(cfg.store).url;
   if (typeof store === 'string' && !/^(memory:\/\/|rediss?:\/\/)/.test(store)) {
-    add(['store', 'url'], `invalid store URL "${store}" (memory:// or redis://host:port/db)`);
+    add(
+      ['store', 'url'],
+      `invalid store URL "${withoutCredentials(store)}" (memory:// or redis://host:port/db)`,
+    );
   }
   if (
     typeof cfg.workers === 'number' &&

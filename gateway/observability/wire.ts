@@ -1,6 +1,7 @@
 import os from 'node:os';
 import type { Gateway, RestartBound } from '../server.js';
 import type { Generation } from '../config/compile.js';
+import { restartBoundOf } from '../config/restart-bound.js';
 import { createAlerts, type Alerts, type AlertKind } from './alerts.js';
 import { createDecisionLog, type DecisionLog } from './decisions.js';
 import { createDashboardRoutes, configSummary } from '../admin/routes.js';
@@ -29,7 +30,7 @@ const on = (b: Obj) => b.enabled !== false;
 export function scoreInput(
   gen: Generation,
   env: Readonly<Record<string, string | undefined>>,
-  running: RestartBound = { storeUrl: gen.config.store.url, workers: gen.config.workers },
+  running: RestartBound = restartBoundOf(gen),
 ): ScoreInput {
   const cfg = gen.config;
   const storeUrl = running.storeUrl;
@@ -83,8 +84,8 @@ export function scoreInput(
     storeKind: storeUrl.startsWith('memory:') ? 'memory' : 'redis',
     workers: running.workers,
     replicas: cfg.monitoring.replicas,
-    auditEnabled: cfg.audit.enabled,
-    adminHost: cfg.admin.host,
+    auditEnabled: running.audit.enabled,
+    adminHost: running.admin.host,
     apiKeysWithoutRoles: keys.filter((k) => !Array.isArray(k.roles) || k.roles.length === 0).length,
     uploadGatingOn: uploadRoutes.length === 0 || uploadOn,
     patternBlockingOn: blocks(gen, 'pattern_block').some(on),
@@ -99,7 +100,7 @@ export function scoreInput(
     failOpenPolicies: failOpen,
     storeConnectionProtected:
       storeUrl.startsWith('rediss:') || storeUrl.startsWith('memory:') || isLoopbackHost(hostOf(storeUrl)),
-    accessSampleRate: cfg.audit.access_sample_rate,
+    accessSampleRate: running.audit.accessSampleRate,
     ...tlsFacts(gen, hasHeader('strict-transport-security')),
   };
 }
