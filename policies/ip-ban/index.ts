@@ -200,7 +200,8 @@ export const ipBan: PolicyFactory<typeof schema> = {
     const codeReasons = new Set<string>();
     config.ban_codes.forEach((c, i) => {
       const [code, reason] = c.split(':');
-      if (!(code! in CODES)) throw new ConfigError(`unknown denial code "${code}"`, at('ban_codes', i));
+      if (!Object.hasOwn(CODES, code!))
+        throw new ConfigError(`unknown denial code "${code}"`, at('ban_codes', i));
       if (code === 'ip_blocked')
         throw new ConfigError(
           'ip_blocked cannot count towards a ban (a banned client would stay banned)',

@@ -312,6 +312,13 @@ t.test('config errors name the key', async (t) => {
     path: ['policies', 'ip_ban', 'ban_codes', 1],
     message: 'unknown denial code "no_such_code"',
   });
+  // names every object has (`'constructor' in CODES`) are no denial codes either
+  for (const name of ['constructor', '__proto__'])
+    await t.rejects(compilePolicy(ipBan, { ban_codes: [name] }, services), {
+      name: 'ConfigError',
+      path: ['policies', 'ip_ban', 'ban_codes', 0],
+      message: `unknown denial code "${name}"`,
+    });
   await t.rejects(compilePolicy(ipBan, { ban_codes: ['ip_blocked'] }, services), {
     name: 'ConfigError',
     path: ['policies', 'ip_ban', 'ban_codes', 0],
