@@ -112,6 +112,29 @@ export function parseCidr(text: string): ParsedCidr {
   return { address, prefix, family };
 }
 
+/** `o[k]` when `o` is an object, else undefined. */
+function field(o: unknown, k: string): unknown {
+  return o !== null && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined;
+}
+
+/**
+ * Every `ipv6_prefix` bans are keyed by in this config: the global block's (64 unless set)
+ * and each route's override. A ban is stored under the prefix of the route whose denial
+ * set it, and must hold on every route: a route keyed by another prefix checks each.
+ */
+function banPrefixes(config: Readonly<Record<string, unknown>>, own: number): number[] {
+  const out = new Set<number>([own]);
+  const global = field(field(config.policies, 'ip_ban'), 'ipv6_prefix');
+  out.add(typeof global === 'number' ? global : 64);
+  const routes = config.routes;
+  if (Array.isArray(routes))
+    for (const r of routes) {
+      const p = field(field(field(r, 'policies'), 'ip_ban'), 'ipv6_prefix');
+      if (typeof p === 'number') out.add(p);
+    }
+  return [...out];
+}
+
 function hash(v: unknown): string {
   return createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 10);
 }
@@ -177,7 +200,8 @@ export const ipBan: PolicyFactory<typeof schema> = {
     const codeReasons = new Set<string>();
     config.ban_codes.forEach((c, i) => {
       const [code, reason] = c.split(':');
-      if (!(code! in CODES)) throw new ConfigError(`unknown denial code "${code}"`, at('ban_codes', i));
+      if (!Object.hasOwn(CODES, code!))
+        throw new ConfigError(`unknown denial code "${code}"`, at('ban_codes', i));
       if (code === 'ip_blocked')
         throw new ConfigError(
           'ip_blocked cannot count towards a ban (a banned client would stay banned)',
@@ -193,6 +217,7 @@ export const ipBan: PolicyFactory<typeof schema> = {
     if (banMs <= 0) throw new ConfigError('ban_duration must be positive', at('ban_duration'));
     const counterPrefix = `ipban:${hash({ window: windowMs, ipv6_prefix: config.ipv6_prefix })}:n:`;
     const v6Prefix = config.ipv6_prefix;
+    const checkPrefixes = banPrefixes(cctx.config, v6Prefix);
     const threshold = config.threshold;
 
     const suspicious = (deny: Deny): boolean => {
@@ -251,10 +276,19 @@ export const ipBan: PolicyFactory<typeof schema> = {
         if (hasDeny && fam !== 0 && deny.check(ip, type)) {
           return { code: 'ip_blocked', ruleIds: ['deny-list'], detail: { source: 'deny_list' } };
         }
-        const key = BAN_PREFIX + clientKey(ip, v6Prefix);
-        // synchronous with the in-process store: no promise on the hot path
-        if (store.blockedForSync !== undefined) return banVerdict(store.blockedForSync(key));
-        return store.blockedFor(key).then(banVerdict);
+        if (fam !== 6 || checkPrefixes.length === 1) {
+          const key = BAN_PREFIX + clientKey(ip, v6Prefix);
+          // synchronous with the in-process store: no promise on the hot path
+          if (store.blockedForSync !== undefined) return banVerdict(store.blockedForSync(key));
+          return store.blockedFor(key).then(banVerdict);
+        }
+        // routes key IPv6 clients by different prefixes: a ban set under any of them holds here
+        const keys = checkPrefixes.map((p) => BAN_PREFIX + clientKey(ip, p));
+        const sync = store.blockedForSync;
+        if (sync !== undefined) return banVerdict(Math.max(...keys.map((k) => sync.call(store, k))));
+        return Promise.all(keys.map((k) => store.blockedFor(k))).then((left) =>
+          banVerdict(Math.max(...left)),
+        );
       },
     };
     if (config.auto_ban) {

@@ -242,6 +242,44 @@ t.test('bans are shared through the store (two gateways, one store) and survive 
   );
 });
 
+t.test('a ban holds at every ipv6_prefix the config keys clients by (sync and async stores)', async (t) => {
+  // the whole config, as compileGeneration hands it to every route's compile
+  const config = {
+    policies: { ip_ban: { ipv6_prefix: 64 } },
+    routes: [{ policies: { ip_ban: { ipv6_prefix: 128 } } }, { policies: { ip_ban: { ipv6_prefix: 48 } } }],
+  };
+  for (const sync of [true, false]) {
+    const kind = sync ? 'sync store' : 'async store';
+    const { services, store } = setup();
+    if (!sync) {
+      // what the redis backend offers: blockedFor() without the synchronous variant
+      (services as { store: unknown }).store = new Proxy(store, {
+        get: (target, key) => {
+          if (key === 'blockedForSync') return undefined;
+          const v: unknown = Reflect.get(target, key, target);
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+    }
+    const by = async (prefix: number) =>
+      compilePolicy(ipBan, { threshold: 1, ipv6_prefix: prefix }, services, { config });
+    const [p64, p128, p48] = [await by(64), await by(128), await by(48)];
+    const code = async (p: Policy, ip: string) =>
+      ((await p.onRequest!(makeContext({ clientIp: ip }))) as Deny | undefined)?.code;
+    t.equal(await suspicious(p128, '2001:db8:1:2::1'), undefined, 'banned at /128 on one route');
+    for (const p of [p64, p128, p48])
+      t.equal(await code(p, '2001:db8:1:2::1'), 'ip_blocked', `/128 ban on every route (${kind})`);
+    t.equal(await code(p64, '2001:db8:1:2::2'), undefined, 'a /128 ban is of that address alone');
+    t.equal(await suspicious(p48, '2001:db8:7:1::1'), undefined, 'banned at /48 on another');
+    for (const p of [p64, p128, p48])
+      t.equal(await code(p, '2001:db8:7:ffff::9'), 'ip_blocked', `/48 ban on every route (${kind})`);
+    t.equal(await code(p128, '2001:db8:8::1'), undefined, 'the next /48 is not banned');
+    t.equal(await suspicious(p64, '192.0.2.1'), undefined);
+    for (const p of [p64, p128, p48])
+      t.equal(await code(p, '::ffff:192.0.2.1'), 'ip_blocked', 'IPv4: one key');
+  }
+});
+
 t.test('store down: onRequest rejects (pipeline applies `fail`), onDone never throws', async (t) => {
   const services = makeServices({ store: noStore() });
   const p = await compilePolicy(ipBan, { fail: 'closed', deny: ['203.0.113.0/24'] }, services);
@@ -274,6 +312,13 @@ t.test('config errors name the key', async (t) => {
     path: ['policies', 'ip_ban', 'ban_codes', 1],
     message: 'unknown denial code "no_such_code"',
   });
+  // names every object has (`'constructor' in CODES`) are no denial codes either
+  for (const name of ['constructor', '__proto__'])
+    await t.rejects(compilePolicy(ipBan, { ban_codes: [name] }, services), {
+      name: 'ConfigError',
+      path: ['policies', 'ip_ban', 'ban_codes', 0],
+      message: `unknown denial code "${name}"`,
+    });
   await t.rejects(compilePolicy(ipBan, { ban_codes: ['ip_blocked'] }, services), {
     name: 'ConfigError',
     path: ['policies', 'ip_ban', 'ban_codes', 0],
