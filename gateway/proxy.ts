@@ -41,7 +41,9 @@ export function isIdentityHeader(name: string): boolean {
 /**
  * Request headers whose client-sent copies never reach the upstream, besides the identity
  * headers: those the gateway sets itself from what it verified (the client's address and
- * scheme, `X-Real-IP` included, which upstreams written for NGINX read), and those with which
+ * scheme, `X-Real-IP` included, which upstreams written for NGINX read), the other headers
+ * that name a client address (`True-Client-IP`, `CF-Connecting-IP` …: an upstream or library
+ * reading one would take the client's word for its address), and those with which
  * a client would have the upstream act on another path or method than the one the gateway's
  * routes and policies judged (`X-Original-URL` and `X-Rewrite-URL`, read by IIS, Symfony and
  * Zend; the method overrides of Express, Rails, Laravel …).
@@ -52,6 +54,16 @@ const GATEWAY_OWNED = new Set([
   'x-forwarded-host',
   'forwarded',
   'x-real-ip',
+  // other names for the client's address, read by IP-lookup libraries and frameworks
+  // (request-ip, Rails' Client-IP check, CDN conventions); the gateway's is X-Real-IP
+  'client-ip',
+  'x-client-ip',
+  'true-client-ip',
+  'cf-connecting-ip',
+  'fastly-client-ip',
+  'x-cluster-client-ip',
+  'x-forwarded',
+  'forwarded-for',
   'x-original-url',
   'x-rewrite-url',
   'x-http-method-override',

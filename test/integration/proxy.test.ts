@@ -421,6 +421,15 @@ t.test(
         ['X-HTTP-Method', 'DELETE'],
         ['X_Method_Override', 'DELETE'],
         ['X-Custom_Header', 'kept'],
+        ['True-Client-IP', '6.6.6.9'],
+        ['CF-Connecting-IP', '6.6.6.10'],
+        ['Fastly-Client-IP', '6.6.6.11'],
+        ['X-Client-IP', '6.6.6.12'],
+        ['Client-IP', '6.6.6.13'],
+        ['X-Cluster-Client-IP', '6.6.6.14'],
+        ['X-Forwarded', 'for=6.6.6.15'],
+        ['Forwarded-For', '6.6.6.16'],
+        ['X_Client_IP', '6.6.6.17'],
         ['Connection', 'close'],
       ]),
     );
@@ -436,6 +445,11 @@ t.test(
       'no underscore spelling of an owned header and no path or method override reaches the upstream',
     );
     t.equal(seen['x-custom_header'], 'kept', 'other names with underscores pass');
+    t.same(
+      Object.entries(seen).filter(([, v]) => typeof v === 'string' && v.includes('6.6.6.')),
+      [],
+      'no client-sent address reaches the upstream under any header name',
+    );
     t.equal(seen['x-forwarded-for'], '127.0.0.1');
     t.equal(seen['x-forwarded-host'], 'shop.example');
     t.equal(seen['x-request-id'], r?.headers['x-request-id']);
