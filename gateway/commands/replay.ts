@@ -240,13 +240,14 @@ export async function runReplay(
     if (format === 'jsonl') stdout.write(`${JSON.stringify(d)}\n`);
     else
       rows.push(
-        `${d.decision.padEnd(8)} ${String(d.status).padEnd(4)} ${(d.code ?? '-').padEnd(20)} ${d.id}${d.rule_ids.length ? `  [${d.rule_ids.join(',')}]` : ''}`,
+        `${d.decision.padEnd(8)} ${String(d.status).padEnd(6)} ${(d.code ?? '-').padEnd(20)} ${d.id}${d.rule_ids.length ? `  [${d.rule_ids.join(',')}]` : ''}`,
       );
   }
   await closeGeneration(gen);
   await services.store.close();
   if (format === 'text') {
-    stdout.write(`${'decision'.padEnd(8)} ${'code'.padEnd(4)} ${'reason'.padEnd(20)} id\n`);
+    // the columns of --format jsonl, by the same names: decision, status, code
+    stdout.write(`${'decision'.padEnd(8)} ${'status'.padEnd(6)} ${'code'.padEnd(20)} id\n`);
     for (const row of rows) stdout.write(`${row}\n`);
     if (attacks.total + benign.total > 0) {
       const pct = (t: Tally) => (t.total === 0 ? '-' : `${((100 * t.blocked) / t.total).toFixed(1)} %`);

@@ -227,6 +227,8 @@ function headOfContext(ctx: RequestContext): HeadInput {
 }
 
 const NAME = 'pattern-block';
+/** `locals` marker: the head alone was refused (only seen by onBody in monitor mode). */
+const HEAD_DENIED = Symbol('head denied');
 
 /**
  * `pattern_block`: the request-inspection engine. Rule packs (YAML, shipped in
@@ -278,12 +280,19 @@ export const patternBlock: PolicyFactory<typeof schema> = {
         const matches = inspectHead(engine, headOfContext(rc));
         if (matches.length === 0) return undefined;
         const v = decide(engine, matches);
-        if (v.decision === 'deny') return v.deny;
+        if (v.decision === 'deny') {
+          // in monitor mode the pipeline goes on to the body: the head's would-be denial is
+          // the one enforce mode would answer, recorded once (not again with the body's)
+          rc.locals.set(NAME, HEAD_DENIED);
+          return v.deny;
+        }
         rc.locals.set(NAME, matches);
         return undefined;
       },
       onBody(rc) {
-        const head = (rc.locals.get(NAME) as Match[] | undefined) ?? [];
+        const stored = rc.locals.get(NAME);
+        if (stored === HEAD_DENIED) return undefined;
+        const head = (stored as Match[] | undefined) ?? [];
         const body = rc.body ? inspectBody(engine, headOfContext(rc), rc.body) : [];
         if (head.length === 0 && body.length === 0) return undefined;
         return finish(rc, mergeMatches(head, body));

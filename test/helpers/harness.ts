@@ -23,6 +23,8 @@ export interface HarnessOptions {
   readonly abuseControls?: boolean;
   /** do not start a mock; use this upstream URL */
   readonly upstreamUrl?: string;
+  /** files written next to the config before the start (relative path → content), e.g. a rule pack */
+  readonly files?: Record<string, string>;
 }
 
 export interface Harness {
@@ -102,6 +104,11 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   let extra = opts.config;
   let gateway: Gateway;
   try {
+    for (const [rel, content] of Object.entries(opts.files ?? {})) {
+      const file = path.join(dir, rel);
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(file, content);
+    }
     fs.writeFileSync(configFile, buildConfig(extra, opts, auditFile, upstream));
     gateway = await Gateway.start({
       configFile,

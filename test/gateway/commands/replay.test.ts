@@ -182,6 +182,9 @@ t.test('replay: formats, --only names, summary, malformed lines', async (t) => {
     JWT_SECRET_KEY: TEST_SECRET,
   });
   t.match(text.text, /summary \(blocked = 403\/406\)/);
+  // the table's columns are named as the jsonl fields: status is the HTTP status, code the error code
+  t.match(text.text.split('\n')[0], /^decision +status +code +id$/);
+  t.match(text.text, /^deny +403 +request_blocked +sqli {2}\[/m);
   t.match(text.text, /attacks sqli\s+1 \/ 1\s+100\.0 %/);
   t.match(text.text, /benign\s+blocked\s+0 \/ 1/);
 
