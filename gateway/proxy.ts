@@ -1,4 +1,4 @@
-import { Transform, type Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { Pool, errors as undiciErrors } from 'undici';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RequestContext } from './context.js';
@@ -190,8 +190,12 @@ export function upstreamHeaders(
 /** Strip hop-by-hop headers from an upstream response head (in place). */
 export function cleanResponseHeaders(h: Record<string, string | string[] | undefined>): void {
   const conn = h.connection;
-  if (typeof conn === 'string' && conn !== 'keep-alive' && conn !== 'close') {
-    for (const t of conn.split(',')) delete h[t.trim().toLowerCase()];
+  if (conn !== undefined) {
+    // (a repeated Connection field arrives as an array: each line names fields too)
+    for (const line of typeof conn === 'string' ? [conn] : conn) {
+      if (line === 'keep-alive' || line === 'close') continue;
+      for (const t of line.split(',')) delete h[t.trim().toLowerCase()];
+    }
   }
   // Walk the (few) present names rather than deleting each hop-by-hop name blindly.
   for (const name in h) if (HOP_BY_HOP.has(name)) delete h[name];
@@ -242,14 +246,41 @@ export async function forward(args: ForwardArgs): Promise<UpstreamResponse | Ups
       bodyTimeout: args.bodyTimeoutMs,
       blocking: false,
     });
-    return {
-      status: res.statusCode,
-      headers: res.headers as Record<string, string | string[] | undefined>,
-      body: res.body,
-    };
+    const status = res.statusCode;
+    const headers = res.headers as Record<string, string | string[] | undefined>;
+    const te = headers['transfer-encoding'];
+    if (te !== undefined && (typeof te !== 'string' || te.trim().toLowerCase() !== 'chunked')) {
+      // A transfer coding other than chunked (`gzip`, `gzip, chunked`): the bytes undici
+      // delivers are still coded, and Transfer-Encoding is hop-by-hop, so the client would
+      // take them for the content. Refused with 502, as NGINX does ("unknown
+      // Transfer-Encoding"); the connection is not reused.
+      discard(res.body, true);
+      return { kind: 'reset' };
+    }
+    if (status === 204 || status === 304) {
+      // No content, whatever the framing headers say (RFC 9110 §6.4.1). A 304 may state the
+      // Content-Length of the representation it stands for (§8.6), which undici reports, once
+      // the head is in, as a body cut short: the client got nothing, its connection closed.
+      // The response is complete at its head; a 204 sends no Content-Length (§8.6).
+      if (status === 204) delete headers['content-length'];
+      discard(res.body, false);
+      return { status, headers, body: Readable.from([]) };
+    }
+    return { status, headers, body: res.body };
   } catch (err) {
     return { kind: classify(err) };
   }
+}
+
+/**
+ * Let go of an upstream body the client will not get: `destroy` cancels the request (its
+ * connection is closed), otherwise it is read to its end so the connection can be reused.
+ * Either way its error (the destruction, a short body) has nobody to tell.
+ */
+function discard(body: Readable, destroy: boolean): void {
+  body.on('error', () => {});
+  if (destroy) body.destroy();
+  else body.resume();
 }
 
 function classify(err: unknown): UpstreamFailure['kind'] {

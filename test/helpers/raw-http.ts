@@ -76,7 +76,9 @@ export function parseResponses(
     let body: Buffer;
     const te = head.headers['transfer-encoding'];
     const cl = head.headers['content-length'];
-    if (headRequest) {
+    if (headRequest || head.status === 204 || head.status === 304 || head.status < 200) {
+      // no content whatever the framing headers say (RFC 9110 §6.4.1); a 304 may carry the
+      // Content-Length of the representation
       body = Buffer.alloc(0);
     } else if (te !== undefined && /chunked/i.test(te)) {
       const parts: Buffer[] = [];
@@ -104,8 +106,6 @@ export function parseResponses(
       if (buf.length < pos + n) break;
       body = buf.subarray(pos, pos + n);
       pos += n;
-    } else if (head.status === 204 || head.status === 304 || (head.status >= 100 && head.status < 200)) {
-      body = Buffer.alloc(0);
     } else {
       // delimited by close
       if (!final) break;
