@@ -240,7 +240,14 @@ export interface AuthLocals {
 const SUCCESS_LOCAL = 'auth.success';
 
 const SAFE_ROLE = /^[A-Za-z0-9_.:/-]{1,64}$/;
-const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
+/**
+ * Subjects forwarded as they are: printable ASCII without `%` and without a space at either
+ * end. HTTP parsers strip a header value's leading and trailing whitespace (` admin ` would
+ * arrive as `admin`), and a `%` would make `j%C3%B6rg` indistinguishable from an encoded `jörg`.
+ */
+const ASCII_WITHOUT_PERCENT = /^[\x20-\x24\x26-\x7e]+$/;
+const verbatimSubject = (sub: string): boolean =>
+  ASCII_WITHOUT_PERCENT.test(sub) && !sub.startsWith(' ') && !sub.endsWith(' ');
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
 const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
 const MAX_SUBJECT = 256;
@@ -261,12 +268,23 @@ export function rolesFromClaims(
   return out;
 }
 
-/** The subject as it may go into a header: printable ASCII as is, other text percent-encoded. */
+/**
+ * The subject as it may go into a header, or undefined when the token's subject is not
+ * acceptable (absent, not a string, empty, too long, control characters, a lone UTF-16
+ * surrogate, which is not text). One header value per subject: {@link verbatimSubject} ones as
+ * is, any other subject percent-encoded as a whole (`encodeURIComponent`). An encoded value
+ * always contains `%` and a verbatim one never does, so two subjects never share a value,
+ * and `decodeURIComponent` restores the subject whenever the value contains `%`.
+ */
 function headerSafeSubject(sub: unknown): string | undefined {
   if (typeof sub !== 'string' || sub === '' || sub.length > MAX_SUBJECT) return undefined;
-  if (PRINTABLE_ASCII.test(sub)) return sub;
+  if (verbatimSubject(sub)) return sub;
   if (CONTROL.test(sub)) return undefined;
-  return encodeURIComponent(sub);
+  try {
+    return encodeURIComponent(sub);
+  } catch {
+    return undefined; // URIError: a lone surrogate
+  }
 }
 
 function nonEmpty(v: string | string[]): string | string[] | undefined {

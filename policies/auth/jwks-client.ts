@@ -22,7 +22,8 @@ import { AuthFailure } from './reasons.js';
  * - at most one fetch is in flight; concurrent callers wait for the same one;
  * - a token whose `kid` matches no cached key triggers a refetch at most once per
  *   `cooldownMs` (key rotation), otherwise it is refused without any network call;
- * - after a failed fetch, no new fetch starts for `failureBackoffMs`;
+ * - after a failed fetch, no new fetch starts for `failureBackoffMs` (an unknown kid
+ *   included, also when the cooldown is shorter);
  * - each fetch is aborted after `timeoutMs` (headers and body) and refused above
  *   `maxBytes`; redirects are not followed.
  */
@@ -185,9 +186,11 @@ export class JwksClient {
       return await local(header, token);
     } catch (err) {
       if (!(err instanceof errors.JWKSNoMatchingKey)) throw err;
-      // Rotation: an unknown kid may be a new key. Refetch at most once per cooldown.
+      // Rotation: an unknown kid may be a new key. Refetch at most once per cooldown, and
+      // not during the back-off after a failed fetch (the cooldown may be the shorter one).
       const t = this.opts.now();
-      if (this.inflight === undefined && t - this.lastAttemptAt < this.opts.cooldownMs) throw err;
+      if (this.inflight === undefined && (t - this.lastAttemptAt < this.opts.cooldownMs || this.inBackoff(t)))
+        throw err;
       await this.refresh().catch(() => undefined);
       return this.local!(header, token);
     }

@@ -150,6 +150,33 @@ t.test('rotation: an unknown kid refetches at most once per cooldown, one fetch 
   t.equal(srv.hits, 2, 'bogus kids do not cause fetches during the cooldown');
 });
 
+t.test(
+  'an unknown kid does not refetch during the failure back-off, even past a shorter cooldown',
+  async (t) => {
+    const srv = await startJwks([k1]);
+    t.teardown(() => srv.close());
+    const s = makeServices();
+    const p = await compilePolicy(auth, jwksConfig(srv.url, { cooldown: '1s', failure_backoff: '1m' }), s);
+    await settled(s, 1);
+    srv.mode = 'down';
+    const token = await signed(k1, { exp: Math.floor(s.now() / 1000) + 3600 });
+    const unknown = () => signed(k2, { exp: Math.floor(s.now() / 1000) + 3600 }, { kid: 'not-published' });
+    s.clock.advance(2_000);
+    t.match(await call(p, await unknown()), { code: 'unauthorized', detail: { reason: 'unknown_key' } });
+    t.equal(srv.hits, 2, 'past the cooldown: one refetch, which fails');
+    for (const wait of [2_000, 20_000, 30_000]) {
+      s.clock.advance(wait);
+      t.match(await call(p, await unknown()), { detail: { reason: 'unknown_key', method: 'jwt' } });
+      t.equal(srv.hits, 2, `${wait / 1000}s later, past the cooldown but within the back-off: no fetch`);
+    }
+    t.equal(await call(p, token), undefined, 'the cached keys keep verifying meanwhile');
+    s.clock.advance(10_000);
+    t.match(await call(p, await unknown()), { detail: { reason: 'unknown_key' } });
+    t.equal(srv.hits, 3, 'after the back-off: the next refetch');
+    t.match(jwksStates(s)[0], { failures: 2, consecutiveFailures: 2, usable: true });
+  },
+);
+
 t.test('JWKS down from the start: fail closed, back off, readiness says why, recover', async (t) => {
   const srv = await startJwks([k1]);
   t.teardown(() => srv.close());
