@@ -116,46 +116,177 @@ export function boundaryOf(contentType: string | undefined): string | undefined 
   return m ? (m[1] ?? m[2]) : undefined;
 }
 
-const DISPOSITION_PARAM = /;\s*([a-z*]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\r\n]*))/gi;
+/** Most parts a multipart body may have; more is refused rather than left uninspected. */
+export const MAX_MULTIPART_PARTS = 1000;
 
-/** Parse a buffered multipart/form-data body: text fields and file names (not file contents). */
+/** Part charsets under which every ASCII byte stands for itself and nothing else does. */
+const ASCII_SAFE_CHARSETS = new Set([
+  'utf-8',
+  'utf8',
+  'us-ascii',
+  'ascii',
+  'iso-8859-1',
+  'latin1',
+  'iso-8859-15',
+  'windows-1252',
+]);
+
+/** Content-Transfer-Encoding values that leave the part's bytes as they are (RFC 2045 §6.1). */
+const IDENTITY_TRANSFER_ENCODINGS = new Set(['7bit', '8bit', 'binary']);
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * The parameters of a Content-Disposition value after its type, lowercased names, quoted
+ * strings unescaped (as busboy does), or an error. A parameter given twice is an error: one
+ * parser takes the first (busboy), another the last, so the gateway cannot know which the
+ * service uses.
+ */
+function dispositionParams(s: string): Map<string, string> | string {
+  const params = new Map<string, string>();
+  let i = 0;
+  const n = s.length;
+  const skipWs = () => {
+    while (i < n && (s[i] === ' ' || s[i] === '\t')) i++;
+  };
+  for (;;) {
+    skipWs();
+    if (i >= n) return params;
+    if (s[i] !== ';') return 'malformed Content-Disposition';
+    i++;
+    skipWs();
+    const eq = s.indexOf('=', i);
+    if (eq < 0) return 'malformed Content-Disposition';
+    const name = s.slice(i, eq).trim().toLowerCase();
+    if (!TOKEN.test(name)) return 'malformed Content-Disposition';
+    i = eq + 1;
+    skipWs();
+    let value = '';
+    if (s[i] === '"') {
+      i++;
+      let closed = false;
+      for (; i < n; i++) {
+        const c = s[i]!;
+        if (c === '\\' && i + 1 < n) value += s[++i];
+        else if (c === '"') {
+          closed = true;
+          i++;
+          break;
+        } else value += c;
+      }
+      if (!closed) return 'malformed Content-Disposition';
+    } else {
+      const start = i;
+      while (i < n && s[i] !== ';' && s[i] !== ' ' && s[i] !== '\t') i++;
+      value = s.slice(start, i);
+    }
+    if (params.has(name)) return `Content-Disposition parameter "${name}" given twice`;
+    params.set(name, value);
+  }
+}
+
+/** An RFC 8187 (RFC 5987) extended value, `charset'lang'pct-encoded`, decoded; undefined if invalid. */
+function extendedValue(v: string): string | undefined {
+  const m = /^([!#$&+^`{}~0-9A-Za-z-]*)'[^']*'((?:[!#$&+.^_`|~0-9A-Za-z-]|%[0-9A-Fa-f]{2})*)$/.exec(v);
+  if (!m) return undefined;
+  const charset = m[1]!.toLowerCase();
+  const bytes = Buffer.from(
+    m[2]!.replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16))),
+    'latin1',
+  );
+  if (charset === 'utf-8') {
+    try {
+      return utf8.decode(bytes);
+    } catch {
+      return undefined;
+    }
+  }
+  return charset === 'iso-8859-1' ? bytes.toString('latin1') : undefined;
+}
+
+/** The charset parameter of a part's Content-Type, lowercased, or undefined. */
+function charsetOf(contentType: string): string | undefined {
+  const m = /;\s*charset\s*=\s*(?:"([^"]*)"|([^;\s]*))/i.exec(contentType);
+  return m ? (m[1] ?? m[2] ?? '').toLowerCase() : undefined;
+}
+
+/**
+ * Parse a buffered multipart/form-data body: text fields and file names (not file contents).
+ *
+ * The gateway must judge what the service's parser will see, so anything two parsers could
+ * read differently is an `error` (and refused by the request inspection as a body that does
+ * not parse) rather than guessed at: delimiters and part headers not on CRLF lines (RFC 2046
+ * §5.1.1), a body without its closing delimiter, a part without a `form-data` disposition
+ * and a name (RFC 7578 §4.2), a header or a disposition parameter given twice, a header
+ * folded over lines, a Content-Transfer-Encoding that changes the bytes (base64,
+ * quoted-printable: deprecated by RFC 7578 §4.7, still decoded by some parsers), a part
+ * charset under which ASCII bytes do not stand for themselves (UTF-16, ISO-2022-JP, UTF-7),
+ * and more than {@link MAX_MULTIPART_PARTS} parts. `filename*` (RFC 8187) is the file name
+ * when present, as busboy and RFC 6266 §4.3 take it; a different plain `filename` beside it
+ * is listed too, so both are inspected.
+ */
 export function parseMultipart(
   raw: Buffer,
   boundary: string,
 ): Pick<RequestBody, 'fields' | 'files'> & { error?: string } {
   const fields: [string, string][] = [];
   const files: { field: string; filename: string }[] = [];
+  const fail = (error: string) => ({ fields, files, error });
   const text = raw.toString('latin1');
   const delim = `--${boundary}`;
-  let pos = text.indexOf(delim);
-  if (pos < 0) return { fields, files, error: 'multipart boundary not found' };
-  let parts = 0;
-  while (pos >= 0 && parts < 1000) {
+  // the first delimiter opens the body or follows a CRLF (after a preamble)
+  let pos = text.startsWith(delim) ? 0 : text.indexOf(`\r\n${delim}`);
+  if (pos < 0) return fail('multipart boundary not found');
+  if (pos > 0) pos += 2;
+  for (let parts = 0; ; parts++) {
     pos += delim.length;
-    if (text.startsWith('--', pos)) break;
-    const headEnd = text.indexOf('\r\n\r\n', pos);
-    if (headEnd < 0) break;
+    // the close delimiter; what follows it (the epilogue) is ignored by every parser
+    if (text.startsWith('--', pos)) return { fields, files };
+    const eol = text.indexOf('\r\n', pos);
+    if (eol < 0 || !/^[ \t]*$/.test(text.slice(pos, eol))) return fail('malformed multipart delimiter line');
+    if (parts === MAX_MULTIPART_PARTS) return fail('too many multipart parts');
+    const headEnd = text.indexOf('\r\n\r\n', eol);
+    if (headEnd < 0) return fail('multipart part headers not terminated');
     const next = text.indexOf(`\r\n${delim}`, headEnd + 4);
-    const content = text.slice(headEnd + 4, next < 0 ? text.length : next);
-    const headers = text.slice(pos, headEnd);
-    const disp = /content-disposition\s*:\s*form-data([^\r\n]*)/i.exec(headers);
-    if (disp) {
-      let name = '';
-      let filename: string | undefined;
-      DISPOSITION_PARAM.lastIndex = 0;
-      for (let m = DISPOSITION_PARAM.exec(disp[1]!); m; m = DISPOSITION_PARAM.exec(disp[1]!)) {
-        const key = m[1]!.toLowerCase();
-        const val = Buffer.from(m[2] ?? (m[3] ?? '').trim(), 'latin1').toString('utf8');
-        if (key === 'name') name = val;
-        else if (key === 'filename') filename = val;
-      }
-      if (filename !== undefined) files.push({ field: name, filename });
-      else fields.push([name, Buffer.from(content, 'latin1').toString('utf8')]);
+    if (next < 0) return fail('multipart body without closing delimiter');
+    const headers = new Map<string, string>();
+    const head = text.slice(eol + 2, headEnd);
+    for (const line of head === '' ? [] : head.split('\r\n')) {
+      const colon = line.indexOf(':');
+      if (colon <= 0 || /[\r\n]/.test(line)) return fail('malformed multipart part header');
+      const hname = line.slice(0, colon).toLowerCase();
+      if (!TOKEN.test(hname)) return fail('malformed multipart part header');
+      if (headers.has(hname)) return fail(`multipart part header "${hname}" given twice`);
+      headers.set(hname, Buffer.from(line.slice(colon + 1).trim(), 'latin1').toString('utf8'));
     }
-    parts++;
-    pos = next < 0 ? -1 : next + 2;
+    const disp = headers.get('content-disposition');
+    const type = disp === undefined ? undefined : /^form-data(?=$|[ \t;])/i.exec(disp);
+    if (disp === undefined || !type) return fail('multipart part without a form-data disposition');
+    const params = dispositionParams(disp.slice(type[0].length));
+    if (typeof params === 'string') return fail(params);
+    const name = params.get('name');
+    if (name === undefined) return fail('multipart part without a name');
+    const cte = headers.get('content-transfer-encoding');
+    if (cte !== undefined && !IDENTITY_TRANSFER_ENCODINGS.has(cte.toLowerCase()))
+      return fail('multipart part with a Content-Transfer-Encoding');
+    const charset = charsetOf(headers.get('content-type') ?? '');
+    if (charset !== undefined && !ASCII_SAFE_CHARSETS.has(charset))
+      return fail('multipart part charset not supported');
+    const plain = params.get('filename');
+    const extRaw = params.get('filename*');
+    const ext = extRaw === undefined ? undefined : extendedValue(extRaw);
+    if (extRaw !== undefined && ext === undefined) return fail('malformed filename* in a multipart part');
+    if (ext !== undefined) {
+      files.push({ field: name, filename: ext });
+      if (plain !== undefined && plain !== ext) files.push({ field: name, filename: plain });
+    } else if (plain !== undefined) files.push({ field: name, filename: plain });
+    else {
+      const content = Buffer.from(text.slice(headEnd + 4, next), 'latin1');
+      const utf = charset === undefined || charset === 'utf-8' || charset === 'utf8';
+      fields.push([name, content.toString(utf ? 'utf8' : 'latin1')]);
+    }
+    pos = next + 2;
   }
-  return { fields, files };
 }
 
 /**

@@ -75,25 +75,37 @@ function weak(rule: PasswordRule, field: string, message: string): Deny {
   return { code: 'weak_password', message, detail: { rule, field } };
 }
 
-/** Field values from a parsed JSON object or form pairs (all occurrences). */
+/**
+ * A field name as a case-insensitive binder matches it: Go's encoding/json, ASP.NET Core and
+ * Jackson with case-insensitive properties bind `PASSWORD` (and, in Go, `paſſword` with the long
+ * s, or a Kelvin sign for `k`) to the `password` property, the last occurrence winning.
+ */
+export function foldFieldName(name: string): string {
+  return name.toUpperCase().toLowerCase();
+}
+
+function add(out: Map<string, unknown[]>, name: string, value: unknown): void {
+  const key = foldFieldName(name);
+  const list = out.get(key);
+  if (list === undefined) out.set(key, [value]);
+  else list.push(value);
+}
+
+/** Field values from a parsed JSON object or form pairs (all occurrences), by folded name. */
 function fieldValues(ctx: RequestContext): Map<string, unknown[]> | Deny {
   const body = ctx.body;
   if (body === undefined || body.raw.length === 0) return badRequest('A JSON or form body is required.');
   if (body.parseError !== undefined) return badRequest('The request body could not be parsed.');
   const out = new Map<string, unknown[]>();
   if (body.form !== undefined) {
-    for (const [k, v] of body.form) {
-      const list = out.get(k);
-      if (list === undefined) out.set(k, [v]);
-      else list.push(v);
-    }
+    for (const [k, v] of body.form) add(out, k, v);
     return out;
   }
   if (body.json !== undefined) {
     const j = body.json;
     if (j === null || typeof j !== 'object' || Array.isArray(j))
       return badRequest('The request body must be a JSON object.');
-    for (const [k, v] of Object.entries(j)) out.set(k, [v]);
+    for (const [k, v] of Object.entries(j)) add(out, k, v);
     return out;
   }
   return badRequest('The request body must be JSON or form-encoded.');
@@ -111,7 +123,10 @@ export const passwordPolicy: PolicyFactory<typeof passwordPolicySchema> = {
         'max_bytes',
       ]);
     }
-    const { fields, username_fields: userFields, min_length: minLength, max_bytes: maxBytes } = config;
+    const { fields, min_length: minLength, max_bytes: maxBytes } = config;
+    // matched whatever their case: the service's binder may not mind it (see foldFieldName)
+    const folded = fields.map(foldFieldName);
+    const userFields = config.username_fields.map(foldFieldName);
     const requireSpecial = config.require_special;
     const forbidUsername = config.forbid_username;
     const requireField = config.require_field;
@@ -167,8 +182,9 @@ export const passwordPolicy: PolicyFactory<typeof passwordPolicySchema> = {
         const map = values;
         let seen = false;
         let names: string[] | undefined;
-        for (const field of fields) {
-          for (const v of map.get(field) ?? []) {
+        for (let i = 0; i < fields.length; i++) {
+          const field = fields[i]!;
+          for (const v of map.get(folded[i]!) ?? []) {
             if (typeof v !== 'string') return badRequest(`The field "${field}" must be a string.`);
             seen = true;
             names ??= usernames(map, c);

@@ -92,3 +92,53 @@ t.test('change password: new_password is checked against the authenticated subje
   );
   t.equal(ok.status, 204);
 });
+
+t.test(
+  'a password field in another case is checked too: case-insensitive binders (Go, ASP.NET Core) use it',
+  async (t) => {
+    const token = await h.login('alice');
+    await h.clearMock();
+    const cases: [string, string, string, Record<string, string>][] = [
+      // Go's encoding/json and ASP.NET Core bind the last of these to the Password property
+      [
+        'register',
+        '/api/auth/register',
+        '{"username":"dave","password":"a long pass-phrase","PASSWORD":"weak"}',
+        {},
+      ],
+      // Go also folds the long s (U+017F) to s
+      [
+        'register',
+        '/api/auth/register',
+        '{"username":"dave","password":"a long pass-phrase","pa\u017f\u017fword":"weak"}',
+        {},
+      ],
+      ['register', '/api/auth/register', '{"username":"dave","Password":"weak"}', {}],
+      [
+        'password',
+        '/api/auth/password',
+        '{"old_password":"alice-secret-pw","new_password":"a much better one!","New_Password":"weak"}',
+        { authorization: `Bearer ${token}` },
+      ],
+    ];
+    for (const [route, path, body, headers] of cases) {
+      const r = await post(path, body, headers);
+      t.equal(r.status, 400, body);
+      const json = (await r.json()) as { error: string; message: string; request_id: string };
+      t.equal(json.error, 'weak_password');
+      t.match(json.message, /at least 10 characters/);
+      const line = (await h.audit()).find((l) => l.request_id === json.request_id);
+      t.equal(line?.event, 'access_denied');
+      t.equal(line?.route, route);
+      t.equal(line?.status, 400);
+    }
+    const form = await fetch(`${h.url}/api/auth/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'username=dave&password=a+long+pass-phrase&PassWord=weak',
+    });
+    t.equal(form.status, 400, 'a form body alike');
+    t.equal(((await form.json()) as { error: string }).error, 'weak_password');
+    t.same(await h.mockRequests(), [], 'none reached the mock');
+  },
+);
