@@ -93,6 +93,15 @@ function decodeComponent(s: string): string {
   }
 }
 
+/**
+ * A field name as a case-insensitive binder matches it: Go's encoding/json, ASP.NET Core and
+ * Jackson with case-insensitive properties bind `PASSWORD` (and, in Go, `paſſword` with the long
+ * s, or a Kelvin sign for `k`) to the `password` property, the last occurrence winning.
+ */
+export function foldFieldName(name: string): string {
+  return name.toUpperCase().toLowerCase();
+}
+
 /** Decode an `application/x-www-form-urlencoded` string into pairs. */
 export function parseForm(text: string): [string, string][] {
   const out: [string, string][] = [];

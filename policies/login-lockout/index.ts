@@ -6,6 +6,7 @@ import { policyBlock, FailureSchema } from '../../gateway/config/policy-schema.j
 import { DURATION_PATTERN, parseDuration } from '../../gateway/config/units.js';
 import { ConfigError } from '../../gateway/errors.js';
 import { MAX_WINDOW_EVENTS } from '../../gateway/store/types.js';
+import { foldFieldName } from '../../gateway/body.js';
 import { clientKey } from '../ip-ban/ip.js';
 import { isSkipped } from '../ip-ban/allowlist.js';
 
@@ -185,20 +186,37 @@ export const loginLockout: PolicyFactory<typeof schema> = {
       return caseSensitive ? u : u.toLowerCase();
     };
 
+    // field names are matched whatever their case (foldFieldName): Go's encoding/json, ASP.NET
+    // Core and case-insensitive Jackson bind `USERNAME` to the `username` property
+    const foldedPath = fieldPath.map(foldFieldName);
+    const foldedField = foldFieldName(field);
+
     /**
-     * The hash of the body's username; undefined when it has no usable one; AMBIGUOUS when a
-     * form names several different ones (frameworks disagree on which one counts: the first,
-     * the last, a list), so no count could be trusted to be the upstream's username.
+     * The hash of the body's username; undefined when it has no usable one; AMBIGUOUS when the
+     * body names several different ones (a repeated form field, or JSON keys differing only in
+     * case: frameworks disagree on which one counts, the first, the last, a list), so no count
+     * could be trusted to be the upstream's username.
      */
     const usernameOf = (body: RequestBody | undefined): string | undefined | typeof AMBIGUOUS => {
       if (body === undefined) return undefined;
       let u: string | undefined;
       if (body.json !== undefined) {
         let v: unknown = body.json;
-        for (const seg of fieldPath) {
-          if (v === null || typeof v !== 'object' || Array.isArray(v) || !Object.hasOwn(v, seg))
-            return undefined;
-          v = (v as Record<string, unknown>)[seg];
+        for (const seg of foldedPath) {
+          if (v === null || typeof v !== 'object' || Array.isArray(v)) return undefined;
+          let found = false;
+          let next: unknown;
+          for (const k of Object.keys(v)) {
+            if (foldFieldName(k) !== seg) continue;
+            const w = (v as Record<string, unknown>)[k];
+            if (!found) {
+              found = true;
+              next = w;
+            } else if (typeof w !== 'string' || typeof next !== 'string' || normalise(w) !== normalise(next))
+              return AMBIGUOUS;
+          }
+          if (!found) return undefined;
+          v = next;
         }
         if (typeof v !== 'string') return undefined;
         u = normalise(v);
@@ -206,7 +224,7 @@ export const loginLockout: PolicyFactory<typeof schema> = {
         const pairs = body.form ?? body.fields;
         if (pairs === undefined) return undefined;
         for (const [name, value] of pairs) {
-          if (name !== field) continue;
+          if (name !== field && foldFieldName(name) !== foldedField) continue;
           const n = normalise(value);
           if (u === undefined) u = n;
           else if (n !== u) return AMBIGUOUS;

@@ -3,6 +3,7 @@ import type { PolicyFactory, Policy, Deny } from '../../gateway/policy.js';
 import type { RequestContext } from '../../gateway/context.js';
 import { ConfigError } from '../../gateway/errors.js';
 import { policyBlock } from '../../gateway/config/policy-schema.js';
+import { foldFieldName } from '../../gateway/body.js';
 
 /**
  * `policies.password_policy`: on password-setting routes (register, change password)
@@ -73,15 +74,6 @@ function badRequest(message: string): Deny {
 
 function weak(rule: PasswordRule, field: string, message: string): Deny {
   return { code: 'weak_password', message, detail: { rule, field } };
-}
-
-/**
- * A field name as a case-insensitive binder matches it: Go's encoding/json, ASP.NET Core and
- * Jackson with case-insensitive properties bind `PASSWORD` (and, in Go, `paſſword` with the long
- * s, or a Kelvin sign for `k`) to the `password` property, the last occurrence winning.
- */
-export function foldFieldName(name: string): string {
-  return name.toUpperCase().toLowerCase();
 }
 
 function add(out: Map<string, unknown[]>, name: string, value: unknown): void {

@@ -165,3 +165,20 @@ t.test(
     t.notOk(JSON.stringify(audit).includes('wrong-'), 'no password in the audit log');
   },
 );
+
+t.test('JSON keys naming the username in two spellings of different users are refused', async (t) => {
+  // a case-insensitive binder (Go, ASP.NET Core) would log in one of them, the gateway used
+  // to count the exact `username` only: a free guess on the other account
+  const h = await startHarness({ config: CONFIG, env: { MAX_LOGIN_ATTEMPTS: '2' } });
+  t.teardown(() => h.close());
+  await h.clearMock();
+  const r = await post(h, JSON.stringify({ username: 'decoy', USERNAME: 'admin', password: 'wrong-1' }));
+  t.equal(r.status, 400);
+  t.match(JSON.parse(r.body), {
+    error: 'bad_request',
+    message: 'The login request names more than one username.',
+  });
+  t.same(await h.mockRequests(), [], 'never forwarded');
+  const line = (await h.audit()).find((l) => l.event === 'request_blocked');
+  t.match(line, { status: 400, rule_ids: ['login-lockout-ambiguous-username'] });
+});

@@ -506,6 +506,63 @@ t.test('form bodies and a configured (nested) field name', async (t) => {
   t.equal((await attempt(nested, jsonBody({ credentials: 'h@example.com' }), 401)).forwarded, true);
 });
 
+t.test('field names are matched whatever their case, as case-insensitive binders do', async (t) => {
+  // Go's encoding/json, ASP.NET Core and case-insensitive Jackson bind `USERNAME` (or
+  // `uſername`, long s) to the `username` property: the guess is on that account
+  const { services } = setup();
+  const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 2 }, services);
+  t.equal((await attempt(p, jsonBody({ USERNAME: 'ivan', password: 'x' }), 401)).forwarded, true);
+  t.equal((await attempt(p, jsonBody({ 'u\u017fername': 'Ivan', password: 'x' }), 401)).forwarded, true);
+  t.equal(
+    (await attempt(p, login('ivan'), 200)).deny?.code,
+    'account_locked',
+    'two differently spelled fields counted for one username',
+  );
+  // two keys differing in case name two usernames: which one binds depends on the framework
+  const two = await attempt(p, jsonBody({ username: 'decoy', Username: 'admin', password: 'x' }), 401);
+  t.equal(two.forwarded, false);
+  t.equal(two.deny?.code, 'bad_request');
+  t.same(two.deny?.ruleIds, ['login-lockout-ambiguous-username']);
+  t.equal(
+    (await attempt(p, jsonBody({ username: 'Jo', USERNAME: 'jo', password: 'x' }), 401)).forwarded,
+    true,
+    'the same username under two spellings of the key is one username',
+  );
+  const form: RequestBody = {
+    raw: Buffer.from('username=decoy&USERNAME=admin&password=x'),
+    mediaType: 'application/x-www-form-urlencoded',
+    form: [
+      ['username', 'decoy'],
+      ['USERNAME', 'admin'],
+      ['password', 'x'],
+    ],
+  };
+  t.equal((await attempt(p, form, 401)).deny?.code, 'bad_request', 'forms too');
+  const nested = await compilePolicy(
+    loginLockout,
+    { enabled: true, max_attempts: 1, username_field: 'credentials.email' },
+    services,
+  );
+  await attempt(nested, jsonBody({ Credentials: { EMAIL: 'k@example.com' } }), 401);
+  t.equal(
+    (await attempt(nested, jsonBody({ credentials: { email: 'k@example.com' } }), 401)).deny?.code,
+    'account_locked',
+    'each segment of a nested field name',
+  );
+  t.equal(
+    (
+      await attempt(
+        nested,
+        jsonBody({ credentials: { a: 1 }, CREDENTIALS: { email: 'x@y' } }),
+        401,
+        '198.51.100.77',
+      )
+    ).deny?.code,
+    'bad_request',
+    'two objects on the path are ambiguous too',
+  );
+});
+
 t.test('other statuses are neither failures nor successes', async (t) => {
   const { services } = setup();
   const p = await compilePolicy(loginLockout, { enabled: true, max_attempts: 2 }, services);
