@@ -190,9 +190,12 @@ t.test('an exclusion with rules and families drops the rules either names', asyn
   t.same(ids([YAML.parse(frag)]), ['sqli-100']);
 });
 
-t.test('the shipped rules are all paranoia level 1, as the docs say', async (t) => {
-  const levels = new Set(loadPackDir(shippedRulesDir()).map((r) => r.paranoia));
-  t.same([...levels], [1]);
+t.test('the shipped packs hold rules of every paranoia level, as the docs say', async (t) => {
+  const rules = loadPackDir(shippedRulesDir());
+  t.same([...new Set(rules.map((r) => r.paranoia))].sort(), [1, 2, 3, 4]);
+  // each higher-level rule says why it is not at a lower level (docs: "Paranoia levels")
+  for (const r of rules.filter((x) => x.paranoia > 1))
+    t.match(r.description, new RegExp(`level ${r.paranoia} because`), `${r.id} says why level ${r.paranoia}`);
 });
 
 // ---- over real TCP ---------------------------------------------------------------------
@@ -393,10 +396,11 @@ t.test('README example: a pack in monitor mode, a pack off, a stricter route in 
   );
   // the enforced packs still refuse
   t.equal((await send(h, 'POST', '/api/receipts', auth, { merchant: "x' or '1'='1", total: 1 })).status, 403);
-  // local-200 is paranoia 2: not run on the global level 1 ...
-  t.equal((await send(h, 'GET', '/api/receipts?q={{7*7}}', auth)).status, 200);
+  // local-200 is paranoia 2: not run on the global level 1 (`{{total}}`, a bare placeholder, is
+  // left alone by the shipped level-2 template rule rce-201, which wants an expression) ...
+  t.equal((await send(h, 'GET', '/api/receipts?q={{total}}', auth)).status, 200);
   // ... run on the notes-import route (level 2), which is in monitor mode
-  t.equal((await send(h, 'GET', '/api/import/batch?q={{7*7}}', auth)).status, 404, "the service's 404");
+  t.equal((await send(h, 'GET', '/api/import/batch?q={{total}}', auth)).status, 404, "the service's 404");
 
   const lines = await blockedLines(h);
   t.equal(lines.length, 3);
@@ -412,7 +416,7 @@ t.test('README example: a pack in monitor mode, a pack off, a stricter route in 
     decision: 'monitor',
     reason: 'xss',
     status: 404,
-    path: '/api/import/batch?q={{7*7}}',
+    path: '/api/import/batch?q={{total}}',
     rule_ids: ['local-200'],
   });
   const m = await metrics(h);
@@ -429,16 +433,16 @@ t.test('a paranoia level change selects the rules of the new level', async (t) =
   t.teardown(() => h.close());
   const token = await h.login('alice');
   const auth = { Authorization: `Bearer ${token}` };
-  t.equal((await send(h, 'GET', '/api/receipts?q={{7*7}}', auth)).status, 200, 'level 1');
+  t.equal((await send(h, 'GET', '/api/receipts?q={{total}}', auth)).status, 200, 'level 1');
   await h.reload(config(2));
-  const r = await send(h, 'GET', '/api/receipts?q={{7*7}}', auth);
+  const r = await send(h, 'GET', '/api/receipts?q={{total}}', auth);
   t.equal(r.status, 403, 'level 2');
   t.equal(r.body.error, 'request_blocked');
   const lines = await blockedLines(h);
   t.equal(lines.length, 1);
   t.match(lines[0], { decision: 'deny', reason: 'xss', status: 403, rule_ids: ['local-200'] });
   t.same((lines[0]!.detail as { matches: Obj[] }).matches, [
-    { target: 'query:q', rule: 'local-200', excerpt: '{{7*7}}' },
+    { target: 'query:q', rule: 'local-200', excerpt: '{{total}}' },
   ]);
 });
 
