@@ -68,10 +68,6 @@ t.test('the gates of a rule let its positive string examples through', async (t)
   // `requires` characters and `requires_any` substrings on the transformed value, so a gate
   // naming a character the signature does not track (a lower-case letter) or a substring the
   // attack need not hold would silently switch the rule off in the gateway.
-  // Known: rce-120's `requires` leaves out the characters of its `bash -c '…'`,
-  // `perl -e '…'` and `powershell -…` shapes. It is a level-1 rule; widening its gate changes
-  // what level 1 blocks, so it is recorded here as a todo for the rule's owners.
-  const knownTooTight = new Set(['rce-120']);
   for (const r of rules) {
     if (r.requires === undefined && r.requiresAny === undefined) continue;
     for (const ex of r.examples.match) {
@@ -82,7 +78,6 @@ t.test('the gates of a rule let its positive string examples through', async (t)
         t.ok(
           passes(charMask(v, { lo: 0, hi: 0 }), gateOf(r.requires)),
           `${r.id} requires: ${JSON.stringify(ex)}`,
-          knownTooTight.has(r.id) ? { todo: 'gate narrower than the regex (level 1, not changed here)' } : {},
         );
       if (r.requiresAny !== undefined) {
         const folded = v.toLowerCase();
