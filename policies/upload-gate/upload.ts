@@ -271,7 +271,13 @@ class UploadJob {
     );
   }
 
-  private onField(name: string | undefined, value: string, info: busboy.FieldInfo): void {
+  /**
+   * `value` is undefined when busboy cannot decode the part's charset: it decodes UTF-8,
+   * Latin-1 (and its aliases), UTF-16LE and "base64", and yields nothing for every other
+   * charset (ISO-8859-15, ISO-2022-JP, …). Such a field would be forwarded with the text
+   * `undefined` in place of what the client sent, unjudged: refused as malformed.
+   */
+  private onField(name: string | undefined, value: string | undefined, info: busboy.FieldInfo): void {
     if (this.done) return;
     if (name === undefined || name === '' || info.nameTruncated) {
       this.fail(reject('malformed', 'part_without_name', 'a part has no name', {}));
@@ -299,6 +305,12 @@ class UploadJob {
           { field: name },
           { limit: this.s.maxFieldSize },
         ),
+      );
+      return;
+    }
+    if (value === undefined) {
+      this.fail(
+        reject('malformed', 'charset', 'the charset of a text field is not supported', { field: name }),
       );
       return;
     }
