@@ -7,7 +7,7 @@ import { policyBlock, Duration, FailureSchema } from '../../gateway/config/polic
 import { parseDuration } from '../../gateway/config/units.js';
 import { CODES, ConfigError } from '../../gateway/errors.js';
 import { MAX_WINDOW_EVENTS } from '../../gateway/store/types.js';
-import { canonicalIp, clientKey } from './ip.js';
+import { canonicalIp, clientKey, configuredPrefixes } from './ip.js';
 import { SKIP_LOCAL, SKIP_NAMES_PATTERN, isSkipped } from './allowlist.js';
 
 /** Store key prefix of automatic bans (`listBlocks(BAN_PREFIX, n)` lists them). */
@@ -112,29 +112,6 @@ export function parseCidr(text: string): ParsedCidr {
   return { address, prefix, family };
 }
 
-/** `o[k]` when `o` is an object, else undefined. */
-function field(o: unknown, k: string): unknown {
-  return o !== null && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined;
-}
-
-/**
- * Every `ipv6_prefix` bans are keyed by in this config: the global block's (64 unless set)
- * and each route's override. A ban is stored under the prefix of the route whose denial
- * set it, and must hold on every route: a route keyed by another prefix checks each.
- */
-function banPrefixes(config: Readonly<Record<string, unknown>>, own: number): number[] {
-  const out = new Set<number>([own]);
-  const global = field(field(config.policies, 'ip_ban'), 'ipv6_prefix');
-  out.add(typeof global === 'number' ? global : 64);
-  const routes = config.routes;
-  if (Array.isArray(routes))
-    for (const r of routes) {
-      const p = field(field(field(r, 'policies'), 'ip_ban'), 'ipv6_prefix');
-      if (typeof p === 'number') out.add(p);
-    }
-  return [...out];
-}
-
 function hash(v: unknown): string {
   return createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 10);
 }
@@ -217,7 +194,7 @@ export const ipBan: PolicyFactory<typeof schema> = {
     if (banMs <= 0) throw new ConfigError('ban_duration must be positive', at('ban_duration'));
     const counterPrefix = `ipban:${hash({ window: windowMs, ipv6_prefix: config.ipv6_prefix })}:n:`;
     const v6Prefix = config.ipv6_prefix;
-    const checkPrefixes = banPrefixes(cctx.config, v6Prefix);
+    const checkPrefixes = configuredPrefixes(cctx.config, 'ip_ban', v6Prefix);
     const threshold = config.threshold;
 
     const suspicious = (deny: Deny): boolean => {

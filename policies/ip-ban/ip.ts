@@ -120,3 +120,31 @@ function computeClientKey(addr: string, v6Prefix: number): string {
   }
   return `${v6Text(g)}/${v6Prefix}`;
 }
+
+/** `o[k]` when `o` is an object, else undefined. */
+function field(o: unknown, k: string): unknown {
+  return o !== null && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined;
+}
+
+/**
+ * Every `ipv6_prefix` the policy `policy` (`ip_ban`, `login_lockout`) keys IPv6 clients by
+ * in this config: the global block's (64 unless set), each route's override, and `own`. A
+ * ban or lock is stored under the prefix of the route that set it and must hold on every
+ * route: a route keyed by another prefix checks each.
+ */
+export function configuredPrefixes(
+  config: Readonly<Record<string, unknown>>,
+  policy: string,
+  own: number,
+): number[] {
+  const out = new Set<number>([own]);
+  const global = field(field(config.policies, policy), 'ipv6_prefix');
+  out.add(typeof global === 'number' ? global : 64);
+  const routes = config.routes;
+  if (Array.isArray(routes))
+    for (const r of routes) {
+      const p = field(field(field(r, 'policies'), policy), 'ipv6_prefix');
+      if (typeof p === 'number') out.add(p);
+    }
+  return [...out];
+}

@@ -7,7 +7,7 @@ import { DURATION_PATTERN, parseDuration } from '../../gateway/config/units.js';
 import { ConfigError } from '../../gateway/errors.js';
 import { MAX_WINDOW_EVENTS } from '../../gateway/store/types.js';
 import { foldFieldName } from '../../gateway/body.js';
-import { clientKey } from '../ip-ban/ip.js';
+import { clientKey, configuredPrefixes } from '../ip-ban/ip.js';
 import { isSkipped } from '../ip-ban/allowlist.js';
 
 /** Store key prefix of lockouts: `lockout:lock:u:<hash>` (username) and `lockout:lock:ip:<ip>`. */
@@ -168,6 +168,8 @@ export const loginLockout: PolicyFactory<typeof schema> = {
     const caseSensitive = config.case_sensitive;
     const maxLen = config.max_username_length;
     const v6Prefix = config.ipv6_prefix;
+    // an IP lock set on a login route keyed by another prefix holds here too (see onRequest)
+    const lockPrefixes = configuredPrefixes(cctx.config, 'login_lockout', v6Prefix);
     // The lease outlives the longest an attempt can be with the upstream (connect + response
     // timeouts; the gateway answers 504 then and releases it) plus the store operations that
     // account for the answer. It only runs out when no hook ran (the process died).
@@ -346,7 +348,15 @@ export const loginLockout: PolicyFactory<typeof schema> = {
         const state: LoginState = { user: undefined, lease: undefined };
         ctx.locals.set(LOCAL, state);
         if (ipMax === 0) return undefined;
-        const left = await store.blockedFor(`${LOCK_PREFIX}ip:${clientKey(ctx.clientIp, v6Prefix)}`);
+        const ip = ctx.clientIp;
+        const left =
+          lockPrefixes.length === 1 || !ip.includes(':')
+            ? await store.blockedFor(`${LOCK_PREFIX}ip:${clientKey(ip, v6Prefix)}`)
+            : Math.max(
+                ...(await Promise.all(
+                  lockPrefixes.map((p) => store.blockedFor(`${LOCK_PREFIX}ip:${clientKey(ip, p)}`)),
+                )),
+              );
         return left > 0 ? locked(left, 'ip') : undefined;
       },
       async onBody(ctx) {

@@ -437,6 +437,37 @@ t.test('the client IP is locked past the higher bar, whatever the usernames', as
   });
 });
 
+t.test('an IP lock holds on every login route, whatever ipv6_prefix each keys clients by', async (t) => {
+  // the whole config, as compileGeneration hands it to every route's compile
+  const config = {
+    policies: { login_lockout: { ipv6_prefix: 64 } },
+    routes: [{ policies: { login_lockout: { ipv6_prefix: 128 } } }],
+  };
+  const { services } = setup();
+  const by = async (prefix: number) =>
+    compilePolicy(
+      loginLockout,
+      { enabled: true, max_attempts: 5, ip_max_attempts: 5, ipv6_prefix: prefix },
+      services,
+      { config },
+    );
+  const [p64, p128] = [await by(64), await by(128)];
+  for (let i = 0; i < 5; i++) await attempt(p128, login(`user-${i}`), 401, '2001:db8:1:2::1');
+  t.equal(
+    (await attempt(p128, login('another'), 401, '2001:db8:1:2::1')).deny?.code,
+    'account_locked',
+    'locked at /128 on its own route',
+  );
+  const other = await attempt(p64, login('another'), 401, '2001:db8:1:2::1');
+  t.equal(other.deny?.code, 'account_locked', 'the /128 lock holds on the /64 route');
+  t.equal(other.deny?.ruleIds?.[0], 'login-lockout-ip');
+  t.equal(
+    (await attempt(p64, login('another'), 401, '2001:db8:1:2::2')).forwarded,
+    true,
+    'a /128 lock is of that address alone',
+  );
+});
+
 t.test('bad input: odd usernames count per IP only, never crash', async (t) => {
   const { services } = setup();
   const p = await compilePolicy(
