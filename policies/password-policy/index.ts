@@ -64,9 +64,17 @@ export const passwordPolicySchema = policyBlock(
 export type PasswordPolicyConfig = Static<typeof passwordPolicySchema>;
 
 /** The rules, as named in `detail.rule` of a 400 weak_password. */
-export type PasswordRule = 'required' | 'min_length' | 'max_bytes' | 'special' | 'username';
+export type PasswordRule =
+  'required' | 'min_length' | 'max_bytes' | 'control_characters' | 'blank' | 'special' | 'username';
 
 const SPECIAL = /[^\p{L}\p{N}]/u;
+/**
+ * Control characters (C0, DEL, C1): a NUL ends the password for bcrypt's C implementations
+ * (the rest would not count), and no keyboard types the others.
+ */
+const CONTROL = /\p{Cc}/u;
+/** Nothing but whitespace. */
+const BLANK = /^[\p{White_Space}]*$/u;
 
 function badRequest(message: string): Deny {
   return { code: 'bad_request', message, reason: 'password' };
@@ -144,6 +152,12 @@ export const passwordPolicy: PolicyFactory<typeof passwordPolicySchema> = {
       }
       if (Buffer.byteLength(password, 'utf8') > maxBytes) {
         return weak('max_bytes', field, `The new password must be at most ${maxBytes} bytes long.`);
+      }
+      if (CONTROL.test(password)) {
+        return weak('control_characters', field, 'The new password must not contain control characters.');
+      }
+      if (BLANK.test(password)) {
+        return weak('blank', field, 'The new password must not be only spaces.');
       }
       if (requireSpecial && !SPECIAL.test(password)) {
         return weak(

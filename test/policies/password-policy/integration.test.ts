@@ -42,6 +42,8 @@ t.test('register: each weak password is refused with its rule, strong ones pass'
     ['longenoughbutplain', /special character/],
     ['carol-is-my-name', /must not contain the username/],
     [`${'x'.repeat(72)}!`, /at most 72 bytes/],
+    ['pass\u0000word-long!', /must not contain control characters/],
+    ['            ', /must not be only spaces/],
   ];
   for (const [password, message] of weak) {
     const r = await post('/api/auth/register', JSON.stringify({ username: 'carol', password }));

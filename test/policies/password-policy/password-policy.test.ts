@@ -74,6 +74,30 @@ t.test('each unmet rule is named, the password never echoed', async (t) => {
       'The new password must not contain the username.',
     ],
     ['missing', { username: 'alice' }, 'required', 'The new password is missing.'],
+    [
+      'a NUL (bcrypt in C stops reading there)',
+      { username: 'alice', password: 'pass\u0000word-long!' },
+      'control_characters',
+      'The new password must not contain control characters.',
+    ],
+    [
+      'a C1 control',
+      { username: 'alice', password: 'pass\u0085word-long!' },
+      'control_characters',
+      'The new password must not contain control characters.',
+    ],
+    [
+      'only spaces',
+      { username: 'alice', password: '            ' },
+      'blank',
+      'The new password must not be only spaces.',
+    ],
+    [
+      'only Unicode spaces',
+      { username: 'alice', password: '\u3000\u3000\u2003\u2003\u00a0\u00a0\u2009\u2009' },
+      'blank',
+      'The new password must not be only spaces.',
+    ],
   ];
   for (const [name, body, rule, message] of cases) {
     const v = await run({}, body);
