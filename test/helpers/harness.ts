@@ -1,8 +1,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
+import type { Test } from 'tap';
 import { Gateway } from '../../gateway/server.js';
 import { attachObservability, type ObservabilityHandle } from '../../gateway/observability/wire.js';
 import { silentLogger } from '../../gateway/observability/ops-log.js';
@@ -173,4 +175,52 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Start a harness for the whole test file `t` (closed when the file ends) and log `user` in.
+ * For a test file's top level: `const { h, token } = await startFileHarness(t, opts);`.
+ */
+export async function startFileHarness(
+  t: Test,
+  opts: HarnessOptions = {},
+  user = 'alice',
+): Promise<{ h: Harness; token: string }> {
+  const h = await startHarness(opts);
+  t.teardown(() => h.close());
+  return { h, token: await h.login(user) };
+}
+
+/** A marker no other request carries; put it in the path, query or a header. */
+export const mark = (): string => `probe-${randomUUID()}`;
+
+/** Whether the mock recorded a request with `marker` in its path or in a header value. */
+export async function mockSaw(h: Harness, marker: string): Promise<boolean> {
+  return (await h.mockRequests()).some(
+    (r) => r.path.includes(marker) || Object.values(r.headers).some((v) => v.includes(marker)),
+  );
+}
+
+/** The audit lines of one request. */
+export async function auditOf(h: Harness, requestId: string | undefined): Promise<Record<string, unknown>[]> {
+  return (await h.audit()).filter((l) => requestId !== undefined && l.request_id === requestId);
+}
+
+/** The Prometheus exposition of the admin listener. */
+export async function metricsText(h: Harness): Promise<string> {
+  return (await fetch(`${h.adminUrl}/metrics`)).text();
+}
+
+/** The sum of the samples of `name` whose labels include `labels` (0 when there is none). */
+export function metricValue(text: string, name: string, labels: Record<string, string>): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    const inner = line.slice(name.length + 1, line.indexOf('}'));
+    const got: Record<string, string> = {};
+    for (const m of inner.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) got[m[1]!] = m[2]!;
+    if (Object.entries(labels).every(([k, v]) => got[k] === v))
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
 }

@@ -1,10 +1,10 @@
 import t, { type Test } from 'tap';
 import http from 'node:http';
 import net from 'node:net';
-import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
-import { startHarness, type Harness } from '../helpers/harness.js';
-import { rawExchange, head, type RawExchange, type RawResponse } from '../helpers/raw-http.js';
+import { startHarness, startFileHarness, mark, mockSaw } from '../helpers/harness.js';
+import { rawExchange, head, type RawExchange } from '../helpers/raw-http.js';
+import { isGatewayError } from '../helpers/gateway-errors.js';
 import { eventually } from '../helpers/wait.js';
 
 /**
@@ -13,60 +13,20 @@ import { eventually } from '../helpers/wait.js';
  * and the mock's record proves the refused request never reached it.
  */
 
-const SEED_HEADER_NAMES = [
-  'x-content-type-options',
-  'x-frame-options',
-  'x-xss-protection',
-  'strict-transport-security',
-  'content-security-policy',
-  'referrer-policy',
-  'permissions-policy',
-];
-
-let h: Harness;
-let token: string;
-
-t.before(async () => {
-  h = await startHarness({
-    config: `
+const { h, token } = await startFileHarness(t, {
+  config: `
 listen:
   header_timeout: 1s
   request_timeout: 60s
 `,
-  });
-  token = await h.login('alice');
 });
-t.teardown(() => h.close());
-
-/** A marker no other request carries; put it in the path, query or a header. */
-const mark = () => `probe-${randomUUID()}`;
-
-async function mockSaw(marker: string): Promise<boolean> {
-  const seen = await h.mockRequests();
-  return seen.some(
-    (r) => r.path.includes(marker) || Object.values(r.headers).some((v) => v.includes(marker)),
-  );
-}
 
 /** After every hostile request: the gateway still serves, and the refused request never reached the mock. */
 async function stillServes(t: Test, marker: string | undefined): Promise<void> {
   const ok = await fetch(`${h.url}/api/health`);
   t.equal(ok.status, 200, 'the gateway still serves');
   await ok.arrayBuffer();
-  if (marker !== undefined) t.notOk(await mockSaw(marker), 'the mock never saw the refused request');
-}
-
-/** A SPEC JSON error from the gateway itself, with the security headers. */
-function isGatewayError(t: Test, r: RawResponse | undefined, status: number, code: string): void {
-  t.ok(r, 'a response came back');
-  if (!r) return;
-  t.equal(r.status, status, 'status');
-  t.equal(r.json?.error, code, 'error code');
-  t.type(r.json?.message, 'string');
-  t.equal(r.json?.request_id, r.headers['x-request-id'], 'the request id of the body is the header');
-  t.same(Object.keys(r.json ?? {}).sort(), ['error', 'message', 'request_id'], 'nothing else in the body');
-  for (const name of SEED_HEADER_NAMES) t.ok(r.headers[name], `security header ${name}`);
-  t.notOk(r.headers.server, 'no Server header');
+  if (marker !== undefined) t.notOk(await mockSaw(h, marker), 'the mock never saw the refused request');
 }
 
 function never500(t: Test, x: RawExchange): void {
@@ -251,7 +211,7 @@ t.test('junk after complete requests: those are answered, then the connection cl
   t.equal(x.responses.length, 1, 'one answer: the request before the junk');
   t.equal(x.responses[0]?.status, 201);
   t.ok(x.closed, 'then the connection is closed');
-  t.ok(await mockSaw(m), 'the request was forwarded once');
+  t.ok(await mockSaw(h, m), 'the request was forwarded once');
   t.equal((await h.mockRequests()).filter((r) => r.path.includes(m)).length, 1);
   // two pipelined requests, then junk: both answered, in order
   const m2 = mark();
@@ -291,7 +251,7 @@ t.test('junk after complete requests: those are answered, then the connection cl
     [200, 400],
   );
   t.ok(w.closed, 'closed, without waiting for a timeout');
-  t.notOk(await mockSaw(`${m4}-te`), 'the refused request was not forwarded');
+  t.notOk(await mockSaw(h, `${m4}-te`), 'the refused request was not forwarded');
   await stillServes(t, undefined);
 });
 
@@ -320,7 +280,7 @@ t.test(
         [401],
       );
       t.ok(x.closed);
-      t.notOk(await mockSaw(m), 'the request behind it never reached the upstream');
+      t.notOk(await mockSaw(h, m), 'the request behind it never reached the upstream');
     }
     await stillServes(t, undefined);
   },
@@ -626,7 +586,7 @@ t.test(
         );
         never500(t, x);
         t.equal(x.responses[0]?.status, 200, 'forwarded');
-        t.ok(await mockSaw(m), 'the mock saw it');
+        t.ok(await mockSaw(h, m), 'the mock saw it');
       });
     }
     await t.test('raw non-UTF-8 bytes in the target: 400 from the parser', async (t) => {
@@ -1025,10 +985,10 @@ async function probe(
 /** For a gateway-made refusal (JSON with request_id), the mock must not have seen the request. */
 async function refusedNotForwarded(x: RawExchange, marker: string): Promise<boolean> {
   const r = x.responses[0];
-  if (r === undefined) return !(await mockSaw(marker));
+  if (r === undefined) return !(await mockSaw(h, marker));
   if (r.status >= 500) return false;
   if (r.json !== undefined && typeof r.json.request_id === 'string' && r.status >= 400)
-    return !(await mockSaw(marker));
+    return !(await mockSaw(h, marker));
   return true;
 }
 
@@ -1040,7 +1000,7 @@ t.test('property: random and mutated paths never yield a 5xx or a forwarded refu
       fc.boolean(),
       async (target, method, auth) => {
         const { x, marker } = await probe(method, target, auth ? [['Authorization', `Bearer ${token}`]] : []);
-        if (x.responses.length === 0) return x.closed && !(await mockSaw(marker));
+        if (x.responses.length === 0) return x.closed && !(await mockSaw(h, marker));
         return refusedNotForwarded(x, marker);
       },
     ),
@@ -1099,7 +1059,7 @@ t.test('property: random and mutated headers never yield a 5xx or a forwarded re
         const hs: [string, string][] = headers.filter(([n]) => n.toLowerCase() !== 'x-probe');
         if (auth) hs.push(['Authorization', `Bearer ${token}`]);
         const { x, marker } = await probe('GET', '/api/receipts', hs);
-        if (x.responses.length === 0) return x.closed && !(await mockSaw(marker));
+        if (x.responses.length === 0) return x.closed && !(await mockSaw(h, marker));
         if (!(await refusedNotForwarded(x, marker))) return false;
         // identity headers from the client never reach the upstream
         const rec = (await h.mockRequests()).find((r) => r.headers['x-probe'] === marker);
@@ -1146,7 +1106,7 @@ t.test(
             ],
             body,
           );
-          if (x.responses.length === 0) return x.closed && !(await mockSaw(marker));
+          if (x.responses.length === 0) return x.closed && !(await mockSaw(h, marker));
           return refusedNotForwarded(x, marker);
         },
       ),

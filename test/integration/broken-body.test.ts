@@ -1,9 +1,18 @@
 import t, { type Test } from 'tap';
 import http from 'node:http';
 import net from 'node:net';
-import { randomUUID } from 'node:crypto';
-import { startHarness, type Harness } from '../helpers/harness.js';
+import {
+  startHarness,
+  startFileHarness,
+  mark,
+  mockSaw,
+  auditOf,
+  metricsText,
+  metricValue,
+  type Harness,
+} from '../helpers/harness.js';
 import { rawExchange, head, parseResponses, type RawResponse } from '../helpers/raw-http.js';
+import { isGatewayError } from '../helpers/gateway-errors.js';
 import { eventually } from '../helpers/wait.js';
 
 /**
@@ -15,49 +24,14 @@ import { eventually } from '../helpers/wait.js';
  * was already streaming).
  */
 
-const SEED_HEADER_NAMES = [
-  'x-content-type-options',
-  'x-frame-options',
-  'x-xss-protection',
-  'strict-transport-security',
-  'content-security-policy',
-  'referrer-policy',
-  'permissions-policy',
-];
-
 /** The shipped config in front of the mock: the body of POST /api/receipts is buffered for inspection. */
-let h: Harness;
-let token: string;
-
-t.before(async () => {
-  h = await startHarness();
-  token = await h.login('alice');
-});
-t.teardown(() => h.close());
-
-const mark = () => `probe-${randomUUID()}`;
-
-async function mockSaw(marker: string): Promise<boolean> {
-  return (await h.mockRequests()).some((r) => r.path.includes(marker));
-}
+const { h, token } = await startFileHarness(t);
 
 /** The gateway's own 400 bad_request, as for the other framing errors, announcing the close. */
 function isBadRequest(t: Test, r: RawResponse | undefined): void {
-  t.ok(r, 'a response came back');
+  isGatewayError(t, r, 400, 'bad_request');
   if (!r) return;
-  t.equal(r.status, 400, 'status');
-  t.equal(r.json?.error, 'bad_request', 'error code');
-  t.type(r.json?.message, 'string');
-  t.equal(r.json?.request_id, r.headers['x-request-id'], 'the request id of the body is the header');
-  t.same(Object.keys(r.json ?? {}).sort(), ['error', 'message', 'request_id'], 'nothing else in the body');
-  for (const name of SEED_HEADER_NAMES) t.ok(r.headers[name], `security header ${name}`);
-  t.notOk(r.headers.server, 'no Server header');
   t.equal(r.headers.connection, 'close', 'Connection: close');
-}
-
-/** The audit lines of one request. */
-async function auditOf(gw: Harness, requestId: string | undefined): Promise<Record<string, unknown>[]> {
-  return (await gw.audit()).filter((l) => requestId !== undefined && l.request_id === requestId);
 }
 
 /** Its refusal is audited as request_blocked with the parser's error code, and nothing else is. */
@@ -72,22 +46,6 @@ async function auditedOnce(t: Test, gw: Harness, r: RawResponse | undefined, mar
   t.equal(a?.method, 'POST');
   t.ok(String(a?.path).includes(marker), 'the path of the request');
   t.match(a?.rule_ids, [/^parser:HPE_[A-Z_]+$/], "the parser's error code");
-}
-
-async function metricsText(gw: Harness): Promise<string> {
-  return (await fetch(`${gw.adminUrl}/metrics`)).text();
-}
-
-function metricValue(text: string, name: string, labels: Record<string, string>): number {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    const inner = line.slice(name.length + 1, line.indexOf('}'));
-    const got: Record<string, string> = {};
-    for (const m of inner.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) got[m[1]!] = m[2]!;
-    if (Object.entries(labels).every(([k, v]) => got[k] === v))
-      return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return 0;
 }
 
 /** An authenticated JSON POST to /api/receipts?p=marker, with these framing headers. */
@@ -157,7 +115,7 @@ t.test(
             );
             t.same(a?.rule_ids, [c.rule]);
           }
-          t.notOk(await mockSaw(m), 'the upstream never saw the request');
+          t.notOk(await mockSaw(h, m), 'the upstream never saw the request');
           const ok = await fetch(`${h.url}/api/health`);
           t.equal(ok.status, 200, 'the gateway still serves');
           await ok.arrayBuffer();
@@ -217,7 +175,7 @@ t.test('pipelined: the requests before the broken one are answered first, in ord
   );
   isBadRequest(t, y.responses[1]);
   t.ok(y.closed);
-  t.notOk(await mockSaw(`${n}-2`), 'the broken request never reached the upstream');
+  t.notOk(await mockSaw(h, `${n}-2`), 'the broken request never reached the upstream');
 });
 
 t.test('a body that ends early (the client half-closes): 400, never forwarded', async (t) => {
@@ -239,7 +197,7 @@ t.test('a body that ends early (the client half-closes): 400, never forwarded', 
         (l) => l.event === 'request_blocked',
       );
       t.same(a?.rule_ids, ['parser:HPE_INVALID_EOF_STATE']);
-      t.notOk(await mockSaw(m), 'the upstream never saw the request');
+      t.notOk(await mockSaw(h, m), 'the upstream never saw the request');
     });
   }
 });

@@ -6,27 +6,11 @@
  */
 import t from 'tap';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import net from 'node:net';
 import http from 'node:http';
 import { once } from 'node:events';
-import { spawn } from 'node:child_process';
-import YAML from 'yaml';
-import { startRedis } from '../helpers/redis.js';
-import { startMock } from '../../upstream-mock/server.js';
-import { REPO, TEST_SECRET } from '../helpers/harness.js';
+import { startCluster } from '../helpers/cli-cluster.js';
 import { eventually } from '../helpers/wait.js';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 /** The inode of the server end of the loopback connection serverPort ← clientPort (/proc/net/tcp). */
 function serverSocketInode(serverPort: number, clientPort: number): string | undefined {
@@ -99,46 +83,14 @@ function sample(text: string, series: string): number | undefined {
 }
 
 t.test('workers: 2: /metrics and /api/decisions answer for the whole gateway', async (t) => {
-  const redis = await startRedis();
-  t.teardown(() => redis.stop());
-  const mock = await startMock({ port: 0, env: { JWT_SECRET_KEY: TEST_SECRET } });
-  t.teardown(() => mock.close());
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-cluster-admin-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const cfg = YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')) as Record<
-    string,
-    Record<string, unknown>
-  >;
-  cfg.workers = 2 as never;
-  cfg.listen = { ...cfg.listen, host: '127.0.0.1' };
-  const file = path.join(dir, 'gateway.yaml');
-  fs.writeFileSync(file, YAML.stringify(cfg));
-  const port = await freePort();
-  const adminPort = await freePort();
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', path.join(REPO, 'gateway', 'cli.ts'), 'start', '--config', file],
-    {
-      cwd: REPO,
-      env: {
-        ...process.env,
-        JWT_SECRET_KEY: TEST_SECRET,
-        UPSTREAM_URL: mock.url,
-        GATEWAY_PORT: String(port),
-        GATEWAY_ADMIN_PORT: String(adminPort),
-        REDIS_URL: redis.url,
-        RATELIMIT_DEFAULT: '1000 per minute',
-        AUDIT_LOG_FILE: path.join(dir, 'audit.log'),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const workers = () => [...out.matchAll(/\[worker (\d+)\]/g)].map((m) => Number(m[1]));
-  t.teardown(async () => {
+  const { port, adminPort, child, exited, output } = await startCluster(t, {
+    name: 'cluster-admin',
+    rateLimit: '1000 per minute',
+  });
+  const workers = () => [...output().matchAll(/\[worker (\d+)\]/g)].map((m) => Number(m[1]));
+  // (teardowns run last first: this one before startCluster's) a worker the test stopped is let go on
+  // before the CLI is stopped
+  t.teardown(() => {
     for (const pid of workers()) {
       try {
         process.kill(pid, 'SIGCONT');
@@ -146,8 +98,6 @@ t.test('workers: 2: /metrics and /api/decisions answer for the whole gateway', a
         // gone
       }
     }
-    if (child.exitCode === null) child.kill('SIGTERM');
-    await exited;
   });
   await eventually('both workers listen', () => workers().length === 2, 60_000);
   const pids = workers();

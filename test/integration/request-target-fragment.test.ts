@@ -2,10 +2,19 @@ import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { randomUUID } from 'node:crypto';
 import { runReplay } from '../../gateway/commands/replay.js';
-import { startHarness, REPO, TEST_SECRET, type Harness } from '../helpers/harness.js';
+import {
+  startFileHarness,
+  mark,
+  mockSaw,
+  auditOf,
+  metricsText,
+  metricValue,
+  REPO,
+  TEST_SECRET,
+} from '../helpers/harness.js';
 import { rawExchange, head, type RawResponse } from '../helpers/raw-http.js';
+import { hasSecurityHeaders } from '../helpers/gateway-errors.js';
 
 /**
  * A request target with a fragment (`POST /api/auth/login#x HTTP/1.1`) is not HTTP/1.1
@@ -15,32 +24,7 @@ import { rawExchange, head, type RawResponse } from '../helpers/raw-http.js';
  * never forwarded; `%23` (an encoded `#`) is an ordinary character and passes.
  */
 
-const SEED_HEADER_NAMES = [
-  'x-content-type-options',
-  'x-frame-options',
-  'x-xss-protection',
-  'strict-transport-security',
-  'content-security-policy',
-  'referrer-policy',
-  'permissions-policy',
-];
-
-let h: Harness;
-let token: string;
-
-t.before(async () => {
-  h = await startHarness();
-  token = await h.login('alice');
-});
-t.teardown(() => h.close());
-
-const mark = () => `probe-${randomUUID()}`;
-
-async function mockSaw(marker: string): Promise<boolean> {
-  return (await h.mockRequests()).some(
-    (r) => r.path.includes(marker) || Object.values(r.headers).some((v) => v.includes(marker)),
-  );
-}
+const { h, token } = await startFileHarness(t);
 
 function isFragmentRefusal(t: Test, r: RawResponse | undefined): void {
   t.ok(r, 'a response came back');
@@ -55,14 +39,11 @@ function isFragmentRefusal(t: Test, r: RawResponse | undefined): void {
     },
     'the SPEC error shape, nothing else',
   );
-  for (const name of SEED_HEADER_NAMES) t.ok(r.headers[name], `security header ${name}`);
-  t.notOk(r.headers.server, 'no Server header');
+  hasSecurityHeaders(t, r);
 }
 
 async function auditedAsBadRequest(t: Test, r: RawResponse | undefined, route: string): Promise<void> {
-  const lines = (await h.audit()).filter(
-    (l) => l.request_id === r?.headers['x-request-id'] && l.event !== 'auth_success',
-  );
+  const lines = (await auditOf(h, r?.headers['x-request-id'])).filter((l) => l.event !== 'auth_success');
   t.equal(lines.length, 1, 'one audit line for the request');
   t.equal(lines[0]?.event, 'request_blocked');
   t.equal(lines[0]?.code, 'bad_request');
@@ -72,27 +53,10 @@ async function auditedAsBadRequest(t: Test, r: RawResponse | undefined, route: s
   t.same(lines[0]?.rule_ids, ['request-target-fragment']);
 }
 
-async function metricsText(): Promise<string> {
-  return (await fetch(`${h.adminUrl}/metrics`)).text();
-}
-
-function metricValue(text: string, name: string, labels: Record<string, string>): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    const inner = line.slice(name.length + 1, line.indexOf('}'));
-    const got: Record<string, string> = {};
-    for (const m of inner.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) got[m[1]!] = m[2]!;
-    if (Object.entries(labels).every(([k, v]) => got[k] === v))
-      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
-
 t.test('POST /api/auth/login#x: 400 bad_request, audited and counted, never forwarded', async (t) => {
   const m = mark();
   const body = JSON.stringify({ username: 'alice', password: 'alice-secret-pw' });
-  const before = await metricsText();
+  const before = await metricsText(h);
   const x = await rawExchange(
     h.url,
     head(`POST /api/auth/login#${m} HTTP/1.1`, [
@@ -106,7 +70,7 @@ t.test('POST /api/auth/login#x: 400 bad_request, audited and counted, never forw
   t.equal(x.responses.length, 1, 'one answer');
   isFragmentRefusal(t, x.responses[0]);
   await auditedAsBadRequest(t, x.responses[0], 'login');
-  const after = await metricsText();
+  const after = await metricsText(h);
   const delta = (name: string, l: Record<string, string>) =>
     metricValue(after, name, l) - metricValue(before, name, l);
   t.equal(
@@ -115,7 +79,7 @@ t.test('POST /api/auth/login#x: 400 bad_request, audited and counted, never forw
   );
   t.equal(delta('gateway_requests_total', {}), 1, 'counted once');
   t.equal(delta('gateway_blocked_requests_total', { reason: 'protocol' }), 1);
-  t.notOk(await mockSaw(m), 'the upstream never saw it');
+  t.notOk(await mockSaw(h, m), 'the upstream never saw it');
 });
 
 t.test('a fragment anywhere in the target is refused, never forwarded', async (t) => {
@@ -142,7 +106,7 @@ t.test('a fragment anywhere in the target is refused, never forwarded', async (t
       t.equal(x.responses.length, 1, 'one answer');
       isFragmentRefusal(t, x.responses[0]);
       await auditedAsBadRequest(t, x.responses[0], route);
-      t.notOk(await mockSaw(m), 'the upstream never saw it');
+      t.notOk(await mockSaw(h, m), 'the upstream never saw it');
     });
   }
 });
@@ -159,7 +123,7 @@ t.test('the checks run first: an attack carrying a fragment is refused as the at
   );
   t.equal(x.responses[0]?.status, 403);
   t.equal(x.responses[0]?.json?.error, 'request_blocked');
-  t.notOk(await mockSaw(m), 'the upstream never saw it');
+  t.notOk(await mockSaw(h, m), 'the upstream never saw it');
   const y = await rawExchange(
     h.url,
     head(`GET /api/receipts?p=${m}#x HTTP/1.1`, [
@@ -168,7 +132,7 @@ t.test('the checks run first: an attack carrying a fragment is refused as the at
     ]),
   );
   t.equal(y.responses[0]?.status, 401, 'no credentials on a JWT route: 401 first');
-  t.notOk(await mockSaw(m), 'the upstream never saw it');
+  t.notOk(await mockSaw(h, m), 'the upstream never saw it');
 });
 
 t.test('the connection stays usable: a pipelined request after the refusal is answered', async (t) => {

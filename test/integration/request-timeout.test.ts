@@ -1,7 +1,15 @@
 import t, { type Test } from 'tap';
-import { randomUUID } from 'node:crypto';
-import { startHarness, type Harness } from '../helpers/harness.js';
+import {
+  startHarness,
+  startFileHarness,
+  mark,
+  auditOf,
+  metricsText,
+  metricValue,
+  type Harness,
+} from '../helpers/harness.js';
 import { rawExchange, head, type RawResponse } from '../helpers/raw-http.js';
+import { hasSecurityHeaders } from '../helpers/gateway-errors.js';
 import { eventually } from '../helpers/wait.js';
 
 /**
@@ -13,30 +21,11 @@ import { eventually } from '../helpers/wait.js';
  * A head that stalls is cut by `listen.header_timeout` without an answer (no request exists).
  */
 
-const SEED_HEADER_NAMES = [
-  'x-content-type-options',
-  'x-frame-options',
-  'x-xss-protection',
-  'strict-transport-security',
-  'content-security-policy',
-  'referrer-policy',
-  'permissions-policy',
-];
-
 const TIMEOUTS = 'listen:\n  header_timeout: 1s\n  request_timeout: 1s\n';
 const API_KEY = 'request-timeout-test-key-0123456789';
 
 /** The shipped config (bodies of POST /api/receipts buffered for inspection), 1 s to send a request. */
-let h: Harness;
-let token: string;
-
-t.before(async () => {
-  h = await startHarness({ config: TIMEOUTS });
-  token = await h.login('alice');
-});
-t.teardown(() => h.close());
-
-const mark = () => `probe-${randomUUID()}`;
+const { h, token } = await startFileHarness(t, { config: TIMEOUTS });
 
 /** The head of an authenticated JSON POST to `path`?p=marker announcing 100 bytes of body. */
 function stalledHead(path: string, marker: string, auth: 'jwt' | 'api_key' = 'jwt'): string {
@@ -67,13 +56,8 @@ function isRequestTimeout(t: Test, r: RawResponse | undefined): void {
   );
   t.equal(r.headers['content-type'], 'application/json; charset=utf-8');
   t.equal(r.headers['cache-control'], 'no-store');
-  for (const name of SEED_HEADER_NAMES) t.ok(r.headers[name], `security header ${name}`);
-  t.notOk(r.headers.server, 'no Server header');
+  hasSecurityHeaders(t, r);
   t.equal(r.headers.connection, 'close', 'Connection: close');
-}
-
-async function auditOf(gw: Harness, requestId: string | undefined): Promise<Record<string, unknown>[]> {
-  return (await gw.audit()).filter((l) => requestId !== undefined && l.request_id === requestId);
 }
 
 /** Audited once, as request_blocked with the timeout; no other line for the request (no 400, no 499). */
@@ -90,23 +74,6 @@ async function auditedOnce(t: Test, gw: Harness, r: RawResponse | undefined, mar
   t.ok(String(a?.path).includes(marker), 'the path of the request');
   t.same(a?.rule_ids, ['request-timeout']);
   t.same(a?.detail, { timeout_ms: 1000 }, 'the timeout that expired');
-}
-
-async function metricsText(gw: Harness): Promise<string> {
-  return (await fetch(`${gw.adminUrl}/metrics`)).text();
-}
-
-function metricValue(text: string, name: string, labels: Record<string, string>): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    const inner = line.slice(name.length + 1, line.indexOf('}'));
-    const got: Record<string, string> = {};
-    for (const m of inner.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) got[m[1]!] = m[2]!;
-    if (Object.entries(labels).every(([k, v]) => got[k] === v))
-      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
 }
 
 async function stillServes(t: Test, gw: Harness): Promise<void> {

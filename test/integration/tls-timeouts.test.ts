@@ -1,10 +1,10 @@
 import t, { type Test } from 'tap';
 import http2 from 'node:http2';
-import { randomUUID } from 'node:crypto';
 import YAML from 'yaml';
-import { startHarness, type Harness } from '../helpers/harness.js';
+import { startHarness, mark, type Harness } from '../helpers/harness.js';
 import { rawExchange, head, type RawExchange, type RawOptions } from '../helpers/raw-http.js';
 import { TestPki } from '../helpers/certs.js';
+import { SEED_HEADER_NAMES } from '../helpers/gateway-errors.js';
 
 /**
  * The HTTP/1.1 deadlines of the TLS listener, over real TLS, with HTTP/2 offered by ALPN
@@ -17,16 +17,6 @@ import { TestPki } from '../helpers/certs.js';
  * (they have `listen.tls.idle_timeout`). Every wait has a generous upper bound (15 s); the
  * deadlines are 1-2 s.
  */
-
-const SEED_HEADER_NAMES = [
-  'x-content-type-options',
-  'x-frame-options',
-  'x-xss-protection',
-  'strict-transport-security',
-  'content-security-policy',
-  'referrer-policy',
-  'permissions-policy',
-];
 
 const pki = new TestPki();
 t.teardown(() => pki.cleanup());
@@ -42,7 +32,6 @@ const config = (http2On: boolean) =>
     },
   });
 
-const mark = () => `probe-${randomUUID()}`;
 /** 10 of the 100 bytes a stalled request announces. */
 const TEN_BYTES = '{"total":1';
 

@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,6 +9,7 @@ import {
   AUDIT_PINO_OPTIONS,
   createAuditLog,
   redactTarget,
+  type AuditLog,
 } from '../../../gateway/observability/audit.js';
 import { Metrics } from '../../../gateway/observability/metrics.js';
 import { createContext } from '../../../gateway/context-factory.js';
@@ -161,8 +162,9 @@ t.test('the audit file holds exactly what pino would have written, in order', as
   await audit.close();
 });
 
-t.test('a lone line reaches the file within the flush interval, without a flush call', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'audit-flush-'));
+/** An audit log of every line (no sampling) to a file of a temporary folder, both gone when `t` ends. */
+function auditToFile(t: Test, prefix: string): { file: string; audit: AuditLog } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'audit.log');
   const audit = createAuditLog({
@@ -172,6 +174,11 @@ t.test('a lone line reaches the file within the flush interval, without a flush 
     metrics: new Metrics({ defaultMetrics: false }),
   });
   t.teardown(() => audit.close());
+  return { file, audit };
+}
+
+t.test('a lone line reaches the file within the flush interval, without a flush call', async (t) => {
+  const { file, audit } = auditToFile(t, 'audit-flush-');
   // let the file open, then write one short line (far below the chunk size)
   await new Promise((r) => setTimeout(r, 100));
   audit.system('ip_banned', { decision: 'deny', reason: 'auto_ban', client_ip: '10.9.8.7' });
@@ -189,16 +196,7 @@ t.test('a lone line reaches the file within the flush interval, without a flush 
 });
 
 t.test('flush() waits for the lines written while the file was busy with an earlier chunk', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'audit-busy-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const file = path.join(dir, 'audit.log');
-  const audit = createAuditLog({
-    enabled: true,
-    file,
-    accessSampleRate: 1,
-    metrics: new Metrics({ defaultMetrics: false }),
-  });
-  t.teardown(() => audit.close());
+  const { file, audit } = auditToFile(t, 'audit-busy-');
   await new Promise((r) => setTimeout(r, 100));
   for (let round = 0; round < 20; round++) {
     // enough lines for one chunk (its write to the file starts and is still running) …

@@ -20,6 +20,18 @@ const VALUE_RULE =
 const NAME_RULE = 'a header name (a token, no spaces or commas)';
 const METHOD_RULE = 'an HTTP method (a token)';
 
+/** The problem reported for a value (or name) that cannot be sent, at file:line:column. */
+function invalid(
+  file: string,
+  line: number,
+  column: number,
+  keyPath: string,
+  value: string,
+  rule: string,
+): ConfigProblem {
+  return { file, line, column, keyPath, message: `invalid value "${value}": ${rule}` };
+}
+
 t.test('refused at load: a value or name that cannot be sent, with file:line:column', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-header-values-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -53,27 +65,16 @@ t.test('refused at load: a value or name that cannot be sent, with file:line:col
       '      X-Bell: "a\\u0007b"\n',
   );
   t.same(problems, [
-    {
+    invalid(
       file,
-      line: 9,
-      column: 32,
-      keyPath: 'policies.security_headers.headers.Content-Security-Policy',
-      message: `invalid value "default-src 'self';\\n script-src 'self'": ${VALUE_RULE}`,
-    },
-    {
-      file,
-      line: 10,
-      column: 18,
-      keyPath: 'policies.security_headers.headers.X-Snowman',
-      message: `invalid value "\u2603": ${VALUE_RULE}`,
-    },
-    {
-      file,
-      line: 12,
-      column: 15,
-      keyPath: 'policies.security_headers.extra.X-Bell',
-      message: `invalid value "a\\u0007b": ${VALUE_RULE}`,
-    },
+      9,
+      32,
+      'policies.security_headers.headers.Content-Security-Policy',
+      "default-src 'self';\\n script-src 'self'",
+      VALUE_RULE,
+    ),
+    invalid(file, 10, 18, 'policies.security_headers.headers.X-Snowman', '\u2603', VALUE_RULE),
+    invalid(file, 12, 15, 'policies.security_headers.extra.X-Bell', 'a\\u0007b', VALUE_RULE),
   ]);
 
   [file, problems] = await problemsOf(
@@ -83,27 +84,9 @@ t.test('refused at load: a value or name that cannot be sent, with file:line:col
       '    expose_headers: ["X-Request-Id, Retry-After"]\n',
   );
   t.same(problems, [
-    {
-      file,
-      line: 8,
-      column: 26,
-      keyPath: 'policies.cors.allow_methods[1]',
-      message: `invalid value "PUT\\r\\nX-Injected: 1": ${METHOD_RULE}`,
-    },
-    {
-      file,
-      line: 9,
-      column: 35,
-      keyPath: 'policies.cors.allow_headers[1]',
-      message: `invalid value "X-Client Version": ${NAME_RULE}`,
-    },
-    {
-      file,
-      line: 10,
-      column: 22,
-      keyPath: 'policies.cors.expose_headers[0]',
-      message: `invalid value "X-Request-Id, Retry-After": ${NAME_RULE}`,
-    },
+    invalid(file, 8, 26, 'policies.cors.allow_methods[1]', 'PUT\\r\\nX-Injected: 1', METHOD_RULE),
+    invalid(file, 9, 35, 'policies.cors.allow_headers[1]', 'X-Client Version', NAME_RULE),
+    invalid(file, 10, 22, 'policies.cors.expose_headers[0]', 'X-Request-Id, Retry-After', NAME_RULE),
   ]);
 
   [file, problems] = await problemsOf(
