@@ -32,7 +32,7 @@ const Exclusion = Type.Object(
     methods: Type.Optional(Type.Array(Type.String(), { description: 'HTTP methods (default: all)' })),
     rules: Type.Optional(
       Type.Array(Type.String(), {
-        description: 'rule ids to skip; a trailing * makes a prefix (e.g. "932*")',
+        description: 'rule ids to skip; a trailing * makes a prefix (e.g. "rce-1*")',
       }),
     ),
     families: Type.Optional(
