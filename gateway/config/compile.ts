@@ -139,18 +139,30 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
       all.push(policy);
       return policy;
     } catch (err) {
-      const message = err instanceof ConfigError ? err.message : `cannot compile: ${(err as Error).message}`;
-      // The same global setting fails on every route that inherits it: report it once.
-      let where = err instanceof ConfigError && err.path.length > 0 ? err.path : at;
-      // A key the route did not write was inherited: point at the global block.
-      if (override !== undefined && where.length > at.length && at.every((seg, i) => where[i] === seg)) {
-        const key = where[at.length];
-        if (typeof key === 'string' && !(key in override))
-          where = ['policies', f.key, ...where.slice(at.length)];
-      }
-      if (!compileMessages.has(message)) {
-        compileMessages.add(message);
-        problem(where, message);
+      // a policy with several problems throws them together (an AggregateError of ConfigErrors)
+      const list =
+        err instanceof AggregateError &&
+        err.errors.length > 0 &&
+        err.errors.every((e) => e instanceof ConfigError)
+          ? (err.errors as ConfigError[])
+          : [err];
+      for (const e of list) {
+        const message = e instanceof ConfigError ? e.message : `cannot compile: ${(e as Error).message}`;
+        let where = e instanceof ConfigError && e.path.length > 0 ? e.path : at;
+        // A key the route did not write was inherited: point at the global block.
+        if (override !== undefined && where.length > at.length && at.every((seg, i) => where[i] === seg)) {
+          const key = where[at.length];
+          if (typeof key === 'string' && !(key in override))
+            where = ['policies', f.key, ...where.slice(at.length)];
+        }
+        // The same global setting fails on every route that inherits it: report it once. An
+        // error that names its key is told apart by it too (the same typo in two places).
+        const seenKey =
+          e instanceof ConfigError && e.path.length > 0 ? `${where.join('\u0000')}\u0001${message}` : message;
+        if (!compileMessages.has(seenKey)) {
+          compileMessages.add(seenKey);
+          problem(where, message);
+        }
       }
       return undefined;
     }

@@ -32,7 +32,7 @@ const Exclusion = Type.Object(
     methods: Type.Optional(Type.Array(Type.String(), { description: 'HTTP methods (default: all)' })),
     rules: Type.Optional(
       Type.Array(Type.String(), {
-        description: 'rule ids to skip; a trailing * makes a prefix (e.g. "932*")',
+        description: 'rule ids to skip; a trailing * makes a prefix (e.g. "rce-1*")',
       }),
     ),
     families: Type.Optional(
@@ -170,7 +170,62 @@ export function loadRules(extraFiles: readonly string[], configDir: string): Rul
   return rules;
 }
 
-/** Build the engine for a validated config block. */
+/**
+ * Findings an exclusion may name that are not rules of a pack (engine.ts adds them
+ * itself): `body-parse-error`, a body that does not parse as its declared type.
+ */
+const PSEUDO_RULE_IDS: readonly string[] = ['body-parse-error'];
+/** Pack names an exclusion's `families` accepts for the family they hold. */
+const FAMILY_ALIASES: readonly string[] = ['lfi', 'rce'];
+
+/**
+ * The rule ids and families a block names (`disabled_rules`, each exclusion's `rules` and
+ * `families`) that select nothing: a typo there would leave the rule running unnoticed.
+ * Known ids are those of every loaded pack, whatever the paranoia level or pack mode.
+ */
+function unknownReferences(
+  config: PatternBlockConfig,
+  rules: readonly RuleDef[],
+  ctxPath: readonly (string | number)[],
+): ConfigError[] {
+  const out: ConfigError[] = [];
+  const ids = rules.map((r) => r.id);
+  const check = (id: string, known: readonly string[], at: readonly (string | number)[]) => {
+    if (id.endsWith('*')) {
+      const pre = id.slice(0, -1);
+      if (!known.some((k) => k.startsWith(pre)))
+        out.push(
+          new ConfigError(`rule id prefix "${id}" matches no rule of the loaded packs`, [...ctxPath, ...at]),
+        );
+    } else if (!known.includes(id)) {
+      // (a pseudo-rule reaches here only from disabled_rules, which cannot switch it off)
+      const why = PSEUDO_RULE_IDS.includes(id)
+        ? `not a rule of the packs: an exclusion drops it, e.g. { rules: [${id}] }`
+        : 'no rule of the loaded packs has it';
+      out.push(new ConfigError(`unknown rule id "${id}" (${why})`, [...ctxPath, ...at]));
+    }
+  };
+  config.disabled_rules.forEach((id, j) => check(id, ids, ['disabled_rules', j]));
+  const excludable = [...ids, ...PSEUDO_RULE_IDS];
+  config.exclusions.forEach((e, i) => {
+    (e.rules ?? []).forEach((id, j) => check(id, excludable, ['exclusions', i, 'rules', j]));
+    (e.families ?? []).forEach((f, j) => {
+      if (!(FAMILIES as readonly string[]).includes(f) && !FAMILY_ALIASES.includes(f))
+        out.push(
+          new ConfigError(
+            `unknown family "${f}" (families: ${FAMILIES.join(', ')}; ${FAMILY_ALIASES.join(' and ')} as aliases)`,
+            [...ctxPath, 'exclusions', i, 'families', j],
+          ),
+        );
+    });
+  });
+  return out;
+}
+
+/**
+ * Build the engine for a validated config block. Throws a ConfigError, or an
+ * AggregateError of them when the block has several problems.
+ */
 export function engineFromConfig(
   config: PatternBlockConfig,
   configDir: string,
@@ -178,19 +233,19 @@ export function engineFromConfig(
 ): Engine {
   const rules = loadRules(config.rule_files, configDir);
   const packs = new Set(rules.map((r) => r.pack));
+  const problems: ConfigError[] = [];
   for (const p of Object.keys(config.packs))
     if (!packs.has(p))
-      throw new ConfigError(`unknown rule pack "${p}" (known: ${[...packs].join(', ')})`, [
-        ...ctxPath,
-        'packs',
-        p,
-      ]);
-  for (const [i, e] of config.exclusions.entries()) {
-    for (const f of e.families ?? []) {
-      if (!(FAMILIES as readonly string[]).includes(f) && f !== 'lfi' && f !== 'rce')
-        throw new ConfigError(`unknown family "${f}"`, [...ctxPath, 'exclusions', i, 'families']);
-    }
-  }
+      problems.push(
+        new ConfigError(`unknown rule pack "${p}" (known: ${[...packs].join(', ')})`, [
+          ...ctxPath,
+          'packs',
+          p,
+        ]),
+      );
+  problems.push(...unknownReferences(config, rules, ctxPath));
+  if (problems.length === 1) throw problems[0]!;
+  if (problems.length > 1) throw new AggregateError(problems, problems.map((e) => e.message).join('; '));
   return compileEngine({
     rules,
     paranoiaLevel: config.paranoia_level,

@@ -320,6 +320,92 @@ routes:
     expect: [{ line: 3, column: 14, keyPath: 'policies.cors.origins', message: /credentials/ }],
   },
   {
+    name: 'pattern_block: rule ids, prefixes and families that select no rule, global and per route',
+    yaml: `policies:
+  pattern_block:
+    disabled_rules: [sqli-1OO, xss-9*]
+    exclusions:
+      - routes: [api]
+        rules: [rce-100]
+      - paths: [/api/auth/**]
+        families: [cmd_injection, shell]
+      - paths: [/api/receipts/export]
+        rules: [sqli-1OO, lfi-11*, lfi-9*]
+  auth:
+    jwt:
+      secret: \${JWT_SECRET_KEY}
+routes:
+  - name: notes
+    path: /api/notes
+    policies:
+      pattern_block:
+        exclusions:
+          - rules: [proto-141, xss-1O0]
+  - name: other
+    path: /api/other
+    policies:
+      pattern_block: { threshold: 7 }
+`,
+    expect: [
+      {
+        line: 3,
+        column: 22,
+        keyPath: 'policies.pattern_block.disabled_rules[0]',
+        message: /^unknown rule id "sqli-1OO" \(no rule of the loaded packs has it\)$/,
+      },
+      {
+        line: 3,
+        column: 32,
+        keyPath: 'policies.pattern_block.disabled_rules[1]',
+        message: /^rule id prefix "xss-9\*" matches no rule of the loaded packs$/,
+      },
+      {
+        line: 8,
+        column: 35,
+        keyPath: 'policies.pattern_block.exclusions[1].families[1]',
+        message:
+          /^unknown family "shell" \(families: sqli, xss, path_traversal, cmd_injection, rfi, php, nodejs, protocol, scanner; lfi and rce as aliases\)$/,
+      },
+      {
+        line: 10,
+        column: 17,
+        keyPath: 'policies.pattern_block.exclusions[2].rules[0]',
+        message: /^unknown rule id "sqli-1OO" \(no rule of the loaded packs has it\)$/,
+      },
+      {
+        line: 10,
+        column: 36,
+        keyPath: 'policies.pattern_block.exclusions[2].rules[2]',
+        message: /^rule id prefix "lfi-9\*" matches no rule of the loaded packs$/,
+      },
+      {
+        line: 20,
+        column: 32,
+        keyPath: 'routes[0].policies.pattern_block.exclusions[0].rules[1]',
+        message: /^unknown rule id "xss-1O0" \(no rule of the loaded packs has it\)$/,
+      },
+    ],
+  },
+  {
+    name: 'pattern_block: body-parse-error is excluded, not disabled',
+    yaml: `policies:
+  pattern_block:
+    disabled_rules: [body-parse-error]
+  auth:
+    jwt:
+      secret: \${JWT_SECRET_KEY}
+`,
+    expect: [
+      {
+        line: 3,
+        column: 22,
+        keyPath: 'policies.pattern_block.disabled_rules[0]',
+        message:
+          /^unknown rule id "body-parse-error" \(not a rule of the packs: an exclusion drops it, e\.g\. \{ rules: \[body-parse-error\] \}\)$/,
+      },
+    ],
+  },
+  {
     name: 'route patterns: ** not last, bad parameter',
     yaml: `routes:
   - name: a

@@ -1,4 +1,7 @@
 import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import {
   patternBlock,
@@ -30,6 +33,7 @@ import { parseBody } from '../../../gateway/body.js';
 import type { RequestContext } from '../../../gateway/context.js';
 import type { CompileContext, Deny } from '../../../gateway/policy.js';
 import { createContext } from '../../../gateway/context-factory.js';
+import { ConfigError } from '../../../gateway/errors.js';
 
 function config(over: Partial<PatternBlockConfig> = {}): PatternBlockConfig {
   return { ...(Value.Default(patternBlock.schema, {}) as PatternBlockConfig), ...over };
@@ -252,6 +256,113 @@ t.test('exclusions by route, path, target, family and rule id', async (t) => {
   t.equal(inspectRequest(byRule, login).decision, 'allow');
   const disabled = engineFromConfig(config({ disabled_rules: ['rce-100'] }), process.cwd());
   t.equal(inspectRequest(disabled, login).decision, 'allow');
+});
+
+t.test('rule ids, prefixes and families an exclusion or disabled_rules names must exist', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-ruleids-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.writeFileSync(
+    path.join(dir, 'local.yaml'),
+    `- id: local-200
+  family: xss
+  paranoia: 2
+  score: 5
+  description: template expression
+  targets: [args]
+  regex: "\\\\{\\\\{"
+  examples:
+    match: ["{{7*7}}"]
+    no_match: ["{ a }"]
+`,
+  );
+  // known: a rule above the paranoia level, one of a pack that is off, one of a custom pack,
+  // prefixes of each, the family aliases, the body-parse-error finding in an exclusion
+  const known = config({
+    paranoia_level: 1,
+    packs: { php: 'off' },
+    rule_files: ['local.yaml'],
+    disabled_rules: ['sqli-200', 'php-100', 'local-200', 'xss-20*', 'local-*'],
+    exclusions: [
+      { rules: ['proto-14*', 'php-1*', 'local-200', 'body-parse-error'], families: ['lfi', 'rce', 'php'] },
+    ],
+  });
+  t.doesNotThrow(() => engineFromConfig(known, dir));
+
+  const one = (c: Partial<PatternBlockConfig>, at: readonly (string | number)[] = []): ConfigError => {
+    try {
+      engineFromConfig(config({ rule_files: ['local.yaml'], ...c }), dir, at);
+    } catch (err) {
+      if (err instanceof ConfigError) return err;
+      throw err;
+    }
+    throw new Error('accepted');
+  };
+  const bad = one({ exclusions: [{ rules: ['rce-100'] }, { rules: ['sqli-1OO'] }] }, [
+    'routes',
+    3,
+    'policies',
+    'pattern_block',
+  ]);
+  t.equal(bad.message, 'unknown rule id "sqli-1OO" (no rule of the loaded packs has it)');
+  t.same(bad.path, ['routes', 3, 'policies', 'pattern_block', 'exclusions', 1, 'rules', 0]);
+  t.equal(
+    one({ disabled_rules: ['local-2OO'] }).message,
+    'unknown rule id "local-2OO" (no rule of the loaded packs has it)',
+  );
+  t.same(one({ disabled_rules: ['sqli-9*'] }).path, ['disabled_rules', 0]);
+  t.equal(
+    one({ disabled_rules: ['sqli-9*'] }).message,
+    'rule id prefix "sqli-9*" matches no rule of the loaded packs',
+  );
+  t.equal(
+    one({ exclusions: [{ rules: ['932*'] }] }).message,
+    'rule id prefix "932*" matches no rule of the loaded packs',
+    "the schema's old prefix example",
+  );
+  t.match(
+    one({ disabled_rules: ['body-parse-error'] }).message,
+    /^unknown rule id "body-parse-error" \(not a rule/,
+  );
+  t.same(one({ exclusions: [{ families: ['xss', 'sqlj'] }] }).path, ['exclusions', 0, 'families', 1]);
+  t.match(
+    one({ exclusions: [{ families: ['sqlj'] }] }).message,
+    /^unknown family "sqlj" \(families: sqli, xss, /,
+  );
+
+  // several problems in one block: all of them, in order
+  let all: unknown;
+  try {
+    engineFromConfig(
+      config({
+        packs: { nope: 'off' },
+        disabled_rules: ['x-1'],
+        exclusions: [{ rules: ['y-*'], families: ['z'] }],
+      }),
+      dir,
+    );
+  } catch (err) {
+    all = err;
+  }
+  t.ok(all instanceof AggregateError, 'an AggregateError');
+  t.same(
+    ((all as AggregateError).errors as ConfigError[]).map((e) => e.path.join('.')),
+    ['packs.nope', 'disabled_rules.0', 'exclusions.0.rules.0', 'exclusions.0.families.0'],
+  );
+
+  // the pseudo-rule an exclusion may name is the one the engine reports
+  const broken = {
+    method: 'POST',
+    target: '/api/receipts',
+    headers: { ...H, 'Content-Type': 'application/json' },
+    body: '{"merchant": ',
+  };
+  const plain = inspectRequest(engineFromConfig(config(), dir), broken);
+  t.same(
+    plain.matches.map((m) => m.ruleId),
+    ['body-parse-error'],
+  );
+  const excluded = engineFromConfig(config({ exclusions: [{ rules: ['body-parse-error'] }] }), dir);
+  t.equal(inspectRequest(excluded, broken).decision, 'allow');
 });
 
 t.test('paranoia level, pack monitor mode, free-text threshold, content types', async (t) => {

@@ -123,3 +123,49 @@ t.test('a body sent with a content coding is refused and never forwarded', async
   t.equal(blocked.length, 2);
   for (const e of blocked) t.same(e.rule_ids, ['proto-173']);
 });
+
+/**
+ * A reload whose exclusion names a rule id prefix that matches no rule is refused with the
+ * key path and the id; the previous configuration (its working exclusion) stays in force.
+ */
+t.test('a reload with an unknown rule id in an exclusion is refused; the old one stays', async (t) => {
+  const good = `policies:
+  pattern_block:
+    exclusions:
+      - paths: [/api/receipts]
+        rules: [sqli-1*]
+`;
+  const h = await startHarness({ config: good });
+  t.teardown(() => h.close());
+  const token = await h.login('alice');
+  // sqli-100, sqli-110 and sqli-140 find this query: the exclusion drops all three
+  const get = async () =>
+    (
+      await fetch(`${h.url}/api/receipts?q=1%27%20UNION%20SELECT%20password%20FROM%20users--`, {
+        headers: { Authorization: `Bearer ${token}` },
+      })
+    ).status;
+  t.equal(await get(), 200, 'excluded by the loaded configuration');
+  const before = h.gateway.generation.id;
+
+  await t.rejects(
+    h.reload(good.replace('sqli-1*', 'sqli-1O*')),
+    {
+      message:
+        /policies\.pattern_block\.exclusions\[0\]\.rules\[0\]: rule id prefix "sqli-1O\*" matches no rule of the loaded packs/,
+    },
+    'the reload is refused, naming the key path and the prefix',
+  );
+  t.equal(h.gateway.generation.id, before, 'the generation is unchanged');
+  t.equal(await get(), 200, 'the old exclusion is still in force');
+  const refused = (await h.audit()).filter((e) => e.event === 'config_reload' && e.result === 'error');
+  t.match(
+    refused.map((e) => e.errors),
+    [[/exclusions\[0\]\.rules\[0\]: rule id prefix "sqli-1O\*" matches no rule/]],
+    'the refused reload is audited with the error',
+  );
+
+  // without the exclusion the same request is refused: the 200 above was the old exclusion
+  await h.reload('policies:\n  pattern_block:\n    exclusions: []\n');
+  t.equal(await get(), 403);
+});
