@@ -241,13 +241,23 @@ const SUCCESS_LOCAL = 'auth.success';
 
 const SAFE_ROLE = /^[A-Za-z0-9_.:/-]{1,64}$/;
 /**
- * Subjects forwarded as they are: printable ASCII without `%` and without a space at either
- * end. HTTP parsers strip a header value's leading and trailing whitespace (` admin ` would
- * arrive as `admin`), and a `%` would make `j%C3%B6rg` indistinguishable from an encoded `jörg`.
+ * The subject prefix of an API-key identity (`api_key:<id>`). A JWT subject spelt so is
+ * encoded (`api_key%3Aops`): it must not reach the upstream, nor key a per-user rate limit,
+ * as the key's identity.
+ */
+const API_KEY_SUBJECT = 'api_key:';
+/**
+ * Subjects forwarded as they are: printable ASCII without `%`, without a space at either
+ * end, and not spelt as an API-key identity. HTTP parsers strip a header value's leading and
+ * trailing whitespace (` admin ` would arrive as `admin`), and a `%` would make `j%C3%B6rg`
+ * indistinguishable from an encoded `jörg`.
  */
 const ASCII_WITHOUT_PERCENT = /^[\x20-\x24\x26-\x7e]+$/;
 const verbatimSubject = (sub: string): boolean =>
-  ASCII_WITHOUT_PERCENT.test(sub) && !sub.startsWith(' ') && !sub.endsWith(' ');
+  ASCII_WITHOUT_PERCENT.test(sub) &&
+  !sub.startsWith(' ') &&
+  !sub.endsWith(' ') &&
+  !sub.startsWith(API_KEY_SUBJECT);
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
 const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
 const MAX_SUBJECT = 256;
@@ -686,7 +696,7 @@ export const auth: PolicyFactory<typeof authSchema> = {
               : { keyId: entry.id };
           c.locals.set('auth', locals);
           return accept(c, {
-            subject: `api_key:${entry.id}`,
+            subject: `${API_KEY_SUBJECT}${entry.id}`,
             roles: entry.roles,
             method: 'api_key',
             keyId: entry.id,

@@ -51,6 +51,8 @@ t.test('X-Auth-Subject: one value per subject, and a subject that is not text re
       [' admin ', '%20admin%20'],
       ['admin ', 'admin%20'],
       ['100%', '100%25'],
+      // an API key's identity is `api_key:<id>`: a JWT subject spelt so must not pass for it
+      ['api_key:ops', 'api_key%3Aops'],
     ];
     const seen = new Map<string, string>();
     for (const [sub, value] of expected) {
