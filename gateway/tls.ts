@@ -285,6 +285,8 @@ export class TlsManager {
    * there would otherwise make each rejection trigger the next).
    */
   private readonly rejected = new Map<string, { cert: Buffer; key: Buffer }>();
+  /** called when certificates read again from disk replaced served ones (the security score follows) */
+  onRotated: (() => void) | undefined;
   /** called after each reload attempt (tests wait on it) */
   onReload: ((result: 'success' | 'error' | 'unchanged') => void) | undefined;
 
@@ -423,7 +425,10 @@ export class TlsManager {
         'TLS certificate reloaded',
       );
     }
-    if (changed) this.apply({ ...this.settings, certificates: next });
+    if (changed) {
+      this.apply({ ...this.settings, certificates: next });
+      this.onRotated?.();
+    }
     this.onReload?.(changed ? 'success' : failed ? 'error' : 'unchanged');
   }
 

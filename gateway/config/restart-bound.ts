@@ -3,14 +3,15 @@ import { parseDuration } from './units.js';
 
 /**
  * What only a restart changes, as the process started with it: the listeners' addresses,
- * the admin listener, the store connection, the audit log and the number of workers. The
- * security score and the dashboard describe these, and a reload that asks for other values
- * says they wait for a restart.
+ * whether the main listener speaks TLS (its certificates, minimum version and ciphers follow
+ * reloads and rotation: see TlsManager), the admin listener, the store connection, the
+ * audit log and the number of workers. The security score and the dashboard describe
+ * these, and a reload that asks for other values says they wait for a restart.
  */
 export interface RestartBound {
   readonly storeUrl: string;
   readonly workers: number;
-  readonly listen: { readonly host: string; readonly port: number };
+  readonly listen: { readonly host: string; readonly port: number; readonly tls: boolean };
   readonly admin: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly audit: { readonly enabled: boolean; readonly file: string; readonly accessSampleRate: number };
 }
@@ -21,7 +22,7 @@ export function restartBoundOf(gen: Generation): RestartBound {
   return {
     storeUrl: c.store.url,
     workers: c.workers,
-    listen: { host: c.listen.host, port: c.listen.port },
+    listen: { host: c.listen.host, port: c.listen.port, tls: gen.listen.tls !== undefined },
     admin: { enabled: c.admin.enabled, host: c.admin.host, port: c.admin.port },
     audit: { enabled: c.audit.enabled, file: c.audit.file, accessSampleRate: c.audit.access_sample_rate },
   };

@@ -9,6 +9,7 @@ import { securityScore, type ScoreInput } from './score.js';
 import { parseDuration } from '../config/units.js';
 import { isLoopbackHost } from './score.js';
 import { authReadiness } from '../../policies/auth/index.js';
+import type { TlsSettings } from '../tls.js';
 
 type Obj = Record<string, unknown>;
 const obj = (v: unknown): Obj => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
@@ -26,11 +27,17 @@ function blocks(gen: Generation, key: string): Obj[] {
 
 const on = (b: Obj) => b.enabled !== false;
 
-/** Describe the running configuration for the security score. */
+/**
+ * Describe the running configuration for the security score. Whether the main listener
+ * speaks TLS is fixed at start (`running`); `served` is what a TLS listener serves now
+ * (certificates, minimum version: they follow reloads and certificate rotation, the
+ * gateway passes its TlsManager's current settings).
+ */
 export function scoreInput(
   gen: Generation,
   env: Readonly<Record<string, string | undefined>>,
   running: RestartBound = restartBoundOf(gen),
+  served: TlsSettings | undefined = gen.listen.tls,
 ): ScoreInput {
   const cfg = gen.config;
   const storeUrl = running.storeUrl;
@@ -101,7 +108,12 @@ export function scoreInput(
     storeConnectionProtected:
       storeUrl.startsWith('rediss:') || storeUrl.startsWith('memory:') || isLoopbackHost(hostOf(storeUrl)),
     accessSampleRate: running.audit.accessSampleRate,
-    ...tlsFacts(gen, hasHeader('strict-transport-security')),
+    ...tlsFacts(
+      gen,
+      running,
+      running.listen.tls ? served : undefined,
+      hasHeader('strict-transport-security'),
+    ),
   };
 }
 
@@ -135,10 +147,10 @@ function isPrivateAddress(host: string): boolean {
  */
 function tlsFacts(
   gen: Generation,
+  running: RestartBound,
+  t: TlsSettings | undefined,
   hsts: boolean,
 ): Pick<ScoreInput, 'tls' | 'tlsCertificateDaysLeft' | 'hstsWithoutTls'> {
-  const l = gen.config.listen;
-  const t = gen.listen.tls;
   if (t !== undefined) {
     const earliest = Math.min(...t.certificates.map((c) => c.notAfter));
     return {
@@ -147,7 +159,9 @@ function tlsFacts(
       hstsWithoutTls: false,
     };
   }
-  const publicPlain = !isPrivateAddress(l.host) && l.trusted_proxies.length === 0;
+  // the address is the one listened on; trusted_proxies follows reloads
+  const publicPlain =
+    !isPrivateAddress(running.listen.host) && gen.config.listen.trusted_proxies.length === 0;
   if (!publicPlain) return {};
   return { tls: { enabled: false }, hstsWithoutTls: hsts };
 }
@@ -241,11 +255,17 @@ export async function attachObservability(
   };
   let report: ReturnType<typeof securityScore> | undefined;
   const o = gw.observers;
-  o.onGeneration = (gen) => {
-    applyAlerts(gen.config.monitoring);
-    report = securityScore(scoreInput(gen, env, gw.running));
+  // TLS as the listener serves it (certificates, version) with the rest of the generation
+  const rescore = (gen: Generation) => {
+    report = securityScore(scoreInput(gen, env, gw.running, gw.tls?.current));
     gw.metrics.securityScore.set(report.score);
   };
+  o.onGeneration = (gen) => {
+    applyAlerts(gen.config.monitoring);
+    rescore(gen);
+  };
+  // a rotated certificate file changes the days left without a new generation
+  if (gw.tls !== undefined) gw.tls.onRotated = () => rescore(gw.generation);
   o.onGeneration(gw.generation);
   o.readiness = async () => authReadiness(gw.services).reasons;
   o.securityHealth = () => (gw.generation.config.monitoring.enabled ? report : undefined);

@@ -31,8 +31,11 @@ t.before(async () => {
 });
 t.teardown(() => h.close());
 
-/** A gateway of its own on a copy of the harness config, with its ops log kept. */
-async function ownGateway(t: Test): Promise<{
+/** A gateway of its own on a copy of the harness config (with `extra` merged in), with its ops log kept. */
+async function ownGateway(
+  t: Test,
+  extra: Record<string, unknown> = {},
+): Promise<{
   gw: Gateway;
   file: string;
   base: Record<string, unknown>;
@@ -45,6 +48,7 @@ async function ownGateway(t: Test): Promise<{
   const auditFile = path.join(dir, 'audit.log');
   const base = deepMerge(YAML.parse(fs.readFileSync(h.configFile, 'utf8')), {
     audit: { file: auditFile },
+    ...extra,
   }) as Record<string, unknown>;
   fs.writeFileSync(file, YAML.stringify(base));
   const logs: LogLine[] = [];
@@ -159,7 +163,18 @@ t.test('TLS switched on by a reload is reported, not silently left off', async (
   const pki = new TestPki();
   t.teardown(() => fs.rmSync(pki.dir, { recursive: true, force: true }));
   const leaf = pki.leaf('gw');
-  const { gw, file, base, logs } = await ownGateway(t);
+  // on a public address, where the score judges plain HTTP
+  const { gw, file, base, logs } = await ownGateway(t, { listen: { host: '0.0.0.0' } });
+  const checks = async () =>
+    (
+      (await (await fetch(`${gw.adminUrl}/api/health/security`)).json()) as {
+        checks: { id: string; pass: boolean; detail?: string }[];
+      }
+    ).checks;
+  t.match(
+    (await checks()).find((c) => c.id === 'tls'),
+    { pass: false, detail: 'plain HTTP' },
+  );
   fs.writeFileSync(
     file,
     YAML.stringify(
@@ -174,6 +189,51 @@ t.test('TLS switched on by a reload is reported, not silently left off', async (
   const r = await fetch(`${gw.url}/api/health`);
   t.equal(r.status, 200);
   await r.arrayBuffer();
+  const after = await checks();
+  t.match(
+    after.find((c) => c.id === 'tls'),
+    { pass: false, detail: 'plain HTTP' },
+    'the score describes the plain listener, not the TLS in the file',
+  );
+  t.equal(
+    after.find((c) => c.id === 'tls_certificate_expiry'),
+    undefined,
+    'no certificate is served',
+  );
+});
+
+t.test('the score follows the certificate served, and TLS as the listener started', async (t) => {
+  const pki = new TestPki();
+  t.teardown(() => pki.cleanup());
+  const certDir = path.join(pki.dir, 'live');
+  const files = pki.install(pki.leaf('short', { days: 10 }), certDir);
+  const { gw, file, base } = await ownGateway(t, {
+    listen: { host: '0.0.0.0', tls: { cert_file: files.certFile, key_file: files.keyFile } },
+  });
+  t.match(gw.url, /^https:/);
+  const check = async (id: string) =>
+    (
+      (await (await fetch(`${gw.adminUrl}/api/health/security`)).json()) as {
+        checks: { id: string; pass: boolean; detail?: string }[];
+      }
+    ).checks.find((c) => c.id === id);
+  t.match(await check('tls_certificate_expiry'), { pass: false, detail: /^expires in (9|10) day\(s\)$/ });
+  // a rotation tool replaces the files: no reload of the config, no restart
+  pki.install(pki.leaf('long', { days: 40 }), certDir);
+  await gw.tls!.reloadFromDisk('test');
+  t.match(
+    await check('tls_certificate_expiry'),
+    { pass: true, detail: /^expires in (39|40) day\(s\)$/ },
+    'the days left of the certificate now served',
+  );
+  // a file without TLS leaves the listener on TLS until a restart
+  const plain = structuredClone(base) as { listen: Record<string, unknown> };
+  delete plain.listen.tls;
+  fs.writeFileSync(file, YAML.stringify(plain));
+  const rec = await gw.reload('SIGHUP');
+  t.same(rec.restart_required, ['listen.tls']);
+  t.match(await check('tls'), { pass: true, detail: 'minimum TLSv1.2' }, 'TLS still runs');
+  t.match(await check('tls_certificate_expiry'), { pass: true, detail: /^expires in (39|40) day\(s\)$/ });
 });
 
 t.test('a rejected reload does not repeat credentials written in a URL', async (t) => {
