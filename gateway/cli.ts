@@ -7,9 +7,8 @@ import { validateConfigFile } from './commands/validate.js';
 import { runReplay } from './commands/replay.js';
 import { runHashKey } from './commands/hash-key.js';
 import { runExplain } from './commands/explain.js';
-import { attachObservability } from './observability/wire.js';
+import { attachObservability, type ObservabilityHandle } from './observability/wire.js';
 import { ClusterPeer, servePeers } from './cluster.js';
-import type { DecisionLog } from './observability/decisions.js';
 
 const USAGE = `receipt-gateway: a security gateway in front of the receipt service
 
@@ -50,7 +49,7 @@ async function start(args: string[]): Promise<number> {
     cluster.on('fork', (w) =>
       w.on('error', (err: Error) => process.stderr.write(`worker ${w.process.pid}: ${err.message}\n`)),
     );
-    // /metrics and /api/decisions/{id} asked of one worker are answered for all of them
+    // /metrics, /api/decisions/{id} and /api/dashboard asked of one worker are answered for all of them
     servePeers();
     for (let i = 0; i < workers; i++) cluster.fork();
     let stopping = false;
@@ -113,13 +112,23 @@ async function start(args: string[]): Promise<number> {
       if (isReloadMessage(msg)) void gw.reload(msg.trigger);
     });
     // the admin answers that need every worker go through the primary (cluster.ts)
-    const local: { decisions?: DecisionLog } = {};
+    const local: { obs?: ObservabilityHandle } = {};
     const peer = new ClusterPeer({
       metrics: () => gw.metrics.registry.getMetricsAsJSON(),
-      decision: (id) => local.decisions?.get(id),
+      decision: (id) => local.obs?.decisions.get(id),
+      // (asked before the dashboard is attached: the counters so far, no denial or series yet)
+      dashboard: async () =>
+        local.obs?.dashboardPart() ?? {
+          metrics: await gw.metrics.registry.getMetricsAsJSON(),
+          denials: [],
+          series: { interval_s: 10, points: [] },
+        },
     });
     gw.observers.metrics = () => peer.metrics();
-    local.decisions = (await attachObservability(gw, { peerDecision: (id) => peer.decision(id) })).decisions;
+    local.obs = await attachObservability(gw, {
+      peerDecision: (id) => peer.decision(id),
+      peerDashboard: () => peer.dashboard(),
+    });
   } else await attachObservability(gw);
   process.stdout.write(
     `receipt-gateway listening on ${gw.url}${gw.adminUrl ? ` (admin ${gw.adminUrl})` : ''}, upstream ${gw.generation.upstream.origin}${cluster.isWorker ? ` [worker ${process.pid}]` : ''}\n`,

@@ -1,18 +1,20 @@
 /**
  * Admin answers that need every cluster worker (`workers: N > 1`). The workers share the
- * admin port, so `GET /metrics` and `GET /api/decisions/{id}` reach one of them; that worker
- * asks the primary, the primary asks every worker over IPC and answers with the whole
- * gateway's figures:
+ * admin port, so `GET /metrics`, `GET /api/decisions/{id}` and `GET /api/dashboard` reach one
+ * of them; that worker asks the primary, the primary asks every worker over IPC and answers
+ * with the whole gateway's figures:
  *
  *   worker ──ask──▶ primary ──collect──▶ every worker ──collected──▶ primary ──answer──▶ worker
  *
  * Metrics are merged by prom-client's `AggregatorRegistry.aggregate`: counters and
  * histograms summed, each gauge by its `aggregator` (metrics.ts), Node's default metrics as
  * prom-client defines them, except `process_start_time_seconds` (see AGGREGATOR_OVERRIDES).
- * A decision is the first worker's that has it.
+ * A decision is the first worker's that has it. The dashboard's figures (metric values,
+ * recent denials, KPI series) are merged by `mergeDashboardParts` (dashboard-api.ts): sums,
+ * denials newest first.
  *
  * Waits are bounded. The primary waits {@link PRIMARY_WAIT_MS} for the workers; when one
- * does not answer in time the metrics question fails, naming it, rather than answering with
+ * does not answer in time the question fails, naming it, rather than answering with
  * a partial sum (a sum without one worker's counters would look to Prometheus like a
  * counter reset, and rate() would count the whole of it again when the worker is back). A
  * worker that exits meanwhile is left out: its counters are gone anyway. The asking worker
@@ -24,6 +26,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import process from 'node:process';
 import { AggregatorRegistry, type Aggregator } from 'prom-client';
+import { isDashboardPart, mergeDashboardParts, type DashboardPart } from './admin/dashboard-api.js';
 
 /** worker → primary: a question for every worker ({ id, what, arg }) */
 const ASK = 'receipt-gateway:ask';
@@ -48,7 +51,8 @@ export const WORKER_WAIT_MS = 3000;
  */
 const AGGREGATOR_OVERRIDES: Readonly<Record<string, Aggregator>> = { process_start_time_seconds: 'max' };
 
-type Question = 'metrics' | 'decision';
+type Question = 'metrics' | 'decision' | 'dashboard';
+const QUESTIONS: readonly unknown[] = ['metrics', 'decision', 'dashboard'] satisfies Question[];
 
 interface Message {
   type: string;
@@ -102,11 +106,11 @@ export function servePeers(opts: { waitMs?: number } = {}): void {
   const ask = (from: Worker, q: Message) => {
     const reply = (answer: { value: unknown } | { error: string }) =>
       send(from, { type: ANSWER, id: q.id, ...answer });
-    if (q.what !== 'metrics' && q.what !== 'decision') {
+    if (!QUESTIONS.includes(q.what)) {
       reply({ error: `unknown question ${JSON.stringify(q.what)}` });
       return;
     }
-    const what: Question = q.what;
+    const what = q.what as Question;
     const id = nextId++;
     const waiting = new Map<number, Worker>();
     const parts: unknown[] = [];
@@ -122,6 +126,14 @@ export function servePeers(opts: { waitMs?: number } = {}): void {
       if (waiting.size > 0 || settled) return;
       if (what === 'decision') {
         finish({ value: null });
+        return;
+      }
+      if (what === 'dashboard') {
+        try {
+          finish({ value: mergeDashboardParts(parts as DashboardPart[]) });
+        } catch (err) {
+          finish({ error: `cannot merge the workers' dashboard figures: ${(err as Error).message}` });
+        }
         return;
       }
       aggregateMetrics(parts as MetricsJson[]).then(
@@ -144,9 +156,12 @@ export function servePeers(opts: { waitMs?: number } = {}): void {
         }
         if (what === 'decision') {
           if (m.value !== null && m.value !== undefined) finish({ value: m.value });
-        } else if (Array.isArray(m.value)) parts.push(m.value);
+        } else if (what === 'dashboard' ? isDashboardPart(m.value) : Array.isArray(m.value))
+          parts.push(m.value);
         else {
-          finish({ error: `worker ${w.process.pid} sent no metrics` });
+          finish({
+            error: `worker ${w.process.pid} sent no ${what === 'dashboard' ? 'dashboard figures' : 'metrics'}`,
+          });
           return;
         }
         complete();
@@ -183,6 +198,8 @@ export interface LocalAnswers {
   metrics(): Promise<unknown[]>;
   /** this worker's decision for a request id; undefined when it has none */
   decision(requestId: string): unknown;
+  /** this worker's dashboard figures (`DashboardRoutes.part()`) */
+  dashboard(): Promise<DashboardPart>;
 }
 
 /** In a worker: answer the primary's collections, and ask questions of the whole gateway. */
@@ -215,6 +232,13 @@ export class ClusterPeer {
   /** The decision for a request id from whichever worker has it; undefined when none has. */
   async decision(requestId: string): Promise<unknown> {
     return (await this.ask('decision', requestId)) ?? undefined;
+  }
+
+  /** The whole gateway's dashboard figures (every worker's, merged). Rejects with the reason. */
+  async dashboard(): Promise<DashboardPart> {
+    const v = await this.ask('dashboard');
+    if (!isDashboardPart(v)) throw new Error('the cluster primary sent no dashboard figures');
+    return v;
   }
 
   private ask(what: Question, arg?: string): Promise<unknown> {
@@ -258,7 +282,11 @@ export class ClusterPeer {
     };
     Promise.resolve()
       .then(() =>
-        m.what === 'metrics' ? this.local.metrics() : (this.local.decision(String(m.arg)) ?? null),
+        m.what === 'metrics'
+          ? this.local.metrics()
+          : m.what === 'dashboard'
+            ? this.local.dashboard()
+            : (this.local.decision(String(m.arg)) ?? null),
       )
       .then(
         (value) => reply({ value }),

@@ -338,6 +338,68 @@ export function dashboardSnapshot(src: DashboardSources): DashboardSnapshot {
   };
 }
 
+/**
+ * What one process contributes to the snapshot's figures: its metric values, its recent
+ * denials (newest first), its KPI series. In cluster mode every worker sends its part and
+ * {@link mergeDashboardParts} makes one of them for the whole gateway.
+ */
+export interface DashboardPart {
+  metrics: MetricJson[];
+  denials: DecisionEntry[];
+  series: KpiSeries;
+}
+
+/** Whether a value that came over IPC has the shape of a {@link DashboardPart}. */
+export function isDashboardPart(v: unknown): v is DashboardPart {
+  if (typeof v !== 'object' || v === null) return false;
+  const p = v as Partial<Record<keyof DashboardPart, unknown>>;
+  return (
+    Array.isArray(p.metrics) &&
+    Array.isArray(p.denials) &&
+    typeof p.series === 'object' &&
+    p.series !== null &&
+    Array.isArray((p.series as { points?: unknown }).points)
+  );
+}
+
+/**
+ * The workers' parts as one. Metrics: the values of each metric, all workers' together, so
+ * every KPI (summed over label sets) is the sum over workers, open connections included,
+ * and the latency quantiles come from the summed histogram buckets. Denials: merged newest
+ * first, at most `maxDenials`. Series: each worker samples on its own clock, so points are
+ * put in the interval they fall in (time / interval) and summed there; a point's time is the
+ * latest of the points summed.
+ */
+export function mergeDashboardParts(parts: readonly DashboardPart[], maxDenials = 50): DashboardPart {
+  const byName = new Map<string, MetricJson>();
+  for (const part of parts)
+    for (const m of part.metrics) {
+      const seen = byName.get(m.name);
+      if (seen === undefined) byName.set(m.name, { ...m, values: [...m.values] });
+      else seen.values.push(...m.values);
+    }
+  const denials = parts
+    .flatMap((p) => p.denials)
+    .sort((a, b) => (a.time < b.time ? 1 : a.time > b.time ? -1 : 0))
+    .slice(0, maxDenials);
+  const intervalS = parts[0]?.series.interval_s ?? 10;
+  const slots = new Map<number, KpiSeries['points'][number]>();
+  for (const part of parts)
+    for (const p of part.series.points) {
+      const at = Date.parse(p.t);
+      const slot = Math.floor(at / (intervalS * 1000));
+      const sum = slots.get(slot);
+      if (sum === undefined) {
+        slots.set(slot, { ...p });
+        continue;
+      }
+      if (at > Date.parse(sum.t)) sum.t = p.t;
+      for (const k of SERIES_KPIS) sum[k] += p[k];
+    }
+  const points = [...slots].sort((a, b) => a[0] - b[0]).map(([, p]) => p);
+  return { metrics: [...byName.values()], denials, series: { interval_s: intervalS, points } };
+}
+
 /** Options of {@link KpiSampler}. */
 export interface KpiSamplerOptions {
   /** the metrics registry (`metrics.registry`) */

@@ -3,7 +3,9 @@
  * (`observers.adminRoute`):
  *
  *   GET /                          the dashboard page (dashboard.html, strict CSP)
- *   GET /api/dashboard             the dashboard's JSON ({@link dashboardSnapshot})
+ *   GET /api/dashboard             the dashboard's JSON ({@link dashboardSnapshot}); its figures
+ *                                  (metrics, recent denials, series) asked of `peerDashboard`
+ *                                  when set (503 JSON when that fails)
  *   GET /api/decisions/{id}        why a recent request was allowed or refused (404 JSON when
  *                                  unknown or malformed; asked of `peerDecision` when not
  *                                  here, 503 JSON when that fails)
@@ -29,6 +31,7 @@ import {
   scrubConfig,
   KpiSampler,
   type BlockInfo,
+  type DashboardPart,
   type MetricSource,
   type ReloadRecord,
 } from './dashboard-api.js';
@@ -45,6 +48,11 @@ export interface DashboardRoutesOptions {
    * resolves undefined when none has it, rejects when they cannot all be asked (a 503)
    */
   peerDecision?: (requestId: string) => Promise<unknown>;
+  /**
+   * asked for the snapshot's figures instead of this process's {@link DashboardRoutes.part}
+   * (cluster workers: every worker's, merged); rejects when not every worker answered (a 503)
+   */
+  peerDashboard?: () => Promise<DashboardPart>;
   /** the current security report; undefined when monitoring is off */
   score: () => ScoreResult | undefined;
   /** a summary of the running config (see {@link configSummary}); scrubbed again before it is served */
@@ -68,6 +76,8 @@ export interface DashboardRoutes {
   /** Serves the routes above; false when the path is not one of them. */
   handle(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<boolean>;
   readonly sampler: KpiSampler;
+  /** This process's figures: metric values, the 50 latest denials, the KPI series. */
+  part(): Promise<DashboardPart>;
   /** Stops the sampler's timer. */
   close(): void;
 }
@@ -116,8 +126,15 @@ export function createDashboardRoutes(opts: DashboardRoutesOptions): DashboardRo
     recommendations: ['Security monitoring is disabled (monitoring.enabled).'],
   };
 
+  const part = async (): Promise<DashboardPart> => ({
+    metrics: await opts.metrics.registry.getMetricsAsJSON(),
+    denials: opts.decisions.recent({ deniedOnly: true, limit: 50 }),
+    series: sampler.series(),
+  });
+
   return {
     sampler,
+    part,
     close: () => sampler.stop(),
     async handle(req, res, url) {
       const head = req.method === 'HEAD';
@@ -128,20 +145,37 @@ export function createDashboardRoutes(opts: DashboardRoutesOptions): DashboardRo
         return true;
       }
       if (url.pathname === DASHBOARD_API_PATH) {
-        const [metrics, bans, lockouts] = await Promise.all([
-          opts.metrics.registry.getMetricsAsJSON(),
-          blocks(banPrefix),
-          blocks(lockPrefix),
-        ]);
+        let figures: DashboardPart;
+        let bans: BlockInfo[];
+        let lockouts: BlockInfo[];
+        try {
+          [figures, bans, lockouts] = await Promise.all([
+            opts.peerDashboard?.() ?? part(),
+            blocks(banPrefix),
+            blocks(lockPrefix),
+          ]);
+        } catch (err) {
+          if (opts.peerDashboard === undefined) throw err;
+          sendJson(
+            res,
+            503,
+            {
+              error: 'unavailable',
+              message: `Not every worker could be asked for the dashboard figures: ${(err as Error).message}.`,
+            },
+            head,
+          );
+          return true;
+        }
         const snapshot = dashboardSnapshot({
           score: opts.score() ?? EMPTY_SCORE,
-          metrics,
-          denials: opts.decisions.recent({ deniedOnly: true, limit: 50 }),
+          metrics: figures.metrics,
+          denials: figures.denials,
           bans,
           lockouts,
           config: opts.config(),
           reloads: opts.reloads(),
-          series: sampler.series(),
+          series: figures.series,
           now: now(),
         });
         sendJson(res, 200, snapshot, head);

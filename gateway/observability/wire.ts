@@ -5,6 +5,7 @@ import { restartBoundOf } from '../config/restart-bound.js';
 import { createAlerts, type Alerts, type AlertKind } from './alerts.js';
 import { createDecisionLog, type DecisionLog } from './decisions.js';
 import { createDashboardRoutes, configSummary } from '../admin/routes.js';
+import type { DashboardPart } from '../admin/dashboard-api.js';
 import { securityScore, type ScoreInput } from './score.js';
 import { parseDuration } from '../config/units.js';
 import { isLoopbackHost } from './score.js';
@@ -190,6 +191,8 @@ function alertKind(line: Record<string, unknown>): AlertKind | undefined {
 
 export interface ObservabilityHandle {
   readonly decisions: DecisionLog;
+  /** this process's dashboard figures (what a cluster worker sends for `/api/dashboard`) */
+  dashboardPart(): Promise<DashboardPart>;
   /** the alert engine of the running settings (a reload that changes them replaces it); undefined while monitoring is off */
   readonly alerts: Alerts | undefined;
 }
@@ -197,11 +200,15 @@ export interface ObservabilityHandle {
 /**
  * Attach the observability layer to a running gateway: decision log, alerts from audit
  * events, security score (recomputed on every reload), admin routes. `peerDecision` is asked
- * for a decision this process does not have (cluster workers: the other workers).
+ * for a decision this process does not have (cluster workers: the other workers);
+ * `peerDashboard` for the dashboard's figures (cluster workers: every worker's, merged).
  */
 export async function attachObservability(
   gw: Gateway,
-  opts: { peerDecision?: (requestId: string) => Promise<unknown> } = {},
+  opts: {
+    peerDecision?: (requestId: string) => Promise<unknown>;
+    peerDashboard?: () => Promise<DashboardPart>;
+  } = {},
 ): Promise<ObservabilityHandle> {
   const cfg = gw.generation.config;
   const env = gw.services.env;
@@ -290,6 +297,7 @@ export async function attachObservability(
     store: gw.store,
     decisions,
     ...(opts.peerDecision !== undefined ? { peerDecision: opts.peerDecision } : {}),
+    ...(opts.peerDashboard !== undefined ? { peerDashboard: opts.peerDashboard } : {}),
     score: () => (gw.generation.config.monitoring.enabled ? report : undefined),
     config: () => configSummary(gw.generation, gw.running),
     reloads: () => gw.reloads,
@@ -305,6 +313,7 @@ export async function attachObservability(
   };
   return {
     decisions,
+    dashboardPart: routes.part,
     get alerts() {
       return alerts;
     },

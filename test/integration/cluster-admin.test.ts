@@ -1,6 +1,6 @@
 /**
- * `workers: 2`: the admin answers that need the whole gateway (/metrics, /api/decisions/{id})
- * are the same whichever worker accepts the admin connection. Real CLI, real redis-server,
+ * `workers: 2`: the admin answers that need the whole gateway (/metrics, /api/decisions/{id},
+ * /api/dashboard) are the same whichever worker accepts the admin connection. Real CLI, real redis-server,
  * real TCP; which worker served each request is read from /proc (the worker process that
  * holds the server end of the connection), so the test knows both workers served some.
  */
@@ -82,7 +82,7 @@ function sample(text: string, series: string): number | undefined {
   return undefined;
 }
 
-t.test('workers: 2: /metrics and /api/decisions answer for the whole gateway', async (t) => {
+t.test('workers: 2: /metrics, /api/decisions and /api/dashboard answer for the whole gateway', async (t) => {
   const { port, adminPort, child, exited, output } = await startCluster(t, {
     name: 'cluster-admin',
     rateLimit: '1000 per minute',
@@ -166,6 +166,43 @@ t.test('workers: 2: /metrics and /api/decisions answer for the whole gateway', a
     t.equal(body.request_id, id);
     t.equal(body.status, s.status);
   }
+  // the dashboard's figures: both workers' counts summed, both workers' denials, newest first
+  const denied = sent.filter((s) => s.status === 403).map((s) => s.headers['x-request-id'] as string);
+  const dashboards = new Set<number>();
+  for (let i = 0; i < 20 && (i < 4 || dashboards.size < 2); i++) {
+    const d = await get(adminPort, pids, '/api/dashboard');
+    dashboards.add(d.worker);
+    const at = `dashboard ${i} (worker ${d.worker}): `;
+    t.equal(d.status, 200, `${at}200`);
+    const body = JSON.parse(d.body) as {
+      kpis: Record<string, unknown>;
+      denials: { request_id: string; time: string; reason: string | null }[];
+      config: { workers?: unknown };
+    };
+    t.match(
+      body.kpis,
+      {
+        requests: 20,
+        allowed: 14,
+        denied: 6,
+        monitored: 0,
+        denials_by_reason: { xss: 6 },
+        open_connections: 0,
+      },
+      `${at}the KPIs of both workers`,
+    );
+    t.ok((body.kpis.latency_p99_ms as number | null) !== null, `${at}a latency from the summed buckets`);
+    t.same(
+      body.denials.map((x) => x.request_id).sort(),
+      [...denied].sort(),
+      `${at}every denial of both workers`,
+    );
+    const times = body.denials.map((x) => x.time);
+    t.same(times, [...times].sort().reverse(), `${at}denials newest first`);
+    t.equal(body.config.workers, 2, `${at}the config (the answering worker's)`);
+  }
+  t.equal(dashboards.size, 2, 'dashboards answered by both workers');
+
   const unknown = await fetch(`${admin}/api/decisions/no-such-request`);
   t.equal(unknown.status, 404, 'an id no worker knows: 404');
   await unknown.arrayBuffer();
@@ -197,6 +234,9 @@ t.test('workers: 2: /metrics and /api/decisions answer for the whole gateway', a
   const refused = await running('/metrics');
   t.equal(refused.status, 503, 'a worker that does not answer: 503');
   t.match(refused.text, new RegExp(`worker ${stopped} did not answer within 2 s`), 'naming it');
+  const board = await running('/api/dashboard');
+  t.equal(board.status, 503, "the dashboard without a worker: 503, not one worker's figures");
+  t.match(board.text, new RegExp(`worker ${stopped} did not answer within 2 s`), 'naming it');
   const undecided = await running('/api/decisions/no-such-request');
   t.equal(undecided.status, 503, 'a decision not every worker was asked for: 503, not 404');
   t.match(undecided.text, new RegExp(`worker ${stopped} did not answer within 2 s`), 'naming it');

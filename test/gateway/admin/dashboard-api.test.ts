@@ -5,6 +5,8 @@ import {
   histogramQuantile,
   KpiSampler,
   kpiTotals,
+  mergeDashboardParts,
+  type DashboardPart,
   type DashboardSources,
 } from '../../../gateway/admin/dashboard-api.js';
 import { dashboardPageFromHtml, loadDashboardPage } from '../../../gateway/admin/dashboard-page.js';
@@ -291,4 +293,62 @@ t.test('dashboard page: CSP allows exactly its inline script and style', async (
     "style-src 'none'",
   ]);
   t.throws(() => loadDashboardPage(['/nonexistent/dashboard.html']), /admin dashboard page not found/);
+});
+
+t.test('mergeDashboardParts: metric values together, denials newest first, series by interval', async (t) => {
+  const entry = (id: string, time: string) => ({ ...denial, request_id: id, time });
+  const point = (t: string, requests: number) => ({
+    t,
+    requests,
+    denials: 1,
+    rate_limited: 0,
+    lockouts: 0,
+    bans: 0,
+    alerts: 0,
+    login_failures: 0,
+  });
+  const a: DashboardPart = {
+    metrics: [
+      { name: 'gateway_requests_total', values: [{ value: 3, labels: { decision: 'allow' } }] },
+      { name: 'gateway_open_connections', values: [{ value: 1, labels: {} }] },
+    ],
+    denials: [entry('a2', '2026-01-01T00:00:05.000Z'), entry('a1', '2026-01-01T00:00:01.000Z')],
+    series: {
+      interval_s: 10,
+      points: [point('2026-01-01T00:00:12.000Z', 2), point('2026-01-01T00:00:22.000Z', 1)],
+    },
+  };
+  const b: DashboardPart = {
+    metrics: [
+      { name: 'gateway_requests_total', values: [{ value: 4, labels: { decision: 'deny' } }] },
+      { name: 'gateway_open_connections', values: [{ value: 2, labels: {} }] },
+    ],
+    denials: [entry('b2', '2026-01-01T00:00:07.000Z'), entry('b1', '2026-01-01T00:00:03.000Z')],
+    series: {
+      interval_s: 10,
+      points: [point('2026-01-01T00:00:17.000Z', 5), point('2026-01-01T00:00:37.000Z', 4)],
+    },
+  };
+  const m = mergeDashboardParts([a, b], 3);
+  const snap = dashboardSnapshot(await sources({ metrics: m.metrics, denials: m.denials, series: m.series }));
+  t.equal(snap.kpis.requests, 7);
+  t.equal(snap.kpis.allowed, 3);
+  t.equal(snap.kpis.denied, 4);
+  t.equal(snap.kpis.open_connections, 3, 'open connections summed');
+  t.same(
+    m.denials.map((d) => d.request_id),
+    ['b2', 'a2', 'b1'],
+    'newest first, cut',
+  );
+  t.same(
+    m.series.points.map((p) => [p.t, p.requests, p.denials]),
+    [
+      ['2026-01-01T00:00:17.000Z', 7, 2],
+      ['2026-01-01T00:00:22.000Z', 1, 1],
+      ['2026-01-01T00:00:37.000Z', 4, 1],
+    ],
+    'points summed per interval',
+  );
+  t.equal(a.metrics[0]!.values.length, 1, 'the parts are left as they were');
+  t.same(mergeDashboardParts([]), { metrics: [], denials: [], series: { interval_s: 10, points: [] } });
 });

@@ -176,3 +176,36 @@ t.test('blockSubject', async (t) => {
   t.equal(blockSubject('lockout:lock:ip:2001:db8::/64', 'lockout:lock:'), 'ip 2001:db8::/64');
   t.equal(blockSubject('other', 'x:'), 'other');
 });
+
+t.test('GET /api/dashboard with peerDashboard: its figures, or a 503 when it fails', async (t) => {
+  const merged = {
+    metrics: [
+      { name: 'gateway_requests_total', values: [{ value: 7, labels: { decision: 'allow' } }] },
+      { name: 'gateway_requests_total_other', values: [] },
+    ],
+    denials: [{ ...denied, request_id: 'r-9' }],
+    series: { interval_s: 10, points: [] },
+  };
+  const { base, routes } = await setup(t, { peerDashboard: async () => merged });
+  const s = (await (await fetch(base + '/api/dashboard')).json()) as DashboardSnapshot;
+  t.equal(s.kpis.requests, 7, 'the peers’ counts, not this process’s');
+  t.same(
+    s.denials.map((d) => d.request_id),
+    ['r-9'],
+  );
+  t.same(s.bans, [{ subject: '192.0.2.1', ttl_s: 10 }], 'blocks from the store as before');
+  const own = await routes.part();
+  t.same(
+    own.denials.map((d) => d.request_id),
+    ['r-1'],
+    'part(): this process’s own figures',
+  );
+  t.ok(own.metrics.some((m) => m.name === 'gateway_blocked_requests_total'));
+
+  const down = await setup(t, {
+    peerDashboard: () => Promise.reject(new Error('worker 42 did not answer within 2 s')),
+  });
+  const r = await fetch(down.base + '/api/dashboard');
+  t.equal(r.status, 503);
+  t.match(await r.json(), { error: 'unavailable', message: /worker 42 did not answer within 2 s/ });
+});
