@@ -7,7 +7,7 @@ import { policyBlock, Duration, FailureSchema } from '../../gateway/config/polic
 import { parseDuration } from '../../gateway/config/units.js';
 import { CODES, ConfigError } from '../../gateway/errors.js';
 import { MAX_WINDOW_EVENTS } from '../../gateway/store/types.js';
-import { canonicalIp, clientKey, configuredPrefixes } from './ip.js';
+import { blockedAtAnyPrefix, canonicalIp, clientKey, configuredPrefixes } from './ip.js';
 import { SKIP_LOCAL, SKIP_NAMES_PATTERN, isSkipped } from './allowlist.js';
 
 /** Store key prefix of automatic bans (`listBlocks(BAN_PREFIX, n)` lists them). */
@@ -253,19 +253,9 @@ export const ipBan: PolicyFactory<typeof schema> = {
         if (hasDeny && fam !== 0 && deny.check(ip, type)) {
           return { code: 'ip_blocked', ruleIds: ['deny-list'], detail: { source: 'deny_list' } };
         }
-        if (fam !== 6 || checkPrefixes.length === 1) {
-          const key = BAN_PREFIX + clientKey(ip, v6Prefix);
-          // synchronous with the in-process store: no promise on the hot path
-          if (store.blockedForSync !== undefined) return banVerdict(store.blockedForSync(key));
-          return store.blockedFor(key).then(banVerdict);
-        }
-        // routes key IPv6 clients by different prefixes: a ban set under any of them holds here
-        const keys = checkPrefixes.map((p) => BAN_PREFIX + clientKey(ip, p));
-        const sync = store.blockedForSync;
-        if (sync !== undefined) return banVerdict(Math.max(...keys.map((k) => sync.call(store, k))));
-        return Promise.all(keys.map((k) => store.blockedFor(k))).then((left) =>
-          banVerdict(Math.max(...left)),
-        );
+        // a ban set under any prefix the config keys IPv6 clients by holds here
+        const left = blockedAtAnyPrefix(store, ip, checkPrefixes, (k) => BAN_PREFIX + k);
+        return typeof left === 'number' ? banVerdict(left) : left.then(banVerdict);
       },
     };
     if (config.auto_ban) {

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import type { Store } from '../../gateway/store/types.js';
 
 /**
  * IP address helpers shared by the abuse-control policies: one canonical text per
@@ -128,7 +129,7 @@ function field(o: unknown, k: string): unknown {
 
 /**
  * Every `ipv6_prefix` the policy `policy` (`ip_ban`, `login_lockout`) keys IPv6 clients by
- * in this config: the global block's (64 unless set), each route's override, and `own`. A
+ * in this config: `own` first, the global block's (64 unless set), each route's override. A
  * ban or lock is stored under the prefix of the route that set it and must hold on every
  * route: a route keyed by another prefix checks each.
  */
@@ -147,4 +148,26 @@ export function configuredPrefixes(
       if (typeof p === 'number') out.add(p);
     }
   return [...out];
+}
+
+/**
+ * The longest block left (ms, 0 for none) on the client `ip` under `key(clientKey(ip, p))`
+ * for each prefix `p` of `prefixes` ({@link configuredPrefixes}: the route's own first). An
+ * IPv4 client, or a config with one prefix, takes one lookup; synchronous with the
+ * in-process store, so the hot path waits for no promise there.
+ */
+export function blockedAtAnyPrefix(
+  store: Pick<Store, 'blockedFor' | 'blockedForSync'>,
+  ip: string,
+  prefixes: readonly number[],
+  key: (client: string) => string,
+): number | Promise<number> {
+  const sync = store.blockedForSync;
+  if (prefixes.length === 1 || !ip.includes(':')) {
+    const k = key(clientKey(ip, prefixes[0]!));
+    return sync !== undefined ? sync.call(store, k) : store.blockedFor(k);
+  }
+  const keys = prefixes.map((p) => key(clientKey(ip, p)));
+  if (sync !== undefined) return Math.max(...keys.map((k) => sync.call(store, k)));
+  return Promise.all(keys.map((k) => store.blockedFor(k))).then((left) => Math.max(...left));
 }

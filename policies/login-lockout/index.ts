@@ -7,7 +7,7 @@ import { DURATION_PATTERN, parseDuration } from '../../gateway/config/units.js';
 import { ConfigError } from '../../gateway/errors.js';
 import { MAX_WINDOW_EVENTS } from '../../gateway/store/types.js';
 import { foldFieldName } from '../../gateway/body.js';
-import { clientKey, configuredPrefixes } from '../ip-ban/ip.js';
+import { blockedAtAnyPrefix, clientKey, configuredPrefixes } from '../ip-ban/ip.js';
 import { isSkipped } from '../ip-ban/allowlist.js';
 
 /** Store key prefix of lockouts: `lockout:lock:u:<hash>` (username) and `lockout:lock:ip:<ip>`. */
@@ -348,15 +348,13 @@ export const loginLockout: PolicyFactory<typeof schema> = {
         const state: LoginState = { user: undefined, lease: undefined };
         ctx.locals.set(LOCAL, state);
         if (ipMax === 0) return undefined;
-        const ip = ctx.clientIp;
-        const left =
-          lockPrefixes.length === 1 || !ip.includes(':')
-            ? await store.blockedFor(`${LOCK_PREFIX}ip:${clientKey(ip, v6Prefix)}`)
-            : Math.max(
-                ...(await Promise.all(
-                  lockPrefixes.map((p) => store.blockedFor(`${LOCK_PREFIX}ip:${clientKey(ip, p)}`)),
-                )),
-              );
+        // an IP lock set under any prefix the config keys IPv6 clients by holds here
+        const left = await blockedAtAnyPrefix(
+          store,
+          ctx.clientIp,
+          lockPrefixes,
+          (k) => `${LOCK_PREFIX}ip:${k}`,
+        );
         return left > 0 ? locked(left, 'ip') : undefined;
       },
       async onBody(ctx) {
