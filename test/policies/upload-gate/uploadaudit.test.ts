@@ -1,0 +1,199 @@
+/**
+ * Upload gate, adversarial pass (filenames, field names, magic bytes) over real TCP: the
+ * real gateway with the shipped gateway.yaml in front of the real mock, which parses what
+ * it receives with busboy and records every file part (field, filename, size, type), so a
+ * test sees the part structure the service read, byte for byte as forwarded.
+ *
+ * - a field name with a backslash was forwarded inside a quoted string unescaped
+ *   (`name="file\"`): busboy reads `\"` as an escaped quote, so the service read another
+ *   part structure than the gate judged (the file vanished, or the body did not parse);
+ * - Windows device names followed by more than one extension (`CON.tar.png`, `nul.x.png`)
+ *   and the superscript-digit ports (`COM¹` under NFC) were forwarded as is;
+ * - any "GIF" prefix passed as a GIF: the signature is GIF87a or GIF89a.
+ */
+import t, { type Test } from 'tap';
+import fs from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { startHarness, metricsText, metricValue, type Harness } from '../../helpers/harness.js';
+import { rawExchange, head } from '../../helpers/raw-http.js';
+import { gif, png } from '../../fixtures/uploads/generate.js';
+import { sanitizeFilename } from '../../../policies/upload-gate/filename.js';
+import { tempSpoolDir, leftovers } from './multipart.js';
+
+const spool = tempSpoolDir();
+let h: Harness;
+let token: string;
+
+t.before(async () => {
+  h = await startHarness({
+    config: `\npolicies:\n  upload_gate:\n    spool_dir: ${JSON.stringify(spool)}\n`,
+  });
+  token = await h.login('alice');
+});
+t.teardown(async () => {
+  await h.close();
+  fs.rmSync(spool, { recursive: true, force: true });
+});
+
+const PNG = png();
+
+interface Sent {
+  readonly status: number;
+  readonly json: Record<string, unknown> | undefined;
+  readonly requestId: string | undefined;
+  readonly marker: string;
+}
+
+/** One part, its Content-Disposition written verbatim (latin1 bytes). */
+const part = (disposition: string, data: Buffer, type?: string): Buffer =>
+  Buffer.concat([
+    Buffer.from(
+      `--XB\r\nContent-Disposition: ${disposition}\r\n${type === undefined ? '' : `Content-Type: ${type}\r\n`}\r\n`,
+      'latin1',
+    ),
+    data,
+    Buffer.from('\r\n', 'latin1'),
+  ]);
+const END = Buffer.from('--XB--\r\n', 'latin1');
+
+/** POST a multipart body to the upload route over a raw socket. */
+async function upload(...parts: Buffer[]): Promise<Sent> {
+  const marker = `probe-${randomUUID()}`;
+  const body = Buffer.concat([...parts, END]);
+  const x = await rawExchange(
+    h.url,
+    head(`POST /api/receipts/upload?m=${marker} HTTP/1.1`, [
+      ['Host', 'x'],
+      ['Authorization', `Bearer ${token}`],
+      ['Content-Type', 'multipart/form-data; boundary=XB'],
+      ['Content-Length', String(body.length)],
+    ]) + body.toString('latin1'),
+    { responses: 1 },
+  );
+  const r = x.responses[0];
+  return { status: r?.status ?? 0, json: r?.json, requestId: r?.headers['x-request-id'], marker };
+}
+
+/** The file parts the service read from the forwarded body: [field, filename, size, type]. */
+async function seenParts(marker: string): Promise<unknown> {
+  const seen = (await h.mockRequests()).find((s) => s.path.includes(marker));
+  return seen?.parts?.map((p) => [p.field, p.filename, p.size, p.content_type]);
+}
+
+/** The spool is removed in the background once the exchange is over. */
+async function spoolEmpty(): Promise<string[]> {
+  for (let i = 0; i < 300 && leftovers(spool).length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  return leftovers(spool);
+}
+
+async function refused(t: Test, r: Sent, check: string, reason: string, why?: string): Promise<void> {
+  t.equal(r.status, 400, 'status');
+  t.equal(r.json?.error, 'upload_rejected', 'error code');
+  t.equal(
+    r.json?.message,
+    'Upload rejected (content check): the image header is invalid.',
+    'names the check, echoes nothing',
+  );
+  const line = (await h.audit()).find((a) => a.request_id === r.requestId);
+  t.match(
+    line,
+    {
+      event: 'upload_rejected',
+      decision: 'deny',
+      status: 400,
+      detail: { check, reason, ...(why ? { why } : {}) },
+    },
+    'audited',
+  );
+  t.notOk(
+    (await h.mockRequests()).some((s) => s.path.includes(r.marker)),
+    'the upstream never saw it',
+  );
+  t.same(await spoolEmpty(), [], 'no spool file remains');
+}
+
+t.test('a backslash in a field name cannot change the part structure the service reads', async (t) => {
+  // the client escapes the backslash (`name="file\\"`): the gate reads the name `file\`
+  const fileWithBackslash = part('form-data; name="file\\\\"; filename="r.png"', PNG, 'image/png');
+  await t.test('on the file part itself', async (t) => {
+    const r = await upload(fileWithBackslash);
+    t.equal(r.status, 201, 'stored');
+    t.same(
+      await seenParts(r.marker),
+      [['file%5C', 'r.png', PNG.length, 'image/png']],
+      'the service read the one file the gate judged',
+    );
+    t.match(r.json, { files: [{ filename: 'r.png', size: PNG.length }] }, "the service's answer");
+  });
+  await t.test('on a text field before the file', async (t) => {
+    const r = await upload(
+      part('form-data; name="note\\\\"', Buffer.from('lunch')),
+      part('form-data; name="file"; filename="r.png"', PNG, 'image/png'),
+    );
+    t.equal(r.status, 201, 'stored');
+    t.same(
+      await seenParts(r.marker),
+      [['file', 'r.png', PNG.length, 'image/png']],
+      'the file after it is still read as a file',
+    );
+  });
+  await t.test('a backslash and a quote together', async (t) => {
+    // `a\"; filename="x.php` decoded: the forwarded name must stay one quoted string
+    const r = await upload(
+      part('form-data; name="a\\\\\\"; filename=\\"x.php"; filename="r.png"', PNG, 'image/png'),
+    );
+    t.equal(r.status, 201, 'stored');
+    t.same(await seenParts(r.marker), [['a%5C%22; filename=%22x.php', 'r.png', PNG.length, 'image/png']]);
+  });
+  t.same(await spoolEmpty(), [], 'no spool file remains');
+});
+
+t.test('Windows device names are defused whatever follows the first dot', async (t) => {
+  const cases: [string, string][] = [
+    ['CON.png', '_CON.png'],
+    ['CON.tar.png', '_CON.tar.png'],
+    ['nul.x.png', '_nul.x.png'],
+    ['aux .2024.png', '_aux .2024.png'],
+    ['LPT1.scan.01.png', '_LPT1.scan.01.png'],
+    ['console.png', 'console.png'],
+    ['CONIN.png', 'CONIN.png'],
+  ];
+  for (const [sent, forwarded] of cases) {
+    const r = await upload(part(`form-data; name="file"; filename="${sent}"`, PNG, 'image/png'));
+    t.equal(r.status, 201, `${sent}: stored`);
+    t.same(
+      await seenParts(r.marker),
+      [['file', forwarded, PNG.length, 'image/png']],
+      `${sent} → ${forwarded}`,
+    );
+  }
+  const nfc = { normalization: 'NFC' as const, maxLength: 64 };
+  // NFC keeps superscript digits; Windows reads COM¹–COM³ and LPT¹–LPT³ as ports too
+  t.equal(sanitizeFilename('COM\u00b9.png', nfc).name, '_COM\u00b9.png');
+  t.equal(sanitizeFilename('lpt\u00b3.x.png', nfc).name, '_lpt\u00b3.x.png');
+  t.equal(sanitizeFilename('COM\u00b9.png', { ...nfc, normalization: 'NFKC' }).name, '_COM1.png');
+});
+
+t.test('GIF magic bytes: the GIF87a or GIF89a signature, nothing else', async (t) => {
+  const before = metricValue(await metricsText(h), 'gateway_upload_rejections_total', { reason: 'content' });
+  for (const sig of ['GIFzz;', 'GIF8;\n', 'GIF90a']) {
+    const data = gif();
+    data.write(sig, 0, 'latin1');
+    const r = await upload(part('form-data; name="file"; filename="r.gif"', data, 'image/gif'));
+    await t.test(JSON.stringify(sig), (t) =>
+      refused(t, r, 'content', 'invalid_image_header', 'GIF with an unknown version'),
+    );
+  }
+  t.equal(
+    metricValue(await metricsText(h), 'gateway_upload_rejections_total', { reason: 'content' }),
+    before + 3,
+    'counted under reason="content"',
+  );
+  for (const sig of ['GIF87a', 'GIF89a']) {
+    const data = gif();
+    data.write(sig, 0, 'latin1');
+    const r = await upload(part('form-data; name="file"; filename="r.gif"', data, 'image/gif'));
+    t.equal(r.status, 201, `${sig}: stored`);
+    t.same(await seenParts(r.marker), [['file', 'r.gif', data.length, 'image/gif']]);
+  }
+});
