@@ -9,10 +9,13 @@
  *   part structure than the gate judged (the file vanished, or the body did not parse);
  * - Windows device names followed by more than one extension (`CON.tar.png`, `nul.x.png`)
  *   and the superscript-digit ports (`COM¹` under NFC) were forwarded as is;
- * - any "GIF" prefix passed as a GIF: the signature is GIF87a or GIF89a.
+ * - any "GIF" prefix passed as a GIF: the signature is GIF87a or GIF89a;
+ * - with `Expect: 100-continue` the gateway answered 100 at once, so a client whose upload
+ *   is refused from its head (413 from Content-Length, 401) was invited to send it all.
  */
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
+import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { startHarness, metricsText, metricValue, type Harness } from '../../helpers/harness.js';
 import { rawExchange, head } from '../../helpers/raw-http.js';
@@ -196,4 +199,76 @@ t.test('GIF magic bytes: the GIF87a or GIF89a signature, nothing else', async (t
     t.equal(r.status, 201, `${sig}: stored`);
     t.same(await seenParts(r.marker), [['file', 'r.gif', data.length, 'image/gif']]);
   }
+});
+
+/** Write a request head with Expect: 100-continue; send `body` only once the 100 arrives. */
+function expectContinue(
+  headers: [string, string][],
+  body: Buffer,
+): Promise<{ raw: string; closed: boolean }> {
+  const u = new URL(h.url);
+  return new Promise((resolve) => {
+    const s = net.connect(Number(u.port), u.hostname);
+    let raw = '';
+    let sent = false;
+    const done = (closed: boolean) => {
+      s.destroy();
+      resolve({ raw, closed });
+    };
+    s.on('data', (d: Buffer) => {
+      raw += d.toString('latin1');
+      if (!sent && raw.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) {
+        sent = true;
+        s.write(body);
+      }
+      // a final response, whole (these are JSON bodies with a Content-Length)
+      const final = /(?:^|\r\n\r\n)(HTTP\/1\.1 [2-5]\d\d [^]*?\r\n\r\n)/.exec(raw);
+      const len = final ? /content-length: (\d+)/i.exec(final[1]!) : null;
+      if (final && len && raw.length >= final.index + final[0].length + Number(len[1])) done(false);
+    });
+    s.on('close', () => done(true));
+    s.on('error', () => done(true));
+    s.on('connect', () =>
+      s.write(
+        head('POST /api/receipts/upload HTTP/1.1', [['Host', 'x'], ...headers, ['Expect', '100-continue']]),
+      ),
+    );
+  });
+}
+
+t.test('Expect: 100-continue: no 100 for an upload refused from its head', async (t) => {
+  const ct: [string, string] = ['Content-Type', 'multipart/form-data; boundary=XB'];
+  const auth: [string, string] = ['Authorization', `Bearer ${token}`];
+  await t.test('Content-Length over max_request_size: 413 at once, nothing invited', async (t) => {
+    await h.clearMock();
+    const r = await expectContinue([auth, ct, ['Content-Length', String(70 * 1024 * 1024)]], Buffer.alloc(0));
+    t.match(r.raw, /^HTTP\/1\.1 413 /, 'the final answer comes first');
+    t.notOk(r.raw.includes('100 Continue'), 'no 100 Continue');
+    const id = /x-request-id: (\S+)/i.exec(r.raw)?.[1];
+    const line = (await h.audit()).find((a) => a.request_id === id);
+    t.match(line, {
+      event: 'upload_rejected',
+      status: 413,
+      detail: { check: 'size', reason: 'request_too_large' },
+    });
+    t.same(await h.mockRequests(), [], 'the upstream never saw it');
+  });
+  await t.test('no credentials: 401 at once, nothing invited', async (t) => {
+    const r = await expectContinue([ct, ['Content-Length', '5000']], Buffer.alloc(0));
+    t.match(r.raw, /^HTTP\/1\.1 401 /, 'the final answer comes first');
+    t.notOk(r.raw.includes('100 Continue'), 'no 100 Continue');
+  });
+  await t.test('a good upload: 100 once the gate reads, then the service stores it', async (t) => {
+    await h.clearMock();
+    const body = Buffer.concat([part('form-data; name="file"; filename="r.png"', PNG, 'image/png'), END]);
+    const r = await expectContinue([auth, ct, ['Content-Length', String(body.length)]], body);
+    t.match(r.raw, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 201 /, '100, then 201');
+    const seen = await h.mockRequests();
+    t.same(
+      seen[0]?.parts?.map((p) => [p.field, p.filename, p.size]),
+      [['file', 'r.png', PNG.length]],
+    );
+    t.equal(seen[0]?.headers.expect, undefined, 'Expect is not forwarded');
+  });
+  t.same(await spoolEmpty(), [], 'no spool file remains');
 });
