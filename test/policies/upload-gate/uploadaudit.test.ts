@@ -21,7 +21,10 @@ import { startHarness, metricsText, metricValue, type Harness } from '../../help
 import { rawExchange, head } from '../../helpers/raw-http.js';
 import { gif, png } from '../../fixtures/uploads/generate.js';
 import { sanitizeFilename } from '../../../policies/upload-gate/filename.js';
-import { tempSpoolDir, leftovers } from './multipart.js';
+import { uploadGate } from '../../../policies/upload-gate/index.js';
+import { compilePolicy } from '../../helpers/context.js';
+import { tempSpoolDir, leftovers, multipart, runGate, spoolsGone } from './multipart.js';
+import path from 'node:path';
 
 const spool = tempSpoolDir();
 let h: Harness;
@@ -271,4 +274,56 @@ t.test('Expect: 100-continue: no 100 for an upload refused from its head', async
     t.equal(seen[0]?.headers.expect, undefined, 'Expect is not forwarded');
   });
   t.same(await spoolEmpty(), [], 'no spool file remains');
+});
+
+t.test('max_files (10 shipped): exactly 10 files reach the service, 11 are refused', async (t) => {
+  const files = (n: number) =>
+    Array.from({ length: n }, (_, i) =>
+      part(`form-data; name="file"; filename="r${i}.png"`, PNG, 'image/png'),
+    );
+  const ok = await upload(...files(10));
+  t.equal(ok.status, 201, '10 files: stored');
+  t.equal(((await seenParts(ok.marker)) as unknown[]).length, 10, 'the service read 10 files');
+  const r = await upload(...files(11));
+  t.equal(r.status, 400);
+  t.equal(r.json?.error, 'upload_rejected');
+  t.equal(r.json?.message, 'Upload rejected (count check): more than 10 files.');
+  const line = (await h.audit()).find((a) => a.request_id === r.requestId);
+  t.match(line, {
+    event: 'upload_rejected',
+    detail: { check: 'count', reason: 'too_many_files', limit: 10 },
+  });
+  t.notOk(
+    (await h.mockRequests()).some((s) => s.path.includes(r.marker)),
+    'the upstream never saw it',
+  );
+  t.same(await spoolEmpty(), [], 'no spool file remains');
+});
+
+t.test('spool: a directory only the gateway can enter, files only it can read', async (t) => {
+  const dir = tempSpoolDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const policy = await compilePolicy(uploadGate, { enabled: true, spool_dir: dir, memory_buffer: '1KB' });
+  const data = Buffer.concat([PNG, Buffer.alloc(64 * 1024)]);
+  const body = multipart([{ name: 'file', filename: 'r.png', type: 'image/png', data }]);
+  let resume!: () => void;
+  const paused = new Promise<void>((r) => (resume = r));
+  // hold the upload half-way, once part of the file is on disk
+  const run = runGate(policy, body, { pauseAt: 40 * 1024, chunkSize: 4096, resume: paused });
+  let entries: string[] = [];
+  for (let i = 0; i < 500 && !entries.some((e) => e.includes('part-')); i++) {
+    await new Promise((r) => setTimeout(r, 2));
+    entries = leftovers(dir);
+  }
+  const sub = entries.find((e) => !e.includes(path.sep))!;
+  const file = entries.find((e) => e.includes('part-'))!;
+  t.match(sub, /^rg-upload-\d+-/, 'a per-request directory');
+  t.equal(fs.statSync(path.join(dir, sub)).mode & 0o777, 0o700, 'directory 0700');
+  t.equal(fs.statSync(path.join(dir, file)).mode & 0o077, 0, 'file readable by the gateway alone');
+  resume();
+  const { verdict, ctx } = await run;
+  t.equal(verdict, undefined, 'accepted');
+  ctx.forwardBody?.dispose?.();
+  await spoolsGone();
+  t.same(leftovers(dir), [], 'removed once disposed');
 });
