@@ -237,6 +237,21 @@ export class Gateway {
     this.server.maxConnections = l.maxConnections;
     this.server.maxRequestsPerSocket = l.maxRequestsPerSocket;
     this.server.on('request', (req, res) => this.onRequest(req, res));
+    // Expect: 100-continue. Node would answer 100 at once, inviting the body of a request the
+    // gateway refuses from its head alone (413 from Content-Length, 401, 429 …). The 100 is
+    // sent once the gateway starts reading the body (RFC 9110 §10.1.1, as NGINX does); a
+    // refusal before that is the final answer, and Node closes the connection after it, since
+    // the client may still send the body. A request without a body gets its 100 at once.
+    this.server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const te = req.headers['transfer-encoding'];
+      const cl = req.headers['content-length'];
+      if (te === undefined && (cl === undefined || cl === '0')) res.writeContinue();
+      else
+        req.once('resume', () => {
+          if (!res.headersSent && !res.writableEnded && !res.destroyed) res.writeContinue();
+        });
+      this.onRequest(req, res);
+    });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
       this.onClientError(err, socket),
     );

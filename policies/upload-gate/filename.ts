@@ -22,7 +22,10 @@ export interface SanitizeOptions {
 const CONTROL_OR_FORMAT = /[\p{Cc}\p{Cf}\u2028\u2029]/gu;
 // Characters that mean something to a shell, a filesystem or a header parameter.
 const RESERVED = /[<>:"|?*\\/;%$`']/g;
-const WINDOWS_DEVICE = /^(con|prn|aux|nul|com[0-9]|lpt[0-9])$/i;
+// Windows device names: Windows reads `NUL.txt` and `NUL.tar.gz` as NUL too (the name up to
+// the first dot, trailing spaces dropped), and the superscript digits of COM¹–COM³, LPT¹–LPT³
+// (kept by NFC) as ports as well.
+const WINDOWS_DEVICE = /^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]) *(\.|$)/i;
 
 /**
  * Reduce a client filename to a safe basename: Unicode-normalised, the last path segment

@@ -45,6 +45,9 @@ async function png(read: ReadAt): Promise<HeaderResult> {
 async function gif(read: ReadAt): Promise<HeaderResult> {
   const h = await read(0, 13);
   if (h.length < 13) return bad('GIF header truncated');
+  // file-type sniffs any "GIF" prefix as a GIF; the signature is GIF87a or GIF89a
+  const signature = h.toString('latin1', 0, 6);
+  if (signature !== 'GIF87a' && signature !== 'GIF89a') return bad('GIF with an unknown version');
   return { ok: true, width: h.readUInt16LE(6), height: h.readUInt16LE(8), frames: 1 };
 }
 

@@ -783,9 +783,15 @@ async function* encode(segments: readonly (Buffer | SpoolPart)[]): AsyncGenerato
   }
 }
 
-/** Quote a Content-Disposition parameter the way browsers do (WHATWG multipart encoding). */
+/**
+ * Quote a Content-Disposition parameter the way browsers do (WHATWG multipart encoding),
+ * and a backslash too: busboy (the gate's parser, and the service's) reads `\` in a quoted
+ * string as an escape, so a name ending in one (`name="a\"`) would swallow its closing quote
+ * and the service would read another part structure than the gate judged. `%5C` reads the
+ * same in every parser, escape-aware or not.
+ */
 function escapeParam(v: string): string {
-  return v.replace(/"/g, '%22').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
+  return v.replace(/\\/g, '%5C').replace(/"/g, '%22').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
 }
 
 /** 503: the gateway could not spool or re-encode the upload (disk full, shutdown). */
