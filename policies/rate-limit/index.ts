@@ -6,7 +6,7 @@ import { policyBlock, Limits, FailureSchema } from '../../gateway/config/policy-
 import { LIMITS_PATTERN, parseLimits, type Limit } from '../../gateway/config/units.js';
 import { ConfigError } from '../../gateway/errors.js';
 import type { BucketSpec, ConsumeResult, Store } from '../../gateway/store/types.js';
-import { checkBucket } from '../../gateway/store/bucket-math.js';
+import { checkLimits } from '../../gateway/store/bucket-math.js';
 import { clientKey } from '../ip-ban/ip.js';
 import { isRuleSkipped } from '../ip-ban/allowlist.js';
 
@@ -119,15 +119,6 @@ function makeWindows(name: string, limits: readonly Limit[]): Window[] {
     const itemName = `"${name}-${w}s"`;
     return { count: l.count, windowMs: l.windowMs, itemName, policyItem: `${itemName};q=${l.count};w=${w}` };
   });
-}
-
-function checkLimits(limits: readonly Limit[]): void {
-  for (const l of limits) checkBucket(l.count, l.windowMs);
-  const seen = new Set<number>();
-  for (const l of limits) {
-    if (seen.has(l.windowMs)) throw new Error(`two limits share the window of "${l.text}"`);
-    seen.add(l.windowMs);
-  }
 }
 
 interface Override {

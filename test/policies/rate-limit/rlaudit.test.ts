@@ -92,48 +92,63 @@ t.test('a subject spelt like the hash of another subject has buckets of its own'
   );
 });
 
-t.test('a rule scoped to a route that does not exist is a configuration error', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-rlaudit-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-rlaudit-'));
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+let files = 0;
+
+/** Load and compile a config file; its problems as [key path, message], [] when valid. */
+async function problemsOf(yaml: string): Promise<string[][]> {
   const env = { JWT_SECRET_KEY: TEST_SECRET };
-  const problemsOf = async (extra: string) => {
-    const file = path.join(dir, 'gateway.yaml');
-    fs.writeFileSync(file, fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8') + extra);
-    const services = offlineServices(env);
-    try {
-      const gen = await compileGeneration(await loadConfigFile(file, env), services);
-      await closeGeneration(gen);
-      return [];
-    } catch (err) {
-      if (err instanceof ConfigLoadError) return err.problems.map((p) => [p.keyPath, p.message]);
-      throw err;
-    } finally {
-      await services.store.close();
-    }
-  };
-  // appended to the shipped file: a second top-level `policies` key would be a YAML error,
-  // so the rule goes on the shipped `policies.rate_limit` through a route of its own
-  t.same(
-    await problemsOf(`
+  const file = path.join(dir, `c${++files}.yaml`);
+  fs.writeFileSync(file, yaml);
+  const services = offlineServices(env);
+  try {
+    const gen = await compileGeneration(await loadConfigFile(file, env), services);
+    await closeGeneration(gen);
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigLoadError) return err.problems.map((p) => [p.keyPath, p.message]);
+    throw err;
+  } finally {
+    await services.store.close();
+  }
+}
+
+t.test('a rule scoped to a route that does not exist is a configuration error', async (t) => {
+  // appended to the shipped file's `routes` (its last key): a route of its own adds the rule
+  const shipped = fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8');
+  const withRule = (routes: string) => `${shipped}
   - name: extra
     path: /extra
     policies:
       rate_limit:
         route_rules:
-          - { name: uploads, limits: 5/minute, routes: [upload, uplaod] }
-`),
-    [['routes[9].policies.rate_limit.route_rules[0].routes[1]', 'no route is named "uplaod"']],
-  );
+          - { name: uploads, limits: 5/minute, routes: [${routes}] }
+`;
+  t.same(await problemsOf(withRule('upload, uplaod')), [
+    ['routes[9].policies.rate_limit.route_rules[0].routes[1]', 'no route is named "uplaod"'],
+  ]);
   t.same(
-    await problemsOf(`
-  - name: extra
-    path: /extra
-    policies:
-      rate_limit:
-        route_rules:
-          - { name: uploads, limits: 5/minute, routes: [upload, login, unmatched] }
-`),
+    await problemsOf(withRule('upload, login, unmatched')),
     [],
     'every configured route, and `unmatched`, may be named',
   );
+});
+
+t.test('an API key override the limiter cannot use is a configuration error', async (t) => {
+  // the shipped file, its (empty) API key list replaced by one key with an override
+  const shipped = fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8');
+  t.match(shipped, /\n {6}keys: \[\]/);
+  const withKey = (limits: string) =>
+    shipped.replace(
+      /\n {6}keys: \[\][^\n]*/,
+      `\n      keys: [{ id: batch, hash: "sha256:${'a'.repeat(64)}", rate_limit: "${limits}" }]`,
+    );
+  t.same(await problemsOf(withKey('5/minute;10 per 60 seconds')), [
+    ['policies.auth.api_keys.keys[0].rate_limit', 'two limits share the window of "10/60 seconds"'],
+  ]);
+  t.same(await problemsOf(withKey('9007199254741/second')), [
+    ['policies.auth.api_keys.keys[0].rate_limit', 'bucket 9007199254741 per 1000ms is too large'],
+  ]);
+  t.same(await problemsOf(withKey('5/minute;100/hour')), [], 'a usable override loads');
 });
