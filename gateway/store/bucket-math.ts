@@ -38,6 +38,19 @@ export function checkBucket(capacity: number, windowMs: number): void {
     throw new Error(`bucket ${capacity} per ${windowMs}ms is too large`);
 }
 
+/**
+ * Check the limits of one rate-limit rule or API-key override: each a valid bucket, no two
+ * with the same window (their buckets would share a key and a header item name).
+ */
+export function checkLimits(limits: readonly { count: number; windowMs: number; text: string }[]): void {
+  for (const l of limits) checkBucket(l.count, l.windowMs);
+  const seen = new Set<number>();
+  for (const l of limits) {
+    if (seen.has(l.windowMs)) throw new Error(`two limits share the window of "${l.text}"`);
+    seen.add(l.windowMs);
+  }
+}
+
 /** The level of a bucket at `now`, given its stored level and time (undefined = never used: full). */
 export function levelAt(
   capacity: number,

@@ -6,6 +6,7 @@ import type { CryptoKey } from 'jose';
 import type { PolicyFactory, Policy, Verdict, CompileContext } from '../../gateway/policy.js';
 import type { RequestContext, Identity } from '../../gateway/context.js';
 import { ConfigError } from '../../gateway/errors.js';
+import { checkLimits } from '../../gateway/store/bucket-math.js';
 import type { AuditFields } from '../../gateway/observability/audit.js';
 import { policyBlock, Duration, Size, Limits } from '../../gateway/config/policy-schema.js';
 import { parseDuration, parseSize, parseLimits, type Limit } from '../../gateway/config/units.js';
@@ -525,6 +526,9 @@ function compileApiKeys(block: AuthConfig['api_keys'], ctx: CompileContext): Api
     if (k.rate_limit !== undefined) {
       try {
         rateLimit = parseLimits(k.rate_limit);
+        // as the rate-limit rules' limits: an override the limiter cannot use would be
+        // ignored there, leaving the key on the rule's limits
+        checkLimits(rateLimit);
       } catch (err) {
         throw new ConfigError((err as Error).message, at('keys', i, 'rate_limit'));
       }

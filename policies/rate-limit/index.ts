@@ -6,7 +6,7 @@ import { policyBlock, Limits, FailureSchema } from '../../gateway/config/policy-
 import { LIMITS_PATTERN, parseLimits, type Limit } from '../../gateway/config/units.js';
 import { ConfigError } from '../../gateway/errors.js';
 import type { BucketSpec, ConsumeResult, Store } from '../../gateway/store/types.js';
-import { checkBucket } from '../../gateway/store/bucket-math.js';
+import { checkLimits } from '../../gateway/store/bucket-math.js';
 import { clientKey } from '../ip-ban/ip.js';
 import { isRuleSkipped } from '../ip-ban/allowlist.js';
 
@@ -33,11 +33,12 @@ const RuleSchema = Type.Object(
     }),
     routes: Type.Array(Type.String({ minLength: 1 }), {
       default: [],
-      description: 'route names the rule applies to; empty = every route the block applies to',
+      description:
+        'route names the rule applies to (configured routes, or `unmatched` for requests no route matches); empty = every route the block applies to',
     }),
     methods: Type.Array(Type.String({ pattern: '^[A-Z]+$' }), {
       default: [],
-      description: 'HTTP methods the rule applies to; empty = all',
+      description: 'HTTP methods the rule applies to (GET includes HEAD, as for routes); empty = all',
     }),
     fail: FailureSchema('open'),
   },
@@ -120,15 +121,6 @@ function makeWindows(name: string, limits: readonly Limit[]): Window[] {
   });
 }
 
-function checkLimits(limits: readonly Limit[]): void {
-  for (const l of limits) checkBucket(l.count, l.windowMs);
-  const seen = new Set<number>();
-  for (const l of limits) {
-    if (seen.has(l.windowMs)) throw new Error(`two limits share the window of "${l.text}"`);
-    seen.add(l.windowMs);
-  }
-}
-
 interface Override {
   readonly limits: readonly Limit[];
   readonly hash: string;
@@ -177,11 +169,15 @@ function overrideOf(ctx: RequestContext): Override | null {
   return o;
 }
 
-/** A subject can be long or odd: keep keys short and printable. */
+/**
+ * A subject can be long or odd: keep keys short and printable. A hashed value starts with
+ * `#`, so a value that itself starts with `#` is hashed too: a subject spelt like the hash
+ * of another (`#` and 32 hex digits) must not share that one's buckets.
+ */
 function keyValue(v: string): string {
   if (v === lastKeyIn) return lastKeyOut;
   const out =
-    v.length <= 64 && /^[\x21-\x7e]+$/.test(v)
+    v.length <= 64 && /^[\x21-\x22\x24-\x7e][\x21-\x7e]*$/.test(v)
       ? v
       : `#${createHash('sha256').update(v).digest('hex').slice(0, 32)}`;
   lastKeyIn = v;
@@ -229,8 +225,12 @@ export const rateLimit: PolicyFactory<typeof schema> = {
   compile(config, cctx): Policy {
     const { store, metrics } = cctx.services;
     const at = (...p: (string | number)[]) => [...cctx.path, ...p];
+    // the route names a rule may be scoped to (`unmatched`: requests no route matches)
+    const routeNames = new Set<string>(['unmatched']);
+    const configRoutes = (cctx.config as { routes?: readonly { name?: unknown }[] }).routes ?? [];
+    for (const r of configRoutes) if (typeof r.name === 'string') routeNames.add(r.name);
 
-    const build = (r: RuleConfig, limitsPath: (string | number)[]): Rule => {
+    const build = (r: RuleConfig, limitsPath: (string | number)[], rulePath = limitsPath): Rule => {
       let limits: Limit[];
       try {
         limits = parseLimits(r.limits);
@@ -238,6 +238,14 @@ export const rateLimit: PolicyFactory<typeof schema> = {
       } catch (err) {
         throw new ConfigError((err as Error).message, limitsPath);
       }
+      // a typo must not leave a rule that never applies
+      r.routes.forEach((name, j) => {
+        if (!routeNames.has(name))
+          throw new ConfigError(`no route is named "${name}"`, [...rulePath, 'routes', j]);
+      });
+      // HEAD is a GET without the body: a route accepting GET accepts it, and so does a GET rule
+      const methods =
+        r.methods.includes('GET') && !r.methods.includes('HEAD') ? [...r.methods, 'HEAD'] : r.methods;
       const parts = [...new Set(r.key.split('+') as KeyPart[])].sort(
         (a, b) => KEY_PARTS.indexOf(a) - KEY_PARTS.indexOf(b),
       );
@@ -248,7 +256,7 @@ export const rateLimit: PolicyFactory<typeof schema> = {
         needsIdentity: parts.includes('api_key') || parts.includes('subject'),
         usesApiKey: parts.includes('api_key'),
         routes: r.routes.length > 0 ? new Set(r.routes) : undefined,
-        methods: r.methods.length > 0 ? new Set(r.methods) : undefined,
+        methods: methods.length > 0 ? new Set(methods) : undefined,
         failClosed: r.fail === 'closed',
         prefix,
         keyPrefixes: limits.map((_, i) => `${prefix}${i}:`),
@@ -283,7 +291,7 @@ export const rateLimit: PolicyFactory<typeof schema> = {
           );
         if (names.has(r.name)) throw new ConfigError(`duplicate rule name "${r.name}"`, at(key, i, 'name'));
         names.add(r.name);
-        byName.set(r.name, build(r, at(key, i, 'limits')));
+        byName.set(r.name, build(r, at(key, i, 'limits'), at(key, i)));
       });
     };
     add(config.rules, 'rules');

@@ -143,6 +143,7 @@ t.test(
         route_rules: [{ name: 'per-route', limits: '3/minute', key: 'route' }],
       },
       services,
+      { config: { routes: [{ name: 'login' }] } },
     );
     t.type(p.onIdentified, 'function');
     const login = { routeName: 'login', method: 'POST', clientIp: '203.0.113.1' };
