@@ -45,6 +45,16 @@ t.test('the documented default blocks load, with the env defaults and overrides'
     });
   const statuses = [];
   for (let i = 0; i < 4; i++) statuses.push((await register()).status);
-  t.equal(statuses[3], 429, 'register: 3 per hour');
+  t.equal(statuses[3], 429, 'register: 3 per minute');
   t.equal(statuses.filter((s) => s === 429).length, 1);
+});
+
+t.test('the documented login and register limits are the shipped gateway.yaml ones', async (t) => {
+  const shipped = fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8');
+  for (const name of ['login', 'register']) {
+    const inDoc = new RegExp(`- name: ${name}\\n\\s+limits: ([^\\n]+)`).exec(yaml)?.[1];
+    const inShipped = new RegExp(`\\{ name: ${name}, limits: ([^,}]+)`).exec(shipped)?.[1];
+    t.ok(inDoc, `${name} limits in the doc`);
+    t.equal(inDoc, inShipped, `${name}: the doc says what gateway.yaml ships`);
+  }
 });
