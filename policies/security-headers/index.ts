@@ -47,7 +47,7 @@ const schema = policyBlock(
     override_upstream: Type.Boolean({
       default: true,
       description:
-        'replace a header of the same name set by the upstream (false: keep the upstream value, except an X-Frame-Options that browsers ignore: several distinct values or one other than DENY/SAMEORIGIN)',
+        'replace a header of the same name set by the upstream (false: keep the upstream value, except an X-Frame-Options that browsers ignore: several distinct values or one other than DENY/SAMEORIGIN). true never replaces a Content-Security-Policy: the configured one is added beside the upstream’s, and browsers enforce both',
     }),
     hsts_only_over_tls: Type.Boolean({
       default: false,
@@ -114,9 +114,18 @@ export const securityHeaders: PolicyFactory<typeof schema> = {
         for (let i = 0; i < set.length; i++) {
           const [name, value] = set[i]!;
           if (hstsOnlyTls && name === 'strict-transport-security' && !ctx.secure) continue;
+          const upstream = h[name];
           // keep the upstream's own value (override_upstream: false), unless browsers ignore it
-          if (!override && h[name] !== undefined) {
-            if (name !== 'x-frame-options' || framingProtected(h[name]!)) continue;
+          if (!override && upstream !== undefined) {
+            if (name !== 'x-frame-options' || framingProtected(upstream)) continue;
+          }
+          // A response may carry several policies and browsers enforce every one (CSP 3
+          // §4.1): the gateway's is added beside the upstream's, never in its place, so an
+          // upstream policy stricter than the configured one is not loosened.
+          if (name === 'content-security-policy' && upstream !== undefined && !head.fromGateway) {
+            const own = Array.isArray(upstream) ? upstream : [String(upstream)];
+            h[name] = own.includes(value) ? own : [...own, value];
+            continue;
           }
           h[name] = value;
         }
