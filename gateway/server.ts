@@ -252,6 +252,13 @@ export class Gateway {
         });
       this.onRequest(req, res);
     });
+    // An Expect other than 100-continue: without a listener Node answers a bare 417 itself
+    // (no JSON body, request id, security headers or audit line). The gateway ignores the
+    // expectation, as NGINX does (RFC 9110 §10.1.1 makes the 417 a MAY), and serves the
+    // request like any other; Expect is never forwarded (proxy.ts).
+    this.server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) =>
+      this.onRequest(req, res),
+    );
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
       this.onClientError(err, socket),
     );

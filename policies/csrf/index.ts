@@ -13,8 +13,9 @@ const METHOD = Type.String({ pattern: '^[A-Z]+$' });
  * `policies.csrf`: refuses cross-site state-changing requests that were authenticated by
  * a session cookie (the browser attaches cookies to cross-site requests; it does not
  * attach an Authorization header or an API key). Judged from `Origin` (same origin or an
- * allowed origin) and, when Origin is absent, `Sec-Fetch-Site`. Requests authenticated by
- * a header are not affected.
+ * allowed origin) and, when Origin is absent, `Sec-Fetch-Site`; when both are absent, a
+ * `Referer` naming another origin is refused too. Requests authenticated by a header are
+ * not affected.
  *
  * @example
  * ```yaml
@@ -68,7 +69,17 @@ export function canonicalOrigin(value: string): string | undefined {
   }
 }
 
-function refuse(check: 'origin' | 'sec_fetch_site' | 'missing_origin'): Deny {
+/** The origin (`scheme://host[:port]`) of an absolute http(s) Referer, or undefined. */
+function refererOrigin(value: string): string | undefined {
+  try {
+    const u = new URL(value);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? u.origin : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function refuse(check: 'origin' | 'sec_fetch_site' | 'referer' | 'missing_origin'): Deny {
   return { code: 'csrf_rejected', detail: { check } };
 }
 
@@ -132,6 +143,15 @@ export const csrf: PolicyFactory<typeof csrfSchema> = {
         if (site !== undefined) {
           if (site === 'same-origin' || site === 'none') return undefined;
           return refuse('sec_fetch_site');
+        }
+        // Neither header (a browser from before Origin on every POST and Sec-Fetch-Site,
+        // e.g. Firefox before 70): a Referer naming another site still tells a cross-site
+        // request (OWASP CSRF cheat sheet). An own or allowed one proves nothing more (a
+        // client writes what it likes there), so require_origin still applies.
+        const referer = c.headers.referer;
+        if (referer !== undefined && referer !== '') {
+          const from = refererOrigin(referer);
+          if (from === undefined || (!allowed.has(from) && from !== ownOrigin(c))) return refuse('referer');
         }
         return requireOrigin ? refuse('missing_origin') : undefined;
       },

@@ -46,7 +46,8 @@ const schema = policyBlock(
     }),
     override_upstream: Type.Boolean({
       default: true,
-      description: 'replace a header of the same name set by the upstream (false: keep the upstream value)',
+      description:
+        'replace a header of the same name set by the upstream (false: keep the upstream value, except an X-Frame-Options that browsers ignore: several distinct values or one other than DENY/SAMEORIGIN). true never replaces a Content-Security-Policy: the configured one is added beside the upstream’s, and browsers enforce both',
     }),
     hsts_only_over_tls: Type.Boolean({
       default: false,
@@ -59,6 +60,21 @@ const schema = policyBlock(
       'security response headers (X-Content-Type-Options, HSTS, CSP, …) and removal of revealing headers',
   },
 );
+
+/**
+ * Whether an upstream's X-Frame-Options protects at all. Browsers (HTML, "check a navigation
+ * response's adherence to X-Frame-Options") take the set of its lowercased values: more than
+ * one distinct value (two conflicting headers, `DENY, SAMEORIGIN`) or one other than `deny` or
+ * `sameorigin` (`ALLOW-FROM …`, `ALLOWALL`, a typo) lets any site frame the page.
+ */
+function framingProtected(value: string | string[] | number): boolean {
+  const values = new Set<string>();
+  for (const line of Array.isArray(value) ? value : [String(value)])
+    for (const v of line.split(',')) values.add(v.trim().toLowerCase());
+  if (values.size !== 1) return false;
+  const only = values.values().next().value;
+  return only === 'deny' || only === 'sameorigin';
+}
 
 /**
  * `security_headers`: adds the seed's security headers to every response and strips
@@ -98,7 +114,19 @@ export const securityHeaders: PolicyFactory<typeof schema> = {
         for (let i = 0; i < set.length; i++) {
           const [name, value] = set[i]!;
           if (hstsOnlyTls && name === 'strict-transport-security' && !ctx.secure) continue;
-          if (!override && h[name] !== undefined) continue;
+          const upstream = h[name];
+          // keep the upstream's own value (override_upstream: false), unless browsers ignore it
+          if (!override && upstream !== undefined) {
+            if (name !== 'x-frame-options' || framingProtected(upstream)) continue;
+          }
+          // A response may carry several policies and browsers enforce every one (CSP 3
+          // §4.1): the gateway's is added beside the upstream's, never in its place, so an
+          // upstream policy stricter than the configured one is not loosened.
+          if (name === 'content-security-policy' && upstream !== undefined && !head.fromGateway) {
+            const own = Array.isArray(upstream) ? upstream : [String(upstream)];
+            h[name] = own.includes(value) ? own : [...own, value];
+            continue;
+          }
           h[name] = value;
         }
       },
