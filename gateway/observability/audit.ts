@@ -6,9 +6,7 @@ import type { AuditEvent } from '../errors.js';
 import type { Metrics } from './metrics.js';
 import { serializeFlatLine } from './audit-json.js';
 import { isoFormatter } from './iso-time.js';
-
-/** Query parameter names (percent-decoded) whose values never reach the audit log. */
-const SECRET_NAME = /pass|pwd|secret|token|api[_-]?key|apikey|key|auth|session|sig|credential|jwt|otp|code/i;
+import { SECRET_NAME } from './secret-names.js';
 
 /** Field names whose values are replaced wherever they appear in an audit line. */
 export const REDACT_PATHS = [
@@ -59,6 +57,36 @@ function paramName(raw: string): string {
 }
 
 /**
+ * Where the redacted value of a query part starts (just after the `=` of the first parameter
+ * with a secret name: at its start, or after a `#` or `;`), or -1.
+ */
+function secretValueStart(part: string): number {
+  let start = 0;
+  for (;;) {
+    const eq = part.indexOf('=', start);
+    if (eq < 0) return -1;
+    let sep = -1;
+    for (let j = start; j < eq; j++) {
+      const c = part.charCodeAt(j);
+      if (c === 0x23 || c === 0x3b) sep = j; // '#', ';': the name starts after it
+    }
+    if (sep >= 0) start = sep + 1;
+    if (SECRET_NAME.test(paramName(part.slice(start, eq)))) return eq + 1;
+    // the next name starts after the next `#` or `;` past this `=`
+    let next = -1;
+    for (let j = eq + 1; j < part.length; j++) {
+      const c = part.charCodeAt(j);
+      if (c === 0x23 || c === 0x3b) {
+        next = j;
+        break;
+      }
+    }
+    if (next < 0) return -1;
+    start = next + 1;
+  }
+}
+
+/**
  * Replace the values of query parameters with secret-looking names (judged once decoded)
  * by `[REDACTED]`, keep the rest of the target.
  *
@@ -71,16 +99,16 @@ export function redactTarget(target: string): string {
   const q = target.indexOf('?');
   if (q < 0) return target;
   if (target === lastTarget) return lastRedacted;
-  // A `#` is not special here: a client that sends one gets it to the service as part of the
-  // query, whose parser may read parameters after it; a value that runs on past it is
-  // redacted whole.
+  // Inside a `&`-separated part, a `#` (a fragment the client sent) or a `;` (a separator to
+  // some query parsers) may start another parameter: `a=1#password=x` is redacted from the
+  // `password`; a secret's value is redacted whole, also what runs on past a `#` or `;`.
   const parts = target.slice(q + 1).split('&');
   let changed = false;
   for (let i = 0; i < parts.length; i++) {
     const part = parts[i]!;
-    const eq = part.indexOf('=');
-    if (eq >= 0 && SECRET_NAME.test(paramName(part.slice(0, eq)))) {
-      parts[i] = `${part.slice(0, eq)}=[REDACTED]`;
+    const cut = secretValueStart(part);
+    if (cut >= 0) {
+      parts[i] = `${part.slice(0, cut)}[REDACTED]`;
       changed = true;
     }
   }

@@ -1,4 +1,5 @@
 import t from 'tap';
+import fs from 'node:fs';
 import { startHarness, type Harness } from '../helpers/harness.js';
 import { rawExchange, head } from '../helpers/raw-http.js';
 
@@ -60,3 +61,86 @@ t.test('admin listener: a cross-site POST /api/reload is refused and reloads not
   t.equal(plain.status, 200);
   t.equal(h.gateway.reloads.length, before + 2, 'two reloads ran');
 });
+
+/** Send raw (a `#` in the target is kept), return the request id the gateway answered with. */
+async function rawGet(target: string, headers: string[] = []): Promise<{ status: number; id: string }> {
+  const x = await rawExchange(
+    h.url,
+    head(`GET ${target} HTTP/1.1`, ['Host: a', ...headers, 'Connection: close']),
+  );
+  return { status: x.responses[0]!.status, id: x.responses[0]!.headers['x-request-id']! };
+}
+
+/** The decision log's entry for `id` as served (JSON text); a 404 here fails the check that uses it. */
+async function decisionText(id: string): Promise<string> {
+  const r = await fetch(`${h.adminUrl}/api/decisions/${encodeURIComponent(id)}`);
+  return r.status === 200 ? r.text() : `status ${r.status}`;
+}
+
+t.test('audit path: a secret parameter after a `#` or `;` in the query is redacted too', async (t) => {
+  const token = await h.login('alice');
+  const auth = `Authorization: Bearer ${token}`;
+  const cases: [string, number, string][] = [
+    ['/api/receipts?a=1#password=fragsecret1', 400, '/api/receipts?a=1#password=[REDACTED]'],
+    ['/api/receipts?x=1;password=semisecret1', 200, '/api/receipts?x=1;password=[REDACTED]'],
+    [
+      '/api/receipts?x=1;y=2#access_token=fragsecret2&b=3',
+      400,
+      '/api/receipts?x=1;y=2#access_token=[REDACTED]&b=3',
+    ],
+  ];
+  for (const [target, status, logged] of cases) {
+    const r = await rawGet(target, [auth]);
+    t.equal(r.status, status, `${target}: ${status}`);
+    const lines = (await h.audit()).filter((l) => l.request_id === r.id);
+    t.ok(lines.length > 0, `${target}: audited`);
+    for (const l of lines) t.equal(l.path, logged, `${target}: ${String(l.event)} path`);
+    const decision = await decisionText(r.id);
+    t.match(decision, /"request_id"/, `${target}: decision kept`);
+    t.notMatch(decision, /fragsecret|semisecret/, `${target}: not in the decision`);
+  }
+  t.notMatch(await fsText(h.auditFile), /fragsecret|semisecret/, 'no secret in the audit file');
+});
+
+t.test(
+  'a blocked value of a parameter redacted from the path is not written in detail.matches',
+  async (t) => {
+    const token = await h.login('alice');
+    const auth = `Authorization: Bearer ${token}`;
+    const ids: string[] = [];
+    for (const name of ['pwd', 'key', 'code', 'sig', 'private_key']) {
+      const r = await rawGet(`/api/receipts?${name}=%3Cscript%3Ealert(1)%3C/script%3Eqsecret-${name}`, [
+        auth,
+      ]);
+      t.equal(r.status, 403, `${name}: 403`);
+      ids.push(r.id);
+      const line = (await h.audit()).find((l) => l.request_id === r.id && l.event === 'request_blocked');
+      t.equal(line?.path, `/api/receipts?${name}=[REDACTED]`, `${name}: path redacted`);
+      const matches = (line?.detail as { matches: { excerpt: string }[] }).matches;
+      t.ok(matches.length > 0, `${name}: matches listed`);
+      for (const m of matches) t.equal(m.excerpt, '[redacted]', `${name}: excerpt redacted`);
+    }
+    for (const field of ['pwd', 'passcode', 'signature']) {
+      const r = await fetch(`${h.url}/api/receipts`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ [field]: `x' OR '1'='1' -- bsecret-${field}` }),
+      });
+      await r.arrayBuffer();
+      t.equal(r.status, 403, `${field}: 403`);
+      ids.push(r.headers.get('x-request-id')!);
+    }
+    const text = await fsText(h.auditFile);
+    t.notMatch(text, /qsecret|bsecret/, 'no secret in the audit file');
+    for (const id of ids) {
+      const decision = await decisionText(id);
+      t.match(decision, /"request_id"/, `decision ${id} kept`);
+      t.notMatch(decision, /qsecret|bsecret/, `decision ${id}: no secret`);
+    }
+  },
+);
+
+async function fsText(file: string): Promise<string> {
+  await h.gateway.audit.flush();
+  return fs.readFileSync(file, 'utf8');
+}
