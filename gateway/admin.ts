@@ -132,7 +132,8 @@ export class AdminServer {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
         this.server.off('error', reject);
-        this.loopbackOnly = isLoopback((this.server.address() as net.AddressInfo).address);
+        const bound = this.server.address();
+        this.loopbackOnly = bound !== null && typeof bound === 'object' && isLoopback(bound.address);
         resolve();
       });
     });
