@@ -9,8 +9,8 @@ import type { Gateway } from './server.js';
 
 /** Hooks the observability layer attaches to the running gateway. */
 export interface Observers {
-  /** every audit line written (after redaction) */
-  onAudit?(line: Record<string, unknown>): void;
+  /** every audit line written (after redaction), with the request's context for a request event */
+  onAudit?(line: Record<string, unknown>, ctx?: RequestContext): void;
   /** a generation became active (start, reload) */
   onGeneration?(gen: Generation): void;
   /** a request finished */

@@ -155,8 +155,11 @@ export interface AuditOptions {
   /** fraction of `api_access` events written (security events are never sampled) */
   accessSampleRate: number;
   metrics: Metrics;
-  /** called with every line written (the decision log, tests); never with secrets */
-  tap?: (line: Record<string, unknown>) => void;
+  /**
+   * called with every line written (the decision log, alerts, tests), and the request's
+   * context for a request event; never with secrets
+   */
+  tap?: (line: Record<string, unknown>, ctx?: RequestContext) => void;
   /** where write errors are reported (defaults to stderr) */
   onError?: (err: Error) => void;
 }
@@ -170,14 +173,17 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
     return {
       enabled: false,
       request(event, ctx, fields) {
-        tap?.({
-          event,
-          request_id: ctx.id,
-          client_ip: ctx.clientIp,
-          method: ctx.method,
-          path: redactTarget(ctx.target),
-          ...fields,
-        });
+        tap?.(
+          {
+            event,
+            request_id: ctx.id,
+            client_ip: ctx.clientIp,
+            method: ctx.method,
+            path: redactTarget(ctx.target),
+            ...fields,
+          },
+          ctx,
+        );
       },
       system(event, fields) {
         tap?.({ event, ...fields });
@@ -250,8 +256,8 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
   // ISO timestamps without a Date per line
   const iso = isoFormatter();
   const isoNow = (): string => iso(Date.now());
-  /** `line` starts with `time` (isoNow()). */
-  const write = (line: Record<string, unknown>) => {
+  /** `line` starts with `time` (isoNow()); `ctx` is the request of a request event. */
+  const write = (line: Record<string, unknown>, ctx?: RequestContext) => {
     let s = framed ? serializeFlatLine(PREFIX, END, line, PINO_HANDLED) : undefined;
     if (s === undefined) {
       try {
@@ -280,24 +286,27 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
       flushTimer.unref();
     }
     countEvent(line.event as string);
-    opts.tap?.(line);
+    opts.tap?.(line, ctx);
   };
 
   return {
     enabled: true,
     request(event, ctx, fields) {
       if (event === 'api_access' && sample < 1 && Math.random() >= sample) return;
-      write({
-        time: isoNow(),
-        event,
-        request_id: ctx.id,
-        client_ip: ctx.clientIp,
-        method: ctx.method,
-        path: redactTarget(ctx.target),
-        route: ctx.routeName,
-        subject: fields.subject ?? ctx.identity?.subject,
-        ...fields,
-      });
+      write(
+        {
+          time: isoNow(),
+          event,
+          request_id: ctx.id,
+          client_ip: ctx.clientIp,
+          method: ctx.method,
+          path: redactTarget(ctx.target),
+          route: ctx.routeName,
+          subject: fields.subject ?? ctx.identity?.subject,
+          ...fields,
+        },
+        ctx,
+      );
     },
     system(event, fields) {
       write({ time: isoNow(), event, ...fields });

@@ -144,3 +144,30 @@ async function fsText(file: string): Promise<string> {
   await h.gateway.audit.flush();
   return fs.readFileSync(file, 'utf8');
 }
+
+t.test(
+  'api_violations alert: 401s on an API route count also when the target spells /api/ otherwise',
+  async (t) => {
+    const hh = await startHarness({
+      config: 'monitoring: { thresholds: { api_violations: { count: 3, window: 1h } } }',
+    });
+    t.teardown(() => hh.close());
+    for (const target of ['//api/receipts', '/./api/receipts', '/%61pi/receipts']) {
+      const x = await rawExchange(hh.url, head(`GET ${target} HTTP/1.1`, ['Host: a', 'Connection: close']));
+      t.equal(x.responses[0]?.status, 401, `${target}: 401 on the api route`);
+    }
+    const lines = await hh.audit();
+    t.same(
+      lines.filter((l) => l.event === 'auth_failure').map((l) => l.route),
+      ['api', 'api', 'api'],
+      'three auth_failure lines on the api route',
+    );
+    // settle the counting (the store work in flight) before reading what was raised
+    await hh.observability.alerts!.close(0);
+    t.equal(hh.observability.alerts!.stats().raised, 1, 'one api_violations alert raised');
+    const alert = (await hh.audit()).filter((l) => l.event === 'security_alert');
+    t.equal(alert.length, 1, 'one security_alert line');
+    t.equal(alert[0]?.kind, 'api_violations');
+    t.equal(alert[0]?.count, 3);
+  },
+);
