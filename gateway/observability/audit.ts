@@ -46,13 +46,18 @@ const PINO_HANDLED: ReadonlySet<string> = new Set([...REDACT_PATHS.map((p) => p.
 let lastTarget = '';
 let lastRedacted = '';
 
-/** A query parameter name as the service reads it (`%74oken` is `token`); undecodable names as they are. */
+/**
+ * A query parameter name as the service reads it (`%74oken` is `token`); in a name that does
+ * not decode as a whole (`tok%65n%`, a stray `%` or a broken UTF-8 sequence), each `%XX` is
+ * decoded on its own, as lenient parsers do, so the secret name inside is still seen.
+ */
 function paramName(raw: string): string {
   if (raw.indexOf('%') < 0 && raw.indexOf('+') < 0) return raw;
+  const spaced = raw.replace(/\+/g, ' ');
   try {
-    return decodeURIComponent(raw.replace(/\+/g, ' '));
+    return decodeURIComponent(spaced);
   } catch {
-    return raw;
+    return spaced.replace(/%([0-9a-fA-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
   }
 }
 

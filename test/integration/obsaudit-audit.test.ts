@@ -102,6 +102,22 @@ t.test('audit path: a secret parameter after a `#` or `;` in the query is redact
   t.notMatch(await fsText(h.auditFile), /fragsecret|semisecret/, 'no secret in the audit file');
 });
 
+t.test('audit path: a secret name that does not decode as a whole is still judged by its %XX', async (t) => {
+  for (const [target, status, logged] of [
+    ['/api/receipts?tok%65n%=badsecret1&y=2', 403, '/api/receipts?tok%65n%=[REDACTED]&y=2'],
+    // not UTF-8: routed, and refused for the missing credentials
+    ['/api/receipts?%70assword%E0=badsecret2', 401, '/api/receipts?%70assword%E0=[REDACTED]'],
+  ] as const) {
+    const r = await rawGet(target);
+    t.equal(r.status, status, `${target}: ${status}`);
+    const lines = (await h.audit()).filter((l) => l.request_id === r.id);
+    t.ok(lines.length > 0, `${target}: audited`);
+    for (const l of lines) t.equal(l.path, logged, `${target}: ${String(l.event)} path`);
+    t.notMatch(await decisionText(r.id), /badsecret/, `${target}: not in the decision`);
+  }
+  t.notMatch(await fsText(h.auditFile), /badsecret/, 'no secret in the audit file');
+});
+
 t.test(
   'a blocked value of a parameter redacted from the path is not written in detail.matches',
   async (t) => {
