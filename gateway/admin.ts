@@ -9,8 +9,8 @@ import type { Gateway } from './server.js';
 
 /** Hooks the observability layer attaches to the running gateway. */
 export interface Observers {
-  /** every audit line written (after redaction) */
-  onAudit?(line: Record<string, unknown>): void;
+  /** every audit line written (after redaction), with the request's context for a request event */
+  onAudit?(line: Record<string, unknown>, ctx?: RequestContext): void;
   /** a generation became active (start, reload) */
   onGeneration?(gen: Generation): void;
   /** a request finished */
@@ -45,6 +45,44 @@ function probe(origin: string, timeoutMs: number): Promise<string | undefined> {
   });
 }
 
+/** Whether an address the admin listener is bound to is a loopback one (127.0.0.0/8, ::1). */
+function isLoopback(address: string): boolean {
+  const a = address.toLowerCase();
+  return a === '::1' || a.startsWith('127.') || a.startsWith('::ffff:127.');
+}
+
+/**
+ * Whether a `Host` header names the admin listener without a DNS name that could be rebound:
+ * an IP literal (`127.0.0.1:9901`, `[::1]:9901`) or `localhost`. A page on another site whose
+ * name an attacker re-points at 127.0.0.1 (DNS rebinding) is the browser's same origin for
+ * the listener, but sends its own name here.
+ */
+export function isLocalAdminHost(host: string | undefined): boolean {
+  if (host === undefined) return true; // HTTP/1.0 without Host: not a browser
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]*))(?::\d{1,5})?$/.exec(host.trim());
+  if (!m) return false;
+  if (m[1] !== undefined) return net.isIP(m[1]) === 6;
+  const name = m[2]!.toLowerCase().replace(/\.$/, '');
+  return name === 'localhost' || name.endsWith('.localhost') || net.isIP(name) === 4;
+}
+
+/**
+ * Whether a browser says this request comes from another site's page (CSRF on the admin
+ * listener: a form or `fetch` on any site the operator visits can POST to 127.0.0.1).
+ * Clients that are not browsers (curl, the CLI, Prometheus) send neither header.
+ */
+function isCrossSite(req: http.IncomingMessage): boolean {
+  const site = req.headers['sec-fetch-site'];
+  if (site !== undefined && site !== 'same-origin' && site !== 'none') return true;
+  const origin = req.headers.origin;
+  if (origin === undefined) return false;
+  try {
+    return new URL(origin).host !== (req.headers.host ?? '').toLowerCase();
+  } catch {
+    return true; // `null` (sandboxed frames, file: pages) or garbage
+  }
+}
+
 function json(res: http.ServerResponse, status: number, value: unknown): void {
   const body = JSON.stringify(value);
   res.writeHead(status, {
@@ -62,6 +100,8 @@ function json(res: http.ServerResponse, status: number, value: unknown): void {
  */
 export class AdminServer {
   private readonly server: http.Server;
+  /** bound to loopback: only local Host names are answered (no DNS rebinding) */
+  private loopbackOnly = false;
 
   constructor(private readonly gw: Gateway) {
     this.server = http.createServer({ requestTimeout: 10_000, headersTimeout: 5_000 }, (req, res) => {
@@ -92,6 +132,8 @@ export class AdminServer {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
         this.server.off('error', reject);
+        const bound = this.server.address();
+        this.loopbackOnly = bound !== null && typeof bound === 'object' && isLoopback(bound.address);
         resolve();
       });
     });
@@ -129,7 +171,21 @@ export class AdminServer {
       json(res, 400, { error: 'bad_request', message: 'The request target is not a valid path.' });
       return;
     }
+    if (this.loopbackOnly && !isLocalAdminHost(req.headers.host)) {
+      json(res, 403, {
+        error: 'forbidden',
+        message: 'The admin listener answers only to a local Host (localhost or an IP address).',
+      });
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
+      if (isCrossSite(req)) {
+        json(res, 403, {
+          error: 'forbidden',
+          message: 'Cross-site requests to the admin listener are refused.',
+        });
+        return;
+      }
       if (url.pathname === '/api/reload' && req.method === 'POST') {
         const r = await this.gw.reloadRequested('admin');
         json(res, r.result === 'success' ? 200 : 422, r);

@@ -309,7 +309,7 @@ export class Gateway {
       file: cfg.audit.file,
       accessSampleRate: cfg.audit.access_sample_rate,
       metrics,
-      tap: (line) => observers.onAudit?.(line),
+      tap: (line, ctx) => observers.onAudit?.(line, ctx),
     });
     const store = await createStore({
       url: cfg.store.url,

@@ -6,9 +6,7 @@ import type { AuditEvent } from '../errors.js';
 import type { Metrics } from './metrics.js';
 import { serializeFlatLine } from './audit-json.js';
 import { isoFormatter } from './iso-time.js';
-
-/** Query parameter names (percent-decoded) whose values never reach the audit log. */
-const SECRET_NAME = /pass|pwd|secret|token|api[_-]?key|apikey|key|auth|session|sig|credential|jwt|otp|code/i;
+import { SECRET_NAME } from './secret-names.js';
 
 /** Field names whose values are replaced wherever they appear in an audit line. */
 export const REDACT_PATHS = [
@@ -48,13 +46,48 @@ const PINO_HANDLED: ReadonlySet<string> = new Set([...REDACT_PATHS.map((p) => p.
 let lastTarget = '';
 let lastRedacted = '';
 
-/** A query parameter name as the service reads it (`%74oken` is `token`); undecodable names as they are. */
+/**
+ * A query parameter name as the service reads it (`%74oken` is `token`); in a name that does
+ * not decode as a whole (`tok%65n%`, a stray `%` or a broken UTF-8 sequence), each `%XX` is
+ * decoded on its own, as lenient parsers do, so the secret name inside is still seen.
+ */
 function paramName(raw: string): string {
   if (raw.indexOf('%') < 0 && raw.indexOf('+') < 0) return raw;
+  const spaced = raw.replace(/\+/g, ' ');
   try {
-    return decodeURIComponent(raw.replace(/\+/g, ' '));
+    return decodeURIComponent(spaced);
   } catch {
-    return raw;
+    return spaced.replace(/%([0-9a-fA-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  }
+}
+
+/**
+ * Where the redacted value of a query part starts (just after the `=` of the first parameter
+ * with a secret name: at its start, or after a `#` or `;`), or -1.
+ */
+function secretValueStart(part: string): number {
+  let start = 0;
+  for (;;) {
+    const eq = part.indexOf('=', start);
+    if (eq < 0) return -1;
+    let sep = -1;
+    for (let j = start; j < eq; j++) {
+      const c = part.charCodeAt(j);
+      if (c === 0x23 || c === 0x3b) sep = j; // '#', ';': the name starts after it
+    }
+    if (sep >= 0) start = sep + 1;
+    if (SECRET_NAME.test(paramName(part.slice(start, eq)))) return eq + 1;
+    // the next name starts after the next `#` or `;` past this `=`
+    let next = -1;
+    for (let j = eq + 1; j < part.length; j++) {
+      const c = part.charCodeAt(j);
+      if (c === 0x23 || c === 0x3b) {
+        next = j;
+        break;
+      }
+    }
+    if (next < 0) return -1;
+    start = next + 1;
   }
 }
 
@@ -71,16 +104,16 @@ export function redactTarget(target: string): string {
   const q = target.indexOf('?');
   if (q < 0) return target;
   if (target === lastTarget) return lastRedacted;
-  // A `#` is not special here: a client that sends one gets it to the service as part of the
-  // query, whose parser may read parameters after it; a value that runs on past it is
-  // redacted whole.
+  // Inside a `&`-separated part, a `#` (a fragment the client sent) or a `;` (a separator to
+  // some query parsers) may start another parameter: `a=1#password=x` is redacted from the
+  // `password`; a secret's value is redacted whole, also what runs on past a `#` or `;`.
   const parts = target.slice(q + 1).split('&');
   let changed = false;
   for (let i = 0; i < parts.length; i++) {
     const part = parts[i]!;
-    const eq = part.indexOf('=');
-    if (eq >= 0 && SECRET_NAME.test(paramName(part.slice(0, eq)))) {
-      parts[i] = `${part.slice(0, eq)}=[REDACTED]`;
+    const cut = secretValueStart(part);
+    if (cut >= 0) {
+      parts[i] = `${part.slice(0, cut)}[REDACTED]`;
       changed = true;
     }
   }
@@ -127,8 +160,11 @@ export interface AuditOptions {
   /** fraction of `api_access` events written (security events are never sampled) */
   accessSampleRate: number;
   metrics: Metrics;
-  /** called with every line written (the decision log, tests); never with secrets */
-  tap?: (line: Record<string, unknown>) => void;
+  /**
+   * called with every line written (the decision log, alerts, tests), and the request's
+   * context for a request event; never with secrets
+   */
+  tap?: (line: Record<string, unknown>, ctx?: RequestContext) => void;
   /** where write errors are reported (defaults to stderr) */
   onError?: (err: Error) => void;
 }
@@ -142,14 +178,17 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
     return {
       enabled: false,
       request(event, ctx, fields) {
-        tap?.({
-          event,
-          request_id: ctx.id,
-          client_ip: ctx.clientIp,
-          method: ctx.method,
-          path: redactTarget(ctx.target),
-          ...fields,
-        });
+        tap?.(
+          {
+            event,
+            request_id: ctx.id,
+            client_ip: ctx.clientIp,
+            method: ctx.method,
+            path: redactTarget(ctx.target),
+            ...fields,
+          },
+          ctx,
+        );
       },
       system(event, fields) {
         tap?.({ event, ...fields });
@@ -222,8 +261,8 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
   // ISO timestamps without a Date per line
   const iso = isoFormatter();
   const isoNow = (): string => iso(Date.now());
-  /** `line` starts with `time` (isoNow()). */
-  const write = (line: Record<string, unknown>) => {
+  /** `line` starts with `time` (isoNow()); `ctx` is the request of a request event. */
+  const write = (line: Record<string, unknown>, ctx?: RequestContext) => {
     let s = framed ? serializeFlatLine(PREFIX, END, line, PINO_HANDLED) : undefined;
     if (s === undefined) {
       try {
@@ -252,24 +291,27 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
       flushTimer.unref();
     }
     countEvent(line.event as string);
-    opts.tap?.(line);
+    opts.tap?.(line, ctx);
   };
 
   return {
     enabled: true,
     request(event, ctx, fields) {
       if (event === 'api_access' && sample < 1 && Math.random() >= sample) return;
-      write({
-        time: isoNow(),
-        event,
-        request_id: ctx.id,
-        client_ip: ctx.clientIp,
-        method: ctx.method,
-        path: redactTarget(ctx.target),
-        route: ctx.routeName,
-        subject: fields.subject ?? ctx.identity?.subject,
-        ...fields,
-      });
+      write(
+        {
+          time: isoNow(),
+          event,
+          request_id: ctx.id,
+          client_ip: ctx.clientIp,
+          method: ctx.method,
+          path: redactTarget(ctx.target),
+          route: ctx.routeName,
+          subject: fields.subject ?? ctx.identity?.subject,
+          ...fields,
+        },
+        ctx,
+      );
     },
     system(event, fields) {
       write({ time: isoNow(), event, ...fields });

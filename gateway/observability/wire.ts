@@ -11,6 +11,7 @@ import { parseDuration } from '../config/units.js';
 import { isLoopbackHost } from './score.js';
 import { authReadiness } from '../../policies/auth/index.js';
 import type { TlsSettings } from '../tls.js';
+import type { RequestContext } from '../context.js';
 
 type Obj = Record<string, unknown>;
 const obj = (v: unknown): Obj => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
@@ -175,15 +176,19 @@ function hostOf(url: string): string {
   }
 }
 
-/** Audit events that feed each alert kind. */
-function alertKind(line: Record<string, unknown>): AlertKind | undefined {
+/**
+ * Audit events that feed each alert kind. API violations are judged on the path the request
+ * was routed by (`//api/x`, `/./api/x` and `/%61pi/x` reach the same routes as `/api/x`), not
+ * on the target as received.
+ */
+function alertKind(line: Record<string, unknown>, ctx?: RequestContext): AlertKind | undefined {
   const event = line.event;
   if (event === 'login_failure') return 'failed_logins';
   if (event === 'request_blocked' || event === 'upload_rejected')
     return line.decision === 'deny' ? 'suspicious_requests' : undefined;
   if ((event === 'auth_failure' || event === 'access_denied') && line.decision === 'deny') {
     const status = line.status;
-    const path = String(line.path ?? '');
+    const path = ctx?.path ?? String(line.path ?? '');
     if ((status === 401 || status === 403) && path.startsWith('/api/')) return 'api_violations';
   }
   return undefined;
@@ -276,9 +281,9 @@ export async function attachObservability(
   o.onGeneration(gw.generation);
   o.readiness = async () => authReadiness(gw.services).reasons;
   o.securityHealth = () => (gw.generation.config.monitoring.enabled ? report : undefined);
-  o.onAudit = (line) => {
+  o.onAudit = (line, ctx) => {
     if (alerts === undefined) return;
-    const kind = alertKind(line);
+    const kind = alertKind(line, ctx);
     if (kind !== undefined) alerts.record(kind, String(line.client_ip ?? 'unknown'));
   };
   o.onDecision = (ctx, outcome, seconds) => {
