@@ -30,6 +30,7 @@ import {
   framingDeny,
   serverWideOptions,
   targetFragmentDeny,
+  ambiguousPathDeny,
 } from './pipeline.js';
 import { ConnectionState, type Turn } from './connection-state.js';
 import { renderDeny, renderAnswer, renderJson, rawErrorResponse, type Rendered } from './reply.js';
@@ -898,6 +899,11 @@ export class Gateway {
     const fragment = targetFragmentDeny(ctx);
     if (fragment !== undefined) {
       await this.refuse(gen, route, ctx, res, fragment, 'gateway');
+      return;
+    }
+    const ambiguous = ambiguousPathDeny(gen.router.ambiguous(routeMethod, ctx.path, m));
+    if (ambiguous !== undefined) {
+      await this.refuse(gen, route, ctx, res, ambiguous, 'router');
       return;
     }
     const serverWide = serverWideOptions(ctx);

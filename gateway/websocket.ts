@@ -13,6 +13,7 @@ import {
   recordDeny,
   framingDeny,
   targetFragmentDeny,
+  ambiguousPathDeny,
 } from './pipeline.js';
 import { renderDeny, renderAnswer } from './reply.js';
 import { upstreamHeaders, cleanResponseHeaders } from './proxy.js';
@@ -510,6 +511,11 @@ async function upgrade(
   const fragment = targetFragmentDeny(ctx);
   if (fragment !== undefined) {
     await refuse(route, fragment, 'gateway');
+    return;
+  }
+  const ambiguous = ambiguousPathDeny(gen.router.ambiguous(ctx.method, ctx.path, m));
+  if (ambiguous !== undefined) {
+    await refuse(route, ambiguous, 'router');
     return;
   }
   if (m.kind !== 'match') {
