@@ -189,14 +189,15 @@ function foldPattern(path: string): string {
     .join('/');
 }
 
-const LENIENT_HINT = /[A-Z;\\]|%2F|%5C|.\/$/;
+const LENIENT_HINT = /[A-Z;\\]|%2F|%5C|.\/$|[^/.]\.(?:\/|$)/;
 
 /**
  * A normalised path as the most lenient common servers read it, or undefined when that is
  * the path itself: letters in lower case (Express, ASP.NET, IIS), an encoded `/` or `\` and a
  * plain `\` as separators (WSGI servers decode the path before routing; Node's WHATWG URL
  * parser and IIS turn `\` into `/`), `;` path parameters dropped from each segment (Tomcat,
- * Jetty, Spring), then dot segments removed, and no trailing slash (Express and Spring match
+ * Jetty, Spring), then dot segments removed, trailing dots dropped from the other segments
+ * (IIS and Windows read `admin.` as `admin`), and no trailing slash (Express and Spring match
  * `/x/` as `/x`). Compared by route only ({@link Router.ambiguous}), never forwarded.
  */
 export function lenientPath(path: string): string | undefined {
@@ -204,6 +205,7 @@ export function lenientPath(path: string): string | undefined {
   let p = path.replace(/%2F|%5C|\\/g, '/');
   if (p.includes(';')) p = p.replace(/;[^/]*/g, '');
   p = (normalizePath(p) ?? p).toLowerCase();
+  if (p.includes('.')) p = p.replace(/([^/.])\.+(?=\/|$)/g, '$1');
   if (p.length > 1 && p.endsWith('/')) p = p.slice(0, -1);
   return p === path ? undefined : p;
 }

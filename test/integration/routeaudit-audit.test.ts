@@ -77,6 +77,7 @@ const BYPASSES = [
   '/api/admin;/users',
   '/api/x/..;/admin/users',
   '/api/health/..;/admin/users',
+  '/api/admin./users',
 ];
 
 t.test('paths a lenient service reads as /api/admin/**: 400, audited, never forwarded', async (t) => {
@@ -189,6 +190,8 @@ t.test('Router.ambiguous and lenientPath', async (t) => {
   t.equal(lenientPath('/api/receipts'), undefined, 'a plain path has no other reading');
   t.equal(lenientPath('/api/A%2Fb;x/../c/'), '/api/a/c');
   t.equal(lenientPath('/api/a\\b'), '/api/a/b');
+  t.equal(lenientPath('/api/v1.2/x./.hidden/..'), '/api/v1.2/x');
+  t.equal(lenientPath('/api/...'), undefined, 'a segment of dots is left to the dot-segment rules');
   t.equal(amb('GET', '/api/ADMIN/x'), true);
   t.equal(amb('POST', '/api/auth/login/'), true, 'POST /login/ is the login route to Express');
   t.equal(amb('GET', '/api/auth/login/'), false, 'GET: /api/** either way');
