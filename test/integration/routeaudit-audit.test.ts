@@ -235,3 +235,22 @@ t.test('replay decides the same', async (t) => {
   });
   t.equal(got[1]?.code, null);
 });
+
+t.test('client claims about the scheme and port never reach the service', async (t) => {
+  // Rack takes `X-Forwarded-Ssl: on` (then X-Forwarded-Scheme) before X-Forwarded-Proto, so a
+  // plain-HTTP client could pass for HTTPS (secure cookies, force_ssl) by sending one.
+  const claims: [string, string][] = [
+    ['X-Forwarded-Ssl', 'on'],
+    ['X-Forwarded-Scheme', 'https'],
+    ['X-Forwarded-Port', '443'],
+    ['Front-End-Https', 'on'],
+    ['X-Url-Scheme', 'https'],
+    ['X_Forwarded_Ssl', 'on'],
+  ];
+  const { r, m } = await send('GET', '/api/health', claims);
+  t.equal(r?.status, 200);
+  const rec = (await h.mockRequests()).find((x) => x.headers['x-probe'] === m);
+  t.ok(rec, 'forwarded');
+  for (const [name] of claims) t.equal(rec?.headers[name.toLowerCase()], undefined, `${name} dropped`);
+  t.equal(rec?.headers['x-forwarded-proto'], 'http', "the gateway's own scheme");
+});
