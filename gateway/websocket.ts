@@ -17,7 +17,7 @@ import {
 } from './pipeline.js';
 import { renderDeny, renderAnswer } from './reply.js';
 import { upstreamHeaders, cleanResponseHeaders } from './proxy.js';
-import { normalizePath } from './router.js';
+import { normalizePath, stripPathPrefix } from './router.js';
 
 /**
  * WebSocket upgrades (RFC 6455): checks of the upgrade request, the upstream handshake,
@@ -554,9 +554,7 @@ async function upgrade(
   }
 
   const u = gen.upstream;
-  let path = ctx.path;
-  if (route.stripPrefix !== undefined && path.startsWith(route.stripPrefix))
-    path = path.slice(route.stripPrefix.length) || '/';
+  let path = stripPathPrefix(ctx.path, route.stripPrefix);
   path = u.basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
   const headers = upstreamHeaders(ctx, host.forwardedFor(ctx, req, gen), gen.requestIdHeader);
   ctx.forwarded = true;

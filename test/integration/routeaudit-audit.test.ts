@@ -5,6 +5,7 @@ import path from 'node:path';
 import { runReplay } from '../../gateway/commands/replay.js';
 import { Router, lenientPath, type RoutePattern } from '../../gateway/router.js';
 import {
+  startHarness,
   startFileHarness,
   mark,
   mockSaw,
@@ -253,4 +254,41 @@ t.test('client claims about the scheme and port never reach the service', async 
   t.ok(rec, 'forwarded');
   for (const [name] of claims) t.equal(rec?.headers[name.toLowerCase()], undefined, `${name} dropped`);
   t.equal(rec?.headers['x-forwarded-proto'], 'http', "the gateway's own scheme");
+});
+
+t.test('strip_prefix on a WebSocket route removes a whole leading segment only', async (t) => {
+  const wh = await startHarness({
+    config: `
+routes:
+  - name: wsany
+    methods: [GET]
+    path: /**
+    strip_prefix: /ws
+    websocket: true
+    policies: { auth: { require: [none] } }
+`,
+  });
+  t.teardown(() => wh.close());
+  const upgrade = (p: string) =>
+    rawExchange(
+      wh.url,
+      head(`GET ${p} HTTP/1.1`, [
+        ['Host', 'x'],
+        ['Upgrade', 'websocket'],
+        ['Connection', 'Upgrade'],
+        ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='],
+        ['Sec-WebSocket-Version', '13'],
+        ['Origin', 'http://localhost:10000'],
+      ]),
+      { responses: 1 },
+    );
+  const a = await upgrade('/ws/api/ws/echo');
+  t.equal(a.responses[0]?.status, 101, 'the prefix is stripped');
+  const b = await upgrade('/wsx/api/ws/echo');
+  t.equal(b.responses[0]?.status, 404, "the service's answer for a path it does not have");
+  t.same(
+    (await wh.mockRequests()).map((r) => r.path),
+    ['/api/ws/echo', '/wsx/api/ws/echo'],
+    '/wsx is not /ws: the path reaches the service whole, with its leading slash',
+  );
 });
