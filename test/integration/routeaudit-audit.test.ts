@@ -97,6 +97,7 @@ t.test('paths a lenient service reads as /api/admin/**: 400, audited, never forw
         t.equal(lines.length, 1, 'one audit line');
         t.equal(lines[0]?.event, 'request_blocked');
         t.equal(lines[0]?.code, 'bad_request');
+        t.equal(lines[0]?.reason, 'protocol');
         t.equal(lines[0]?.status, 400);
         t.equal(lines[0]?.route, 'api', 'judged by the route its literal path matched');
         t.same(lines[0]?.rule_ids, ['path-ambiguous']);
