@@ -494,6 +494,25 @@ export function targetFragmentDeny(ctx: RequestContext): Deny | undefined {
 }
 
 /**
+ * A path whose route depends on how the service reads it: `/api/ADMIN/users`,
+ * `/api/admin%2Fusers`, `/api/x/..;/admin/users` or `POST /api/receipts/upload/` match a
+ * route here (`/api/**`) while a case-insensitive, slash-decoding, `;`-stripping or
+ * trailing-slash-lenient service acts on a path another route guards (see
+ * `Router.ambiguous`). Refused with 400 after the request checks, as a fragment is;
+ * never forwarded. `ambiguous` is the router's verdict for the request.
+ */
+export function ambiguousPathDeny(ambiguous: boolean): Deny | undefined {
+  return ambiguous
+    ? {
+        code: 'bad_request',
+        message:
+          'The request path is ambiguous (letter case, an encoded slash or backslash, a ";" parameter or a trailing slash would route it elsewhere).',
+        ruleIds: ['path-ambiguous'],
+      }
+    : undefined;
+}
+
+/**
  * `OPTIONS *` asks what the server as a whole supports (RFC 9110 §9.3.7). It names no
  * resource, so no route and no upstream is concerned: once the request phase let it through,
  * the gateway answers 204 with the methods a route can allow.

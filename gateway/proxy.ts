@@ -52,6 +52,14 @@ const GATEWAY_OWNED = new Set([
   'x-forwarded-for',
   'x-forwarded-proto',
   'x-forwarded-host',
+  // other claims about the scheme and port the client used, which the gateway's
+  // X-Forwarded-Proto must not be outvoted by: Rack takes `X-Forwarded-Ssl: on` before
+  // X-Forwarded-Proto, and X-Forwarded-Scheme / -Port; IIS and OWA read Front-End-Https
+  'x-forwarded-ssl',
+  'x-forwarded-scheme',
+  'x-forwarded-port',
+  'front-end-https',
+  'x-url-scheme',
   'forwarded',
   'x-real-ip',
   // other names for the client's address, read by IP-lookup libraries and frameworks

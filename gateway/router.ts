@@ -74,11 +74,24 @@ export class Router<T> {
   private readonly bySeg2 = new Map<string, CompiledPattern<T>[]>();
   private readonly bySeg1 = new Map<string, CompiledPattern<T>[]>();
   private readonly rootOnly: CompiledPattern<T>[];
+  /** the same routes with their literal segments lowercased, to match {@link lenientPath}s */
+  private readonly folded: Router<T>;
 
-  constructor(routes: readonly RoutePattern<T>[], at: (index: number) => readonly (string | number)[]) {
+  constructor(
+    routes: readonly RoutePattern<T>[],
+    at: (index: number) => readonly (string | number)[],
+    folded = false,
+  ) {
     this.routes = routes.map(
       (r, i) => ({ ...r, ...compilePattern(r.path, [...at(i), 'path']) }) as CompiledPattern<T>,
     );
+    this.folded = folded
+      ? this
+      : new Router(
+          routes.map((r) => ({ ...r, path: foldPattern(r.path) })),
+          at,
+          true,
+        );
     // Index routes by the literal segments their pattern starts with, so matching cost stays
     // nearly flat with the number of routes; each list keeps the configured order.
     const lit = this.routes.map((r) =>
@@ -151,6 +164,50 @@ export class Router<T> {
     if (allow !== undefined) return { kind: 'method', allow: [...allow] };
     return { kind: 'none' };
   }
+
+  /**
+   * Whether `m`, the route `path` matched, could be the wrong judge of the request: a service
+   * that reads the path leniently ({@link lenientPath}) would act on a path that another
+   * route, or none, covers. `/api/ADMIN/users`, `/api/admin%2Fusers`, `/api/x/..;/admin/users`
+   * all match `/api/**` here, while Express (case-insensitive routing), WSGI servers (which
+   * decode `%2F`) and Tomcat (which drops `;` path parameters) serve `/api/admin/users`.
+   */
+  ambiguous(method: string, path: string, m: RouteMatch<T>): boolean {
+    if (m.kind !== 'match') return false;
+    const alt = lenientPath(path);
+    if (alt === undefined) return false;
+    const am = this.folded.match(method, alt);
+    return am.kind !== 'match' || am.route.value !== m.route.value;
+  }
+}
+
+/** A route pattern with its literal segments lowercased (parameters keep their names). */
+function foldPattern(path: string): string {
+  return path
+    .split('/')
+    .map((s) => (s.startsWith(':') ? s : s.toLowerCase()))
+    .join('/');
+}
+
+const LENIENT_HINT = /[A-Z;\\]|%2F|%5C|.\/$|[^/.]\.(?:\/|$)/;
+
+/**
+ * A normalised path as the most lenient common servers read it, or undefined when that is
+ * the path itself: letters in lower case (Express, ASP.NET, IIS), an encoded `/` or `\` and a
+ * plain `\` as separators (WSGI servers decode the path before routing; Node's WHATWG URL
+ * parser and IIS turn `\` into `/`), `;` path parameters dropped from each segment (Tomcat,
+ * Jetty, Spring), then dot segments removed, trailing dots dropped from the other segments
+ * (IIS and Windows read `admin.` as `admin`), and no trailing slash (Express and Spring match
+ * `/x/` as `/x`). Compared by route only ({@link Router.ambiguous}), never forwarded.
+ */
+export function lenientPath(path: string): string | undefined {
+  if (!LENIENT_HINT.test(path)) return undefined;
+  let p = path.replace(/%2F|%5C|\\/g, '/');
+  if (p.includes(';')) p = p.replace(/;[^/]*/g, '');
+  p = (normalizePath(p) ?? p).toLowerCase();
+  if (p.includes('.')) p = p.replace(/([^/.])\.+(?=\/|$)/g, '$1');
+  if (p.length > 1 && p.endsWith('/')) p = p.slice(0, -1);
+  return p === path ? undefined : p;
 }
 
 /**
@@ -195,4 +252,16 @@ export function normalizePath(raw: string): string | undefined {
   const last = segs[segs.length - 1];
   if ((last === '.' || last === '..') && out[out.length - 1] !== '') out.push('');
   return '/' + out.join('/');
+}
+
+/**
+ * `path` without the route's `strip_prefix`, removed on a segment boundary only: strip_prefix
+ * `/api` turns `/api/x` into `/x` and `/api` into `/`, and leaves `/apix/y` alone (which
+ * would otherwise become `x/y`, no origin-form path at all).
+ */
+export function stripPathPrefix(path: string, prefix: string | undefined): string {
+  if (prefix === undefined) return path;
+  if (path !== prefix && !path.startsWith(prefix.endsWith('/') ? prefix : `${prefix}/`)) return path;
+  const rest = path.slice(prefix.length);
+  return rest.charCodeAt(0) === 47 ? rest : `/${rest}`;
 }

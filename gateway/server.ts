@@ -30,6 +30,7 @@ import {
   framingDeny,
   serverWideOptions,
   targetFragmentDeny,
+  ambiguousPathDeny,
 } from './pipeline.js';
 import { ConnectionState, type Turn } from './connection-state.js';
 import { renderDeny, renderAnswer, renderJson, rawErrorResponse, type Rendered } from './reply.js';
@@ -49,7 +50,7 @@ import type { Store } from './store/types.js';
 import { createOpsLogger } from './observability/ops-log.js';
 import { AdminServer, type Observers } from './admin.js';
 import { clientAddress, forwardedFor, isTrustedHttps } from './client-ip.js';
-import { normalizePath } from './router.js';
+import { normalizePath, stripPathPrefix } from './router.js';
 import { createContext } from './context-factory.js';
 import { parseDuration } from './config/units.js';
 import type { Server as TlsServer } from 'node:tls';
@@ -922,6 +923,11 @@ export class Gateway {
       await this.refuse(gen, route, ctx, res, fragment, 'gateway');
       return;
     }
+    const ambiguous = ambiguousPathDeny(gen.router.ambiguous(routeMethod, ctx.path, m));
+    if (ambiguous !== undefined) {
+      await this.refuse(gen, route, ctx, res, ambiguous, 'router');
+      return;
+    }
     const serverWide = serverWideOptions(ctx);
     if (serverWide !== undefined) {
       drain(req);
@@ -1027,14 +1033,8 @@ export class Gateway {
   ): Promise<void> {
     const services = this.services;
     const u = gen.upstream;
-    let path = ctx.path;
-    const sp = route.stripPrefix;
-    // Strip on a segment boundary only: strip_prefix /api leaves /apix/y alone (it used to
-    // become "x/y", a path undici refuses, so the client got a 502).
-    if (sp !== undefined && (path === sp || path.startsWith(sp.endsWith('/') ? sp : `${sp}/`))) {
-      path = path.slice(sp.length);
-      if (path.charCodeAt(0) !== 47) path = `/${path}`;
-    }
+    // (strip on a segment boundary only: "x/y" from /apix/y was a path undici refuses, a 502)
+    let path = stripPathPrefix(ctx.path, route.stripPrefix);
     path = u.basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
     const headers = upstreamHeaders(ctx, ctx.forwardedFor, gen.requestIdHeader);
     let body: Readable | Buffer | null = null;

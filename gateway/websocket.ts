@@ -13,10 +13,11 @@ import {
   recordDeny,
   framingDeny,
   targetFragmentDeny,
+  ambiguousPathDeny,
 } from './pipeline.js';
 import { renderDeny, renderAnswer } from './reply.js';
 import { upstreamHeaders, cleanResponseHeaders } from './proxy.js';
-import { normalizePath } from './router.js';
+import { normalizePath, stripPathPrefix } from './router.js';
 
 /**
  * WebSocket upgrades (RFC 6455): checks of the upgrade request, the upstream handshake,
@@ -512,6 +513,11 @@ async function upgrade(
     await refuse(route, fragment, 'gateway');
     return;
   }
+  const ambiguous = ambiguousPathDeny(gen.router.ambiguous(ctx.method, ctx.path, m));
+  if (ambiguous !== undefined) {
+    await refuse(route, ambiguous, 'router');
+    return;
+  }
   if (m.kind !== 'match') {
     await refuse(
       route,
@@ -548,9 +554,7 @@ async function upgrade(
   }
 
   const u = gen.upstream;
-  let path = ctx.path;
-  if (route.stripPrefix !== undefined && path.startsWith(route.stripPrefix))
-    path = path.slice(route.stripPrefix.length) || '/';
+  let path = stripPathPrefix(ctx.path, route.stripPrefix);
   path = u.basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
   const headers = upstreamHeaders(ctx, host.forwardedFor(ctx, req, gen), gen.requestIdHeader);
   ctx.forwarded = true;

@@ -6,7 +6,13 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { loadConfigFile, ConfigLoadError, formatProblem } from '../config/load.js';
 import { compileGeneration, closeGeneration, type Generation } from '../config/compile.js';
 import { createContext } from '../context-factory.js';
-import { runRequestPhase, framingDeny, serverWideOptions, targetFragmentDeny } from '../pipeline.js';
+import {
+  runRequestPhase,
+  framingDeny,
+  serverWideOptions,
+  targetFragmentDeny,
+  ambiguousPathDeny,
+} from '../pipeline.js';
 import { normalizePath } from '../router.js';
 import { CODES } from '../errors.js';
 import { FACTORIES } from '../../policies/registry.js';
@@ -127,10 +133,9 @@ async function decide(
   if (framing !== undefined) return done(framing.code, framing.ruleIds);
   (ctx as { path: string }).path = normalizePath(ctx.rawPath) ?? ctx.rawPath;
   const acrm = ctx.method === 'OPTIONS' ? ctx.headers['access-control-request-method'] : undefined;
-  const m = gen.router.match(
-    acrm !== undefined && ctx.headers.origin !== undefined ? acrm.toUpperCase() : ctx.method,
-    ctx.path,
-  );
+  const routeMethod =
+    acrm !== undefined && ctx.headers.origin !== undefined ? acrm.toUpperCase() : ctx.method;
+  const m = gen.router.match(routeMethod, ctx.path);
   const route = m.kind === 'match' ? m.route.value : gen.unmatched;
   ctx.routeName = route.name;
   const phase = await runRequestPhase(route, ctx, services, only !== undefined ? { only } : {});
@@ -140,6 +145,8 @@ async function decide(
   }
   const fragment = targetFragmentDeny(ctx);
   if (fragment !== undefined) return done(fragment.code, fragment.ruleIds);
+  const ambiguous = ambiguousPathDeny(gen.router.ambiguous(routeMethod, ctx.path, m));
+  if (ambiguous !== undefined) return done(ambiguous.code, ambiguous.ruleIds);
   const serverWide = serverWideOptions(ctx);
   if (serverWide !== undefined) return { ...done(null), status: serverWide.status };
   if (only === undefined && m.kind === 'none') return done('not_found');
