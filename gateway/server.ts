@@ -36,6 +36,7 @@ import { renderDeny, renderAnswer, renderJson, rawErrorResponse, type Rendered }
 import {
   UpstreamPools,
   upstreamHeaders,
+  upstreamPath,
   cleanResponseHeaders,
   forward,
   isFailure,
@@ -237,6 +238,14 @@ export class Gateway {
     this.server.maxConnections = l.maxConnections;
     this.server.maxRequestsPerSocket = l.maxRequestsPerSocket;
     this.server.on('request', (req, res) => this.onRequest(req, res));
+    // An Expect other than 100-continue: left to Node, it got a bare 417 (no JSON, no security
+    // headers, no request id, no audit line or count), and the request was never judged.
+    // The expectation is ignored, as NGINX ignores it (RFC 9110 §10.1.1: a server MAY answer
+    // 417); the request is handled like any other, and Expect is never forwarded (see
+    // upstreamHeaders). Over HTTP/2 the same event stands for the same request.
+    this.server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) =>
+      this.onRequest(req, res),
+    );
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
       this.onClientError(err, socket),
     );
@@ -879,6 +888,25 @@ export class Gateway {
       await this.refuse(gen, gen.unmatched, ctx, res, framing, 'gateway');
       return;
     }
+    if ((req as { upgrade?: boolean }).upgrade === true && hasBody(ctx)) {
+      // An upgrade to another protocol than WebSocket (`Upgrade: h2c`) is served as the plain
+      // request it also is, but Node handed its connection over at the end of the head: the
+      // body was never read (it was judged, and forwarded, as empty). Refused rather than
+      // handled without it; the connection closes after the answer (see serveOnSocket).
+      await this.refuse(
+        gen,
+        gen.unmatched,
+        ctx,
+        res,
+        {
+          code: 'bad_request',
+          message: 'A request asking to switch protocols (Upgrade) cannot carry a body.',
+          ruleIds: ['upgrade-body'],
+        },
+        'gateway',
+      );
+      return;
+    }
     const normalized = normalizePath(ctx.rawPath);
     (ctx as { path: string }).path = normalized ?? ctx.rawPath;
 
@@ -1005,15 +1033,7 @@ export class Gateway {
   ): Promise<void> {
     const services = this.services;
     const u = gen.upstream;
-    let path = ctx.path;
-    const sp = route.stripPrefix;
-    // Strip on a segment boundary only: strip_prefix /api leaves /apix/y alone (it used to
-    // become "x/y", a path undici refuses, so the client got a 502).
-    if (sp !== undefined && (path === sp || path.startsWith(sp.endsWith('/') ? sp : `${sp}/`))) {
-      path = path.slice(sp.length);
-      if (path.charCodeAt(0) !== 47) path = `/${path}`;
-    }
-    path = u.basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
+    const path = upstreamPath(route, ctx, u.basePath);
     const headers = upstreamHeaders(ctx, ctx.forwardedFor, gen.requestIdHeader);
     let body: Readable | Buffer | null = null;
     let limiter: BodyLimit | undefined;

@@ -15,7 +15,7 @@ import {
   targetFragmentDeny,
 } from './pipeline.js';
 import { renderDeny, renderAnswer } from './reply.js';
-import { upstreamHeaders, cleanResponseHeaders } from './proxy.js';
+import { upstreamHeaders, upstreamPath, cleanResponseHeaders } from './proxy.js';
 import { normalizePath } from './router.js';
 
 /**
@@ -548,10 +548,7 @@ async function upgrade(
   }
 
   const u = gen.upstream;
-  let path = ctx.path;
-  if (route.stripPrefix !== undefined && path.startsWith(route.stripPrefix))
-    path = path.slice(route.stripPrefix.length) || '/';
-  path = u.basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
+  const path = upstreamPath(route, ctx, u.basePath);
   const headers = upstreamHeaders(ctx, host.forwardedFor(ctx, req, gen), gen.requestIdHeader);
   ctx.forwarded = true;
   const t0 = process.hrtime.bigint();

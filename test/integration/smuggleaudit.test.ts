@@ -1,0 +1,176 @@
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { startFileHarness, mark, mockSaw, auditOf, REPO, type MockRecordLike } from '../helpers/harness.js';
+import { rawExchange, head } from '../helpers/raw-http.js';
+import { isGatewayError, hasSecurityHeaders } from '../helpers/gateway-errors.js';
+
+/**
+ * Framing and connection handling at the proxy, found by an adversarial audit: requests the
+ * HTTP server treats specially (an unknown Expect, an upgrade that carries a body, an
+ * HTTP/1.0 chunked body) are judged like any request, and what the upstream receives is
+ * checked, not only the client's status.
+ */
+
+const ROUTES = (YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf8')) as { routes: unknown[] })
+  .routes;
+
+const { h, token } = await startFileHarness(t, {
+  config: YAML.stringify({
+    routes: [
+      ...ROUTES,
+      // after the shipped /api/** (which takes /api/…): /apix/… comes here, and must keep its path
+      {
+        name: 'rest',
+        path: '/**',
+        strip_prefix: '/api',
+        websocket: true,
+        policies: { auth: { require: ['none'] } },
+      },
+    ],
+  }),
+});
+
+const receipt = (marker: string) => `{"merchant":"Cafe ${marker}","total":12.5,"date":"2024-01-01"}`;
+
+t.test('an Expect other than 100-continue is ignored: the request is judged and forwarded', async (t) => {
+  await h.clearMock();
+  const m = mark();
+  const body = receipt(m);
+  const x = await rawExchange(
+    h.url,
+    head(`POST /api/receipts?p=${m} HTTP/1.1`, [
+      ['Host', 'x'],
+      ['Authorization', `Bearer ${token}`],
+      ['Content-Type', 'application/json'],
+      ['Content-Length', String(body.length)],
+      ['Expect', 'x-custom'],
+      ['Connection', 'close'],
+    ]) + body,
+  );
+  t.same(
+    x.responses.map((r) => r.status),
+    [201],
+    'the receipt was created (no bare 417 from the HTTP server)',
+  );
+  hasSecurityHeaders(t, x.responses[0]!);
+  const recs = (await h.mockRequests()).filter((r) => r.path.includes(m));
+  t.equal(recs.length, 1, 'forwarded once');
+  t.equal(recs[0]?.body_size, body.length, 'with its whole body');
+  t.equal(recs[0]?.headers.expect, undefined, 'without the Expect header');
+
+  // unauthenticated: the SPEC's 401, audited, never forwarded
+  const m2 = mark();
+  const y = await rawExchange(
+    h.url,
+    head(`POST /api/receipts?p=${m2} HTTP/1.1`, [
+      ['Host', 'x'],
+      ['Content-Type', 'application/json'],
+      ['Content-Length', String(body.length)],
+      ['Expect', 'x-custom'],
+      ['Connection', 'close'],
+    ]) + body,
+  );
+  t.equal(y.responses.length, 1);
+  isGatewayError(t, y.responses[0], 401, 'unauthorized');
+  const lines = await auditOf(h, y.responses[0]?.headers['x-request-id']);
+  t.same(
+    lines.map((l) => l.event),
+    ['auth_failure'],
+    'audited',
+  );
+  t.notOk(await mockSaw(h, m2), 'never forwarded');
+});
+
+t.test('an upgrade to another protocol (h2c) with a body: 400, closed, never forwarded', async (t) => {
+  for (const [name, framing, bytes] of [
+    ['Content-Length', ['Content-Length', 'LEN'], 'BODY'],
+    ['chunked', ['Transfer-Encoding', 'chunked'], 'CHUNKED'],
+  ] as const) {
+    await t.test(name, async (t) => {
+      const m = mark();
+      const body = receipt(m);
+      const chunked = `${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`;
+      const x = await rawExchange(
+        h.url,
+        head(`POST /api/receipts?p=${m} HTTP/1.1`, [
+          ['Host', 'x'],
+          ['Authorization', `Bearer ${token}`],
+          ['Content-Type', 'application/json'],
+          ['Connection', 'Upgrade, HTTP2-Settings'],
+          ['Upgrade', 'h2c'],
+          ['HTTP2-Settings', 'AAMAAABkAAQCAAAAAAIAAAAA'],
+          [framing[0], framing[1] === 'LEN' ? String(body.length) : framing[1]],
+        ]) + (bytes === 'BODY' ? body : chunked),
+      );
+      t.equal(x.responses.length, 1);
+      isGatewayError(t, x.responses[0], 400, 'bad_request');
+      t.ok(x.closed, 'the connection is closed');
+      const [line] = await auditOf(h, x.responses[0]?.headers['x-request-id']);
+      t.same(line?.rule_ids, ['upgrade-body'], 'audited with its rule id');
+      // (before: forwarded as a POST with an empty body, and answered 201)
+      t.notOk(await mockSaw(h, m), 'never forwarded');
+    });
+  }
+  // control: without a body the upgrade is ignored and the request served (websocket.test.ts)
+  const m = mark();
+  const x = await rawExchange(
+    h.url,
+    head(`GET /api/health?p=${m} HTTP/1.1`, [
+      ['Host', 'x'],
+      ['Connection', 'Upgrade'],
+      ['Upgrade', 'h2c'],
+      ['Content-Length', '0'],
+    ]),
+  );
+  t.same(
+    x.responses.map((r) => r.status),
+    [200],
+  );
+  t.ok(await mockSaw(h, m));
+});
+
+t.test('Transfer-Encoding in an HTTP/1.0 request: 400, closed, nothing forwarded', async (t) => {
+  const m = mark();
+  const body = receipt(m);
+  const smuggled = head(`GET /api/health?p=${m}-smuggled HTTP/1.1`, [['Host', 'x']]);
+  const x = await rawExchange(
+    h.url,
+    head(`POST /api/receipts?p=${m} HTTP/1.0`, [
+      ['Host', 'x'],
+      ['Authorization', `Bearer ${token}`],
+      ['Content-Type', 'application/json'],
+      ['Connection', 'keep-alive'],
+      ['Transfer-Encoding', 'chunked'],
+    ]) + `${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n${smuggled}`,
+  );
+  t.equal(x.responses.length, 1, 'one answer: the bytes after the body are not read as a request');
+  isGatewayError(t, x.responses[0], 400, 'bad_request');
+  t.ok(x.closed, 'the connection is closed');
+  const [line] = await auditOf(h, x.responses[0]?.headers['x-request-id']);
+  t.same(line?.rule_ids, ['framing-te-http10']);
+  t.notOk(await mockSaw(h, m), 'neither request was forwarded');
+});
+
+t.test('a WebSocket upgrade keeps its path when strip_prefix does not end on a segment', async (t) => {
+  await h.clearMock();
+  const upgrade = (p: string) =>
+    head(`GET ${p} HTTP/1.1`, [
+      ['Host', 'x'],
+      ['Origin', 'http://localhost:10000'],
+      ['Connection', 'Upgrade'],
+      ['Upgrade', 'websocket'],
+      ['Sec-WebSocket-Version', '13'],
+      ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='],
+    ]);
+  const x = await rawExchange(h.url, upgrade('/apix/ws/echo'));
+  t.equal(x.responses[0]?.status, 404, "the upstream's answer (it has no such path)");
+  t.ok(x.closed);
+  const recs = (await h.mockRequests()) as (MockRecordLike & { websocket?: boolean })[];
+  t.same(
+    recs.map((r) => [r.path, r.websocket]),
+    [['/apix/ws/echo', true]],
+    'the upstream was asked for /apix/ws/echo, the path the gateway judged (not x/ws/echo)',
+  );
+});
