@@ -767,6 +767,15 @@ export class Gateway {
       turn.decide();
       return;
     }
+    const max = this.server.maxRequestsPerSocket;
+    if (!h2 && max !== null && max > 0 && turn.index + 1 >= max) {
+      // The last request listen.max_requests_per_socket allows: Node answers it with
+      // Connection: close but keeps the connection open, and answers the requests pipelined
+      // after it with bare 503s of its own (no JSON, no security headers, no request id).
+      // The connection closes after this answer; those are never read (RFC 9112 §9.6).
+      res.shouldKeepAlive = false;
+      conn.markClosing(turn.index);
+    }
     const gen = this.generation;
     const ac = new AbortController();
     this.inflight.add(ac);

@@ -18,6 +18,7 @@ const ROUTES = (YAML.parse(fs.readFileSync(path.join(REPO, 'gateway.yaml'), 'utf
 
 const { h, token } = await startFileHarness(t, {
   config: YAML.stringify({
+    listen: { max_requests_per_socket: 3 },
     routes: [
       ...ROUTES,
       // after the shipped /api/** (which takes /api/…): /apix/… comes here, and must keep its path
@@ -172,5 +173,23 @@ t.test('a WebSocket upgrade keeps its path when strip_prefix does not end on a s
     recs.map((r) => [r.path, r.websocket]),
     [['/apix/ws/echo', true]],
     'the upstream was asked for /apix/ws/echo, the path the gateway judged (not x/ws/echo)',
+  );
+});
+
+t.test('requests pipelined past max_requests_per_socket are never read: the connection closes', async (t) => {
+  const m = mark();
+  const get = (i: number) => head(`GET /api/health?p=${m}-${i} HTTP/1.1`, [['Host', 'x']]);
+  const x = await rawExchange(h.url, [0, 1, 2, 3, 4].map(get).join(''));
+  t.same(
+    x.responses.map((r) => r.status),
+    [200, 200, 200],
+    'the three allowed are answered (no bare 503s from the HTTP server for the others)',
+  );
+  t.equal(x.responses[2]?.headers.connection, 'close');
+  t.ok(x.closed, 'the connection closes after the last allowed answer');
+  t.same(
+    (await h.mockRequests()).filter((r) => r.path.includes(m)).map((r) => r.path),
+    [0, 1, 2].map((i) => `/api/health?p=${m}-${i}`),
+    'only the allowed ones were forwarded',
   );
 });
