@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Metrics } from './observability/metrics.js';
@@ -75,6 +75,19 @@ export function upgradeProblem(
     };
   }
   return undefined;
+}
+
+/**
+ * Whether an upstream's 101 completes the WebSocket handshake the gateway sent (RFC 6455
+ * §4.2.2): `Upgrade: websocket` and the `Sec-WebSocket-Accept` of the key sent. A 101
+ * without them may come from a handler that only set the status while its server goes on
+ * reading HTTP on the connection: a tunnel to it would carry the client's next bytes as
+ * requests the gateway never judged.
+ */
+export function completesHandshake(key: string | undefined, res: http.IncomingMessage): boolean {
+  if (key === undefined || !isWebSocketUpgrade(res.headers)) return false;
+  const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+  return res.headers['sec-websocket-accept'] === accept;
 }
 
 /** An HTTP/1.1 response head as bytes (header values with CR/LF are dropped). */
@@ -598,6 +611,13 @@ async function upgrade(
     result.res.pipe(socket);
     result.res.once('error', () => socket.destroy());
     host.finish(route, ctx, outcome(responseHead.status), upstreamSeconds);
+    return;
+  }
+  if (!completesHandshake(headers['sec-websocket-key'], result.res)) {
+    // a 101 that is no WebSocket handshake: no tunnel (see completesHandshake)
+    result.socket.destroy();
+    services.metrics.upstreamErrors.inc({ route: route.name, kind: 'reset' });
+    await refuse(route, { code: 'bad_gateway' }, undefined, 'allow');
     return;
   }
   // 101: pass the upstream's handshake answer (Sec-WebSocket-Accept, -Protocol, -Extensions).

@@ -1,8 +1,19 @@
 import t from 'tap';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import YAML from 'yaml';
-import { startFileHarness, mark, mockSaw, auditOf, REPO, type MockRecordLike } from '../helpers/harness.js';
+import {
+  startFileHarness,
+  startHarness,
+  mark,
+  mockSaw,
+  auditOf,
+  metricsText,
+  metricValue,
+  REPO,
+  type MockRecordLike,
+} from '../helpers/harness.js';
 import { rawExchange, head } from '../helpers/raw-http.js';
 import { isGatewayError, hasSecurityHeaders } from '../helpers/gateway-errors.js';
 
@@ -192,4 +203,46 @@ t.test('requests pipelined past max_requests_per_socket are never read: the conn
     [0, 1, 2].map((i) => `/api/health?p=${m}-${i}`),
     'only the allowed ones were forwarded',
   );
+});
+
+t.test('an upstream 101 that is no WebSocket handshake opens no tunnel: 502', async (t) => {
+  // an upstream whose handler answers 101 but goes on reading HTTP on the connection: a
+  // tunnel to it would carry the client's next bytes to it as requests the gateway never judged
+  let received = '';
+  const upstream = net.createServer((s) => {
+    s.on('error', () => {});
+    s.on('data', (d: Buffer) => {
+      const first = received === '';
+      received += d.toString('latin1');
+      if (first)
+        s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+    });
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  t.teardown(() => upstream.close());
+  const hh = await startHarness({
+    upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`,
+    config: YAML.stringify({
+      routes: [{ name: 'ws', path: '/ws', websocket: true, policies: { auth: { require: ['none'] } } }],
+    }),
+  });
+  t.teardown(() => hh.close());
+  const m = mark();
+  const x = await rawExchange(
+    hh.url,
+    head('GET /ws HTTP/1.1', [
+      ['Host', 'x'],
+      ['Connection', 'Upgrade'],
+      ['Upgrade', 'websocket'],
+      ['Sec-WebSocket-Version', '13'],
+      ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='],
+    ]) + head(`GET /api/admin/${m} HTTP/1.1`, [['Host', 'x']]),
+    { responses: 1 },
+  );
+  isGatewayError(t, x.responses[0], 502, 'bad_gateway');
+  t.match(received, /^GET \/ws HTTP\/1\.1\r\n/, 'the upgrade request was sent');
+  t.notOk(received.includes(m), 'the bytes after the upgrade request never reached the upstream');
+  const metrics = await metricsText(hh);
+  t.equal(metricValue(metrics, 'gateway_upstream_errors_total', { route: 'ws', kind: 'reset' }), 1);
+  t.equal(hh.gateway.tunnels.size, 0, 'no tunnel is open');
 });
