@@ -597,6 +597,15 @@ async function upgrade(
   }
   if (result.kind === 'response') {
     // The upstream declined the upgrade: relay its answer like any response, then close.
+    const te = result.res.headers['transfer-encoding'];
+    if (te !== undefined && te.trim().toLowerCase() !== 'chunked') {
+      // as forward() does: the bytes would reach the client still coded (`gzip`), and
+      // Transfer-Encoding is hop-by-hop, so the client would take them for the content
+      result.res.destroy();
+      services.metrics.upstreamErrors.inc({ route: route.name, kind: 'reset' });
+      await refuse(route, { code: 'bad_gateway' }, undefined, 'allow');
+      return;
+    }
     const h = result.res.headers as Record<string, string | string[] | undefined>;
     cleanResponseHeaders(h);
     h[gen.requestIdHeader] = ctx.id;

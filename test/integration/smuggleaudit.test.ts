@@ -205,17 +205,26 @@ t.test('requests pipelined past max_requests_per_socket are never read: the conn
   );
 });
 
-t.test('an upstream 101 that is no WebSocket handshake opens no tunnel: 502', async (t) => {
-  // an upstream whose handler answers 101 but goes on reading HTTP on the connection: a
-  // tunnel to it would carry the client's next bytes to it as requests the gateway never judged
+t.test('WebSocket upgrades to an upstream that answers oddly', async (t) => {
+  // an upstream answering each connection's first request by its target, recording every byte
   let received = '';
+  const answers: Record<string, string> = {
+    // a handler that answers 101 but whose server goes on reading HTTP on the connection: a
+    // tunnel to it would carry the client's next bytes to it as requests the gateway never judged
+    '/ws': 'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+    // a refusal in a transfer coding the gateway does not decode
+    '/ws-gzip': 'HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\ncoded-bytes',
+  };
   const upstream = net.createServer((s) => {
     s.on('error', () => {});
+    let first = true;
     s.on('data', (d: Buffer) => {
-      const first = received === '';
       received += d.toString('latin1');
-      if (first)
-        s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+      if (!first) return;
+      first = false;
+      const target = /^GET (\S+) /.exec(d.toString('latin1'))?.[1] ?? '';
+      if (target === '/ws') s.write(answers[target]!);
+      else s.end(answers[target] ?? 'HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n');
     });
   });
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
@@ -223,26 +232,48 @@ t.test('an upstream 101 that is no WebSocket handshake opens no tunnel: 502', as
   const hh = await startHarness({
     upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`,
     config: YAML.stringify({
-      routes: [{ name: 'ws', path: '/ws', websocket: true, policies: { auth: { require: ['none'] } } }],
+      routes: ['/ws', '/ws-gzip'].map((p, i) => ({
+        name: `ws${i}`,
+        path: p,
+        websocket: true,
+        policies: { auth: { require: ['none'] } },
+      })),
     }),
   });
   t.teardown(() => hh.close());
-  const m = mark();
-  const x = await rawExchange(
-    hh.url,
-    head('GET /ws HTTP/1.1', [
+  const upgrade = (p: string) =>
+    head(`GET ${p} HTTP/1.1`, [
       ['Host', 'x'],
       ['Connection', 'Upgrade'],
       ['Upgrade', 'websocket'],
       ['Sec-WebSocket-Version', '13'],
       ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='],
-    ]) + head(`GET /api/admin/${m} HTTP/1.1`, [['Host', 'x']]),
-    { responses: 1 },
-  );
-  isGatewayError(t, x.responses[0], 502, 'bad_gateway');
-  t.match(received, /^GET \/ws HTTP\/1\.1\r\n/, 'the upgrade request was sent');
-  t.notOk(received.includes(m), 'the bytes after the upgrade request never reached the upstream');
+    ]);
+
+  await t.test('a 101 that is no WebSocket handshake opens no tunnel: 502', async (t) => {
+    received = '';
+    const m = mark();
+    const x = await rawExchange(
+      hh.url,
+      upgrade('/ws') + head(`GET /api/admin/${m} HTTP/1.1`, [['Host', 'x']]),
+      {
+        responses: 1,
+      },
+    );
+    isGatewayError(t, x.responses[0], 502, 'bad_gateway');
+    t.match(received, /^GET \/ws HTTP\/1\.1\r\n/, 'the upgrade request was sent');
+    t.notOk(received.includes(m), 'the bytes after the upgrade request never reached the upstream');
+    t.equal(hh.gateway.tunnels.size, 0, 'no tunnel is open');
+  });
+
+  await t.test('a refusal in a transfer coding other than chunked: 502, none of its bytes', async (t) => {
+    const x = await rawExchange(hh.url, upgrade('/ws-gzip'));
+    isGatewayError(t, x.responses[0], 502, 'bad_gateway');
+    t.notOk(x.raw.includes('coded-bytes'), 'none of the coded bytes');
+    t.ok(x.closed);
+  });
+
   const metrics = await metricsText(hh);
-  t.equal(metricValue(metrics, 'gateway_upstream_errors_total', { route: 'ws', kind: 'reset' }), 1);
-  t.equal(hh.gateway.tunnels.size, 0, 'no tunnel is open');
+  for (const route of ['ws0', 'ws1'])
+    t.equal(metricValue(metrics, 'gateway_upstream_errors_total', { route, kind: 'reset' }), 1, route);
 });
