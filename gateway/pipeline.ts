@@ -430,6 +430,16 @@ export function framingDeny(ctx: RequestContext, maxHeaders: number): Deny | und
     if (te.trim().toLowerCase() !== 'chunked') {
       return { code: 'bad_request', message: 'Unsupported Transfer-Encoding.', ruleIds: ['framing-te'] };
     }
+    // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing (an
+    // HTTP/1.0 hop in front would delimit the body otherwise, so the bytes after the chunked
+    // body could be a request of their own). Refused, as NGINX does, never forwarded.
+    if (ctx.httpVersion === '1.0') {
+      return {
+        code: 'bad_request',
+        message: 'Transfer-Encoding is not allowed in an HTTP/1.0 request.',
+        ruleIds: ['framing-te-http10'],
+      };
+    }
   }
   if (ctx.rawHeaders.length / 2 > maxHeaders) {
     return { code: 'headers_too_large', message: 'Too many request headers.' };

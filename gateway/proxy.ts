@@ -158,6 +158,27 @@ async function closePool(pool: Pool, graceMs: number | undefined): Promise<void>
   }
 }
 
+/**
+ * The upstream request target of a request on `route`: its normalized path with the route's
+ * strip_prefix removed, under the upstream's base path, with the query. The prefix is
+ * removed on a segment boundary only: strip_prefix /api leaves /apix/y alone (it used to
+ * become "x/y", a target without its leading slash). Plain requests and WebSocket upgrades
+ * alike.
+ */
+export function upstreamPath(
+  route: { readonly stripPrefix: string | undefined },
+  ctx: Pick<RequestContext, 'path' | 'query'>,
+  basePath: string,
+): string {
+  let path = ctx.path;
+  const sp = route.stripPrefix;
+  if (sp !== undefined && (path === sp || path.startsWith(sp.endsWith('/') ? sp : `${sp}/`))) {
+    path = path.slice(sp.length);
+    if (path.charCodeAt(0) !== 47) path = `/${path}`;
+  }
+  return basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
+}
+
 /** Build the upstream request headers from the client's. */
 export function upstreamHeaders(
   ctx: RequestContext,

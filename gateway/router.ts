@@ -253,15 +253,3 @@ export function normalizePath(raw: string): string | undefined {
   if ((last === '.' || last === '..') && out[out.length - 1] !== '') out.push('');
   return '/' + out.join('/');
 }
-
-/**
- * `path` without the route's `strip_prefix`, removed on a segment boundary only: strip_prefix
- * `/api` turns `/api/x` into `/x` and `/api` into `/`, and leaves `/apix/y` alone (which
- * would otherwise become `x/y`, no origin-form path at all).
- */
-export function stripPathPrefix(path: string, prefix: string | undefined): string {
-  if (prefix === undefined) return path;
-  if (path !== prefix && !path.startsWith(prefix.endsWith('/') ? prefix : `${prefix}/`)) return path;
-  const rest = path.slice(prefix.length);
-  return rest.charCodeAt(0) === 47 ? rest : `/${rest}`;
-}

@@ -37,6 +37,7 @@ import { renderDeny, renderAnswer, renderJson, rawErrorResponse, type Rendered }
 import {
   UpstreamPools,
   upstreamHeaders,
+  upstreamPath,
   cleanResponseHeaders,
   forward,
   isFailure,
@@ -50,7 +51,7 @@ import type { Store } from './store/types.js';
 import { createOpsLogger } from './observability/ops-log.js';
 import { AdminServer, type Observers } from './admin.js';
 import { clientAddress, forwardedFor, isTrustedHttps } from './client-ip.js';
-import { normalizePath, stripPathPrefix } from './router.js';
+import { normalizePath } from './router.js';
 import { createContext } from './context-factory.js';
 import { parseDuration } from './config/units.js';
 import type { Server as TlsServer } from 'node:tls';
@@ -781,6 +782,15 @@ export class Gateway {
       turn.decide();
       return;
     }
+    const max = this.server.maxRequestsPerSocket;
+    if (!h2 && max !== null && max > 0 && turn.index + 1 >= max) {
+      // The last request listen.max_requests_per_socket allows: Node answers it with
+      // Connection: close but keeps the connection open, and answers the requests pipelined
+      // after it with bare 503s of its own (no JSON, no security headers, no request id).
+      // The connection closes after this answer; those are never read (RFC 9112 §9.6).
+      res.shouldKeepAlive = false;
+      conn.markClosing(turn.index);
+    }
     const gen = this.generation;
     const ac = new AbortController();
     this.inflight.add(ac);
@@ -900,6 +910,25 @@ export class Gateway {
       res.shouldKeepAlive = false;
       this.markClosing(req);
       await this.refuse(gen, gen.unmatched, ctx, res, framing, 'gateway');
+      return;
+    }
+    if ((req as { upgrade?: boolean }).upgrade === true && hasBody(ctx)) {
+      // An upgrade to another protocol than WebSocket (`Upgrade: h2c`) is served as the plain
+      // request it also is, but Node handed its connection over at the end of the head: the
+      // body was never read (it was judged, and forwarded, as empty). Refused rather than
+      // handled without it; the connection closes after the answer (see serveOnSocket).
+      await this.refuse(
+        gen,
+        gen.unmatched,
+        ctx,
+        res,
+        {
+          code: 'bad_request',
+          message: 'A request asking to switch protocols (Upgrade) cannot carry a body.',
+          ruleIds: ['upgrade-body'],
+        },
+        'gateway',
+      );
       return;
     }
     const normalized = normalizePath(ctx.rawPath);
@@ -1033,9 +1062,7 @@ export class Gateway {
   ): Promise<void> {
     const services = this.services;
     const u = gen.upstream;
-    // (strip on a segment boundary only: "x/y" from /apix/y was a path undici refuses, a 502)
-    let path = stripPathPrefix(ctx.path, route.stripPrefix);
-    path = u.basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
+    const path = upstreamPath(route, ctx, u.basePath);
     const headers = upstreamHeaders(ctx, ctx.forwardedFor, gen.requestIdHeader);
     let body: Readable | Buffer | null = null;
     let limiter: BodyLimit | undefined;

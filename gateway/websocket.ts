@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Metrics } from './observability/metrics.js';
@@ -16,8 +16,8 @@ import {
   ambiguousPathDeny,
 } from './pipeline.js';
 import { renderDeny, renderAnswer } from './reply.js';
-import { upstreamHeaders, cleanResponseHeaders } from './proxy.js';
-import { normalizePath, stripPathPrefix } from './router.js';
+import { upstreamHeaders, upstreamPath, cleanResponseHeaders } from './proxy.js';
+import { normalizePath } from './router.js';
 
 /**
  * WebSocket upgrades (RFC 6455): checks of the upgrade request, the upstream handshake,
@@ -76,6 +76,19 @@ export function upgradeProblem(
     };
   }
   return undefined;
+}
+
+/**
+ * Whether an upstream's 101 completes the WebSocket handshake the gateway sent (RFC 6455
+ * §4.2.2): `Upgrade: websocket` and the `Sec-WebSocket-Accept` of the key sent. A 101
+ * without them may come from a handler that only set the status while its server goes on
+ * reading HTTP on the connection: a tunnel to it would carry the client's next bytes as
+ * requests the gateway never judged.
+ */
+export function completesHandshake(key: string | undefined, res: http.IncomingMessage): boolean {
+  if (key === undefined || !isWebSocketUpgrade(res.headers)) return false;
+  const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+  return res.headers['sec-websocket-accept'] === accept;
 }
 
 /** An HTTP/1.1 response head as bytes (header values with CR/LF are dropped). */
@@ -554,8 +567,7 @@ async function upgrade(
   }
 
   const u = gen.upstream;
-  let path = stripPathPrefix(ctx.path, route.stripPrefix);
-  path = u.basePath + path + (ctx.query !== '' ? `?${ctx.query}` : '');
+  const path = upstreamPath(route, ctx, u.basePath);
   const headers = upstreamHeaders(ctx, host.forwardedFor(ctx, req, gen), gen.requestIdHeader);
   ctx.forwarded = true;
   const t0 = process.hrtime.bigint();
@@ -591,6 +603,15 @@ async function upgrade(
   }
   if (result.kind === 'response') {
     // The upstream declined the upgrade: relay its answer like any response, then close.
+    const te = result.res.headers['transfer-encoding'];
+    if (te !== undefined && te.trim().toLowerCase() !== 'chunked') {
+      // as forward() does: the bytes would reach the client still coded (`gzip`), and
+      // Transfer-Encoding is hop-by-hop, so the client would take them for the content
+      result.res.destroy();
+      services.metrics.upstreamErrors.inc({ route: route.name, kind: 'reset' });
+      await refuse(route, { code: 'bad_gateway' }, undefined, 'allow');
+      return;
+    }
     const h = result.res.headers as Record<string, string | string[] | undefined>;
     cleanResponseHeaders(h);
     h[gen.requestIdHeader] = ctx.id;
@@ -605,6 +626,13 @@ async function upgrade(
     result.res.pipe(socket);
     result.res.once('error', () => socket.destroy());
     host.finish(route, ctx, outcome(responseHead.status), upstreamSeconds);
+    return;
+  }
+  if (!completesHandshake(headers['sec-websocket-key'], result.res)) {
+    // a 101 that is no WebSocket handshake: no tunnel (see completesHandshake)
+    result.socket.destroy();
+    services.metrics.upstreamErrors.inc({ route: route.name, kind: 'reset' });
+    await refuse(route, { code: 'bad_gateway' }, undefined, 'allow');
     return;
   }
   // 101: pass the upstream's handshake answer (Sec-WebSocket-Accept, -Protocol, -Extensions).
