@@ -431,6 +431,9 @@ function semanticProblems(value: unknown, source: SourceMap, skip: ReadonlySet<s
   return out;
 }
 
+/** Keys whose values are secrets, or sit next to them: an error about their value does not quote it. */
+const SECRET_KEY = /secret|hash|password|passwd|token|api_keys|credential/i;
+
 function describe(
   message: string,
   schema: unknown,
@@ -450,10 +453,15 @@ function describe(
   if (s?.anyOf && s.anyOf.every((x) => x.const !== undefined)) {
     return `must be one of ${s.anyOf.map((x) => JSON.stringify(x.const)).join(', ')}`;
   }
-  if (s?.pattern && s.description) return `invalid value ${JSON.stringify(value)}: ${s.description}`;
+  // (a secret's value, or a plain API key pasted where its hash belongs, is not repeated:
+  // reload errors go to the ops log, the audit log, the dashboard and the admin API)
+  const shown = keyPath.some((seg) => typeof seg === 'string' && SECRET_KEY.test(seg))
+    ? 'invalid value'
+    : `invalid value ${JSON.stringify(value)}`;
+  if (s?.pattern && s.description) return `${shown}: ${s.description}`;
   // a string against a union such as "a pattern or null": say what the string must be
   const member = typeof value === 'string' ? s?.anyOf?.find(hasPattern) : undefined;
-  if (member) return `invalid value ${JSON.stringify(value)}: ${member.description}`;
+  if (member) return `${shown}: ${member.description}`;
   return message.charAt(0).toLowerCase() + message.slice(1);
 }
 

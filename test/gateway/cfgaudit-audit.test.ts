@@ -134,3 +134,18 @@ t.test('an alias bomb is one located problem, quickly', async (t) => {
     `${file}:1:1: cannot expand the YAML aliases: Excessive alias count indicates a resource exhaustion attack`,
   ]);
 });
+
+t.test('a plain API key pasted where its hash belongs is not repeated in the error', async (t) => {
+  const key = 'live-key-4f9a8b7c6d5e4f3a2b1c';
+  const ps = problems(`policies:
+  auth:
+    api_keys:
+      keys: [{ id: batch, hash: "${key}" }]
+`);
+  t.same(ps.map(formatProblem), [
+    'c.yaml:4:33: policies.auth.api_keys.keys[0].hash: invalid value: `sha256:<hex>` printed by `receipt-gateway hash-key`',
+  ]);
+  t.notMatch(ps.map(formatProblem).join('\n'), key);
+  // other values are still quoted, to show what is wrong
+  t.match(problems('routes:\n  - name: Bad Name\n    path: /a\n')[0]?.message, /^invalid value "Bad Name"/);
+});
