@@ -460,16 +460,11 @@ function describe(
     : `invalid value ${JSON.stringify(value)}`;
   if (s?.pattern && s.description) return `${shown}: ${s.description}`;
   // a string against a union such as "a pattern or null": say what the string must be
-  const member = typeof value === 'string' ? s?.anyOf?.find(hasPattern) : undefined;
-  if (member) return `${shown}: ${member.description}`;
+  // (or, where the member says nothing, what the union says: LOGIN_LOCKOUT_DURATION=abc)
+  const member = typeof value === 'string' ? s?.anyOf?.find((x) => x.pattern !== undefined) : undefined;
+  const said = member?.description ?? s?.description;
+  if (member && said !== undefined) return `${shown}: ${said}`;
   return message.charAt(0).toLowerCase() + message.slice(1);
-}
-
-function hasPattern(s: {
-  pattern?: string;
-  description?: string;
-}): s is { pattern: string; description: string } {
-  return s.pattern !== undefined && s.description !== undefined;
 }
 
 function setAt(root: unknown, keyPath: readonly (string | number)[], v: unknown): void {

@@ -149,3 +149,12 @@ t.test('a plain API key pasted where its hash belongs is not repeated in the err
   // other values are still quoted, to show what is wrong
   t.match(problems('routes:\n  - name: Bad Name\n    path: /a\n')[0]?.message, /^invalid value "Bad Name"/);
 });
+
+t.test('LOGIN_LOCKOUT_DURATION that is neither minutes nor a duration says what it must be', async (t) => {
+  const yaml = 'policies:\n  login_lockout:\n    lockout: ${LOGIN_LOCKOUT_DURATION:-15}\n';
+  t.same(problems(yaml, { LOGIN_LOCKOUT_DURATION: 'abc' }).map(formatProblem), [
+    'c.yaml:3:14: policies.login_lockout.lockout: invalid value "abc": how long a lock lasts (LOGIN_LOCKOUT_DURATION) (a bare number is minutes; or a duration like 15m, 1h)',
+  ]);
+  t.same(problems(yaml, { LOGIN_LOCKOUT_DURATION: '15m' }), []);
+  t.same(problems(yaml, { LOGIN_LOCKOUT_DURATION: '20' }), []);
+});
