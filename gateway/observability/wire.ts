@@ -50,6 +50,13 @@ export function scoreInput(
   const hasHeader = (name: string) =>
     on(headers) &&
     Object.entries(headerMap).some(([k, v]) => k.toLowerCase() === name && typeof v === 'string' && v !== '');
+  // HSTS that counts: `max-age=0` (or none) tells browsers to forget it, as good as not sending it
+  const hsts =
+    on(headers) &&
+    Object.entries(headerMap).some(
+      ([k, v]) =>
+        k.toLowerCase() === 'strict-transport-security' && typeof v === 'string' && hstsMaxAge(v) > 0,
+    );
   const corsBlocks = blocks(gen, 'cors').filter(on);
   const corsWildcard = corsBlocks.some((b) => {
     const origins = Array.isArray(b.origins) ? b.origins : String(b.origins ?? '').split(',');
@@ -90,7 +97,7 @@ export function scoreInput(
     ...(jwt.publicKeys ? { jwtPublicKeys: true } : {}),
     jwtHasIssuer: jwt.issuer,
     jwtHasAudience: jwt.audience,
-    hsts: hasHeader('strict-transport-security'),
+    hsts,
     csp: hasHeader('content-security-policy'),
     corsWildcardWithCredentials: corsWildcard,
     monitorPolicies: [...monitor],
@@ -114,13 +121,14 @@ export function scoreInput(
     storeConnectionProtected:
       storeUrl.startsWith('rediss:') || storeUrl.startsWith('memory:') || isLoopbackHost(hostOf(storeUrl)),
     accessSampleRate: running.audit.accessSampleRate,
-    ...tlsFacts(
-      gen,
-      running,
-      running.listen.tls ? served : undefined,
-      hasHeader('strict-transport-security'),
-    ),
+    ...tlsFacts(gen, running, running.listen.tls ? served : undefined, hsts),
   };
+}
+
+/** The `max-age` of a Strict-Transport-Security value (RFC 6797 §6.1.1), 0 when it has none. */
+function hstsMaxAge(value: string): number {
+  const m = /(?:^|;)\s*max-age\s*=\s*"?(\d+)"?\s*(?:;|$)/i.exec(value);
+  return m === null ? 0 : Number(m[1]);
 }
 
 const nonEmpty = (v: unknown): boolean =>

@@ -181,3 +181,32 @@ t.test('static public keys: the audience and issuer checks apply', async (t) => 
   t.equal(check(r, 'jwt_audience')?.pass, false, 'no audience is checked');
   t.equal(check(r, 'jwt_issuer')?.pass, false, 'no issuer is checked');
 });
+
+t.test('HSTS with max-age=0 fails the hsts check; a real max-age passes', async (t) => {
+  await h.reload(
+    YAML.stringify({
+      policies: { security_headers: { extra: { 'Strict-Transport-Security': 'max-age=0' } } },
+    }),
+  );
+  const { r } = await report(t);
+  const c = check(r, 'hsts')!;
+  t.equal(c.pass, false, 'max-age=0 switches HSTS off in browsers');
+  t.ok(r.recommendations.includes(c.recommendation), 'with its recommendation');
+  const sent = await fetch(`${h.url}/api/health`);
+  await sent.arrayBuffer();
+  t.equal(sent.headers.get('strict-transport-security'), 'max-age=0', 'what the gateway sends');
+
+  await h.reload(
+    YAML.stringify({ policies: { security_headers: { extra: { 'Strict-Transport-Security': null } } } }),
+  );
+  t.equal(check((await report(t)).r, 'hsts')?.pass, false, 'removed: fails');
+
+  await h.reload(
+    YAML.stringify({
+      policies: { security_headers: { extra: { 'Strict-Transport-Security': 'max-age=63072000; preload' } } },
+    }),
+  );
+  const fixed = (await report(t)).r;
+  t.equal(check(fixed, 'hsts')?.pass, true, 'a real max-age passes');
+  t.notOk(fixed.recommendations.includes(c.recommendation), 'and the recommendation is gone');
+});
