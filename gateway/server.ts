@@ -1261,6 +1261,10 @@ export class Gateway {
     // connections and sends GOAWAY to each HTTP/2 session)
     if (typeof this.server.closeIdleConnections === 'function') this.server.closeIdleConnections();
     this.tlsConnections?.closeIdle();
+    // A connection that has not sent a byte (a browser's or a load balancer's preconnect) has
+    // nothing in flight, but Node counts it as busy until its first request is parsed: it
+    // would hold the shutdown until header_timeout or the deadline.
+    for (const s of this.sockets) if (s.bytesRead === 0 && !this.connections.has(s)) s.destroy();
     this.closeAfterInflight();
     const timer = setTimeout(() => {
       for (const ac of this.inflight.keys()) ac.abort();

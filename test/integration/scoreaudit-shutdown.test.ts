@@ -99,3 +99,28 @@ t.test('an answer already streaming when draining starts ends its connection whe
   t.equal(res!.body.toString(), 'first,last', 'the whole answer was delivered first');
   t.not(await within(closing, 10_000), 'pending', 'shutdown finished without waiting for the deadline');
 });
+
+t.test('a connection that never sent a byte does not hold the shutdown', async (t) => {
+  const h = await startHarness({
+    config:
+      'listen: { shutdown_timeout: 60s, header_timeout: 60s, request_timeout: 120s, keep_alive_timeout: 60s }',
+  });
+  t.teardown(() => h.close());
+  // a preconnect: connected, nothing sent
+  const silent = client(h.url);
+  t.teardown(() => silent.socket.destroy());
+  await new Promise((r) => silent.socket.once('connect', r));
+  // a keep-alive connection, idle after its answer
+  const idle = client(h.url);
+  t.teardown(() => idle.socket.destroy());
+  idle.socket.write('GET /api/health HTTP/1.1\r\nHost: receipts.example\r\n\r\n');
+  await eventually('the answer arrived', () => parseResponses(idle.state.data, false).responses.length === 1);
+  await eventually('the gateway counts both connections', async () =>
+    /^gateway_open_connections 2$/m.test(await (await fetch(`${h.adminUrl}/metrics`)).text()),
+  );
+  const closing = h.gateway.close();
+  t.not(await within(closing, 10_000), 'pending', 'shutdown finished without waiting for the deadline');
+  const gone = (s: net.Socket) => new Promise<void>((r) => (s.destroyed ? r() : s.once('close', () => r())));
+  t.not(await within(gone(silent.socket), 10_000), 'pending', 'the silent connection was closed');
+  t.not(await within(idle.ended, 10_000), 'pending', 'the idle keep-alive connection was closed');
+});
