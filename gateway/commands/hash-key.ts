@@ -1,8 +1,12 @@
 import type { Readable, Writable } from 'node:stream';
-import { hashApiKey, MAX_API_KEY_LENGTH } from '../../policies/auth/api-keys.js';
+import {
+  hashApiKey,
+  MAX_API_KEY_LENGTH,
+  MIN_RECOMMENDED_KEY_LENGTH,
+  unusableApiKey,
+} from '../../policies/auth/api-keys.js';
 
-/** Keys shorter than this get a warning: an API key should be a long random string. */
-export const MIN_RECOMMENDED_KEY_LENGTH = 32;
+export { MIN_RECOMMENDED_KEY_LENGTH };
 
 /**
  * The hash of an API key for `policies.auth.api_keys.keys[].hash` in gateway.yaml:
@@ -17,7 +21,8 @@ export function hashKey(key: string): string {
 /**
  * `receipt-gateway hash-key`: reads one API key on stdin (a trailing newline is not part
  * of the key), prints its hash on stdout, and warns on stderr when the key is short.
- * Resolves to the exit code: 0, or 1 when stdin held no key (or an over-long one).
+ * Resolves to the exit code: 0, or 1 when stdin held no key, an over-long one, or one that
+ * could never arrive intact in an X-API-Key header (see `unusableApiKey`).
  *
  * @example
  *   printf %s "$API_KEY" | receipt-gateway hash-key
@@ -48,6 +53,11 @@ export async function runHashKey(
   }
   if (key.length > MAX_API_KEY_LENGTH) {
     stderr.write(`hash-key: the key is longer than ${MAX_API_KEY_LENGTH} bytes\n`);
+    return 1;
+  }
+  const unusable = unusableApiKey(key);
+  if (unusable !== undefined) {
+    stderr.write(`hash-key: this key cannot be sent in an X-API-Key header: ${unusable}\n`);
     return 1;
   }
   if (key.length < MIN_RECOMMENDED_KEY_LENGTH) {

@@ -30,9 +30,11 @@ import {
 import {
   API_KEY_HASH_PATTERN,
   MAX_API_KEY_LENGTH,
+  MIN_RECOMMENDED_KEY_LENGTH,
   digestOf,
   hashApiKey,
   matchApiKey,
+  unusableApiKey,
   type ApiKeyEntry,
 } from './api-keys.js';
 import { acquire, release } from './shared.js';
@@ -546,10 +548,13 @@ function compileApiKeys(block: AuthConfig['api_keys'], ctx: CompileContext): Api
   });
   if (block.env_key !== '') {
     if (ids.has('env')) throw new ConfigError('the id "env" is reserved for env_key (API_KEY)', at('keys'));
-    if (block.env_key.length < 16) {
+    const unusable = unusableApiKey(block.env_key);
+    if (unusable !== undefined)
+      throw new ConfigError(`API_KEY cannot be sent in an X-API-Key header: ${unusable}`, at('env_key'));
+    if (block.env_key.length < MIN_RECOMMENDED_KEY_LENGTH) {
       ctx.services.log.warn(
-        { length: block.env_key.length },
-        'API_KEY is shorter than 16 characters; use a long random key',
+        { length: block.env_key.length, minimum: MIN_RECOMMENDED_KEY_LENGTH },
+        `API_KEY is shorter than ${MIN_RECOMMENDED_KEY_LENGTH} characters; use a long random key (e.g. openssl rand -base64 32)`,
       );
     }
     const hash = hashApiKey(block.env_key);

@@ -1,11 +1,14 @@
 /**
- * API keys and roles as an operator configures them: a configured role that the gateway
- * and the upstream would read differently is refused at start. Over real TCP with the
- * shipped gateway.yaml and the recording mock.
+ * API keys and roles as an operator configures them: a configured role or key that the
+ * gateway and the upstream would read differently, or that could never authenticate, is
+ * refused at start (and by `hash-key`). Over real
+ * TCP with the shipped gateway.yaml and the recording mock.
  */
 import t from 'tap';
+import { PassThrough, Readable } from 'node:stream';
 import { startHarness, type HarnessOptions } from '../../helpers/harness.js';
 import { hashApiKey } from '../../../policies/auth/index.js';
+import { runHashKey } from '../../../gateway/commands/hash-key.js';
 
 const KEY = 'authaudit-key-0123456789abcdef0123456789';
 
@@ -46,4 +49,49 @@ t.test('role names that X-Auth-Roles would split or that match nobody are refuse
   t.equal(more.length, 0);
   t.equal(rec?.headers['x-auth-roles'], 'billing:read,user');
   t.equal(rec?.headers['x-auth-subject'], 'api_key:k1');
+});
+
+t.test('an API_KEY no client could send in X-API-Key is refused at start', async (t) => {
+  for (const [name, key] of [
+    ['trailing space', `${KEY} `],
+    ['leading tab', `\t${KEY}`],
+    ['non-ASCII', `clé-${KEY}`],
+    ['control character', `${KEY}\u0001`],
+  ] as const) {
+    const msg = await startError({ env: { API_KEY: key } });
+    t.match(msg, /policies\.auth\.api_keys\.env_key: API_KEY cannot be sent in an X-API-Key header/, name);
+    t.notOk(msg.includes(KEY), `${name}: the key is not in the message`);
+  }
+});
+
+async function hashKeyRun(input: string) {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const o = new PassThrough().on('data', (c: Buffer) => out.push(c));
+  const e = new PassThrough().on('data', (c: Buffer) => err.push(c));
+  const code = await runHashKey(Readable.from([Buffer.from(input)]), o, e);
+  return { code, out: Buffer.concat(out).toString(), err: Buffer.concat(err).toString() };
+}
+
+t.test('hash-key refuses a key that could not arrive intact in X-API-Key', async (t) => {
+  for (const input of [
+    `${KEY}\n\n`,
+    `${KEY}\r`,
+    `${KEY} \n`,
+    ` ${KEY}\n`,
+    `clé-${KEY}\n`,
+    `${KEY}\u0007\n`,
+  ]) {
+    const r = await hashKeyRun(input);
+    t.equal(r.code, 1, JSON.stringify(input));
+    t.equal(r.out, '', 'no hash printed');
+    t.match(r.err, /^hash-key: this key cannot be sent in an X-API-Key header: /);
+  }
+  const ok = await hashKeyRun(`${KEY}\r\n`);
+  t.equal(ok.code, 0);
+  t.equal(ok.out, `${hashApiKey(KEY)}\n`);
+  t.equal(ok.err, '');
+  const inner = await hashKeyRun(`two words ${KEY}\n`);
+  t.equal(inner.code, 0, 'a space inside the key is kept');
+  t.equal(inner.out, `${hashApiKey(`two words ${KEY}`)}\n`);
 });
