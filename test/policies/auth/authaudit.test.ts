@@ -1,7 +1,7 @@
 /**
  * API keys and roles as an operator configures them: a configured role or key that the
  * gateway and the upstream would read differently, or that could never authenticate, is
- * refused at start (and by `hash-key`). Over real
+ * refused at start (and by `hash-key`); a short API_KEY costs security score. Over real
  * TCP with the shipped gateway.yaml and the recording mock.
  */
 import t from 'tap';
@@ -94,4 +94,50 @@ t.test('hash-key refuses a key that could not arrive intact in X-API-Key', async
   const inner = await hashKeyRun(`two words ${KEY}\n`);
   t.equal(inner.code, 0, 'a space inside the key is kept');
   t.equal(inner.out, `${hashApiKey(`two words ${KEY}`)}\n`);
+});
+
+interface Check {
+  id: string;
+  pass: boolean;
+  detail?: string;
+  recommendation: string;
+}
+
+async function securityHealth(adminUrl: string) {
+  const r = await fetch(`${adminUrl}/api/health/security`);
+  const text = await r.text();
+  return { status: r.status, text, body: JSON.parse(text) as { checks: Check[]; recommendations: string[] } };
+}
+
+t.test('a short API_KEY fails the security score, a long one passes, none is not applicable', async (t) => {
+  const short = 'short-key-12345';
+  const h = await startHarness({ env: { API_KEY: short } });
+  t.teardown(() => h.close());
+  const s = await securityHealth(h.adminUrl);
+  t.equal(s.status, 200);
+  const check = s.body.checks.find((c) => c.id === 'api_key_length');
+  t.match(check, { pass: false, detail: '15 characters' });
+  t.ok(s.body.recommendations.includes(check!.recommendation), 'listed among the recommendations');
+  t.notOk(s.text.includes(short), 'the key itself is never returned');
+  // the key still works: the score advises, it does not refuse
+  const r = await fetch(`${h.url}/api/receipts/1`, { headers: { 'x-api-key': short } });
+  t.equal(r.status, 200);
+  await r.arrayBuffer();
+
+  h.env.API_KEY = KEY;
+  await h.gateway.reload('test');
+  const long = await securityHealth(h.adminUrl);
+  t.match(
+    long.body.checks.find((c) => c.id === 'api_key_length'),
+    { pass: true, detail: `${KEY.length} characters` },
+  );
+
+  delete h.env.API_KEY;
+  await h.gateway.reload('test');
+  const none = await securityHealth(h.adminUrl);
+  t.equal(
+    none.body.checks.find((c) => c.id === 'api_key_length'),
+    undefined,
+    'no API_KEY: not applicable',
+  );
 });
