@@ -64,12 +64,12 @@ t.test('an API_KEY no client could send in X-API-Key is refused at start', async
   }
 });
 
-async function hashKeyRun(input: string) {
+async function hashKeyRun(input: string, args: string[] = []) {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   const o = new PassThrough().on('data', (c: Buffer) => out.push(c));
   const e = new PassThrough().on('data', (c: Buffer) => err.push(c));
-  const code = await runHashKey(Readable.from([Buffer.from(input)]), o, e);
+  const code = await runHashKey(Readable.from([Buffer.from(input)]), o, e, args);
   return { code, out: Buffer.concat(out).toString(), err: Buffer.concat(err).toString() };
 }
 
@@ -140,4 +140,17 @@ t.test('a short API_KEY fails the security score, a long one passes, none is not
     undefined,
     'no API_KEY: not applicable',
   );
+});
+
+t.test('hash-key refuses a key given as an argument, --help prints the usage', async (t) => {
+  // stdin holds something else: hash-key printed its hash, as if it were the argument's
+  const arg = await hashKeyRun('other-key-0123456789abcdef0123456789abc\n', [KEY]);
+  t.equal(arg.code, 1);
+  t.equal(arg.out, '', 'no hash printed');
+  t.match(arg.err, /^hash-key: takes no arguments; give the key on stdin/);
+  t.notOk(arg.err.includes(KEY), 'the key is not echoed');
+  const help = await hashKeyRun('', ['--help']);
+  t.equal(help.code, 0);
+  t.match(help.out, /^usage: printf %s "\$KEY" \| receipt-gateway hash-key/);
+  t.equal(help.err, '');
 });
