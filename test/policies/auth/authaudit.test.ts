@@ -5,6 +5,7 @@
  * TCP with the shipped gateway.yaml and the recording mock.
  */
 import t from 'tap';
+import http from 'node:http';
 import { PassThrough, Readable } from 'node:stream';
 import { startHarness, type HarnessOptions } from '../../helpers/harness.js';
 import { hashApiKey } from '../../../policies/auth/index.js';
@@ -153,4 +154,46 @@ t.test('hash-key refuses a key given as an argument, --help prints the usage', a
   t.equal(help.code, 0);
   t.match(help.out, /^usage: printf %s "\$KEY" \| receipt-gateway hash-key/);
   t.equal(help.err, '');
+});
+
+t.test('forward_authorization: false also strips the API key header spelled with underscores', async (t) => {
+  const h = await startHarness({
+    config: `policies: { auth: { forward_authorization: false, api_keys: { keys: [{ id: k1, hash: "${hashApiKey(KEY)}" }] } } }`,
+  });
+  t.teardown(() => h.close());
+  await h.clearMock();
+  const u = new URL(h.url);
+  // raw header names: fetch would not keep X_API_Key's spelling apart from the others
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = http.request(
+      {
+        host: u.hostname,
+        port: u.port,
+        path: '/api/receipts/1',
+        headers: [
+          ['Host', u.host],
+          ['X-API-Key', KEY],
+          ['X_API_Key', 'forged-by-client'],
+          ['x-api_key', 'forged-by-client'],
+          ['Authorization', 'Basic Zm9vOmJhcg=='],
+        ].flat(),
+        agent: false,
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+  t.equal(status, 200);
+  const [rec, ...more] = await h.mockRequests();
+  t.equal(more.length, 0);
+  t.equal(rec?.headers['x-auth-key-id'], 'k1');
+  t.same(
+    Object.keys(rec!.headers).filter((n) => /^(x[-_]api[-_]key|authorization)$/i.test(n)),
+    [],
+    'neither the key header, in any spelling, nor Authorization reached the upstream',
+  );
 });
