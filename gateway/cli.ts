@@ -200,7 +200,7 @@ async function main(argv: string[]): Promise<number> {
       return 1;
     }
     case 'hash-key':
-      return runHashKey(process.stdin, process.stdout);
+      return runHashKey(process.stdin, process.stdout, process.stderr, args);
     case 'replay':
       stopWhenStdoutCloses();
       return runReplay(args, process.stdout, process.stderr);

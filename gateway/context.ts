@@ -109,7 +109,7 @@ export interface RequestContext {
   forwarded: boolean;
   /** headers to set on the upstream request (lowercase names) */
   readonly upstreamHeaders: Record<string, string>;
-  /** request headers to remove before forwarding (lowercase names) */
+  /** request headers to remove before forwarding (lowercase names; their spellings with `_` for `-` go too) */
   readonly dropUpstreamHeaders: Set<string>;
   /** headers to add to the client response, whoever made it */
   readonly responseHeaders: Record<string, string | string[]>;

@@ -9,6 +9,8 @@
  * costs points.
  */
 
+import { MIN_RECOMMENDED_KEY_LENGTH } from '../../policies/auth/api-keys.js';
+
 /** What the score needs to know about the running configuration (never the secrets themselves, except the JWT secret whose strength is measured here and never returned). */
 export interface ScoreInput {
   /** HS* shared secret, when JWT authentication uses one (measured, never echoed); the weakest when several routes use their own */
@@ -41,6 +43,8 @@ export interface ScoreInput {
   adminHost: string;
   /** API keys configured without any role */
   apiKeysWithoutRoles: number;
+  /** length of the plain API key from API_KEY (`api_keys.env_key`), when one is configured (measured, never echoed) */
+  envApiKeyLength?: number;
   /** upload gating is on for every upload route */
   uploadGatingOn: boolean;
   /** request pattern blocking (SQLi, XSS, traversal…) is on */
@@ -341,6 +345,19 @@ const CHECKS: CheckDef[] = [
       pass: i.apiKeysWithoutRoles === 0,
       detail: `${i.apiKeysWithoutRoles} key(s) without roles`,
     }),
+  },
+  {
+    id: 'api_key_length',
+    title: `API_KEY is at least ${MIN_RECOMMENDED_KEY_LENGTH} characters`,
+    weight: 5,
+    recommendation: `Use an API_KEY of at least ${MIN_RECOMMENDED_KEY_LENGTH} random characters (e.g. \`openssl rand -base64 32\`); a short key can be guessed.`,
+    run: (i) =>
+      i.envApiKeyLength === undefined
+        ? undefined
+        : {
+            pass: i.envApiKeyLength >= MIN_RECOMMENDED_KEY_LENGTH,
+            detail: `${i.envApiKeyLength} characters`,
+          },
   },
   {
     id: 'upload_gating',

@@ -72,6 +72,11 @@ export function scoreInput(
   const keys = auth.flatMap((b) =>
     Array.isArray(obj(b.api_keys).keys) ? (obj(b.api_keys).keys as Obj[]) : [],
   );
+  // API_KEY (`api_keys.env_key`) where an enabled auth block accepts API keys
+  const envKeys = auth
+    .filter((b) => !Array.isArray(b.require) || b.require.includes('api_key'))
+    .map((b) => obj(b.api_keys).env_key)
+    .filter((k): k is string => typeof k === 'string' && k !== '');
   const uploadRoutes = cfg.routes.filter((r) => /upload/.test(r.path));
   const uploadOn = uploadRoutes.every((r) =>
     on({ ...obj(cfg.policies.upload_gate), ...obj(r.policies?.upload_gate) }),
@@ -106,6 +111,7 @@ export function scoreInput(
     replicas: cfg.monitoring.replicas,
     auditEnabled: running.audit.enabled,
     adminHost: running.admin.host,
+    ...(envKeys.length > 0 ? { envApiKeyLength: Math.min(...envKeys.map((k) => k.length)) } : {}),
     apiKeysWithoutRoles: keys.filter((k) => !Array.isArray(k.roles) || k.roles.length === 0).length,
     uploadGatingOn: uploadRoutes.length === 0 || uploadOn,
     patternBlockingOn: blocks(gen, 'pattern_block').some(on),
