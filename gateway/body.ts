@@ -1,4 +1,6 @@
+import { isUtf8 } from 'node:buffer';
 import type { RequestBody } from './context.js';
+import { utf8Lenient } from '../policies/pattern-block/transforms.js';
 
 /**
  * Body parsing shared by the live pipeline and by offline scoring (`replay`, the pattern
@@ -10,7 +12,9 @@ import type { RequestBody } from './context.js';
  *   twice: RFC 8259 leaves its meaning to the parser (JSON.parse keeps the last, others the
  *   first), so a policy could judge one value while the service uses the other.
  * - `application/x-www-form-urlencoded`: decoded name/value pairs (`+` is a space; an invalid
- *   escape stays literal, as browsers and most frameworks do).
+ *   escape stays literal, as browsers and most frameworks do). Bytes that are not valid UTF-8,
+ *   raw or escaped, are read leniently (see {@link decodeText}). A `_charset_` field naming a
+ *   charset under which ASCII bytes do not stand for themselves sets `parseError`.
  * - `multipart/form-data` (when the full Content-Type with its boundary is given): text fields
  *   in `fields`, file parts as `{field, filename}` in `files`. The upload gate fills the same
  *   fields from its spool on upload routes.
@@ -30,6 +34,17 @@ export function isJsonMediaType(mediaType: string): boolean {
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Text of form and multipart bytes as the pattern engine should judge it: valid UTF-8 as it
+ * is; otherwise read leniently, like the `url_decode` transform reads the query (an overlong
+ * form such as `C0 AE` is the `.` that lenient decoders make of it, an invalid byte is the
+ * Latin-1 character of the same value). A replacement character instead would hide
+ * `%C0%AE%C0%AE%C0%AF` (`../`) in a form body while the same value in the query is refused.
+ */
+function decodeText(bytes: Buffer): string {
+  return isUtf8(bytes) ? bytes.toString('utf8') : utf8Lenient(bytes);
+}
 
 /**
  * Whether a valid JSON text (one JSON.parse accepted) has an object with the same member
@@ -79,7 +94,8 @@ function decodeComponent(s: string): string {
   try {
     return decodeURIComponent(plus);
   } catch {
-    // decode the valid escapes one by one, keep the invalid ones literal
+    // decode the valid escapes one by one, keep the invalid ones literal; the bytes are read
+    // leniently (an overlong `%C0%AE` is a `.`), see decodeText
     const bytes: number[] = [];
     for (let i = 0; i < plus.length; i++) {
       const c = plus.charCodeAt(i);
@@ -87,9 +103,13 @@ function decodeComponent(s: string): string {
         bytes.push(parseInt(plus.slice(i + 1, i + 3), 16));
         i += 2;
       } else if (c < 0x80) bytes.push(c);
-      else for (const b of Buffer.from(plus[i]!, 'utf8')) bytes.push(b);
+      else {
+        const cp = plus.codePointAt(i)!;
+        if (cp > 0xffff) i++;
+        for (const b of Buffer.from(String.fromCodePoint(cp), 'utf8')) bytes.push(b);
+      }
     }
-    return Buffer.from(bytes).toString('utf8');
+    return decodeText(Buffer.from(bytes));
   }
 }
 
@@ -139,6 +159,15 @@ const ASCII_SAFE_CHARSETS = new Set([
   'iso-8859-15',
   'windows-1252',
 ]);
+
+/**
+ * A `_charset_` field: its value is the charset of the other fields for parsers that follow
+ * RFC 7578 §4.6 (and HTML forms that send one), so under UTF-7 or UTF-16 the service would read
+ * `+ADw-script+AD4-` as `<script>` where the gateway judged ASCII.
+ */
+function isCharsetField(name: string): boolean {
+  return name.length === 9 && name.toLowerCase() === '_charset_';
+}
 
 /** Content-Transfer-Encoding values that leave the part's bytes as they are (RFC 2045 §6.1). */
 const IDENTITY_TRANSFER_ENCODINGS = new Set(['7bit', '8bit', 'binary']);
@@ -229,8 +258,8 @@ function charsetOf(contentType: string): string | undefined {
  * and a name (RFC 7578 §4.2), a header or a disposition parameter given twice, a header
  * folded over lines, a Content-Transfer-Encoding that changes the bytes (base64,
  * quoted-printable: deprecated by RFC 7578 §4.7, still decoded by some parsers), a part
- * charset under which ASCII bytes do not stand for themselves (UTF-16, ISO-2022-JP, UTF-7),
- * and more than {@link MAX_MULTIPART_PARTS} parts. `filename*` (RFC 8187) is the file name
+ * charset under which ASCII bytes do not stand for themselves (UTF-16, ISO-2022-JP, UTF-7), a
+ * `_charset_` field naming one (RFC 7578 §4.6), and more than {@link MAX_MULTIPART_PARTS} parts. `filename*` (RFC 8187) is the file name
  * when present, as busboy and RFC 6266 §4.3 take it; a different plain `filename` beside it
  * is listed too, so both are inspected.
  */
@@ -266,7 +295,7 @@ export function parseMultipart(
       const hname = line.slice(0, colon).toLowerCase();
       if (!TOKEN.test(hname)) return fail('malformed multipart part header');
       if (headers.has(hname)) return fail(`multipart part header "${hname}" given twice`);
-      headers.set(hname, Buffer.from(line.slice(colon + 1).trim(), 'latin1').toString('utf8'));
+      headers.set(hname, decodeText(Buffer.from(line.slice(colon + 1).trim(), 'latin1')));
     }
     const disp = headers.get('content-disposition');
     const type = disp === undefined ? undefined : /^form-data(?=$|[ \t;])/i.exec(disp);
@@ -292,7 +321,11 @@ export function parseMultipart(
     else {
       const content = Buffer.from(text.slice(headEnd + 4, next), 'latin1');
       const utf = charset === undefined || charset === 'utf-8' || charset === 'utf8';
-      fields.push([name, content.toString(utf ? 'utf8' : 'latin1')]);
+      const value = utf ? decodeText(content) : content.toString('latin1');
+      // RFC 7578 §4.6: `_charset_` sets the charset of the text fields that name none
+      if (isCharsetField(name) && !ASCII_SAFE_CHARSETS.has(value.trim().toLowerCase()))
+        return fail('multipart _charset_ field with a charset not supported');
+      fields.push([name, value]);
     }
     pos = next + 2;
   }
@@ -326,7 +359,10 @@ export function parseBody(mediaType: string, raw: Buffer | string, contentType?:
     return body;
   }
   if (mediaType === 'application/x-www-form-urlencoded') {
-    body.form = parseForm(buf.toString('utf8'));
+    body.form = parseForm(decodeText(buf));
+    // (WHATWG HTML §4.10.21.8; read by Apache Sling, Tomcat and Jetty in multipart bodies)
+    if (body.form.some(([k, v]) => isCharsetField(k) && !ASCII_SAFE_CHARSETS.has(v.trim().toLowerCase())))
+      body.parseError = 'form _charset_ field with a charset not supported';
     return body;
   }
   if (mediaType === 'multipart/form-data') {
