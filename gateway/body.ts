@@ -19,6 +19,12 @@ import { utf8Lenient } from '../policies/pattern-block/transforms.js';
  *   in `fields`, file parts as `{field, filename}` in `files`. The upload gate fills the same
  *   fields from its spool on upload routes.
  * - anything else: only `raw` and `mediaType`.
+ *
+ * A body of any other type than JSON that is valid JSON (an object, an array or a string, in
+ * UTF-8) is also parsed into `jsonSniffed`, for the pattern engine to judge as JSON: a service
+ * that parses its bodies as JSON whatever the Content-Type would read a form-labelled
+ * `{"merchant":"\u002e\u002e\u002f…"}` as `../…`, which the form parse leaves escaped. Its
+ * duplicate member names set `parseError`, as in a JSON body.
  */
 
 /** Media type of a Content-Type header value: lowercased, parameters removed, '' when absent. */
@@ -331,6 +337,31 @@ export function parseMultipart(
   }
 }
 
+/** Whether a byte is JSON whitespace (RFC 8259 §2). */
+function isJsonSpace(b: number): boolean {
+  return b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
+}
+
+/** Fill `jsonSniffed` when a body of a non-JSON type is a JSON object, array or string (see {@link parseBody}). */
+function sniffJson(body: RequestBody, buf: Buffer): void {
+  let i = 0;
+  // a UTF-8 byte order mark, which JSON parsers commonly skip
+  if (buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf) i = 3;
+  while (i < buf.length && isJsonSpace(buf[i]!)) i++;
+  const first = buf[i];
+  if (first !== 0x7b && first !== 0x5b && first !== 0x22) return;
+  let text: string;
+  let json: unknown;
+  try {
+    text = utf8.decode(buf);
+    json = JSON.parse(text) as unknown;
+  } catch {
+    return;
+  }
+  if (hasDuplicateKeys(text)) body.parseError = 'duplicate key in a JSON object';
+  else body.jsonSniffed = json;
+}
+
 /**
  * Parse a buffered body by its media type. `contentType` (the whole header) is needed only
  * for multipart (its boundary).
@@ -339,6 +370,7 @@ export function parseBody(mediaType: string, raw: Buffer | string, contentType?:
   const buf = typeof raw === 'string' ? Buffer.from(raw, 'utf8') : raw;
   const body: RequestBody = { raw: buf, mediaType };
   if (buf.length === 0) return body;
+  if (!isJsonMediaType(mediaType)) sniffJson(body, buf);
   if (isJsonMediaType(mediaType)) {
     let text: string;
     try {

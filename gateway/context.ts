@@ -31,6 +31,13 @@ export interface RequestBody {
   readonly mediaType: string;
   /** parsed JSON when the media type is JSON (`application/json`, `*+json`) and it parsed */
   json?: unknown;
+  /**
+   * a body of another declared type that is valid JSON (an object, array or string), parsed:
+   * services that parse bodies as JSON whatever their Content-Type (Express's `type: '*\/*'`,
+   * Flask's `get_json(force=True)`, the mock's receipt handler) read it so. Only the pattern
+   * engine uses it; `json` stays the body of a JSON media type.
+   */
+  jsonSniffed?: unknown;
   /** decoded pairs of an `application/x-www-form-urlencoded` body */
   form?: [string, string][];
   /** multipart text fields, filled by the upload gate */

@@ -162,3 +162,34 @@ t.test('a _charset_ field naming a charset under which ASCII changes meaning is 
     await forwarded(t, () => post(FORM, Buffer.from('_charset_=UTF-8&merchant=Shop')));
   });
 });
+
+/** `{"merchant": value}` with every character that an attack needs as a JSON `\u` escape. */
+const escapedJson = (value: string): string =>
+  JSON.stringify({ merchant: value, total: 1, date: '2024-01-01' }).replace(
+    /[<>'./;=]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+
+t.test('a JSON body labelled as a form is judged as JSON (the service parses it so)', async (t) => {
+  const cases: [string, string, string[], string][] = [
+    ['path traversal', '../../etc/passwd', ['lfi-100', 'lfi-110'], 'path_traversal'],
+    ['command injection', '; cat /etc/passwd', ['lfi-110', 'rce-100'], 'path_traversal'],
+    ['SQL injection', "' OR 1=1 --", ['sqli-100'], 'sqli'],
+  ];
+  for (const [name, attack, rules, reason] of cases)
+    await t.test(name, (t) => refused(t, () => post(FORM, Buffer.from(escapedJson(attack))), rules, reason));
+  await t.test('duplicate member names: refused as in a JSON body', (t) =>
+    refused(
+      t,
+      () => post(FORM, Buffer.from('{"merchant":"Shop","merchant":"Other"}')),
+      ['body-parse-error'],
+      'protocol',
+    ),
+  );
+  await t.test('control: a benign receipt so labelled is forwarded and stored', async (t) => {
+    const r = await post(FORM, Buffer.from(escapedJson('Caf\u00e9 Zo\u00eb')));
+    t.equal(r.status, 201, 'the service stored it');
+    t.equal(r.json?.merchant, 'Café Zoë');
+    t.ok(await mockSaw(h, r.marker));
+  });
+});
