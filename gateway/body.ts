@@ -16,7 +16,8 @@ import { utf8Lenient } from '../policies/pattern-block/transforms.js';
  *   raw or escaped, are read leniently (see {@link decodeText}). A `_charset_` field naming a
  *   charset under which ASCII bytes do not stand for themselves sets `parseError`.
  * - `multipart/form-data` (when the full Content-Type with its boundary is given): text fields
- *   in `fields`, file parts as `{field, filename}` in `files`. The upload gate fills the same
+ *   in `fields`, file parts as `{field, filename}` in `files`, text parts declared as JSON also
+ *   parsed in `jsonParts` (one that does not parse sets `parseError`). The upload gate fills the same
  *   fields from its spool on upload routes.
  * - anything else: only `raw` and `mediaType`.
  *
@@ -272,10 +273,11 @@ function charsetOf(contentType: string): string | undefined {
 export function parseMultipart(
   raw: Buffer,
   boundary: string,
-): Pick<RequestBody, 'fields' | 'files'> & { error?: string } {
+): Pick<RequestBody, 'fields' | 'files' | 'jsonParts'> & { error?: string } {
   const fields: [string, string][] = [];
   const files: { field: string; filename: string }[] = [];
-  const fail = (error: string) => ({ fields, files, error });
+  const jsonParts: { field: string; json: unknown }[] = [];
+  const fail = (error: string) => ({ fields, files, jsonParts, error });
   const text = raw.toString('latin1');
   const delim = `--${boundary}`;
   // the first delimiter opens the body or follows a CRLF (after a preamble)
@@ -285,7 +287,7 @@ export function parseMultipart(
   for (let parts = 0; ; parts++) {
     pos += delim.length;
     // the close delimiter; what follows it (the epilogue) is ignored by every parser
-    if (text.startsWith('--', pos)) return { fields, files };
+    if (text.startsWith('--', pos)) return { fields, files, jsonParts };
     const eol = text.indexOf('\r\n', pos);
     if (eol < 0 || !/^[ \t]*$/.test(text.slice(pos, eol))) return fail('malformed multipart delimiter line');
     if (parts === MAX_MULTIPART_PARTS) return fail('too many multipart parts');
@@ -332,6 +334,17 @@ export function parseMultipart(
       if (isCharsetField(name) && !ASCII_SAFE_CHARSETS.has(value.trim().toLowerCase()))
         return fail('multipart _charset_ field with a charset not supported');
       fields.push([name, value]);
+      if (isJsonMediaType(mediaTypeOf(headers.get('content-type')))) {
+        // judged as JSON too: a service binding the part to an object decodes its escapes
+        let json: unknown;
+        try {
+          json = JSON.parse(utf8.decode(content)) as unknown;
+        } catch {
+          return fail('multipart JSON part that does not parse');
+        }
+        if (hasDuplicateKeys(value)) return fail('duplicate key in a multipart JSON part');
+        jsonParts.push({ field: name, json });
+      }
     }
     pos = next + 2;
   }
@@ -406,6 +419,7 @@ export function parseBody(mediaType: string, raw: Buffer | string, contentType?:
     const mp = parseMultipart(buf, boundary);
     body.fields = mp.fields;
     body.files = mp.files;
+    if (mp.jsonParts !== undefined && mp.jsonParts.length > 0) body.jsonParts = mp.jsonParts;
     if (mp.error) body.parseError = mp.error;
   }
   return body;

@@ -42,6 +42,12 @@ export interface RequestBody {
   form?: [string, string][];
   /** multipart text fields, filled by the upload gate */
   fields?: [string, string][];
+  /**
+   * multipart text parts declared as JSON (`Content-Type: application/json` or `+json`),
+   * parsed: services that bind such a part to an object (Spring's `@RequestPart`, JAX-RS
+   * `@FormDataParam`) read its escapes decoded. Their raw text is in `fields` too.
+   */
+  jsonParts?: { readonly field: string; readonly json: unknown }[];
   /** multipart file parts (names only), filled by the upload gate */
   files?: { readonly field: string; readonly filename: string }[];
   /** set when the declared type could not be parsed (invalid JSON, bad UTF-8) */

@@ -1822,6 +1822,19 @@ function walkBody(walk: Walk, body: RequestBody): number {
     else walkJson(j, json, '', 0);
     budget.n = j.budget;
   }
+  // multipart parts declared as JSON, each under its field name (`json:meta.merchant`)
+  for (const part of body.jsonParts ?? []) {
+    if (walk.truncated) break;
+    const j: JsonWalk = {
+      walk,
+      values: e.plansByKind.get('json'),
+      keys: e.plansByKind.get('json_key'),
+      budget: budget.n,
+    };
+    walk.jsonSegs[0] = part.field;
+    walkJson(j, part.json, part.field, 1);
+    budget.n = j.budget;
+  }
   const pairs: [readonly [string, string][] | undefined, Kind, Kind][] = [
     [body.form, 'form', 'form_name'],
     [body.fields, 'multipart', 'multipart_name'],

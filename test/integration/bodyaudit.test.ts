@@ -193,3 +193,36 @@ t.test('a JSON body labelled as a form is judged as JSON (the service parses it 
     t.ok(await mockSaw(h, r.marker));
   });
 });
+
+t.test('a multipart part declared as JSON is judged as JSON (its escapes decoded)', async (t) => {
+  const JSON_PART = 'Content-Type: application/json\r\n';
+  await t.test('path traversal in \\u escapes', (t) =>
+    refused(
+      t,
+      () => post(MULTIPART, multipart(part('meta', escapedJson('../../etc/passwd'), JSON_PART))),
+      ['lfi-100', 'lfi-110'],
+      'path_traversal',
+    ),
+  );
+  await t.test('a JSON part that does not parse', (t) =>
+    refused(
+      t,
+      () => post(MULTIPART, multipart(part('meta', '{"merchant":"Shop"', JSON_PART))),
+      ['body-parse-error'],
+      'protocol',
+    ),
+  );
+  await t.test('duplicate member names in a JSON part', (t) =>
+    refused(
+      t,
+      () => post(MULTIPART, multipart(part('meta', '{"merchant":"Shop","merchant":"Other"}', JSON_PART))),
+      ['body-parse-error'],
+      'protocol',
+    ),
+  );
+  await t.test('control: a benign JSON part is forwarded', (t) =>
+    forwarded(t, () =>
+      post(MULTIPART, multipart(part('meta', escapedJson('Caf\u00e9 Zo\u00eb'), JSON_PART))),
+    ),
+  );
+});
