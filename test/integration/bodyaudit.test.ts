@@ -226,3 +226,24 @@ t.test('a multipart part declared as JSON is judged as JSON (its escapes decoded
     ),
   );
 });
+
+t.test('a multipart Content-Type with two boundaries is refused (parsers pick different ones)', async (t) => {
+  // busboy (and the gateway) read the body by the first boundary, Werkzeug by the last
+  const bodyBy = (b: string, v: string): string =>
+    `--${b}\r\nContent-Disposition: form-data; name="merchant"\r\n\r\n${v}\r\n--${b}--\r\n`;
+  const body = Buffer.from(bodyBy('A', 'Shop') + bodyBy('B', '../../etc/passwd'));
+  await t.test('boundary twice', (t) =>
+    refused(t, () => post('multipart/form-data; boundary=A; boundary=B', body), ['proto-171'], 'protocol'),
+  );
+  await t.test('boundary and boundary* (RFC 2231)', (t) =>
+    refused(
+      t,
+      () => post("multipart/form-data; boundary=A; boundary*=UTF-8''B", body),
+      ['proto-171'],
+      'protocol',
+    ),
+  );
+  await t.test('control: one boundary', (t) =>
+    forwarded(t, () => post('multipart/form-data; boundary=A', body)),
+  );
+});
