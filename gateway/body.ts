@@ -326,7 +326,9 @@ export function parseMultipart(
       files.push({ field: name, filename: ext });
       if (plain !== undefined && plain !== ext) files.push({ field: name, filename: plain });
     } else if (plain !== undefined) files.push({ field: name, filename: plain });
-    else {
+    // A part with an empty file name is a text value for Go's mime/multipart (ReadForm keeps a
+    // part as a value when FileName() is ""), so its content is judged as one.
+    if ((ext === undefined || ext === '') && (plain === undefined || plain === '')) {
       const content = Buffer.from(text.slice(headEnd + 4, next), 'latin1');
       const utf = charset === undefined || charset === 'utf-8' || charset === 'utf8';
       const value = utf ? decodeText(content) : content.toString('latin1');
@@ -334,7 +336,7 @@ export function parseMultipart(
       if (isCharsetField(name) && !ASCII_SAFE_CHARSETS.has(value.trim().toLowerCase()))
         return fail('multipart _charset_ field with a charset not supported');
       fields.push([name, value]);
-      if (isJsonMediaType(mediaTypeOf(headers.get('content-type')))) {
+      if (content.length > 0 && isJsonMediaType(mediaTypeOf(headers.get('content-type')))) {
         // judged as JSON too: a service binding the part to an object decodes its escapes
         let json: unknown;
         try {

@@ -247,3 +247,27 @@ t.test('a multipart Content-Type with two boundaries is refused (parsers pick di
     forwarded(t, () => post('multipart/form-data; boundary=A', body)),
   );
 });
+
+t.test('a multipart part with an empty file name is judged as a text value (as Go reads it)', async (t) => {
+  await t.test('filename=""', (t) =>
+    refused(
+      t,
+      () => post(MULTIPART, multipart(part('merchant"; filename="', '../../etc/passwd'))),
+      ['lfi-100', 'lfi-110'],
+      'path_traversal',
+    ),
+  );
+  await t.test("filename*=UTF-8''", (t) =>
+    refused(
+      t,
+      () => post(MULTIPART, multipart(part(`merchant"; filename*="UTF-8''`, "' OR 1=1 --"))),
+      ['sqli-100'],
+      'sqli',
+    ),
+  );
+  await t.test('control: an empty file input (no file chosen) is forwarded', (t) =>
+    forwarded(t, () =>
+      post(MULTIPART, multipart(part('file"; filename="', '', 'Content-Type: application/octet-stream\r\n'))),
+    ),
+  );
+});
