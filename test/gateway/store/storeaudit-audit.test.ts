@@ -1,0 +1,118 @@
+/**
+ * The shared Redis store as an attacker and an operator see it: a Redis that refuses writes
+ * (maxmemory) while reads pass, malformed REDIS_URLs, a wrong password. One redis-server
+ * for the whole file.
+ */
+import { execFileSync } from 'node:child_process';
+import t, { type Test } from 'tap';
+import { startHarness, metricsText, metricValue, type Harness } from '../../helpers/harness.js';
+import { startRedis, type TestRedis } from '../../helpers/redis.js';
+import { Metrics } from '../../../gateway/observability/metrics.js';
+import type { AuditLog } from '../../../gateway/observability/audit.js';
+import { createStore } from '../../../gateway/store/index.js';
+
+let redis: TestRedis;
+t.before(async () => {
+  redis = await startRedis();
+});
+t.teardown(() => redis.stop());
+const cli = (...args: string[]) =>
+  execFileSync('redis-cli', ['-p', String(redis.port), ...args], { encoding: 'utf8' }).trim();
+
+let seq = 0;
+const config = (fail: 'open' | 'closed') => `
+store:
+  prefix: "sa${++seq}:"
+  timeout: 200ms
+policies:
+  rate_limit:
+    enabled: true
+    default: "100/minute"
+    default_fail: ${fail}
+  ip_ban:
+    enabled: true
+routes:
+  - name: health
+    methods: [GET]
+    path: /api/health
+    policies:
+      auth: { require: [none] }
+`;
+
+async function gateway(t: Test, fail: 'open' | 'closed', url = redis.url): Promise<Harness> {
+  const h = await startHarness({ config: config(fail), abuseControls: true, env: { REDIS_URL: url } });
+  t.teardown(() => h.close());
+  return h;
+}
+
+t.test(
+  'redis refusing writes (maxmemory) while reads pass: fail mode applies, one store_unavailable per interval, not per request',
+  async (t) => {
+    for (const fail of ['open', 'closed'] as const) {
+      const h = await gateway(t, fail);
+      t.equal((await fetch(`${h.url}/api/health`)).status, 200, `${fail}: healthy before`);
+      cli('CONFIG', 'SET', 'maxmemory', '1');
+      const statuses: string[] = [];
+      try {
+        for (let i = 0; i < 6; i++) {
+          const r = await fetch(`${h.url}/api/health`);
+          statuses.push(
+            `${r.status} ${r.status === 200 ? '' : ((await r.json()) as { error: string }).error}`,
+          );
+        }
+      } finally {
+        cli('CONFIG', 'SET', 'maxmemory', '0');
+      }
+      t.same(
+        statuses,
+        Array(6).fill(fail === 'open' ? '200 ' : '503 service_unavailable'),
+        `${fail}: every request gets the rule's failure mode`,
+      );
+      t.equal((await h.mockRequests()).length, fail === 'open' ? 7 : 1, `${fail}: forwarded requests`);
+      // each request: the ban check (a read) passes, the rate limit (a write) fails
+      t.equal(
+        metricValue(await metricsText(h), 'gateway_store_errors_total', { store: 'redis' }),
+        6,
+        `${fail}: every failed operation counted`,
+      );
+      const events = (await h.audit()).filter((l) => l.event === 'store_unavailable');
+      t.equal(events.length, 1, `${fail}: one store_unavailable audit event for the interval`);
+      t.match(events[0], { store: 'redis', suppressed: 0, error: /^OOM command not allowed/ });
+      t.equal((await fetch(`${h.url}/api/health`)).status, 200, `${fail}: writes accepted again`);
+    }
+  },
+);
+
+t.test('store level: failures alternating with successes are logged once per interval', async (t) => {
+  const warns: Record<string, unknown>[] = [];
+  const infos: Record<string, unknown>[] = [];
+  const audits: string[] = [];
+  const store = createStore({
+    url: redis.url,
+    prefix: `sa${++seq}:`,
+    timeoutMs: 200,
+    metrics: new Metrics({ defaultMetrics: false }),
+    errorLogIntervalMs: 60_000,
+    audit: { system: (event: string) => void audits.push(event) } as unknown as AuditLog,
+    log: {
+      info: (o) => void infos.push(o as Record<string, unknown>),
+      warn: (o) => void warns.push(o as Record<string, unknown>),
+      error: (o) => void warns.push(o as Record<string, unknown>),
+    },
+  });
+  t.teardown(() => store.close());
+  await store.ping();
+  const spec = [{ key: 'ip:192.0.2.1', capacity: 10, windowMs: 60_000 }];
+  cli('CONFIG', 'SET', 'maxmemory', '1');
+  try {
+    for (let i = 0; i < 5; i++) {
+      await t.rejects(store.consume(spec), /OOM/);
+      t.equal(await store.blockedFor('ban:192.0.2.1'), 0);
+    }
+  } finally {
+    cli('CONFIG', 'SET', 'maxmemory', '0');
+  }
+  t.same(audits, ['store_unavailable'], 'one audit event');
+  t.equal(warns.length, 1, 'one warning');
+  t.same(infos, [{ store: 'redis', suppressed: 0 }], 'one recovery line, after the reported failure');
+});
