@@ -2,6 +2,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { AuditLog } from '../observability/audit.js';
 import type { OpsLogger } from '../policy.js';
 import type { Store } from './types.js';
+import { withoutCredentials } from './url.js';
 import { MemoryStore, DEFAULT_MAX_KEYS } from './memory.js';
 import { RedisStore, DEFAULT_TIMEOUT_MS } from './redis.js';
 
@@ -65,7 +66,7 @@ export function createStore(opts: StoreOptions): Store {
 
 /** Hide the password of a redis URL in messages. */
 export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^@/]*)@/, '//***@');
+  return withoutCredentials(url);
 }
 
 /**

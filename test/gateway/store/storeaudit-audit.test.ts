@@ -116,3 +116,45 @@ t.test('store level: failures alternating with successes are logged once per int
   t.equal(warns.length, 1, 'one warning');
   t.same(infos, [{ store: 'redis', suppressed: 0 }], 'one recovery line, after the reported failure');
 });
+
+t.test('a malformed REDIS_URL is a configuration error naming store.url, the password hidden', async (t) => {
+  const cases: [string, RegExp][] = [
+    [
+      'redis://:s3cret-pw@127.0.0.1:99999/0',
+      /store\.url: invalid store URL "redis:\/\/\*\*\*@127\.0\.0\.1:99999\/0": not a valid URL/,
+    ],
+    [
+      'redis://:s3cret-pw@[::1/0',
+      /store\.url: invalid store URL "redis:\/\/\*\*\*@\[::1\/0": not a valid URL/,
+    ],
+    ['redis://:s3cret%zz@127.0.0.1:6379/0', /store\.url: invalid store URL ".*": bad %-encoding/],
+    [
+      'redis://:s3cret-pw@127.0.0.1:6379/abc',
+      /store\.url: invalid store URL ".*": the path must be a database/,
+    ],
+    [
+      'rediss://:s3cret-pw@127.0.0.1:6379/0/x',
+      /store\.url: invalid store URL ".*": the path must be a database/,
+    ],
+    ['redis:///0', /store\.url: invalid store URL "redis:\/\/\/0": no host/],
+  ];
+  for (const [url, message] of cases) {
+    const err = await startHarness({
+      config: config('open'),
+      abuseControls: true,
+      env: { REDIS_URL: url },
+    }).then(
+      async (h) => {
+        await h.close();
+        return undefined;
+      },
+      (e: unknown) => e as Error,
+    );
+    t.ok(err, `${url}: start refuses it`);
+    t.match(err?.message, message, url);
+    t.notMatch(err?.message, /s3cret/, `${url}: the password is not repeated`);
+  }
+  const h = await gateway(t, 'open', redis.url.replace(/\/0$/, '/3'));
+  t.equal((await fetch(`${h.url}/api/health`)).status, 200, 'a database index is accepted');
+  t.ok(cli('-n', '3', '--scan').includes(':b:rl:'), 'and used');
+});
