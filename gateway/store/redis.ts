@@ -233,6 +233,8 @@ export class RedisStore implements Store {
   #everReady = false;
   #closed = false;
   #seq = 0;
+  /** the last connection error, until the next connection (told in errors and /readyz) */
+  #lastError: string | undefined;
   readonly #node = randomBytes(6).toString('hex');
 
   constructor(opts: RedisStoreOptions) {
@@ -262,10 +264,12 @@ export class RedisStore implements Store {
     client.on('ready', () => {
       this.#everReady = true;
       this.#ok = true;
+      this.#lastError = undefined;
       opts.onReady?.();
     });
     client.on('error', (err: Error) => {
       this.#ok = false;
+      this.#lastError = err.message;
       opts.onConnectionError?.(err);
     });
     client.on('close', () => {
@@ -274,14 +278,19 @@ export class RedisStore implements Store {
     this.client = client;
   }
 
-  /** Before the first connection only, wait for it (bounded by the timeout). */
+  /**
+   * Before the first connection only, wait for it (bounded by the timeout), unless an attempt
+   * failed already: then fail at once, as a store that lost its connection does, saying why.
+   */
   async #ready(): Promise<void> {
     if (this.client.status === 'ready' || this.#everReady) return;
     if (this.#closed) throw new Error('store closed');
+    if (this.#lastError !== undefined) throw new Error(`redis not connected (${this.#lastError})`);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.client.off('ready', onReady);
-        reject(new Error(`redis not connected after ${this.#timeoutMs}ms`));
+        const why = this.#lastError !== undefined ? ` (${this.#lastError})` : '';
+        reject(new Error(`redis not connected after ${this.#timeoutMs}ms${why}`));
       }, this.#timeoutMs);
       const onReady = () => {
         clearTimeout(timer);

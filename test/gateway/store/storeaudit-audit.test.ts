@@ -158,3 +158,42 @@ t.test('a malformed REDIS_URL is a configuration error naming store.url, the pas
   t.equal((await fetch(`${h.url}/api/health`)).status, 200, 'a database index is accepted');
   t.ok(cli('-n', '3', '--scan').includes(':b:rl:'), 'and used');
 });
+
+t.test(
+  'a wrong Redis password: the fail mode applies, /readyz says why, the password is never written',
+  async (t) => {
+    cli('CONFIG', 'SET', 'requirepass', 'the-right-pw');
+    t.teardown(() =>
+      execFileSync('redis-cli', [
+        '-p',
+        String(redis.port),
+        '--no-auth-warning',
+        '-a',
+        'the-right-pw',
+        'CONFIG',
+        'SET',
+        'requirepass',
+        '',
+      ]),
+    );
+    const url = redis.url.replace('://', '://:Wr0ng-s3cret@');
+    const h = await gateway(t, 'closed', url);
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) statuses.push((await fetch(`${h.url}/api/health`)).status);
+    t.same(statuses, [503, 503, 503], 'fail closed');
+    t.equal((await h.mockRequests()).length, 0, 'nothing reached the upstream');
+    const ready = await fetch(`${h.adminUrl}/readyz`);
+    t.equal(ready.status, 503);
+    const body = (await ready.json()) as { reasons: string[] };
+    t.match(
+      body.reasons,
+      [/^store unavailable \(redis not connected.*WRONGPASS/],
+      'the reason names the refusal',
+    );
+    const events = (await h.audit()).filter((l) => l.event === 'store_unavailable');
+    t.equal(events.length, 1);
+    t.match(events[0], { error: /WRONGPASS/ });
+    const everything = `${JSON.stringify(body)}\n${JSON.stringify(await h.audit())}\n${await metricsText(h)}\n${await (await fetch(`${h.adminUrl}/api/dashboard`)).text()}`;
+    t.notMatch(everything, /Wr0ng-s3cret/, 'the password appears nowhere');
+  },
+);
