@@ -368,9 +368,18 @@ export class RedisStore implements Store {
   async acquire(key: string, ttlMs: number): Promise<string | undefined> {
     if (!(ttlMs > 0)) throw new Error(`lease ttl must be positive (got ${ttlMs})`);
     const token = randomUUID();
-    const set = await this.#run(() =>
-      this.client.set(this.#k('l', key), token, 'PX', Math.ceil(ttlMs), 'NX'),
-    );
+    const lease = this.#k('l', key);
+    let set: string | null;
+    try {
+      set = await this.#run(() => this.client.set(lease, token, 'PX', Math.ceil(ttlMs), 'NX'));
+    } catch (err) {
+      // A command that timed out may still run (a slow or paused Redis answers late): the
+      // lease would then be held by nobody until it runs out, refusing every attempt on the
+      // key meanwhile. The release goes out on the same connection, so Redis runs it after
+      // the SET; when the connection is gone it fails too and the lease runs out by itself.
+      this.client.rgRelease(lease, token).catch(() => {});
+      throw err;
+    }
     return set === 'OK' ? token : undefined;
   }
 

@@ -197,3 +197,43 @@ t.test(
     t.notMatch(everything, /Wr0ng-s3cret/, 'the password appears nowhere');
   },
 );
+
+t.test(
+  'a login lease taken while Redis was paused does not lock the account once Redis answers',
+  async (t) => {
+    const h = await startHarness({
+      config: `
+store: { prefix: "sa${++seq}:", timeout: 200ms }
+routes:
+  - name: login
+    methods: [POST]
+    path: /api/auth/login
+    policies:
+      auth: { require: [none] }
+      login_lockout: { enabled: true, max_attempts: 2, ip_max_attempts: 0, fail: open }
+`,
+      env: { REDIS_URL: redis.url },
+    });
+    t.teardown(() => h.close());
+    const login = async () => {
+      const r = await fetch(`${h.url}/api/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'alice', password: 'alice-secret-pw' }),
+      });
+      return `${r.status} ${r.status === 200 ? '' : ((await r.json()) as { error: string }).error}`;
+    };
+    t.equal(await login(), '200 ', 'before');
+    const pid = Number(/process_id:(\d+)/.exec(cli('INFO', 'server'))![1]);
+    process.kill(pid, 'SIGSTOP');
+    let paused: string;
+    try {
+      paused = await login();
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    t.equal(paused, '200 ', 'paused: the lease times out and the check fails open');
+    t.same([await login(), await login()], ['200 ', '200 '], 'the lease Redis set late was given back');
+    t.equal((await h.mockRequests()).length, 4, 'every login reached the upstream');
+  },
+);
