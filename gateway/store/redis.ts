@@ -235,6 +235,10 @@ export class RedisStore implements Store {
   #seq = 0;
   /** the last connection error, until the next connection (told in errors and /readyz) */
   #lastError: string | undefined;
+  /** #lastError is the first error of the current connection attempt (the cause, not its echoes) */
+  #attemptFailed = false;
+  /** resolves on the first connection */
+  readonly #connected: Promise<void>;
   readonly #node = randomBytes(6).toString('hex');
 
   constructor(opts: RedisStoreOptions) {
@@ -269,9 +273,15 @@ export class RedisStore implements Store {
     });
     client.on('error', (err: Error) => {
       this.#ok = false;
-      this.#lastError = err.message;
+      if (!this.#attemptFailed) this.#lastError = err.message;
+      this.#attemptFailed = true;
       opts.onConnectionError?.(err);
     });
+    client.on('reconnecting', () => {
+      this.#attemptFailed = false;
+    });
+    // one promise for every caller waiting for the first connection (not a listener each)
+    this.#connected = new Promise((resolve) => client.once('ready', () => resolve()));
     client.on('close', () => {
       this.#ok = false;
     });
@@ -286,18 +296,18 @@ export class RedisStore implements Store {
     if (this.client.status === 'ready' || this.#everReady) return;
     if (this.#closed) throw new Error('store closed');
     if (this.#lastError !== undefined) throw new Error(`redis not connected (${this.#lastError})`);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.client.off('ready', onReady);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
         const why = this.#lastError !== undefined ? ` (${this.#lastError})` : '';
         reject(new Error(`redis not connected after ${this.#timeoutMs}ms${why}`));
       }, this.#timeoutMs);
-      const onReady = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.client.once('ready', onReady);
     });
+    try {
+      await Promise.race([this.#connected, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async #run<T>(op: () => Promise<T>): Promise<T> {

@@ -15,7 +15,7 @@ import {
   type Harness,
 } from '../../helpers/harness.js';
 import { loadConfigFile } from '../../../gateway/config/load.js';
-import { startRedis, type TestRedis } from '../../helpers/redis.js';
+import { freePort, startRedis, type TestRedis } from '../../helpers/redis.js';
 import { Metrics } from '../../../gateway/observability/metrics.js';
 import type { AuditLog } from '../../../gateway/observability/audit.js';
 import { createStore } from '../../../gateway/store/index.js';
@@ -254,5 +254,33 @@ routes:
     t.equal(paused, '200 ', 'paused: the lease times out and the check fails open');
     t.same([await login(), await login()], ['200 ', '200 '], 'the lease Redis set late was given back');
     t.equal((await h.mockRequests()).length, 4, 'every login reached the upstream');
+  },
+);
+
+t.test(
+  'a burst before the first connection to an unreachable Redis: no listener-leak warning, the cause told',
+  async (t) => {
+    const port = await freePort();
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => void warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    t.teardown(() => void process.off('warning', onWarning));
+    const store = createStore({
+      url: `redis://127.0.0.1:${port}/0`,
+      timeoutMs: 200,
+      metrics: new Metrics({ defaultMetrics: false }),
+      log: { info() {}, warn() {}, error() {} },
+    });
+    t.teardown(() => store.close());
+    const results = await Promise.allSettled(
+      Array.from({ length: 20 }, () => store.consume([{ key: 'k', capacity: 1, windowMs: 1000 }])),
+    );
+    t.same(
+      results.map((r) => r.status),
+      Array(20).fill('rejected'),
+    );
+    t.match((results[0] as PromiseRejectedResult).reason, { message: /^redis not connected.*ECONNREFUSED/ });
+    await new Promise((r) => setImmediate(r));
+    t.same(warnings, [], 'no MaxListenersExceededWarning');
   },
 );
