@@ -314,16 +314,22 @@ export class Gateway {
       metrics,
       tap: (line, ctx) => observers.onAudit?.(line, ctx),
     });
-    const store = await createStore({
-      url: cfg.store.url,
-      maxKeys: cfg.store.max_keys,
-      timeoutMs: parseDuration(cfg.store.timeout),
-      prefix: cfg.store.prefix,
-      metrics,
-      audit,
-      log,
-      now,
-    });
+    let store: Store;
+    try {
+      store = createStore({
+        url: cfg.store.url,
+        maxKeys: cfg.store.max_keys,
+        timeoutMs: parseDuration(cfg.store.timeout),
+        prefix: cfg.store.prefix,
+        metrics,
+        audit,
+        log,
+        now,
+      });
+    } catch (err) {
+      await audit.close();
+      throw err;
+    }
     const services: Services = { store, metrics, audit, log, now, persistent: new Map(), env };
     let generation: Generation;
     try {
