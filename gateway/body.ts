@@ -1,4 +1,6 @@
+import { isUtf8 } from 'node:buffer';
 import type { RequestBody } from './context.js';
+import { utf8Lenient } from '../policies/pattern-block/transforms.js';
 
 /**
  * Body parsing shared by the live pipeline and by offline scoring (`replay`, the pattern
@@ -10,11 +12,20 @@ import type { RequestBody } from './context.js';
  *   twice: RFC 8259 leaves its meaning to the parser (JSON.parse keeps the last, others the
  *   first), so a policy could judge one value while the service uses the other.
  * - `application/x-www-form-urlencoded`: decoded name/value pairs (`+` is a space; an invalid
- *   escape stays literal, as browsers and most frameworks do).
+ *   escape stays literal, as browsers and most frameworks do). Bytes that are not valid UTF-8,
+ *   raw or escaped, are read leniently (see {@link decodeText}). A `_charset_` field naming a
+ *   charset under which ASCII bytes do not stand for themselves sets `parseError`.
  * - `multipart/form-data` (when the full Content-Type with its boundary is given): text fields
- *   in `fields`, file parts as `{field, filename}` in `files`. The upload gate fills the same
+ *   in `fields`, file parts as `{field, filename}` in `files`, text parts declared as JSON also
+ *   parsed in `jsonParts` (one that does not parse sets `parseError`). The upload gate fills the same
  *   fields from its spool on upload routes.
  * - anything else: only `raw` and `mediaType`.
+ *
+ * A body of any other type than JSON that is valid JSON (an object, an array or a string, in
+ * UTF-8) is also parsed into `jsonSniffed`, for the pattern engine to judge as JSON: a service
+ * that parses its bodies as JSON whatever the Content-Type would read a form-labelled
+ * `{"merchant":"\u002e\u002e\u002f…"}` as `../…`, which the form parse leaves escaped. Its
+ * duplicate member names set `parseError`, as in a JSON body.
  */
 
 /** Media type of a Content-Type header value: lowercased, parameters removed, '' when absent. */
@@ -30,6 +41,17 @@ export function isJsonMediaType(mediaType: string): boolean {
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Text of form and multipart bytes as the pattern engine should judge it: valid UTF-8 as it
+ * is; otherwise read leniently, like the `url_decode` transform reads the query (an overlong
+ * form such as `C0 AE` is the `.` that lenient decoders make of it, an invalid byte is the
+ * Latin-1 character of the same value). A replacement character instead would hide
+ * `%C0%AE%C0%AE%C0%AF` (`../`) in a form body while the same value in the query is refused.
+ */
+function decodeText(bytes: Buffer): string {
+  return isUtf8(bytes) ? bytes.toString('utf8') : utf8Lenient(bytes);
+}
 
 /**
  * Whether a valid JSON text (one JSON.parse accepted) has an object with the same member
@@ -79,7 +101,8 @@ function decodeComponent(s: string): string {
   try {
     return decodeURIComponent(plus);
   } catch {
-    // decode the valid escapes one by one, keep the invalid ones literal
+    // decode the valid escapes one by one, keep the invalid ones literal; the bytes are read
+    // leniently (an overlong `%C0%AE` is a `.`), see decodeText
     const bytes: number[] = [];
     for (let i = 0; i < plus.length; i++) {
       const c = plus.charCodeAt(i);
@@ -87,9 +110,13 @@ function decodeComponent(s: string): string {
         bytes.push(parseInt(plus.slice(i + 1, i + 3), 16));
         i += 2;
       } else if (c < 0x80) bytes.push(c);
-      else for (const b of Buffer.from(plus[i]!, 'utf8')) bytes.push(b);
+      else {
+        const cp = plus.codePointAt(i)!;
+        if (cp > 0xffff) i++;
+        for (const b of Buffer.from(String.fromCodePoint(cp), 'utf8')) bytes.push(b);
+      }
     }
-    return Buffer.from(bytes).toString('utf8');
+    return decodeText(Buffer.from(bytes));
   }
 }
 
@@ -139,6 +166,15 @@ const ASCII_SAFE_CHARSETS = new Set([
   'iso-8859-15',
   'windows-1252',
 ]);
+
+/**
+ * A `_charset_` field: its value is the charset of the other fields for parsers that follow
+ * RFC 7578 §4.6 (and HTML forms that send one), so under UTF-7 or UTF-16 the service would read
+ * `+ADw-script+AD4-` as `<script>` where the gateway judged ASCII.
+ */
+function isCharsetField(name: string): boolean {
+  return name.length === 9 && name.toLowerCase() === '_charset_';
+}
 
 /** Content-Transfer-Encoding values that leave the part's bytes as they are (RFC 2045 §6.1). */
 const IDENTITY_TRANSFER_ENCODINGS = new Set(['7bit', '8bit', 'binary']);
@@ -229,18 +265,19 @@ function charsetOf(contentType: string): string | undefined {
  * and a name (RFC 7578 §4.2), a header or a disposition parameter given twice, a header
  * folded over lines, a Content-Transfer-Encoding that changes the bytes (base64,
  * quoted-printable: deprecated by RFC 7578 §4.7, still decoded by some parsers), a part
- * charset under which ASCII bytes do not stand for themselves (UTF-16, ISO-2022-JP, UTF-7),
- * and more than {@link MAX_MULTIPART_PARTS} parts. `filename*` (RFC 8187) is the file name
+ * charset under which ASCII bytes do not stand for themselves (UTF-16, ISO-2022-JP, UTF-7), a
+ * `_charset_` field naming one (RFC 7578 §4.6), and more than {@link MAX_MULTIPART_PARTS} parts. `filename*` (RFC 8187) is the file name
  * when present, as busboy and RFC 6266 §4.3 take it; a different plain `filename` beside it
  * is listed too, so both are inspected.
  */
 export function parseMultipart(
   raw: Buffer,
   boundary: string,
-): Pick<RequestBody, 'fields' | 'files'> & { error?: string } {
+): Pick<RequestBody, 'fields' | 'files' | 'jsonParts'> & { error?: string } {
   const fields: [string, string][] = [];
   const files: { field: string; filename: string }[] = [];
-  const fail = (error: string) => ({ fields, files, error });
+  const jsonParts: { field: string; json: unknown }[] = [];
+  const fail = (error: string) => ({ fields, files, jsonParts, error });
   const text = raw.toString('latin1');
   const delim = `--${boundary}`;
   // the first delimiter opens the body or follows a CRLF (after a preamble)
@@ -250,7 +287,7 @@ export function parseMultipart(
   for (let parts = 0; ; parts++) {
     pos += delim.length;
     // the close delimiter; what follows it (the epilogue) is ignored by every parser
-    if (text.startsWith('--', pos)) return { fields, files };
+    if (text.startsWith('--', pos)) return { fields, files, jsonParts };
     const eol = text.indexOf('\r\n', pos);
     if (eol < 0 || !/^[ \t]*$/.test(text.slice(pos, eol))) return fail('malformed multipart delimiter line');
     if (parts === MAX_MULTIPART_PARTS) return fail('too many multipart parts');
@@ -266,7 +303,7 @@ export function parseMultipart(
       const hname = line.slice(0, colon).toLowerCase();
       if (!TOKEN.test(hname)) return fail('malformed multipart part header');
       if (headers.has(hname)) return fail(`multipart part header "${hname}" given twice`);
-      headers.set(hname, Buffer.from(line.slice(colon + 1).trim(), 'latin1').toString('utf8'));
+      headers.set(hname, decodeText(Buffer.from(line.slice(colon + 1).trim(), 'latin1')));
     }
     const disp = headers.get('content-disposition');
     const type = disp === undefined ? undefined : /^form-data(?=$|[ \t;])/i.exec(disp);
@@ -289,13 +326,55 @@ export function parseMultipart(
       files.push({ field: name, filename: ext });
       if (plain !== undefined && plain !== ext) files.push({ field: name, filename: plain });
     } else if (plain !== undefined) files.push({ field: name, filename: plain });
-    else {
+    // A part with an empty file name is a text value for Go's mime/multipart (ReadForm keeps a
+    // part as a value when FileName() is ""), so its content is judged as one.
+    if ((ext === undefined || ext === '') && (plain === undefined || plain === '')) {
       const content = Buffer.from(text.slice(headEnd + 4, next), 'latin1');
       const utf = charset === undefined || charset === 'utf-8' || charset === 'utf8';
-      fields.push([name, content.toString(utf ? 'utf8' : 'latin1')]);
+      const value = utf ? decodeText(content) : content.toString('latin1');
+      // RFC 7578 §4.6: `_charset_` sets the charset of the text fields that name none
+      if (isCharsetField(name) && !ASCII_SAFE_CHARSETS.has(value.trim().toLowerCase()))
+        return fail('multipart _charset_ field with a charset not supported');
+      fields.push([name, value]);
+      if (content.length > 0 && isJsonMediaType(mediaTypeOf(headers.get('content-type')))) {
+        // judged as JSON too: a service binding the part to an object decodes its escapes
+        let json: unknown;
+        try {
+          json = JSON.parse(utf8.decode(content)) as unknown;
+        } catch {
+          return fail('multipart JSON part that does not parse');
+        }
+        if (hasDuplicateKeys(value)) return fail('duplicate key in a multipart JSON part');
+        jsonParts.push({ field: name, json });
+      }
     }
     pos = next + 2;
   }
+}
+
+/** Whether a byte is JSON whitespace (RFC 8259 §2). */
+function isJsonSpace(b: number): boolean {
+  return b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
+}
+
+/** Fill `jsonSniffed` when a body of a non-JSON type is a JSON object, array or string (see {@link parseBody}). */
+function sniffJson(body: RequestBody, buf: Buffer): void {
+  let i = 0;
+  // a UTF-8 byte order mark, which JSON parsers commonly skip
+  if (buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf) i = 3;
+  while (i < buf.length && isJsonSpace(buf[i]!)) i++;
+  const first = buf[i];
+  if (first !== 0x7b && first !== 0x5b && first !== 0x22) return;
+  let text: string;
+  let json: unknown;
+  try {
+    text = utf8.decode(buf);
+    json = JSON.parse(text) as unknown;
+  } catch {
+    return;
+  }
+  if (hasDuplicateKeys(text)) body.parseError = 'duplicate key in a JSON object';
+  else body.jsonSniffed = json;
 }
 
 /**
@@ -306,6 +385,7 @@ export function parseBody(mediaType: string, raw: Buffer | string, contentType?:
   const buf = typeof raw === 'string' ? Buffer.from(raw, 'utf8') : raw;
   const body: RequestBody = { raw: buf, mediaType };
   if (buf.length === 0) return body;
+  if (!isJsonMediaType(mediaType)) sniffJson(body, buf);
   if (isJsonMediaType(mediaType)) {
     let text: string;
     try {
@@ -326,7 +406,10 @@ export function parseBody(mediaType: string, raw: Buffer | string, contentType?:
     return body;
   }
   if (mediaType === 'application/x-www-form-urlencoded') {
-    body.form = parseForm(buf.toString('utf8'));
+    body.form = parseForm(decodeText(buf));
+    // (WHATWG HTML §4.10.21.8; read by Apache Sling, Tomcat and Jetty in multipart bodies)
+    if (body.form.some(([k, v]) => isCharsetField(k) && !ASCII_SAFE_CHARSETS.has(v.trim().toLowerCase())))
+      body.parseError = 'form _charset_ field with a charset not supported';
     return body;
   }
   if (mediaType === 'multipart/form-data') {
@@ -338,6 +421,7 @@ export function parseBody(mediaType: string, raw: Buffer | string, contentType?:
     const mp = parseMultipart(buf, boundary);
     body.fields = mp.fields;
     body.files = mp.files;
+    if (mp.jsonParts !== undefined && mp.jsonParts.length > 0) body.jsonParts = mp.jsonParts;
     if (mp.error) body.parseError = mp.error;
   }
   return body;

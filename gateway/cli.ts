@@ -202,11 +202,9 @@ async function main(argv: string[]): Promise<number> {
       );
       return 1;
     }
-    case 'hash-key': {
-      const opts = parseOptions(args, []);
-      if (!opts.ok) return usageError('hash-key', opts.error);
-      return runHashKey(process.stdin, process.stdout);
-    }
+    case 'hash-key':
+      // (its own argument check: `hash-key KEY` is refused before stdin is read, exit 1)
+      return runHashKey(process.stdin, process.stdout, process.stderr, args);
     case 'replay':
       stopWhenStdoutCloses();
       return runReplay(args, process.stdout, process.stderr);

@@ -31,10 +31,23 @@ export interface RequestBody {
   readonly mediaType: string;
   /** parsed JSON when the media type is JSON (`application/json`, `*+json`) and it parsed */
   json?: unknown;
+  /**
+   * a body of another declared type that is valid JSON (an object, array or string), parsed:
+   * services that parse bodies as JSON whatever their Content-Type (Express's `type: '*\/*'`,
+   * Flask's `get_json(force=True)`, the mock's receipt handler) read it so. Only the pattern
+   * engine uses it; `json` stays the body of a JSON media type.
+   */
+  jsonSniffed?: unknown;
   /** decoded pairs of an `application/x-www-form-urlencoded` body */
   form?: [string, string][];
   /** multipart text fields, filled by the upload gate */
   fields?: [string, string][];
+  /**
+   * multipart text parts declared as JSON (`Content-Type: application/json` or `+json`),
+   * parsed: services that bind such a part to an object (Spring's `@RequestPart`, JAX-RS
+   * `@FormDataParam`) read its escapes decoded. Their raw text is in `fields` too.
+   */
+  jsonParts?: { readonly field: string; readonly json: unknown }[];
   /** multipart file parts (names only), filled by the upload gate */
   files?: { readonly field: string; readonly filename: string }[];
   /** set when the declared type could not be parsed (invalid JSON, bad UTF-8) */
@@ -109,7 +122,7 @@ export interface RequestContext {
   forwarded: boolean;
   /** headers to set on the upstream request (lowercase names) */
   readonly upstreamHeaders: Record<string, string>;
-  /** request headers to remove before forwarding (lowercase names) */
+  /** request headers to remove before forwarding (lowercase names; their spellings with `_` for `-` go too) */
   readonly dropUpstreamHeaders: Set<string>;
   /** headers to add to the client response, whoever made it */
   readonly responseHeaders: Record<string, string | string[]>;

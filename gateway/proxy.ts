@@ -201,7 +201,9 @@ export function upstreamHeaders(
     // refuses the header, so forwarding it turned every curl upload over 1 KB into a 502.
     if (name === 'expect') continue;
     if (connectionTokens?.has(name)) continue;
-    if (drop.size > 0 && drop.has(name)) continue;
+    // (also spelled with underscores: CGI, WSGI and Rack servers read X_API_Key as X-API-Key)
+    if (drop.size > 0 && (drop.has(name) || (name.indexOf('_') >= 0 && drop.has(name.replace(/_/g, '-')))))
+      continue;
     const v = src[name];
     if (v === undefined) continue;
     out[name] = Array.isArray(v) ? v.join(name === 'cookie' ? '; ' : ', ') : v;

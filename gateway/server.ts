@@ -140,7 +140,8 @@ export class Gateway {
   private reloadTimer: NodeJS.Timeout | undefined;
   /** digest of the config file's text at the last reload attempt (or the one the process started with) */
   private configDigest: string | undefined;
-  private readonly inflight = new Set<AbortController>();
+  /** Requests in flight: the controller that cancels each, and its response. */
+  private readonly inflight = new Map<AbortController, http.ServerResponse>();
   /** Per client connection: the order of its requests and the ones in flight (see ConnectionState). */
   private readonly connections = new WeakMap<Socket, ConnectionState>();
   /** Each request's place on its connection. */
@@ -313,16 +314,22 @@ export class Gateway {
       metrics,
       tap: (line, ctx) => observers.onAudit?.(line, ctx),
     });
-    const store = await createStore({
-      url: cfg.store.url,
-      maxKeys: cfg.store.max_keys,
-      timeoutMs: parseDuration(cfg.store.timeout),
-      prefix: cfg.store.prefix,
-      metrics,
-      audit,
-      log,
-      now,
-    });
+    let store: Store;
+    try {
+      store = createStore({
+        url: cfg.store.url,
+        maxKeys: cfg.store.max_keys,
+        timeoutMs: parseDuration(cfg.store.timeout),
+        prefix: cfg.store.prefix,
+        metrics,
+        audit,
+        log,
+        now,
+      });
+    } catch (err) {
+      await audit.close();
+      throw err;
+    }
     const services: Services = { store, metrics, audit, log, now, persistent: new Map(), env };
     let generation: Generation;
     try {
@@ -791,9 +798,14 @@ export class Gateway {
       res.shouldKeepAlive = false;
       conn.markClosing(turn.index);
     }
+    // read while the gateway drains: its answer closes the connection (nothing after it is read)
+    if (!h2 && this.closing) {
+      res.shouldKeepAlive = false;
+      conn.markClosing(turn.index);
+    }
     const gen = this.generation;
     const ac = new AbortController();
-    this.inflight.add(ac);
+    this.inflight.set(ac, res);
     if (!h2) {
       this.tlsConnections?.track(req.socket, res);
       conn.track(res, ac);
@@ -1215,6 +1227,30 @@ export class Gateway {
     this.observers.onDecision?.(ctx, outcome, seconds);
   }
 
+  /**
+   * At shutdown, each HTTP/1.1 connection with a request in flight closes once its last
+   * request is answered: an answer not started yet says `Connection: close` (and no request
+   * read after it is processed), one already streaming ends the connection when it is done.
+   * Without this a drained keep-alive connection stayed open, idle, until its keep-alive
+   * timeout or the shutdown deadline, and held the shutdown that long.
+   */
+  private closeAfterInflight(): void {
+    const last = new Map<Socket, http.ServerResponse>();
+    for (const res of this.inflight.values()) {
+      // (HTTP/2 streams end with their session's GOAWAY)
+      if (res instanceof http.ServerResponse && res.socket !== null) last.set(res.socket, res);
+    }
+    for (const res of last.values()) {
+      if (!res.headersSent) {
+        res.shouldKeepAlive = false;
+        this.markClosing(res.req);
+      } else if (!res.writableFinished) {
+        const socket = res.socket;
+        res.once('finish', () => socket?.destroySoon());
+      }
+    }
+  }
+
   /** Graceful shutdown: stop accepting, let in-flight requests finish up to the deadline. */
   async close(): Promise<void> {
     if (this.closing) return;
@@ -1231,8 +1267,13 @@ export class Gateway {
     // connections and sends GOAWAY to each HTTP/2 session)
     if (typeof this.server.closeIdleConnections === 'function') this.server.closeIdleConnections();
     this.tlsConnections?.closeIdle();
+    // A connection that has not sent a byte (a browser's or a load balancer's preconnect) has
+    // nothing in flight, but Node counts it as busy until its first request is parsed: it
+    // would hold the shutdown until header_timeout or the deadline.
+    for (const s of this.sockets) if (s.bytesRead === 0 && !this.connections.has(s)) s.destroy();
+    this.closeAfterInflight();
     const timer = setTimeout(() => {
-      for (const ac of this.inflight) ac.abort();
+      for (const ac of this.inflight.keys()) ac.abort();
       if (typeof this.server.closeAllConnections === 'function') this.server.closeAllConnections();
       for (const s of this.sockets) s.destroy();
     }, deadline);

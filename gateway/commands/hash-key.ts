@@ -1,8 +1,12 @@
 import type { Readable, Writable } from 'node:stream';
-import { hashApiKey, MAX_API_KEY_LENGTH } from '../../policies/auth/api-keys.js';
+import {
+  hashApiKey,
+  MAX_API_KEY_LENGTH,
+  MIN_RECOMMENDED_KEY_LENGTH,
+  unusableApiKey,
+} from '../../policies/auth/api-keys.js';
 
-/** Keys shorter than this get a warning: an API key should be a long random string. */
-export const MIN_RECOMMENDED_KEY_LENGTH = 32;
+export { MIN_RECOMMENDED_KEY_LENGTH };
 
 /**
  * The hash of an API key for `policies.auth.api_keys.keys[].hash` in gateway.yaml:
@@ -14,10 +18,19 @@ export function hashKey(key: string): string {
   return hashApiKey(key);
 }
 
+const HASH_KEY_USAGE = `usage: printf %s "$KEY" | receipt-gateway hash-key
+       openssl rand -base64 32 | tee key.txt | receipt-gateway hash-key
+prints sha256:<hex> for policies.auth.api_keys.keys[].hash
+`;
+
 /**
  * `receipt-gateway hash-key`: reads one API key on stdin (a trailing newline is not part
  * of the key), prints its hash on stdout, and warns on stderr when the key is short.
- * Resolves to the exit code: 0, or 1 when stdin held no key (or an over-long one).
+ * Resolves to the exit code: 0, or 1 when stdin held no key, an over-long one, or one that
+ * could never arrive intact in an X-API-Key header (see `unusableApiKey`). It takes no
+ * arguments: `hash-key KEY` is refused before stdin is read (it would otherwise wait on the
+ * terminal, or hash whatever stdin holds, with the key left in the shell history and `ps`);
+ * `--help` prints the usage.
  *
  * @example
  *   printf %s "$API_KEY" | receipt-gateway hash-key
@@ -27,7 +40,19 @@ export async function runHashKey(
   stdin: Readable,
   stdout: Writable,
   stderr: Writable = process.stderr,
+  args: readonly string[] = [],
 ): Promise<number> {
+  if (args.length === 1 && (args[0] === '--help' || args[0] === '-h')) {
+    stdout.write(HASH_KEY_USAGE);
+    return 0;
+  }
+  if (args.length > 0) {
+    stderr.write(
+      'hash-key: takes no arguments; give the key on stdin, not on the command line (shell history, ps)\n' +
+        HASH_KEY_USAGE,
+    );
+    return 1;
+  }
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of stdin) {
@@ -48,6 +73,11 @@ export async function runHashKey(
   }
   if (key.length > MAX_API_KEY_LENGTH) {
     stderr.write(`hash-key: the key is longer than ${MAX_API_KEY_LENGTH} bytes\n`);
+    return 1;
+  }
+  const unusable = unusableApiKey(key);
+  if (unusable !== undefined) {
+    stderr.write(`hash-key: this key cannot be sent in an X-API-Key header: ${unusable}\n`);
     return 1;
   }
   if (key.length < MIN_RECOMMENDED_KEY_LENGTH) {

@@ -10,6 +10,7 @@ import { Router } from '../router.js';
 import type { GatewayConfig } from './schema.js';
 import { ConfigLoadError, type ConfigProblem, type LoadedConfig } from './load.js';
 import { parseDuration, parseSize } from './units.js';
+import { storeUrlError } from '../store/url.js';
 import { compileTls, TlsConfigError, type TlsSettings } from '../tls.js';
 
 /** A route with its policies compiled, split by stage in registry order. */
@@ -330,9 +331,8 @@ export async function compileGeneration(loaded: LoadedConfig, services: Services
       `workers: ${config.workers} with the memory:// store would enforce rate limits, lockouts and bans per worker, not together; use a redis:// store (REDIS_URL) or workers: 1`,
     );
   }
-  if (!/^(memory:\/\/|rediss?:\/\/)/.test(config.store.url)) {
-    problem(['store', 'url'], `invalid store URL "${config.store.url}" (memory:// or redis://host:port/db)`);
-  }
+  const storeError = storeUrlError(config.store.url);
+  if (storeError !== undefined) problem(['store', 'url'], storeError);
   if (!/^[A-Za-z0-9-]+$/.test(config.request_id.header))
     problem(['request_id', 'header'], 'invalid header name');
 

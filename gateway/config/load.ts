@@ -15,6 +15,7 @@ import { Value } from '@sinclair/typebox/value';
 import { isIP } from 'node:net';
 import { ConfigSchema, type GatewayConfig } from './schema.js';
 import { parseDuration } from './units.js';
+import { storeUrlError, withoutCredentials } from '../store/url.js';
 
 /** One problem in a configuration file, with where it is. */
 export interface ConfigProblem {
@@ -312,18 +313,6 @@ export function parseConfig(
   return { config: withDefaults as GatewayConfig, source, file, text };
 }
 
-/**
- * A URL as an error message may repeat it: whatever stands between the scheme and the last
- * `@` (a user and password, a Redis AUTH token, well-formed or not) is replaced by `***`. Reload errors go to the ops log, the
- * audit log, the dashboard and the admin API.
- */
-function withoutCredentials(url: string): string {
-  return url.replace(
-    /^([A-Za-z][A-Za-z0-9+.-]*:\/*)?.*@/,
-    (_m, scheme: string | undefined) => `${scheme ?? ''}***@`,
-  );
-}
-
 function validCidr(cidr: string): boolean {
   const [addr, bits, extra] = cidr.split('/');
   const family = isIP(addr ?? '');
@@ -388,12 +377,8 @@ function semanticProblems(value: unknown, source: SourceMap, skip: ReadonlySet<s
     if (!ok) add(['monitoring', 'webhook_url'], 'invalid alert webhook URL (use http(s)://host[:port]/path)');
   }
   const store = obj(cfg.store).url;
-  if (typeof store === 'string' && !/^(memory:\/\/|rediss?:\/\/)/.test(store)) {
-    add(
-      ['store', 'url'],
-      `invalid store URL "${withoutCredentials(store)}" (memory:// or redis://host:port/db)`,
-    );
-  }
+  const storeError = typeof store === 'string' ? storeUrlError(store) : undefined;
+  if (storeError !== undefined) add(['store', 'url'], storeError);
   if (
     typeof cfg.workers === 'number' &&
     cfg.workers > 1 &&

@@ -9,16 +9,20 @@
  * costs points.
  */
 
+import { MIN_RECOMMENDED_KEY_LENGTH } from '../../policies/auth/api-keys.js';
+
 /** What the score needs to know about the running configuration (never the secrets themselves, except the JWT secret whose strength is measured here and never returned). */
 export interface ScoreInput {
-  /** HS256 shared secret, when JWT authentication uses one (measured, never echoed) */
+  /** HS* shared secret, when JWT authentication uses one (measured, never echoed); the weakest when several routes use their own */
   jwtSecret?: string;
   /** JWT verification checks `iss` */
   jwtHasIssuer: boolean;
   /** JWT verification checks `aud` */
   jwtHasAudience: boolean;
-  /** JWKS endpoint, when JWTs are verified with public keys instead of a shared secret */
+  /** JWKS endpoint, when JWTs are verified with public keys */
   jwksUrl?: string;
+  /** JWTs are verified with public keys (a JWKS or static `public_keys`) */
+  jwtPublicKeys?: boolean;
   /** Strict-Transport-Security is sent */
   hsts: boolean;
   /** Content-Security-Policy is sent */
@@ -39,6 +43,8 @@ export interface ScoreInput {
   adminHost: string;
   /** API keys configured without any role */
   apiKeysWithoutRoles: number;
+  /** length of the plain API key from API_KEY (`api_keys.env_key`), when one is configured (measured, never echoed) */
+  envApiKeyLength?: number;
   /** upload gating is on for every upload route */
   uploadGatingOn: boolean;
   /** request pattern blocking (SQLi, XSS, traversal…) is on */
@@ -126,6 +132,42 @@ export function shannonEntropy(s: string): number {
   return h;
 }
 
+/** How random a secret looks: Shannon entropy per character and in all, placeholder words. */
+function secretEntropy(s: string): { perChar: number; total: number; placeholder: boolean; pass: boolean } {
+  const perChar = shannonEntropy(s);
+  const total = perChar * [...s].length;
+  const placeholder = PLACEHOLDER_SECRET.test(s);
+  const pass =
+    !placeholder && perChar >= MIN_SECRET_ENTROPY_BITS_PER_CHAR && total >= MIN_SECRET_ENTROPY_BITS;
+  return { perChar, total, placeholder, pass };
+}
+
+/**
+ * The weakest of several secrets (routes may verify JWTs with their own), the one the score
+ * judges: one too short first, then one that does not look random, then the fewest bits.
+ */
+export function weakestSecret(secrets: readonly string[]): string | undefined {
+  const rank = (s: string) => {
+    const e = secretEntropy(s);
+    return [[...s].length >= MIN_SECRET_LENGTH ? 1 : 0, e.pass ? 1 : 0, e.total] as const;
+  };
+  let weakest: string | undefined;
+  let weakestRank: readonly [number, number, number] | undefined;
+  for (const s of secrets) {
+    const r = rank(s);
+    if (
+      weakestRank === undefined ||
+      r[0] < weakestRank[0] ||
+      (r[0] === weakestRank[0] &&
+        (r[1] < weakestRank[1] || (r[1] === weakestRank[1] && r[2] < weakestRank[2])))
+    ) {
+      weakest = s;
+      weakestRank = r;
+    }
+  }
+  return weakest;
+}
+
 /** Whether an address only accepts connections from the same host. */
 export function isLoopbackHost(host: string): boolean {
   const h = host
@@ -140,6 +182,19 @@ export function isLoopbackHost(host: string): boolean {
 const TLS_VERSIONS = ['SSLv3', 'TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'];
 /** A served certificate closer than this to its expiry fails the score. */
 export const TLS_EXPIRY_WARNING_DAYS = 14;
+
+/** JWTs are verified at all (with a shared secret or public keys). */
+function jwtInUse(i: ScoreInput): boolean {
+  return i.jwtSecret !== undefined || Boolean(i.jwksUrl) || i.jwtPublicKeys === true;
+}
+
+/** The secret checks without a shared secret: passed when JWTs are verified with public keys only. */
+function publicKeysOnly(i: ScoreInput): { pass: boolean; detail: string } | undefined {
+  if (i.jwksUrl) return { pass: true, detail: 'JWTs are verified with JWKS public keys; no shared secret' };
+  if (i.jwtPublicKeys === true)
+    return { pass: true, detail: 'JWTs are verified with public keys; no shared secret' };
+  return undefined;
+}
 
 interface CheckDef {
   id: string;
@@ -157,9 +212,7 @@ const CHECKS: CheckDef[] = [
     weight: 10,
     recommendation: `Use a JWT_SECRET_KEY of at least ${MIN_SECRET_LENGTH} random characters (e.g. \`openssl rand -base64 48\`), or verify tokens with JWKS_URL.`,
     run: (i) => {
-      if (i.jwksUrl)
-        return { pass: true, detail: 'JWTs are verified with JWKS public keys; no shared secret' };
-      if (i.jwtSecret === undefined) return undefined;
+      if (i.jwtSecret === undefined) return publicKeysOnly(i);
       const len = [...i.jwtSecret].length;
       return { pass: len >= MIN_SECRET_LENGTH, detail: `${len} characters` };
     },
@@ -171,15 +224,8 @@ const CHECKS: CheckDef[] = [
     recommendation:
       'Replace JWT_SECRET_KEY by a random value (e.g. `openssl rand -base64 48`); repeated characters, words or placeholders are guessable.',
     run: (i) => {
-      if (i.jwksUrl)
-        return { pass: true, detail: 'JWTs are verified with JWKS public keys; no shared secret' };
-      if (i.jwtSecret === undefined) return undefined;
-      const s = i.jwtSecret;
-      const perChar = shannonEntropy(s);
-      const total = perChar * [...s].length;
-      const placeholder = PLACEHOLDER_SECRET.test(s);
-      const pass =
-        !placeholder && perChar >= MIN_SECRET_ENTROPY_BITS_PER_CHAR && total >= MIN_SECRET_ENTROPY_BITS;
+      if (i.jwtSecret === undefined) return publicKeysOnly(i);
+      const { perChar, total, placeholder, pass } = secretEntropy(i.jwtSecret);
       const detail =
         `${perChar.toFixed(2)} bits/char, about ${Math.round(total)} bits in all` +
         (placeholder ? '; contains a placeholder word' : '');
@@ -192,7 +238,7 @@ const CHECKS: CheckDef[] = [
     weight: 4,
     recommendation:
       'Set the expected `audience` of JWT authentication so tokens minted for another service are refused.',
-    run: (i) => (i.jwtSecret === undefined && !i.jwksUrl ? undefined : { pass: i.jwtHasAudience }),
+    run: (i) => (jwtInUse(i) ? { pass: i.jwtHasAudience } : undefined),
   },
   {
     id: 'jwt_issuer',
@@ -200,7 +246,7 @@ const CHECKS: CheckDef[] = [
     weight: 3,
     recommendation:
       'Set the expected `issuer` of JWT authentication so only your identity provider is trusted.',
-    run: (i) => (i.jwtSecret === undefined && !i.jwksUrl ? undefined : { pass: i.jwtHasIssuer }),
+    run: (i) => (jwtInUse(i) ? { pass: i.jwtHasIssuer } : undefined),
   },
   {
     id: 'hsts',
@@ -299,6 +345,19 @@ const CHECKS: CheckDef[] = [
       pass: i.apiKeysWithoutRoles === 0,
       detail: `${i.apiKeysWithoutRoles} key(s) without roles`,
     }),
+  },
+  {
+    id: 'api_key_length',
+    title: `API_KEY is at least ${MIN_RECOMMENDED_KEY_LENGTH} characters`,
+    weight: 5,
+    recommendation: `Use an API_KEY of at least ${MIN_RECOMMENDED_KEY_LENGTH} random characters (e.g. \`openssl rand -base64 32\`); a short key can be guessed.`,
+    run: (i) =>
+      i.envApiKeyLength === undefined
+        ? undefined
+        : {
+            pass: i.envApiKeyLength >= MIN_RECOMMENDED_KEY_LENGTH,
+            detail: `${i.envApiKeyLength} characters`,
+          },
   },
   {
     id: 'upload_gating',

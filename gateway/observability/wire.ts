@@ -6,7 +6,7 @@ import { createAlerts, type Alerts, type AlertKind } from './alerts.js';
 import { createDecisionLog, type DecisionLog } from './decisions.js';
 import { createDashboardRoutes, configSummary } from '../admin/routes.js';
 import type { DashboardPart } from '../admin/dashboard-api.js';
-import { securityScore, type ScoreInput } from './score.js';
+import { securityScore, weakestSecret, type ScoreInput } from './score.js';
 import { parseDuration } from '../config/units.js';
 import { isLoopbackHost } from './score.js';
 import { authReadiness } from '../../policies/auth/index.js';
@@ -44,21 +44,39 @@ export function scoreInput(
   const cfg = gen.config;
   const storeUrl = running.storeUrl;
   const auth = blocks(gen, 'auth').filter(on);
-  const jwt = obj(auth[0]?.jwt);
+  const jwt = jwtFacts(auth);
   const headers = obj(gen.config.policies.security_headers);
   const headerMap = { ...obj(headers.headers), ...obj(headers.extra) } as Record<string, unknown>;
   const hasHeader = (name: string) =>
     on(headers) &&
     Object.entries(headerMap).some(([k, v]) => k.toLowerCase() === name && typeof v === 'string' && v !== '');
+  // HSTS that counts: `max-age=0` (or none) tells browsers to forget it, as good as not sending it
+  const hsts =
+    on(headers) &&
+    Object.entries(headerMap).some(
+      ([k, v]) =>
+        k.toLowerCase() === 'strict-transport-security' && typeof v === 'string' && hstsMaxAge(v) > 0,
+    );
   const corsBlocks = blocks(gen, 'cors').filter(on);
   const corsWildcard = corsBlocks.some((b) => {
     const origins = Array.isArray(b.origins) ? b.origins : String(b.origins ?? '').split(',');
     return origins.map((o) => String(o).trim()).includes('*') && b.allow_credentials === true;
   });
   const monitor = new Set(gen.allPolicies.filter((p) => p.mode === 'monitor').map((p) => p.name));
+  // parts of an enforcing policy that only monitor: rule packs, the upload gate's active-content check
+  for (const b of blocks(gen, 'pattern_block').filter(on))
+    for (const [pack, mode] of Object.entries(obj(b.packs)))
+      if (mode === 'monitor') monitor.add(`pattern-block (pack ${pack})`);
+  for (const b of blocks(gen, 'upload_gate').filter(on))
+    if (b.active_content === 'monitor') monitor.add('upload-gate (active_content)');
   const keys = auth.flatMap((b) =>
     Array.isArray(obj(b.api_keys).keys) ? (obj(b.api_keys).keys as Obj[]) : [],
   );
+  // API_KEY (`api_keys.env_key`) where an enabled auth block accepts API keys
+  const envKeys = auth
+    .filter((b) => !Array.isArray(b.require) || b.require.includes('api_key'))
+    .map((b) => obj(b.api_keys).env_key)
+    .filter((k): k is string => typeof k === 'string' && k !== '');
   const uploadRoutes = cfg.routes.filter((r) => /upload/.test(r.path));
   const uploadOn = uploadRoutes.every((r) =>
     on({ ...obj(cfg.policies.upload_gate), ...obj(r.policies?.upload_gate) }),
@@ -77,16 +95,14 @@ export function scoreInput(
       ),
     )
     .map((k) => k);
-  const secret = typeof jwt.secret === 'string' && jwt.secret !== '' ? jwt.secret : undefined;
-  const jwksUrl = typeof jwt.jwks_url === 'string' && jwt.jwks_url !== '' ? jwt.jwks_url : undefined;
+  const secret = weakestSecret(jwt.secrets);
   return {
     ...(secret !== undefined ? { jwtSecret: secret } : {}),
-    ...(jwksUrl !== undefined ? { jwksUrl } : {}),
-    jwtHasIssuer: typeof jwt.issuer === 'string' && jwt.issuer !== '',
-    jwtHasAudience:
-      (typeof jwt.audience === 'string' && jwt.audience !== '') ||
-      (Array.isArray(jwt.audience) && jwt.audience.length > 0),
-    hsts: hasHeader('strict-transport-security'),
+    ...(jwt.jwksUrl !== undefined ? { jwksUrl: jwt.jwksUrl } : {}),
+    ...(jwt.publicKeys ? { jwtPublicKeys: true } : {}),
+    jwtHasIssuer: jwt.issuer,
+    jwtHasAudience: jwt.audience,
+    hsts,
     csp: hasHeader('content-security-policy'),
     corsWildcardWithCredentials: corsWildcard,
     monitorPolicies: [...monitor],
@@ -95,6 +111,7 @@ export function scoreInput(
     replicas: cfg.monitoring.replicas,
     auditEnabled: running.audit.enabled,
     adminHost: running.admin.host,
+    ...(envKeys.length > 0 ? { envApiKeyLength: Math.min(...envKeys.map((k) => k.length)) } : {}),
     apiKeysWithoutRoles: keys.filter((k) => !Array.isArray(k.roles) || k.roles.length === 0).length,
     uploadGatingOn: uploadRoutes.length === 0 || uploadOn,
     patternBlockingOn: blocks(gen, 'pattern_block').some(on),
@@ -110,13 +127,57 @@ export function scoreInput(
     storeConnectionProtected:
       storeUrl.startsWith('rediss:') || storeUrl.startsWith('memory:') || isLoopbackHost(hostOf(storeUrl)),
     accessSampleRate: running.audit.accessSampleRate,
-    ...tlsFacts(
-      gen,
-      running,
-      running.listen.tls ? served : undefined,
-      hasHeader('strict-transport-security'),
-    ),
+    ...tlsFacts(gen, running, running.listen.tls ? served : undefined, hsts),
   };
+}
+
+/** The `max-age` of a Strict-Transport-Security value (RFC 6797 §6.1.1), 0 when it has none. */
+function hstsMaxAge(value: string): number {
+  const m = /(?:^|;)\s*max-age\s*=\s*"?(\d+)"?\s*(?:;|$)/i.exec(value);
+  return m === null ? 0 : Number(m[1]);
+}
+
+const nonEmpty = (v: unknown): boolean =>
+  (typeof v === 'string' && v.trim() !== '') ||
+  (Array.isArray(v) && v.some((x) => typeof x === 'string' && x.trim() !== ''));
+
+/**
+ * JWT verification as every enabled auth block that accepts JWTs does it (the global block
+ * and each route's; a route's `jwt` replaces the global one): the shared secrets in use (an
+ * HS* algorithm pinned, or no public keys), whether public keys verify tokens anywhere, and
+ * whether every block checks `iss` and `aud`.
+ */
+function jwtFacts(auth: Obj[]): {
+  secrets: string[];
+  jwksUrl: string | undefined;
+  publicKeys: boolean;
+  issuer: boolean;
+  audience: boolean;
+} {
+  const out = { secrets: [] as string[], jwksUrl: undefined as string | undefined, publicKeys: false };
+  let issuer = true;
+  let audience = true;
+  for (const b of auth) {
+    const require = Array.isArray(b.require) ? b.require : ['jwt', 'api_key'];
+    if (!require.includes('jwt')) continue;
+    const jwt = obj(b.jwt);
+    const jwksUrl = typeof jwt.jwks_url === 'string' ? jwt.jwks_url.trim() : '';
+    const hasKeys = jwksUrl !== '' || (Array.isArray(jwt.public_keys) && jwt.public_keys.length > 0);
+    const algorithms =
+      Array.isArray(jwt.algorithms) && jwt.algorithms.length > 0 ? jwt.algorithms.map(String) : [];
+    // as the auth policy picks them: pinned, else HS256 without keys and asymmetric with keys
+    const hmac = algorithms.length > 0 ? algorithms.some((a) => a.startsWith('HS')) : !hasKeys;
+    const asymmetric = algorithms.length > 0 ? algorithms.some((a) => !a.startsWith('HS')) : hasKeys;
+    if (hmac && typeof jwt.secret === 'string' && jwt.secret !== '') out.secrets.push(jwt.secret);
+    if (asymmetric && hasKeys) {
+      out.publicKeys = true;
+      if (jwksUrl !== '') out.jwksUrl ??= jwksUrl;
+    }
+    issuer &&= nonEmpty(jwt.issuer);
+    audience &&= nonEmpty(jwt.audience);
+  }
+  const any = out.secrets.length > 0 || out.publicKeys;
+  return { ...out, issuer: any && issuer, audience: any && audience };
 }
 
 /** Loopback, RFC 1918, CGNAT, unique-local and link-local addresses (not reachable from the internet). */

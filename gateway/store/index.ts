@@ -2,6 +2,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { AuditLog } from '../observability/audit.js';
 import type { OpsLogger } from '../policy.js';
 import type { Store } from './types.js';
+import { withoutCredentials } from './url.js';
 import { MemoryStore, DEFAULT_MAX_KEYS } from './memory.js';
 import { RedisStore, DEFAULT_TIMEOUT_MS } from './redis.js';
 
@@ -56,7 +57,7 @@ export function createStore(opts: StoreOptions): Store {
       timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       ...(opts.now ? { now: opts.now } : {}),
       onConnectionError: (err) => reporter.error(err, false),
-      onReady: () => reporter.recovered(),
+      onReady: () => reporter.recovered(true),
     });
     return new InstrumentedStore(backend, reporter);
   }
@@ -65,16 +66,26 @@ export function createStore(opts: StoreOptions): Store {
 
 /** Hide the password of a redis URL in messages. */
 export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^@/]*)@/, '//***@');
+  return withoutCredentials(url);
 }
 
-/** Counts every error, reports once per interval, and says when the store is back. */
+/**
+ * Counts every error, reports once per interval, and says when the store is back.
+ *
+ * Only a reconnection ends an outage for the interval: an operation that succeeds while
+ * others fail on the same connection (a Redis refusing writes under `maxmemory` while reads
+ * pass, a Redis paused between two commands) marks the store healthy again but does not let
+ * the next failure be reported before the interval is over, or such a store would write a
+ * `store_unavailable` event and a recovery line for every request.
+ */
 class ErrorReporter {
   readonly #opts: StoreOptions;
   readonly #interval: number;
   #lastReport = -Infinity;
   #suppressed = 0;
   #down = false;
+  /** a report was written since the last recovery line */
+  #reported = false;
   store = 'memory';
 
   constructor(opts: StoreOptions) {
@@ -92,6 +103,7 @@ class ErrorReporter {
       return;
     }
     this.#lastReport = now;
+    this.#reported = true;
     const fields = {
       store: this.store,
       error: err instanceof Error ? err.message : String(err),
@@ -102,10 +114,17 @@ class ErrorReporter {
     this.#opts.audit?.system('store_unavailable', { decision: 'allow', reason: 'store_error', ...fields });
   }
 
-  recovered(): void {
+  /**
+   * reconnected: the backend's connection is (re)established, which ends the outage (its next
+   * failure is reported at once); otherwise an operation succeeded.
+   */
+  recovered(reconnected = false): void {
     if (!this.#down) return;
     this.#down = false;
-    this.#lastReport = -Infinity;
+    if (reconnected) this.#lastReport = -Infinity;
+    // after a recovery line, flapping within the interval is told by the next report
+    if (!this.#reported && !(reconnected && this.#suppressed > 0)) return;
+    this.#reported = false;
     // the errors of this outage not reported yet are told now, not in the next outage's report
     this.#opts.log.info({ store: this.store, suppressed: this.#suppressed }, 'state store available again');
     this.#suppressed = 0;

@@ -233,6 +233,12 @@ export class RedisStore implements Store {
   #everReady = false;
   #closed = false;
   #seq = 0;
+  /** the last connection error, until the next connection (told in errors and /readyz) */
+  #lastError: string | undefined;
+  /** #lastError is the first error of the current connection attempt (the cause, not its echoes) */
+  #attemptFailed = false;
+  /** resolves on the first connection */
+  readonly #connected: Promise<void>;
   readonly #node = randomBytes(6).toString('hex');
 
   constructor(opts: RedisStoreOptions) {
@@ -262,33 +268,46 @@ export class RedisStore implements Store {
     client.on('ready', () => {
       this.#everReady = true;
       this.#ok = true;
+      this.#lastError = undefined;
       opts.onReady?.();
     });
     client.on('error', (err: Error) => {
       this.#ok = false;
+      if (!this.#attemptFailed) this.#lastError = err.message;
+      this.#attemptFailed = true;
       opts.onConnectionError?.(err);
     });
+    client.on('reconnecting', () => {
+      this.#attemptFailed = false;
+    });
+    // one promise for every caller waiting for the first connection (not a listener each)
+    this.#connected = new Promise((resolve) => client.once('ready', () => resolve()));
     client.on('close', () => {
       this.#ok = false;
     });
     this.client = client;
   }
 
-  /** Before the first connection only, wait for it (bounded by the timeout). */
+  /**
+   * Before the first connection only, wait for it (bounded by the timeout), unless an attempt
+   * failed already: then fail at once, as a store that lost its connection does, saying why.
+   */
   async #ready(): Promise<void> {
     if (this.client.status === 'ready' || this.#everReady) return;
     if (this.#closed) throw new Error('store closed');
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.client.off('ready', onReady);
-        reject(new Error(`redis not connected after ${this.#timeoutMs}ms`));
+    if (this.#lastError !== undefined) throw new Error(`redis not connected (${this.#lastError})`);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const why = this.#lastError !== undefined ? ` (${this.#lastError})` : '';
+        reject(new Error(`redis not connected after ${this.#timeoutMs}ms${why}`));
       }, this.#timeoutMs);
-      const onReady = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.client.once('ready', onReady);
     });
+    try {
+      await Promise.race([this.#connected, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async #run<T>(op: () => Promise<T>): Promise<T> {
@@ -359,9 +378,18 @@ export class RedisStore implements Store {
   async acquire(key: string, ttlMs: number): Promise<string | undefined> {
     if (!(ttlMs > 0)) throw new Error(`lease ttl must be positive (got ${ttlMs})`);
     const token = randomUUID();
-    const set = await this.#run(() =>
-      this.client.set(this.#k('l', key), token, 'PX', Math.ceil(ttlMs), 'NX'),
-    );
+    const lease = this.#k('l', key);
+    let set: string | null;
+    try {
+      set = await this.#run(() => this.client.set(lease, token, 'PX', Math.ceil(ttlMs), 'NX'));
+    } catch (err) {
+      // A command that timed out may still run (a slow or paused Redis answers late): the
+      // lease would then be held by nobody until it runs out, refusing every attempt on the
+      // key meanwhile. The release goes out on the same connection, so Redis runs it after
+      // the SET; when the connection is gone it fails too and the lease runs out by itself.
+      this.client.rgRelease(lease, token).catch(() => {});
+      throw err;
+    }
     return set === 'OK' ? token : undefined;
   }
 

@@ -25,6 +25,29 @@ export interface ApiKeyEntry {
   readonly digest: Buffer;
 }
 
+/**
+ * Why `key` cannot be used in an `X-API-Key` header, or undefined when it can. The gateway
+ * hashes the header value as it arrives: HTTP strips spaces and tabs at either end of a header
+ * value (so such a key never matches), Node's parser refuses control characters in one, and a
+ * byte outside ASCII arrives as one Latin-1 character, so a non-ASCII key matches only from
+ * clients that happen to send its Latin-1 bytes (curl sends UTF-8, browsers refuse it). Such a
+ * key would be configured yet refused on (nearly) every request: `hash-key` and `API_KEY`
+ * refuse it instead.
+ */
+export function unusableApiKey(key: string): string | undefined {
+  if (/^[ \t]|[ \t]$/.test(key))
+    return 'it begins or ends with whitespace, which HTTP strips from header values';
+  if (!/^[\x20-\x7e\t]*$/.test(key))
+    return 'it contains a character other than printable ASCII, which an HTTP header cannot carry as such';
+  return undefined;
+}
+
+/**
+ * API keys shorter than this get a warning (`hash-key`, API_KEY at start) and fail the
+ * security score's `api_key_length` check: an API key should be a long random string.
+ */
+export const MIN_RECOMMENDED_KEY_LENGTH = 32;
+
 /** API keys longer than this are refused without hashing. */
 export const MAX_API_KEY_LENGTH = 1024;
 

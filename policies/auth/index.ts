@@ -30,9 +30,11 @@ import {
 import {
   API_KEY_HASH_PATTERN,
   MAX_API_KEY_LENGTH,
+  MIN_RECOMMENDED_KEY_LENGTH,
   digestOf,
   hashApiKey,
   matchApiKey,
+  unusableApiKey,
   type ApiKeyEntry,
 } from './api-keys.js';
 import { acquire, release } from './shared.js';
@@ -144,6 +146,15 @@ const JwtBlock = Type.Object(
   { additionalProperties: false, default: {}, description: 'JWT verification' },
 );
 
+/**
+ * A role name, in the configuration as in a token (`rolesFromClaims` drops any other):
+ * `X-Auth-Roles` joins the roles with commas, so a configured `user,admin` would reach the
+ * upstream as two roles (admin among them) while the gateway's role checks saw one, and
+ * `admin ` (with a space) would match no caller's role.
+ */
+const ROLE_PATTERN = '^[A-Za-z0-9_.:/-]{1,64}$';
+const Role = Type.String({ pattern: ROLE_PATTERN, description: 'a role name: [A-Za-z0-9_.:/-]{1,64}' });
+
 const ApiKey = Type.Object(
   {
     id: Type.String({
@@ -154,7 +165,7 @@ const ApiKey = Type.Object(
       pattern: API_KEY_HASH_PATTERN,
       description: '`sha256:<hex>` printed by `receipt-gateway hash-key`',
     }),
-    roles: Type.Array(Type.String({ minLength: 1 }), {
+    roles: Type.Array(Role, {
       default: ['user'],
       description: 'roles of callers using this key',
     }),
@@ -208,7 +219,7 @@ export const authSchema = policyBlock(
       minItems: 1,
       description: 'accepted credentials, any-of: jwt, api_key; or [none] for a public route',
     }),
-    roles: Type.Array(Type.String({ minLength: 1 }), {
+    roles: Type.Array(Role, {
       default: [],
       description: 'the caller needs one of these roles (any-of); empty = any authenticated caller',
     }),
@@ -240,7 +251,7 @@ export interface AuthLocals {
 /** ctx.locals key of the `auth_success` fields onDone writes (set when the success is sampled) */
 const SUCCESS_LOCAL = 'auth.success';
 
-const SAFE_ROLE = /^[A-Za-z0-9_.:/-]{1,64}$/;
+const SAFE_ROLE = new RegExp(ROLE_PATTERN);
 /**
  * The subject prefix of an API-key identity (`api_key:<id>`). A JWT subject spelt so is
  * encoded (`api_key%3Aops`): it must not reach the upstream, nor key a per-user rate limit,
@@ -537,10 +548,13 @@ function compileApiKeys(block: AuthConfig['api_keys'], ctx: CompileContext): Api
   });
   if (block.env_key !== '') {
     if (ids.has('env')) throw new ConfigError('the id "env" is reserved for env_key (API_KEY)', at('keys'));
-    if (block.env_key.length < 16) {
+    const unusable = unusableApiKey(block.env_key);
+    if (unusable !== undefined)
+      throw new ConfigError(`API_KEY cannot be sent in an X-API-Key header: ${unusable}`, at('env_key'));
+    if (block.env_key.length < MIN_RECOMMENDED_KEY_LENGTH) {
       ctx.services.log.warn(
-        { length: block.env_key.length },
-        'API_KEY is shorter than 16 characters; use a long random key',
+        { length: block.env_key.length, minimum: MIN_RECOMMENDED_KEY_LENGTH },
+        `API_KEY is shorter than ${MIN_RECOMMENDED_KEY_LENGTH} characters; use a long random key (e.g. openssl rand -base64 32)`,
       );
     }
     const hash = hashApiKey(block.env_key);

@@ -1809,16 +1809,30 @@ export function pointerField(pointer: string): string | undefined {
 function walkBody(walk: Walk, body: RequestBody): number {
   const e = walk.engine;
   const budget = { n: e.options.maxArgs };
-  if (body.json !== undefined) {
+  // a body of another type that is valid JSON is judged as JSON too (see parseBody)
+  const json = body.json !== undefined ? body.json : body.jsonSniffed;
+  if (json !== undefined) {
     const j: JsonWalk = {
       walk,
       values: e.plansByKind.get('json'),
       keys: e.plansByKind.get('json_key'),
       budget: budget.n,
     };
-    if (body.mediaType === 'application/json-patch+json' && Array.isArray(body.json))
-      walkJsonPatch(j, body.json);
-    else walkJson(j, body.json, '', 0);
+    if (body.mediaType === 'application/json-patch+json' && Array.isArray(json)) walkJsonPatch(j, json);
+    else walkJson(j, json, '', 0);
+    budget.n = j.budget;
+  }
+  // multipart parts declared as JSON, each under its field name (`json:meta.merchant`)
+  for (const part of body.jsonParts ?? []) {
+    if (walk.truncated) break;
+    const j: JsonWalk = {
+      walk,
+      values: e.plansByKind.get('json'),
+      keys: e.plansByKind.get('json_key'),
+      budget: budget.n,
+    };
+    walk.jsonSegs[0] = part.field;
+    walkJson(j, part.json, part.field, 1);
     budget.n = j.budget;
   }
   const pairs: [readonly [string, string][] | undefined, Kind, Kind][] = [
@@ -1857,8 +1871,9 @@ function countArgs(head: HeadInput, body: RequestBody | undefined): number {
   }
   if (body?.form) n += body.form.length;
   if (body?.fields) n += body.fields.length;
-  if (body?.json !== undefined && body.json !== null && typeof body.json === 'object')
-    n += Array.isArray(body.json) ? body.json.length : Object.keys(body.json).length;
+  const json = body === undefined ? undefined : body.json !== undefined ? body.json : body.jsonSniffed;
+  if (json !== undefined && json !== null && typeof json === 'object')
+    n += Array.isArray(json) ? json.length : Object.keys(json).length;
   return n;
 }
 

@@ -52,7 +52,6 @@ const runs = {
   missing: cli(['validate', '--config']),
   stray: cli(['validate', absent]),
   empty: cli(['validate', '--config=']),
-  hashKey: cli(['hash-key', '--key', 'x']),
 };
 
 t.test('validate with a misspelt option: exit 2 and the usage, not ./gateway.yaml', async (t) => {
@@ -76,13 +75,6 @@ t.test('validate --config without a value, or with an empty one, or a stray argu
   t.equal(stray.code, 2);
   t.equal(stray.stdout, '');
   t.match(stray.stderr, /^validate: Unexpected argument '/);
-});
-
-t.test('hash-key takes no option', async (t) => {
-  const r = await runs.hashKey;
-  t.equal(r.code, 2);
-  t.equal(r.stdout, '', 'no hash of an empty stdin');
-  t.match(r.stderr, /^hash-key: Unknown option '--key'\n/);
 });
 
 function capture(): { text: string; write(s: string): boolean } {

@@ -455,13 +455,16 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
       : `media type ${r.mediaType.slice(0, 40)} not allowed`;
   },
 
-  /** Content-Type parameters: one charset at most, from the allowlist; no boundary outside multipart. */
+  /** Content-Type parameters: one charset and one boundary at most, from the allowlist; no boundary outside multipart. */
   content_type_params: (r, s) => {
     const ct = header(r, 'content-type');
     if (ct === undefined) return undefined;
     const ps = params(ct);
     const charsets = ps.filter(([k]) => k === 'charset');
     if (charsets.length > 1) return 'several charsets';
+    // parsers differ on which boundary counts (busboy the first, Werkzeug the last, Python's
+    // email package `boundary*`): the body could be judged as other parts than the service reads
+    if (ps.filter(([k]) => k === 'boundary' || k === 'boundary*').length > 1) return 'several boundaries';
     // a charset only matters for a body
     if (r.bodyLength > 0 && charsets[0] && !s.allowedCharsets.has(charsets[0][1].toLowerCase()))
       return 'charset not allowed';
