@@ -7,6 +7,7 @@ import { validateConfigFile } from './commands/validate.js';
 import { runReplay } from './commands/replay.js';
 import { runHashKey } from './commands/hash-key.js';
 import { runExplain } from './commands/explain.js';
+import { parseOptions } from './commands/args.js';
 import { attachObservability, type ObservabilityHandle } from './observability/wire.js';
 import { ClusterPeer, servePeers } from './cluster.js';
 
@@ -20,21 +21,21 @@ usage:
   receipt-gateway explain  REQUEST_ID [--admin URL] why a recent request was allowed or refused
 `;
 
-function flag(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  if (i === -1) {
-    const eq = args.find((a) => a.startsWith(`${name}=`));
-    return eq?.slice(name.length + 1);
-  }
-  return args[i + 1];
+/** The `--config` of a command's options, else GATEWAY_CONFIG, else ./gateway.yaml. */
+function configPath(values: Readonly<Record<string, string | undefined>>): string {
+  return values.config ?? process.env.GATEWAY_CONFIG ?? 'gateway.yaml';
 }
 
-function configPath(args: string[]): string {
-  return flag(args, '--config') ?? process.env.GATEWAY_CONFIG ?? 'gateway.yaml';
+/** A usage error: what is wrong, the usage, exit 2 (as replay and explain do). */
+function usageError(cmd: string, error: string): number {
+  process.stderr.write(`${cmd}: ${error}\n${USAGE}`);
+  return 2;
 }
 
 async function start(args: string[]): Promise<number> {
-  const file = configPath(args);
+  const opts = parseOptions(args, ['config']);
+  if (!opts.ok) return usageError('start', opts.error);
+  const file = configPath(opts.values);
   // Validate in the primary first, so a bad config exits 1 with every error.
   const summary = await validateConfigFile(file, process.env);
   if (!summary.ok) {
@@ -187,7 +188,9 @@ async function main(argv: string[]): Promise<number> {
     case 'start':
       return start(args);
     case 'validate': {
-      const file = configPath(args);
+      const opts = parseOptions(args, ['config']);
+      if (!opts.ok) return usageError('validate', opts.error);
+      const file = configPath(opts.values);
       const summary = await validateConfigFile(file, process.env);
       if (summary.ok) {
         process.stdout.write(`${summary.summary}\n`);
@@ -200,6 +203,7 @@ async function main(argv: string[]): Promise<number> {
       return 1;
     }
     case 'hash-key':
+      // (its own argument check: `hash-key KEY` is refused before stdin is read, exit 1)
       return runHashKey(process.stdin, process.stdout, process.stderr, args);
     case 'replay':
       stopWhenStdoutCloses();

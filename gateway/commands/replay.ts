@@ -1,3 +1,4 @@
+import { parseOptions } from './args.js';
 import fs from 'node:fs';
 import readline from 'node:readline';
 import { Readable } from 'node:stream';
@@ -166,22 +167,25 @@ export async function runReplay(
   stderr: { write(s: string): unknown },
   envIn: Readonly<Record<string, string | undefined>> = process.env,
 ): Promise<number> {
-  const get = (name: string) => {
-    const i = args.indexOf(name);
-    return i === -1 ? undefined : args[i + 1];
-  };
-  const configFile = get('--config') ?? envIn.GATEWAY_CONFIG ?? 'gateway.yaml';
-  const requestsFile = get('--requests');
-  const format = get('--format') ?? 'text';
+  const usage =
+    'usage: receipt-gateway replay --config FILE --requests FILE.jsonl [--only P1,P2|waf] [--format text|jsonl]\n';
+  // (--config=FILE as the other commands take it; an unknown option is an error, not ignored)
+  const opts = parseOptions(args, ['config', 'requests', 'only', 'format']);
+  if (!opts.ok) {
+    stderr.write(`replay: ${opts.error}\n${usage}`);
+    return 2;
+  }
+  const get = (name: string) => opts.values[name];
+  const configFile = get('config') ?? envIn.GATEWAY_CONFIG ?? 'gateway.yaml';
+  const requestsFile = get('requests');
+  const format = get('format') ?? 'text';
   if (!requestsFile || (format !== 'text' && format !== 'jsonl')) {
-    stderr.write(
-      'usage: receipt-gateway replay --config FILE --requests FILE.jsonl [--only P1,P2|waf] [--format text|jsonl]\n',
-    );
+    stderr.write(usage);
     return 2;
   }
   let only: Set<string> | undefined;
   try {
-    only = resolveOnly(get('--only'));
+    only = resolveOnly(get('only'));
   } catch (err) {
     stderr.write(`replay: ${(err as Error).message}\n`);
     return 2;

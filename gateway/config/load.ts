@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { isUtf8 } from 'node:buffer';
 import path from 'node:path';
 import YAML, {
   isMap,
@@ -91,40 +92,87 @@ function rangeOf(node: unknown): [number, number] | undefined {
   return r ? [r[0], r[1]] : undefined;
 }
 
-const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+const VAR_AT = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/y;
+
+/** A value that came from the environment and was typed, with the text it was typed from. */
+interface Coerced {
+  readonly keyPath: (string | number)[];
+  readonly text: string;
+}
 
 /**
- * Interpolate `${VAR}` / `${VAR:-default}` in every scalar of the document. A plain
- * (unquoted) scalar that becomes a number or boolean after substitution takes that type,
- * so `port: ${GATEWAY_PORT:-8080}` is the number 8080; so does a quoted scalar that is
- * exactly one reference (`port: "${GATEWAY_PORT:-8080}"`, as flow mappings need).
+ * Interpolate `${VAR}` / `${VAR:-default}` in every scalar of the document; `$${` stands for
+ * a literal `${`. Any other `${` (unterminated, `${VAR:?msg}`, `${VAR-x}`, a nested reference
+ * in a default) is reported: left as it is, it would become the value itself (a JWT secret
+ * anyone reading the file knows). A plain (unquoted) scalar that becomes a number or boolean
+ * after substitution takes that type, so `port: ${GATEWAY_PORT:-8080}` is the number 8080;
+ * so does a quoted scalar that is exactly one reference (`port: "${GATEWAY_PORT:-8080}"`,
+ * as flow mappings need). Those typed values are returned, so that one a string is wanted
+ * for (an all-digit API_KEY) can be given back as the text it was.
  */
 function interpolate(
   doc: Document,
   env: Readonly<Record<string, string | undefined>>,
-  onMissing: (name: string, node: YamlNode, keyPath: (string | number)[]) => void,
-): void {
+  onProblem: (message: string, node: YamlNode, keyPath: (string | number)[]) => void,
+): Coerced[] {
+  const coerced: Coerced[] = [];
   YAML.visit(doc, {
     Scalar(_key, node, ancestors) {
       if (typeof node.value !== 'string' || !node.value.includes('${')) return;
       const raw = node.value;
-      const replaced = raw.replace(VAR_RE, (_m, name: string, dflt: string | undefined) => {
+      let replaced = '';
+      let malformed = false;
+      for (let i = 0; i < raw.length;) {
+        if (raw.startsWith('$${', i)) {
+          replaced += '${';
+          i += 3;
+          continue;
+        }
+        if (!raw.startsWith('${', i)) {
+          replaced += raw[i];
+          i += 1;
+          continue;
+        }
+        VAR_AT.lastIndex = i;
+        const m = VAR_AT.exec(raw);
+        const name = m?.[1];
+        const dflt = m?.[2];
+        if (!m || name === undefined || dflt?.includes('${')) {
+          malformed = true;
+          break;
+        }
+        i += m[0].length;
         const v = env[name];
-        if (v !== undefined && v !== '') return v;
-        if (dflt !== undefined) return dflt;
-        if (v === '') return '';
-        onMissing(name, node, keyPathOf(ancestors, node));
-        return '';
-      });
+        if (v !== undefined && v !== '') replaced += v;
+        else if (dflt !== undefined) replaced += dflt;
+        else if (v === undefined)
+          onProblem(
+            `environment variable ${name} is not set and has no default (write \${${name}:-default})`,
+            node,
+            keyPathOf(ancestors, node),
+          );
+      }
+      if (malformed) {
+        // (the text is not repeated: it may be a secret written in the file)
+        onProblem(
+          'malformed ${…} reference: write ${VAR} or ${VAR:-default} (a default cannot hold another reference), or $${ for a literal ${',
+          node,
+          keyPathOf(ancestors, node),
+        );
+        node.value = '';
+        return;
+      }
       // A plain scalar, or a quoted one that is exactly one ${VAR} reference (quotes are
       // needed inside `{ … }` flow mappings), takes the type of what it expands to.
       const single = /^\$\{[^}]*\}$/.test(raw);
       if (node.type === 'PLAIN' || single) {
         const typed = coerce(replaced);
         node.value = typed;
+        if (typeof typed !== 'string') coerced.push({ keyPath: keyPathOf(ancestors, node), text: replaced });
       } else node.value = replaced;
     },
   });
+  return coerced;
 }
 
 /** The key path of a node from the ancestors YAML.visit passes. */
@@ -193,21 +241,28 @@ export function parseConfig(
   if (problems.length > 0) throw new ConfigLoadError(problems);
 
   const missingAt = new Set<string>();
-  interpolate(doc, env, (name, node, keyPath) => {
+  const coerced = interpolate(doc, env, (message, node, keyPath) => {
     const r = rangeOf(node);
     const pos = r ? lines.linePos(r[0]) : { line: 1, col: 1 };
     const key = formatKeyPath(keyPath);
     missingAt.add(key);
-    problems.push({
-      file,
-      line: pos.line,
-      column: pos.col,
-      keyPath: key,
-      message: `environment variable ${name} is not set and has no default (write \${${name}:-default})`,
-    });
+    problems.push({ file, line: pos.line, column: pos.col, keyPath: key, message });
   });
 
-  const value: unknown = doc.toJS({ maxAliasCount: 100 });
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    // the yaml package refuses aliases that expand without bound ("billion laughs")
+    problems.push({
+      file,
+      line: 1,
+      column: 1,
+      keyPath: '',
+      message: `cannot expand the YAML aliases: ${(err as Error).message}`,
+    });
+    throw new ConfigLoadError(problems);
+  }
   if (value === null || value === undefined) {
     // Nothing but blanks and comments: most likely a file caught while it was being
     // written (truncated, not yet filled). Loading it would swap in an empty config
@@ -232,6 +287,14 @@ export function parseConfig(
     throw new ConfigLoadError(problems);
   }
   const withDefaults = Value.Default(ConfigSchema, structuredClone(value));
+  // A number or boolean from the environment where a string is wanted (an all-digit API_KEY,
+  // AUDIT_LOG_FILE=true) is the text the variable held.
+  if (coerced.length > 0) {
+    const wrong = new Set(
+      [...validator.Errors(withDefaults)].map((e) => formatKeyPath(pointerToPath(e.path))),
+    );
+    for (const c of coerced) if (wrong.has(formatKeyPath(c.keyPath))) setAt(withDefaults, c.keyPath, c.text);
+  }
   // A value emptied by a missing variable is reported once, as the missing variable.
   const seen = new Set<string>(missingAt);
   for (const e of validator.Errors(withDefaults)) {
@@ -353,6 +416,9 @@ function semanticProblems(value: unknown, source: SourceMap, skip: ReadonlySet<s
   return out;
 }
 
+/** Keys whose values are secrets, or sit next to them: an error about their value does not quote it. */
+const SECRET_KEY = /secret|hash|password|passwd|token|api_keys|credential/i;
+
 function describe(
   message: string,
   schema: unknown,
@@ -372,18 +438,29 @@ function describe(
   if (s?.anyOf && s.anyOf.every((x) => x.const !== undefined)) {
     return `must be one of ${s.anyOf.map((x) => JSON.stringify(x.const)).join(', ')}`;
   }
-  if (s?.pattern && s.description) return `invalid value ${JSON.stringify(value)}: ${s.description}`;
+  // (a secret's value, or a plain API key pasted where its hash belongs, is not repeated:
+  // reload errors go to the ops log, the audit log, the dashboard and the admin API)
+  const shown = keyPath.some((seg) => typeof seg === 'string' && SECRET_KEY.test(seg))
+    ? 'invalid value'
+    : `invalid value ${JSON.stringify(value)}`;
+  if (s?.pattern && s.description) return `${shown}: ${s.description}`;
   // a string against a union such as "a pattern or null": say what the string must be
-  const member = typeof value === 'string' ? s?.anyOf?.find(hasPattern) : undefined;
-  if (member) return `invalid value ${JSON.stringify(value)}: ${member.description}`;
+  // (or, where the member says nothing, what the union says: LOGIN_LOCKOUT_DURATION=abc)
+  const member = typeof value === 'string' ? s?.anyOf?.find((x) => x.pattern !== undefined) : undefined;
+  const said = member?.description ?? s?.description;
+  if (member && said !== undefined) return `${shown}: ${said}`;
   return message.charAt(0).toLowerCase() + message.slice(1);
 }
 
-function hasPattern(s: {
-  pattern?: string;
-  description?: string;
-}): s is { pattern: string; description: string } {
-  return s.pattern !== undefined && s.description !== undefined;
+function setAt(root: unknown, keyPath: readonly (string | number)[], v: unknown): void {
+  let node = root as Record<string | number, unknown> | undefined;
+  for (const seg of keyPath.slice(0, -1)) {
+    const next = node?.[seg];
+    if (next === null || typeof next !== 'object') return;
+    node = next as Record<string | number, unknown>;
+  }
+  const last = keyPath[keyPath.length - 1];
+  if (node && last !== undefined && Object.hasOwn(node, last)) node[last] = v;
 }
 
 function pointerToPath(pointer: string): (string | number)[] {
@@ -401,9 +478,9 @@ export async function loadConfigFile(
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): Promise<LoadedConfig> {
   const abs = path.resolve(file);
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await fs.readFile(abs, 'utf8');
+    bytes = await fs.readFile(abs);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new ConfigLoadError([
@@ -416,5 +493,42 @@ export async function loadConfigFile(
       },
     ]);
   }
-  return parseConfig(text, file, env);
+  if (!isUtf8(bytes)) {
+    // decoded leniently, the bytes would become U+FFFD in a host, a secret or a pattern
+    const at = firstInvalidUtf8(bytes);
+    const lineStart = bytes.lastIndexOf(0x0a, at - 1) + 1;
+    throw new ConfigLoadError([
+      {
+        file,
+        line: bytes.subarray(0, lineStart).filter((b) => b === 0x0a).length + 1,
+        column: bytes.subarray(lineStart, at).toString('utf8').length + 1,
+        keyPath: '',
+        message: 'the file is not valid UTF-8 (save it as UTF-8)',
+      },
+    ]);
+  }
+  return parseConfig(bytes.toString('utf8'), file, env);
+}
+
+/** The offset of the first byte of the first sequence that is not UTF-8 (the error path only). */
+function firstInvalidUtf8(bytes: Buffer): number {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  // where the last multi-byte sequence began, and how many continuation bytes it still needs
+  let lead = 0;
+  let need = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    try {
+      decoder.decode(bytes.subarray(i, i + 1), { stream: true });
+    } catch {
+      return need > 0 ? lead : i;
+    }
+    if (b >= 0x80 && b < 0xc0) need -= 1;
+    else {
+      lead = i;
+      need = b >= 0xf0 ? 3 : b >= 0xe0 ? 2 : b >= 0xc0 ? 1 : 0;
+    }
+  }
+  // a sequence cut short by the end of the file
+  return lead;
 }

@@ -147,7 +147,8 @@ t.test(
     const patched = async (...args: Parameters<typeof readFile>) => {
       if (who.getStore() === 'first' && path.resolve(String(args[0])) === path.resolve(h.configFile)) {
         await new Promise((r) => setTimeout(r, 300));
-        return v1;
+        // (text when an encoding is asked for, bytes otherwise, as readFile does)
+        return args[1] === undefined ? Buffer.from(v1) : v1;
       }
       return readFile(...args);
     };
