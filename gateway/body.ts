@@ -176,6 +176,14 @@ function isCharsetField(name: string): boolean {
   return name.length === 9 && name.toLowerCase() === '_charset_';
 }
 
+/**
+ * Whether a form or multipart field is a `_charset_` field naming a charset under which ASCII
+ * bytes do not stand for themselves (a `body-parse-error`; the upload gate refuses it too).
+ */
+export function isUnsafeCharsetField(name: string, value: string): boolean {
+  return isCharsetField(name) && !ASCII_SAFE_CHARSETS.has(value.trim().toLowerCase());
+}
+
 /** Content-Transfer-Encoding values that leave the part's bytes as they are (RFC 2045 §6.1). */
 const IDENTITY_TRANSFER_ENCODINGS = new Set(['7bit', '8bit', 'binary']);
 
@@ -333,7 +341,7 @@ export function parseMultipart(
       const utf = charset === undefined || charset === 'utf-8' || charset === 'utf8';
       const value = utf ? decodeText(content) : content.toString('latin1');
       // RFC 7578 §4.6: `_charset_` sets the charset of the text fields that name none
-      if (isCharsetField(name) && !ASCII_SAFE_CHARSETS.has(value.trim().toLowerCase()))
+      if (isUnsafeCharsetField(name, value))
         return fail('multipart _charset_ field with a charset not supported');
       fields.push([name, value]);
       if (content.length > 0 && isJsonMediaType(mediaTypeOf(headers.get('content-type')))) {
@@ -408,7 +416,7 @@ export function parseBody(mediaType: string, raw: Buffer | string, contentType?:
   if (mediaType === 'application/x-www-form-urlencoded') {
     body.form = parseForm(decodeText(buf));
     // (WHATWG HTML §4.10.21.8; read by Apache Sling, Tomcat and Jetty in multipart bodies)
-    if (body.form.some(([k, v]) => isCharsetField(k) && !ASCII_SAFE_CHARSETS.has(v.trim().toLowerCase())))
+    if (body.form.some(([k, v]) => isUnsafeCharsetField(k, v)))
       body.parseError = 'form _charset_ field with a charset not supported';
     return body;
   }

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import busboy from 'busboy';
 import { fileTypeFromBuffer } from 'file-type';
+import { isUnsafeCharsetField } from '../../gateway/body.js';
 import type { RequestContext } from '../../gateway/context.js';
 import type { Deny, Services, Verdict } from '../../gateway/policy.js';
 import { dangerousInner, sanitizeFilename, type SanitizeOptions } from './filename.js';
@@ -311,6 +312,16 @@ class UploadJob {
     if (value === undefined) {
       this.fail(
         reject('malformed', 'charset', 'the charset of a text field is not supported', { field: name }),
+      );
+      return;
+    }
+    // the forwarded fields are UTF-8, but a service honouring `_charset_` (RFC 7578 §4.6) would
+    // read them as UTF-7 or UTF-16, where `+ADs-` is `;`: refused as by the buffered parser
+    if (isUnsafeCharsetField(name, value)) {
+      this.fail(
+        reject('malformed', 'charset', 'the _charset_ field names a charset that is not supported', {
+          field: name,
+        }),
       );
       return;
     }
