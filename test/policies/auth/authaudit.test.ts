@@ -31,7 +31,8 @@ t.test('role names that X-Auth-Roles would split or that match nobody are refuse
   const keyRoles = await startError({
     config: `policies: { auth: { api_keys: { keys: [{ id: k1, hash: "${hashApiKey(KEY)}", roles: ["user,admin"] }] } } }`,
   });
-  t.match(keyRoles, /policies\.auth\.api_keys\.keys\[0\]\.roles\[0\]: invalid value "user,admin"/);
+  // (values under api_keys are not quoted in config errors: a key pasted there may be a secret)
+  t.match(keyRoles, /policies\.auth\.api_keys\.keys\[0\]\.roles\[0\]: invalid value: a role name/);
   const routeRoles = await startError({
     config: `routes: [{ name: ops, path: /api/ops/**, policies: { auth: { roles: ["admin "] } } }]`,
   });
