@@ -1226,8 +1226,8 @@ class Walk {
 
   /**
    * Whether a JSON value judged under the field `from` could fare worse under the field `to`:
-   * `to` is not laxer (see {@link laxerField}), or a rule that depends on the field name
-   * (`names:`) tells them apart.
+   * `from` is laxer (see {@link laxerField}), or a rule that depends on the field name
+   * (`names:`) runs on `to` and not on `from`.
    */
   judgedMoreStrictly(from: string, to: string): boolean {
     if (from === to) return false;
@@ -1235,7 +1235,7 @@ class Walk {
     const set = this.engine.plansByKind.get('json');
     if (set === undefined || set.memoOk) return false;
     const tests = set.nameTests;
-    return tests === undefined || tests.some((rx) => rx.test(from) !== rx.test(to));
+    return tests === undefined || tests.some((rx) => rx.test(to) && !rx.test(from));
   }
 
   add(rule: CompiledRule, name: string, leaf: string, excerpt: string): void {
@@ -1825,8 +1825,10 @@ function walkMembers(
  */
 interface PatchWrite {
   readonly at: readonly string[];
+  /** the value, when `seen`; else a stored value a copy put there */
   readonly value: unknown;
   readonly field: string;
+  readonly seen: boolean;
 }
 
 /** The members of an operation; case-insensitive binders read `Path` or `FROM` as well. */
@@ -1893,7 +1895,7 @@ function walkJsonPatch(j: JsonWalk, ops: readonly unknown[], declared: boolean):
         relocate(j, writes, i, fromKey!, pointerSegments(from), pointerSegments(path));
     } else if (name !== 'test' && name !== 'remove' && valueKey !== undefined) {
       const field = declared ? (pointerField(path) ?? valueKey) : valueKey;
-      writes.push({ at: pointerSegments(path), value: o[valueKey], field });
+      writes.push({ at: pointerSegments(path), value: o[valueKey], field, seen: true });
     }
   }
 }
@@ -1913,16 +1915,28 @@ function relocate(
 ): void {
   const walk = j.walk;
   const segs = walk.jsonSegs;
-  segs[0] = i;
-  segs[1] = fromKey;
-  const known = writes.some((w) => w.at.length <= from.length && w.at.every((s, k) => s === from[k]));
+  let reported = false;
+  /** a value the gateway has not seen, last judged under `field`, lands in `target` */
+  const unseen = (field: string, target: string): void => {
+    if (reported || !walk.judgedMoreStrictly(field, target)) return;
+    reported = true;
+    segs[0] = i;
+    segs[1] = fromKey;
+    walk.jsonLen = 2;
+    walk.add(PATCH_COPY_RULE, walk.nameOf('json', JSON_PATH), target, (pointerOf(from) || '/').slice(0, 40));
+  };
+  // a source the patch did not write (or wrote only in part) is a stored value
+  const known = writes.some(
+    (w) => w.seen && w.at.length <= from.length && w.at.every((s, k) => s === from[k]),
+  );
   if (!known) {
     const src = segmentsField(from) ?? '';
-    const dst = segmentsField(to) ?? '';
-    if (walk.laxerField(src, dst)) {
-      walk.jsonLen = 2;
-      walk.add(PATCH_COPY_RULE, walk.nameOf('json', JSON_PATH), dst, (pointerOf(from) || '/').slice(0, 40));
+    unseen(src, segmentsField(to) ?? '');
+    if (j.budget-- <= 0) {
+      walk.truncated = true;
+      return;
     }
+    writes.push({ at: to, value: undefined, field: src, seen: false });
   }
   // values written at or under `from` move along; a value holding `from` gives its part
   for (let k = 0, n = writes.length; k < n && !walk.truncated; k++) {
@@ -1931,20 +1945,30 @@ function relocate(
     let overlaps = true;
     for (let s = 0; s < common && overlaps; s++) overlaps = sameSegment(w.at[s]!, from[s]!);
     if (!overlaps) continue;
-    const at = w.at.length >= from.length ? [...to, ...w.at.slice(from.length)] : to;
-    const values = w.at.length >= from.length ? [w.value] : partsAt(w.value, from.slice(w.at.length));
-    // judged again where the new field could fare worse (a value judged as it was is not
-    // counted twice: moving a note to another free-text field adds nothing)
+    const whole = w.at.length >= from.length;
+    const at = whole ? [...to, ...w.at.slice(from.length)] : to;
     const target = segmentsField(at) ?? '';
     // a part of a written object was judged under its own key
-    const was = w.at.length >= from.length ? w.field : (segmentsField(from.slice(w.at.length)) ?? w.field);
-    const again = walk.judgedMoreStrictly(was, target);
-    for (const value of values) {
+    const was = whole ? w.field : (segmentsField(from.slice(w.at.length)) ?? w.field);
+    if (!w.seen) {
+      // a stored value an earlier copy put there
+      if (whole) unseen(was, target);
       if (j.budget-- <= 0) {
         walk.truncated = true;
         return;
       }
-      writes.push({ at, value, field: again ? target : was });
+      writes.push({ at, value: undefined, field: was, seen: false });
+      continue;
+    }
+    // judged again where the new field could fare worse (a value judged as it was is not
+    // counted twice: moving a note to another free-text field adds nothing)
+    const again = walk.judgedMoreStrictly(was, target);
+    for (const value of whole ? [w.value] : partsAt(w.value, from.slice(w.at.length))) {
+      if (j.budget-- <= 0) {
+        walk.truncated = true;
+        return;
+      }
+      writes.push({ at, value, field: again ? target : was, seen: true });
       if (!again) continue;
       segs[0] = i;
       segs[1] = fromKey;

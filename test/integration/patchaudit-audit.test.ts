@@ -166,7 +166,33 @@ t.test('a stored value copied out of a laxer field the gateway cannot see is ref
     'protocol',
     'application/json',
   );
+  // nor through a location the patch wrote before, or through another free-text field
+  await refused(
+    t,
+    [
+      { op: 'add', path: '/draft', value: {} },
+      { op: 'copy', from: '/notes', path: '/draft/notes' },
+      { op: 'copy', from: '/draft/notes', path: '/merchant' },
+    ],
+    ['json-patch-copy'],
+    ['json:[2].from'],
+    'protocol',
+  );
+  await refused(
+    t,
+    [
+      { op: 'copy', from: '/notes', path: '/comment' },
+      { op: 'move', from: '/comment', path: '/merchant' },
+    ],
+    ['json-patch-copy'],
+    ['json:[1].from'],
+    'protocol',
+  );
   // into a field as lenient, or out of a stricter one
+  await forwarded(t, [
+    { op: 'copy', from: '/notes', path: '/draft/notes' },
+    { op: 'move', from: '/draft', path: '/archive' },
+  ]);
   await forwarded(t, [{ op: 'copy', from: '/notes', path: '/description' }]);
   await forwarded(t, [{ op: 'copy', from: '/merchant', path: '/notes' }]);
   await forwarded(t, [{ op: 'move', from: '/items/0', path: '/items/1' }]);
