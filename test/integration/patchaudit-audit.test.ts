@@ -217,3 +217,44 @@ t.test('an operation naming path, from, op or value twice in different case is r
   // one member in another case is read as that member
   await forwarded(t, `[{"op":"add","Path":"/notes","Value":"${SQLI}"}]`);
 });
+
+t.test('pointers, shapes and merge-patch map to the fields of a plain JSON body', async (t) => {
+  // an item's name is not free text, whatever index or escape addresses it
+  await refused(
+    t,
+    [{ op: 'add', path: '/items/0/name', value: SQLI }],
+    ['sqli-100'],
+    ['json:[0].value'],
+    'sqli',
+  );
+  await refused(
+    t,
+    [{ op: 'add', path: '/items/-', value: { name: SQLI } }],
+    ['sqli-100'],
+    ['json:[0].value.name'],
+    'sqli',
+  );
+  await refused(t, [{ op: 'add', path: '/no~1tes', value: SQLI }], ['sqli-100'], ['json:[0].value'], 'sqli');
+  await forwarded(t, [{ op: 'add', path: '/items/0/notes', value: SQLI }]);
+  // a patch that is not an array of operations is plain JSON: `value` is no free-text field
+  await refused(t, { op: 'add', path: '/notes', value: SQLI }, ['sqli-100'], ['json:value'], 'sqli');
+  // an operation without a value, or with an unknown op, writes nothing to judge
+  await forwarded(t, [
+    { op: 'add', path: '/merchant' },
+    { op: 'frob', path: '/merchant', from: '/notes' },
+  ]);
+  // merge-patch: deletions are null, nested members are judged under their own names
+  await forwarded(
+    t,
+    { notes: null, merchant: 'Blue Bottle', items: [{ name: 'Tea', notes: SQLI }] },
+    'application/merge-patch+json',
+  );
+  await refused(
+    t,
+    { notes: null, items: [{ name: SQLI }] },
+    ['sqli-100'],
+    ['json:items[0].name'],
+    'sqli',
+    'application/merge-patch+json',
+  );
+});
