@@ -1951,8 +1951,8 @@ function relocate(
     // a part of a written object was judged under its own key
     const was = whole ? w.field : (segmentsField(from.slice(w.at.length)) ?? w.field);
     if (!w.seen) {
-      // a stored value an earlier copy put there
-      if (whole) unseen(was, target);
+      // a stored value an earlier copy put there (or a part of it)
+      unseen(was, target);
       if (j.budget-- <= 0) {
         walk.truncated = true;
         return;

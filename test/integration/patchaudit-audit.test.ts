@@ -181,6 +181,17 @@ t.test('a stored value copied out of a laxer field the gateway cannot see is ref
   await refused(
     t,
     [
+      { op: 'add', path: '/draft', value: {} },
+      { op: 'copy', from: '/stash', path: '/draft' },
+      { op: 'copy', from: '/draft/notes', path: '/merchant' },
+    ],
+    ['json-patch-copy'],
+    ['json:[2].from'],
+    'protocol',
+  );
+  await refused(
+    t,
+    [
       { op: 'copy', from: '/notes', path: '/comment' },
       { op: 'move', from: '/comment', path: '/merchant' },
     ],
