@@ -1206,6 +1206,38 @@ class Walk {
     return false;
   }
 
+  /**
+   * Whether values of the field `src` are judged more leniently than those of `dst` on this
+   * request: `src` is a free-text field and `dst` is not, or an exclusion that applies here
+   * names `src` (as `json:src` or by field name) but not `dst`.
+   */
+  laxerField(src: string, dst: string): boolean {
+    const e = this.engine;
+    if (e.freeText.has(src.toLowerCase()) && !e.freeText.has(dst.toLowerCase())) return true;
+    for (const x of e.exclusions) {
+      if (!x.target) continue;
+      if (x.routes && !x.routes.has(this.scope.route)) continue;
+      if (x.methods && !x.methods.has(this.scope.method)) continue;
+      if (x.paths && !x.paths.some((p) => p(this.scope.path))) continue;
+      if (x.target(`json:${src}`, src) && !x.target(`json:${dst}`, dst)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Whether a JSON value judged under the field `from` could fare worse under the field `to`:
+   * `from` is laxer (see {@link laxerField}), or a rule that depends on the field name
+   * (`names:`) runs on `to` and not on `from`.
+   */
+  judgedMoreStrictly(from: string, to: string): boolean {
+    if (from === to) return false;
+    if (this.laxerField(from, to)) return true;
+    const set = this.engine.plansByKind.get('json');
+    if (set === undefined || set.memoOk) return false;
+    const tests = set.nameTests;
+    return tests === undefined || tests.some((rx) => rx.test(to) && !rx.test(from));
+  }
+
   add(rule: CompiledRule, name: string, leaf: string, excerpt: string): void {
     this.found++;
     // one match per rule and target
@@ -1618,6 +1650,19 @@ const BODY_PARSE_RULE: CompiledRule = {
   monitor: false,
 };
 
+/**
+ * Pseudo-rule for a JSON Patch `copy` or `move` out of a location the patch did not write
+ * (a stored value the gateway cannot see) in a field judged more leniently than the target
+ * (see {@link walkJsonPatch}).
+ */
+const PATCH_COPY_RULE: CompiledRule = {
+  id: 'json-patch-copy',
+  pack: 'protocol',
+  family: 'protocol',
+  score: 5,
+  monitor: false,
+};
+
 /** Head matches plus body matches, without repeating a rule on the same target. */
 export function mergeMatches(a: readonly Match[], b: readonly Match[]): Match[] {
   if (b.length === 0) return [...a];
@@ -1748,13 +1793,15 @@ function walkJson(j: JsonWalk, v: unknown, leaf: string, depth: number): void {
 
 /**
  * The members of a JSON object at `depth`: each key, then its value under the key as field
- * name, except `value`, which goes under `valueField` when given (see {@link walkJsonPatch}).
+ * name, except the member `valueKey` (`value`), which goes under `valueField` when given (see
+ * {@link walkJsonPatch}).
  */
 function walkMembers(
   j: JsonWalk,
   obj: Record<string, unknown>,
   depth: number,
   valueField: string | undefined,
+  valueKey = 'value',
 ): void {
   const walk = j.walk;
   const segs = walk.jsonSegs;
@@ -1768,32 +1815,219 @@ function walkMembers(
     segs[depth] = k;
     walk.jsonLen = depth + 1;
     walk.value(j.keys, 'json_key', JSON_PATH, k, k);
-    walkJson(j, x, valueField !== undefined && k === 'value' ? valueField : k, depth + 1);
+    walkJson(j, x, valueField !== undefined && k === valueKey ? valueField : k, depth + 1);
   }
 }
+
+/**
+ * A value a JSON Patch writes, at the location its pointer names (segments, unescaped), and
+ * the field name it was last judged under.
+ */
+interface PatchWrite {
+  readonly at: readonly string[];
+  /** the value, when `seen`; else a stored value a copy put there */
+  readonly value: unknown;
+  readonly field: string;
+  readonly seen: boolean;
+}
+
+/** The members of an operation; case-insensitive binders read `Path` or `FROM` as well. */
+const PATCH_MEMBERS = new Set(['op', 'path', 'from', 'value']);
+/** The operations of RFC 6902. */
+const PATCH_OPS = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
 
 /**
  * A JSON Patch (RFC 6902): an array of operations. The `value` of an operation is judged as
  * the field its `path` names (the last segment of the JSON pointer that is not an array
  * index), so exclusions and free-text fields apply to `{"op": "replace", "path": "/notes",
  * "value": …}` as to `{"notes": …}`. The target names stay JSON paths (`json:[0].value`).
+ *
+ * A `copy` or `move` writes the value at `from` into the field `path` names. The values the
+ * patch itself wrote there before (`add`, `replace`, an earlier copy) are judged again under
+ * their new field (target `json:[i].from`), so a value written under a laxer field (a
+ * free-text note) is not laundered into a stricter one. A source the patch did not write is a
+ * stored value the gateway cannot see: copying it out of a field judged more leniently than
+ * the target (a free-text field, or one an exclusion names that does not name the target)
+ * is the finding `json-patch-copy`.
+ *
+ * Member names are matched whatever their case (ASP.NET Core's JsonPatch and Jackson with
+ * case-insensitive properties read `Path` as `path`, and `op` values like `Copy`); an
+ * operation naming one of `op`, `path`, `from`, `value` twice in different case is a
+ * `body-parse-error`, as a member name twice is in any JSON body.
  */
-function walkJsonPatch(j: JsonWalk, ops: readonly unknown[]): void {
-  const segs = j.walk.jsonSegs;
-  for (let i = 0; i < ops.length && !j.walk.truncated; i++) {
+function walkJsonPatch(j: JsonWalk, ops: readonly unknown[], declared: boolean): void {
+  const walk = j.walk;
+  const segs = walk.jsonSegs;
+  const writes: PatchWrite[] = [];
+  for (let i = 0; i < ops.length && !walk.truncated; i++) {
     const op = ops[i];
     segs[0] = i;
-    const path =
-      op !== null && typeof op === 'object' && !Array.isArray(op)
-        ? (op as { path?: unknown }).path
-        : undefined;
-    if (typeof path === 'string') walkMembers(j, op as Record<string, unknown>, 1, pointerField(path));
-    else walkJson(j, op, '', 1);
+    if (op === null || typeof op !== 'object' || Array.isArray(op)) {
+      walkJson(j, op, '', 1);
+      continue;
+    }
+    const o = op as Record<string, unknown>;
+    const names = new Map<string, string>();
+    let twice: string | undefined;
+    for (const k in o) {
+      if (!Object.prototype.hasOwnProperty.call(o, k)) continue;
+      const lower = k.toLowerCase();
+      if (!PATCH_MEMBERS.has(lower)) continue;
+      if (names.has(lower)) twice ??= `[${i}] ${names.get(lower)!} and ${k}`;
+      else names.set(lower, k);
+    }
+    const opKey = names.get('op');
+    const opName = opKey !== undefined ? o[opKey] : undefined;
+    const name = typeof opName === 'string' ? opName.toLowerCase() : '';
+    // in an array body of another type, only what reads as an operation (see walkBody)
+    const isOp = declared || PATCH_OPS.has(name);
+    if (twice !== undefined && isOp) walk.add(BODY_PARSE_RULE, 'body', 'body', twice.slice(0, 40));
+    const pathKey = names.get('path');
+    const path = pathKey !== undefined ? o[pathKey] : undefined;
+    const valueKey = names.get('value');
+    if (!declared || twice !== undefined || typeof path !== 'string') walkJson(j, op, '', 1);
+    else walkMembers(j, o, 1, pointerField(path), valueKey);
+    if (!isOp || twice !== undefined || typeof path !== 'string') continue;
+    const fromKey = names.get('from');
+    const from = fromKey !== undefined ? o[fromKey] : undefined;
+    if (name === 'copy' || name === 'move') {
+      if (typeof from === 'string')
+        relocate(j, writes, i, fromKey!, pointerSegments(from), pointerSegments(path));
+    } else if (name !== 'test' && name !== 'remove' && valueKey !== undefined) {
+      const field = declared ? (pointerField(path) ?? valueKey) : valueKey;
+      writes.push({ at: pointerSegments(path), value: o[valueKey], field, seen: true });
+    }
   }
+}
+
+/**
+ * Operation `i` copies (or moves) what is at `from` to `to`: every value the patch wrote
+ * there is judged again under the field it lands in, and a source the patch did not write
+ * must not come from a field judged more leniently (see {@link walkJsonPatch}).
+ */
+function relocate(
+  j: JsonWalk,
+  writes: PatchWrite[],
+  i: number,
+  fromKey: string,
+  from: readonly string[],
+  to: readonly string[],
+): void {
+  const walk = j.walk;
+  const segs = walk.jsonSegs;
+  let reported = false;
+  /** a value the gateway has not seen, last judged under `field`, lands in `target` */
+  const unseen = (field: string, target: string): void => {
+    if (reported || !walk.judgedMoreStrictly(field, target)) return;
+    reported = true;
+    segs[0] = i;
+    segs[1] = fromKey;
+    walk.jsonLen = 2;
+    walk.add(PATCH_COPY_RULE, walk.nameOf('json', JSON_PATH), target, (pointerOf(from) || '/').slice(0, 40));
+  };
+  // a source the patch did not write (or wrote only in part) is a stored value
+  const known = writes.some(
+    (w) => w.seen && w.at.length <= from.length && w.at.every((s, k) => s === from[k]),
+  );
+  if (!known) {
+    const src = segmentsField(from) ?? '';
+    unseen(src, segmentsField(to) ?? '');
+    if (j.budget-- <= 0) {
+      walk.truncated = true;
+      return;
+    }
+    writes.push({ at: to, value: undefined, field: src, seen: false });
+  }
+  // values written at or under `from` move along; a value holding `from` gives its part
+  for (let k = 0, n = writes.length; k < n && !walk.truncated; k++) {
+    const w = writes[k]!;
+    const common = Math.min(w.at.length, from.length);
+    let overlaps = true;
+    for (let s = 0; s < common && overlaps; s++) overlaps = sameSegment(w.at[s]!, from[s]!);
+    if (!overlaps) continue;
+    const whole = w.at.length >= from.length;
+    const at = whole ? [...to, ...w.at.slice(from.length)] : to;
+    const target = segmentsField(at) ?? '';
+    // a part of a written object was judged under its own key
+    const was = whole ? w.field : (segmentsField(from.slice(w.at.length)) ?? w.field);
+    if (!w.seen) {
+      // a stored value an earlier copy put there (or a part of it)
+      unseen(was, target);
+      if (j.budget-- <= 0) {
+        walk.truncated = true;
+        return;
+      }
+      writes.push({ at, value: undefined, field: was, seen: false });
+      continue;
+    }
+    // judged again where the new field could fare worse (a value judged as it was is not
+    // counted twice: moving a note to another free-text field adds nothing)
+    const again = walk.judgedMoreStrictly(was, target);
+    for (const value of whole ? [w.value] : partsAt(w.value, from.slice(w.at.length))) {
+      if (j.budget-- <= 0) {
+        walk.truncated = true;
+        return;
+      }
+      writes.push({ at, value, field: again ? target : was, seen: true });
+      if (!again) continue;
+      segs[0] = i;
+      segs[1] = fromKey;
+      walkJson(j, value, target, 2);
+    }
+  }
+}
+
+/** A JSON pointer as it was written, for an excerpt. */
+function pointerOf(segs: readonly string[]): string {
+  return segs.map((s) => `/${s.replace(/~/g, '~0').replace(/\//g, '~1')}`).join('');
+}
+
+/**
+ * Two pointer segments that may name the same location: equal but for case (case-insensitive
+ * binders), or both array indexes (earlier operations shift the elements).
+ */
+function sameSegment(a: string, b: string): boolean {
+  return a.toLowerCase() === b.toLowerCase() || (ARRAY_INDEX.test(a) && ARRAY_INDEX.test(b));
+}
+
+/** The parts of `v` that `rest` may name (every element for an array index). */
+function partsAt(v: unknown, rest: readonly string[]): unknown[] {
+  let cur: unknown[] = [v];
+  for (const seg of rest) {
+    const next: unknown[] = [];
+    for (const x of cur) {
+      if (Array.isArray(x)) {
+        if (ARRAY_INDEX.test(seg)) next.push(...(x as unknown[]));
+      } else if (x !== null && typeof x === 'object') {
+        const lower = seg.toLowerCase();
+        for (const k of Object.keys(x))
+          if (k.toLowerCase() === lower) next.push((x as Record<string, unknown>)[k]);
+      }
+    }
+    cur = next;
+  }
+  return cur;
 }
 
 const ARRAY_INDEX = /^(?:\d+|-)$/;
 const POINTER_ESCAPE = /~[01]/g;
+
+/** The segments of a JSON pointer, unescaped (`/a~1b/0` gives `a/b`, `0`; `` gives none). */
+function pointerSegments(pointer: string): string[] {
+  if (pointer === '') return [];
+  const segs = (pointer.startsWith('/') ? pointer.slice(1) : pointer).split('/');
+  return segs.map((s) => s.replace(POINTER_ESCAPE, (e) => (e === '~1' ? '/' : '~')));
+}
+
+/** The last segment that is not an array index (`-` or digits); undefined when none. */
+function segmentsField(segs: readonly string[]): string | undefined {
+  for (let k = segs.length - 1; k >= 0; k--) {
+    const s = segs[k]!;
+    if (s === '' || ARRAY_INDEX.test(s)) continue;
+    return s;
+  }
+  return undefined;
+}
 
 /** The last segment of a JSON pointer that is not an array index (`-` or digits), unescaped; undefined when none. */
 export function pointerField(pointer: string): string | undefined {
@@ -1818,7 +2052,11 @@ function walkBody(walk: Walk, body: RequestBody): number {
       keys: e.plansByKind.get('json_key'),
       budget: budget.n,
     };
-    if (body.mediaType === 'application/json-patch+json' && Array.isArray(json)) walkJsonPatch(j, json);
+    // an array is a JSON Patch when declared one; one of another type is walked as plain
+    // JSON, but its copy and move operations are checked too (services that take a patch
+    // whatever its Content-Type, e.g. ASP.NET Core binding a JsonPatchDocument from
+    // application/json, would apply them)
+    if (Array.isArray(json)) walkJsonPatch(j, json, body.mediaType === 'application/json-patch+json');
     else walkJson(j, json, '', 0);
     budget.n = j.budget;
   }

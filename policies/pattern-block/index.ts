@@ -172,9 +172,10 @@ export function loadRules(extraFiles: readonly string[], configDir: string): Rul
 
 /**
  * Findings an exclusion may name that are not rules of a pack (engine.ts adds them
- * itself): `body-parse-error`, a body that does not parse as its declared type.
+ * itself): `body-parse-error`, a body that does not parse as its declared type, and
+ * `json-patch-copy`, a JSON Patch copy or move of an unseen value out of a laxer field.
  */
-const PSEUDO_RULE_IDS: readonly string[] = ['body-parse-error'];
+const PSEUDO_RULE_IDS: readonly string[] = ['body-parse-error', 'json-patch-copy'];
 /** Pack names an exclusion's `families` accepts for the family they hold. */
 const FAMILY_ALIASES: readonly string[] = ['lfi', 'rce'];
 
