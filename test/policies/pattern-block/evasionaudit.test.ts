@@ -115,3 +115,27 @@ t.test('receipt prose with quotes, braces and separators stays allowed', async (
   ])
     allowed(t, p);
 });
+
+t.test('SQL subqueries after concatenation and pattern operators, HAVING tests, OR NOT breaks', async (t) => {
+  for (const p of [
+    "x'||(select password from users limit 1)||'",
+    '1 rlike (select 1)',
+    '1 and exists (select 1)',
+    '1 group by 1 having 1=1',
+    "1' having 1=1--",
+  ])
+    refused(t, p, 'sqli', 'sqli-140');
+  refused(t, "1' or not 0-- -", 'sqli', 'sqli-100');
+});
+
+t.test('receipt prose with SQL words stays allowed', async (t) => {
+  for (const p of [
+    'tastes like (selected) herbs',
+    'Having 2 kids = chaos',
+    'Combo + (select drink)',
+    'having lunch 1=1 meeting',
+    "Kids' or not 2 of them",
+    "Smiths' and all 3",
+  ])
+    allowed(t, p);
+});
