@@ -139,3 +139,30 @@ t.test('receipt prose with SQL words stays allowed', async (t) => {
   ])
     allowed(t, p);
 });
+
+t.test(
+  'sensitive files beyond passwd: /etc globs, /proc and /sys info, mounted secrets, container credentials',
+  async (t) => {
+    for (const p of [
+      '/etc/pa??wd',
+      '/etc/ssh/sshd_config',
+      '/etc/gshadow',
+      '/etc/my.cnf',
+      '/etc/kubernetes/admin.conf',
+      '/proc/version',
+      '/proc/net/tcp',
+      '/var/run/secrets/kubernetes.io/serviceaccount/token',
+      '/sys/class/net/eth0/address',
+      '/home/app/.docker/config.json',
+      '/var/lib/mysql/mysql/user.MYD',
+    ])
+      refused(t, p, 'path_traversal', 'lfi-110');
+    for (const p of [
+      'Proc/version 2 of the form',
+      'Sys/class notes',
+      'app/run/secret-santa',
+      'pens, paper etc/?',
+    ])
+      allowed(t, p);
+  },
+);
