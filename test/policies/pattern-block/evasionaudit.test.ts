@@ -195,3 +195,20 @@ t.test('commands behind a wrapper, word-like commands with an option or path, $S
   ])
     allowed(t, p);
 });
+
+t.test('UNION SELECT split by a line comment and a line break; PostgreSQL COPY … TO PROGRAM', async (t) => {
+  for (const p of [
+    '1 union -- x\nselect 1',
+    '1 UNION ALL -- a\r\nSELECT null',
+    '1 union # a\n# b\nall\nselect 1',
+  ])
+    refused(t, p, 'sqli', 'sqli-111');
+  refused(t, "';copy (select '') to program 'id'--", 'sqli', 'sqli-140');
+  for (const p of [
+    'Union Square -- nice\nselected items',
+    'union dues # march\nselect cut ribeye',
+    'copy to program manager',
+    'Copy of receipt sent to program office',
+  ])
+    allowed(t, p);
+});
