@@ -450,6 +450,62 @@ export function cmdLine(s: string): string {
 
 const CMD_SPECIAL = /["'\\^,;\s]/;
 
+/**
+ * Shell word splicing undone: a POSIX shell joins the pieces of a word, so `c'a't`, `i''d`,
+ * `"w"ho"am"i`, `who\\ami`, `w$@hoami`, `who$()ami` and ``wh``oami`` run `cat`, `id` and
+ * `whoami` (and cmd.exe drops `^`: `w^ho^ami`). In a word (a run between whitespace and
+ * `;&|<>()`) that holds a splice — an empty `''`, `""` or ``` `` ```, an empty `$@` or `$*`,
+ * or a quote, backslash or `^` between two word characters — quotes (when the word's
+ * quotes pair up), backslashes (not the `\\n`, `\\r` other rules read as line breaks), empty
+ * expansions and carets are dropped. Words without a splice stay as they are: a lone
+ * apostrophe (`I'd`, `O'Brien`) does not pair up, and `'quoted'` words keep their quotes.
+ * An empty `$()` goes wherever it is. Linear: one scan, each word looked at a bounded number
+ * of times.
+ */
+export function shellUnquote(s: string): string {
+  if (!SHELL_SPLICE_CHARS.test(s)) return s;
+  // an empty command substitution expands to nothing wherever it is (`who$()ami`)
+  if (s.includes('$()')) s = s.replace(/\$\(\)/g, '');
+  let out = '';
+  const n = s.length;
+  let i = 0;
+  while (i < n) {
+    let j = i;
+    while (j < n && !SHELL_WORD_END.has(s.charCodeAt(j))) j++;
+    out += j > i ? unspliceWord(s.slice(i, j)) : '';
+    if (j < n) out += s[j];
+    i = j + 1;
+  }
+  return out;
+}
+
+const SHELL_SPLICE_CHARS = /['"\\$`^]/;
+/** Whitespace and the shell's operator characters, which end a word. */
+const SHELL_WORD_END = new Set([...' \t\n\r\v\f;&|<>()'].map((c) => c.charCodeAt(0)));
+
+function shellWordChar(c: string | undefined): boolean {
+  return c !== undefined && /[\w./-]/.test(c);
+}
+
+function unspliceWord(w: string): string {
+  if (!SHELL_SPLICE_CHARS.test(w)) return w;
+  let spliced = /''|""|``|\$[@*]/.test(w);
+  for (let k = 1; !spliced && k < w.length - 1; k++) {
+    const c = w[k]!;
+    if (
+      (c === "'" || c === '"' || c === '\\' || c === '^') &&
+      shellWordChar(w[k - 1]) &&
+      shellWordChar(w[k + 1])
+    )
+      spliced = !(c === '\\' && (w[k + 1] === 'n' || w[k + 1] === 'r'));
+  }
+  if (!spliced) return w;
+  const quotesPair = (w.split("'").length - 1) % 2 === 0 && (w.split('"').length - 1) % 2 === 0;
+  let r = w.replace(/``|\$[@*]|\^/g, '').replace(/\\([^nr])/g, '$1');
+  if (quotesPair) r = r.replace(/['"]/g, '');
+  return r;
+}
+
 /** The last segment of a path (`/api/receipts/1 or 1=1` → `1 or 1=1`), for rules on values appended to an id. */
 export function pathLastSegment(s: string): string {
   const i = s.lastIndexOf('/');
@@ -541,6 +597,7 @@ export const TRANSFORMS: Readonly<Record<string, Transform>> = {
   normalize_path: normalizePath,
   path_last_segment: pathLastSegment,
   cmd_line: cmdLine,
+  shell_unquote: shellUnquote,
 };
 
 export const TRANSFORM_NAMES = Object.keys(TRANSFORMS);

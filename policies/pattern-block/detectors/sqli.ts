@@ -291,11 +291,13 @@ const FP_MAY_FIRE_QUOTED = /[Efv;]|[1sn]o[1sn]|[sn]n\(|(?:^|[s)1])[ksn][ksn]1(?:
 const FP_LEAD_NONE =
   /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/;
 /**
- * A string break then a boolean test or an operator. Not `s o n s`, an operator with one bare
+ * A string break then a boolean test or an operator, or a logical operator with a keyword and a
+ * literal ended by a comment or `;` (`x' or not 0-- -`). Not `s o n s`, an operator with one bare
  * word and then the quoted rest of the value: `"between flights"`, `"like new"` in a search
  * box; SQL has no bare word followed by a string literal there, so it cannot run.
  */
-const FP_LEAD_QUOTED = /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&|\?s)|^s\)*o\(*(?:[s1vf]|n(?!s$))/;
+const FP_LEAD_QUOTED =
+  /^s\)*&\(*(?:[s1nv]|f\([^)]*\)|k)\)*(?:o|[c;]|$|\(|&|\?s)|^s\)*o\(*(?:[s1vf]|n(?!s$))|^s\)*&\(*k\(*[1sv]\)*[c;]/;
 
 const MAX_TOKENS = 48;
 

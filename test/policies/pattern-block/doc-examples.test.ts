@@ -280,7 +280,7 @@ t.test('shipped gateway.yaml: the login password may hold shell metacharacters, 
     code: 'request_blocked',
     status: 403,
     path: '/api/auth/login',
-    rule_ids: ['rce-100', 'rce-110'],
+    rule_ids: ['rce-110', 'rce-100'],
     detail: { score: 10, families: { cmd_injection: 10 } },
   });
   t.same(
@@ -462,7 +462,7 @@ t.test('docs free-text example: one finding in a note passes, an injection does 
   const lines = await blockedLines(h);
   t.equal(lines.length, 2);
   t.match(lines[0], { reason: 'cmd_injection', rule_ids: ['rce-100'], detail: { score: 5 } });
-  t.match(lines[1], { reason: 'cmd_injection', rule_ids: ['rce-100', 'rce-110'], detail: { score: 10 } });
+  t.match(lines[1], { reason: 'cmd_injection', rule_ids: ['rce-110', 'rce-100'], detail: { score: 10 } });
   t.same(
     (lines[1]!.detail as { matches: Obj[] }).matches.map((m) => m.target),
     ['json:notes', 'json:notes'],
