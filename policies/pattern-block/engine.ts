@@ -249,6 +249,21 @@ interface Plan {
    * bit 2 whitespace removed; -1 when the chain holds a transform without a known reduction.
    */
   readonly stableVariant: number;
+  /**
+   * A chain without a known reduction whose transforms are stable-identity ones, case and
+   * whitespace steps and {@link REMOVAL_ONLY} ones, and whose every rule is gated: a stable
+   * value skips it when the gates fail (removing characters cannot make a gate pass) and
+   * otherwise runs it through the transform trie, so it does not take the stable path away
+   * from the other chains.
+   */
+  readonly stableFallback: boolean;
+  /**
+   * For a {@link stableFallback} chain: the characters without which its removal-only
+   * transforms leave a value as it is (the value then gets {@link plainVariant}).
+   */
+  readonly removalTrigger: CharMask;
+  /** the variant of a stable value without {@link removalTrigger} characters (-1: none) */
+  readonly plainVariant: number;
   /** only regex groups, each with literals (so a literal scan alone can rule the plan out) */
   readonly litsOnly: boolean;
   /**
@@ -538,6 +553,25 @@ const STABLE_IDENTITY = new Set([
   'path_last_segment',
 ]);
 
+/**
+ * Transforms that only delete characters, never add or change one (`shell_unquote` drops
+ * splicing quotes, backslashes, carets and empty expansions): the signature of their output is
+ * within their input's, so a character gate that fails before them fails after them.
+ */
+const REMOVAL_ONLY = new Map<string, string>([['shell_unquote', `'"\\$\`^`]]);
+
+/** Whether a chain's transforms each either leave a stable value as it is, fold case or whitespace, or only remove characters. */
+function stableOrRemoval(transforms: readonly string[]): boolean {
+  return transforms.every(
+    (t) =>
+      STABLE_IDENTITY.has(t) ||
+      REMOVAL_ONLY.has(t) ||
+      t === 'lowercase' ||
+      t === 'remove_whitespace' ||
+      t === 'compress_whitespace',
+  );
+}
+
 /** The variant a chain makes of a stable value (bit 1 lower-cased, bit 2 without whitespace), or -1. */
 function stableVariantOf(transforms: readonly string[]): number {
   let v = 0;
@@ -618,6 +652,9 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
       groups,
       detectorRules: list.filter((r) => r.detector),
       stableVariant: stableVariantOf(names),
+      stableFallback: stableVariantOf(names) < 0 && gateUnion !== undefined && stableOrRemoval(names),
+      removalTrigger: gateOf(names.map((t) => REMOVAL_ONLY.get(t) ?? '').join('')),
+      plainVariant: stableVariantOf(names.filter((t) => !REMOVAL_ONLY.has(t))),
       litsOnly: list.every((r) => r.regex !== undefined) && groups.every((g) => g.lits >= 0),
       pre: Int32Array.from([
         ...groups.flatMap((g) => preEntry(g.gate, g.lits, g.subsLits)),
@@ -694,7 +731,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     fastLits,
     fastDetectors,
     fastOk,
-    stableOk: plans.every((p) => p.stableVariant >= 0),
+    stableOk: plans.every((p) => p.stableVariant >= 0 || p.stableFallback),
     stableNonAsciiOk: rules.every((r) => {
       const n = r.transforms.lastIndexOf('nfkc');
       return n < 0 || r.transforms.slice(0, n).every((t) => t !== 'lowercase' && t !== 'remove_whitespace');
@@ -1440,10 +1477,25 @@ class Walk {
       // holds one of the two characters that lower-case to ASCII letters (U+212A, U+0130)
       const folds = ascii || lowerScansAlike(v);
       let slot1 = folds ? 0 : -1;
+      let began = false;
       for (let pi = 0; pi < plans.length; pi++) {
         const plan = plans[pi]!;
         if (plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
-        const sv = runs || plan.stableVariant < 4 ? plan.stableVariant : plan.stableVariant & 1;
+        let variant = plan.stableVariant;
+        if (variant < 0) {
+          // a stableFallback plan whose gate passed: without the characters its removals act
+          // on, it yields a variant like the others; with them, its transforms run
+          if (!passes(vm, plan.removalTrigger)) variant = plan.plainVariant;
+          else {
+            if (!began) {
+              beginValue(set.fn.length);
+              began = true;
+            }
+            this.runTransformed(set, plan, v, vm, kind, path, leaf);
+            continue;
+          }
+        }
+        const sv = runs || variant < 4 ? variant : variant & 1;
         if (sv >= 4) {
           if ((have & (1 << sv)) === 0) {
             if ((have & 16) === 0) {
@@ -1501,24 +1553,38 @@ class Walk {
     for (let pi = 0; pi < plans.length; pi++) {
       const plan = plans[pi]!;
       if (rawStable && plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
-      let t = v;
-      if (plan.node < 0) {
-        tm.lo = vm.lo;
-        tm.hi = vm.hi;
-      } else {
-        t = nodeValue(set, plan.node, v, vm);
-        tm.lo = scratch.lo[plan.node]!;
-        tm.hi = scratch.hi[plan.node]!;
-      }
-      // nodeValue computed every ancestor of the plan's node for this value. Lower-casing only
-      // folds like the scan does when the value before it holds neither U+212A nor U+0130
-      // (which lower-case to ASCII letters); otherwise the value is scanned as transformed.
-      const sn = plan.scanNode;
-      const before = sn < 0 ? v : scratch.vals[sn]!;
-      this.scanned =
-        ((sn < 0 ? vm.hi : scratch.hi[sn]!) & HI_NON_ASCII) === 0 || lowerScansAlike(before) ? before : t;
-      this.runPlan(plan, t, tm, kind, path, leaf, -1);
+      this.runTransformed(set, plan, v, vm, kind, path, leaf);
     }
+  }
+
+  /** `plan` on `v` (signature `vm`) through the transform trie (after {@link beginValue}). */
+  private runTransformed(
+    set: PlanSet,
+    plan: Plan,
+    v: string,
+    vm: CharMask,
+    kind: string,
+    path: Path,
+    leaf: string,
+  ): void {
+    const tm = this.tmask;
+    let t = v;
+    if (plan.node < 0) {
+      tm.lo = vm.lo;
+      tm.hi = vm.hi;
+    } else {
+      t = nodeValue(set, plan.node, v, vm);
+      tm.lo = scratch.lo[plan.node]!;
+      tm.hi = scratch.hi[plan.node]!;
+    }
+    // nodeValue computed every ancestor of the plan's node for this value. Lower-casing only
+    // folds like the scan does when the value before it holds neither U+212A nor U+0130
+    // (which lower-case to ASCII letters); otherwise the value is scanned as transformed.
+    const sn = plan.scanNode;
+    const before = sn < 0 ? v : scratch.vals[sn]!;
+    this.scanned =
+      ((sn < 0 ? vm.hi : scratch.hi[sn]!) & HI_NON_ASCII) === 0 || lowerScansAlike(before) ? before : t;
+    this.runPlan(plan, t, tm, kind, path, leaf, -1);
   }
 
   /**
