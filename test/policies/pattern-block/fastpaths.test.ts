@@ -716,6 +716,20 @@ t.test('a JSON value is judged like applying every rule to it directly', async (
   ])
     t.same(viaEngine(v), direct(v), v);
   t.same(viaEngine('( sys tem ) ( ls )'), ['php-160'], 'matched once the spaces are removed');
+  // stable values through a gated chain with a removal-only transform (shell_unquote): skipped,
+  // judged as its plain variant, or transformed (see Plan.stableFallback)
+  for (const v of [
+    "x;i''d",
+    'a;w"h"oami',
+    'x;wh^oami',
+    'x;$@id',
+    "Trader Joe's; O'Brien's",
+    'Paint; touch-up kit',
+    'roadmap; parking (2h)',
+    'Item (small)',
+  ])
+    t.same(viaEngine(v), direct(v), v);
+  t.ok(viaEngine("x;i''d").includes('rce-100'), 'the splice undone');
 });
 
 t.test(
