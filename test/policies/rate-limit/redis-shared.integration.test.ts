@@ -54,6 +54,15 @@ async function pair(t: Test): Promise<[Harness, Harness]> {
     await a.close();
     await b.close();
   });
+  // both connected to Redis before the first request: a request that comes first waits at most
+  // store.timeout (200 ms) for the connection, which a loaded CI machine can exceed (the
+  // fail-closed login rule then answered 503)
+  for (const h of [a, b])
+    await eventually('the instance to be ready (Redis connected)', async () => {
+      const r = await fetch(`${h.adminUrl}/readyz`);
+      await r.arrayBuffer();
+      return r.status === 200;
+    });
   return [a, b];
 }
 
