@@ -16,6 +16,7 @@ import {
 } from '../../helpers/harness.js';
 import { loadConfigFile } from '../../../gateway/config/load.js';
 import { freePort, startRedis, type TestRedis } from '../../helpers/redis.js';
+import { eventually } from '../../helpers/wait.js';
 import { Metrics } from '../../../gateway/observability/metrics.js';
 import type { AuditLog } from '../../../gateway/observability/audit.js';
 import { createStore } from '../../../gateway/store/index.js';
@@ -51,6 +52,14 @@ routes:
 async function gateway(t: Test, fail: 'open' | 'closed', url = redis.url): Promise<Harness> {
   const h = await startHarness({ config: config(fail), abuseControls: true, env: { REDIS_URL: url } });
   t.teardown(() => h.close());
+  // a live Redis connected before the first request (which would otherwise wait at most
+  // store.timeout for the connection, too little on a loaded CI machine)
+  if (url.startsWith(redis.url.replace(/\/\d+$/, '')))
+    await eventually('Redis connected', async () => {
+      const r = await fetch(`${h.adminUrl}/readyz`);
+      await r.arrayBuffer();
+      return r.status === 200;
+    });
   return h;
 }
 
