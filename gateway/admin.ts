@@ -6,6 +6,7 @@ import type { RequestContext } from './context.js';
 import type { Generation } from './config/compile.js';
 import type { Outcome } from './policy.js';
 import type { Gateway } from './server.js';
+import { isLoopbackHost } from './observability/score.js';
 
 /** Hooks the observability layer attaches to the running gateway. */
 export interface Observers {
@@ -43,12 +44,6 @@ function probe(origin: string, timeoutMs: number): Promise<string | undefined> {
     socket.once('connect', () => done());
     socket.once('error', (e: NodeJS.ErrnoException) => done(`upstream unreachable (${e.code ?? 'error'})`));
   });
-}
-
-/** Whether an address the admin listener is bound to is a loopback one (127.0.0.0/8, ::1). */
-function isLoopback(address: string): boolean {
-  const a = address.toLowerCase();
-  return a === '::1' || a.startsWith('127.') || a.startsWith('::ffff:127.');
 }
 
 /**
@@ -133,7 +128,7 @@ export class AdminServer {
       this.server.listen(port, host, () => {
         this.server.off('error', reject);
         const bound = this.server.address();
-        this.loopbackOnly = bound !== null && typeof bound === 'object' && isLoopback(bound.address);
+        this.loopbackOnly = bound !== null && typeof bound === 'object' && isLoopbackHost(bound.address);
         resolve();
       });
     });

@@ -2097,13 +2097,9 @@ function segmentsField(segs: readonly string[]): string | undefined {
 
 /** The last segment of a JSON pointer that is not an array index (`-` or digits), unescaped; undefined when none. */
 export function pointerField(pointer: string): string | undefined {
-  const segs = pointer.split('/');
-  for (let k = segs.length - 1; k >= 1; k--) {
-    const s = segs[k]!;
-    if (s === '' || ARRAY_INDEX.test(s)) continue;
-    return s.replace(POINTER_ESCAPE, (e) => (e === '~1' ? '/' : '~'));
-  }
-  return undefined;
+  // (what precedes the first `/` is not a reference token)
+  const segs = pointerSegments(pointer);
+  return segmentsField(pointer.startsWith('/') ? segs : segs.slice(1));
 }
 
 function walkBody(walk: Walk, body: RequestBody): number {
