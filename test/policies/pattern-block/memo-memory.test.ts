@@ -26,7 +26,7 @@ t.test('the clean-value memos do not keep long requests alive', async (t) => {
   const e = engineFromConfig(Value.Default(patternBlock.schema, {}) as PatternBlockConfig, process.cwd());
   const pad = 'x'.repeat(8000);
   // clean values that spread over the memos' slots (their hash reads the length, the first,
-  // the middle and the last character)
+  // the middle and the last two characters)
   const value = (i: number) =>
     `${(i * 7919).toString(36)}-receipt-${i.toString(36)}-w${((i * 31) % 997).toString(36)}`;
   gc();
@@ -62,4 +62,28 @@ t.test('the clean-value memos do not keep long requests alive', async (t) => {
     headers: { Host: 'receipts.example.com', Accept: 'application/json' },
   });
   t.equal(again.decision, 'allow');
+});
+
+/**
+ * The memos are two-way set-associative by a hash of a few code units: recurring values
+ * that differ in one place (the day of a date, the number of a category) must not share a
+ * pair and evict each other. With a hash of the first, middle and last unit alone, the 28
+ * days below fell into ten pairs (at most 20 of them kept) and the 60 categories into twelve.
+ */
+t.test('recurring values that differ in one place stay remembered', async (t) => {
+  const e = engineFromConfig(Value.Default(patternBlock.schema, {}) as PatternBlockConfig, process.cwd());
+  const days = Array.from({ length: 28 }, (_, i) => `from=2025-01-${String(i + 1).padStart(2, '0')}`);
+  const categories = Array.from({ length: 60 }, (_, i) => `category=meals-${i + 20}`);
+  for (const pair of [...days, ...categories]) {
+    const v = inspectRequest(e, {
+      method: 'GET',
+      target: `/api/receipts?${pair}`,
+      headers: { Host: 'receipts.example.com', Accept: 'application/json' },
+    });
+    t.equal(v.decision, 'allow', pair);
+  }
+  const memo = e.cleanPairs;
+  const kept = (list: string[]) => list.filter((p) => memo.holds(memo.slotOf(p), p)).length;
+  t.equal(kept(days), days.length, 'every date is remembered');
+  t.equal(kept(categories), categories.length, 'every category is remembered');
 });
