@@ -91,9 +91,20 @@ function secretValueStart(part: string): number {
   }
 }
 
+/** A path parameter (`;jsessionid=…`, what Java servlet containers put in URLs): its name and value. */
+const PATH_PARAM = /;([^;/=?#]*)=([^;/?#]*)/g;
+
+/** `path` with the values of its path parameters with secret-looking names redacted (or `path` itself). */
+function redactPathParams(path: string): string {
+  if (path.indexOf(';') < 0) return path;
+  return path.replace(PATH_PARAM, (m, name: string) =>
+    SECRET_NAME.test(paramName(name)) ? `;${name}=[REDACTED]` : m,
+  );
+}
+
 /**
- * Replace the values of query parameters with secret-looking names (judged once decoded)
- * by `[REDACTED]`, keep the rest of the target.
+ * Replace the values of query parameters and path parameters (`;jsessionid=…`) with
+ * secret-looking names (judged once decoded) by `[REDACTED]`, keep the rest of the target.
  *
  * The result is `target` itself when nothing is redacted, and otherwise one join of the
  * parts, a flat string of its own: the decision log keeps it, and a concatenation would
@@ -102,23 +113,30 @@ function secretValueStart(part: string): number {
  */
 export function redactTarget(target: string): string {
   const q = target.indexOf('?');
-  if (q < 0) return target;
+  if (q < 0 && target.indexOf(';') < 0) return target;
   if (target === lastTarget) return lastRedacted;
-  // Inside a `&`-separated part, a `#` (a fragment the client sent) or a `;` (a separator to
-  // some query parsers) may start another parameter: `a=1#password=x` is redacted from the
-  // `password`; a secret's value is redacted whole, also what runs on past a `#` or `;`.
-  const parts = target.slice(q + 1).split('&');
-  let changed = false;
-  for (let i = 0; i < parts.length; i++) {
-    const part = parts[i]!;
-    const cut = secretValueStart(part);
-    if (cut >= 0) {
-      parts[i] = `${part.slice(0, cut)}[REDACTED]`;
-      changed = true;
+  const path = q < 0 ? target : target.slice(0, q);
+  const redactedPath = redactPathParams(path);
+  let changed = redactedPath !== path;
+  let redacted = changed ? redactedPath : target;
+  if (q >= 0) {
+    // Inside a `&`-separated part, a `#` (a fragment the client sent) or a `;` (a separator to
+    // some query parsers) may start another parameter: `a=1#password=x` is redacted from the
+    // `password`; a secret's value is redacted whole, also what runs on past a `#` or `;`.
+    const parts = target.slice(q + 1).split('&');
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i]!;
+      const cut = secretValueStart(part);
+      if (cut >= 0) {
+        parts[i] = `${part.slice(0, cut)}[REDACTED]`;
+        changed = true;
+      }
+    }
+    if (changed) {
+      parts[0] = `${redactedPath}?${parts[0]!}`;
+      redacted = parts.join('&');
     }
   }
-  if (changed) parts[0] = target.slice(0, q + 1) + parts[0]!;
-  const redacted = changed ? parts.join('&') : target;
   lastTarget = target;
   lastRedacted = redacted;
   return redacted;
@@ -126,6 +144,8 @@ export function redactTarget(target: string): string {
 
 /** Lines are handed to the file in chunks of about this many characters (and on flush). */
 const CHUNK = 4096;
+/** Mode of an audit log file the gateway creates: owner read and write, group read (as ops/logrotate.conf creates it). */
+export const AUDIT_FILE_MODE = 0o640;
 /**
  * A line waits at most this long before it is written: at low traffic a ban or a lockout
  * would otherwise sit in memory until a chunk filled (out of reach of log shippers, and lost
@@ -200,10 +220,18 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
   }
   const file = path.resolve(opts.file);
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  // Fail at start, with a clear message, when the file cannot be written.
-  fs.closeSync(fs.openSync(file, 'a'));
+  // Fail at start, with a clear message, when the file cannot be written. A file the gateway
+  // creates (at start, or on reopen after a rotation) is not world-readable: it names clients,
+  // users and paths. An existing file keeps its mode.
+  fs.closeSync(fs.openSync(file, 'a', AUDIT_FILE_MODE));
   // minLength > 0: sonic-boom's flush() then waits for the data to reach the file
-  const dest = pino.destination({ dest: file, sync: false, mkdir: true, minLength: CHUNK });
+  const dest = pino.destination({
+    dest: file,
+    sync: false,
+    mkdir: true,
+    minLength: CHUNK,
+    mode: AUDIT_FILE_MODE,
+  });
   let lastErrorReport = 0;
   dest.on('error', (err: Error) => {
     metrics.auditWriteErrors.inc();

@@ -5,6 +5,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { jsonString, serializeFlatLine } from '../../../gateway/observability/audit-json.js';
 import {
+  AUDIT_FILE_MODE,
   AUDIT_FLUSH_MS,
   AUDIT_PINO_OPTIONS,
   createAuditLog,
@@ -226,6 +227,50 @@ t.test('redactTarget: secret-looking query values, names judged once decoded', a
     ['/api/x?x=1#&token=SECRET1&password=SECRET2', '/api/x?x=1#&token=[REDACTED]&password=[REDACTED]'],
     ['/api/x?#token=abc', '/api/x?#token=[REDACTED]'],
     ['/api/x?flag&token', '/api/x?flag&token'],
+    // path parameters (Java servlet session ids in URLs) with secret names
+    ['/api/receipts;jsessionid=ABC123', '/api/receipts;jsessionid=[REDACTED]'],
+    ['/api/x;JSESSIONID=abc;v=2', '/api/x;JSESSIONID=[REDACTED];v=2'],
+    ['/api/x;jsessionid=ABC/y?token=t&q=1', '/api/x;jsessionid=[REDACTED]/y?token=[REDACTED]&q=1'],
+    ['/api/x;jsessionid=ABC?q=1', '/api/x;jsessionid=[REDACTED]?q=1'],
+    ['/api/x;%73ession=abc', '/api/x;%73ession=[REDACTED]'],
+    ['/api/x;v=2?q=1', '/api/x;v=2?q=1'],
+    ['/api/x;v=2', '/api/x;v=2'],
   ];
   for (const [target, want] of cases) t.equal(redactTarget(target), want, target);
+});
+
+t.test('the audit log file the gateway creates is not world-readable, after a rotation too', async (t) => {
+  const old = process.umask(0o022);
+  t.teardown(() => process.umask(old));
+  const { file, audit } = auditToFile(t, 'audit-mode-');
+  audit.system('ip_banned', { decision: 'deny', reason: 'auto_ban', client_ip: '10.9.8.7' });
+  await audit.flush();
+  t.equal(fs.statSync(file).mode & 0o777, AUDIT_FILE_MODE, 'created 0640');
+  t.equal(AUDIT_FILE_MODE & 0o007, 0, 'nothing for others');
+  // logrotate without `create` moves the file away; the gateway reopens on SIGUSR2
+  fs.renameSync(file, `${file}.1`);
+  audit.reopen();
+  audit.system('ip_banned', { decision: 'deny', reason: 'auto_ban', client_ip: '10.9.8.6' });
+  await audit.flush();
+  await new Promise((r) => setTimeout(r, 50));
+  t.match(fs.readFileSync(file, 'utf8'), /10\.9\.8\.6/, 'the reopened file holds the new line');
+  t.equal(fs.statSync(file).mode & 0o777, AUDIT_FILE_MODE, 'the reopened file is created 0640');
+});
+
+t.test('an existing audit log file keeps the mode the operator gave it', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'audit-keep-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'audit.log');
+  fs.writeFileSync(file, '');
+  fs.chmodSync(file, 0o600);
+  const audit = createAuditLog({
+    enabled: true,
+    file,
+    accessSampleRate: 1,
+    metrics: new Metrics({ defaultMetrics: false }),
+  });
+  t.teardown(() => audit.close());
+  audit.system('ip_banned', { decision: 'deny', reason: 'auto_ban', client_ip: '10.9.8.5' });
+  await audit.flush();
+  t.equal(fs.statSync(file).mode & 0o777, 0o600);
 });
