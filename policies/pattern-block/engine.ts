@@ -1319,8 +1319,8 @@ class Walk {
   ): void {
     this.value(namePlans, nameKind, k, k, k);
     this.value(valuePlans, kind, k, k, v);
-    const eq = k.indexOf('=');
-    if (eq > 0 && v === '') {
+    const eq = v === '' ? k.indexOf('=') : -1;
+    if (eq > 0) {
       const sk = k.slice(0, eq);
       this.value(valuePlans, kind, sk, sk, k.slice(eq + 1));
     }
@@ -1757,6 +1757,10 @@ function walkHead(walk: Walk, head: HeadInput): number {
   const qnPlans = e.plansByKind.get('query_name');
   // the pairs of parseQuery(), without building the list
   const q = head.query;
+  // the next `%` and `+` from the pair being read on (-1: none): a pair with neither decodes
+  // to itself, found without a search per part
+  let pct = q.indexOf('%');
+  let plus = q.indexOf('+');
   for (let start = 0; q !== '' && start <= q.length;) {
     let end = q.indexOf('&', start);
     if (end < 0) end = q.length;
@@ -1770,10 +1774,15 @@ function walkHead(walk: Walk, head: HeadInput): number {
       const slot = raw !== undefined ? e.cleanPairs.slotOf(raw) : -1;
       if (raw === undefined || !e.cleanPairs.holds(slot, raw)) {
         const before = walk.found;
+        if (pct >= 0 && pct < start) pct = q.indexOf('%', start);
+        if (plus >= 0 && plus < start) plus = q.indexOf('+', start);
+        const plain = (pct < 0 || pct >= end) && (plus < 0 || plus >= end);
         const eq = q.indexOf('=', start);
         const inPart = eq >= 0 && eq < end;
-        const k = urlDecodeOnce(q.slice(start, inPart ? eq : end), true);
-        const v = inPart ? urlDecodeOnce(q.slice(eq + 1, end), true) : '';
+        const rk = q.slice(start, inPart ? eq : end);
+        const rv = inPart ? q.slice(eq + 1, end) : '';
+        const k = plain ? rk : urlDecodeOnce(rk, true);
+        const v = plain ? rv : urlDecodeOnce(rv, true);
         walk.pair(qnPlans, qPlans, 'query', 'query_name', k, v);
         if (raw !== undefined && walk.found === before) e.cleanPairs.put(slot, raw, walk.copyClean);
       }
