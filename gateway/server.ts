@@ -45,6 +45,7 @@ import {
 } from './proxy.js';
 import { Metrics } from './observability/metrics.js';
 import { createAuditLog, type AuditLog } from './observability/audit.js';
+import { isWellFormedRequestId } from './observability/decisions.js';
 import { createStore } from './store/index.js';
 import { cleanupAll as cleanupUploadSpool } from '../policies/upload-gate/index.js';
 import type { Store } from './store/types.js';
@@ -110,7 +111,6 @@ export interface ReloadRecord {
 }
 
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
-const REQUEST_ID_RE = /^[\x21-\x7e]{1,128}$/;
 /** Bodies of refused requests up to this size are read and discarded to keep the connection. */
 const DISCARD_BODY_MAX = 64 * 1024;
 
@@ -889,7 +889,7 @@ export class Gateway {
     const clientIp = trusted ? forwardedFor(xff, gen.trustedProxies!, peer) : peer;
     const incomingId = gen.trustRequestId ? req.headers[gen.requestIdHeader] : undefined;
     return createContext({
-      id: typeof incomingId === 'string' && REQUEST_ID_RE.test(incomingId) ? incomingId : undefined,
+      id: typeof incomingId === 'string' && isWellFormedRequestId(incomingId) ? incomingId : undefined,
       method: req.method ?? 'GET',
       target: h2 !== undefined ? h2.target : (req.url ?? '/'),
       headers: h2 !== undefined ? h2.headers : req.headers,

@@ -59,9 +59,14 @@ export interface DecisionLogOptions {
 
 /** Longest request id accepted (SPEC §4: printable, ≤ 128 characters). */
 export const MAX_REQUEST_ID_LENGTH = 128;
-const REQUEST_ID_RE = /^[\x21-\x7e]{1,128}$/;
+/** printable ASCII without spaces, 1–128 characters, and not `.` or `..` */
+const REQUEST_ID_RE = /^(?!\.\.?$)[\x21-\x7e]{1,128}$/;
 
-/** Whether a string is a well-formed request id (printable ASCII without spaces, 1–128 characters). */
+/**
+ * Whether a string is a well-formed request id: printable ASCII without spaces, 1–128
+ * characters. `.` and `..` are not: as the last segment of `/api/decisions/{id}` every URL
+ * parser resolves them away (`%2e%2e` too), so such a request could not be explained.
+ */
 export function isWellFormedRequestId(id: string): boolean {
   return REQUEST_ID_RE.test(id);
 }

@@ -141,7 +141,7 @@ t.test('unknown id: clear message, exit 1', async (t) => {
 
 t.test('malformed id: refused before any request, exit 1', async (t) => {
   const a = await admin(t);
-  for (const bad of ['has space', 'x'.repeat(129), 'tab\there', 'é']) {
+  for (const bad of ['has space', 'x'.repeat(129), 'tab\there', 'é', '.', '..']) {
     const { o, io: x } = io();
     t.equal(await runExplain([bad, '--admin', a.url], x), 1, JSON.stringify(bad));
     t.match(o.err, /is not a request id/);

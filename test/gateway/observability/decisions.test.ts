@@ -142,6 +142,11 @@ t.test('isWellFormedRequestId', async (t) => {
   t.equal(isWellFormedRequestId('has space'), false);
   t.equal(isWellFormedRequestId('new\nline'), false);
   t.equal(isWellFormedRequestId('ünï'), false);
+  // dot segments: `/api/decisions/..` resolves away in every URL parser
+  t.equal(isWellFormedRequestId('.'), false);
+  t.equal(isWellFormedRequestId('..'), false);
+  t.equal(isWellFormedRequestId('...'), true);
+  t.equal(isWellFormedRequestId('..a'), true);
 });
 
 t.test('decisionFromContext maps the trace and redacts the target', async (t) => {
