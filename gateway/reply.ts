@@ -26,8 +26,15 @@ export function renderDeny(ctx: RequestContext, deny: Deny, requestIdHeader: str
   headers[requestIdHeader] = ctx.id;
   for (const k in ctx.responseHeaders) headers[k] = ctx.responseHeaders[k];
   if (deny.headers) for (const k in deny.headers) headers[k.toLowerCase()] = deny.headers[k];
+  // a 503 says when to come back (RFC 9110 §10.2.3): a check's store that is down, a spool
+  // that cannot be written and a shutdown are all short outages
+  if (status === 503 && headers['retry-after'] === undefined)
+    headers['retry-after'] = UNAVAILABLE_RETRY_AFTER;
   return { head: { status, headers, fromGateway: true }, body };
 }
+
+/** `Retry-After` (seconds) of the gateway's own 503 answers. */
+export const UNAVAILABLE_RETRY_AFTER = '5';
 
 export function renderAnswer(
   ctx: RequestContext,

@@ -207,8 +207,14 @@ t.test(
     const url = redis.url.replace('://', '://:Wr0ng-s3cret@');
     const h = await gateway(t, 'closed', url);
     const statuses: number[] = [];
-    for (let i = 0; i < 3; i++) statuses.push((await fetch(`${h.url}/api/health`)).status);
+    const retryAfter: (string | null)[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await fetch(`${h.url}/api/health`);
+      statuses.push(r.status);
+      retryAfter.push(r.headers.get('retry-after'));
+    }
     t.same(statuses, [503, 503, 503], 'fail closed');
+    t.same(retryAfter, ['5', '5', '5'], 'each 503 says when to come back');
     t.equal((await h.mockRequests()).length, 0, 'nothing reached the upstream');
     const ready = await fetch(`${h.adminUrl}/readyz`);
     t.equal(ready.status, 503);
