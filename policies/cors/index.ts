@@ -4,6 +4,7 @@ import type { RequestContext } from '../../gateway/context.js';
 import { policyBlock, Duration } from '../../gateway/config/policy-schema.js';
 import { parseDuration } from '../../gateway/config/units.js';
 import { ConfigError } from '../../gateway/errors.js';
+import { OriginList } from '../../gateway/origins.js';
 
 // An HTTP token (RFC 9110 §5.6.2): a method or a field name. The lists below are written into
 // response headers as they are; a space, comma or line break in one would break the header
@@ -20,7 +21,7 @@ const schema = policyBlock(
     origins: Type.Union([Type.String(), Type.Array(Type.String())], {
       default: 'http://localhost:10000,http://127.0.0.1:10000',
       description:
-        'allowed origins, a list or one comma-separated string (CORS_ORIGINS); `*` allows any origin but never together with credentials',
+        'allowed origins, a list or one comma-separated string (CORS_ORIGINS): scheme://host[:port], or scheme://*.domain[:port] for its subdomains; `*` allows any origin but never together with credentials',
     }),
     allow_credentials: Type.Boolean({
       default: true,
@@ -90,20 +91,12 @@ export const cors: PolicyFactory<typeof schema> = {
         [...ctx.path, 'origins'],
       );
     }
-    const allowed = new Set<string>();
-    for (const o of list) {
-      if (o === '*') continue;
-      let url: URL;
-      try {
-        url = new URL(o);
-      } catch {
-        throw new ConfigError(`invalid origin "${o}" (use scheme://host[:port])`, [...ctx.path, 'origins']);
-      }
-      if (url.origin === 'null' || url.pathname !== '/' || url.search || url.hash) {
-        throw new ConfigError(`origin "${o}" must be scheme://host[:port] only`, [...ctx.path, 'origins']);
-      }
-      allowed.add(url.origin);
-    }
+    const allowed = new OriginList(
+      list.filter((o) => o !== '*'),
+      (message) => {
+        throw new ConfigError(message, [...ctx.path, 'origins']);
+      },
+    );
     const methods = new Set(config.allow_methods.map((m) => m.toUpperCase()));
     const headersAllowed = new Set(config.allow_headers.map((h) => h.toLowerCase()));
     const allowMethods = [...methods].join(', ');

@@ -2,6 +2,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { PolicyFactory, Policy, Deny } from '../../gateway/policy.js';
 import type { RequestContext } from '../../gateway/context.js';
 import { ConfigError } from '../../gateway/errors.js';
+import { OriginList, canonicalOrigin } from '../../gateway/origins.js';
 import { policyBlock } from '../../gateway/config/policy-schema.js';
 
 /** SPEC §2's default of CORS_ORIGINS, used when neither the block nor the environment says. */
@@ -29,7 +30,7 @@ export const csrfSchema = policyBlock(
     allowed_origins: Type.Union([Type.String(), Type.Array(Type.String())], {
       default: [],
       description:
-        "origins allowed besides the gateway's own (list or comma-separated string); empty = CORS_ORIGINS from the environment",
+        "origins allowed besides the gateway's own (list or comma-separated string; scheme://*.domain[:port] for its subdomains); empty = CORS_ORIGINS from the environment",
     }),
     methods: Type.Array(METHOD, {
       default: ['POST', 'PUT', 'PATCH', 'DELETE'],
@@ -48,26 +49,6 @@ export const csrfSchema = policyBlock(
 );
 
 export type CsrfConfig = Static<typeof csrfSchema>;
-
-/** Canonical `scheme://host[:port]` of a configured origin, or undefined when it is not one. */
-export function canonicalOrigin(value: string): string | undefined {
-  try {
-    const u = new URL(value);
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') return undefined;
-    if (
-      u.username !== '' ||
-      u.password !== '' ||
-      (u.pathname !== '/' && u.pathname !== '') ||
-      u.search !== '' ||
-      u.hash !== ''
-    ) {
-      return undefined;
-    }
-    return u.origin;
-  } catch {
-    return undefined;
-  }
-}
 
 /** The origin (`scheme://host[:port]`) of an absolute http(s) Referer, or undefined. */
 function refererOrigin(value: string): string | undefined {
@@ -96,7 +77,8 @@ export const csrf: PolicyFactory<typeof csrfSchema> = {
         : given.length > 0
           ? given
           : (ctx.services.env.CORS_ORIGINS ?? DEFAULT_ORIGINS).split(',');
-    const allowed = new Set<string>();
+    const entries: string[] = [];
+    const indexes: number[] = [];
     list.forEach((raw, i) => {
       const o = raw.trim();
       if (o === '') return;
@@ -106,14 +88,11 @@ export const csrf: PolicyFactory<typeof csrfSchema> = {
           'allowed_origins',
           i,
         ]);
-      const c = canonicalOrigin(o);
-      if (c === undefined)
-        throw new ConfigError(`"${o}" is not an origin (scheme://host[:port])`, [
-          ...ctx.path,
-          'allowed_origins',
-          i,
-        ]);
-      allowed.add(c);
+      entries.push(o);
+      indexes.push(i);
+    });
+    const allowed = new OriginList(entries, (message, k) => {
+      throw new ConfigError(message, [...ctx.path, 'allowed_origins', indexes[k]!]);
     });
     const methods = new Set(config.methods);
     const cookieOnly = config.cookie_only;

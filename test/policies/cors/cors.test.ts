@@ -198,14 +198,44 @@ t.test('origin matching', async (t) => {
 
   // configured origins are normalised through the URL parser
   const norm = await compilePolicy(cors, {
-    origins: ['HTTPS://App.Example:443/', 'http://[::1]:80', 'http://user:pw@creds.example'],
+    origins: ['HTTPS://App.Example:443/', 'http://[::1]:80'],
   });
   t.equal(await run(norm, actual('https://app.example')), undefined, 'default port and slash dropped');
   t.equal(await run(norm, actual('http://[::1]')), undefined);
-  t.equal(await run(norm, actual('http://creds.example')), undefined, 'userinfo silently dropped');
-  // a `*.` entry is no pattern: it is accepted as a literal host that no browser sends
-  const star = await compilePolicy(cors, { origins: ['https://*.example.com'] });
-  t.same(await run(star, actual('https://sub.example.com')), denied('origin not allowed'));
+});
+
+t.test('subdomain wildcards: scheme://*.domain[:port]', async (t) => {
+  const star = await compilePolicy(cors, {
+    origins: ['https://*.Example.com', 'http://*.dev.example.org:8080', 'https://*.bücher.example'],
+  });
+  for (const o of [
+    'https://app.example.com',
+    'https://a.b.example.com',
+    'https://x-1.example.com',
+    'http://app.dev.example.org:8080',
+    'https://shop.xn--bcher-kva.example',
+  ])
+    t.equal(await run(star, actual(o)), undefined, `${o} allowed`);
+  for (const o of [
+    'https://example.com', // the domain itself is not a subdomain
+    'http://app.example.com', // another scheme
+    'https://app.example.com:8443', // another port
+    'https://evilexample.com',
+    'https://app.example.com.evil.net',
+    'https://app.example.comx',
+    'https://-x.example.com',
+    'https://a..example.com',
+    'https://.example.com',
+    'https://user@app.example.com',
+    'http://app.dev.example.org', // the port is part of the origin
+    'http://app.dev.example.org:80800',
+  ])
+    t.same(await run(star, actual(o)), denied('origin not allowed'), `${o} refused`);
+  // a preflight from a subdomain is answered, with the Origin reflected
+  const pre = (await run(star, preflight('https://app.example.com', 'PUT'))) as Answer;
+  t.equal(pre.answer.status, 204);
+  t.equal(pre.answer.headers['access-control-allow-origin'], 'https://app.example.com');
+  t.same(await run(star, preflight('https://example.com', 'PUT')), denied('preflight origin not allowed'));
 });
 
 t.test('same origin: Origin equal to scheme://Host of the request', async (t) => {
@@ -357,6 +387,30 @@ t.test('configuration errors from compile()', async (t) => {
     ['localhost:10000', 'origin "localhost:10000" must be scheme://host[:port] only'],
     ['file:///etc/passwd', 'origin "file:///etc/passwd" must be scheme://host[:port] only'],
     ['data:text/plain', 'origin "data:text/plain" must be scheme://host[:port] only'],
+    [
+      'http://user:pw@creds.example',
+      'origin "http://user:pw@creds.example" must be scheme://host[:port] only',
+    ],
+    [
+      'https://app*.example.com',
+      '"https://app*.example.com": a wildcard may only stand for the subdomains of a domain, as in https://*.example.com[:port]',
+    ],
+    [
+      'https://*.example.com/x',
+      '"https://*.example.com/x": a wildcard may only stand for the subdomains of a domain, as in https://*.example.com[:port]',
+    ],
+    [
+      'https://*.*.example.com',
+      '"https://*.*.example.com": a wildcard may only stand for the subdomains of a domain, as in https://*.example.com[:port]',
+    ],
+    [
+      'https://*.com',
+      '"https://*.com": a wildcard needs a domain of two labels or more after "*." (not an IP address or a top-level domain)',
+    ],
+    [
+      'https://*.10.0.0.1',
+      '"https://*.10.0.0.1": a wildcard needs a domain of two labels or more after "*." (not an IP address or a top-level domain)',
+    ],
   ];
   for (const [entry, message] of bad) {
     const err = await at({ origins: `${APP}, ${entry}`, allow_credentials: false });

@@ -109,3 +109,33 @@ t.test('config: wildcard and non-origins are refused', async (t) => {
   await t.rejects(compilePolicy(csrf, { allowed_origins: ['https://a.example/path'] }), ConfigError);
   await t.rejects(compilePolicy(csrf, { allowed_origins: 'ftp://a.example' }), ConfigError);
 });
+
+t.test('a subdomain wildcard (as CORS_ORIGINS may list it) is honoured, Referer included', async (t) => {
+  const p = await compilePolicy(
+    csrf,
+    {},
+    makeServices({ env: { CORS_ORIGINS: 'https://*.example.net,http://localhost:10000' } }),
+  );
+  t.equal(await p.onIdentified!(req('POST', { origin: 'https://app.example.net' })), undefined);
+  t.equal(await p.onIdentified!(req('POST', { origin: 'https://a.b.example.net' })), undefined);
+  for (const origin of ['https://example.net', 'https://evilexample.net', 'http://app.example.net'])
+    t.same(
+      await p.onIdentified!(req('POST', { origin })),
+      { code: 'csrf_rejected', detail: { check: 'origin' } },
+      origin,
+    );
+  t.equal(await p.onIdentified!(req('POST', { referer: 'https://app.example.net/receipts' })), undefined);
+  t.same(await p.onIdentified!(req('POST', { referer: 'https://example.net/receipts' })), {
+    code: 'csrf_rejected',
+    detail: { check: 'referer' },
+  });
+  const err = await compilePolicy(csrf, { allowed_origins: ['https://a.example', 'https://*.com'] }).catch(
+    (e: unknown) => e,
+  );
+  t.type(err, ConfigError);
+  t.same(
+    (err as ConfigError).path,
+    ['policies', 'csrf', 'allowed_origins', 1],
+    'the key path names the entry',
+  );
+});
