@@ -27,6 +27,19 @@ const SERVERNAME_PATTERN =
   '^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$';
 
 /**
+ * An address a listener can bind: a host name or IPv4 address (`localhost`, `0.0.0.0`), or an
+ * IPv6 address without brackets (`::`, `::1`). Anything else would only fail when the gateway
+ * starts to listen (getaddrinfo ENOTFOUND), after `validate` said the file was fine.
+ */
+const LISTEN_HOST = (description: string, dflt: string) =>
+  Type.String({
+    default: dflt,
+    pattern:
+      '^(?:[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(%[A-Za-z0-9_.-]+)?)$',
+    description: `${description}: a host name, an IPv4 address or an IPv6 address without brackets (fe80::1%eth0 with a zone)`,
+  });
+
+/**
  * One extra certificate, chosen when the client's SNI names one of `servernames`.
  * ```yaml
  * certificates:
@@ -119,7 +132,7 @@ export const TlsSchema = Type.Object(
  */
 export const RedirectSchema = Type.Object(
   {
-    host: Type.String({ default: '0.0.0.0', description: 'address of the redirect listener' }),
+    host: LISTEN_HOST('address of the redirect listener', '0.0.0.0'),
     port: Type.Integer({
       minimum: 0,
       maximum: 65535,
@@ -144,7 +157,7 @@ export const RedirectSchema = Type.Object(
 
 export const ListenSchema = Type.Object(
   {
-    host: Type.String({ default: '0.0.0.0', description: 'address of the main listener' }),
+    host: LISTEN_HOST('address of the main listener', '0.0.0.0'),
     port: Type.Integer({
       minimum: 0,
       maximum: 65535,
@@ -185,10 +198,7 @@ export const ListenSchema = Type.Object(
 export const AdminSchema = Type.Object(
   {
     enabled: Type.Boolean({ default: true, description: 'serve the admin listener' }),
-    host: Type.String({
-      default: '127.0.0.1',
-      description: 'address of the admin listener; keep it on loopback',
-    }),
+    host: LISTEN_HOST('address of the admin listener; keep it on loopback', '127.0.0.1'),
     port: Type.Integer({
       minimum: 0,
       maximum: 65535,

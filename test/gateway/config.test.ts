@@ -582,3 +582,39 @@ t.test('units: rate limits', async (t) => {
     t.throws(() => parseLimits(bad), /limit/, `limit ${JSON.stringify(bad)} refused`);
   }
 });
+
+t.test(
+  'listener addresses: host names and IP addresses, nothing that could only fail at listen',
+  async (t) => {
+    const at = (host: string) =>
+      `upstream:\n  url: http://127.0.0.1:9000\nlisten:\n  host: ${JSON.stringify(host)}\nadmin:\n  host: ${JSON.stringify(host)}\n`;
+    for (const host of [
+      '0.0.0.0',
+      '127.0.0.1',
+      '::',
+      '::1',
+      '::ffff:127.0.0.1',
+      'fe80::1%eth0',
+      'localhost',
+      'gw-1.internal',
+    ])
+      t.same((await problemsOf(at(host))).problems, [], `${host} accepted`);
+    for (const host of [
+      '',
+      'not a host!',
+      '[::1]',
+      'http://0.0.0.0',
+      '0.0.0.0:8080',
+      'host_name',
+      '-x.example',
+    ]) {
+      const { problems } = await problemsOf(at(host));
+      t.same(
+        problems.map((p) => p.keyPath),
+        ['listen.host', 'admin.host'],
+        `${JSON.stringify(host)} refused on both listeners`,
+      );
+      t.match(problems[0]?.message, /a host name, an IPv4 address or an IPv6 address without brackets/);
+    }
+  },
+);
