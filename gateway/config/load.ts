@@ -472,26 +472,42 @@ function pointerToPath(pointer: string): (string | number)[] {
     .map((seg) => (/^\d+$/.test(seg) ? Number(seg) : seg));
 }
 
+/**
+ * Largest configuration file read: a gateway.yaml with hundreds of routes, keys and
+ * exclusions is far below it, and a file that is not one (a log, a dump) is refused before
+ * it is parsed.
+ */
+export const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+
+function tooLarge(size: number): string {
+  return `the file is ${size} bytes; a configuration is at most ${MAX_CONFIG_BYTES} bytes (4 MiB)`;
+}
+
 /** Read and parse a configuration file (async; used at start and on reload). */
 export async function loadConfigFile(
   file: string,
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): Promise<LoadedConfig> {
   const abs = path.resolve(file);
+  const fileProblem = (message: string) =>
+    new ConfigLoadError([{ file, line: 0, column: 0, keyPath: '', message }]);
   let bytes: Buffer;
+  let handle: fs.FileHandle | undefined;
   try {
-    bytes = await fs.readFile(abs);
+    // (non-blocking: a FIFO without a writer would otherwise hold the open forever)
+    handle = await fs.open(abs, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const st = await handle.stat();
+    // (a FIFO or a device such as /dev/zero would be read without end)
+    if (!st.isFile()) throw fileProblem('not a regular file');
+    if (st.size > MAX_CONFIG_BYTES) throw fileProblem(tooLarge(st.size));
+    bytes = await handle.readFile();
+    if (bytes.length > MAX_CONFIG_BYTES) throw fileProblem(tooLarge(bytes.length));
   } catch (err) {
+    if (err instanceof ConfigLoadError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    throw new ConfigLoadError([
-      {
-        file,
-        line: 0,
-        column: 0,
-        keyPath: '',
-        message: code === 'ENOENT' ? 'file not found' : `cannot read file (${code})`,
-      },
-    ]);
+    throw fileProblem(code === 'ENOENT' ? 'file not found' : `cannot read file (${code})`);
+  } finally {
+    await handle?.close();
   }
   if (!isUtf8(bytes)) {
     // decoded leniently, the bytes would become U+FFFD in a host, a secret or a pattern

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   loadConfigFile,
+  MAX_CONFIG_BYTES,
   parseConfig,
   ConfigLoadError,
   formatProblem,
@@ -13,6 +14,7 @@ import { compileGeneration, closeGeneration } from '../../gateway/config/compile
 import { offlineServices } from '../../gateway/commands/validate.js';
 import { parseDuration, parseSize, parseLimits } from '../../gateway/config/units.js';
 import { REPO } from '../helpers/harness.js';
+import { execFileSync } from 'node:child_process';
 
 /**
  * Bad configurations: every problem reported at once with file:line:column and key path;
@@ -618,3 +620,34 @@ t.test(
     }
   },
 );
+
+t.test('a file that is not a configuration is refused before it is read whole', async (t) => {
+  const problem = async (file: string) => {
+    const err = await loadConfigFile(file, { JWT_SECRET_KEY: SECRET }).catch((e: unknown) => e);
+    t.type(err, ConfigLoadError, file);
+    return (err as ConfigLoadError).problems.map(formatProblem);
+  };
+  // larger than 4 MiB (a comment padded out): refused by size, not parsed
+  const big = path.join(dir, 'big.yaml');
+  fs.writeFileSync(big, `upstream:\n  url: http://127.0.0.1:9000\n# ${'x'.repeat(MAX_CONFIG_BYTES)}\n`);
+  t.same(await problem(big), [
+    `${big}:0:0: the file is ${fs.statSync(big).size} bytes; a configuration is at most 4194304 bytes (4 MiB)`,
+  ]);
+  // just below the limit: parsed as usual
+  const fits = path.join(dir, 'fits.yaml');
+  fs.writeFileSync(
+    fits,
+    `upstream:\n  url: http://127.0.0.1:9000\n# ${'x'.repeat(MAX_CONFIG_BYTES - 100)}\n`,
+  );
+  t.equal(
+    (await loadConfigFile(fits, { JWT_SECRET_KEY: SECRET })).config.upstream.url,
+    'http://127.0.0.1:9000',
+  );
+  // a device that never ends and a directory
+  t.same(await problem('/dev/zero'), ['/dev/zero:0:0: not a regular file']);
+  t.same(await problem(dir), [`${dir}:0:0: not a regular file`]);
+  // a FIFO without a writer: opening it must not wait for one
+  const fifo = path.join(dir, 'fifo.yaml');
+  execFileSync('mkfifo', [fifo]);
+  t.same(await problem(fifo), [`${fifo}:0:0: not a regular file`]);
+});
