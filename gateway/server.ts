@@ -13,7 +13,7 @@ import {
   type Generation,
   type ListenerSettings,
 } from './config/compile.js';
-import { loadConfigFile, ConfigLoadError } from './config/load.js';
+import { loadConfigFile, readConfigBytes, ConfigLoadError } from './config/load.js';
 import {
   pendingRestart,
   restartBoundOf,
@@ -406,7 +406,7 @@ export class Gateway {
   /** The digest of the config file's text as it is now (through symlinks), or undefined when unreadable. */
   private async readConfigDigest(): Promise<string | undefined> {
     try {
-      return configDigest(await fs.promises.readFile(this.opts.configFile, 'utf8'));
+      return configDigest((await readConfigBytes(this.opts.configFile)).toString('utf8'));
     } catch {
       return undefined;
     }

@@ -483,25 +483,24 @@ function tooLarge(size: number): string {
   return `the file is ${size} bytes; a configuration is at most ${MAX_CONFIG_BYTES} bytes (4 MiB)`;
 }
 
-/** Read and parse a configuration file (async; used at start and on reload). */
-export async function loadConfigFile(
-  file: string,
-  env: Readonly<Record<string, string | undefined>> = process.env,
-): Promise<LoadedConfig> {
-  const abs = path.resolve(file);
+/**
+ * The bytes of a configuration file: a regular file of at most {@link MAX_CONFIG_BYTES}
+ * (checked before it is read); a ConfigLoadError otherwise.
+ */
+export async function readConfigBytes(file: string): Promise<Buffer> {
   const fileProblem = (message: string) =>
     new ConfigLoadError([{ file, line: 0, column: 0, keyPath: '', message }]);
-  let bytes: Buffer;
   let handle: fs.FileHandle | undefined;
   try {
     // (non-blocking: a FIFO without a writer would otherwise hold the open forever)
-    handle = await fs.open(abs, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    handle = await fs.open(path.resolve(file), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     const st = await handle.stat();
     // (a FIFO or a device such as /dev/zero would be read without end)
     if (!st.isFile()) throw fileProblem('not a regular file');
     if (st.size > MAX_CONFIG_BYTES) throw fileProblem(tooLarge(st.size));
-    bytes = await handle.readFile();
+    const bytes = await handle.readFile();
     if (bytes.length > MAX_CONFIG_BYTES) throw fileProblem(tooLarge(bytes.length));
+    return bytes;
   } catch (err) {
     if (err instanceof ConfigLoadError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
@@ -509,6 +508,14 @@ export async function loadConfigFile(
   } finally {
     await handle?.close();
   }
+}
+
+/** Read and parse a configuration file (async; used at start and on reload). */
+export async function loadConfigFile(
+  file: string,
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): Promise<LoadedConfig> {
+  const bytes = await readConfigBytes(file);
   if (!isUtf8(bytes)) {
     // decoded leniently, the bytes would become U+FFFD in a host, a secret or a pattern
     const at = firstInvalidUtf8(bytes);
