@@ -163,11 +163,19 @@ t.test('the audit file holds exactly what pino would have written, in order', as
   await audit.close();
 });
 
-/** An audit log of every line (no sampling) to a file of a temporary folder, both gone when `t` ends. */
-function auditToFile(t: Test, prefix: string): { file: string; audit: AuditLog } {
+/**
+ * An audit log of every line (no sampling) to a file of a temporary folder, both gone when `t`
+ * ends; `prepare` sees the file's path before the log opens it.
+ */
+function auditToFile(
+  t: Test,
+  prefix: string,
+  prepare?: (file: string) => void,
+): { file: string; audit: AuditLog } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'audit.log');
+  prepare?.(file);
   const audit = createAuditLog({
     enabled: true,
     file,
@@ -258,18 +266,10 @@ t.test('the audit log file the gateway creates is not world-readable, after a ro
 });
 
 t.test('an existing audit log file keeps the mode the operator gave it', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'audit-keep-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const file = path.join(dir, 'audit.log');
-  fs.writeFileSync(file, '');
-  fs.chmodSync(file, 0o600);
-  const audit = createAuditLog({
-    enabled: true,
-    file,
-    accessSampleRate: 1,
-    metrics: new Metrics({ defaultMetrics: false }),
+  const { file, audit } = auditToFile(t, 'audit-keep-', (f) => {
+    fs.writeFileSync(f, '');
+    fs.chmodSync(f, 0o600);
   });
-  t.teardown(() => audit.close());
   audit.system('ip_banned', { decision: 'deny', reason: 'auto_ban', client_ip: '10.9.8.5' });
   await audit.flush();
   t.equal(fs.statSync(file).mode & 0o777, 0o600);
