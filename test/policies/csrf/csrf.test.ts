@@ -112,6 +112,13 @@ t.test(
       code: 'csrf_rejected',
       detail: { check: 'missing_origin' },
     });
+    const ws = { upgrade: 'websocket', origin: 'https://evil.example' };
+    t.same(
+      await all.onIdentified!(req('GET', ws, null)),
+      { code: 'csrf_rejected', detail: { check: 'origin' } },
+      'an anonymous WebSocket handshake (the upstream may authenticate it by its own cookie)',
+    );
+    t.equal(await all.onIdentified!(req('GET', { origin: 'https://evil.example' }, null)), undefined);
   },
 );
 
