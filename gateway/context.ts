@@ -145,3 +145,13 @@ export function hasBody(ctx: RequestContext): boolean {
   const cl = ctx.headers['content-length'];
   return cl !== undefined && cl !== '0';
 }
+
+/**
+ * The request asks for a WebSocket (an `Upgrade` header naming `websocket`). Such a handshake
+ * is a GET the browser sends with its cookies from any site, and opens a two-way channel:
+ * gateway/websocket.ts serves it, and the `csrf` policy judges it like a state-changing request.
+ */
+export function isWebSocketUpgrade(headers: IncomingHttpHeaders): boolean {
+  const u = headers.upgrade;
+  return typeof u === 'string' && u.split(',').some((t) => t.trim().toLowerCase() === 'websocket');
+}

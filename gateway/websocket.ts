@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Metrics } from './observability/metrics.js';
-import type { RequestContext } from './context.js';
+import { isWebSocketUpgrade, type RequestContext } from './context.js';
 import type { CompiledRoute, Generation } from './config/compile.js';
 import type { Deny, Outcome, ResponseHead, Services } from './policy.js';
 import {
@@ -26,10 +26,7 @@ import { normalizePath } from './router.js';
  */
 
 /** The client asks for a WebSocket (an `Upgrade` header naming `websocket`). */
-export function isWebSocketUpgrade(headers: http.IncomingHttpHeaders): boolean {
-  const u = headers.upgrade;
-  return typeof u === 'string' && u.split(',').some((t) => t.trim().toLowerCase() === 'websocket');
-}
+export { isWebSocketUpgrade };
 
 const KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
 

@@ -390,7 +390,7 @@ export const RouteSchema = Type.Object(
     websocket: Type.Optional(
       Type.Boolean({
         description:
-          'accept WebSocket upgrades (GET with Upgrade: websocket) on this route: they pass the request phase (auth, CORS, rate limits, audit) and are then tunnelled to the upstream; absent/false: upgrades are refused (400)',
+          'accept WebSocket upgrades (GET with Upgrade: websocket) on this route: they pass the request phase (auth, CORS, CSRF, rate limits, audit) and are then tunnelled to the upstream; absent/false: upgrades are refused (400)',
       }),
     ),
     policies: Type.Optional(policiesSchema(true)),

@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { PolicyFactory, Policy, Deny } from '../../gateway/policy.js';
-import type { RequestContext } from '../../gateway/context.js';
+import { isWebSocketUpgrade, type RequestContext } from '../../gateway/context.js';
 import { ConfigError } from '../../gateway/errors.js';
 import { OriginList, canonicalOrigin } from '../../gateway/origins.js';
 import { policyBlock } from '../../gateway/config/policy-schema.js';
@@ -15,8 +15,10 @@ const METHOD = Type.String({ pattern: '^[A-Z]+$' });
  * a session cookie (the browser attaches cookies to cross-site requests; it does not
  * attach an Authorization header or an API key). Judged from `Origin` (same origin or an
  * allowed origin) and, when Origin is absent, `Sec-Fetch-Site`; when both are absent, a
- * `Referer` naming another origin is refused too. Requests authenticated by a header are
- * not affected.
+ * `Referer` naming another origin is refused too. A WebSocket handshake is judged whatever
+ * `methods` says: it is a GET, but the browser sends it with the cookie from any site and no
+ * CORS check of its own, and it opens a two-way channel (cross-site WebSocket hijacking).
+ * Requests authenticated by a header are not affected.
  *
  * @example
  * ```yaml
@@ -34,7 +36,8 @@ export const csrfSchema = policyBlock(
     }),
     methods: Type.Array(METHOD, {
       default: ['POST', 'PUT', 'PATCH', 'DELETE'],
-      description: 'state-changing methods that are checked',
+      description:
+        'state-changing methods that are checked (WebSocket handshakes, GET requests, are checked whatever this lists)',
     }),
     cookie_only: Type.Boolean({
       default: true,
@@ -109,7 +112,7 @@ export const csrf: PolicyFactory<typeof csrfSchema> = {
       mode: config.mode,
       failure: 'closed',
       onIdentified(c) {
-        if (!methods.has(c.method)) return undefined;
+        if (!methods.has(c.method) && !isWebSocketUpgrade(c.headers)) return undefined;
         if (cookieOnly && c.identity?.via !== 'cookie') return undefined;
         const origin = c.headers.origin;
         if (origin !== undefined) {

@@ -71,6 +71,31 @@ t.test('safe methods, header-authenticated and anonymous requests are not judged
   t.equal(await policy.onIdentified!(req('POST', evil, null)), undefined);
 });
 
+t.test('a WebSocket handshake (a GET) is judged like a state-changing request', async (t) => {
+  const ws = { upgrade: 'websocket', connection: 'Upgrade' };
+  const origin = { check: 'origin' };
+  t.same(await policy.onIdentified!(req('GET', { ...ws, origin: 'https://evil.example' })), {
+    code: 'csrf_rejected',
+    detail: origin,
+  });
+  t.same(
+    await policy.onIdentified!(req('GET', { upgrade: 'h2c, WebSocket', origin: 'null' })),
+    { code: 'csrf_rejected', detail: origin },
+    'the token in a list, in any case',
+  );
+  t.same(await policy.onIdentified!(req('GET', { ...ws, 'sec-fetch-site': 'cross-site' })), {
+    code: 'csrf_rejected',
+    detail: { check: 'sec_fetch_site' },
+  });
+  t.equal(await policy.onIdentified!(req('GET', { ...ws, origin: 'http://gw.example.com' })), undefined);
+  t.equal(await policy.onIdentified!(req('GET', { ...ws, origin: 'http://localhost:10000' })), undefined);
+  t.equal(await policy.onIdentified!(req('GET', ws)), undefined, 'no Origin: not a browser');
+  const evil = { origin: 'https://evil.example' };
+  t.equal(await policy.onIdentified!(req('GET', { ...ws, ...evil }, headerUser)), undefined, 'header auth');
+  t.equal(await policy.onIdentified!(req('GET', { ...ws, ...evil }, null)), undefined, 'anonymous');
+  t.equal(await policy.onIdentified!(req('GET', { upgrade: 'h2c', ...evil })), undefined, 'another protocol');
+});
+
 t.test(
   'cookie_only: false judges every state-changing request; require_origin refuses blind ones',
   async (t) => {
@@ -87,6 +112,13 @@ t.test(
       code: 'csrf_rejected',
       detail: { check: 'missing_origin' },
     });
+    const ws = { upgrade: 'websocket', origin: 'https://evil.example' };
+    t.same(
+      await all.onIdentified!(req('GET', ws, null)),
+      { code: 'csrf_rejected', detail: { check: 'origin' } },
+      'an anonymous WebSocket handshake (the upstream may authenticate it by its own cookie)',
+    );
+    t.equal(await all.onIdentified!(req('GET', { origin: 'https://evil.example' }, null)), undefined);
   },
 );
 
