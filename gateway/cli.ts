@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=20
-import cluster from 'node:cluster';
+import cluster, { type Worker } from 'node:cluster';
 import process from 'node:process';
 import { Gateway } from './server.js';
 import { ConfigLoadError, formatProblem } from './config/load.js';
@@ -54,28 +54,49 @@ async function start(args: string[]): Promise<number> {
     servePeers();
     for (let i = 0; i < workers; i++) cluster.fork();
     let stopping = false;
+    // (a worker that exited can stay in cluster.workers until its channel closes)
+    const living = () => Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && !w.isDead());
     const stop = (sig: NodeJS.Signals) => {
       stopping = true;
-      const alive = Object.values(cluster.workers ?? {});
+      const alive = living();
       // (replacements waiting for their pause are not started any more)
-      if (alive.length === 0) process.exit(0);
+      if (alive.length === 0) process.exit(process.exitCode ?? 0);
       for (const w of alive) w?.process.kill(sig);
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGTERM'));
-    process.on('SIGHUP', () => {
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
-    });
-    process.on('SIGUSR2', () => {
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGUSR2');
-    });
-    // a reload asked of one worker (admin POST /api/reload) is passed on to the others
+    // A worker handles SIGHUP and SIGUSR2 only once it has started (it says so with a ready
+    // message); before, either signal would end it (their default action), and a reload
+    // message would find nobody listening. What is meant for a worker still starting waits
+    // for its ready message: it may have read the file before the change.
+    const ready = new Set<number>();
+    let everReady = false;
+    const waiting = new Map<number, (() => void)[]>();
+    const toWorkers = (deliver: (w: Worker) => void, except?: Worker) => {
+      for (const w of Object.values(cluster.workers ?? {})) {
+        if (w === undefined || w === except || w.isDead()) continue;
+        if (ready.has(w.id)) deliver(w);
+        else waiting.set(w.id, [...(waiting.get(w.id) ?? []), () => deliver(w)]);
+      }
+    };
+    process.on('SIGHUP', () => toWorkers((w) => w.process.kill('SIGHUP')));
+    process.on('SIGUSR2', () => toWorkers((w) => w.process.kill('SIGUSR2')));
     cluster.on('message', (from, msg: unknown) => {
+      if (isReadyMessage(msg)) {
+        ready.add(from.id);
+        everReady = true;
+        const pending = waiting.get(from.id) ?? [];
+        waiting.delete(from.id);
+        for (const deliver of pending) deliver();
+        return;
+      }
+      // a reload asked of one worker (admin POST /api/reload) is passed on to the others
       if (!isReloadMessage(msg)) return;
-      for (const w of Object.values(cluster.workers ?? {}))
+      toWorkers((w) => {
         // a worker on its way out has no channel any more: skip it, and never let a failed
         // send become an 'error' event that would end the primary
-        if (w !== undefined && w !== from && w.isConnected()) w.send(msg, () => {});
+        if (w.isConnected()) w.send(msg, () => {});
+      }, from);
     });
     // A worker that dies soon after it started (a config made invalid since, a port taken)
     // is started again after a pause that doubles each time, up to 30 s: no fork storm.
@@ -83,18 +104,30 @@ async function start(args: string[]): Promise<number> {
     let pause = 0;
     const fork = () => born.set(cluster.fork().id, Date.now());
     for (const w of Object.values(cluster.workers ?? {})) if (w !== undefined) born.set(w.id, Date.now());
-    cluster.on('exit', (w, code) => {
+    cluster.on('exit', (w, code, signal) => {
       const lived = Date.now() - (born.get(w.id) ?? 0);
       born.delete(w.id);
+      ready.delete(w.id);
+      waiting.delete(w.id);
+      if (!stopping && !everReady) {
+        // The first workers cannot start (the port is taken …; the worker said why): the
+        // gateway cannot start, as a single process would exit 1, rather than retry for ever.
+        process.stderr.write(
+          `receipt-gateway: cannot start: worker ${w.process.pid} exited (${code ?? signal}) before any worker was ready\n`,
+        );
+        process.exitCode = 1;
+        stop('SIGTERM');
+        return;
+      }
       if (!stopping) {
         pause = lived < WORKER_MIN_LIFE_MS ? Math.min(Math.max(pause * 2, 1000), 30_000) : 0;
         process.stderr.write(
-          `worker ${w.process.pid} exited (${code}); starting another${pause > 0 ? ` in ${pause / 1000} s` : ''}\n`,
+          `worker ${w.process.pid} exited (${code ?? signal}); starting another${pause > 0 ? ` in ${pause / 1000} s` : ''}\n`,
         );
         setTimeout(() => {
           if (!stopping) fork();
         }, pause);
-      } else if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      } else if (living().length === 0) process.exit(process.exitCode ?? 0);
     });
     return new Promise<number>(() => {});
   }
@@ -152,11 +185,20 @@ async function start(args: string[]): Promise<number> {
     void gw.reload('SIGHUP');
   });
   process.on('SIGUSR2', () => gw.audit.reopen());
+  // (the primary holds SIGHUP, SIGUSR2 and reloads for a worker until it is ready for them)
+  if (cluster.isWorker) process.send?.({ type: READY_MESSAGE });
   return new Promise<number>(() => {});
 }
 
 /** The message a worker sends the primary, and the primary the other workers, for a reload asked of one. */
 const RELOAD_MESSAGE = 'receipt-gateway:reload';
+
+/** The message a worker sends the primary once it handles signals and reload messages. */
+const READY_MESSAGE = 'receipt-gateway:ready';
+
+function isReadyMessage(m: unknown): boolean {
+  return typeof m === 'object' && m !== null && (m as { type?: unknown }).type === READY_MESSAGE;
+}
 
 function isReloadMessage(m: unknown): m is { type: string; trigger: string } {
   return (

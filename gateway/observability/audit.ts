@@ -153,6 +153,9 @@ export const AUDIT_FILE_MODE = 0o640;
  */
 export const AUDIT_FLUSH_MS = 250;
 
+/** close() waits at most this long for the file to be closed. */
+const AUDIT_CLOSE_WAIT_MS = 2000;
+
 export interface AuditFields {
   decision?: 'allow' | 'deny' | 'monitor';
   reason?: string;
@@ -231,6 +234,12 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
     mkdir: true,
     minLength: CHUNK,
     mode: AUDIT_FILE_MODE,
+  });
+  // (the file is opened asynchronously: 'ready' once it is, or 'error' when it cannot be)
+  let opening: 'pending' | 'open' | 'failed' = 'pending';
+  dest.once('ready', () => (opening = 'open'));
+  dest.once('error', () => {
+    if (opening === 'pending') opening = 'failed';
   });
   let lastErrorReport = 0;
   dest.on('error', (err: Error) => {
@@ -375,16 +384,36 @@ export function createAuditLog(opts: AuditOptions): AuditLog {
           resolve();
         }
       }),
+    // Resolves once the file is closed (or after AUDIT_CLOSE_WAIT_MS). Until then pino's exit
+    // hook still holds the destination and flushes it synchronously in process.exit, which
+    // throws while the file is not open yet: a gateway that failed right after start (its port
+    // taken) could not exit, and a cluster worker stayed alive serving nothing.
     close: () =>
       new Promise<void>((resolve) => {
-        try {
-          handOver();
-          dest.flushSync();
-        } catch {
-          // the destination may not be ready yet or the disk is full; nothing more to do
-        }
-        dest.end();
-        resolve();
+        const done = (): void => {
+          clearTimeout(guard);
+          resolve();
+        };
+        const guard = setTimeout(done, AUDIT_CLOSE_WAIT_MS);
+        guard.unref();
+        dest.once('close', done);
+        dest.once('error', done);
+        const end = (): void => {
+          try {
+            handOver();
+            dest.flushSync();
+          } catch {
+            // the disk is full; nothing more to do
+          }
+          try {
+            dest.end();
+          } catch {
+            done(); // already closed
+          }
+        };
+        if (opening === 'open') end();
+        else if (opening === 'pending') dest.once('ready', end);
+        else done();
       }),
   };
 }

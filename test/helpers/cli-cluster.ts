@@ -16,6 +16,8 @@ export interface ClusterOptions {
   readonly rateLimit: string;
   /** environment of the mock besides JWT_SECRET_KEY */
   readonly mockEnv?: Record<string, string>;
+  /** the main listener's port (default: a free one) */
+  readonly port?: number;
 }
 
 export interface Cluster {
@@ -53,7 +55,7 @@ export async function startCluster(t: Test, opts: ClusterOptions): Promise<Clust
   cfg.listen = { ...cfg.listen, host: '127.0.0.1' };
   const file = path.join(dir, 'gateway.yaml');
   fs.writeFileSync(file, YAML.stringify(cfg));
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const adminPort = await freePort();
   const child = spawn(
     process.execPath,
