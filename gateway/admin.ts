@@ -183,7 +183,8 @@ export class AdminServer {
       }
       if (url.pathname === '/api/reload' && req.method === 'POST') {
         const r = await this.gw.reloadRequested('admin');
-        json(res, r.result === 'success' ? 200 : 422, r);
+        // (refused while the gateway shuts down: not the file's fault)
+        json(res, r.result === 'success' ? 200 : this.gw.shuttingDown ? 503 : 422, r);
         return;
       }
       res.setHeader('allow', 'GET, HEAD');

@@ -453,7 +453,7 @@ export class Gateway {
   /** A reload asked of this gateway through its admin listener: it and its peers reload. */
   async reloadRequested(trigger: string): Promise<ReloadRecord> {
     const record = await this.reload(trigger);
-    this.onReloadRequested?.(trigger);
+    if (!this.closing) this.onReloadRequested?.(trigger);
     return record;
   }
 
@@ -473,14 +473,41 @@ export class Gateway {
     return run;
   }
 
+  /** Whether close() began: the gateway drains and then stops. */
+  get shuttingDown(): boolean {
+    return this.closing;
+  }
+
+  /**
+   * A reload asked for once the gateway is shutting down (SIGHUP or `POST /api/reload` during
+   * the drain, or one that was waiting for its turn): nothing is loaded or built, since the
+   * pools, the store and the audit log are about to close. Said on the ops log, not counted
+   * as a reload and not kept in the history.
+   */
+  private refuseReload(trigger: string, started: number): ReloadRecord {
+    this.services.log.warn({ trigger }, 'reload refused: the gateway is shutting down');
+    return {
+      time: new Date(started).toISOString(),
+      result: 'error',
+      errors: ['the gateway is shutting down; the configuration was not reloaded'],
+      trigger,
+    };
+  }
+
   private async reloadNow(trigger: string): Promise<ReloadRecord> {
     const started = this.services.now();
+    if (this.closing) return this.refuseReload(trigger, started);
     let record: ReloadRecord;
     // what this attempt judges (a watch event for the same bytes does not try them again)
     this.configDigest = await this.readConfigDigest();
     try {
       const loaded = await loadConfigFile(this.opts.configFile, this.env);
       const next = await compileGeneration(loaded, this.services);
+      if (this.closing) {
+        // the shutdown began while the file was loaded: what it built is given back unused
+        await closeGeneration(next);
+        return this.refuseReload(trigger, started);
+      }
       const old = this.generation;
       this.generation = next;
       await this.pools.retainOnly(next.upstream);
@@ -514,6 +541,8 @@ export class Gateway {
       });
       this.observers.onGeneration?.(next);
     } catch (err) {
+      // (the audit log may be closed by now: a failed reload during the shutdown is only refused)
+      if (this.closing) return this.refuseReload(trigger, started);
       const errors =
         err instanceof ConfigLoadError
           ? err.problems.map(
