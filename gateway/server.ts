@@ -73,6 +73,13 @@ function configDigest(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
+/**
+ * A generation replaced by a reload is retired once the last request that started on it ended,
+ * or at the latest this long after the swap (a client that stopped reading an endless answer
+ * must not keep every old generation alive).
+ */
+const RETIRE_AT_LATEST_MS = 60 * 60 * 1000;
+
 /** After the shutdown deadline, upstream requests still running get this long before they are cut. */
 const POOL_CLOSE_GRACE_MS = 1000;
 
@@ -159,6 +166,10 @@ export class Gateway {
   /** Requests already accounted for (metrics, access audit, onDone, decision log). */
   private readonly accounted = new WeakSet<RequestContext>();
   private readonly sockets = new Set<Socket>();
+  /** Requests (and WebSocket handshakes) in flight per generation, while any are (see hold). */
+  private readonly users = new Map<Generation, number>();
+  /** Generations a reload replaced that are not closed yet, with their latest retirement. */
+  private readonly retired = new Map<Generation, NodeJS.Timeout>();
   private closing = false;
   private readonly metricChildren = new Map<string, { inc(): void }>();
   private readonly durationChildren = new Map<string, { observe(v: number): void }>();
@@ -269,6 +280,7 @@ export class Gateway {
       services,
       tunnels: this.tunnels,
       generation: () => this.generation,
+      hold: (gen) => this.hold(gen),
       closing: () => this.closing,
       makeContext: (gen, req, signal) => this.makeContext(gen, req, signal),
       finish: (route, ctx, outcome, seconds) => this.finish(route, ctx, outcome, seconds),
@@ -521,8 +533,8 @@ export class Gateway {
         );
       // New certificate paths, versions or ciphers apply to new handshakes at once.
       if (next.listen.tls !== undefined) this.tls?.update(next.listen.tls);
-      // Retire the old generation once requests that started on it had time to finish.
-      setTimeout(() => void closeGeneration(old), old.listen.shutdownTimeoutMs).unref();
+      // Retire the old generation once the requests that started on it are done.
+      this.retire(old);
       const restart = pending.length > 0 ? { restart_required: pending } : {};
       record = {
         time: new Date(started).toISOString(),
@@ -833,6 +845,13 @@ export class Gateway {
       conn.markClosing(turn.index);
     }
     const gen = this.generation;
+    // in use until both the handler is done and the response closed (a relayed answer's
+    // accounting runs on its close)
+    const release = this.hold(gen);
+    let using = 2;
+    const done = () => {
+      if (--using === 0) release();
+    };
     const ac = new AbortController();
     this.inflight.set(ac, res);
     if (!h2) {
@@ -845,10 +864,60 @@ export class Gateway {
     res.once('close', () => {
       if (!res.writableFinished) ac.abort();
       this.inflight.delete(ac);
+      done();
     });
     this.handle(gen, ctx, req, res)
       .catch((err: Error) => this.failed(gen, ctx, ac, res, err))
-      .finally(turn.decide);
+      .finally(() => {
+        turn.decide();
+        done();
+      });
+  }
+
+  /**
+   * `gen` is in use (a request or a WebSocket handshake started on it) until the returned
+   * function is called, once: a generation a reload replaced keeps its policies (the JWKS
+   * clients and token caches its auth policy holds …) until its last request ended.
+   */
+  private hold(gen: Generation): () => void {
+    this.users.set(gen, (this.users.get(gen) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      const left = (this.users.get(gen) ?? 1) - 1;
+      if (left > 0) {
+        this.users.set(gen, left);
+        return;
+      }
+      this.users.delete(gen);
+      // (after what still runs in this turn: a relayed answer is accounted for on its close)
+      if (this.retired.has(gen)) setImmediate(() => void this.closeRetired(gen));
+    };
+  }
+
+  /** A reload replaced `gen`: close it once nothing uses it, at the latest after RETIRE_AT_LATEST_MS. */
+  private retire(gen: Generation): void {
+    const latest = setTimeout(() => {
+      const left = this.users.get(gen) ?? 0;
+      if (left > 0)
+        this.services.log.warn(
+          { generation: gen.id, requests: left },
+          'retiring a replaced configuration generation while requests that started on it still run',
+        );
+      void this.closeRetired(gen);
+    }, RETIRE_AT_LATEST_MS);
+    latest.unref();
+    this.retired.set(gen, latest);
+    if (!this.users.has(gen)) setImmediate(() => void this.closeRetired(gen));
+  }
+
+  private async closeRetired(gen: Generation): Promise<void> {
+    const latest = this.retired.get(gen);
+    if (latest === undefined) return;
+    clearTimeout(latest);
+    this.retired.delete(gen);
+    await closeGeneration(gen);
   }
 
   /**
@@ -1310,6 +1379,7 @@ export class Gateway {
     await Promise.all([closed, tunnelsClosed, redirectClosed]);
     clearTimeout(timer);
     await this.admin?.close();
+    await Promise.all([...this.retired.keys()].map((gen) => this.closeRetired(gen)));
     await closeGeneration(this.generation);
     await this.observers.close?.();
     await this.pools.close(POOL_CLOSE_GRACE_MS);
