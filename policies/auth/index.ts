@@ -403,6 +403,13 @@ async function compileJwt(jwt: AuthConfig['jwt'], ctx: CompileContext, held: str
     }
     if (u !== undefined && u.protocol !== 'https:' && u.protocol !== 'http:')
       fail('jwks_url must be http(s)', ['jwks_url']);
+    // fetch() refuses such a URL, and its error (naming the whole URL) would put the
+    // password in /readyz and the logs; a JWKS is public (RFC 8414 jwks_uri)
+    if (u !== undefined && (u.username !== '' || u.password !== ''))
+      fail(
+        'jwks_url must not contain a user name or password (user:password@): a JWKS is fetched without credentials',
+        ['jwks_url'],
+      );
   }
   const hasKeys = staticKeys !== undefined || jwksUrl !== '';
   const algorithms =
