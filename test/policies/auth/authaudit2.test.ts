@@ -2,7 +2,8 @@
  * Second authentication audit: JWKS endpoints as an operator writes them, against a real
  * JWKS server on a local port. A `jwks_url` with a user name or password is refused at
  * compile (fetch() cannot send it and its error named the whole URL, password included, in
- * /readyz and the logs); the failure log names the endpoint without its query.
+ * /readyz and the logs); the failure log names the endpoint without its query. An API key
+ * header or token cookie name that no request can carry is refused at start.
  */
 import t, { type Test } from 'tap';
 import http from 'node:http';
@@ -119,4 +120,35 @@ t.test('a failed fetch is logged with the endpoint, not its query', async (t) =>
   t.same(authReadiness(s).reasons, [
     `jwks ${srv.base}/jwks.json: no usable keys (HTTP status 503; 1 failed fetches)`,
   ]);
+});
+
+/** The error a start with this config fails with (closing the gateway if it did start). */
+async function startError(config: string): Promise<string> {
+  try {
+    const h = await startHarness({ config: `audit: { enabled: false }\n${config}` });
+    await h.close();
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return '(started)';
+}
+
+t.test('an API key header or token cookie name no request can carry is refused at start', async (t) => {
+  // each would have made every API key / cookie token "missing": 401 for every caller
+  for (const header of ['X-API-Key ', 'X-API-Key:', 'X API Key']) {
+    t.match(
+      await startError(`policies: { auth: { api_keys: { header: ${JSON.stringify(header)} } } }`),
+      /policies\.auth\.api_keys\.header: invalid value: request header carrying the key: a header name/,
+      JSON.stringify(header),
+    );
+  }
+  for (const cookie of ['session id', 'session=', ' session', 'a;b']) {
+    const message = await startError(`policies: { auth: { jwt: { cookie: ${JSON.stringify(cookie)} } } }`);
+    t.ok(
+      message.includes(
+        `policies.auth.jwt.cookie: invalid value ${JSON.stringify(cookie)}: cookie carrying the token for browser sessions; empty = none; a cookie name`,
+      ),
+      `${JSON.stringify(cookie)}: ${message}`,
+    );
+  }
 });
