@@ -766,11 +766,18 @@ export class TlsConnections {
   private readonly busy = new Map<tls.TLSSocket, number>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private closing = false;
+  /** Per session: requests being handled, and streams refused because too many were. */
+  private readonly load = new WeakMap<http2.Http2Session, { handling: number; refused: number }>();
 
   /** The socket a session being created runs on: Node creates it in its own listener of this event. */
   private connecting: net.Socket | undefined;
 
-  constructor(server: tls.Server, closeGraceMs = SESSION_CLOSE_GRACE_MS) {
+  /** `maxStreams`: `listen.tls.max_concurrent_streams`, also the cap on requests handled per session. */
+  constructor(
+    server: tls.Server,
+    closeGraceMs = SESSION_CLOSE_GRACE_MS,
+    private readonly maxStreams = 100,
+  ) {
     const remember = (s: net.Socket) => (this.connecting = s);
     server.prependListener('connection', remember);
     server.prependListener('secureConnection', remember);
@@ -801,6 +808,47 @@ export class TlsConnections {
       this.busy.set(s, 0);
       s.once('close', () => this.busy.delete(s));
     });
+  }
+
+  /**
+   * An HTTP/2 stream asks to be handled. SETTINGS_MAX_CONCURRENT_STREAMS bounds the streams
+   * open at the protocol level only: a stream the client resets (RST_STREAM) right after its
+   * HEADERS is closed for nghttp2 at once, while the gateway is still handling its request
+   * (policies, the upstream request already sent). Repeated, that is the rapid reset attack
+   * (CVE-2023-44487): one connection had the upstream serve over a thousand requests in a
+   * burst, whatever `max_concurrent_streams` said. Here at most `maxStreams` requests of a
+   * session are handled at a time: a stream beyond that gets RST_STREAM REFUSED_STREAM (the
+   * client may retry it; it never reached a policy or the upstream), and a session with more
+   * than `maxStreams` such refusals is torn down with GOAWAY ENHANCE_YOUR_CALM. A client
+   * that keeps to the setting is never refused: its streams end only when the gateway
+   * answered them. Returns the release to call once the request was handled, or undefined
+   * for a refused stream (already closed; do nothing more with it).
+   */
+  admit(stream: http2.ServerHttp2Stream): (() => void) | undefined {
+    const session = stream.session;
+    if (session === undefined) return () => {};
+    let load = this.load.get(session);
+    if (load === undefined) {
+      load = { handling: 0, refused: 0 };
+      this.load.set(session, load);
+    }
+    if (load.handling >= this.maxStreams) {
+      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      if (++load.refused === this.maxStreams + 1 && !session.destroyed)
+        session.destroy(
+          new Error('HTTP/2 streams reset faster than they are handled (rapid reset)'),
+          http2.constants.NGHTTP2_ENHANCE_YOUR_CALM,
+        );
+      return undefined;
+    }
+    load.handling++;
+    const l = load;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      l.handling--;
+    };
   }
 
   /** A request started on an HTTP/1.1 connection; `res` closes when it is answered. */
