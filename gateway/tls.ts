@@ -690,8 +690,11 @@ export interface H2View {
 
 /**
  * Normalise an HTTP/2 request for the pipeline: pseudo-headers removed, `:authority`
- * becomes `Host` (RFC 9113 §8.3.1), and a body without Content-Length is announced as
- * chunked (as the HTTP/1.1 request would be), so body checks and forwarding see it.
+ * becomes `Host` (RFC 9113 §8.3.1), the `cookie` fields joined into one (RFC 9113 §8.2.3:
+ * browsers send each cookie as a field of its own, for HPACK; the HTTP/1.1 request has one
+ * Cookie line, so `max_headers` counts them once, as Node's `headers.cookie` already holds
+ * them joined with `; `), and a body without Content-Length is announced as chunked (as the
+ * HTTP/1.1 request would be), so body checks and forwarding see it.
  */
 export function h2RequestView(req: http2.Http2ServerRequest): H2View {
   const src = req.headers;
@@ -699,8 +702,20 @@ export function h2RequestView(req: http2.Http2ServerRequest): H2View {
   for (const k in src) if (k.charCodeAt(0) !== 58 /* : */) (headers as Record<string, unknown>)[k] = src[k];
   const raw = req.rawHeaders;
   const rawHeaders: string[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2)
-    if (raw[i]!.charCodeAt(0) !== 58) rawHeaders.push(raw[i]!, raw[i + 1]!);
+  let cookieAt = -1;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.charCodeAt(0) === 58) continue;
+    // (HTTP/2 field names are lowercase: nghttp2 refuses the stream otherwise)
+    if (name.length === 6 && name === 'cookie') {
+      if (cookieAt !== -1) {
+        rawHeaders[cookieAt] = `${rawHeaders[cookieAt]!}; ${raw[i + 1]!}`;
+        continue;
+      }
+      cookieAt = rawHeaders.length + 1;
+    }
+    rawHeaders.push(name, raw[i + 1]!);
+  }
   const authority = src[':authority'];
   if (headers.host === undefined && typeof authority === 'string') {
     headers.host = authority;

@@ -600,6 +600,33 @@ t.test('edge listener', async (t) => {
     },
   );
 
+  t.test('h2: cookies split into several fields are one Cookie header (RFC 9113 §8.2.3)', async (t) => {
+    await h.clearMock();
+    // a browser sends each cookie as a field of its own: 100 of them with User-Agent and Host
+    // are 102 fields, over listen.max_headers (100), but one Cookie line over HTTP/1.1
+    const crumbs = Array.from({ length: 100 }, (_, i) => literal(32, `c${i}=${i}`));
+    const r = await rawH2(h, 1, (send) => send(headersFrame(1, '/api/health?crumbs', crumbs)));
+    t.same(r.statuses, [200]);
+    const seen = (await h.mockRequests()).filter((m) => m.path === '/api/health?crumbs');
+    t.equal(seen.length, 1);
+    t.equal(
+      seen[0]?.headers.cookie,
+      Array.from({ length: 100 }, (_, i) => `c${i}=${i}`).join('; '),
+      'forwarded joined with "; "',
+    );
+    // the joined value is what pattern_block judges: an attack split over two fields is seen whole
+    const attack = await rawH2(h, 1, (send) =>
+      send(
+        headersFrame(1, '/api/health?split-attack', [
+          literal(32, 'a=<script'),
+          literal(32, 'b=>alert(1)</script>'),
+        ]),
+      ),
+    );
+    t.same(attack.statuses, [0], 'refused (403 is not in the static table)');
+    t.equal((await h.mockRequests()).filter((m) => m.path === '/api/health?split-attack').length, 0);
+  });
+
   t.test('malformed HTTP/2 frames: GOAWAY PROTOCOL_ERROR, nothing forwarded', async (t) => {
     await h.clearMock();
     // DATA on stream 0 (RFC 9113 §6.1)
