@@ -62,6 +62,7 @@ import {
   createTlsServer,
   h2RequestView,
   h2RequestProblem,
+  SESSION_CLOSE_GRACE_MS,
   isH2Request,
   type H2View,
 } from './tls.js';
@@ -221,7 +222,13 @@ export class Gateway {
         },
         this.tls.serverOptions(),
       ) as unknown as http.Server;
-      this.tlsConnections = l.tls.http2 ? new TlsConnections(this.server as unknown as TlsServer) : undefined;
+      this.tlsConnections = l.tls.http2
+        ? new TlsConnections(
+            this.server as unknown as TlsServer,
+            SESSION_CLOSE_GRACE_MS,
+            l.tls.maxConcurrentStreams,
+          )
+        : undefined;
     } else {
       this.tls = undefined;
       this.tlsConnections = undefined;
@@ -779,6 +786,19 @@ export class Gateway {
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const h2 = isH2Request(req);
+    // HTTP/2: at most max_concurrent_streams requests of a session handled at a time, streams
+    // reset by the client included (rapid reset); a stream beyond that is refused unseen. A
+    // request stops counting once its whole answer was written (the client may then open the
+    // next stream at once) or, for a stream reset before that, once its handling ended.
+    let release: (() => void) | undefined;
+    if (h2 && this.tlsConnections !== undefined) {
+      release = this.tlsConnections.admit(req.stream);
+      if (release === undefined) return;
+      res.once('finish', () => {
+        // (the compat response also emits 'finish' when its stream was reset unanswered)
+        if (res.writableEnded) release!();
+      });
+    }
     const conn = this.connectionOf(req.socket, !h2);
     // HTTP/2 streams are independent: no order to keep among them
     const turn = conn.read(!h2);
@@ -787,6 +807,7 @@ export class Gateway {
       res.shouldKeepAlive = false;
       req.resume();
       turn.decide();
+      release?.();
       return;
     }
     const max = this.server.maxRequestsPerSocket;
@@ -819,7 +840,10 @@ export class Gateway {
     });
     this.handle(gen, ctx, req, res)
       .catch((err: Error) => this.failed(gen, ctx, ac, res, err))
-      .finally(turn.decide);
+      .finally(() => {
+        turn.decide();
+        release?.();
+      });
   }
 
   /**
