@@ -1102,6 +1102,8 @@ export class Gateway {
     const headers = upstreamHeaders(ctx, ctx.forwardedFor, gen.requestIdHeader);
     let body: Readable | Buffer | null = null;
     let limiter: BodyLimit | undefined;
+    /** the request body streams to the upstream as it arrives from the client */
+    let streamed = false;
     const fb = ctx.forwardBody;
     if (fb !== undefined) {
       body = fb.stream;
@@ -1111,6 +1113,7 @@ export class Gateway {
       body = ctx.body.raw;
       headers['content-length'] = String(ctx.body.raw.length);
     } else if (hasBody(ctx)) {
+      streamed = true;
       const cl = ctx.headers['content-length'];
       if (cl !== undefined) headers['content-length'] = cl;
       if (Number.isFinite(route.bodyLimit)) {
@@ -1188,8 +1191,26 @@ export class Gateway {
       );
       return;
     }
+    // The upstream answered before the whole request body arrived (an early 413 or 401).
+    // undici stops sending the body once the response is complete, so the rest of it would
+    // stay unread: the connection hung, its next request never read, until request_timeout.
+    // As for a refusal (see refuse): a small rest is read and discarded after the answer, a
+    // large or unknown one closes the connection after it.
+    let drainAfter = false;
+    if (streamed && !req.complete && !isH2Request(req)) {
+      const cl = Number(ctx.headers['content-length'] ?? NaN);
+      if (Number.isFinite(cl) && cl <= DISCARD_BODY_MAX) drainAfter = true;
+      else {
+        res.shouldKeepAlive = false;
+        this.markClosing(req);
+      }
+    }
     res.writeHead(head.status, head.headers as http.OutgoingHttpHeaders);
     relay(result.body, res, () => {
+      if (drainAfter && !req.complete && !req.destroyed) {
+        req.unpipe();
+        req.resume();
+      }
       fb?.dispose?.();
       this.finish(route, ctx, this.allowOutcome(ctx, head.status), upstreamSeconds);
     });
