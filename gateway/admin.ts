@@ -89,6 +89,18 @@ function json(res: http.ServerResponse, status: number, value: unknown): void {
   res.end(body);
 }
 
+/** the one path of the admin listener that is not read with GET */
+const RELOAD_PATH = '/api/reload';
+
+/** 405 with the methods the path does serve (`Allow`, RFC 9110 §15.5.6). */
+function methodNotAllowed(res: http.ServerResponse, allow: 'GET, HEAD' | 'POST'): void {
+  res.setHeader('allow', allow);
+  json(res, 405, {
+    error: 'method_not_allowed',
+    message: allow === 'POST' ? 'Only POST is served here.' : 'Only GET is served here.',
+  });
+}
+
 /**
  * The admin listener (127.0.0.1 by default): /healthz, /readyz, /metrics,
  * /api/health/security, and what the observability layer adds (dashboard, decisions).
@@ -181,17 +193,22 @@ export class AdminServer {
         });
         return;
       }
-      if (url.pathname === '/api/reload' && req.method === 'POST') {
-        const r = await this.gw.reloadRequested('admin');
-        // (refused while the gateway shuts down: not the file's fault)
-        json(res, r.result === 'success' ? 200 : this.gw.shuttingDown ? 503 : 422, r);
+      if (url.pathname === RELOAD_PATH) {
+        if (req.method === 'POST') {
+          const r = await this.gw.reloadRequested('admin');
+          // (refused while the gateway shuts down: not the file's fault)
+          json(res, r.result === 'success' ? 200 : this.gw.shuttingDown ? 503 : 422, r);
+        } else methodNotAllowed(res, 'POST');
         return;
       }
-      res.setHeader('allow', 'GET, HEAD');
-      json(res, 405, { error: 'method_not_allowed', message: 'Only GET is served here.' });
+      methodNotAllowed(res, 'GET, HEAD');
       return;
     }
     switch (url.pathname) {
+      case RELOAD_PATH:
+        // GET (a link, a typo for POST) reloads nothing; the answer names the method that does
+        methodNotAllowed(res, 'POST');
+        return;
       case '/healthz':
         json(res, 200, { status: 'ok' });
         return;

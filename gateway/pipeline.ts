@@ -266,11 +266,16 @@ export function bufferBody(ctx: RequestContext, limit: number): Promise<Buffer |
       }
       chunks.push(chunk);
     };
-    const onEnd = () => finish(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    // An HTTP/2 stream reset by the client (RST_STREAM) may end its request body quietly, with
+    // 'end' after part of it (when the reset came with the data, or its 'aborted' event before
+    // this read began): the request's `aborted` flag is what tells a cut body from a whole one.
+    const cut = () => (src as { aborted?: boolean }).aborted === true;
+    const onEnd = () =>
+      finish(cut() ? 'aborted' : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     const onError = () => finish('aborted');
     // A request whose connection closed before an asynchronous check let its body be read
     // (or whose handling was cancelled) emits nothing more: without this the wait never ends.
-    if (ctx.signal.aborted || (src.destroyed && !src.readableEnded)) {
+    if (ctx.signal.aborted || cut() || (src.destroyed && !src.readableEnded)) {
       finish('aborted');
       return;
     }

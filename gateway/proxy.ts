@@ -314,6 +314,15 @@ function discard(body: Readable, destroy: boolean): void {
   else body.resume();
 }
 
+/**
+ * The kind of failure of an upstream response body (undici's body stream error): 'timeout'
+ * for a body that stalled past upstream.body_timeout, else 'reset' (cut short, invalid
+ * chunk, connection reset).
+ */
+export function classifyBodyError(err: unknown): 'timeout' | 'reset' {
+  return err instanceof undiciErrors.BodyTimeoutError ? 'timeout' : 'reset';
+}
+
 function classify(err: unknown): UpstreamFailure['kind'] {
   if (err instanceof undiciErrors.HeadersTimeoutError) return 'timeout';
   if (err instanceof undiciErrors.ConnectTimeoutError) return 'connect';

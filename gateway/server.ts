@@ -40,6 +40,7 @@ import {
   upstreamPath,
   cleanResponseHeaders,
   forward,
+  classifyBodyError,
   isFailure,
   BodyLimit,
 } from './proxy.js';
@@ -62,6 +63,7 @@ import {
   createTlsServer,
   h2RequestView,
   h2RequestProblem,
+  SESSION_CLOSE_GRACE_MS,
   isH2Request,
   type H2View,
 } from './tls.js';
@@ -232,7 +234,13 @@ export class Gateway {
         },
         this.tls.serverOptions(),
       ) as unknown as http.Server;
-      this.tlsConnections = l.tls.http2 ? new TlsConnections(this.server as unknown as TlsServer) : undefined;
+      this.tlsConnections = l.tls.http2
+        ? new TlsConnections(
+            this.server as unknown as TlsServer,
+            SESSION_CLOSE_GRACE_MS,
+            l.tls.maxConcurrentStreams,
+          )
+        : undefined;
     } else {
       this.tls = undefined;
       this.tlsConnections = undefined;
@@ -820,6 +828,19 @@ export class Gateway {
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const h2 = isH2Request(req);
+    // HTTP/2: at most max_concurrent_streams requests of a session handled at a time, streams
+    // reset by the client included (rapid reset); a stream beyond that is refused unseen. A
+    // request stops counting once its whole answer was written (the client may then open the
+    // next stream at once) or, for a stream reset before that, once its handling ended.
+    let releaseStream: (() => void) | undefined;
+    if (h2 && this.tlsConnections !== undefined) {
+      releaseStream = this.tlsConnections.admit(req.stream);
+      if (releaseStream === undefined) return;
+      res.once('finish', () => {
+        // (the compat response also emits 'finish' when its stream was reset unanswered)
+        if (res.writableEnded) releaseStream!();
+      });
+    }
     const conn = this.connectionOf(req.socket, !h2);
     // HTTP/2 streams are independent: no order to keep among them
     const turn = conn.read(!h2);
@@ -828,6 +849,7 @@ export class Gateway {
       res.shouldKeepAlive = false;
       req.resume();
       turn.decide();
+      releaseStream?.();
       return;
     }
     const max = this.server.maxRequestsPerSocket;
@@ -847,10 +869,10 @@ export class Gateway {
     const gen = this.generation;
     // in use until both the handler is done and the response closed (a relayed answer's
     // accounting runs on its close)
-    const release = this.hold(gen);
+    const releaseGen = this.hold(gen);
     let using = 2;
     const done = () => {
-      if (--using === 0) release();
+      if (--using === 0) releaseGen();
     };
     const ac = new AbortController();
     this.inflight.set(ac, res);
@@ -871,6 +893,7 @@ export class Gateway {
       .finally(() => {
         turn.decide();
         done();
+        releaseStream?.();
       });
   }
 
@@ -1176,6 +1199,8 @@ export class Gateway {
     const headers = upstreamHeaders(ctx, ctx.forwardedFor, gen.requestIdHeader);
     let body: Readable | Buffer | null = null;
     let limiter: BodyLimit | undefined;
+    /** the request body streams to the upstream as it arrives from the client */
+    let streamed = false;
     const fb = ctx.forwardBody;
     if (fb !== undefined) {
       body = fb.stream;
@@ -1185,6 +1210,7 @@ export class Gateway {
       body = ctx.body.raw;
       headers['content-length'] = String(ctx.body.raw.length);
     } else if (hasBody(ctx)) {
+      streamed = true;
       const cl = ctx.headers['content-length'];
       if (cl !== undefined) headers['content-length'] = cl;
       if (Number.isFinite(route.bodyLimit)) {
@@ -1262,9 +1288,47 @@ export class Gateway {
       );
       return;
     }
-    res.writeHead(head.status, head.headers as http.OutgoingHttpHeaders);
-    relay(result.body, res, () => {
+    // The upstream answered before the whole request body arrived (an early 413 or 401).
+    // undici stops sending the body once the response is complete, so the rest of it would
+    // stay unread: the connection hung, its next request never read, until request_timeout.
+    // As for a refusal (see refuse): a small rest is read and discarded after the answer, a
+    // large or unknown one closes the connection after it.
+    let drainAfter = false;
+    if (streamed && !req.complete && !isH2Request(req)) {
+      const cl = Number(ctx.headers['content-length'] ?? NaN);
+      if (Number.isFinite(cl) && cl <= DISCARD_BODY_MAX) drainAfter = true;
+      else {
+        res.shouldKeepAlive = false;
+        this.markClosing(req);
+      }
+    }
+    relay(result.body, res, head.status, head.headers as http.OutgoingHttpHeaders, (failedBeforeHead) => {
+      if (drainAfter && !req.complete && !req.destroyed) {
+        req.unpipe();
+        req.resume();
+      }
       fb?.dispose?.();
+      if (failedBeforeHead !== undefined && !res.headersSent && !res.destroyed) {
+        // The body failed before its first byte (an invalid first chunk, a close or a stall
+        // right after the head): nothing of the response was sent, so the client gets a clean
+        // 502/504 instead of a connection closed without an answer (audited as the upstream's
+        // status). The upstream connection is not reused (undici closed it).
+        const kind = classifyBodyError(failedBeforeHead);
+        this.metrics.upstreamErrors.inc({ route: route.name, kind });
+        const r = renderDeny(
+          ctx,
+          { code: kind === 'timeout' ? 'gateway_timeout' : 'bad_gateway' },
+          gen.requestIdHeader,
+        );
+        this.send(route, ctx, res, r, this.allowOutcome(ctx, r.head.status)).catch((err: Error) => {
+          this.services.log.error(
+            { request_id: ctx.id, err: err.message },
+            'cannot answer a broken upstream body',
+          );
+          res.destroy();
+        });
+        return;
+      }
       this.finish(route, ctx, this.allowOutcome(ctx, head.status), upstreamSeconds);
     });
   }
@@ -1390,37 +1454,78 @@ export class Gateway {
 }
 
 /**
- * Stream the upstream body to the client. Hand-written rather than stream.pipeline, which
+ * Stream the upstream body to the client, its head (`status`, `headers`) written with the
+ * first byte of the body or at its end. Hand-written rather than stream.pipeline, which
  * allocates an AbortController (and a DOMException when it aborts it) per call: measurable
  * on a path that runs for every request. On a client disconnect the upstream body is
- * destroyed (which cancels the upstream request); on an upstream error the client
- * connection is destroyed, since the response head was already sent.
+ * destroyed (which cancels the upstream request). When the upstream body fails before its
+ * first byte, nothing was sent yet (Node writes a head with the first byte of the body, so
+ * the client gets the same bytes as with an eager head): `done` gets the error and the request
+ * can still be answered with a 502/504. When it fails later, the client connection is
+ * destroyed, since part of the response was sent. When another answer was written meanwhile
+ * (a broken client body's 400) the upstream body is dropped.
  */
-function relay(src: Readable, res: http.ServerResponse, done: () => void): void {
+function relay(
+  src: Readable,
+  res: http.ServerResponse,
+  status: number,
+  headers: http.OutgoingHttpHeaders,
+  done: (failedBeforeHead: unknown) => void,
+): void {
   // once settled, a late error of the source (undici's body reports its destruction on the
   // next tick) has nobody to tell: it must not become an unhandled 'error' event
   src.on('error', ignore);
   let settled = false;
-  const settle = () => {
+  let started = false;
+  const settle = (failedBeforeHead: unknown) => {
     if (settled) return;
     settled = true;
+    src.off('data', onData);
+    src.off('end', onEnd);
     src.off('error', onError);
     res.off('close', onClose);
-    res.off('finish', settle);
-    done();
+    res.off('finish', onFinish);
+    res.off('drain', onDrain);
+    done(failedBeforeHead);
   };
-  const onError = () => {
+  /** write the head; false when another answer was written instead (the body is dropped) */
+  const start = (): boolean => {
+    if (started) return true;
+    if (res.headersSent || res.writableEnded) {
+      src.destroy();
+      settle(undefined);
+      return false;
+    }
+    started = true;
+    res.writeHead(status, headers);
+    return true;
+  };
+  const onData = (chunk: Buffer) => {
+    if (start() && !res.write(chunk)) src.pause();
+  };
+  const onDrain = () => src.resume();
+  const onEnd = () => {
+    if (start()) res.end();
+  };
+  const onError = (err: unknown) => {
+    if (!started) {
+      settle(err ?? new Error('upstream body failed'));
+      return;
+    }
     res.destroy();
-    settle();
+    settle(undefined);
   };
   const onClose = () => {
     if (!res.writableFinished) src.destroy();
-    settle();
+    settle(undefined);
   };
+  const onFinish = () => settle(undefined);
+  src.on('data', onData);
+  src.on('end', onEnd);
   src.on('error', onError);
+  res.on('drain', onDrain);
   res.on('close', onClose);
-  res.on('finish', settle);
-  src.pipe(res);
+  res.on('finish', onFinish);
 }
 
 /**

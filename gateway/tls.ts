@@ -690,8 +690,11 @@ export interface H2View {
 
 /**
  * Normalise an HTTP/2 request for the pipeline: pseudo-headers removed, `:authority`
- * becomes `Host` (RFC 9113 §8.3.1), and a body without Content-Length is announced as
- * chunked (as the HTTP/1.1 request would be), so body checks and forwarding see it.
+ * becomes `Host` (RFC 9113 §8.3.1), the `cookie` fields joined into one (RFC 9113 §8.2.3:
+ * browsers send each cookie as a field of its own, for HPACK; the HTTP/1.1 request has one
+ * Cookie line, so `max_headers` counts them once, as Node's `headers.cookie` already holds
+ * them joined with `; `), and a body without Content-Length is announced as chunked (as the
+ * HTTP/1.1 request would be), so body checks and forwarding see it.
  */
 export function h2RequestView(req: http2.Http2ServerRequest): H2View {
   const src = req.headers;
@@ -699,8 +702,20 @@ export function h2RequestView(req: http2.Http2ServerRequest): H2View {
   for (const k in src) if (k.charCodeAt(0) !== 58 /* : */) (headers as Record<string, unknown>)[k] = src[k];
   const raw = req.rawHeaders;
   const rawHeaders: string[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2)
-    if (raw[i]!.charCodeAt(0) !== 58) rawHeaders.push(raw[i]!, raw[i + 1]!);
+  let cookieAt = -1;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.charCodeAt(0) === 58) continue;
+    // (HTTP/2 field names are lowercase: nghttp2 refuses the stream otherwise)
+    if (name.length === 6 && name === 'cookie') {
+      if (cookieAt !== -1) {
+        rawHeaders[cookieAt] = `${rawHeaders[cookieAt]!}; ${raw[i + 1]!}`;
+        continue;
+      }
+      cookieAt = rawHeaders.length + 1;
+    }
+    rawHeaders.push(name, raw[i + 1]!);
+  }
   const authority = src[':authority'];
   if (headers.host === undefined && typeof authority === 'string') {
     headers.host = authority;
@@ -766,11 +781,18 @@ export class TlsConnections {
   private readonly busy = new Map<tls.TLSSocket, number>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private closing = false;
+  /** Per session: requests being handled, and streams refused because too many were. */
+  private readonly load = new WeakMap<http2.Http2Session, { handling: number; refused: number }>();
 
   /** The socket a session being created runs on: Node creates it in its own listener of this event. */
   private connecting: net.Socket | undefined;
 
-  constructor(server: tls.Server, closeGraceMs = SESSION_CLOSE_GRACE_MS) {
+  /** `maxStreams`: `listen.tls.max_concurrent_streams`, also the cap on requests handled per session. */
+  constructor(
+    server: tls.Server,
+    closeGraceMs = SESSION_CLOSE_GRACE_MS,
+    private readonly maxStreams = 100,
+  ) {
     const remember = (s: net.Socket) => (this.connecting = s);
     server.prependListener('connection', remember);
     server.prependListener('secureConnection', remember);
@@ -801,6 +823,47 @@ export class TlsConnections {
       this.busy.set(s, 0);
       s.once('close', () => this.busy.delete(s));
     });
+  }
+
+  /**
+   * An HTTP/2 stream asks to be handled. SETTINGS_MAX_CONCURRENT_STREAMS bounds the streams
+   * open at the protocol level only: a stream the client resets (RST_STREAM) right after its
+   * HEADERS is closed for nghttp2 at once, while the gateway is still handling its request
+   * (policies, the upstream request already sent). Repeated, that is the rapid reset attack
+   * (CVE-2023-44487): one connection had the upstream serve over a thousand requests in a
+   * burst, whatever `max_concurrent_streams` said. Here at most `maxStreams` requests of a
+   * session are handled at a time: a stream beyond that gets RST_STREAM REFUSED_STREAM (the
+   * client may retry it; it never reached a policy or the upstream), and a session with more
+   * than `maxStreams` such refusals is torn down with GOAWAY ENHANCE_YOUR_CALM. A client
+   * that keeps to the setting is never refused: its streams end only when the gateway
+   * answered them. Returns the release to call once the request was handled, or undefined
+   * for a refused stream (already closed; do nothing more with it).
+   */
+  admit(stream: http2.ServerHttp2Stream): (() => void) | undefined {
+    const session = stream.session;
+    if (session === undefined) return () => {};
+    let load = this.load.get(session);
+    if (load === undefined) {
+      load = { handling: 0, refused: 0 };
+      this.load.set(session, load);
+    }
+    if (load.handling >= this.maxStreams) {
+      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      if (++load.refused === this.maxStreams + 1 && !session.destroyed)
+        session.destroy(
+          new Error('HTTP/2 streams reset faster than they are handled (rapid reset)'),
+          http2.constants.NGHTTP2_ENHANCE_YOUR_CALM,
+        );
+      return undefined;
+    }
+    load.handling++;
+    const l = load;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      l.handling--;
+    };
   }
 
   /** A request started on an HTTP/1.1 connection; `res` closes when it is answered. */

@@ -105,14 +105,62 @@ export async function runExplain(
     return 1;
   }
   if (status !== 200) {
-    const msg =
-      (body as { message?: string; error?: string }).message ?? (body as { error?: string }).error ?? '';
-    out.stderr.write(`explain: the admin listener answered ${status}${msg ? `: ${msg}` : ''}\n`);
+    const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
+    const msg = typeof b.message === 'string' ? b.message : typeof b.error === 'string' ? b.error : '';
+    out.stderr.write(
+      terminalSafe(`explain: the admin listener answered ${status}${msg ? `: ${msg}` : ''}`) + '\n',
+    );
     return 1;
   }
-  if (json) out.stdout.write(JSON.stringify(body, null, 2) + '\n');
-  else out.stdout.write(formatDecision(body as DecisionEntry));
+  if (!isDecision(body)) {
+    out.stderr.write(
+      `explain: the admin listener answered ${status} with something that is not a decision (is ${terminalSafe(base.origin)} the gateway's admin listener?)\n`,
+    );
+    return 1;
+  }
+  if (json) out.stdout.write(jsonTerminalSafe(JSON.stringify(body, null, 2)) + '\n');
+  else out.stdout.write(formatDecision(body));
   return 0;
+}
+
+/** The shape formatDecision reads: a request id and a list of steps, each with a policy name. */
+function isDecision(v: unknown): v is DecisionEntry {
+  if (typeof v !== 'object' || v === null) return false;
+  const e = v as { request_id?: unknown; steps?: unknown };
+  return (
+    typeof e.request_id === 'string' &&
+    Array.isArray(e.steps) &&
+    e.steps.every(
+      (s: unknown) =>
+        typeof s === 'object' && s !== null && typeof (s as { policy?: unknown }).policy === 'string',
+    )
+  );
+}
+
+/**
+ * What must not reach a terminal as it is: C0 and C1 controls and DEL (escape sequences:
+ * `ESC [`, the 8-bit CSI U+009B, OSC, which recolour, move the cursor, retitle the window or
+ * hide lines), the line and paragraph separators, and the invisible or reordering format
+ * characters (soft hyphen, bidi marks, overrides and isolates, zero-width characters, BOM).
+ * A decision carries request data: paths, excerpts of bodies and headers, JSON field names.
+ */
+const TERMINAL_UNSAFE =
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
+  /[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g;
+/** the same without C0: JSON.stringify escapes those itself, and its own line breaks are kept */
+const JSON_TERMINAL_UNSAFE =
+  /[\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g;
+
+const hex = (c: string, width: number) => c.charCodeAt(0).toString(16).padStart(width, '0');
+
+/** One line of text with every {@link TERMINAL_UNSAFE} character shown as an escape (`\x1b`, `\u202e`). */
+export function terminalSafe(s: string): string {
+  return s.replace(TERMINAL_UNSAFE, (c) => (c.charCodeAt(0) <= 0xff ? `\\x${hex(c, 2)}` : `\\u${hex(c, 4)}`));
+}
+
+/** JSON text with those characters as JSON escapes (`\u009b`): the same value, safe to print. */
+export function jsonTerminalSafe(json: string): string {
+  return json.replace(JSON_TERMINAL_UNSAFE, (c) => `\\u${hex(c, 4)}`);
 }
 
 function printable(s: string): string {
@@ -155,7 +203,7 @@ function fmtDetail(detail: Record<string, unknown>, indent: string): string[] {
   return lines;
 }
 
-/** A decision as readable text (what `explain` prints). */
+/** A decision as readable text (what `explain` prints), control and bidi characters escaped. */
 export function formatDecision(e: DecisionEntry): string {
   const head =
     e.decision === 'allow'
@@ -193,5 +241,6 @@ export function formatDecision(e: DecisionEntry): string {
       );
     }
   }
-  return lines.join('\n') + '\n';
+  // request data is in these lines: no escape sequence or bidi control reaches the terminal
+  return lines.map(terminalSafe).join('\n') + '\n';
 }

@@ -46,6 +46,13 @@ export { hashApiKey } from './api-keys.js';
 /** Shortest HS256 secret accepted (characters), unless `allow_weak_secret` is set. */
 export const MIN_SECRET_LENGTH = 32;
 
+/**
+ * A header or cookie name (an HTTP token, RFC 9110 §5.6.2; RFC 6265 §4.1.1): a name with a
+ * space, `:`, `=` or `;` in it (`"X-API-Key "`, `"session id"`) can never arrive, so every
+ * API key or cookie token would be refused as missing.
+ */
+const TCHARS = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+
 const Algorithm = Type.Union(
   JWT_ALGORITHMS.map((a) => Type.Literal(a)),
   { description: 'a JWS algorithm (none is never accepted)' },
@@ -124,7 +131,9 @@ const JwtBlock = Type.Object(
     max_token_bytes: Size('8KB', 'longer tokens are refused before any decoding'),
     cookie: Type.String({
       default: '',
-      description: 'cookie carrying the token for browser sessions; empty = none',
+      pattern: `^(?:${TCHARS})?$`,
+      description:
+        "cookie carrying the token for browser sessions; empty = none; a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
     }),
     cache: Type.Object(
       {
@@ -178,8 +187,8 @@ const ApiKeysBlock = Type.Object(
   {
     header: Type.String({
       default: 'x-api-key',
-      minLength: 1,
-      description: 'request header carrying the key',
+      pattern: `^${TCHARS}$`,
+      description: "request header carrying the key: a header name (letters, digits and !#$%&'*+-.^_`|~)",
     }),
     keys: Type.Array(ApiKey, { default: [], description: 'accepted keys, as hashes only' }),
     env_key: Type.String({
@@ -403,6 +412,13 @@ async function compileJwt(jwt: AuthConfig['jwt'], ctx: CompileContext, held: str
     }
     if (u !== undefined && u.protocol !== 'https:' && u.protocol !== 'http:')
       fail('jwks_url must be http(s)', ['jwks_url']);
+    // fetch() refuses such a URL, and its error (naming the whole URL) would put the
+    // password in /readyz and the logs; a JWKS is public (RFC 8414 jwks_uri)
+    if (u !== undefined && (u.username !== '' || u.password !== ''))
+      fail(
+        'jwks_url must not contain a user name or password (user:password@): a JWKS is fetched without credentials',
+        ['jwks_url'],
+      );
   }
   const hasKeys = staticKeys !== undefined || jwksUrl !== '';
   const algorithms =

@@ -7,6 +7,7 @@ import {
 } from 'jose';
 import type { OpsLogger } from '../../gateway/policy.js';
 import { AuthFailure } from './reasons.js';
+import { displayUrl } from './readiness.js';
 
 /**
  * A JWKS client built on jose's `createLocalJWKSet` (key selection by `alg`, `kid`,
@@ -144,7 +145,7 @@ export class JwksClient {
         if (now - this.lastLogAt >= LOG_INTERVAL_MS) {
           this.lastLogAt = now;
           this.opts.log.warn(
-            { jwks_url: this.url, error: this.lastError, failures: this.failures },
+            { jwks_url: displayUrl(this.url), error: this.lastError, failures: this.failures },
             'JWKS fetch failed; tokens needing these keys are refused until it succeeds',
           );
         }

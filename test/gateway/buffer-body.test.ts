@@ -32,6 +32,20 @@ t.test('a request cancelled before the read (its signal aborted): aborted', asyn
   t.equal(await within(bufferBody(ctx, 1024)), 'aborted');
 });
 
+t.test(
+  'a body that ends after its request was aborted (an HTTP/2 stream reset): aborted, never a whole body',
+  async (t) => {
+    // an Http2ServerRequest whose stream was reset with its data ends quietly, aborted flag set
+    const before = makeContext({ method: 'POST', headers: { 'content-length': '5' }, bodyBytes: 'hel' });
+    (before.bodySource as unknown as { aborted: boolean }).aborted = true;
+    t.equal(await within(bufferBody(before, 1024)), 'aborted', 'flag set before the read');
+    const during = makeContext({ method: 'POST', headers: { 'content-length': '5' }, bodyBytes: 'hel' });
+    const read = bufferBody(during, 1024);
+    (during.bodySource as unknown as { aborted: boolean }).aborted = true;
+    t.equal(await within(read), 'aborted', 'flag set while the body was read');
+  },
+);
+
 t.test('control: a whole body is read', async (t) => {
   const ctx = makeContext({ method: 'POST', headers: { 'content-length': '5' }, bodyBytes: 'hello' });
   const v = await within(bufferBody(ctx, 1024));

@@ -253,6 +253,22 @@ t.test('admin: other methods and paths', async (t) => {
   t.equal(post.headers.get('allow'), 'GET, HEAD');
   const nf = await fetch(`${h.adminUrl}/nope`);
   t.equal(nf.status, 404);
+  // /api/reload exists, for POST only: any other method gets a 405 that says so, reloading nothing
+  const generation = h.gateway.generation.id;
+  for (const method of ['GET', 'HEAD', 'PUT', 'OPTIONS', 'DELETE']) {
+    const r = await fetch(`${h.adminUrl}/api/reload`, { method });
+    t.equal(r.status, 405, method);
+    t.equal(r.headers.get('allow'), 'POST', `${method}: Allow names the method served`);
+    t.same(
+      method === 'HEAD' ? null : await r.json(),
+      method === 'HEAD' ? null : { error: 'method_not_allowed', message: 'Only POST is served here.' },
+      method,
+    );
+  }
+  t.equal(h.gateway.generation.id, generation, 'no reload');
+  const opts = await fetch(`${h.adminUrl}/metrics`, { method: 'OPTIONS' });
+  t.equal(opts.status, 405);
+  t.equal(opts.headers.get('allow'), 'GET, HEAD');
   const reload = await fetch(`${h.adminUrl}/api/reload`, { method: 'POST' });
   t.equal(reload.status, 200);
   const rec = (await reload.json()) as { result: string; trigger: string };

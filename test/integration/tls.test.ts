@@ -568,6 +568,65 @@ t.test('edge listener', async (t) => {
     t.equal((await h1(h, '/api/health')).status, 200, 'the gateway keeps serving');
   });
 
+  t.test(
+    'h2 rapid reset (CVE-2023-44487): reset streams count until handled, never flood the upstream',
+    async (t) => {
+      await h.clearMock();
+      // 200 streams each reset (CANCEL) right after its HEADERS, in one write: for nghttp2 no
+      // more than one is open at a time, so max_concurrent_streams (5) alone never applies
+      const r = await rawH2(h, 0, (send) => {
+        const frames: Buffer[] = [];
+        for (let i = 0; i < 200; i++) {
+          frames.push(headersFrame(1 + 2 * i, `/api/health?rapid=${i}`));
+          frames.push(frame(0x3, 0, 1 + 2 * i, Buffer.from([0, 0, 0, http2.constants.NGHTTP2_CANCEL])));
+        }
+        send(Buffer.concat(frames));
+      });
+      t.equal(r.goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, 'the session is torn down');
+      t.ok(r.refused >= 1, 'streams beyond the cap were refused (REFUSED_STREAM)');
+      const rapid = (await h.mockRequests()).filter((m) => m.path.startsWith('/api/health?rapid=')).length;
+      t.ok(rapid <= 5, `at most max_concurrent_streams (5) reached the upstream (${rapid})`);
+      // a client that keeps to the setting (Node's queues its streams) is never refused
+      const session = await connectH2(h);
+      t.teardown(() => session.close());
+      // (before the server's SETTINGS arrive the client does not know the limit)
+      if (session.remoteSettings.maxConcurrentStreams !== 5)
+        await new Promise((resolve) => session.once('remoteSettings', resolve));
+      const all = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => h2(session, `/api/health?queued=${i}`)),
+      );
+      t.same(new Set(all.map((x) => x.status)), new Set([200]), '30 requests over one session, 5 at a time');
+      t.equal((await h1(h, '/api/health')).status, 200, 'the gateway keeps serving');
+    },
+  );
+
+  t.test('h2: cookies split into several fields are one Cookie header (RFC 9113 §8.2.3)', async (t) => {
+    await h.clearMock();
+    // a browser sends each cookie as a field of its own: 100 of them with User-Agent and Host
+    // are 102 fields, over listen.max_headers (100), but one Cookie line over HTTP/1.1
+    const crumbs = Array.from({ length: 100 }, (_, i) => literal(32, `c${i}=${i}`));
+    const r = await rawH2(h, 1, (send) => send(headersFrame(1, '/api/health?crumbs', crumbs)));
+    t.same(r.statuses, [200]);
+    const seen = (await h.mockRequests()).filter((m) => m.path === '/api/health?crumbs');
+    t.equal(seen.length, 1);
+    t.equal(
+      seen[0]?.headers.cookie,
+      Array.from({ length: 100 }, (_, i) => `c${i}=${i}`).join('; '),
+      'forwarded joined with "; "',
+    );
+    // the joined value is what pattern_block judges: an attack split over two fields is seen whole
+    const attack = await rawH2(h, 1, (send) =>
+      send(
+        headersFrame(1, '/api/health?split-attack', [
+          literal(32, 'a=<script'),
+          literal(32, 'b=>alert(1)</script>'),
+        ]),
+      ),
+    );
+    t.same(attack.statuses, [0], 'refused (403 is not in the static table)');
+    t.equal((await h.mockRequests()).filter((m) => m.path === '/api/health?split-attack').length, 0);
+  });
+
   t.test('malformed HTTP/2 frames: GOAWAY PROTOCOL_ERROR, nothing forwarded', async (t) => {
     await h.clearMock();
     // DATA on stream 0 (RFC 9113 §6.1)

@@ -776,7 +776,14 @@ function strongTokens(toks: readonly Tok[]): string | undefined {
         case 'sleep':
         case 'pg_sleep':
         case 'benchmark':
-          if (inner && (inner.t === '1' || inner.t === 'o' || inner.t === 'f')) return 'timing-call';
+          // a number followed by a word is a duration in prose ("Sleep (8 hrs) monitor")
+          if (
+            inner &&
+            ((inner.t === '1' && toks[i + 3]?.t !== 'n' && toks[i + 3]?.t !== 'k') ||
+              inner.t === 'o' ||
+              inner.t === 'f')
+          )
+            return 'timing-call';
           break;
         case 'load_file':
         case 'extractvalue':

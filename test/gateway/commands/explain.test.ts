@@ -35,11 +35,54 @@ const denied: DecisionEntry = {
   total_ms: 1.9,
 };
 
+/**
+ * A decision carrying terminal control sequences in every field request data can reach:
+ * 7-bit (ESC [, OSC) and 8-bit (U+009B CSI) escapes, a bidi override, a line separator.
+ */
+const ESC = '\x1b[2J\x1b]0;owned\x07\x9b31m\u202eevil\u2028';
+const hostile: DecisionEntry = {
+  ...denied,
+  request_id: 'hostile-1',
+  time: `2026-01-01T10:00:00.000Z${ESC}`,
+  method: `GET${ESC}`,
+  path: `/api/receipts/${ESC}`,
+  route: `api${ESC}`,
+  client_ip: `203.0.113.9${ESC}`,
+  code: `request_blocked${ESC}`,
+  steps: [
+    {
+      policy: `pattern_block${ESC}`,
+      verdict: 'deny',
+      code: `request_blocked${ESC}`,
+      reason: `sqli${ESC}`,
+      rule_ids: [`942100${ESC}`],
+      detail: {
+        [`key${ESC}`]: `value${ESC}`,
+        matches: [{ [`target${ESC}`]: `json:k${ESC}`, excerpt: `' UNION SELECT ${ESC}` }],
+      },
+      micros: 3,
+    },
+  ],
+};
+/** raw control characters, DEL, C1, bidi controls, line/paragraph separators */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const UNSAFE = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
+
+/** answers of an admin listener (or whatever --admin points at) that are not decisions */
+const ODD_BODIES: Record<string, { status: number; body: string }> = {
+  'not-a-decision': { status: 200, body: '{"status":"ok"}' },
+  'null-decision': { status: 200, body: 'null' },
+  'bad-steps': { status: 200, body: '{"request_id":"x","steps":[null]}' },
+  'null-error': { status: 503, body: 'null' },
+  'escape-error': { status: 503, body: JSON.stringify({ message: `down${ESC}` }) },
+};
+
 /** A stand-in for the admin listener's decision endpoint, backed by a real DecisionLog. */
 async function admin(t: Test) {
   const log = new DecisionLog({ size: 10 });
   log.record(denied);
   log.record({ ...denied, request_id: 'ok-1', decision: 'allow', status: 200, code: undefined, steps: [] });
+  log.record(hostile);
   const seen: string[] = [];
   const server = http.createServer((req, res) => {
     seen.push(req.url!);
@@ -51,6 +94,12 @@ async function admin(t: Test) {
       return;
     }
     const id = decodeURIComponent(m[1]!);
+    const odd = ODD_BODIES[id];
+    if (odd !== undefined) {
+      res.statusCode = odd.status;
+      res.end(odd.body);
+      return;
+    }
     if (id === 'boom') {
       res.statusCode = 500;
       res.end(JSON.stringify({ error: 'internal_error', message: 'Internal gateway error.' }));
@@ -200,4 +249,60 @@ t.test('formatDecision: monitor decision and error step', async (t) => {
   t.ok(text.includes('1. rate_limit  ERROR  reason=store  (2 µs)'));
   t.match(text, /Decided by rate_limit \(store\)\./);
   t.notMatch(text, /score/);
+});
+
+t.test('request data cannot send escape sequences or bidi controls to the terminal', async (t) => {
+  const a = await admin(t);
+  const { o, io: x } = io();
+  t.equal(await runExplain(['hostile-1', '--admin', a.url], x), 0);
+  t.equal(o.err, '');
+  t.notMatch(o.out, UNSAFE, 'no raw control or bidi character printed');
+  const shown = String.raw`\x1b[2J\x1b]0;owned\x07\x9b31m\u202eevil\u2028`;
+  t.ok(o.out.includes(`  request  GET${shown} /api/receipts/${shown}\n`), 'path shown with visible escapes');
+  t.ok(o.out.includes(`  route    api${shown}\n`));
+  t.ok(o.out.includes(`  client   203.0.113.9${shown}\n`));
+  t.ok(
+    o.out.includes(
+      `  1. pattern_block${shown}  DENY  request_blocked${shown}  reason=sqli${shown}  (3 µs)\n`,
+    ),
+  );
+  t.ok(o.out.includes(`       rules: 942100${shown}\n`));
+  // JSON.stringify escapes C0 itself (\u001b); the rest is escaped here
+  const jsonShown = String.raw`\u001b[2J\u001b]0;owned\u0007\x9b31m\u202eevil\u2028`;
+  t.ok(o.out.includes(`       key${shown}: "value${jsonShown}"\n`), 'detail key and value');
+  t.ok(
+    o.out.includes(`         - target${shown}="json:k${jsonShown}" excerpt="' UNION SELECT ${jsonShown}"\n`),
+    'matched target and excerpt',
+  );
+  t.equal(o.out.split('\n').length, 16, 'no line broken by a separator in the data');
+
+  const j = io();
+  t.equal(await runExplain(['hostile-1', '--json', '--admin', a.url], j.io), 0);
+  t.notMatch(j.o.out, UNSAFE, '--json: no raw control or bidi character printed');
+  t.same(JSON.parse(j.o.out), hostile, '--json: the same decision, escaped as JSON');
+  t.ok(j.o.out.includes(String.raw`\u009b31m\u202eevil\u2028`));
+});
+
+t.test('an answer that is not a decision: clear message, exit 1, no crash', async (t) => {
+  const a = await admin(t);
+  for (const id of ['not-a-decision', 'null-decision', 'bad-steps']) {
+    const { o, io: x } = io();
+    t.equal(await runExplain([id, '--admin', a.url], x), 1, id);
+    t.equal(o.out, '');
+    t.equal(
+      o.err,
+      `explain: the admin listener answered 200 with something that is not a decision (is ${a.url} the gateway's admin listener?)\n`,
+      id,
+    );
+  }
+  const n = io();
+  t.equal(await runExplain(['null-error', '--admin', a.url], n.io), 1);
+  t.equal(n.o.err, 'explain: the admin listener answered 503\n');
+  const e = io();
+  t.equal(await runExplain(['escape-error', '--admin', a.url], e.io), 1);
+  t.equal(
+    e.o.err,
+    String.raw`explain: the admin listener answered 503: down\x1b[2J\x1b]0;owned\x07\x9b31m\u202eevil\u2028` +
+      '\n',
+  );
 });
