@@ -196,7 +196,8 @@ export class AdminServer {
       if (url.pathname === RELOAD_PATH) {
         if (req.method === 'POST') {
           const r = await this.gw.reloadRequested('admin');
-          json(res, r.result === 'success' ? 200 : 422, r);
+          // (refused while the gateway shuts down: not the file's fault)
+          json(res, r.result === 'success' ? 200 : this.gw.shuttingDown ? 503 : 422, r);
         } else methodNotAllowed(res, 'POST');
         return;
       }

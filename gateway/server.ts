@@ -75,6 +75,13 @@ function configDigest(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
+/**
+ * A generation replaced by a reload is retired once the last request that started on it ended,
+ * or at the latest this long after the swap (a client that stopped reading an endless answer
+ * must not keep every old generation alive).
+ */
+const RETIRE_AT_LATEST_MS = 60 * 60 * 1000;
+
 /** After the shutdown deadline, upstream requests still running get this long before they are cut. */
 const POOL_CLOSE_GRACE_MS = 1000;
 
@@ -161,6 +168,10 @@ export class Gateway {
   /** Requests already accounted for (metrics, access audit, onDone, decision log). */
   private readonly accounted = new WeakSet<RequestContext>();
   private readonly sockets = new Set<Socket>();
+  /** Requests (and WebSocket handshakes) in flight per generation, while any are (see hold). */
+  private readonly users = new Map<Generation, number>();
+  /** Generations a reload replaced that are not closed yet, with their latest retirement. */
+  private readonly retired = new Map<Generation, NodeJS.Timeout>();
   private closing = false;
   private readonly metricChildren = new Map<string, { inc(): void }>();
   private readonly durationChildren = new Map<string, { observe(v: number): void }>();
@@ -277,6 +288,7 @@ export class Gateway {
       services,
       tunnels: this.tunnels,
       generation: () => this.generation,
+      hold: (gen) => this.hold(gen),
       closing: () => this.closing,
       makeContext: (gen, req, signal) => this.makeContext(gen, req, signal),
       finish: (route, ctx, outcome, seconds) => this.finish(route, ctx, outcome, seconds),
@@ -461,7 +473,7 @@ export class Gateway {
   /** A reload asked of this gateway through its admin listener: it and its peers reload. */
   async reloadRequested(trigger: string): Promise<ReloadRecord> {
     const record = await this.reload(trigger);
-    this.onReloadRequested?.(trigger);
+    if (!this.closing) this.onReloadRequested?.(trigger);
     return record;
   }
 
@@ -481,14 +493,41 @@ export class Gateway {
     return run;
   }
 
+  /** Whether close() began: the gateway drains and then stops. */
+  get shuttingDown(): boolean {
+    return this.closing;
+  }
+
+  /**
+   * A reload asked for once the gateway is shutting down (SIGHUP or `POST /api/reload` during
+   * the drain, or one that was waiting for its turn): nothing is loaded or built, since the
+   * pools, the store and the audit log are about to close. Said on the ops log, not counted
+   * as a reload and not kept in the history.
+   */
+  private refuseReload(trigger: string, started: number): ReloadRecord {
+    this.services.log.warn({ trigger }, 'reload refused: the gateway is shutting down');
+    return {
+      time: new Date(started).toISOString(),
+      result: 'error',
+      errors: ['the gateway is shutting down; the configuration was not reloaded'],
+      trigger,
+    };
+  }
+
   private async reloadNow(trigger: string): Promise<ReloadRecord> {
     const started = this.services.now();
+    if (this.closing) return this.refuseReload(trigger, started);
     let record: ReloadRecord;
     // what this attempt judges (a watch event for the same bytes does not try them again)
     this.configDigest = await this.readConfigDigest();
     try {
       const loaded = await loadConfigFile(this.opts.configFile, this.env);
       const next = await compileGeneration(loaded, this.services);
+      if (this.closing) {
+        // the shutdown began while the file was loaded: what it built is given back unused
+        await closeGeneration(next);
+        return this.refuseReload(trigger, started);
+      }
       const old = this.generation;
       this.generation = next;
       await this.pools.retainOnly(next.upstream);
@@ -502,8 +541,8 @@ export class Gateway {
         );
       // New certificate paths, versions or ciphers apply to new handshakes at once.
       if (next.listen.tls !== undefined) this.tls?.update(next.listen.tls);
-      // Retire the old generation once requests that started on it had time to finish.
-      setTimeout(() => void closeGeneration(old), old.listen.shutdownTimeoutMs).unref();
+      // Retire the old generation once the requests that started on it are done.
+      this.retire(old);
       const restart = pending.length > 0 ? { restart_required: pending } : {};
       record = {
         time: new Date(started).toISOString(),
@@ -522,6 +561,8 @@ export class Gateway {
       });
       this.observers.onGeneration?.(next);
     } catch (err) {
+      // (the audit log may be closed by now: a failed reload during the shutdown is only refused)
+      if (this.closing) return this.refuseReload(trigger, started);
       const errors =
         err instanceof ConfigLoadError
           ? err.problems.map(
@@ -791,13 +832,13 @@ export class Gateway {
     // reset by the client included (rapid reset); a stream beyond that is refused unseen. A
     // request stops counting once its whole answer was written (the client may then open the
     // next stream at once) or, for a stream reset before that, once its handling ended.
-    let release: (() => void) | undefined;
+    let releaseStream: (() => void) | undefined;
     if (h2 && this.tlsConnections !== undefined) {
-      release = this.tlsConnections.admit(req.stream);
-      if (release === undefined) return;
+      releaseStream = this.tlsConnections.admit(req.stream);
+      if (releaseStream === undefined) return;
       res.once('finish', () => {
         // (the compat response also emits 'finish' when its stream was reset unanswered)
-        if (res.writableEnded) release!();
+        if (res.writableEnded) releaseStream!();
       });
     }
     const conn = this.connectionOf(req.socket, !h2);
@@ -808,7 +849,7 @@ export class Gateway {
       res.shouldKeepAlive = false;
       req.resume();
       turn.decide();
-      release?.();
+      releaseStream?.();
       return;
     }
     const max = this.server.maxRequestsPerSocket;
@@ -826,6 +867,13 @@ export class Gateway {
       conn.markClosing(turn.index);
     }
     const gen = this.generation;
+    // in use until both the handler is done and the response closed (a relayed answer's
+    // accounting runs on its close)
+    const releaseGen = this.hold(gen);
+    let using = 2;
+    const done = () => {
+      if (--using === 0) releaseGen();
+    };
     const ac = new AbortController();
     this.inflight.set(ac, res);
     if (!h2) {
@@ -838,13 +886,61 @@ export class Gateway {
     res.once('close', () => {
       if (!res.writableFinished) ac.abort();
       this.inflight.delete(ac);
+      done();
     });
     this.handle(gen, ctx, req, res)
       .catch((err: Error) => this.failed(gen, ctx, ac, res, err))
       .finally(() => {
         turn.decide();
-        release?.();
+        done();
+        releaseStream?.();
       });
+  }
+
+  /**
+   * `gen` is in use (a request or a WebSocket handshake started on it) until the returned
+   * function is called, once: a generation a reload replaced keeps its policies (the JWKS
+   * clients and token caches its auth policy holds …) until its last request ended.
+   */
+  private hold(gen: Generation): () => void {
+    this.users.set(gen, (this.users.get(gen) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      const left = (this.users.get(gen) ?? 1) - 1;
+      if (left > 0) {
+        this.users.set(gen, left);
+        return;
+      }
+      this.users.delete(gen);
+      // (after what still runs in this turn: a relayed answer is accounted for on its close)
+      if (this.retired.has(gen)) setImmediate(() => void this.closeRetired(gen));
+    };
+  }
+
+  /** A reload replaced `gen`: close it once nothing uses it, at the latest after RETIRE_AT_LATEST_MS. */
+  private retire(gen: Generation): void {
+    const latest = setTimeout(() => {
+      const left = this.users.get(gen) ?? 0;
+      if (left > 0)
+        this.services.log.warn(
+          { generation: gen.id, requests: left },
+          'retiring a replaced configuration generation while requests that started on it still run',
+        );
+      void this.closeRetired(gen);
+    }, RETIRE_AT_LATEST_MS);
+    latest.unref();
+    this.retired.set(gen, latest);
+    if (!this.users.has(gen)) setImmediate(() => void this.closeRetired(gen));
+  }
+
+  private async closeRetired(gen: Generation): Promise<void> {
+    const latest = this.retired.get(gen);
+    if (latest === undefined) return;
+    clearTimeout(latest);
+    this.retired.delete(gen);
+    await closeGeneration(gen);
   }
 
   /**
@@ -1347,6 +1443,7 @@ export class Gateway {
     await Promise.all([closed, tunnelsClosed, redirectClosed]);
     clearTimeout(timer);
     await this.admin?.close();
+    await Promise.all([...this.retired.keys()].map((gen) => this.closeRetired(gen)));
     await closeGeneration(this.generation);
     await this.observers.close?.();
     await this.pools.close(POOL_CLOSE_GRACE_MS);

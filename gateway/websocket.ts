@@ -389,6 +389,8 @@ export interface UpgradeHost {
   readonly services: Services;
   readonly tunnels: WebSocketTunnels;
   generation(): Generation;
+  /** `gen` is in use until the returned function is called (see Gateway.hold) */
+  hold(gen: Generation): () => void;
   closing(): boolean;
   makeContext(gen: Generation, req: http.IncomingMessage, signal: AbortSignal): RequestContext;
   finish(
@@ -440,19 +442,25 @@ export function handleUpgrade(
     serveOnSocket(req, socket, host.serveAsRequest);
     return;
   }
-  void upgrade(host, req, socket, head).catch((err: Error) => {
-    host.services.log.error({ err: err.message }, 'unexpected error while handling a WebSocket upgrade');
-    socket.destroy();
-  });
+  // the handshake runs on the generation it started on, which stays usable until it is done
+  // (the tunnel after it uses none)
+  const gen = host.generation();
+  const release = host.hold(gen);
+  void upgrade(host, gen, req, socket, head)
+    .catch((err: Error) => {
+      host.services.log.error({ err: err.message }, 'unexpected error while handling a WebSocket upgrade');
+      socket.destroy();
+    })
+    .finally(release);
 }
 
 async function upgrade(
   host: UpgradeHost,
+  gen: Generation,
   req: http.IncomingMessage,
   socket: Duplex,
   head: Buffer,
 ): Promise<void> {
-  const gen = host.generation();
   const services = host.services;
   const ac = new AbortController();
   const ctx = host.makeContext(gen, req, ac.signal);

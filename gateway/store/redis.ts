@@ -273,6 +273,10 @@ export class RedisStore implements Store {
     });
     client.on('error', (err: Error) => {
       this.#ok = false;
+      // A store being closed has no outage to report: closed while its first connection was
+      // being set up (a start that failed at once, its port taken), the ready check ioredis
+      // sends on the connection it is giving up fails with "Stream isn't writeable".
+      if (this.#closed) return;
       if (!this.#attemptFailed) this.#lastError = err.message;
       this.#attemptFailed = true;
       opts.onConnectionError?.(err);
@@ -433,6 +437,11 @@ export class RedisStore implements Store {
 
   async close(): Promise<void> {
     this.#closed = true;
+    // QUIT can only be sent on a ready connection (no offline queue): otherwise just drop it
+    if (this.client.status !== 'ready') {
+      this.client.disconnect();
+      return;
+    }
     try {
       await this.client.quit();
     } catch {

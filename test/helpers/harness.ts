@@ -10,6 +10,7 @@ import { attachObservability, type ObservabilityHandle } from '../../gateway/obs
 import { silentLogger } from '../../gateway/observability/ops-log.js';
 import { startMock } from '../../upstream-mock/server.js';
 import { FACTORIES } from '../../policies/registry.js';
+import type { OpsLogger } from '../../gateway/policy.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const TEST_SECRET = 'test-secret-0123456789-abcdefghijklmnop-XYZ';
@@ -27,6 +28,8 @@ export interface HarnessOptions {
   readonly upstreamUrl?: string;
   /** files written next to the config before the start (relative path → content), e.g. a rule pack */
   readonly files?: Record<string, string>;
+  /** the gateway's ops log (default: silent) */
+  readonly log?: OpsLogger;
 }
 
 export interface Harness {
@@ -118,7 +121,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
       port: 0,
       adminPort: 0,
       watch: false,
-      log: silentLogger,
+      log: opts.log ?? silentLogger,
       defaultMetrics: false,
     });
   } catch (err) {
