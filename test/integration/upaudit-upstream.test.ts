@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import net from 'node:net';
-import { startHarness, type Harness } from '../helpers/harness.js';
+import { startHarness, auditOf, metricsText, metricValue, type Harness } from '../helpers/harness.js';
 import { rawExchange, head, type RawResponse } from '../helpers/raw-http.js';
 
 /**
@@ -74,19 +74,9 @@ t.teardown(async () => {
 
 const get = (path: string) => head(`GET ${path} HTTP/1.1`, [['Host', 'gw.example']]);
 
-async function metric(name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await fetch(`${h.adminUrl}/metrics`)).text();
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) && want.every((w) => line.includes(w)))
-      return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return 0;
-}
-
-async function audited(requestId: string | undefined): Promise<Record<string, unknown>[]> {
-  return (await h.audit()).filter((l) => l.request_id === requestId);
-}
+const metric = async (name: string, labels: Record<string, string>): Promise<number> =>
+  metricValue(await metricsText(h), name, labels);
+const audited = (requestId: string | undefined) => auditOf(h, requestId);
 
 function isCleanError(t: Test, r: RawResponse | undefined, status: number, error: string): void {
   t.equal(r?.status, status, `status ${status}`);
