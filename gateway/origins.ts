@@ -6,6 +6,8 @@
  * precompiled regex per wildcard.
  */
 
+import { escapeRegex } from './regex-escape.js';
+
 /** A DNS label as browsers serialise it in an Origin (lower case, punycode for IDNs). */
 const LABEL = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?';
 
@@ -36,10 +38,6 @@ function parseOrigin(value: string): { origin: string } | { error: string } {
 export function canonicalOrigin(value: string): string | undefined {
   const p = parseOrigin(value);
   return 'origin' in p ? p.origin : undefined;
-}
-
-function escapeRegex(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 }
 
 export class OriginList {

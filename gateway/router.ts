@@ -1,4 +1,5 @@
 import { ConfigError } from './errors.js';
+import { escapeRegex } from './regex-escape.js';
 
 /**
  * Route patterns compiled once: literal segments, `:name` or `*` for one segment, and a
@@ -60,7 +61,7 @@ function compilePattern(
       continue;
     }
     if (!SEGMENT.test(seg) || seg.includes('*')) throw new ConfigError(`invalid path segment "${seg}"`, at);
-    src += '/' + seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    src += '/' + escapeRegex(seg);
     if (literal) prefix += '/' + seg;
   }
   if (literal) return { exact: path, prefix: path };

@@ -1,6 +1,7 @@
 import type { RequestBody } from '../../gateway/context.js';
 import type { Deny } from '../../gateway/policy.js';
 import type { BlockReason } from '../../gateway/errors.js';
+import { escapeRegex } from '../../gateway/regex-escape.js';
 import { parseBody, mediaTypeOf } from '../../gateway/body.js';
 import { ownString } from '../../gateway/own-string.js';
 import { SECRET_NAME } from '../../gateway/observability/secret-names.js';
@@ -1649,7 +1650,7 @@ class Walk {
 
 /** A regex matching any of the literal strings. */
 function literalAlternation(subs: readonly string[]): RegExp {
-  return new RegExp(subs.map((x) => x.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|'));
+  return new RegExp(subs.map(escapeRegex).join('|'));
 }
 
 /** Split `a=b&c` into decoded pairs (`+` is a space). */

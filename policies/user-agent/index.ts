@@ -2,6 +2,7 @@ import { Type } from '@sinclair/typebox';
 import type { PolicyFactory, Policy } from '../../gateway/policy.js';
 import { policyBlock } from '../../gateway/config/policy-schema.js';
 import { ConfigError } from '../../gateway/errors.js';
+import { escapeRegex } from '../../gateway/regex-escape.js';
 
 /** Tools that announce themselves; matched as case-insensitive substrings. */
 export const SCANNER_AGENTS = [
@@ -67,10 +68,6 @@ const schema = policyBlock(
   { description: 'User-Agent checks: scanner deny list, length cap, optional presence' },
 );
 
-function escapeRe(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-}
-
 /**
  * `user_agent`: refuses known scanners and over-long User-Agents (403
  * `user_agent_rejected`), and optionally absent ones (400). Example:
@@ -88,8 +85,8 @@ export const userAgent: PolicyFactory<typeof schema> = {
     let denyRe: RegExp | undefined;
     let allowRe: RegExp | undefined;
     try {
-      if (config.deny.length > 0) denyRe = new RegExp(config.deny.map(escapeRe).join('|'), 'i');
-      if (config.allow.length > 0) allowRe = new RegExp(config.allow.map(escapeRe).join('|'), 'i');
+      if (config.deny.length > 0) denyRe = new RegExp(config.deny.map(escapeRegex).join('|'), 'i');
+      if (config.allow.length > 0) allowRe = new RegExp(config.allow.map(escapeRegex).join('|'), 'i');
     } catch (err) {
       throw new ConfigError(`cannot compile the User-Agent lists: ${(err as Error).message}`, ctx.path);
     }

@@ -2,9 +2,9 @@ import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import { runReplay } from '../../gateway/commands/replay.js';
 import { REPO, TEST_SECRET } from '../helpers/harness.js';
+import { runCli } from '../helpers/cli-process.js';
 
 /**
  * Command-line options are strict: a typo, a missing value or a stray argument is a usage
@@ -15,43 +15,13 @@ import { REPO, TEST_SECRET } from '../helpers/harness.js';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-cfgaudit-cli-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function cli(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', path.join(REPO, 'gateway', 'cli.ts'), ...args],
-      {
-        cwd: REPO,
-        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, JWT_SECRET_KEY: TEST_SECRET },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
 const absent = path.join(dir, 'absent.yaml');
 // each run pays for tsx's start-up: side by side
 const runs = {
-  typo: cli(['validate', '--conifg', absent]),
-  missing: cli(['validate', '--config']),
-  stray: cli(['validate', absent]),
-  empty: cli(['validate', '--config=']),
+  typo: runCli(['validate', '--conifg', absent]),
+  missing: runCli(['validate', '--config']),
+  stray: runCli(['validate', absent]),
+  empty: runCli(['validate', '--config=']),
 };
 
 t.test('validate with a misspelt option: exit 2 and the usage, not ./gateway.yaml', async (t) => {

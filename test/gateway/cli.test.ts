@@ -4,46 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { REPO, TEST_SECRET } from '../helpers/harness.js';
+import { runCli } from '../helpers/cli-process.js';
 
 /** `receipt-gateway validate` and `start` with bad files, as subprocesses. */
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-cli-test-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', path.join(REPO, 'gateway', 'cli.ts'), ...args],
-      {
-        cwd: REPO,
-        env: {
-          PATH: process.env.PATH ?? '',
-          HOME: process.env.HOME ?? dir,
-          JWT_SECRET_KEY: TEST_SECRET,
-          ...env,
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 const BAD = `listen:
   prot: 8080
@@ -79,10 +45,10 @@ fs.writeFileSync(bad, BAD);
 
 // Each run pays for tsx's start-up; run them side by side.
 const runs = {
-  shipped: cli(['validate', '--config', shipped]),
-  env: cli(['validate'], { GATEWAY_CONFIG: small }),
-  bad: cli(['validate', `--config=${bad}`]),
-  start: cli(['start', '--config', bad]),
+  shipped: runCli(['validate', '--config', shipped]),
+  env: runCli(['validate'], { GATEWAY_CONFIG: small }),
+  bad: runCli(['validate', `--config=${bad}`]),
+  start: runCli(['start', '--config', bad]),
 };
 
 t.test('validate: the shipped gateway.yaml, exit 0 and a one-line summary', async (t) => {

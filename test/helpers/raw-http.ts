@@ -190,3 +190,45 @@ export function head(
   const lines = headers.map((h) => (typeof h === 'string' ? h : `${h[0]}: ${h[1]}`));
   return `${requestLine}\r\n${lines.join('\r\n')}${lines.length > 0 ? '\r\n' : ''}\r\n`;
 }
+
+/** A raw TCP upstream that answers each request head with the bytes a test chooses. */
+export interface RawUpstream {
+  readonly url: string;
+  /** stops listening and destroys its connections */
+  close(): Promise<void>;
+}
+
+/**
+ * Start a raw upstream on 127.0.0.1. `answer` gets each request head it reads (method and
+ * path) and writes what it likes on the socket; returning `'stop-reading'` leaves the rest of
+ * that connection's bytes unread (an upstream that answers before it read a body).
+ */
+export async function startRawUpstream(
+  answer: (socket: net.Socket, method: string, path: string) => 'stop-reading' | undefined | void,
+): Promise<RawUpstream> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    let buf = '';
+    let reading = true;
+    s.on('data', (d: Buffer) => {
+      if (!reading) return;
+      buf += d.toString('latin1');
+      for (let end = buf.indexOf('\r\n\r\n'); reading && end !== -1; end = buf.indexOf('\r\n\r\n')) {
+        const [method = '', path = ''] = buf.slice(0, end).split(' ');
+        buf = buf.slice(end + 4);
+        if (answer(s, method, path) === 'stop-reading') reading = false;
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}

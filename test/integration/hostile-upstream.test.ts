@@ -1,7 +1,12 @@
 import t from 'tap';
-import net from 'node:net';
 import { startHarness, type Harness } from '../helpers/harness.js';
-import { rawExchange, head, type RawResponse } from '../helpers/raw-http.js';
+import {
+  rawExchange,
+  head,
+  startRawUpstream,
+  type RawResponse,
+  type RawUpstream,
+} from '../helpers/raw-http.js';
 
 /**
  * Forwarding against an upstream that answers with exactly the bytes each test chooses
@@ -36,29 +41,16 @@ const ANSWERS: Record<string, string> = {
 const CLOSE_AFTER = new Set(['/hostile/short-body']);
 
 let h: Harness;
-let upstream: net.Server;
-const sockets = new Set<net.Socket>();
+let upstream: RawUpstream;
 
 t.before(async () => {
-  upstream = net.createServer((s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => {});
-    let buf = '';
-    s.on('data', (d: Buffer) => {
-      buf += d.toString('latin1');
-      // GET requests only: a head is a whole request
-      for (let end = buf.indexOf('\r\n\r\n'); end !== -1; end = buf.indexOf('\r\n\r\n')) {
-        const path = /^\S+ (\S+)/.exec(buf)?.[1] ?? '';
-        buf = buf.slice(end + 4);
-        s.write(ANSWERS[path] ?? 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
-        if (CLOSE_AFTER.has(path)) setTimeout(() => s.end(), 50);
-      }
-    });
+  // GET requests only: a head is a whole request
+  upstream = await startRawUpstream((s, _method, path) => {
+    s.write(ANSWERS[path] ?? 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    if (CLOSE_AFTER.has(path)) setTimeout(() => s.end(), 50);
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
   h = await startHarness({
-    upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`,
+    upstreamUrl: upstream.url,
     config: `
 routes:
   - name: hostile
@@ -70,8 +62,7 @@ routes:
 });
 t.teardown(async () => {
   await h.close();
-  for (const s of sockets) s.destroy();
-  await new Promise<void>((r) => upstream.close(() => r()));
+  await upstream.close();
 });
 
 const get = (path: string) => head(`GET ${path} HTTP/1.1`, [['Host', 'gw.example']]);

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { startCli } from '../helpers/cli-process.js';
 import YAML from 'yaml';
 import { deepMerge, REPO, TEST_SECRET } from '../helpers/harness.js';
 import { startMock } from '../../upstream-mock/server.js';
@@ -61,38 +61,8 @@ t.test('SIGHUP and SIGUSR2 during the start: held, then one reload once up', asy
   });
   const file = path.join(dir, 'gateway.yaml');
   fs.writeFileSync(file, YAML.stringify(config));
-  // Without the test runner's instrumentation (NODE_OPTIONS): it catches SIGHUP from the first
-  // moment and ends the process on it when nothing else listens, as the default action would.
-  const child = spawn(
-    'env',
-    [
-      '-u',
-      'NODE_OPTIONS',
-      process.execPath,
-      '--import',
-      'tsx',
-      path.join(REPO, 'gateway', 'cli.ts'),
-      'start',
-      '--config',
-      file,
-    ],
-    {
-      cwd: REPO,
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, JWT_SECRET_KEY: TEST_SECRET },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
-  );
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  const running = () => child.exitCode === null && child.signalCode === null;
+  const cli = startCli(t, ['start', '--config', file], { withoutNodeOptions: true });
+  const { child, exited, running } = cli;
 
   // As soon as the process catches SIGHUP: at its very start when it holds the signals, only
   // once it listens when it does not.
@@ -103,11 +73,11 @@ t.test('SIGHUP and SIGUSR2 during the start: held, then one reload once up', asy
   child.kill('SIGHUP');
   await eventually(
     'the CLI listens or exited',
-    () => /listening on http:\/\/[^\s]+/.test(stdout) || !running(),
+    () => /listening on http:\/\/[^\s]+/.test(cli.stdout()) || !running(),
     60_000,
   );
-  t.equal(child.signalCode, null, `not ended by the signals (${child.signalCode}${stderr.trim()})`);
-  const adminUrl = /\(admin (http:\/\/127\.0\.0\.1:\d+)\)/.exec(stdout)?.[1];
+  t.equal(child.signalCode, null, `not ended by the signals (${child.signalCode}${cli.stderr().trim()})`);
+  const adminUrl = /\(admin (http:\/\/127\.0\.0\.1:\d+)\)/.exec(cli.stdout())?.[1];
   t.ok(adminUrl, 'it started, with its admin listener');
   if (adminUrl === undefined) return;
 
@@ -126,5 +96,5 @@ t.test('SIGHUP and SIGUSR2 during the start: held, then one reload once up', asy
   const { code, signal } = await exited;
   t.same({ code, signal }, { code: 0, signal: null }, 'SIGTERM still stops it cleanly');
   t.equal(reloads().length, 1, 'two SIGHUPs held make one reload');
-  t.notMatch(stderr, /unhandled|\n\s+at /, 'no unhandled error, no stack trace');
+  t.notMatch(cli.stderr(), /unhandled|\n\s+at /, 'no unhandled error, no stack trace');
 });

@@ -4,7 +4,7 @@ import os from 'node:os';
 import net from 'node:net';
 import http from 'node:http';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { startCli } from '../helpers/cli-process.js';
 import YAML from 'yaml';
 import { startHarness, deepMerge, REPO, TEST_SECRET } from '../helpers/harness.js';
 import { startMock } from '../../upstream-mock/server.js';
@@ -155,35 +155,18 @@ t.test('SIGTERM: the CLI drains in-flight requests and exits 0', async (t) => {
   const file = path.join(dir, 'gateway.yaml');
   fs.writeFileSync(file, YAML.stringify(config));
 
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', path.join(REPO, 'gateway', 'cli.ts'), 'start', '--config', file],
-    {
-      cwd: REPO,
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, JWT_SECRET_KEY: TEST_SECRET },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
-  );
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
+  const cli = startCli(t, ['start', '--config', file]);
+  const { child, exited } = cli;
 
   await eventually(
     'the CLI printed its address',
-    () => /listening on http:\/\/[^\s]+/.test(stdout) || child.exitCode !== null,
+    () => /listening on http:\/\/[^\s]+/.test(cli.stdout()) || child.exitCode !== null,
     60_000,
   );
-  const url = /listening on (http:\/\/[^\s,]+)/.exec(stdout)?.[1];
-  t.ok(url, `printed the listening URL (${stdout.trim()}${stderr})`);
+  const url = /listening on (http:\/\/[^\s,]+)/.exec(cli.stdout())?.[1];
+  t.ok(url, `printed the listening URL (${cli.stdout().trim()}${cli.stderr()})`);
   if (!url) return;
-  const adminUrl = /\(admin (http:\/\/127\.0\.0\.1:\d+)\)/.exec(stdout)?.[1];
+  const adminUrl = /\(admin (http:\/\/127\.0\.0\.1:\d+)\)/.exec(cli.stdout())?.[1];
   t.ok(adminUrl, 'and the admin address');
   const ok = await fetch(`${url}/api/health`);
   t.equal(ok.status, 200);
@@ -211,7 +194,7 @@ t.test('SIGTERM: the CLI drains in-flight requests and exits 0', async (t) => {
   t.same(await r.json(), { slept_ms: 1500 });
   const { code, signal } = await exited;
   t.equal(signal, null, 'not killed by the signal');
-  t.equal(code, 0, `exit code 0 (${stderr})`);
+  t.equal(code, 0, `exit code 0 (${cli.stderr()})`);
   t.ok(await connectRefused(url), 'nothing listens any more');
   const lines = fs
     .readFileSync(auditFile, 'utf8')

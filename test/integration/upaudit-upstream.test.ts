@@ -1,7 +1,12 @@
 import t, { type Test } from 'tap';
-import net from 'node:net';
 import { startHarness, auditOf, metricsText, metricValue, type Harness } from '../helpers/harness.js';
-import { rawExchange, head, type RawResponse } from '../helpers/raw-http.js';
+import {
+  rawExchange,
+  head,
+  startRawUpstream,
+  type RawResponse,
+  type RawUpstream,
+} from '../helpers/raw-http.js';
 
 /**
  * A misbehaving upstream, played by a raw TCP server: a response body that fails before its
@@ -14,47 +19,32 @@ import { rawExchange, head, type RawResponse } from '../helpers/raw-http.js';
 const seen: string[] = [];
 
 let h: Harness;
-let upstream: net.Server;
-const sockets = new Set<net.Socket>();
+let upstream: RawUpstream;
 
 t.before(async () => {
-  upstream = net.createServer((s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => {});
-    let buf = '';
-    let early = false;
-    s.on('data', (d: Buffer) => {
-      if (early) return; // the rest of a body it never reads
-      buf += d.toString('latin1');
-      for (let end = buf.indexOf('\r\n\r\n'); end !== -1; end = buf.indexOf('\r\n\r\n')) {
-        const [method, path = ''] = buf.slice(0, end).split(' ');
-        seen.push(`${method} ${path}`);
-        buf = buf.slice(end + 4);
-        if (path.startsWith('/u/bad-first-chunk')) {
-          // a chunk size no parser accepts, before any byte of content
-          s.write(
-            'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nsecret\r\n0\r\n\r\n',
-          );
-        } else if (path.startsWith('/u/close-after-head')) {
-          s.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n');
-        } else if (path.startsWith('/u/stall-after-head')) {
-          s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n');
-        } else if (path.startsWith('/u/early')) {
-          // answers from the head alone, keeps the connection, never reads the body
-          early = true;
-          s.write(
-            'HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\ntoo big',
-          );
-        } else {
-          s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`);
-        }
-      }
-    });
+  upstream = await startRawUpstream((s, method, path) => {
+    seen.push(`${method} ${path}`);
+    if (path.startsWith('/u/bad-first-chunk')) {
+      // a chunk size no parser accepts, before any byte of content
+      s.write(
+        'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nsecret\r\n0\r\n\r\n',
+      );
+    } else if (path.startsWith('/u/close-after-head')) {
+      s.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n');
+    } else if (path.startsWith('/u/stall-after-head')) {
+      s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n');
+    } else if (path.startsWith('/u/early')) {
+      // answers from the head alone, keeps the connection, never reads the body
+      s.write(
+        'HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\ntoo big',
+      );
+    } else {
+      s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`);
+    }
+    return path.startsWith('/u/early') ? 'stop-reading' : undefined;
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
   h = await startHarness({
-    upstreamUrl: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`,
+    upstreamUrl: upstream.url,
     config: `
 upstream: { body_timeout: 300ms }
 routes:
@@ -68,8 +58,7 @@ routes:
 
 t.teardown(async () => {
   await h.close();
-  for (const s of sockets) s.destroy();
-  await new Promise<void>((r) => upstream.close(() => r()));
+  await upstream.close();
 });
 
 const get = (path: string) => head(`GET ${path} HTTP/1.1`, [['Host', 'gw.example']]);
