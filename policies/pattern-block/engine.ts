@@ -2214,6 +2214,7 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
     path: head.path,
     jsonTooDeep: walk.jsonTooDeep,
     truncated: walk.truncated,
+    methodOverride: methodOverrideOf(head, body),
   };
   for (const r of e.requestRules) {
     // in the body phase, only the checks whose verdict can change once the body is known
@@ -2223,8 +2224,56 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
   }
 }
 
+/** The name of the method-override parameter (see the `method_override` detector). */
+const METHOD_PARAM = '_method';
+
+/**
+ * Whether a query or form parameter name is `_method` to a service: PHP (so Laravel and
+ * Symfony) also reads `.method`, ` method` and `[method` as `_method`.
+ */
+function isMethodParam(k: string): boolean {
+  if (k.length !== 7 || !k.endsWith('method')) return false;
+  const c = k.charCodeAt(0);
+  return c === 95 /* _ */ || c === 46 /* . */ || c === 32 || c === 91; /* [ */
+}
+
+/**
+ * What a POST's `_method` parameters ask for other than POST (see the `method_override`
+ * detector): the first such value of the query, the form or multipart fields, or a top-level
+ * member of a JSON body; a value that is not a string counts as it is sent, a blank one as
+ * none. Undefined for another method or without such a parameter.
+ */
+function methodOverrideOf(head: HeadInput, body: RequestBody | undefined): string | undefined {
+  if (head.method !== 'POST' && head.method.toUpperCase() !== 'POST') return undefined;
+  const asks = (v: unknown): string | undefined => {
+    if (v === undefined || v === null) return undefined;
+    const m = typeof v === 'string' ? v : JSON.stringify(v);
+    const u = m.trim().toUpperCase();
+    return u === '' || u === 'POST' ? undefined : m;
+  };
+  // the query is decoded only when it holds the word or an escape (`_m%65thod`)
+  const q = head.query;
+  if (q.indexOf('method') >= 0 || q.indexOf('%') >= 0)
+    for (const [k, v] of parseQuery(q)) if (isMethodParam(k) && asks(v) !== undefined) return v;
+  if (body === undefined) return undefined;
+  for (const list of [body.form, body.fields])
+    for (const [k, v] of list ?? []) if (isMethodParam(k) && asks(v) !== undefined) return v;
+  for (const json of [body.json, body.jsonSniffed])
+    if (
+      json !== null &&
+      typeof json === 'object' &&
+      !Array.isArray(json) &&
+      Object.hasOwn(json, METHOD_PARAM)
+    ) {
+      const m = asks((json as Record<string, unknown>)[METHOD_PARAM]);
+      if (m !== undefined) return m;
+    }
+  return undefined;
+}
+
 /** Request detectors that read the body (length, media type, form bytes, argument count). */
 const BODY_AWARE_DETECTORS = new Set([
+  'method_override',
   'invalid_percent_encoding',
   'iis_unicode_escape',
   'arg_count',

@@ -29,6 +29,11 @@ export interface RequestFacts {
   readonly jsonTooDeep?: boolean;
   /** the body held more keys and values than the walk inspects (max_args): the rest was not */
   readonly truncated?: boolean;
+  /**
+   * the method a POST asks for with a `_method` parameter (query, form, multipart field or
+   * top-level JSON member) other than POST, as sent; undefined when there is none
+   */
+  readonly methodOverride?: string;
 }
 
 /** Compiled protocol settings (from the policy config). */
@@ -415,6 +420,15 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   arg_count: (r, s) =>
     r.argCount > s.maxArgs || r.truncated === true ? `more than ${s.maxArgs} arguments` : undefined,
   json_depth: (r) => (r.jsonTooDeep === true ? 'JSON nested too deep' : undefined),
+
+  /**
+   * A POST whose `_method` parameter names another method: Laravel and Symfony (query, form
+   * or JSON), Rails and Express's method-override (form or query) then handle it as that
+   * method, while the gateway's routes, roles and policies judged a POST. (The override
+   * headers, `X-HTTP-Method-Override` and its kin, are never forwarded: gateway/proxy.ts.)
+   */
+  method_override: (r) =>
+    r.methodOverride === undefined ? undefined : `_method asks for ${r.methodOverride.slice(0, 16)}`,
 
   /** A body on GET or HEAD. */
   body_on_get: (r) =>
