@@ -118,7 +118,13 @@ export interface RecentQuery {
 export class DecisionLog {
   private readonly denied: Ring;
   private readonly allowed: Ring;
-  private readonly byId = new Map<string, DecisionEntry>();
+  /**
+   * The latest entry of each ring by request id. A client may send the id of another request
+   * (X-Request-Id is kept when well-formed): a refused or flagged decision is then still the
+   * one `get` answers, not hidden by a later allowed request that reused its id.
+   */
+  private readonly deniedById = new Map<string, DecisionEntry>();
+  private readonly allowedById = new Map<string, DecisionEntry>();
 
   constructor(opts: DecisionLogOptions = {}) {
     const size = Math.max(1, Math.floor(opts.size ?? 1000));
@@ -142,15 +148,20 @@ export class DecisionLog {
   }
 
   #keep(e: DecisionEntry): void {
-    const ring = e.decision === 'allow' ? this.allowed : this.denied;
+    const allowed = e.decision === 'allow';
+    const ring = allowed ? this.allowed : this.denied;
+    const byId = allowed ? this.allowedById : this.deniedById;
     const evicted = ring.push(e);
-    if (evicted && this.byId.get(evicted.request_id) === evicted) this.byId.delete(evicted.request_id);
-    this.byId.set(e.request_id, e);
+    if (evicted && byId.get(evicted.request_id) === evicted) byId.delete(evicted.request_id);
+    byId.set(e.request_id, e);
   }
 
-  /** The latest decision for a request id, if still kept. */
+  /**
+   * The decision for a request id, if still kept: the latest refused or flagged one, else
+   * the latest allowed one.
+   */
   get(requestId: string): DecisionEntry | undefined {
-    return this.byId.get(requestId);
+    return this.deniedById.get(requestId) ?? this.allowedById.get(requestId);
   }
 
   /** Recent decisions, newest first. */

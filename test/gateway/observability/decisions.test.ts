@@ -91,16 +91,32 @@ t.test('the deny ring is bounded and evicts the oldest', async (t) => {
   t.equal(log.stats().allowedCapacity, 1, 'default allow ring: a quarter of size, at least 1');
 });
 
-t.test('a reused request id returns the latest; evicting the older one keeps the newer', async (t) => {
+t.test('a reused request id: a refusal is not hidden by a later allowed request', async (t) => {
   const log = new DecisionLog({ size: 2, allowSize: 2 });
-  const first = entry('deny', 'dup');
-  const second = entry('allow', 'dup');
+  const first = entry('deny', 'dup', { code: 'request_blocked', time: '2026-01-01T00:00:05.000Z' });
+  const second = entry('allow', 'dup', { time: '2026-01-01T00:00:06.000Z' });
   log.record(first);
   log.record(second);
-  t.equal(log.get('dup')!.decision, 'allow');
+  t.same(log.get('dup'), first, 'the refusal, though the allowed request came later');
+  t.same(
+    log.recent().map((e) => e.decision),
+    ['allow', 'deny'],
+    'both are listed, newest first',
+  );
   log.record(entry('deny'));
   log.record(entry('deny')); // evicts `first` from the deny ring
-  t.equal(log.get('dup')!.decision, 'allow', 'the newer entry is still indexed');
+  t.same(log.get('dup'), second, 'once the refusal is evicted, the allowed entry is still indexed');
+
+  const twice = new DecisionLog({ size: 4, allowSize: 4 });
+  const m = entry('monitor', 'again', { path: '/m' });
+  const d = entry('deny', 'again', { path: '/d' });
+  twice.record(m);
+  twice.record(d);
+  twice.record(entry('allow', 'again'));
+  t.equal(twice.get('again')?.path, '/d', 'among refused and flagged ones, the latest');
+  twice.record(entry('allow', 'ok', { path: '/a1' }));
+  twice.record(entry('allow', 'ok', { path: '/a2' }));
+  t.equal(twice.get('ok')?.path, '/a2', 'among allowed ones, the latest');
 });
 
 t.test('entries are capped: steps, rule ids, detail size, path length', async (t) => {
