@@ -106,6 +106,32 @@ function unitsToString(k: number): string {
  * space. Invalid escapes stay as they are. The decoded bytes are read as lenient UTF-8.
  */
 export function urlDecodeOnce(s: string, plus = true): string {
+  const hasPlus = plus && s.indexOf('+') >= 0;
+  if (s.indexOf('%') < 0) {
+    if (!hasPlus) return s;
+  } else if (builtinTries > 0) builtinTries--;
+  else if (s.isWellFormed()) {
+    // Escapes of valid UTF-8 only (what clients send): the builtin decoder gives what the
+    // lenient one below gives, faster. It throws on anything else (an invalid or `%u`
+    // escape, overlong or broken UTF-8), which the lenient decoder then reads. (A lone
+    // surrogate, which the builtin keeps and the lenient decoder reads as invalid UTF-8,
+    // cannot be in a well-formed string.) A throw costs microseconds: after one, the
+    // builtin is skipped for the next few values, so values built to throw cost no more
+    // than the lenient decoder.
+    try {
+      return decodeURIComponent(hasPlus ? s.replaceAll('+', ' ') : s);
+    } catch {
+      builtinTries = BUILTIN_SKIP_AFTER_THROW;
+    }
+  }
+  return urlDecodeLenient(s, plus);
+}
+
+/**
+ * {@link urlDecodeOnce} without the builtin decoder: every escape read by hand, invalid UTF-8
+ * kept as Latin-1 (exported for the tests, which compare the two).
+ */
+export function urlDecodeLenient(s: string, plus = true): string {
   if (s.indexOf('%') < 0 && (!plus || s.indexOf('+') < 0)) return s;
   if (asciiWithoutEscapes(s, plus)) return s;
   const n = s.length;
@@ -156,6 +182,10 @@ export function urlDecodeOnce(s: string, plus = true): string {
   // ASCII bytes are their own code units (what utf8Lenient gives them)
   return high ? utf8Lenient(bytes, len) : bytes.toString('latin1', 0, len);
 }
+
+/** Values {@link urlDecodeOnce} decodes without the builtin after the builtin threw. */
+const BUILTIN_SKIP_AFTER_THROW = 64;
+let builtinTries = 0;
 
 /** Reused byte buffer of {@link urlDecodeOnce}. */
 let decodeBuf = Buffer.allocUnsafe(256);
