@@ -231,13 +231,16 @@ export class AdminServer {
             'content-type': 'text/plain; charset=utf-8',
             'cache-control': 'no-store',
             'content-length': Buffer.byteLength(text),
+            'x-content-type-options': 'nosniff',
           });
           res.end(text);
           return;
         }
+        // (label values carry request data such as route names: never sniffed as HTML)
         res.writeHead(200, {
           'content-type': this.gw.metrics.registry.contentType,
           'cache-control': 'no-store',
+          'x-content-type-options': 'nosniff',
         });
         res.end(body);
         return;

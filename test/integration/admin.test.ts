@@ -80,6 +80,7 @@ t.test('/metrics: request, blocked, duration metrics with bounded labels after t
   const r = await fetch(`${h.adminUrl}/metrics`);
   t.equal(r.status, 200);
   t.match(r.headers.get('content-type'), /^text\/plain/);
+  t.equal(r.headers.get('x-content-type-options'), 'nosniff', 'a browser does not sniff it as HTML');
   const m = await r.text();
   t.equal(
     metricValue(m, 'gateway_requests_total', {
