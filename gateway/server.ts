@@ -1413,9 +1413,17 @@ export class Gateway {
     }
   }
 
-  /** Graceful shutdown: stop accepting, let in-flight requests finish up to the deadline. */
-  async close(): Promise<void> {
-    if (this.closing) return;
+  private shutdown: Promise<void> | undefined;
+
+  /**
+   * Graceful shutdown: stop accepting, let in-flight requests finish up to the deadline.
+   * Every call returns the same promise (a second one resolves when the shutdown is over).
+   */
+  close(): Promise<void> {
+    return (this.shutdown ??= this.shutDown());
+  }
+
+  private async shutDown(): Promise<void> {
     this.closing = true;
     clearTimeout(this.reloadTimer);
     this.watcher?.close();

@@ -34,11 +34,18 @@ t.test('close(): an in-flight request finishes, new connections are refused', as
     (await h.mockRequests()).some((r) => r.path.startsWith('/api/slow')),
   );
   const closing = h.gateway.close();
+  // a second close (a signal handler and a test teardown both calling it) waits for the same end
+  let again = false;
+  void h.gateway.close().then(() => (again = true));
   t.ok(await connectRefused(h.url), 'the listener no longer accepts connections');
+  await new Promise((r) => setTimeout(r, 50));
+  t.notOk(again, 'a second close() has not resolved while a request is in flight');
   const r = await slow;
   t.equal(r.status, 200, 'the in-flight request completed');
   t.same(await r.json(), { slept_ms: 1500 });
   await closing;
+  await new Promise((r) => setImmediate(r));
+  t.ok(again, 'the second close() resolved with the first');
   const audit = await h.audit();
   t.ok(
     audit.some(
