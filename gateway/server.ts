@@ -239,6 +239,14 @@ export class Gateway {
             this.server as unknown as TlsServer,
             SESSION_CLOSE_GRACE_MS,
             l.tls.maxConcurrentStreams,
+            (action, session) => {
+              this.metrics.http2Refusals.inc({ action });
+              if (action === 'goaway')
+                this.services.log.warn(
+                  { client: clientAddress(session.socket?.remoteAddress) },
+                  'HTTP/2 session torn down (GOAWAY ENHANCE_YOUR_CALM): streams reset faster than they are handled (rapid reset)',
+                );
+            },
           )
         : undefined;
     } else {

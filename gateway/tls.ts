@@ -792,6 +792,11 @@ export class TlsConnections {
     server: tls.Server,
     closeGraceMs = SESSION_CLOSE_GRACE_MS,
     private readonly maxStreams = 100,
+    /** told of each refused stream, and of each session torn down for them (`goaway`) */
+    private readonly onRefused: (
+      action: 'refused_stream' | 'goaway',
+      session: http2.Http2Session,
+    ) => void = () => {},
   ) {
     const remember = (s: net.Socket) => (this.connecting = s);
     server.prependListener('connection', remember);
@@ -849,11 +854,14 @@ export class TlsConnections {
     }
     if (load.handling >= this.maxStreams) {
       if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
-      if (++load.refused === this.maxStreams + 1 && !session.destroyed)
+      this.onRefused('refused_stream', session);
+      if (++load.refused === this.maxStreams + 1 && !session.destroyed) {
+        this.onRefused('goaway', session);
         session.destroy(
           new Error('HTTP/2 streams reset faster than they are handled (rapid reset)'),
           http2.constants.NGHTTP2_ENHANCE_YOUR_CALM,
         );
+      }
       return undefined;
     }
     load.handling++;

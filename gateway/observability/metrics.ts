@@ -32,6 +32,7 @@ export class Metrics {
   readonly tlsReloads: client.Counter<'result'>;
   readonly tlsCertificateExpiry: client.Gauge<'certificate'>;
   readonly websocketTunnels: client.Gauge;
+  readonly http2Refusals: client.Counter<'action'>;
   /** set by the TLS manager: seconds until each certificate expires, read at every scrape */
   tlsExpirySource: (() => Iterable<[string, number]>) | undefined;
 
@@ -80,6 +81,11 @@ export class Metrics {
       'reason',
     ]);
     this.auditEvents = counter('gateway_audit_events_total', 'Audit events written, by event', ['event']);
+    this.http2Refusals = counter(
+      'gateway_http2_refusals_total',
+      'HTTP/2 streams refused beyond max_concurrent_streams (refused_stream) and sessions torn down for them (goaway: rapid reset)',
+      ['action'],
+    );
     this.securityAlerts = counter('gateway_security_alerts_total', 'Security alerts raised, by kind', [
       'kind',
     ]);

@@ -9,7 +9,15 @@ import http2 from 'node:http2';
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
-import { startHarness, deepMerge, REPO, TEST_SECRET, type Harness } from '../helpers/harness.js';
+import {
+  startHarness,
+  deepMerge,
+  metricsText,
+  metricValue,
+  REPO,
+  TEST_SECRET,
+  type Harness,
+} from '../helpers/harness.js';
 import { makeServices } from '../helpers/context.js';
 import { compileGeneration, closeGeneration } from '../../gateway/config/compile.js';
 import { TestPki, type CertFiles } from '../helpers/certs.js';
@@ -572,6 +580,9 @@ t.test('edge listener', async (t) => {
     'h2 rapid reset (CVE-2023-44487): reset streams count until handled, never flood the upstream',
     async (t) => {
       await h.clearMock();
+      const refusals = async (action: string) =>
+        metricValue(await metricsText(h), 'gateway_http2_refusals_total', { action });
+      const before = { refused: await refusals('refused_stream'), goaway: await refusals('goaway') };
       // 200 streams each reset (CANCEL) right after its HEADERS, in one write: for nghttp2 no
       // more than one is open at a time, so max_concurrent_streams (5) alone never applies
       const r = await rawH2(h, 0, (send) => {
@@ -584,6 +595,11 @@ t.test('edge listener', async (t) => {
       });
       t.equal(r.goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, 'the session is torn down');
       t.ok(r.refused >= 1, 'streams beyond the cap were refused (REFUSED_STREAM)');
+      // (the streams nghttp2 itself refuses, beyond max_concurrent_streams open at once, are
+      // not seen by the gateway; these are the ones refused while too many were being handled)
+      const refused = (await refusals('refused_stream')) - before.refused;
+      t.ok(refused > 5 && refused <= 200, `the refused streams are counted (${refused})`);
+      t.equal((await refusals('goaway')) - before.goaway, 1, 'the teardown is counted');
       const rapid = (await h.mockRequests()).filter((m) => m.path.startsWith('/api/health?rapid=')).length;
       t.ok(rapid <= 5, `at most max_concurrent_streams (5) reached the upstream (${rapid})`);
       // a client that keeps to the setting (Node's queues its streams) is never refused

@@ -57,7 +57,7 @@ interface Rule {
 t.test('promtool check rules', async (t) => {
   const r = promtool(['check', 'rules', RULES]);
   t.equal(r.code, 0, r.out);
-  t.match(r.out, /SUCCESS: 13 rules found/);
+  t.match(r.out, /SUCCESS: 14 rules found/);
 });
 
 t.test('promtool test rules (alert thresholds and labels)', async (t) => {
