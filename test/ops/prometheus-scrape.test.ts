@@ -153,7 +153,7 @@ t.test('a real Prometheus scrapes the admin listener and evaluates the shipped r
     return g.length === 2 && g.every((x) => x.rules.every((rule) => rule.health === 'ok')) ? g : undefined;
   });
   t.same(groups.map((g) => g.name).sort(), ['receipt-gateway-operations', 'receipt-gateway-security']);
-  t.equal(groups.flatMap((g) => g.rules).length, 13);
+  t.equal(groups.flatMap((g) => g.rules).length, 14);
 
   // API violations: a first 401 creates the series (Prometheus counts increases from a
   // series' first sample on), then 4 more once it has been scraped; the alert fires.
