@@ -8,7 +8,6 @@ import { SECRET_NAME } from '../../gateway/observability/secret-names.js';
 import {
   TRANSFORMS,
   urlDecodeOnce,
-  lastDecodeHadOnlyValidEscapes,
   lowercase,
   removeWhitespace,
   nonAsciiStable,
@@ -30,7 +29,6 @@ import {
 import { VALUE_DETECTORS, REQUEST_DETECTORS, type Evidence, type ValueDetector } from './detectors/index.js';
 import {
   TOKEN,
-  percentFindings,
   type RequestFacts,
   type ProtocolSettings,
   type RequestDetector,
@@ -1211,8 +1209,6 @@ class Walk {
   jsonTooDeep = false;
   /** the body held more values than `max_args`: the rest was not inspected (proto-151) */
   truncated = false;
-  /** percentFindings of the request target, when the walk of the head found it out */
-  targetPercent: number | undefined = undefined;
   /** the path of the JSON value being inspected (see {@link walkJson}) */
   readonly jsonSegs = walkScratch.jsonSegs;
   jsonLen = 0;
@@ -1766,9 +1762,6 @@ function walkHead(walk: Walk, head: HeadInput): number {
   // to itself, found without a search per part
   let pct = q.indexOf('%');
   let plus = q.indexOf('+');
-  // percentFindings of the query, pair by pair: the `%` of a pair between `&`s cannot make a
-  // finding with one of another pair, and `=` is not part of any escape
-  let percent = 0;
   for (let start = 0; q !== '' && start <= q.length;) {
     let end = q.indexOf('&', start);
     if (end < 0) end = q.length;
@@ -1789,38 +1782,15 @@ function walkHead(walk: Walk, head: HeadInput): number {
         const inPart = eq >= 0 && eq < end;
         const rk = q.slice(start, inPart ? eq : end);
         const rv = inPart ? q.slice(eq + 1, end) : '';
-        let found = 0;
-        let k = rk;
-        let v = rv;
-        if (!plain) {
-          k = urlDecodeOnce(rk, true);
-          if (!lastDecodeHadOnlyValidEscapes) found = percentFindings(rk);
-          v = urlDecodeOnce(rv, true);
-          if (!lastDecodeHadOnlyValidEscapes) found |= percentFindings(rv);
-          percent |= found;
-        }
+        const k = plain ? rk : urlDecodeOnce(rk, true);
+        const v = plain ? rv : urlDecodeOnce(rv, true);
         walk.pair(qnPlans, qPlans, 'query', 'query_name', k, v);
-        // (a remembered pair has nothing for the `%` checks either)
-        if (raw !== undefined && walk.found === before && found === 0)
-          e.cleanPairs.put(slot, raw, walk.copyClean);
+        if (raw !== undefined && walk.found === before) e.cleanPairs.put(slot, raw, walk.copyClean);
       }
     }
     start = end + 1;
   }
   walk.copyClean = false;
-  // the whole target's percentFindings, when the target is the path and this query
-  const t = head.target;
-  const p = head.rawPath;
-  if (
-    !walk.truncated &&
-    (q === '' && t === p
-      ? true
-      : t.length === p.length + 1 + q.length &&
-        t.charCodeAt(p.length) === 63 &&
-        t.startsWith(p) &&
-        t.endsWith(q))
-  )
-    walk.targetPercent = percentFindings(p) | percent;
   const hnPlans = e.plansByKind.get('header_name');
   const all = e.headerPlans.get('*')!;
   const headers = head.headers;
@@ -2245,7 +2215,6 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
     jsonTooDeep: walk.jsonTooDeep,
     truncated: walk.truncated,
     methodOverride: methodOverrideOf(head, body),
-    percent: walk.targetPercent,
   };
   for (const r of e.requestRules) {
     // in the body phase, only the checks whose verdict can change once the body is known

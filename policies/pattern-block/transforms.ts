@@ -107,7 +107,6 @@ function unitsToString(k: number): string {
  */
 export function urlDecodeOnce(s: string, plus = true): string {
   const hasPlus = plus && s.indexOf('+') >= 0;
-  lastDecodeHadOnlyValidEscapes = true;
   if (s.indexOf('%') < 0) {
     if (!hasPlus) return s;
   } else if (builtinTries > 0) builtinTries--;
@@ -125,16 +124,8 @@ export function urlDecodeOnce(s: string, plus = true): string {
       builtinTries = BUILTIN_SKIP_AFTER_THROW;
     }
   }
-  if (s.indexOf('%') >= 0) lastDecodeHadOnlyValidEscapes = false;
   return urlDecodeLenient(s, plus);
 }
-
-/**
- * Whether the last value {@link urlDecodeOnce} decoded is known to hold only escapes of valid
- * UTF-8 (none at all included): then its `%` signs have nothing for the protocol checks'
- * `percentFindings` (no invalid, `%u` or overlong escape). False when unknown.
- */
-export let lastDecodeHadOnlyValidEscapes = false;
 
 /**
  * {@link urlDecodeOnce} without the builtin decoder: every escape read by hand, invalid UTF-8

@@ -34,8 +34,6 @@ export interface RequestFacts {
    * top-level JSON member) other than POST, as sent; undefined when there is none
    */
   readonly methodOverride?: string;
-  /** {@link percentFindings} of `target` when the caller knows it (else computed from `target`) */
-  readonly percent?: number;
 }
 
 /** Compiled protocol settings (from the policy config). */
@@ -301,7 +299,7 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
 
   /** `%` not followed by two hex digits in the target or a urlencoded body. */
   invalid_percent_encoding: (r) =>
-    ((r.percent ?? percentFindings(r.target)) & PERCENT_INVALID) !== 0
+    (percentFindings(r.target) & PERCENT_INVALID) !== 0
       ? 'invalid percent-encoding in the target'
       : r.rawForm !== undefined && invalidPercent(r.rawForm)
         ? 'invalid percent-encoding in the form body'
@@ -309,16 +307,14 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
 
   /** IIS `%uXXXX` escapes (not standard; used to smuggle characters past filters). */
   iis_unicode_escape: (r) =>
-    ((r.percent ?? percentFindings(r.target)) & PERCENT_IIS) !== 0 ||
+    (percentFindings(r.target) & PERCENT_IIS) !== 0 ||
     (r.rawForm !== undefined && r.rawForm.indexOf('%') >= 0 && IIS_ESCAPE.test(r.rawForm))
       ? '%u escape'
       : undefined,
 
   /** Overlong UTF-8 sequences or %u-escaped separators in the raw target (traversal evasion). */
   overlong_target: (r) =>
-    ((r.percent ?? percentFindings(r.target)) & PERCENT_OVERLONG) !== 0
-      ? 'overlong or %u-escaped separator'
-      : undefined,
+    (percentFindings(r.target) & PERCENT_OVERLONG) !== 0 ? 'overlong or %u-escaped separator' : undefined,
 
   /**
    * Percent-escapes in the path that spell invalid UTF-8 (`%FF`, `%C0%AE`, a lone `%99`): no
