@@ -2244,31 +2244,40 @@ function isMethodParam(k: string): boolean {
  * none. Undefined for another method or without such a parameter.
  */
 function methodOverrideOf(head: HeadInput, body: RequestBody | undefined): string | undefined {
-  if (head.method !== 'POST' && head.method.toUpperCase() !== 'POST') return undefined;
-  const asks = (v: unknown): string | undefined => {
-    if (v === undefined || v === null) return undefined;
-    const m = typeof v === 'string' ? v : JSON.stringify(v);
-    const u = m.trim().toUpperCase();
-    return u === '' || u === 'POST' ? undefined : m;
-  };
+  const m = head.method;
+  if (m.length !== 4 || (m !== 'POST' && m.toUpperCase() !== 'POST')) return undefined;
   // the query is decoded only when it holds the word or an escape (`_m%65thod`)
   const q = head.query;
-  if (q.indexOf('method') >= 0 || q.indexOf('%') >= 0)
-    for (const [k, v] of parseQuery(q)) if (isMethodParam(k) && asks(v) !== undefined) return v;
+  if (q.indexOf('method') >= 0 || q.indexOf('%') >= 0) {
+    const v = overrideIn(parseQuery(q));
+    if (v !== undefined) return v;
+  }
   if (body === undefined) return undefined;
-  for (const list of [body.form, body.fields])
-    for (const [k, v] of list ?? []) if (isMethodParam(k) && asks(v) !== undefined) return v;
-  for (const json of [body.json, body.jsonSniffed])
-    if (
-      json !== null &&
-      typeof json === 'object' &&
-      !Array.isArray(json) &&
-      Object.hasOwn(json, METHOD_PARAM)
-    ) {
-      const m = asks((json as Record<string, unknown>)[METHOD_PARAM]);
-      if (m !== undefined) return m;
-    }
+  return (
+    overrideIn(body.form) ?? overrideIn(body.fields) ?? overrideOf(body.json) ?? overrideOf(body.jsonSniffed)
+  );
+}
+
+/** The first `_method` of `pairs` that asks for another method than POST. */
+function overrideIn(pairs: readonly [string, string][] | undefined): string | undefined {
+  if (pairs === undefined) return undefined;
+  for (const [k, v] of pairs) if (isMethodParam(k) && asksOtherMethod(v) !== undefined) return v;
   return undefined;
+}
+
+/** The `_method` member of a JSON object body, when it asks for another method than POST. */
+function overrideOf(json: unknown): string | undefined {
+  if (json === null || typeof json !== 'object' || Array.isArray(json) || !Object.hasOwn(json, METHOD_PARAM))
+    return undefined;
+  return asksOtherMethod((json as Record<string, unknown>)[METHOD_PARAM]);
+}
+
+/** `v` as sent (JSON text when not a string), unless it is missing, blank or POST. */
+function asksOtherMethod(v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  const m = typeof v === 'string' ? v : JSON.stringify(v);
+  const u = m.trim().toUpperCase();
+  return u === '' || u === 'POST' ? undefined : m;
 }
 
 /** Request detectors that read the body (length, media type, form bytes, argument count). */
