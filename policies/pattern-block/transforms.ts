@@ -109,7 +109,7 @@ export function urlDecodeOnce(s: string, plus = true): string {
   const hasPlus = plus && s.indexOf('+') >= 0;
   if (s.indexOf('%') < 0) {
     if (!hasPlus) return s;
-  } else if (builtinTries > 0) builtinTries--;
+  } else if (builtinSkips > 0) builtinSkips--;
   else if (s.isWellFormed()) {
     // Escapes of valid UTF-8 only (what clients send): the builtin decoder gives what the
     // lenient one below gives, faster. It throws on anything else (an invalid or `%u`
@@ -121,7 +121,7 @@ export function urlDecodeOnce(s: string, plus = true): string {
     try {
       return decodeURIComponent(hasPlus ? s.replaceAll('+', ' ') : s);
     } catch {
-      builtinTries = BUILTIN_SKIP_AFTER_THROW;
+      builtinSkips = BUILTIN_SKIP_AFTER_THROW;
     }
   }
   return urlDecodeLenient(s, plus);
@@ -183,9 +183,9 @@ export function urlDecodeLenient(s: string, plus = true): string {
   return high ? utf8Lenient(bytes, len) : bytes.toString('latin1', 0, len);
 }
 
-/** Values {@link urlDecodeOnce} decodes without the builtin after the builtin threw. */
+/** Values {@link urlDecodeOnce} still decodes without the builtin since the builtin last threw. */
 const BUILTIN_SKIP_AFTER_THROW = 64;
-let builtinTries = 0;
+let builtinSkips = 0;
 
 /** Reused byte buffer of {@link urlDecodeOnce}. */
 let decodeBuf = Buffer.allocUnsafe(256);
