@@ -1421,14 +1421,15 @@ export class Gateway {
     }
   }
 
-  private shutdown: Promise<void> | undefined;
+  /** the shutdown, once close() was called */
+  private closed: Promise<void> | undefined;
 
   /**
    * Graceful shutdown: stop accepting, let in-flight requests finish up to the deadline.
    * Every call returns the same promise (a second one resolves when the shutdown is over).
    */
   close(): Promise<void> {
-    return (this.shutdown ??= this.shutDown());
+    return (this.closed ??= this.shutDown());
   }
 
   private async shutDown(): Promise<void> {
