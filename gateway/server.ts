@@ -1310,35 +1310,50 @@ export class Gateway {
         this.markClosing(req);
       }
     }
-    relay(result.body, res, head.status, head.headers as http.OutgoingHttpHeaders, (failedBeforeHead) => {
-      if (drainAfter && !req.complete && !req.destroyed) {
-        req.unpipe();
-        req.resume();
-      }
-      fb?.dispose?.();
-      if (failedBeforeHead !== undefined && !res.headersSent && !res.destroyed) {
-        // The body failed before its first byte (an invalid first chunk, a close or a stall
-        // right after the head): nothing of the response was sent, so the client gets a clean
-        // 502/504 instead of a connection closed without an answer (audited as the upstream's
-        // status). The upstream connection is not reused (undici closed it).
-        const kind = classifyBodyError(failedBeforeHead);
-        this.metrics.upstreamErrors.inc({ route: route.name, kind });
-        const r = renderDeny(
-          ctx,
-          { code: kind === 'timeout' ? 'gateway_timeout' : 'bad_gateway' },
-          gen.requestIdHeader,
-        );
-        this.send(route, ctx, res, r, this.allowOutcome(ctx, r.head.status)).catch((err: Error) => {
-          this.services.log.error(
-            { request_id: ctx.id, err: err.message },
-            'cannot answer a broken upstream body',
+    relay(
+      result.body,
+      res,
+      head.status,
+      head.headers as http.OutgoingHttpHeaders,
+      (failedBeforeHead, failedAfterHead) => {
+        if (drainAfter && !req.complete && !req.destroyed) {
+          req.unpipe();
+          req.resume();
+        }
+        fb?.dispose?.();
+        if (failedBeforeHead !== undefined && !res.headersSent && !res.destroyed) {
+          // The body failed before its first byte (an invalid first chunk, a close or a stall
+          // right after the head): nothing of the response was sent, so the client gets a clean
+          // 502/504 instead of a connection closed without an answer (audited as the upstream's
+          // status). The upstream connection is not reused (undici closed it).
+          const kind = classifyBodyError(failedBeforeHead);
+          this.metrics.upstreamErrors.inc({ route: route.name, kind });
+          const r = renderDeny(
+            ctx,
+            { code: kind === 'timeout' ? 'gateway_timeout' : 'bad_gateway' },
+            gen.requestIdHeader,
           );
-          res.destroy();
-        });
-        return;
-      }
-      this.finish(route, ctx, this.allowOutcome(ctx, head.status), upstreamSeconds);
-    });
+          this.send(route, ctx, res, r, this.allowOutcome(ctx, r.head.status)).catch((err: Error) => {
+            this.services.log.error(
+              { request_id: ctx.id, err: err.message },
+              'cannot answer a broken upstream body',
+            );
+            res.destroy();
+          });
+          return;
+        }
+        if (failedAfterHead !== undefined) {
+          // The body failed after part of it was relayed: the client connection was closed
+          // (the declared length or the missing last chunk shows the cut). Counted like any
+          // upstream failure, and the access line says so beside the upstream's status.
+          const kind = classifyBodyError(failedAfterHead);
+          this.metrics.upstreamErrors.inc({ route: route.name, kind });
+          ctx.audit.upstream_error = kind;
+          ctx.audit.response_cut = true;
+        }
+        this.finish(route, ctx, this.allowOutcome(ctx, head.status), upstreamSeconds);
+      },
+    );
   }
 
   /** Account for a finished request, unless answerBrokenBody answered it and did. */
@@ -1487,14 +1502,14 @@ function relay(
   res: http.ServerResponse,
   status: number,
   headers: http.OutgoingHttpHeaders,
-  done: (failedBeforeHead: unknown) => void,
+  done: (failedBeforeHead: unknown, failedAfterHead?: unknown) => void,
 ): void {
   // once settled, a late error of the source (undici's body reports its destruction on the
   // next tick) has nobody to tell: it must not become an unhandled 'error' event
   src.on('error', ignore);
   let settled = false;
   let started = false;
-  const settle = (failedBeforeHead: unknown) => {
+  const settle = (failedBeforeHead: unknown, failedAfterHead?: unknown) => {
     if (settled) return;
     settled = true;
     src.off('data', onData);
@@ -1503,7 +1518,7 @@ function relay(
     res.off('close', onClose);
     res.off('finish', onFinish);
     res.off('drain', onDrain);
-    done(failedBeforeHead);
+    done(failedBeforeHead, failedAfterHead);
   };
   /** write the head; false when another answer was written instead (the body is dropped) */
   const start = (): boolean => {
@@ -1530,7 +1545,7 @@ function relay(
       return;
     }
     res.destroy();
-    settle(undefined);
+    settle(undefined, err ?? new Error('upstream body failed'));
   };
   const onClose = () => {
     if (!res.writableFinished) src.destroy();

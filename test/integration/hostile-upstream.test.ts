@@ -1,5 +1,6 @@
 import t from 'tap';
 import { startHarness, type Harness } from '../helpers/harness.js';
+import { eventually } from '../helpers/wait.js';
 import {
   rawExchange,
   head,
@@ -156,12 +157,26 @@ t.test('conflicting framing (Content-Length with chunked, two lengths): 502', as
 });
 
 t.test('a body cut short after its head was relayed: the client connection is closed', async (t) => {
-  const x = await rawExchange(h.url, get('/hostile/short-body'), { waitMs: 5000 });
+  const before = await metric('gateway_upstream_errors_total', { route: 'hostile', kind: 'reset' });
+  const id = `cut-${Date.now()}`;
+  const x = await rawExchange(
+    h.url,
+    head('GET /hostile/short-body HTTP/1.1', [
+      ['Host', 'gw.example'],
+      ['X-Request-Id', id],
+    ]),
+    { waitMs: 5000 },
+  );
   t.equal(x.closed, true, 'the gateway closes the client connection');
   t.equal(x.responses.length, 0, 'no complete response');
   t.match(x.raw, /^HTTP\/1\.1 200 OK\r\n/);
   t.match(x.raw, /\r\ncontent-length: 100\r\n/i, 'the declared length is kept, so the cut shows');
   t.ok(x.raw.endsWith('\r\n\r\n0123456789'), 'only the bytes the upstream sent');
+  // the operator sees the cut: counted as an upstream failure, and on the access line
+  t.equal(await metric('gateway_upstream_errors_total', { route: 'hostile', kind: 'reset' }), before + 1);
+  const lineOf = async () => (await h.audit()).find((l) => l.request_id === id && l.event === 'api_access');
+  await eventually('the access line', async () => (await lineOf()) !== undefined);
+  t.match(await lineOf(), { status: 200, upstream_error: 'reset', response_cut: true });
 });
 
 t.test('an invalid chunk: the chunked relay is cut, never ended with its last chunk', async (t) => {
