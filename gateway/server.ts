@@ -43,6 +43,7 @@ import {
   classifyBodyError,
   isFailure,
   BodyLimit,
+  type UpstreamFailure,
 } from './proxy.js';
 import { Metrics } from './observability/metrics.js';
 import { createAuditLog, type AuditLog } from './observability/audit.js';
@@ -1271,8 +1272,7 @@ export class Gateway {
         return;
       }
       this.metrics.upstreamErrors.inc({ route: route.name, kind: result.kind });
-      const code = result.kind === 'timeout' ? 'gateway_timeout' : 'bad_gateway';
-      const r = renderDeny(ctx, { code }, gen.requestIdHeader);
+      const r = renderDeny(ctx, upstreamFailure(result.kind), gen.requestIdHeader);
       await this.send(route, ctx, res, r, this.allowOutcome(ctx, r.head.status));
       return;
     }
@@ -1328,11 +1328,7 @@ export class Gateway {
           // status). The upstream connection is not reused (undici closed it).
           const kind = classifyBodyError(failedBeforeHead);
           this.metrics.upstreamErrors.inc({ route: route.name, kind });
-          const r = renderDeny(
-            ctx,
-            { code: kind === 'timeout' ? 'gateway_timeout' : 'bad_gateway' },
-            gen.requestIdHeader,
-          );
+          const r = renderDeny(ctx, upstreamFailure(kind), gen.requestIdHeader);
           this.send(route, ctx, res, r, this.allowOutcome(ctx, r.head.status)).catch((err: Error) => {
             this.services.log.error(
               { request_id: ctx.id, err: err.message },
@@ -1566,6 +1562,17 @@ function relay(
  */
 function routeNamed(gen: Generation, name: string): CompiledRoute {
   return gen.routes.find((r) => r.name === name) ?? gen.unmatched;
+}
+
+/**
+ * The answer to an upstream failure: 504 for a timeout, else 502, whose message tells a
+ * connection that could not be made from an answer that broke off or could not be read.
+ */
+function upstreamFailure(kind: UpstreamFailure['kind']): Deny {
+  if (kind === 'timeout') return { code: 'gateway_timeout' };
+  if (kind === 'reset')
+    return { code: 'bad_gateway', message: 'The upstream service broke off or sent an invalid answer.' };
+  return { code: 'bad_gateway' };
 }
 
 function ignore(): void {}

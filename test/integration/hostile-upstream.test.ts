@@ -152,6 +152,11 @@ t.test('conflicting framing (Content-Length with chunked, two lengths): 502', as
     const x = await rawExchange(h.url, get(path), { responses: 1, waitMs: 5000 });
     t.equal(x.responses[0]?.status, 502, path);
     t.equal(x.responses[0]?.json?.error, 'bad_gateway', path);
+    t.equal(
+      x.responses[0]?.json?.message,
+      'The upstream service broke off or sent an invalid answer.',
+      `${path}: not called unreachable`,
+    );
     t.notOk(x.raw.includes('hello'), `${path}: nothing of the body`);
   }
 });
