@@ -6,6 +6,7 @@
  * precompiled regex per wildcard.
  */
 
+import { getDomain } from 'tldts';
 import { escapeRegex } from './regex-escape.js';
 
 /** A DNS label as browsers serialise it in an Origin (lower case, punycode for IDNs). */
@@ -68,6 +69,14 @@ export class OriginList {
       if (!/^[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z0-9-]*[a-z-][a-z0-9-]*$/.test(url.hostname)) {
         return fail(
           `"${o}": a wildcard needs a domain of two labels or more after "*." (not an IP address or a top-level domain)`,
+          i,
+        );
+      }
+      // nor a public suffix (the Public Suffix List, its private section included): `*.co.uk`,
+      // `*.github.io` or `*.herokuapp.com` would trust every site anyone can register there
+      if (getDomain(url.hostname, { allowPrivateDomains: true }) === null) {
+        return fail(
+          `"${o}": ${url.hostname} is a public suffix (anyone can register a site under it); list your own domain after "*."`,
           i,
         );
       }

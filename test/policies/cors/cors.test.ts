@@ -236,6 +236,12 @@ t.test('subdomain wildcards: scheme://*.domain[:port]', async (t) => {
   t.equal(pre.answer.status, 204);
   t.equal(pre.answer.headers['access-control-allow-origin'], 'https://app.example.com');
   t.same(await run(star, preflight('https://example.com', 'PUT')), denied('preflight origin not allowed'));
+  // a registrable domain under a multi-label public suffix, or under a suffix the list does
+  // not know (an internal TLD), is an operator's own
+  const own = await compilePolicy(cors, { origins: ['https://*.example.co.uk', 'https://*.corp.internal'] });
+  for (const o of ['https://app.example.co.uk', 'https://wiki.corp.internal'])
+    t.equal(await run(own, actual(o)), undefined, `${o} allowed`);
+  t.same(await run(own, actual('https://other.co.uk')), denied('origin not allowed'));
 });
 
 t.test('same origin: Origin equal to scheme://Host of the request', async (t) => {
@@ -410,6 +416,19 @@ t.test('configuration errors from compile()', async (t) => {
     [
       'https://*.10.0.0.1',
       '"https://*.10.0.0.1": a wildcard needs a domain of two labels or more after "*." (not an IP address or a top-level domain)',
+    ],
+    // public suffixes, ICANN and private: every site anyone registers there would be trusted
+    [
+      'https://*.co.uk',
+      '"https://*.co.uk": co.uk is a public suffix (anyone can register a site under it); list your own domain after "*."',
+    ],
+    [
+      'https://*.github.io',
+      '"https://*.github.io": github.io is a public suffix (anyone can register a site under it); list your own domain after "*."',
+    ],
+    [
+      'https://*.herokuapp.com:8443',
+      '"https://*.herokuapp.com:8443": herokuapp.com is a public suffix (anyone can register a site under it); list your own domain after "*."',
     ],
   ];
   for (const [entry, message] of bad) {

@@ -140,6 +140,11 @@ t.test('config: wildcard and non-origins are refused', async (t) => {
   await t.rejects(compilePolicy(csrf, { allowed_origins: ['*'] }), ConfigError);
   await t.rejects(compilePolicy(csrf, { allowed_origins: ['https://a.example/path'] }), ConfigError);
   await t.rejects(compilePolicy(csrf, { allowed_origins: 'ftp://a.example' }), ConfigError);
+  // a public suffix after "*." would trust every site registered under it
+  await t.rejects(compilePolicy(csrf, { allowed_origins: ['https://*.github.io'] }), {
+    name: 'ConfigError',
+    message: /github\.io is a public suffix/,
+  });
 });
 
 t.test('a subdomain wildcard (as CORS_ORIGINS may list it) is honoured, Referer included', async (t) => {
