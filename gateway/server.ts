@@ -1,6 +1,7 @@
 import http from 'node:http';
 import { Http2ServerResponse } from 'node:http2';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { createHash, randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -147,6 +148,9 @@ export class Gateway {
   private readonly server: http.Server;
   private admin: AdminServer | undefined;
   private watcher: fs.FSWatcher | undefined;
+  /** the directory of the file a symlinked config resolves to, and its watcher */
+  private targetDir: string | undefined;
+  private targetWatcher: fs.FSWatcher | undefined;
   private reloadTimer: NodeJS.Timeout | undefined;
   /** digest of the config file's text at the last reload attempt (or the one the process started with) */
   private configDigest: string | undefined;
@@ -451,7 +455,7 @@ export class Gateway {
       // once), but for at most a second: a log written next to the config all the time
       // would otherwise put the look off for ever.
       let firstEvent = 0;
-      this.watcher = fs.watch(path.dirname(file), () => {
+      const look = () => {
         const now = Date.now();
         if (this.reloadTimer !== undefined && now - firstEvent >= WATCH_MAX_WAIT_MS) return;
         if (this.reloadTimer === undefined) firstEvent = now;
@@ -461,14 +465,42 @@ export class Gateway {
           void this.readConfigDigest().then((d) => {
             if (d !== this.configDigest && !this.closing) void this.reload('watch');
           });
+          void this.followTarget(file, look);
         }, WATCH_SETTLE_MS);
-      });
+      };
+      this.watcher = fs.watch(path.dirname(file), look);
       this.watcher.on('error', () => {});
+      void this.followTarget(file, look);
     } catch (err) {
       this.services.log.warn(
         { err: (err as Error).message },
         'cannot watch the config file; reload with SIGHUP',
       );
+    }
+  }
+
+  /**
+   * A config that is a symlink to a file in another directory changes when that file is
+   * edited, with no event next to the link: that directory is watched too (and followed when
+   * the link is pointed elsewhere, as a Kubernetes ConfigMap update does).
+   */
+  private async followTarget(file: string, look: () => void): Promise<void> {
+    let dir: string;
+    try {
+      dir = path.dirname(await fsp.realpath(file));
+    } catch {
+      return;
+    }
+    if (dir === this.targetDir || this.closing) return;
+    this.targetWatcher?.close();
+    this.targetWatcher = undefined;
+    this.targetDir = dir;
+    if (dir === path.dirname(file)) return;
+    try {
+      this.targetWatcher = fs.watch(dir, look);
+      this.targetWatcher.on('error', () => {});
+    } catch {
+      // (gone or unreadable: the watch next to the link and SIGHUP remain)
     }
   }
 
@@ -1447,6 +1479,7 @@ export class Gateway {
     this.closing = true;
     clearTimeout(this.reloadTimer);
     this.watcher?.close();
+    this.targetWatcher?.close();
     const deadline = this.generation.listen.shutdownTimeoutMs;
     this.tls?.close();
     // WebSocket tunnels get a close frame (1001) at a frame boundary, then end.

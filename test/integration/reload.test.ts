@@ -352,6 +352,51 @@ t.test('reload by file watch: a Kubernetes ConfigMap update (..data symlink swap
   t.equal(gw.reloads.at(-1)?.result, 'success');
 });
 
+t.test('reload by file watch: a config symlinked to a file in another directory', async (t) => {
+  const target = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-target-'));
+  const link = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-link-'));
+  t.teardown(() => {
+    fs.rmSync(target, { recursive: true, force: true });
+    fs.rmSync(link, { recursive: true, force: true });
+  });
+  // (the audit log elsewhere: its writes would be events next to the link)
+  const logs = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-logs-'));
+  t.teardown(() => fs.rmSync(logs, { recursive: true, force: true }));
+  const base = configIn(logs);
+  const real = path.join(target, 'receipt-gateway.yaml');
+  fs.writeFileSync(real, base.replace(/X-Gen: "?\d+"?/, 'X-Gen: "301"'));
+  fs.symlinkSync(real, path.join(link, 'gateway.yaml'));
+  const gw = await watchingGateway(t, path.join(link, 'gateway.yaml'));
+  t.equal((await fetch(`${gw.url}/api/health`)).headers.get('x-gen'), '301');
+  // an edit of the target: no event next to the link
+  fs.writeFileSync(real, base.replace(/X-Gen: "?\d+"?/, 'X-Gen: "302"'));
+  await eventually(
+    'the edited target was loaded',
+    async () => (await fetch(`${gw.url}/api/health`)).headers.get('x-gen') === '302',
+    5000,
+  );
+  t.equal(gw.reloads.at(-1)?.trigger, 'watch');
+  // the link pointed at a file in a third directory: followed, and edits there are seen
+  const moved = fs.mkdtempSync(path.join(os.tmpdir(), 'rgw-moved-'));
+  t.teardown(() => fs.rmSync(moved, { recursive: true, force: true }));
+  const next = path.join(moved, 'gw.yaml');
+  fs.writeFileSync(next, base.replace(/X-Gen: "?\d+"?/, 'X-Gen: "303"'));
+  fs.symlinkSync(next, path.join(link, 'gateway.yaml.tmp'));
+  fs.renameSync(path.join(link, 'gateway.yaml.tmp'), path.join(link, 'gateway.yaml'));
+  await eventually(
+    'the repointed link was loaded',
+    async () => (await fetch(`${gw.url}/api/health`)).headers.get('x-gen') === '303',
+    5000,
+  );
+  fs.writeFileSync(next, base.replace(/X-Gen: "?\d+"?/, 'X-Gen: "304"'));
+  await eventually(
+    'an edit in the new target directory was loaded',
+    async () => (await fetch(`${gw.url}/api/health`)).headers.get('x-gen') === '304',
+    5000,
+  );
+  t.pass('the watch follows the link');
+});
+
 t.test(
   'a reload asking for another store: the running one is what the score and dashboard describe',
   async (t) => {
