@@ -124,7 +124,8 @@ export function urlDecodeOnce(s: string, plus = true): string {
       builtinSkips = BUILTIN_SKIP_AFTER_THROW;
     }
   }
-  return urlDecodeLenient(s, plus);
+  // (s holds a `%`, or a `+` read as a space)
+  return decodeByHand(s, plus);
 }
 
 /**
@@ -133,6 +134,11 @@ export function urlDecodeOnce(s: string, plus = true): string {
  */
 export function urlDecodeLenient(s: string, plus = true): string {
   if (s.indexOf('%') < 0 && (!plus || s.indexOf('+') < 0)) return s;
+  return decodeByHand(s, plus);
+}
+
+/** The lenient decoding of {@link urlDecodeLenient}, for a value holding a `%` or (with `plus`) a `+`. */
+function decodeByHand(s: string, plus: boolean): string {
   if (asciiWithoutEscapes(s, plus)) return s;
   const n = s.length;
   // every code unit gives at most 3 bytes (a surrogate pair, two units, gives 4)

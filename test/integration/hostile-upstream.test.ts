@@ -1,5 +1,5 @@
 import t from 'tap';
-import { startHarness, type Harness } from '../helpers/harness.js';
+import { startHarness, auditOf, metricsText, metricValue, type Harness } from '../helpers/harness.js';
 import { eventually } from '../helpers/wait.js';
 import {
   rawExchange,
@@ -68,15 +68,8 @@ t.teardown(async () => {
 
 const get = (path: string) => head(`GET ${path} HTTP/1.1`, [['Host', 'gw.example']]);
 
-async function metric(name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await fetch(`${h.adminUrl}/metrics`)).text();
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) && want.every((w) => line.includes(w)))
-      return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return 0;
-}
+const metric = async (name: string, labels: Record<string, string>): Promise<number> =>
+  metricValue(await metricsText(h), name, labels);
 
 async function auditStatus(requestId: string | undefined): Promise<unknown> {
   const lines = await h.audit();
@@ -179,7 +172,7 @@ t.test('a body cut short after its head was relayed: the client connection is cl
   t.ok(x.raw.endsWith('\r\n\r\n0123456789'), 'only the bytes the upstream sent');
   // the operator sees the cut: counted as an upstream failure, and on the access line
   t.equal(await metric('gateway_upstream_errors_total', { route: 'hostile', kind: 'reset' }), before + 1);
-  const lineOf = async () => (await h.audit()).find((l) => l.request_id === id && l.event === 'api_access');
+  const lineOf = async () => (await auditOf(h, id)).find((l) => l.event === 'api_access');
   await eventually('the access line', async () => (await lineOf()) !== undefined);
   t.match(await lineOf(), { status: 200, upstream_error: 'reset', response_cut: true });
 });

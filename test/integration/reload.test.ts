@@ -4,7 +4,7 @@ import fsp from 'node:fs/promises';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import os from 'node:os';
 import path from 'node:path';
-import { startHarness, type Harness } from '../helpers/harness.js';
+import { startHarness, metricValue, type Harness } from '../helpers/harness.js';
 import { Gateway } from '../../gateway/server.js';
 import { silentLogger } from '../../gateway/observability/ops-log.js';
 import { eventually } from '../helpers/wait.js';
@@ -15,18 +15,6 @@ import { ConfigLoadError, parseConfig } from '../../gateway/config/load.js';
  * file leaves the old config serving; requests in flight finish on their generation;
  * counter state survives.
  */
-
-function metricValue(text: string, name: string, labels: Record<string, string>): number {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    const got: Record<string, string> = {};
-    for (const m of line.slice(name.length + 1, line.indexOf('}')).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g))
-      got[m[1]!] = m[2]!;
-    if (Object.entries(labels).every(([k, v]) => got[k] === v))
-      return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return 0;
-}
 
 async function reloads(h: { adminUrl: string }, result: string): Promise<number> {
   return metricValue(await (await fetch(`${h.adminUrl}/metrics`)).text(), 'gateway_config_reloads_total', {
