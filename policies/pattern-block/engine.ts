@@ -8,6 +8,7 @@ import { SECRET_NAME } from '../../gateway/observability/secret-names.js';
 import {
   TRANSFORMS,
   urlDecodeOnce,
+  handDecodings,
   lowercase,
   removeWhitespace,
   nonAsciiStable,
@@ -1209,6 +1210,8 @@ class Walk {
   jsonTooDeep = false;
   /** the body held more values than `max_args`: the rest was not inspected (proto-151) */
   truncated = false;
+  /** every `%` of the target starts a valid escape (see {@link walkHead}, RequestFacts.targetEscapesValid) */
+  targetEscapesValid = false;
   /** the path of the JSON value being inspected (see {@link walkJson}) */
   readonly jsonSegs = walkScratch.jsonSegs;
   jsonLen = 0;
@@ -1752,6 +1755,10 @@ function walkHead(walk: Walk, head: HeadInput): number {
   let args = 0;
   // the path and the query are slices of the target
   walk.copyClean = head.target.length > COPY_ABOVE;
+  // Decoding the path and each query name and value, the builtin decoder checks their escapes:
+  // when it decodes all of them (no hand decoding), the target's are valid. Pairs judged by
+  // the memo are not decoded: it only remembers pairs whose escapes were valid.
+  const handDecoded = handDecodings.count;
   walk.value(e.plansByKind.get('path'), 'path', undefined, 'path', urlDecodeOnce(head.rawPath, false));
   const maxArgs = e.options.maxArgs;
   const qPlans = e.plansByKind.get('query');
@@ -1782,15 +1789,23 @@ function walkHead(walk: Walk, head: HeadInput): number {
         const inPart = eq >= 0 && eq < end;
         const rk = q.slice(start, inPart ? eq : end);
         const rv = inPart ? q.slice(eq + 1, end) : '';
+        const hand = handDecodings.count;
         const k = plain ? rk : urlDecodeOnce(rk, true);
         const v = plain ? rv : urlDecodeOnce(rv, true);
         walk.pair(qnPlans, qPlans, 'query', 'query_name', k, v);
-        if (raw !== undefined && walk.found === before) e.cleanPairs.put(slot, raw, walk.copyClean);
+        if (raw !== undefined && walk.found === before && handDecodings.count === hand)
+          e.cleanPairs.put(slot, raw, walk.copyClean);
       }
     }
     start = end + 1;
   }
   walk.copyClean = false;
+  // the walk read all of the target but for `?` (no fragment, no pair left out)
+  const t = head.target.length;
+  walk.targetEscapesValid =
+    handDecodings.count === handDecoded &&
+    !walk.truncated &&
+    (t === head.rawPath.length || t === head.rawPath.length + 1 + q.length);
   const hnPlans = e.plansByKind.get('header_name');
   const all = e.headerPlans.get('*')!;
   const headers = head.headers;
@@ -2215,6 +2230,7 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
     jsonTooDeep: walk.jsonTooDeep,
     truncated: walk.truncated,
     methodOverride: methodOverrideOf(head, body),
+    targetEscapesValid: walk.targetEscapesValid,
   };
   for (const r of e.requestRules) {
     // in the body phase, only the checks whose verdict can change once the body is known

@@ -109,7 +109,9 @@ export function urlDecodeOnce(s: string, plus = true): string {
   const hasPlus = plus && s.indexOf('+') >= 0;
   if (s.indexOf('%') < 0) {
     if (!hasPlus) return s;
-  } else if (builtinSkips > 0) builtinSkips--;
+    return decodeByHand(s, plus);
+  }
+  if (builtinSkips > 0) builtinSkips--;
   else if (s.isWellFormed()) {
     // Escapes of valid UTF-8 only (what clients send): the builtin decoder gives what the
     // lenient one below gives, faster. It throws on anything else (an invalid or `%u`
@@ -124,9 +126,17 @@ export function urlDecodeOnce(s: string, plus = true): string {
       builtinSkips = BUILTIN_SKIP_AFTER_THROW;
     }
   }
-  // (s holds a `%`, or a `+` read as a space)
+  handDecodings.count++;
   return decodeByHand(s, plus);
 }
+
+/**
+ * How many values holding a `%` {@link urlDecodeOnce} has decoded by hand: the builtin
+ * decoder refused them (an escape that is not `%` and two hex digits, a `%u` escape, an
+ * overlong or otherwise invalid UTF-8 sequence) or was skipped. A caller that finds the count
+ * unchanged across its decodings knows that every escape they held was valid.
+ */
+export const handDecodings = { count: 0 };
 
 /**
  * {@link urlDecodeOnce} without the builtin decoder: every escape read by hand, invalid UTF-8

@@ -34,6 +34,13 @@ export interface RequestFacts {
    * top-level JSON member) other than POST, as sent; undefined when there is none
    */
   readonly methodOverride?: string;
+  /**
+   * true when every `%` of the target is known to start a valid escape of well-formed UTF-8
+   * (neither `%u` nor overlong): the walk decoded each part of the target with the builtin
+   * decoder, which refuses anything else. Then {@link percentFindings} of the target is 0 and
+   * need not be computed. Undefined or false: not known.
+   */
+  readonly targetEscapesValid?: boolean;
 }
 
 /** Compiled protocol settings (from the policy config). */
@@ -180,6 +187,11 @@ export function percentFindings(s: string): number {
   return found;
 }
 
+/** {@link percentFindings} of the target of `r` (0 when the walk found its escapes valid). */
+function targetPercent(r: RequestFacts): number {
+  return r.targetEscapesValid === true ? 0 : percentFindings(r.target);
+}
+
 /**
  * The escape at `i` of `s`: `byte | length << 8` (length 3, or 5 for a double-encoded
  * `%25FF`, which a second decoding turns into `%FF` and which counts as the byte it hides),
@@ -299,7 +311,7 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
 
   /** `%` not followed by two hex digits in the target or a urlencoded body. */
   invalid_percent_encoding: (r) =>
-    (percentFindings(r.target) & PERCENT_INVALID) !== 0
+    (targetPercent(r) & PERCENT_INVALID) !== 0
       ? 'invalid percent-encoding in the target'
       : r.rawForm !== undefined && invalidPercent(r.rawForm)
         ? 'invalid percent-encoding in the form body'
@@ -307,14 +319,14 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
 
   /** IIS `%uXXXX` escapes (not standard; used to smuggle characters past filters). */
   iis_unicode_escape: (r) =>
-    (percentFindings(r.target) & PERCENT_IIS) !== 0 ||
+    (targetPercent(r) & PERCENT_IIS) !== 0 ||
     (r.rawForm !== undefined && r.rawForm.indexOf('%') >= 0 && IIS_ESCAPE.test(r.rawForm))
       ? '%u escape'
       : undefined,
 
   /** Overlong UTF-8 sequences or %u-escaped separators in the raw target (traversal evasion). */
   overlong_target: (r) =>
-    (percentFindings(r.target) & PERCENT_OVERLONG) !== 0 ? 'overlong or %u-escaped separator' : undefined,
+    (targetPercent(r) & PERCENT_OVERLONG) !== 0 ? 'overlong or %u-escaped separator' : undefined,
 
   /**
    * Percent-escapes in the path that spell invalid UTF-8 (`%FF`, `%C0%AE`, a lone `%99`): no

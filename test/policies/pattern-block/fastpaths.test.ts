@@ -28,6 +28,12 @@ import {
   mayHaveScriptOutsideTagsPlain,
 } from '../../../policies/pattern-block/detectors/xss.js';
 import { VALUE_DETECTORS } from '../../../policies/pattern-block/detectors/index.js';
+import {
+  percentFindings,
+  PERCENT_INVALID,
+  PERCENT_IIS,
+  PERCENT_OVERLONG,
+} from '../../../policies/pattern-block/detectors/protocol.js';
 import { loadPackDir, shippedRulesDir, type RuleDef } from '../../../policies/pattern-block/rules.js';
 import { contextsLikePlain, judgesLikeExhaustive } from '../../helpers/sqli.js';
 
@@ -197,6 +203,96 @@ t.test('URL decoding through the builtin decoder gives what the lenient decoder 
   t.equal(urlDecodeOnce('%C3%A9+%2B'), 'é +');
   t.equal(urlDecodeOnce('%C3%A9+%2B', false), 'é++');
 });
+
+t.test(
+  'the percent checks of the target find what they find when the walk vouches for its escapes',
+  async (t) => {
+    // the walk skips the three checks when the builtin decoder decoded every part of the target;
+    // a fragment, a pair past max_args, a hand-decoded part or a remembered pair must not let a
+    // bad escape through. A small max_args makes truncation common; one engine throughout lets
+    // pairs recur through the pair memo.
+    const small = engineFromConfig(
+      Value.Default(patternBlock.schema, { max_args: 4 }) as PatternBlockConfig,
+      process.cwd(),
+    );
+    const bad = fc.constantFrom(
+      '%',
+      '%2',
+      '%zz',
+      '%u2215',
+      '%U0041',
+      '%c0%af',
+      '%C1%BF',
+      '%e0%80%ae',
+      '%f0%80%80%af',
+      '%ff',
+      '#',
+    );
+    const good = fc.constantFrom(
+      '%20',
+      '%41',
+      '%C3%A9',
+      '%E2%82%AC',
+      'a',
+      'q',
+      '7',
+      '+',
+      '=',
+      '&',
+      '&',
+      '?',
+      '/',
+    );
+    const piece = fc.oneof({ arbitrary: good, weight: 12 }, { arbitrary: bad, weight: 1 });
+    const expect = (target: string): string[] => {
+      const f = percentFindings(target);
+      return [
+        ...((f & PERCENT_INVALID) !== 0 ? ['proto-120'] : []),
+        ...((f & PERCENT_IIS) !== 0 ? ['proto-121'] : []),
+        ...((f & PERCENT_OVERLONG) !== 0 ? ['lfi-130'] : []),
+      ].sort();
+    };
+    const found = (target: string): string[] =>
+      inspectRequest(small, { method: 'GET', target, headers: H })
+        .matches.map((m) => m.ruleId)
+        .filter((id) => id === 'proto-120' || id === 'proto-121' || id === 'lfi-130')
+        .sort();
+    let flagged = 0;
+    let vouched = 0;
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 14 }), fc.array(piece, { maxLength: 4 }), (q, p) => {
+        const target = `/api${p.join('').replace(/[?#]/g, '')}?${q.join('')}`;
+        const want = expect(target);
+        if (want.length > 0) flagged++;
+        else if (target.includes('%')) vouched++;
+        // twice: the second time, pairs found clean come from the memo
+        return (
+          JSON.stringify(found(target)) === JSON.stringify(want) &&
+          JSON.stringify(found(target)) === JSON.stringify(want)
+        );
+      }),
+      { numRuns: 6000 },
+    );
+    t.ok(flagged > 1000, `${flagged} targets hold a bad escape`);
+    t.ok(vouched > 1000, `${vouched} targets hold escapes, all valid`);
+    // each way a bad escape could hide from the walk
+    for (const [target, ids] of [
+      ['/api/receipts?a=1#%zz', ['proto-120']],
+      ['/api/receipts#x%u2215', ['lfi-130', 'proto-121']],
+      ['/api/receipts?a=1&b=2&c=3&d=4&e=%c0%af', ['lfi-130']],
+      ['/api/receipts?a=%2&b=%41', ['proto-120']],
+      ['/api/%zz/receipts?a=%41', ['proto-120']],
+      ['/api/receipts?a=%e0%80%ae', ['lfi-130']],
+    ] as const) {
+      // the pair first alone (remembered when found clean), then inside the target
+      const pairs = target.split(/[?#]/)[1] ?? '';
+      for (const pair of pairs.split('&')) found(`/api/receipts?${pair}`);
+      t.same(found(target), ids, target);
+      t.same(expect(target), ids, `${target} (the definition)`);
+    }
+    t.same(found('/api/receipts?a=%C3%A9&b=%20x'), [], 'valid escapes pass');
+  },
+);
 
 t.test('script URLs outside tags are still found across whitespace', async (t) => {
   for (const a of [
