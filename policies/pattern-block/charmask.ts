@@ -14,13 +14,18 @@ export const HI_UPPER = 4;
 export const HI_NON_ASCII = 8;
 /** two spaces in a row */
 export const HI_DOUBLE_SPACE = 16;
+/**
+ * a control character other than the whitespace ones (tab, line feed, vertical tab, form
+ * feed, carriage return); such characters also set {@link HI_CONTROL}
+ */
+export const HI_CONTROL_OTHER = 32;
 
 /** Signature bits per ASCII character (exported for scans that compute a signature on the way). */
 export const LO = new Int32Array(128);
 export const HI = new Int32Array(128);
 for (let i = 0; i < PUNCT.length; i++) LO[PUNCT.charCodeAt(i)] = 1 << i;
-for (let c = 0; c < 32; c++) HI[c] = HI_CONTROL;
-HI[127] = HI_CONTROL;
+for (let c = 0; c < 32; c++) HI[c] = c >= 9 && c <= 13 ? HI_CONTROL : HI_CONTROL | HI_CONTROL_OTHER;
+HI[127] = HI_CONTROL | HI_CONTROL_OTHER;
 for (let c = 48; c <= 57; c++) HI[c] = HI_DIGIT;
 for (let c = 65; c <= 90; c++) HI[c] = HI_UPPER;
 

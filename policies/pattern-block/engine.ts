@@ -22,6 +22,7 @@ import {
   gateOf,
   passes,
   HI_CONTROL,
+  HI_CONTROL_OTHER,
   HI_NON_ASCII,
   HI_DOUBLE_SPACE,
   HI_UPPER,
@@ -517,7 +518,10 @@ const STABLE_EXCLUDE_ASCII: CharMask = { lo: STABLE_EXCLUDE.lo, hi: STABLE_EXCLU
 /** `%` and `&`, which {@link inertPercentAmp} judges in ASCII values. */
 const PERCENT_AMP: CharMask = gateOf('%&');
 
-/** Control characters and double spaces, which ASCII values may hold when every control is whitespace. */
+/**
+ * Control characters and double spaces, which ASCII values may hold when every control is
+ * whitespace (no {@link HI_CONTROL_OTHER}).
+ */
 const HI_WS_RUNS = HI_CONTROL | HI_DOUBLE_SPACE;
 
 /** {@link STABLE_EXCLUDE_ASCII} but for `%` and `&`, controls and double spaces (judged per value). */
@@ -525,16 +529,6 @@ const STABLE_EXCLUDE_PRECISE: CharMask = {
   lo: STABLE_EXCLUDE_ASCII.lo & ~PERCENT_AMP.lo,
   hi: STABLE_EXCLUDE_ASCII.hi & ~HI_WS_RUNS,
 };
-
-/** Whether every control character of `s` is whitespace (tab, line feed, vertical tab, form feed, carriage return). */
-function controlsAreWhitespace(s: string): boolean {
-  const n = s.length;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if ((c < 32 && (c < 9 || c > 13)) || c === 127) return false;
-  }
-  return true;
-}
 
 /**
  * Transforms that return a stable value unchanged: URL decoding (no `%`, no `+`), entity and
@@ -1212,6 +1206,8 @@ class Walk {
   truncated = false;
   /** every `%` of the target starts a valid escape (see {@link walkHead}, RequestFacts.targetEscapesValid) */
   targetEscapesValid = false;
+  /** the parts of the query, as {@link countArgs} counts them, when {@link walkHead} read them all (else -1) */
+  queryArgs = -1;
   /** the path of the JSON value being inspected (see {@link walkJson}) */
   readonly jsonSegs = walkScratch.jsonSegs;
   jsonLen = 0;
@@ -1473,7 +1469,7 @@ class Walk {
     if (
       set.stableOk &&
       !passes(vm, STABLE_EXCLUDE_PRECISE) &&
-      ((vm.hi & HI_WS_RUNS) === 0 || (ascii && ((vm.hi & HI_CONTROL) === 0 || controlsAreWhitespace(v)))) &&
+      ((vm.hi & HI_WS_RUNS) === 0 || (ascii && (vm.hi & HI_CONTROL_OTHER) === 0)) &&
       (passes(vm, PERCENT_AMP)
         ? ascii && inertPercentAmp(v)
         : ascii || (set.stableNonAsciiOk && nonAsciiStable(v)))
@@ -1769,12 +1765,16 @@ function walkHead(walk: Walk, head: HeadInput): number {
   // to itself, found without a search per part
   let pct = q.indexOf('%');
   let plus = q.indexOf('+');
+  // the parts, empty ones included (what countArgs counts), unless the walk stops early
+  let parts = 0;
   for (let start = 0; q !== '' && start <= q.length;) {
     let end = q.indexOf('&', start);
     if (end < 0) end = q.length;
+    parts++;
     if (end > start) {
       if (++args > maxArgs) {
         walk.truncated = true;
+        parts = -1;
         break;
       }
       // a recurring pair found clean before is judged by its raw text (see Engine.cleanPairs)
@@ -1800,6 +1800,7 @@ function walkHead(walk: Walk, head: HeadInput): number {
     start = end + 1;
   }
   walk.copyClean = false;
+  walk.queryArgs = parts;
   // the walk read all of the target but for `?` (no fragment, no pair left out)
   const t = head.target.length;
   walk.targetEscapesValid =
@@ -2225,7 +2226,7 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
     bodyLength: body ? body.raw.length : cl !== undefined && /^\d+$/.test(cl) ? Number(cl) : 0,
     mediaType: body?.mediaType ?? mediaTypeOf(headerString(head.headers['content-type'])),
     rawForm: body && body.form ? body.raw.toString('latin1') : undefined,
-    argCount: countArgs(head, body),
+    argCount: body === undefined && walk.queryArgs >= 0 ? walk.queryArgs : countArgs(head, body),
     path: head.path,
     jsonTooDeep: walk.jsonTooDeep,
     truncated: walk.truncated,

@@ -412,8 +412,15 @@ export function compressWhitespace(s: string): string {
  * control (what {@link NEEDS_WS} looks for), without looking for it again.
  */
 export function compressWhitespaceRuns(s: string): string {
-  return replaceWhitespaceRuns(s, ' ');
+  return s.replace(WS_RUN_OR_CONTROL, ' ');
 }
+
+/**
+ * What {@link compressWhitespaceRuns} replaces: a run of two or more whitespace characters,
+ * or one that is not a space (a single space is already what it would become). The regex
+ * engine builds the result in fewer pieces than a concatenation per run.
+ */
+const WS_RUN_OR_CONTROL = /\s{2,}|[^\S ]/g;
 
 const NEEDS_WS = /\s\s|[\t\n\r\f\v\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]/;
 

@@ -286,6 +286,19 @@ export const CACHE_DIRECTIVE =
 /** Request Cache-Control values that browsers and tools send, each one valid directive. */
 const COMMON_CACHE_CONTROL = new Set(['no-cache', 'max-age=0', 'no-store']);
 
+// The detectors' patterns are compiled once, here: a regex literal in a function body makes
+// a new RegExp object each time the function runs.
+
+/** A control character, space or DEL (none may stand in a request target, RFC 9112 §3.2). */
+// eslint-disable-next-line no-control-regex
+const TARGET_CONTROL = /[\x00-\x20\x7f]/;
+
+/** The scheme and authority of an absolute-form target. */
+const ABSOLUTE_FORM = /^https?:\/\/[^/?#]+/i;
+
+/** `host[:port]`: reg-name characters or a bracketed IPv6 literal, and up to five port digits. */
+const HOST_SYNTAX = /^(?:[A-Za-z0-9._~!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
 export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   /** The method is not a token or not in the allowlist. */
   method_allowlist: (r, s) =>
@@ -301,11 +314,10 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   /** Request-target form: origin-form `/…`, `*` only for OPTIONS, absolute-form only http(s); no whitespace or controls. */
   request_line: (r) => {
     const t = r.target;
-    // eslint-disable-next-line no-control-regex
-    if (/[\x00-\x20\x7f]/.test(t)) return 'control character or space in the request target';
+    if (TARGET_CONTROL.test(t)) return 'control character or space in the request target';
     if (t === '*') return r.method === 'OPTIONS' ? undefined : 'asterisk-form outside OPTIONS';
     if (t.startsWith('/')) return undefined;
-    if (/^https?:\/\/[^/?#]+/i.test(t)) return undefined;
+    if (ABSOLUTE_FORM.test(t)) return undefined;
     return 'request target is not origin-form';
   },
 
@@ -420,7 +432,7 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
     const h = header(r, 'host');
     if (h === undefined) return r.httpVersion === '1.0' ? undefined : 'missing Host';
     if (h.trim() === '') return 'empty Host';
-    if (!/^(?:[A-Za-z0-9._~!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(h)) return 'malformed Host';
+    if (!HOST_SYNTAX.test(h)) return 'malformed Host';
     return undefined;
   },
 

@@ -291,6 +291,21 @@ t.test(
       t.same(expect(target), ids, `${target} (the definition)`);
     }
     t.same(found('/api/receipts?a=%C3%A9&b=%20x'), [], 'valid escapes pass');
+
+    // the walk also counts the query's parts for arg_count (proto-151): empty ones count too
+    const overArgs = (target: string): boolean =>
+      inspectRequest(small, { method: 'GET', target, headers: H }).matches.some(
+        (m) => m.ruleId === 'proto-151',
+      );
+    for (const [q, over] of [
+      ['a=1&b=2&c=3&d=4', false],
+      ['a=1&b=2&c=3&d=4&', true],
+      ['&&&', false],
+      ['&&&&', true],
+      ['a&&b&&c', true],
+      ['a=1&b=2&c=3&d=4&e=5', true],
+    ] as const)
+      t.equal(overArgs(`/api/receipts?${q}`), over, `arg_count on ${q}`);
   },
 );
 
