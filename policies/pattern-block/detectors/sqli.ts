@@ -469,11 +469,15 @@ function scan(s: string, openQuote: SqliContext, plain: boolean): number {
       i = end < 0 ? n : end + 1;
       continue;
     }
-    // comments
+    // comments: `#` and `--` run to the end of the line (MySQL, PostgreSQL, SQL Server), and
+    // what follows a line break is SQL again (`1' #↵or '1'='1`)
     if (ch === '#' || (ch === '-' && s[i + 1] === '-')) {
-      span(count, i, n);
+      const nl = s.indexOf('\n', i + 1);
+      span(count, i, nl < 0 ? n : nl);
       TOK_CLASS[count++] = 99; // 'c'
-      break;
+      if (nl < 0) break;
+      i = nl + 1;
+      continue;
     }
     if (ch === '/' && s[i + 1] === '*') {
       if (s[i + 2] === '!') {
@@ -960,7 +964,12 @@ export function cannotFireUnquoted(s: string): boolean {
         }
         break;
       case 35: // # (a quote after it would still start a string context)
-        if (!blockComment) return s.indexOf("'", i + 1) < 0 && s.indexOf('"', i + 1) < 0;
+        if (!blockComment) {
+          // a comment to the end of the line: the next line is tokenized again
+          const nl = s.indexOf('\n', i + 1);
+          if (nl < 0) return s.indexOf("'", i + 1) < 0 && s.indexOf('"', i + 1) < 0;
+          i = nl;
+        }
         break;
       default:
         break;

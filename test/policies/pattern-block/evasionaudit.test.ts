@@ -196,6 +196,29 @@ t.test('commands behind a wrapper, word-like commands with an option or path, $S
     allowed(t, p);
 });
 
+t.test('a string or number break whose boolean test follows a line comment on the next line', async (t) => {
+  // MySQL ends `#` and `--` comments at the line break: `WHERE id='1' #↵or '1'='1'` is a
+  // tautology; the tokenizer used to read the comment to the end of the value
+  for (const p of [
+    "1' #\nor '1'='1",
+    "1' #\nor 'a'='a",
+    "x' -- c\nor 1=1-- ",
+    '1 #\n or 1=1',
+    "admin' #\r\nand 1=1",
+  ])
+    refused(t, p, 'sqli', 'sqli-100');
+  // multi-line receipt notes with `#`, `--` and apostrophes
+  for (const p of [
+    "Kids' menu #2\nJane's order was cold",
+    "# Notes\nO'Brien's pub, table 4\n- 2 beers\n- 1 burger",
+    "# todo\n1. call O'Neil or Smith\n2. file receipt",
+    "-- note --\nDinner with Bob's team",
+    "#1 priority\nit's 5 o'clock or later",
+    'room #12 -- late checkout\nor early breakfast',
+  ])
+    allowed(t, p);
+});
+
 t.test('UNION SELECT split by a line comment and a line break; PostgreSQL COPY … TO PROGRAM', async (t) => {
   for (const p of [
     '1 union -- x\nselect 1',

@@ -103,12 +103,19 @@ t.test('the fingerprint gate decides what the exhaustive path decides', async (t
     t.same(detectSqli(v), detectSqli(v, true), v);
 });
 
-t.test('a # comment ends what the unquoted shortcut looks at, unless a quote follows', async (t) => {
-  t.ok(cannotFireUnquoted('## summary\n\n- taxi (6:15am) approved by @mgr; union select 1'));
-  t.notOk(cannotFireUnquoted("## it's x' or 1=1"));
-  t.notOk(cannotFireUnquoted('/* # */ union select 1'));
-  t.notOk(cannotFireUnquoted(') # x'));
-});
+t.test(
+  'a # comment ends what the unquoted shortcut looks at on its line, unless a quote follows',
+  async (t) => {
+    t.ok(cannotFireUnquoted('## summary - taxi (6:15am) approved by @mgr; union select 1'));
+    t.ok(cannotFireUnquoted('## summary\n\n- taxi (6:15am) approved, 3 nights'));
+    // the line after a `#` comment is SQL again
+    t.notOk(cannotFireUnquoted('## summary\n\n- taxi (6:15am) approved by @mgr; union select 1'));
+    t.notOk(cannotFireUnquoted('1 #\n or 1=1'));
+    t.notOk(cannotFireUnquoted("## it's x' or 1=1"));
+    t.notOk(cannotFireUnquoted('/* # */ union select 1'));
+    t.notOk(cannotFireUnquoted(') # x'));
+  },
+);
 
 t.test('the SQL contexts skip the patterns the value does not hold', async (t) => {
   const fragment = fc.constantFrom(...SQL_FRAGMENTS);
