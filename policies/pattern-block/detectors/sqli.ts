@@ -10,7 +10,7 @@
  * "Union Square", "coffee or tea", "O'Brien's") does not form these shapes.
  *
  * Token classes:
- *   s string · 1 number · n bareword · v @variable · f SQL function followed by `(`
+ *   s string · 1 number, true, false, null · n bareword · v @variable · f SQL function followed by `(`
  *   U union · E statement keyword (select, insert, …) · F from · k other keyword
  *   & and/or/xor/&&/|| · o operator (= <> like in is …) · ( ) , ;  · c comment · ? other
  */
@@ -65,7 +65,6 @@ const KEYWORDS = new Set([
   'then',
   'else',
   'end',
-  'null',
   'not',
   'top',
   'procedure',
@@ -73,8 +72,6 @@ const KEYWORDS = new Set([
   'delay',
   'outfile',
   'dumpfile',
-  'true',
-  'false',
   'asc',
   'desc',
   'with',
@@ -94,6 +91,12 @@ const KEYWORDS = new Set([
   'load_file',
   'analyse',
 ]);
+
+/**
+ * Boolean and null literals: values, like numbers (`' or true#`, `1' or not false#`), as
+ * libinjection types them.
+ */
+const LITERAL_WORDS = new Set(['true', 'false', 'null']);
 
 const OPERATOR_WORDS = new Set([
   'like',
@@ -231,6 +234,7 @@ const WORD_CLASS: ReadonlyMap<string, WordClass> = (() => {
     ...OPERATOR_WORDS,
     ...DANGEROUS_FUNCTIONS,
     ...KEYWORDS,
+    ...LITERAL_WORDS,
   ]);
   for (const w of words) {
     const before =
@@ -242,9 +246,11 @@ const WORD_CLASS: ReadonlyMap<string, WordClass> = (() => {
             ? 'E'
             : LOGIC_WORDS.has(w)
               ? '&'
-              : OPERATOR_WORDS.has(w)
-                ? 'o'
-                : undefined;
+              : LITERAL_WORDS.has(w)
+                ? '1'
+                : OPERATOR_WORDS.has(w)
+                  ? 'o'
+                  : undefined;
     if (before !== undefined) m.set(w, wordClass(before, undefined));
     else {
       const plain = KEYWORDS.has(w) ? 'k' : 'n';
@@ -288,8 +294,13 @@ const FP_CAN_FIRE = /[UE;o)&cfv1]/;
 const FP_MAY_FIRE_NONE =
   /[Efv;]|[1sn]o[1sn]|[sn]n\(|(?:^|[s)1])[ksn][ksn]1(?:[,c;)]|$)|^(?:(?:kn)?k\(*[s1nv]\)*o|\)+[&o]|so[s1]|(?:1|\(+)?\)*&)/;
 const FP_MAY_FIRE_QUOTED = /[Efv;]|[1sn]o[1sn]|[sn]n\(|(?:^|[s)1])[ksn][ksn]1(?:[,c;)]|$)|^s\)*[&oc]/;
+/**
+ * As the value is: a value then a logical operator and a comparison, or then a logical
+ * operator and a value (`1 or 2#`), or NOT and a value (`1 or not false#`), ended by a comment
+ * or `;`.
+ */
 const FP_LEAD_NONE =
-  /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)/;
+  /^(?:1|\(+)?\)*&\(*(?:[s1nv]|f\([^)]*\))\)*o(?:[(s1nvf]|$)|^(?:1|\(+)?\)*&\(*(?:[s1v]|f\([^)]*\))\)*(?:[c;]|$)|^(?:1|\(+)?\)*&\(*k\(*[1sv]\)*[c;]/;
 /**
  * A string break then a boolean test or an operator, or a logical operator with a keyword and a
  * literal ended by a comment or `;` (`x' or not 0-- -`). Not `s o n s`, an operator with one bare

@@ -219,6 +219,28 @@ t.test('a string or number break whose boolean test follows a line comment on th
     allowed(t, p);
 });
 
+t.test('boolean breaks with true, false and null, typed as values the way numbers are', async (t) => {
+  // `WHERE id='1' or not false#` and `WHERE id=1 or true#` select every row
+  for (const p of [
+    "1' or not false#",
+    "1' and not null;",
+    "1' || not false#",
+    '1 or true#',
+    '1 or not false#',
+    '1) or not false#',
+  ])
+    refused(t, p, 'sqli', 'sqli-100');
+  for (const p of [
+    'Status: true or false; see note',
+    'returns null or not; check',
+    "Bob's and not mine; true",
+    'null and void',
+    "it's true or false; pick one",
+    "Jane's or not true # of guests",
+  ])
+    allowed(t, p);
+});
+
 t.test('UNION SELECT split by a line comment and a line break; PostgreSQL COPY … TO PROGRAM', async (t) => {
   for (const p of [
     '1 union -- x\nselect 1',
