@@ -250,6 +250,29 @@ t.test('boolean breaks with true, false and null, typed as values the way number
     allowed(t, p);
 });
 
+t.test('server-side template expressions; bare placeholders pass', async (t) => {
+  for (const p of [
+    '{{7*7}}',
+    '{{config.items()}}',
+    '{{person.secret}}',
+    '${7*7}',
+    "${7*'7'}",
+    '#{T(java.lang.Math).random()}',
+    '#{7*7}',
+    '<%= 7*7 %>',
+    "<%= system('id') %>",
+  ])
+    refused(t, p, 'cmd_injection', 'rce-170');
+  for (const p of [
+    '${amount} per night',
+    '{{name}}',
+    'Order #{12} pickup',
+    'Tip 15% {approx}',
+    'Costs {5.00}',
+  ])
+    allowed(t, p);
+});
+
 t.test('UNION SELECT split by a line comment and a line break; PostgreSQL COPY … TO PROGRAM', async (t) => {
   for (const p of [
     '1 union -- x\nselect 1',
