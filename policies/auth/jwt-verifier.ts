@@ -62,6 +62,9 @@ export interface JwtVerifierOptions {
  * `verify` returns the claims synchronously on a cache hit (the hot path does not wait
  * for a microtask) and a promise otherwise.
  */
+/** The NumericDate claims the verifier reads (RFC 7519 §4.1.4–6). */
+const DATE_CLAIMS = ['exp', 'nbf', 'iat'] as const;
+
 export class JwtVerifier {
   private readonly o: JwtVerifierOptions;
   private readonly allowed: ReadonlySet<string>;
@@ -116,6 +119,13 @@ export class JwtVerifier {
     const iat = payload.iat;
     if (typeof iat === 'number' && iat > Math.floor(now / 1000) + this.o.clockToleranceSec)
       throw new AuthFailure('issued_in_future');
+    // JSON.parse reads a number beyond the double range (`"exp":1e400`) as Infinity, which
+    // jose takes as a NumericDate: a token that never expires, or valid since ever. No date
+    // of RFC 7519 §2 is infinite.
+    for (const claim of DATE_CLAIMS) {
+      const d = payload[claim];
+      if (typeof d === 'number' && !Number.isFinite(d)) throw new AuthFailure('claims');
+    }
     const exp = typeof payload.exp === 'number' ? payload.exp : undefined;
     this.o.cache?.set(token, payload, exp);
     return payload;

@@ -191,6 +191,24 @@ t.test('iat: optional, numeric, not in the future beyond the clock tolerance', a
   for (const [name, token, expected] of cases) t.equal(await outcome(v, token), expected, name);
 });
 
+t.test(
+  'exp, nbf and iat beyond the range of a number (JSON.parse reads 1e400 as Infinity) are refused',
+  async (t) => {
+    const v = verifier();
+    const raw = (payload: string) => hmacOverSegments(b64({ alg: 'HS256' }), b64(payload));
+    const cases: [string, string, string][] = [
+      ['exp 1e400 (never expiring)', raw('{"sub":"alice","exp":1e400}'), 'claims'],
+      ['exp 1e400 and iat now', raw(`{"sub":"alice","exp":1e400,"iat":${NOW_S}}`), 'claims'],
+      ['nbf -1e400', raw(`{"sub":"alice","exp":${NOW_S + 60},"nbf":-1e400}`), 'claims'],
+      ['iat -1e400', raw(`{"sub":"alice","exp":${NOW_S + 60},"iat":-1e400}`), 'claims'],
+      ['exp -1e400 (expired since ever)', raw('{"sub":"alice","exp":-1e400}'), 'expired'],
+      ['exp a year ahead', raw(`{"sub":"alice","exp":${NOW_S + 365 * 86400}}`), 'ok'],
+      ['exp 1e15 (far, finite)', raw('{"sub":"alice","exp":1e15}'), 'ok'],
+    ];
+    for (const [name, token, expected] of cases) t.equal(await outcome(v, token), expected, name);
+  },
+);
+
 t.test('iat: the configured tolerance is the one used', async (t) => {
   t.equal(await outcome(verifier({ toleranceSec: 0 }), await hs({ iat: NOW_S })), 'ok');
   t.equal(await outcome(verifier({ toleranceSec: 0 }), await hs({ iat: NOW_S + 1 })), 'issued_in_future');

@@ -5,6 +5,7 @@
  * `auth_failure` audit line with its reason, and never reaches the upstream.
  */
 import t, { type Test } from 'tap';
+import { createHmac } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { startHarness, TEST_SECRET, type Harness } from '../../helpers/harness.js';
 import { startMock } from '../../../upstream-mock/server.js';
@@ -101,11 +102,36 @@ t.test('HS256, shipped config', async (t) => {
     t.equal(await apiRequests(h), 1);
   });
 
+  await t.test('a date beyond the range of a number (exp 1e400: never expiring) is refused', async (t) => {
+    await h.clearMock();
+    const raw = (payload: string) => {
+      const head = Buffer.from('{"alg":"HS256","typ":"JWT"}').toString('base64url');
+      const body = Buffer.from(payload).toString('base64url');
+      const mac = createHmac('sha256', TEST_SECRET).update(`${head}.${body}`).digest('base64url');
+      return `${head}.${body}.${mac}`;
+    };
+    await refused(t, h, raw('{"sub":"alice","role":"user","exp":1e400}'), 'claims', /claims/, 'exp 1e400');
+    await refused(
+      t,
+      h,
+      raw(`{"sub":"alice","role":"user","exp":${nowS() + 600},"nbf":-1e400}`),
+      'claims',
+      /claims/,
+      'nbf -1e400',
+    );
+    t.equal(await apiRequests(h), 0, 'none reached the upstream');
+    t.equal(
+      (await get(h, raw(`{"sub":"alice","role":"user","exp":${nowS() + 600}}`))).status,
+      200,
+      'the same token with a finite exp',
+    );
+  });
+
   await t.test('metrics count each reason', async (t) => {
     const metrics = await (await fetch(`${h.adminUrl}/metrics`)).text();
     t.match(metrics, /gateway_auth_failures_total\{method="jwt",reason="malformed"\} 3\n/);
     t.match(metrics, /gateway_auth_failures_total\{method="jwt",reason="issued_in_future"\} 2\n/);
-    t.match(metrics, /gateway_auth_failures_total\{method="jwt",reason="claims"\} 2\n/);
+    t.match(metrics, /gateway_auth_failures_total\{method="jwt",reason="claims"\} 4\n/);
     t.match(metrics, /gateway_auth_failures_total\{method="jwt",reason="not_yet_valid"\} 1\n/);
   });
 });
