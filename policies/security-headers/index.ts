@@ -47,7 +47,7 @@ const schema = policyBlock(
     override_upstream: Type.Boolean({
       default: true,
       description:
-        'replace a header of the same name set by the upstream (false: keep the upstream value, except an X-Frame-Options that browsers ignore: several distinct values or one other than DENY/SAMEORIGIN). true never replaces a Content-Security-Policy: the configured one is added beside the upstream’s, and browsers enforce both',
+        'replace a header of the same name set by the upstream (false: keep the upstream value, except an X-Frame-Options that browsers ignore: several distinct values or one other than DENY/SAMEORIGIN, which becomes the configured value, or DENY when it held DENY). true never replaces a Content-Security-Policy: the configured one is added beside the upstream’s, and browsers enforce both',
     }),
     hsts_only_over_tls: Type.Boolean({
       default: false,
@@ -68,12 +68,18 @@ const schema = policyBlock(
  * `sameorigin` (`ALLOW-FROM …`, `ALLOWALL`, a typo) lets any site frame the page.
  */
 function framingProtected(value: string | string[] | number): boolean {
-  const values = new Set<string>();
-  for (const line of Array.isArray(value) ? value : [String(value)])
-    for (const v of line.split(',')) values.add(v.trim().toLowerCase());
+  const values = framingValues(value);
   if (values.size !== 1) return false;
   const only = values.values().next().value;
   return only === 'deny' || only === 'sameorigin';
+}
+
+/** The distinct values of an X-Frame-Options field (its lines and list items), lower-cased. */
+function framingValues(value: string | string[] | number): Set<string> {
+  const values = new Set<string>();
+  for (const line of Array.isArray(value) ? value : [String(value)])
+    for (const v of line.split(',')) values.add(v.trim().toLowerCase());
+  return values;
 }
 
 /**
@@ -118,6 +124,13 @@ export const securityHeaders: PolicyFactory<typeof schema> = {
           // keep the upstream's own value (override_upstream: false), unless browsers ignore it
           if (!override && upstream !== undefined) {
             if (name !== 'x-frame-options' || framingProtected(upstream)) continue;
+            // an X-Frame-Options browsers ignore (conflicting values, ALLOW-FROM …) is
+            // replaced; when the service asked for DENY among them, DENY it is, not the
+            // configured value when that one is looser
+            if (framingValues(upstream).has('deny')) {
+              h[name] = 'DENY';
+              continue;
+            }
           }
           // A response may carry several policies and browsers enforce every one (CSP 3
           // §4.1): the gateway's is added beside the upstream's, never in its place, so an

@@ -2,7 +2,8 @@
  * security_headers with override_upstream: false keeps the upstream's own headers. An
  * upstream X-Frame-Options that browsers ignore (two conflicting values, ALLOW-FROM, a typo)
  * was kept as well, so the page could be framed by any site although the gateway's
- * SAMEORIGIN was configured; now the configured value replaces it. Two CSP headers are kept
+ * SAMEORIGIN was configured; now the configured value replaces it, or DENY when the upstream's
+ * ignored values asked for DENY (the stricter of the two). Two CSP headers are kept
  * (browsers enforce both: stricter), as is a valid X-Frame-Options.
  */
 import t from 'tap';
@@ -57,12 +58,23 @@ async function get(path: string) {
 }
 
 t.test('an X-Frame-Options browsers ignore is replaced by the configured one', async (t) => {
-  for (const path of ['/two', '/list', '/allow-from', '/allowall', '/empty']) {
+  for (const path of ['/allow-from', '/allowall', '/empty']) {
     const { r, xfo } = await get(path);
     t.equal(r.status, 200, path);
     t.same(xfo, ['x-frame-options: SAMEORIGIN'], `${path}: one SAMEORIGIN line`);
   }
 });
+
+t.test(
+  'conflicting values that include DENY become DENY, not the looser configured SAMEORIGIN',
+  async (t) => {
+    for (const path of ['/two', '/list']) {
+      const { r, xfo } = await get(path);
+      t.equal(r.status, 200, path);
+      t.same(xfo, ['x-frame-options: DENY'], `${path}: one DENY line`);
+    }
+  },
+);
 
 t.test('a valid upstream X-Frame-Options and the upstream’s CSP headers are kept', async (t) => {
   let { r, xfo } = await get('/deny');
@@ -73,5 +85,5 @@ t.test('a valid upstream X-Frame-Options and the upstream’s CSP headers are ke
   ({ r, xfo } = await get('/none'));
   t.same(xfo, ['x-frame-options: SAMEORIGIN'], 'none from the upstream: the configured one');
   t.equal(r.headers['x-content-type-options'], 'nosniff');
-  t.same(seen, ['/two', '/list', '/allow-from', '/allowall', '/empty', '/deny', '/deny-twice', '/none']);
+  t.same(seen, ['/allow-from', '/allowall', '/empty', '/two', '/list', '/deny', '/deny-twice', '/none']);
 });
