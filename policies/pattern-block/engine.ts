@@ -1202,6 +1202,8 @@ class Walk {
   copyClean = false;
   /** the JSON body nests deeper than {@link MAX_JSON_DEPTH} (see {@link walkJson}) */
   jsonTooDeep = false;
+  /** a JSON object member `prototype` of a member `constructor` (see {@link walkMembers}) */
+  prototypePath = false;
   /** the body held more values than `max_args`: the rest was not inspected (proto-151) */
   truncated = false;
   /** every `%` of the target starts a valid escape (see {@link walkHead}, RequestFacts.targetEscapesValid) */
@@ -1914,6 +1916,9 @@ function walkMembers(
       return;
     }
     const x = obj[k];
+    // `{"constructor": {"prototype": {…}}}`: what a deep merge (lodash's defaultsDeep,
+    // CVE-2019-10744) writes into Object.prototype; each key alone is an ordinary word
+    if (k === 'prototype' && depth > 0 && segs[depth - 1] === 'constructor') walk.prototypePath = true;
     segs[depth] = k;
     walk.jsonLen = depth + 1;
     walk.value(j.keys, 'json_key', JSON_PATH, k, k);
@@ -2229,6 +2234,7 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
     argCount: body === undefined && walk.queryArgs >= 0 ? walk.queryArgs : countArgs(head, body),
     path: head.path,
     jsonTooDeep: walk.jsonTooDeep,
+    prototypePath: walk.prototypePath,
     truncated: walk.truncated,
     methodOverride: methodOverrideOf(head, body),
     targetEscapesValid: walk.targetEscapesValid,
@@ -2304,6 +2310,7 @@ const BODY_AWARE_DETECTORS = new Set([
   'iis_unicode_escape',
   'arg_count',
   'json_depth',
+  'prototype_path',
   'body_on_get',
   'content_type',
   'content_type_params',

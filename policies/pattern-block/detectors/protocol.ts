@@ -27,6 +27,8 @@ export interface RequestFacts {
   readonly path: string;
   /** the JSON body nests deeper than the walk follows (engine.ts MAX_JSON_DEPTH) */
   readonly jsonTooDeep?: boolean;
+  /** the JSON body has a member `prototype` inside a member `constructor` (prototype pollution by a deep merge) */
+  readonly prototypePath?: boolean;
   /** the body held more keys and values than the walk inspects (max_args): the rest was not */
   readonly truncated?: boolean;
   /**
@@ -444,6 +446,8 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   arg_count: (r, s) =>
     r.argCount > s.maxArgs || r.truncated === true ? `more than ${s.maxArgs} arguments` : undefined,
   json_depth: (r) => (r.jsonTooDeep === true ? 'JSON nested too deep' : undefined),
+  /** `{"constructor": {"prototype": …}}` in a JSON body. */
+  prototype_path: (r) => (r.prototypePath === true ? 'constructor.prototype in the JSON body' : undefined),
 
   /**
    * A POST whose `_method` parameter names another method: Laravel and Symfony (query, form
