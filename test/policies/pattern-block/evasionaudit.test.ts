@@ -296,6 +296,27 @@ t.test('Log4j lookups and template expressions in the path, as scanners send the
     );
 });
 
+t.test('URLs to internal services spelt around rfi-100 (SSRF)', async (t) => {
+  for (const p of [
+    'http://x@169.254.169.254/latest/meta-data/',
+    'http://2852039166/',
+    'http://0xa9fea9fe/',
+    'http://[::ffff:169.254.169.254]/',
+    'http://[::1]:6379/',
+    'http://metadata.google.internal/computeMetadata/v1/',
+    'gopher://localhost:6379/_flushall',
+    'http://127.1/',
+  ])
+    refused(t, p, 'rfi', 'rfi-130');
+  for (const p of [
+    'https://merchant.example.com/receipt/1',
+    'https://metadata-service.example.com/',
+    'http://localhost.example.com/',
+    'http://user@example.com/',
+  ])
+    allowed(t, p);
+});
+
 t.test('UNION SELECT split by a line comment and a line break; PostgreSQL COPY … TO PROGRAM', async (t) => {
   for (const p of [
     '1 union -- x\nselect 1',
