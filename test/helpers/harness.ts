@@ -204,6 +204,38 @@ export async function mockSaw(h: Harness, marker: string): Promise<boolean> {
   );
 }
 
+/** What {@link sendMarked} got back. */
+export interface MarkedAnswer {
+  readonly status: number;
+  readonly json: Record<string, unknown>;
+  readonly requestId: string | undefined;
+  /** the request's {@link mark}, for {@link mockSaw} */
+  readonly marker: string;
+}
+
+/**
+ * Send `body` to `path` with a bearer token, a {@link mark} in the query (`m=…`, then `query`,
+ * which starts with `&`), and read the JSON answer.
+ */
+export async function sendMarked(
+  h: Harness,
+  token: string,
+  req: { method: string; path: string; query?: string; contentType: string; body: string | Buffer },
+): Promise<MarkedAnswer> {
+  const marker = mark();
+  const r = await fetch(`${h.url}${req.path}?m=${marker}${req.query ?? ''}`, {
+    method: req.method,
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': req.contentType },
+    body: req.body,
+  });
+  return {
+    status: r.status,
+    json: (await r.json()) as Record<string, unknown>,
+    requestId: r.headers.get('x-request-id') ?? undefined,
+    marker,
+  };
+}
+
 /** The audit lines of one request. */
 export async function auditOf(h: Harness, requestId: string | undefined): Promise<Record<string, unknown>[]> {
   return (await h.audit()).filter((l) => requestId !== undefined && l.request_id === requestId);

@@ -7,7 +7,16 @@
  */
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
-import { startHarness, auditOf, metricsText, metricValue, type Harness } from '../../helpers/harness.js';
+import {
+  startHarness,
+  auditOf,
+  metricsText,
+  metricValue,
+  mockSaw,
+  sendMarked,
+  type Harness,
+  type MarkedAnswer,
+} from '../../helpers/harness.js';
 import { png } from '../../fixtures/uploads/generate.js';
 
 let h: Harness;
@@ -19,29 +28,9 @@ t.before(async () => {
 });
 t.teardown(() => h.close());
 
-interface Sent {
-  readonly status: number;
-  readonly json: Record<string, unknown>;
-  readonly requestId: string | undefined;
-  readonly marker: string;
-}
-
-async function post(query: string, contentType: string, body: string | Buffer): Promise<Sent> {
-  const marker = `mo-${randomUUID()}`;
-  const r = await fetch(`${h.url}/api/receipts?m=${marker}${query}`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${token}`, 'Content-Type': contentType },
-    body,
-  });
-  return {
-    status: r.status,
-    json: (await r.json()) as Record<string, unknown>,
-    requestId: r.headers.get('x-request-id') ?? undefined,
-    marker,
-  };
-}
-
-const reached = async (r: Sent) => (await h.mockRequests()).some((s) => s.path.includes(r.marker));
+const post = (query: string, contentType: string, body: string | Buffer) =>
+  sendMarked(h, token, { method: 'POST', path: '/api/receipts', query, contentType, body });
+const reached = (r: MarkedAnswer) => mockSaw(h, r.marker);
 const RECEIPT = { merchant: 'Cafe', total: 4.5 };
 
 t.test('a POST whose _method asks for another method is refused and never forwarded', async (t) => {

@@ -8,8 +8,16 @@
  * the same words elsewhere pass.
  */
 import t from 'tap';
-import { randomUUID } from 'node:crypto';
-import { startHarness, auditOf, metricsText, metricValue, type Harness } from '../../helpers/harness.js';
+import {
+  startHarness,
+  auditOf,
+  metricsText,
+  metricValue,
+  mockSaw,
+  sendMarked,
+  type Harness,
+  type MarkedAnswer,
+} from '../../helpers/harness.js';
 
 let h: Harness;
 let token: string;
@@ -20,29 +28,9 @@ t.before(async () => {
 });
 t.teardown(() => h.close());
 
-interface Sent {
-  readonly status: number;
-  readonly json: Record<string, unknown>;
-  readonly requestId: string | undefined;
-  readonly marker: string;
-}
-
-async function send(method: string, path: string, contentType: string, body: string): Promise<Sent> {
-  const marker = `pp-${randomUUID()}`;
-  const r = await fetch(`${h.url}${path}?m=${marker}`, {
-    method,
-    headers: { Authorization: `Bearer ${token}`, 'Content-Type': contentType },
-    body,
-  });
-  return {
-    status: r.status,
-    json: (await r.json()) as Record<string, unknown>,
-    requestId: r.headers.get('x-request-id') ?? undefined,
-    marker,
-  };
-}
-
-const reached = async (r: Sent) => (await h.mockRequests()).some((s) => s.path.includes(r.marker));
+const send = (method: string, path: string, contentType: string, body: string) =>
+  sendMarked(h, token, { method, path, contentType, body });
+const reached = (r: MarkedAnswer) => mockSaw(h, r.marker);
 
 t.test('constructor.prototype in a JSON body or a JSON Patch path is refused, never forwarded', async (t) => {
   const blocked = () =>
