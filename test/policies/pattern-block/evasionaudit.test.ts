@@ -250,11 +250,10 @@ t.test('boolean breaks with true, false and null, typed as values the way number
     allowed(t, p);
 });
 
-t.test('server-side template expressions; bare placeholders pass', async (t) => {
+t.test('server-side template expressions; placeholders, members and filters pass', async (t) => {
   for (const p of [
     '{{7*7}}',
     '{{config.items()}}',
-    '{{person.secret}}',
     '${7*7}',
     "${7*'7'}",
     '#{T(java.lang.Math).random()}',
@@ -269,6 +268,9 @@ t.test('server-side template expressions; bare placeholders pass', async (t) => 
     'Order #{12} pickup',
     'Tip 15% {approx}',
     'Costs {5.00}',
+    '{{client.name}}',
+    'Hi {{name|upper}}',
+    '{{/each}}',
   ])
     allowed(t, p);
 });
