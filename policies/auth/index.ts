@@ -95,7 +95,10 @@ const JwtBlock = Type.Object(
     jwks: Type.Object(
       {
         cache_max_age: Duration('10m', 'fetched keys are refreshed after this age (in the background)'),
-        cooldown: Duration('30s', 'an unknown kid triggers a refetch at most once per cooldown'),
+        cooldown: Duration(
+          '30s',
+          'an unknown kid, or a signature the cached key of its kid does not verify (a kid given to a new key), triggers a refetch at most once per cooldown',
+        ),
         timeout: Duration('5s', 'abort a JWKS fetch after this long'),
         stale_if_error: Duration(
           '1h',

@@ -21,7 +21,8 @@ import { displayUrl } from './readiness.js';
  *   triggers a refresh in the background and keeps using the cached keys;
  * - when a refresh fails, cached keys stay usable until `cacheMaxAgeMs + staleIfErrorMs`;
  * - at most one fetch is in flight; concurrent callers wait for the same one;
- * - a token whose `kid` matches no cached key triggers a refetch at most once per
+ * - a token whose `kid` matches no cached key, or whose signature a cached key of its `kid`
+ *   does not verify (a `kid` reused for a new key), triggers a refetch at most once per
  *   `cooldownMs` (key rotation), otherwise it is refused without any network call;
  * - after a failed fetch, no new fetch starts for `failureBackoffMs` (an unknown kid
  *   included, also when the cooldown is shorter);
@@ -195,6 +196,21 @@ export class JwksClient {
       await this.refresh().catch(() => undefined);
       return this.local!(header, token);
     }
+  }
+
+  /**
+   * A cached key failed to verify a token that named it: the issuer may have given its `kid`
+   * to a new key (some reuse `kid`s across rotations). Refetch under the rules of an unknown
+   * `kid` (at most once per cooldown, not during the back-off, joining a fetch in flight);
+   * true when the keys were replaced, so the token is worth verifying again.
+   */
+  async refetchAfterBadSignature(): Promise<boolean> {
+    const t = this.opts.now();
+    if (this.inflight === undefined && (t - this.lastAttemptAt < this.opts.cooldownMs || this.inBackoff(t)))
+      return false;
+    const before = this.local;
+    await this.refresh().catch(() => undefined);
+    return this.local !== before;
   }
 
   private async fetchOnce(): Promise<{ set: LocalSet; count: number }> {

@@ -133,6 +133,7 @@ export class JwtVerifier {
 
   private async verifyAsymmetric(token: string, options: JWTVerifyOptions): Promise<Record<string, unknown>> {
     const { staticKeys, jwks } = this.o;
+    let fromJwks = false;
     const resolve = async (header: JWSHeaderParameters, jws?: FlattenedJWSInput): Promise<CryptoKey> => {
       if (staticKeys !== undefined) {
         try {
@@ -142,11 +143,21 @@ export class JwtVerifier {
         }
       }
       if (jwks === undefined) throw new errors.JWKSNoMatchingKey();
+      fromJwks = true;
       return jwks.getKey(header, jws);
     };
     try {
       return (await jwtVerify(token, resolve, options)).payload;
     } catch (err) {
+      // a JWKS key of the token's kid that does not verify it: the kid may have been given to
+      // a new key; once the keys were refetched (under the cooldown), verify once more
+      if (
+        err instanceof errors.JWSSignatureVerificationFailed &&
+        fromJwks &&
+        jwks !== undefined &&
+        (await jwks.refetchAfterBadSignature())
+      )
+        return (await jwtVerify(token, resolve, options)).payload;
       // Several keys without a kid can match (static PEMs, a JWKS without kids):
       // try each, as jose's documentation shows.
       if (!(err instanceof errors.JWKSMultipleMatchingKeys)) throw err;

@@ -177,6 +177,37 @@ t.test(
   },
 );
 
+t.test('rotation: a kid given to a new key refetches at most once per cooldown', async (t) => {
+  const srv = await startJwks([k1]);
+  t.teardown(() => srv.close());
+  const s = makeServices();
+  const p = await compilePolicy(auth, jwksConfig(srv.url), s);
+  await settled(s, 1);
+  const old = await signed(k1);
+  t.equal(await call(p, old), undefined, 'the first key verifies');
+  const reused = await keyPair('RS256', 'k1'); // the IdP's new key, under the old kid
+  srv.keys = [reused];
+  const rotated = await signed(reused);
+  s.clock.advance(5_000);
+  t.match(
+    await call(p, rotated),
+    { code: 'unauthorized', detail: { reason: 'signature' } },
+    'within the cooldown: no refetch',
+  );
+  t.equal(srv.hits, 1);
+  s.clock.advance(25_000);
+  const results = await Promise.all(Array.from({ length: 5 }, () => call(p, rotated)));
+  t.same(results, Array(5).fill(undefined), 'after the cooldown the new key is fetched and verifies');
+  t.equal(srv.hits, 2, 'five concurrent requests, one fetch');
+  t.match(await call(p, old), { detail: { reason: 'signature' } }, 'the old key is gone');
+  const forged = await signed(await keyPair('RS256', 'k1'));
+  t.match(await call(p, forged), { detail: { reason: 'signature' } }, 'a forged signature is refused');
+  t.equal(srv.hits, 2, 'bad signatures do not cause fetches during the cooldown');
+  s.clock.advance(31_000);
+  t.match(await call(p, forged), { detail: { reason: 'signature' } }, 'after the cooldown: refused');
+  t.equal(srv.hits, 3, 'one refetch per cooldown');
+});
+
 t.test('JWKS down from the start: fail closed, back off, readiness says why, recover', async (t) => {
   const srv = await startJwks([k1]);
   t.teardown(() => srv.close());
