@@ -462,15 +462,25 @@ export class Gateway {
         clearTimeout(this.reloadTimer);
         this.reloadTimer = setTimeout(() => {
           this.reloadTimer = undefined;
-          void this.readConfigDigest().then((d) => {
-            if (d !== this.configDigest && !this.closing) void this.reload('watch');
-          });
-          void this.followTarget(file, look);
+          // the link may point elsewhere now: watch there before the reload is applied, so an
+          // edit made once the new file is served is seen
+          void this.followTarget(file, look)
+            .then(() => this.readConfigDigest())
+            .then((d) => {
+              if (d !== this.configDigest && !this.closing) void this.reload('watch');
+            });
         }, WATCH_SETTLE_MS);
       };
       this.watcher = fs.watch(path.dirname(file), look);
       this.watcher.on('error', () => {});
-      void this.followTarget(file, look);
+      // at start, before the gateway serves: an edit made once it answers is seen
+      let dir: string | undefined;
+      try {
+        dir = path.dirname(fs.realpathSync(file));
+      } catch {
+        // (gone or unreadable: the watch next to the link and SIGHUP remain)
+      }
+      if (dir !== undefined) this.watchTargetDir(file, dir, look);
     } catch (err) {
       this.services.log.warn(
         { err: (err as Error).message },
@@ -491,6 +501,11 @@ export class Gateway {
     } catch {
       return;
     }
+    this.watchTargetDir(file, dir, look);
+  }
+
+  /** Watch `dir`, where the config `file` resolves to, when it is not the file's own directory. */
+  private watchTargetDir(file: string, dir: string, look: () => void): void {
     if (dir === this.targetDir || this.closing) return;
     this.targetWatcher?.close();
     this.targetWatcher = undefined;
