@@ -308,13 +308,20 @@ t.test('URLs to internal services spelt around rfi-100 (SSRF)', async (t) => {
     'http://metadata.google.internal/computeMetadata/v1/',
     'gopher://localhost:6379/_flushall',
     'http://127.1/',
+    'https:\\\\/localhost:6379/',
+    'http:/2852039166',
   ])
     refused(t, p, 'rfi', 'rfi-130');
+  // WHATWG URL parsers (Node's fetch) read backslashes and missing slashes after http: as //
+  for (const p of ['http:\\\\169.254.169.254/latest', 'http:/169.254.169.254/x', 'http:169.254.169.254'])
+    refused(t, p, 'rfi', 'rfi-100');
   for (const p of [
     'https://merchant.example.com/receipt/1',
     'https://metadata-service.example.com/',
     'http://localhost.example.com/',
     'http://user@example.com/',
+    'ws:10',
+    'https:2025',
   ])
     allowed(t, p);
 });
