@@ -498,9 +498,15 @@ function scan(s: string, openQuote: SqliContext, plain: boolean): number {
         continue;
       }
       const end = s.indexOf('*/', i + 2);
-      span(count, i, end < 0 ? n : end + 2);
+      // a closed comment is whitespace to SQL (`1'or/**/1=1#`, `'/**/||/**/'`); one left open
+      // comments the rest of the statement out (`admin'/*`)
+      if (end >= 0) {
+        i = end + 2;
+        continue;
+      }
+      span(count, i, n);
       TOK_CLASS[count++] = 99; // 'c'
-      i = end < 0 ? n : end + 2;
+      i = n;
       continue;
     }
     if (ch === '*' && s[i + 1] === '/') {

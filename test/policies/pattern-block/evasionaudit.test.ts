@@ -228,6 +228,14 @@ t.test('a string or number break whose boolean test follows a line comment on th
     allowed(t, p);
 });
 
+t.test('a closed block comment is whitespace to SQL, not a token between a break and its test', async (t) => {
+  for (const p of ["1'/**/||/**/'1'='1", "1'or/*foo*/1=1#", "x'/**/or/**/1=1/**/#"])
+    refused(t, p, 'sqli', 'sqli-100');
+  // an open one still comments the rest out
+  refused(t, "admin'/*", 'sqli', 'sqli-100');
+  for (const p of ['Notes /* internal */ see Bob', 'Price /*approx*/ 5 or 6', 'a/*b*/c']) allowed(t, p);
+});
+
 t.test('boolean breaks with true, false and null, typed as values the way numbers are', async (t) => {
   // `WHERE id='1' or not false#` and `WHERE id=1 or true#` select every row
   for (const p of [
