@@ -130,12 +130,12 @@ t.test('paranoia 2 adds detection; paranoia 1 is unchanged by the higher-level r
   // higher-level rules must not move it. A deliberate change to a level-1 rule updates these.
   t.same(
     { blocked: level1.blocked, genBlocked: level1.genBlocked, crsNegBlocked: level1.crsNegBlocked },
-    { blocked: 1892, genBlocked: 0, crsNegBlocked: 9 },
+    { blocked: 1896, genBlocked: 0, crsNegBlocked: 9 },
     'paranoia 1 figures unchanged',
   );
   const level2 = score(rows, 2);
   comment(t, 2, level2);
-  // measured gain at level 2: +48 attacks (1892 -> 1940 of 1972); allow a margin of 8
+  // measured gain at level 2: +44 attacks (1896 -> 1940 of 1972); allow a margin of 4
   t.ok(
     level2.blocked >= level1.blocked + 40,
     `paranoia 2 blocks ${level2.blocked} attacks >= ${level1.blocked} + 40`,

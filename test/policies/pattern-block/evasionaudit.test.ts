@@ -306,6 +306,21 @@ t.test('Log4j lookups and template expressions in the path, as scanners send the
     );
 });
 
+t.test('etc and a system file with separators a fuzzer obfuscated (dotdotpwn)', async (t) => {
+  for (const p of [
+    '%uff0e%uff0e%c0%qf%uff0e%uff0e%c0%qfetc%c0%qfpasswd',
+    '..%c1%pcetc%c1%pcissue',
+    '0x2e0x2e0x2fetc0x2fpasswd',
+  ])
+    refused(t, p, 'path_traversal', 'lfi-140');
+  for (const p of [
+    'etc. hosts: Jane and Tom',
+    'fetch|hosts',
+    'catering, decorations, etc. - hosts were Bob and Li',
+  ])
+    allowed(t, p);
+});
+
 t.test('URLs to internal services spelt around rfi-100 (SSRF)', async (t) => {
   for (const p of [
     'http://x@169.254.169.254/latest/meta-data/',
