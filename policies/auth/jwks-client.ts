@@ -198,6 +198,11 @@ export class JwksClient {
     }
   }
 
+  /** The cached key set (its identity changes with every successful fetch). */
+  get keySet(): unknown {
+    return this.local;
+  }
+
   /**
    * A cached key failed to verify a token that named it: the issuer may have given its `kid`
    * to a new key (some reuse `kid`s across rotations). Refetch under the rules of an unknown

@@ -134,6 +134,8 @@ export class JwtVerifier {
   private async verifyAsymmetric(token: string, options: JWTVerifyOptions): Promise<Record<string, unknown>> {
     const { staticKeys, jwks } = this.o;
     let fromJwks = false;
+    // (a refetch that another request made meanwhile counts as one made for this token)
+    const keysBefore = jwks?.keySet;
     const resolve = async (header: JWSHeaderParameters, jws?: FlattenedJWSInput): Promise<CryptoKey> => {
       if (staticKeys !== undefined) {
         try {
@@ -155,7 +157,7 @@ export class JwtVerifier {
         err instanceof errors.JWSSignatureVerificationFailed &&
         fromJwks &&
         jwks !== undefined &&
-        (await jwks.refetchAfterBadSignature())
+        (jwks.keySet !== keysBefore || (await jwks.refetchAfterBadSignature()))
       )
         return (await jwtVerify(token, resolve, options)).payload;
       // Several keys without a kid can match (static PEMs, a JWKS without kids):
