@@ -188,14 +188,23 @@ export class JwksClient {
       return await local(header, token);
     } catch (err) {
       if (!(err instanceof errors.JWKSNoMatchingKey)) throw err;
-      // Rotation: an unknown kid may be a new key. Refetch at most once per cooldown, and
-      // not during the back-off after a failed fetch (the cooldown may be the shorter one).
-      const t = this.opts.now();
-      if (this.inflight === undefined && (t - this.lastAttemptAt < this.opts.cooldownMs || this.inBackoff(t)))
-        throw err;
+      // rotation: an unknown kid may be a new key
+      if (!this.mayRefetch()) throw err;
       await this.refresh().catch(() => undefined);
       return this.local!(header, token);
     }
+  }
+
+  /**
+   * Whether a rotation may refetch now (an unknown kid, a signature its key does not verify):
+   * a fetch in flight is joined; otherwise at most once per cooldown, and not during the
+   * back-off after a failed fetch (the cooldown may be the shorter one).
+   */
+  private mayRefetch(): boolean {
+    const t = this.opts.now();
+    return (
+      this.inflight !== undefined || (t - this.lastAttemptAt >= this.opts.cooldownMs && !this.inBackoff(t))
+    );
   }
 
   /** The cached key set (its identity changes with every successful fetch). */
@@ -210,9 +219,7 @@ export class JwksClient {
    * true when the keys were replaced, so the token is worth verifying again.
    */
   async refetchAfterBadSignature(): Promise<boolean> {
-    const t = this.opts.now();
-    if (this.inflight === undefined && (t - this.lastAttemptAt < this.opts.cooldownMs || this.inBackoff(t)))
-      return false;
+    if (!this.mayRefetch()) return false;
     const before = this.local;
     await this.refresh().catch(() => undefined);
     return this.local !== before;

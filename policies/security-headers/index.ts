@@ -65,10 +65,10 @@ const schema = policyBlock(
  * Whether an upstream's X-Frame-Options protects at all. Browsers (HTML, "check a navigation
  * response's adherence to X-Frame-Options") take the set of its lowercased values: more than
  * one distinct value (two conflicting headers, `DENY, SAMEORIGIN`) or one other than `deny` or
- * `sameorigin` (`ALLOW-FROM …`, `ALLOWALL`, a typo) lets any site frame the page.
+ * `sameorigin` (`ALLOW-FROM …`, `ALLOWALL`, a typo) lets any site frame the page. `values`:
+ * {@link framingValues} of the field.
  */
-function framingProtected(value: string | string[] | number): boolean {
-  const values = framingValues(value);
+function framingProtected(values: ReadonlySet<string>): boolean {
   if (values.size !== 1) return false;
   const only = values.values().next().value;
   return only === 'deny' || only === 'sameorigin';
@@ -123,11 +123,13 @@ export const securityHeaders: PolicyFactory<typeof schema> = {
           const upstream = h[name];
           // keep the upstream's own value (override_upstream: false), unless browsers ignore it
           if (!override && upstream !== undefined) {
-            if (name !== 'x-frame-options' || framingProtected(upstream)) continue;
+            if (name !== 'x-frame-options') continue;
+            const values = framingValues(upstream);
+            if (framingProtected(values)) continue;
             // an X-Frame-Options browsers ignore (conflicting values, ALLOW-FROM …) is
             // replaced; when the service asked for DENY among them, DENY it is, not the
             // configured value when that one is looser
-            if (framingValues(upstream).has('deny')) {
+            if (values.has('deny')) {
               h[name] = 'DENY';
               continue;
             }
