@@ -30,7 +30,9 @@ import {
 } from './charmask.js';
 import { VALUE_DETECTORS, REQUEST_DETECTORS, type Evidence, type ValueDetector } from './detectors/index.js';
 import {
+  REQUEST_NEEDS,
   TOKEN,
+  requestFeatures,
   type RequestFacts,
   type ProtocolSettings,
   type RequestDetector,
@@ -208,6 +210,8 @@ interface CompiledRule {
   readonly request?: RequestDetector;
   /** a request rule whose verdict depends on the body (re-run in the body phase) */
   readonly bodyAware?: boolean;
+  /** a request rule that cannot fire on a request without one of these features (protocol.ts requestFeatures; 0: always runs) */
+  readonly needs?: number;
   /** the rule can only match a transformed value holding one of these characters */
   readonly gate?: CharMask;
   readonly gateKey?: string;
@@ -355,6 +359,8 @@ export interface Engine {
   /** header plans by lowercased header name; `*` holds the plans of rules on every header */
   readonly headerPlans: ReadonlyMap<string, PlanSet>;
   readonly requestRules: readonly CompiledRule[];
+  /** the features (protocol.ts requestFeatures) some request rule needs */
+  readonly headNeeds: number;
   readonly exclusions: readonly CompiledExclusion[];
   readonly protocol: ProtocolSettings;
   readonly skipHeaders: ReadonlySet<string>;
@@ -798,6 +804,7 @@ export function compileEngine(opts: EngineOptions): Engine {
         ...base,
         request: REQUEST_DETECTORS[r.detector],
         bodyAware: BODY_AWARE_DETECTORS.has(r.detector),
+        needs: REQUEST_NEEDS[r.detector] ?? 0,
       });
   }
   // one object shape for every rule: the walk reads their fields without polymorphic lookups
@@ -852,6 +859,7 @@ export function compileEngine(opts: EngineOptions): Engine {
     plansByKind,
     headerPlans,
     requestRules,
+    headNeeds: requestRules.reduce((n, r) => n | r.needs!, 0),
     exclusions: opts.exclusions.map(compileExclusion),
     protocol: {
       // tokens only: a request method found here needs no token test (protocol.ts method_allowlist)
@@ -883,6 +891,7 @@ function uniformRule(r: Full): Full {
     detector: r.detector,
     request: r.request,
     bodyAware: r.bodyAware,
+    needs: r.needs,
     gate: r.gate,
     gateKey: r.gateKey,
     gateSubs: r.gateSubs,
@@ -2239,9 +2248,15 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
     methodOverride: methodOverrideOf(head, body),
     targetEscapesValid: walk.targetEscapesValid,
   };
+  // what the request holds that some check looks at: a check that needs none of it is not
+  // called. (The body phase runs its few checks as they are: the pass over the header list
+  // costs more than it would save there.)
+  const features = body === undefined ? requestFeatures(facts, e.protocol, e.headNeeds) : -1;
   for (const r of e.requestRules) {
     // in the body phase, only the checks whose verdict can change once the body is known
     if (body !== undefined && !r.bodyAware) continue;
+    const needs = r.needs!;
+    if (needs !== 0 && (features & needs) === 0) continue;
     const note = r.request!(facts, e.protocol);
     if (note) walk.add(r, 'request', 'request', note.slice(0, 40));
   }

@@ -64,11 +64,19 @@ function header(r: RequestFacts, name: string): string | undefined {
 }
 
 /**
- * `raw.toLowerCase() === name` for an ASCII lower-case `name`, without lower-casing names of
- * another length (lower-casing never shortens a string, and only lengthens it with U+0307).
+ * `raw.toLowerCase() === name` for an ASCII lower-case `name`, without building a string: of
+ * the characters that lower-case to ASCII, only A–Z and the Kelvin sign U+212A (to `k`) do so
+ * without changing the length (U+0130 becomes two code units).
  */
 function isName(raw: string, name: string): boolean {
-  return raw.length === name.length && (raw === name || raw.toLowerCase() === name);
+  const n = name.length;
+  if (raw.length !== n) return false;
+  for (let i = 0; i < n; i++) {
+    const c = raw.charCodeAt(i);
+    const l = name.charCodeAt(i);
+    if (c !== l && !(c >= 65 && c <= 90 && c + 32 === l) && !(c === 0x212a && l === 107)) return false;
+  }
+  return true;
 }
 
 export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -300,6 +308,125 @@ const ABSOLUTE_FORM = /^https?:\/\/[^/?#]+/i;
 
 /** `host[:port]`: reg-name characters or a bracketed IPv6 literal, and up to five port digits. */
 const HOST_SYNTAX = /^(?:[A-Za-z0-9._~!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+/**
+ * Bits of {@link requestFeatures}: what a request holds that some request detector looks at.
+ * A detector that cannot fire without one of its {@link REQUEST_NEEDS} bits is not called for
+ * a request that has none of them (the usual GET has almost none).
+ */
+export const FEATURE_METHOD = 1 << 0; // a method outside the allowlist's exact spelling
+export const FEATURE_TARGET_PERCENT = 1 << 1; // the target's escapes are not known valid
+export const FEATURE_FORM = 1 << 2; // a urlencoded body
+export const FEATURE_PATH_PERCENT = 1 << 3; // a `%` before the `?`
+export const FEATURE_FRAMING = 1 << 4; // Content-Length, Transfer-Encoding, Connection, several Host
+export const FEATURE_HOST_ADDRESS = 1 << 5; // a Host starting with a digit or `[`
+export const FEATURE_BODY = 1 << 6; // a body length above 0, or a Transfer-Encoding
+export const FEATURE_CONTENT_TYPE = 1 << 7;
+export const FEATURE_ACCEPT = 1 << 8; // an Accept value that is blank or holds `=`
+export const FEATURE_CONTENT_ENCODING = 1 << 9;
+export const FEATURE_RANGE = 1 << 10; // Range or Request-Range
+export const FEATURE_CACHE_CONTROL = 1 << 11;
+export const FEATURE_HEADER_PERCENT = 1 << 12; // a `%` in a header value
+export const FEATURE_ARGS = 1 << 13; // more arguments than allowed, or some left uninspected
+export const FEATURE_JSON = 1 << 14; // a JSON body nested too deep, or a constructor.prototype path
+export const FEATURE_OVERRIDE = 1 << 15; // a `_method` parameter asking for another method
+
+/**
+ * The {@link requestFeatures} bits without which a detector cannot fire (it is skipped when the
+ * request has none of them); 0 or absent: it always runs. Each entry is a necessary condition
+ * of its detector's finding: a property test compares every detector's verdict with and without
+ * the skip over generated requests.
+ */
+export const REQUEST_NEEDS: Readonly<Record<string, number>> = {
+  method_allowlist: FEATURE_METHOD,
+  invalid_percent_encoding: FEATURE_TARGET_PERCENT | FEATURE_FORM,
+  iis_unicode_escape: FEATURE_TARGET_PERCENT | FEATURE_FORM,
+  overlong_target: FEATURE_TARGET_PERCENT,
+  path_utf8: FEATURE_PATH_PERCENT,
+  framing_headers: FEATURE_FRAMING,
+  ip_host: FEATURE_HOST_ADDRESS,
+  arg_count: FEATURE_ARGS,
+  json_depth: FEATURE_JSON,
+  prototype_path: FEATURE_JSON,
+  method_override: FEATURE_OVERRIDE,
+  body_on_get: FEATURE_BODY,
+  content_type: FEATURE_BODY,
+  content_type_params: FEATURE_CONTENT_TYPE,
+  accept_charset: FEATURE_ACCEPT,
+  content_encoding: FEATURE_CONTENT_ENCODING,
+  range_header: FEATURE_RANGE,
+  cache_control: FEATURE_CACHE_CONTROL,
+  empty_accept: FEATURE_ACCEPT,
+  header_escapes: FEATURE_HEADER_PERCENT,
+};
+
+/**
+ * The {@link REQUEST_NEEDS} features of a request, from its facts and one pass over its raw
+ * header list (names compared only when their length can match). `headers` is derived from
+ * `rawHeaders` (Node's parser, the HTTP/2 adapter and the replay all build both), so a header
+ * present in one has a raw entry. The header values are searched for `%` only when `wanted`
+ * holds {@link FEATURE_HEADER_PERCENT}.
+ */
+export function requestFeatures(r: RequestFacts, s: ProtocolSettings, wanted: number): number {
+  let f = 0;
+  if (!s.allowedMethods.has(r.method)) f |= FEATURE_METHOD;
+  if (r.targetEscapesValid !== true) f |= FEATURE_TARGET_PERCENT;
+  if (r.rawForm !== undefined) f |= FEATURE_FORM;
+  const t = r.target;
+  const pct = t.indexOf('%');
+  if (pct >= 0) {
+    const q = t.indexOf('?');
+    if (q < 0 || pct < q) f |= FEATURE_PATH_PERCENT;
+  }
+  if (r.bodyLength > 0) f |= FEATURE_BODY;
+  if (r.argCount > s.maxArgs || r.truncated === true) f |= FEATURE_ARGS;
+  if (r.jsonTooDeep === true || r.prototypePath === true) f |= FEATURE_JSON;
+  if (r.methodOverride !== undefined) f |= FEATURE_OVERRIDE;
+  const raw = r.rawHeaders;
+  const percent = (wanted & FEATURE_HEADER_PERCENT) !== 0;
+  let hosts = 0;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const n = raw[i]!;
+    const v = raw[i + 1]!;
+    if (percent && v.indexOf('%') >= 0) f |= FEATURE_HEADER_PERCENT;
+    switch (n.length) {
+      case 4:
+        if (isName(n, 'host')) {
+          hosts++;
+          const c = v.trimStart().charCodeAt(0);
+          if ((c >= 48 && c <= 57) || c === 91) f |= FEATURE_HOST_ADDRESS;
+        }
+        break;
+      case 5:
+        if (isName(n, 'range')) f |= FEATURE_RANGE;
+        break;
+      case 6:
+        if (isName(n, 'accept') && (v.trim() === '' || v.indexOf('=') >= 0)) f |= FEATURE_ACCEPT;
+        break;
+      case 10:
+        if (isName(n, 'connection')) f |= FEATURE_FRAMING;
+        break;
+      case 12:
+        if (isName(n, 'content-type')) f |= FEATURE_CONTENT_TYPE;
+        break;
+      case 13:
+        if (isName(n, 'cache-control')) f |= FEATURE_CACHE_CONTROL;
+        else if (isName(n, 'request-range')) f |= FEATURE_RANGE;
+        break;
+      case 14:
+        if (isName(n, 'content-length')) f |= FEATURE_FRAMING;
+        break;
+      case 16:
+        if (isName(n, 'content-encoding')) f |= FEATURE_CONTENT_ENCODING;
+        break;
+      case 17:
+        if (isName(n, 'transfer-encoding')) f |= FEATURE_FRAMING | FEATURE_BODY;
+        break;
+    }
+  }
+  if (hosts > 1) f |= FEATURE_FRAMING;
+  return f;
+}
 
 export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   /** The method is not a token or not in the allowlist. */

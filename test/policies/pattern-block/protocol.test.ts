@@ -10,6 +10,8 @@ import {
   PERCENT_OVERLONG,
   percentFindings,
   REQUEST_DETECTORS,
+  REQUEST_NEEDS,
+  requestFeatures,
   type ProtocolSettings,
   type RequestFacts,
 } from '../../../policies/pattern-block/detectors/protocol.js';
@@ -324,5 +326,161 @@ t.test('the detectors answer the common requests by their shortcuts, and the res
   const ov = REQUEST_DETECTORS.overlong_target!;
   t.equal(ov(facts([], 'GET', '/%c0%ae%c0%ae/'), settings), 'overlong or %u-escaped separator');
   t.equal(ov(facts([], 'GET', '/c0ae/'), settings), undefined);
+  t.end();
+});
+
+t.test('a check is only skipped when it could not have fired: requestFeatures holds what each needs', (t) => {
+  // names in several cases (and with the Kelvin sign, which lower-cases to k), values that make
+  // each check fire and values that do not
+  const names = [
+    'Host',
+    'HOST',
+    'host',
+    'Content-Length',
+    'content-length',
+    'Transfer-Encoding',
+    'Connection',
+    'Accept',
+    'ACCEPT',
+    'Range',
+    'Request-Range',
+    'Cache-Control',
+    'Content-Type',
+    'Content-Encoding',
+    'User-Agent',
+    'Cookie',
+    'Referer',
+    'X-Note',
+    'Origin',
+    'Accept-Charset',
+    'Authorization',
+    'Sec-Fetch-Mode',
+    'Hos\u212a',
+    'Ran\u212ae',
+  ];
+  const values = [
+    '',
+    ' ',
+    'a',
+    'example.com',
+    'example.com:8080',
+    '1.2.3.4',
+    ' 1.2.3.4',
+    '[::1]',
+    '0x7f000001',
+    '12',
+    '1, 2',
+    'chunked',
+    'gzip',
+    'identity',
+    'close',
+    'keep-alive',
+    'close, keep-alive',
+    'a=b',
+    'text/html; charset=utf-7',
+    'text/html;q=0.9',
+    '*/*',
+    'application/json',
+    'application/json; charset=utf-16',
+    'multipart/form-data; boundary=x',
+    'text/plain; boundary=x',
+    'bytes=1-2',
+    'bytes=5-1',
+    '1-2',
+    'no-cache',
+    'no-cachex',
+    'max-age=0',
+    '%60id%60',
+    '%3Cx',
+    '100%',
+    'Mozilla/5.0 AppleWebKit',
+    'k=a%7Cb',
+  ];
+  const targets = [
+    '/',
+    '/a?b=c',
+    '/a%2e?x',
+    '/%c0%ae%c0%ae/',
+    '/a?x=%u003c',
+    '/%FF',
+    '*',
+    'http://x/y',
+    '/a b',
+    '/a?%zz',
+  ];
+  const arb = fc.record({
+    method: fc.constantFrom('GET', 'POST', 'HEAD', 'OPTIONS', 'get', 'PUT', 'G ET', 'DELETE'),
+    target: fc.constantFrom(...targets),
+    raw: fc.array(fc.tuple(fc.constantFrom(...names), fc.constantFrom(...values)), { maxLength: 8 }),
+    bodyLength: fc.constantFrom(0, 0, 7),
+    mediaType: fc.constantFrom('', 'application/json', 'text/html'),
+    rawForm: fc.constantFrom(undefined, undefined, 'a=b', 'a=%zz', 'a=%u003c'),
+    argCount: fc.constantFrom(0, 3, 600),
+    truncated: fc.boolean(),
+    jsonTooDeep: fc.boolean(),
+    prototypePath: fc.boolean(),
+    methodOverride: fc.constantFrom(undefined, undefined, 'PUT'),
+    targetEscapesValid: fc.boolean(),
+    httpVersion: fc.constantFrom('1.1', '1.0'),
+  });
+  const fired = new Set<string>();
+  const skipped = new Set<string>();
+  let wrong = 0;
+  fc.assert(
+    fc.property(arb, (g) => {
+      const base = facts(g.raw.flat(), g.method, g.target);
+      // the walk only knows a target's escapes valid when they are
+      const valid = g.targetEscapesValid && percentFindings(g.target) === 0;
+      const f: RequestFacts = {
+        ...base,
+        httpVersion: g.httpVersion,
+        bodyLength: g.bodyLength,
+        mediaType: g.mediaType,
+        rawForm: g.rawForm,
+        argCount: g.argCount,
+        truncated: g.truncated,
+        jsonTooDeep: g.jsonTooDeep,
+        prototypePath: g.prototypePath,
+        methodOverride: g.methodOverride,
+        targetEscapesValid: valid,
+      };
+      const features = requestFeatures(f, settings, -1);
+      for (const [name, d] of Object.entries(REQUEST_DETECTORS)) {
+        const needs = REQUEST_NEEDS[name] ?? 0;
+        const note = d(f, settings);
+        if (note !== undefined) fired.add(name);
+        if (needs !== 0 && (features & needs) === 0) {
+          skipped.add(name);
+          if (note !== undefined) wrong++;
+        }
+      }
+      return wrong === 0;
+    }),
+    { numRuns: 20000, seed: 14 },
+  );
+  t.equal(wrong, 0, 'no skipped check would have fired');
+  // every check with needs fired on some request, and was skipped on another
+  for (const name of Object.keys(REQUEST_NEEDS)) {
+    t.ok(fired.has(name), `${name} fired`);
+    t.ok(skipped.has(name), `${name} skipped`);
+  }
+  t.end();
+});
+
+t.test('header names match in any ASCII case, as toLowerCase() reads them, and no look-alike', (t) => {
+  const fr = REQUEST_DETECTORS.framing_headers!;
+  t.equal(fr(facts(['hOsT', 'a', 'HOST', 'b']), settings), 'several Host headers');
+  t.equal(
+    fr(facts(['Content-Length', '1', 'TRANSFER-ENCODING', 'chunked']), settings),
+    'Content-Length with Transfer-Encoding',
+  );
+  t.equal(fr(facts(['cONNECTION', 'close, Keep-Alive']), settings), 'Connection close and keep-alive');
+  // U+0130 lower-cases to two code units, U+212A to k: neither spells these names
+  t.equal(fr(facts(['Connect\u0130on', 'close, keep-alive']), settings), undefined);
+  t.equal(fr(facts(['Hos\u212a', 'a', 'Host', 'b']), settings), undefined);
+  t.equal(
+    fr(facts(['Content-Length', '1', 'Content-Length', '1']), settings),
+    'several or malformed Content-Length',
+  );
   t.end();
 });
