@@ -299,9 +299,12 @@ const COMMON_CACHE_CONTROL = new Set(['no-cache', 'max-age=0', 'no-store']);
 // The detectors' patterns are compiled once, here: a regex literal in a function body makes
 // a new RegExp object each time the function runs.
 
-/** A control character, space or DEL (none may stand in a request target, RFC 9112 §3.2). */
+/**
+ * A target without a control character, space or DEL (none may stand in a request target,
+ * RFC 9112 §3.2). (V8 runs an anchored class loop faster than a search for the class.)
+ */
 // eslint-disable-next-line no-control-regex
-const TARGET_CONTROL = /[\x00-\x20\x7f]/;
+const TARGET_WITHOUT_CONTROL = /^[^\x00-\x20\x7f]*$/;
 
 /** The scheme and authority of an absolute-form target. */
 const ABSOLUTE_FORM = /^https?:\/\/[^/?#]+/i;
@@ -443,7 +446,7 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   /** Request-target form: origin-form `/…`, `*` only for OPTIONS, absolute-form only http(s); no whitespace or controls. */
   request_line: (r) => {
     const t = r.target;
-    if (TARGET_CONTROL.test(t)) return 'control character or space in the request target';
+    if (!TARGET_WITHOUT_CONTROL.test(t)) return 'control character or space in the request target';
     if (t === '*') return r.method === 'OPTIONS' ? undefined : 'asterisk-form outside OPTIONS';
     if (t.startsWith('/')) return undefined;
     if (ABSOLUTE_FORM.test(t)) return undefined;
