@@ -28,7 +28,13 @@ import {
   HI_UPPER,
   type CharMask,
 } from './charmask.js';
-import { VALUE_DETECTORS, REQUEST_DETECTORS, type Evidence, type ValueDetector } from './detectors/index.js';
+import {
+  VALUE_DETECTORS,
+  VALUE_DETECTOR_NEEDS,
+  REQUEST_DETECTORS,
+  type Evidence,
+  type ValueDetector,
+} from './detectors/index.js';
 import {
   REQUEST_NEEDS,
   TOKEN,
@@ -217,7 +223,7 @@ interface CompiledRule {
   readonly gateKey?: string;
   /** and at least one of these substrings (one literal alternation, checked after the character gate) */
   readonly gateSubs?: RegExp;
-  /** requirement id of the literals every match of the regex holds (see literals.ts), or -1 */
+  /** requirement id of the literals every match of the regex (or finding of the detector) holds (see literals.ts), or -1 */
   readonly lits?: number;
   /** requirement id of the `requires_any` substrings (folded), or -1 */
   readonly subsLits?: number;
@@ -325,6 +331,8 @@ interface PlanSet {
   /** per fast regex: the requirement id of its rules' literals (-1: none) */
   readonly fastLits: Int32Array;
   readonly fastDetectors: readonly ValueDetector[];
+  /** requirement id of the literals each fast detector needs (or -1) */
+  readonly fastDetectorLits: Int32Array;
   readonly fastOk: boolean;
   /** every plan reduces to a variant on stable values (so the transform trie can be skipped for them) */
   readonly stableOk: boolean;
@@ -660,7 +668,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
       litsOnly: list.every((r) => r.regex !== undefined) && groups.every((g) => g.lits >= 0),
       pre: Int32Array.from([
         ...groups.flatMap((g) => preEntry(g.gate, g.lits, g.subsLits)),
-        ...list.filter((r) => r.detector).flatMap((r) => preEntry(r.gate, -1, -1)),
+        ...list.filter((r) => r.detector).flatMap((r) => preEntry(r.gate, r.lits ?? -1, -1)),
       ]),
     });
   }
@@ -700,6 +708,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
   const fast = fastList.map((f) => f.regex);
   const fastLits = Int32Array.from(fastList.map((f) => f.lits));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
+  const fastDetectorLits = Int32Array.from(ungated.filter((r) => r.detector).map((r) => r.lits ?? -1));
   // (the compiled `names` patterns have flag `i` only: testing them keeps no state)
   const nameTests: RegExp[] = [];
   for (const r of rules)
@@ -732,6 +741,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     fast,
     fastLits,
     fastDetectors,
+    fastDetectorLits,
     fastOk,
     stableOk: plans.every((p) => p.stableVariant >= 0 || p.stableFallback),
     stableNonAsciiOk: rules.every((r) => {
@@ -797,9 +807,16 @@ export function compileEngine(opts: EngineOptions): Engine {
         lits: lits.add(litList),
         ...(r.requiresAny !== undefined ? { subsList: r.requiresAny.map(foldLiteral) } : {}),
       });
-    } else if (r.detector !== undefined && VALUE_DETECTORS[r.detector])
-      selected.push({ ...base, detector: VALUE_DETECTORS[r.detector] });
-    else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector])
+    } else if (r.detector !== undefined && VALUE_DETECTORS[r.detector]) {
+      // the substrings a value the detector fires on holds one of (checked like a regex's literals)
+      const litList = VALUE_DETECTOR_NEEDS[r.detector]?.map(foldLiteral);
+      selected.push({
+        ...base,
+        detector: VALUE_DETECTORS[r.detector],
+        ...(litList !== undefined ? { litList } : {}),
+        lits: lits.add(litList),
+      });
+    } else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector])
       selected.push({
         ...base,
         request: REQUEST_DETECTORS[r.detector],
@@ -1468,7 +1485,17 @@ class Walk {
           break;
         }
       }
-      if (!hit) for (const d of set.fastDetectors) if (detectIn(d, l, this.max)) hit = true;
+      if (!hit) {
+        const fd = set.fastDetectors;
+        for (let i = 0; i < fd.length; i++) {
+          const dl = set.fastDetectorLits[i]!;
+          if (dl >= 0 && !this.holds(0, dl)) continue;
+          if (detectIn(fd[i]!, l, this.max)) {
+            hit = true;
+            break;
+          }
+        }
+      }
       if (!hit) return;
     }
     const plans = set.plans;
@@ -1647,6 +1674,9 @@ class Walk {
     for (const r of plan.detectorRules) {
       if (r.names !== undefined && !r.names.test(leaf)) continue;
       if (r.gate !== undefined && !passes(tm, r.gate)) continue;
+      // (a detector's literals are only checked on a scan already made: its own gates cost
+      // less than a scan of a transformed value)
+      if (r.lits! >= 0 && slot >= 0 && !this.holds(slot, r.lits!)) continue;
       if (r.gateSubs !== undefined && execIn(r.gateSubs, t, this.max) === null) continue;
       const ev = detectIn(r.detector!, t, this.max);
       if (ev) {

@@ -1,4 +1,4 @@
-import { detectSqli } from './sqli.js';
+import { detectSqli, SQL_NEEDS_ANY } from './sqli.js';
 import { detectXss } from './xss.js';
 import { REQUEST_DETECTORS } from './protocol.js';
 
@@ -22,6 +22,14 @@ export const VALUE_DETECTORS: Readonly<Record<string, ValueDetector>> = {
     const r = detectXss(v);
     return r ? { at: r.at, note: r.reason } : undefined;
   },
+};
+
+/**
+ * Substrings of which every value a detector fires on holds one (matched in any case): the
+ * engine skips the detector on a value its literal prefilter found none of in.
+ */
+export const VALUE_DETECTOR_NEEDS: Readonly<Record<string, readonly string[]>> = {
+  sqli: SQL_NEEDS_ANY,
 };
 
 /** Every detector name a rule may use. */

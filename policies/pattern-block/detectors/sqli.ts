@@ -39,7 +39,6 @@ const STATEMENT = new Set([
 const KEYWORDS = new Set([
   'where',
   'by',
-  'order',
   'group',
   'having',
   'limit',
@@ -843,6 +842,26 @@ const SQL_LOGIC = /\b(?:and|or|xor)\b/;
 const SQL_LOGIC_OPERAND = /\d|\b(?:like|rlike|regexp|sounds|between|is|in|div|mod)\b/;
 
 /**
+ * Substrings of which a value {@link detectSqli} finds SQL in holds at least one (the gates
+ * above, read as plain substrings: a character of {@link SQL_GATE_CHARS}, `--`, `/*`, or a
+ * word of {@link SQL_GATE_WORDS} or {@link SQL_LOGIC}, matched in any case: `or` covers `xor` and `order`). The engine's
+ * literal prefilter, which has scanned the value already, skips the detector on a value
+ * without any (a test checks the list against the gates).
+ */
+export const SQL_NEEDS_ANY: readonly string[] = [
+  ...`'"\`()=<>!|&#@;`,
+  '--',
+  '/*',
+  'union',
+  'select',
+  'where',
+  'having',
+  'group',
+  'and',
+  'or',
+];
+
+/**
  * Without any of those characters, only keyword shapes can fire: UNION SELECT, SELECT … FROM,
  * WHERE/HAVING clauses, ORDER BY n, and a logical operator with a number or an operator word.
  */
@@ -940,9 +959,19 @@ const CFU_CLASS: Uint8Array = (() => {
 export function cannotFireUnquoted(s: string): boolean {
   const n = s.length;
   let i = 0;
-  while (i < n && (s.charCodeAt(i) <= 32 || s.charCodeAt(i) === 0xa0)) i++;
-  // the first token: `)` starts a parenthesis break; `*/` is skipped without a token
-  if (s.charCodeAt(i) === 41 || (s.charCodeAt(i) === 42 && s.charCodeAt(i + 1) === 47)) return false;
+  // the first token: `)` starts a parenthesis break. Whitespace, closed comments (whitespace to
+  // the tokenizer: `/**/) > 1`) and a stray `*/` come before it without a token.
+  for (;;) {
+    while (i < n && (s.charCodeAt(i) <= 32 || s.charCodeAt(i) === 0xa0)) i++;
+    const c = s.charCodeAt(i);
+    if (c === 42 && s.charCodeAt(i + 1) === 47) i += 2;
+    else if (c === 47 && s.charCodeAt(i + 1) === 42 && s.charCodeAt(i + 2) !== 33) {
+      const end = s.indexOf('*/', i + 2);
+      if (end < 0) break;
+      i = end + 2;
+    } else break;
+  }
+  if (s.charCodeAt(i) === 41) return false;
   let run = -1;
   /** whether a `/*` occurred (a `#` after one may be inside that comment) */
   let blockComment = false;

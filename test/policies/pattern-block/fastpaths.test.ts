@@ -576,6 +576,12 @@ t.test('the SQL detector shortcut for unquoted values decides what tokenizing de
   t.notOk(cannotFireUnquoted('*/) or x'));
   t.notOk(cannotFireUnquoted('\u00a0union select 1'));
   t.notOk(cannotFireUnquoted('/*!50000union*/ /*!50000select*/ 1'));
+  // a closed comment is whitespace to the tokenizer: the `)` after it is the first token
+  for (const v of ['/**/)>\u00e9', ' /**/ ) > 1', '/*a*/ /*b*/)>1', '/*a*/*/)>1', '*/)>1']) {
+    t.notOk(cannotFireUnquoted(v), v);
+    t.ok(detectSqli(v), v);
+  }
+  t.ok(cannotFireUnquoted('/*a)*/ x > 1'));
   const fragment = fc.constantFrom(
     ...[
       'union',

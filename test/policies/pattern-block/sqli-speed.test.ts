@@ -5,6 +5,7 @@ import {
   detectSqli,
   fingerprintOf,
   sqliContexts,
+  SQL_NEEDS_ANY,
   tokenize,
 } from '../../../policies/pattern-block/detectors/sqli.js';
 import { contextsLikePlain, judgesLikeExhaustive } from '../../helpers/sqli.js';
@@ -146,3 +147,35 @@ t.test('the fingerprint made without tokens is that of the tokens', async (t) =>
   t.equal(fingerprintOf(long, 'none'), 'n'.repeat(48), 'at most 48 tokens');
   t.equal(fingerprintOf("x' or sleep(5)#", "'"), 's&f(1)c');
 });
+
+t.test(
+  'every value the SQL detector fires on holds one of SQL_NEEDS_ANY (the prefilter may skip the rest)',
+  async (t) => {
+    const holdsNeed = (v: string) => {
+      const l = v.toLowerCase();
+      return SQL_NEEDS_ANY.some((n) => l.includes(n));
+    };
+    // values rich in SQL shapes, and values made only of fragments without any of the substrings
+    // (numbers, operators words, function names, prose, whitespace)
+    const plain = SQL_FRAGMENTS.filter((f) => !holdsNeed(f));
+    t.ok(plain.length > 40, `${plain.length} fragments hold none`);
+    let fired = 0;
+    let firedWithout = 0;
+    for (const pool of [SQL_FRAGMENTS, plain])
+      fc.assert(
+        fc.property(fc.array(fc.constantFrom(...pool), { maxLength: 12 }), (parts) => {
+          const v = parts.join('');
+          const found = detectSqli(v) !== undefined || detectSqli(v, true) !== undefined;
+          if (found) fired++;
+          if (found && !holdsNeed(v)) firedWithout++;
+          return !found || holdsNeed(v);
+        }),
+        { numRuns: 30000 },
+      );
+    t.ok(fired > 2000, `${fired} values fired`);
+    t.equal(firedWithout, 0);
+    t.equal(detectSqli('1 like 2 between 3'), undefined);
+    for (const v of ['sleep(5)', "1'", 'x;select 1', '1 -- x', 'a/*b*/', '1 OR 2#', 'UNION SELECT 1'])
+      t.equal(holdsNeed(v), true, v);
+  },
+);
