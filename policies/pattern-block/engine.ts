@@ -51,6 +51,7 @@ import {
   scanLiteralsAndMask,
   scanLiteralsMaskAndSkipping,
   scanLiteralsSkipping,
+  scanLiteralsCompressing,
   foldCode,
   lowerScansAlike,
   type LiteralScanner,
@@ -286,6 +287,11 @@ interface Plan {
    */
   readonly pre: Int32Array;
 }
+
+/** How a slot of the literal scan read its string (see Walk.scanInto). */
+const SCAN_PLAIN = 0;
+const SCAN_SKIPPING = 1;
+const SCAN_COMPRESSING = 2;
 
 /** Numbers per entry of {@link Plan.pre}. */
 const PRE_STRIDE = 5;
@@ -1220,7 +1226,7 @@ const walkScratch = {
   tmask: { lo: 0, hi: 0 } as CharMask,
   variants: ['', '', '', '', '', ''],
   scanStr: [] as string[],
-  scanSkips: [] as boolean[],
+  scanMode: [] as number[],
   scanStamp: [] as number[],
   jsonSegs: [] as (string | number)[],
 };
@@ -1240,8 +1246,8 @@ class Walk {
   readonly variants = walkScratch.variants;
   /** strings of the current value scanned by the literal prefilter (slot k), with their stamps */
   private readonly scanStr = walkScratch.scanStr;
-  /** whether slot k holds the scan of its string without whitespace */
-  private readonly scanSkips = walkScratch.scanSkips;
+  /** how slot k scanned its string: as it is, without whitespace, or with whitespace runs compressed (SCAN_*) */
+  private readonly scanMode = walkScratch.scanMode;
   readonly scanStamp = walkScratch.scanStamp;
   private nScan = 0;
   /**
@@ -1408,18 +1414,28 @@ class Walk {
    */
   private scanOf(t: string): number {
     const n = this.nScan;
-    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && !this.scanSkips[k]) return k;
-    return this.scanInto(t, false);
+    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && this.scanMode[k] === SCAN_PLAIN) return k;
+    return this.scanInto(t, SCAN_PLAIN);
   }
 
   /** A slot holding the scan of `t` without its whitespace (what scanning `removeWhitespace(t)` gives). */
   private scanSkippingWhitespace(t: string): number {
     const n = this.nScan;
-    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && this.scanSkips[k]) return k;
-    return this.scanInto(t, true);
+    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && this.scanMode[k] === SCAN_SKIPPING) return k;
+    return this.scanInto(t, SCAN_SKIPPING);
   }
 
-  private scanInto(t: string, skipWs: boolean): number {
+  /**
+   * A slot holding the scan of `t` with each run of whitespace read as one space (what
+   * scanning `compressWhitespaceRuns(t)` gives), without building that string.
+   */
+  private scanCompressingWhitespace(t: string): number {
+    const n = this.nScan;
+    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && this.scanMode[k] === SCAN_COMPRESSING) return k;
+    return this.scanInto(t, SCAN_COMPRESSING);
+  }
+
+  private scanInto(t: string, mode: number): number {
     const n = this.nScan;
     const size = this.engine.literals.size;
     if ((n + 1) * size > litScan.hit.length) {
@@ -1428,9 +1444,12 @@ class Walk {
       litScan.hit = grown;
     }
     const stamp = ++litScan.stamp;
-    if (skipWs) scanLiteralsSkipping(this.engine.literals, t, litScan.hit, stamp, n * size, WS_UNIT);
+    if (mode === SCAN_SKIPPING)
+      scanLiteralsSkipping(this.engine.literals, t, litScan.hit, stamp, n * size, WS_UNIT);
+    else if (mode === SCAN_COMPRESSING)
+      scanLiteralsCompressing(this.engine.literals, t, litScan.hit, stamp, n * size, WS_UNIT);
     else scanLiterals(this.engine.literals, t, litScan.hit, stamp, n * size);
-    this.scanSkips[n] = skipWs;
+    this.scanMode[n] = mode;
     this.scanStr[n] = t;
     this.scanStamp[n] = stamp;
     this.nScan = n + 1;
@@ -1483,7 +1502,7 @@ class Walk {
     // (compileEngine sized `hit` for this engine's slots 0 and 1 at least)
     const lits = this.engine.literals;
     this.scanStr[0] = v;
-    this.scanSkips[0] = false;
+    this.scanMode[0] = SCAN_PLAIN;
     this.scanStamp[0] = stamp;
     this.nScan = 1;
     if (!set.skipScan) scanLiteralsAndMask(lits, v, litScan.hit, stamp, 0, vm);
@@ -1492,7 +1511,7 @@ class Walk {
     ) {
       // slot 1: the scan of `v` without its whitespace (see scanSkippingWhitespace)
       this.scanStr[1] = v;
-      this.scanSkips[1] = true;
+      this.scanMode[1] = SCAN_SKIPPING;
       this.scanStamp[1] = stamp;
       this.nScan = 2;
     }
@@ -1569,6 +1588,14 @@ class Walk {
         }
         const sv = runs || variant < 4 ? variant : variant & 1;
         if (sv >= 4) {
+          // compressing removes controls and spaces only (a superset signature is safe for gates);
+          // the scan of an ASCII value folds case, so variants 4 and 5 share one, made from
+          // the value without building the compressed string: the plan runs only when one of
+          // its groups or detectors may match
+          tm.lo = vm.lo;
+          tm.hi = sv === 4 ? vm.hi : vm.hi & ~HI_UPPER;
+          if (slot4 < 0) slot4 = this.scanCompressingWhitespace(v);
+          if (!this.mayRun(plan, slot4, tm)) continue;
           if ((have & (1 << sv)) === 0) {
             if ((have & 16) === 0) {
               vals[4] = compressWhitespaceRuns(v);
@@ -1579,12 +1606,8 @@ class Walk {
               have |= 32;
             }
           }
-          // compressing removes controls and spaces only (a superset signature is safe for gates);
-          // the scan of an ASCII value folds case, so variants 4 and 5 share one
-          tm.lo = vm.lo;
-          tm.hi = sv === 4 ? vm.hi : vm.hi & ~HI_UPPER;
           this.scanned = vals[sv]!;
-          slot4 = this.runPlan(plan, vals[sv]!, tm, kind, path, leaf, slot4);
+          this.runPlan(plan, vals[sv]!, tm, kind, path, leaf, slot4);
           continue;
         }
         // the variant's signature (see above)

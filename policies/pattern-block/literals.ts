@@ -655,3 +655,34 @@ export function scanLiteralsSkipping(
     if (skip[c] !== 1) row = step(sc, row, classOf[c]!, hit, base, stamp);
   }
 }
+
+/**
+ * {@link scanLiterals} of `s` with each run of the code units marked in `ws` read as one space:
+ * the scan of the string `compressWhitespaceRuns` would give (every maximal run of
+ * whitespace becomes one space), without building it.
+ */
+export function scanLiteralsCompressing(
+  sc: LiteralScanner,
+  s: string,
+  hit: Int32Array,
+  stamp: number,
+  base: number,
+  ws: Uint8Array,
+): void {
+  const classOf = sc.classOf;
+  const space = classOf[32]!;
+  let row = 0;
+  let inRun = false;
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (ws[c] === 1) {
+      if (inRun) continue;
+      inRun = true;
+      row = step(sc, row, space, hit, base, stamp);
+    } else {
+      inRun = false;
+      row = step(sc, row, classOf[c]!, hit, base, stamp);
+    }
+  }
+}

@@ -363,6 +363,45 @@ t.test(
   },
 );
 
+t.test('whitespace runs are read as one space by the rules that compress them', async (t) => {
+  // the literal scan of a value with tabs, line breaks or double spaces reads each run as one
+  // space for the rules whose transforms compress whitespace, whose literals hold spaces
+  // (`ping `, `is no`, `like `): the engine must find what those rules find on the value
+  const examples = [
+    '1 is\t\tnot\t\tnull',
+    '1 is \n not \r\n null',
+    ';ping\t\t-c 3 evil',
+    "x' or 1\n\nlike\n\n1",
+  ];
+  for (const v of examples) t.ok(viaEngine(v).length > 0, v);
+  agreesWithDirect(
+    t,
+    fc.constantFrom(
+      'is',
+      'not',
+      'null',
+      'ping',
+      '-c 3',
+      'like',
+      'into',
+      'from',
+      'union',
+      'select',
+      '1',
+      "'",
+      ';',
+      ' ',
+      '\t',
+      '\n',
+      '  ',
+      '\r\n',
+      'x',
+    ),
+    9,
+    examples,
+  );
+});
+
 t.test('SQL judge still sees every shape after the fingerprint pre-check', async (t) => {
   for (const a of [
     "' or 'a'='a",

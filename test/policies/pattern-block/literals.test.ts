@@ -8,6 +8,7 @@ import {
   scanLiteralsAndMask,
   scanLiteralsMaskAndSkipping,
   scanLiteralsSkipping,
+  scanLiteralsCompressing,
   foldCode,
   lowerScansAlike,
 } from '../../../policies/pattern-block/literals.js';
@@ -18,7 +19,12 @@ import {
   type Engine,
   type RawRequest,
 } from '../../../policies/pattern-block/engine.js';
-import { TRANSFORMS, WS_UNIT, removeWhitespace } from '../../../policies/pattern-block/transforms.js';
+import {
+  TRANSFORMS,
+  WS_UNIT,
+  compressWhitespaceRuns,
+  removeWhitespace,
+} from '../../../policies/pattern-block/transforms.js';
 import { charMask } from '../../../policies/pattern-block/charmask.js';
 
 /**
@@ -74,7 +80,7 @@ const literalSets = fc.array(
 );
 /** Texts with whitespace of several kinds (runs, tab, NBSP) among letters and punctuation. */
 const scanText = fc.string({
-  unit: fc.constantFrom('a', 'b', 'B', '(', 'ü', ' ', '  ', '\t', '\u00a0', 'x', '%', '<'),
+  unit: fc.constantFrom('a', 'b', 'B', '(', 'ü', ' ', '  ', '\t', '\n', '\r\n', '\u00a0', 'x', '%', '<'),
   maxLength: 24,
 });
 
@@ -117,6 +123,12 @@ t.test('the fused scans equal the scan and the signature they inline', async (t)
       fused.fill(0);
       scanLiterals(sc, removeWhitespace(text), plain, 1);
       scanLiteralsSkipping(sc, text, fused, 1, 0, WS_UNIT);
+      if (plain.join() !== fused.join()) return false;
+      // scanLiteralsCompressing: the scan of the text with its whitespace runs compressed
+      plain.fill(0);
+      fused.fill(0);
+      scanLiterals(sc, compressWhitespaceRuns(text), plain, 1);
+      scanLiteralsCompressing(sc, text, fused, 1, 0, WS_UNIT);
       return plain.join() === fused.join();
     }),
     { numRuns: 3000 },
