@@ -1366,6 +1366,8 @@ class Walk {
   /**
    * A name/value pair. A name that itself holds `=` (an encoded `%3D` that some parsers
    * decode before splitting) is also inspected as `name=value`, split at its first `=`.
+   * Without `rememberValue`, the value is inspected without the clean-value memo (the caller
+   * remembers the pair as a whole).
    */
   pair(
     namePlans: PlanSet | undefined,
@@ -1374,9 +1376,11 @@ class Walk {
     nameKind: string,
     k: string,
     v: string,
+    rememberValue = true,
   ): void {
     this.value(namePlans, nameKind, k, k, k);
-    this.value(valuePlans, kind, k, k, v);
+    if (rememberValue) this.value(valuePlans, kind, k, k, v);
+    else if (valuePlans !== undefined && v.length > 0) this.inspect(valuePlans, kind, k, k, v);
     const eq = v === '' ? k.indexOf('=') : -1;
     if (eq > 0) {
       const sk = k.slice(0, eq);
@@ -1881,7 +1885,8 @@ function walkHead(walk: Walk, head: HeadInput): number {
         const hand = handDecodings.count;
         const k = plain ? rk : urlDecodeOnce(rk, true);
         const v = plain ? rv : urlDecodeOnce(rv, true);
-        walk.pair(qnPlans, qPlans, 'query', 'query_name', k, v);
+        // (a pair the pair memo takes: its value is not remembered apart as well)
+        walk.pair(qnPlans, qPlans, 'query', 'query_name', k, v, raw === undefined);
         if (raw !== undefined && walk.found === before && handDecodings.count === hand)
           e.cleanPairs.put(slot, raw, walk.copyClean);
       }
