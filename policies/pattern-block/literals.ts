@@ -446,7 +446,8 @@ export interface LiteralScanner {
   readonly width: number;
   /**
    * DFA transitions: `delta[state * width + class]` is the next state times `width` (the
-   * offset of its row), bit-inverted (negative) when that state ends a literal
+   * offset of its row), or, when that state ends a literal, the state bit-inverted (negative:
+   * its literals are looked up by state, and its row found by one multiplication)
    */
   readonly delta: Int32Array;
   /** requirement ids ending at a state (its own and its suffixes'): outIds[outStart[s] .. outStart[s+1]] */
@@ -518,7 +519,7 @@ export function buildScanner(reqs: readonly (readonly string[])[]): LiteralScann
   outStart[n] = ids.length;
   for (let k = 0; k < delta.length; k++) {
     const to = delta[k]!;
-    delta[k] = out[to]!.length > 0 ? ~(to * width) : to * width;
+    delta[k] = out[to]!.length > 0 ? ~to : to * width;
   }
   const classOfUnit = new Uint8Array(65536);
   for (let c = 0; c < 65536; c++) classOfUnit[c] = classOf[foldCode(c)]!;
@@ -539,11 +540,10 @@ function step(
 ): number {
   const to = sc.delta[row + cls]!;
   if (to >= 0) return to;
-  const reached = ~to;
-  const st = (reached / sc.width) | 0;
+  const st = ~to;
   const b = sc.outStart[st + 1]!;
   for (let k = sc.outStart[st]!; k < b; k++) hit[base + sc.outIds[k]!] = stamp;
-  return reached;
+  return Math.imul(st, sc.width);
 }
 
 /**
