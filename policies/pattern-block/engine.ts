@@ -228,6 +228,11 @@ interface CompiledRule {
   readonly lits?: number;
   /** requirement id of the `requires_any` substrings (folded), or -1 */
   readonly subsLits?: number;
+  /**
+   * A detector rule with `lits`: it also runs on a value whose signature holds one of these
+   * characters, whatever its literals (protocol of VALUE_DETECTOR_NEEDS)
+   */
+  readonly needsChars?: CharMask;
 }
 
 /** Regex rules of a plan sharing one gate (and flags), with their alternation as a prefilter. */
@@ -288,6 +293,9 @@ interface Plan {
   readonly pre: Int32Array;
 }
 
+/** A signature no value has (a detector's needsChars when it has none). */
+const NO_CHARS: CharMask = { lo: 0, hi: 0 };
+
 /** How a slot of the literal scan read its string (see Walk.scanInto). */
 const SCAN_PLAIN = 0;
 const SCAN_SKIPPING = 1;
@@ -337,8 +345,9 @@ interface PlanSet {
   /** per fast regex: the requirement id of its rules' literals (-1: none) */
   readonly fastLits: Int32Array;
   readonly fastDetectors: readonly ValueDetector[];
-  /** requirement id of the literals each fast detector needs (or -1) */
+  /** requirement id of the literals each fast detector needs (or -1), unless its value holds one of its characters */
   readonly fastDetectorLits: Int32Array;
+  readonly fastDetectorChars: readonly CharMask[];
   readonly fastOk: boolean;
   /** every plan reduces to a variant on stable values (so the transform trie can be skipped for them) */
   readonly stableOk: boolean;
@@ -686,7 +695,11 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
       litsOnly: list.every((r) => r.regex !== undefined) && groups.every((g) => g.lits >= 0),
       pre: Int32Array.from([
         ...groups.flatMap((g) => preEntry(g.gate, g.lits, g.subsLits)),
-        ...list.filter((r) => r.detector).flatMap((r) => preEntry(r.gate, r.lits ?? -1, -1)),
+        // (a detector that also runs on characters of needsChars, whatever its literals, has no
+        // literal requirement here)
+        ...list
+          .filter((r) => r.detector)
+          .flatMap((r) => preEntry(r.gate, r.needsChars === undefined ? (r.lits ?? -1) : -1, -1)),
       ]),
     });
   }
@@ -727,6 +740,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
   const fastLits = Int32Array.from(fastList.map((f) => f.lits));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
   const fastDetectorLits = Int32Array.from(ungated.filter((r) => r.detector).map((r) => r.lits ?? -1));
+  const fastDetectorChars = ungated.filter((r) => r.detector).map((r) => r.needsChars ?? NO_CHARS);
   // (the compiled `names` patterns have flag `i` only: testing them keeps no state)
   const nameTests: RegExp[] = [];
   for (const r of rules)
@@ -760,6 +774,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     fastLits,
     fastDetectors,
     fastDetectorLits,
+    fastDetectorChars,
     fastOk,
     stableOk: plans.every((p) => p.stableVariant >= 0 || p.stableFallback),
     stableNonAsciiOk: rules.every((r) => {
@@ -827,12 +842,14 @@ export function compileEngine(opts: EngineOptions): Engine {
       });
     } else if (r.detector !== undefined && VALUE_DETECTORS[r.detector]) {
       // the substrings a value the detector fires on holds one of (checked like a regex's literals)
-      const litList = VALUE_DETECTOR_NEEDS[r.detector]?.map(foldLiteral);
+      const needs = VALUE_DETECTOR_NEEDS[r.detector];
+      const litList = needs?.substrings.map(foldLiteral);
       selected.push({
         ...base,
         detector: VALUE_DETECTORS[r.detector],
         ...(litList !== undefined ? { litList } : {}),
         lits: lits.add(litList),
+        ...(needs !== undefined ? { needsChars: gateOf(needs.chars) } : {}),
       });
     } else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector])
       selected.push({
@@ -944,6 +961,7 @@ function uniformRule(r: Full): Full {
     gateSubs: r.gateSubs,
     lits: r.lits,
     subsLits: r.subsLits,
+    needsChars: r.needsChars,
     transforms: r.transforms,
     flags: r.flags,
     targets: r.targets,
@@ -1536,7 +1554,7 @@ class Walk {
         const fd = set.fastDetectors;
         for (let i = 0; i < fd.length; i++) {
           const dl = set.fastDetectorLits[i]!;
-          if (dl >= 0 && !this.holds(0, dl)) continue;
+          if (dl >= 0 && !this.holds(0, dl) && !passes(vm, set.fastDetectorChars[i]!)) continue;
           if (detectIn(fd[i]!, l, this.max)) {
             hit = true;
             break;
@@ -1727,7 +1745,8 @@ class Walk {
       if (r.gate !== undefined && !passes(tm, r.gate)) continue;
       // (a detector's literals are only checked on a scan already made: its own gates cost
       // less than a scan of a transformed value)
-      if (r.lits! >= 0 && slot >= 0 && !this.holds(slot, r.lits!)) continue;
+      if (r.lits! >= 0 && slot >= 0 && !this.holds(slot, r.lits!) && !passes(tm, r.needsChars ?? NO_CHARS))
+        continue;
       if (r.gateSubs !== undefined && execIn(r.gateSubs, t, this.max) === null) continue;
       const ev = detectIn(r.detector!, t, this.max);
       if (ev) {

@@ -1,4 +1,4 @@
-import { detectSqli, SQL_NEEDS_ANY } from './sqli.js';
+import { detectSqli, SQL_NEEDS } from './sqli.js';
 import { detectXss } from './xss.js';
 import { REQUEST_DETECTORS } from './protocol.js';
 
@@ -25,11 +25,14 @@ export const VALUE_DETECTORS: Readonly<Record<string, ValueDetector>> = {
 };
 
 /**
- * Substrings of which every value a detector fires on holds one (matched in any case): the
- * engine skips the detector on a value its literal prefilter found none of in.
+ * What every value a detector fires on holds: one of `chars`, or one of `substrings` (matched
+ * in any case). The engine skips the detector on a value that holds none (its signature and
+ * its literal scan tell).
  */
-export const VALUE_DETECTOR_NEEDS: Readonly<Record<string, readonly string[]>> = {
-  sqli: SQL_NEEDS_ANY,
+export const VALUE_DETECTOR_NEEDS: Readonly<
+  Record<string, { readonly chars: string; readonly substrings: readonly string[] }>
+> = {
+  sqli: SQL_NEEDS,
 };
 
 /** Every detector name a rule may use. */

@@ -842,24 +842,19 @@ const SQL_LOGIC = /\b(?:and|or|xor)\b/;
 const SQL_LOGIC_OPERAND = /\d|\b(?:like|rlike|regexp|sounds|between|is|in|div|mod)\b/;
 
 /**
- * Substrings of which a value {@link detectSqli} finds SQL in holds at least one (the gates
- * above, read as plain substrings: a character of {@link SQL_GATE_CHARS}, `--`, `/*`, or a
- * word of {@link SQL_GATE_WORDS} or {@link SQL_LOGIC}, matched in any case: `or` covers `xor` and `order`). The engine's
- * literal prefilter, which has scanned the value already, skips the detector on a value
- * without any (a test checks the list against the gates).
+ * What a value {@link detectSqli} finds SQL in holds at least one of (the gates above, read
+ * plainly): a character of {@link SQL_GATE_CHARS} (`;` for its statement alternative), or a
+ * substring: `--`, `/*`, or a word of {@link SQL_GATE_WORDS} or {@link SQL_LOGIC}, in any
+ * case (`or` covers `xor` and `order`). The engine skips the detector on a value whose
+ * signature has none of the characters and whose literal scan found none of the substrings (a
+ * test checks both lists against the gates). The characters are checked on the signature, not
+ * by the automaton: as literals they would end a match at every quote or parenthesis of every
+ * value scanned.
  */
-export const SQL_NEEDS_ANY: readonly string[] = [
-  ...`'"\`()=<>!|&#@;`,
-  '--',
-  '/*',
-  'union',
-  'select',
-  'where',
-  'having',
-  'group',
-  'and',
-  'or',
-];
+export const SQL_NEEDS: { readonly chars: string; readonly substrings: readonly string[] } = {
+  chars: `'"\`()=<>!|&#@;`,
+  substrings: ['--', '/*', 'union', 'select', 'where', 'having', 'group', 'and', 'or'],
+};
 
 /**
  * Without any of those characters, only keyword shapes can fire: UNION SELECT, SELECT … FROM,
