@@ -229,10 +229,11 @@ interface CompiledRule {
   /** requirement id of the `requires_any` substrings (folded), or -1 */
   readonly subsLits?: number;
   /**
-   * A detector rule with `lits`: it also runs on a value whose signature holds one of these
-   * characters, whatever its literals (protocol of VALUE_DETECTOR_NEEDS)
+   * A detector rule's needs (detectors/index.ts VALUE_DETECTOR_NEEDS), {@link NEED_STRIDE}
+   * numbers per group: the requirement id of its substrings (-1: none), its characters' gate
+   * (two words) and its `lacks` bit. See {@link Walk.lacksOf}.
    */
-  readonly needsChars?: CharMask;
+  readonly valueNeeds?: Int32Array;
 }
 
 /** Regex rules of a plan sharing one gate (and flags), with their alternation as a prefilter. */
@@ -293,8 +294,8 @@ interface Plan {
   readonly pre: Int32Array;
 }
 
-/** A signature no value has (a detector's needsChars when it has none). */
-const NO_CHARS: CharMask = { lo: 0, hi: 0 };
+/** Numbers per group of {@link CompiledRule.valueNeeds}. */
+const NEED_STRIDE = 4;
 
 /** How a slot of the literal scan read its string (see Walk.scanInto). */
 const SCAN_PLAIN = 0;
@@ -345,9 +346,8 @@ interface PlanSet {
   /** per fast regex: the requirement id of its rules' literals (-1: none) */
   readonly fastLits: Int32Array;
   readonly fastDetectors: readonly ValueDetector[];
-  /** requirement id of the literals each fast detector needs (or -1), unless its value holds one of its characters */
-  readonly fastDetectorLits: Int32Array;
-  readonly fastDetectorChars: readonly CharMask[];
+  /** the needs of each fast detector (see CompiledRule.valueNeeds) */
+  readonly fastDetectorNeeds: readonly (Int32Array | undefined)[];
   readonly fastOk: boolean;
   /** every plan reduces to a variant on stable values (so the transform trie can be skipped for them) */
   readonly stableOk: boolean;
@@ -695,11 +695,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
       litsOnly: list.every((r) => r.regex !== undefined) && groups.every((g) => g.lits >= 0),
       pre: Int32Array.from([
         ...groups.flatMap((g) => preEntry(g.gate, g.lits, g.subsLits)),
-        // (a detector that also runs on characters of needsChars, whatever its literals, has no
-        // literal requirement here)
-        ...list
-          .filter((r) => r.detector)
-          .flatMap((r) => preEntry(r.gate, r.needsChars === undefined ? (r.lits ?? -1) : -1, -1)),
+        ...list.filter((r) => r.detector).flatMap((r) => preEntry(r.gate, -1, -1)),
       ]),
     });
   }
@@ -739,8 +735,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
   const fast = fastList.map((f) => f.regex);
   const fastLits = Int32Array.from(fastList.map((f) => f.lits));
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
-  const fastDetectorLits = Int32Array.from(ungated.filter((r) => r.detector).map((r) => r.lits ?? -1));
-  const fastDetectorChars = ungated.filter((r) => r.detector).map((r) => r.needsChars ?? NO_CHARS);
+  const fastDetectorNeeds = ungated.filter((r) => r.detector).map((r) => r.valueNeeds);
   // (the compiled `names` patterns have flag `i` only: testing them keeps no state)
   const nameTests: RegExp[] = [];
   for (const r of rules)
@@ -773,8 +768,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     fast,
     fastLits,
     fastDetectors,
-    fastDetectorLits,
-    fastDetectorChars,
+    fastDetectorNeeds,
     fastOk,
     stableOk: plans.every((p) => p.stableVariant >= 0 || p.stableFallback),
     stableNonAsciiOk: rules.every((r) => {
@@ -842,14 +836,24 @@ export function compileEngine(opts: EngineOptions): Engine {
       });
     } else if (r.detector !== undefined && VALUE_DETECTORS[r.detector]) {
       // the substrings a value the detector fires on holds one of (checked like a regex's literals)
+      // the groups' substrings as literal requirements (without the prefilter, or with a
+      // group the automaton cannot take, the detector runs on every value as before)
       const needs = VALUE_DETECTOR_NEEDS[r.detector];
-      const litList = needs?.substrings.map(foldLiteral);
+      const ids = needs?.map((n) => lits.add(n.substrings.map(foldLiteral)));
+      const valueNeeds =
+        needs === undefined || ids!.some((id, k) => id < 0 && needs[k]!.substrings.length > 0)
+          ? undefined
+          : Int32Array.from(
+              needs.flatMap((n, k) => {
+                const g = gateOf(n.chars);
+                return [ids![k]!, g.lo, g.hi, n.lacks];
+              }),
+            );
       selected.push({
         ...base,
         detector: VALUE_DETECTORS[r.detector],
-        ...(litList !== undefined ? { litList } : {}),
-        lits: lits.add(litList),
-        ...(needs !== undefined ? { needsChars: gateOf(needs.chars) } : {}),
+        lits: -1,
+        ...(valueNeeds !== undefined ? { valueNeeds } : {}),
       });
     } else if (r.detector !== undefined && REQUEST_DETECTORS[r.detector])
       selected.push({
@@ -961,7 +965,7 @@ function uniformRule(r: Full): Full {
     gateSubs: r.gateSubs,
     lits: r.lits,
     subsLits: r.subsLits,
-    needsChars: r.needsChars,
+    valueNeeds: r.valueNeeds,
     transforms: r.transforms,
     flags: r.flags,
     targets: r.targets,
@@ -1118,10 +1122,11 @@ function execIn(re: RegExp, t: string, max: number): RegExpExecArray | null {
 }
 
 /** A value detector on `t` the way {@link execIn} runs a regex; the evidence offset is into `t`. */
-function detectIn(d: ValueDetector, t: string, max: number): Evidence | undefined {
-  if (t.length <= max) return d(t);
+function detectIn(d: ValueDetector, t: string, max: number, lacks = 0): Evidence | undefined {
+  // (what the whole value lacks, each window lacks)
+  if (t.length <= max) return d(t, lacks);
   return firstInWindows(t, max, (w, at) => {
-    const ev = d(w);
+    const ev = d(w, lacks);
     return ev === undefined || at === 0 ? ev : { at: ev.at + at, note: ev.note };
   });
 }
@@ -1478,6 +1483,23 @@ class Walk {
     return n;
   }
 
+  /**
+   * The `lacks` bits of a detector's needs (see CompiledRule.valueNeeds) on a value whose
+   * literal scan is in `slot` and whose signature is `m`: the bits of the groups it holds
+   * nothing of, or -1 when it holds nothing of any (the detector cannot fire).
+   */
+  private lacksOf(needs: Int32Array, slot: number, m: CharMask): number {
+    let lacks = 0;
+    let held = false;
+    for (let i = 0; i < needs.length; i += NEED_STRIDE) {
+      const req = needs[i]!;
+      if ((m.lo & needs[i + 1]!) !== 0 || (m.hi & needs[i + 2]!) !== 0 || (req >= 0 && this.holds(slot, req)))
+        held = true;
+      else lacks |= needs[i + 3]!;
+    }
+    return held ? lacks : -1;
+  }
+
   /** Whether the scan in `slot` holds a literal of requirement `req`. */
   private holds(slot: number, req: number): boolean {
     return litScan.hit[slot * this.engine.literals.size + req] === this.scanStamp[slot];
@@ -1553,9 +1575,10 @@ class Walk {
       if (!hit) {
         const fd = set.fastDetectors;
         for (let i = 0; i < fd.length; i++) {
-          const dl = set.fastDetectorLits[i]!;
-          if (dl >= 0 && !this.holds(0, dl) && !passes(vm, set.fastDetectorChars[i]!)) continue;
-          if (detectIn(fd[i]!, l, this.max)) {
+          const needs = set.fastDetectorNeeds[i];
+          const lacks = needs === undefined ? 0 : this.lacksOf(needs, 0, vm);
+          if (lacks < 0) continue;
+          if (detectIn(fd[i]!, l, this.max, lacks)) {
             hit = true;
             break;
           }
@@ -1743,12 +1766,12 @@ class Walk {
     for (const r of plan.detectorRules) {
       if (r.names !== undefined && !r.names.test(leaf)) continue;
       if (r.gate !== undefined && !passes(tm, r.gate)) continue;
-      // (a detector's literals are only checked on a scan already made: its own gates cost
-      // less than a scan of a transformed value)
-      if (r.lits! >= 0 && slot >= 0 && !this.holds(slot, r.lits!) && !passes(tm, r.needsChars ?? NO_CHARS))
-        continue;
+      // (a detector's needs are only read from a scan already made: its own gates cost less
+      // than a scan of a transformed value)
+      const lacks = r.valueNeeds !== undefined && slot >= 0 ? this.lacksOf(r.valueNeeds, slot, tm) : 0;
+      if (lacks < 0) continue;
       if (r.gateSubs !== undefined && execIn(r.gateSubs, t, this.max) === null) continue;
-      const ev = detectIn(r.detector!, t, this.max);
+      const ev = detectIn(r.detector!, t, this.max, lacks);
       if (ev) {
         const name = this.nameOf(kind, path);
         this.add(r, name, leaf, excerptOf(t, ev.at, name, leaf));

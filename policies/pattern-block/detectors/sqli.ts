@@ -841,20 +841,32 @@ const SQL_GATE_WORDS = /\b(?:union|select|where|having|order|group)\b/;
 const SQL_LOGIC = /\b(?:and|or|xor)\b/;
 const SQL_LOGIC_OPERAND = /\d|\b(?:like|rlike|regexp|sounds|between|is|in|div|mod)\b/;
 
+/** Bits of {@link detectSqli}'s `lacks`: what its caller knows the value does not hold. */
+/** none of the characters of {@link SQL_GATE_CHARS} (nor `;`), and neither `--` nor `/*` */
+export const SQL_LACKS_GATE_CHARS = 1;
+/** none of the words of {@link SQL_GATE_WORDS}, in any case and even inside other words */
+export const SQL_LACKS_WORDS = 2;
+/** neither `and` nor `or`, in any case and even inside other words (`or` covers `xor`) */
+export const SQL_LACKS_LOGIC = 4;
+
 /**
- * What a value {@link detectSqli} finds SQL in holds at least one of (the gates above, read
- * plainly): a character of {@link SQL_GATE_CHARS} (`;` for its statement alternative), or a
- * substring: `--`, `/*`, or a word of {@link SQL_GATE_WORDS} or {@link SQL_LOGIC}, in any
- * case (`or` covers `xor` and `order`). The engine skips the detector on a value whose
- * signature has none of the characters and whose literal scan found none of the substrings (a
- * test checks both lists against the gates). The characters are checked on the signature, not
- * by the automaton: as literals they would end a match at every quote or parenthesis of every
- * value scanned.
+ * What a value {@link detectSqli} finds SQL in holds: something of one of these groups (each
+ * a character, read on the value's signature, or a substring, read by the literal automaton, in
+ * any case). The engine skips the detector on a value that holds nothing of any group, and
+ * otherwise tells it, in `lacks`, the groups the value holds nothing of, so that it does not
+ * run those gates' regexes. A test checks the groups against the gates. (Characters are read
+ * on the signature: as automaton literals they would end a match at every quote or
+ * parenthesis of every value scanned.)
  */
-export const SQL_NEEDS: { readonly chars: string; readonly substrings: readonly string[] } = {
-  chars: `'"\`()=<>!|&#@;`,
-  substrings: ['--', '/*', 'union', 'select', 'where', 'having', 'group', 'and', 'or'],
-};
+export const SQL_NEEDS: readonly {
+  readonly chars: string;
+  readonly substrings: readonly string[];
+  readonly lacks: number;
+}[] = [
+  { chars: `'"\`()=<>!|&#@;`, substrings: ['--', '/*'], lacks: SQL_LACKS_GATE_CHARS },
+  { chars: '', substrings: ['union', 'select', 'where', 'having', 'order', 'group'], lacks: SQL_LACKS_WORDS },
+  { chars: '', substrings: ['and', 'or'], lacks: SQL_LACKS_LOGIC },
+];
 
 /**
  * Without any of those characters, only keyword shapes can fire: UNION SELECT, SELECT … FROM,
@@ -1038,7 +1050,7 @@ export function sqliContexts(value: string, plain = false): SqliContext[] {
 }
 
 /** {@link sqliContexts} of a value whose first `'` and `"` are at `atSingle` and `atDouble`. */
-function contextsAt(value: string, atSingle: number, atDouble: number): SqliContext[] {
+function contextsAt(value: string, atSingle: number, atDouble: number, lacks = 0): SqliContext[] {
   const contexts: SqliContext[] = [];
   // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
   // logical word next to them to form a shape. Without quotes, mayBeSqlBesidesQuotes is
@@ -1053,8 +1065,8 @@ function contextsAt(value: string, atSingle: number, atDouble: number): SqliCont
   if (atSingle < 0 && atDouble < 0) contexts.push('none');
   else {
     chars = SQL_GATE_CHARS_NO_QUOTES.test(value);
-    words = !chars && SQL_GATE_WORDS.test(value);
-    logic = !chars && !words && SQL_LOGIC.test(value);
+    words = !chars && (lacks & SQL_LACKS_WORDS) === 0 && SQL_GATE_WORDS.test(value);
+    logic = !chars && !words && (lacks & SQL_LACKS_LOGIC) === 0 && SQL_LOGIC.test(value);
     if (chars || words || (logic && SQL_LOGIC_OPERAND.test(value))) contexts.push('none');
     // (words and logic were tested only when the patterns before them were absent)
     words ||= chars;
@@ -1083,17 +1095,24 @@ function contextsAt(value: string, atSingle: number, atDouble: number): SqliCont
  * `exhaustive` skips the {@link cannotFireUnquoted}, {@link fingerprintOf} and
  * {@link FP_MAY_FIRE_NONE} shortcuts (the tests compare both).
  */
-export function detectSqli(value: string, exhaustive = false): SqliResult | undefined {
+export function detectSqli(value: string, exhaustive = false, lacks = 0): SqliResult | undefined {
   if (value.length < 2) return undefined;
-  // mayBeSql; its first pattern holds both quotes, so a value without a match has none
-  const gate = SQL_GATE_CHARS.test(value);
+  // mayBeSql; its first pattern holds both quotes, so a value without a match has none. A
+  // pattern the caller knows absent (`lacks`, see SQL_NEEDS) is not run.
+  const gate = (lacks & SQL_LACKS_GATE_CHARS) === 0 && SQL_GATE_CHARS.test(value);
   const atSingle = gate ? value.indexOf("'") : -1;
   const atDouble = gate ? value.indexOf('"') : -1;
-  if (!gate && !(SQL_GATE_WORDS.test(value) || (SQL_LOGIC.test(value) && SQL_LOGIC_OPERAND.test(value))))
+  if (
+    !gate &&
+    !(
+      ((lacks & SQL_LACKS_WORDS) === 0 && SQL_GATE_WORDS.test(value)) ||
+      ((lacks & SQL_LACKS_LOGIC) === 0 && SQL_LOGIC.test(value) && SQL_LOGIC_OPERAND.test(value))
+    )
+  )
     return undefined;
   // (cannotFireUnquoted answers false on any quote)
   if (!exhaustive && atSingle < 0 && atDouble < 0 && cannotFireUnquoted(value)) return undefined;
-  const contexts = contextsAt(value, atSingle, atDouble);
+  const contexts = contextsAt(value, atSingle, atDouble, lacks);
   for (const ctx of contexts) {
     let toks: Tok[];
     let fp: string;

@@ -5,6 +5,7 @@ import {
   detectSqli,
   fingerprintOf,
   sqliContexts,
+  SQL_LACKS_WORDS,
   SQL_NEEDS,
   tokenize,
 } from '../../../policies/pattern-block/detectors/sqli.js';
@@ -148,36 +149,63 @@ t.test('the fingerprint made without tokens is that of the tokens', async (t) =>
   t.equal(fingerprintOf("x' or sleep(5)#", "'"), 's&f(1)c');
 });
 
+/** The `lacks` bits of `v` by SQL_NEEDS, read plainly (-1: it holds nothing of any group). */
+function lacksOf(v: string): number {
+  const l = v.toLowerCase();
+  let lacks = 0;
+  let held = false;
+  for (const g of SQL_NEEDS) {
+    if ([...g.chars].some((c) => l.includes(c)) || g.substrings.some((n) => l.includes(n))) held = true;
+    else lacks |= g.lacks;
+  }
+  return held ? lacks : -1;
+}
+
 t.test(
-  'every value the SQL detector fires on holds a character or a substring of SQL_NEEDS (the prefilter may skip the rest)',
+  'the SQL detector decides alike when told what the value lacks (SQL_NEEDS), and never fires on a value holding nothing of them',
   async (t) => {
-    const holdsNeed = (v: string) => {
-      const l = v.toLowerCase();
-      return (
-        [...SQL_NEEDS.chars].some((c) => l.includes(c)) || SQL_NEEDS.substrings.some((n) => l.includes(n))
-      );
-    };
-    // values rich in SQL shapes, and values made only of fragments without any of the substrings
-    // (numbers, operators words, function names, prose, whitespace)
-    const plain = SQL_FRAGMENTS.filter((f) => !holdsNeed(f));
-    t.ok(plain.length > 40, `${plain.length} fragments hold none`);
+    // values rich in SQL shapes, and values made only of fragments holding nothing of some
+    // group (numbers, operator words, function names, prose, whitespace)
+    const noGroup = SQL_FRAGMENTS.filter((f) => lacksOf(f) < 0);
+    const noWords = SQL_FRAGMENTS.filter((f) => lacksOf(f) >= 0 && (lacksOf(f) & 2) !== 0);
+    t.ok(noGroup.length > 40, `${noGroup.length} fragments hold nothing of any group`);
     let fired = 0;
-    let firedWithout = 0;
-    for (const pool of [SQL_FRAGMENTS, plain])
+    let toldLacks = 0;
+    let wrong = 0;
+    for (const pool of [SQL_FRAGMENTS, noGroup, [...noGroup, ...noWords.slice(0, 30)]])
       fc.assert(
         fc.property(fc.array(fc.constantFrom(...pool), { maxLength: 12 }), (parts) => {
           const v = parts.join('');
-          const found = detectSqli(v) !== undefined || detectSqli(v, true) !== undefined;
+          const found = detectSqli(v);
+          const lacks = lacksOf(v);
           if (found) fired++;
-          if (found && !holdsNeed(v)) firedWithout++;
-          return !found || holdsNeed(v);
+          if (lacks < 0) {
+            if (found !== undefined || detectSqli(v, true) !== undefined) wrong++;
+            return wrong === 0;
+          }
+          if (lacks !== 0) toldLacks++;
+          if (JSON.stringify(detectSqli(v, false, lacks)) !== JSON.stringify(found)) wrong++;
+          return wrong === 0;
         }),
         { numRuns: 30000 },
       );
     t.ok(fired > 2000, `${fired} values fired`);
-    t.equal(firedWithout, 0);
+    t.ok(toldLacks > 10000, `${toldLacks} values told what they lack`);
+    t.equal(wrong, 0);
     t.equal(detectSqli('1 like 2 between 3'), undefined);
-    for (const v of ['sleep(5)', "1'", 'x;select 1', '1 -- x', 'a/*b*/', '1 OR 2#', 'UNION SELECT 1'])
-      t.equal(holdsNeed(v), true, v);
+    for (const v of [
+      'sleep(5)',
+      "1'",
+      'x;select 1',
+      '1 -- x',
+      'a/*b*/',
+      '1 OR 2#',
+      'UNION SELECT 1',
+      '1 or 2',
+    ])
+      t.not(lacksOf(v), -1, v);
+    // the bits skip the gates they name (told wrongly, the detector believes them)
+    t.ok(detectSqli('1 union select 2'));
+    t.equal(detectSqli('1 union select 2', false, SQL_LACKS_WORDS), undefined);
   },
 );
