@@ -224,7 +224,7 @@ interface CompiledRule {
   readonly gateKey?: string;
   /** and at least one of these substrings (one literal alternation, checked after the character gate) */
   readonly gateSubs?: RegExp;
-  /** requirement id of the literals every match of the regex (or finding of the detector) holds (see literals.ts), or -1 */
+  /** requirement id of the literals every match of the regex holds (see literals.ts), or -1 */
   readonly lits?: number;
   /** requirement id of the `requires_any` substrings (folded), or -1 */
   readonly subsLits?: number;
@@ -835,7 +835,6 @@ export function compileEngine(opts: EngineOptions): Engine {
         ...(r.requiresAny !== undefined ? { subsList: r.requiresAny.map(foldLiteral) } : {}),
       });
     } else if (r.detector !== undefined && VALUE_DETECTORS[r.detector]) {
-      // the substrings a value the detector fires on holds one of (checked like a regex's literals)
       // the groups' substrings as literal requirements (without the prefilter, or with a
       // group the automaton cannot take, the detector runs on every value as before)
       const needs = VALUE_DETECTOR_NEEDS[r.detector];
