@@ -1435,30 +1435,16 @@ class Walk {
   }
 
   /**
-   * The slot of the literal scan of `t` (see {@link litScan}), scanning it on first use for
-   * the current value.
+   * The slot of the literal scan of `t` read in `mode` (see {@link litScan}): as it is
+   * ({@link SCAN_PLAIN}), without its whitespace ({@link SCAN_SKIPPING}: what scanning
+   * `removeWhitespace(t)` gives), or with each run of whitespace read as one space
+   * ({@link SCAN_COMPRESSING}: what scanning `compressWhitespaceRuns(t)` gives), scanning it on
+   * first use for the current value; neither variant is built.
    */
-  private scanOf(t: string): number {
+  private scanOf(t: string, mode = SCAN_PLAIN): number {
     const n = this.nScan;
-    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && this.scanMode[k] === SCAN_PLAIN) return k;
-    return this.scanInto(t, SCAN_PLAIN);
-  }
-
-  /** A slot holding the scan of `t` without its whitespace (what scanning `removeWhitespace(t)` gives). */
-  private scanSkippingWhitespace(t: string): number {
-    const n = this.nScan;
-    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && this.scanMode[k] === SCAN_SKIPPING) return k;
-    return this.scanInto(t, SCAN_SKIPPING);
-  }
-
-  /**
-   * A slot holding the scan of `t` with each run of whitespace read as one space (what
-   * scanning `compressWhitespaceRuns(t)` gives), without building that string.
-   */
-  private scanCompressingWhitespace(t: string): number {
-    const n = this.nScan;
-    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && this.scanMode[k] === SCAN_COMPRESSING) return k;
-    return this.scanInto(t, SCAN_COMPRESSING);
+    for (let k = 0; k < n; k++) if (this.scanStr[k] === t && this.scanMode[k] === mode) return k;
+    return this.scanInto(t, mode);
   }
 
   private scanInto(t: string, mode: number): number {
@@ -1552,7 +1538,7 @@ class Walk {
     else if (
       scanLiteralsMaskAndSkipping(lits, v, litScan.hit, stamp, 0, vm, set.skipTrigger, lits.size, WS_UNIT)
     ) {
-      // slot 1: the scan of `v` without its whitespace (see scanSkippingWhitespace)
+      // slot 1: the scan of `v` without its whitespace (see scanOf, SCAN_SKIPPING)
       this.scanStr[1] = v;
       this.scanMode[1] = SCAN_SKIPPING;
       this.scanStamp[1] = stamp;
@@ -1638,7 +1624,7 @@ class Walk {
           // its groups or detectors may match
           tm.lo = vm.lo;
           tm.hi = sv === 4 ? vm.hi : vm.hi & ~HI_UPPER;
-          if (slot4 < 0) slot4 = this.scanCompressingWhitespace(v);
+          if (slot4 < 0) slot4 = this.scanOf(v, SCAN_COMPRESSING);
           if (!this.mayRun(plan, slot4, tm)) continue;
           if ((have & (1 << sv)) === 0) {
             if ((have & 16) === 0) {
@@ -1665,7 +1651,7 @@ class Walk {
             vals[1] = lowerOf(v, vm);
             have |= 2;
           }
-          slotWs = this.scanSkippingWhitespace(sv === 2 || folds ? v : vals[1]!);
+          slotWs = this.scanOf(sv === 2 || folds ? v : vals[1]!, SCAN_SKIPPING);
           if (!this.mayRun(plan, slotWs, tm)) continue;
         } else if ((sv === 0 || (sv === 1 && slot1 >= 0)) && !this.mayRun(plan, sv === 0 ? 0 : slot1, tm))
           continue;

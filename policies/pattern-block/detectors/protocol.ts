@@ -317,22 +317,22 @@ const HOST_SYNTAX = /^(?:[A-Za-z0-9._~!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1
  * A detector that cannot fire without one of its {@link REQUEST_NEEDS} bits is not called for
  * a request that has none of them (the usual GET has almost none).
  */
-export const FEATURE_METHOD = 1 << 0; // a method outside the allowlist's exact spelling
-export const FEATURE_TARGET_PERCENT = 1 << 1; // the target's escapes are not known valid
-export const FEATURE_FORM = 1 << 2; // a urlencoded body
-export const FEATURE_PATH_PERCENT = 1 << 3; // a `%` before the `?`
-export const FEATURE_FRAMING = 1 << 4; // Content-Length, Transfer-Encoding, Connection, several Host
-export const FEATURE_HOST_ADDRESS = 1 << 5; // a Host starting with a digit or `[`
-export const FEATURE_BODY = 1 << 6; // a body length above 0, or a Transfer-Encoding
-export const FEATURE_CONTENT_TYPE = 1 << 7;
-export const FEATURE_ACCEPT = 1 << 8; // an Accept value that is blank or holds `=`
-export const FEATURE_CONTENT_ENCODING = 1 << 9;
-export const FEATURE_RANGE = 1 << 10; // Range or Request-Range
-export const FEATURE_CACHE_CONTROL = 1 << 11;
-export const FEATURE_HEADER_PERCENT = 1 << 12; // a `%` in a header value
-export const FEATURE_ARGS = 1 << 13; // more arguments than allowed, or some left uninspected
-export const FEATURE_JSON = 1 << 14; // a JSON body nested too deep, or a constructor.prototype path
-export const FEATURE_OVERRIDE = 1 << 15; // a `_method` parameter asking for another method
+const FEATURE_METHOD = 1 << 0; // a method outside the allowlist's exact spelling
+const FEATURE_TARGET_PERCENT = 1 << 1; // the target's escapes are not known valid
+const FEATURE_FORM = 1 << 2; // a urlencoded body
+const FEATURE_PATH_PERCENT = 1 << 3; // a `%` before the `?`
+const FEATURE_FRAMING = 1 << 4; // Content-Length, Transfer-Encoding, Connection, several Host
+const FEATURE_HOST_ADDRESS = 1 << 5; // a Host starting with a digit or `[`
+const FEATURE_BODY = 1 << 6; // a body length above 0, or a Transfer-Encoding
+const FEATURE_CONTENT_TYPE = 1 << 7;
+const FEATURE_ACCEPT = 1 << 8; // an Accept value that is blank or holds `=`
+const FEATURE_CONTENT_ENCODING = 1 << 9;
+const FEATURE_RANGE = 1 << 10; // Range or Request-Range
+const FEATURE_CACHE_CONTROL = 1 << 11;
+const FEATURE_HEADER_PERCENT = 1 << 12; // a `%` in a header value
+const FEATURE_ARGS = 1 << 13; // more arguments than allowed, or some left uninspected
+const FEATURE_JSON = 1 << 14; // a JSON body nested too deep, or a constructor.prototype path
+const FEATURE_OVERRIDE = 1 << 15; // a `_method` parameter asking for another method
 
 /**
  * The {@link requestFeatures} bits without which a detector cannot fire (it is skipped when the
