@@ -1164,32 +1164,37 @@ const COPY_ABOVE = 4 * CLEAN_MEMO_MAX_LENGTH;
 
 /**
  * Values found clean, in a two-way set-associative cache: a value has two neighbouring
- * slots, by a hash of its length and three of its code units, and the pair keeps the two
- * values last put there (the newer first). Looking a value up is two comparisons and
- * remembering one two stores: no growth, no clearing. A value that never repeats (an id,
- * free text) only evicts the older value of its own pair, so values that do recur, only less
- * often than a memo of a bounded size cleared when full would keep them (dates, categories,
- * enum values), mostly stay. The comparison is of the whole value: a collision only costs a
- * miss.
+ * slots, by a hash of its length and four of its code units, and the pair keeps the two
+ * values last put there (the newer first), each with its hash. Looking a value up is two
+ * comparisons and remembering one two stores: no growth, no clearing. A value that never
+ * repeats (an id, free text) only evicts the older value of its own pair, so values that do
+ * recur, only less often than a memo of a bounded size cleared when full would keep them
+ * (dates, categories, enum values), mostly stay. The comparison is of the whole value, after
+ * the hashes: values of a pair mostly have the same length (`merchant=…%20123`), and V8
+ * compares a slice of a longer string (every query value of 13 characters or more) with
+ * another string in a runtime call, several times the cost of comparing two numbers. A
+ * collision only costs a miss.
  */
 class CleanMemo {
   private readonly slots: string[];
+  private readonly hashes: Int32Array;
   /** 32 minus the bits of a slot number */
   private readonly shift: number;
 
   /** `size`: a power of two */
   constructor(size: number) {
     this.slots = new Array<string>(size).fill('');
+    this.hashes = new Int32Array(size);
     this.shift = Math.clz32(size) + 1;
   }
 
   /**
-   * The first slot of the pair of `v` (not empty): the top bits of a multiplicative hash of
-   * its length and four of its code units (the first, the middle one and the last two, where
-   * ids, counters and dates differ: `2025-01-05` and `2025-01-15`, `meals-12` and `meals-42`
-   * then mostly land in different pairs instead of evicting each other).
+   * The hash of `v` (not empty), whose top bits pick its pair: a multiplicative hash of its
+   * length and four of its code units (the first, the middle one and the last two, where ids,
+   * counters and dates differ: `2025-01-05` and `2025-01-15`, `meals-12` and `meals-42` then
+   * mostly land in different pairs instead of evicting each other).
    */
-  slotOf(v: string): number {
+  hashOf(v: string): number {
     const n = v.length;
     const key =
       n ^
@@ -1197,24 +1202,31 @@ class CleanMemo {
       (v.charCodeAt(n >> 1) << 14) ^
       (v.charCodeAt(n - 1) << 21) ^
       (n > 1 ? v.charCodeAt(n - 2) * 0x10001 : 0);
-    return (Math.imul(key, 0x9e3779b1) >>> this.shift) & ~1;
+    return Math.imul(key, 0x9e3779b1);
   }
 
-  /** Whether `v` is remembered in its pair, which starts at `slot`. */
-  holds(slot: number, v: string): boolean {
-    return this.slots[slot] === v || this.slots[slot + 1] === v;
+  /** Whether `v`, of hash `h` ({@link hashOf}), is remembered. */
+  holds(h: number, v: string): boolean {
+    const slot = (h >>> this.shift) & ~1;
+    return (
+      (this.hashes[slot] === h && this.slots[slot] === v) ||
+      (this.hashes[slot + 1] === h && this.slots[slot + 1] === v)
+    );
   }
 
   /**
-   * Remember `v` in its pair, which starts at `slot` (the older value of the pair goes).
-   * With `copy`, a copy is kept: `v` may be a slice of a much longer string (a value of a
-   * 16 KB query string or of a form body), which V8 keeps whole while the slice lives, so
-   * remembering slices would let a memo hold megabytes instead of its short strings. (Values
-   * from `JSON.parse` are strings of their own.)
+   * Remember `v`, of hash `h`, in its pair (the older value of the pair goes). With `copy`,
+   * a copy is kept: `v` may be a slice of a much longer string (a value of a 16 KB query
+   * string or of a form body), which V8 keeps whole while the slice lives, so remembering
+   * slices would let a memo hold megabytes instead of its short strings. (Values from
+   * `JSON.parse` are strings of their own.)
    */
-  put(slot: number, v: string, copy: boolean): void {
+  put(h: number, v: string, copy: boolean): void {
+    const slot = (h >>> this.shift) & ~1;
     this.slots[slot + 1] = this.slots[slot]!;
+    this.hashes[slot + 1] = this.hashes[slot]!;
     this.slots[slot] = copy ? ownString(v) : v;
+    this.hashes[slot] = h;
   }
 }
 
@@ -1427,11 +1439,11 @@ class Walk {
             ? cleanForName(set, set.nameTests, leaf, this.copyClean)
             : undefined
         : undefined;
-    const slot = clean !== undefined ? clean.slotOf(raw) : -1;
-    if (clean !== undefined && clean.holds(slot, raw)) return;
+    const h = clean !== undefined ? clean.hashOf(raw) : 0;
+    if (clean !== undefined && clean.holds(h, raw)) return;
     const before = this.found;
     this.inspect(set, kind, path, leaf, raw);
-    if (clean !== undefined && this.found === before) clean.put(slot, raw, this.copyClean);
+    if (clean !== undefined && this.found === before) clean.put(h, raw, this.copyClean);
   }
 
   /**
@@ -1899,8 +1911,8 @@ function walkHead(walk: Walk, head: HeadInput): number {
       }
       // a recurring pair found clean before is judged by its raw text (see Engine.cleanPairs)
       const raw = end - start <= CLEAN_MEMO_MAX_LENGTH ? q.slice(start, end) : undefined;
-      const slot = raw !== undefined ? e.cleanPairs.slotOf(raw) : -1;
-      if (raw === undefined || !e.cleanPairs.holds(slot, raw)) {
+      const h = raw !== undefined ? e.cleanPairs.hashOf(raw) : 0;
+      if (raw === undefined || !e.cleanPairs.holds(h, raw)) {
         const before = walk.found;
         if (pct >= 0 && pct < start) pct = q.indexOf('%', start);
         if (plus >= 0 && plus < start) plus = q.indexOf('+', start);
@@ -1915,7 +1927,7 @@ function walkHead(walk: Walk, head: HeadInput): number {
         // (a pair the pair memo takes: its value is not remembered apart as well)
         walk.pair(qnPlans, qPlans, 'query', 'query_name', k, v, raw === undefined);
         if (raw !== undefined && walk.found === before && handDecodings.count === hand)
-          e.cleanPairs.put(slot, raw, walk.copyClean);
+          e.cleanPairs.put(h, raw, walk.copyClean);
       }
     }
     start = end + 1;
