@@ -1557,14 +1557,15 @@ class Walk {
       this.nScan = 2;
     }
     if (set.fastOk && !passes(vm, set.special)) {
-      const l = lowerOf(v, vm);
+      // (the lower case is made when a regex or detector is to run: most values need none)
+      let l: string | undefined;
       let hit = false;
       const fast = set.fast;
       for (let i = 0; i < fast.length; i++) {
         // the literal scan of `v` (slot 0) folds case: it tells what scanning `l` would
         const fl = set.fastLits[i]!;
         if (fl >= 0 && !this.holds(0, fl)) continue;
-        if (execIn(fast[i]!, l, this.max) !== null) {
+        if (execIn(fast[i]!, (l ??= lowerOf(v, vm)), this.max) !== null) {
           hit = true;
           break;
         }
@@ -1575,7 +1576,7 @@ class Walk {
           const needs = set.fastDetectorNeeds[i];
           const lacks = needs === undefined ? 0 : this.lacksOf(needs, 0, vm);
           if (lacks < 0) continue;
-          if (detectIn(fd[i]!, l, this.max, lacks)) {
+          if (detectIn(fd[i]!, (l ??= lowerOf(v, vm)), this.max, lacks)) {
             hit = true;
             break;
           }
@@ -1814,13 +1815,22 @@ function headerString(v: string | string[] | undefined): string | undefined {
   return v === undefined ? undefined : Array.isArray(v) ? v.join(', ') : v;
 }
 
+/** `m.toUpperCase()`, without a call for a method already in upper case (what clients send). */
+function upperMethod(m: string): string {
+  for (let i = 0; i < m.length; i++) {
+    const c = m.charCodeAt(i);
+    if ((c >= 97 && c <= 122) || c >= 128) return m.toUpperCase();
+  }
+  return m;
+}
+
 /**
  * Request phase: inspect path, query, headers and cookies, and run the request-level
  * (protocol) rules with what the head tells (Content-Length, Content-Type).
  */
 export function inspectHead(engine: Engine, head: HeadInput): Match[] {
   const walk = new Walk(engine, {
-    method: head.method.toUpperCase(),
+    method: upperMethod(head.method),
     path: head.path,
     route: head.routeName,
   });
@@ -1836,7 +1846,7 @@ export function inspectHead(engine: Engine, head: HeadInput): Match[] {
  */
 export function inspectBody(engine: Engine, head: HeadInput, body: RequestBody): Match[] {
   const walk = new Walk(engine, {
-    method: head.method.toUpperCase(),
+    method: upperMethod(head.method),
     path: head.path,
     route: head.routeName,
   });

@@ -363,6 +363,22 @@ export const REQUEST_NEEDS: Readonly<Record<string, number>> = {
   header_escapes: FEATURE_HEADER_PERCENT,
 };
 
+/** Whether `c` is a printable ASCII character (not whitespace to `String.prototype.trim`). */
+function isPrintableAscii(c: number): boolean {
+  return c > 32 && c < 127;
+}
+
+/** `v.trimStart().charCodeAt(0)` (NaN for a blank value), without a call for the usual value. */
+function firstAfterSpace(v: string): number {
+  const c = v.charCodeAt(0);
+  return isPrintableAscii(c) ? c : v.trimStart().charCodeAt(0);
+}
+
+/** `v.trim() === ''`, without a call for the usual value. */
+function isBlank(v: string): boolean {
+  return !isPrintableAscii(v.charCodeAt(0)) && v.trim() === '';
+}
+
 /**
  * The {@link REQUEST_NEEDS} features of a request, from its facts and one pass over its raw
  * header list (names compared only when their length can match). `headers` is derived from
@@ -396,7 +412,7 @@ export function requestFeatures(r: RequestFacts, s: ProtocolSettings, wanted: nu
       case 4:
         if (isName(n, 'host')) {
           hosts++;
-          const c = v.trimStart().charCodeAt(0);
+          const c = firstAfterSpace(v);
           if ((c >= 48 && c <= 57) || c === 91) f |= FEATURE_HOST_ADDRESS;
         }
         break;
@@ -404,7 +420,7 @@ export function requestFeatures(r: RequestFacts, s: ProtocolSettings, wanted: nu
         if (isName(n, 'range')) f |= FEATURE_RANGE;
         break;
       case 6:
-        if (isName(n, 'accept') && (v.trim() === '' || v.indexOf('=') >= 0)) f |= FEATURE_ACCEPT;
+        if (isName(n, 'accept') && (isBlank(v) || v.indexOf('=') >= 0)) f |= FEATURE_ACCEPT;
         break;
       case 10:
         if (isName(n, 'connection')) f |= FEATURE_FRAMING;
