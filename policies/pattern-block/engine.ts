@@ -49,7 +49,6 @@ import {
   buildScanner,
   scanLiterals,
   scanLiteralsAndMask,
-  scanLiteralsMaskAndSkipping,
   scanLiteralsSkipping,
   scanLiteralsCompressing,
   foldCode,
@@ -364,6 +363,26 @@ interface PlanSet {
    */
   readonly skipScan: boolean;
   readonly skipTrigger: CharMask | undefined;
+  /**
+   * Per literal requirement: the bits of the plans (bit i for plans[i]) with a group or
+   * detector that needs it (its literals, else its `requires_any` substrings). A plan that
+   * reads the value's own scan (variants 0 and 1, and 4 and 5 of a value without whitespace
+   * runs) and is not in {@link openPlans} can only run when the value holds a literal of one
+   * of its requirements: the scan ORs the bits of those it finds, and the plans outside them
+   * are skipped without looking. Filled in by {@link compileEngine} once every plan set has
+   * added its requirements (the registry's final size).
+   */
+  litPlans: Int32Array;
+  /**
+   * Plans that may run whatever the value's scan holds: one with a group or detector without
+   * a literal requirement, one that reads another scan (variants 2 and 3, a fallback chain);
+   * every plan when there are more than 32.
+   */
+  readonly openPlans: number;
+  /** plans of variants 4 and 5: they read the scan with whitespace runs compressed when the value has runs */
+  readonly compressPlans: number;
+  /** [requirement id, plan bits] pairs {@link litPlans} is made of */
+  readonly planReqs: readonly (readonly [number, number])[];
 }
 
 interface CompiledExclusion {
@@ -754,6 +773,22 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     skipTrigger.lo |= p.gateUnion.lo;
     skipTrigger.hi |= p.gateUnion.hi;
   }
+  // which requirements let which plans run (see PlanSet.litPlans)
+  let openPlans = plans.length > 32 ? -1 : 0;
+  let compressPlans = 0;
+  const planReqs: [number, number][] = [];
+  plans.forEach((p, i) => {
+    if (i >= 32) return;
+    const bit = 1 << i;
+    const sv = p.stableVariant;
+    if (sv < 0 || sv === 2 || sv === 3) openPlans |= bit;
+    else if (sv >= 4) compressPlans |= bit;
+    for (let k = 0; k < p.pre.length; k += PRE_STRIDE) {
+      const req = p.pre[k + 3]! >= 0 ? p.pre[k + 3]! : p.pre[k + 4]!;
+      if (req < 0) openPlans |= bit;
+      else planReqs.push([req, bit]);
+    }
+  });
   return {
     clean: new CleanMemo(memoSlots),
     memoSlots,
@@ -777,7 +812,18 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     }),
     skipScan: skipPlans.length > 0,
     skipTrigger,
+    litPlans: new Int32Array(0),
+    openPlans,
+    compressPlans,
+    planReqs,
   };
+}
+
+/** Fill in {@link PlanSet.litPlans} of `set` for a registry of `size` requirements. */
+function finishPlanSet(set: PlanSet, size: number): void {
+  const bits = new Int32Array(size);
+  for (const [req, bit] of set.planReqs) bits[req]! |= bit;
+  set.litPlans = bits;
 }
 
 function contentTypeMatcher(list: readonly string[]): (mt: string) => boolean {
@@ -905,6 +951,7 @@ export function compileEngine(opts: EngineOptions): Engine {
       buildPlanSet([...headerAll, ...list.filter((r) => !headerAll.includes(r))], lits, LONG_MEMO_SLOTS),
     );
   const literals = buildScanner(lits.reqs);
+  for (const set of [...plansByKind.values(), ...headerPlans.values()]) finishPlanSet(set, literals.size);
   if (litScan.hit.length < literals.size * 8) litScan.hit = new Int32Array(literals.size * 8);
   const { rules: _rules, ...rest } = opts;
   void _rules;
@@ -1546,11 +1593,12 @@ class Walk {
     this.scanMode[0] = SCAN_PLAIN;
     this.scanStamp[0] = stamp;
     this.nScan = 1;
-    if (!set.skipScan) scanLiteralsAndMask(lits, v, litScan.hit, stamp, 0, vm);
-    else if (
-      scanLiteralsMaskAndSkipping(lits, v, litScan.hit, stamp, 0, vm, set.skipTrigger, lits.size, WS_UNIT)
-    ) {
-      // slot 1: the scan of `v` without its whitespace (see scanOf, SCAN_SKIPPING)
+    // (and the plans whose literals it holds: see PlanSet.litPlans)
+    const planBits = scanLiteralsAndMask(lits, v, litScan.hit, stamp, 0, vm, set.litPlans);
+    if (set.skipScan && (set.skipTrigger === undefined || passes(vm, set.skipTrigger))) {
+      // slot 1: the scan of `v` without its whitespace (see scanOf, SCAN_SKIPPING), made in a
+      // second pass when the value holds a character of one of those plans' gates
+      scanLiteralsSkipping(lits, v, litScan.hit, stamp, lits.size, WS_UNIT);
       this.scanStr[1] = v;
       this.scanMode[1] = SCAN_SKIPPING;
       this.scanStamp[1] = stamp;
@@ -1612,7 +1660,11 @@ class Walk {
       const folds = ascii || lowerScansAlike(v);
       let slot1 = folds ? 0 : -1;
       let began = false;
+      // the plans the value's own scan does not rule out (see PlanSet.litPlans); when the
+      // lower case does not scan alike, the lower-cased variant gets a scan of its own
+      const open = folds ? planBits | set.openPlans | (runs ? set.compressPlans : 0) : -1;
       for (let pi = 0; pi < plans.length; pi++) {
+        if ((open & (1 << pi)) === 0) continue;
         const plan = plans[pi]!;
         if (plan.gateUnion !== undefined && !passes(vm, plan.gateUnion)) continue;
         let variant = plan.stableVariant;

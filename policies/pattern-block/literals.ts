@@ -559,8 +559,11 @@ export function scanLiterals(sc: LiteralScanner, s: string, hit: Int32Array, sta
 
 /**
  * {@link scanLiterals} and {@link charMask} (the signature into `mask`) in one pass over `s`.
- * (The automaton's step is written out: this loop runs on every inspected value, and with
- * the signature beside it, V8 keeps it in registers only when it is this lean.)
+ * Returns the OR of `plansOf[k]` over the requirements `k` found (an engine keeps there the
+ * plans each requirement lets run). (The automaton's step is written out: this loop runs on
+ * every inspected value, and with the signature beside it, V8 keeps it in registers only
+ * when it is this lean; a loop that also carried the whitespace-skipping scan ran every
+ * character about 1.4 times slower.)
  */
 export function scanLiteralsAndMask(
   sc: LiteralScanner,
@@ -569,7 +572,8 @@ export function scanLiteralsAndMask(
   stamp: number,
   base: number,
   mask: CharMask,
-): void {
+  plansOf: Int32Array,
+): number {
   const classOf = sc.classOf;
   const delta = sc.delta;
   const outStart = sc.outStart;
@@ -579,6 +583,7 @@ export function scanLiteralsAndMask(
   let lo = 0;
   let hi = 0;
   let prev = 0;
+  let plans = 0;
   const n = s.length;
   for (let i = 0; i < n; i++) {
     const c = s.charCodeAt(i);
@@ -595,36 +600,16 @@ export function scanLiteralsAndMask(
     }
     const st = ~to;
     const end = outStart[st + 1]!;
-    for (let k = outStart[st]!; k < end; k++) hit[base + outIds[k]!] = stamp;
+    for (let k = outStart[st]!; k < end; k++) {
+      const id = outIds[k]!;
+      hit[base + id] = stamp;
+      plans |= plansOf[id]!;
+    }
     row = Math.imul(st, width);
   }
   mask.lo = lo;
   mask.hi = hi;
-}
-
-/**
- * {@link scanLiteralsAndMask}, then, when the signature shares a bit with `trigger` (always
- * when `trigger` is undefined), also {@link scanLiteralsSkipping} of `s` into
- * `hit[skipBase + k]`. Returns whether the second scan was made (a value without a trigger
- * character gets the first alone, at its cost). Two lean passes cost less than one that
- * does both: a loop carrying both automata and the signature runs about 1.4 times slower
- * per character than the first pass alone, on every value, trigger or not.
- */
-export function scanLiteralsMaskAndSkipping(
-  sc: LiteralScanner,
-  s: string,
-  hit: Int32Array,
-  stamp: number,
-  base: number,
-  mask: CharMask,
-  trigger: CharMask | undefined,
-  skipBase: number,
-  skip: Uint8Array,
-): boolean {
-  scanLiteralsAndMask(sc, s, hit, stamp, base, mask);
-  if (trigger !== undefined && (mask.lo & trigger.lo) === 0 && (mask.hi & trigger.hi) === 0) return false;
-  scanLiteralsSkipping(sc, s, hit, stamp, skipBase, skip);
-  return true;
+  return plans;
 }
 
 /**

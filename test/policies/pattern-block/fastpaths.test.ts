@@ -374,6 +374,10 @@ t.test('whitespace runs are read as one space by the rules that compress them', 
     "x' or 1\n\nlike\n\n1",
   ];
   for (const v of examples) t.ok(viaEngine(v).length > 0, v);
+  // a value whose plain scan holds none of a compressing plan's literals (`ping ` has its space
+  // only once the run is one): that plan still runs (see PlanSet.compressPlans)
+  t.same(viaEngine('ping\n\n-c 3 x'), direct('ping\n\n-c 3 x'));
+  t.ok(viaEngine('ping\n\n-c 3 x').includes('rce-150'), 'rce-150 on ping<LF><LF>-c 3');
   agreesWithDirect(
     t,
     fc.constantFrom(
