@@ -614,7 +614,8 @@ export function scanLiteralsAndMask(
 
 /**
  * {@link scanLiterals} of `s` with the code units marked in `skip` left out: the scan of the
- * string those removed would give, without building it.
+ * string those removed would give, without building it. (The step written out, as in
+ * {@link scanLiteralsAndMask}.)
  */
 export function scanLiteralsSkipping(
   sc: LiteralScanner,
@@ -625,18 +626,32 @@ export function scanLiteralsSkipping(
   skip: Uint8Array,
 ): void {
   const classOf = sc.classOf;
+  const delta = sc.delta;
+  const outStart = sc.outStart;
+  const outIds = sc.outIds;
+  const width = sc.width;
   let row = 0;
   const n = s.length;
   for (let i = 0; i < n; i++) {
     const c = s.charCodeAt(i);
-    if (skip[c] !== 1) row = step(sc, row, classOf[c]!, hit, base, stamp);
+    if (skip[c] === 1) continue;
+    const to = delta[row + classOf[c]!]!;
+    if (to >= 0) {
+      row = to;
+      continue;
+    }
+    const st = ~to;
+    const end = outStart[st + 1]!;
+    for (let k = outStart[st]!; k < end; k++) hit[base + outIds[k]!] = stamp;
+    row = Math.imul(st, width);
   }
 }
 
 /**
  * {@link scanLiterals} of `s` with each run of the code units marked in `ws` read as one space:
  * the scan of the string `compressWhitespaceRuns` would give (every maximal run of
- * whitespace becomes one space), without building it.
+ * whitespace becomes one space), without building it. (The step written out, as in
+ * {@link scanLiteralsAndMask}.)
  */
 export function scanLiteralsCompressing(
   sc: LiteralScanner,
@@ -647,19 +662,33 @@ export function scanLiteralsCompressing(
   ws: Uint8Array,
 ): void {
   const classOf = sc.classOf;
+  const delta = sc.delta;
+  const outStart = sc.outStart;
+  const outIds = sc.outIds;
+  const width = sc.width;
   const space = classOf[32]!;
   let row = 0;
   let inRun = false;
   const n = s.length;
   for (let i = 0; i < n; i++) {
     const c = s.charCodeAt(i);
+    let cls: number;
     if (ws[c] === 1) {
       if (inRun) continue;
       inRun = true;
-      row = step(sc, row, space, hit, base, stamp);
+      cls = space;
     } else {
       inRun = false;
-      row = step(sc, row, classOf[c]!, hit, base, stamp);
+      cls = classOf[c]!;
     }
+    const to = delta[row + cls]!;
+    if (to >= 0) {
+      row = to;
+      continue;
+    }
+    const st = ~to;
+    const end = outStart[st + 1]!;
+    for (let k = outStart[st]!; k < end; k++) hit[base + outIds[k]!] = stamp;
+    row = Math.imul(st, width);
   }
 }
