@@ -209,7 +209,12 @@ const WORD_UNIT: Uint8Array = (() => {
   const t = new Uint8Array(65536);
   for (let c = 0; c < 65536; c++)
     t[c] =
-      (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 95 || c === 36 || c >= 0x80
+      (c >= 97 && c <= 122) ||
+      (c >= 65 && c <= 90) ||
+      (c >= 48 && c <= 57) ||
+      c === 95 ||
+      c === 36 ||
+      c >= 0x80
         ? 1
         : 0;
   return t;
@@ -385,6 +390,76 @@ function classesOf(count: number): string {
 function classesCanFire(count: number): boolean {
   for (let k = 0; k < count; k++) if (CAN_FIRE_CLASS[TOK_CLASS[k]!] === 1) return true;
   return false;
+}
+
+/** Token classes (character codes of the fingerprint) {@link shapesMayFire} looks for. */
+const C_WORD_KSN = new Uint8Array(128);
+for (const c of 'ksn') C_WORD_KSN[c.charCodeAt(0)] = 1;
+const C_VALUE_1SN = new Uint8Array(128);
+for (const c of '1sn') C_VALUE_1SN[c.charCodeAt(0)] = 1;
+const C_ANY_FIRES = new Uint8Array(128);
+for (const c of 'Efv;') C_ANY_FIRES[c.charCodeAt(0)] = 1;
+const C_LEADS = new Uint8Array(128);
+for (const c of 'ks1()&') C_LEADS[c.charCodeAt(0)] = 1;
+const C_BEFORE_PAIR = new Uint8Array(128);
+for (const c of 's)1') C_BEFORE_PAIR[c.charCodeAt(0)] = 1;
+const C_AFTER_NUMBER = new Uint8Array(128);
+for (const c of ',c;)') C_AFTER_NUMBER[c.charCodeAt(0)] = 1;
+
+/**
+ * Whether the classes of the last {@link scan} may match {@link FP_MAY_FIRE_NONE} or
+ * {@link FP_MAY_FIRE_QUOTED}, read on the codes without making the fingerprint string: a
+ * class of `[Efv;]`; `[1sn]o[1sn]`; `[sn]n(`; `[ksn][ksn]1` at the start or after `[s)1]`,
+ * then `[,c;)]` or the end; or a first class that starts one of the anchored shapes
+ * (`k s 1 ( ) &`). It answers true wherever either pattern matches (and on more, for the
+ * anchored shapes); the pattern then decides. Most prose stops here.
+ */
+function shapesMayFire(count: number): boolean {
+  if (count === 0) return false;
+  if (C_LEADS[TOK_CLASS[0]!] === 1) return true;
+  for (let k = 0; k < count; k++) {
+    const c = TOK_CLASS[k]!;
+    if (C_ANY_FIRES[c] === 1) return true;
+    if (c === 111 /* o */) {
+      if (
+        k >= 1 &&
+        k + 1 < count &&
+        C_VALUE_1SN[TOK_CLASS[k - 1]!] === 1 &&
+        C_VALUE_1SN[TOK_CLASS[k + 1]!] === 1
+      )
+        return true;
+    } else if (c === 40 /* ( */) {
+      if (
+        k >= 2 &&
+        TOK_CLASS[k - 1] === 110 /* n */ &&
+        (TOK_CLASS[k - 2] === 115 || TOK_CLASS[k - 2] === 110)
+      )
+        return true;
+    } else if (c === 49 /* 1 */) {
+      if (
+        k >= 2 &&
+        C_WORD_KSN[TOK_CLASS[k - 1]!] === 1 &&
+        C_WORD_KSN[TOK_CLASS[k - 2]!] === 1 &&
+        (k === 2 || C_BEFORE_PAIR[TOK_CLASS[k - 3]!] === 1) &&
+        (k + 1 === count || C_AFTER_NUMBER[TOK_CLASS[k + 1]!] === 1)
+      )
+        return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * For the tests: {@link shapesMayFire} of the fingerprint `fp` (at most MAX_TOKENS classes),
+ * and whether {@link FP_MAY_FIRE_NONE} or {@link FP_MAY_FIRE_QUOTED} matches it.
+ */
+export function shapesMayFireFor(fp: string): { shapes: boolean; patterns: boolean } {
+  const count = Math.min(fp.length, MAX_TOKENS);
+  for (let k = 0; k < count; k++) TOK_CLASS[k] = fp.charCodeAt(k);
+  return {
+    shapes: shapesMayFire(count),
+    patterns: FP_MAY_FIRE_NONE.test(fp.slice(0, count)) || FP_MAY_FIRE_QUOTED.test(fp.slice(0, count)),
+  };
 }
 
 /**
@@ -1139,7 +1214,7 @@ export function detectSqli(value: string, exhaustive = false, lacks = 0): SqliRe
       // the fingerprint first, without token objects: most values stop at its gates
       const count = scan(value, ctx, false);
       // every rule of strongTokens and judge needs one of these shapes (FP_CAN_FIRE, on the codes)
-      if (!classesCanFire(count)) continue;
+      if (!classesCanFire(count) || !shapesMayFire(count)) continue;
       fp = classesOf(count);
       if (!(ctx === 'none' ? FP_MAY_FIRE_NONE : FP_MAY_FIRE_QUOTED).test(fp)) continue;
       toks = tokensOf(value, count);

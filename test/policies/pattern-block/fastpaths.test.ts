@@ -19,6 +19,7 @@ import {
 import {
   detectSqli,
   cannotFireUnquoted,
+  shapesMayFireFor,
   sqliContexts,
   tokenize,
 } from '../../../policies/pattern-block/detectors/sqli.js';
@@ -420,6 +421,47 @@ t.test('SQL judge still sees every shape after the fingerprint pre-check', async
   for (const b of ["trader joe's 5", 'order by phone was not possible', 'union square cafe'])
     t.notOk(detectSqli(b), b);
 });
+
+t.test(
+  'the shape pre-check on the token classes holds wherever the fingerprint patterns match',
+  async (t) => {
+    // shapesMayFire runs before the fingerprint string is made: it may answer true more often
+    // than FP_MAY_FIRE_NONE / FP_MAY_FIRE_QUOTED, never less
+    let matched = 0;
+    let stopped = 0;
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...'nksv1oE&U()f;,c?'), { maxLength: 20 }), (cls) => {
+        const r = shapesMayFireFor(cls.join(''));
+        if (r.patterns) matched++;
+        if (!r.shapes) stopped++;
+        return r.shapes || !r.patterns;
+      }),
+      { numRuns: 20000 },
+    );
+    t.ok(matched > 1000 && stopped > 1000, `both cases generated (${matched} matched, ${stopped} stopped)`);
+    // each shape of the patterns, at the start, in the middle and at the end
+    for (const fp of [
+      'E',
+      'nnv',
+      'nn;',
+      'n1on',
+      'nsos',
+      'nnn(',
+      'nn1',
+      'n1kn1,',
+      'n)nn1c',
+      'k',
+      's',
+      '1&',
+      '(1',
+      ')&',
+      '&',
+    ])
+      t.ok(shapesMayFireFor(fp).shapes, fp);
+    for (const fp of ['nknnkn,nnnn?n1', 'n?n1', 'nnnnn', 'n,n,n', 'nn1n', 'nkn1'])
+      t.notOk(shapesMayFireFor(fp).shapes, fp);
+  },
+);
 
 t.test('stable values (upper case, single spaces) and their unstable twins decide alike', async (t) => {
   for (const [a, b] of [
