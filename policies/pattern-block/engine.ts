@@ -46,6 +46,7 @@ import {
 import { FAMILIES, type Family, type RuleDef } from './rules.js';
 import {
   requiredLiterals,
+  alternativeLiterals,
   buildScanner,
   scanLiterals,
   scanLiteralsAndMask,
@@ -225,6 +226,12 @@ interface CompiledRule {
   readonly gateSubs?: RegExp;
   /** requirement id of the literals every match of the regex holds (see literals.ts), or -1 */
   readonly lits?: number;
+  /**
+   * The regex's top-level alternatives, each with the requirement id of its literals (see
+   * literals.ts alternativeLiterals), when it has several and each requires some: only the
+   * alternatives whose literals a value holds are run (see {@link execAlternatives}).
+   */
+  readonly alts?: readonly Alternative[];
   /** requirement id of the `requires_any` substrings (folded), or -1 */
   readonly subsLits?: number;
   /**
@@ -233,6 +240,12 @@ interface CompiledRule {
    * (two words) and its `lacks` bit. See {@link Walk.lacksOf}.
    */
   readonly valueNeeds?: Int32Array;
+}
+
+/** A top-level alternative of a rule's regex, alone, and the requirement id of its literals. */
+interface Alternative {
+  readonly regex: RegExp;
+  readonly lits: number;
 }
 
 /** Regex rules of a plan sharing one gate (and flags), with their alternation as a prefilter. */
@@ -344,6 +357,8 @@ interface PlanSet {
   readonly fast: readonly RegExp[];
   /** per fast regex: the requirement id of its rules' literals (-1: none) */
   readonly fastLits: Int32Array;
+  /** per fast regex: its alternatives run apart (see CompiledRule.alts), when it has them */
+  readonly fastAlts: readonly (readonly Alternative[] | undefined)[];
   readonly fastDetectors: readonly ValueDetector[];
   /** the needs of each fast detector (see CompiledRule.valueNeeds) */
   readonly fastDetectorNeeds: readonly (Int32Array | undefined)[];
@@ -730,13 +745,13 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
   // each rule with literals on its own, run only when one of its literals occurred (one common
   // literal, `or` in `words`, would otherwise run the alternation of every rule); the rules
   // without literals in one combined regex per flags
-  const fastList: { regex: RegExp; lits: number }[] = [];
+  const fastList: { regex: RegExp; lits: number; alts?: readonly Alternative[] | undefined }[] = [];
   const byFlags = new Map<string, Full[]>();
   for (const r of ungated) {
     if (!r.regex) continue;
     const id = lits.add(r.litList);
     if (id >= 0) {
-      fastList.push({ regex: r.regex, lits: id });
+      fastList.push({ regex: r.regex, lits: id, alts: r.alts });
       continue;
     }
     const list = byFlags.get(r.flags) ?? [];
@@ -753,6 +768,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     });
   const fast = fastList.map((f) => f.regex);
   const fastLits = Int32Array.from(fastList.map((f) => f.lits));
+  const fastAlts = fastList.map((f) => f.alts);
   const fastDetectors = ungated.filter((r) => r.detector).map((r) => r.detector!);
   const fastDetectorNeeds = ungated.filter((r) => r.detector).map((r) => r.valueNeeds);
   // (the compiled `names` patterns have flag `i` only: testing them keeps no state)
@@ -802,6 +818,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     special,
     fast,
     fastLits,
+    fastAlts,
     fastDetectors,
     fastDetectorNeeds,
     fastOk,
@@ -873,11 +890,13 @@ export function compileEngine(opts: EngineOptions): Engine {
     };
     if (r.regex !== undefined) {
       const litList = requiredLiterals(r.regex, r.flags ?? '');
+      const alts = alternativesOf(r.regex, r.flags ?? '', lits);
       selected.push({
         ...base,
         regex: new RegExp(r.regex, r.flags ?? ''),
         ...(litList !== undefined ? { litList } : {}),
         lits: lits.add(litList),
+        ...(alts !== undefined ? { alts } : {}),
         ...(r.requiresAny !== undefined ? { subsList: r.requiresAny.map(foldLiteral) } : {}),
       });
     } else if (r.detector !== undefined && VALUE_DETECTORS[r.detector]) {
@@ -1010,6 +1029,7 @@ function uniformRule(r: Full): Full {
     gateKey: r.gateKey,
     gateSubs: r.gateSubs,
     lits: r.lits,
+    alts: r.alts,
     subsLits: r.subsLits,
     valueNeeds: r.valueNeeds,
     transforms: r.transforms,
@@ -1019,6 +1039,21 @@ function uniformRule(r: Full): Full {
     subsList: r.subsList,
   };
 }
+
+/**
+ * The alternatives of a rule's regex with their requirement ids (see {@link CompiledRule.alts}),
+ * when the prefilter is on and they are worth running apart: at least two requirements.
+ */
+function alternativesOf(source: string, flags: string, lits: LiteralRegistry): Alternative[] | undefined {
+  const parts = alternativeLiterals(source, flags);
+  if (parts === undefined) return undefined;
+  const alts = parts.map((p) => ({ regex: new RegExp(p.source, flags), lits: lits.add(p.literals) }));
+  if (alts.some((a) => a.lits < 0) || new Set(alts.map((a) => a.lits)).size < 2) return undefined;
+  return alts;
+}
+
+/** Alternatives run apart at most: a value holding the literals of more gets the whole regex once. */
+const MAX_ALTERNATIVES_APART = 3;
 
 function foldLiteral(s: string): string {
   let out = '';
@@ -1544,6 +1579,31 @@ class Walk {
     return held ? lacks : -1;
   }
 
+  /**
+   * `execIn(whole, t)` for a regex with `alts` (see {@link CompiledRule.alts}), when the scan
+   * in `slot` is that of `t` up to case: only the alternatives whose literals `t` holds are
+   * run, and on a match of one the whole regex gives the match (the same as without them).
+   * More than {@link MAX_ALTERNATIVES_APART} such alternatives: the whole regex, once.
+   */
+  private execAlternatives(
+    whole: RegExp,
+    alts: readonly Alternative[] | undefined,
+    t: string,
+    slot: number,
+  ): RegExpExecArray | null {
+    if (alts === undefined || slot < 0) return execIn(whole, t, this.max);
+    let held = 0;
+    for (let i = 0; i < alts.length; i++) if (this.holds(slot, alts[i]!.lits)) held++;
+    if (held > MAX_ALTERNATIVES_APART) return execIn(whole, t, this.max);
+    for (let i = 0; held > 0 && i < alts.length; i++) {
+      const a = alts[i]!;
+      if (!this.holds(slot, a.lits)) continue;
+      held--;
+      if (execIn(a.regex, t, this.max) !== null) return execIn(whole, t, this.max);
+    }
+    return null;
+  }
+
   /** Whether the scan in `slot` holds a literal of requirement `req`. */
   private holds(slot: number, req: number): boolean {
     return litScan.hit[slot * this.engine.literals.size + req] === this.scanStamp[slot];
@@ -1613,7 +1673,7 @@ class Walk {
         // the literal scan of `v` (slot 0) folds case: it tells what scanning `l` would
         const fl = set.fastLits[i]!;
         if (fl >= 0 && !this.holds(0, fl)) continue;
-        if (execIn(fast[i]!, (l ??= lowerOf(v, vm)), this.max) !== null) {
+        if (this.execAlternatives(fast[i]!, set.fastAlts[i], (l ??= lowerOf(v, vm)), 0) !== null) {
           hit = true;
           break;
         }
@@ -1806,7 +1866,7 @@ class Walk {
           if (slot < 0) slot = this.scanOf(this.scanned);
           if (!this.holds(slot, r.lits!)) continue;
         }
-        const m = execIn(r.regex!, t, this.max);
+        const m = this.execAlternatives(r.regex!, r.alts, t, slot);
         if (m) {
           const name = this.nameOf(kind, path);
           this.add(r, name, leaf, excerptOf(t, m.index, name, leaf));

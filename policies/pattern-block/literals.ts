@@ -435,6 +435,46 @@ export function requiredLiterals(source: string, flags: string): string[] | unde
 }
 
 /**
+ * The top-level alternatives of `source` (split at each `|` outside groups and character
+ * classes), each with the literals every match of it holds: undefined unless there are at
+ * least two and each requires literals, or when the pattern has a backreference or a named
+ * group (its alternatives alone could not be compiled the same). A match of the pattern is a
+ * match of one alternative, so a value holding none of an alternative's literals cannot
+ * match through it: an engine runs only the alternatives whose literals it holds.
+ */
+export function alternativeLiterals(
+  source: string,
+  flags: string,
+): { source: string; literals: string[] }[] | undefined {
+  if (/\\[1-9k]|\(\?<[^=!]/.test(source)) return undefined;
+  const parts: string[] = [];
+  let depth = 0;
+  let inClass = false;
+  let start = 0;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === '\\') i++;
+    else if (inClass) inClass = c !== ']';
+    else if (c === '[') inClass = true;
+    else if (c === '(') depth++;
+    else if (c === ')') depth--;
+    else if (c === '|' && depth === 0) {
+      parts.push(source.slice(start, i));
+      start = i + 1;
+    }
+  }
+  parts.push(source.slice(start));
+  if (parts.length < 2) return undefined;
+  const out: { source: string; literals: string[] }[] = [];
+  for (const part of parts) {
+    const literals = requiredLiterals(part, flags);
+    if (literals === undefined) return undefined;
+    out.push({ source: part, literals });
+  }
+  return out;
+}
+
+/**
  * An Aho-Corasick automaton over literal sets ("requirements"). {@link scanLiterals} marks,
  * for one string, every requirement of which the string holds a literal.
  */

@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { loadPackDir, shippedRulesDir, parsePack } from '../../../policies/pattern-block/rules.js';
 import {
   requiredLiterals,
+  alternativeLiterals,
   buildScanner,
   scanLiterals,
   scanLiteralsAndMask,
@@ -115,7 +116,7 @@ t.test('the fused scans equal the scan and the signature they inline', async (t)
       // bits of the requirements found (here bit k for requirement k, modulo 31)
       scanLiterals(sc, text, plain, 1);
       const mask = { lo: 0, hi: 0 };
-      const plansOf = Int32Array.from({ length: sc.size }, (_, k) => 1 << k % 31);
+      const plansOf = Int32Array.from({ length: sc.size }, (_, k) => 1 << (k % 31));
       const plans = scanLiteralsAndMask(sc, text, fused, 1, 0, mask, plansOf);
       const sig = charMask(text, { lo: 0, hi: 0 });
       if (mask.lo !== sig.lo || mask.hi !== sig.hi || plain.join() !== fused.join()) return false;
@@ -205,6 +206,40 @@ t.test('every shipped regex: a value it matches holds one of its literals', asyn
     );
   }
   t.ok(derived > 40, `literals derived for ${derived} of ${regexRules.length} regex rules`);
+});
+
+t.test('a regex is split into its top-level alternatives, each with its literals', async (t) => {
+  t.same(alternativeLiterals('a|b(c|d)|[|x]|e\\|f', ''), [
+    { source: 'a', literals: ['a'] },
+    { source: 'b(c|d)', literals: ['bc', 'bd'] },
+    { source: '[|x]', literals: ['|', 'x'] },
+    { source: 'e\\|f', literals: ['e|f'] },
+  ]);
+  // one alternative, one without literals, a backreference or a named group: not split
+  t.equal(alternativeLiterals('(?:a|b)c', ''), undefined);
+  t.equal(alternativeLiterals('abc|x*', ''), undefined);
+  t.equal(alternativeLiterals('(a)\\1|b', ''), undefined);
+  t.equal(alternativeLiterals('(?<x>a)|b', ''), undefined);
+  t.equal(alternativeLiterals('a|b(?<=a)|(?<!c)d', '')?.length, 3);
+  // every shipped split: the alternatives joined are the pattern, and a match of the pattern
+  // on each rule's examples is a match of one alternative holding one of its literals
+  for (const r of rules) {
+    if (r.regex === undefined) continue;
+    const alts = alternativeLiterals(r.regex, r.flags ?? '');
+    if (alts === undefined) continue;
+    t.equal(alts.map((a) => a.source).join('|'), r.regex, r.id);
+    for (const ex of r.examples.match) {
+      if (typeof ex !== 'string') continue;
+      const x = r.transforms.reduce((s, name) => TRANSFORMS[name]!(s), ex);
+      const folded = [...x].map((c) => String.fromCharCode(foldCode(c.charCodeAt(0)))).join('');
+      t.ok(
+        alts.some(
+          (a) => new RegExp(a.source, r.flags ?? '').test(x) && a.literals.some((l) => folded.includes(l)),
+        ),
+        `${r.id}: ${JSON.stringify(ex)}`,
+      );
+    }
+  }
 });
 
 t.test('an engine with the prefilter decides exactly what one without it decides', async (t) => {
