@@ -1380,6 +1380,8 @@ class Walk {
   truncated = false;
   /** every `%` of the target starts a valid escape (see {@link walkHead}, RequestFacts.targetEscapesValid) */
   targetEscapesValid = false;
+  /** the path (before `?`) holds a `%`, when {@link walkHead} read it (RequestFacts.pathPercent) */
+  pathPercent: boolean | undefined = undefined;
   /** the parts of the query, as {@link countArgs} counts them, when {@link walkHead} read them all (else -1) */
   queryArgs = -1;
   /** the path of the JSON value being inspected (see {@link walkJson}) */
@@ -2009,7 +2011,19 @@ function walkHead(walk: Walk, head: HeadInput): number {
   // the memo are not decoded: it only remembers pairs whose escapes were valid.
   const handDecoded = handDecodings.count;
   const sets = e.head;
-  walk.value(sets.path, 'path', undefined, 'path', urlDecodeOnce(head.rawPath, false));
+  const pathPercent = head.rawPath.indexOf('%') >= 0;
+  // (what the protocol checks call the path: the target before its first `?`, all of it without
+  // one; the head's rawPath is that unless a fragment came first)
+  const rp = head.rawPath.length;
+  const t = head.target;
+  walk.pathPercent = t.length === rp || t.charCodeAt(rp) === 63 /* ? */ ? pathPercent : undefined;
+  walk.value(
+    sets.path,
+    'path',
+    undefined,
+    'path',
+    pathPercent ? urlDecodeOnce(head.rawPath, false) : head.rawPath,
+  );
   const maxArgs = e.options.maxArgs;
   const qPlans = sets.query;
   const qnPlans = sets.queryName;
@@ -2057,11 +2071,10 @@ function walkHead(walk: Walk, head: HeadInput): number {
   walk.copyClean = false;
   walk.queryArgs = parts;
   // the walk read all of the target but for `?` (no fragment, no pair left out)
-  const t = head.target.length;
   walk.targetEscapesValid =
     handDecodings.count === handDecoded &&
     !walk.truncated &&
-    (t === head.rawPath.length || t === head.rawPath.length + 1 + q.length);
+    (t.length === rp || t.length === rp + 1 + q.length);
   const hnPlans = sets.headerName;
   const all = sets.allHeaders;
   const headers = head.headers;
@@ -2491,6 +2504,7 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
     truncated: walk.truncated,
     methodOverride: methodOverrideOf(head, body),
     targetEscapesValid: walk.targetEscapesValid,
+    pathPercent: walk.pathPercent,
   };
   // what the request holds that some check looks at: a check that needs none of it is not
   // called. (The body phase runs its few checks as they are: the pass over the header list

@@ -43,6 +43,11 @@ export interface RequestFacts {
    * need not be computed. Undefined or false: not known.
    */
   readonly targetEscapesValid?: boolean;
+  /**
+   * Whether the path (the target before its `?`) holds a `%`, when the walk read it;
+   * undefined: not known (the target is searched).
+   */
+  readonly pathPercent?: boolean | undefined;
 }
 
 /** Compiled protocol settings (from the policy config). */
@@ -391,11 +396,15 @@ export function requestFeatures(r: RequestFacts, s: ProtocolSettings, wanted: nu
   if (!s.allowedMethods.has(r.method)) f |= FEATURE_METHOD;
   if (r.targetEscapesValid !== true) f |= FEATURE_TARGET_PERCENT;
   if (r.rawForm !== undefined) f |= FEATURE_FORM;
-  const t = r.target;
-  const pct = t.indexOf('%');
-  if (pct >= 0) {
-    const q = t.indexOf('?');
-    if (q < 0 || pct < q) f |= FEATURE_PATH_PERCENT;
+  if (r.pathPercent !== undefined) {
+    if (r.pathPercent) f |= FEATURE_PATH_PERCENT;
+  } else {
+    const t = r.target;
+    const pct = t.indexOf('%');
+    if (pct >= 0) {
+      const q = t.indexOf('?');
+      if (q < 0 || pct < q) f |= FEATURE_PATH_PERCENT;
+    }
   }
   if (r.bodyLength > 0) f |= FEATURE_BODY;
   if (r.argCount > s.maxArgs || r.truncated === true) f |= FEATURE_ARGS;
