@@ -2055,10 +2055,13 @@ function walkHead(walk: Walk, head: HeadInput): number {
         const plain = (pct < 0 || pct >= end) && (plus < 0 || plus >= end);
         const eq = q.indexOf('=', start);
         const inPart = eq >= 0 && eq < end;
-        const rk = q.slice(start, inPart ? eq : end);
+        const keyEnd = inPart ? eq : end;
+        const rk = q.slice(start, keyEnd);
         const rv = inPart ? q.slice(eq + 1, end) : '';
         const hand = handDecodings.count;
-        const k = plain ? rk : urlDecodeOnce(rk, true);
+        // (the name decodes to itself when the pair's first `%` and `+` are past it)
+        const keyPlain = (pct < 0 || pct >= keyEnd) && (plus < 0 || plus >= keyEnd);
+        const k = keyPlain ? rk : urlDecodeOnce(rk, true);
         const v = plain ? rv : urlDecodeOnce(rv, true);
         // (a pair the pair memo takes: its value is not remembered apart as well)
         walk.pair(qnPlans, qPlans, 'query', 'query_name', k, v, raw === undefined);
