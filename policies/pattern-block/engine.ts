@@ -242,6 +242,14 @@ interface CompiledRule {
   readonly valueNeeds?: Int32Array;
 }
 
+/** What the walk knows of a header name (see {@link Engine.headerNames}). */
+interface HeaderName {
+  /** the header's own plan set (a value of {@link Engine.head}'s headerSets; undefined: the common one) */
+  readonly own: PlanSet | null | undefined;
+  /** the name was found clean (by the header-name rules) */
+  clean: boolean;
+}
+
 /** A top-level alternative of a rule's regex, alone, and the requirement id of its literals. */
 interface Alternative {
   readonly regex: RegExp;
@@ -443,6 +451,12 @@ export interface Engine {
    * pair (`limit=20`, `sort=-date`) is neither decoded nor looked up again.
    */
   readonly cleanPairs: CleanMemo;
+  /**
+   * Header names seen, up to {@link CLEAN_MEMO_ENTRIES} of them (then cleared): each with its
+   * own plan set (see headerSets) and whether the name was found clean. Names repeat on every
+   * request: one lookup tells both (a memo lookup and a map lookup apiece before).
+   */
+  readonly headerNames: Map<string, HeaderName>;
 }
 
 /** One rule match. `excerpt` is at most 40 characters (redacted for secret-looking targets). */
@@ -1008,6 +1022,7 @@ export function compileEngine(opts: EngineOptions): Engine {
     familyThresholds: new Map(Object.entries(opts.familyThresholds) as [Family, number][]),
     literals,
     cleanPairs: new CleanMemo(MEMO_SLOTS),
+    headerNames: new Map(),
   };
 }
 
@@ -1498,7 +1513,7 @@ class Walk {
   ): void {
     this.value(namePlans, nameKind, k, k, k);
     if (rememberValue) this.value(valuePlans, kind, k, k, v);
-    else if (valuePlans !== undefined && v.length > 0) this.inspect(valuePlans, kind, k, k, v);
+    else this.fresh(valuePlans, kind, k, k, v);
     const eq = v === '' ? k.indexOf('=') : -1;
     if (eq > 0) {
       const sk = k.slice(0, eq);
@@ -1528,6 +1543,11 @@ class Walk {
     const before = this.found;
     this.inspect(set, kind, path, leaf, raw);
     if (clean !== undefined && this.found === before) clean.put(h, raw, this.copyClean);
+  }
+
+  /** {@link value} without the clean-value memo (the caller remembers what it found clean). */
+  fresh(set: PlanSet | undefined, kind: string, path: Path, leaf: string, raw: string): void {
+    if (set !== undefined && raw.length > 0) this.inspect(set, kind, path, leaf, raw);
   }
 
   /**
@@ -2081,10 +2101,24 @@ function walkHead(walk: Walk, head: HeadInput): number {
   const hnPlans = sets.headerName;
   const all = sets.allHeaders;
   const headers = head.headers;
+  const names = e.headerNames;
   for (const name of Object.keys(headers)) {
     const v = headerString(headers[name]);
     if (v === undefined) continue;
-    walk.value(hnPlans, 'header_name', name, name, name);
+    const remember = name.length <= CLEAN_MEMO_MAX_HEADER;
+    let hn = remember ? names.get(name) : undefined;
+    if (hn === undefined) {
+      hn = { own: sets.headerSets.get(name), clean: false };
+      if (remember) {
+        if (names.size >= CLEAN_MEMO_ENTRIES) names.clear();
+        names.set(name, hn);
+      }
+    }
+    if (!hn.clean) {
+      const before = walk.found;
+      walk.fresh(hnPlans, 'header_name', name, name, name);
+      hn.clean = walk.found === before;
+    }
     if (name === 'cookie') {
       const cPlans = sets.cookie;
       const cnPlans = sets.cookieName;
@@ -2108,7 +2142,7 @@ function walkHead(walk: Walk, head: HeadInput): number {
       }
       walk.copyClean = false;
     }
-    const own = sets.headerSets.get(name);
+    const own = hn.own;
     if (own === undefined) walk.value(all, 'header', name, name, v);
     else if (own !== null) walk.value(own, 'header', name, name, v);
   }

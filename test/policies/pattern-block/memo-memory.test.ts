@@ -87,3 +87,30 @@ t.test('recurring values that differ in one place stay remembered', async (t) =>
   t.equal(kept(days), days.length, 'every date is remembered');
   t.equal(kept(categories), categories.length, 'every category is remembered');
 });
+
+/**
+ * Header names are remembered with their plan set and whether they were found clean (one
+ * lookup per header): the map is bounded (cleared past 1024 names), and a name with a
+ * finding is judged again on every request, whatever else was seen.
+ */
+t.test('the header-name map stays bounded and never remembers a finding as clean', async (t) => {
+  const e = engineFromConfig(Value.Default(patternBlock.schema, {}) as PatternBlockConfig, process.cwd());
+  const get = (headers: Record<string, string>) =>
+    inspectRequest(e, { method: 'GET', target: '/api/receipts', headers: { Host: 'h.example', ...headers } });
+  for (let round = 0; round < 3; round++) {
+    t.equal(
+      get({ Proxy: 'http://evil' }).matches.some((m) => m.ruleId === 'proto-260'),
+      true,
+      `Proxy, round ${round}`,
+    );
+    t.equal(
+      get({ 'X-Scanner': '1' }).matches.some((m) => m.ruleId === 'scanner-110'),
+      true,
+      `X-Scanner, round ${round}`,
+    );
+    for (let i = 0; i < 1500; i++) get({ [`x-trace-${round}-${i}`]: 'a' });
+    t.ok(e.headerNames.size <= 1024, `at most 1024 names (${e.headerNames.size})`);
+  }
+  t.equal(get({ Accept: 'text/html' }).decision, 'allow');
+  t.equal(get({ Accept: 'text/html' }).decision, 'allow');
+});
