@@ -168,6 +168,10 @@ export const PERCENT_INVALID = 1;
 export const PERCENT_IIS = 2;
 export const PERCENT_OVERLONG = 4;
 
+/** The Host value {@link REQUEST_DETECTORS}.host_header judged last, and its verdict. */
+let lastHost: string | undefined;
+let lastHostNote: string | undefined;
+
 let lastPercentInput: string | undefined;
 let lastPercentFindings = 0;
 
@@ -588,9 +592,11 @@ export const REQUEST_DETECTORS: Readonly<Record<string, RequestDetector>> = {
   host_header: (r) => {
     const h = header(r, 'host');
     if (h === undefined) return r.httpVersion === '1.0' ? undefined : 'missing Host';
-    if (h.trim() === '') return 'empty Host';
-    if (!HOST_SYNTAX.test(h)) return 'malformed Host';
-    return undefined;
+    // (a client sends the same Host on every request: the last one's verdict is remembered)
+    if (h === lastHost) return lastHostNote;
+    lastHostNote = h.trim() === '' ? 'empty Host' : HOST_SYNTAX.test(h) ? undefined : 'malformed Host';
+    lastHost = h;
+    return lastHostNote;
   },
 
   /** Absurd header counts. */

@@ -484,3 +484,21 @@ t.test('header names match in any ASCII case, as toLowerCase() reads them, and n
   );
   t.end();
 });
+
+t.test('host_header judges each Host, in any order (the last verdict is remembered)', (t) => {
+  const d = REQUEST_DETECTORS.host_header!;
+  const cases: [string, string | undefined][] = [
+    ['receipts.example.com', undefined],
+    ['bad host!', 'malformed Host'],
+    ['receipts.example.com', undefined],
+    ['  ', 'empty Host'],
+    ['  ', 'empty Host'],
+    ['receipts.example.com:8443', undefined],
+    ['bad host!', 'malformed Host'],
+    ['bad host!', 'malformed Host'],
+    ['[::1]:80', undefined],
+  ];
+  for (const [host, note] of cases) t.equal(d(facts(['Host', host]), settings), note, JSON.stringify(host));
+  t.equal(d(facts([]), settings), 'missing Host');
+  t.end();
+});
