@@ -437,6 +437,8 @@ export interface Engine {
     readonly headerSets: ReadonlyMap<string, PlanSet | null>;
   };
   readonly requestRules: readonly CompiledRule[];
+  /** the request rules that need no feature (see protocol.ts REQUEST_NEEDS): all a request without any runs */
+  readonly unconditionalRules: readonly CompiledRule[];
   /** the features (protocol.ts requestFeatures) some request rule needs */
   readonly headNeeds: number;
   readonly exclusions: readonly CompiledExclusion[];
@@ -1007,6 +1009,7 @@ export function compileEngine(opts: EngineOptions): Engine {
       headerSets,
     },
     requestRules,
+    unconditionalRules: requestRules.filter((r) => r.needs === 0),
     headNeeds: requestRules.reduce((n, r) => n | r.needs!, 0),
     exclusions: opts.exclusions.map(compileExclusion),
     protocol: {
@@ -2547,7 +2550,7 @@ function runRequestRules(walk: Walk, head: HeadInput, body: RequestBody | undefi
   // called. (The body phase runs its few checks as they are: the pass over the header list
   // costs more than it would save there.)
   const features = body === undefined ? requestFeatures(facts, e.protocol, e.headNeeds) : -1;
-  for (const r of e.requestRules) {
+  for (const r of features === 0 ? e.unconditionalRules : e.requestRules) {
     // in the body phase, only the checks whose verdict can change once the body is known
     if (body !== undefined && !r.bodyAware) continue;
     const needs = r.needs!;
