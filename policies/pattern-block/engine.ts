@@ -325,6 +325,19 @@ const SCAN_COMPRESSING = 2;
 /** Numbers per entry of {@link Plan.pre}. */
 const PRE_STRIDE = 5;
 
+/**
+ * Whether the regexes of `rules` can be joined in one alternation: none refers to a group by
+ * number or name (`\1`, `\k<x>`), which joined would refer to another rule's group.
+ */
+function combinable(rules: readonly Full[]): boolean {
+  return !rules.some((r) => /\\[1-9k]/.test(r.regex!.source));
+}
+
+/** One regex matching where any of `rules`' regexes does (their flags are alike). */
+function alternation(rules: readonly Full[]): RegExp {
+  return new RegExp(rules.map((r) => `(?:${r.regex!.source})`).join('|'), rules[0]!.flags);
+}
+
 function preEntry(gate: CharMask | undefined, lits: number, subsLits: number): number[] {
   return gate === undefined ? [1, 0, 0, lits, subsLits] : [0, gate.lo, gate.hi, lits, subsLits];
 }
@@ -714,8 +727,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     const groups: RuleGroup[] = [...groupsByKey.values()].map((g) => ({
       gate: g[0]!.gate,
       gateSubs: g[0]!.gateSubs,
-      combined:
-        g.length > 1 ? new RegExp(g.map((r) => `(?:${r.regex!.source})`).join('|'), g[0]!.flags) : undefined,
+      combined: g.length > 1 && combinable(g) ? alternation(g) : undefined,
       rules: g,
       lits: lits.add(lits.union(g)),
       subsLits: lits.add(g[0]!.subsList),
@@ -774,14 +786,11 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     list.push(r);
     byFlags.set(r.flags, list);
   }
-  for (const list of byFlags.values())
-    fastList.push({
-      regex:
-        list.length === 1
-          ? list[0]!.regex!
-          : new RegExp(list.map((r) => `(?:${r.regex!.source})`).join('|'), list[0]!.flags),
-      lits: -1,
-    });
+  for (const list of byFlags.values()) {
+    if (list.length === 1 || !combinable(list))
+      for (const r of list) fastList.push({ regex: r.regex!, lits: -1 });
+    else fastList.push({ regex: alternation(list), lits: -1 });
+  }
   const fast = fastList.map((f) => f.regex);
   const fastLits = Int32Array.from(fastList.map((f) => f.lits));
   const fastAlts = fastList.map((f) => f.alts);

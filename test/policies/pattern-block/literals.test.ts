@@ -395,3 +395,36 @@ t.test('a chain that normalises after removing whitespace is not taken for a sta
     t.same(jsonValueRuleIds(e, 'e \u0301x'), ['test-nfkc-late']);
   }
 });
+
+t.test('a rule that refers to its own groups is never joined with others', async (t) => {
+  // the rules of a group (same transforms, gate and flags) and the fast path's rules without
+  // literals run as one alternation, where `\1` would name another rule's group
+  for (const requires of ['  requires: "-"', '']) {
+    const rule = (id: string, regex: string) =>
+      [
+        `- id: ${id}`,
+        '  family: cmd_injection',
+        '  score: 5',
+        '  description: test',
+        '  targets: [args]',
+        '  transforms: [lowercase]',
+        ...(requires ? [requires] : []),
+        `  regex: ${JSON.stringify(regex)}`,
+      ].join('\n');
+    const pack = parsePack(
+      [rule('test-first', 'z(q)z'), rule('test-backref', '^(?=(a+))\\1b')].join('\n'),
+      'x',
+      'x.yaml',
+    );
+    for (const prefilter of [true, false]) {
+      const e = compileEngine({ ...DEFAULT_ENGINE_OPTIONS, rules: pack, prefilter });
+      t.same(
+        jsonValueRuleIds(e, 'aab-'),
+        ['test-backref'],
+        `${requires || 'no gate'}, prefilter ${prefilter}`,
+      );
+      t.same(jsonValueRuleIds(e, 'zqz-'), ['test-first']);
+      t.same(jsonValueRuleIds(e, 'aa-'), []);
+    }
+  }
+});
