@@ -392,19 +392,20 @@ function classesCanFire(count: number): boolean {
   return false;
 }
 
-/** Token classes (character codes of the fingerprint) {@link shapesMayFire} looks for. */
-const C_WORD_KSN = new Uint8Array(128);
-for (const c of 'ksn') C_WORD_KSN[c.charCodeAt(0)] = 1;
-const C_VALUE_1SN = new Uint8Array(128);
-for (const c of '1sn') C_VALUE_1SN[c.charCodeAt(0)] = 1;
-const C_ANY_FIRES = new Uint8Array(128);
-for (const c of 'Efv;') C_ANY_FIRES[c.charCodeAt(0)] = 1;
-const C_LEADS = new Uint8Array(128);
-for (const c of 'ks1()&') C_LEADS[c.charCodeAt(0)] = 1;
-const C_BEFORE_PAIR = new Uint8Array(128);
-for (const c of 's)1') C_BEFORE_PAIR[c.charCodeAt(0)] = 1;
-const C_AFTER_NUMBER = new Uint8Array(128);
-for (const c of ',c;)') C_AFTER_NUMBER[c.charCodeAt(0)] = 1;
+/** 1 at the code of each token class (fingerprint character) in `classes`. */
+function classTable(classes: string): Uint8Array {
+  const t = new Uint8Array(128);
+  for (const c of classes) t[c.charCodeAt(0)] = 1;
+  return t;
+}
+
+/** Token classes {@link shapesMayFire} looks for. */
+const C_WORD_KSN = classTable('ksn');
+const C_VALUE_1SN = classTable('1sn');
+const C_ANY_FIRES = classTable('Efv;');
+const C_LEADS = classTable('ks1()&');
+const C_BEFORE_PAIR = classTable('s)1');
+const C_AFTER_NUMBER = classTable(',c;)');
 
 /**
  * Whether the classes of the last {@link scan} may match {@link FP_MAY_FIRE_NONE} or

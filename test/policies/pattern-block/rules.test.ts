@@ -140,3 +140,27 @@ t.test('pack validation names the file and rule', async (t) => {
     'p',
   );
 });
+
+t.test("proto-240's lookahead form matches exactly where the plain pattern does", async (t) => {
+  // the lookahead and its backreference read the run before the first parenthesis once; the
+  // plain `^[^()]{0,200}\)…` (what the rule means) backtracks through it
+  const shipped = rules.find((r) => r.id === 'proto-240')!;
+  const atomic = new RegExp(shipped.regex!, shipped.flags ?? '');
+  const plain = /^[^()]{0,200}\)\s*\(\s*[a-z&|!*]/;
+  const alphabet = 'a()x \t&*|!';
+  let seed = 7;
+  const next = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0);
+  let matched = 0;
+  for (let i = 0; i < 50_000; i++) {
+    const n = i % 10 === 0 ? 190 + (next() % 20) : next() % 14;
+    let s = '';
+    for (let k = 0; k < n; k++) s += alphabet[next() % alphabet.length];
+    const want = plain.test(s);
+    if (want) matched++;
+    if (atomic.test(s) !== want) {
+      t.fail(JSON.stringify(s));
+      break;
+    }
+  }
+  t.ok(matched > 100, `both outcomes generated (${matched} matches)`);
+});
