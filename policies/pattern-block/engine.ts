@@ -47,6 +47,7 @@ import { FAMILIES, type Family, type RuleDef } from './rules.js';
 import {
   requiredLiterals,
   alternativeLiterals,
+  namesOrRefersToGroups,
   buildScanner,
   scanLiterals,
   scanLiteralsAndMask,
@@ -325,17 +326,22 @@ const SCAN_COMPRESSING = 2;
 /** Numbers per entry of {@link Plan.pre}. */
 const PRE_STRIDE = 5;
 
-/**
- * Whether the regexes of `rules` can be joined in one alternation: none refers to a group by
- * number or name (`\1`, `\k<x>`), which joined would refer to another rule's group.
- */
+/** Whether the regexes of `rules` can be joined in one alternation (see {@link namesOrRefersToGroups}). */
 function combinable(rules: readonly Full[]): boolean {
-  return !rules.some((r) => /\\[1-9k]/.test(r.regex!.source));
+  return !rules.some((r) => namesOrRefersToGroups(r.regex!.source));
 }
 
 /** One regex matching where any of `rules`' regexes does (their flags are alike). */
 function alternation(rules: readonly Full[]): RegExp {
   return new RegExp(rules.map((r) => `(?:${r.regex!.source})`).join('|'), rules[0]!.flags);
+}
+
+/**
+ * The requirement an entry of {@link Plan.pre} at `k` cannot pass without: its literals', else its
+ * `requires_any` substrings' (-1: none, the entry may pass on any value).
+ */
+function entryRequirement(pre: Int32Array, k: number): number {
+  return pre[k + 3]! >= 0 ? pre[k + 3]! : pre[k + 4]!;
 }
 
 function preEntry(gate: CharMask | undefined, lits: number, subsLits: number): number[] {
@@ -417,8 +423,6 @@ interface PlanSet {
   readonly openPlans: number;
   /** plans of variants 4 and 5: they read the scan with whitespace runs compressed when the value has runs */
   readonly compressPlans: number;
-  /** [requirement id, plan bits] pairs {@link litPlans} is made of */
-  readonly planReqs: readonly (readonly [number, number])[];
 }
 
 interface CompiledExclusion {
@@ -814,21 +818,16 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     skipTrigger.lo |= p.gateUnion.lo;
     skipTrigger.hi |= p.gateUnion.hi;
   }
-  // which requirements let which plans run (see PlanSet.litPlans)
+  // the plans that look whatever the value's scan holds (see PlanSet.litPlans)
   let openPlans = plans.length > 32 ? -1 : 0;
   let compressPlans = 0;
-  const planReqs: [number, number][] = [];
   plans.forEach((p, i) => {
     if (i >= 32) return;
     const bit = 1 << i;
     const sv = p.stableVariant;
     if (sv < 0 || sv === 2 || sv === 3) openPlans |= bit;
     else if (sv >= 4) compressPlans |= bit;
-    for (let k = 0; k < p.pre.length; k += PRE_STRIDE) {
-      const req = p.pre[k + 3]! >= 0 ? p.pre[k + 3]! : p.pre[k + 4]!;
-      if (req < 0) openPlans |= bit;
-      else planReqs.push([req, bit]);
-    }
+    for (let k = 0; k < p.pre.length; k += PRE_STRIDE) if (entryRequirement(p.pre, k) < 0) openPlans |= bit;
   });
   return {
     clean: new CleanMemo(memoSlots),
@@ -857,14 +856,19 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
     litPlans: new Int32Array(0),
     openPlans,
     compressPlans,
-    planReqs,
   };
 }
 
 /** Fill in {@link PlanSet.litPlans} of `set` for a registry of `size` requirements. */
 function finishPlanSet(set: PlanSet, size: number): void {
   const bits = new Int32Array(size);
-  for (const [req, bit] of set.planReqs) bits[req]! |= bit;
+  set.plans.forEach((p, i) => {
+    if (i >= 32) return;
+    for (let k = 0; k < p.pre.length; k += PRE_STRIDE) {
+      const req = entryRequirement(p.pre, k);
+      if (req >= 0) bits[req]! |= 1 << i;
+    }
+  });
   set.litPlans = bits;
 }
 

@@ -435,6 +435,15 @@ export function requiredLiterals(source: string, flags: string): string[] | unde
 }
 
 /**
+ * Whether the pattern `source` names its groups or refers to one (`(?<x>…)`, `\1`, `\k<x>`):
+ * its parts cannot be compiled apart, nor joined with other patterns into one alternation
+ * (a number would then name another pattern's group, and a name could occur twice).
+ */
+export function namesOrRefersToGroups(source: string): boolean {
+  return /\\[1-9k]|\(\?<[^=!]/.test(source);
+}
+
+/**
  * The top-level alternatives of `source` (split at each `|` outside groups and character
  * classes), each with the literals every match of it holds: undefined unless there are at
  * least two and each requires literals, or when the pattern has a backreference or a named
@@ -446,7 +455,7 @@ export function alternativeLiterals(
   source: string,
   flags: string,
 ): { source: string; literals: string[] }[] | undefined {
-  if (/\\[1-9k]|\(\?<[^=!]/.test(source)) return undefined;
+  if (namesOrRefersToGroups(source)) return undefined;
   const parts: string[] = [];
   let depth = 0;
   let inClass = false;

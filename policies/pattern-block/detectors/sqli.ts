@@ -15,6 +15,8 @@
  *   & and/or/xor/&&/|| · o operator (= <> like in is …) · ( ) , ;  · c comment · ? other
  */
 
+import type { DetectorNeed } from './index.js';
+
 const STATEMENT = new Set([
   'select',
   'insert',
@@ -948,11 +950,7 @@ export const SQL_LACKS_LOGIC = 4;
  * on the signature: as automaton literals they would end a match at every quote or
  * parenthesis of every value scanned.)
  */
-export const SQL_NEEDS: readonly {
-  readonly chars: string;
-  readonly substrings: readonly string[];
-  readonly lacks: number;
-}[] = [
+export const SQL_NEEDS: readonly DetectorNeed[] = [
   { chars: `'"\`()=<>!|&#@;`, substrings: ['--', '/*'], lacks: SQL_LACKS_GATE_CHARS },
   { chars: '', substrings: ['union', 'select', 'where', 'having', 'order', 'group'], lacks: SQL_LACKS_WORDS },
   { chars: '', substrings: ['and', 'or'], lacks: SQL_LACKS_LOGIC },

@@ -426,5 +426,16 @@ t.test('a rule that refers to its own groups is never joined with others', async
       t.same(jsonValueRuleIds(e, 'zqz-'), ['test-first']);
       t.same(jsonValueRuleIds(e, 'aa-'), []);
     }
+    // two rules naming a group alike: joined, the alternation would not even compile
+    const named = parsePack(
+      [rule('test-named-a', '(?<n>x)1'), rule('test-named-b', '(?<n>y)2')].join('\n'),
+      'x',
+      'x.yaml',
+    );
+    for (const prefilter of [true, false]) {
+      const e = compileEngine({ ...DEFAULT_ENGINE_OPTIONS, rules: named, prefilter });
+      t.same(jsonValueRuleIds(e, 'x1-'), ['test-named-a'], `named groups, prefilter ${prefilter}`);
+      t.same(jsonValueRuleIds(e, 'y2-'), ['test-named-b']);
+    }
   }
 });
