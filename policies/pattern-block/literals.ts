@@ -628,6 +628,10 @@ export function scanLiteralsAndMask(
   const outStart = sc.outStart;
   const outIds = sc.outIds;
   const width = sc.width;
+  // (the signature tables as locals: read through the module's bindings, this loop ran about
+  // 15 % slower per character)
+  const loOf = LO;
+  const hiOf = HI;
   let row = 0;
   let lo = 0;
   let hi = 0;
@@ -637,8 +641,8 @@ export function scanLiteralsAndMask(
   for (let i = 0; i < n; i++) {
     const c = s.charCodeAt(i);
     if (c < 128) {
-      lo |= LO[c]!;
-      hi |= HI[c]!;
+      lo |= loOf[c]!;
+      hi |= hiOf[c]!;
       if (c === 32 && prev === 32) hi |= HI_DOUBLE_SPACE;
     } else hi |= HI_NON_ASCII;
     prev = c;
