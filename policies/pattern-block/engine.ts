@@ -45,7 +45,10 @@ import {
 } from './detectors/protocol.js';
 import { FAMILIES, type Family, type RuleDef } from './rules.js';
 import {
-  requiredLiterals,
+  boundedLiterals,
+  bare,
+  BOUNDARY,
+  confirmOf,
   alternativeLiterals,
   namesOrRefersToGroups,
   buildScanner,
@@ -465,6 +468,12 @@ export interface Engine {
   /** the literal prefilter of every rule (one Aho-Corasick automaton) */
   readonly literals: LiteralScanner;
   /**
+   * Per requirement of {@link literals}, the regex that tells whether a hit of the automaton is
+   * one with the word boundaries the requirement's regexes ask for (literals.ts confirmOf), or
+   * undefined (the hit is enough).
+   */
+  readonly confirms: readonly (RegExp | undefined)[];
+  /**
    * Raw query-string pairs (`name=value` as received, before decoding) whose name and value
    * were both found clean: a pair's verdict depends only on its raw text, so a recurring
    * pair (`limit=20`, `sort=-date`) is neither decoded nor looked up again.
@@ -558,7 +567,7 @@ type Full = CompiledRule & {
   transforms: readonly string[];
   flags: string;
   targets: readonly string[];
-  /** literals every match of the regex holds (undefined: none derived) */
+  /** literals every match of the regex holds, with their boundary marks (undefined: none derived) */
   litList?: readonly string[];
   /** the `requires_any` substrings, folded */
   subsList?: readonly string[];
@@ -569,22 +578,47 @@ const MAX_LITERAL = 5;
 
 /** The literal sets ("requirements") of an engine's prefilter, shared where equal. */
 class LiteralRegistry {
+  /** each requirement's literals (without boundary marks: what the automaton looks for) */
   readonly reqs: string[][] = [];
+  /** each requirement's {@link confirmOf} regex, when one of its literals has a word boundary */
+  readonly confirms: (RegExp | undefined)[] = [];
   private readonly byKey = new Map<string, number>();
 
   constructor(private readonly enabled: boolean) {}
 
-  /** The id of a literal set (-1 for undefined: no requirement). */
+  /**
+   * The id of a literal set (-1 for undefined: no requirement). Literals may carry boundary
+   * marks (literals.ts boundedLiterals).
+   */
   add(lits: readonly string[] | undefined): number {
     // (an empty literal would be held by every string: no requirement either)
-    if (!this.enabled || lits === undefined || lits.length === 0 || lits.some((l) => l === '')) return -1;
+    if (!this.enabled || lits === undefined || lits.length === 0 || lits.some((l) => bare(l) === ''))
+      return -1;
     // a prefix of a required literal is required too: shorter literals keep the automaton small
-    const sorted = [...new Set(lits.map((l) => l.slice(0, MAX_LITERAL)))].sort();
-    const key = sorted.join('\u0000');
+    // (a cut literal loses its closing boundary); a literal keeps a boundary only when every
+    // form of it here has it
+    const marks = new Map<string, number>();
+    for (const m of lits) {
+      let l = bare(m);
+      let b = (m.startsWith(BOUNDARY) ? 1 : 0) | (m.endsWith(BOUNDARY) ? 2 : 0);
+      if (l.length > MAX_LITERAL) {
+        l = l.slice(0, MAX_LITERAL);
+        b &= 1;
+      }
+      const had = marks.get(l);
+      marks.set(l, had === undefined ? b : had & b);
+    }
+    const sorted = [...marks.keys()].sort();
+    const marked = sorted.map((l) => {
+      const b = marks.get(l)!;
+      return `${(b & 1) !== 0 ? BOUNDARY : ''}${l}${(b & 2) !== 0 ? BOUNDARY : ''}`;
+    });
+    const key = marked.join('\u0000');
     let id = this.byKey.get(key);
     if (id === undefined) {
       id = this.reqs.length;
       this.reqs.push(sorted);
+      this.confirms.push(confirmOf(marked));
       this.byKey.set(key, id);
     }
     return id;
@@ -760,7 +794,14 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
       plainVariant: stableVariantOf(names.filter((t) => !REMOVAL_ONLY.has(t))),
       litsOnly: list.every((r) => r.regex !== undefined) && groups.every((g) => g.lits >= 0),
       pre: Int32Array.from([
-        ...groups.flatMap((g) => preEntry(g.gate, g.lits, g.subsLits)),
+        // a group whose rules' own literals are confirmed by their word boundaries (see
+        // Walk.holdsBounded) has one entry per rule: its own requirement, the union of theirs, is
+        // mostly not (`or\b` of one rule beside `order` of another)
+        ...groups.flatMap((g) =>
+          g.rules.length > 1 && g.rules.some((r) => lits.confirms[r.lits!] !== undefined)
+            ? g.rules.flatMap((r) => preEntry(g.gate, r.lits!, g.subsLits))
+            : preEntry(g.gate, g.lits, g.subsLits),
+        ),
         ...list.filter((r) => r.detector).flatMap((r) => preEntry(r.gate, -1, -1)),
       ]),
     });
@@ -918,7 +959,7 @@ export function compileEngine(opts: EngineOptions): Engine {
         : {}),
     };
     if (r.regex !== undefined) {
-      const litList = requiredLiterals(r.regex, r.flags ?? '');
+      const litList = boundedLiterals(r.regex, r.flags ?? '');
       const alts = alternativesOf(r.regex, r.flags ?? '', lits);
       selected.push({
         ...base,
@@ -1000,7 +1041,10 @@ export function compileEngine(opts: EngineOptions): Engine {
     );
   const literals = buildScanner(lits.reqs);
   for (const set of [...plansByKind.values(), ...headerPlans.values()]) finishPlanSet(set, literals.size);
-  if (litScan.hit.length < literals.size * 8) litScan.hit = new Int32Array(literals.size * 8);
+  if (litScan.hit.length < literals.size * 8) {
+    litScan.hit = new Int32Array(literals.size * 8);
+    litScan.confirmed = new Int32Array(literals.size * 8);
+  }
   const { rules: _rules, ...rest } = opts;
   void _rules;
   const skipHeaders = new Set(opts.skipHeaders.map((h) => h.toLowerCase()));
@@ -1037,6 +1081,7 @@ export function compileEngine(opts: EngineOptions): Engine {
     freeText: new Set(opts.freeTextFields.map((f) => f.toLowerCase())),
     familyThresholds: new Map(Object.entries(opts.familyThresholds) as [Family, number][]),
     literals,
+    confirms: lits.confirms,
     cleanPairs: new CleanMemo(MEMO_SLOTS),
     headerNames: new Map(),
   };
@@ -1124,9 +1169,11 @@ const scratch = {
  * Literal-prefilter scans of the value being inspected: the scan in slot `k` (one slot per
  * distinct transformed string) of an engine with `size` requirements holds requirement `r`'s
  * literals when `hit[k * size + r]` equals the slot's stamp. Each scan takes a fresh stamp, so
- * nothing is cleared between values.
+ * nothing is cleared between values. `confirmed[k * size + r]` is the stamp when the slot's
+ * string was found to hold one with its word boundaries (Engine.confirms), minus the stamp when
+ * not.
  */
-const litScan = { hit: new Int32Array(0), stamp: 0 };
+const litScan = { hit: new Int32Array(0), confirmed: new Int32Array(0), stamp: 0 };
 
 /** signature of a transformed value being computed */
 const nodeMask: CharMask = { lo: 0, hi: 0 };
@@ -1589,6 +1636,9 @@ class Walk {
       const grown = new Int32Array(Math.max((n + 1) * size, litScan.hit.length * 2));
       grown.set(litScan.hit);
       litScan.hit = grown;
+      const confirmed = new Int32Array(grown.length);
+      confirmed.set(litScan.confirmed);
+      litScan.confirmed = confirmed;
     }
     const stamp = ++litScan.stamp;
     if (mode === SCAN_SKIPPING)
@@ -1651,6 +1701,30 @@ class Walk {
   }
 
   /**
+   * {@link holds}, and with the word boundaries the requirement's regexes ask for: `\bor\b`,
+   * not the `or` of `airport` (Engine.confirms, tested once per slot and requirement). The
+   * boundaries are judged on the string the slot scanned, which a regex sees up to case (a plain
+   * scan) or with its whitespace runs compressed (a compressing scan: the boundaries and the
+   * literals without whitespace are the same there); not on a whitespace-skipping scan, whose
+   * string has lost the whitespace, nor on a string longer than `max_value_length`, which the
+   * regexes see in windows whose edges are boundaries of their own.
+   */
+  private holdsBounded(slot: number, req: number): boolean {
+    const i = slot * this.engine.literals.size + req;
+    const stamp = this.scanStamp[slot]!;
+    if (litScan.hit[i] !== stamp) return false;
+    const re = this.engine.confirms[req];
+    if (re === undefined || this.scanMode[slot] === SCAN_SKIPPING) return true;
+    const c = litScan.confirmed[i];
+    if (c === stamp) return true;
+    if (c === -stamp) return false;
+    const s = this.scanStr[slot]!;
+    const ok = s.length > this.max || re.test(s);
+    litScan.confirmed[i] = ok ? stamp : -stamp;
+    return ok;
+  }
+
+  /**
    * Whether a group or a detector rule of `plan` may run on a value of signature `m` whose
    * literal scan is in `slot`: the checks {@link runPlan} starts each with (the character
    * gate, then the literals), on flat numbers, so a plan with nothing to run costs a short
@@ -1663,10 +1737,12 @@ class Walk {
     const hit = litScan.hit;
     const base = slot * this.engine.literals.size;
     const stamp = this.scanStamp[slot]!;
+    const confirms = this.engine.confirms;
     for (let i = 0; i < pre.length; i += PRE_STRIDE) {
       if (pre[i] === 0 && (lo & pre[i + 1]!) === 0 && (hi & pre[i + 2]!) === 0) continue;
       const l = pre[i + 3]!;
-      if (l >= 0 && hit[base + l] !== stamp) continue;
+      if (l >= 0 && (hit[base + l] !== stamp || (confirms[l] !== undefined && !this.holdsBounded(slot, l))))
+        continue;
       const sl = pre[i + 4]!;
       if (sl >= 0 && hit[base + sl] !== stamp) continue;
       return true;
@@ -1683,6 +1759,7 @@ class Walk {
     // a value takes a bounded number of scans, so the stamps never wrap within one
     if (litScan.stamp > 0x3fff0000) {
       litScan.hit.fill(0);
+      litScan.confirmed.fill(0);
       litScan.stamp = 0;
     }
     // the signature and the literal scan of the value itself (slot 0), in one pass
@@ -1895,7 +1972,7 @@ class Walk {
       if (g.gate !== undefined && !passes(tm, g.gate)) continue;
       if (g.lits >= 0 || g.subsLits >= 0) {
         if (slot < 0) slot = this.scanOf(this.scanned);
-        if (g.lits >= 0 && !this.holds(slot, g.lits)) continue;
+        if (g.lits >= 0 && !this.holdsBounded(slot, g.lits)) continue;
         if (g.subsLits >= 0 && !this.holds(slot, g.subsLits)) continue;
       }
       if (g.gateSubs !== undefined && execIn(g.gateSubs, t, this.max) === null) continue;
@@ -1905,7 +1982,7 @@ class Walk {
         if (r.names !== undefined && !r.names.test(leaf)) continue;
         if (r.lits! >= 0) {
           if (slot < 0) slot = this.scanOf(this.scanned);
-          if (!this.holds(slot, r.lits!)) continue;
+          if (!this.holdsBounded(slot, r.lits!)) continue;
         }
         const m = this.execAlternatives(r.regex!, r.alts, t, slot);
         if (m) {

@@ -1,3 +1,4 @@
+import { escapeRegex } from '../../gateway/regex-escape.js';
 import { LO, HI, HI_NON_ASCII, HI_DOUBLE_SPACE, type CharMask } from './charmask.js';
 
 /**
@@ -28,6 +29,19 @@ interface Info {
 const ANY: Info = { exact: undefined, req: undefined };
 const EMPTY: Info = { exact: [''], req: undefined };
 
+/**
+ * A word boundary (`\b`) in the analysis's strings: never a folded character (those are at
+ * most U+0080). A literal `\uffffor\uffff` is `or` with a word boundary on both sides in
+ * every match: `\bor\b` does not match `order` or `airport`. (See {@link boundedLiterals}.)
+ */
+export const BOUNDARY = '\uffff';
+const BOUNDARY_INFO: Info = { exact: [BOUNDARY], req: undefined };
+
+/** `s` without its boundary marks. */
+export function bare(s: string): string {
+  return s.indexOf(BOUNDARY) < 0 ? s : s.replaceAll(BOUNDARY, '');
+}
+
 /** The folding of the automaton: ASCII upper case to lower case, non-ASCII to U+0080. */
 export function foldCode(c: number): number {
   if (c >= 65 && c <= 90) return c + 32;
@@ -56,7 +70,8 @@ const COMMON_CHAR = /^[a-z0-9 .,'"():;!?/&-]$/;
 /** Relative chance of a literal set to occur in ordinary text (lower is a better gate). */
 function weight(req: readonly string[]): number {
   let w = 0;
-  for (const l of req)
+  for (const marked of req) {
+    const l = bare(marked);
     w +=
       l.length >= 5
         ? 0.001
@@ -65,11 +80,13 @@ function weight(req: readonly string[]): number {
             ? 1
             : 0.3
           : [1, 1, 0.1, 0.02, 0.005][l.length]!;
+  }
   return w;
 }
 
 function reqOfExact(exact: readonly string[]): readonly string[] | undefined {
-  return exact.includes('') ? undefined : exact;
+  // (a boundary alone is no literal)
+  return exact.some((e) => bare(e) === '') ? undefined : exact;
 }
 
 function best(
@@ -78,7 +95,24 @@ function best(
 ): readonly string[] | undefined {
   if (a === undefined) return b;
   if (b === undefined) return a;
-  return weight(b) < weight(a) ? b : a;
+  const wa = weight(a);
+  const wb = weight(b);
+  if (wb !== wa) return wb < wa ? b : a;
+  // the same literals, one set with more word boundaries (`x` of the group in `\b(?:x|y)\b`,
+  // `\bx\b` of the sequence): the bounded ones, which tell more
+  return marksOf(b) > marksOf(a) && sameBare(a, b) ? b : a;
+}
+
+function marksOf(req: readonly string[]): number {
+  let n = 0;
+  for (const l of req) n += (l.startsWith(BOUNDARY) ? 1 : 0) + (l.endsWith(BOUNDARY) ? 1 : 0);
+  return n;
+}
+
+function sameBare(a: readonly string[], b: readonly string[]): boolean {
+  const x = new Set(a.map(bare));
+  const y = new Set(b.map(bare));
+  return x.size === y.size && [...x].every((l) => y.has(l));
 }
 
 function dedupe(list: readonly string[]): string[] {
@@ -255,6 +289,7 @@ class Analyzer {
     this.i += 2;
     switch (e) {
       case 'b':
+        return BOUNDARY_INFO;
       case 'B':
         return EMPTY;
       case 'd':
@@ -407,20 +442,63 @@ function set(chars: string): Info {
   return { exact: list, req: list };
 }
 
-/** Drop literals that hold another literal of the set (holding the shorter one is implied). */
-function minimise(req: readonly string[]): string[] {
-  const sorted = dedupe(req).sort((a, b) => a.length - b.length);
-  const out: string[] = [];
-  for (const l of sorted) if (!out.some((x) => l.includes(x))) out.push(l);
-  return out;
+/** Whether `c` is a character `\b` counts as a word character (non-ASCII folds to U+0080: not one). */
+function isWordCode(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 95;
 }
 
 /**
- * Literals of which every match of `source` (with `flags`) holds at least one, folded like
- * the automaton; undefined when the regex requires none (or uses syntax the analysis does not
- * follow — then the rule simply always runs).
+ * The boundary marks `x` (bit 1: before it, bit 2: after it) keeps as the stand-in for a longer
+ * literal `l` that holds it, whose own marks are `lm`: those that some occurrence of `x` in `l`
+ * satisfies (a boundary of `l` where they meet its ends, or one between two of its characters).
+ * `or` keeps its closing boundary for `\bxor\b`, and none for `order`.
  */
-export function requiredLiterals(source: string, flags: string): string[] | undefined {
+function marksWithin(x: string, xm: number, l: string, lm: number): number {
+  let best = 0;
+  for (let p = l.indexOf(x); p >= 0; p = l.indexOf(x, p + 1)) {
+    const e = p + x.length;
+    const left = p === 0 ? (lm & 1) !== 0 : isWordCode(l.charCodeAt(p - 1)) !== isWordCode(l.charCodeAt(p));
+    const right =
+      e === l.length ? (lm & 2) !== 0 : isWordCode(l.charCodeAt(e - 1)) !== isWordCode(l.charCodeAt(e));
+    const kept = xm & ((left ? 1 : 0) | (right ? 2 : 0));
+    if (kept === xm) return xm;
+    if (kept > best) best = kept;
+  }
+  return best;
+}
+
+/**
+ * Drop literals that hold another literal of the set (holding the shorter one is implied),
+ * comparing them without their boundary marks. A literal keeps a boundary mark only when every
+ * form of it in the set has it, and, for each longer literal dropped for it, when one of its
+ * occurrences there has it ({@link marksWithin}).
+ */
+function minimise(req: readonly string[]): string[] {
+  const marks = new Map<string, number>();
+  for (const r of req) {
+    const l = bare(r);
+    const m = (r.startsWith(BOUNDARY) ? 1 : 0) | (r.endsWith(BOUNDARY) ? 2 : 0);
+    const had = marks.get(l);
+    marks.set(l, had === undefined ? m : had & m);
+  }
+  const sorted = [...marks.keys()].sort((a, b) => a.length - b.length);
+  const out: string[] = [];
+  for (const l of sorted) {
+    const within = out.filter((x) => l.includes(x));
+    if (within.length === 0) out.push(l);
+    for (const x of within) marks.set(x, marksWithin(x, marks.get(x)!, l, marks.get(l)!));
+  }
+  return out.map((l) => {
+    const m = marks.get(l)!;
+    return `${(m & 1) !== 0 ? BOUNDARY : ''}${l}${(m & 2) !== 0 ? BOUNDARY : ''}`;
+  });
+}
+
+/**
+ * {@link requiredLiterals} with boundary marks: a literal starting ({@link BOUNDARY}) or ending
+ * with a mark has a word boundary (`\b`) there in every match of `source`.
+ */
+export function boundedLiterals(source: string, flags: string): string[] | undefined {
   // with both `i` and `u`, Unicode case folding maps some non-ASCII characters to ASCII letters
   if (flags.includes('i') && flags.includes('u')) return undefined;
   if (flags.includes('v')) return undefined;
@@ -435,6 +513,44 @@ export function requiredLiterals(source: string, flags: string): string[] | unde
 }
 
 /**
+ * A regex that a string holding one of `literals` (with boundary marks, see
+ * {@link boundedLiterals}) as a match of the literal's regex would hold it, with its word
+ * boundaries, matches: case-insensitive, and each whitespace character of a literal standing for
+ * any run of whitespace (so it also holds for the string before its whitespace runs are
+ * compressed). Undefined when no literal has a boundary (the automaton's hit tells as much) or
+ * one holds a non-ASCII character (which the automaton folds: any stands for it), and when one
+ * that is a word has none. The automaton finds `or` in `order` and `airport`; this tells
+ * whether `\bor\b` is there.
+ */
+export function confirmOf(literals: readonly string[]): RegExp | undefined {
+  const marked = (l: string) => l.startsWith(BOUNDARY) || l.endsWith(BOUNDARY);
+  if (!literals.some(marked)) return undefined;
+  // a word without boundaries (`group`) is held about as often as one with them: the regex
+  // would mostly confirm, at a cost
+  if (literals.some((l) => !marked(l) && /^\w+$/.test(l))) return undefined;
+  const parts: string[] = [];
+  for (const l of literals) {
+    const b = bare(l);
+    let p = '';
+    for (const ch of b) {
+      if (ch.charCodeAt(0) >= 128) return undefined;
+      p += /\s/.test(ch) ? '\\s+' : escapeRegex(ch);
+    }
+    parts.push(`${l.startsWith(BOUNDARY) ? '\\b' : ''}${p}${l.endsWith(BOUNDARY) ? '\\b' : ''}`);
+  }
+  return new RegExp(parts.join('|'), 'i');
+}
+
+/**
+ * Literals of which every match of `source` (with `flags`) holds at least one, folded like
+ * the automaton; undefined when the regex requires none (or uses syntax the analysis does not
+ * follow — then the rule simply always runs).
+ */
+export function requiredLiterals(source: string, flags: string): string[] | undefined {
+  return boundedLiterals(source, flags)?.map(bare);
+}
+
+/**
  * Whether the pattern `source` names its groups or refers to one (`(?<x>…)`, `\1`, `\k<x>`):
  * its parts cannot be compiled apart, nor joined with other patterns into one alternation
  * (a number would then name another pattern's group, and a name could occur twice).
@@ -445,7 +561,8 @@ export function namesOrRefersToGroups(source: string): boolean {
 
 /**
  * The top-level alternatives of `source` (split at each `|` outside groups and character
- * classes), each with the literals every match of it holds: undefined unless there are at
+ * classes), each with the literals every match of it holds (with their boundary marks, see
+ * {@link boundedLiterals}): undefined unless there are at
  * least two and each requires literals, or when the pattern has a backreference or a named
  * group (its alternatives alone could not be compiled the same). A match of the pattern is a
  * match of one alternative, so a value holding none of an alternative's literals cannot
@@ -476,7 +593,7 @@ export function alternativeLiterals(
   if (parts.length < 2) return undefined;
   const out: { source: string; literals: string[] }[] = [];
   for (const part of parts) {
-    const literals = requiredLiterals(part, flags);
+    const literals = boundedLiterals(part, flags);
     if (literals === undefined) return undefined;
     out.push({ source: part, literals });
   }

@@ -4,6 +4,10 @@ import { loadPackDir, shippedRulesDir, parsePack } from '../../../policies/patte
 import {
   requiredLiterals,
   alternativeLiterals,
+  boundedLiterals,
+  confirmOf,
+  bare,
+  BOUNDARY,
   buildScanner,
   scanLiterals,
   scanLiteralsAndMask,
@@ -171,6 +175,8 @@ const FRAGMENTS: string[] = (() => {
     '\\',
   ]);
   out.add('A').add('z').add('0').add('9').add('é').add('＜').add('\u0000');
+  // word characters beside a word literal (`or` in `for` and `airport`, `_` and digits are word characters)
+  out.add('f').add('airp').add('_').add('\n\n');
   // lower-case to ASCII letters (Kelvin sign, capital I with dot), also percent-encoded
   out.add('\u212a').add('\u0130').add('%E2%84%AA').add('%C4%B0');
   for (const r of rules) {
@@ -208,6 +214,151 @@ t.test('every shipped regex: a value it matches holds one of its literals', asyn
   t.ok(derived > 40, `literals derived for ${derived} of ${regexRules.length} regex rules`);
 });
 
+t.test('word boundaries of required literals', async (t) => {
+  const marked = (src: string) =>
+    boundedLiterals(src, '')
+      ?.map((l) => l.replaceAll(BOUNDARY, '|'))
+      .sort();
+  t.same(marked('\\bor\\b'), ['|or|']);
+  t.same(marked('\\bor\\b|\\bxor\\b'), ['or|'], '`or` keeps the boundary after it that `xor` gives it');
+  t.same(marked('\\bor\\b|order'), ['or'], 'and none for `order`');
+  t.same(marked('\\bor\\b|\\$or'), ['|or'], 'the `$` of `$or` is a boundary before it');
+  t.same(marked('\\bor\\b|\\bor'), ['|or'], 'a boundary only every form has');
+  t.same(marked('\\b(?:x|y)\\b'), ['|x|', '|y|']);
+  t.same(marked('a\\bor'), ['aor'], 'a boundary inside a literal is not kept');
+  t.same(requiredLiterals('\\bor\\b|\\bxor\\b', ''), ['or'], 'requiredLiterals: without the marks');
+  const logic = confirmOf(boundedLiterals('\\b(?:and|or)\\b|&&', '')!)!;
+  for (const yes of ['a OR b', "1'or'1", 'x && y', 'or', 'AND 1']) t.ok(logic.test(yes), yes);
+  for (const no of ['airport', 'order', 'for', 'sandwich', 'x & y']) t.notOk(logic.test(no), no);
+  const union = confirmOf(boundedLiterals('\\bunion select\\b', '')!)!;
+  t.ok(union.test('1 UNION\n\n  SELECT 2'), 'whitespace in a literal: any run of it');
+  t.notOk(union.test('reunion select'));
+  t.equal(confirmOf(['&&', 'or']), undefined, 'no boundary: the hit is enough');
+  t.equal(confirmOf(['group', `${BOUNDARY}or${BOUNDARY}`]), undefined, 'a word without boundaries beside');
+  t.equal(confirmOf([`${BOUNDARY}\u0080x`]), undefined, 'a non-ASCII character (the automaton folds them)');
+});
+
+t.test('every shipped regex: a value it matches holds a literal with its boundaries', async (t) => {
+  let confirmed = 0;
+  for (const r of rules) {
+    if (r.regex === undefined) continue;
+    // the whole regex and each of its top-level alternatives, each with its confirmation
+    const flags = r.flags ?? '';
+    const parts = [
+      { source: r.regex, literals: boundedLiterals(r.regex, flags) },
+      ...(alternativeLiterals(r.regex, flags) ?? []),
+    ].flatMap((p) => {
+      const c = p.literals === undefined ? undefined : confirmOf(p.literals);
+      return c === undefined ? [] : [{ re: new RegExp(p.source, flags), confirm: c }];
+    });
+    if (parts.length === 0) continue;
+    confirmed++;
+    const transformed = (v: string) => r.transforms.reduce((x, name) => TRANSFORMS[name]!(x), v);
+    // the string a plain scan read (the regex's own, up to case), and the value an ASCII
+    // value's compressing scan read before its whitespace runs became one space
+    const holds = (raw: string) =>
+      parts.every(({ re, confirm }) => {
+        for (const v of [raw, transformed(raw)]) if (re.test(v) && !confirm.test(v)) return false;
+        if (
+          [...raw].every((c) => c.charCodeAt(0) < 128) &&
+          re.test(compressWhitespaceRuns(raw).toLowerCase())
+        )
+          return confirm.test(raw);
+        return true;
+      });
+    for (const ex of [...r.examples.match, ...r.examples.no_match])
+      if (typeof ex === 'string' && !holds(ex)) t.fail(`${r.id}: example ${JSON.stringify(ex)}`);
+    fc.assert(fc.property(mixedCase, holds), { numRuns: 300 });
+  }
+  t.ok(confirmed > 20, `boundaries confirmed for ${confirmed} regex rules`);
+});
+
+t.test('a regex whose literal occurs only inside words is not run', async (t) => {
+  // sqli-160 requires `&&`, `||`, `\band\b` or `or\b`: `airport`, `order` and `sandwich`
+  // hold the automaton's `or` and `and`, and a note with line breaks would otherwise be
+  // compressed and lower-cased for it
+  const engine = compileEngine({ ...DEFAULT_ENGINE_OPTIONS, rules });
+  const plans = engine.plansByKind.get('query')!.plans;
+  const rule = plans.flatMap((p) => p.groups.flatMap((g) => g.rules)).find((r) => r.id === 'sqli-160')!;
+  const exec = rule.regex!.exec;
+  let runs = 0;
+  rule.regex!.exec = function (s: string) {
+    runs++;
+    return exec.call(this, s);
+  };
+  const ask = (note: string) => {
+    runs = 0;
+    return inspectRequest(engine, {
+      method: 'GET',
+      target: `/api/receipts?q=${encodeURIComponent(note)}`,
+      headers: { Host: 'receipts.example.com' },
+    });
+  };
+  t.equal(ask('Summary\n\n- taxi to the airport (6:15am)\n- a sandwich to order').decision, 'allow');
+  t.equal(runs, 0, 'not run for `or` and `and` inside words');
+  t.equal(ask('Summary\n\n- taxi or (bus)').decision, 'allow');
+  t.equal(runs, 1, 'run for the word `or`');
+  t.equal(ask('x\n\nor 1=1').decision, 'deny');
+  t.equal(runs, 1);
+});
+
+t.test('boundaries are not judged on a scan without whitespace', async (t) => {
+  // the rule reads the value without its whitespace: `) ( id` is `)(id` there, where `\\)\\(id\\b`
+  // matches, while the value as received holds no `)(id`
+  const pack = parsePack(
+    [
+      '- id: test-call',
+      '  family: cmd_injection',
+      '  score: 5',
+      '  description: test',
+      '  targets: [args]',
+      '  requires: "("',
+      '  transforms: [url_decode, lowercase, remove_whitespace]',
+      '  regex: "\\\\)\\\\((?:id|ls)\\\\b"',
+    ].join('\n'),
+    'test',
+    'test.yaml',
+  );
+  const opts = { ...DEFAULT_ENGINE_OPTIONS, rules: pack };
+  for (const e of [compileEngine(opts), compileEngine({ ...opts, prefilter: false })]) {
+    const ids = (q: string) =>
+      inspectRequest(e, {
+        method: 'GET',
+        target: `/x?q=${encodeURIComponent(q)}`,
+        headers: { Host: 'h' },
+      }).matches.map((m) => m.ruleId);
+    t.same(ids('f ( x ) ( ID'), ['test-call']);
+    t.same(ids('f(x)(idle)'), []);
+  }
+});
+
+t.test('boundaries are not judged on a value the regexes see in windows', async (t) => {
+  // 64 characters at a time, each window 56 after the last: the second starts at `or`, where
+  // the regex finds the word `or` that the whole value (`…xor 1…`) does not hold
+  const pack = parsePack(
+    [
+      '- id: test-or',
+      '  family: sqli',
+      '  score: 5',
+      '  description: test',
+      '  targets: [args]',
+      '  transforms: [lowercase]',
+      '  regex: "\\\\bor\\\\b"',
+    ].join('\n'),
+    'test',
+    'test.yaml',
+  );
+  const opts = { ...DEFAULT_ENGINE_OPTIONS, rules: pack, maxValueLength: 64 };
+  for (const e of [compileEngine(opts), compileEngine({ ...opts, prefilter: false })]) {
+    const ids = (q: string) =>
+      inspectRequest(e, { method: 'GET', target: `/x?q=${q}`, headers: { Host: 'h' } }).matches.map(
+        (m) => m.ruleId,
+      );
+    t.same(ids(`${'x'.repeat(56)}or%201${'x'.repeat(10)}`), ['test-or']);
+    t.same(ids(`${'x'.repeat(50)}or%201${'x'.repeat(16)}`), []);
+  }
+});
+
 t.test('a regex is split into its top-level alternatives, each with its literals', async (t) => {
   t.same(alternativeLiterals('a|b(c|d)|[|x]|e\\|f', ''), [
     { source: 'a', literals: ['a'] },
@@ -232,9 +383,13 @@ t.test('a regex is split into its top-level alternatives, each with its literals
       if (typeof ex !== 'string') continue;
       const x = r.transforms.reduce((s, name) => TRANSFORMS[name]!(s), ex);
       const folded = [...x].map((c) => String.fromCharCode(foldCode(c.charCodeAt(0)))).join('');
+      // (and with the word boundaries the literals' marks ask for)
       t.ok(
         alts.some(
-          (a) => new RegExp(a.source, r.flags ?? '').test(x) && a.literals.some((l) => folded.includes(l)),
+          (a) =>
+            new RegExp(a.source, r.flags ?? '').test(x) &&
+            a.literals.some((l) => folded.includes(bare(l))) &&
+            (confirmOf(a.literals)?.test(x) ?? true),
         ),
         `${r.id}: ${JSON.stringify(ex)}`,
       );
