@@ -1023,8 +1023,9 @@ function wordClassAt(s: string, i: number, j: number): WordClass | undefined {
   if (k === 0) return undefined;
   const words = SHAPE_WORDS[k]!;
   for (let x = 0; x < words.length; x++) {
-    const [w, cls] = words[x]!;
-    if (s.startsWith(w, i)) return cls;
+    // (indexed: destructuring would go through the array iterator)
+    const e = words[x]!;
+    if (s.startsWith(e[0], i)) return e[1];
   }
   return undefined;
 }
@@ -1124,7 +1125,7 @@ export function cannotFireUnquoted(s: string): boolean {
  * and inside each quote it holds. `plain` decides each with its own patterns (the
  * definition; the tests compare both).
  */
-export function sqliContexts(value: string, plain = false): SqliContext[] {
+export function sqliContexts(value: string, plain = false): readonly SqliContext[] {
   if (plain) {
     const out: SqliContext[] = [];
     if (mayBeSqlBesidesQuotes(value)) out.push('none');
@@ -1137,8 +1138,18 @@ export function sqliContexts(value: string, plain = false): SqliContext[] {
   return contextsAt(value, value.indexOf("'"), value.indexOf('"'));
 }
 
+/** The contexts of a value without quotes. */
+const NONE_ONLY: readonly SqliContext[] = ['none'];
+
 /** {@link sqliContexts} of a value whose first `'` and `"` are at `atSingle` and `atDouble`. */
-function contextsAt(value: string, atSingle: number, atDouble: number, lacks = 0): SqliContext[] {
+function contextsAt(
+  value: string,
+  atSingle: number,
+  atDouble: number,
+  lacks = 0,
+): readonly SqliContext[] {
+  // (a value without quotes, the usual one, is read as it is only)
+  if (atSingle < 0 && atDouble < 0) return NONE_ONLY;
   const contexts: SqliContext[] = [];
   // as it is: quotes alone only make string tokens, which need an operator, a keyword or a
   // logical word next to them to form a shape. Without quotes, mayBeSqlBesidesQuotes is
@@ -1147,19 +1158,13 @@ function contextsAt(value: string, atSingle: number, atDouble: number, lacks = 0
   // tested false): a match of one in the rest after a quote, a suffix that follows a non-word
   // character, is one in the value too, so a pattern absent from the value is absent from
   // the rest.
-  let chars = true;
-  let words = true;
-  let logic = true;
-  if (atSingle < 0 && atDouble < 0) contexts.push('none');
-  else {
-    chars = SQL_GATE_CHARS_NO_QUOTES.test(value);
-    words = !chars && (lacks & SQL_LACKS_WORDS) === 0 && SQL_GATE_WORDS.test(value);
-    logic = !chars && !words && (lacks & SQL_LACKS_LOGIC) === 0 && SQL_LOGIC.test(value);
-    if (chars || words || (logic && SQL_LOGIC_OPERAND.test(value))) contexts.push('none');
-    // (words and logic were tested only when the patterns before them were absent)
-    words ||= chars;
-    logic ||= words;
-  }
+  const chars = SQL_GATE_CHARS_NO_QUOTES.test(value);
+  let words = !chars && (lacks & SQL_LACKS_WORDS) === 0 && SQL_GATE_WORDS.test(value);
+  let logic = !chars && !words && (lacks & SQL_LACKS_LOGIC) === 0 && SQL_LOGIC.test(value);
+  if (chars || words || (logic && SQL_LOGIC_OPERAND.test(value))) contexts.push('none');
+  // (words and logic were tested only when the patterns before them were absent)
+  words ||= chars;
+  logic ||= words;
   // inside a string: only when what follows the closing quote can form a shape
   // (mayBeSqlAfterBreak, without the patterns the value does not hold)
   for (const q of ["'", '"'] as const) {
@@ -1201,7 +1206,8 @@ export function detectSqli(value: string, exhaustive = false, lacks = 0): SqliRe
   // (cannotFireUnquoted answers false on any quote)
   if (!exhaustive && atSingle < 0 && atDouble < 0 && cannotFireUnquoted(value)) return undefined;
   const contexts = contextsAt(value, atSingle, atDouble, lacks);
-  for (const ctx of contexts) {
+  for (let c = 0; c < contexts.length; c++) {
+    const ctx = contexts[c]!;
     let toks: Tok[];
     let fp: string;
     if (exhaustive) {
