@@ -1142,12 +1142,7 @@ export function sqliContexts(value: string, plain = false): readonly SqliContext
 const NONE_ONLY: readonly SqliContext[] = ['none'];
 
 /** {@link sqliContexts} of a value whose first `'` and `"` are at `atSingle` and `atDouble`. */
-function contextsAt(
-  value: string,
-  atSingle: number,
-  atDouble: number,
-  lacks = 0,
-): readonly SqliContext[] {
+function contextsAt(value: string, atSingle: number, atDouble: number, lacks = 0): readonly SqliContext[] {
   // (a value without quotes, the usual one, is read as it is only)
   if (atSingle < 0 && atDouble < 0) return NONE_ONLY;
   const contexts: SqliContext[] = [];
