@@ -1185,6 +1185,22 @@ function contextsAt(value: string, atSingle: number, atDouble: number, lacks = 0
  */
 export function detectSqli(value: string, exhaustive = false, lacks = 0): SqliResult | undefined {
   if (value.length < 2) return undefined;
+  // A value without quotes is read in one context, as it is, where cannotFireUnquoted may rule
+  // out every shape before any gate runs. It is asked first when the caller knows the value
+  // holds a gate character (which the gate's regex would find) and the value holds no `;` (the
+  // one the regex may pass over, and where cannotFireUnquoted stops): a parenthesis in prose.
+  let asked = false;
+  if (
+    !exhaustive &&
+    lacks !== 0 &&
+    (lacks & SQL_LACKS_GATE_CHARS) === 0 &&
+    value.indexOf("'") < 0 &&
+    value.indexOf('"') < 0 &&
+    value.indexOf(';') < 0
+  ) {
+    if (cannotFireUnquoted(value)) return undefined;
+    asked = true;
+  }
   // mayBeSql; its first pattern holds both quotes, so a value without a match has none. A
   // pattern the caller knows absent (`lacks`, see SQL_NEEDS) is not run.
   const gate = (lacks & SQL_LACKS_GATE_CHARS) === 0 && SQL_GATE_CHARS.test(value);
@@ -1199,7 +1215,7 @@ export function detectSqli(value: string, exhaustive = false, lacks = 0): SqliRe
   )
     return undefined;
   // (cannotFireUnquoted answers false on any quote)
-  if (!exhaustive && atSingle < 0 && atDouble < 0 && cannotFireUnquoted(value)) return undefined;
+  if (!exhaustive && !asked && atSingle < 0 && atDouble < 0 && cannotFireUnquoted(value)) return undefined;
   const contexts = contextsAt(value, atSingle, atDouble, lacks);
   for (let c = 0; c < contexts.length; c++) {
     const ctx = contexts[c]!;
