@@ -1089,9 +1089,13 @@ export function cannotFireUnquoted(s: string): boolean {
       case 34: // "
       case 96: // `
       case 59: // ;
-      case 64: // @
       case 61: // =
         return false;
+      case 64: // @@ (a system variable fires alone); a lone `@` (a mention, an e-mail address)
+        // makes a variable token, which no shape fires on without an operator, a keyword, a
+        // logical word or a quote beside it, each of which this function stops at itself
+        if (s.charCodeAt(i + 1) === 64) return false;
+        break;
       case 60: // <>
         if (s.charCodeAt(i + 1) === 62) return false;
         break;

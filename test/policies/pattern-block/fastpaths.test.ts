@@ -667,6 +667,12 @@ t.test('the SQL detector shortcut for unquoted values decides what tokenizing de
     t.ok(detectSqli(v), v);
   }
   t.ok(cannotFireUnquoted('/*a)*/ x > 1'));
+  // a lone `@` (a mention, an e-mail address) is a variable that fires nothing by itself; `@@` does
+  t.ok(cannotFireUnquoted('## summary\n\n> mail jane@example.com, cc @mgr (100%)'));
+  t.notOk(cannotFireUnquoted('(@@version)'));
+  t.ok(detectSqli('(@@version)'));
+  t.notOk(cannotFireUnquoted('@x:=1'));
+  t.notOk(cannotFireUnquoted('1 or @x'));
   const fragment = fc.constantFrom(
     ...[
       'union',
