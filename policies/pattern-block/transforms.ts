@@ -618,13 +618,19 @@ function namedEntityAt(s: string, from: number, skipWs: boolean): boolean {
  * none is whitespace or a slash look-alike, and the value is NFKC-normalised.
  */
 export function nonAsciiStable(s: string): boolean {
-  const n = s.length;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 0x80 && (WS_UNIT[c] === 1 || UNICODE_SLASHES.test(s[i]!))) return false;
-  }
-  return s.normalize('NFKC') === s;
+  return !NON_ASCII_WS_OR_SLASH.test(s) && s.normalize('NFKC') === s;
 }
+
+/**
+ * A non-ASCII whitespace character (a {@link WS_UNIT} from U+0080 on) or a slash look-alike
+ * ({@link UNICODE_SLASHES}): one regex over the value instead of a loop over its code units.
+ */
+const NON_ASCII_WS_OR_SLASH: RegExp = (() => {
+  let cls = '';
+  for (let c = 0x80; c < 65536; c++) if (WS_UNIT[c] === 1) cls += `\\u${c.toString(16).padStart(4, '0')}`;
+  // (one class: the slash pattern is a class too)
+  return new RegExp(`[${cls}${UNICODE_SLASHES.source.slice(1, -1)}]`);
+})();
 
 /** Every transform, by the name rule packs use. */
 export const TRANSFORMS: Readonly<Record<string, Transform>> = {

@@ -14,7 +14,9 @@ import {
   compressWhitespace,
   removeWhitespace,
   WS,
+  WS_UNIT,
   TRANSFORMS,
+  nonAsciiStable,
 } from '../../../policies/pattern-block/transforms.js';
 import {
   detectSqli,
@@ -1088,5 +1090,33 @@ t.test(
       '&constructor',
       '&amp1234567890123 <b',
     ]);
+  },
+);
+
+t.test(
+  'nonAsciiStable: one regex for the whitespace and slash look-alikes, as the code-unit loop read them',
+  async (t) => {
+    const slashes = /[\u2215\u2044\u29f8\u2216\u29f9\ufe68\uff0f\uff3c]/;
+    const reference = (s: string) => {
+      for (let i = 0; i < s.length; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80 && (WS_UNIT[c] === 1 || slashes.test(s[i]!))) return false;
+      }
+      return s.normalize('NFKC') === s;
+    };
+    let differ = 0;
+    for (let c = 0x80; c < 0x10000; c++) {
+      const v = `caf\u00e9 ${String.fromCharCode(c)} x`;
+      if (nonAsciiStable(v) !== reference(v)) differ++;
+    }
+    t.equal(differ, 0, 'every code unit from U+0080 on');
+    t.notOk(nonAsciiStable('a\u00a0b'));
+    t.notOk(nonAsciiStable('a\uff0fb'));
+    t.notOk(nonAsciiStable('\ufb01'), 'not NFKC-normalised');
+    t.ok(nonAsciiStable('Li Wei \u2014 see sheet'));
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 20 }), (v) => nonAsciiStable(v) === reference(v)),
+      { numRuns: 20000 },
+    );
   },
 );
