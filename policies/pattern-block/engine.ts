@@ -798,7 +798,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
         // Walk.holdsBounded) has one entry per rule: its own requirement, the union of theirs, is
         // mostly not (`or\b` of one rule beside `order` of another)
         ...groups.flatMap((g) =>
-          g.rules.length > 1 && g.rules.some((r) => lits.confirms[r.lits!] !== undefined)
+          g.rules.length > 1 && g.rules.some((r) => r.lits! >= 0 && lits.confirms[r.lits!] !== undefined)
             ? g.rules.flatMap((r) => preEntry(g.gate, r.lits!, g.subsLits))
             : preEntry(g.gate, g.lits, g.subsLits),
         ),
