@@ -47,7 +47,8 @@ import { FAMILIES, type Family, type RuleDef } from './rules.js';
 import {
   boundedLiterals,
   bare,
-  BOUNDARY,
+  marksOf,
+  withMarks,
   confirmOf,
   alternativeLiterals,
   namesOrRefersToGroups,
@@ -600,7 +601,7 @@ class LiteralRegistry {
     const marks = new Map<string, number>();
     for (const m of lits) {
       let l = bare(m);
-      let b = (m.startsWith(BOUNDARY) ? 1 : 0) | (m.endsWith(BOUNDARY) ? 2 : 0);
+      let b = marksOf(m);
       if (l.length > MAX_LITERAL) {
         l = l.slice(0, MAX_LITERAL);
         b &= 1;
@@ -609,10 +610,7 @@ class LiteralRegistry {
       marks.set(l, had === undefined ? b : had & b);
     }
     const sorted = [...marks.keys()].sort();
-    const marked = sorted.map((l) => {
-      const b = marks.get(l)!;
-      return `${(b & 1) !== 0 ? BOUNDARY : ''}${l}${(b & 2) !== 0 ? BOUNDARY : ''}`;
-    });
+    const marked = sorted.map((l) => withMarks(l, marks.get(l)!));
     const key = marked.join('\u0000');
     let id = this.byKey.get(key);
     if (id === undefined) {
@@ -795,7 +793,7 @@ function buildPlanSet(rules: readonly Full[], lits: LiteralRegistry, memoSlots: 
       litsOnly: list.every((r) => r.regex !== undefined) && groups.every((g) => g.lits >= 0),
       pre: Int32Array.from([
         // a group whose rules' own literals are confirmed by their word boundaries (see
-        // Walk.holdsBounded) has one entry per rule: its own requirement, the union of theirs, is
+        // Walk.holds) has one entry per rule: its own requirement, the union of theirs, is
         // mostly not (`or\b` of one rule beside `order` of another)
         ...groups.flatMap((g) =>
           g.rules.length > 1 && g.rules.some((r) => r.lits! >= 0 && lits.confirms[r.lits!] !== undefined)
@@ -1663,7 +1661,7 @@ class Walk {
     let held = false;
     for (let i = 0; i < needs.length; i += NEED_STRIDE) {
       const req = needs[i]!;
-      if ((m.lo & needs[i + 1]!) !== 0 || (m.hi & needs[i + 2]!) !== 0 || (req >= 0 && this.holds(slot, req)))
+      if ((m.lo & needs[i + 1]!) !== 0 || (m.hi & needs[i + 2]!) !== 0 || (req >= 0 && this.hits(slot, req)))
         held = true;
       else lacks |= needs[i + 3]!;
     }
@@ -1684,32 +1682,39 @@ class Walk {
   ): RegExpExecArray | null {
     if (alts === undefined || slot < 0) return execIn(whole, t, this.max);
     let held = 0;
-    for (let i = 0; i < alts.length; i++) if (this.holds(slot, alts[i]!.lits)) held++;
+    for (let i = 0; i < alts.length; i++) if (this.hits(slot, alts[i]!.lits)) held++;
     if (held > MAX_ALTERNATIVES_APART) return execIn(whole, t, this.max);
     for (let i = 0; held > 0 && i < alts.length; i++) {
       const a = alts[i]!;
-      if (!this.holds(slot, a.lits)) continue;
+      if (!this.hits(slot, a.lits)) continue;
       held--;
       if (execIn(a.regex, t, this.max) !== null) return execIn(whole, t, this.max);
     }
     return null;
   }
 
-  /** Whether the scan in `slot` holds a literal of requirement `req`. */
-  private holds(slot: number, req: number): boolean {
+  /**
+   * Whether the scan in `slot` holds a literal of requirement `req`: the automaton's hit alone.
+   * What the detectors' needs ask (they carry no boundaries), and what picks the alternatives
+   * and fast regexes to run: confirming their boundaries there as well measured 1.03–1.05×
+   * slower on bodies (the confirmations mostly confirm).
+   */
+  private hits(slot: number, req: number): boolean {
     return litScan.hit[slot * this.engine.literals.size + req] === this.scanStamp[slot];
   }
 
   /**
-   * {@link holds}, and with the word boundaries the requirement's regexes ask for: `\bor\b`,
-   * not the `or` of `airport` (Engine.confirms, tested once per slot and requirement). The
+   * Whether the scan in `slot` holds a literal of requirement `req`, with the word boundaries
+   * the requirement's regexes ask for: `\bor\b`, not the `or` of `airport` (Engine.confirms,
+   * tested once per slot and requirement; a requirement without boundaries needs the hit
+   * alone, as the substrings of `requires_any` and of the detectors' needs do). The
    * boundaries are judged on the string the slot scanned, which a regex sees up to case (a plain
    * scan) or with its whitespace runs compressed (a compressing scan: the boundaries and the
    * literals without whitespace are the same there); not on a whitespace-skipping scan, whose
    * string has lost the whitespace, nor on a string longer than `max_value_length`, which the
    * regexes see in windows whose edges are boundaries of their own.
    */
-  private holdsBounded(slot: number, req: number): boolean {
+  private holds(slot: number, req: number): boolean {
     const i = slot * this.engine.literals.size + req;
     const stamp = this.scanStamp[slot]!;
     if (litScan.hit[i] !== stamp) return false;
@@ -1741,7 +1746,7 @@ class Walk {
     for (let i = 0; i < pre.length; i += PRE_STRIDE) {
       if (pre[i] === 0 && (lo & pre[i + 1]!) === 0 && (hi & pre[i + 2]!) === 0) continue;
       const l = pre[i + 3]!;
-      if (l >= 0 && (hit[base + l] !== stamp || (confirms[l] !== undefined && !this.holdsBounded(slot, l))))
+      if (l >= 0 && (hit[base + l] !== stamp || (confirms[l] !== undefined && !this.holds(slot, l))))
         continue;
       const sl = pre[i + 4]!;
       if (sl >= 0 && hit[base + sl] !== stamp) continue;
@@ -1790,7 +1795,7 @@ class Walk {
       for (let i = 0; i < fast.length; i++) {
         // the literal scan of `v` (slot 0) folds case: it tells what scanning `l` would
         const fl = set.fastLits[i]!;
-        if (fl >= 0 && !this.holds(0, fl)) continue;
+        if (fl >= 0 && !this.hits(0, fl)) continue;
         if (this.execAlternatives(fast[i]!, set.fastAlts[i], (l ??= lowerOf(v, vm)), 0) !== null) {
           hit = true;
           break;
@@ -1972,7 +1977,7 @@ class Walk {
       if (g.gate !== undefined && !passes(tm, g.gate)) continue;
       if (g.lits >= 0 || g.subsLits >= 0) {
         if (slot < 0) slot = this.scanOf(this.scanned);
-        if (g.lits >= 0 && !this.holdsBounded(slot, g.lits)) continue;
+        if (g.lits >= 0 && !this.holds(slot, g.lits)) continue;
         if (g.subsLits >= 0 && !this.holds(slot, g.subsLits)) continue;
       }
       if (g.gateSubs !== undefined && execIn(g.gateSubs, t, this.max) === null) continue;
@@ -1982,7 +1987,7 @@ class Walk {
         if (r.names !== undefined && !r.names.test(leaf)) continue;
         if (r.lits! >= 0) {
           if (slot < 0) slot = this.scanOf(this.scanned);
-          if (!this.holdsBounded(slot, r.lits!)) continue;
+          if (!this.holds(slot, r.lits!)) continue;
         }
         const m = this.execAlternatives(r.regex!, r.alts, t, slot);
         if (m) {

@@ -42,6 +42,16 @@ export function bare(s: string): string {
   return s.indexOf(BOUNDARY) < 0 ? s : s.replaceAll(BOUNDARY, '');
 }
 
+/** The boundary marks of a literal: bit 1 before it, bit 2 after it. */
+export function marksOf(l: string): number {
+  return (l.startsWith(BOUNDARY) ? 1 : 0) | (l.endsWith(BOUNDARY) ? 2 : 0);
+}
+
+/** The bare literal `l` with the boundary marks `marks` ({@link marksOf}). */
+export function withMarks(l: string, marks: number): string {
+  return `${(marks & 1) !== 0 ? BOUNDARY : ''}${l}${(marks & 2) !== 0 ? BOUNDARY : ''}`;
+}
+
 /** The folding of the automaton: ASCII upper case to lower case, non-ASCII to U+0080. */
 export function foldCode(c: number): number {
   if (c >= 65 && c <= 90) return c + 32;
@@ -100,12 +110,12 @@ function best(
   if (wb !== wa) return wb < wa ? b : a;
   // the same literals, one set with more word boundaries (`x` of the group in `\b(?:x|y)\b`,
   // `\bx\b` of the sequence): the bounded ones, which tell more
-  return marksOf(b) > marksOf(a) && sameBare(a, b) ? b : a;
+  return markCount(b) > markCount(a) && sameBare(a, b) ? b : a;
 }
 
-function marksOf(req: readonly string[]): number {
+function markCount(req: readonly string[]): number {
   let n = 0;
-  for (const l of req) n += (l.startsWith(BOUNDARY) ? 1 : 0) + (l.endsWith(BOUNDARY) ? 1 : 0);
+  for (const l of req) n += [0, 1, 1, 2][marksOf(l)]!;
   return n;
 }
 
@@ -477,7 +487,7 @@ function minimise(req: readonly string[]): string[] {
   const marks = new Map<string, number>();
   for (const r of req) {
     const l = bare(r);
-    const m = (r.startsWith(BOUNDARY) ? 1 : 0) | (r.endsWith(BOUNDARY) ? 2 : 0);
+    const m = marksOf(r);
     const had = marks.get(l);
     marks.set(l, had === undefined ? m : had & m);
   }
@@ -488,10 +498,7 @@ function minimise(req: readonly string[]): string[] {
     if (within.length === 0) out.push(l);
     for (const x of within) marks.set(x, marksWithin(x, marks.get(x)!, l, marks.get(l)!));
   }
-  return out.map((l) => {
-    const m = marks.get(l)!;
-    return `${(m & 1) !== 0 ? BOUNDARY : ''}${l}${(m & 2) !== 0 ? BOUNDARY : ''}`;
-  });
+  return out.map((l) => withMarks(l, marks.get(l)!));
 }
 
 /**
@@ -523,11 +530,10 @@ export function boundedLiterals(source: string, flags: string): string[] | undef
  * whether `\bor\b` is there.
  */
 export function confirmOf(literals: readonly string[]): RegExp | undefined {
-  const marked = (l: string) => l.startsWith(BOUNDARY) || l.endsWith(BOUNDARY);
-  if (!literals.some(marked)) return undefined;
+  if (!literals.some((l) => marksOf(l) !== 0)) return undefined;
   // a word without boundaries (`group`) is held about as often as one with them: the regex
   // would mostly confirm, at a cost
-  if (literals.some((l) => !marked(l) && /^\w+$/.test(l))) return undefined;
+  if (literals.some((l) => marksOf(l) === 0 && /^\w+$/.test(l))) return undefined;
   const parts: string[] = [];
   for (const l of literals) {
     const b = bare(l);
@@ -536,7 +542,8 @@ export function confirmOf(literals: readonly string[]): RegExp | undefined {
       if (ch.charCodeAt(0) >= 128) return undefined;
       p += /\s/.test(ch) ? '\\s+' : escapeRegex(ch);
     }
-    parts.push(`${l.startsWith(BOUNDARY) ? '\\b' : ''}${p}${l.endsWith(BOUNDARY) ? '\\b' : ''}`);
+    const m = marksOf(l);
+    parts.push(`${(m & 1) !== 0 ? '\\b' : ''}${p}${(m & 2) !== 0 ? '\\b' : ''}`);
   }
   return new RegExp(parts.join('|'), 'i');
 }
